@@ -1,0 +1,42 @@
+// Package tun owns the packet device: the interface the WireGuard engine reads
+// plaintext IP packets from and writes them back to, and its Linux TUN
+// implementation (create or attach, MTU, up/down). Every method moves a batch
+// of packets, each stored at a fixed header offset inside its buffer, so that
+// offloads (virtio-net headers, GSO split, GRO coalesce) and a userspace
+// netstack can later sit behind the same contract.
+package tun
+
+// Event is a change of the device's state reported on Events.
+type Event int
+
+const (
+	EventUp Event = 1 << iota
+	EventDown
+	EventMTUUpdate
+)
+
+// Device is a batch packet device. It is the only way the engine reaches the
+// host's IP stack.
+type Device interface {
+	// Read reads up to len(bufs) packets. Packet i is written to
+	// bufs[i][offset:] and its length stored in sizes[i]. It returns the number
+	// of packets read; it blocks until at least one is available or the device
+	// is closed. offset leaves room in front of each packet for the transport
+	// header of the tunnel message so no copy is needed to seal it.
+	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
+	// Write writes the packets bufs[i][offset:] to the host. It returns the
+	// number of buffers consumed. A packet the host refuses (e.g. malformed)
+	// is skipped, not an error of the whole batch.
+	Write(bufs [][]byte, offset int) (int, error)
+	// BatchSize is the largest number of packets Read returns and the
+	// preferred size of a Write batch.
+	BatchSize() int
+	// MTU is the device's current MTU.
+	MTU() (int, error)
+	// Name is the interface name.
+	Name() (string, error)
+	// Events delivers state changes; it is closed when the device closes.
+	Events() <-chan Event
+	// Close closes the device; blocked Reads return an error.
+	Close() error
+}
