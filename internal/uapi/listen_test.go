@@ -234,7 +234,8 @@ func TestServeRejectsOtherUsers(t *testing.T) {
 	if got := run(0); got != "REPLY:listen_port=0:nil" {
 		t.Errorf("root client: %q", got)
 	}
-	if got := run(65534); got != "REPLY::EOF" {
+	// Closed unanswered: EOF, or a reset because the request went unread.
+	if got := run(65534); got != "REPLY::EOF" && !(strings.HasPrefix(got, "REPLY::") && strings.HasSuffix(got, "connection reset by peer")) {
 		t.Errorf("uid 65534 client: %q, want the connection closed unanswered", got)
 	}
 }
