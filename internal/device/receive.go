@@ -1,0 +1,273 @@
+package device
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+
+	"warren/internal/conn"
+	"warren/internal/wire"
+)
+
+// The inbound pipeline:
+//
+//	receive ──transport──(per peer)──┬─> queue.decrypt ──> decryptWorker (parallel)
+//	   │                             └─> Peer.run.in ──> sequentialReceiver (in order) ──> TUN
+//	   └──handshake/cookie──> queue.handshake ──> handshakeWorker
+//
+// Nothing unauthenticated is ever answered, except a cookie reply to a
+// handshake with a valid MAC1 while under load.
+
+type handshakeElem struct {
+	typ byte
+	msg [wire.InitiationSize]byte
+	n   int
+	ep  conn.Endpoint
+}
+
+// receive reads datagrams from one receive function until the transport
+// closes.
+func (d *Device) receive(fn conn.ReceiveFunc) {
+	defer d.net.recvWG.Done()
+	n := d.net.transport.BatchSize()
+	elems := make([]*elem, n)
+	bufs := make([][]byte, n)
+	sizes := make([]int, n)
+	eps := make([]conn.Endpoint, n)
+	touched := make([]*Peer, 0, n)
+	perPeer := make(map[*Peer]*batch)
+	for {
+		for i := range elems {
+			if elems[i] == nil {
+				elems[i] = getElem()
+			}
+			bufs[i] = elems[i].buf[:]
+		}
+		count, err := fn(bufs, sizes, eps)
+		if err != nil {
+			for i, e := range elems {
+				if e != nil {
+					putElem(e)
+					elems[i] = nil
+				}
+			}
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, conn.ErrClosed) {
+				return
+			}
+			d.log.Debug("receive", "err", err)
+			return
+		}
+		for i := 0; i < count; i++ {
+			pkt := bufs[i][:sizes[i]]
+			typ, err := wire.Type(pkt)
+			if err != nil {
+				d.Stats.DropInvalid.Add(1)
+				continue
+			}
+			if typ != wire.TypeTransport {
+				d.queueHandshake(typ, pkt, eps[i])
+				continue
+			}
+			h, _, _ := wire.ParseTransport(pkt)
+			entry, ok := d.index.lookup(h.Receiver)
+			if !ok || entry.keypair == nil {
+				d.Stats.DropNoSession.Add(1)
+				continue
+			}
+			if d.clock.Now().Sub(entry.keypair.created) >= RejectAfterTime {
+				d.Stats.DropExpiredKey.Add(1)
+				continue
+			}
+			e := elems[i]
+			elems[i] = nil
+			e.pkt, e.counter, e.keypair, e.ep = pkt, h.Counter, entry.keypair, eps[i]
+			b, ok := perPeer[entry.peer]
+			if !ok {
+				b = getBatch(entry.peer)
+				perPeer[entry.peer] = b
+				touched = append(touched, entry.peer)
+			}
+			b.elems = append(b.elems, e)
+		}
+		for _, p := range touched {
+			p.queueInbound(perPeer[p])
+			delete(perPeer, p)
+		}
+		touched = touched[:0]
+	}
+}
+
+func (d *Device) queueHandshake(typ byte, pkt []byte, ep conn.Endpoint) {
+	he := &handshakeElem{typ: typ, n: len(pkt), ep: ep}
+	copy(he.msg[:], pkt)
+	select {
+	case d.queue.handshake <- he:
+	default:
+		d.Stats.DropHandshakeQueue.Add(1)
+	}
+}
+
+func (p *Peer) queueInbound(b *batch) {
+	b.Lock()
+	p.run.RLock()
+	if !p.run.running {
+		p.run.RUnlock()
+		b.Unlock()
+		putBatch(b)
+		return
+	}
+	select {
+	case p.run.in <- b:
+	default:
+		p.run.RUnlock()
+		p.dev.Stats.DropQueueFull.Add(uint64(len(b.elems)))
+		b.Unlock()
+		putBatch(b)
+		return
+	}
+	p.run.RUnlock()
+	p.dev.queue.decrypt <- b
+}
+
+// decryptWorker opens batches in place.
+func (d *Device) decryptWorker() {
+	defer d.cryptWG.Done()
+	var nonce [12]byte
+	for b := range d.queue.decrypt {
+		for _, e := range b.elems {
+			binary.LittleEndian.PutUint64(nonce[4:], e.counter)
+			sealed := e.pkt[wire.TransportDataOffset:]
+			plain, err := e.keypair.recv.Open(sealed[:0], nonce[:], sealed, nil)
+			if err != nil {
+				e.drop = true
+				continue
+			}
+			e.pkt = plain
+		}
+		b.Unlock()
+	}
+}
+
+// sequentialReceiver checks replay, roams, runs timers and writes the
+// peer's packets to the TUN device in order.
+func (p *Peer) sequentialReceiver(q chan *batch) {
+	defer p.run.wg.Done()
+	d := p.dev
+	bufs := make([][]byte, 0, 128)
+	for b := range q {
+		b.Lock()
+		bufs = bufs[:0]
+		var rx uint64
+		for _, e := range b.elems {
+			if e.drop {
+				d.Stats.DropDecrypt.Add(1)
+				continue
+			}
+			kp := e.keypair
+			kp.replayMu.Lock()
+			ok := kp.replay.ValidateCounter(e.counter, RejectAfterMessages)
+			kp.replayMu.Unlock()
+			if !ok {
+				d.Stats.DropReplay.Add(1)
+				continue
+			}
+			if p.receivedWithKeypair(kp) {
+				p.timers.handshakeComplete()
+				p.flushStaged()
+			}
+			p.keepKeyFresh(kp)
+			p.setEndpoint(e.ep)
+			rx += uint64(len(e.pkt) + wire.MinTransportSize)
+			p.timers.anyAuthenticatedPacketTraversal()
+			p.timers.anyAuthenticatedPacketReceived()
+			if len(e.pkt) == 0 {
+				continue // keepalive
+			}
+			p.timers.dataReceived()
+			pkt, ok := p.checkInner(e.pkt)
+			if !ok {
+				continue
+			}
+			bufs = append(bufs, e.buf[:wire.TransportDataOffset+len(pkt)])
+		}
+		p.rxBytes.Add(rx)
+		if len(bufs) > 0 && p.isRunning() {
+			if _, err := d.tun.Write(bufs, wire.TransportDataOffset); err != nil && !d.closed.Load() {
+				d.log.Debug("tun write", "err", err)
+			}
+		}
+		b.Unlock()
+		putBatch(b)
+	}
+}
+
+// checkInner validates a decrypted packet: a well-formed IPv4 or IPv6
+// header, trimmed of padding, whose source address this peer may use.
+func (p *Peer) checkInner(pkt []byte) ([]byte, bool) {
+	d := p.dev
+	var src netip.Addr
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		n := int(binary.BigEndian.Uint16(pkt[2:4]))
+		if n < 20 || n > len(pkt) {
+			d.Stats.DropBadInner.Add(1)
+			return nil, false
+		}
+		pkt = pkt[:n]
+		src = netip.AddrFrom4([4]byte(pkt[12:16]))
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		n := 40 + int(binary.BigEndian.Uint16(pkt[4:6]))
+		if n > len(pkt) {
+			d.Stats.DropBadInner.Add(1)
+			return nil, false
+		}
+		pkt = pkt[:n]
+		src = netip.AddrFrom16([16]byte(pkt[8:24]))
+	default:
+		d.Stats.DropBadInner.Add(1)
+		return nil, false
+	}
+	d.routes.RLock()
+	owner, _ := d.routes.t.Lookup(src)
+	d.routes.RUnlock()
+	if owner != p {
+		d.Stats.DropSourceAddr.Add(1)
+		return nil, false
+	}
+	return pkt, true
+}
+
+// receivedWithKeypair promotes a responder's next session once the
+// initiator used it. It reports whether a promotion happened.
+func (p *Peer) receivedWithKeypair(kp *Keypair) bool {
+	p.keypairs.RLock()
+	isNext := p.keypairs.next == kp
+	p.keypairs.RUnlock()
+	if !isNext {
+		return false
+	}
+	p.keypairs.Lock()
+	defer p.keypairs.Unlock()
+	if p.keypairs.next != kp {
+		return false
+	}
+	if old := p.keypairs.previous; old != nil {
+		p.dev.index.delete(old.localIndex)
+	}
+	p.keypairs.previous = p.keypairs.current
+	p.keypairs.current = kp
+	p.keypairs.next = nil
+	return true
+}
+
+// keepKeyFresh starts a handshake when, as initiator, we receive on a key
+// nearing its end of life, so the responder never has to stop accepting it.
+func (p *Peer) keepKeyFresh(kp *Keypair) {
+	if !kp.initiator || p.keypairs.Current() != kp {
+		return
+	}
+	if p.dev.clock.Now().Sub(kp.created) >= RekeyOnReceiveAge && !kp.rekeyOnReceive.Swap(true) {
+		p.sendInitiation(false)
+	}
+}

@@ -1,0 +1,259 @@
+package device
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"warren/internal/wire"
+)
+
+// The outbound pipeline:
+//
+//	readTUN ──(per peer)──> Peer.stage ──> Peer.flushStaged ──┬─> queue.encrypt ──> encryptWorker (parallel)
+//	                                                           └─> Peer.run.out ──> sequentialSender (in order)
+//
+// flushStaged assigns nonces under the peer's sendMu and queues the batch on
+// the peer's queue before the crypto queue, so the sequential sender sends in
+// nonce order while the crypto workers seal batches in parallel.
+
+// readTUN reads plaintext packets and routes them to peers.
+func (d *Device) readTUN() {
+	defer d.tunWG.Done()
+	n := d.tun.BatchSize()
+	elems := make([]*elem, n)
+	bufs := make([][]byte, n)
+	sizes := make([]int, n)
+	touched := make([]*Peer, 0, n)
+	perPeer := make(map[*Peer][]*elem)
+	for {
+		for i := range elems {
+			if elems[i] == nil {
+				elems[i] = getElem()
+			}
+			bufs[i] = elems[i].buf[:]
+		}
+		count, err := d.tun.Read(bufs, sizes, MessageTransportStart)
+		for i := 0; i < count; i++ {
+			pkt := elems[i].buf[MessageTransportStart : MessageTransportStart+sizes[i]]
+			p := d.routeOutbound(pkt)
+			if p == nil {
+				d.Stats.DropNoRoute.Add(1)
+				continue
+			}
+			elems[i].pkt = pkt
+			if len(perPeer[p]) == 0 {
+				touched = append(touched, p)
+			}
+			perPeer[p] = append(perPeer[p], elems[i])
+			elems[i] = nil
+		}
+		for _, p := range touched {
+			p.stage(perPeer[p])
+			p.flushStaged()
+			perPeer[p] = perPeer[p][:0]
+		}
+		touched = touched[:0]
+		if err != nil {
+			if d.closed.Load() {
+				for _, e := range elems {
+					if e != nil {
+						putElem(e)
+					}
+				}
+				return
+			}
+			d.log.Debug("tun read", "err", err)
+			if count == 0 {
+				// Avoid a hot loop on a persistent error.
+				if _, merr := d.tun.MTU(); merr != nil {
+					return
+				}
+			}
+		}
+		if len(perPeer) > 64 {
+			clear(perPeer)
+		}
+	}
+}
+
+// routeOutbound finds the peer for the destination of an IP packet.
+func (d *Device) routeOutbound(pkt []byte) *Peer {
+	var dst netip.Addr
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		dst = netip.AddrFrom4([4]byte(pkt[16:20]))
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		dst = netip.AddrFrom16([16]byte(pkt[24:40]))
+	default:
+		return nil
+	}
+	d.routes.RLock()
+	p, _ := d.routes.t.Lookup(dst)
+	d.routes.RUnlock()
+	return p
+}
+
+// stage queues packets until a session can carry them; the oldest are
+// dropped beyond MaxStagedPackets.
+func (p *Peer) stage(es []*elem) {
+	p.staged.Lock()
+	defer p.staged.Unlock()
+	p.staged.elems = append(p.staged.elems, es...)
+	if over := len(p.staged.elems) - MaxStagedPackets; over > 0 {
+		for _, e := range p.staged.elems[:over] {
+			putElem(e)
+		}
+		p.dev.Stats.DropStaged.Add(uint64(over))
+		p.staged.elems = append(p.staged.elems[:0], p.staged.elems[over:]...)
+	}
+}
+
+func (p *Peer) dropStaged() {
+	p.staged.Lock()
+	defer p.staged.Unlock()
+	for _, e := range p.staged.elems {
+		putElem(e)
+	}
+	p.dev.Stats.DropStaged.Add(uint64(len(p.staged.elems)))
+	p.staged.elems = p.staged.elems[:0]
+}
+
+// sendKeepalive sends an empty packet unless data is already waiting.
+func (p *Peer) sendKeepalive() {
+	p.staged.Lock()
+	if len(p.staged.elems) == 0 {
+		e := getElem()
+		e.pkt = e.buf[MessageTransportStart:MessageTransportStart]
+		p.staged.elems = append(p.staged.elems, e)
+	}
+	p.staged.Unlock()
+	p.flushStaged()
+}
+
+// flushStaged sends the staged packets if a usable session exists, and
+// starts a handshake if none does or the current one should be replaced.
+func (p *Peer) flushStaged() {
+	if !p.isRunning() {
+		return
+	}
+	d := p.dev
+	kp := p.keypairs.Current()
+	now := d.clock.Now()
+	if kp == nil || kp.sendNonce.Load() >= RejectAfterMessages || now.Sub(kp.created) >= RejectAfterTime {
+		p.sendInitiation(false)
+		return
+	}
+	if kp.initiator && (kp.sendNonce.Load() >= RekeyAfterMessages || now.Sub(kp.created) >= RekeyAfterTime) {
+		p.sendInitiation(false)
+	}
+
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
+	p.staged.Lock()
+	if len(p.staged.elems) == 0 {
+		p.staged.Unlock()
+		return
+	}
+	b := getBatch(p)
+	for i, e := range p.staged.elems {
+		n := kp.sendNonce.Add(1) - 1
+		if n >= RejectAfterMessages {
+			kp.sendNonce.Store(RejectAfterMessages)
+			rest := copy(p.staged.elems, p.staged.elems[i:])
+			p.staged.elems = p.staged.elems[:rest]
+			p.staged.Unlock()
+			p.queueOutbound(b)
+			p.sendInitiation(false)
+			return
+		}
+		e.counter, e.keypair = n, kp
+		b.elems = append(b.elems, e)
+	}
+	clear(p.staged.elems)
+	p.staged.elems = p.staged.elems[:0]
+	p.staged.Unlock()
+	p.queueOutbound(b)
+}
+
+func (p *Peer) queueOutbound(b *batch) {
+	if len(b.elems) == 0 {
+		putBatch(b)
+		return
+	}
+	b.Lock()
+	p.run.RLock()
+	if !p.run.running {
+		p.run.RUnlock()
+		b.Unlock()
+		putBatch(b)
+		return
+	}
+	select {
+	case p.run.out <- b:
+	default:
+		p.run.RUnlock()
+		p.dev.Stats.DropQueueFull.Add(uint64(len(b.elems)))
+		b.Unlock()
+		putBatch(b)
+		return
+	}
+	p.run.RUnlock()
+	p.dev.queue.encrypt <- b
+}
+
+// encryptWorker seals batches in place.
+func (d *Device) encryptWorker() {
+	defer d.cryptWG.Done()
+	var nonce [12]byte
+	for b := range d.queue.encrypt {
+		mtu := int(d.mtu.Load())
+		for _, e := range b.elems {
+			n := len(e.pkt)
+			padded := wire.PaddedLen(n, mtu)
+			if MessageTransportStart+padded+wire.TagSize > len(e.buf) {
+				e.drop = true
+				continue
+			}
+			msg := e.buf[:MessageTransportStart+padded]
+			clear(msg[MessageTransportStart+n:])
+			wire.PutTransportHeader(msg, wire.TransportHeader{Receiver: e.keypair.remoteIndex, Counter: e.counter})
+			binary.LittleEndian.PutUint64(nonce[4:], e.counter)
+			sealed := e.keypair.send.Seal(msg[MessageTransportStart:MessageTransportStart], nonce[:], msg[MessageTransportStart:], nil)
+			e.pkt = e.buf[:MessageTransportStart+len(sealed)]
+		}
+		b.Unlock()
+	}
+}
+
+// sequentialSender sends the peer's batches in order once sealed.
+func (p *Peer) sequentialSender(q chan *batch) {
+	defer p.run.wg.Done()
+	bufs := make([][]byte, 0, 128)
+	for b := range q {
+		b.Lock()
+		bufs = bufs[:0]
+		data := false
+		for _, e := range b.elems {
+			if e.drop {
+				continue
+			}
+			bufs = append(bufs, e.pkt)
+			if len(e.pkt) > wire.MinTransportSize {
+				data = true
+			}
+		}
+		if len(bufs) > 0 && p.isRunning() {
+			if err := p.send(bufs); err != nil {
+				p.dev.log.Debug("send", "peer", p.public.String(), "err", err)
+			} else {
+				p.timers.anyAuthenticatedPacketTraversal()
+				p.timers.anyAuthenticatedPacketSent()
+				if data {
+					p.timers.dataSent()
+				}
+			}
+		}
+		b.Unlock()
+		putBatch(b)
+	}
+}
