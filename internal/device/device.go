@@ -84,6 +84,7 @@ type Device struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
+	tunGone   chan struct{} // closed when the TUN device fails for good
 	tunWG     sync.WaitGroup // TUN reader and events
 	hsWG      sync.WaitGroup // handshake workers
 	cryptWG   sync.WaitGroup // crypto workers
@@ -94,7 +95,7 @@ type Device struct {
 // New creates a device on top of a packet device and a transport. The device
 // starts down; it goes up on a tun.EventUp or a call to Up.
 func New(td tun.Device, tr conn.Transport, opts Options) *Device {
-	d := &Device{tun: td, log: opts.Logger, clock: opts.Clock}
+	d := &Device{tun: td, log: opts.Logger, clock: opts.Clock, tunGone: make(chan struct{})}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
 	}
@@ -265,6 +266,10 @@ func (d *Device) Close() {
 		d.log.Info("device closed")
 	})
 }
+
+// TUNGone is closed when the packet device stops working while the device
+// is open (e.g. the interface was deleted); the owner should then Close.
+func (d *Device) TUNGone() <-chan struct{} { return d.tunGone }
 
 func (d *Device) tunEvents() {
 	defer d.tunWG.Done()

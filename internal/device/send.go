@@ -64,8 +64,11 @@ func (d *Device) readTUN() {
 			}
 			d.log.Debug("tun read", "err", err)
 			if count == 0 {
-				// Avoid a hot loop on a persistent error.
+				// A persistent error (the interface is gone) ends the
+				// reader instead of spinning.
 				if _, merr := d.tun.MTU(); merr != nil {
+					d.log.Error("packet device failed", "err", err)
+					close(d.tunGone)
 					return
 				}
 			}
