@@ -1,0 +1,13 @@
+// Command warren is the single Warren binary: the WireGuard interface
+// (`warren wg`), key tools, and, later, the mesh daemon, server and CLI.
+package main
+
+import (
+	"os"
+
+	"warren/internal/cli"
+)
+
+func main() {
+	os.Exit(cli.Run(os.Args[1:]))
+}
