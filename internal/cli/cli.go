@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // Version is set at build time with -ldflags "-X warren/internal/cli.Version=...".
@@ -33,6 +34,16 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintln(w, "  "+c.usage)
 	}
+}
+
+// Main runs a whole argv. Invoked under the name "warren-wg" (a symlink),
+// the binary acts as `warren wg`, so that wg-quick can use it through
+// WG_QUICK_USERSPACE_IMPLEMENTATION, which passes only the interface name.
+func Main(argv []string) int {
+	if len(argv) > 0 && filepath.Base(argv[0]) == "warren-wg" {
+		return Run(append([]string{"wg"}, argv[1:]...))
+	}
+	return Run(argv[1:])
 }
 
 // Run runs the command line args (without the program name) and returns the

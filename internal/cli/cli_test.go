@@ -1,0 +1,66 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"warren/internal/noise"
+)
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{nil, 2, "usage"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"wg"}, 2, "exactly one interface name"},
+		{[]string{"wg", "a", "b"}, 2, "exactly one interface name"},
+		{[]string{"wg", "a/b"}, 2, "contains '/'"},
+		{[]string{"wg", "waytoolonginterfacename"}, 2, "1 to 15 bytes"},
+		{[]string{"wg", "--bogus", "wg0"}, 2, "flag provided but not defined"},
+		{[]string{"genkey", "x"}, 2, "takes no arguments"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(tc.args, &out, &errb)
+		if code != tc.code || !strings.Contains(errb.String(), tc.msg) {
+			t.Errorf("%v: code %d, stderr %q; want %d and %q", tc.args, code, errb.String(), tc.code, tc.msg)
+		}
+	}
+}
+
+func TestKeyCommands(t *testing.T) {
+	var out, errb bytes.Buffer
+	if run([]string{"genkey"}, &out, &errb) != 0 {
+		t.Fatal(errb.String())
+	}
+	priv := strings.TrimSpace(out.String())
+	k, err := noise.ParsePrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pub bytes.Buffer
+	if pubkey(nil, strings.NewReader(priv+"\n"), &pub, &errb) != 0 {
+		t.Fatal(errb.String())
+	}
+	if strings.TrimSpace(pub.String()) != k.PublicKey().String() {
+		t.Fatal("pubkey mismatch")
+	}
+	errb.Reset()
+	if pubkey(nil, strings.NewReader("not a key\n"), &pub, &errb) != 1 || !strings.Contains(errb.String(), "invalid private key") {
+		t.Fatalf("bad key accepted: %q", errb.String())
+	}
+}
+
+func TestLogLevel(t *testing.T) {
+	for _, ok := range []string{"", "verbose", "debug", "info", "error", "silent", "VERBOSE"} {
+		if _, err := parseLogLevel(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	if _, err := parseLogLevel("loud"); err == nil {
+		t.Error("accepted loud")
+	}
+}

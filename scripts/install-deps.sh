@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the system packages Warren's demo, tests and benchmarks use, on
+# Debian, as root. Safe to run repeatedly; does nothing when all are there.
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have ip      || need+=(iproute2)
+have wg      || need+=(wireguard-tools)
+have iperf3  || need+=(iperf3)
+have ping    || need+=(iputils-ping)
+have nft     || need+=(nftables)
+have make    || need+=(make)
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! command -v go >/dev/null 2>&1 && [[ ! -x /usr/local/go/bin/go ]]; then
+  echo "Go is missing: install Go 1.26+ (e.g. to /usr/local/go)" >&2
+  exit 1
+fi
