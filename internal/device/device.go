@@ -84,7 +84,7 @@ type Device struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
-	tunGone   chan struct{} // closed when the TUN device fails for good
+	tunGone   chan struct{}  // closed when the TUN device fails for good
 	tunWG     sync.WaitGroup // TUN reader and events
 	hsWG      sync.WaitGroup // handshake workers
 	cryptWG   sync.WaitGroup // crypto workers
