@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 
 	"warren/internal/conn"
 	"warren/internal/wire"
@@ -37,6 +38,7 @@ func (d *Device) receive(fn conn.ReceiveFunc) {
 	eps := make([]conn.Endpoint, n)
 	touched := make([]*Peer, 0, n)
 	perPeer := make(map[*Peer]*batch)
+	failures := 0
 	for {
 		for i := range elems {
 			if elems[i] == nil {
@@ -46,18 +48,24 @@ func (d *Device) receive(fn conn.ReceiveFunc) {
 		}
 		count, err := fn(bufs, sizes, eps)
 		if err != nil {
-			for i, e := range elems {
-				if e != nil {
-					putElem(e)
-					elems[i] = nil
-				}
-			}
 			if errors.Is(err, net.ErrClosed) || errors.Is(err, conn.ErrClosed) {
+				for _, e := range elems {
+					if e != nil {
+						putElem(e)
+					}
+				}
 				return
 			}
+			// A transient socket error (e.g. ENOBUFS) must not end
+			// reception; back off if it persists.
+			failures++
 			d.log.Debug("receive", "err", err)
-			return
+			if failures > 16 {
+				time.Sleep(10 * time.Millisecond)
+			}
+			continue
 		}
+		failures = 0
 		for i := 0; i < count; i++ {
 			pkt := bufs[i][:sizes[i]]
 			typ, err := wire.Type(pkt)
