@@ -26,7 +26,10 @@ type Device interface {
 	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
 	// Write writes the packets bufs[i][offset:] to the host. It returns the
 	// number of buffers consumed. A packet the host refuses (e.g. malformed)
-	// is skipped, not an error of the whole batch.
+	// is skipped, not an error of the whole batch. The device may use the
+	// offset bytes in front of each packet and the spare capacity of each
+	// buffer (to coalesce packets), so buffers must not overlap within
+	// their capacity; their contents are undefined after Write.
 	Write(bufs [][]byte, offset int) (int, error)
 	// BatchSize is the largest number of packets Read returns and the
 	// preferred size of a Write batch.

@@ -11,11 +11,42 @@ import (
 
 const tunClonePath = "/dev/net/tun"
 
+// EnvNoOffload names the environment variable that, set to "1", makes Create
+// open plain TUN queues (no virtio-net header, no offloads), and CreateFromFile
+// turn the offloads of an inherited queue off.
+const EnvNoOffload = "WARREN_TUN_NO_OFFLOAD"
+
+// offloadBatchSize is BatchSize with offloads: enough for a 64 KiB
+// super-packet cut at the smallest MTUs in use.
+const offloadBatchSize = 128
+
+// Offload flags asked of the kernel with TUNSETOFFLOAD: it may hand us
+// packets with a partial checksum, and TCP super-packets; UDP ones too if it
+// knows USO (Linux 6.2).
+const (
+	offloadsTCP = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+	offloadsUDP = unix.TUN_F_USO4 | unix.TUN_F_USO6
+)
+
+// mode is how packets cross a TUN queue.
+type mode struct {
+	vnetHdr bool // each packet behind a virtio-net header (IFF_VNET_HDR)
+	tso     bool // TCP offloads on: super-packets read, TCP segments coalesced on write
+	uso     bool // UDP offloads on too: UDP datagrams coalesced on write
+}
+
 // linuxDevice is a Linux TUN interface opened without packet information
-// header: every read(2) returns one IP packet, every write(2) takes one.
+// header. In plain mode every read(2) returns one IP packet and every
+// write(2) takes one; in offload mode (IFF_VNET_HDR) each carries a
+// virtio-net header in front and may be a super-packet of many segments.
 type linuxDevice struct {
 	file *os.File // the TUN queue, non-blocking, driven by the runtime poller
 	ctl  *os.File // datagram socket in the device's namespace, for interface ioctls
+	mode mode
+
+	readMu  sync.Mutex // serializes Reads through readBuf
+	readBuf []byte     // offload mode: a virtio-net header and a super-packet
+	gro     sync.Pool  // of *coalescer, for concurrent Writes
 
 	events chan Event
 	nl     *os.File // rtnetlink socket subscribed to link changes
@@ -30,33 +61,80 @@ type linuxDevice struct {
 // kernel to fill in, like "wg%d") in the calling thread's network namespace
 // and, if mtu > 0, sets its MTU. The interface is left down: see SetUp.
 // Closing the device removes the interface.
+//
+// The queue is opened in offload mode (virtio-net headers, checksum and
+// segmentation offloads, coalescing on write, BatchSize 128) when the kernel
+// supports it and WARREN_TUN_NO_OFFLOAD is not "1", in plain mode
+// (BatchSize 1) otherwise.
 func Create(name string, mtu int) (Device, error) {
 	if len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("tun: interface name %q longer than %d bytes", name, unix.IFNAMSIZ-1)
 	}
+	if os.Getenv(EnvNoOffload) != "1" {
+		if fd, err := createQueue(name, unix.IFF_VNET_HDR); err == nil {
+			if m, ok := enableOffloads(fd); ok {
+				return newDevice(fd, mtu, m)
+			}
+			// Closing the queue removes the interface, to be created
+			// again in plain mode.
+			unix.Close(fd)
+		}
+	}
+	fd, err := createQueue(name, 0)
+	if err != nil {
+		return nil, err
+	}
+	return newDevice(fd, mtu, mode{})
+}
+
+// createQueue opens a TUN queue without packet information header, with
+// the extra flags, attached to the interface name.
+func createQueue(name string, flags uint16) (int, error) {
 	fd, err := unix.Open(tunClonePath, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("tun: open %s: %w", tunClonePath, err)
+		return -1, fmt.Errorf("tun: open %s: %w", tunClonePath, err)
 	}
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("tun: interface name %q: %w", name, err)
+		return -1, fmt.Errorf("tun: interface name %q: %w", name, err)
 	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("tun: create %q: %w", name, err)
+		return -1, fmt.Errorf("tun: create %q: %w", name, err)
 	}
-	return newDevice(fd, mtu)
+	return fd, nil
+}
+
+// enableOffloads sets up a queue opened with IFF_VNET_HDR: headers of
+// struct virtio_net_hdr's size, and the TCP offloads, with the UDP ones if
+// the kernel takes them. It reports false if the kernel refuses the header
+// size or the TCP offloads.
+func enableOffloads(fd int) (mode, bool) {
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, virtioNetHdrLen); err != nil {
+		return mode{}, false
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloadsTCP|offloadsUDP); err == nil {
+		return mode{vnetHdr: true, tso: true, uso: true}, true
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloadsTCP); err == nil {
+		return mode{vnetHdr: true, tso: true}, true
+	}
+	return mode{}, false
 }
 
 // CreateFromFile makes a Device of an already open TUN queue (for instance
 // one inherited from a parent process), which must have been set up with
-// IFF_TUN and IFF_NO_PI (the latter cannot be verified). It takes ownership of f: on success f is closed and
-// the device holds its own descriptor of the queue, which is switched to
-// non-blocking mode. If mtu > 0 the interface's MTU is set. It must be called
-// from the network namespace that holds the interface.
+// IFF_TUN and IFF_NO_PI (the latter cannot be verified). It takes ownership
+// of f: on success f is closed and the device holds its own descriptor of the
+// queue, which is switched to non-blocking mode. If mtu > 0 the interface's
+// MTU is set. It must be called from the network namespace that holds the
+// interface.
+//
+// A queue opened with IFF_VNET_HDR is used in offload mode, its offloads set
+// as Create would (or turned off, with WARREN_TUN_NO_OFFLOAD=1: packets still
+// carry the header, BatchSize is 1); one without, in plain mode.
 func CreateFromFile(f *os.File, mtu int) (Device, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
@@ -83,11 +161,29 @@ func CreateFromFile(f *os.File, mtu int) (Device, error) {
 	}
 	// IFF_NO_PI cannot be checked: TUNGETIFF reports IFF_NOFILTER, the same
 	// bit, for every TUN queue without a socket filter.
-	if flags := ifr.Uint16(); flags&(unix.IFF_TUN|unix.IFF_TAP) != unix.IFF_TUN || flags&unix.IFF_VNET_HDR != 0 {
+	flags := ifr.Uint16()
+	if flags&(unix.IFF_TUN|unix.IFF_TAP) != unix.IFF_TUN {
 		unix.Close(fd)
-		return nil, fmt.Errorf("tun: %s has flags %#x, want a TUN queue without IFF_VNET_HDR", ifr.Name(), flags)
+		return nil, fmt.Errorf("tun: %s has flags %#x, want a TUN queue", ifr.Name(), flags)
 	}
-	dev, err := newDevice(fd, mtu)
+	var m mode
+	if flags&unix.IFF_VNET_HDR != 0 {
+		var ok bool
+		if os.Getenv(EnvNoOffload) != "1" {
+			m, ok = enableOffloads(fd)
+		}
+		if !ok {
+			// The header stays, whatever its size was: make it ours, and
+			// keep the kernel from sending super-packets.
+			if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, virtioNetHdrLen); err != nil {
+				unix.Close(fd)
+				return nil, fmt.Errorf("tun: %s: TUNSETVNETHDRSZ: %w", ifr.Name(), err)
+			}
+			_ = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0)
+			m = mode{vnetHdr: true}
+		}
+	}
+	dev, err := newDevice(fd, mtu, m)
 	if err != nil {
 		return nil, err
 	}
@@ -97,8 +193,12 @@ func CreateFromFile(f *os.File, mtu int) (Device, error) {
 
 // newDevice wraps fd, a TUN queue attached to an interface, and takes
 // ownership of it (it is closed on error).
-func newDevice(fd int, mtu int) (_ Device, err error) {
-	t := &linuxDevice{done: make(chan struct{}), events: make(chan Event, 8)}
+func newDevice(fd int, mtu int, m mode) (_ Device, err error) {
+	t := &linuxDevice{done: make(chan struct{}), events: make(chan Event, 8), mode: m}
+	if m.vnetHdr {
+		t.readBuf = make([]byte, maxReadLen)
+		t.gro.New = func() any { return new(coalescer) }
+	}
 	defer func() {
 		if err != nil {
 			if t.file != nil {
@@ -181,36 +281,87 @@ func checkSameNetns(fd int) error {
 	return nil
 }
 
-// Read reads one packet into bufs[0][offset:]. BatchSize is 1.
+// Read reads one packet from the queue. In plain mode it is read into
+// bufs[0][offset:]. In offload mode it is read with its virtio-net header
+// into the device's buffer, and the packets it stands for are written to
+// bufs[i][offset:] (see gsoSplit): one, its checksum completed if the kernel
+// left it partial, or the segments of a super-packet. A super-packet of more
+// segments than len(bufs) is dropped with ErrTooManySegments, a malformed
+// one with ErrBadOffload.
 func (t *linuxDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
-	n, err := t.readPacket(bufs[0][offset:])
+	if !t.mode.vnetHdr {
+		n, err := t.file.Read(bufs[0][offset:])
+		if err != nil {
+			return 0, err
+		}
+		sizes[0] = n
+		return 1, nil
+	}
+	t.readMu.Lock()
+	defer t.readMu.Unlock()
+	n, err := t.file.Read(t.readBuf)
 	if err != nil {
 		return 0, err
 	}
-	sizes[0] = n
-	return 1, nil
+	if n < virtioNetHdrLen {
+		return 0, ErrBadOffload
+	}
+	var hdr virtioNetHdr
+	hdr.decode(t.readBuf)
+	return gsoSplit(t.readBuf[virtioNetHdrLen:n], hdr, bufs, sizes, offset)
 }
 
-// Write writes each bufs[i][offset:] as one packet. Packets the kernel
-// refuses are skipped; only an error of the device itself stops the batch.
+// Write writes the packets bufs[i][offset:]. Packets the kernel refuses are
+// skipped; only an error of the device itself stops the batch.
+//
+// In offload mode (offset >= 10 is then required) the segments of each TCP
+// flow (and UDP flow, if the kernel does USO) are first coalesced into
+// super-packets, grown in the spare capacity of the buffer of the flow's
+// first packet of the batch (see coalesce): buffers must not share memory
+// within their capacity. A packet's virtio-net header is written in the 10
+// bytes in front of it. A super-packet the kernel refuses is written again
+// as the packets it was made of.
 func (t *linuxDevice) Write(bufs [][]byte, offset int) (int, error) {
-	for i, buf := range bufs {
-		if err := t.writePacket(buf[offset:]); err != nil && !packetError(err) {
-			return i, err
+	if !t.mode.vnetHdr {
+		for i, buf := range bufs {
+			if err := t.writePacket(buf[offset:]); err != nil && !packetError(err) {
+				return i, err
+			}
+		}
+		return len(bufs), nil
+	}
+	if offset < virtioNetHdrLen {
+		return 0, fmt.Errorf("tun: offset %d leaves no room for the %d-byte virtio-net header", offset, virtioNetHdrLen)
+	}
+	for _, buf := range bufs {
+		if len(buf) < offset {
+			return 0, fmt.Errorf("tun: buffer of %d bytes shorter than offset %d", len(buf), offset)
+		}
+	}
+	c := t.gro.Get().(*coalescer)
+	defer t.gro.Put(c)
+	outs := c.coalesce(bufs, offset, t.mode.tso, t.mode.uso)
+	for k := range outs {
+		o := &outs[k]
+		err := t.writePacket(bufs[o.idx][offset-virtioNetHdrLen : offset+o.length])
+		if err != nil && o.segs > 1 && packetError(err) {
+			c.unmerge(bufs, offset, o)
+			err = t.writePacket(bufs[o.idx][offset-virtioNetHdrLen : offset+o.length])
+			for j := o.first; j >= 0 && (err == nil || packetError(err)); j = c.next[j] {
+				err = t.writePacket(bufs[j][offset-virtioNetHdrLen:])
+			}
+		}
+		if err != nil && !packetError(err) {
+			return o.idx, err
 		}
 	}
 	return len(bufs), nil
 }
 
-// readPacket and writePacket are the only places packets cross the queue:
-// a virtio-net header mode (IFF_VNET_HDR offloads) plugs in here.
-func (t *linuxDevice) readPacket(buf []byte) (int, error) {
-	return t.file.Read(buf)
-}
-
+// writePacket writes one packet (behind its header in offload mode).
 func (t *linuxDevice) writePacket(pkt []byte) error {
 	_, err := t.file.Write(pkt)
 	return err
@@ -224,7 +375,13 @@ func packetError(err error) bool {
 		errors.Is(err, unix.EMSGSIZE)
 }
 
-func (t *linuxDevice) BatchSize() int { return 1 }
+// BatchSize is 128 in offload mode, 1 otherwise.
+func (t *linuxDevice) BatchSize() int {
+	if t.mode.tso {
+		return offloadBatchSize
+	}
+	return 1
+}
 
 // Name returns the interface's current name (it follows renames).
 func (t *linuxDevice) Name() (string, error) {

@@ -18,6 +18,23 @@ import (
 
 const offset = 16 // room a caller leaves in front of each packet
 
+// bothModes runs test in offload mode and in plain mode (forced by
+// WARREN_TUN_NO_OFFLOAD=1).
+func bothModes(t *testing.T, test func(t *testing.T)) {
+	t.Run("offload", func(t *testing.T) {
+		t.Setenv(EnvNoOffload, "0")
+		test(t)
+	})
+	t.Run("plain", func(t *testing.T) {
+		t.Setenv(EnvNoOffload, "1")
+		test(t)
+	})
+}
+
+// offloadWanted tells whether the running subtest of bothModes is the
+// offload one.
+func offloadWanted() bool { return os.Getenv(EnvNoOffload) != "1" }
+
 func needTUN(t *testing.T) {
 	t.Helper()
 	nettest.NeedNetns(t)
@@ -105,7 +122,9 @@ func readUDP(t *testing.T, dev Device, dst netip.AddrPort) (src netip.AddrPort, 
 	panic("unreachable")
 }
 
-func TestCreateNameMTU(t *testing.T) {
+func TestCreateNameMTU(t *testing.T) { bothModes(t, testCreateNameMTU) }
+
+func testCreateNameMTU(t *testing.T) {
 	needTUN(t)
 	ns := nettest.NewNS(t, "wtn")
 	dev := newTUN(t, ns, "wgtest0", 1380)
@@ -122,8 +141,15 @@ func TestCreateNameMTU(t *testing.T) {
 	if _, err := net.InterfaceByName("wgtest0"); err == nil {
 		t.Fatal("TUN created inside a namespace is visible on the host")
 	}
-	if dev.BatchSize() != 1 {
-		t.Fatalf("BatchSize() = %d", dev.BatchSize())
+	wantBatch := 1
+	if offloadWanted() {
+		wantBatch = offloadBatchSize
+	}
+	if dev.BatchSize() != wantBatch {
+		t.Fatalf("BatchSize() = %d, want %d", dev.BatchSize(), wantBatch)
+	}
+	if m := dev.(*linuxDevice).mode; m.vnetHdr != offloadWanted() || m.tso != offloadWanted() {
+		t.Fatalf("mode %+v, offload wanted: %v", m, offloadWanted())
 	}
 
 	// A kernel-chosen name is reported as chosen.
@@ -153,7 +179,9 @@ func TestCreateNameMTU(t *testing.T) {
 	}
 }
 
-func TestCreateErrors(t *testing.T) {
+func TestCreateErrors(t *testing.T) { bothModes(t, testCreateErrors) }
+
+func testCreateErrors(t *testing.T) {
 	needTUN(t)
 	ns := nettest.NewNS(t, "wte")
 	newTUN(t, ns, "wgdup", 0)
@@ -210,7 +238,9 @@ var (
 	peerAddr6 = netip.MustParseAddr("fd7a:115c:a1e0::2")
 )
 
-func TestReadFromStack(t *testing.T) {
+func TestReadFromStack(t *testing.T) { bothModes(t, testReadFromStack) }
+
+func testReadFromStack(t *testing.T) {
 	needTUN(t)
 	ns := nettest.NewNS(t, "wtr")
 	dev := configure(t, ns, "wgr0")
@@ -240,7 +270,9 @@ func TestReadFromStack(t *testing.T) {
 	}
 }
 
-func TestWriteToStack(t *testing.T) {
+func TestWriteToStack(t *testing.T) { bothModes(t, testWriteToStack) }
+
+func testWriteToStack(t *testing.T) {
 	needTUN(t)
 	ns := nettest.NewNS(t, "wtw")
 	dev := configure(t, ns, "wgw0")
@@ -284,7 +316,9 @@ func TestWriteToStack(t *testing.T) {
 	}
 }
 
-func TestCloseUnblocksRead(t *testing.T) {
+func TestCloseUnblocksRead(t *testing.T) { bothModes(t, testCloseUnblocksRead) }
+
+func testCloseUnblocksRead(t *testing.T) {
 	needTUN(t)
 	ns := nettest.NewNS(t, "wtc")
 	dev := newTUN(t, ns, "wgc0", 0)
@@ -332,7 +366,9 @@ func expectEvent(t *testing.T, dev Device, want Event) {
 	}
 }
 
-func TestEvents(t *testing.T) {
+func TestEvents(t *testing.T) { bothModes(t, testEvents) }
+
+func testEvents(t *testing.T) {
 	needTUN(t)
 	ns := nettest.NewNS(t, "wtv")
 	before := runtime.NumGoroutine()
@@ -388,7 +424,9 @@ func openRawTUN(name string, flags uint16) (*os.File, error) {
 	return os.NewFile(uintptr(fd), "inherited-tun"), nil
 }
 
-func TestCreateFromFile(t *testing.T) {
+func TestCreateFromFile(t *testing.T) { bothModes(t, testCreateFromFile) }
+
+func testCreateFromFile(t *testing.T) {
 	needTUN(t)
 	ns := nettest.NewNS(t, "wtf")
 	var dev Device
@@ -472,5 +510,83 @@ func TestCreateFromFile(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// An inherited queue opened with IFF_VNET_HDR (its header size left at 12
+// by the parent) is used with the header, its offloads on, or off with
+// WARREN_TUN_NO_OFFLOAD=1.
+func TestCreateFromFileVnetHdr(t *testing.T) { bothModes(t, testCreateFromFileVnetHdr) }
+
+func testCreateFromFileVnetHdr(t *testing.T) {
+	needTUN(t)
+	ns := nettest.NewNS(t, "wtfv")
+	var dev Device
+	if err := ns.Do(func() error {
+		f, err := openRawTUN("wgfv0", unix.IFF_TUN|unix.IFF_NO_PI|unix.IFF_VNET_HDR)
+		if err != nil {
+			return err
+		}
+		if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.TUNSETVNETHDRSZ, 12); err != nil {
+			f.Close()
+			return err
+		}
+		dev, err = CreateFromFile(f, 1420)
+		if err != nil {
+			f.Close()
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	m := dev.(*linuxDevice).mode
+	if !m.vnetHdr || m.tso != offloadWanted() {
+		t.Fatalf("mode %+v, offload wanted: %v", m, offloadWanted())
+	}
+	wantBatch := 1
+	if offloadWanted() {
+		wantBatch = offloadBatchSize
+	}
+	if dev.BatchSize() != wantBatch {
+		t.Fatalf("BatchSize() = %d, want %d", dev.BatchSize(), wantBatch)
+	}
+	setUp(t, ns, "wgfv0", true)
+	nettest.AddAddr(t, ns, "wgfv0", "100.64.0.1/24")
+
+	// Reading: a UDP datagram from the stack.
+	dst := netip.MustParseAddrPort("100.64.0.2:9")
+	if err := ns.Do(func() error {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("inherited vnet"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, payload := readUDP(t, dev, dst); string(payload) != "inherited vnet" {
+		t.Fatalf("payload %q", payload)
+	}
+
+	// Writing: a UDP datagram to a socket of the stack.
+	var srv *net.UDPConn
+	if err := ns.Do(func() (err error) {
+		srv, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(tunAddr4, 0)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	pkt := udpPacket(netip.AddrPortFrom(peerAddr4, 40000), srv.LocalAddr().(*net.UDPAddr).AddrPort(), []byte("back"))
+	if n, err := dev.Write([][]byte{append(make([]byte, offset), pkt...)}, offset); n != 1 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 100)
+	if n, _, err := srv.ReadFromUDPAddrPort(buf); err != nil || string(buf[:n]) != "back" {
+		t.Fatalf("read %q, %v", buf[:n], err)
 	}
 }
