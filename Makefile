@@ -1,11 +1,11 @@
-# Warren — see README.md. Targets: demo, test, build, vet, fuzz, bench, clean.
+# Warren — see README.md. Targets: demo, test, build, vet, fuzz, bench, bench-go, clean.
 export PATH := $(PATH):/usr/local/go/bin
 GO      ?= go
 BIN     := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X warren/internal/cli.Version=$(VERSION)
 
-.PHONY: all build deps demo test check vet fmt-check unit fuzz bench clean
+.PHONY: all build deps demo test check vet fmt-check unit fuzz bench bench-go clean
 
 all: build
 
@@ -44,7 +44,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime $(FUZZTIME) ./internal/uapi
 	$(GO) test -run '^$$' -fuzz FuzzConsumeMessages -fuzztime $(FUZZTIME) ./internal/noise
 
-bench: deps build $(BIN)/wireguard-go
+# raw veth vs wireguard-go vs warren in network namespaces (root; see
+# bench/run.sh). Flags: make bench BENCHFLAGS="-quick" (or -rounds 3 ...).
+bench:
+	./bench/run.sh $(BENCHFLAGS)
+
+# Go micro-benchmarks with -benchmem.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 
 clean:
