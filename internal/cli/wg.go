@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +29,7 @@ const (
 	envUAPIFD     = "WG_UAPI_FD"            // an already-listening UAPI socket
 	envLogLevel   = "LOG_LEVEL"             // verbose|debug, error, silent
 	envReadyFD    = "WARREN_WG_READY_FD"    // internal: pipe to report start-up to the parent
+	envCPUProfile = "WARREN_CPUPROFILE"     // write a pprof CPU profile here until exit
 )
 
 func runWG(args []string, stdout, stderr io.Writer) int {
@@ -156,6 +158,14 @@ func serveWG(name string, level slog.Level, stderr io.Writer) int {
 	}
 	dev := device.New(td, udp.New(), device.Options{Logger: log})
 	log.Info("device started")
+	if path := os.Getenv(envCPUProfile); path != "" {
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			log.Error("cannot start CPU profile", "err", err)
+		} else {
+			defer stop()
+		}
+	}
 
 	if ready != nil {
 		fmt.Fprint(ready, "ok\n")
@@ -194,6 +204,18 @@ func serveWG(name string, level slog.Level, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func openTUN(name string) (tun.Device, error) {
