@@ -4,18 +4,24 @@
 // headers allocated once per receive function and per pooled sender so that
 // the steady state allocates nothing. Remote addresses are interned as
 // canonical *Endpoint values (one pointer per address, IPv4-mapped IPv6
-// addresses unmapped), so the engine can compare endpoints with ==. The send
-// path takes a whole batch for one endpoint and the receive path owns its
-// message headers, which is where UDP_SEGMENT and UDP_GRO offloads plug in.
+// addresses unmapped), so the engine can compare endpoints with ==.
+//
+// Where the kernel offers them, the sockets use UDP segmentation offload
+// (UDP_SEGMENT) to send each run of equal-sized datagrams of a batch as one
+// message, and UDP receive offload (UDP_GRO) to receive a run of datagrams
+// of one flow as one message, which the receive function splits into the
+// caller's buffers (see offload_linux.go and batch_linux.go).
 package udp
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -32,13 +38,36 @@ const socketBuffer = 7 << 20
 // Transport is a batched UDP conn.Transport. The zero value is not usable:
 // call New.
 type Transport struct {
-	mu   sync.RWMutex // guards the sockets and mark
-	v4   *socket
-	v6   *socket
-	mark uint32
+	// Stats counts the datagrams and messages moved, for tests and
+	// diagnostics of the offloads.
+	Stats Stats
+
+	mu      sync.RWMutex // guards the sockets, mark and offload
+	v4      *socket
+	v6      *socket
+	mark    uint32
+	offload bool // whether the sockets being opened may use offloads
 
 	endpoints endpointTable
 	senders   sync.Pool // of *sender
+	log       atomic.Pointer[slog.Logger]
+
+	// sendFault, set by tests before sending, makes a send of a message
+	// of segs datagrams of size bytes fail with the errno it returns (if
+	// not 0), to simulate a route that refuses segmentation offload.
+	sendFault func(size, segs int) syscall.Errno
+}
+
+// Stats counts what a Transport moved since New. A message is one entry of
+// a sendmmsg or recvmmsg call: one datagram, or with an offload several.
+type Stats struct {
+	SentDatagrams atomic.Uint64
+	SentMessages  atomic.Uint64
+	GSOMessages   atomic.Uint64 // sent messages that carried several datagrams
+	GSODisabled   atomic.Uint64 // sockets that stopped using GSO after a send failed
+	RecvDatagrams atomic.Uint64
+	RecvMessages  atomic.Uint64
+	GROMessages   atomic.Uint64 // received messages split into several datagrams
 }
 
 var _ conn.Transport = (*Transport)(nil)
@@ -66,6 +95,7 @@ func (t *Transport) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	}
 	var v4, v6 *socket
 	var err error
+	t.offload = offloadWanted()
 	for try := 0; ; try++ {
 		v4, v6, err = t.bindBoth(port)
 		if err == nil {
@@ -144,7 +174,14 @@ func (t *Transport) listen(network string, port uint16) (*socket, error) {
 		c.Close()
 		return nil, fmt.Errorf("udp: %w", err)
 	}
-	return &socket{conn: c, rc: rc, port: c.LocalAddr().(*net.UDPAddr).AddrPort().Port()}, nil
+	s := &socket{conn: c, rc: rc, port: c.LocalAddr().(*net.UDPAddr).AddrPort().Port(), v6: network == "udp6", tr: t}
+	if t.offload {
+		if err := rc.Control(func(fd uintptr) { s.setupOffload(int(fd)) }); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("udp: %w", err)
+		}
+	}
+	return s, nil
 }
 
 // setupSocket sets a new socket's options before it is bound.
@@ -238,6 +275,21 @@ func errNoFamily(e *Endpoint) error {
 		fam = "IPv4"
 	}
 	return fmt.Errorf("udp: send to %v: no %s socket open", e, fam)
+}
+
+// Offloads reports whether the open sockets send with segmentation offload
+// (UDP_SEGMENT) and receive with receive offload (UDP_GRO): each is true if
+// some open socket uses it.
+func (t *Transport) Offloads() (gso, gro bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, s := range []*socket{t.v4, t.v6} {
+		if s != nil {
+			gso = gso || s.gsoSegs.Load() > 0
+			gro = gro || s.gro
+		}
+	}
+	return gso, gro
 }
 
 // ParseEndpoint parses "198.18.0.1:51820" or "[fd00::1]:51820" (no names
