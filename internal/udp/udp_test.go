@@ -461,5 +461,22 @@ func TestBetweenNamespaces(t *testing.T) {
 				t.Fatalf("datagram %d: %q from %v, want %q from %v", j, got[j].data, got[j].from, sent[j], from)
 			}
 		}
+		// Datagrams of the largest size the veth's MTU of 1500 carries
+		// whole, which the offloads move in runs.
+		size := 1500 - 28
+		if i == 1 {
+			size = 1500 - 48
+		}
+		sent = sized(concat(repeat(100, size), []int{size / 2})...)
+		gso, gro := ta.Stats.GSOMessages.Load(), tb.Stats.GROMessages.Load()
+		if err := ta.Send(sent, to); err != nil {
+			t.Fatal(err)
+		}
+		check(t, collectSized(t, tb, bFns[i], len(sent), BatchSize, 65535), sent, from)
+		gso, gro = ta.Stats.GSOMessages.Load()-gso, tb.Stats.GROMessages.Load()-gro
+		t.Logf("%s: %d datagrams of %d bytes in %d GSO messages, received in %d GRO messages", tc.to, len(sent), size, gso, gro)
+		if offA, _ := ta.Offloads(); offA && gso == 0 {
+			t.Errorf("%s: GSO unused", tc.to)
+		}
 	}
 }
