@@ -146,7 +146,9 @@ func (p *Peer) flushStaged() {
 		p.sendInitiation(false)
 		return
 	}
-	if kp.initiator && (kp.sendNonce.Load() >= RekeyAfterMessages || now.Sub(kp.created) >= RekeyAfterTime) {
+	// Either side rekeys after RekeyAfterMessages; only the initiator rekeys
+	// on age, so that both sides do not start handshakes at once.
+	if kp.sendNonce.Load() >= RekeyAfterMessages || (kp.initiator && now.Sub(kp.created) >= RekeyAfterTime) {
 		p.sendInitiation(false)
 	}
 
