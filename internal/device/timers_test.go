@@ -1,0 +1,632 @@
+package device
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"warren/internal/noise"
+	"warren/internal/tun/tuntest"
+	"warren/internal/wire"
+)
+
+// Timer tests. Both devices of a pair share one fakeClock: time moves only
+// in Advance, which fires due timers synchronously in the test goroutine,
+// while packets still travel through real goroutines and loopback UDP. So a
+// test advances in steps and, between steps, waits (on counters, timer
+// deadlines or delivered packets) for the network to catch up.
+
+// sentMsg is one message a node handed to its transport.
+type sentMsg struct {
+	typ      byte
+	size     int
+	receiver uint32 // transport and cookie reply
+	counter  uint64 // transport
+	at       time.Time
+	raw      []byte
+}
+
+func (m sentMsg) isData() bool {
+	return m.typ == wire.TypeTransport && m.size > wire.MinTransportSize
+}
+
+func (m sentMsg) isKeepalive() bool {
+	return m.typ == wire.TypeTransport && m.size == wire.MinTransportSize
+}
+
+// sendLog records everything a node sends (including what a cut drops).
+type sendLog struct {
+	mu   sync.Mutex
+	msgs []sentMsg
+}
+
+func recordSends(n *node, clock *fakeClock) *sendLog {
+	l := &sendLog{}
+	n.tr.mu.Lock()
+	n.tr.onSend = func(b []byte) {
+		if len(b) < 4 {
+			return
+		}
+		m := sentMsg{typ: b[0], size: len(b), at: clock.Now(), raw: append([]byte(nil), b...)}
+		switch {
+		case m.typ == wire.TypeTransport && len(b) >= wire.TransportHeaderSize:
+			m.receiver = binary.LittleEndian.Uint32(b[wire.TransportReceiverOffset:])
+			m.counter = binary.LittleEndian.Uint64(b[wire.TransportCounterOffset:])
+		case m.typ == wire.TypeCookieReply && len(b) >= 8:
+			m.receiver = binary.LittleEndian.Uint32(b[4:])
+		}
+		l.mu.Lock()
+		l.msgs = append(l.msgs, m)
+		l.mu.Unlock()
+	}
+	n.tr.mu.Unlock()
+	return l
+}
+
+func (l *sendLog) all() []sentMsg {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]sentMsg(nil), l.msgs...)
+}
+
+func (l *sendLog) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.msgs)
+}
+
+// since returns the messages recorded from index mark on that match f.
+func (l *sendLog) since(mark int, f func(sentMsg) bool) []sentMsg {
+	var out []sentMsg
+	for _, m := range l.all()[mark:] {
+		if f(m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (l *sendLog) count(f func(sentMsg) bool) int { return len(l.since(0, f)) }
+
+func isType(typ byte) func(sentMsg) bool { return func(m sentMsg) bool { return m.typ == typ } }
+
+func isData(m sentMsg) bool      { return m.isData() }
+func isKeepalive(m sentMsg) bool { return m.isKeepalive() }
+
+func peerOf(n, other *node) *Peer {
+	p := n.dev.LookupPeer(other.pub())
+	if p == nil {
+		panic("no such peer")
+	}
+	return p
+}
+
+func keypairsOf(p *Peer) (prev, cur, next *Keypair) {
+	p.keypairs.RLock()
+	defer p.keypairs.RUnlock()
+	return p.keypairs.previous, p.keypairs.current, p.keypairs.next
+}
+
+func stagedLen(p *Peer) int {
+	p.staged.Lock()
+	defer p.staged.Unlock()
+	return len(p.staged.elems)
+}
+
+// countingClock is a fakeClock whose timers count how often they were
+// armed, so that a test can wait for a timer that the engine re-arms
+// asynchronously (after a send) to have been re-armed.
+type countingClock struct{ *fakeClock }
+
+type countedTimer struct {
+	*fakeTimer
+	resets atomic.Int64
+}
+
+func (c countingClock) NewTimer(f func()) Timer {
+	return &countedTimer{fakeTimer: c.fakeClock.NewTimer(f).(*fakeTimer)}
+}
+
+func (t *countedTimer) Reset(d time.Duration) {
+	t.fakeTimer.Reset(d)
+	t.resets.Add(1)
+}
+
+func resets(pt *peerTimer) int64 { return pt.t.(*countedTimer).resets.Load() }
+
+// deadline reports when a peer timer driven by a fakeClock fires next.
+func deadline(pt *peerTimer) (time.Time, bool) {
+	var ft *fakeTimer
+	switch t := pt.t.(type) {
+	case *fakeTimer:
+		ft = t
+	case *countedTimer:
+		ft = t.fakeTimer
+	}
+	ft.c.mu.Lock()
+	defer ft.c.mu.Unlock()
+	return ft.when, ft.armed
+}
+
+func armedAt(pt *peerTimer, when time.Time) func() bool {
+	return func() bool {
+		w, ok := deadline(pt)
+		return ok && w.Equal(when)
+	}
+}
+
+func disarmed(pt *peerTimer) func() bool {
+	return func() bool { _, ok := deadline(pt); return !ok }
+}
+
+// tunnelPacket is an IPv4 UDP packet from one node's tunnel address to
+// another's.
+func tunnelPacket(from, to *node, payload string) []byte {
+	return tuntest.UDPPacket(netip.AddrPortFrom(from.addr, 4000), netip.AddrPortFrom(to.addr, 5000), []byte(payload))
+}
+
+// expectPacket waits for the next packet n's host side receives and checks
+// that it is pkt.
+func expectPacket(t *testing.T, n *node, pkt []byte) {
+	t.Helper()
+	select {
+	case got := <-n.tun.Outbound:
+		if string(got) != string(pkt) {
+			t.Fatalf("delivered % x, want % x", got[:min(len(got), 40)], pkt[:min(len(pkt), 40)])
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("packet not delivered")
+	}
+}
+
+// quiet gives the real goroutines time to act on what a step started, so
+// that the absence of a packet means something.
+func quiet() { time.Sleep(30 * time.Millisecond) }
+
+// settleInitiations waits until responder n has handled every initiation
+// that initiator from sent it (accepted, or dropped as a flood or replay).
+// Initiations fired in a burst by one Advance are otherwise handled later,
+// at a later fake time, which would skew the 20 ms flood window.
+func settleInitiations(t *testing.T, n, from *node) {
+	t.Helper()
+	waitFor(t, "initiations handled", func() bool {
+		st := &n.dev.Stats
+		return st.HandshakesDone.Load()+st.DropFlood.Load()+st.DropTimestamp.Load() == from.tr.sent[wire.TypeInitiation].Load()
+	})
+}
+
+func newTimedPair(t *testing.T) (*fakeClock, *node, *node) {
+	clock := newFakeClock()
+	a, b := newPair(t, clock)
+	return clock, a, b
+}
+
+// handshake pings a→b (a initiates) and waits until a's send-side timers
+// have been set by the data it sent, so that the next Advance starts from a
+// settled state.
+func handshake(t *testing.T, clock *fakeClock, a, b *node) *Keypair {
+	t.Helper()
+	ping(t, a, b, false)
+	pa := peerOf(a, b)
+	_, kp, _ := keypairsOf(pa)
+	if kp == nil || !kp.initiator {
+		t.Fatalf("no initiator session after the first ping: %+v", kp)
+	}
+	waitFor(t, "a's new-handshake timer", func() bool { _, ok := deadline(&pa.timers.newHandshake); return ok })
+	return kp
+}
+
+// 1. The initiator replaces its session after RekeyAfterTime, not before,
+// and data flows on the new one.
+func TestRekeyAfterTime(t *testing.T) {
+	clock, a, b := newTimedPair(t)
+	kp0 := handshake(t, clock, a, b)
+	pa, pb := peerOf(a, b), peerOf(b, a)
+	start := kp0.created
+
+	// Traffic both ways every 7 s (below every idle timer) up to 119 s.
+	for clock.Now().Sub(start)+7*time.Second < RekeyAfterTime {
+		clock.Advance(7 * time.Second)
+		ping(t, a, b, false)
+		ping(t, b, a, false)
+	}
+	if age := clock.Now().Sub(start); age != 119*time.Second {
+		t.Fatalf("age %v", age)
+	}
+	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 1 {
+		t.Fatalf("a sent %d initiations before RekeyAfterTime, want 1", n)
+	}
+	if n := b.tr.sent[wire.TypeInitiation].Load(); n != 0 {
+		t.Fatalf("responder b sent %d initiations", n)
+	}
+	if _, cur, _ := keypairsOf(pa); cur != kp0 {
+		t.Fatal("session replaced before RekeyAfterTime")
+	}
+
+	clock.Advance(2 * time.Second) // 121 s
+	log := recordSends(a, clock)
+	ping(t, a, b, false) // starts the rekey; the packet goes on whichever key is current
+	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 2 {
+		t.Fatalf("a sent %d initiations after RekeyAfterTime, want 2", n)
+	}
+	waitFor(t, "new session", func() bool { _, cur, _ := keypairsOf(pa); return cur != kp0 })
+	prev, kp1, _ := keypairsOf(pa)
+	if !kp1.created.Equal(clock.Now()) || kp1.created.Sub(start) != 121*time.Second {
+		t.Fatalf("new session created at +%v, want +121s", kp1.created.Sub(start))
+	}
+	if !kp1.initiator || prev != kp0 {
+		t.Fatalf("initiator=%v previous is old session=%v", kp1.initiator, prev == kp0)
+	}
+	mark := log.len()
+	ping(t, a, b, false)
+	ping(t, b, a, false)
+	data := log.since(mark, isData)
+	if len(data) == 0 || data[len(data)-1].receiver != kp1.remoteIndex {
+		t.Fatalf("data after rekey not sent on the new session: %+v", data)
+	}
+	_, bcur, _ := keypairsOf(pb)
+	if bcur == nil || bcur.localIndex != kp1.remoteIndex || bcur.initiator {
+		t.Fatal("responder did not move to the new session")
+	}
+	if n := b.dev.Stats.HandshakesDone.Load(); n != 2 {
+		t.Fatalf("b completed %d handshakes, want 2", n)
+	}
+}
+
+// 2. No key is used after RejectAfterTime: neither side sends on it, the
+// receiver refuses it, and new packets wait for a new session.
+func TestRejectAfterTime(t *testing.T) {
+	clock, a, b := newTimedPair(t)
+	kp0 := handshake(t, clock, a, b)
+	pa, pb := peerOf(a, b), peerOf(b, a)
+	log := recordSends(a, clock)
+	logB := recordSends(b, clock)
+
+	// A packet on the old key that b never received, to replay after 180 s.
+	a.tr.cut.Store(true)
+	a.tun.Inbound <- tunnelPacket(a, b, "late")
+	waitFor(t, "late packet sealed", func() bool { return log.count(isData) == 1 })
+	late := log.since(0, isData)[0]
+	if late.receiver != kp0.remoteIndex {
+		t.Fatal("late packet not on the first session")
+	}
+	a.tr.cut.Store(false)
+	b.tr.cut.Store(true) // b's replies are lost from now on
+
+	clock.Advance(RejectAfterTime + time.Second)
+	// b's passive keepalive (due at 10 s) was sealed on the old key when it
+	// was still valid; let it and a's retried initiations settle.
+	waitFor(t, "b's keepalive", func() bool { return logB.count(isKeepalive) == 1 })
+	settleInitiations(t, b, a)
+
+	mark, markB := log.len(), logB.len()
+	initsBefore := a.tr.sent[wire.TypeInitiation].Load()
+	after := tunnelPacket(a, b, "after 180 s")
+	a.tun.Inbound <- after
+	waitFor(t, "a initiates", func() bool { return a.tr.sent[wire.TypeInitiation].Load() == initsBefore+1 })
+	noPacket(t, b, 100*time.Millisecond)
+	if got := log.since(mark, isType(wire.TypeTransport)); len(got) != 0 {
+		t.Fatalf("a sent %d transport messages on a key older than RejectAfterTime", len(got))
+	}
+	if n := stagedLen(pa); n != 1 {
+		t.Fatalf("a staged %d packets, want 1", n)
+	}
+
+	// b, the responder, must not send on it either.
+	fromB := tunnelPacket(b, a, "b after 180 s")
+	b.tun.Inbound <- fromB
+	waitFor(t, "b staged", func() bool { return stagedLen(pb) == 1 })
+	waitFor(t, "b initiates", func() bool { return b.tr.sent[wire.TypeInitiation].Load() == 1 })
+	noPacket(t, a, 50*time.Millisecond)
+	if got := logB.since(markB, isType(wire.TypeTransport)); len(got) != 0 {
+		t.Fatalf("b sent %d transport messages on a key older than RejectAfterTime", len(got))
+	}
+
+	// The receive side refuses the old key: the packet that b never saw
+	// is authentic and fresh for the replay window, but too late.
+	injectUDP(t, b, late.raw)
+	waitFor(t, "expired-key drop", func() bool { return b.dev.Stats.DropExpiredKey.Load() == 1 })
+	noPacket(t, b, 50*time.Millisecond)
+
+	// The staged packets go out once a new session exists. Both sides
+	// retry their handshake; only the first retry is let through, since
+	// two initiations crossing on the wire would cancel each other (each
+	// side drops its own attempt to answer the other's) until a later retry.
+	b.tr.cut.Store(false)
+	wa, oka := deadline(&pa.timers.retransmitHandshake)
+	wb, okb := deadline(&pb.timers.retransmitHandshake)
+	if !oka || !okb {
+		t.Fatal("handshake retransmission not armed")
+	}
+	clock.Advance(min(wa.Sub(clock.Now()), wb.Sub(clock.Now())))
+	expectPacket(t, b, after)
+	expectPacket(t, a, fromB)
+	for _, m := range log.since(mark, isData) {
+		if m.receiver == kp0.remoteIndex {
+			t.Fatal("staged packet sent on the expired session")
+		}
+	}
+}
+
+// 3. Without a new session, all key material is wiped 540 s after the last
+// one was derived, and not before.
+func TestZeroKeyMaterial(t *testing.T) {
+	clock, a, b := newTimedPair(t)
+	kp0 := handshake(t, clock, a, b)
+	pa := peerOf(a, b)
+	b.tr.cut.Store(true)
+
+	// a tries to rehandshake at 15 s (no reply to its data), retries for
+	// 90 s and gives up; its keys stay until 540 s.
+	clock.Advance(ZeroKeyMaterialAfter - time.Second)
+	settleInitiations(t, b, a)
+	if _, cur, _ := keypairsOf(pa); cur != kp0 {
+		t.Fatal("keys gone before ZeroKeyMaterialAfter")
+	}
+	a.dev.index.RLock()
+	indices := len(a.dev.index.m)
+	a.dev.index.RUnlock()
+	if indices != 2 { // the session and the last handshake attempt
+		t.Fatalf("a has %d indices before zeroing, want 2", indices)
+	}
+
+	clock.Advance(2 * time.Second)
+	if prev, cur, next := keypairsOf(pa); prev != nil || cur != nil || next != nil {
+		t.Fatalf("keys not zeroed after %v: %v %v %v", ZeroKeyMaterialAfter, prev, cur, next)
+	}
+	pa.hs.Lock()
+	st, li, ri := pa.hs.h.State, pa.hs.h.LocalIndex, pa.hs.h.RemoteIndex
+	pa.hs.Unlock()
+	if st != noise.StateZeroed || li != 0 || ri != 0 {
+		t.Fatalf("handshake not cleared: state %v indices %d/%d", st, li, ri)
+	}
+	a.dev.index.RLock()
+	indices = len(a.dev.index.m)
+	a.dev.index.RUnlock()
+	if indices != 0 {
+		t.Fatalf("%d receiver indices left after zeroing", indices)
+	}
+
+	// A fresh handshake still works.
+	b.tr.cut.Store(false)
+	ping(t, a, b, false)
+	if _, cur, _ := keypairsOf(pa); cur == nil || !cur.created.Equal(clock.Now()) {
+		t.Fatal("no new session after zeroing")
+	}
+}
+
+// 4. Unanswered, a handshake is sent 1 + MaxTimerHandshakes times,
+// RekeyTimeout (+ jitter) apart; then the peer gives up and drops what was
+// staged.
+func TestHandshakeRetriesGiveUp(t *testing.T) {
+	clock, a, b := newTimedPair(t)
+	pa := peerOf(a, b)
+	log := recordSends(a, clock)
+	a.tr.cut.Store(true) // the responder is unreachable
+
+	for i := 0; i < 3; i++ {
+		a.tun.Inbound <- tunnelPacket(a, b, "waiting")
+	}
+	waitFor(t, "3 staged", func() bool { return stagedLen(pa) == 3 })
+	waitFor(t, "first initiation", func() bool { return log.count(isType(wire.TypeInitiation)) == 1 })
+
+	// Just before the last retry is due nothing has been dropped yet.
+	clock.Advance(time.Duration(MaxTimerHandshakes)*RekeyTimeout - time.Second)
+	if n := a.dev.Stats.DropStaged.Load(); n != 0 {
+		t.Fatalf("dropped %d staged packets while still retrying", n)
+	}
+	clock.Advance(time.Duration(MaxTimerHandshakes+1) * (RekeyTimeout + RekeyTimeoutJitterMax))
+	inits := log.since(0, isType(wire.TypeInitiation))
+	if len(inits) != 1+MaxTimerHandshakes {
+		t.Fatalf("sent %d initiations, want %d", len(inits), 1+MaxTimerHandshakes)
+	}
+	for i := 1; i < len(inits); i++ {
+		gap := inits[i].at.Sub(inits[i-1].at)
+		if gap < RekeyTimeout || gap > RekeyTimeout+RekeyTimeoutJitterMax {
+			t.Errorf("initiation %d sent %v after the previous one", i, gap)
+		}
+		if string(inits[i].raw[4:8]) == string(inits[i-1].raw[4:8]) {
+			t.Errorf("initiation %d reuses the sender index", i)
+		}
+	}
+	if n := a.dev.Stats.DropStaged.Load(); n != 3 {
+		t.Fatalf("DropStaged = %d, want 3", n)
+	}
+	if n := stagedLen(pa); n != 0 {
+		t.Fatalf("%d packets still staged", n)
+	}
+
+	// It stays quiet afterwards.
+	clock.Advance(10 * time.Minute)
+	if n := log.count(isType(wire.TypeInitiation)); n != 1+MaxTimerHandshakes {
+		t.Fatalf("%d initiations after giving up", n-1-MaxTimerHandshakes)
+	}
+	if n := log.count(isType(wire.TypeTransport)); n != 0 {
+		t.Fatalf("%d transport messages without a session", n)
+	}
+}
+
+// 5. A peer that received data and has nothing to send answers with a
+// keepalive after KeepaliveTimeout, not before; that keepalive keeps the
+// other side from rehandshaking.
+func TestPassiveKeepalive(t *testing.T) {
+	clock, a, b := newTimedPair(t)
+	handshake(t, clock, a, b)
+	pa := peerOf(a, b)
+	logB := recordSends(b, clock)
+
+	clock.Advance(KeepaliveTimeout - 10*time.Millisecond)
+	quiet()
+	if n := logB.len(); n != 0 {
+		t.Fatalf("b sent %d messages before KeepaliveTimeout", n)
+	}
+	clock.Advance(10 * time.Millisecond)
+	waitFor(t, "b's keepalive", func() bool { return logB.count(isKeepalive) == 1 })
+	if n := logB.len(); n != 1 {
+		t.Fatalf("b sent %d messages, want one keepalive", n)
+	}
+	// a hears it, so its "nothing received" timer is cleared...
+	waitFor(t, "a's new-handshake timer cleared", disarmed(&pa.timers.newHandshake))
+	// ... and nobody rehandshakes or sends anything more while idle.
+	clock.Advance(KeepaliveTimeout + RekeyTimeout + RekeyTimeoutJitterMax)
+	quiet()
+	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 1 {
+		t.Fatalf("a sent %d initiations, want 1", n)
+	}
+	if n := logB.len(); n != 1 {
+		t.Fatalf("b sent %d messages while idle, want 1", n)
+	}
+}
+
+// 6. Data sent and nothing heard back for KeepaliveTimeout+RekeyTimeout
+// starts a new handshake.
+func TestNewHandshakeWhenNoReply(t *testing.T) {
+	clock, a, b := newTimedPair(t)
+	handshake(t, clock, a, b)
+	b.tr.cut.Store(true) // b's keepalive is lost
+
+	clock.Advance(KeepaliveTimeout + RekeyTimeout - time.Millisecond)
+	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 1 {
+		t.Fatalf("a sent %d initiations before %v, want 1", n, KeepaliveTimeout+RekeyTimeout)
+	}
+	clock.Advance(RekeyTimeoutJitterMax + time.Millisecond)
+	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 2 {
+		t.Fatalf("a sent %d initiations after %v, want 2", n, KeepaliveTimeout+RekeyTimeout+RekeyTimeoutJitterMax)
+	}
+}
+
+// 7. With persistent_keepalive_interval=25, a sends a keepalive after every
+// 25 s without traffic; b (no interval) stays silent.
+func TestPersistentKeepalive(t *testing.T) {
+	clock := newFakeClock()
+	a, b := newNode(t, countingClock{clock}, 1), newNode(t, countingClock{clock}, 2)
+	connect(t, b, a, 0)
+	logA := recordSends(a, clock)
+	logB := recordSends(b, clock)
+	connect(t, a, b, 25) // starts a handshake, confirmed by a keepalive
+	pa, pb := peerOf(a, b), peerOf(b, a)
+	waitFor(t, "session confirmed", func() bool { _, cur, _ := keypairsOf(pb); return cur != nil })
+	if n := logA.count(isKeepalive); n != 1 {
+		t.Fatalf("%d keepalives after the handshake, want 1", n)
+	}
+	// Every authenticated packet a sent or received restarted the
+	// interval: its initiation, b's response and its keepalive.
+	pk := &pa.timers.persistentKeepalive
+	waitFor(t, "timer re-armed after the keepalive", func() bool { return resets(pk) == 3 })
+	const interval = 25 * time.Second
+	for i := 2; i <= 4; i++ {
+		if !armedAt(pk, clock.Now().Add(interval))() {
+			t.Fatalf("keepalive %d not due %v after the last one", i, interval)
+		}
+		clock.Advance(interval - 10*time.Millisecond)
+		quiet()
+		if n := logA.count(isKeepalive); n != i-1 {
+			t.Fatalf("keepalive %d sent early", i)
+		}
+		clock.Advance(10 * time.Millisecond)
+		waitFor(t, "persistent keepalive", func() bool { return logA.count(isKeepalive) == i })
+		waitFor(t, "timer re-armed after the keepalive", func() bool { return resets(pk) == int64(i)+2 })
+	}
+	if n := logA.count(isType(wire.TypeInitiation)); n != 1 {
+		t.Fatalf("a sent %d initiations", n)
+	}
+	if n := logB.count(isType(wire.TypeTransport)); n != 0 {
+		t.Fatalf("b, without persistent keepalive, sent %d transport messages", n)
+	}
+}
+
+// rekeyOnReceiveSetup makes a session (a initiator), lets it idle to 164 s
+// with traffic only from b at the end, and checks that receiving on it
+// before RekeyOnReceiveAge starts nothing.
+func rekeyOnReceiveSetup(t *testing.T) (*fakeClock, *node, *node, *Keypair) {
+	clock, a, b := newTimedPair(t)
+	kp0 := handshake(t, clock, a, b)
+	pb := peerOf(b, a)
+	ping(t, b, a, false)
+	waitFor(t, "b's new-handshake timer", func() bool { _, ok := deadline(&pb.timers.newHandshake); return ok })
+	// a's passive keepalive (10 s) answers b's data; after that both are idle.
+	clock.Advance(KeepaliveTimeout)
+	waitFor(t, "b heard a's keepalive", disarmed(&pb.timers.newHandshake))
+	clock.Advance(RekeyOnReceiveAge - KeepaliveTimeout - time.Second) // 164 s
+	ping(t, b, a, false)
+	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 1 {
+		t.Fatalf("receiving on a %v-old key started a handshake", clock.Now().Sub(kp0.created))
+	}
+	clock.Advance(2 * time.Second) // 166 s
+	return clock, a, b, kp0
+}
+
+// 8. An initiator receiving on a key older than RekeyOnReceiveAge starts a
+// handshake, and only one.
+func TestRekeyOnReceive(t *testing.T) {
+	clock, a, b, kp0 := rekeyOnReceiveSetup(t)
+	pa := peerOf(a, b)
+	ping(t, b, a, false)
+	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 2 {
+		t.Fatalf("a sent %d initiations, want 2", n)
+	}
+	waitFor(t, "new session", func() bool { _, cur, _ := keypairsOf(pa); return cur != kp0 })
+	if _, cur, _ := keypairsOf(pa); !cur.created.Equal(clock.Now()) || !cur.initiator {
+		t.Fatal("new session not made by a at 166 s")
+	}
+	for i := 0; i < 3; i++ {
+		ping(t, b, a, false)
+		ping(t, a, b, false)
+	}
+	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 2 {
+		t.Fatalf("a sent %d initiations, want 2", n)
+	}
+	if n := b.dev.Stats.HandshakesDone.Load(); n != 2 {
+		t.Fatalf("b completed %d handshakes, want 2", n)
+	}
+}
+
+// The rekey on receive happens once per key, not once per received packet
+// (checked beyond the RekeyTimeout spacing of initiations, with the
+// retransmission out of the way).
+func TestRekeyOnReceiveOnlyOnce(t *testing.T) {
+	clock, a, b, kp0 := rekeyOnReceiveSetup(t)
+	pa := peerOf(a, b)
+	a.tr.cut.Store(true) // the rekey does not complete
+	ping(t, b, a, false)
+	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 2 {
+		t.Fatalf("a sent %d initiations, want 2", n)
+	}
+	pa.timers.retransmitHandshake.del()
+	clock.Advance(RekeyTimeout + time.Second) // 172 s: the old key is still valid
+	ping(t, b, a, false)
+	ping(t, b, a, false)
+	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 2 {
+		t.Fatalf("a sent %d initiations, want 2 (rekey on receive repeated)", n)
+	}
+	// Sending rekeys as usual (the key is older than RekeyAfterTime).
+	a.tr.cut.Store(false)
+	ping(t, a, b, false)
+	waitFor(t, "new session", func() bool { _, cur, _ := keypairsOf(pa); return cur != kp0 })
+	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 3 {
+		t.Fatalf("a sent %d initiations, want 3", n)
+	}
+}
+
+// injectUDP sends raw bytes to n's port from a fresh loopback socket.
+func injectUDP(t *testing.T, n *node, b []byte) {
+	t.Helper()
+	c := listenUDP(t, "127.0.0.1")
+	if _, err := c.WriteToUDPAddrPort(b, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n.dev.Port())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitForOrTimeout(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return true
+}
