@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
-	"net/netip"
 	"time"
 
 	"warren/internal/conn"
@@ -99,7 +98,7 @@ func (d *Device) receive(fn conn.ReceiveFunc) {
 			b.elems = append(b.elems, e)
 		}
 		for _, p := range touched {
-			p.queueInbound(perPeer[p])
+			p.enqueue(perPeer[p], inbound)
 			delete(perPeer, p)
 		}
 		touched = touched[:0]
@@ -116,49 +115,35 @@ func (d *Device) queueHandshake(typ byte, pkt []byte, ep conn.Endpoint) {
 	}
 }
 
-func (p *Peer) queueInbound(b *batch) {
-	b.Lock()
-	p.run.RLock()
-	if !p.run.running {
-		p.run.RUnlock()
-		b.Unlock()
-		putBatch(b)
-		return
-	}
-	select {
-	case p.run.in <- b:
-	default:
-		p.run.RUnlock()
-		p.dev.Stats.DropQueueFull.Add(uint64(len(b.elems)))
-		b.Unlock()
-		putBatch(b)
-		return
-	}
-	p.run.RUnlock()
-	p.dev.queue.decrypt <- b
-}
-
 // decryptWorker opens batches in place.
 func (d *Device) decryptWorker() {
 	defer d.cryptWG.Done()
-	var nonce [12]byte
+	nonce := new([12]byte) // escapes through the AEAD interface: one per worker
 	for b := range d.queue.decrypt {
-		for _, e := range b.elems {
-			binary.LittleEndian.PutUint64(nonce[4:], e.counter)
-			sealed := e.pkt[wire.TransportDataOffset:]
-			plain, err := e.keypair.recv.Open(sealed[:0], nonce[:], sealed, nil)
-			if err != nil {
-				e.drop = true
-				continue
-			}
-			e.pkt = plain
-		}
+		openBatch(b, nonce)
 		b.Unlock()
+	}
+}
+
+// openBatch authenticates and decrypts each transport message in place,
+// leaving the plaintext in e.pkt, or marking the element dropped.
+func openBatch(b *batch, nonce *[12]byte) {
+	for _, e := range b.elems {
+		binary.LittleEndian.PutUint64(nonce[4:], e.counter)
+		sealed := e.pkt[wire.TransportDataOffset:]
+		plain, err := e.keypair.recv.Open(sealed[:0], nonce[:], sealed, nil)
+		if err != nil {
+			e.drop = true
+			continue
+		}
+		e.pkt = plain
 	}
 }
 
 // sequentialReceiver checks replay, roams, runs timers and writes the
-// peer's packets to the TUN device in order.
+// peer's packets to the TUN device in order. Per-session and per-peer work
+// (promotion, roaming, timers, the routing-table lock) is done once per
+// batch, not once per packet.
 func (p *Peer) sequentialReceiver(q chan *batch) {
 	defer p.run.wg.Done()
 	d := p.dev
@@ -166,7 +151,13 @@ func (p *Peer) sequentialReceiver(q chan *batch) {
 	for b := range q {
 		b.Lock()
 		bufs = bufs[:0]
-		var rx uint64
+		var (
+			rx            uint64
+			lastKP        *Keypair
+			lastEP        conn.Endpoint
+			authenticated bool
+			data          bool
+		)
 		for _, e := range b.elems {
 			if e.drop {
 				d.Stats.DropDecrypt.Add(1)
@@ -178,28 +169,45 @@ func (p *Peer) sequentialReceiver(q chan *batch) {
 			kp.replayMu.Unlock()
 			if !ok {
 				d.Stats.DropReplay.Add(1)
+				e.drop = true
 				continue
 			}
-			if p.receivedWithKeypair(kp) {
-				p.timers.handshakeComplete()
-				p.flushStaged()
+			if kp != lastKP {
+				lastKP = kp
+				if p.receivedWithKeypair(kp) {
+					p.timers.handshakeComplete()
+					p.flushStaged()
+				}
 			}
-			p.keepKeyFresh(kp)
-			p.setEndpoint(e.ep)
+			lastEP = e.ep
+			authenticated = true
 			rx += uint64(len(e.pkt) + wire.MinTransportSize)
+			if len(e.pkt) == 0 {
+				e.drop = true // keepalive: authenticated, nothing to deliver
+				continue
+			}
+			data = true
+		}
+		if authenticated {
+			p.rxBytes.Add(rx)
+			p.keepKeyFresh(lastKP)
+			p.setEndpoint(lastEP)
 			p.timers.anyAuthenticatedPacketTraversal()
 			p.timers.anyAuthenticatedPacketReceived()
-			if len(e.pkt) == 0 {
-				continue // keepalive
-			}
-			p.timers.dataReceived()
-			pkt, ok := p.checkInner(e.pkt)
-			if !ok {
-				continue
-			}
-			bufs = append(bufs, e.buf[:wire.TransportDataOffset+len(pkt)])
 		}
-		p.rxBytes.Add(rx)
+		if data {
+			p.timers.dataReceived()
+			d.routes.RLock()
+			for _, e := range b.elems {
+				if e.drop {
+					continue
+				}
+				if pkt, ok := p.checkInnerLocked(e.pkt); ok {
+					bufs = append(bufs, e.buf[:wire.TransportDataOffset+len(pkt)])
+				}
+			}
+			d.routes.RUnlock()
+		}
 		if len(bufs) > 0 && p.isRunning() {
 			if _, err := d.tun.Write(bufs, wire.TransportDataOffset); err != nil && !d.closed.Load() {
 				d.log.Debug("tun write", "err", err)
@@ -210,11 +218,12 @@ func (p *Peer) sequentialReceiver(q chan *batch) {
 	}
 }
 
-// checkInner validates a decrypted packet: a well-formed IPv4 or IPv6
+// checkInnerLocked validates a decrypted packet: a well-formed IPv4 or IPv6
 // header, trimmed of padding, whose source address this peer may use.
-func (p *Peer) checkInner(pkt []byte) ([]byte, bool) {
+// d.routes must be read-locked.
+func (p *Peer) checkInnerLocked(pkt []byte) ([]byte, bool) {
 	d := p.dev
-	var src netip.Addr
+	var owner *Peer
 	switch {
 	case len(pkt) >= 20 && pkt[0]>>4 == 4:
 		n := int(binary.BigEndian.Uint16(pkt[2:4]))
@@ -223,7 +232,7 @@ func (p *Peer) checkInner(pkt []byte) ([]byte, bool) {
 			return nil, false
 		}
 		pkt = pkt[:n]
-		src = netip.AddrFrom4([4]byte(pkt[12:16]))
+		owner, _ = d.routes.t.LookupIPv4([4]byte(pkt[12:16]))
 	case len(pkt) >= 40 && pkt[0]>>4 == 6:
 		n := 40 + int(binary.BigEndian.Uint16(pkt[4:6]))
 		if n > len(pkt) {
@@ -231,14 +240,11 @@ func (p *Peer) checkInner(pkt []byte) ([]byte, bool) {
 			return nil, false
 		}
 		pkt = pkt[:n]
-		src = netip.AddrFrom16([16]byte(pkt[8:24]))
+		owner, _ = d.routes.t.LookupIPv6([16]byte(pkt[8:24]))
 	default:
 		d.Stats.DropBadInner.Add(1)
 		return nil, false
 	}
-	d.routes.RLock()
-	owner, _ := d.routes.t.Lookup(src)
-	d.routes.RUnlock()
 	if owner != p {
 		d.Stats.DropSourceAddr.Add(1)
 		return nil, false

@@ -167,7 +167,7 @@ func (p *Peer) flushStaged() {
 			rest := copy(p.staged.elems, p.staged.elems[i:])
 			p.staged.elems = p.staged.elems[:rest]
 			p.staged.Unlock()
-			p.queueOutbound(b)
+			p.enqueue(b, outbound)
 			p.sendInitiation(false)
 			return
 		}
@@ -177,56 +177,75 @@ func (p *Peer) flushStaged() {
 	clear(p.staged.elems)
 	p.staged.elems = p.staged.elems[:0]
 	p.staged.Unlock()
-	p.queueOutbound(b)
+	p.enqueue(b, outbound)
 }
 
-func (p *Peer) queueOutbound(b *batch) {
+type direction int
+
+const (
+	outbound direction = iota
+	inbound
+)
+
+// enqueue hands a batch to the peer's ordered queue and then to the
+// device's crypto queue for that direction. The batch stays locked until
+// its crypto worker is done, so the sequential routine waits for it. If the
+// peer is stopped or its queue is full, the batch is dropped.
+func (p *Peer) enqueue(b *batch, dir direction) {
 	if len(b.elems) == 0 {
 		putBatch(b)
 		return
 	}
 	b.Lock()
 	p.run.RLock()
-	if !p.run.running {
-		p.run.RUnlock()
-		b.Unlock()
-		putBatch(b)
-		return
+	peerQ, cryptQ := p.run.out, p.dev.queue.encrypt
+	if dir == inbound {
+		peerQ, cryptQ = p.run.in, p.dev.queue.decrypt
 	}
-	select {
-	case p.run.out <- b:
-	default:
-		p.run.RUnlock()
-		p.dev.Stats.DropQueueFull.Add(uint64(len(b.elems)))
-		b.Unlock()
-		putBatch(b)
-		return
+	queued := false
+	if p.run.running {
+		select {
+		case peerQ <- b:
+			queued = true
+		default:
+			p.dev.Stats.DropQueueFull.Add(uint64(len(b.elems)))
+		}
 	}
 	p.run.RUnlock()
-	p.dev.queue.encrypt <- b
+	if !queued {
+		b.Unlock()
+		putBatch(b)
+		return
+	}
+	cryptQ <- b
 }
 
 // encryptWorker seals batches in place.
 func (d *Device) encryptWorker() {
 	defer d.cryptWG.Done()
-	var nonce [12]byte
+	nonce := new([12]byte) // escapes through the AEAD interface: one per worker
 	for b := range d.queue.encrypt {
-		mtu := int(d.mtu.Load())
-		for _, e := range b.elems {
-			n := len(e.pkt)
-			padded := wire.PaddedLen(n, mtu)
-			if MessageTransportStart+padded+wire.TagSize > len(e.buf) {
-				e.drop = true
-				continue
-			}
-			msg := e.buf[:MessageTransportStart+padded]
-			clear(msg[MessageTransportStart+n:])
-			wire.PutTransportHeader(msg, wire.TransportHeader{Receiver: e.keypair.remoteIndex, Counter: e.counter})
-			binary.LittleEndian.PutUint64(nonce[4:], e.counter)
-			sealed := e.keypair.send.Seal(msg[MessageTransportStart:MessageTransportStart], nonce[:], msg[MessageTransportStart:], nil)
-			e.pkt = e.buf[:MessageTransportStart+len(sealed)]
-		}
+		sealBatch(b, int(d.mtu.Load()), nonce)
 		b.Unlock()
+	}
+}
+
+// sealBatch pads each plaintext to a multiple of 16 (within mtu), writes
+// the transport header in front of it and seals it in place.
+func sealBatch(b *batch, mtu int, nonce *[12]byte) {
+	for _, e := range b.elems {
+		n := len(e.pkt)
+		padded := wire.PaddedLen(n, mtu)
+		if MessageTransportStart+padded+wire.TagSize > len(e.buf) {
+			e.drop = true
+			continue
+		}
+		msg := e.buf[:MessageTransportStart+padded]
+		clear(msg[MessageTransportStart+n:])
+		wire.PutTransportHeader(msg, wire.TransportHeader{Receiver: e.keypair.remoteIndex, Counter: e.counter})
+		binary.LittleEndian.PutUint64(nonce[4:], e.counter)
+		sealed := e.keypair.send.Seal(msg[MessageTransportStart:MessageTransportStart], nonce[:], msg[MessageTransportStart:], nil)
+		e.pkt = e.buf[:MessageTransportStart+len(sealed)]
 	}
 }
 
