@@ -156,7 +156,9 @@ func serveWG(name string, level slog.Level, stderr io.Writer) int {
 		td.Close()
 		return fail("%v", err)
 	}
-	dev := device.New(td, udp.New(), device.Options{Logger: log})
+	tr := udp.New()
+	tr.SetLogger(log)
+	dev := device.New(td, tr, device.Options{Logger: log})
 	log.Info("device started")
 	if path := os.Getenv(envCPUProfile); path != "" {
 		stop, err := startCPUProfile(path)
