@@ -16,11 +16,11 @@ import (
 // Segment p is appended to the packet h grown so far when both are of the
 // same flow, with
 //   - the same addresses, ports and IP version, TTL/hop limit, TOS/traffic
-//     class (and IPv6 flow label) and DF bit; if DF is clear, p's IPv4 ID
+//     class (and IPv6 flow label) and IPv4 flags; if DF is clear, p's IPv4 ID
 //     following h's last one (the kernel re-creates IDs counting up when it
 //     splits the packet again);
-//   - TCP: the same ACK number, window and options (byte for byte), p's
-//     sequence number continuing h's data;
+//   - TCP: the same ACK number, window, urgent pointer and options (byte
+//     for byte), p's sequence number continuing h's data;
 //   - a payload no larger than h's first one (the segment size); a smaller
 //     one, or a PSH, ends h; UDP at most maxUDPSegments segments;
 //   - room for it: h stays within maxPacketLen bytes and the capacity of its
@@ -184,8 +184,9 @@ func (c *coalescer) appendSegment(bufs [][]byte, offset int, o *groOut, i int, p
 	}
 	h := bufs[o.idx][offset:]
 	if o.kind.v4() {
-		// TOS, DF, TTL. The header lengths are equal: no options.
-		if h[1] != pkt[1] || h[6]&ipv4FlagDF != pkt[6]&ipv4FlagDF || h[8] != pkt[8] {
+		// TOS, flags (DF), TTL. The header lengths are equal (no options),
+		// neither is a fragment.
+		if h[1] != pkt[1] || h[6] != pkt[6] || h[8] != pkt[8] {
 			return false
 		}
 		if h[6]&ipv4FlagDF == 0 && binary.BigEndian.Uint16(pkt[4:]) != binary.BigEndian.Uint16(h[4:])+uint16(o.segs) {
@@ -202,6 +203,7 @@ func (c *coalescer) appendSegment(bufs [][]byte, offset int, o *groOut, i int, p
 		if p.seq != o.nextSeq ||
 			binary.BigEndian.Uint32(ht[8:]) != binary.BigEndian.Uint32(pt[8:]) || // ACK
 			binary.BigEndian.Uint16(ht[14:]) != binary.BigEndian.Uint16(pt[14:]) || // window
+			binary.BigEndian.Uint16(ht[18:]) != binary.BigEndian.Uint16(pt[18:]) || // urgent pointer
 			!bytes.Equal(ht[tcpHeaderLen:], pt[tcpHeaderLen:]) { // options
 			return false
 		}

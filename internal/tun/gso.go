@@ -112,8 +112,12 @@ func gsoSplit(pkt []byte, hdr virtioNetHdr, bufs [][]byte, sizes []int, offset i
 	}
 
 	id := binary.BigEndian.Uint16(pkt[4:]) // IPv4 only
-	seq := binary.BigEndian.Uint32(pkt[ipLen+4:])
-	flags := pkt[ipLen+13]
+	var seq uint32
+	var flags uint8
+	if proto == ipProtoTCP {
+		seq = binary.BigEndian.Uint32(pkt[ipLen+4:])
+		flags = pkt[ipLen+13]
+	}
 	addrSum := csumAdd16(checksumAdd(dst, checksumAdd(src, 0)), uint16(proto))
 	for i := 0; i < segs; i++ {
 		start := hdrLen + i*gsoSize
