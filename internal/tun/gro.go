@@ -31,8 +31,8 @@ import (
 // verified: the super-packet's transport checksum is left partial (NEEDS_CSUM)
 // for the kernel, which trusts it as it trusts its own.
 
-// maxUDPSegments bounds a UDP super-packet (the kernel's UDP_MAX_SEGMENTS,
-// 64 before Linux 6.11).
+// maxUDPSegments bounds a UDP super-packet: the kernel refuses more than its
+// UDP_MAX_SEGMENTS, 64 until it was raised to 128 (2024).
 const maxUDPSegments = 64
 
 type groKind uint8

@@ -2,8 +2,13 @@
 // plaintext IP packets from and writes them back to, and its Linux TUN
 // implementation (create or attach, MTU, up/down). Every method moves a batch
 // of packets, each stored at a fixed header offset inside its buffer, so that
-// offloads (virtio-net headers, GSO split, GRO coalesce) and a userspace
-// netstack can later sit behind the same contract.
+// offloads and a userspace netstack can sit behind the same contract.
+//
+// On Linux the TUN queue uses offloads when the kernel has them (see
+// offload.go): the kernel hands over TCP and UDP super-packets of up to 64 KiB
+// that Read splits into MTU-sized packets (GSO), and Write coalesces the
+// segments of each flow in a batch into such super-packets (GRO), so that the
+// kernel's stack handles one packet where it would handle dozens.
 package tun
 
 // Event is a change of the device's state reported on Events.
