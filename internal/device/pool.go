@@ -24,6 +24,7 @@ type batch struct {
 	sync.Mutex
 	peer  *Peer
 	elems []*elem
+	nonce [12]byte // AEAD nonce scratch (a local one would escape per call)
 }
 
 var (

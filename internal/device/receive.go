@@ -35,8 +35,7 @@ func (d *Device) receive(fn conn.ReceiveFunc) {
 	bufs := make([][]byte, n)
 	sizes := make([]int, n)
 	eps := make([]conn.Endpoint, n)
-	touched := make([]*Peer, 0, n)
-	perPeer := make(map[*Peer]*batch)
+	var groups peerBatches
 	failures := 0
 	for {
 		for i := range elems {
@@ -65,6 +64,11 @@ func (d *Device) receive(fn conn.ReceiveFunc) {
 			continue
 		}
 		failures = 0
+		var (
+			lastIndex                     uint32
+			lastEntry                     indexEntry
+			haveLast, lastOK, lastExpired bool
+		)
 		for i := 0; i < count; i++ {
 			pkt := bufs[i][:sizes[i]]
 			typ, err := wire.Type(pkt)
@@ -77,31 +81,35 @@ func (d *Device) receive(fn conn.ReceiveFunc) {
 				continue
 			}
 			h, _, _ := wire.ParseTransport(pkt)
-			entry, ok := d.index.lookup(h.Receiver)
-			if !ok || entry.keypair == nil {
-				d.Stats.DropNoSession.Add(1)
+			// Datagrams of one read mostly share a session: look it up
+			// and check its age once per run.
+			if !haveLast || h.Receiver != lastIndex {
+				entry, ok := d.index.lookup(h.Receiver)
+				lastIndex, haveLast, lastEntry, lastOK = h.Receiver, true, entry, ok && entry.keypair != nil
+				if lastOK && d.clock.Now().Sub(entry.keypair.created) >= RejectAfterTime {
+					lastOK, lastExpired = false, true
+				} else {
+					lastExpired = false
+				}
+			}
+			if !lastOK {
+				if lastExpired {
+					d.Stats.DropExpiredKey.Add(1)
+				} else {
+					d.Stats.DropNoSession.Add(1)
+				}
 				continue
 			}
-			if d.clock.Now().Sub(entry.keypair.created) >= RejectAfterTime {
-				d.Stats.DropExpiredKey.Add(1)
-				continue
-			}
+			entry := lastEntry
 			e := elems[i]
 			elems[i] = nil
 			e.pkt, e.counter, e.keypair, e.ep = pkt, h.Counter, entry.keypair, eps[i]
-			b, ok := perPeer[entry.peer]
-			if !ok {
-				b = getBatch(entry.peer)
-				perPeer[entry.peer] = b
-				touched = append(touched, entry.peer)
-			}
-			b.elems = append(b.elems, e)
+			groups.add(entry.peer, e)
 		}
-		for _, p := range touched {
-			p.enqueue(perPeer[p], inbound)
-			delete(perPeer, p)
+		for _, b := range groups.list {
+			b.peer.enqueue(b, inbound)
 		}
-		touched = touched[:0]
+		groups.reset()
 	}
 }
 
@@ -118,9 +126,8 @@ func (d *Device) queueHandshake(typ byte, pkt []byte, ep conn.Endpoint) {
 // decryptWorker opens batches in place.
 func (d *Device) decryptWorker() {
 	defer d.cryptWG.Done()
-	nonce := new([12]byte) // escapes through the AEAD interface: one per worker
 	for b := range d.queue.decrypt {
-		openBatch(b, nonce)
+		openBatch(b, &b.nonce)
 		b.Unlock()
 	}
 }

@@ -16,6 +16,32 @@ import (
 // the peer's queue before the crypto queue, so the sequential sender sends in
 // nonce order while the crypto workers seal batches in parallel.
 
+// peerBatches groups the packets of one read by peer. Reads almost always
+// hold packets of one or a few peers, so a short list searched from the
+// most recent entry beats a map.
+type peerBatches struct {
+	list []*batch
+}
+
+// add appends e to p's batch, creating it if needed.
+func (g *peerBatches) add(p *Peer, e *elem) {
+	for i := len(g.list) - 1; i >= 0; i-- {
+		if b := g.list[i]; b.peer == p {
+			b.elems = append(b.elems, e)
+			return
+		}
+	}
+	b := getBatch(p)
+	b.elems = append(b.elems, e)
+	g.list = append(g.list, b)
+}
+
+// reset forgets the batches (which now belong to their peers).
+func (g *peerBatches) reset() {
+	clear(g.list)
+	g.list = g.list[:0]
+}
+
 // readTUN reads plaintext packets and routes them to peers.
 func (d *Device) readTUN() {
 	defer d.tunWG.Done()
@@ -23,8 +49,7 @@ func (d *Device) readTUN() {
 	elems := make([]*elem, n)
 	bufs := make([][]byte, n)
 	sizes := make([]int, n)
-	touched := make([]*Peer, 0, n)
-	perPeer := make(map[*Peer][]*elem)
+	var groups peerBatches
 	for {
 		for i := range elems {
 			if elems[i] == nil {
@@ -33,26 +58,38 @@ func (d *Device) readTUN() {
 			bufs[i] = elems[i].buf[:]
 		}
 		count, err := d.tun.Read(bufs, sizes, MessageTransportStart)
+		var (
+			last    *Peer
+			lastDst netip.Addr
+		)
 		for i := 0; i < count; i++ {
 			pkt := elems[i].buf[MessageTransportStart : MessageTransportStart+sizes[i]]
-			p := d.routeOutbound(pkt)
+			dst, ok := destination(pkt)
+			p := last
+			if !ok {
+				p = nil
+			} else if dst != lastDst || p == nil {
+				// Segments of one super-packet share a destination: look
+				// it up once.
+				p = d.lookupRoute(dst)
+			}
 			if p == nil {
 				d.Stats.DropNoRoute.Add(1)
 				continue
 			}
+			last, lastDst = p, dst
 			elems[i].pkt = pkt
-			if len(perPeer[p]) == 0 {
-				touched = append(touched, p)
-			}
-			perPeer[p] = append(perPeer[p], elems[i])
+			groups.add(p, elems[i])
 			elems[i] = nil
 		}
-		for _, p := range touched {
-			p.stage(perPeer[p])
+		for _, b := range groups.list {
+			p := b.peer
+			p.stage(b.elems)
+			b.elems = b.elems[:0]
+			putBatch(b)
 			p.flushStaged()
-			perPeer[p] = perPeer[p][:0]
 		}
-		touched = touched[:0]
+		groups.reset()
 		if err != nil {
 			if d.closed.Load() {
 				for _, e := range elems {
@@ -73,23 +110,22 @@ func (d *Device) readTUN() {
 				}
 			}
 		}
-		if len(perPeer) > 64 {
-			clear(perPeer)
-		}
 	}
 }
 
-// routeOutbound finds the peer for the destination of an IP packet.
-func (d *Device) routeOutbound(pkt []byte) *Peer {
-	var dst netip.Addr
+// destination returns the destination address of an IP packet.
+func destination(pkt []byte) (netip.Addr, bool) {
 	switch {
 	case len(pkt) >= 20 && pkt[0]>>4 == 4:
-		dst = netip.AddrFrom4([4]byte(pkt[16:20]))
+		return netip.AddrFrom4([4]byte(pkt[16:20])), true
 	case len(pkt) >= 40 && pkt[0]>>4 == 6:
-		dst = netip.AddrFrom16([16]byte(pkt[24:40]))
-	default:
-		return nil
+		return netip.AddrFrom16([16]byte(pkt[24:40])), true
 	}
+	return netip.Addr{}, false
+}
+
+// lookupRoute finds the peer whose allowed IPs hold dst (cryptokey routing).
+func (d *Device) lookupRoute(dst netip.Addr) *Peer {
 	d.routes.RLock()
 	p, _ := d.routes.t.Lookup(dst)
 	d.routes.RUnlock()
@@ -187,16 +223,31 @@ const (
 	inbound
 )
 
-// enqueue hands a batch to the peer's ordered queue and then to the
-// device's crypto queue for that direction. The batch stays locked until
-// its crypto worker is done, so the sequential routine waits for it. If the
-// peer is stopped or its queue is full, the batch is dropped.
+// inlineCryptMax is the largest batch whose crypto is done by the goroutine
+// that queues it: for an ACK or a keepalive, handing off to a worker costs
+// more (two goroutine wake-ups) than the crypto itself.
+const inlineCryptMax = 2
+
+// enqueue hands a batch to the peer's ordered queue and, unless it is small
+// enough to seal or open right here, to the device's crypto queue for that
+// direction. A batch handed off stays locked until its crypto worker is
+// done, so the sequential routine waits for it. If the peer is stopped or
+// its queue is full, the batch is dropped.
 func (p *Peer) enqueue(b *batch, dir direction) {
 	if len(b.elems) == 0 {
 		putBatch(b)
 		return
 	}
-	b.Lock()
+	inline := len(b.elems) <= inlineCryptMax
+	if inline {
+		if dir == outbound {
+			sealBatch(b, int(p.dev.mtu.Load()), &b.nonce)
+		} else {
+			openBatch(b, &b.nonce)
+		}
+	} else {
+		b.Lock()
+	}
 	p.run.RLock()
 	peerQ, cryptQ := p.run.out, p.dev.queue.encrypt
 	if dir == inbound {
@@ -213,19 +264,22 @@ func (p *Peer) enqueue(b *batch, dir direction) {
 	}
 	p.run.RUnlock()
 	if !queued {
-		b.Unlock()
+		if !inline {
+			b.Unlock()
+		}
 		putBatch(b)
 		return
 	}
-	cryptQ <- b
+	if !inline {
+		cryptQ <- b
+	}
 }
 
 // encryptWorker seals batches in place.
 func (d *Device) encryptWorker() {
 	defer d.cryptWG.Done()
-	nonce := new([12]byte) // escapes through the AEAD interface: one per worker
 	for b := range d.queue.encrypt {
-		sealBatch(b, int(d.mtu.Load()), nonce)
+		sealBatch(b, int(d.mtu.Load()), &b.nonce)
 		b.Unlock()
 	}
 }
