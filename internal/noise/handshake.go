@@ -221,15 +221,11 @@ func (s *Static) CreateResponse(h *Handshake, localIndex uint32, msg *wire.Respo
 	if err != nil {
 		return err
 	}
-	ck = KDF1(ck[:], ee[:])
 	se, err := eph.SharedSecret(h.RemoteStatic)
 	if err != nil {
 		return err
 	}
-	ck = KDF1(ck[:], se[:])
-	Zero(ee[:])
-	Zero(se[:])
-	ck, tau, key := KDF3(ck[:], h.PresharedKey[:])
+	ck, tau, key := responseKeys(ck, &ee, &se, &h.PresharedKey)
 	hash = mixHash(hash, tau[:])
 	aeadSeal(msg.Empty[:], key, nil, hash[:])
 	hash = mixHash(hash, msg.Empty[:])
@@ -258,15 +254,11 @@ func (s *Static) ConsumeResponse(h *Handshake, msg *wire.Response) error {
 	if err != nil {
 		return err
 	}
-	ck = KDF1(ck[:], ee[:])
 	se, err := s.Private.SharedSecret(PublicKey(msg.Ephemeral))
 	if err != nil {
 		return err
 	}
-	ck = KDF1(ck[:], se[:])
-	Zero(ee[:])
-	Zero(se[:])
-	ck, tau, key := KDF3(ck[:], h.PresharedKey[:])
+	ck, tau, key := responseKeys(ck, &ee, &se, &h.PresharedKey)
 	hash = mixHash(hash, tau[:])
 	if err := aeadOpen(nil, key, msg.Empty[:], hash[:]); err != nil {
 		return ErrDecrypt
@@ -278,6 +270,18 @@ func (s *Static) ConsumeResponse(h *Handshake, msg *wire.Response) error {
 	h.RemoteIndex = msg.Sender
 	h.State = StateResponseConsumed
 	return nil
+}
+
+// responseKeys is the step both sides of the response take: mix the
+// ephemeral-ephemeral and static-ephemeral secrets into the chaining key,
+// then the preshared key, giving the new chaining key, the value τ mixed
+// into the hash, and the key sealing the empty payload. It wipes ee and se.
+func responseKeys(ck [32]byte, ee, se *[KeySize]byte, psk *PresharedKey) (ckOut, tau, key [32]byte) {
+	ck = KDF1(ck[:], ee[:])
+	ck = KDF1(ck[:], se[:])
+	Zero(ee[:])
+	Zero(se[:])
+	return KDF3(ck[:], psk[:])
 }
 
 // DeriveKeys derives the transport keys once the handshake is complete and
