@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages Warren's demo, tests and benchmarks use, on
 # Debian, as root. Safe to run repeatedly; does nothing when all are there.
+# With WARREN_WITH_POSTGRES=1 (or --with-postgres) it also installs the
+# PostgreSQL server the store tests run against (scripts/pg-test-server.sh).
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -10,6 +12,9 @@ have iperf3  || need+=(iperf3)
 have ping    || need+=(iputils-ping)
 have nft     || need+=(nftables)
 have make    || need+=(make)
+if [[ "${WARREN_WITH_POSTGRES:-}" == 1 || "${1:-}" == --with-postgres ]]; then
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+fi
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

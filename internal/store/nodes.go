@@ -1,0 +1,310 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Node is a registered machine.
+type Node struct {
+	ID        int64
+	UserID    int64
+	AuthKeyID int64 // 0 if the key was deleted
+	NodeKey   string
+	Hostname  string     // as reported by the node
+	Name      string     // unique DNS label derived from Hostname
+	IPv4      netip.Addr // unique, from the IPv4 prefix
+	IPv6      netip.Addr // unique, from the IPv6 prefix
+	Endpoints []string
+	LastSeen  time.Time
+	Online    bool
+	Expiry    time.Time // zero: never
+	Ephemeral bool
+	Created   time.Time
+}
+
+// RegisterOptions carry the optional parts of a registration.
+type RegisterOptions struct {
+	Endpoints []string
+	Expiry    time.Time // node key expiry; zero: never
+}
+
+const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at"
+
+func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
+	var n Node
+	var akid, seen, exp sql.NullInt64
+	var v4, v6, eps string
+	var created int64
+	if err := sc.Scan(&n.ID, &n.UserID, &akid, &n.NodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created); err != nil {
+		return nil, err
+	}
+	n.AuthKeyID = akid.Int64
+	n.LastSeen, n.Expiry, n.Created = timeOf(seen), timeOf(exp), time.Unix(0, created)
+	var err error
+	if n.IPv4, err = netip.ParseAddr(v4); err != nil {
+		return nil, fmt.Errorf("node %d ipv4: %w", n.ID, err)
+	}
+	if n.IPv6, err = netip.ParseAddr(v6); err != nil {
+		return nil, fmt.Errorf("node %d ipv6: %w", n.ID, err)
+	}
+	if err := json.Unmarshal([]byte(eps), &n.Endpoints); err != nil {
+		return nil, fmt.Errorf("node %d endpoints: %w", n.ID, err)
+	}
+	return &n, nil
+}
+
+// RegisterNode joins a node with a pre-auth key. In one transaction it
+// validates the key (known, secret matches, not expired, and if one-off not
+// yet used), consumes it, derives a unique name and allocates both addresses.
+// A one-off key is therefore usable exactly once even by concurrent joins.
+// Registering a node key that already exists for the key's user returns the
+// existing node unchanged (an idempotent retry); for another user it fails
+// with ErrNodeKeyInUse.
+func (s *Store) RegisterNode(ctx context.Context, authKey, nodeKey, hostname string, o RegisterOptions) (*Node, error) {
+	if nodeKey == "" || len(nodeKey) > 512 {
+		return nil, fmt.Errorf("register node: %w: node key", ErrInvalid)
+	}
+	eps, err := json.Marshal(nonNil(o.Endpoints))
+	if err != nil {
+		return nil, fmt.Errorf("register node: %w: endpoints", ErrInvalid)
+	}
+	var n *Node
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		k, err := s.lockPreAuthKey(ctx, tx, authKey)
+		if err != nil {
+			return err
+		}
+		if err := s.registrationLock(ctx, tx); err != nil {
+			return err
+		}
+		existing, err := scanNode(tx.QueryRowContext(ctx, s.q("SELECT "+nodeCols+" FROM nodes WHERE node_key = ?"), nodeKey))
+		switch {
+		case err == nil && existing.UserID == k.UserID:
+			n = existing
+			return nil
+		case err == nil:
+			return ErrNodeKeyInUse
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		if !k.Reusable && k.UsedCount > 0 {
+			return ErrAuthKeyUsed
+		}
+		now := s.now()
+		res, err := tx.ExecContext(ctx, s.q("UPDATE preauth_keys SET used_count = used_count + 1, used_at = ? WHERE id = ? AND (reusable OR used_count = 0)"),
+			now.UnixNano(), k.ID)
+		if err != nil {
+			return err
+		}
+		if c, err := res.RowsAffected(); err != nil || c != 1 {
+			return ErrAuthKeyUsed // belt and braces: the row lock makes this unreachable
+		}
+		name, err := s.uniqueName(ctx, tx, hostname, 0)
+		if err != nil {
+			return err
+		}
+		v4, err := s.allocate(ctx, tx, "ipv4", s.v4)
+		if err != nil {
+			return err
+		}
+		v6, err := s.allocate(ctx, tx, "ipv6", s.v6)
+		if err != nil {
+			return err
+		}
+		n = &Node{UserID: k.UserID, AuthKeyID: k.ID, NodeKey: nodeKey, Hostname: hostname, Name: name, IPv4: v4, IPv6: v6,
+			Endpoints: nonNil(o.Endpoints), Expiry: o.Expiry, Ephemeral: k.Ephemeral, Created: now}
+		return tx.QueryRowContext(ctx, s.q(`INSERT INTO nodes (user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6,
+			endpoints, online, expires_at, ephemeral, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, FALSE, ?, ?, ?) RETURNING id`),
+			n.UserID, n.AuthKeyID, nodeKey, hostname, name, v4.String(), v6.String(), string(eps), tsOf(o.Expiry), n.Ephemeral, now.UnixNano()).Scan(&n.ID)
+	})
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, ErrAuthKeyInvalid), errors.Is(err, ErrAuthKeyExpired), errors.Is(err, ErrAuthKeyUsed),
+		errors.Is(err, ErrNodeKeyInUse), errors.Is(err, ErrAddressExhausted):
+		return nil, fmt.Errorf("register node: %w", err)
+	}
+	return nil, wrap("register node", err)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// DNSLabel turns a hostname into a DNS-safe label: lower case, runs of
+// anything but [a-z0-9] become one '-', no leading/trailing '-', at most 63
+// bytes; "node" if nothing is left.
+func DNSLabel(hostname string) string {
+	var b strings.Builder
+	dash := false
+	for _, c := range strings.ToLower(hostname) {
+		if (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') {
+			if dash && b.Len() > 0 {
+				b.WriteByte('-')
+			}
+			dash = false
+			b.WriteRune(c)
+		} else {
+			dash = true
+		}
+	}
+	l := strings.TrimRight(truncate(b.String(), 63), "-")
+	if l == "" {
+		return "node"
+	}
+	return l
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// uniqueName derives a name from hostname not used by any node other than
+// self: the label itself, else label-1, label-2, ... (shortened to fit 63).
+func (s *Store) uniqueName(ctx context.Context, tx *sql.Tx, hostname string, self int64) (string, error) {
+	base := DNSLabel(hostname)
+	taken := map[string]bool{}
+	rows, err := tx.QueryContext(ctx, s.q("SELECT name FROM nodes WHERE id <> ? AND (name = ? OR name LIKE ?)"), self, base, truncate(base, 52)+"%")
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return "", err
+		}
+		taken[n] = true
+	}
+	if err := rows.Err(); err != nil {
+		return "", err
+	}
+	if !taken[base] {
+		return base, nil
+	}
+	for i := 1; ; i++ {
+		suf := "-" + strconv.Itoa(i)
+		if n := strings.TrimRight(truncate(base, 63-len(suf)), "-") + suf; !taken[n] {
+			return n, nil
+		}
+	}
+}
+
+// allocate returns the lowest address of prefix not held by any node,
+// skipping the prefix's first address (and, for IPv4, its last). It runs
+// inside the registration transaction, which holds the write lock.
+func (s *Store) allocate(ctx context.Context, tx *sql.Tx, col string, p netip.Prefix) (netip.Addr, error) {
+	used := map[netip.Addr]bool{}
+	rows, err := tx.QueryContext(ctx, "SELECT "+col+" FROM nodes")
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var a string
+		if err := rows.Scan(&a); err != nil {
+			return netip.Addr{}, err
+		}
+		if ip, err := netip.ParseAddr(a); err == nil {
+			used[ip] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return netip.Addr{}, err
+	}
+	// Hosts in the prefix, minus the first (and the IPv4 broadcast).
+	size := new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
+	limit := size.Int64() - 1
+	if !size.IsInt64() || limit > int64(len(used))+2 {
+		limit = int64(len(used)) + 2 // at most len(used) are taken, so one of these is free
+	}
+	if p.Addr().Is4() {
+		limit = min(limit, size.Int64()-2)
+	}
+	a := p.Masked().Addr()
+	for i := int64(0); i < limit; i++ {
+		a = a.Next()
+		if !used[a] {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("%w: %v", ErrAddressExhausted, p)
+}
+
+// GetNode returns a node by ID.
+func (s *Store) GetNode(ctx context.Context, id int64) (*Node, error) {
+	n, err := scanNode(s.db.QueryRowContext(ctx, s.q("SELECT "+nodeCols+" FROM nodes WHERE id = ?"), id))
+	return n, wrap("get node", err)
+}
+
+// GetNodeByKey returns a node by its public key.
+func (s *Store) GetNodeByKey(ctx context.Context, nodeKey string) (*Node, error) {
+	n, err := scanNode(s.db.QueryRowContext(ctx, s.q("SELECT "+nodeCols+" FROM nodes WHERE node_key = ?"), nodeKey))
+	return n, wrap("get node", err)
+}
+
+// ListNodes returns the nodes of one user (userID > 0) or all nodes.
+func (s *Store) ListNodes(ctx context.Context, userID int64) ([]*Node, error) {
+	rows, err := s.db.QueryContext(ctx, s.q("SELECT "+nodeCols+" FROM nodes WHERE ? = 0 OR user_id = ? ORDER BY id"), userID, userID)
+	if err != nil {
+		return nil, wrap("list nodes", err)
+	}
+	defer rows.Close()
+	var out []*Node
+	for rows.Next() {
+		n, err := scanNode(rows)
+		if err != nil {
+			return nil, wrap("list nodes", err)
+		}
+		out = append(out, n)
+	}
+	return out, wrap("list nodes", rows.Err())
+}
+
+// UpdateEndpoints replaces a node's reported endpoints.
+func (s *Store) UpdateEndpoints(ctx context.Context, id int64, endpoints []string) error {
+	eps, err := json.Marshal(nonNil(endpoints))
+	if err != nil {
+		return fmt.Errorf("update endpoints: %w", ErrInvalid)
+	}
+	return s.exec(ctx, "update endpoints", "UPDATE nodes SET endpoints = ? WHERE id = ?", string(eps), id)
+}
+
+// SetOnline records whether a node is connected, and when it was last seen.
+func (s *Store) SetOnline(ctx context.Context, id int64, online bool, lastSeen time.Time) error {
+	return s.exec(ctx, "set online", "UPDATE nodes SET online = ?, last_seen = ? WHERE id = ?", online, tsOf(lastSeen), id)
+}
+
+// SetNodeExpiry sets (or with a zero time clears) a node's expiry.
+func (s *Store) SetNodeExpiry(ctx context.Context, id int64, expiry time.Time) error {
+	return s.exec(ctx, "set node expiry", "UPDATE nodes SET expires_at = ? WHERE id = ?", tsOf(expiry), id)
+}
+
+// RenameNode gives a node a new name; ErrInvalid unless name is already a
+// DNS label, ErrConflict if another node has it.
+func (s *Store) RenameNode(ctx context.Context, id int64, name string) error {
+	if name == "" || DNSLabel(name) != name {
+		return fmt.Errorf("rename node: %w: %q is not a DNS label", ErrInvalid, name)
+	}
+	return s.exec(ctx, "rename node", "UPDATE nodes SET name = ? WHERE id = ?", name, id)
+}
+
+// DeleteNode removes a node, freeing its name and addresses.
+func (s *Store) DeleteNode(ctx context.Context, id int64) error {
+	return s.exec(ctx, "delete node", "DELETE FROM nodes WHERE id = ?", id)
+}

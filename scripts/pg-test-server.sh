@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for the store tests, from the Debian
+# `postgresql` package (scripts/install-deps.sh with WARREN_WITH_POSTGRES=1).
+#
+#   scripts/pg-test-server.sh start DIR   # prints the DSN on stdout
+#   scripts/pg-test-server.sh stop DIR
+#
+# Run as root: DIR is created (must not exist or be empty) and handed to the
+# `postgres` user; the server listens on 127.0.0.1 on a free port and on a
+# unix socket in DIR, with trust auth for local connections only.
+set -euo pipefail
+cmd="${1:-}"; dir="${2:-}"
+if [[ -z "$cmd" || -z "$dir" ]]; then
+  echo "usage: $0 start|stop DIR" >&2; exit 2
+fi
+bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+if [[ -z "$bin" || ! -x "$bin/initdb" ]]; then
+  echo "PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)" >&2; exit 1
+fi
+as_pg() { runuser -u postgres -- "$@"; }
+case "$cmd" in
+start)
+  mkdir -p "$dir"
+  chown postgres: "$dir"
+  as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 ||
+    { cat "$dir/initdb.log" >&2; exit 1; }
+  started=
+  for _ in 1 2 3; do # a free port can be taken between picking and binding
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+      echo $((20000 + RANDOM % 20000)))
+    if as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=200" >/dev/null; then
+      started=1; break
+    fi
+  done
+  [[ -n "$started" ]] || { cat "$dir/server.log" >&2; exit 1; }
+  as_pg "$bin/createdb" -h "$dir" -p "$port" -U postgres warren_test
+  echo "postgres://postgres@127.0.0.1:$port/warren_test?sslmode=disable"
+  ;;
+stop)
+  # Only remove what start made (or an empty directory).
+  if [[ "$dir" == / || ( -n "$(ls -A "$dir" 2>/dev/null)" && ! -e "$dir/initdb.log" ) ]]; then
+    echo "$dir does not look like a pg-test-server directory; not removing it" >&2; exit 1
+  fi
+  if [[ -d "$dir/data" ]]; then
+    as_pg "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$dir"
+  ;;
+*) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+esac
