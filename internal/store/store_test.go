@@ -487,3 +487,37 @@ func crashChild(path string) {
 	p.Kill()
 	select {}
 }
+
+// Another process holds the SQLite write lock: a registration waits (up to
+// busy_timeout, here cut short by its context), fails with an error, stores
+// nothing and leaves the key unused; it succeeds once the lock is released.
+func TestSQLiteLockHeld(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lock.db")
+	s := must[*Store](t)(Open(ctx, "sqlite:"+path, Options{}))
+	defer s.Close()
+	u := must[*User](t)(s.CreateUser(ctx, "u"))
+	key, _, _ := s.CreatePreAuthKey(ctx, u.ID, PreAuthKeyOptions{})
+	other := must[*Store](t)(Open(ctx, "sqlite:"+path, Options{}))
+	defer other.Close()
+	holder, err := other.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: takes the write lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := s.RegisterNode(short, key, "nk", "h", RegisterOptions{}); err == nil {
+		t.Fatal("registered while another connection held the write lock")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("context deadline ignored: waited %v", d)
+	}
+	holder.Rollback()
+	if l := must[[]*Node](t)(s.ListNodes(ctx, 0)); len(l) != 0 {
+		t.Fatalf("%d nodes stored", len(l))
+	}
+	if _, err := s.RegisterNode(ctx, key, "nk", "h", RegisterOptions{}); err != nil {
+		t.Fatalf("after the lock was released: %v", err)
+	}
+}
