@@ -1,0 +1,308 @@
+// Package netmap defines the network map a node receives from the
+// coordination server and the deltas that keep it up to date.
+//
+// On its control stream a node first receives a full NetworkMap, then a
+// series of Deltas. Every map carries a Version that increases
+// monotonically on that stream; a Delta names the version it applies to
+// (From) and the version it produces (To), so a lost or reordered delta is
+// detected by Apply and forces a full resync instead of silently diverging.
+// A node persists its last map with Save and reloads it with Load so it
+// keeps working while the server is unreachable, including across restarts.
+//
+// The JSON encoding is part of the control protocol (ProtocolVersion): field
+// names are explicit, keys are base64, times are UTC RFC 3339, and empty
+// lists encode as [] rather than null, so equal maps encode identically.
+package netmap
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"warren/internal/noise"
+)
+
+// ProtocolVersion is the version of the netmap wire format. It changes
+// whenever the JSON encoding of NetworkMap or Delta changes incompatibly.
+const ProtocolVersion = 1
+
+// NetworkMap is everything a node needs to know about its tailnet.
+type NetworkMap struct {
+	Version      uint64          // monotonic per node stream
+	Self         Node            // the receiving node
+	Peers        []Node          // every other node, sorted by ID
+	Domain       string          // tailnet DNS domain, e.g. "warren.internal"
+	DNS          DNSConfig       // resolver configuration
+	PacketFilter json.RawMessage // policy placeholder; nil when none
+}
+
+// DNSConfig is the resolver configuration pushed to nodes (placeholder).
+type DNSConfig struct {
+	Nameservers   []netip.Addr `json:"nameservers"`
+	SearchDomains []string     `json:"searchDomains"`
+}
+
+// Node is one machine in the network map.
+type Node struct {
+	ID         uint64           // nonzero, unique
+	Name       string           // unique DNS label
+	User       string           // owning user's name
+	Key        noise.PublicKey  // WireGuard public key, unique
+	Addresses  []netip.Prefix   // the node's own tunnel addresses (single hosts)
+	AllowedIPs []netip.Prefix   // prefixes routed to the node
+	Endpoints  []netip.AddrPort // UDP endpoints the node reported
+	Online     bool
+	LastSeen   time.Time
+	Expiry     time.Time // zero: never expires
+}
+
+// Errors returned by Validate, Apply and Load wrap one of these.
+var (
+	ErrInvalid         = errors.New("netmap: invalid")
+	ErrVersionMismatch = errors.New("netmap: delta does not apply to this version")
+	ErrInconsistent    = errors.New("netmap: inconsistent delta")
+)
+
+// --- equality and copies ---
+
+// Equal reports whether two nodes carry the same information. Nil and empty
+// lists are equal, times are compared as instants.
+func (n *Node) Equal(o *Node) bool {
+	return n.ID == o.ID && n.Name == o.Name && n.User == o.User && n.Key == o.Key &&
+		slices.Equal(n.Addresses, o.Addresses) && slices.Equal(n.AllowedIPs, o.AllowedIPs) &&
+		slices.Equal(n.Endpoints, o.Endpoints) && n.Online == o.Online &&
+		n.LastSeen.Equal(o.LastSeen) && n.Expiry.Equal(o.Expiry)
+}
+
+// Clone returns a deep copy of n.
+func (n Node) Clone() Node {
+	n.Addresses = slices.Clone(n.Addresses)
+	n.AllowedIPs = slices.Clone(n.AllowedIPs)
+	n.Endpoints = slices.Clone(n.Endpoints)
+	return n
+}
+
+// Equal reports whether two DNS configurations are the same.
+func (c DNSConfig) Equal(o DNSConfig) bool {
+	return slices.Equal(c.Nameservers, o.Nameservers) && slices.Equal(c.SearchDomains, o.SearchDomains)
+}
+
+// Clone returns a deep copy of c.
+func (c DNSConfig) Clone() DNSConfig {
+	return DNSConfig{Nameservers: slices.Clone(c.Nameservers), SearchDomains: slices.Clone(c.SearchDomains)}
+}
+
+// Equal reports whether two maps carry the same information (including
+// Version). Packet filters are compared in compact form.
+func (m *NetworkMap) Equal(o *NetworkMap) bool {
+	if m == nil || o == nil {
+		return m == o
+	}
+	if m.Version != o.Version || m.Domain != o.Domain || !m.Self.Equal(&o.Self) ||
+		!m.DNS.Equal(o.DNS) || !rawEqual(m.PacketFilter, o.PacketFilter) || len(m.Peers) != len(o.Peers) {
+		return false
+	}
+	for i := range m.Peers {
+		if !m.Peers[i].Equal(&o.Peers[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// Clone returns a deep copy of m.
+func (m *NetworkMap) Clone() *NetworkMap {
+	c := *m
+	c.Self = m.Self.Clone()
+	c.Peers = make([]Node, len(m.Peers))
+	for i := range m.Peers {
+		c.Peers[i] = m.Peers[i].Clone()
+	}
+	c.DNS = m.DNS.Clone()
+	c.PacketFilter = canonRaw(m.PacketFilter)
+	return &c
+}
+
+// Peer returns the peer with the given ID.
+func (m *NetworkMap) Peer(id uint64) (*Node, bool) {
+	i, ok := slices.BinarySearchFunc(m.Peers, id, func(n Node, id uint64) int { return cmpU64(n.ID, id) })
+	if !ok {
+		return nil, false
+	}
+	return &m.Peers[i], true
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// canonRaw returns the compact form of a JSON value, or nil for an absent
+// value or JSON null. Invalid JSON is returned unchanged (Validate rejects it).
+func canonRaw(r json.RawMessage) json.RawMessage {
+	if len(bytes.TrimSpace(r)) == 0 {
+		return nil
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, r); err != nil {
+		return bytes.Clone(r)
+	}
+	if b.String() == "null" {
+		return nil
+	}
+	// Escape <, >, & and U+2028/9 the way json.Marshal does, so the
+	// canonical form is what an encode/decode round trip yields.
+	var e bytes.Buffer
+	json.HTMLEscape(&e, b.Bytes())
+	return e.Bytes()
+}
+
+func rawEqual(a, b json.RawMessage) bool { return bytes.Equal(canonRaw(a), canonRaw(b)) }
+
+// --- validation ---
+
+// Validate checks the map's internal consistency: peers sorted by ID, IDs
+// nonzero and unique (Self included), keys nonzero and unique, names unique
+// DNS labels, node addresses valid single-host prefixes owned by one node
+// only, allowed IPs and endpoints valid, the domain and search domains DNS
+// names, nameservers valid, the packet filter valid JSON, and times
+// encodable. It does not check that addresses lie inside particular
+// prefixes: that is the server's allocation policy, not a map invariant.
+func (m *NetworkMap) Validate() error {
+	if m == nil {
+		return fmt.Errorf("%w: nil map", ErrInvalid)
+	}
+	ids := map[uint64]bool{}
+	keys := map[noise.PublicKey]uint64{}
+	names := map[string]uint64{}
+	addrs := map[netip.Addr]uint64{}
+	check := func(n *Node, what string) error {
+		if err := n.validate(); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrInvalid, what, err)
+		}
+		if ids[n.ID] {
+			return fmt.Errorf("%w: %s: duplicate id %d", ErrInvalid, what, n.ID)
+		}
+		ids[n.ID] = true
+		if o, dup := keys[n.Key]; dup {
+			return fmt.Errorf("%w: %s: key %s also used by node %d", ErrInvalid, what, n.Key, o)
+		}
+		keys[n.Key] = n.ID
+		if o, dup := names[n.Name]; dup {
+			return fmt.Errorf("%w: %s: name %q also used by node %d", ErrInvalid, what, n.Name, o)
+		}
+		names[n.Name] = n.ID
+		for _, p := range n.Addresses {
+			if o, dup := addrs[p.Addr()]; dup {
+				return fmt.Errorf("%w: %s: address %s also used by node %d", ErrInvalid, what, p.Addr(), o)
+			}
+			addrs[p.Addr()] = n.ID
+		}
+		return nil
+	}
+	if err := check(&m.Self, "self"); err != nil {
+		return err
+	}
+	for i := range m.Peers {
+		if i > 0 && m.Peers[i].ID < m.Peers[i-1].ID {
+			return fmt.Errorf("%w: peers not sorted by id (%d after %d)", ErrInvalid, m.Peers[i].ID, m.Peers[i-1].ID)
+		}
+		if err := check(&m.Peers[i], fmt.Sprintf("peer %d", m.Peers[i].ID)); err != nil {
+			return err
+		}
+	}
+	if m.Domain != "" && !IsDNSName(m.Domain) {
+		return fmt.Errorf("%w: domain %q is not a DNS name", ErrInvalid, m.Domain)
+	}
+	for _, a := range m.DNS.Nameservers {
+		if !a.IsValid() {
+			return fmt.Errorf("%w: invalid nameserver address", ErrInvalid)
+		}
+	}
+	for _, d := range m.DNS.SearchDomains {
+		if !IsDNSName(d) {
+			return fmt.Errorf("%w: search domain %q is not a DNS name", ErrInvalid, d)
+		}
+	}
+	if len(m.PacketFilter) > 0 && !json.Valid(m.PacketFilter) {
+		return fmt.Errorf("%w: packet filter is not valid JSON", ErrInvalid)
+	}
+	return nil
+}
+
+func (n *Node) validate() error {
+	if n.ID == 0 {
+		return errors.New("id 0")
+	}
+	if !IsDNSLabel(n.Name) {
+		return fmt.Errorf("name %q is not a DNS label", n.Name)
+	}
+	if n.Key.IsZero() {
+		return errors.New("zero key")
+	}
+	seen := map[netip.Addr]bool{}
+	for _, p := range n.Addresses {
+		if !p.IsValid() || !p.IsSingleIP() || p.Addr().Zone() != "" {
+			return fmt.Errorf("address %s is not a single-host prefix", p)
+		}
+		if seen[p.Addr()] {
+			return fmt.Errorf("address %s listed twice", p.Addr())
+		}
+		seen[p.Addr()] = true
+	}
+	for _, p := range n.AllowedIPs {
+		if !p.IsValid() || p != p.Masked() {
+			return fmt.Errorf("allowed IP %s is not a canonical prefix", p)
+		}
+	}
+	for _, e := range n.Endpoints {
+		if !e.IsValid() || e.Port() == 0 {
+			return fmt.Errorf("endpoint %s is not valid", e)
+		}
+	}
+	for _, t := range []time.Time{n.LastSeen, n.Expiry} {
+		if y := t.Year(); y < 0 || y > 9999 {
+			return fmt.Errorf("time %v out of range", t)
+		}
+	}
+	return nil
+}
+
+// IsDNSLabel reports whether s is a lower-case DNS label: 1 to 63 bytes of
+// [a-z0-9-], not starting or ending with '-'.
+func IsDNSLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// IsDNSName reports whether s is a dot-separated sequence of DNS labels of
+// at most 253 bytes (no trailing dot).
+func IsDNSName(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if !IsDNSLabel(l) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,190 @@
+package netmap
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"warren/internal/noise"
+)
+
+// This file holds the JSON encoding. Wire structs fix the field names, and
+// encoders normalise what would otherwise make equal values encode
+// differently: nil lists become [], times become UTC, keys base64, and the
+// packet filter its compact form.
+
+// wireKey is a public key encoded as standard base64.
+type wireKey noise.PublicKey
+
+func (k wireKey) MarshalText() ([]byte, error) { return []byte(noise.PublicKey(k).String()), nil }
+
+func (k *wireKey) UnmarshalText(b []byte) error {
+	pk, err := noise.ParsePublicKey(string(b))
+	if err != nil {
+		return err
+	}
+	*k = wireKey(pk)
+	return nil
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+type wireNode struct {
+	ID         uint64           `json:"id"`
+	Name       string           `json:"name"`
+	User       string           `json:"user"`
+	Key        wireKey          `json:"key"`
+	Addresses  []netip.Prefix   `json:"addresses"`
+	AllowedIPs []netip.Prefix   `json:"allowedIPs"`
+	Endpoints  []netip.AddrPort `json:"endpoints"`
+	Online     bool             `json:"online"`
+	LastSeen   time.Time        `json:"lastSeen"`
+	Expiry     time.Time        `json:"expiry"`
+}
+
+// MarshalJSON implements json.Marshaler.
+func (n Node) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wireNode{
+		ID: n.ID, Name: n.Name, User: n.User, Key: wireKey(n.Key),
+		Addresses: nonNil(n.Addresses), AllowedIPs: nonNil(n.AllowedIPs), Endpoints: nonNil(n.Endpoints),
+		Online: n.Online, LastSeen: n.LastSeen.UTC(), Expiry: n.Expiry.UTC(),
+	})
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (n *Node) UnmarshalJSON(b []byte) error {
+	var w wireNode
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*n = Node{
+		ID: w.ID, Name: w.Name, User: w.User, Key: noise.PublicKey(w.Key),
+		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
+		Online: w.Online, LastSeen: w.LastSeen.UTC(), Expiry: w.Expiry.UTC(),
+	}
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (c DNSConfig) MarshalJSON() ([]byte, error) {
+	type plain DNSConfig
+	return json.Marshal(plain{Nameservers: nonNil(c.Nameservers), SearchDomains: nonNil(c.SearchDomains)})
+}
+
+type wireMap struct {
+	ProtocolVersion int             `json:"protocolVersion"`
+	Version         uint64          `json:"version"`
+	Self            Node            `json:"self"`
+	Peers           []Node          `json:"peers"`
+	Domain          string          `json:"domain"`
+	DNS             DNSConfig       `json:"dns"`
+	PacketFilter    json.RawMessage `json:"packetFilter,omitempty"`
+}
+
+// MarshalJSON implements json.Marshaler.
+func (m NetworkMap) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wireMap{
+		ProtocolVersion: ProtocolVersion, Version: m.Version, Self: m.Self, Peers: nonNil(m.Peers),
+		Domain: m.Domain, DNS: m.DNS, PacketFilter: canonRaw(m.PacketFilter),
+	})
+}
+
+// UnmarshalJSON implements json.Unmarshaler. It refuses another protocol
+// version but does not Validate; use DecodeNetworkMap for untrusted input.
+func (m *NetworkMap) UnmarshalJSON(b []byte) error {
+	var w wireMap
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	if w.ProtocolVersion != ProtocolVersion {
+		return fmt.Errorf("netmap: protocol version %d, want %d", w.ProtocolVersion, ProtocolVersion)
+	}
+	*m = NetworkMap{Version: w.Version, Self: w.Self, Peers: w.Peers, Domain: w.Domain, DNS: w.DNS,
+		PacketFilter: canonRaw(w.PacketFilter)}
+	return nil
+}
+
+// DecodeNetworkMap parses and validates a map received from the server or
+// read from disk.
+func DecodeNetworkMap(b []byte) (*NetworkMap, error) {
+	m := new(NetworkMap)
+	if err := json.Unmarshal(b, m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+type wirePeerChange struct {
+	ID         uint64            `json:"id"`
+	Name       *string           `json:"name,omitempty"`
+	User       *string           `json:"user,omitempty"`
+	Key        *wireKey          `json:"key,omitempty"`
+	Addresses  *[]netip.Prefix   `json:"addresses,omitempty"`
+	AllowedIPs *[]netip.Prefix   `json:"allowedIPs,omitempty"`
+	Endpoints  *[]netip.AddrPort `json:"endpoints,omitempty"`
+	Online     *bool             `json:"online,omitempty"`
+	LastSeen   *time.Time        `json:"lastSeen,omitempty"`
+	Expiry     *time.Time        `json:"expiry,omitempty"`
+}
+
+func nonNilPtr[T any](p *[]T) *[]T {
+	if p == nil {
+		return nil
+	}
+	s := nonNil(*p)
+	return &s
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// MarshalJSON implements json.Marshaler.
+func (c PeerChange) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wirePeerChange{
+		ID: c.ID, Name: c.Name, User: c.User, Key: (*wireKey)(c.Key),
+		Addresses: nonNilPtr(c.Addresses), AllowedIPs: nonNilPtr(c.AllowedIPs), Endpoints: nonNilPtr(c.Endpoints),
+		Online: c.Online, LastSeen: utcPtr(c.LastSeen), Expiry: utcPtr(c.Expiry),
+	})
+}
+
+// UnmarshalJSON implements json.Unmarshaler. A field given as null is
+// treated as absent (unchanged); clear a list with [].
+func (c *PeerChange) UnmarshalJSON(b []byte) error {
+	var w wirePeerChange
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*c = PeerChange{
+		ID: w.ID, Name: w.Name, User: w.User, Key: (*noise.PublicKey)(w.Key),
+		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
+		Online: w.Online, LastSeen: utcPtr(w.LastSeen), Expiry: utcPtr(w.Expiry),
+	}
+	return nil
+}
+
+// DecodeDelta parses a delta received from the server and checks its shape
+// (To after From, no ID listed twice). Whether it fits a map is Apply's job.
+func DecodeDelta(b []byte) (*Delta, error) {
+	d := new(Delta)
+	if err := json.Unmarshal(b, d); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := d.check(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
