@@ -3,6 +3,7 @@ module warren
 go 1.26.8
 
 require (
+	github.com/flynn/noise v1.1.0
 	github.com/jackc/pgx/v5 v5.12.0
 	golang.org/x/crypto v0.59.0
 	golang.org/x/sys v0.50.0
