@@ -43,6 +43,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseSet -fuzztime $(FUZZTIME) ./internal/uapi
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime $(FUZZTIME) ./internal/uapi
 	$(GO) test -run '^$$' -fuzz FuzzConsumeMessages -fuzztime $(FUZZTIME) ./internal/noise
+	$(GO) test -run '^$$' -fuzz FuzzReadFrame -fuzztime $(FUZZTIME) ./internal/control/controlbase
+	$(GO) test -run '^$$' -fuzz FuzzDecodeNetworkMap -fuzztime $(FUZZTIME) ./internal/netmap
+	$(GO) test -run '^$$' -fuzz FuzzDecodeDelta -fuzztime $(FUZZTIME) ./internal/netmap
+	$(GO) test -run '^$$' -fuzz FuzzSplit -fuzztime $(FUZZTIME) ./internal/tun
+	$(GO) test -run '^$$' -fuzz FuzzCoalesce -fuzztime $(FUZZTIME) ./internal/tun
 
 # raw veth vs wireguard-go vs warren in network namespaces (root; see
 # bench/run.sh). Flags: make bench BENCHFLAGS="-quick" (or -rounds 3 ...).
