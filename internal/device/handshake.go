@@ -3,7 +3,7 @@ package device
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"math/big"
+	mrand "math/rand/v2"
 	"time"
 
 	"warren/internal/conn"
@@ -20,12 +20,11 @@ func randUint32() uint32 {
 	return binary.LittleEndian.Uint32(b[:])
 }
 
+// jitter spreads timer deadlines (0 to RekeyTimeoutJitterMax). It runs on
+// the send path when a timer is re-armed, so it must not allocate; it needs
+// no cryptographic strength.
 func jitter() time.Duration {
-	n, err := rand.Int(rand.Reader, big.NewInt(int64(RekeyTimeoutJitterMax)))
-	if err != nil {
-		return 0
-	}
-	return time.Duration(n.Int64())
+	return mrand.N(RekeyTimeoutJitterMax)
 }
 
 // sourceBytes is the sender's address as bound into cookies.
