@@ -16,9 +16,12 @@ func (t *peerTimer) mod(d time.Duration) {
 	t.t.Reset(d)
 }
 
+// del disarms the timer. It runs for every batch sent or received, so it
+// touches the runtime's timer only when the timer is armed.
 func (t *peerTimer) del() {
-	t.pending.Store(false)
-	t.t.Stop()
+	if t.pending.Swap(false) {
+		t.t.Stop()
+	}
 }
 
 // peerTimers are the five timers of the WireGuard paper (section 6) for one
