@@ -1,0 +1,295 @@
+// Package client is the node side of Warren's control protocol: it
+// registers the node with a pre-auth key and keeps the map stream alive,
+// applying deltas to its network map, persisting the last good map so the
+// node keeps working while the server is unreachable, and reconnecting with
+// capped, jittered exponential backoff.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"warren/internal/control/controlbase"
+	"warren/internal/control/proto"
+	"warren/internal/netmap"
+	"warren/internal/noise"
+)
+
+// Config configures a Client.
+type Config struct {
+	// ServerURL is the coordination server's base URL (http or https).
+	ServerURL string
+	// ServerKey is the server's static public key, pinned on first join.
+	ServerKey noise.PublicKey
+	// NodeKey is the node's private key; its public half is the node's
+	// identity and WireGuard key.
+	NodeKey noise.PrivateKey
+	// MapPath, if set, is where the last good network map is saved and
+	// loaded from at the start of Run.
+	MapPath string
+	// MinBackoff and MaxBackoff bound the reconnect delay; defaults 1 s and
+	// 30 s. Each failure doubles the delay up to MaxBackoff; the actual wait
+	// is jittered to between half and all of it.
+	MinBackoff, MaxBackoff time.Duration
+	// ReadTimeout drops a stream on which nothing (not even a keepalive)
+	// arrived for this long; default 2 minutes.
+	ReadTimeout time.Duration
+	// Logf logs; default log.Printf.
+	Logf func(format string, args ...any)
+}
+
+// Client is a node's control client. Its methods are safe for concurrent
+// use; run at most one Run at a time.
+type Client struct {
+	cfg Config
+
+	mu        sync.Mutex
+	endpoints []netip.AddrPort
+	conn      *controlbase.Conn // current stream, if any
+	nm        *netmap.NetworkMap
+}
+
+// New returns a client for cfg.
+func New(cfg Config) (*Client, error) {
+	if cfg.ServerURL == "" {
+		return nil, errors.New("control client: no server URL")
+	}
+	if cfg.ServerKey.IsZero() {
+		return nil, errors.New("control client: no server key")
+	}
+	if cfg.NodeKey.IsZero() {
+		return nil, errors.New("control client: no node key")
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = cfg.MinBackoff
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 2 * time.Minute
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = log.Printf
+	}
+	return &Client{cfg: cfg}, nil
+}
+
+// RegisterError is a registration the server refused.
+type RegisterError struct {
+	Code    string // a proto.Code* constant
+	Message string
+}
+
+func (e *RegisterError) Error() string { return e.Message }
+
+// dial opens an authenticated session, failing if ctx ends.
+func (c *Client) dial(ctx context.Context) (*controlbase.Conn, error) {
+	return controlbase.Dial(ctx, c.cfg.ServerURL, c.cfg.ServerKey, c.cfg.NodeKey)
+}
+
+// closeOnDone closes conn when ctx ends, until the returned stop is called.
+func closeOnDone(ctx context.Context, conn *controlbase.Conn) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { conn.Close() })
+}
+
+// Register joins this node with a pre-auth key and returns the node as the
+// server stored it (its name and addresses). Registering an already
+// registered key again returns the existing node. A refusal is a
+// *RegisterError.
+func (c *Client) Register(ctx context.Context, authKey, hostname string, endpoints []netip.AddrPort) (*netmap.Node, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("register: %w", err)
+	}
+	defer conn.Close()
+	defer closeOnDone(ctx, conn)()
+	if err := proto.Write(conn, &proto.Message{RegisterRequest: &proto.RegisterRequest{
+		AuthKey: authKey, Hostname: hostname, Endpoints: endpoints}}); err != nil {
+		return nil, fmt.Errorf("register: %w", ctxErr(ctx, err))
+	}
+	m, err := proto.Read(conn, proto.MaxClientMessage)
+	if err != nil {
+		return nil, fmt.Errorf("register: %w", ctxErr(ctx, err))
+	}
+	switch {
+	case m.Error != nil:
+		return nil, &RegisterError{Code: m.Error.Code, Message: m.Error.Message}
+	case m.RegisterResponse == nil:
+		return nil, fmt.Errorf("register: %w: unexpected reply", proto.ErrMalformed)
+	case m.RegisterResponse.Error != "":
+		return nil, &RegisterError{Code: m.RegisterResponse.Code, Message: m.RegisterResponse.Error}
+	case m.RegisterResponse.Node == nil:
+		return nil, fmt.Errorf("register: %w: reply without node", proto.ErrMalformed)
+	}
+	if n := m.RegisterResponse.Node; n.Key != c.cfg.NodeKey.PublicKey() {
+		return nil, fmt.Errorf("register: server returned a node with another key")
+	}
+	c.mu.Lock()
+	c.endpoints = slices.Clone(endpoints)
+	c.mu.Unlock()
+	return m.RegisterResponse.Node, nil
+}
+
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// SetEndpoints records the node's endpoints and reports them on the current
+// stream, if any; later streams report them when they open.
+func (c *Client) SetEndpoints(eps []netip.AddrPort) error {
+	c.mu.Lock()
+	c.endpoints = slices.Clone(eps)
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	return proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps}})
+}
+
+// NetworkMap returns the current map (nil before the first), which the
+// caller must not modify.
+func (c *Client) NetworkMap() *netmap.NetworkMap {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nm
+}
+
+// Run keeps the map stream alive until ctx ends, calling onMap with each
+// new map (never concurrently). It first loads the map saved at MapPath,
+// if any, and hands it to onMap, so the node works while the server is
+// unreachable. It returns ctx's error, or a refusal that retrying cannot
+// fix (the node is not registered, expired or deleted) as *proto.Error.
+func (c *Client) Run(ctx context.Context, onMap func(*netmap.NetworkMap)) error {
+	if c.cfg.MapPath != "" {
+		if m, err := netmap.Load(c.cfg.MapPath); err == nil {
+			c.mu.Lock()
+			c.nm = m
+			c.mu.Unlock()
+			onMap(m)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			c.cfg.Logf("control: ignoring saved map: %v", err)
+		}
+	}
+	backoff := c.cfg.MinBackoff
+	for {
+		gotMap, err := c.stream(ctx, onMap)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var pe *proto.Error
+		if errors.As(err, &pe) && (pe.Code == proto.CodeNotRegistered || pe.Code == proto.CodeNodeDeleted || pe.Code == proto.CodeNodeExpired) {
+			return pe
+		}
+		if gotMap {
+			backoff = c.cfg.MinBackoff
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.cfg.Logf("control: map stream: %v; reconnecting in %v", err, wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(backoff*2, c.cfg.MaxBackoff)
+	}
+}
+
+// stream runs one map stream; gotMap reports whether a full map arrived.
+func (c *Client) stream(ctx context.Context, onMap func(*netmap.NetworkMap)) (gotMap bool, err error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	defer closeOnDone(ctx, conn)()
+
+	c.mu.Lock()
+	eps := slices.Clone(c.endpoints)
+	c.mu.Unlock()
+	conn.SetWriteDeadline(time.Now().Add(c.cfg.ReadTimeout))
+	if err := proto.Write(conn, &proto.Message{MapRequest: &proto.MapRequest{Endpoints: eps}}); err != nil {
+		return false, err
+	}
+	conn.SetWriteDeadline(time.Time{})
+	defer func() {
+		c.mu.Lock()
+		if c.conn == conn {
+			c.conn = nil
+		}
+		c.mu.Unlock()
+	}()
+
+	var cur *netmap.NetworkMap
+	for {
+		conn.SetReadDeadline(time.Now().Add(c.cfg.ReadTimeout))
+		m, err := proto.Read(conn, proto.MaxClientMessage)
+		if err != nil {
+			return gotMap, err
+		}
+		if m.Error != nil {
+			return gotMap, m.Error
+		}
+		r := m.MapResponse
+		if r == nil {
+			return gotMap, fmt.Errorf("%w: unexpected message on the map stream", proto.ErrMalformed)
+		}
+		switch {
+		case r.KeepAlive:
+			continue
+		case r.Full != nil:
+			cur = r.Full
+			if !gotMap {
+				gotMap = true
+				// Report endpoints set while the stream was opening.
+				c.mu.Lock()
+				c.conn = conn
+				changed := !slices.Equal(eps, c.endpoints)
+				eps = slices.Clone(c.endpoints)
+				c.mu.Unlock()
+				if changed {
+					if err := proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps}}); err != nil {
+						return gotMap, err
+					}
+				}
+			}
+		case cur == nil:
+			return gotMap, fmt.Errorf("%w: delta before the full map", proto.ErrMalformed)
+		default:
+			next, err := cur.Apply(*r.Delta)
+			if err != nil {
+				return gotMap, fmt.Errorf("apply delta: %w", err)
+			}
+			cur = next
+		}
+		c.mu.Lock()
+		c.nm = cur
+		c.mu.Unlock()
+		if c.cfg.MapPath != "" {
+			if err := netmap.Save(c.cfg.MapPath, cur); err != nil {
+				c.cfg.Logf("control: %v", err)
+			}
+		}
+		onMap(cur)
+	}
+}
+
+// Config returns the client's configuration (with defaults applied).
+func (c *Client) Config() Config { return c.cfg }

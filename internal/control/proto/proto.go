@@ -1,0 +1,236 @@
+// Package proto is Warren's control protocol above the controlbase
+// transport: length-prefixed JSON messages exchanged on an authenticated
+// Noise session.
+//
+// Every message is a 4-byte big-endian length followed by that many bytes
+// of JSON encoding one Message, in which exactly one body field is set. A
+// reader refuses a length above its limit before reading the body, so a
+// peer cannot make it allocate more than the limit.
+//
+// Conversation (node = client, Noise initiator):
+//
+//	node → RegisterRequest{AuthKey, Hostname, Endpoints}
+//	server → RegisterResponse{Node | Error}
+//
+//	node → MapRequest{Endpoints}
+//	server → MapResponse{Full}            once, Version 1
+//	server → MapResponse{Delta}           for each change, From = last To
+//	server → MapResponse{KeepAlive: true} when idle
+//	node → EndpointUpdate{Endpoints}      at any time on the stream
+//	server → Error{...}                   then closes, on a refusal
+//
+// A RegisterRequest may be followed by a MapRequest on the same
+// connection. No message carries a node key: the server binds every request
+// to the key authenticated by the Noise handshake (controlbase.Conn.Peer),
+// so a node can only register, read or update itself.
+package proto
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+
+	"warren/internal/netmap"
+)
+
+// Version is the message protocol version carried in every Message. A peer
+// refuses messages of another version.
+const Version = 1
+
+const (
+	// MaxServerMessage bounds messages the server accepts from nodes
+	// (registration, endpoint reports): they are small.
+	MaxServerMessage = 64 << 10
+	// MaxClientMessage bounds messages a node accepts from the server. A full
+	// map of ~10k peers is a few MiB of JSON.
+	MaxClientMessage = 32 << 20
+	// MaxEndpoints bounds the endpoints a node may report.
+	MaxEndpoints = 64
+	// MaxHostname bounds the hostname a node may report.
+	MaxHostname = 255
+)
+
+var (
+	// ErrTooLarge is returned (wrapped) for a message above the reader's limit.
+	ErrTooLarge = errors.New("proto: message too large")
+	// ErrMalformed is returned (wrapped) for a message that does not parse or
+	// does not set exactly one body.
+	ErrMalformed = errors.New("proto: malformed message")
+	// ErrVersion is returned (wrapped) for a message of another version.
+	ErrVersion = errors.New("proto: unsupported message version")
+)
+
+// RegisterRequest joins the session's node key with a pre-auth key.
+type RegisterRequest struct {
+	AuthKey   string           `json:"authKey"`
+	Hostname  string           `json:"hostname"`
+	Endpoints []netip.AddrPort `json:"endpoints"`
+}
+
+// RegisterResponse answers a RegisterRequest: the node as it appears in
+// its own map (Self), or an error.
+type RegisterResponse struct {
+	Node  *netmap.Node `json:"node,omitempty"`
+	Error string       `json:"error,omitempty"`
+	// Code classifies Error for programs; see the Code* constants.
+	Code string `json:"code,omitempty"`
+}
+
+// Error codes in RegisterResponse.Code and Error.Code.
+const (
+	CodeAuthKeyInvalid = "auth_key_invalid"
+	CodeAuthKeyExpired = "auth_key_expired"
+	CodeAuthKeyUsed    = "auth_key_used"
+	CodeNodeKeyInUse   = "node_key_in_use"
+	CodeNotRegistered  = "not_registered"
+	CodeNodeExpired    = "node_expired"
+	CodeNodeDeleted    = "node_deleted"
+	CodeBadRequest     = "bad_request"
+	CodeInternal       = "internal"
+)
+
+// MapRequest opens the map stream for the session's node.
+type MapRequest struct {
+	Endpoints []netip.AddrPort `json:"endpoints"`
+}
+
+// MapResponse is one message of the map stream: the full map once, then
+// deltas, or a keepalive.
+type MapResponse struct {
+	Full      *netmap.NetworkMap `json:"full,omitempty"`
+	Delta     *netmap.Delta      `json:"delta,omitempty"`
+	KeepAlive bool               `json:"keepAlive,omitempty"`
+}
+
+// EndpointUpdate replaces the session node's reported endpoints.
+type EndpointUpdate struct {
+	Endpoints []netip.AddrPort `json:"endpoints"`
+}
+
+// Error is a refusal; the sender closes the connection after it.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return "control: " + e.Message }
+
+// Message is the envelope of every message on the wire.
+type Message struct {
+	V                int               `json:"v"`
+	RegisterRequest  *RegisterRequest  `json:"registerRequest,omitempty"`
+	RegisterResponse *RegisterResponse `json:"registerResponse,omitempty"`
+	MapRequest       *MapRequest       `json:"mapRequest,omitempty"`
+	MapResponse      *MapResponse      `json:"mapResponse,omitempty"`
+	EndpointUpdate   *EndpointUpdate   `json:"endpointUpdate,omitempty"`
+	Error            *Error            `json:"error,omitempty"`
+}
+
+func (m *Message) bodies() int {
+	n := 0
+	for _, set := range []bool{m.RegisterRequest != nil, m.RegisterResponse != nil, m.MapRequest != nil,
+		m.MapResponse != nil, m.EndpointUpdate != nil, m.Error != nil} {
+		if set {
+			n++
+		}
+	}
+	return n
+}
+
+// Encode returns the framed encoding of m (length prefix included). It sets
+// m.V to Version.
+func Encode(m *Message) ([]byte, error) {
+	m.V = Version
+	if m.bodies() != 1 {
+		return nil, fmt.Errorf("%w: %d bodies set", ErrMalformed, m.bodies())
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("proto: encode: %w", err)
+	}
+	out := make([]byte, 4+len(b))
+	binary.BigEndian.PutUint32(out, uint32(len(b)))
+	copy(out[4:], b)
+	return out, nil
+}
+
+// Write encodes m and writes it with a single Write call, so concurrent
+// Writes on a controlbase.Conn never interleave.
+func Write(w io.Writer, m *Message) error {
+	b, err := Encode(m)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+// Read reads one message of at most max bytes of JSON.
+func Read(r io.Reader, max int) (*Message, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if uint64(n) > uint64(max) {
+		return nil, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, n, max)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return Decode(b)
+}
+
+// Decode parses the JSON body of one message (without length prefix).
+func Decode(b []byte) (*Message, error) {
+	var m Message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if m.V != Version {
+		return nil, fmt.Errorf("%w: %d (this side speaks %d)", ErrVersion, m.V, Version)
+	}
+	if m.bodies() != 1 {
+		return nil, fmt.Errorf("%w: %d bodies set", ErrMalformed, m.bodies())
+	}
+	if m.MapResponse != nil {
+		r := m.MapResponse
+		k := 0
+		if r.Full != nil {
+			k++
+			if err := r.Full.Validate(); err != nil {
+				return nil, fmt.Errorf("%w: full map: %v", ErrMalformed, err)
+			}
+		}
+		if r.Delta != nil {
+			k++
+		}
+		if r.KeepAlive {
+			k++
+		}
+		if k != 1 {
+			return nil, fmt.Errorf("%w: map response sets %d of full, delta, keepAlive", ErrMalformed, k)
+		}
+	}
+	return &m, nil
+}
+
+// CheckEndpoints validates endpoints reported by a node.
+func CheckEndpoints(eps []netip.AddrPort) error {
+	if len(eps) > MaxEndpoints {
+		return fmt.Errorf("%w: %d endpoints (limit %d)", ErrMalformed, len(eps), MaxEndpoints)
+	}
+	for _, e := range eps {
+		if !e.IsValid() || e.Port() == 0 || e.Addr().Zone() != "" {
+			return fmt.Errorf("%w: endpoint %s is not valid", ErrMalformed, e)
+		}
+	}
+	return nil
+}
