@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"time"
 
 	"warren/internal/netmap"
 )
@@ -211,6 +212,9 @@ func Decode(b []byte) (*Message, error) {
 		}
 		if r.Delta != nil {
 			k++
+			if err := checkDelta(r.Delta); err != nil {
+				return nil, err
+			}
 		}
 		if r.KeepAlive {
 			k++
@@ -219,7 +223,46 @@ func Decode(b []byte) (*Message, error) {
 			return nil, fmt.Errorf("%w: map response sets %d of full, delta, keepAlive", ErrMalformed, k)
 		}
 	}
+	if r := m.RegisterResponse; r != nil && r.Node != nil {
+		if err := checkNode(r.Node); err != nil {
+			return nil, fmt.Errorf("%w: node: %v", ErrMalformed, err)
+		}
+	}
 	return &m, nil
+}
+
+// checkNode validates one node as netmap.NetworkMap.Validate would.
+func checkNode(n *netmap.Node) error {
+	return (&netmap.NetworkMap{Self: *n}).Validate()
+}
+
+func timeOK(t *time.Time) bool {
+	if t == nil {
+		return true
+	}
+	y := t.UTC().Year()
+	return y >= 0 && y <= 9999
+}
+
+// checkDelta validates the nodes and times a delta carries; whether it fits
+// a map is netmap.Apply's job.
+func checkDelta(d *netmap.Delta) error {
+	if d.Self != nil {
+		if err := checkNode(d.Self); err != nil {
+			return fmt.Errorf("%w: delta self: %v", ErrMalformed, err)
+		}
+	}
+	for i := range d.PeersAdded {
+		if err := checkNode(&d.PeersAdded[i]); err != nil {
+			return fmt.Errorf("%w: delta peer: %v", ErrMalformed, err)
+		}
+	}
+	for i := range d.PeersChanged {
+		if c := &d.PeersChanged[i]; !timeOK(c.LastSeen) || !timeOK(c.Expiry) {
+			return fmt.Errorf("%w: delta peer %d: time out of range", ErrMalformed, c.ID)
+		}
+	}
+	return nil
 }
 
 // CheckEndpoints validates endpoints reported by a node.

@@ -71,6 +71,7 @@ type Server struct {
 	world    *netmap.NetworkMap // Peers = every node; Self unused
 	users    map[int64]string
 	sessions map[uint64]*session
+	conns    map[*controlbase.Conn]struct{} // every open connection
 }
 
 // New returns a server on st with the server's static key, and starts its
@@ -104,6 +105,7 @@ func New(st *store.Store, key noise.PrivateKey, opts Options) *Server {
 		world:    &netmap.NetworkMap{},
 		users:    map[int64]string{},
 		sessions: map[uint64]*session{},
+		conns:    map[*controlbase.Conn]struct{}{},
 	}
 	s.cb = &controlbase.Server{Key: key, Handle: s.handle}
 	s.wg.Add(1)
@@ -143,20 +145,32 @@ func (s *Server) Close() error {
 	for _, ss := range s.sessions {
 		ss.kill()
 	}
+	for c := range s.conns {
+		c.Close()
+	}
 	s.mu.Unlock()
 	s.wg.Wait()
 	return nil
 }
 
-// track registers a goroutine with the server unless it is closed.
-func (s *Server) track() bool {
+// track registers a connection's goroutine with the server unless it is
+// closed; untrack undoes it.
+func (s *Server) track(c *controlbase.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
+	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return true
+}
+
+func (s *Server) untrack(c *controlbase.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 func (s *Server) worker() {
@@ -353,10 +367,10 @@ func (s *Server) register(key noise.PublicKey, req *proto.RegisterRequest) *prot
 
 // handle serves one authenticated control connection.
 func (s *Server) handle(c *controlbase.Conn) {
-	if !s.track() {
+	if !s.track(c) {
 		return
 	}
-	defer s.wg.Done()
+	defer s.untrack(c)
 	key := c.Peer()
 	for {
 		c.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))

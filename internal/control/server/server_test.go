@@ -679,3 +679,25 @@ func TestSlowClientDoesNotDelayOthers(t *testing.T) {
 		return pa != nil && slices.Equal(pa.Endpoints, final)
 	})
 }
+
+func TestCloseDropsIdleConnections(t *testing.T) {
+	checkLeaks(t)
+	e := newEnv(t, server.Options{})
+	e.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := controlbase.Dial(ctx, e.url(), e.key.PublicKey(), genKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	time.Sleep(50 * time.Millisecond) // the server is waiting for a request
+	start := time.Now()
+	e.stop()
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Close took %v with an idle connection open", d)
+	}
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("connection still open after Close")
+	}
+}

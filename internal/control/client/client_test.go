@@ -1,0 +1,134 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"warren/internal/control/controlbase"
+	"warren/internal/control/proto"
+	"warren/internal/netmap"
+	"warren/internal/noise"
+)
+
+func key(t *testing.T) noise.PrivateKey {
+	k, err := noise.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func testNode(t *testing.T, id uint64, name string) netmap.Node {
+	a := netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, 0, byte(id)}), 32)
+	return netmap.Node{ID: id, Name: name, Key: key(t).PublicKey(), Addresses: []netip.Prefix{a}, AllowedIPs: []netip.Prefix{a}}
+}
+
+// TestVersionGapResyncs: a delta that does not fit the map makes the client
+// reconnect and take a full map; the backoff stays short.
+func TestVersionGapResyncs(t *testing.T) {
+	sk, nk := key(t), key(t)
+	self := testNode(t, 1, "self")
+	self.Key = nk.PublicKey()
+	peer := testNode(t, 2, "peer")
+	var streams atomic.Int32
+	var wg sync.WaitGroup
+	cb := &controlbase.Server{Key: sk, Handle: func(c *controlbase.Conn) {
+		wg.Add(1)
+		defer wg.Done()
+		if c.Peer() != nk.PublicKey() {
+			t.Errorf("session key %v", c.Peer())
+			return
+		}
+		m, err := proto.Read(c, proto.MaxServerMessage)
+		if err != nil || m.MapRequest == nil {
+			t.Errorf("first message %+v %v", m, err)
+			return
+		}
+		n := streams.Add(1)
+		full := &netmap.NetworkMap{Version: 1, Self: self}
+		if n > 1 {
+			full.Peers = []netmap.Node{peer}
+		}
+		proto.Write(c, &proto.Message{MapResponse: &proto.MapResponse{Full: full}})
+		if n == 1 { // a delta from a version the client never had
+			proto.Write(c, &proto.Message{MapResponse: &proto.MapResponse{Delta: &netmap.Delta{From: 7, To: 8, PeersAdded: []netmap.Node{peer}}}})
+		}
+		proto.Read(c, proto.MaxServerMessage) // until the client goes away
+	}}
+	hs := httptest.NewServer(cb)
+	defer hs.Close()
+	mapPath := filepath.Join(t.TempDir(), "map.json")
+	c, err := New(Config{ServerURL: hs.URL, ServerKey: sk.PublicKey(), NodeKey: nk, MapPath: mapPath,
+		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, func(*netmap.NetworkMap) {}) }()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if m := c.NetworkMap(); m != nil && len(m.Peers) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no resync: %+v", c.NetworkMap())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := streams.Load(); n != 2 {
+		t.Fatalf("%d streams, want 2", n)
+	}
+	saved, err := netmap.Load(mapPath)
+	if err != nil || len(saved.Peers) != 1 {
+		t.Fatalf("saved map %+v %v", saved, err)
+	}
+	hs.CloseClientConnections()
+	wg.Wait()
+}
+
+// TestBackoffCappedAndJittered: with no server, attempts back off
+// exponentially up to MaxBackoff.
+func TestBackoffCappedAndJittered(t *testing.T) {
+	var mu sync.Mutex
+	var times []time.Time
+	c, err := New(Config{ServerURL: "http://127.0.0.1:1", ServerKey: key(t).PublicKey(), NodeKey: key(t),
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
+		Logf: func(string, ...any) { mu.Lock(); times = append(times, time.Now()); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	if err := c.Run(ctx, func(*netmap.NetworkMap) { t.Error("map from nowhere") }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Run: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(times) < 8 {
+		t.Fatalf("only %d attempts in 600ms", len(times))
+	}
+	for i := 1; i < len(times); i++ {
+		if gap := times[i].Sub(times[i-1]); gap > 200*time.Millisecond {
+			t.Fatalf("gap %v exceeds the cap", gap)
+		}
+	}
+	// Runs when MinBackoff > MaxBackoff are normalised.
+	if c2, _ := New(Config{ServerURL: "http://x", ServerKey: key(t).PublicKey(), NodeKey: key(t), MinBackoff: time.Minute}); c2.cfg.MaxBackoff != time.Minute {
+		t.Fatalf("max backoff %v", c2.cfg.MaxBackoff)
+	}
+	if c3, _ := New(Config{ServerURL: "http://x", ServerKey: key(t).PublicKey(), NodeKey: key(t)}); c3.cfg.MaxBackoff != 30*time.Second {
+		t.Fatalf("default max backoff %v", c3.cfg.MaxBackoff)
+	}
+}

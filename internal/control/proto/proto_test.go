@@ -1,0 +1,102 @@
+package proto
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net/netip"
+	"testing"
+
+	"warren/internal/netmap"
+)
+
+func TestRoundTrip(t *testing.T) {
+	msgs := []*Message{
+		{RegisterRequest: &RegisterRequest{AuthKey: "k", Hostname: "h", Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:1")}}},
+		{RegisterResponse: &RegisterResponse{Error: "no", Code: CodeAuthKeyUsed}},
+		{MapRequest: &MapRequest{}},
+		{MapResponse: &MapResponse{KeepAlive: true}},
+		{MapResponse: &MapResponse{Delta: &netmap.Delta{From: 1, To: 2}}},
+		{EndpointUpdate: &EndpointUpdate{}},
+		{Error: &Error{Code: CodeBadRequest, Message: "bad"}},
+	}
+	var buf bytes.Buffer
+	for _, m := range msgs {
+		if err := Write(&buf, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range msgs {
+		m, err := Read(&buf, MaxClientMessage)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if m.bodies() != 1 || m.V != Version {
+			t.Fatalf("message %d: %+v", i, m)
+		}
+	}
+	if _, err := Read(&buf, MaxClientMessage); err != io.EOF {
+		t.Fatalf("at end: %v", err)
+	}
+}
+
+func frame(body string) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+	return append(b, body...)
+}
+
+func TestRefusals(t *testing.T) {
+	if err := Write(io.Discard, &Message{}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("no body: %v", err)
+	}
+	if err := Write(io.Discard, &Message{MapRequest: &MapRequest{}, EndpointUpdate: &EndpointUpdate{}}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("two bodies: %v", err)
+	}
+	huge := binary.BigEndian.AppendUint32(nil, MaxServerMessage+1)
+	if _, err := Read(bytes.NewReader(huge), MaxServerMessage); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("too large: %v", err)
+	}
+	for body, want := range map[string]error{
+		`{"v":2,"mapRequest":{}}`:            ErrVersion,
+		`{"mapRequest":{}}`:                  ErrVersion,
+		`{"v":1}`:                            ErrMalformed,
+		`{"v":1,"mapRequest":{},"error":{}}`: ErrMalformed,
+		`not json`:                           ErrMalformed,
+		`{"v":1,"mapResponse":{}}`:           ErrMalformed,
+		`{"v":1,"mapResponse":{"keepAlive":true,"delta":{"from":1,"to":2}}}`:                                                 ErrMalformed,
+		`{"v":1,"mapResponse":{"delta":{"from":1,"to":2,"peersChanged":[{"ID":3,"LastSeen":"9999-12-31T23:59:59-23:59"}]}}}`: ErrMalformed,
+		`{"v":1,"mapRequest":{"endpoints":["nope"]}}`:                                                                        ErrMalformed,
+	} {
+		if _, err := Read(bytes.NewReader(frame(body)), MaxServerMessage); !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %v", body, err, want)
+		}
+	}
+	if _, err := Read(bytes.NewReader(frame(`{"v":1}`)[:6]), MaxServerMessage); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("truncated: %v", err)
+	}
+	if err := CheckEndpoints([]netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:0")}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("port 0: %v", err)
+	}
+	if err := CheckEndpoints(make([]netip.AddrPort, MaxEndpoints+1)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("too many: %v", err)
+	}
+}
+
+func FuzzRead(f *testing.F) {
+	f.Add(frame(`{"v":1,"mapRequest":{"endpoints":["192.0.2.1:5"]}}`))
+	f.Add(frame(`{"v":1,"mapResponse":{"delta":{"from":1,"to":2}}}`))
+	f.Add(frame(`{"v":1,"endpointUpdate":{"endpoints":[]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Read(bytes.NewReader(b), MaxServerMessage)
+		if err != nil {
+			return
+		}
+		if m.bodies() != 1 {
+			t.Fatalf("accepted %d bodies", m.bodies())
+		}
+		if _, err := Encode(m); err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+	})
+}
