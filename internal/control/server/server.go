@@ -47,6 +47,10 @@ type Options struct {
 	// without Notify, to pick up changes made by other processes (the admin
 	// API in another server, expiry); default 10 s.
 	PollInterval time.Duration
+	// EphemeralGrace is how long an ephemeral node may stay offline (or
+	// registered without ever connecting) before it is deleted; default 2
+	// minutes.
+	EphemeralGrace time.Duration
 	// Logf logs; default log.Printf.
 	Logf func(format string, args ...any)
 }
@@ -94,6 +98,9 @@ func New(st *store.Store, key noise.PrivateKey, opts Options) *Server {
 	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 10 * time.Second
+	}
+	if opts.EphemeralGrace <= 0 {
+		opts.EphemeralGrace = 2 * time.Minute
 	}
 	if opts.Logf == nil {
 		opts.Logf = log.Printf
@@ -244,7 +251,11 @@ func (s *Server) refreshLocked() error {
 		return err
 	}
 	nw := &netmap.NetworkMap{Peers: make([]netmap.Node, 0, len(nodes))}
+	now := time.Now()
 	for _, n := range nodes {
+		if !s.sweepLocked(ctx, n, now) {
+			continue
+		}
 		if nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID)); ok {
 			nw.Peers = append(nw.Peers, nn)
 		}
@@ -259,7 +270,7 @@ func (s *Server) refreshLocked() error {
 		removed[id] = true
 	}
 	for id, ss := range s.sessions {
-		if ss.isDead() {
+		if ss.isDead() || ss.version == 0 { // dead, or its full map is not built yet
 			continue
 		}
 		if removed[id] {
@@ -293,6 +304,39 @@ func (s *Server) refreshLocked() error {
 		ss.send(&proto.Message{MapResponse: &proto.MapResponse{Delta: &nd}})
 	}
 	return nil
+}
+
+// sweepLocked corrects a stored node that has no stream: it is marked
+// offline if the store says online (a stream of a previous server process),
+// and an ephemeral node offline for longer than EphemeralGrace is deleted.
+// It reports whether the node stays in the world. s.mu held.
+func (s *Server) sweepLocked(ctx context.Context, n *store.Node, now time.Time) bool {
+	if s.sessions[uint64(n.ID)] != nil {
+		return true
+	}
+	if n.Online {
+		if err := s.st.SetOnline(ctx, n.ID, false, n.LastSeen); err != nil {
+			s.opts.Logf("control: mark node %d offline: %v", n.ID, err)
+		} else {
+			n.Online = false
+		}
+	}
+	if !n.Ephemeral || n.Online {
+		return true
+	}
+	since := n.LastSeen
+	if since.IsZero() || n.Created.After(since) {
+		since = n.Created
+	}
+	if now.Sub(since) < s.opts.EphemeralGrace {
+		return true
+	}
+	if err := s.st.DeleteNode(ctx, n.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.opts.Logf("control: delete ephemeral node %d: %v", n.ID, err)
+		return true
+	}
+	s.opts.Logf("control: deleted ephemeral node %d (%s), offline since %v", n.ID, n.Name, since.Format(time.RFC3339))
+	return false
 }
 
 // fullMapLocked builds node id's full map from the world; s.mu held.
@@ -433,6 +477,10 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 		s.mu.Unlock()
 		return
 	}
+	if old := s.sessions[id]; old != nil {
+		old.kill() // one stream per node: the newest wins
+	}
+	s.sessions[id] = ss // version 0: refreshes skip it until its full map is queued
 	ctx, cancel = storeCtx()
 	err = s.st.SetOnline(ctx, n.ID, true, time.Now())
 	if err == nil && req.Endpoints != nil {
@@ -444,6 +492,7 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 	}
 	full, found := s.fullMapLocked(id, 1)
 	if err != nil || !found {
+		delete(s.sessions, id)
 		s.mu.Unlock()
 		if err != nil {
 			s.opts.Logf("control: map request from %s: %v", key, err)
@@ -453,10 +502,6 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 		}
 		return
 	}
-	if old := s.sessions[id]; old != nil {
-		old.kill() // one stream per node: the newest wins
-	}
-	s.sessions[id] = ss
 	ss.version = 1
 	ss.send(&proto.Message{MapResponse: &proto.MapResponse{Full: full}})
 	s.wg.Add(1)
@@ -509,6 +554,9 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 			s.opts.Logf("control: node %d offline: %v", id, err)
 		}
 		cancel()
+		if n.Ephemeral {
+			time.AfterFunc(s.opts.EphemeralGrace+10*time.Millisecond, s.Notify)
+		}
 	}
 	s.mu.Unlock()
 	s.Notify()

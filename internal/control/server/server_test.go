@@ -517,16 +517,52 @@ func TestServerDownAndBack(t *testing.T) {
 	a.done = done
 
 	// The server returns on the same store and address: clients resync and
-	// a new change propagates.
+	// a new change propagates. bravo stays away meanwhile and, although the
+	// store still says online from the old process, is shown offline.
+	b.stop()
 	e.start()
 	c := e.join("charlie", e.reuse)
-	for _, n := range []*node{a, b} {
-		n.waitMap("charlie after the restart", 3*time.Second, func(m *netmap.NetworkMap) bool {
-			p := peerByKey(m, c.key.PublicKey())
+	a.waitMap("charlie after the restart", 3*time.Second, func(m *netmap.NetworkMap) bool {
+		p := peerByKey(m, c.key.PublicKey())
+		return p != nil && p.Online
+	})
+	c.waitMap("both peers, bravo offline", 2*time.Second, func(m *netmap.NetworkMap) bool {
+		pa, pb := peerByKey(m, a.key.PublicKey()), peerByKey(m, b.key.PublicKey())
+		return len(m.Peers) == 2 && pa != nil && pa.Online && pb != nil && !pb.Online
+	})
+	// bravo comes back and everyone sees it online again.
+	b.run()
+	for _, n := range []*node{a, c} {
+		n.waitMap("bravo back", 3*time.Second, func(m *netmap.NetworkMap) bool {
+			p := peerByKey(m, b.key.PublicKey())
 			return p != nil && p.Online
 		})
 	}
-	c.waitMap("both peers", 2*time.Second, hasPeers(a, b))
+}
+
+func TestEphemeralNodeRemovedAfterOffline(t *testing.T) {
+	checkLeaks(t)
+	e := newEnv(t, server.Options{EphemeralGrace: 100 * time.Millisecond})
+	e.start()
+	eph, _, err := e.st.CreatePreAuthKey(context.Background(), e.user.ID, store.PreAuthKeyOptions{Reusable: true, Ephemeral: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.join("alpha", e.reuse)
+	x := e.join("ci-runner", eph)
+	a.waitMap("the ephemeral node online", 2*time.Second, func(m *netmap.NetworkMap) bool {
+		p := peerByKey(m, x.key.PublicKey())
+		return p != nil && p.Online
+	})
+	time.Sleep(200 * time.Millisecond) // connected nodes are never removed
+	if peerByKey(a.c.NetworkMap(), x.key.PublicKey()) == nil {
+		t.Fatal("connected ephemeral node removed")
+	}
+	x.stop()
+	a.waitMap("the ephemeral node removed", 2*time.Second, func(m *netmap.NetworkMap) bool { return len(m.Peers) == 0 })
+	if _, err := e.st.GetNodeByKey(context.Background(), x.key.PublicKey().String()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("ephemeral node still stored: %v", err)
+	}
 }
 
 // slowProxy forwards TCP to the server and can stop forwarding the
