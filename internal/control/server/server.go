@@ -4,23 +4,31 @@
 // network map once and deltas afterwards.
 //
 // The server keeps one "world": every node of the deployment as a
-// netmap.Node, sorted by ID. When something changes (a node joins,
-// connects, disconnects, reports endpoints, or is changed in the store and
-// Notify is called) it reloads the world from the store, computes one
-// netmap.Diff of the old and new world and derives each stream's delta from
-// it (dropping the node's own entry from the peer lists and turning it into
-// Self), so a change costs O(nodes × size of the change), not a full map
-// per node. Each stream has a bounded queue drained by its own writer; a
-// stream whose queue overflows is dropped, and its node reconnects and
-// takes a full map.
+// netmap.Node, sorted by ID. A change this server makes itself (a node
+// registers, connects, disconnects or reports endpoints) re-reads that one
+// node and diffs its old and new entry; a change made elsewhere (Notify,
+// or the periodic poll) reloads every node and diffs the old and new world.
+// Either way one netmap.Delta of the world is computed and each stream's
+// delta derived from it (the node's own entry dropped from the peer lists
+// and turned into Self), so a change costs O(streams × size of the change)
+// plus one row read, never a full map per node. Each stream has a bounded
+// queue drained by its own writer; a stream whose queue overflows is
+// dropped, and its node reconnects and takes a full map.
+//
+// The server assumes it is the only one serving its store: at each full
+// reload, nodes the store says are online but that have no stream here are
+// marked offline (a previous process's streams), and ephemeral nodes
+// offline for longer than Options.EphemeralGrace are deleted.
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -75,6 +83,7 @@ type Server struct {
 	world    *netmap.NetworkMap // Peers = every node; Self unused
 	users    map[int64]string
 	sessions map[uint64]*session
+	loaded   bool                           // world loaded from the store at least once
 	conns    map[*controlbase.Conn]struct{} // every open connection
 }
 
@@ -262,9 +271,59 @@ func (s *Server) refreshLocked() error {
 	}
 	d := netmap.Diff(s.world, nw)
 	s.world = nw
+	s.loaded = true
+	s.fanoutLocked(d)
+	return nil
+}
+
+// updateNodeLocked re-reads one node after this server changed it and
+// fans out the change, without reloading every node. s.mu held.
+func (s *Server) updateNodeLocked(id int64) error {
+	if !s.loaded {
+		return s.refreshLocked()
+	}
+	ctx, cancel := storeCtx()
+	defer cancel()
+	n, err := s.st.GetNode(ctx, id)
+	var next []netmap.Node
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID))
+		if ok {
+			next = []netmap.Node{nn}
+		}
+	}
+	old := &netmap.NetworkMap{}
+	i, found := slices.BinarySearchFunc(s.world.Peers, uint64(id), func(n netmap.Node, id uint64) int { return cmp.Compare(n.ID, id) })
+	if found {
+		old.Peers = []netmap.Node{s.world.Peers[i]}
+	}
+	d := netmap.Diff(old, &netmap.NetworkMap{Peers: next})
 	if d.IsEmpty() {
 		return nil
 	}
+	switch {
+	case found && next == nil:
+		s.world.Peers = slices.Delete(s.world.Peers, i, i+1)
+	case found:
+		s.world.Peers[i] = next[0]
+	case next != nil:
+		s.world.Peers = slices.Insert(s.world.Peers, i, next[0])
+	}
+	s.fanoutLocked(d)
+	return nil
+}
+
+// fanoutLocked queues each stream's share of a world delta; s.mu held and
+// s.world already the new world.
+func (s *Server) fanoutLocked(d netmap.Delta) {
+	if d.IsEmpty() {
+		return
+	}
+	nw := s.world
 	removed := make(map[uint64]bool, len(d.PeersRemoved))
 	for _, id := range d.PeersRemoved {
 		removed[id] = true
@@ -303,7 +362,6 @@ func (s *Server) refreshLocked() error {
 		ss.version++
 		ss.send(&proto.Message{MapResponse: &proto.MapResponse{Delta: &nd}})
 	}
-	return nil
 }
 
 // sweepLocked corrects a stored node that has no stream: it is marked
@@ -401,11 +459,14 @@ func (s *Server) register(key noise.PublicKey, req *proto.RegisterRequest) *prot
 	}
 	s.mu.Lock()
 	nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID))
+	if err := s.updateNodeLocked(n.ID); err != nil {
+		s.opts.Logf("control: register %s: %v", key, err)
+		s.Notify()
+	}
 	s.mu.Unlock()
 	if !ok {
 		return &proto.RegisterResponse{Code: proto.CodeInternal, Error: "internal server error"}
 	}
-	s.Notify()
 	return &proto.RegisterResponse{Node: &nn}
 }
 
@@ -488,7 +549,7 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 	}
 	cancel()
 	if err == nil {
-		err = s.refreshLocked()
+		err = s.updateNodeLocked(n.ID)
 	}
 	full, found := s.fullMapLocked(id, 1)
 	if err != nil || !found {
@@ -531,11 +592,15 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 		ctx, cancel := storeCtx()
 		err = s.st.UpdateEndpoints(ctx, n.ID, endpointStrings(m.EndpointUpdate.Endpoints))
 		cancel()
+		if err == nil {
+			s.mu.Lock()
+			err = s.updateNodeLocked(n.ID)
+			s.mu.Unlock()
+		}
 		if err != nil {
 			s.opts.Logf("control: endpoints of node %d: %v", id, err)
-			continue
+			s.Notify()
 		}
-		s.Notify()
 	}
 	if refused { // give the queued refusal a moment to be written
 		select {
@@ -554,12 +619,15 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 			s.opts.Logf("control: node %d offline: %v", id, err)
 		}
 		cancel()
+		if err := s.updateNodeLocked(n.ID); err != nil {
+			s.opts.Logf("control: node %d offline: %v", id, err)
+			s.Notify()
+		}
 		if n.Ephemeral {
 			time.AfterFunc(s.opts.EphemeralGrace+10*time.Millisecond, s.Notify)
 		}
 	}
 	s.mu.Unlock()
-	s.Notify()
 }
 
 // session is one node's map stream.
