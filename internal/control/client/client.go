@@ -186,9 +186,15 @@ func (c *Client) Run(ctx context.Context, onMap func(*netmap.NetworkMap)) error 
 			c.cfg.Logf("control: ignoring saved map: %v", err)
 		}
 	}
+	var save func(*netmap.NetworkMap)
+	if c.cfg.MapPath != "" {
+		var stop func()
+		save, stop = c.startSaver()
+		defer stop()
+	}
 	backoff := c.cfg.MinBackoff
 	for {
-		gotMap, err := c.stream(ctx, onMap)
+		gotMap, err := c.stream(ctx, onMap, save)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -213,7 +219,7 @@ func (c *Client) Run(ctx context.Context, onMap func(*netmap.NetworkMap)) error 
 }
 
 // stream runs one map stream; gotMap reports whether a full map arrived.
-func (c *Client) stream(ctx context.Context, onMap func(*netmap.NetworkMap)) (gotMap bool, err error) {
+func (c *Client) stream(ctx context.Context, onMap, save func(*netmap.NetworkMap)) (gotMap bool, err error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return false, err
@@ -282,13 +288,60 @@ func (c *Client) stream(ctx context.Context, onMap func(*netmap.NetworkMap)) (go
 		c.mu.Lock()
 		c.nm = cur
 		c.mu.Unlock()
-		if c.cfg.MapPath != "" {
-			if err := netmap.Save(c.cfg.MapPath, cur); err != nil {
-				c.cfg.Logf("control: %v", err)
-			}
+		if save != nil {
+			save(cur)
 		}
 		onMap(cur)
 	}
+}
+
+// startSaver persists maps to MapPath off the stream's goroutine: save
+// never blocks, and a map superseded while an earlier one is being written
+// is skipped, so a burst of deltas costs one or two fsyncs, not one each.
+// stop writes the latest map, if not yet written, and returns when done.
+func (c *Client) startSaver() (save func(*netmap.NetworkMap), stop func()) {
+	var mu sync.Mutex
+	var pending *netmap.NetworkMap
+	kick := make(chan struct{}, 1)
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	flush := func() {
+		mu.Lock()
+		m := pending
+		pending = nil
+		mu.Unlock()
+		if m != nil {
+			if err := netmap.Save(c.cfg.MapPath, m); err != nil {
+				c.cfg.Logf("control: %v", err)
+			}
+		}
+	}
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-kick:
+				flush()
+			case <-quit:
+				flush()
+				return
+			}
+		}
+	}()
+	save = func(m *netmap.NetworkMap) {
+		mu.Lock()
+		pending = m
+		mu.Unlock()
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	stop = func() {
+		close(quit)
+		<-done
+	}
+	return save, stop
 }
 
 // Config returns the client's configuration (with defaults applied).

@@ -64,6 +64,15 @@ func newEnv(t *testing.T, opts server.Options) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, st: st, key: key, opts: opts, user: u, reuse: reuse}
+	t.Cleanup(func() {
+		if t.Failed() {
+			e.logMu.Lock()
+			for _, l := range e.logs {
+				t.Log("server: " + l)
+			}
+			e.logMu.Unlock()
+		}
+	})
 	e.opts.Logf = func(f string, a ...any) {
 		e.logMu.Lock()
 		e.logs = append(e.logs, fmt.Sprintf(f, a...))
@@ -149,7 +158,9 @@ func (e *env) client(key noise.PrivateKey, mapPath, url string) *client.Client {
 		url = e.url()
 	}
 	c, err := client.New(client.Config{ServerURL: url, ServerKey: e.key.PublicKey(), NodeKey: key, MapPath: mapPath,
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logf: func(string, ...any) {}})
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logf: func(f string, a ...any) {
+			e.t.Logf("client %s: "+f, append([]any{key.PublicKey().String()[:6]}, a...)...)
+		}})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -709,7 +720,9 @@ func TestSlowClientDoesNotDelayOthers(t *testing.T) {
 	t.Logf("a change reached the fast node in %v while the slow one is stuck", time.Since(start))
 	// Once it reads again it reconnects and catches up with a full map.
 	p.setPaused(false)
-	slow.waitMap("alpha's last endpoints", 3*time.Second, func(m *netmap.NetworkMap) bool {
+	start = time.Now()
+	defer func() { t.Logf("slow node caught up in %v", time.Since(start)) }()
+	slow.waitMap("alpha's last endpoints", 10*time.Second, func(m *netmap.NetworkMap) bool {
 		pa := peerByKey(m, a.key.PublicKey())
 		return pa != nil && slices.Equal(pa.Endpoints, final)
 	})
