@@ -44,6 +44,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime $(FUZZTIME) ./internal/uapi
 	$(GO) test -run '^$$' -fuzz FuzzConsumeMessages -fuzztime $(FUZZTIME) ./internal/noise
 	$(GO) test -run '^$$' -fuzz FuzzReadFrame -fuzztime $(FUZZTIME) ./internal/control/controlbase
+	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime $(FUZZTIME) ./internal/control/proto
 	$(GO) test -run '^$$' -fuzz FuzzDecodeNetworkMap -fuzztime $(FUZZTIME) ./internal/netmap
 	$(GO) test -run '^$$' -fuzz FuzzDecodeDelta -fuzztime $(FUZZTIME) ./internal/netmap
 	$(GO) test -run '^$$' -fuzz FuzzSplit -fuzztime $(FUZZTIME) ./internal/tun
