@@ -1,0 +1,368 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"warren/internal/control/client"
+	"warren/internal/control/server"
+	"warren/internal/netmap"
+	"warren/internal/noise"
+	"warren/internal/store"
+)
+
+// env is a server on a real TCP listener over a SQLite store.
+type env struct {
+	t       *testing.T
+	st      *store.Store
+	key     noise.PrivateKey
+	opts    server.Options
+	srv     *server.Server
+	hs      *httptest.Server
+	addr    string
+	user    *store.User
+	reuse   string // reusable auth key
+	wrapL   func(net.Listener) net.Listener
+	logMu   sync.Mutex
+	logs    []string
+	stopped bool
+}
+
+func newEnv(t *testing.T, opts server.Options) *env {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "warren.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	key, err := noise.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := st.CreateUser(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reuse, _, err := st.CreatePreAuthKey(ctx, u.ID, store.PreAuthKeyOptions{Reusable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, st: st, key: key, opts: opts, user: u, reuse: reuse}
+	t.Cleanup(func() {
+		if t.Failed() {
+			e.logMu.Lock()
+			for _, l := range e.logs {
+				t.Log("server: " + l)
+			}
+			e.logMu.Unlock()
+		}
+	})
+	e.opts.Logf = func(f string, a ...any) {
+		e.logMu.Lock()
+		e.logs = append(e.logs, fmt.Sprintf(f, a...))
+		e.logMu.Unlock()
+	}
+	return e
+}
+
+func (e *env) logged(sub string) bool {
+	e.logMu.Lock()
+	defer e.logMu.Unlock()
+	for _, l := range e.logs {
+		if strings.Contains(l, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// start starts (or restarts, on the same address) the server.
+func (e *env) start() {
+	e.t.Helper()
+	addr := e.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var l net.Listener
+	var err error
+	for i := 0; i < 50; i++ { // the old listener's port may linger briefly
+		if l, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.addr = l.Addr().String()
+	if e.wrapL != nil {
+		l = e.wrapL(l)
+	}
+	e.srv = server.New(e.st, e.key, e.opts)
+	e.hs = httptest.NewUnstartedServer(e.srv.Handler())
+	e.hs.Listener = l
+	e.hs.Start()
+	e.stopped = false
+	e.t.Cleanup(e.stop)
+}
+
+func (e *env) stop() {
+	if e.stopped {
+		return
+	}
+	e.stopped = true
+	e.hs.Close()
+	e.srv.Close()
+}
+
+func (e *env) url() string { return "http://" + e.addr }
+
+// node is a running client.
+type node struct {
+	t      *testing.T
+	key    noise.PrivateKey
+	c      *client.Client
+	self   *netmap.Node
+	cancel context.CancelFunc
+	done   chan error
+	maps   atomic.Int64
+}
+
+func genKey(t *testing.T) noise.PrivateKey {
+	k, err := noise.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func (e *env) client(key noise.PrivateKey, mapPath, url string) *client.Client {
+	e.t.Helper()
+	if url == "" {
+		url = e.url()
+	}
+	c, err := client.New(client.Config{ServerURL: url, ServerKey: e.key.PublicKey(), NodeKey: key, MapPath: mapPath,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logf: func(f string, a ...any) {
+			e.t.Logf("client %s: "+f, append([]any{key.PublicKey().String()[:6]}, a...)...)
+		}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+// join registers a new node with authKey and runs it.
+func (e *env) join(hostname, authKey string, eps ...netip.AddrPort) *node {
+	e.t.Helper()
+	return e.joinVia(hostname, authKey, "", eps...)
+}
+
+func (e *env) joinVia(hostname, authKey, url string, eps ...netip.AddrPort) *node {
+	e.t.Helper()
+	n := &node{t: e.t, key: genKey(e.t)}
+	n.c = e.client(n.key, filepath.Join(e.t.TempDir(), "netmap.json"), url)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	self, err := n.c.Register(ctx, authKey, hostname, eps)
+	if err != nil {
+		e.t.Fatalf("register %s: %v", hostname, err)
+	}
+	n.self = self
+	n.run()
+	return n
+}
+
+func (n *node) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel, n.done = cancel, make(chan error, 1)
+	go func() { n.done <- n.c.Run(ctx, func(*netmap.NetworkMap) { n.maps.Add(1) }) }()
+	n.t.Cleanup(n.stop)
+}
+
+func (n *node) stop() {
+	if n.cancel == nil {
+		return
+	}
+	n.cancel()
+	if err := <-n.done; !errors.Is(err, context.Canceled) {
+		n.t.Errorf("Run returned %v", err)
+	}
+	n.cancel = nil
+}
+
+// waitMap waits until the node's map satisfies cond.
+func (n *node) waitMap(what string, timeout time.Duration, cond func(*netmap.NetworkMap) bool) *netmap.NetworkMap {
+	n.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if m := n.c.NetworkMap(); m != nil && cond(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("node %s: timed out after %v waiting for %s; map: %+v", n.self.Name, timeout, what, n.c.NetworkMap())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func peerKeys(m *netmap.NetworkMap) []noise.PublicKey {
+	var ks []noise.PublicKey
+	for _, p := range m.Peers {
+		ks = append(ks, p.Key)
+	}
+	return ks
+}
+
+func hasPeers(nodes ...*node) func(*netmap.NetworkMap) bool {
+	return func(m *netmap.NetworkMap) bool {
+		if len(m.Peers) != len(nodes) {
+			return false
+		}
+		for _, n := range nodes {
+			if !slices.Contains(peerKeys(m), n.key.PublicKey()) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func peerByKey(m *netmap.NetworkMap, k noise.PublicKey) *netmap.Node {
+	for i := range m.Peers {
+		if m.Peers[i].Key == k {
+			return &m.Peers[i]
+		}
+	}
+	return nil
+}
+
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// checkLeaks fails if goroutines outlive the test's shutdown.
+func checkLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		// Runs after the other cleanups registered later (LIFO): servers
+		// and clients are stopped by then.
+		deadline := time.Now().Add(3 * time.Second)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				t.Errorf("goroutine leak: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// slowProxy forwards TCP to the server and can stop forwarding the
+// server's bytes to the client, like a client that stopped reading.
+type slowProxy struct {
+	l      net.Listener
+	target string
+	mu     sync.Mutex
+	paused bool
+	cond   *sync.Cond
+	conns  []net.Conn
+	wg     sync.WaitGroup
+}
+
+func newSlowProxy(t *testing.T, target string) *slowProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &slowProxy{l: l, target: target}
+	p.cond = sync.NewCond(&p.mu)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			s.(*net.TCPConn).SetReadBuffer(4096)
+			c.(*net.TCPConn).SetWriteBuffer(4096)
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go func() { defer p.wg.Done(); io.Copy(s, c); s.Close(); c.Close() }()
+			go func() {
+				defer p.wg.Done()
+				defer c.Close()
+				defer s.Close()
+				buf := make([]byte, 512)
+				for {
+					p.mu.Lock()
+					for p.paused {
+						p.cond.Wait()
+					}
+					p.mu.Unlock()
+					n, err := s.Read(buf)
+					if n > 0 {
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *slowProxy) setPaused(v bool) {
+	p.mu.Lock()
+	p.paused = v
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+func (p *slowProxy) close() {
+	p.l.Close()
+	p.setPaused(false)
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// smallSendBuffer makes the server's sockets block early, so a client that
+// stops reading fills its queue quickly.
+type smallSendBuffer struct{ net.Listener }
+
+func (l smallSendBuffer) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		c.(*net.TCPConn).SetWriteBuffer(4096)
+	}
+	return c, err
+}

@@ -1,0 +1,243 @@
+package server
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"warren/internal/control/controlbase"
+	"warren/internal/control/proto"
+	"warren/internal/noise"
+	"warren/internal/store"
+)
+
+// stream runs a node's map stream until it ends.
+func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.MapRequest) {
+	if err := proto.CheckEndpoints(req.Endpoints); err != nil {
+		s.writeError(c, proto.CodeBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := storeCtx()
+	n, err := s.st.GetNodeByKey(ctx, key.String())
+	cancel()
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		s.writeError(c, proto.CodeNotRegistered, "this node key is not registered; register with an auth key first")
+		return
+	case err != nil:
+		s.opts.Logf("control: map request from %s: %v", key, err)
+		s.writeError(c, proto.CodeInternal, "internal server error")
+		return
+	case !n.Expiry.IsZero() && time.Now().After(n.Expiry):
+		s.writeError(c, proto.CodeNodeExpired, "this node's key has expired; re-register")
+		return
+	}
+	id := uint64(n.ID)
+	ss := &session{s: s, id: id, c: c, q: make(chan []byte, s.opts.QueueSize), done: make(chan struct{})}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	if old := s.sessions[id]; old != nil {
+		old.kill() // one stream per node: the newest wins
+	}
+	s.sessions[id] = ss // version 0: refreshes skip it until its full map is queued
+	ctx, cancel = storeCtx()
+	err = s.st.SetOnline(ctx, n.ID, true, time.Now())
+	if err == nil && req.Endpoints != nil {
+		err = s.st.UpdateEndpoints(ctx, n.ID, endpointStrings(req.Endpoints))
+	}
+	cancel()
+	if err == nil {
+		err = s.updateNodeLocked(n.ID)
+	}
+	full, found := s.fullMapLocked(id, 1)
+	if err != nil || !found {
+		delete(s.sessions, id)
+		s.mu.Unlock()
+		if err != nil {
+			s.opts.Logf("control: map request from %s: %v", key, err)
+			s.writeError(c, proto.CodeInternal, "internal server error")
+		} else {
+			s.writeError(c, proto.CodeNodeDeleted, "this node was deleted from the deployment")
+		}
+		return
+	}
+	ss.version = 1
+	ss.send(&proto.Message{MapResponse: &proto.MapResponse{Full: full}})
+	s.wg.Add(1)
+	s.mu.Unlock()
+
+	go ss.writeLoop()
+	refused := false
+	for {
+		m, err := proto.Read(c, proto.MaxServerMessage)
+		if err != nil {
+			if errors.Is(err, proto.ErrMalformed) || errors.Is(err, proto.ErrTooLarge) || errors.Is(err, proto.ErrVersion) {
+				ss.refuseLocking(proto.CodeBadRequest, err.Error())
+				refused = true
+			}
+			break
+		}
+		if m.EndpointUpdate == nil {
+			ss.refuseLocking(proto.CodeBadRequest, "expected endpointUpdate on the map stream")
+			refused = true
+			break
+		}
+		if err := proto.CheckEndpoints(m.EndpointUpdate.Endpoints); err != nil {
+			ss.refuseLocking(proto.CodeBadRequest, err.Error())
+			refused = true
+			break
+		}
+		ctx, cancel := storeCtx()
+		err = s.st.UpdateEndpoints(ctx, n.ID, endpointStrings(m.EndpointUpdate.Endpoints))
+		cancel()
+		if err == nil {
+			s.mu.Lock()
+			err = s.updateNodeLocked(n.ID)
+			s.mu.Unlock()
+		}
+		if err != nil {
+			s.opts.Logf("control: endpoints of node %d: %v", id, err)
+			s.Notify()
+		}
+	}
+	if refused { // give the queued refusal a moment to be written
+		select {
+		case <-ss.done:
+		case <-time.After(s.opts.WriteTimeout):
+		}
+	}
+	ss.kill()
+	<-ss.writerDone()
+
+	s.mu.Lock()
+	if s.sessions[id] == ss {
+		delete(s.sessions, id)
+		ctx, cancel := storeCtx()
+		if err := s.st.SetOnline(ctx, n.ID, false, time.Now()); err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.opts.Logf("control: node %d offline: %v", id, err)
+		}
+		cancel()
+		if err := s.updateNodeLocked(n.ID); err != nil {
+			s.opts.Logf("control: node %d offline: %v", id, err)
+			s.Notify()
+		}
+		if n.Ephemeral {
+			time.AfterFunc(s.opts.EphemeralGrace+10*time.Millisecond, s.Notify)
+		}
+	}
+	s.mu.Unlock()
+}
+
+// session is one node's map stream.
+type session struct {
+	s       *Server
+	id      uint64
+	c       *controlbase.Conn
+	version uint64 // last version queued; under s.mu
+	q       chan []byte
+
+	once      sync.Once
+	done      chan struct{} // closed by kill
+	wdoneOnce sync.Once
+	wdone     chan struct{}
+}
+
+func (ss *session) writerDone() chan struct{} {
+	ss.wdoneOnce.Do(func() { ss.wdone = make(chan struct{}) })
+	return ss.wdone
+}
+
+func (ss *session) isDead() bool {
+	select {
+	case <-ss.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill ends the stream: the writer stops and the connection closes.
+func (ss *session) kill() {
+	ss.once.Do(func() {
+		close(ss.done)
+		ss.c.Close()
+	})
+}
+
+// send queues m without blocking; when the queue is full the stream is
+// dropped, so the node reconnects and takes a full map. s.mu held.
+func (ss *session) send(m *proto.Message) {
+	b, err := proto.Encode(m)
+	if err != nil {
+		ss.s.opts.Logf("control: encode for node %d: %v", ss.id, err)
+		ss.kill()
+		return
+	}
+	select {
+	case ss.q <- b:
+	default:
+		ss.s.opts.Logf("control: node %d is too slow (%d messages queued); dropping its stream", ss.id, len(ss.q))
+		ss.kill()
+	}
+}
+
+func (ss *session) refuseLocking(code, msg string) {
+	ss.s.mu.Lock()
+	defer ss.s.mu.Unlock()
+	ss.refuse(code, msg)
+}
+
+// refuse queues an error and marks the stream for closing after it.
+func (ss *session) refuse(code, msg string) {
+	b, err := proto.Encode(&proto.Message{Error: &proto.Error{Code: code, Message: msg}})
+	if err == nil {
+		select {
+		case ss.q <- b:
+		default:
+		}
+	}
+	select {
+	case ss.q <- nil: // sentinel: close after what is queued
+	default:
+		ss.kill()
+	}
+}
+
+func (ss *session) writeLoop() {
+	defer ss.s.wg.Done()
+	defer close(ss.writerDone())
+	t := time.NewTicker(ss.s.opts.KeepAlive)
+	defer t.Stop()
+	ka, _ := proto.Encode(&proto.Message{MapResponse: &proto.MapResponse{KeepAlive: true}})
+	write := func(b []byte) bool {
+		ss.c.SetWriteDeadline(time.Now().Add(ss.s.opts.WriteTimeout))
+		if _, err := ss.c.Write(b); err != nil {
+			ss.kill()
+			return false
+		}
+		return true
+	}
+	for {
+		select {
+		case <-ss.done:
+			return
+		case b := <-ss.q:
+			if b == nil {
+				ss.kill()
+				return
+			}
+			if !write(b) {
+				return
+			}
+			t.Reset(ss.s.opts.KeepAlive)
+		case <-t.C:
+			if !write(ka) {
+				return
+			}
+		}
+	}
+}
