@@ -19,13 +19,22 @@ type command struct {
 	run   func(args []string, stdout, stderr io.Writer) int
 }
 
+// registered holds commands added by register from the files that
+// implement them (server, admin, daemon, node verbs), in usage order.
+var registered []command
+
+// register adds a command; call it from an init function. Commands are
+// listed in usage in the order they were registered.
+func register(c command) { registered = append(registered, c) }
+
 func commands() []command {
-	return []command{
+	base := []command{
 		{"wg", "wg [-f] IFNAME       run a WireGuard interface (drop-in for wireguard-go)", runWG},
 		{"genkey", "genkey               print a new private key (base64)", runGenkey},
 		{"pubkey", "pubkey               read a private key on stdin, print its public key", runPubkey},
 		{"version", "version              print the version", runVersion},
 	}
+	return append(base, registered...)
 }
 
 func usage(w io.Writer) {

@@ -53,6 +53,9 @@ const (
 	UpgradeToken = "warren-control-v1"
 	// Path is where Dial sends the upgrade request, relative to the server URL.
 	Path = "/warren/v1/control"
+	// KeyPath is where a server publishes its static public key (JSON
+	// KeyInfo) for nodes to pin on first join.
+	KeyPath = "/warren/v1/key"
 	// HandshakeHeader carries the base64 handshake messages.
 	HandshakeHeader = "X-Warren-Handshake"
 	// VersionHeader is set by the server on a version-mismatch refusal to
@@ -102,6 +105,12 @@ var (
 	// ErrNonceExhausted is returned when a direction has used every nonce.
 	ErrNonceExhausted = errors.New("controlbase: nonce space exhausted, reconnect")
 )
+
+// KeyInfo is the JSON document served at KeyPath.
+type KeyInfo struct {
+	PublicKey string `json:"publicKey"` // base64, as noise.PublicKey.String
+	Version   uint16 `json:"version"`   // control protocol version
+}
 
 var cipherSuite = flynn.NewCipherSuite(flynn.DH25519, flynn.CipherChaChaPoly, flynn.HashBLAKE2s)
 

@@ -22,6 +22,7 @@
 package server
 
 import (
+	"encoding/json"
 	"errors"
 	"log"
 	"net/http"
@@ -129,11 +130,22 @@ func New(st *store.Store, key noise.PrivateKey, opts Options) *Server {
 // PublicKey is the server's static public key, which nodes pin.
 func (s *Server) PublicKey() noise.PublicKey { return s.key.PublicKey() }
 
-// Handler serves the control protocol at controlbase.Path.
+// Handler serves the control protocol at controlbase.Path and the server's
+// public key at controlbase.KeyPath (what a node pins on first join).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(controlbase.Path, s.cb)
+	mux.HandleFunc("GET "+controlbase.KeyPath, s.serveKey)
 	return mux
+}
+
+// serveKey answers GET controlbase.KeyPath with the server's static public
+// key as JSON. It is public information; a node trusts it only on first use
+// (or when the operator passes it explicitly) and pins it afterwards.
+func (s *Server) serveKey(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(controlbase.KeyInfo{PublicKey: s.key.PublicKey().String(), Version: controlbase.ProtocolVersion})
 }
 
 // Notify tells the server that the store changed (for example an admin

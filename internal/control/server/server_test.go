@@ -400,3 +400,20 @@ func TestCloseDropsIdleConnections(t *testing.T) {
 		t.Fatal("connection still open after Close")
 	}
 }
+
+func TestFetchKey(t *testing.T) {
+	e := newEnv(t, server.Options{})
+	e.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	k, err := controlbase.FetchKey(ctx, e.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k != e.srv.PublicKey() {
+		t.Fatalf("fetched %s, server key %s", k, e.srv.PublicKey())
+	}
+	if _, err := controlbase.FetchKey(ctx, "ftp://x"); err == nil {
+		t.Fatal("ftp URL accepted")
+	}
+}

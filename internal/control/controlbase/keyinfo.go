@@ -1,0 +1,47 @@
+package controlbase
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"warren/internal/noise"
+)
+
+// FetchKey asks the server at serverURL for its static public key (GET
+// KeyPath). The answer is not authenticated: a node uses it only on first
+// join (trust on first use) and pins it afterwards, or the operator passes
+// the key explicitly.
+func FetchKey(ctx context.Context, serverURL string) (noise.PublicKey, error) {
+	u := strings.TrimRight(serverURL, "/") + KeyPath
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return noise.PublicKey{}, fmt.Errorf("fetch server key: %w", err)
+	}
+	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+		return noise.PublicKey{}, fmt.Errorf("fetch server key: server URL %q: scheme must be http or https", serverURL)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return noise.PublicKey{}, fmt.Errorf("fetch server key: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return noise.PublicKey{}, fmt.Errorf("fetch server key from %s: HTTP %s (is this a warren server?)", u, resp.Status)
+	}
+	var ki KeyInfo
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&ki); err != nil {
+		return noise.PublicKey{}, fmt.Errorf("fetch server key from %s: %w (is this a warren server?)", u, err)
+	}
+	if ki.Version != ProtocolVersion {
+		return noise.PublicKey{}, fmt.Errorf("%w: server speaks %d, this node %d", ErrVersionMismatch, ki.Version, ProtocolVersion)
+	}
+	k, err := noise.ParsePublicKey(ki.PublicKey)
+	if err != nil || k.IsZero() || k.IsLowOrder() {
+		return noise.PublicKey{}, fmt.Errorf("fetch server key from %s: invalid key %q", u, ki.PublicKey)
+	}
+	return k, nil
+}
