@@ -1,0 +1,188 @@
+package admin_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"warren/internal/control/admin"
+	"warren/internal/control/client"
+	"warren/internal/control/proto"
+	"warren/internal/control/server"
+	"warren/internal/netmap"
+	"warren/internal/noise"
+	"warren/internal/store"
+)
+
+// mesh is a control server and the admin API on one HTTP server, as
+// `warren server` mounts them, with nodes joined through the real client.
+type mesh struct {
+	*env
+	srv    *server.Server
+	pub    noise.PublicKey
+	url    string
+	authKy string
+}
+
+func newMesh(t *testing.T) *mesh {
+	e := &env{t: t}
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "warren.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e.st = st
+	if e.key, _, err = st.CreateAPIKey(context.Background(), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	sk, err := noise.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A long poll: every change must arrive through notify.
+	srv := server.New(st, sk, server.Options{PollInterval: time.Hour, Logf: t.Logf})
+	mux := http.NewServeMux()
+	mux.Handle("/", srv.Handler())
+	mux.Handle(admin.Prefix, admin.New(st, func() { e.notified.Add(1); srv.Notify() }))
+	e.hs = httptest.NewServer(mux)
+	t.Cleanup(func() { e.hs.Close(); srv.Close() })
+	m := &mesh{env: e, srv: srv, pub: sk.PublicKey(), url: e.hs.URL}
+	e.must(201, nil, "POST", "/api/v1/users", `{"name":"alice"}`)
+	var k admin.AuthKey
+	e.must(201, &k, "POST", "/api/v1/authkeys", `{"user":"alice","reusable":true}`)
+	m.authKy = k.Key
+	return m
+}
+
+type runningNode struct {
+	c    *client.Client
+	self *netmap.Node
+	key  noise.PublicKey
+	done chan error
+	stop context.CancelFunc
+}
+
+func (m *mesh) join(hostname string) *runningNode {
+	m.t.Helper()
+	nk, err := noise.GeneratePrivateKey()
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	c, err := client.New(client.Config{ServerURL: m.url, ServerKey: m.pub, NodeKey: nk,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logf: m.t.Logf})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	self, err := c.Register(ctx, m.authKy, hostname, nil)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(context.Background())
+	n := &runningNode{c: c, self: self, key: nk.PublicKey(), done: make(chan error, 1), stop: stop}
+	go func() { n.done <- c.Run(rctx, func(*netmap.NetworkMap) {}) }()
+	m.t.Cleanup(func() { stop(); <-n.done })
+	return n
+}
+
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func peers(n *runningNode) map[uint64]netmap.Node {
+	out := map[uint64]netmap.Node{}
+	if m := n.c.NetworkMap(); m != nil {
+		for _, p := range m.Peers {
+			out[p.ID] = p
+		}
+	}
+	return out
+}
+
+// refusal waits for the node's Run to end with a protocol error.
+func refusal(t *testing.T, n *runningNode, within time.Duration) string {
+	t.Helper()
+	select {
+	case err := <-n.done:
+		n.done <- err // for the cleanup
+		var pe *proto.Error
+		if !errors.As(err, &pe) {
+			t.Fatalf("Run ended with %v, want a protocol error", err)
+		}
+		return pe.Code
+	case <-time.After(within):
+		return ""
+	}
+}
+
+// TestStreamsFollowAdminChanges checks, end to end, that what the admin API
+// does reaches connected nodes within a second: a rename changes the peer,
+// a deleted node vanishes from every map and its stream is closed with
+// CodeNodeDeleted.
+func TestStreamsFollowAdminChanges(t *testing.T) {
+	m := newMesh(t)
+	a, b, c := m.join("a"), m.join("b"), m.join("c")
+	waitFor(t, "full mesh", 3*time.Second, func() bool { return len(peers(a)) == 2 && len(peers(b)) == 2 && len(peers(c)) == 2 })
+
+	m.must(200, nil, "PATCH", "/api/v1/nodes/b", `{"name":"bee"}`)
+	waitFor(t, "rename in a's map", time.Second, func() bool { return peers(a)[b.self.ID].Name == "bee" })
+	waitFor(t, "rename in b's self", time.Second, func() bool { nm := b.c.NetworkMap(); return nm != nil && nm.Self.Name == "bee" })
+
+	m.must(204, nil, "DELETE", "/api/v1/nodes/bee", "")
+	waitFor(t, "deleted node gone from a and c", time.Second, func() bool {
+		_, inA := peers(a)[b.self.ID]
+		_, inC := peers(c)[b.self.ID]
+		return !inA && !inC
+	})
+	if code := refusal(t, b, time.Second); code != proto.CodeNodeDeleted {
+		t.Fatalf("deleted node's stream: code %q, want %q", code, proto.CodeNodeDeleted)
+	}
+}
+
+// TestStreamsFollowAdminExpire checks that expiring a connected node
+// closes its stream with CodeNodeExpired and takes it out of its peers'
+// maps. The control server does not do this yet (see the report that added
+// this test): set WARREN_TEST_KNOWN_GAPS=1 to run it.
+func TestStreamsFollowAdminExpire(t *testing.T) {
+	if os.Getenv("WARREN_TEST_KNOWN_GAPS") != "1" {
+		t.Skip("control server does not yet close an expired node's open stream; WARREN_TEST_KNOWN_GAPS=1 runs this")
+	}
+	m := newMesh(t)
+	a, b := m.join("a"), m.join("b")
+	waitFor(t, "mesh", 3*time.Second, func() bool { return len(peers(a)) == 1 && len(peers(b)) == 1 })
+	m.must(200, nil, "POST", fmt.Sprintf("/api/v1/nodes/%d/expire", b.self.ID), "")
+	code := refusal(t, b, time.Second)
+	_, inA := peers(a)[b.self.ID]
+	if code != proto.CodeNodeExpired || inA {
+		t.Fatalf("expired node: stream ended with code %q (want %q); still in a's peers: %v", code, proto.CodeNodeExpired, inA)
+	}
+}
+
+// TestStreamsFollowUserRename checks that renaming a user reaches the
+// User field of its nodes in every map. The control server caches user
+// names and never forgets them, so it does not yet; WARREN_TEST_KNOWN_GAPS=1
+// runs this.
+func TestStreamsFollowUserRename(t *testing.T) {
+	if os.Getenv("WARREN_TEST_KNOWN_GAPS") != "1" {
+		t.Skip("control server caches user names forever; WARREN_TEST_KNOWN_GAPS=1 runs this")
+	}
+	m := newMesh(t)
+	a, b := m.join("a"), m.join("b")
+	waitFor(t, "mesh", 3*time.Second, func() bool { return len(peers(a)) == 1 && len(peers(b)) == 1 })
+	m.must(200, nil, "PATCH", "/api/v1/users/alice", `{"name":"alicia"}`)
+	waitFor(t, "user rename in a's map", time.Second, func() bool { return peers(a)[b.self.ID].User == "alicia" })
+}
