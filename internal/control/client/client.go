@@ -162,6 +162,14 @@ func (c *Client) SetEndpoints(eps []netip.AddrPort) error {
 	return proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps}})
 }
 
+// Connected reports whether a map stream is open and has delivered its
+// full map.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn != nil
+}
+
 // NetworkMap returns the current map (nil before the first), which the
 // caller must not modify.
 func (c *Client) NetworkMap() *netmap.NetworkMap {

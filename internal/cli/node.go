@@ -1,0 +1,182 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"warren/internal/localapi"
+)
+
+func init() {
+	register(command{"up", "up [FLAGS]          join a warren (--server URL --auth-key KEY) and bring the node up", runUp})
+	register(command{"down", "down                take this node off the mesh (it stays registered)", runDown})
+	register(command{"logout", "logout              take the node down and forget its registration and key", runLogout})
+	register(command{"status", "status [--json]     show this node and its peers", runStatus})
+	register(command{"ip", "ip [-4|-6] [PEER]   print this node's (or a peer's) tunnel addresses", runIP})
+	register(command{"ping", "ping [-c N] PEER    ping a peer over the tunnel, one line per probe", runPing})
+}
+
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// readAuthKey accepts a key, or "file:PATH" to keep it out of ps output.
+func readAuthKey(s string) (string, error) {
+	if path, ok := strings.CutPrefix(s, "file:"); ok {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("--auth-key: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return s, nil
+}
+
+func runUp(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlag(fs)
+	var req localapi.UpRequest
+	var asJSON bool
+	var timeout time.Duration
+	fs.StringVar(&req.ServerURL, "server", "", "coordination server URL (http://HOST:PORT or https://...)")
+	fs.StringVar(&req.AuthKey, "auth-key", "", "pre-auth key to join with (or file:PATH)")
+	fs.StringVar(&req.Hostname, "hostname", "", "name to register (default: the host name)")
+	fs.StringVar(&req.ServerKey, "server-key", "", "pin this server public key instead of fetching it on first join")
+	fs.BoolVar(&req.ForceReauth, "force-reauth", false, "join again even if already registered")
+	fs.BoolVar(&asJSON, "json", false, "print the resulting status as JSON")
+	fs.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the network map")
+	if code, ok := parseVerb(fs, args, 0, stderr); !ok {
+		return code
+	}
+	var err error
+	if req.AuthKey, err = readAuthKey(req.AuthKey); err != nil {
+		fmt.Fprintf(stderr, "warren up: %v\n", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+30*time.Second)
+	defer cancel()
+	lc := localapi.NewClient(*sock)
+	st, err := lc.Up(ctx, req)
+	if err != nil {
+		fmt.Fprintf(stderr, "warren up: %v\n", err)
+		return 1
+	}
+	deadline := time.Now().Add(timeout)
+	for st.BackendState != localapi.StateRunning {
+		if time.Now().After(deadline) {
+			fmt.Fprintf(stderr, "warren up: registered, but no network map from %s after %v (state %s); the daemon keeps trying\n", st.ServerURL, timeout, st.BackendState)
+			return 1
+		}
+		time.Sleep(100 * time.Millisecond)
+		if st, err = lc.Status(ctx); err != nil {
+			fmt.Fprintf(stderr, "warren up: %v\n", err)
+			return 1
+		}
+	}
+	if asJSON {
+		printJSON(stdout, st)
+		return 0
+	}
+	fmt.Fprintf(stdout, "warren is up: %s %s\n", st.Self.DNSName, joinAddrs(st.Self))
+	return 0
+}
+
+func joinAddrs(p *localapi.PeerStatus) string {
+	var s []string
+	for _, a := range p.Addresses {
+		s = append(s, a.String())
+	}
+	return strings.Join(s, " ")
+}
+
+func simpleVerb(name string, call func(*localapi.Client, context.Context) error, done string) func([]string, io.Writer, io.Writer) int {
+	return func(args []string, stdout, stderr io.Writer) int {
+		fs := flag.NewFlagSet(name, flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		sock := socketFlag(fs)
+		if code, ok := parseVerb(fs, args, 0, stderr); !ok {
+			return code
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := call(localapi.NewClient(*sock), ctx); err != nil {
+			fmt.Fprintf(stderr, "warren %s: %v\n", name, err)
+			return 1
+		}
+		fmt.Fprintln(stdout, done)
+		return 0
+	}
+}
+
+var (
+	runDown   = simpleVerb("down", (*localapi.Client).Down, "warren is down")
+	runLogout = simpleVerb("logout", (*localapi.Client).Logout, "logged out: the next `warren up --auth-key` joins as a new node")
+)
+
+func runIP(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ip", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlag(fs)
+	only4 := fs.Bool("4", false, "IPv4 only")
+	only6 := fs.Bool("6", false, "IPv6 only")
+	if code, ok := parseVerb(fs, args, 1, stderr); !ok {
+		return code
+	}
+	if *only4 && *only6 {
+		fmt.Fprintln(stderr, "warren ip: -4 and -6 exclude each other")
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := localapi.NewClient(*sock).Status(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "warren ip: %v\n", err)
+		return 1
+	}
+	p := st.Self
+	if fs.NArg() == 1 {
+		p, err = findPeer(st, fs.Arg(0))
+		if err != nil {
+			fmt.Fprintf(stderr, "warren ip: %v\n", err)
+			return 1
+		}
+	}
+	if p == nil || len(p.Addresses) == 0 {
+		fmt.Fprintln(stderr, "warren ip: no addresses yet (is the node up? see `warren status`)")
+		return 1
+	}
+	for _, a := range p.Addresses {
+		if (*only4 && !a.Is4()) || (*only6 && !a.Is6()) {
+			continue
+		}
+		fmt.Fprintln(stdout, a)
+	}
+	return 0
+}
+
+// findPeer looks a peer up by name, DNS name, address or key.
+func findPeer(st *localapi.Status, q string) (*localapi.PeerStatus, error) {
+	ql := strings.TrimSuffix(strings.ToLower(q), ".")
+	for i := range st.Peers {
+		p := &st.Peers[i]
+		if p.Name == ql || p.DNSName == ql || p.PublicKey == q {
+			return p, nil
+		}
+		for _, a := range p.Addresses {
+			if a.String() == ql {
+				return p, nil
+			}
+		}
+	}
+	return nil, errors.New("no peer " + fmt.Sprintf("%q", q) + " (see `warren status`)")
+}

@@ -1,0 +1,204 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"warren/internal/localapi"
+)
+
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlag(fs)
+	asJSON := fs.Bool("json", false, "print the full status as JSON")
+	if code, ok := parseVerb(fs, args, 0, stderr); !ok {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := localapi.NewClient(*sock).Status(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "warren status: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		printJSON(stdout, st)
+		return 0
+	}
+	writeStatus(stdout, st, time.Now())
+	return 0
+}
+
+func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
+	switch st.BackendState {
+	case localapi.StateNeedsLogin:
+		fmt.Fprintln(w, "Logged out: run `warren up --server URL --auth-key KEY` to join.")
+	case localapi.StateStopped:
+		fmt.Fprintln(w, "Warren is stopped: run `warren up` to bring it back.")
+	case localapi.StateStarting:
+		fmt.Fprintf(w, "Starting: waiting for the network map from %s\n", st.ServerURL)
+	}
+	for _, h := range st.Health {
+		fmt.Fprintf(w, "# health: %s\n", h)
+	}
+	if st.BackendState != localapi.StateRunning || st.Self == nil {
+		return
+	}
+	if !st.Connected {
+		fmt.Fprintf(w, "# not connected to %s: running on the last network map\n", st.ServerURL)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	addr := func(p *localapi.PeerStatus, v6 bool) string {
+		for _, a := range p.Addresses {
+			if a.Is6() == v6 {
+				return a.String()
+			}
+		}
+		return "-"
+	}
+	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", addr(st.Self, false), addr(st.Self, true), st.Self.Name, st.Self.User, "self", fmt.Sprintf("port %d", st.ListenPort))
+	for i := range st.Peers {
+		p := &st.Peers[i]
+		state := "offline"
+		if p.Online {
+			state = "online"
+		}
+		var detail []string
+		if p.CurrentAddr != "" {
+			detail = append(detail, "direct "+p.CurrentAddr)
+		}
+		if !p.LastHandshake.IsZero() {
+			detail = append(detail, "handshake "+ago(now.Sub(p.LastHandshake)))
+		}
+		if p.RxBytes+p.TxBytes > 0 {
+			detail = append(detail, "rx "+bytesIEC(p.RxBytes)+" tx "+bytesIEC(p.TxBytes))
+		}
+		if !p.Expiry.IsZero() && p.Expiry.Before(now) {
+			state = "expired"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", addr(p, false), addr(p, true), p.Name, p.User, state, strings.Join(detail, ", "))
+	}
+	tw.Flush()
+}
+
+func ago(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	}
+	return fmt.Sprintf("%dh ago", int(d.Hours()))
+}
+
+func bytesIEC(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return itoa(n) + " B"
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+func runPing(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ping", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlag(fs)
+	var req localapi.PingRequest
+	asJSON := fs.Bool("json", false, "print one JSON object per probe")
+	fs.IntVar(&req.Count, "c", 4, "number of probes")
+	fs.DurationVar(&req.Interval, "interval", time.Second, "time between probes")
+	fs.DurationVar(&req.Timeout, "timeout", 2*time.Second, "how long to wait for each reply")
+	// Accept flags after the peer name too (warren ping PEER -c 3).
+	var rest []string
+	for len(args) > 0 {
+		if code, ok := parseVerb(fs, args, math.MaxInt, stderr); !ok {
+			return code
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(rest) != 1 {
+		fmt.Fprintln(stderr, "warren ping: exactly one peer expected (a name, DNS name or tunnel address)")
+		return 2
+	}
+	if req.Count <= 0 {
+		fmt.Fprintln(stderr, "warren ping: -c must be at least 1")
+		return 2
+	}
+	req.Peer = rest[0]
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var rtts []time.Duration
+	sent := 0
+	err := localapi.NewClient(*sock).Ping(ctx, req, func(r localapi.PingResult) {
+		sent++
+		if *asJSON {
+			printJSONLine(stdout, r)
+		} else if r.Err != "" {
+			fmt.Fprintf(stdout, "no reply from %s (%s) seq=%d: %s\n", r.Peer, r.IP, r.Seq, r.Err)
+		} else {
+			via := ""
+			if r.Endpoint != "" {
+				via = " via " + r.Endpoint
+			}
+			fmt.Fprintf(stdout, "pong from %s (%s)%s seq=%d in %s\n", r.Peer, r.IP, via, r.Seq, fmtRTT(r.RTT))
+		}
+		if r.Err == "" {
+			rtts = append(rtts, r.RTT)
+		}
+	})
+	if err != nil && ctx.Err() == nil {
+		fmt.Fprintf(stderr, "warren ping: %v\n", err)
+		return 1
+	}
+	if !*asJSON && sent > 0 {
+		fmt.Fprintf(stdout, "--- %s: %d sent, %d received, %.0f%% loss", req.Peer, sent, len(rtts), 100*float64(sent-len(rtts))/float64(sent))
+		if len(rtts) > 0 {
+			mn, mx, sum := rtts[0], rtts[0], time.Duration(0)
+			for _, r := range rtts {
+				mn, mx, sum = min(mn, r), max(mx, r), sum+r
+			}
+			avg := sum / time.Duration(len(rtts))
+			var v float64
+			for _, r := range rtts {
+				v += math.Pow(float64(r-avg), 2)
+			}
+			sd := time.Duration(math.Sqrt(v / float64(len(rtts))))
+			fmt.Fprintf(stdout, "; rtt min/avg/max/stddev %s/%s/%s/%s", fmtRTT(mn), fmtRTT(avg), fmtRTT(mx), fmtRTT(sd))
+		}
+		fmt.Fprintln(stdout)
+	}
+	if len(rtts) == 0 {
+		return 1
+	}
+	return 0
+}
+
+func printJSONLine(w io.Writer, v any) {
+	json.NewEncoder(w).Encode(v)
+}
+
+func fmtRTT(d time.Duration) string {
+	return fmt.Sprintf("%.3fms", float64(d)/float64(time.Millisecond))
+}

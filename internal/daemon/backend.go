@@ -1,0 +1,321 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"warren/internal/control/client"
+	"warren/internal/control/controlbase"
+	"warren/internal/localapi"
+	"warren/internal/netmap"
+	"warren/internal/noise"
+	"warren/internal/uapi"
+)
+
+var _ localapi.Backend = (*Daemon)(nil)
+
+// checkServerURL refuses URLs that cannot name a coordination server.
+func checkServerURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("--server %q: %v", s, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--server %q: want http://HOST[:PORT] or https://HOST[:PORT]", s)
+	}
+	return nil
+}
+
+// Up joins the node (when given an auth key, or when it is not registered)
+// and brings it onto the mesh.
+func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Status, error) {
+	d.mu.Lock()
+	p := d.prefs
+	d.mu.Unlock()
+
+	if req.ServerURL != "" {
+		req.ServerURL = strings.TrimRight(req.ServerURL, "/")
+		if err := checkServerURL(req.ServerURL); err != nil {
+			return nil, err
+		}
+	}
+	if req.Hostname != "" && len(req.Hostname) > 255 {
+		return nil, errors.New("--hostname: longer than 255 bytes")
+	}
+	join := req.AuthKey != "" || req.ForceReauth || !p.Registered
+	if !join {
+		if req.ServerURL != "" && req.ServerURL != p.ServerURL {
+			return nil, fmt.Errorf("this node is registered with %s; to move it to %s pass --auth-key (and --force-reauth)", p.ServerURL, req.ServerURL)
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.prefs.WantRunning = true
+		if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
+			return nil, err
+		}
+		if err := d.startControlLocked(); err != nil {
+			return nil, err
+		}
+		return d.statusLocked(), nil
+	}
+
+	if req.AuthKey == "" {
+		return nil, errors.New("this node is not registered: pass --auth-key KEY (and --server URL)")
+	}
+	serverURL := req.ServerURL
+	if serverURL == "" {
+		serverURL = p.ServerURL
+	}
+	if serverURL == "" {
+		return nil, errors.New("no coordination server: pass --server URL")
+	}
+	var serverKey noise.PublicKey
+	switch {
+	case req.ServerKey != "":
+		k, err := noise.ParsePublicKey(req.ServerKey)
+		if err != nil || k.IsZero() || k.IsLowOrder() {
+			return nil, fmt.Errorf("--server-key %q is not a valid public key", req.ServerKey)
+		}
+		if p.ServerKey != "" && serverURL == p.ServerURL && p.ServerKey != k.String() && !req.ForceReauth {
+			return nil, fmt.Errorf("--server-key differs from the key pinned for %s; pass --force-reauth to replace it", serverURL)
+		}
+		serverKey = k
+	case p.ServerKey != "" && serverURL == p.ServerURL:
+		k, err := noise.ParsePublicKey(p.ServerKey)
+		if err != nil {
+			return nil, fmt.Errorf("pinned server key: %w", err)
+		}
+		serverKey = k
+	default:
+		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		k, err := controlbase.FetchKey(fctx, serverURL)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		serverKey = k
+	}
+
+	cc, err := client.New(client.Config{ServerURL: serverURL, ServerKey: serverKey, NodeKey: d.key})
+	if err != nil {
+		return nil, err
+	}
+	hostname := req.Hostname
+	if hostname == "" {
+		hostname = p.Hostname
+	}
+	if hostname == "" {
+		hostname, _ = os.Hostname()
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	node, err := cc.Register(rctx, req.AuthKey, hostname, d.localEndpoints())
+	cancel()
+	if err != nil {
+		var re *client.RegisterError
+		if errors.As(err, &re) {
+			return nil, errors.New(re.Message)
+		}
+		return nil, fmt.Errorf("join %s: %w", serverURL, err)
+	}
+	d.log.Info("registered", "server", serverURL, "name", node.Name, "addresses", fmt.Sprint(node.Addresses))
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.prefs.ServerURL != serverURL || d.prefs.ServerKey != serverKey.String() {
+		// Another server: its map replaces the old one.
+		d.stopControlLocked()
+		d.clearMapLocked()
+		os.Remove(d.mapPath())
+	}
+	d.prefs = prefs{ServerURL: serverURL, ServerKey: serverKey.String(), Hostname: req.Hostname,
+		Registered: true, WantRunning: true}
+	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
+		return nil, err
+	}
+	d.healthLocked("")
+	if err := d.startControlLocked(); err != nil {
+		return nil, err
+	}
+	return d.statusLocked(), nil
+}
+
+// Down takes the node off the mesh but keeps its registration.
+func (d *Daemon) Down(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.prefs.Registered {
+		return errors.New("this node is not registered; nothing to take down")
+	}
+	d.prefs.WantRunning = false
+	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
+		return err
+	}
+	d.stopControlLocked()
+	d.clearMapLocked()
+	d.state = localapi.StateStopped
+	return nil
+}
+
+// Logout takes the node down and forgets its registration and key: the
+// next `up` joins as a new node. The server keeps the old node until an
+// admin deletes it (an ephemeral one goes by itself once offline).
+func (d *Daemon) Logout(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stopControlLocked()
+	d.clearMapLocked()
+	os.Remove(d.mapPath())
+	key, err := newKey(d.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	d.key = key
+	d.prefs.Registered, d.prefs.WantRunning = false, false
+	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
+		return err
+	}
+	if err := d.dev.Apply(&uapi.Config{PrivateKey: &key}); err != nil {
+		return fmt.Errorf("install new key: %w", err)
+	}
+	d.state = localapi.StateNeedsLogin
+	return nil
+}
+
+// Status reports the node and its peers.
+func (d *Daemon) Status() *localapi.Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.statusLocked()
+}
+
+func (d *Daemon) statusLocked() *localapi.Status {
+	st := &localapi.Status{
+		BackendState: d.state,
+		ServerURL:    d.prefs.ServerURL,
+		ServerKey:    d.prefs.ServerKey,
+		TUN:          d.cfg.TUN,
+		ListenPort:   d.dev.Port(),
+		Peers:        []localapi.PeerStatus{},
+		Health:       slices.Clone(d.health),
+	}
+	if d.cc != nil {
+		st.Connected = d.cc.Connected()
+	}
+	nm := d.nm
+	if nm == nil {
+		st.Self = &localapi.PeerStatus{PublicKey: d.key.PublicKey().String(), Endpoints: d.localEndpoints(), Online: false}
+		return st
+	}
+	st.Domain = nm.Domain
+	self := d.nodeStatus(nm, &nm.Self)
+	self.Online = st.Connected
+	self.Endpoints = d.localEndpoints()
+	st.Self = &self
+	for i := range nm.Peers {
+		p := &nm.Peers[i]
+		if p.Key == d.key.PublicKey() {
+			continue
+		}
+		ps := d.nodeStatus(nm, p)
+		if s, ok := d.dev.PeerStats(p.Key); ok {
+			ps.RxBytes, ps.TxBytes = s.RxBytes, s.TxBytes
+			ps.LastHandshake = s.LastHandshake
+			ps.CurrentAddr = s.Endpoint
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	return st
+}
+
+func (d *Daemon) nodeStatus(nm *netmap.NetworkMap, n *netmap.Node) localapi.PeerStatus {
+	ps := localapi.PeerStatus{
+		ID: n.ID, Name: n.Name, User: n.User, PublicKey: n.Key.String(),
+		AllowedIPs: slices.Clone(n.AllowedIPs), Endpoints: slices.Clone(n.Endpoints),
+		Online: n.Online, LastSeen: n.LastSeen, Expiry: n.Expiry,
+	}
+	if nm.Domain != "" {
+		ps.DNSName = n.Name + "." + nm.Domain
+	}
+	for _, a := range n.Addresses {
+		ps.Addresses = append(ps.Addresses, a.Addr())
+	}
+	return ps
+}
+
+// localEndpoints lists the addresses peers may reach this node at: every
+// global or private unicast address of an up interface other than the
+// tunnel, with the engine's UDP port.
+func (d *Daemon) localEndpoints() []netip.AddrPort {
+	port := d.dev.Port()
+	if port == 0 {
+		return nil
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out []netip.AddrPort
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 || ifc.Name == d.cfg.TUN {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			if !ip.IsGlobalUnicast() || ip.IsLinkLocalUnicast() {
+				continue
+			}
+			out = append(out, netip.AddrPortFrom(ip, port))
+			if len(out) == 32 {
+				return out
+			}
+		}
+	}
+	return out
+}
+
+// endpointLoop reports endpoint changes to the server and re-applies the
+// map now and then (peers whose expiry passed leave the engine).
+func (d *Daemon) endpointLoop(ctx context.Context) {
+	t := time.NewTicker(15 * time.Second)
+	defer t.Stop()
+	var last []netip.AddrPort
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		eps := d.localEndpoints()
+		d.mu.Lock()
+		cc := d.cc
+		if d.nm != nil && cc != nil {
+			d.applyMapLocked(d.nm)
+		}
+		d.mu.Unlock()
+		if cc != nil && !slices.Equal(eps, last) {
+			if err := cc.SetEndpoints(eps); err == nil {
+				last = eps
+			}
+		}
+	}
+}

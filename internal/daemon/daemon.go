@@ -1,0 +1,284 @@
+// Package daemon is the node agent behind `warren daemon`: it owns the
+// node's state directory (private key 0600, preferences, last network map),
+// the tunnel interface and the WireGuard engine on top of it, the control
+// client that keeps the network map current, and the translation of each
+// new map into engine peers (keys, endpoints, allowed IPs) and into the
+// interface's addresses and routes. It serves the local API (package
+// localapi) that the CLI verbs drive: up, down, logout, status, ping.
+//
+// A registered node that was up when the daemon stopped comes back up on
+// its own at the next start, first on its saved map (so tunnels work while
+// the server is unreachable), then on what the server sends.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"warren/internal/control/client"
+	"warren/internal/device"
+	"warren/internal/localapi"
+	"warren/internal/netcfg"
+	"warren/internal/netmap"
+	"warren/internal/noise"
+	"warren/internal/tun"
+	"warren/internal/uapi"
+	"warren/internal/udp"
+)
+
+// Config configures a Daemon.
+type Config struct {
+	StateDir    string // default /var/lib/warren
+	Socket      string // default localapi.DefaultSocket
+	SocketGroup string // group allowed to use the socket besides root
+	TUN         string // interface name, default "warren0"
+	Port        uint16 // UDP port, default DefaultPort; 0 = any
+	MTU         int    // tunnel MTU, default device.DefaultMTU
+	Logger      *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultStateDir = "/var/lib/warren"
+	DefaultTUN      = "warren0"
+	DefaultPort     = 41641
+)
+
+// Daemon is one node agent.
+type Daemon struct {
+	cfg Config
+	log *slog.Logger
+
+	dev  *device.Device
+	tr   *udp.Transport
+	link *netcfg.Link
+	ln   net.Listener
+
+	mu      sync.Mutex
+	key     noise.PrivateKey
+	prefs   prefs
+	nm      *netmap.NetworkMap // current map; nil when down or before the first
+	applied map[noise.PublicKey]appliedPeer
+	cc      *client.Client
+	ccStop  context.CancelFunc
+	ccDone  chan struct{}
+	health  []string
+	state   string
+}
+
+// New checks cfg and fills in defaults; Run does the work.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.StateDir == "" {
+		cfg.StateDir = DefaultStateDir
+	}
+	if cfg.Socket == "" {
+		cfg.Socket = localapi.DefaultSocket
+	}
+	if cfg.TUN == "" {
+		cfg.TUN = DefaultTUN
+	}
+	if err := uapi.CheckIfname(cfg.TUN); err != nil {
+		return nil, fmt.Errorf("--tun: %w", err)
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = device.DefaultMTU
+	}
+	if cfg.MTU < 1280 || cfg.MTU > 65535-80 {
+		return nil, fmt.Errorf("--mtu %d: must be between 1280 and 65455", cfg.MTU)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	abs, err := filepath.Abs(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("--state-dir: %w", err)
+	}
+	cfg.StateDir = abs
+	return &Daemon{cfg: cfg, log: cfg.Logger, applied: map[noise.PublicKey]appliedPeer{}, state: localapi.StateNoState}, nil
+}
+
+// Run starts the node and serves until ctx ends or the interface goes
+// away. ready, if not nil, is called once the local API accepts requests.
+func (d *Daemon) Run(ctx context.Context, ready func()) error {
+	if err := ensureStateDir(d.cfg.StateDir); err != nil {
+		return err
+	}
+	key, err := loadOrCreateKey(d.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	p, err := loadPrefs(d.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	d.key, d.prefs = key, p
+
+	td, err := tun.Create(d.cfg.TUN, d.cfg.MTU)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", d.cfg.TUN, err)
+	}
+	d.tr = udp.New()
+	d.tr.SetLogger(d.log)
+	d.dev = device.New(td, d.tr, device.Options{Logger: d.log})
+	defer func() {
+		done := make(chan struct{})
+		go func() { d.dev.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			d.log.Error("device did not close in time")
+		}
+	}()
+	port := d.cfg.Port
+	if err := d.dev.Apply(&uapi.Config{PrivateKey: &key, ListenPort: &port}); err != nil {
+		return fmt.Errorf("configure engine: %w", err)
+	}
+	d.link = netcfg.New(d.cfg.TUN)
+	if err := d.link.Up(d.cfg.MTU); err != nil {
+		return err
+	}
+	if err := d.dev.Up(); err != nil {
+		return fmt.Errorf("bind UDP port %d: %w", port, err)
+	}
+
+	ln, gid, err := localapi.Listen(d.cfg.Socket, d.cfg.SocketGroup)
+	if err != nil {
+		return err
+	}
+	d.ln = ln
+	defer os.Remove(d.cfg.Socket)
+	defer ln.Close()
+	apiDone := make(chan error, 1)
+	go func() {
+		apiDone <- localapi.Serve(ln, d, gid, func(f string, a ...any) { d.log.Warn(fmt.Sprintf(f, a...)) })
+	}()
+
+	d.mu.Lock()
+	switch {
+	case !d.prefs.Registered:
+		d.state = localapi.StateNeedsLogin
+	case !d.prefs.WantRunning:
+		d.state = localapi.StateStopped
+	default:
+		if err := d.startControlLocked(); err != nil {
+			d.log.Error("cannot start control client", "err", err)
+			d.healthLocked(err.Error())
+			d.state = localapi.StateStopped
+		}
+	}
+	d.mu.Unlock()
+	d.log.Info("daemon started", "tun", d.cfg.TUN, "port", d.dev.Port(), "socket", d.cfg.Socket, "key", key.PublicKey().String())
+	if ready != nil {
+		ready()
+	}
+
+	go d.endpointLoop(ctx)
+
+	select {
+	case <-ctx.Done():
+	case <-d.dev.TUNGone():
+		err = errors.New("the tunnel interface was removed")
+	case err = <-apiDone:
+		err = fmt.Errorf("local API: %w", err)
+	}
+	d.mu.Lock()
+	d.stopControlLocked()
+	d.mu.Unlock()
+	if cerr := d.link.Clear(); cerr != nil {
+		d.log.Debug("clear interface", "err", cerr)
+	}
+	return err
+}
+
+// healthLocked records a problem for status; "" clears them.
+func (d *Daemon) healthLocked(msg string) {
+	if msg == "" {
+		d.health = nil
+		return
+	}
+	d.health = []string{msg}
+}
+
+func (d *Daemon) mapPath() string { return filepath.Join(d.cfg.StateDir, netmapFile) }
+
+// startControlLocked starts the control client from prefs; d.mu held.
+func (d *Daemon) startControlLocked() error {
+	if d.cc != nil {
+		return nil
+	}
+	sk, err := noise.ParsePublicKey(d.prefs.ServerKey)
+	if err != nil {
+		return fmt.Errorf("pinned server key: %w", err)
+	}
+	cc, err := client.New(client.Config{
+		ServerURL: d.prefs.ServerURL, ServerKey: sk, NodeKey: d.key,
+		MapPath: d.mapPath(),
+		Logf:    func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) },
+	})
+	if err != nil {
+		return err
+	}
+	cc.SetEndpoints(d.localEndpoints())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	d.cc, d.ccStop, d.ccDone = cc, cancel, done
+	if d.state != localapi.StateRunning {
+		d.state = localapi.StateStarting
+	}
+	go func() {
+		defer close(done)
+		err := cc.Run(ctx, d.onMap)
+		if ctx.Err() != nil {
+			return
+		}
+		d.log.Error("control client stopped", "err", err)
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.cc != cc {
+			return
+		}
+		// The server refused this node for good (deleted, expired, not
+		// registered): take it off the mesh until the user logs in again.
+		d.cc, d.ccStop, d.ccDone = nil, nil, nil
+		d.prefs.Registered = false
+		if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
+			d.log.Error("save prefs", "err", err)
+		}
+		os.Remove(d.mapPath())
+		d.clearMapLocked()
+		d.state = localapi.StateNeedsLogin
+		d.healthLocked(fmt.Sprintf("the server refused this node (%v); run `warren up --auth-key KEY` to join again", err))
+	}()
+	return nil
+}
+
+// stopControlLocked stops the control client and waits for it; d.mu held
+// (released while waiting).
+func (d *Daemon) stopControlLocked() {
+	if d.cc == nil {
+		return
+	}
+	stop, done := d.ccStop, d.ccDone
+	d.cc, d.ccStop, d.ccDone = nil, nil, nil
+	stop()
+	d.mu.Unlock()
+	<-done
+	d.mu.Lock()
+}
+
+// onMap is called by the control client with each new map.
+func (d *Daemon) onMap(nm *netmap.NetworkMap) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cc == nil {
+		return // stopped meanwhile
+	}
+	d.applyMapLocked(nm)
+}

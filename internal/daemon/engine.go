@@ -1,0 +1,124 @@
+package daemon
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"warren/internal/localapi"
+	"warren/internal/netmap"
+	"warren/internal/noise"
+	"warren/internal/uapi"
+)
+
+// appliedPeer is what the engine was last told about one peer.
+type appliedPeer struct {
+	endpoints []netip.AddrPort // as reported in the map
+	allowed   []netip.Prefix
+}
+
+// usable reports whether a peer belongs in the engine now.
+func usable(n *netmap.Node, self noise.PublicKey, now time.Time) bool {
+	if n.Key == self || n.Key.IsZero() {
+		return false
+	}
+	return n.Expiry.IsZero() || n.Expiry.After(now)
+}
+
+// pickEndpoint chooses where to send a peer's first handshake: the first
+// reported endpoint of a family this host has a route for, IPv4 first. The
+// engine then follows the peer if it roams.
+func pickEndpoint(eps []netip.AddrPort) netip.AddrPort {
+	for _, e := range eps {
+		if e.Addr().Is4() || e.Addr().Is4In6() {
+			return e
+		}
+	}
+	if len(eps) > 0 {
+		return eps[0]
+	}
+	return netip.AddrPort{}
+}
+
+// applyMapLocked makes the engine's peers and the interface's addresses and
+// routes match nm, changing only what differs so existing sessions keep
+// running; d.mu held.
+func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
+	d.nm = nm
+	d.state = localapi.StateRunning
+	d.healthLocked("")
+	self := d.key.PublicKey()
+	now := time.Now()
+
+	want := map[noise.PublicKey]*netmap.Node{}
+	for i := range nm.Peers {
+		if p := &nm.Peers[i]; usable(p, self, now) {
+			want[p.Key] = p
+		}
+	}
+	cfg := &uapi.Config{}
+	for k := range d.applied {
+		if want[k] == nil {
+			cfg.Peers = append(cfg.Peers, uapi.PeerConfig{PublicKey: k, Remove: true})
+			delete(d.applied, k)
+		}
+	}
+	var routes []netip.Prefix
+	for k, p := range want {
+		routes = append(routes, p.AllowedIPs...)
+		old, had := d.applied[k]
+		pc := uapi.PeerConfig{PublicKey: k}
+		changed := !had
+		if !had || !slices.Equal(old.endpoints, p.Endpoints) {
+			if ep := pickEndpoint(p.Endpoints); ep.IsValid() {
+				pc.Endpoint = ep.String()
+				changed = true
+			}
+		}
+		if !had || !slices.Equal(old.allowed, p.AllowedIPs) {
+			pc.ReplaceAllowedIPs = true
+			pc.AllowedIPs = slices.Clone(p.AllowedIPs)
+			changed = true
+		}
+		if changed {
+			cfg.Peers = append(cfg.Peers, pc)
+		}
+		d.applied[k] = appliedPeer{endpoints: slices.Clone(p.Endpoints), allowed: slices.Clone(p.AllowedIPs)}
+	}
+	// Removals first (they free allowed IPs a changed peer may take over).
+	slices.SortStableFunc(cfg.Peers, func(a, b uapi.PeerConfig) int {
+		switch {
+		case a.Remove == b.Remove:
+			return 0
+		case a.Remove:
+			return -1
+		}
+		return 1
+	})
+	if len(cfg.Peers) > 0 {
+		if err := d.dev.Apply(cfg); err != nil {
+			d.log.Error("apply peers", "err", err)
+			d.healthLocked("could not configure peers: " + err.Error())
+		}
+	}
+	if err := d.link.Set(nm.Self.Addresses, routes); err != nil {
+		d.log.Error("configure interface", "err", err)
+		d.healthLocked(err.Error())
+	}
+	d.log.Debug("applied map", "version", nm.Version, "peers", len(want), "changes", len(cfg.Peers))
+}
+
+// clearMapLocked removes every peer, address and route; d.mu held.
+func (d *Daemon) clearMapLocked() {
+	d.nm = nil
+	if len(d.applied) > 0 {
+		cfg := &uapi.Config{ReplacePeers: true}
+		if err := d.dev.Apply(cfg); err != nil {
+			d.log.Error("remove peers", "err", err)
+		}
+		d.applied = map[noise.PublicKey]appliedPeer{}
+	}
+	if err := d.link.Clear(); err != nil {
+		d.log.Error("clear interface", "err", err)
+	}
+}

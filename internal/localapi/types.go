@@ -1,0 +1,84 @@
+package localapi
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Backend states reported in Status.BackendState.
+const (
+	StateNoState    = "NoState"    // daemon starting
+	StateNeedsLogin = "NeedsLogin" // not registered with a server
+	StateStopped    = "Stopped"    // registered, but `warren down`
+	StateStarting   = "Starting"   // registered and up, no map yet
+	StateRunning    = "Running"    // up with a network map
+)
+
+// Status is the daemon's view of itself and its peers.
+type Status struct {
+	BackendState string       `json:"backendState"`
+	ServerURL    string       `json:"serverURL,omitempty"`
+	ServerKey    string       `json:"serverKey,omitempty"`
+	Domain       string       `json:"domain,omitempty"`
+	TUN          string       `json:"tun"`
+	ListenPort   uint16       `json:"listenPort"`
+	Self         *PeerStatus  `json:"self,omitempty"`
+	Peers        []PeerStatus `json:"peers"`
+	// Connected reports whether the control stream is up; a node keeps
+	// working on its last map while it is not.
+	Connected bool `json:"connected"`
+	// Health lists problems worth a user's attention, one line each.
+	Health []string `json:"health,omitempty"`
+}
+
+// PeerStatus is one node (self or a peer) in a Status.
+type PeerStatus struct {
+	ID            uint64           `json:"id"`
+	Name          string           `json:"name"`    // DNS label
+	DNSName       string           `json:"dnsName"` // name.domain
+	User          string           `json:"user"`
+	PublicKey     string           `json:"publicKey"`
+	Addresses     []netip.Addr     `json:"addresses"`
+	AllowedIPs    []netip.Prefix   `json:"allowedIPs,omitempty"`
+	Endpoints     []netip.AddrPort `json:"endpoints"` // as reported to the server
+	CurrentAddr   string           `json:"curAddr,omitempty"`
+	Online        bool             `json:"online"`
+	LastSeen      time.Time        `json:"lastSeen,omitzero"`
+	LastHandshake time.Time        `json:"lastHandshake,omitzero"`
+	RxBytes       uint64           `json:"rxBytes"`
+	TxBytes       uint64           `json:"txBytes"`
+	Expiry        time.Time        `json:"expiry,omitzero"`
+}
+
+// UpRequest asks the daemon to join (first time, or with ForceReauth) and
+// to run. With no AuthKey it just brings an already registered node up.
+type UpRequest struct {
+	ServerURL   string `json:"serverURL,omitempty"`
+	ServerKey   string `json:"serverKey,omitempty"` // pin this key instead of fetching it
+	AuthKey     string `json:"authKey,omitempty"`
+	Hostname    string `json:"hostname,omitempty"`
+	ForceReauth bool   `json:"forceReauth,omitempty"`
+}
+
+// PingRequest asks the daemon to ping a peer over the tunnel.
+type PingRequest struct {
+	Peer     string        `json:"peer"` // name, DNS name or tunnel address
+	Count    int           `json:"count"`
+	Interval time.Duration `json:"interval"`
+	Timeout  time.Duration `json:"timeout"` // per probe
+}
+
+// PingResult is one probe's outcome, streamed as it happens.
+type PingResult struct {
+	Seq      int           `json:"seq"`
+	Peer     string        `json:"peer"`
+	IP       netip.Addr    `json:"ip"`
+	Endpoint string        `json:"endpoint,omitempty"` // underlay path the reply came over
+	RTT      time.Duration `json:"rtt,omitempty"`
+	Err      string        `json:"err,omitempty"`
+}
+
+// errorBody is the JSON of every error answer.
+type errorBody struct {
+	Error string `json:"error"`
+}

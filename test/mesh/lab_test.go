@@ -1,0 +1,286 @@
+// Package mesh holds Warren's end-to-end mesh tests: the real `warren`
+// binary as coordination server and as node daemons, each in its own
+// network namespace behind a router namespace, driven only through the CLI
+// (`warren server`, `warren admin`, `warren up/status/ip/ping`) and checked
+// with the kernel's ping through the tunnels. The suite runs on the
+// embedded SQLite store and, when WARREN_TEST_POSTGRES names a server, on
+// PostgreSQL (reached over its unix socket, which works from any namespace).
+package mesh
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"warren/internal/localapi"
+	"warren/internal/nettest"
+)
+
+var warrenBin string
+
+func TestMain(m *testing.M) { os.Exit(runMain(m)) }
+
+func runMain(m *testing.M) int {
+	if os.Geteuid() != 0 && os.Getenv(nettest.RequireEnv) != "1" {
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "warren-mesh-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	warrenBin = filepath.Join(dir, "warren")
+	if out, err := exec.Command("go", "build", "-o", warrenBin, "warren/cmd/warren").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// lab is a router namespace with the server and the nodes each on their
+// own /24 behind it.
+type lab struct {
+	t      *testing.T
+	router *nettest.NS
+	srv    *server
+	nodes  []*node
+	db     string // store DSN
+	nets   int
+}
+
+type server struct {
+	ns      *nettest.NS
+	dir     string
+	url     string
+	apiKey  string
+	cmd     *exec.Cmd
+	restart int
+}
+
+type node struct {
+	l     *lab
+	name  string
+	ns    *nettest.NS
+	dir   string
+	sock  string
+	cmd   *exec.Cmd
+	under string // underlay address
+}
+
+func newLab(t *testing.T, db string) *lab {
+	nettest.NeedNetns(t)
+	for _, tool := range []string{"ip", "ping"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv(nettest.RequireEnv) == "1" {
+				t.Fatalf("%s not installed", tool)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	l := &lab{t: t, router: nettest.NewNS(t, "mrt"), db: db}
+	l.router.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	return l
+}
+
+// attach makes a namespace behind the router on subnet 198.18.N.0/24 and
+// returns it with its address.
+func (l *lab) attach(prefix string) (*nettest.NS, string) {
+	l.nets++
+	n := l.nets
+	ns := nettest.NewNS(l.t, prefix)
+	addr := fmt.Sprintf("198.18.%d.2", n)
+	nettest.Veth(l.t, l.router, fmt.Sprintf("r%d", n), []string{fmt.Sprintf("198.18.%d.1/24", n)}, ns, "eth0", []string{addr + "/24"})
+	ns.Run(l.t, "ip", "route", "add", "default", "via", fmt.Sprintf("198.18.%d.1", n))
+	return ns, addr
+}
+
+// warren runs the binary in ns and returns its stdout (stderr on failure).
+func warren(ns *nettest.NS, args ...string) (string, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, warrenBin}, args...)...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String() + errb.String(), fmt.Errorf("warren %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+func (l *lab) must(ns *nettest.NS, args ...string) string {
+	l.t.Helper()
+	out, err := warren(ns, args...)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
+
+func (l *lab) startServer() {
+	t := l.t
+	ns, addr := l.attach("msrv")
+	s := &server{ns: ns, dir: t.TempDir(), url: "http://" + addr + ":8080"}
+	l.srv = s
+	l.runServer()
+	s.apiKey = l.must(ns, "server", "apikey", "create", "--data-dir", s.dir, "--db", l.db)
+}
+
+func (l *lab) runServer() {
+	s := l.srv
+	s.cmd = s.ns.Start(l.t, warrenBin, "server", "--listen", strings.TrimPrefix(s.url, "http://"), "--data-dir", s.dir, "--db", l.db)
+	waitFor(l.t, 15*time.Second, "server listening", func() bool {
+		_, err := s.ns.Output("bash", "-c", "exec 3<>/dev/tcp/"+strings.ReplaceAll(strings.TrimPrefix(s.url, "http://"), ":", "/"))
+		return err == nil
+	})
+}
+
+func (l *lab) killServer() {
+	l.srv.cmd.Process.Signal(os.Kill)
+	l.srv.cmd.Process.Wait()
+}
+
+func (l *lab) admin(args ...string) (string, error) {
+	return warren(l.srv.ns, append([]string{"admin", "--server", l.srv.url, "--api-key", l.srv.apiKey}, args...)...)
+}
+
+func (l *lab) mustAdmin(args ...string) string {
+	l.t.Helper()
+	out, err := l.admin(args...)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// startNode starts a daemon in a new namespace (not yet joined).
+func (l *lab) startNode(name string) *node {
+	ns, addr := l.attach("mn")
+	dir := l.t.TempDir()
+	n := &node{l: l, name: name, ns: ns, dir: dir, sock: filepath.Join(dir, "warrend.sock"), under: addr}
+	n.cmd = ns.Start(l.t, warrenBin, "daemon", "--state-dir", filepath.Join(dir, "state"), "--socket", n.sock, "--tun", "warren0", "--verbose")
+	waitFor(l.t, 10*time.Second, name+" daemon socket", func() bool {
+		_, err := os.Stat(n.sock)
+		return err == nil
+	})
+	l.nodes = append(l.nodes, n)
+	return n
+}
+
+// up joins the node with key.
+func (n *node) up(key string) (string, error) {
+	return warren(n.ns, "up", "--socket", n.sock, "--server", n.l.srv.url, "--auth-key", key, "--hostname", n.name, "--timeout", "20s")
+}
+
+func (n *node) status() (*localapi.Status, error) {
+	out, err := warren(n.ns, "status", "--json", "--socket", n.sock)
+	if err != nil {
+		return nil, err
+	}
+	var st localapi.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return nil, fmt.Errorf("status --json: %v\n%s", err, out)
+	}
+	return &st, nil
+}
+
+// ips returns the node's tunnel addresses (IPv4, IPv6).
+func (n *node) ips() (string, string) {
+	n.l.t.Helper()
+	v4 := n.l.must(n.ns, "ip", "-4", "--socket", n.sock)
+	v6 := n.l.must(n.ns, "ip", "-6", "--socket", n.sock)
+	return v4, v6
+}
+
+// pingOnce sends one kernel ping through the tunnel.
+func (n *node) pingOnce(addr string, wait time.Duration) error {
+	args := []string{"ping", "-c1", "-W", fmt.Sprintf("%.1f", wait.Seconds()), addr}
+	if strings.Contains(addr, ":") {
+		args = []string{"ping", "-6", "-c1", "-W", fmt.Sprintf("%.1f", wait.Seconds()), addr}
+	}
+	_, err := n.ns.Output(args...)
+	return err
+}
+
+func poll(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !poll(timeout, cond) {
+		t.Fatalf("no %s after %v", what, timeout)
+	}
+}
+
+// backends lists the stores to run the suite on: SQLite in the server's
+// data directory always, PostgreSQL when WARREN_TEST_POSTGRES is set (each
+// run in a schema of its own).
+func backends(t *testing.T) map[string]func(t *testing.T) string {
+	bs := map[string]func(t *testing.T) string{
+		"sqlite": func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "warren.db") },
+	}
+	pg := os.Getenv("WARREN_TEST_POSTGRES")
+	if pg == "" {
+		if os.Getenv("WARREN_REQUIRE_POSTGRES") == "1" {
+			t.Fatal("WARREN_REQUIRE_POSTGRES=1 but WARREN_TEST_POSTGRES is unset")
+		}
+		t.Log("WARREN_TEST_POSTGRES unset: PostgreSQL run skipped")
+		return bs
+	}
+	bs["postgres"] = func(t *testing.T) string { return pgSchema(t, pg) }
+	return bs
+}
+
+var schemaSeq atomic.Int64
+
+func pgSchema(t *testing.T, dsn string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Query().Get("host") == "" || !strings.HasPrefix(u.Query().Get("host"), "/") {
+		t.Fatalf("WARREN_TEST_POSTGRES must reach the server over a unix socket (host=/dir) so the server namespace can use it: %s", dsn)
+	}
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	schema := fmt.Sprintf("mesh_%d_%d", os.Getpid(), schemaSeq.Add(1))
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	t.Cleanup(func() {
+		db, err := sql.Open("pgx", dsn)
+		if err == nil {
+			db.ExecContext(ctx, "DROP SCHEMA "+schema+" CASCADE")
+			db.Close()
+		}
+	})
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
