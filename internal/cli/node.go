@@ -23,7 +23,7 @@ func init() {
 	register(command{"ping", "ping [-c N] PEER    ping a peer over the tunnel, one line per probe", runPing})
 }
 
-func printJSON(w io.Writer, v any) {
+func emitJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
@@ -84,7 +84,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if asJSON {
-		printJSON(stdout, st)
+		emitJSON(stdout, st)
 		return 0
 	}
 	fmt.Fprintf(stdout, "warren is up: %s %s\n", st.Self.DNSName, joinAddrs(st.Self))

@@ -33,7 +33,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *asJSON {
-		printJSON(stdout, st)
+		emitJSON(stdout, st)
 		return 0
 	}
 	writeStatus(stdout, st, time.Now())
