@@ -17,7 +17,7 @@ import (
 )
 
 func init() {
-	register(command{"daemon", "daemon [FLAGS]      run the node agent (see 'warren daemon --help')", runDaemon})
+	register(command{"daemon", "daemon [FLAGS]       run the node agent (see 'warren daemon --help')", runDaemon})
 }
 
 // envSocket overrides the default local API socket for every node verb.

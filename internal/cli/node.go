@@ -15,12 +15,12 @@ import (
 )
 
 func init() {
-	register(command{"up", "up [FLAGS]          join a warren (--server URL --auth-key KEY) and bring the node up", runUp})
-	register(command{"down", "down                take this node off the mesh (it stays registered)", runDown})
-	register(command{"logout", "logout              take the node down and forget its registration and key", runLogout})
-	register(command{"status", "status [--json]     show this node and its peers", runStatus})
-	register(command{"ip", "ip [-4|-6] [PEER]   print this node's (or a peer's) tunnel addresses", runIP})
-	register(command{"ping", "ping [-c N] PEER    ping a peer over the tunnel, one line per probe", runPing})
+	register(command{"up", "up [FLAGS]           join a warren (--server URL --auth-key KEY) and bring the node up", runUp})
+	register(command{"down", "down                 take this node off the mesh (it stays registered)", runDown})
+	register(command{"logout", "logout               take the node down and forget its registration and key", runLogout})
+	register(command{"status", "status [--json]      show this node and its peers", runStatus})
+	register(command{"ip", "ip [-4|-6] [PEER]    print this node's (or a peer's) tunnel addresses", runIP})
+	register(command{"ping", "ping [-c N] PEER     ping a peer over the tunnel, one line per probe", runPing})
 }
 
 func emitJSON(w io.Writer, v any) {
