@@ -7,7 +7,8 @@
 #
 # Run as root: DIR is created (must not exist or be empty) and handed to the
 # `postgres` user; the server listens on 127.0.0.1 on a free port and on a
-# unix socket in DIR, with trust auth for local connections only.
+# unix socket in DIR, with trust auth for local connections only. The DSN
+# printed uses the unix socket, which works from inside network namespaces.
 set -euo pipefail
 cmd="${1:-}"; dir="${2:-}"
 if [[ -z "$cmd" || -z "$dir" ]]; then
@@ -35,7 +36,8 @@ start)
   done
   [[ -n "$started" ]] || { cat "$dir/server.log" >&2; exit 1; }
   as_pg "$bin/createdb" -h "$dir" -p "$port" -U postgres warren_test
-  echo "postgres://postgres@127.0.0.1:$port/warren_test?sslmode=disable"
+  # The unix socket reaches the server from any network namespace.
+  echo "postgres://postgres@/warren_test?host=$dir&port=$port&sslmode=disable"
   ;;
 stop)
   # Only remove what start made (or an empty directory).
