@@ -1,0 +1,439 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"warren/internal/control/admin"
+)
+
+func init() {
+	register(command{"admin", "admin RESOURCE VERB   manage users, auth keys, nodes and API keys over the admin API (see 'warren admin --help')", runAdmin})
+}
+
+// Environment defaults for `warren admin`.
+const (
+	envServer = "WARREN_SERVER"
+	envAPIKey = "WARREN_API_KEY"
+)
+
+const defaultAdminServer = "http://localhost:8080"
+
+// adminOpts are the global flags; every verb accepts them too, so they may
+// come before or after RESOURCE VERB.
+type adminOpts struct {
+	server, key string
+	json        bool
+}
+
+func (o *adminOpts) bind(fs *flag.FlagSet) {
+	fs.StringVar(&o.server, "server", o.server, "server URL (default $"+envServer+", else "+defaultAdminServer+")")
+	fs.StringVar(&o.key, "api-key", o.key, "admin API key wapi_... (default $"+envAPIKey+")")
+	fs.BoolVar(&o.json, "json", o.json, "print JSON instead of a table or a message")
+}
+
+// adminVerb is one RESOURCE VERB. setup defines the verb's own flags and
+// returns what runs it with the positional arguments.
+type adminVerb struct {
+	res, name, args, help string
+	nargs                 int
+	setup                 func(fs *flag.FlagSet) func(c *adminClient, pos []string) error
+}
+
+func adminVerbs() []adminVerb {
+	return []adminVerb{
+		{"users", "create", "NAME", "create a user", 1, noFlags(func(c *adminClient, p []string) error {
+			var u admin.User
+			return c.mutate("POST", "/users", admin.NameRequest{Name: p[0]}, &u, func() string {
+				return fmt.Sprintf("created user %s (id %d)", u.Name, u.ID)
+			})
+		})},
+		{"users", "list", "", "list users", 0, noFlags(func(c *adminClient, _ []string) error {
+			var us []admin.User
+			return c.list("/users", &us, func() { printUsers(c.stdout, us) })
+		})},
+		{"users", "rename", "OLD NEW", "rename a user", 2, noFlags(func(c *adminClient, p []string) error {
+			var u admin.User
+			return c.mutate("PATCH", "/users/"+url.PathEscape(p[0]), admin.NameRequest{Name: p[1]}, &u, func() string {
+				return fmt.Sprintf("renamed user %s to %s", p[0], u.Name)
+			})
+		})},
+		{"users", "delete", "NAME", "delete a user (it must own no nodes; its auth keys go with it)", 1, noFlags(func(c *adminClient, p []string) error {
+			return c.remove("/users/"+url.PathEscape(p[0]), "user "+p[0])
+		})},
+
+		{"authkeys", "create", "", "create a pre-auth key for --user; prints only the key (--json: the whole object)", 0, func(fs *flag.FlagSet) func(*adminClient, []string) error {
+			var req admin.AuthKeyRequest
+			fs.StringVar(&req.User, "user", "", "the user whose nodes join with this key (required)")
+			fs.BoolVar(&req.Reusable, "reusable", false, "the key can register any number of nodes (default: one)")
+			fs.BoolVar(&req.Ephemeral, "ephemeral", false, "nodes joining with it are deleted when offline for a while")
+			fs.StringVar(&req.Expiration, "expiration", "", "the key stops working after this long (e.g. 1h, 30d; default never)")
+			return func(c *adminClient, _ []string) error {
+				if req.User == "" {
+					return usageError("authkeys create: --user is required")
+				}
+				if req.Expiration != "" {
+					if _, err := admin.ParseDuration(req.Expiration); err != nil {
+						return usageError("authkeys create: --expiration: " + err.Error())
+					}
+				}
+				var k admin.AuthKey
+				return c.mutate("POST", "/authkeys", req, &k, func() string { return k.Key })
+			}
+		}},
+		{"authkeys", "list", "", "list pre-auth keys (secrets are never shown again)", 0, func(fs *flag.FlagSet) func(*adminClient, []string) error {
+			user := fs.String("user", "", "only this user's keys")
+			return func(c *adminClient, _ []string) error {
+				var ks []admin.AuthKey
+				return c.list("/authkeys"+userQuery(*user), &ks, func() { printAuthKeys(c.stdout, ks) })
+			}
+		}},
+		{"authkeys", "expire", "ID", "make a pre-auth key unusable from now on", 1, noFlags(func(c *adminClient, p []string) error {
+			var k admin.AuthKey
+			return c.mutate("POST", "/authkeys/"+url.PathEscape(p[0])+"/expire", nil, &k, func() string { return "expired auth key " + p[0] })
+		})},
+		{"authkeys", "delete", "ID", "delete a pre-auth key (nodes that joined with it stay)", 1, noFlags(func(c *adminClient, p []string) error {
+			return c.remove("/authkeys/"+url.PathEscape(p[0]), "auth key "+p[0])
+		})},
+
+		{"nodes", "list", "", "list nodes", 0, func(fs *flag.FlagSet) func(*adminClient, []string) error {
+			user := fs.String("user", "", "only this user's nodes")
+			return func(c *adminClient, _ []string) error {
+				var ns []admin.Node
+				return c.list("/nodes"+userQuery(*user), &ns, func() { printNodes(c.stdout, ns) })
+			}
+		}},
+		{"nodes", "delete", "ID|NAME", "delete a node; it is dropped from every map and its stream closed", 1, noFlags(func(c *adminClient, p []string) error {
+			return c.remove("/nodes/"+url.PathEscape(p[0]), "node "+p[0])
+		})},
+		{"nodes", "expire", "ID|NAME", "expire a node's key now; it must register again", 1, noFlags(func(c *adminClient, p []string) error {
+			var n admin.Node
+			return c.mutate("POST", "/nodes/"+url.PathEscape(p[0])+"/expire", nil, &n, func() string {
+				return fmt.Sprintf("expired node %s (id %d)", n.Name, n.ID)
+			})
+		})},
+		{"nodes", "rename", "ID|NAME NEWNAME", "rename a node (a DNS label, unique in the deployment)", 2, noFlags(func(c *adminClient, p []string) error {
+			var n admin.Node
+			return c.mutate("PATCH", "/nodes/"+url.PathEscape(p[0]), admin.NameRequest{Name: p[1]}, &n, func() string {
+				return fmt.Sprintf("renamed node %s to %s (id %d)", p[0], n.Name, n.ID)
+			})
+		})},
+
+		{"apikeys", "create", "", "create an admin API key; prints only the key (--json: the whole object)", 0, func(fs *flag.FlagSet) func(*adminClient, []string) error {
+			var req admin.APIKeyRequest
+			fs.StringVar(&req.Expiration, "expiration", "", "the key stops working after this long (e.g. 90d; default never)")
+			return func(c *adminClient, _ []string) error {
+				if req.Expiration != "" {
+					if _, err := admin.ParseDuration(req.Expiration); err != nil {
+						return usageError("apikeys create: --expiration: " + err.Error())
+					}
+				}
+				var k admin.APIKey
+				return c.mutate("POST", "/apikeys", req, &k, func() string { return k.Key })
+			}
+		}},
+		{"apikeys", "list", "", "list admin API keys (prefixes only)", 0, noFlags(func(c *adminClient, _ []string) error {
+			var ks []admin.APIKey
+			return c.list("/apikeys", &ks, func() { printAPIKeys(c.stdout, ks) })
+		})},
+		{"apikeys", "expire", "ID", "make an admin API key unusable from now on", 1, noFlags(func(c *adminClient, p []string) error {
+			var k admin.APIKey
+			return c.mutate("POST", "/apikeys/"+url.PathEscape(p[0])+"/expire", nil, &k, func() string { return "expired API key " + p[0] })
+		})},
+		{"apikeys", "delete", "ID", "delete an admin API key", 1, noFlags(func(c *adminClient, p []string) error {
+			return c.remove("/apikeys/"+url.PathEscape(p[0]), "API key "+p[0])
+		})},
+	}
+}
+
+func noFlags(run func(c *adminClient, pos []string) error) func(*flag.FlagSet) func(*adminClient, []string) error {
+	return func(*flag.FlagSet) func(*adminClient, []string) error { return run }
+}
+
+func userQuery(user string) string {
+	if user == "" {
+		return ""
+	}
+	return "?user=" + url.QueryEscape(user)
+}
+
+// usageError is bad input found before talking to the server (exit 2).
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+func adminUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: warren admin [--server URL] [--api-key KEY] [--json] RESOURCE VERB [ARGS]")
+	fmt.Fprintf(w, "Talks to the server's admin API; --server and --api-key default to $%s and $%s.\n", envServer, envAPIKey)
+	fmt.Fprintln(w, "Global flags may also follow RESOURCE VERB. Verbs:")
+	for _, v := range adminVerbs() {
+		fmt.Fprintf(w, "  %-38s %s\n", strings.TrimSpace(v.res+" "+v.name+" "+v.args), v.help)
+	}
+}
+
+func runAdmin(args []string, stdout, stderr io.Writer) int {
+	o := &adminOpts{} // the environment applies after parsing, so --help never shows the key
+	top := flag.NewFlagSet("admin", flag.ContinueOnError)
+	o.bind(top)
+	if code, done := quietParse(top, func() error { return top.Parse(args) }, "warren admin", stdout, stderr, adminUsage); done {
+		return code
+	}
+	rest := top.Args()
+	if len(rest) == 0 || rest[0] == "help" {
+		if len(rest) == 0 {
+			adminUsage(stderr)
+			return 2
+		}
+		adminUsage(stdout)
+		return 0
+	}
+	var names []string
+	var verb *adminVerb
+	for _, v := range adminVerbs() {
+		if v.res != rest[0] {
+			continue
+		}
+		names = append(names, v.name)
+		if len(rest) > 1 && v.name == rest[1] {
+			verb = &v
+		}
+	}
+	switch {
+	case names == nil:
+		fmt.Fprintf(stderr, "warren admin: unknown resource %q (want users, authkeys, nodes or apikeys)\n", rest[0])
+		return 2
+	case len(rest) > 1 && (rest[1] == "-h" || rest[1] == "--help" || rest[1] == "help"):
+		for _, v := range adminVerbs() {
+			if v.res == rest[0] {
+				fmt.Fprintf(stdout, "  warren admin %-30s %s\n", strings.TrimSpace(v.res+" "+v.name+" "+v.args), v.help)
+			}
+		}
+		return 0
+	case verb == nil && len(rest) == 1:
+		fmt.Fprintf(stderr, "warren admin: %s: missing verb (want %s)\n", rest[0], strings.Join(names, ", "))
+		return 2
+	case verb == nil:
+		fmt.Fprintf(stderr, "warren admin: %s: unknown verb %q (want %s)\n", rest[0], rest[1], strings.Join(names, ", "))
+		return 2
+	}
+	who := verb.res + " " + verb.name
+	fs := flag.NewFlagSet(who, flag.ContinueOnError)
+	run := verb.setup(fs)
+	o.bind(fs)
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, "usage: warren admin %s [FLAGS]\n%s\nFlags:\n", strings.TrimSpace(who+" "+verb.args), verb.help)
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
+	var pos []string
+	if code, done := quietParse(fs, func() (err error) { pos, err = parseInterspersed(fs, rest[2:]); return err }, "warren admin: "+who, stdout, stderr, usage); done {
+		return code
+	}
+	if len(pos) != verb.nargs {
+		want := "no arguments"
+		if verb.nargs > 0 {
+			want = verb.args
+		}
+		fmt.Fprintf(stderr, "warren admin: %s: want %s, got %d argument(s)\n", who, want, len(pos))
+		return 2
+	}
+	for _, p := range pos {
+		if p == "" {
+			fmt.Fprintf(stderr, "warren admin: %s: empty argument\n", who)
+			return 2
+		}
+	}
+	c, err := newAdminClient(o, stdout)
+	if err == nil {
+		err = run(c, pos)
+	}
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "warren admin: %s\n", adminOneLine(ue.Error()))
+		return 2
+	}
+	fmt.Fprintf(stderr, "warren admin: %s\n", adminOneLine(err.Error()))
+	return 1
+}
+
+// quietParse runs parse on fs without the flag package's own output: a
+// bad flag is one line on stderr (exit 2), -h/--help prints usage on stdout
+// (exit 0). done reports whether the command should return code now.
+func quietParse(fs *flag.FlagSet, parse func() error, who string, stdout, stderr io.Writer, usage func(io.Writer)) (code int, done bool) {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := parse()
+	switch {
+	case err == nil:
+		return 0, false
+	case errors.Is(err, flag.ErrHelp):
+		usage(stdout)
+		return 0, true
+	}
+	fmt.Fprintf(stderr, "%s: %v (see --help)\n", who, err)
+	return 2, true
+}
+
+// parseInterspersed parses flags that may come between positional
+// arguments; everything after "--" is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func adminOneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// adminClient calls the admin API.
+type adminClient struct {
+	base   string // server URL + "/api/v1"
+	key    string
+	json   bool
+	stdout io.Writer
+	hc     *http.Client
+}
+
+func newAdminClient(o *adminOpts, stdout io.Writer) (*adminClient, error) {
+	srv := strings.TrimSpace(o.server)
+	if srv == "" {
+		srv = strings.TrimSpace(os.Getenv(envServer))
+	}
+	if srv == "" {
+		srv = defaultAdminServer
+	}
+	if !strings.Contains(srv, "://") {
+		srv = "http://" + srv
+	}
+	u, err := url.Parse(srv)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, usageError(fmt.Sprintf("--server %q is not an http(s) URL", o.server))
+	}
+	key := strings.TrimSpace(o.key)
+	if key == "" {
+		key = strings.TrimSpace(os.Getenv(envAPIKey))
+	}
+	if key == "" {
+		return nil, usageError(fmt.Sprintf("no API key (use --api-key or $%s; create one with 'warren server apikey create' on the server)", envAPIKey))
+	}
+	if !strings.HasPrefix(key, "wapi_") {
+		return nil, usageError("--api-key does not look like an admin API key (wapi_...)")
+	}
+	return &adminClient{base: strings.TrimRight(u.String(), "/") + "/api/v1", key: key, json: o.json, stdout: stdout,
+		hc: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+// do sends a request and decodes a 2xx answer into out; other answers
+// become the server's one-line error.
+func (c *adminClient) do(method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("cannot reach the server at %s: %v", strings.TrimSuffix(c.base, "/api/v1"), err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("reading the server's answer: %v", err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		var eb struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
+			return errors.New(eb.Error)
+		}
+		return fmt.Errorf("server answered %s (is %s a Warren server?)", resp.Status, strings.TrimSuffix(c.base, "/api/v1"))
+	}
+	if out != nil && resp.StatusCode != http.StatusNoContent {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("unexpected answer from the server: %v", err)
+		}
+	}
+	return nil
+}
+
+// list fetches a listing and prints it as JSON or with table.
+func (c *adminClient) list(path string, out any, table func()) error {
+	if err := c.do("GET", path, nil, out); err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(out)
+	}
+	table()
+	return nil
+}
+
+// mutate sends a change and prints the result as JSON or as msg().
+func (c *adminClient) mutate(method, path string, body, out any, msg func() string) error {
+	if err := c.do(method, path, body, out); err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(out)
+	}
+	_, err := fmt.Fprintln(c.stdout, msg())
+	return err
+}
+
+// remove deletes what and confirms.
+func (c *adminClient) remove(path, what string) error {
+	if err := c.do("DELETE", path, nil, nil); err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(map[string]string{"deleted": what})
+	}
+	_, err := fmt.Fprintln(c.stdout, "deleted "+what)
+	return err
+}
+
+func (c *adminClient) printJSON(v any) error {
+	enc := json.NewEncoder(c.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

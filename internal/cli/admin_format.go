@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"warren/internal/control/admin"
+)
+
+// Tables and JSON for `warren admin` (and `warren server apikey list`).
+
+func printJSON(stdout, stderr io.Writer, who string, v any) int {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", who, err)
+		return 1
+	}
+	return 0
+}
+
+func table(w io.Writer, header string, rows [][]string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}
+
+// when shows a time in local time to the second; "-" if unset.
+func when(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+// expiry shows an expiration: "never", "expired <time>" or the time.
+func expiry(t *time.Time, expired bool) string {
+	switch {
+	case t == nil:
+		return "never"
+	case expired:
+		return "expired " + when(t)
+	}
+	return when(t)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func dashIfEmpty(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printUsers(w io.Writer, us []admin.User) {
+	rows := make([][]string, 0, len(us))
+	for _, u := range us {
+		rows = append(rows, []string{strconv.FormatInt(u.ID, 10), u.Name, when(&u.Created)})
+	}
+	table(w, "ID\tNAME\tCREATED", rows)
+}
+
+func printAuthKeys(w io.Writer, ks []admin.AuthKey) {
+	rows := make([][]string, 0, len(ks))
+	for _, k := range ks {
+		rows = append(rows, []string{strconv.FormatInt(k.ID, 10), k.Prefix, k.User, yesNo(k.Reusable), yesNo(k.Ephemeral),
+			strconv.FormatInt(k.UsedCount, 10), expiry(k.Expiration, k.Expired), when(&k.Created)})
+	}
+	table(w, "ID\tPREFIX\tUSER\tREUSABLE\tEPHEMERAL\tUSED\tEXPIRATION\tCREATED", rows)
+}
+
+func printNodes(w io.Writer, ns []admin.Node) {
+	rows := make([][]string, 0, len(ns))
+	for _, n := range ns {
+		seen := when(n.LastSeen)
+		if n.Online {
+			seen = "now"
+		}
+		rows = append(rows, []string{strconv.FormatInt(n.ID, 10), n.Name, n.User, dashIfEmpty(n.Hostname),
+			dashIfEmpty(strings.Join(n.Addresses, ",")), yesNo(n.Online), seen, expiry(n.Expiry, n.Expired), yesNo(n.Ephemeral)})
+	}
+	table(w, "ID\tNAME\tUSER\tHOSTNAME\tADDRESSES\tONLINE\tLAST SEEN\tEXPIRY\tEPHEMERAL", rows)
+}
+
+func printAPIKeys(w io.Writer, ks []admin.APIKey) {
+	rows := make([][]string, 0, len(ks))
+	for _, k := range ks {
+		rows = append(rows, []string{strconv.FormatInt(k.ID, 10), k.Prefix, expiry(k.Expiration, k.Expired), when(k.LastUsed), when(&k.Created)})
+	}
+	table(w, "ID\tPREFIX\tEXPIRATION\tLAST USED\tCREATED", rows)
+}

@@ -1,0 +1,501 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"warren/internal/control/admin"
+	"warren/internal/control/server"
+	"warren/internal/noise"
+	"warren/internal/store"
+)
+
+func init() {
+	register(command{"server", "server [FLAGS]        run the coordination server (also: server apikey create|list, server key; see --help)", runServer})
+}
+
+// serverConfig is what `warren server` runs with: flags, or the same
+// settings as snake_case keys of a JSON --config file (flags win).
+type serverConfig struct {
+	Listen         string `json:"listen"`
+	DataDir        string `json:"data_dir"`
+	DB             string `json:"db"`
+	IPv4Prefix     string `json:"ipv4_prefix"`
+	IPv6Prefix     string `json:"ipv6_prefix"`
+	Domain         string `json:"domain"`
+	EphemeralGrace string `json:"ephemeral_grace"`
+	TLSCert        string `json:"tls_cert"`
+	TLSKey         string `json:"tls_key"`
+}
+
+const (
+	defaultListen  = ":8080"
+	defaultDataDir = "/var/lib/warren-server"
+	serverKeyFile  = "server.key"
+)
+
+// serverFlags binds the flags shared by `warren server` and its
+// subcommands; all=false binds only those locating the data (config,
+// data dir, database, prefixes).
+type serverFlags struct {
+	fs     *flag.FlagSet
+	config string
+	c      serverConfig
+}
+
+func newServerFlags(name string, stderr io.Writer, all bool) *serverFlags {
+	sf := &serverFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+	fs := sf.fs
+	fs.SetOutput(stderr)
+	fs.StringVar(&sf.config, "config", "", "JSON config file with the same settings as snake_case keys (flags override it)")
+	fs.StringVar(&sf.c.DataDir, "data-dir", defaultDataDir, "directory for the server key and the SQLite database (created 0700)")
+	fs.StringVar(&sf.c.DB, "db", "", `database: "sqlite:PATH" or "postgres://..." (default "sqlite:DATA-DIR/warren.db")`)
+	fs.StringVar(&sf.c.IPv4Prefix, "ipv4-prefix", "", "IPv4 prefix node addresses come from, fixed at first start (default 100.64.0.0/10)")
+	fs.StringVar(&sf.c.IPv6Prefix, "ipv6-prefix", "", "IPv6 prefix node addresses come from, fixed at first start (default a random ULA /48)")
+	if all {
+		fs.StringVar(&sf.c.Listen, "listen", defaultListen, "address to serve HTTP(S) on")
+		fs.StringVar(&sf.c.Domain, "domain", "", "the deployment's DNS domain (default "+server.DefaultDomain+")")
+		fs.StringVar(&sf.c.EphemeralGrace, "ephemeral-grace", "", "how long an ephemeral node may stay offline before it is deleted (default 2m)")
+		fs.StringVar(&sf.c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; needs --tls-key)")
+		fs.StringVar(&sf.c.TLSKey, "tls-key", "", "private key for --tls-cert (PEM)")
+	}
+	return sf
+}
+
+// resolve merges defaults, the config file and the flags given on the
+// command line, and checks the result.
+func (sf *serverFlags) resolve() (serverConfig, error) {
+	c := serverConfig{Listen: defaultListen, DataDir: defaultDataDir}
+	if sf.config != "" {
+		fc, err := loadServerConfig(sf.config)
+		if err != nil {
+			return c, err
+		}
+		mergeConfig(&c, fc)
+	}
+	sf.fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "listen":
+			c.Listen = sf.c.Listen
+		case "data-dir":
+			c.DataDir = sf.c.DataDir
+		case "db":
+			c.DB = sf.c.DB
+		case "ipv4-prefix":
+			c.IPv4Prefix = sf.c.IPv4Prefix
+		case "ipv6-prefix":
+			c.IPv6Prefix = sf.c.IPv6Prefix
+		case "domain":
+			c.Domain = sf.c.Domain
+		case "ephemeral-grace":
+			c.EphemeralGrace = sf.c.EphemeralGrace
+		case "tls-cert":
+			c.TLSCert = sf.c.TLSCert
+		case "tls-key":
+			c.TLSKey = sf.c.TLSKey
+		}
+	})
+	if c.DataDir == "" {
+		return c, errors.New("--data-dir is empty")
+	}
+	if c.DB == "" {
+		c.DB = "sqlite:" + filepath.Join(c.DataDir, "warren.db")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return c, errors.New("--tls-cert and --tls-key go together")
+	}
+	return c, nil
+}
+
+func mergeConfig(c *serverConfig, fc serverConfig) {
+	for _, p := range []struct {
+		dst *string
+		src string
+	}{
+		{&c.Listen, fc.Listen}, {&c.DataDir, fc.DataDir}, {&c.DB, fc.DB}, {&c.IPv4Prefix, fc.IPv4Prefix},
+		{&c.IPv6Prefix, fc.IPv6Prefix}, {&c.Domain, fc.Domain}, {&c.EphemeralGrace, fc.EphemeralGrace},
+		{&c.TLSCert, fc.TLSCert}, {&c.TLSKey, fc.TLSKey},
+	} {
+		if p.src != "" {
+			*p.dst = p.src
+		}
+	}
+}
+
+// loadServerConfig reads a JSON config file; unknown keys and values that
+// are not strings are errors naming the key.
+func loadServerConfig(path string) (serverConfig, error) {
+	var c serverConfig
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return c, fmt.Errorf("config %s: not a JSON object: %v", path, err)
+	}
+	fields := map[string]*string{
+		"listen": &c.Listen, "data_dir": &c.DataDir, "db": &c.DB, "ipv4_prefix": &c.IPv4Prefix,
+		"ipv6_prefix": &c.IPv6Prefix, "domain": &c.Domain, "ephemeral_grace": &c.EphemeralGrace,
+		"tls_cert": &c.TLSCert, "tls_key": &c.TLSKey,
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		dst, ok := fields[k]
+		if !ok {
+			return c, fmt.Errorf("config %s: unknown key %q", path, k)
+		}
+		if err := json.Unmarshal(raw[k], dst); err != nil {
+			return c, fmt.Errorf("config %s: key %q: want a string", path, k)
+		}
+	}
+	return c, nil
+}
+
+// storeOptions parses the address prefixes.
+func (c serverConfig) storeOptions() (store.Options, error) {
+	var o store.Options
+	var err error
+	if c.IPv4Prefix != "" {
+		if o.IPv4Prefix, err = netip.ParsePrefix(c.IPv4Prefix); err != nil || !o.IPv4Prefix.Addr().Is4() {
+			return o, fmt.Errorf("--ipv4-prefix %q is not an IPv4 prefix", c.IPv4Prefix)
+		}
+	}
+	if c.IPv6Prefix != "" {
+		if o.IPv6Prefix, err = netip.ParsePrefix(c.IPv6Prefix); err != nil || !o.IPv6Prefix.Addr().Is6() {
+			return o, fmt.Errorf("--ipv6-prefix %q is not an IPv6 prefix", c.IPv6Prefix)
+		}
+	}
+	return o, nil
+}
+
+func (c serverConfig) openStore(ctx context.Context) (*store.Store, error) {
+	o, err := c.storeOptions()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return store.Open(ctx, c.DB, o)
+}
+
+func (c serverConfig) keyPath() string { return filepath.Join(c.DataDir, serverKeyFile) }
+
+// loadServerKey reads the server's static private key, refusing a file
+// that group or others may read. With create, a missing key is generated
+// and written atomically with mode 0600.
+func loadServerKey(path string, create bool) (noise.PrivateKey, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) && create {
+		return createServerKey(path)
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return noise.PrivateKey{}, fmt.Errorf("no server key at %s (start `warren server` once to create it)", path)
+	}
+	if err != nil {
+		return noise.PrivateKey{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return noise.PrivateKey{}, err
+	}
+	if !fi.Mode().IsRegular() {
+		return noise.PrivateKey{}, fmt.Errorf("server key %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return noise.PrivateKey{}, fmt.Errorf("server key %s is readable by group or others (mode %04o); run chmod 600 %s", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1024))
+	if err != nil {
+		return noise.PrivateKey{}, err
+	}
+	k, err := noise.ParsePrivateKey(strings.TrimSpace(string(b)))
+	noise.Zero(b)
+	if err != nil {
+		return noise.PrivateKey{}, fmt.Errorf("server key %s: %v", path, err)
+	}
+	return k, nil
+}
+
+func createServerKey(path string) (noise.PrivateKey, error) {
+	k, err := noise.GeneratePrivateKey()
+	if err != nil {
+		return k, err
+	}
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".server.key-*")
+	if err != nil {
+		return k, err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return k, err
+	}
+	if _, err := tmp.WriteString(k.Base64() + "\n"); err != nil {
+		tmp.Close()
+		return k, err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return k, err
+	}
+	if err := tmp.Close(); err != nil {
+		return k, err
+	}
+	// Link, not rename: never replace a key another process just created.
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return loadServerKey(path, false)
+		}
+		return k, err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return k, nil
+}
+
+func serverUsage(w io.Writer, fs *flag.FlagSet) {
+	fs.SetOutput(w)
+	fmt.Fprintln(w, `usage: warren server [FLAGS]                  run the coordination server in the foreground
+       warren server apikey create [--expiration D] [--config F] [--data-dir D] [--db DSN]
+                                                print a new admin API key
+       warren server apikey list [--json] [--config F] [--data-dir D] [--db DSN]
+       warren server key [--config F] [--data-dir D] print the server's public key
+One HTTP server serves the control protocol (/warren/v1/) and the admin API
+(/api/v1/, see 'warren admin --help'). The subcommands use the store directly,
+on the server host. Flags:`)
+	fs.PrintDefaults()
+}
+
+func runServer(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "apikey", "apikeys":
+			return runServerAPIKey(args[1:], stdout, stderr)
+		case "key":
+			return runServerKey(args[1:], stdout, stderr)
+		}
+	}
+	sf := newServerFlags("server", stderr, true)
+	if code, done := quietParse(sf.fs, func() error { return sf.fs.Parse(args) }, "warren server", stdout, stderr, func(w io.Writer) { serverUsage(w, sf.fs) }); done {
+		return code
+	}
+	if sf.fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "warren server: unexpected argument %q (subcommands: apikey, key)\n", sf.fs.Arg(0))
+		return 2
+	}
+	c, err := sf.resolve()
+	if err != nil {
+		fmt.Fprintf(stderr, "warren server: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, c, stderr)
+}
+
+// serve runs the server until ctx ends, then shuts it down gracefully.
+func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
+	fail := func(format string, args ...any) int {
+		fmt.Fprintf(stderr, "warren server: "+format+"\n", args...)
+		return 1
+	}
+	var grace time.Duration
+	if c.EphemeralGrace != "" {
+		var err error
+		if grace, err = admin.ParseDuration(c.EphemeralGrace); err != nil {
+			fmt.Fprintf(stderr, "warren server: --ephemeral-grace: %v\n", err)
+			return 2
+		}
+	}
+	if _, err := c.storeOptions(); err != nil {
+		fmt.Fprintf(stderr, "warren server: %v\n", err)
+		return 2
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fail("data dir: %v", err)
+	}
+	key, err := loadServerKey(c.keyPath(), true)
+	if err != nil {
+		return fail("%v", err)
+	}
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer st.Close()
+	logger := log.New(stderr, "warren server: ", log.LstdFlags)
+	srv := server.New(st, key, server.Options{Domain: c.Domain, EphemeralGrace: grace, Logf: logger.Printf})
+	defer srv.Close()
+	mux := http.NewServeMux()
+	mux.Handle("/", srv.Handler())
+	mux.Handle(admin.Prefix, admin.New(st, srv.Notify))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger}
+
+	l, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fail("%v", err)
+	}
+	scheme := "http"
+	if c.TLSCert != "" {
+		scheme = "https"
+	}
+	fmt.Fprintf(stderr, "warren server: listening on %s://%s, public key %s\n", scheme, l.Addr(), srv.PublicKey())
+	errc := make(chan error, 1)
+	go func() {
+		if c.TLSCert != "" {
+			errc <- hs.ServeTLS(l, c.TLSCert, c.TLSKey)
+		} else {
+			errc <- hs.Serve(l)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fail("%v", err)
+	case <-ctx.Done():
+	}
+	fmt.Fprintln(stderr, "warren server: shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hs.Shutdown(sctx) // stops accepting; control streams are hijacked and closed by srv.Close
+	srv.Close()
+	return 0
+}
+
+// runServerAPIKey: `warren server apikey create|list`.
+func runServerAPIKey(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "create" && args[0] != "list") {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			fmt.Fprintln(stdout, "usage: warren server apikey create [--expiration D] [--config F] [--data-dir D] [--db DSN]\n       warren server apikey list [--json] [--config F] [--data-dir D] [--db DSN]")
+			return 0
+		}
+		fmt.Fprintln(stderr, "warren server apikey: want 'create' or 'list'")
+		return 2
+	}
+	verb := args[0]
+	sf := newServerFlags("server apikey "+verb, stderr, false)
+	var expiration string
+	var asJSON bool
+	if verb == "create" {
+		sf.fs.StringVar(&expiration, "expiration", "", "the key stops working after this long (e.g. 90d, 12h; default never)")
+	} else {
+		sf.fs.BoolVar(&asJSON, "json", false, "print JSON")
+	}
+	if code, done := quietParse(sf.fs, func() error { return sf.fs.Parse(args[1:]) }, "warren server apikey "+verb, stdout, stderr, func(w io.Writer) { serverUsage(w, sf.fs) }); done {
+		return code
+	}
+	if sf.fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "warren server apikey %s: unexpected argument %q\n", verb, sf.fs.Arg(0))
+		return 2
+	}
+	c, err := sf.resolve()
+	if err != nil {
+		fmt.Fprintf(stderr, "warren server apikey %s: %v\n", verb, err)
+		return 2
+	}
+	var exp time.Time
+	if expiration != "" {
+		d, err := admin.ParseDuration(expiration)
+		if err != nil {
+			fmt.Fprintf(stderr, "warren server apikey create: --expiration: %v\n", err)
+			return 2
+		}
+		exp = time.Now().Add(d)
+	}
+	if strings.HasPrefix(c.DB, "sqlite:") {
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+			fmt.Fprintf(stderr, "warren server apikey %s: data dir: %v\n", verb, err)
+			return 1
+		}
+	}
+	st, err := c.openStore(context.Background())
+	if err != nil {
+		fmt.Fprintf(stderr, "warren server apikey %s: %v\n", verb, err)
+		return 1
+	}
+	defer st.Close()
+	ctx := context.Background()
+	if verb == "create" {
+		secret, _, err := st.CreateAPIKey(ctx, exp)
+		if err != nil {
+			fmt.Fprintf(stderr, "warren server apikey create: %v\n", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, secret)
+		return 0
+	}
+	ks, err := st.ListAPIKeys(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "warren server apikey list: %v\n", err)
+		return 1
+	}
+	now := time.Now()
+	out := make([]admin.APIKey, 0, len(ks))
+	for _, k := range ks {
+		a := admin.APIKey{ID: k.ID, Prefix: k.Prefix, Expired: !k.Expiry.IsZero() && !now.Before(k.Expiry), Created: k.Created.UTC()}
+		a.Expiration, a.LastUsed = optTime(k.Expiry), optTime(k.LastUsed)
+		out = append(out, a)
+	}
+	if asJSON {
+		return printJSON(stdout, stderr, "warren server apikey list", out)
+	}
+	printAPIKeys(stdout, out)
+	return 0
+}
+
+// runServerKey: `warren server key` prints the public key of an existing
+// server key.
+func runServerKey(args []string, stdout, stderr io.Writer) int {
+	sf := newServerFlags("server key", stderr, false)
+	if code, done := quietParse(sf.fs, func() error { return sf.fs.Parse(args) }, "warren server key", stdout, stderr, func(w io.Writer) { serverUsage(w, sf.fs) }); done {
+		return code
+	}
+	if sf.fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "warren server key: unexpected argument %q\n", sf.fs.Arg(0))
+		return 2
+	}
+	c, err := sf.resolve()
+	if err != nil {
+		fmt.Fprintf(stderr, "warren server key: %v\n", err)
+		return 2
+	}
+	k, err := loadServerKey(c.keyPath(), false)
+	if err != nil {
+		fmt.Fprintf(stderr, "warren server key: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, k.PublicKey().String())
+	noise.Zero(k[:])
+	return 0
+}
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
