@@ -284,3 +284,15 @@ func pgSchema(t *testing.T, dsn string) string {
 	u.RawQuery = q.Encode()
 	return u.String()
 }
+
+// mustPipe runs the binary in ns with stdin and returns its trimmed stdout.
+func (l *lab) mustPipe(ns *nettest.NS, stdin string, args ...string) string {
+	l.t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, warrenBin}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.Output()
+	if err != nil {
+		l.t.Fatalf("warren %v: %v", args, err)
+	}
+	return strings.TrimSpace(string(out))
+}

@@ -198,3 +198,50 @@ func pingAll(t *testing.T, nodes []*node) {
 		return nil
 	})
 }
+
+// TestJoinRefusals: every way a join can be refused gives a one-line error
+// naming the problem, and nothing is stored.
+func TestJoinRefusals(t *testing.T) {
+	l := newLab(t, "")
+	l.db = "sqlite:" + t.TempDir() + "/warren.db"
+	l.startServer()
+	l.mustAdmin("users", "create", "bob")
+	expired := l.mustAdmin("authkeys", "create", "--user", "bob", "--expiration", "1s")
+	n := l.startNode("lonely")
+	time.Sleep(1100 * time.Millisecond)
+
+	otherKey := strings.TrimSpace(l.must(n.ns, "genkey"))
+	wrongServerKey := l.mustPipe(n.ns, otherKey, "pubkey")
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown auth key", []string{"--auth-key", "wkey_0123456789abcdef_nottherealsecretatall"}, "unknown or invalid auth key"},
+		{"malformed auth key", []string{"--auth-key", "hello"}, "unknown or invalid auth key"},
+		{"expired auth key", []string{"--auth-key", expired}, "expired"},
+		{"wrong server key", []string{"--auth-key", expired, "--server-key", wrongServerKey}, "refused"},
+		{"bad server URL", []string{"--auth-key", expired, "--server", "ftp://x"}, "--server"},
+		{"no auth key", nil, "not registered"},
+	}
+	for _, c := range cases {
+		args := append([]string{"up", "--socket", n.sock, "--server", l.srv.url, "--timeout", "5s"}, c.args...)
+		out, err := warren(n.ns, args...)
+		if err == nil {
+			t.Errorf("%s: up succeeded: %s", c.name, out)
+			continue
+		}
+		msg := strings.TrimSpace(out)
+		t.Logf("%s: %s", c.name, msg)
+		if !strings.Contains(msg, c.want) || strings.Count(msg, "\n") > 0 {
+			t.Errorf("%s: want one line containing %q, got:\n%s", c.name, c.want, msg)
+		}
+	}
+	if list := l.mustAdmin("nodes", "list", "--json"); strings.Contains(list, "lonely") {
+		t.Fatalf("a refused node was stored:\n%s", list)
+	}
+	st, err := n.status()
+	if err != nil || st.BackendState != "NeedsLogin" {
+		t.Fatalf("after refusals: %v %+v", err, st)
+	}
+}
