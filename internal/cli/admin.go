@@ -17,7 +17,7 @@ import (
 )
 
 func init() {
-	register(command{"admin", "admin RESOURCE VERB   manage users, auth keys, nodes and API keys over the admin API (see 'warren admin --help')", runAdmin})
+	register(command{"admin", "admin RES VERB [ARGS] manage users, auth keys, nodes, API keys (see 'warren admin --help')", runAdmin})
 }
 
 // Environment defaults for `warren admin`.

@@ -26,7 +26,7 @@ import (
 )
 
 func init() {
-	register(command{"server", "server [FLAGS]        run the coordination server (also: server apikey create|list, server key; see --help)", runServer})
+	register(command{"server", "server [FLAGS]       run the coordination server (see 'warren server --help')", runServer})
 }
 
 // serverConfig is what `warren server` runs with: flags, or the same
