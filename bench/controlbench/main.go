@@ -1,0 +1,352 @@
+// Command controlbench measures Warren's coordination server with many
+// simulated nodes: how long N nodes take to get their full maps, and how
+// long a change takes to reach all of them.
+//
+// The server runs as a child process (this binary re-executed with the
+// hidden -serve flag) so that its CPU time (utime+stime from /proc/PID/stat)
+// and memory (VmRSS, and VmHWM reset per phase through clear_refs) are its
+// own. The child opens a store (SQLite in a temporary directory by default,
+// or the -db DSN), registers the N node keys directly with
+// store.RegisterNode (setup, not measured: the same transaction a
+// RegisterRequest runs, without the handshake) and serves
+// server.New(...).Handler() on 127.0.0.1.
+//
+// The parent runs the N nodes in one process, each a real controlbase
+// session (Noise IK over an HTTP upgrade on loopback TCP) speaking the
+// control protocol: MapRequest, then it reads every message with proto.Read
+// (which decodes and validates it) and applies it. Nodes keep their maps in
+// a compact form (nodes shared between simulated nodes, patched by copy)
+// because 10k nodes × 10k peers as netmap.NetworkMaps would not fit in
+// memory; apply follows netmap.Apply's rules (version must match, no
+// unknown or duplicate peer) but skips its O(peers) whole-map Validate. A
+// dropped stream reconnects, as a real node would, and is counted.
+//
+// Phases:
+//
+//   - connect: all N nodes dial (at most -par handshakes and full maps in
+//     flight); reported are the time until every node has its full map and
+//     until every node sees all N-1 peers online (each connect is a delta
+//     to every node already connected, so this is N²/2 peer changes).
+//   - changes: K changes, cycling endpoint (a node sends EndpointUpdate on
+//     its stream), join (a new node registers with a reusable auth key and
+//     opens its stream), leave (that node disconnects), delete (an admin
+//     deletes it: a store write and Server.Notify, which reloads the
+//     world). Each is timed from the moment it is made until every one of
+//     the N nodes has applied a message carrying it.
+//
+// Usage:
+//
+//	go build -o bin/controlbench ./bench/controlbench
+//	bin/controlbench -nodes 1000 -changes 40 [-db postgres://...] [-json] [-cpuprofile PREFIX]
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"warren/internal/noise"
+)
+
+type bench struct {
+	nodes     int
+	url       string
+	serverKey noise.PublicKey
+	authKey   string
+	seed      uint64
+	verbose   bool
+
+	in  *interner
+	cnt counters
+	cur atomic.Pointer[change]
+
+	convMu    sync.Mutex
+	converged []bool
+	nconv     int
+	allConv   chan struct{}
+
+	child   *exec.Cmd
+	childIn io.Writer
+	childSc *bufio.Scanner
+}
+
+func (b *bench) logf(format string, args ...any) {
+	if b.verbose {
+		log.Printf(format, args...)
+	}
+}
+
+func (b *bench) markConverged(i int) {
+	if i < 0 {
+		return
+	}
+	b.convMu.Lock()
+	defer b.convMu.Unlock()
+	if b.converged[i] {
+		return
+	}
+	b.converged[i] = true
+	if b.nconv++; b.nconv == b.nodes {
+		close(b.allConv)
+	}
+}
+
+// command sends a command to the server child and waits for its answer.
+func (b *bench) command(cmd string) error {
+	if _, err := fmt.Fprintln(b.childIn, cmd); err != nil {
+		return err
+	}
+	if !b.childSc.Scan() {
+		return fmt.Errorf("server child: %v", b.childSc.Err())
+	}
+	if l := b.childSc.Text(); l != "ok" {
+		return fmt.Errorf("server child: %s: %s", cmd, l)
+	}
+	return nil
+}
+
+func main() {
+	var (
+		nodes   = flag.Int("nodes", 1000, "simulated nodes")
+		changes = flag.Int("changes", 40, "changes to time (cycling endpoint, join, leave, delete)")
+		db      = flag.String("db", "sqlite", `store: "sqlite" (a file in a temporary directory) or a postgres:// DSN`)
+		asJSON  = flag.Bool("json", false, "print the results as JSON")
+		par     = flag.Int("par", 64, "nodes connecting at once (dial until full map)")
+		timeout = flag.Duration("timeout", 60*time.Second, "give up on one change after this long")
+		connTO  = flag.Duration("connect-timeout", 30*time.Minute, "give up on the connect phase after this long")
+		prof    = flag.String("cpuprofile", "", "write server CPU profiles to PREFIX.connect.pprof and PREFIX.changes.pprof, and the bench's (nodes) to PREFIX.nodes.changes.pprof")
+		verbose = flag.Bool("v", false, "log server and node errors")
+
+		serveMode = flag.Bool("serve", false, "internal: run the server child")
+		seed      = flag.Uint64("seed", 0, "internal: key seed")
+		dir       = flag.String("dir", "", "internal: server child's directory")
+	)
+	flag.Parse()
+	if *serveMode {
+		if err := serve(serveOpts{nodes: *nodes, seed: *seed, db: *db, dir: *dir, quiet: !*verbose}); err != nil {
+			fmt.Fprintln(os.Stderr, "controlbench server:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *nodes < 2 {
+		log.Fatal("controlbench: -nodes must be at least 2")
+	}
+	res, err := run(runOpts{nodes: *nodes, changes: *changes, db: *db, par: max(*par, 1), timeout: *timeout,
+		connectTimeout: *connTO, profile: *prof, verbose: *verbose})
+	if err != nil {
+		log.Fatal("controlbench: ", err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(res)
+		return
+	}
+	res.print(os.Stdout)
+}
+
+type runOpts struct {
+	nodes, changes, par     int
+	db, profile             string
+	timeout, connectTimeout time.Duration
+	verbose                 bool
+}
+
+// raiseNoFile lifts RLIMIT_NOFILE to cover one fd per node on each side.
+func raiseNoFile(n int) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	want := uint64(2*n + 1024)
+	if lim.Cur >= want {
+		return nil
+	}
+	lim.Cur = want
+	if lim.Max < want {
+		lim.Max = want // needs CAP_SYS_RESOURCE
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("raise RLIMIT_NOFILE to %d: %w (run as root or raise ulimit -n)", want, err)
+	}
+	return nil
+}
+
+// startServer starts the server child and waits for it to be ready.
+func (b *bench) startServer(o runOpts) (setup time.Duration, err error) {
+	dir, err := os.MkdirTemp("", "controlbench-")
+	if err != nil {
+		return 0, err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	args := []string{"-serve", "-nodes", strconv.Itoa(o.nodes), "-seed", strconv.FormatUint(b.seed, 10), "-db", o.db, "-dir", dir}
+	if o.verbose {
+		args = append(args, "-v")
+	}
+	b.child = exec.Command(exe, args...)
+	b.child.Stderr = os.Stderr
+	if b.childIn, err = b.child.StdinPipe(); err != nil {
+		return 0, err
+	}
+	out, err := b.child.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := b.child.Start(); err != nil {
+		return 0, err
+	}
+	go func() { b.child.Wait(); os.RemoveAll(dir) }()
+	b.childSc = bufio.NewScanner(out)
+	if !b.childSc.Scan() {
+		return 0, errors.New("server child exited during setup")
+	}
+	f := strings.Fields(b.childSc.Text())
+	if len(f) != 4 || f[0] != "ready" {
+		return 0, fmt.Errorf("server child: %q", b.childSc.Text())
+	}
+	b.url, b.authKey = f[1], f[3]
+	if b.serverKey, err = noise.ParsePublicKey(f[2]); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+func run(o runOpts) (*result, error) {
+	if err := raiseNoFile(o.nodes); err != nil {
+		return nil, err
+	}
+	b := &bench{nodes: o.nodes, seed: uint64(time.Now().UnixNano()), verbose: o.verbose, in: newInterner(),
+		converged: make([]bool, o.nodes), allConv: make(chan struct{})}
+	res := &result{Nodes: o.nodes, Changes: o.changes, DB: o.db, Cores: runtime.NumCPU(), Date: time.Now().UTC().Format(time.RFC3339)}
+	if strings.HasPrefix(res.DB, "postgres") {
+		res.DB = "postgres"
+	}
+	fmt.Fprintf(os.Stderr, "controlbench: registering %d nodes in the server child...\n", o.nodes)
+	setup, err := b.startServer(o)
+	if err != nil {
+		return nil, err
+	}
+	defer b.child.Process.Kill()
+	pid := b.child.Process.Pid
+	res.SetupSeconds = setup.Seconds()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sims := make([]*simNode, o.nodes)
+	for i := range sims {
+		sims[i] = &simNode{b: b, idx: i, key: nodeKey(b.seed, i), port: 41641}
+	}
+
+	// Connect phase.
+	if o.profile != "" {
+		if err := b.command("profile " + o.profile + ".connect.pprof"); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "controlbench: connecting %d nodes...\n", o.nodes)
+	p0, self0, c0 := phaseStart(pid), readProc("self"), b.snapCounters()
+	start := time.Now()
+	allFull := make(chan struct{})
+	var full atomic.Int64
+	sem := make(chan struct{}, o.par)
+	var dialErrs atomic.Int64
+	go func() {
+		for _, n := range sims {
+			sem <- struct{}{}
+			go func() {
+				for ctx.Err() == nil {
+					c, err := n.dial(ctx)
+					if err == nil {
+						released := false
+						n.run(ctx, c, func() {
+							if !released {
+								released = true
+								<-sem
+								if full.Add(1) == int64(o.nodes) {
+									close(allFull)
+								}
+							}
+						})
+						return
+					}
+					dialErrs.Add(1)
+					b.logf("node %d: dial: %v", n.idx, err)
+					time.Sleep(200 * time.Millisecond)
+				}
+			}()
+		}
+	}()
+	deadline := time.After(o.connectTimeout)
+	select {
+	case <-allFull:
+	case <-deadline:
+		return nil, fmt.Errorf("connect phase: only %d of %d nodes got a full map in %v", full.Load(), o.nodes, o.connectTimeout)
+	}
+	res.Connect.AllFullSeconds = time.Since(start).Seconds()
+	select {
+	case <-b.allConv:
+	case <-deadline:
+		return nil, fmt.Errorf("connect phase: only %d of %d nodes see every peer online after %v", b.nconv, o.nodes, o.connectTimeout)
+	}
+	res.Connect.ConvergedSeconds = time.Since(start).Seconds()
+	res.Connect.fill(p0, readProc(strconv.Itoa(pid)), self0, readProc("self"), c0, b.snapCounters())
+	res.Connect.DialErrors = dialErrs.Load()
+	if o.profile != "" {
+		if err := b.command("stopprofile"); err != nil {
+			return nil, err
+		}
+	}
+
+	// Change phase.
+	if o.profile != "" {
+		if err := b.command("profile " + o.profile + ".changes.pprof"); err != nil {
+			return nil, err
+		}
+		f, err := os.Create(o.profile + ".nodes.changes.pprof")
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "controlbench: timing %d changes...\n", o.changes)
+	time.Sleep(200 * time.Millisecond)
+	p0, self0, c0 = phaseStart(pid), readProc("self"), b.snapCounters()
+	if err := b.changes(ctx, o, sims, res); err != nil {
+		return nil, err
+	}
+	res.Changes_.fill(p0, readProc(strconv.Itoa(pid)), self0, readProc("self"), c0, b.snapCounters())
+	if o.profile != "" {
+		pprof.StopCPUProfile()
+		if err := b.command("stopprofile"); err != nil {
+			return nil, err
+		}
+	}
+	res.Reconnects = b.cnt.reconnects.Load()
+	res.ApplyErrors = b.cnt.errors.Load()
+	cancel()
+	b.childIn.(io.Closer).Close()
+	return res, nil
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type stats struct {
+	P50 float64 `json:"p50Ms"`
+	P99 float64 `json:"p99Ms"`
+	Max float64 `json:"maxMs"`
+	N   int     `json:"n"`
+}
+
+type changeResult struct {
+	Kind      string  `json:"kind"`
+	ToAllMs   float64 `json:"toAllMs"`
+	Delivered int     `json:"delivered"`
+	TimedOut  bool    `json:"timedOut,omitempty"`
+}
+
+// phase is what one phase cost: server CPU and memory, the bench
+// process's CPU, and what the nodes received.
+type phase struct {
+	AllFullSeconds   float64 `json:"allFullSeconds,omitempty"`
+	ConvergedSeconds float64 `json:"convergedSeconds,omitempty"`
+	ServerCPUSeconds float64 `json:"serverCPUSeconds"`
+	ServerRSSMiB     float64 `json:"serverRSSMiB"` // VmRSS at the end of the phase
+	ServerHWMMiB     float64 `json:"serverHWMMiB"` // VmHWM: peak during the phase
+	ServerWriteMiB   float64 `json:"serverWriteMiB"`
+	BenchCPUSeconds  float64 `json:"benchCPUSeconds"` // the simulated nodes
+	Messages         int64   `json:"messages"`
+	FullMaps         int64   `json:"fullMaps"`
+	Deltas           int64   `json:"deltas"`
+	BytesMiB         float64 `json:"bytesMiB"` // control protocol plaintext received by the nodes
+	DialErrors       int64   `json:"dialErrors,omitempty"`
+}
+
+type result struct {
+	Date         string         `json:"date"`
+	Nodes        int            `json:"nodes"`
+	Changes      int            `json:"changes"`
+	DB           string         `json:"db"`
+	Cores        int            `json:"cores"`
+	SetupSeconds float64        `json:"setupSeconds"`
+	Connect      phase          `json:"connect"`
+	Changes_     phase          `json:"changePhase"`
+	ToAll        stats          `json:"timeToAll"`
+	PerNode      stats          `json:"perNodeDelivery"`
+	TimedOut     int            `json:"timedOut"`
+	PerChange    []changeResult `json:"perChange"`
+	Reconnects   int64          `json:"reconnects"`
+	ApplyErrors  int64          `json:"applyErrors"`
+
+	deliveries []time.Duration
+}
+
+// procStat is what /proc/PID tells about a process.
+type procStat struct {
+	cpu      float64 // utime+stime, seconds
+	rss, hwm float64 // MiB
+	wchar    float64 // MiB written (write syscalls, sockets included)
+}
+
+// readProc reads /proc/PID/{stat,status,io}; pid may be "self".
+func readProc(pid string) procStat {
+	var p procStat
+	if b, err := os.ReadFile("/proc/" + pid + "/stat"); err == nil {
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 {
+			f := strings.Fields(s[i+1:])
+			// After the comm: state is field 3, utime 14, stime 15.
+			if len(f) > 12 {
+				ut, _ := strconv.ParseFloat(f[11], 64)
+				st, _ := strconv.ParseFloat(f[12], 64)
+				p.cpu = (ut + st) / 100 // USER_HZ is 100 on Linux
+			}
+		}
+	}
+	kb := func(file, key string) float64 {
+		b, err := os.ReadFile("/proc/" + pid + "/" + file)
+		if err != nil {
+			return 0
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, key); ok {
+				f := strings.Fields(v)
+				if len(f) > 0 {
+					n, _ := strconv.ParseFloat(f[0], 64)
+					return n
+				}
+			}
+		}
+		return 0
+	}
+	p.rss = kb("status", "VmRSS:") / 1024
+	p.hwm = kb("status", "VmHWM:") / 1024
+	p.wchar = kb("io", "wchar:") / (1 << 20)
+	return p
+}
+
+// phaseStart resets the server's peak RSS (clear_refs 5) and reads it.
+func phaseStart(pid int) procStat {
+	os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+	return readProc(strconv.Itoa(pid))
+}
+
+type counterSnap struct{ msgs, bytes, full, deltas int64 }
+
+func (b *bench) snapCounters() counterSnap {
+	return counterSnap{b.cnt.msgs.Load(), b.cnt.bytes.Load(), b.cnt.full.Load(), b.cnt.deltas.Load()}
+}
+
+func (ph *phase) fill(s0, s1, self0, self1 procStat, c0, c1 counterSnap) {
+	ph.ServerCPUSeconds = s1.cpu - s0.cpu
+	ph.ServerRSSMiB = s1.rss
+	ph.ServerHWMMiB = s1.hwm
+	ph.ServerWriteMiB = s1.wchar - s0.wchar
+	ph.BenchCPUSeconds = self1.cpu - self0.cpu
+	ph.Messages = c1.msgs - c0.msgs
+	ph.FullMaps = c1.full - c0.full
+	ph.Deltas = c1.deltas - c0.deltas
+	ph.BytesMiB = float64(c1.bytes-c0.bytes) / (1 << 20)
+}
+
+func (r *result) print(w io.Writer) {
+	fmt.Fprintf(w, "controlbench: %d nodes, %d changes, store %s, %d cores, %s\n\n", r.Nodes, r.Changes, r.DB, r.Cores, r.Date)
+	fmt.Fprintf(w, "setup (register %d nodes in the store, not measured further): %.1f s\n\n", r.Nodes, r.SetupSeconds)
+	fmt.Fprintf(w, "%-34s %14s %14s\n", "", "connect", "changes")
+	row := func(name, format string, a, b any) {
+		fmt.Fprintf(w, "%-34s %14s %14s\n", name, fmt.Sprintf(format, a), fmt.Sprintf(format, b))
+	}
+	c, k := &r.Connect, &r.Changes_
+	fmt.Fprintf(w, "%-34s %14.2f %14s\n", "all N have full map (s)", c.AllFullSeconds, "")
+	fmt.Fprintf(w, "%-34s %14.2f %14s\n", "all N see all peers online (s)", c.ConvergedSeconds, "")
+	row("server CPU (s, utime+stime)", "%.2f", c.ServerCPUSeconds, k.ServerCPUSeconds)
+	row("server VmHWM, peak in phase (MiB)", "%.0f", c.ServerHWMMiB, k.ServerHWMMiB)
+	row("server VmRSS, end of phase (MiB)", "%.0f", c.ServerRSSMiB, k.ServerRSSMiB)
+	row("server bytes written (MiB)", "%.1f", c.ServerWriteMiB, k.ServerWriteMiB)
+	row("bench (nodes) CPU (s)", "%.2f", c.BenchCPUSeconds, k.BenchCPUSeconds)
+	row("messages received", "%d", c.Messages, k.Messages)
+	row("  full maps", "%d", c.FullMaps, k.FullMaps)
+	row("  deltas", "%d", c.Deltas, k.Deltas)
+	row("payload received (MiB)", "%.1f", c.BytesMiB, k.BytesMiB)
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "change → all %d nodes applied it (%d changes):  p50 %.2f ms  p99 %.2f ms  max %.2f ms\n",
+		r.Nodes, r.ToAll.N, r.ToAll.P50, r.ToAll.P99, r.ToAll.Max)
+	fmt.Fprintf(w, "per-node delivery (%d deliveries):             p50 %.2f ms  p99 %.2f ms  max %.2f ms\n",
+		r.PerNode.N, r.PerNode.P50, r.PerNode.P99, r.PerNode.Max)
+	byKind := map[string][]float64{}
+	var kinds []string
+	for _, pc := range r.PerChange {
+		if _, ok := byKind[pc.Kind]; !ok {
+			kinds = append(kinds, pc.Kind)
+		}
+		byKind[pc.Kind] = append(byKind[pc.Kind], pc.ToAllMs)
+	}
+	for _, kd := range kinds {
+		var s []string
+		for _, v := range byKind[kd] {
+			s = append(s, fmt.Sprintf("%.1f", v))
+		}
+		fmt.Fprintf(w, "  %-8s to-all ms: %s\n", kd, strings.Join(s, " "))
+	}
+	fmt.Fprintf(w, "timed out: %d   stream drops/reconnects: %d   apply errors: %d   dial errors: %d\n",
+		r.TimedOut, r.Reconnects, r.ApplyErrors, r.Connect.DialErrors)
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+
+	"warren/internal/control/server"
+	"warren/internal/noise"
+	"warren/internal/store"
+)
+
+// nodeKey is simulated node i's private key, derived from the run's seed so
+// that the server child can register the same keys the parent dials with.
+func nodeKey(seed uint64, i int) noise.PrivateKey {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], seed)
+	binary.BigEndian.PutUint64(b[8:], uint64(i))
+	return noise.NewPrivateKey(sha256.Sum256(b[:]))
+}
+
+// serveOpts are the flags of the hidden -serve mode.
+type serveOpts struct {
+	nodes      int
+	seed       uint64
+	db         string // "" for SQLite in dir
+	dir        string
+	cpuProfile string
+	quiet      bool
+}
+
+// serve is the server child: it opens the store, registers the simulated
+// nodes' keys directly in it (setup, not measured), starts server.New on
+// 127.0.0.1 and prints "ready URL SERVERKEY AUTHKEY". It then reads
+// commands on stdin: "delete ID" (an admin deleting a node: store write
+// plus Notify), "profile PATH" and "stopprofile" (a CPU profile of the
+// server), each answered "ok" or "error ..."; it exits when stdin closes.
+func serve(o serveOpts) error {
+	ctx := context.Background()
+	dsn := o.db
+	if dsn == "" || dsn == "sqlite" {
+		dsn = "sqlite:" + filepath.Join(o.dir, "warren.db")
+	}
+	st, err := store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	u, err := st.CreateUser(ctx, fmt.Sprintf("bench-%d", o.seed%100000))
+	if err != nil {
+		return err
+	}
+	authKey, _, err := st.CreatePreAuthKey(ctx, u.ID, store.PreAuthKeyOptions{Reusable: true})
+	if err != nil {
+		return err
+	}
+	if err := registerAll(ctx, st, authKey, o); err != nil {
+		return err
+	}
+	key, err := noise.GeneratePrivateKey()
+	if err != nil {
+		return err
+	}
+	logf := log.Printf
+	if o.quiet {
+		logf = func(string, ...any) {}
+	}
+	srv := server.New(st, key, server.Options{Logf: logf})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ErrorLog: log.New(io.Discard, "", 0)}
+	go hs.Serve(ln)
+	fmt.Printf("ready http://%s %s %s\n", ln.Addr(), key.PublicKey(), authKey)
+
+	var prof *os.File
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) == 2 && f[0] == "delete":
+			id, _ := strconv.ParseInt(f[1], 10, 64)
+			if err := st.DeleteNode(ctx, id); err != nil {
+				fmt.Printf("error %v\n", err)
+				continue
+			}
+			srv.Notify()
+			fmt.Println("ok")
+		case len(f) == 2 && f[0] == "profile" && prof == nil:
+			if prof, err = os.Create(f[1]); err == nil {
+				err = pprof.StartCPUProfile(prof)
+			}
+			if err != nil {
+				fmt.Printf("error %v\n", err)
+				continue
+			}
+			fmt.Println("ok")
+		case len(f) == 1 && f[0] == "stopprofile" && prof != nil:
+			pprof.StopCPUProfile()
+			prof.Close()
+			prof = nil
+			fmt.Println("ok")
+		default:
+			fmt.Printf("error unknown command %q\n", sc.Text())
+		}
+	}
+	if prof != nil {
+		pprof.StopCPUProfile()
+		prof.Close()
+	}
+	hs.Close()
+	return srv.Close()
+}
+
+// registerAll registers the simulated nodes through store.RegisterNode (what
+// a RegisterRequest does, minus the handshake), a few at a time.
+func registerAll(ctx context.Context, st *store.Store, authKey string, o serveOpts) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	next := make(chan int)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				pub := nodeKey(o.seed, i).PublicKey().String()
+				ep := []string{netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 41641).String()}
+				if _, err := st.RegisterNode(ctx, authKey, pub, fmt.Sprintf("node-%d", i), store.RegisterOptions{Endpoints: ep}); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < o.nodes; i++ {
+		select {
+		case next <- i:
+		case err := <-errs:
+			close(next)
+			wg.Wait()
+			return err
+		}
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
