@@ -8,12 +8,19 @@
 // registers, connects, disconnects or reports endpoints) re-reads that one
 // node and diffs its old and new entry; a change made elsewhere (Notify,
 // or the periodic poll) reloads every node and diffs the old and new world.
-// Either way one netmap.Delta of the world is computed and each stream's
-// delta derived from it (the node's own entry dropped from the peer lists
+// Either way the changed nodes' previous values are kept until the next
+// fanout, which computes one netmap.Delta of the world and derives each
+// stream's delta from it (the node's own entry dropped from the peer lists
 // and turned into Self), so a change costs O(streams × size of the change)
-// plus one row read, never a full map per node. Each stream has a bounded
-// queue drained by its own writer; a stream whose queue overflows is
-// dropped, and its node reconnects and takes a full map.
+// plus one row read, never a full map per node. A delta that is the same
+// for every stream but its versions is encoded once; full maps are built
+// from per-node encodings cached until the node changes. Fanouts are
+// paced (a pause of 20 µs per stream after each), so a burst of changes,
+// such as every node reconnecting at once, goes out as few deltas per
+// stream rather than one per change. Each stream has a bounded queue
+// drained by its own writer, which writes what is queued in one go; a
+// stream whose queue overflows is dropped, and its node reconnects and
+// takes a full map.
 //
 // The server assumes it is the only one serving its store: at each full
 // reload, nodes the store says are online but that have no stream here are
@@ -83,6 +90,11 @@ type Server struct {
 	sessions map[uint64]*session
 	loaded   bool                           // world loaded from the store at least once
 	conns    map[*controlbase.Conn]struct{} // every open connection
+	// dirty holds, for each node changed since the last fanout, its value
+	// then (nil: not in the world); fanKick wakes the fanout goroutine.
+	dirty   map[uint64]*netmap.Node
+	fanKick chan struct{}
+	enc     map[uint64][]byte // JSON of world nodes, for full maps
 }
 
 // New returns a server on st with the server's static key, and starts its
@@ -120,10 +132,14 @@ func New(st *store.Store, key noise.PrivateKey, opts Options) *Server {
 		users:    map[int64]string{},
 		sessions: map[uint64]*session{},
 		conns:    map[*controlbase.Conn]struct{}{},
+		dirty:    map[uint64]*netmap.Node{},
+		fanKick:  make(chan struct{}, 1),
+		enc:      map[uint64][]byte{},
 	}
 	s.cb = &controlbase.Server{Key: key, Handle: s.handle}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.worker()
+	go s.fanouter()
 	return s
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
+	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/store"
 )
@@ -53,7 +54,11 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 	if err == nil {
 		err = s.updateNodeLocked(n.ID)
 	}
-	full, found := s.fullMapLocked(id, 1)
+	var full []byte
+	found := false
+	if err == nil {
+		full, found, err = s.encodeFullLocked(id, 1)
+	}
 	if err != nil || !found {
 		delete(s.sessions, id)
 		s.mu.Unlock()
@@ -66,7 +71,8 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 		return
 	}
 	ss.version = 1
-	ss.send(&proto.Message{MapResponse: &proto.MapResponse{Full: full}})
+	ss.base = s.snapshotDirtyLocked()
+	ss.sendBytes(full)
 	s.wg.Add(1)
 	s.mu.Unlock()
 
@@ -138,7 +144,10 @@ type session struct {
 	id      uint64
 	c       *controlbase.Conn
 	version uint64 // last version queued; under s.mu
-	q       chan []byte
+	// base is, when the full map was built after the last fanout, the
+	// value it had of each node changed since (see fanoutLocked); s.mu.
+	base map[uint64]*netmap.Node
+	q    chan []byte
 
 	once      sync.Once
 	done      chan struct{} // closed by kill
@@ -177,6 +186,11 @@ func (ss *session) send(m *proto.Message) {
 		ss.kill()
 		return
 	}
+	ss.sendBytes(b)
+}
+
+// sendBytes is send for an encoded message. s.mu held.
+func (ss *session) sendBytes(b []byte) {
 	select {
 	case ss.q <- b:
 	default:
@@ -221,23 +235,57 @@ func (ss *session) writeLoop() {
 		}
 		return true
 	}
+	// Small messages already queued are written together, in one frame.
+	var batch []byte
+	var next []byte // taken from the queue, not yet written
 	for {
-		select {
-		case <-ss.done:
-			return
-		case b := <-ss.q:
-			if b == nil {
-				ss.kill()
+		b := next
+		next = nil
+		if b == nil {
+			select {
+			case <-ss.done:
 				return
-			}
-			if !write(b) {
-				return
-			}
-			t.Reset(ss.s.opts.KeepAlive)
-		case <-t.C:
-			if !write(ka) {
-				return
+			case b = <-ss.q:
+			case <-t.C:
+				if !write(ka) {
+					return
+				}
+				continue
 			}
 		}
+		if b == nil {
+			ss.kill()
+			return
+		}
+		end := false
+		if len(b) < controlbase.MaxPlaintext {
+			batch = append(batch[:0], b...)
+		drain:
+			for {
+				select {
+				case nb := <-ss.q:
+					if nb == nil {
+						end = true
+						break drain
+					}
+					if len(batch)+len(nb) > controlbase.MaxPlaintext {
+						next = nb
+						break drain
+					}
+					batch = append(batch, nb...)
+				default:
+					break drain
+				}
+			}
+			b = batch
+		}
+		if !write(b) {
+			return
+		}
+		if end {
+			ss.kill()
+			return
+		}
+		t.Reset(ss.s.opts.KeepAlive)
 	}
 }

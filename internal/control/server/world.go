@@ -57,7 +57,8 @@ func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
 	}, true
 }
 
-// refreshLocked reloads the world and queues each stream's delta; s.mu held.
+// refreshLocked reloads the world and queues what changed for the next
+// fanout; s.mu held.
 func (s *Server) refreshLocked() error {
 	ctx, cancel := storeCtx()
 	defer cancel()
@@ -76,14 +77,42 @@ func (s *Server) refreshLocked() error {
 		}
 	}
 	d := netmap.Diff(s.world, nw)
+	for i := range d.PeersAdded {
+		s.markDirtyLocked(d.PeersAdded[i].ID, nil)
+	}
+	for _, id := range d.PeersRemoved {
+		s.markDirtyLocked(id, s.world)
+	}
+	for i := range d.PeersChanged {
+		s.markDirtyLocked(d.PeersChanged[i].ID, s.world)
+	}
 	s.world = nw
 	s.loaded = true
-	s.fanoutLocked(d)
+	s.kickFanout()
 	return nil
 }
 
+// markDirtyLocked records, before the world changes node id, its value as
+// of the last fanout (nil if it was not in the world); s.mu held. The next
+// fanout sends what changed since.
+func (s *Server) markDirtyLocked(id uint64, world *netmap.NetworkMap) {
+	delete(s.enc, id)
+	if _, ok := s.dirty[id]; ok {
+		return
+	}
+	var old *netmap.Node
+	if world != nil {
+		if n, ok := world.Peer(id); ok {
+			c := n.Clone()
+			old = &c
+		}
+	}
+	s.dirty[id] = old
+}
+
 // updateNodeLocked re-reads one node after this server changed it and
-// fans out the change, without reloading every node. s.mu held.
+// queues the change for the next fanout, without reloading every node.
+// s.mu held.
 func (s *Server) updateNodeLocked(id int64) error {
 	if !s.loaded {
 		return s.refreshLocked()
@@ -102,15 +131,12 @@ func (s *Server) updateNodeLocked(id int64) error {
 			next = []netmap.Node{nn}
 		}
 	}
-	old := &netmap.NetworkMap{}
 	i, found := slices.BinarySearchFunc(s.world.Peers, uint64(id), func(n netmap.Node, id uint64) int { return cmp.Compare(n.ID, id) })
-	if found {
-		old.Peers = []netmap.Node{s.world.Peers[i]}
-	}
-	d := netmap.Diff(old, &netmap.NetworkMap{Peers: next})
-	if d.IsEmpty() {
+	switch {
+	case !found && next == nil, found && next != nil && s.world.Peers[i].Equal(&next[0]):
 		return nil
 	}
+	s.markDirtyLocked(uint64(id), s.world)
 	switch {
 	case found && next == nil:
 		s.world.Peers = slices.Delete(s.world.Peers, i, i+1)
@@ -119,47 +145,154 @@ func (s *Server) updateNodeLocked(id int64) error {
 	case next != nil:
 		s.world.Peers = slices.Insert(s.world.Peers, i, next[0])
 	}
-	s.fanoutLocked(d)
+	s.kickFanout()
 	return nil
 }
 
-// fanoutLocked queues each stream's share of a world delta; s.mu held and
-// s.world already the new world.
-func (s *Server) fanoutLocked(d netmap.Delta) {
-	if d.IsEmpty() {
+// kickFanout wakes the fanout goroutine.
+func (s *Server) kickFanout() {
+	select {
+	case s.fanKick <- struct{}{}:
+	default:
+	}
+}
+
+// Fanout pacing: after a fanout to n streams the next one waits n ×
+// fanoutPacePerStream (at most fanoutMaxPace), and changes made meanwhile
+// go out together, one delta per stream. A lone change goes out at once;
+// a burst (every node reconnecting after a restart: each connect is a
+// change for every other stream) costs a bounded number of messages per
+// second instead of streams × changes.
+const (
+	fanoutPacePerStream = 20 * time.Microsecond
+	fanoutMaxPace       = time.Second
+)
+
+// fanouter sends the queued changes to every stream, paced.
+func (s *Server) fanouter() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.fanKick:
+		}
+		s.mu.Lock()
+		n := len(s.sessions)
+		s.fanoutLocked()
+		s.mu.Unlock()
+		t := time.NewTimer(min(time.Duration(n)*fanoutPacePerStream, fanoutMaxPace))
+		select {
+		case <-s.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// snapshotDirtyLocked returns, for a stream whose full map is being built
+// from the current world, the current value of every node changed since
+// the last fanout: what its next delta must start from. s.mu held.
+func (s *Server) snapshotDirtyLocked() map[uint64]*netmap.Node {
+	if len(s.dirty) == 0 {
+		return nil
+	}
+	base := make(map[uint64]*netmap.Node, len(s.dirty))
+	for id := range s.dirty {
+		if n, ok := s.world.Peer(id); ok {
+			c := n.Clone()
+			base[id] = &c
+		} else {
+			base[id] = nil
+		}
+	}
+	return base
+}
+
+// diffDirtyLocked is the delta from the nodes' values at the last fanout
+// (or, for those in base, their values in base) to their current values in
+// the world; s.mu held.
+func (s *Server) diffDirtyLocked(base map[uint64]*netmap.Node) netmap.Delta {
+	ids := make([]uint64, 0, len(s.dirty))
+	for id := range s.dirty {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var old, cur netmap.NetworkMap
+	for _, id := range ids {
+		o := s.dirty[id]
+		if b, ok := base[id]; ok {
+			o = b
+		}
+		if o != nil {
+			old.Peers = append(old.Peers, *o)
+		}
+		if n, ok := s.world.Peer(id); ok {
+			cur.Peers = append(cur.Peers, *n)
+		}
+	}
+	return netmap.Diff(&old, &cur)
+}
+
+// fanoutLocked queues each stream's delta for the changes made since the
+// last fanout; s.mu held. Streams whose full map was built since then
+// start from the values it had. A delta that is the same for every stream
+// (it does not concern the stream's own node) is encoded once.
+func (s *Server) fanoutLocked() {
+	if len(s.dirty) == 0 {
 		return
 	}
-	nw := s.world
-	removed := make(map[uint64]bool, len(d.PeersRemoved))
-	for _, id := range d.PeersRemoved {
-		removed[id] = true
+	d := s.diffDirtyLocked(nil)
+	var tmpl *deltaTemplate
+	if !d.IsEmpty() {
+		var err error
+		if tmpl, err = newDeltaTemplate(&netmap.Delta{PeersAdded: d.PeersAdded, PeersRemoved: d.PeersRemoved, PeersChanged: d.PeersChanged}); err != nil {
+			s.opts.Logf("control: encode delta: %v", err) // each stream encodes its own below
+		}
 	}
 	for id, ss := range s.sessions {
+		base := ss.base
+		ss.base = nil
 		if ss.isDead() || ss.version == 0 { // dead, or its full map is not built yet
 			continue
 		}
-		if removed[id] {
+		sd := &d
+		if base != nil {
+			bd := s.diffDirtyLocked(base)
+			sd = &bd
+		}
+		if slices.Contains(sd.PeersRemoved, id) {
 			ss.refuse(proto.CodeNodeDeleted, "this node was deleted from the deployment")
 			continue
 		}
+		if sd == &d && tmpl != nil && !concerns(&d, id) {
+			b, err := tmpl.encode(ss.version, ss.version+1)
+			if err != nil {
+				s.opts.Logf("control: encode for node %d: %v", id, err)
+				ss.kill()
+				continue
+			}
+			ss.version++
+			ss.sendBytes(b)
+			continue
+		}
 		nd := netmap.Delta{From: ss.version, To: ss.version + 1}
-		for i := range d.PeersAdded {
-			if d.PeersAdded[i].ID == id {
-				nd.Self = &d.PeersAdded[i]
+		for i := range sd.PeersAdded {
+			if sd.PeersAdded[i].ID == id {
+				nd.Self = &sd.PeersAdded[i]
 			} else {
-				nd.PeersAdded = append(nd.PeersAdded, d.PeersAdded[i])
+				nd.PeersAdded = append(nd.PeersAdded, sd.PeersAdded[i])
 			}
 		}
-		for _, r := range d.PeersRemoved {
-			nd.PeersRemoved = append(nd.PeersRemoved, r)
-		}
-		for i := range d.PeersChanged {
-			if d.PeersChanged[i].ID == id {
-				if self, ok := nw.Peer(id); ok {
+		nd.PeersRemoved = append(nd.PeersRemoved, sd.PeersRemoved...)
+		for i := range sd.PeersChanged {
+			if sd.PeersChanged[i].ID == id {
+				if self, ok := s.world.Peer(id); ok {
 					nd.Self = self
 				}
 			} else {
-				nd.PeersChanged = append(nd.PeersChanged, d.PeersChanged[i])
+				nd.PeersChanged = append(nd.PeersChanged, sd.PeersChanged[i])
 			}
 		}
 		if nd.IsEmpty() {
@@ -168,6 +301,22 @@ func (s *Server) fanoutLocked(d netmap.Delta) {
 		ss.version++
 		ss.send(&proto.Message{MapResponse: &proto.MapResponse{Delta: &nd}})
 	}
+	clear(s.dirty)
+}
+
+// concerns reports whether d adds or changes node id.
+func concerns(d *netmap.Delta, id uint64) bool {
+	for i := range d.PeersAdded {
+		if d.PeersAdded[i].ID == id {
+			return true
+		}
+	}
+	for i := range d.PeersChanged {
+		if d.PeersChanged[i].ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // sweepLocked corrects a stored node that has no stream: it is marked
