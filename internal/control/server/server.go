@@ -15,7 +15,7 @@
 // plus one row read, never a full map per node. A delta that is the same
 // for every stream but its versions is encoded once; full maps are built
 // from per-node encodings cached until the node changes. Fanouts are
-// paced (a pause of 20 µs per stream after each), so a burst of changes,
+// paced (a pause of 50 µs per stream after each), so a burst of changes,
 // such as every node reconnecting at once, goes out as few deltas per
 // stream rather than one per change. Each stream has a bounded queue
 // drained by its own writer, which writes what is queued in one go; a

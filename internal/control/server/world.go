@@ -164,7 +164,7 @@ func (s *Server) kickFanout() {
 // change for every other stream) costs a bounded number of messages per
 // second instead of streams × changes.
 const (
-	fanoutPacePerStream = 20 * time.Microsecond
+	fanoutPacePerStream = 50 * time.Microsecond
 	fanoutMaxPace       = time.Second
 )
 
