@@ -90,7 +90,7 @@ func (b *bench) changes(ctx context.Context, o runOpts, sims []*simNode, res *re
 			fmt.Fprintf(os.Stderr, "controlbench: change %d (%s) reached %d of %d nodes in %v\n", k, kind, cr.Delivered, b.nodes, o.timeout)
 		}
 		res.PerChange = append(res.PerChange, cr)
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(o.gap)
 	}
 	res.summarize()
 	return nil

@@ -128,6 +128,7 @@ func main() {
 		asJSON  = flag.Bool("json", false, "print the results as JSON")
 		par     = flag.Int("par", 64, "nodes connecting at once (dial until full map)")
 		timeout = flag.Duration("timeout", 60*time.Second, "give up on one change after this long")
+		gap     = flag.Duration("gap", time.Second, "pause between changes (longer than the server's fanout pacing, 50 µs per stream, so each change is timed alone)")
 		connTO  = flag.Duration("connect-timeout", 30*time.Minute, "give up on the connect phase after this long")
 		prof    = flag.String("cpuprofile", "", "write server CPU profiles to PREFIX.connect.pprof and PREFIX.changes.pprof, and the bench's (nodes) to PREFIX.nodes.changes.pprof")
 		verbose = flag.Bool("v", false, "log server and node errors")
@@ -147,7 +148,7 @@ func main() {
 	if *nodes < 2 {
 		log.Fatal("controlbench: -nodes must be at least 2")
 	}
-	res, err := run(runOpts{nodes: *nodes, changes: *changes, db: *db, par: max(*par, 1), timeout: *timeout,
+	res, err := run(runOpts{nodes: *nodes, changes: *changes, db: *db, par: max(*par, 1), timeout: *timeout, gap: *gap,
 		connectTimeout: *connTO, profile: *prof, verbose: *verbose})
 	if err != nil {
 		log.Fatal("controlbench: ", err)
@@ -165,6 +166,7 @@ type runOpts struct {
 	nodes, changes, par     int
 	db, profile             string
 	timeout, connectTimeout time.Duration
+	gap                     time.Duration
 	verbose                 bool
 }
 
