@@ -1,11 +1,11 @@
-# Warren — see README.md. Targets: demo, test, build, vet, fuzz, bench, bench-go, clean.
+# Warren — see README.md. Targets: demo, demo-wg, test, build, vet, fuzz, bench, bench-go, clean.
 export PATH := $(PATH):/usr/local/go/bin
 GO      ?= go
 BIN     := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X warren/internal/cli.Version=$(VERSION)
 
-.PHONY: all build deps demo test check vet fmt-check unit fuzz bench bench-go clean
+.PHONY: all build deps demo demo-wg test check vet fmt-check unit fuzz bench bench-go clean
 
 all: build
 
@@ -19,8 +19,13 @@ $(BIN)/wireguard-go: go.mod go.sum
 deps:
 	./scripts/install-deps.sh
 
-# Two `warren wg` hosts in network namespaces, configured with wg(8).
+# A warren: server (embedded SQLite) and three nodes in network namespaces:
+# admin, join, status, ping by name, IPv6, throughput.
 demo: deps build
+	./demo/mesh-demo.sh $(BIN)/warren
+
+# Two `warren wg` hosts in network namespaces, configured with wg(8).
+demo-wg: deps build
 	./demo/wg-demo.sh $(BIN)/warren
 
 # The whole suite, as CI runs it (root, WARREN_REQUIRE_NETNS=1 makes
@@ -61,3 +66,12 @@ bench-go:
 
 clean:
 	rm -rf $(BIN)
+
+# Control plane: N simulated nodes against the coordination server (a child
+# process; CPU and RSS from /proc). See bench/controlbench. The 10k run
+# takes a while and a few GB. Flags: make bench-control CONTROLBENCHFLAGS="-changes 40".
+.PHONY: bench-control
+bench-control:
+	$(GO) build -o $(BIN)/controlbench ./bench/controlbench
+	$(BIN)/controlbench -nodes 1000 $(CONTROLBENCHFLAGS)
+	$(BIN)/controlbench -nodes 10000 $(CONTROLBENCHFLAGS)

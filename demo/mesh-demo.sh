@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Demo: a warren. A coordination server (embedded SQLite) and three nodes,
+# each in its own network namespace behind a router namespace. The admin
+# creates a user and an auth key with `warren admin`; each node runs
+# `warren daemon` and joins with `warren up`; then `warren status`, `warren
+# ip`, `warren ping` by name, a kernel ping over IPv6, and a TCP throughput
+# figure through the mesh.
+# Usage (as root): demo/mesh-demo.sh [path/to/warren]
+set -euo pipefail
+WARREN=$(realpath "${1:-bin/warren}")
+[[ -x $WARREN ]] || { echo "demo: $WARREN not built (run: make build)" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || { echo "demo: must run as root (network namespaces)" >&2; exit 1; }
+
+id=$(printf '%04x' $((RANDOM)))
+R=wmesh-r-$id S=wmesh-s-$id
+NODES=(alpha bravo charlie)
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for n in "${NODES[@]}"; do ip netns del "wmesh-$n-$id" 2>/dev/null || true; done
+  ip netns del "$S" 2>/dev/null || true
+  ip netns del "$R" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+at() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# attach NS N: a namespace on 198.18.N.0/24 behind the router.
+attach() {
+  local ns=$1 n=$2
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  ip link add "r$n" netns "$R" type veth peer name eth0 netns "$ns"
+  ip -n "$R" addr add "198.18.$n.1/24" dev "r$n"; ip -n "$R" link set "r$n" up
+  ip -n "$ns" addr add "198.18.$n.2/24" dev eth0; ip -n "$ns" link set eth0 up
+  ip -n "$ns" route add default via "198.18.$n.1"
+}
+
+step "A router namespace, the server behind it on 198.18.1.0/24, three nodes on their own subnets"
+ip netns add "$R"; ip -n "$R" link set lo up
+at "$R" sysctl -qw net.ipv4.ip_forward=1
+attach "$S" 1
+i=2
+for n in "${NODES[@]}"; do attach "wmesh-$n-$id" $i; i=$((i + 1)); done
+URL=http://198.18.1.2:8080
+
+step "warren server (embedded SQLite in $tmp/server)"
+at "$S" "$WARREN" server --listen 198.18.1.2:8080 --data-dir "$tmp/server" 2>"$tmp/server.log" &
+pids+=($!)
+for _ in $(seq 100); do at "$S" bash -c 'exec 3<>/dev/tcp/198.18.1.2/8080' 2>/dev/null && break; sleep 0.1; done
+head -1 "$tmp/server.log"
+API=$(at "$S" "$WARREN" server apikey create --data-dir "$tmp/server")
+adm() { at "$S" "$WARREN" admin --server "$URL" --api-key "$API" "$@"; }
+
+step "warren admin: a user and a reusable auth key"
+adm users create alice
+KEY=$(adm authkeys create --user alice --reusable)
+adm authkeys list
+
+step "Each node: warren daemon, then warren up"
+for n in "${NODES[@]}"; do
+  ns=wmesh-$n-$id
+  at "$ns" "$WARREN" daemon --state-dir "$tmp/$n" --socket "$tmp/$n.sock" 2>"$tmp/$n.log" &
+  pids+=($!)
+done
+for n in "${NODES[@]}"; do
+  for _ in $(seq 100); do [[ -S $tmp/$n.sock ]] && break; sleep 0.1; done
+  at "wmesh-$n-$id" "$WARREN" up --socket "$tmp/$n.sock" --server "$URL" --auth-key "$KEY" --hostname "$n"
+done
+wn() { local n=$1; shift; at "wmesh-$n-$id" "$WARREN" "$@" --socket "$tmp/$n.sock"; }
+for _ in $(seq 100); do
+  [[ $(wn alpha status --json | grep -c '"name": "charlie"') -ge 1 ]] && break; sleep 0.1
+done
+
+step "warren status on alpha"
+wn alpha status
+
+step "warren admin nodes list"
+adm nodes list
+
+step "warren ping charlie (from alpha, by name, over the tunnel)"
+wn alpha ping -c 3 --interval 200ms charlie
+
+step "Kernel ping from bravo to alpha's IPv6 tunnel address"
+at "wmesh-bravo-$id" ping -6 -c 3 -i 0.2 -W 2 "$(wn alpha ip -6)"
+
+step "TCP throughput bravo -> charlie through the mesh (iperf3, 3 s, one stream)"
+CIP=$(wn charlie ip -4)
+at "wmesh-charlie-$id" iperf3 -s -1 -D --logfile "$tmp/iperf-server.log"
+sleep 0.5
+at "wmesh-bravo-$id" iperf3 -c "$CIP" -t 3 -f g | grep -E 'sender|receiver'
+
+step "warren status on bravo after the transfer"
+wn bravo status
+echo
+echo "demo ok"
