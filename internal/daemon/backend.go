@@ -8,12 +8,14 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"warren/internal/control/client"
 	"warren/internal/control/controlbase"
+	"warren/internal/control/proto"
 	"warren/internal/localapi"
 	"warren/internal/netmap"
 	"warren/internal/noise"
@@ -50,7 +52,26 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	if req.Hostname != "" && len(req.Hostname) > 255 {
 		return nil, errors.New("--hostname: longer than 255 bytes")
 	}
-	join := req.AuthKey != "" || req.ForceReauth || !p.Registered
+	if req.ForceReauth && p.Registered && (req.ServerURL == "" || req.ServerURL == p.ServerURL) {
+		if err := d.rotateKey(ctx); err != nil {
+			return nil, err
+		}
+		if req.AuthKey == "" {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			d.prefs.WantRunning = true
+			if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
+				return nil, err
+			}
+			if err := d.startControlLocked(); err != nil {
+				return nil, err
+			}
+			return d.statusLocked(), nil
+		}
+		// With an auth key too, register the new key again: that renews
+		// the node's expiry.
+	}
+	join := req.AuthKey != "" || !p.Registered
 	if !join {
 		if req.ServerURL != "" && req.ServerURL != p.ServerURL {
 			return nil, fmt.Errorf("this node is registered with %s; to move it to %s pass --auth-key (and --force-reauth)", p.ServerURL, req.ServerURL)
@@ -164,13 +185,26 @@ func (d *Daemon) Down(ctx context.Context) error {
 	return nil
 }
 
-// Logout takes the node down and forgets its registration and key: the
-// next `up` joins as a new node. The server keeps the old node until an
-// admin deletes it (an ephemeral one goes by itself once offline).
+// Logout takes the node down, asks the server to delete it, and forgets
+// its registration and key: the next `up` joins as a new node. If the
+// server cannot be reached the node is forgotten locally all the same, and
+// status says the server still lists it.
 func (d *Daemon) Logout(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.stopControlLocked()
+	var serverErr error
+	if d.prefs.Registered {
+		d.stopControlLocked()
+		if cc, err := d.controlClient(d.key); err == nil {
+			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			serverErr = cc.Logout(lctx)
+			cancel()
+			var re *client.RegisterError
+			if errors.As(serverErr, &re) && re.Code == proto.CodeNotRegistered {
+				serverErr = nil
+			}
+		}
+	}
 	d.clearMapLocked()
 	os.Remove(d.mapPath())
 	key, err := newKey(d.cfg.StateDir)
@@ -186,6 +220,76 @@ func (d *Daemon) Logout(ctx context.Context) error {
 		return fmt.Errorf("install new key: %w", err)
 	}
 	d.state = localapi.StateNeedsLogin
+	d.healthLocked("")
+	if serverErr != nil {
+		d.healthLocked(fmt.Sprintf("logged out locally, but %s could not be told (%v): an admin may delete the node there", d.prefs.ServerURL, serverErr))
+		d.log.Warn("logout: server not told", "err", serverErr)
+	}
+	return nil
+}
+
+// controlClient returns a control client for the pinned server with key.
+func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
+	sk, err := noise.ParsePublicKey(d.prefs.ServerKey)
+	if err != nil {
+		return nil, fmt.Errorf("pinned server key: %w", err)
+	}
+	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: sk, NodeKey: key,
+		MapPath: d.mapPath(), Logf: func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) }})
+}
+
+// rotateKey moves the node to a fresh key (warren up --force-reauth): the
+// server keeps its name and addresses, peers get the new key in a delta.
+// The new key is written next to the old one before the server is asked,
+// and replaces it only once the server agreed.
+func (d *Daemon) rotateKey(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	wasRunning := d.cc != nil
+	d.stopControlLocked()
+	restart := func() {
+		if wasRunning {
+			if err := d.startControlLocked(); err != nil {
+				d.log.Error("restart control client", "err", err)
+			}
+		}
+	}
+	cc, err := d.controlClient(d.key)
+	if err != nil {
+		restart()
+		return err
+	}
+	next, err := noise.GeneratePrivateKey()
+	if err != nil {
+		restart()
+		return err
+	}
+	pending := filepath.Join(d.cfg.StateDir, keyFile+".next")
+	if err := writeFileAtomic(pending, []byte(next.Base64()+"\n"), 0o600); err != nil {
+		restart()
+		return fmt.Errorf("node key: %w", err)
+	}
+	defer os.Remove(pending)
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	node, err := cc.RotateKey(rctx, next)
+	cancel()
+	if err != nil {
+		restart()
+		var re *client.RegisterError
+		if errors.As(err, &re) {
+			return errors.New(re.Message)
+		}
+		return fmt.Errorf("rotate key with %s: %w", d.prefs.ServerURL, err)
+	}
+	if err := os.Rename(pending, filepath.Join(d.cfg.StateDir, keyFile)); err != nil {
+		return fmt.Errorf("node key: the server has the new key but it could not be saved: %w", err)
+	}
+	d.key = next
+	if err := d.dev.Apply(&uapi.Config{PrivateKey: &next}); err != nil {
+		return fmt.Errorf("install new key: %w", err)
+	}
+	d.log.Info("node key rotated", "name", node.Name, "key", next.PublicKey().String())
+	restart()
 	return nil
 }
 

@@ -213,15 +213,7 @@ func (d *Daemon) startControlLocked() error {
 	if d.cc != nil {
 		return nil
 	}
-	sk, err := noise.ParsePublicKey(d.prefs.ServerKey)
-	if err != nil {
-		return fmt.Errorf("pinned server key: %w", err)
-	}
-	cc, err := client.New(client.Config{
-		ServerURL: d.prefs.ServerURL, ServerKey: sk, NodeKey: d.key,
-		MapPath: d.mapPath(),
-		Logf:    func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) },
-	})
+	cc, err := d.controlClient(d.key)
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,8 @@ import (
 // resolvePeer finds a peer by name, DNS name, tunnel address or public key,
 // and the tunnel address to ping (the one named, else IPv4 first).
 func resolvePeer(nm *netmap.NetworkMap, q string) (*netmap.Node, netip.Addr, error) {
-	q = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(q)), ".")
+	raw := strings.TrimSpace(q)
+	q = strings.TrimSuffix(strings.ToLower(raw), ".")
 	if q == "" {
 		return nil, netip.Addr{}, errors.New("no peer given")
 	}
@@ -36,7 +37,7 @@ func resolvePeer(nm *netmap.NetworkMap, q string) (*netmap.Node, netip.Addr, err
 			}
 			continue
 		}
-		if p.Name == q || (nm.Domain != "" && p.Name+"."+nm.Domain == q) || p.Key.String() == q {
+		if p.Name == q || (nm.Domain != "" && p.Name+"."+nm.Domain == q) || p.Key.String() == raw {
 			for _, a := range p.Addresses {
 				if a.Addr().Is4() {
 					return p, a.Addr(), nil

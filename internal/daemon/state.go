@@ -114,7 +114,7 @@ func newKey(dir string) (noise.PrivateKey, error) {
 	if err != nil {
 		return noise.PrivateKey{}, fmt.Errorf("node key: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, keyFile), []byte(k.String()+"\n"), 0o600); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, keyFile), []byte(k.Base64()+"\n"), 0o600); err != nil {
 		return noise.PrivateKey{}, fmt.Errorf("node key: %w", err)
 	}
 	return k, nil

@@ -89,6 +89,14 @@ func (s *Store) RegisterNode(ctx context.Context, authKey, nodeKey, hostname str
 		existing, err := scanNode(tx.QueryRowContext(ctx, s.q("SELECT "+nodeCols+" FROM nodes WHERE node_key = ?"), nodeKey))
 		switch {
 		case err == nil && existing.UserID == k.UserID:
+			// Registering again with a valid key re-authenticates the
+			// node: its expiry starts over (an expired node comes back).
+			if !existing.Expiry.Equal(o.Expiry) {
+				if _, err := tx.ExecContext(ctx, s.q("UPDATE nodes SET expires_at = ? WHERE id = ?"), tsOf(o.Expiry), existing.ID); err != nil {
+					return err
+				}
+				existing.Expiry = o.Expiry
+			}
 			n = existing
 			return nil
 		case err == nil:
@@ -302,6 +310,19 @@ func (s *Store) RenameNode(ctx context.Context, id int64, name string) error {
 		return fmt.Errorf("rename node: %w: %q is not a DNS label", ErrInvalid, name)
 	}
 	return s.exec(ctx, "rename node", "UPDATE nodes SET name = ? WHERE id = ?", name, id)
+}
+
+// RotateNodeKey replaces a node's key, keeping its ID, name and addresses;
+// ErrNodeKeyInUse if another node has newKey, ErrNotFound if id is gone.
+func (s *Store) RotateNodeKey(ctx context.Context, id int64, newKey string) error {
+	if newKey == "" || len(newKey) > 512 {
+		return fmt.Errorf("rotate node key: %w: node key", ErrInvalid)
+	}
+	err := s.exec(ctx, "rotate node key", "UPDATE nodes SET node_key = ? WHERE id = ?", newKey, id)
+	if errors.Is(err, ErrConflict) {
+		return fmt.Errorf("rotate node key: %w", ErrNodeKeyInUse)
+	}
+	return err
 }
 
 // DeleteNode removes a node, freeing its name and addresses.

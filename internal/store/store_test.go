@@ -521,3 +521,43 @@ func TestSQLiteLockHeld(t *testing.T) {
 		t.Fatalf("after the lock was released: %v", err)
 	}
 }
+
+func TestRotateKeyAndReauth(t *testing.T) {
+	eachBackend(t, Options{}, func(t *testing.T, s *Store, _ string) {
+		ctx := context.Background()
+		u := must[*User](t)(s.CreateUser(ctx, "rot"))
+		key, _, err := s.CreatePreAuthKey(ctx, u.ID, PreAuthKeyOptions{Reusable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n1 := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:a", "one", RegisterOptions{}))
+		n2 := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:b", "two", RegisterOptions{}))
+		if err := s.RotateNodeKey(ctx, n1.ID, "nodekey:b"); !errors.Is(err, ErrNodeKeyInUse) {
+			t.Fatalf("rotate onto another node's key: %v", err)
+		}
+		if err := s.RotateNodeKey(ctx, n1.ID, "nodekey:c"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RotateNodeKey(ctx, 99999, "nodekey:d"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("rotate a missing node: %v", err)
+		}
+		got := must[*Node](t)(s.GetNodeByKey(ctx, "nodekey:c"))
+		if got.ID != n1.ID || got.Name != n1.Name || got.IPv4 != n1.IPv4 || got.IPv6 != n1.IPv6 {
+			t.Fatalf("rotated node %+v, was %+v", got, n1)
+		}
+		if _, err := s.GetNodeByKey(ctx, "nodekey:a"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("old key still found: %v", err)
+		}
+		// An expired node registering again with a valid key comes back.
+		if err := s.SetNodeExpiry(ctx, n2.ID, time.Now().Add(-time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		again := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:b", "two", RegisterOptions{}))
+		if again.ID != n2.ID || !again.Expiry.IsZero() {
+			t.Fatalf("re-registered %+v", again)
+		}
+		if stored := must[*Node](t)(s.GetNode(ctx, n2.ID)); !stored.Expiry.IsZero() {
+			t.Fatalf("stored expiry %v after re-registration", stored.Expiry)
+		}
+	})
+}

@@ -19,6 +19,12 @@
 //	node → EndpointUpdate{Endpoints}      at any time on the stream
 //	server → Error{...}                   then closes, on a refusal
 //
+//	node → RotateKeyRequest{NewKey, Proof}  (session under the old key)
+//	server → RotateKeyResponse{Node | Error}
+//
+//	node → LogoutRequest{}
+//	server → LogoutResponse{Error?}
+//
 // A RegisterRequest may be followed by a MapRequest on the same
 // connection. No message carries a node key: the server binds every request
 // to the key authenticated by the Noise handshake (controlbase.Conn.Peer),
@@ -35,6 +41,7 @@ import (
 	"time"
 
 	"warren/internal/netmap"
+	"warren/internal/noise"
 )
 
 // Version is the message protocol version carried in every Message. A peer
@@ -111,6 +118,33 @@ type EndpointUpdate struct {
 	Endpoints []netip.AddrPort `json:"endpoints"`
 }
 
+// RotateKeyRequest replaces the session node's key with NewKey, keeping the
+// node's ID, name and addresses. The session proves the old key; Proof (see
+// RotationProof) proves the sender also holds NewKey's private half, so no
+// node can take over a key that is not its own.
+type RotateKeyRequest struct {
+	NewKey noise.PublicKey `json:"newKey"`
+	Proof  []byte          `json:"proof"`
+}
+
+// RotateKeyResponse answers a RotateKeyRequest: the node under its new key,
+// or an error. The server closes the old key's streams; the node reconnects
+// with its new key.
+type RotateKeyResponse struct {
+	Node  *netmap.Node `json:"node,omitempty"`
+	Error string       `json:"error,omitempty"`
+	Code  string       `json:"code,omitempty"`
+}
+
+// LogoutRequest removes the session node from the deployment.
+type LogoutRequest struct{}
+
+// LogoutResponse answers a LogoutRequest; an empty Error means done.
+type LogoutResponse struct {
+	Error string `json:"error,omitempty"`
+	Code  string `json:"code,omitempty"`
+}
+
 // Error is a refusal; the sender closes the connection after it.
 type Error struct {
 	Code    string `json:"code"`
@@ -128,12 +162,18 @@ type Message struct {
 	MapResponse      *MapResponse      `json:"mapResponse,omitempty"`
 	EndpointUpdate   *EndpointUpdate   `json:"endpointUpdate,omitempty"`
 	Error            *Error            `json:"error,omitempty"`
+
+	RotateKeyRequest  *RotateKeyRequest  `json:"rotateKeyRequest,omitempty"`
+	RotateKeyResponse *RotateKeyResponse `json:"rotateKeyResponse,omitempty"`
+	LogoutRequest     *LogoutRequest     `json:"logoutRequest,omitempty"`
+	LogoutResponse    *LogoutResponse    `json:"logoutResponse,omitempty"`
 }
 
 func (m *Message) bodies() int {
 	n := 0
 	for _, set := range []bool{m.RegisterRequest != nil, m.RegisterResponse != nil, m.MapRequest != nil,
-		m.MapResponse != nil, m.EndpointUpdate != nil, m.Error != nil} {
+		m.MapResponse != nil, m.EndpointUpdate != nil, m.Error != nil,
+		m.RotateKeyRequest != nil, m.RotateKeyResponse != nil, m.LogoutRequest != nil, m.LogoutResponse != nil} {
 		if set {
 			n++
 		}
@@ -222,6 +262,14 @@ func Decode(b []byte) (*Message, error) {
 		if k != 1 {
 			return nil, fmt.Errorf("%w: map response sets %d of full, delta, keepAlive", ErrMalformed, k)
 		}
+	}
+	if r := m.RotateKeyResponse; r != nil && r.Node != nil {
+		if err := checkNode(r.Node); err != nil {
+			return nil, fmt.Errorf("%w: node: %v", ErrMalformed, err)
+		}
+	}
+	if r := m.RotateKeyRequest; r != nil && len(r.Proof) != ProofSize {
+		return nil, fmt.Errorf("%w: rotation proof of %d bytes", ErrMalformed, len(r.Proof))
 	}
 	if r := m.RegisterResponse; r != nil && r.Node != nil {
 		if err := checkNode(r.Node); err != nil {

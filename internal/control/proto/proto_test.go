@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"warren/internal/netmap"
+	"warren/internal/noise"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -99,4 +100,45 @@ func FuzzRead(f *testing.F) {
 			t.Fatalf("re-encode: %v", err)
 		}
 	})
+}
+
+func TestRotationProof(t *testing.T) {
+	gen := func() noise.PrivateKey {
+		k, err := noise.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	server, oldK, newK, other := gen(), gen(), gen(), gen()
+	proof, err := RotationProof(newK, server.PublicKey(), oldK.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyRotationProof(server, oldK.PublicKey(), newK.PublicKey(), proof); err != nil {
+		t.Fatalf("valid proof refused: %v", err)
+	}
+	// Bound to the old key, the new key and the server.
+	if VerifyRotationProof(server, other.PublicKey(), newK.PublicKey(), proof) == nil {
+		t.Error("proof accepted for another old key")
+	}
+	if VerifyRotationProof(server, oldK.PublicKey(), other.PublicKey(), proof) == nil {
+		t.Error("proof accepted for a key the sender does not hold")
+	}
+	if VerifyRotationProof(other, oldK.PublicKey(), newK.PublicKey(), proof) == nil {
+		t.Error("proof accepted by another server")
+	}
+	bad := append([]byte(nil), proof...)
+	bad[0] ^= 1
+	if VerifyRotationProof(server, oldK.PublicKey(), newK.PublicKey(), bad) == nil {
+		t.Error("flipped proof accepted")
+	}
+	// Framing: a request with a short proof does not decode.
+	b, err := Encode(&Message{RotateKeyRequest: &RotateKeyRequest{NewKey: newK.PublicKey(), Proof: proof[:5]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Decode(b[4:]); !errors.Is(err, ErrMalformed) {
+		t.Errorf("short proof: %v", err)
+	}
 }

@@ -318,8 +318,18 @@ func (s *Server) handle(c *controlbase.Conn) {
 			c.SetReadDeadline(time.Time{})
 			s.stream(c, key, m.MapRequest)
 			return
+		case m.RotateKeyRequest != nil:
+			resp := s.rotateKey(key, m.RotateKeyRequest)
+			c.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+			proto.Write(c, &proto.Message{RotateKeyResponse: resp})
+			return // the session's key is no longer the node's
+		case m.LogoutRequest != nil:
+			resp := s.logout(key)
+			c.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+			proto.Write(c, &proto.Message{LogoutResponse: resp})
+			return
 		default:
-			s.writeError(c, proto.CodeBadRequest, "expected registerRequest or mapRequest")
+			s.writeError(c, proto.CodeBadRequest, "expected registerRequest, mapRequest, rotateKeyRequest or logoutRequest")
 			return
 		}
 	}

@@ -1,0 +1,61 @@
+package proto
+
+import (
+	"crypto/subtle"
+	"errors"
+
+	"golang.org/x/crypto/blake2s"
+
+	"warren/internal/noise"
+)
+
+// ProofSize is the length of a key rotation proof.
+const ProofSize = blake2s.Size
+
+const rotationLabel = "warren rotate node key v1"
+
+// rotationMAC is BLAKE2s keyed with the X25519 secret shared by the new node
+// key and the server key, over a label and both node keys.
+func rotationMAC(secret [noise.KeySize]byte, oldKey, newKey noise.PublicKey) []byte {
+	h, err := blake2s.New256(secret[:])
+	if err != nil {
+		panic(err) // a 32-byte key is always valid
+	}
+	h.Write([]byte(rotationLabel))
+	h.Write(oldKey[:])
+	h.Write(newKey[:])
+	return h.Sum(nil)
+}
+
+// RotationProof proves to the server holding serverKey that the caller
+// holds newPriv, binding the proof to the key it replaces.
+func RotationProof(newPriv noise.PrivateKey, serverKey, oldKey noise.PublicKey) ([]byte, error) {
+	ss, err := newPriv.SharedSecret(serverKey)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(ss[:])
+	return rotationMAC(ss, oldKey, newPriv.PublicKey()), nil
+}
+
+// ErrBadProof is returned by VerifyRotationProof for a proof that does not
+// check out.
+var ErrBadProof = errors.New("proto: key rotation proof does not verify")
+
+// VerifyRotationProof checks, on the server, a proof that the sender of a
+// rotation from oldKey holds newKey's private half. The comparison is
+// constant-time.
+func VerifyRotationProof(serverPriv noise.PrivateKey, oldKey, newKey noise.PublicKey, proof []byte) error {
+	if newKey.IsZero() || newKey.IsLowOrder() {
+		return ErrBadProof
+	}
+	ss, err := serverPriv.SharedSecret(newKey)
+	if err != nil {
+		return ErrBadProof
+	}
+	defer clear(ss[:])
+	if subtle.ConstantTimeCompare(rotationMAC(ss, oldKey, newKey), proof) != 1 {
+		return ErrBadProof
+	}
+	return nil
+}

@@ -1,0 +1,84 @@
+package server
+
+import (
+	"errors"
+	"time"
+
+	"warren/internal/control/proto"
+	"warren/internal/noise"
+	"warren/internal/store"
+)
+
+// rotateKey moves the session's node to a new key, proven by the request.
+// The node keeps its ID, name and addresses; every peer gets a delta with
+// the new key, and the node's stream under the old key is closed.
+func (s *Server) rotateKey(key noise.PublicKey, req *proto.RotateKeyRequest) *proto.RotateKeyResponse {
+	refuse := func(code, msg string) *proto.RotateKeyResponse {
+		return &proto.RotateKeyResponse{Code: code, Error: "key rotation refused: " + msg}
+	}
+	if err := proto.VerifyRotationProof(s.key, key, req.NewKey, req.Proof); err != nil {
+		return refuse(proto.CodeBadRequest, "the proof of the new key does not verify")
+	}
+	ctx, cancel := storeCtx()
+	defer cancel()
+	n, err := s.st.GetNodeByKey(ctx, key.String())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return refuse(proto.CodeNotRegistered, "this node is not registered")
+	case err != nil:
+		s.opts.Logf("control: rotate %s: %v", key, err)
+		return refuse(proto.CodeInternal, "internal server error")
+	case !n.Expiry.IsZero() && !n.Expiry.After(time.Now()):
+		return refuse(proto.CodeNodeExpired, "this node has expired; join again with an auth key")
+	}
+	if err := s.st.RotateNodeKey(ctx, n.ID, req.NewKey.String()); err != nil {
+		if errors.Is(err, store.ErrNodeKeyInUse) {
+			return refuse(proto.CodeNodeKeyInUse, "the new key belongs to another node")
+		}
+		s.opts.Logf("control: rotate %s: %v", key, err)
+		return refuse(proto.CodeInternal, "internal server error")
+	}
+	n.NodeKey = req.NewKey.String()
+	s.mu.Lock()
+	nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID))
+	if err := s.updateNodeLocked(n.ID); err != nil {
+		s.opts.Logf("control: rotate %s: %v", key, err)
+		s.Notify()
+	}
+	if ss := s.sessions[uint64(n.ID)]; ss != nil {
+		ss.kill()
+	}
+	s.mu.Unlock()
+	s.opts.Logf("control: node %d (%s) rotated its key", n.ID, n.Name)
+	if !ok {
+		return refuse(proto.CodeInternal, "internal server error")
+	}
+	return &proto.RotateKeyResponse{Node: &nn}
+}
+
+// logout deletes the session's node: it leaves every peer's map, and its
+// addresses and name are free again.
+func (s *Server) logout(key noise.PublicKey) *proto.LogoutResponse {
+	ctx, cancel := storeCtx()
+	defer cancel()
+	n, err := s.st.GetNodeByKey(ctx, key.String())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return &proto.LogoutResponse{Code: proto.CodeNotRegistered, Error: "logout: this node is not registered"}
+	case err != nil:
+		s.opts.Logf("control: logout %s: %v", key, err)
+		return &proto.LogoutResponse{Code: proto.CodeInternal, Error: "internal server error"}
+	}
+	if err := s.st.DeleteNode(ctx, n.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.opts.Logf("control: logout %s: %v", key, err)
+		return &proto.LogoutResponse{Code: proto.CodeInternal, Error: "internal server error"}
+	}
+	s.mu.Lock()
+	if err := s.updateNodeLocked(n.ID); err != nil {
+		s.opts.Logf("control: logout %s: %v", key, err)
+		s.Notify()
+	}
+	s.mu.Unlock()
+	s.opts.Logf("control: node %d (%s) logged out", n.ID, n.Name)
+	return &proto.LogoutResponse{}
+}

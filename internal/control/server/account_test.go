@@ -1,0 +1,95 @@
+package server_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"warren/internal/control/client"
+	"warren/internal/control/controlbase"
+	"warren/internal/control/proto"
+	"warren/internal/control/server"
+	"warren/internal/netmap"
+)
+
+func TestRotateKey(t *testing.T) {
+	checkLeaks(t)
+	e := newEnv(t, server.Options{})
+	e.start()
+	a := e.join("alpha", e.reuse, ap("192.0.2.1:1"))
+	b := e.join("bravo", e.reuse, ap("192.0.2.2:2"))
+	b.waitMap("alpha", 2*time.Second, hasPeers(a))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	// Claiming bravo's key without its private half fails, and changes nothing.
+	forged := make([]byte, proto.ProofSize)
+	rand.Read(forged)
+	conn, err := controlbase.Dial(ctx, e.url(), e.key.PublicKey(), a.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proto.Write(conn, &proto.Message{RotateKeyRequest: &proto.RotateKeyRequest{NewKey: b.key.PublicKey(), Proof: forged}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := proto.Read(conn, proto.MaxClientMessage)
+	conn.Close()
+	if err != nil || m.RotateKeyResponse == nil || m.RotateKeyResponse.Code != proto.CodeBadRequest {
+		t.Fatalf("forged rotation: %+v %v", m, err)
+	}
+	// A valid proof for a key another node has is refused too.
+	var re *client.RegisterError
+	if _, err := a.c.RotateKey(ctx, b.key); !errors.As(err, &re) || re.Code != proto.CodeNodeKeyInUse {
+		t.Fatalf("rotation onto bravo's key: %v", err)
+	}
+
+	// A real rotation: same node, new key, seen by bravo.
+	a.stop()
+	newKey := genKey(t)
+	self, err := a.c.RotateKey(ctx, newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self.ID != a.self.ID || self.Name != "alpha" || !slices.Equal(self.Addresses, a.self.Addresses) {
+		t.Fatalf("rotated node %+v, was %+v", self, a.self)
+	}
+	b.waitMap("alpha's new key", 2*time.Second, func(m *netmap.NetworkMap) bool {
+		p, ok := m.Peer(a.self.ID)
+		return ok && p.Key == newKey.PublicKey()
+	})
+	// The old key is gone; the new one streams.
+	if _, err := a.c.RotateKey(ctx, genKey(t)); !errors.As(err, &re) || re.Code != proto.CodeNotRegistered {
+		t.Fatalf("rotation from the retired key: %v", err)
+	}
+	a2 := &node{t: t, key: newKey, self: self}
+	a2.c = e.client(newKey, filepath.Join(t.TempDir(), "netmap.json"), "")
+	a2.run()
+	a2.waitMap("bravo", 2*time.Second, hasPeers(b))
+}
+
+func TestLogout(t *testing.T) {
+	checkLeaks(t)
+	e := newEnv(t, server.Options{})
+	e.start()
+	a := e.join("alpha", e.reuse)
+	b := e.join("bravo", e.reuse)
+	b.waitMap("alpha", 2*time.Second, hasPeers(a))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a.stop()
+	if err := a.c.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.waitMap("alpha gone", time.Second, hasPeers())
+	if _, err := e.st.GetNode(ctx, int64(a.self.ID)); err == nil {
+		t.Fatal("logged-out node still stored")
+	}
+	var re *client.RegisterError
+	if err := a.c.Logout(ctx); !errors.As(err, &re) || re.Code != proto.CodeNotRegistered {
+		t.Fatalf("second logout: %v", err)
+	}
+}
