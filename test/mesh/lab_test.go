@@ -127,18 +127,18 @@ func (l *lab) must(ns *nettest.NS, args ...string) string {
 	return strings.TrimSpace(out)
 }
 
-func (l *lab) startServer() {
+func (l *lab) startServer(extra ...string) {
 	t := l.t
 	ns, addr := l.attach("msrv")
 	s := &server{ns: ns, dir: t.TempDir(), url: "http://" + addr + ":8080"}
 	l.srv = s
-	l.runServer()
+	l.runServer(extra...)
 	s.apiKey = l.must(ns, "server", "apikey", "create", "--data-dir", s.dir, "--db", l.db)
 }
 
-func (l *lab) runServer() {
+func (l *lab) runServer(extra ...string) {
 	s := l.srv
-	s.cmd = s.ns.Start(l.t, warrenBin, "server", "--listen", strings.TrimPrefix(s.url, "http://"), "--data-dir", s.dir, "--db", l.db)
+	s.cmd = s.ns.Start(l.t, warrenBin, append([]string{"server", "--listen", strings.TrimPrefix(s.url, "http://"), "--data-dir", s.dir, "--db", l.db}, extra...)...)
 	waitFor(l.t, 15*time.Second, "server listening", func() bool {
 		_, err := s.ns.Output("bash", "-c", "exec 3<>/dev/tcp/"+strings.ReplaceAll(strings.TrimPrefix(s.url, "http://"), ":", "/"))
 		return err == nil
@@ -168,13 +168,24 @@ func (l *lab) startNode(name string) *node {
 	ns, addr := l.attach("mn")
 	dir := l.t.TempDir()
 	n := &node{l: l, name: name, ns: ns, dir: dir, sock: filepath.Join(dir, "warrend.sock"), under: addr}
-	n.cmd = ns.Start(l.t, warrenBin, "daemon", "--state-dir", filepath.Join(dir, "state"), "--socket", n.sock, "--tun", "warren0", "--verbose")
-	waitFor(l.t, 10*time.Second, name+" daemon socket", func() bool {
+	n.startDaemon()
+	l.nodes = append(l.nodes, n)
+	return n
+}
+
+func (n *node) startDaemon() {
+	os.Remove(n.sock)
+	n.cmd = n.ns.Start(n.l.t, warrenBin, "daemon", "--state-dir", filepath.Join(n.dir, "state"), "--socket", n.sock, "--tun", "warren0", "--verbose")
+	waitFor(n.l.t, 10*time.Second, n.name+" daemon socket", func() bool {
 		_, err := os.Stat(n.sock)
 		return err == nil
 	})
-	l.nodes = append(l.nodes, n)
-	return n
+}
+
+// kill stops the daemon with SIGKILL.
+func (n *node) kill() {
+	n.cmd.Process.Signal(os.Kill)
+	n.cmd.Process.Wait()
 }
 
 // up joins the node with key.

@@ -1,0 +1,102 @@
+package mesh
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"warren/internal/localapi"
+)
+
+func peerNamed(st *localapi.Status, name string) *localapi.PeerStatus {
+	for i := range st.Peers {
+		if st.Peers[i].Name == name {
+			return &st.Peers[i]
+		}
+	}
+	return nil
+}
+
+// TestNodeLifecycle: a daemon killed with SIGKILL comes back on its saved
+// state with the same addresses; `up --force-reauth` rotates the node key
+// without breaking reachability; `logout` removes the node from every
+// peer; an ephemeral node whose daemon dies is deleted after the grace
+// period.
+func TestNodeLifecycle(t *testing.T) {
+	l := newLab(t, "")
+	l.db = "sqlite:" + t.TempDir() + "/warren.db"
+	l.startServer("--ephemeral-grace", "1s")
+	l.mustAdmin("users", "create", "carol")
+	key := l.mustAdmin("authkeys", "create", "--user", "carol", "--reusable")
+	eph := l.mustAdmin("authkeys", "create", "--user", "carol", "--reusable", "--ephemeral")
+	a, b, c := l.startNode("a"), l.startNode("b"), l.startNode("c")
+	for _, n := range []*node{a, b} {
+		if _, err := n.up(key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.up(eph); err != nil {
+		t.Fatal(err)
+	}
+	waitPeers(t, []*node{a, b, c}, 2, 10*time.Second)
+	aV4, aV6 := a.ips()
+
+	// Restart after SIGKILL: same key, same addresses, reachable again.
+	a.kill()
+	a.startDaemon()
+	waitFor(t, 10*time.Second, "a running again", func() bool {
+		st, err := a.status()
+		return err == nil && st.BackendState == "Running" && st.Connected
+	})
+	if v4, v6 := a.ips(); v4 != aV4 || v6 != aV6 {
+		t.Fatalf("addresses after restart %s %s, were %s %s", v4, v6, aV4, aV6)
+	}
+	if !poll(5*time.Second, func() bool { return b.pingOnce(aV4, time.Second) == nil }) {
+		t.Fatal("b cannot reach a after a's restart")
+	}
+
+	// Key rotation on b.
+	before, err := a.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldKey := peerNamed(before, "b").PublicKey
+	bV4, _ := b.ips()
+	out, err := warren(b.ns, "up", "--socket", b.sock, "--force-reauth")
+	if err != nil {
+		t.Fatalf("force-reauth: %v\n%s", err, out)
+	}
+	waitFor(t, 3*time.Second, "b's new key at a", func() bool {
+		st, err := a.status()
+		p := peerNamed(st, "b")
+		return err == nil && p != nil && p.PublicKey != oldKey
+	})
+	if v4, _ := b.ips(); v4 != bV4 {
+		t.Fatalf("b's address changed with its key: %s -> %s", bV4, v4)
+	}
+	if !poll(5*time.Second, func() bool { return a.pingOnce(bV4, time.Second) == nil }) {
+		t.Fatal("a cannot reach b after b rotated its key")
+	}
+
+	// Logout: b leaves every map; its address answers no more.
+	if out := l.must(b.ns, "logout", "--socket", b.sock); !strings.Contains(out, "logged out") {
+		t.Fatalf("logout printed %q", out)
+	}
+	waitFor(t, 2*time.Second, "b gone from a's peers", func() bool {
+		st, err := a.status()
+		return err == nil && peerNamed(st, "b") == nil
+	})
+	if st, err := b.status(); err != nil || st.BackendState != "NeedsLogin" {
+		t.Fatalf("b after logout: %+v %v", st, err)
+	}
+	if list := l.mustAdmin("nodes", "list"); strings.Contains(list, " b ") {
+		t.Fatalf("logged-out node still listed:\n%s", list)
+	}
+
+	// The ephemeral node's daemon dies: it is deleted after the grace.
+	c.kill()
+	waitFor(t, 20*time.Second, "ephemeral c deleted", func() bool {
+		st, err := a.status()
+		return err == nil && peerNamed(st, "c") == nil
+	})
+}
