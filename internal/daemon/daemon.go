@@ -71,6 +71,8 @@ type Daemon struct {
 	ccDone  chan struct{}
 	health  []string
 	state   string
+
+	expiryTimer *time.Timer // re-applies the map when a peer expires
 }
 
 // New checks cfg and fills in defaults; Run does the work.

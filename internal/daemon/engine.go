@@ -106,11 +106,41 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 		d.healthLocked(err.Error())
 	}
 	d.log.Debug("applied map", "version", nm.Version, "peers", len(want), "changes", len(cfg.Peers))
+	d.armExpiryLocked(nm, now)
+}
+
+// armExpiryLocked schedules the map to be applied again when the next peer
+// expiry passes, so an expired peer leaves the engine on time; d.mu held.
+func (d *Daemon) armExpiryLocked(nm *netmap.NetworkMap, now time.Time) {
+	var next time.Duration
+	for i := range nm.Peers {
+		if e := nm.Peers[i].Expiry; !e.IsZero() && e.After(now) && (next == 0 || e.Sub(now) < next) {
+			next = e.Sub(now)
+		}
+	}
+	if d.expiryTimer != nil {
+		d.expiryTimer.Stop()
+		d.expiryTimer = nil
+	}
+	if next == 0 {
+		return
+	}
+	d.expiryTimer = time.AfterFunc(next+10*time.Millisecond, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.nm == nm && d.cc != nil {
+			d.applyMapLocked(nm)
+		}
+	})
 }
 
 // clearMapLocked removes every peer, address and route; d.mu held.
 func (d *Daemon) clearMapLocked() {
 	d.nm = nil
+	if d.expiryTimer != nil {
+		d.expiryTimer.Stop()
+		d.expiryTimer = nil
+	}
 	if len(d.applied) > 0 {
 		cfg := &uapi.Config{ReplacePeers: true}
 		if err := d.dev.Apply(cfg); err != nil {

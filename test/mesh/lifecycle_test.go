@@ -100,3 +100,47 @@ func TestNodeLifecycle(t *testing.T) {
 		return err == nil && peerNamed(st, "c") == nil
 	})
 }
+
+// TestNodeExpiry: an admin expires a connected node: it is logged out at
+// once, peers stop reaching it within 2 s and show it expired; joining
+// again with an auth key brings it back with the same addresses.
+func TestNodeExpiry(t *testing.T) {
+	l := newLab(t, "")
+	l.db = "sqlite:" + t.TempDir() + "/warren.db"
+	l.startServer()
+	l.mustAdmin("users", "create", "dave")
+	key := l.mustAdmin("authkeys", "create", "--user", "dave", "--reusable")
+	a, b := l.startNode("a"), l.startNode("b")
+	for _, n := range []*node{a, b} {
+		if _, err := n.up(key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPeers(t, []*node{a, b}, 1, 10*time.Second)
+	bV4, _ := b.ips()
+	if !poll(5*time.Second, func() bool { return a.pingOnce(bV4, time.Second) == nil }) {
+		t.Fatal("a cannot reach b")
+	}
+	l.mustAdmin("nodes", "expire", "b")
+	expiredAt := time.Now()
+	if !poll(2*time.Second-time.Since(expiredAt), func() bool { return a.pingOnce(bV4, 200*time.Millisecond) != nil }) {
+		t.Fatal("a still reaches expired b after 2 s")
+	}
+	waitFor(t, 3*time.Second, "b logged out", func() bool {
+		st, err := b.status()
+		return err == nil && st.BackendState == "NeedsLogin" && len(st.Health) > 0 && strings.Contains(st.Health[0], "expired")
+	})
+	if st := l.must(a.ns, "status", "--socket", a.sock); !strings.Contains(st, "expired") {
+		t.Errorf("a's status does not show b expired:\n%s", st)
+	}
+	// Re-authenticating brings b back, same address.
+	if _, err := b.up(key); err != nil {
+		t.Fatal(err)
+	}
+	if v4, _ := b.ips(); v4 != bV4 {
+		t.Fatalf("b's address changed: %s -> %s", bV4, v4)
+	}
+	if !poll(5*time.Second, func() bool { return a.pingOnce(bV4, time.Second) == nil }) {
+		t.Fatal("a cannot reach b after it re-authenticated")
+	}
+}

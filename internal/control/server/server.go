@@ -218,18 +218,26 @@ func (s *Server) worker() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.opts.PollInterval)
 	defer t.Stop()
+	// expiry fires when the next node expiry passes, so that node's stream
+	// is refused at that moment rather than at the next poll.
+	expiry := time.NewTimer(time.Hour)
+	defer expiry.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-s.kick:
 		case <-t.C:
+		case <-expiry.C:
 		}
 		s.mu.Lock()
 		if err := s.refreshLocked(); err != nil {
 			s.opts.Logf("control: reload nodes: %v", err)
 		}
+		s.refuseExpiredLocked()
+		next := s.nextExpiryLocked()
 		s.mu.Unlock()
+		expiry.Reset(next)
 	}
 }
 

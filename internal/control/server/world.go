@@ -66,6 +66,7 @@ func (s *Server) refreshLocked() error {
 	if err != nil {
 		return err
 	}
+	clear(s.users) // a full reload also re-reads user names (renames)
 	nw := &netmap.NetworkMap{Peers: make([]netmap.Node, 0, len(nodes))}
 	now := time.Now()
 	for _, n := range nodes {
@@ -266,6 +267,10 @@ func (s *Server) fanoutLocked() {
 			ss.refuse(proto.CodeNodeDeleted, "this node was deleted from the deployment")
 			continue
 		}
+		if self, ok := s.world.Peer(id); ok && expired(self, time.Now()) {
+			ss.refuse(proto.CodeNodeExpired, expiredMessage)
+			continue
+		}
 		if sd == &d && tmpl != nil && !concerns(&d, id) {
 			b, err := tmpl.encode(ss.version, ss.version+1)
 			if err != nil {
@@ -365,4 +370,36 @@ func (s *Server) fullMapLocked(id uint64, version uint64) (*netmap.NetworkMap, b
 		}
 	}
 	return m, found
+}
+
+// expiredMessage is what an expired node's stream is refused with.
+const expiredMessage = "this node's key has expired; run `warren up --auth-key KEY` to re-authenticate"
+
+func expired(n *netmap.Node, now time.Time) bool {
+	return !n.Expiry.IsZero() && !n.Expiry.After(now)
+}
+
+// refuseExpiredLocked closes the streams of nodes whose expiry has passed.
+// Peers keep the expired node in their maps, marked by its expiry time, and
+// stop using it; s.mu held.
+func (s *Server) refuseExpiredLocked() {
+	now := time.Now()
+	for id, ss := range s.sessions {
+		if n, ok := s.world.Peer(id); ok && expired(n, now) && !ss.isDead() {
+			ss.refuse(proto.CodeNodeExpired, expiredMessage)
+		}
+	}
+}
+
+// nextExpiryLocked is how long until the next node expiry in the world
+// (capped at an hour); s.mu held.
+func (s *Server) nextExpiryLocked() time.Duration {
+	now := time.Now()
+	next := time.Hour
+	for i := range s.world.Peers {
+		if e := s.world.Peers[i].Expiry; !e.IsZero() && e.After(now) {
+			next = min(next, e.Sub(now)+time.Millisecond)
+		}
+	}
+	return next
 }
