@@ -41,10 +41,14 @@ type NetworkMap struct {
 	PacketFilter json.RawMessage // policy placeholder; nil when none
 }
 
-// DNSConfig is the resolver configuration pushed to nodes (placeholder).
+// DNSConfig is the resolver configuration pushed to nodes: custom records
+// and zones answered by every node's own resolver, and split-DNS routes.
 type DNSConfig struct {
 	Nameservers   []netip.Addr `json:"nameservers"`
 	SearchDomains []string     `json:"searchDomains"`
+	Records       []DNSRecord  `json:"records"` // sorted by name, type, value
+	Zones         []string     `json:"zones"`   // custom zones, sorted
+	Routes        []DNSRoute   `json:"routes"`  // split DNS, sorted by domain
 }
 
 // Node is one machine in the network map.
@@ -89,12 +93,21 @@ func (n Node) Clone() Node {
 
 // Equal reports whether two DNS configurations are the same.
 func (c DNSConfig) Equal(o DNSConfig) bool {
-	return slices.Equal(c.Nameservers, o.Nameservers) && slices.Equal(c.SearchDomains, o.SearchDomains)
+	return slices.Equal(c.Nameservers, o.Nameservers) && slices.Equal(c.SearchDomains, o.SearchDomains) &&
+		slices.Equal(c.Records, o.Records) && slices.Equal(c.Zones, o.Zones) &&
+		slices.EqualFunc(c.Routes, o.Routes, func(a, b DNSRoute) bool {
+			return a.Domain == b.Domain && slices.Equal(a.Resolvers, b.Resolvers)
+		})
 }
 
 // Clone returns a deep copy of c.
 func (c DNSConfig) Clone() DNSConfig {
-	return DNSConfig{Nameservers: slices.Clone(c.Nameservers), SearchDomains: slices.Clone(c.SearchDomains)}
+	out := DNSConfig{Nameservers: slices.Clone(c.Nameservers), SearchDomains: slices.Clone(c.SearchDomains),
+		Records: slices.Clone(c.Records), Zones: slices.Clone(c.Zones)}
+	for _, r := range c.Routes {
+		out.Routes = append(out.Routes, DNSRoute{Domain: r.Domain, Resolvers: slices.Clone(r.Resolvers)})
+	}
+	return out
 }
 
 // Equal reports whether two maps carry the same information (including
@@ -224,15 +237,8 @@ func (m *NetworkMap) Validate() error {
 	if m.Domain != "" && !IsDNSName(m.Domain) {
 		return fmt.Errorf("%w: domain %q is not a DNS name", ErrInvalid, m.Domain)
 	}
-	for _, a := range m.DNS.Nameservers {
-		if !a.IsValid() {
-			return fmt.Errorf("%w: invalid nameserver address", ErrInvalid)
-		}
-	}
-	for _, d := range m.DNS.SearchDomains {
-		if !IsDNSName(d) {
-			return fmt.Errorf("%w: search domain %q is not a DNS name", ErrInvalid, d)
-		}
+	if err := m.DNS.validate(); err != nil {
+		return err
 	}
 	if len(m.PacketFilter) > 0 && !json.Valid(m.PacketFilter) {
 		return fmt.Errorf("%w: packet filter is not valid JSON", ErrInvalid)

@@ -24,7 +24,7 @@ func TestJSONRoundTrip(t *testing.T) {
 	for _, want := range []string{`"protocolVersion":1`, `"version":5`, `"self":{"id":1,"name":"self"`,
 		`"key":"` + m.Self.Key.String() + `"`, `"endpoints":["[2001:db8::1]:41641"]`, `"allowedIPs":["100.64.0.1/32"]`,
 		`"lastSeen":"2026-01-02T02:04:05.000000006Z"`, `"expiry":"0001-01-01T00:00:00Z"`,
-		`"dns":{"nameservers":["100.100.100.100"],"searchDomains":["warren.internal"]}`,
+		`"dns":{"nameservers":["100.100.100.100"],"searchDomains":["warren.internal"],"records":[],"zones":[],"routes":[]}`,
 		`"packetFilter":{"allow":["*"]}`, `"domain":"warren.internal"`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("encoding lacks %s:\n%s", want, b)
@@ -142,5 +142,46 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate = %v, want ErrInvalid", err)
 			}
 		})
+	}
+}
+
+func TestDNSRecordValidate(t *testing.T) {
+	good := []DNSRecord{
+		{"db.warren.internal", "A", 60, "100.64.0.9"},
+		{"db.corp.example.com", "A", 60, "node:alpha"},
+		{"v6.example.com", "AAAA", 60, "fd00::1"},
+		{"*.apps.example.com", "CNAME", 60, "alpha.warren.internal"},
+		{"example.com", "TXT", 60, "v=spf1 -all"},
+		{"_sip._tcp.example.com", "SRV", 60, "10 5 5060 alpha.warren.internal"},
+		{"example.com", "MX", 60, "10 mail.example.com"},
+	}
+	for _, r := range good {
+		if err := r.Validate(); err != nil {
+			t.Errorf("%+v: %v", r, err)
+		}
+	}
+	bad := map[string]DNSRecord{
+		"single label":   {"db", "A", 60, "1.2.3.4"},
+		"upper case":     {"DB.example.com", "A", 60, "1.2.3.4"},
+		"inner wildcard": {"a.*.example.com", "A", 60, "1.2.3.4"},
+		"unknown type":   {"a.example.com", "NS", 60, "x.example.com"},
+		"zero TTL":       {"a.example.com", "A", 0, "1.2.3.4"},
+		"v6 in A":        {"a.example.com", "A", 60, "fd00::1"},
+		"v4 in AAAA":     {"a.example.com", "AAAA", 60, "1.2.3.4"},
+		"bad node ref":   {"a.example.com", "A", 60, "node:Not_A_Label"},
+		"CNAME to self":  {"a.example.com", "CNAME", 60, "a.example.com"},
+		"SRV fields":     {"_x._tcp.example.com", "SRV", 60, "10 5 alpha.warren.internal"},
+		"SRV port":       {"_x._tcp.example.com", "SRV", 60, "10 5 70000 alpha.warren.internal"},
+		"MX fields":      {"example.com", "MX", 60, "mail.example.com"},
+		"empty TXT":      {"example.com", "TXT", 60, ""},
+	}
+	for name, r := range bad {
+		if err := r.Validate(); err == nil {
+			t.Errorf("%s: %+v accepted", name, r)
+		}
+	}
+	m := &NetworkMap{DNS: DNSConfig{Routes: []DNSRoute{{Domain: "corp.example.com"}}}}
+	if err := m.Validate(); err == nil {
+		t.Error("split-DNS route without resolvers accepted")
 	}
 }

@@ -74,7 +74,12 @@ func (n *Node) UnmarshalJSON(b []byte) error {
 // MarshalJSON implements json.Marshaler.
 func (c DNSConfig) MarshalJSON() ([]byte, error) {
 	type plain DNSConfig
-	return json.Marshal(plain{Nameservers: nonNil(c.Nameservers), SearchDomains: nonNil(c.SearchDomains)})
+	routes := make([]DNSRoute, len(c.Routes))
+	for i, r := range c.Routes {
+		routes[i] = DNSRoute{Domain: r.Domain, Resolvers: nonNil(r.Resolvers)}
+	}
+	return json.Marshal(plain{Nameservers: nonNil(c.Nameservers), SearchDomains: nonNil(c.SearchDomains),
+		Records: nonNil(c.Records), Zones: nonNil(c.Zones), Routes: routes})
 }
 
 type wireMap struct {

@@ -61,6 +61,25 @@ var migrations = []migration{
 			last_used_at BIGINT,
 			created_at BIGINT NOT NULL)`,
 	}},
+	{2, []string{
+		`CREATE TABLE dns_records (
+			id {{ID}},
+			name TEXT NOT NULL,
+			type TEXT NOT NULL,
+			ttl BIGINT NOT NULL,
+			value TEXT NOT NULL,
+			created_at BIGINT NOT NULL,
+			UNIQUE (name, type, value))`,
+		`CREATE TABLE dns_zones (
+			id {{ID}},
+			name TEXT NOT NULL UNIQUE,
+			created_at BIGINT NOT NULL)`,
+		`CREATE TABLE dns_routes (
+			id {{ID}},
+			domain TEXT NOT NULL UNIQUE,
+			resolvers TEXT NOT NULL,
+			created_at BIGINT NOT NULL)`,
+	}},
 }
 
 // SchemaVersion is the newest schema this build knows.

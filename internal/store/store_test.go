@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"warren/internal/netmap"
 )
 
 // backend opens fresh stores of one kind; reopen opens the same database
@@ -558,6 +560,64 @@ func TestRotateKeyAndReauth(t *testing.T) {
 		}
 		if stored := must[*Node](t)(s.GetNode(ctx, n2.ID)); !stored.Expiry.IsZero() {
 			t.Fatalf("stored expiry %v after re-registration", stored.Expiry)
+		}
+	})
+}
+
+func TestDNSData(t *testing.T) {
+	eachBackend(t, Options{}, func(t *testing.T, s *Store, _ string) {
+		ctx := context.Background()
+		rec := func(name, typ, value string) netmap.DNSRecord { return netmap.DNSRecord{Name: name, Type: typ, TTL: 60, Value: value} }
+		a := must[*DNSRecord](t)(s.AddDNSRecord(ctx, rec("db.corp.example.com", "A", "node:alpha")))
+		must[*DNSRecord](t)(s.AddDNSRecord(ctx, rec("db.corp.example.com", "A", "100.64.0.9")))
+		if _, err := s.AddDNSRecord(ctx, rec("db.corp.example.com", "A", "100.64.0.9")); !errors.Is(err, ErrConflict) {
+			t.Fatalf("duplicate record: %v", err)
+		}
+		if _, err := s.AddDNSRecord(ctx, rec("db.corp.example.com", "CNAME", "alpha.warren.internal")); !errors.Is(err, ErrConflict) {
+			t.Fatalf("CNAME beside A: %v", err)
+		}
+		must[*DNSRecord](t)(s.AddDNSRecord(ctx, rec("www.corp.example.com", "CNAME", "alpha.warren.internal")))
+		if _, err := s.AddDNSRecord(ctx, rec("www.corp.example.com", "TXT", "x")); !errors.Is(err, ErrConflict) {
+			t.Fatalf("record beside CNAME: %v", err)
+		}
+		if _, err := s.AddDNSRecord(ctx, rec("bad", "A", "1.2.3.4")); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("invalid record: %v", err)
+		}
+		must[*DNSZone](t)(s.AddDNSZone(ctx, "Corp.Example.com."))
+		if _, err := s.AddDNSZone(ctx, "corp.example.com"); !errors.Is(err, ErrConflict) {
+			t.Fatalf("duplicate zone: %v", err)
+		}
+		rt := netmap.DNSRoute{Domain: "lan.example.net", Resolvers: []netip.AddrPort{netip.MustParseAddrPort("198.18.9.53:53")}}
+		must[*DNSRoute](t)(s.SetDNSRoute(ctx, rt))
+		rt.Resolvers = append(rt.Resolvers, netip.MustParseAddrPort("[fd00::53]:53"))
+		must[*DNSRoute](t)(s.SetDNSRoute(ctx, rt)) // replaces
+		c, err := s.DNSConfig(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Records) != 3 || c.Records[0].Value != "100.64.0.9" || len(c.Zones) != 1 || c.Zones[0] != "corp.example.com" ||
+			len(c.Routes) != 1 || len(c.Routes[0].Resolvers) != 2 {
+			t.Fatalf("config %+v", c)
+		}
+		for _, r := range c.Records {
+			if err := r.Validate(); err != nil {
+				t.Fatalf("stored record invalid: %v", err)
+			}
+		}
+		if err := s.DeleteDNSRecord(ctx, a.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DeleteDNSRecord(ctx, a.ID); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("second delete: %v", err)
+		}
+		if err := s.DeleteDNSZone(ctx, "corp.example.com"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DeleteDNSRoute(ctx, "lan.example.net"); err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := s.DNSConfig(ctx); len(c.Records) != 2 || len(c.Zones)+len(c.Routes) != 0 {
+			t.Fatalf("after deletes %+v", c)
 		}
 	})
 }
