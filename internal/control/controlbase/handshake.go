@@ -24,6 +24,10 @@ import (
 )
 
 func newHandshake(initiator bool, version uint16, key noise.PrivateKey, peer []byte, rng io.Reader) (*flynn.HandshakeState, error) {
+	return newProtoHandshake(Control, initiator, version, key, peer, rng)
+}
+
+func newProtoHandshake(p Protocol, initiator bool, version uint16, key noise.PrivateKey, peer []byte, rng io.Reader) (*flynn.HandshakeState, error) {
 	pub := key.PublicKey()
 	if rng == nil {
 		rng = rand.Reader
@@ -33,7 +37,7 @@ func newHandshake(initiator bool, version uint16, key noise.PrivateKey, peer []b
 		Random:        rng,
 		Pattern:       flynn.HandshakeIK,
 		Initiator:     initiator,
-		Prologue:      prologue(version),
+		Prologue:      p.prologue(version),
 		StaticKeypair: flynn.DHKey{Private: key[:], Public: pub[:]},
 		PeerStatic:    peer,
 	})
@@ -50,6 +54,12 @@ func Dial(ctx context.Context, serverURL string, serverKey noise.PublicKey, clie
 
 // dial lets tests send a version header and a prologue version that differ.
 func dial(ctx context.Context, serverURL string, serverKey noise.PublicKey, clientKey noise.PrivateKey, sentVersion, prologueVersion uint16) (*Conn, error) {
+	return dialProto(ctx, DialOptions{}, serverURL, serverKey, clientKey, sentVersion, prologueVersion)
+}
+
+// dialProto is dial with options (protocol, proxy).
+func dialProto(ctx context.Context, o DialOptions, serverURL string, serverKey noise.PublicKey, clientKey noise.PrivateKey, sentVersion, prologueVersion uint16) (*Conn, error) {
+	proto := o.Protocol.orControl()
 	if serverKey.IsZero() || serverKey.IsLowOrder() {
 		return nil, fmt.Errorf("controlbase: invalid server key")
 	}
@@ -76,7 +86,8 @@ func dial(ctx context.Context, serverURL string, serverKey noise.PublicKey, clie
 		port = u.Port()
 	}
 	addr := net.JoinHostPort(u.Hostname(), port)
-	u.Path = strings.TrimSuffix(u.Path, "/") + Path
+	target := *u
+	u.Path = strings.TrimSuffix(u.Path, "/") + proto.Path
 	u.RawPath, u.RawQuery, u.Fragment = "", "", ""
 
 	if _, ok := ctx.Deadline(); !ok {
@@ -85,7 +96,7 @@ func dial(ctx context.Context, serverURL string, serverKey noise.PublicKey, clie
 		defer cancel()
 	}
 
-	hs, err := newHandshake(true, prologueVersion, clientKey, serverKey[:], nil)
+	hs, err := newProtoHandshake(proto, true, prologueVersion, clientKey, serverKey[:], nil)
 	if err != nil {
 		return nil, fmt.Errorf("controlbase: %w", err)
 	}
@@ -96,8 +107,7 @@ func dial(ctx context.Context, serverURL string, serverKey noise.PublicKey, clie
 		return nil, fmt.Errorf("%w: %v", ErrHandshake, err)
 	}
 
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	nc, err := o.dialTCP(ctx, &target, addr)
 	if err != nil {
 		return nil, fmt.Errorf("controlbase: %w", err)
 	}
@@ -126,7 +136,7 @@ func dial(ctx context.Context, serverURL string, serverKey noise.PublicKey, clie
 	if err != nil {
 		return nil, fmt.Errorf("controlbase: %w", err)
 	}
-	req.Header.Set("Upgrade", UpgradeToken)
+	req.Header.Set("Upgrade", proto.UpgradeToken)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set(HandshakeHeader, base64.StdEncoding.EncodeToString(init))
 	if err := req.Write(nc); err != nil {
@@ -144,13 +154,16 @@ func dial(ctx context.Context, serverURL string, serverKey noise.PublicKey, clie
 		if sv := resp.Header.Get(VersionHeader); resp.StatusCode == http.StatusUpgradeRequired && sv != "" {
 			return nil, fmt.Errorf("%w: this node speaks version %d, the server speaks version %s", ErrVersionMismatch, sentVersion, sv)
 		}
+		if resp.StatusCode == http.StatusUnauthorized {
+			return nil, fmt.Errorf("%w: %w: %s: %s", ErrRefused, ErrNotAuthorized, resp.Status, msg)
+		}
 		if resp.StatusCode == http.StatusForbidden {
 			return nil, fmt.Errorf("%w: %s: %s (is the pinned server key right?)", ErrRefused, resp.Status, msg)
 		}
 		return nil, fmt.Errorf("%w: %s: %s", ErrRefused, resp.Status, msg)
 	}
-	if !strings.EqualFold(resp.Header.Get("Upgrade"), UpgradeToken) {
-		return nil, fmt.Errorf("%w: server upgraded to %q, want %q", ErrRefused, resp.Header.Get("Upgrade"), UpgradeToken)
+	if !strings.EqualFold(resp.Header.Get("Upgrade"), proto.UpgradeToken) {
+		return nil, fmt.Errorf("%w: server upgraded to %q, want %q", ErrRefused, resp.Header.Get("Upgrade"), proto.UpgradeToken)
 	}
 	msg2, err := base64.StdEncoding.DecodeString(resp.Header.Get(HandshakeHeader))
 	if err != nil || len(msg2) != msg2Len {
@@ -193,6 +206,12 @@ type Server struct {
 	// HandshakeTimeout bounds writing the handshake response;
 	// DefaultHandshakeTimeout when zero.
 	HandshakeTimeout time.Duration
+	// Protocol is the protocol served; zero means the control protocol.
+	Protocol Protocol
+	// Authorize, if set, is asked about the authenticated node key before
+	// the upgrade completes; an error refuses the node with 401 and the
+	// error's text, and Handle is not called.
+	Authorize func(peer noise.PublicKey) error
 }
 
 func refuse(w http.ResponseWriter, code int, msg string) {
@@ -206,27 +225,28 @@ func refuse(w http.ResponseWriter, code int, msg string) {
 // A client that fails to authenticate gets 403 and nothing else, and Handle
 // is not called.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	proto := s.Protocol.orControl()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		refuse(w, http.StatusMethodNotAllowed, "warren control: use POST with Upgrade: "+UpgradeToken)
+		refuse(w, http.StatusMethodNotAllowed, s.Protocol.label()+": use POST with Upgrade: "+proto.UpgradeToken)
 		return
 	}
 	if s.Handle == nil || s.Key.IsZero() {
-		refuse(w, http.StatusInternalServerError, "warren control: server not configured")
+		refuse(w, http.StatusInternalServerError, s.Protocol.label()+": server not configured")
 		return
 	}
 	up := r.Header.Get("Upgrade")
-	if !strings.EqualFold(up, UpgradeToken) {
-		if strings.HasPrefix(strings.ToLower(up), "warren-control-") {
+	if !strings.EqualFold(up, proto.UpgradeToken) {
+		if strings.HasPrefix(strings.ToLower(up), proto.tokenFamily()) {
 			s.refuseVersion(w, fmt.Sprintf("unsupported control protocol %q", up))
 			return
 		}
-		refuse(w, http.StatusBadRequest, "warren control: missing Upgrade: "+UpgradeToken)
+		refuse(w, http.StatusBadRequest, s.Protocol.label()+": missing Upgrade: "+proto.UpgradeToken)
 		return
 	}
 	init, err := base64.StdEncoding.DecodeString(r.Header.Get(HandshakeHeader))
 	if err != nil || len(init) < 2 {
-		refuse(w, http.StatusBadRequest, "warren control: malformed "+HandshakeHeader)
+		refuse(w, http.StatusBadRequest, s.Protocol.label()+": malformed "+HandshakeHeader)
 		return
 	}
 	if v := binary.BigEndian.Uint16(init); v != ProtocolVersion {
@@ -234,33 +254,39 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(init) != 2+msg1Len {
-		refuse(w, http.StatusBadRequest, "warren control: malformed "+HandshakeHeader)
+		refuse(w, http.StatusBadRequest, s.Protocol.label()+": malformed "+HandshakeHeader)
 		return
 	}
-	hs, err := newHandshake(false, ProtocolVersion, s.Key, nil, nil)
+	hs, err := newProtoHandshake(proto, false, ProtocolVersion, s.Key, nil, nil)
 	if err != nil {
-		refuse(w, http.StatusInternalServerError, "warren control: internal error")
+		refuse(w, http.StatusInternalServerError, s.Protocol.label()+": internal error")
 		return
 	}
 	payload, _, _, err := hs.ReadMessage(nil, init[2:])
 	if err != nil || len(payload) != 0 {
-		refuse(w, http.StatusForbidden, "warren control: handshake failed")
+		refuse(w, http.StatusForbidden, s.Protocol.label()+": handshake failed")
 		return
 	}
 	var peer noise.PublicKey
 	copy(peer[:], hs.PeerStatic())
 	if peer.IsZero() || peer.IsLowOrder() {
-		refuse(w, http.StatusForbidden, "warren control: handshake failed")
+		refuse(w, http.StatusForbidden, s.Protocol.label()+": handshake failed")
 		return
+	}
+	if s.Authorize != nil {
+		if err := s.Authorize(peer); err != nil {
+			refuse(w, http.StatusUnauthorized, s.Protocol.label()+": "+err.Error())
+			return
+		}
 	}
 	msg2, rx, tx, err := hs.WriteMessage(nil, nil)
 	if err != nil {
-		refuse(w, http.StatusInternalServerError, "warren control: internal error")
+		refuse(w, http.StatusInternalServerError, s.Protocol.label()+": internal error")
 		return
 	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
-		refuse(w, http.StatusInternalServerError, "warren control: connection cannot be upgraded (HTTP/1.1 only)")
+		refuse(w, http.StatusInternalServerError, s.Protocol.label()+": connection cannot be upgraded (HTTP/1.1 only)")
 		return
 	}
 	nc, brw, err := hj.Hijack()
@@ -273,7 +299,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	nc.SetDeadline(time.Now().Add(timeout))
 	var b bytes.Buffer
-	b.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + UpgradeToken + "\r\nConnection: Upgrade\r\n")
+	b.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + proto.UpgradeToken + "\r\nConnection: Upgrade\r\n")
 	b.WriteString(HandshakeHeader + ": " + base64.StdEncoding.EncodeToString(msg2) + "\r\n\r\n")
 	if _, err := nc.Write(b.Bytes()); err != nil {
 		nc.Close()
@@ -288,8 +314,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) refuseVersion(w http.ResponseWriter, msg string) {
 	w.Header().Set(VersionHeader, strconv.Itoa(int(ProtocolVersion)))
-	w.Header().Set("Upgrade", UpgradeToken)
-	refuse(w, http.StatusUpgradeRequired, fmt.Sprintf("warren control: %s; this server speaks version %d", msg, ProtocolVersion))
+	w.Header().Set("Upgrade", s.Protocol.orControl().UpgradeToken)
+	refuse(w, http.StatusUpgradeRequired, fmt.Sprintf("%s: %s; this server speaks version %d", s.Protocol.label(), msg, ProtocolVersion))
 }
 
 // afterHTTP returns a reader for what follows the HTTP exchange on nc:
