@@ -1,0 +1,543 @@
+package drop
+
+import (
+	"crypto/sha256"
+	"encoding"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultQuota is the default limit on the bytes waiting in an inbox.
+const DefaultQuota = 10 << 30
+
+// Errors a transfer can end with; the peer API maps them to HTTP statuses.
+var (
+	ErrBusy     = errors.New("another transfer of this file is in progress")
+	ErrQuota    = errors.New("the receiver's inbox quota is exceeded")
+	ErrNoSpace  = errors.New("the receiver's disk is full")
+	ErrHash     = errors.New("SHA-256 mismatch: the file arrived corrupted and was discarded")
+	ErrOffset   = errors.New("the receiver has fewer bytes than the offset sent from")
+	ErrNotFound = errors.New("no such waiting file")
+)
+
+// Header is what a sender declares about a file.
+type Header struct {
+	Name   string // valid (see ValidName)
+	Size   int64
+	SHA256 string // 64 lowercase hex digits
+}
+
+func (h Header) check() error {
+	if err := ValidName(h.Name); err != nil {
+		return err
+	}
+	if h.Size < 0 {
+		return errors.New("negative size")
+	}
+	if len(h.SHA256) != 64 || strings.ToLower(h.SHA256) != h.SHA256 {
+		return errors.New("SHA-256 must be 64 lowercase hex digits")
+	}
+	if _, err := hex.DecodeString(h.SHA256); err != nil {
+		return errors.New("SHA-256 must be 64 lowercase hex digits")
+	}
+	return nil
+}
+
+// Sender identifies who sent a file.
+type Sender struct {
+	Name string `json:"name"` // node name
+	User string `json:"user"`
+	Addr string `json:"addr"` // tunnel address
+}
+
+// File is a finished file waiting in the inbox.
+type File struct {
+	Name     string    `json:"name"`
+	Size     int64     `json:"size"`
+	SHA256   string    `json:"sha256"`
+	From     Sender    `json:"from"`
+	Received time.Time `json:"received"`
+}
+
+// partialInfo is the metadata kept next to a partial file.
+type partialInfo struct {
+	Size       int64  `json:"size"`
+	SHA256     string `json:"sha256"`
+	From       Sender `json:"from"`
+	Started    time.Time
+	HashOffset int64  `json:"hashOffset"` // bytes HashState covers
+	HashState  []byte `json:"hashState,omitempty"`
+}
+
+// Inbox is the directory received files wait in until `warren file get`.
+type Inbox struct {
+	dir   string
+	quota int64
+
+	mu     sync.Mutex
+	active map[string]*transfer // by file name
+	failed map[string]failure   // recent transfers that ran out of space
+
+	received atomic.Int64 // bytes written by Receive since NewInbox
+}
+
+// failure remembers why a transfer failed after the sender may have
+// stopped listening, to tell it when it asks for the offset again.
+type failure struct {
+	h   Header
+	err error
+	at  time.Time
+}
+
+type transfer struct {
+	from   string // sender address
+	cancel func() // aborts the transfer (closes its connection)
+	done   chan struct{}
+}
+
+// NewInbox opens (creating it 0700) the inbox directory dir with a quota of
+// waiting bytes (DefaultQuota if 0), and removes partial files untouched
+// for a week.
+func NewInbox(dir string, quota int64) (*Inbox, error) {
+	if quota <= 0 {
+		quota = DefaultQuota
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("inbox: %w", err)
+	}
+	in := &Inbox{dir: dir, quota: quota, active: map[string]*transfer{}, failed: map[string]failure{}}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if n, ok := partialName(e.Name()); ok {
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > 7*24*time.Hour {
+				in.removePartial(n)
+			}
+		}
+	}
+	return in, nil
+}
+
+// Dir returns the inbox directory.
+func (in *Inbox) Dir() string { return in.dir }
+
+// Received returns the bytes of file data written since the inbox opened.
+func (in *Inbox) Received() int64 { return in.received.Load() }
+
+func (in *Inbox) path(name string) string     { return filepath.Join(in.dir, name) }
+func (in *Inbox) infoPath(name string) string { return filepath.Join(in.dir, "."+name+".info") }
+func (in *Inbox) partPath(name string) string { return filepath.Join(in.dir, "."+name+".partial") }
+func (in *Inbox) partInfoPath(name string) string {
+	return filepath.Join(in.dir, "."+name+".partial.info")
+}
+
+// partialName returns NAME for ".NAME.partial".
+func partialName(f string) (string, bool) {
+	if !strings.HasPrefix(f, ".") || !strings.HasSuffix(f, ".partial") {
+		return "", false
+	}
+	return f[1 : len(f)-len(".partial")], true
+}
+
+func (in *Inbox) removePartial(name string) {
+	os.Remove(in.partPath(name))
+	os.Remove(in.partInfoPath(name))
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// begin registers a transfer of name from sender addr. A transfer of the
+// same file from the same sender still running (its connection broke
+// without the receiver noticing) is aborted and waited for; one from
+// another sender makes begin fail with ErrBusy.
+func (in *Inbox) begin(name, from string, cancel func()) (*transfer, error) {
+	for {
+		in.mu.Lock()
+		old := in.active[name]
+		if old == nil {
+			t := &transfer{from: from, cancel: cancel, done: make(chan struct{})}
+			in.active[name] = t
+			in.mu.Unlock()
+			return t, nil
+		}
+		in.mu.Unlock()
+		if old.from != from {
+			return nil, ErrBusy
+		}
+		old.cancel()
+		select {
+		case <-old.done:
+		case <-time.After(10 * time.Second):
+			return nil, ErrBusy
+		}
+	}
+}
+
+func (in *Inbox) end(name string, t *transfer) {
+	in.mu.Lock()
+	if in.active[name] == t {
+		delete(in.active, name)
+	}
+	in.mu.Unlock()
+	close(t.done)
+}
+
+// Offset returns how many bytes of the file h the inbox already holds from
+// sender: the size of a partial file declared with the same size and
+// SHA-256, h.Size if the same file already waits complete, else 0. A
+// stale transfer of it from the same sender is aborted first. It fails if
+// the rest could not be accepted (quota, free space).
+func (in *Inbox) Offset(h Header, from Sender) (int64, error) {
+	if err := h.check(); err != nil {
+		return 0, err
+	}
+	t, err := in.begin(h.Name, from.Addr, func() {})
+	if err != nil {
+		return 0, err
+	}
+	defer in.end(h.Name, t)
+	in.mu.Lock()
+	fl, ok := in.failed[h.Name]
+	delete(in.failed, h.Name)
+	in.mu.Unlock()
+	if ok && fl.h == h && time.Since(fl.at) < time.Minute {
+		return 0, fl.err
+	}
+	var f File
+	if readJSON(in.infoPath(h.Name), &f) == nil && f.Size == h.Size && f.SHA256 == h.SHA256 {
+		if fi, err := os.Stat(in.path(h.Name)); err == nil && fi.Size() == h.Size {
+			return h.Size, nil
+		}
+	}
+	off := in.partialOffset(h)
+	return off, in.room(h, off)
+}
+
+// partialOffset is the length of a partial file of h, 0 if none.
+func (in *Inbox) partialOffset(h Header) int64 {
+	var pi partialInfo
+	if readJSON(in.partInfoPath(h.Name), &pi) != nil || pi.Size != h.Size || pi.SHA256 != h.SHA256 {
+		return 0
+	}
+	fi, err := os.Stat(in.partPath(h.Name))
+	if err != nil {
+		return 0
+	}
+	return min(fi.Size(), h.Size)
+}
+
+// Waiting returns the bytes waiting in the inbox: finished files, and the
+// declared sizes of partial ones except the partial of skip.
+func (in *Inbox) Waiting(skip string) int64 {
+	ents, _ := os.ReadDir(in.dir)
+	var n int64
+	for _, e := range ents {
+		name := e.Name()
+		if p, ok := strings.CutSuffix(name, ".partial.info"); ok && strings.HasPrefix(p, ".") {
+			var pi partialInfo
+			if p[1:] != skip && readJSON(filepath.Join(in.dir, name), &pi) == nil {
+				n += pi.Size
+			}
+			continue
+		}
+		if strings.HasPrefix(name, ".") || !e.Type().IsRegular() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+// room checks that the rest of h, from off, fits the quota and the disk.
+func (in *Inbox) room(h Header, off int64) error {
+	if w := in.Waiting(h.Name); w+h.Size > in.quota {
+		return fmt.Errorf("%w (%d bytes waiting, %d more would pass the quota of %d)", ErrQuota, w, h.Size, in.quota)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(in.dir, &st); err == nil {
+		if free := int64(st.Bavail) * st.Bsize; free < h.Size-off {
+			return fmt.Errorf("%w: %d bytes free, %d needed", ErrNoSpace, free, h.Size-off)
+		}
+	}
+	return nil
+}
+
+// Receive writes the bytes of h from offset off, read from body, into the
+// partial file; once all h.Size bytes are there and their SHA-256 is
+// h.SHA256 it moves the file into place and returns it. cancel aborts the
+// transfer (a newer one of the same file from the same sender calls it);
+// progress, if not nil, is called after each write. If body ends early the
+// partial file stays for a later Receive from where it stopped; on a
+// full disk or a hash mismatch it is removed.
+func (in *Inbox) Receive(h Header, off int64, body io.Reader, from Sender, cancel func(), progress func()) (*File, error) {
+	if err := h.check(); err != nil {
+		return nil, err
+	}
+	if off < 0 || off > h.Size {
+		return nil, fmt.Errorf("offset %d outside 0..%d", off, h.Size)
+	}
+	t, err := in.begin(h.Name, from.Addr, cancel)
+	if err != nil {
+		return nil, err
+	}
+	defer in.end(h.Name, t)
+	if err := in.room(h, off); err != nil {
+		return nil, err
+	}
+	hs := sha256.New()
+	var pi partialInfo
+	var f *os.File
+	if off == 0 {
+		in.removePartial(h.Name)
+		pi = partialInfo{Size: h.Size, SHA256: h.SHA256, From: from, Started: time.Now()}
+		if err := writeJSON(in.partInfoPath(h.Name), pi); err != nil {
+			in.removePartial(h.Name)
+			return nil, diskErr(err)
+		}
+		f, err = os.OpenFile(in.partPath(h.Name), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+		if err != nil {
+			in.removePartial(h.Name)
+			return nil, diskErr(err)
+		}
+	} else {
+		if in.partialOffset(h) < off {
+			return nil, ErrOffset
+		}
+		readJSON(in.partInfoPath(h.Name), &pi)
+		if f, err = os.OpenFile(in.partPath(h.Name), os.O_RDWR, 0o600); err != nil {
+			return nil, diskErr(err)
+		}
+		if err := resumeHash(hs, f, off, &pi); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if err := f.Truncate(off); err != nil {
+			f.Close()
+			return nil, diskErr(err)
+		}
+		if _, err := f.Seek(off, io.SeekStart); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	pi.HashState, pi.HashOffset = nil, 0
+	// Until the transfer ends the info names no hash state, so a crash
+	// leaves a partial whose hash is recomputed from the disk.
+	writeJSON(in.partInfoPath(h.Name), pi)
+
+	n, err := in.copy(f, hs, body, h.Size-off, progress)
+	written := off + n
+	if err != nil {
+		f.Close()
+		if isNoSpace(err) {
+			in.removePartial(h.Name)
+			err := fmt.Errorf("%w (after %d of %d bytes; the partial file was removed)", ErrNoSpace, written, h.Size)
+			in.mu.Lock()
+			in.failed[h.Name] = failure{h, err, time.Now()}
+			in.mu.Unlock()
+			return nil, err
+		}
+		if st, merr := hs.(encoding.BinaryMarshaler).MarshalBinary(); merr == nil {
+			pi.HashState, pi.HashOffset = st, written
+			writeJSON(in.partInfoPath(h.Name), pi)
+		}
+		return nil, fmt.Errorf("transfer interrupted after %d of %d bytes (kept for resuming): %w", written, h.Size, err)
+	}
+	if got := hex.EncodeToString(hs.Sum(nil)); got != h.SHA256 {
+		f.Close()
+		in.removePartial(h.Name)
+		return nil, ErrHash
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		in.removePartial(h.Name)
+		return nil, diskErr(err)
+	}
+	f.Close()
+	return in.finish(h, from)
+}
+
+// copy copies exactly n bytes from r to f and hs.
+func (in *Inbox) copy(f *os.File, hs io.Writer, r io.Reader, n int64, progress func()) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var done int64
+	for done < n {
+		m, rerr := r.Read(buf[:min(int64(len(buf)), n-done)])
+		if m > 0 {
+			w, werr := f.Write(buf[:m])
+			hs.Write(buf[:w])
+			done += int64(w)
+			in.received.Add(int64(w))
+			if werr != nil {
+				return done, werr
+			}
+			if progress != nil {
+				progress()
+			}
+		}
+		if rerr == io.EOF && done < n {
+			return done, io.ErrUnexpectedEOF
+		}
+		if rerr != nil && rerr != io.EOF {
+			return done, rerr
+		}
+	}
+	return done, nil
+}
+
+// resumeHash brings hs to the state after the first off bytes of f: from
+// the state saved when the last transfer stopped, else by reading them.
+func resumeHash(hs hash.Hash, f *os.File, off int64, pi *partialInfo) error {
+	if pi.HashOffset == off && len(pi.HashState) > 0 {
+		if hs.(encoding.BinaryUnmarshaler).UnmarshalBinary(pi.HashState) == nil {
+			return nil
+		}
+		hs.Reset()
+	}
+	if _, err := io.Copy(hs, io.NewSectionReader(f, 0, off)); err != nil {
+		return fmt.Errorf("read partial file: %w", err)
+	}
+	return nil
+}
+
+// finish moves a verified partial file into place under a free name.
+func (in *Inbox) finish(h Header, from Sender) (*File, error) {
+	name := h.Name
+	for i := 1; ; i++ {
+		var old File
+		_, err := os.Lstat(in.path(name))
+		if os.IsNotExist(err) {
+			break
+		}
+		if readJSON(in.infoPath(name), &old) == nil && old.SHA256 == h.SHA256 && old.Size == h.Size {
+			break // the same file again: replace it
+		}
+		if i > 999 {
+			return nil, fmt.Errorf("too many waiting files named %q", h.Name)
+		}
+		name = numbered(h.Name, i)
+	}
+	f := &File{Name: name, Size: h.Size, SHA256: h.SHA256, From: from, Received: time.Now().UTC()}
+	if err := writeJSON(in.infoPath(name), f); err != nil {
+		in.removePartial(h.Name)
+		return nil, diskErr(err)
+	}
+	if err := os.Rename(in.partPath(h.Name), in.path(name)); err != nil {
+		os.Remove(in.infoPath(name))
+		return nil, err
+	}
+	os.Remove(in.partInfoPath(h.Name))
+	return f, nil
+}
+
+// numbered returns "stem (i).ext" for name "stem.ext", kept valid.
+func numbered(name string, i int) string {
+	ext := filepath.Ext(name)
+	if len(ext) > 16 || ext == name {
+		ext = ""
+	}
+	stem := strings.TrimSuffix(name, ext)
+	suffix := fmt.Sprintf(" (%d)%s", i, ext)
+	for len(stem)+len(suffix) > MaxNameLen {
+		_, size := utf8.DecodeLastRuneInString(stem)
+		stem = stem[:len(stem)-size]
+	}
+	return stem + suffix
+}
+
+// List returns the waiting files, oldest first.
+func (in *Inbox) List() ([]File, error) {
+	ents, err := os.ReadDir(in.dir)
+	if err != nil {
+		return nil, err
+	}
+	files := []File{}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		var f File
+		if readJSON(in.infoPath(e.Name()), &f) != nil {
+			f = File{Received: fi.ModTime().UTC()}
+		}
+		f.Name, f.Size = e.Name(), fi.Size()
+		files = append(files, f)
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].Received.Before(files[j].Received) })
+	return files, nil
+}
+
+// Open opens a waiting file for reading.
+func (in *Inbox) Open(name string) (*os.File, error) {
+	if ValidName(name) != nil {
+		return nil, ErrNotFound
+	}
+	f, err := os.Open(in.path(name))
+	if os.IsNotExist(err) {
+		return nil, ErrNotFound
+	}
+	return f, err
+}
+
+// Remove deletes a waiting file.
+func (in *Inbox) Remove(name string) error {
+	if ValidName(name) != nil {
+		return ErrNotFound
+	}
+	err := os.Remove(in.path(name))
+	if os.IsNotExist(err) {
+		return ErrNotFound
+	}
+	os.Remove(in.infoPath(name))
+	return err
+}
+
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+func diskErr(err error) error {
+	if isNoSpace(err) {
+		return fmt.Errorf("%w (%v)", ErrNoSpace, err)
+	}
+	return err
+}

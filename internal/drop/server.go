@@ -1,0 +1,341 @@
+// Package drop owns file drop, Warren's way of sending files between the
+// machines of a warren: the peer API a node serves to the other nodes (HTTP
+// on TCP port PeerAPIPort, bound to each of its tunnel addresses and to the
+// tunnel interface, so that only packets the WireGuard engine decrypted and
+// source-checked can reach it: a connection's source address is the
+// authenticated identity of the sending node), the inbox where received
+// files wait (a directory under the daemon's state; partial files are kept
+// as hidden ".NAME.partial" files with a ".NAME.partial.info" beside them,
+// so a transfer resumes from the received offset even across restarts,
+// and become "NAME" only once their SHA-256 matches the one the sender
+// declared; a quota bounds the waiting bytes), the sanitising of file
+// names (CleanName for senders, ValidName which the receiver enforces), and
+// the sender's side of the protocol (Client).
+//
+// Protocol (peer API, under /v1/files/NAME, NAME path-escaped):
+//
+//	GET /v1/files/NAME?size=N&sha256=HEX → {"offset": N}  bytes the receiver holds
+//	PUT /v1/files/NAME  Warren-Size, Warren-Sha256, Warren-Offset headers,
+//	                    body = the bytes from the offset  → File
+//
+// Errors are {"error": "one line"} with 400 (bad name or header), 403
+// (sender unknown or of another user: only nodes of the receiving node's
+// user may send), 409 (busy, offset mismatch), 413 (quota), 422 (hash
+// mismatch), 507 (disk full). The sender asks for the offset, then streams
+// from it; a broken connection is retried by asking again, so no byte that
+// reached the receiver's disk is sent twice.
+package drop
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// PeerAPIPort is the TCP port of the peer API on tunnel addresses.
+const PeerAPIPort = 41642
+
+// IdleTimeout ends a transfer whose sender sent nothing for this long.
+const IdleTimeout = 30 * time.Second
+
+// Server is the peer API of one node.
+type Server struct {
+	Inbox *Inbox
+	// Whois names the node and user that own a tunnel address; ok is
+	// false for addresses that belong to no peer.
+	Whois func(netip.Addr) (name, user string, ok bool)
+	// Owner returns the user of this node: only nodes of the same user
+	// may send.
+	Owner func() string
+	Logf  func(format string, args ...any)
+}
+
+type connKey struct{}
+
+// ConnContext stores a request's connection in its context so that a
+// superseding transfer can abort it; use it as http.Server.ConnContext.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// HTTPServer returns an http.Server for the peer API.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{Handler: s.Handler(), ConnContext: ConnContext, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.Logf != nil {
+		s.Logf(format, args...)
+	}
+}
+
+// Handler serves the peer API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/files/{name}", s.serveOffset)
+	mux.HandleFunc("PUT /v1/files/{name}", s.servePut)
+	return mux
+}
+
+// sender identifies and authorises the request's sender.
+func (s *Server) sender(w http.ResponseWriter, r *http.Request) (Sender, bool) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		writeError(w, http.StatusForbidden, errors.New("refused: unknown sender"))
+		return Sender{}, false
+	}
+	a := ap.Addr().Unmap()
+	name, user, ok := s.Whois(a)
+	if !ok {
+		s.logf("file drop: refused %s: not a peer", a)
+		writeError(w, http.StatusForbidden, fmt.Errorf("refused: %s is not a node of this warren", a))
+		return Sender{}, false
+	}
+	if owner := s.Owner(); user != owner || owner == "" {
+		s.logf("file drop: refused %s (%s, user %s): not user %s", name, a, user, owner)
+		writeError(w, http.StatusForbidden, fmt.Errorf("refused: node %s belongs to user %s; only %s's machines may send files here", name, user, owner))
+		return Sender{}, false
+	}
+	return Sender{Name: name, User: user, Addr: a.String()}, true
+}
+
+// ParseHeader reads a file header from a name and the textual size and
+// SHA-256; it is the peer API's only parser of sender input besides the
+// name (checked with ValidName).
+func ParseHeader(name, size, sum string) (Header, error) {
+	n, err := strconv.ParseInt(size, 10, 64)
+	if err != nil || n < 0 {
+		return Header{}, fmt.Errorf("bad size %q", size)
+	}
+	h := Header{Name: name, Size: n, SHA256: sum}
+	return h, h.check()
+}
+
+func (s *Server) serveOffset(w http.ResponseWriter, r *http.Request) {
+	from, ok := s.sender(w, r)
+	if !ok {
+		return
+	}
+	h, err := ParseHeader(r.PathValue("name"), r.URL.Query().Get("size"), r.URL.Query().Get("sha256"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	off, err := s.Inbox.Offset(h, from)
+	if err != nil {
+		writeError(w, errStatus(err), err)
+		return
+	}
+	writeJSONResp(w, http.StatusOK, offsetAnswer{Offset: off})
+}
+
+type offsetAnswer struct {
+	Offset int64 `json:"offset"`
+}
+
+func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
+	from, ok := s.sender(w, r)
+	if !ok {
+		return
+	}
+	h, err := ParseHeader(r.PathValue("name"), r.Header.Get("Warren-Size"), r.Header.Get("Warren-Sha256"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	off, err := strconv.ParseInt(r.Header.Get("Warren-Offset"), 10, 64)
+	if err != nil || off < 0 || off > h.Size {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("bad offset %q", r.Header.Get("Warren-Offset")))
+		return
+	}
+	if r.ContentLength != h.Size-off {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("body of %d bytes, want %d", r.ContentLength, h.Size-off))
+		return
+	}
+	rc := http.NewResponseController(w)
+	conn, _ := r.Context().Value(connKey{}).(net.Conn)
+	cancel := func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}
+	rc.SetReadDeadline(time.Now().Add(IdleTimeout))
+	start := time.Now()
+	f, err := s.Inbox.Receive(h, off, r.Body, from, cancel, func() { rc.SetReadDeadline(time.Now().Add(IdleTimeout)) })
+	if err != nil {
+		s.logf("file drop: %s from %s: %v", h.Name, from.Name, err)
+		writeError(w, errStatus(err), err)
+		return
+	}
+	el := time.Since(start)
+	s.logf("file drop: received %s (%d bytes, %d sent this time in %v, %.1f MB/s) from %s", f.Name, f.Size, h.Size-off,
+		el.Round(time.Millisecond), float64(h.Size-off)/el.Seconds()/1e6, from.Name)
+	writeJSONResp(w, http.StatusOK, f)
+}
+
+func errStatus(err error) int {
+	switch {
+	case errors.Is(err, ErrBusy), errors.Is(err, ErrOffset):
+		return http.StatusConflict
+	case errors.Is(err, ErrQuota):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrNoSpace):
+		return http.StatusInsufficientStorage
+	case errors.Is(err, ErrHash):
+		return http.StatusUnprocessableEntity
+	}
+	return http.StatusBadRequest
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeJSONResp(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSONResp(w, code, errorBody{Error: err.Error()})
+}
+
+// RemoteError is an error answer of a peer's API.
+type RemoteError struct {
+	Status int
+	Msg    string
+}
+
+func (e *RemoteError) Error() string { return e.Msg }
+
+// Retryable reports whether asking again may succeed.
+func (e *RemoteError) Retryable() bool {
+	return e.Status == http.StatusConflict || e.Status >= 500 && e.Status != http.StatusInsufficientStorage
+}
+
+// Client sends files to peers' APIs.
+type Client struct {
+	hc *http.Client
+}
+
+// StallTimeout ends a send whose bytes the network stopped taking.
+const StallTimeout = 10 * time.Second
+
+// NewClient returns a client; dial, if not nil, replaces the TCP dialer.
+func NewClient(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *Client {
+	if dial == nil {
+		d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}
+		dial = d.DialContext
+	}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &stallConn{Conn: c}, nil
+		},
+		ExpectContinueTimeout: 5 * time.Second,
+		ResponseHeaderTimeout: time.Minute,
+		WriteBufferSize:       256 << 10,
+		ReadBufferSize:        64 << 10,
+		MaxIdleConnsPerHost:   2,
+		IdleConnTimeout:       30 * time.Second,
+	}
+	return &Client{hc: &http.Client{Transport: tr}}
+}
+
+// stallConn fails a write the network does not take within StallTimeout,
+// so that a dead path is noticed and the transfer resumed.
+type stallConn struct{ net.Conn }
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(StallTimeout))
+	return c.Conn.Write(p)
+}
+
+func fileURL(peer netip.AddrPort, name string) string {
+	return "http://" + peer.String() + "/v1/files/" + url.PathEscape(name)
+}
+
+// PeerAddr is the peer API's address at a node's tunnel address.
+func PeerAddr(a netip.Addr) netip.AddrPort { return netip.AddrPortFrom(a, PeerAPIPort) }
+
+func (c *Client) do(req *http.Request, out any) error {
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var eb errorBody
+		if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&eb) != nil || eb.Error == "" {
+			eb.Error = "peer answered " + resp.Status
+		}
+		return &RemoteError{Status: resp.StatusCode, Msg: eb.Error}
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(out); err != nil {
+		return fmt.Errorf("bad answer from peer: %w", err)
+	}
+	return nil
+}
+
+// Offset asks the peer at peer how many bytes of h it already holds.
+func (c *Client) Offset(ctx context.Context, peer netip.AddrPort, h Header) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fileURL(peer, h.Name)+"?"+url.Values{
+		"size": {strconv.FormatInt(h.Size, 10)}, "sha256": {h.SHA256}}.Encode(), nil)
+	if err != nil {
+		return 0, err
+	}
+	var a offsetAnswer
+	if err := c.do(req, &a); err != nil {
+		return 0, err
+	}
+	if a.Offset < 0 || a.Offset > h.Size {
+		return 0, fmt.Errorf("peer answered offset %d for a file of %d bytes", a.Offset, h.Size)
+	}
+	return a.Offset, nil
+}
+
+// Put sends the bytes of h from off, read from body (exactly h.Size-off of
+// them), and returns the file as the peer stored it.
+func (c *Client) Put(ctx context.Context, peer netip.AddrPort, h Header, off int64, body io.Reader) (*File, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, fileURL(peer, h.Name), io.NopCloser(body))
+	if err != nil {
+		return nil, err
+	}
+	req.ContentLength = h.Size - off
+	if req.ContentLength == 0 {
+		req.Body = http.NoBody
+	}
+	req.Header.Set("Warren-Size", strconv.FormatInt(h.Size, 10))
+	req.Header.Set("Warren-Sha256", h.SHA256)
+	req.Header.Set("Warren-Offset", strconv.FormatInt(off, 10))
+	req.Header.Set("Expect", "100-continue")
+	var f File
+	err = c.do(req, &f)
+	var re *RemoteError
+	if err != nil && !errors.As(err, &re) && ctx.Err() == nil {
+		// The receiver may have answered and hung up while we were still
+		// sending (disk full): ask it why, briefly.
+		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, oerr := c.Offset(octx, peer, h)
+		cancel()
+		if errors.As(oerr, &re) && !re.Retryable() {
+			return nil, oerr
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
