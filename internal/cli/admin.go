@@ -17,7 +17,7 @@ import (
 )
 
 func init() {
-	register(command{"admin", "admin RES VERB [ARGS] manage users, auth keys, nodes, API keys (see 'warren admin --help')", runAdmin})
+	register(command{"admin", "admin RES VERB [ARGS] manage users, auth keys, nodes, API keys, DNS (see 'warren admin --help')", runAdmin})
 }
 
 // Environment defaults for `warren admin`.
@@ -50,7 +50,7 @@ type adminVerb struct {
 }
 
 func adminVerbs() []adminVerb {
-	return []adminVerb{
+	verbs := []adminVerb{
 		{"users", "create", "NAME", "create a user", 1, noFlags(func(c *adminClient, p []string) error {
 			var u admin.User
 			return c.mutate("POST", "/users", admin.NameRequest{Name: p[0]}, &u, func() string {
@@ -153,6 +153,7 @@ func adminVerbs() []adminVerb {
 			return c.remove("/apikeys/"+url.PathEscape(p[0]), "API key "+p[0])
 		})},
 	}
+	return append(verbs, adminDNSVerbs()...)
 }
 
 func noFlags(run func(c *adminClient, pos []string) error) func(*flag.FlagSet) func(*adminClient, []string) error {
@@ -188,6 +189,9 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	rest := top.Args()
+	if len(rest) >= 2 && rest[0] == "dns" && !strings.HasPrefix(rest[1], "-") {
+		rest = append([]string{"dns " + rest[1]}, rest[2:]...) // two-word resources
+	}
 	if len(rest) == 0 || rest[0] == "help" {
 		if len(rest) == 0 {
 			adminUsage(stderr)
@@ -209,7 +213,7 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case names == nil:
-		fmt.Fprintf(stderr, "warren admin: unknown resource %q (want users, authkeys, nodes or apikeys)\n", rest[0])
+		fmt.Fprintf(stderr, "warren admin: unknown resource %q (want users, authkeys, nodes, apikeys or dns records|zones|routes)\n", rest[0])
 		return 2
 	case len(rest) > 1 && (rest[1] == "-h" || rest[1] == "--help" || rest[1] == "help"):
 		for _, v := range adminVerbs() {

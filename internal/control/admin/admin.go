@@ -35,6 +35,13 @@ type api struct {
 	mux    *http.ServeMux
 }
 
+// route is one endpoint: a ServeMux pattern and its handler, which returns
+// the status and the JSON body, or an error.
+type route struct {
+	pattern string
+	h       func(w http.ResponseWriter, r *http.Request) (int, any, error)
+}
+
 // New returns the admin API handler over st. It serves paths under Prefix
 // (mount it there unchanged). notify, if not nil, is called after every
 // mutation that affects users or nodes.
@@ -43,10 +50,7 @@ func New(st *store.Store, notify func()) http.Handler {
 		notify = func() {}
 	}
 	a := &api{st: st, notify: notify, mux: http.NewServeMux()}
-	routes := []struct {
-		pattern string
-		h       func(w http.ResponseWriter, r *http.Request) (int, any, error)
-	}{
+	routes := []route{
 		{"GET /api/v1/users", a.listUsers},
 		{"POST /api/v1/users", a.createUser},
 		{"GET /api/v1/users/{user}", a.getUser},
@@ -69,6 +73,7 @@ func New(st *store.Store, notify func()) http.Handler {
 		{"POST /api/v1/apikeys/{id}/expire", a.expireAPIKey},
 		{"DELETE /api/v1/apikeys/{id}", a.deleteAPIKey},
 	}
+	routes = append(routes, dnsRoutes(a)...)
 	for _, rt := range routes {
 		h := rt.h
 		a.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {

@@ -95,6 +95,11 @@ type Server struct {
 	dirty   map[uint64]*netmap.Node
 	fanKick chan struct{}
 	enc     map[uint64][]byte // JSON of world nodes, for full maps
+	// dns is the deployment's DNS configuration (custom records, zones,
+	// split DNS), sent whole when it changes; dnsDirty marks a change not
+	// yet fanned out.
+	dns      netmap.DNSConfig
+	dnsDirty bool
 }
 
 // New returns a server on st with the server's static key, and starts its

@@ -67,6 +67,16 @@ func (s *Server) refreshLocked() error {
 		return err
 	}
 	clear(s.users) // a full reload also re-reads user names (renames)
+	dns, err := s.st.DNSConfig(ctx)
+	if err != nil {
+		return err
+	}
+	dns.SearchDomains = []string{s.opts.Domain}
+	if !dns.Equal(s.dns) {
+		s.dns = dns
+		s.dnsDirty = true
+		s.kickFanout()
+	}
 	nw := &netmap.NetworkMap{Peers: make([]netmap.Node, 0, len(nodes))}
 	now := time.Now()
 	for _, n := range nodes {
@@ -241,14 +251,20 @@ func (s *Server) diffDirtyLocked(base map[uint64]*netmap.Node) netmap.Delta {
 // start from the values it had. A delta that is the same for every stream
 // (it does not concern the stream's own node) is encoded once.
 func (s *Server) fanoutLocked() {
-	if len(s.dirty) == 0 {
+	if len(s.dirty) == 0 && !s.dnsDirty {
 		return
 	}
 	d := s.diffDirtyLocked(nil)
+	var dns *netmap.DNSConfig
+	if s.dnsDirty {
+		dns = &s.dns
+		d.DNS = dns
+		s.dnsDirty = false
+	}
 	var tmpl *deltaTemplate
 	if !d.IsEmpty() {
 		var err error
-		if tmpl, err = newDeltaTemplate(&netmap.Delta{PeersAdded: d.PeersAdded, PeersRemoved: d.PeersRemoved, PeersChanged: d.PeersChanged}); err != nil {
+		if tmpl, err = newDeltaTemplate(&netmap.Delta{PeersAdded: d.PeersAdded, PeersRemoved: d.PeersRemoved, PeersChanged: d.PeersChanged, DNS: dns}); err != nil {
 			s.opts.Logf("control: encode delta: %v", err) // each stream encodes its own below
 		}
 	}
@@ -282,7 +298,7 @@ func (s *Server) fanoutLocked() {
 			ss.sendBytes(b)
 			continue
 		}
-		nd := netmap.Delta{From: ss.version, To: ss.version + 1}
+		nd := netmap.Delta{From: ss.version, To: ss.version + 1, DNS: dns}
 		for i := range sd.PeersAdded {
 			if sd.PeersAdded[i].ID == id {
 				nd.Self = &sd.PeersAdded[i]
@@ -359,7 +375,7 @@ func (s *Server) sweepLocked(ctx context.Context, n *store.Node, now time.Time) 
 
 // fullMapLocked builds node id's full map from the world; s.mu held.
 func (s *Server) fullMapLocked(id uint64, version uint64) (*netmap.NetworkMap, bool) {
-	m := &netmap.NetworkMap{Version: version, Domain: s.opts.Domain, Peers: make([]netmap.Node, 0, len(s.world.Peers))}
+	m := &netmap.NetworkMap{Version: version, Domain: s.opts.Domain, DNS: s.dns.Clone(), Peers: make([]netmap.Node, 0, len(s.world.Peers))}
 	found := false
 	for i := range s.world.Peers {
 		if s.world.Peers[i].ID == id {
