@@ -567,7 +567,9 @@ func TestRotateKeyAndReauth(t *testing.T) {
 func TestDNSData(t *testing.T) {
 	eachBackend(t, Options{}, func(t *testing.T, s *Store, _ string) {
 		ctx := context.Background()
-		rec := func(name, typ, value string) netmap.DNSRecord { return netmap.DNSRecord{Name: name, Type: typ, TTL: 60, Value: value} }
+		rec := func(name, typ, value string) netmap.DNSRecord {
+			return netmap.DNSRecord{Name: name, Type: typ, TTL: 60, Value: value}
+		}
 		a := must[*DNSRecord](t)(s.AddDNSRecord(ctx, rec("db.corp.example.com", "A", "node:alpha")))
 		must[*DNSRecord](t)(s.AddDNSRecord(ctx, rec("db.corp.example.com", "A", "100.64.0.9")))
 		if _, err := s.AddDNSRecord(ctx, rec("db.corp.example.com", "A", "100.64.0.9")); !errors.Is(err, ErrConflict) {
