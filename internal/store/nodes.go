@@ -214,7 +214,8 @@ func (s *Store) uniqueName(ctx context.Context, tx *sql.Tx, hostname string, sel
 }
 
 // allocate returns the lowest address of prefix not held by any node,
-// skipping the prefix's first address (and, for IPv4, its last). It runs
+// skipping the prefix's first address (and, for IPv4, its last) and the
+// service addresses (ServiceAddrs). It runs
 // inside the registration transaction, which holds the write lock.
 func (s *Store) allocate(ctx context.Context, tx *sql.Tx, col string, p netip.Prefix) (netip.Addr, error) {
 	used := map[netip.Addr]bool{}
@@ -238,8 +239,8 @@ func (s *Store) allocate(ctx context.Context, tx *sql.Tx, col string, p netip.Pr
 	// Hosts in the prefix, minus the first (and the IPv4 broadcast).
 	size := new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
 	limit := size.Int64() - 1
-	if !size.IsInt64() || limit > int64(len(used))+2 {
-		limit = int64(len(used)) + 2 // at most len(used) are taken, so one of these is free
+	if !size.IsInt64() || limit > int64(len(used))+4 {
+		limit = int64(len(used)) + 4 // at most len(used) + 2 are taken, so one of these is free
 	}
 	if p.Addr().Is4() {
 		limit = min(limit, size.Int64()-2)
@@ -247,7 +248,7 @@ func (s *Store) allocate(ctx context.Context, tx *sql.Tx, col string, p netip.Pr
 	a := p.Masked().Addr()
 	for i := int64(0); i < limit; i++ {
 		a = a.Next()
-		if !used[a] {
+		if !used[a] && !s.isServiceAddr(a) {
 			return a, nil
 		}
 	}
@@ -328,4 +329,25 @@ func (s *Store) RotateNodeKey(ctx context.Context, id int64, newKey string) erro
 // DeleteNode removes a node, freeing its name and addresses.
 func (s *Store) DeleteNode(ctx context.Context, id int64) error {
 	return s.exec(ctx, "delete node", "DELETE FROM nodes WHERE id = ?", id)
+}
+
+// MagicDNSv4 is the IPv4 address every node's resolver answers on.
+var MagicDNSv4 = netip.MustParseAddr("100.100.100.100")
+
+// ServiceAddrs are the addresses no node gets: 100.100.100.100 and the
+// IPv6 prefix's address ending in ::53, where each node answers DNS for
+// itself.
+func (s *Store) ServiceAddrs() []netip.Addr {
+	return []netip.Addr{MagicDNSv4, serviceV6(s.v6)}
+}
+
+// serviceV6 is the address ::53 within p.
+func serviceV6(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As16()
+	b[15] = 0x53
+	return netip.AddrFrom16(b)
+}
+
+func (s *Store) isServiceAddr(a netip.Addr) bool {
+	return a == MagicDNSv4 || a == serviceV6(s.v6)
 }

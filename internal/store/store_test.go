@@ -623,3 +623,28 @@ func TestDNSData(t *testing.T) {
 		}
 	})
 }
+
+func TestServiceAddressesNeverAllocated(t *testing.T) {
+	opts := Options{IPv4Prefix: netip.MustParsePrefix("100.100.100.96/29"), IPv6Prefix: netip.MustParsePrefix("fd00::50/124")}
+	eachBackend(t, opts, func(t *testing.T, s *Store, _ string) {
+		ctx := context.Background()
+		u := must[*User](t)(s.CreateUser(ctx, "u"))
+		key, _, _ := s.CreatePreAuthKey(ctx, u.ID, PreAuthKeyOptions{Reusable: true})
+		svc := s.ServiceAddrs()
+		if svc[0].String() != "100.100.100.100" || svc[1].String() != "fd00::53" {
+			t.Fatalf("service addresses %v", svc)
+		}
+		for i := 1; i <= 5; i++ { // .97-.102 minus .100
+			n, err := s.RegisterNode(ctx, key, fmt.Sprint("k", i), "h", RegisterOptions{})
+			if err != nil {
+				t.Fatalf("node %d: %v", i, err)
+			}
+			if n.IPv4 == svc[0] || n.IPv6 == svc[1] {
+				t.Fatalf("node %d got a service address: %v %v", i, n.IPv4, n.IPv6)
+			}
+		}
+		if _, err := s.RegisterNode(ctx, key, "k6", "h", RegisterOptions{}); !errors.Is(err, ErrAddressExhausted) {
+			t.Fatalf("exhausted: %v", err)
+		}
+	})
+}

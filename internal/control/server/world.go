@@ -72,6 +72,7 @@ func (s *Server) refreshLocked() error {
 		return err
 	}
 	dns.SearchDomains = []string{s.opts.Domain}
+	dns.Nameservers = s.st.ServiceAddrs() // where each node answers for itself
 	if !dns.Equal(s.dns) {
 		s.dns = dns
 		s.dnsDirty = true
