@@ -42,6 +42,7 @@ type Node struct {
 	Name      string     `json:"name"`
 	User      string     `json:"user"`
 	Hostname  string     `json:"hostname"`
+	NodeKey   string     `json:"node_key"` // base64 public key; relays vouch by it
 	Addresses []string   `json:"addresses"`
 	Endpoints []string   `json:"endpoints"`
 	Online    bool       `json:"online"`
@@ -103,7 +104,7 @@ func toAuthKey(k *store.PreAuthKey, user string, now time.Time) AuthKey {
 }
 
 func toNode(n *store.Node, user string, now time.Time) Node {
-	out := Node{ID: n.ID, Name: n.Name, User: user, Hostname: n.Hostname, Addresses: []string{},
+	out := Node{ID: n.ID, Name: n.Name, User: user, Hostname: n.Hostname, NodeKey: n.NodeKey, Addresses: []string{},
 		Endpoints: n.Endpoints, Online: n.Online, LastSeen: opt(n.LastSeen), Expiry: opt(n.Expiry),
 		Expired: expired(n.Expiry, now), Ephemeral: n.Ephemeral, Created: n.Created.UTC()}
 	if out.Endpoints == nil {
