@@ -73,6 +73,7 @@ type Daemon struct {
 	state   string
 
 	expiryTimer *time.Timer // re-applies the map when a peer expires
+	drop        dropState   // file drop (drop.go)
 }
 
 // New checks cfg and fills in defaults; Run does the work.
@@ -193,6 +194,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	d.mu.Lock()
 	d.stopControlLocked()
 	d.mu.Unlock()
+	d.stopDrop()
 	if cerr := d.link.Clear(); cerr != nil {
 		d.log.Debug("clear interface", "err", cerr)
 	}

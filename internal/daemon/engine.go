@@ -107,6 +107,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 	}
 	d.log.Debug("applied map", "version", nm.Version, "peers", len(want), "changes", len(cfg.Peers))
 	d.armExpiryLocked(nm, now)
+	d.dropMapLocked(nm)
 }
 
 // armExpiryLocked schedules the map to be applied again when the next peer
@@ -151,4 +152,5 @@ func (d *Daemon) clearMapLocked() {
 	if err := d.link.Clear(); err != nil {
 		d.log.Error("clear interface", "err", err)
 	}
+	d.dropMapLocked(nil)
 }

@@ -450,7 +450,7 @@ func (in *Inbox) finish(h Header, from Sender) (*File, error) {
 		if i > 999 {
 			return nil, fmt.Errorf("too many waiting files named %q", h.Name)
 		}
-		name = numbered(h.Name, i)
+		name = Numbered(h.Name, i)
 	}
 	f := &File{Name: name, Size: h.Size, SHA256: h.SHA256, From: from, Received: time.Now().UTC()}
 	if err := writeJSON(in.infoPath(name), f); err != nil {
@@ -465,8 +465,8 @@ func (in *Inbox) finish(h Header, from Sender) (*File, error) {
 	return f, nil
 }
 
-// numbered returns "stem (i).ext" for name "stem.ext", kept valid.
-func numbered(name string, i int) string {
+// Numbered returns "stem (i).ext" for name "stem.ext", kept valid.
+func Numbered(name string, i int) string {
 	ext := filepath.Ext(name)
 	if len(ext) > 16 || ext == name {
 		ext = ""

@@ -88,14 +88,14 @@ func TestNumbered(t *testing.T) {
 		i    int
 		want string
 	}{{"a.txt", 1, "a (1).txt"}, {"noext", 2, "noext (2)"}, {"x.tar.gz", 3, "x.tar (3).gz"}} {
-		if got := numbered(c.in, c.i); got != c.want {
-			t.Errorf("numbered(%q, %d) = %q, want %q", c.in, c.i, got, c.want)
+		if got := Numbered(c.in, c.i); got != c.want {
+			t.Errorf("Numbered(%q, %d) = %q, want %q", c.in, c.i, got, c.want)
 		}
 	}
 	long := strings.Repeat("é", MaxNameLen/2) + ".txt"
 	long, _ = CleanName(long)
-	if got := numbered(long, 12); len(got) > MaxNameLen || ValidName(got) != nil {
-		t.Errorf("numbered(long) = %q (%d bytes)", got, len(got))
+	if got := Numbered(long, 12); len(got) > MaxNameLen || ValidName(got) != nil {
+		t.Errorf("Numbered(long) = %q (%d bytes)", got, len(got))
 	}
 }
 

@@ -12,6 +12,7 @@
 //	POST /down             → {}
 //	POST /logout           → {}
 //	POST /ping  PingRequest → newline-delimited PingResult, one per probe
+//	     /file/...          file drop, when the Backend is a FileBackend (file.go)
 package localapi
 
 import (
@@ -234,6 +235,9 @@ func Handler(b Backend) http.Handler {
 			enc.Encode(PingResult{Err: err.Error()})
 		}
 	})
+	if fb, ok := b.(FileBackend); ok {
+		mux.Handle("/localapi/v1/file/", fb.FileHandler())
+	}
 	return mux
 }
 

@@ -1,0 +1,277 @@
+package cli
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"warren/internal/drop"
+	"warren/internal/localapi"
+)
+
+func init() {
+	register(command{"file", "file cp|get|list     send files to your machines, collect received ones (see 'warren file --help')", runFile})
+}
+
+const fileUsage = `usage:
+  warren file cp [--name NAME] FILE... PEER:   send files to a peer (a machine of your user)
+  warren file get [--wait] [--conflict skip|overwrite|rename] DIR
+                                              move received files into DIR
+  warren file list [--json]                   show received files waiting
+Every verb takes --socket. Interrupted sends resume where they stopped when
+run again.`
+
+func runFile(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, fileUsage)
+		return 2
+	}
+	switch args[0] {
+	case "cp":
+		return runFileCp(args[1:], stdout, stderr)
+	case "get":
+		return runFileGet(args[1:], stdout, stderr)
+	case "list", "ls":
+		return runFileList(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprintln(stdout, fileUsage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "warren file: unknown verb %q (cp, get or list)\n", args[0])
+	return 2
+}
+
+// parseInterleaved parses flags that may come before, between or after
+// the positional arguments.
+func parseInterleaved(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string, int, bool) {
+	var rest []string
+	for len(args) > 0 {
+		if code, ok := parseVerb(fs, args, math.MaxInt, stderr); !ok {
+			return nil, code, false
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	return rest, 0, true
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func runFileCp(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("file cp", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlag(fs)
+	name := fs.String("name", "", "send the (single) file under this name")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: warren file cp [--name NAME] FILE... PEER:\n\nSends files to PEER (name, DNS name or tunnel address; note the colon). Flags:")
+		fs.PrintDefaults()
+	}
+	rest, code, ok := parseInterleaved(fs, args, stderr)
+	if !ok {
+		return code
+	}
+	if len(rest) < 2 || !strings.HasSuffix(rest[len(rest)-1], ":") {
+		fmt.Fprintln(stderr, "warren file cp: want FILE... PEER: (the peer with a trailing colon)")
+		return 2
+	}
+	peer := strings.TrimSuffix(rest[len(rest)-1], ":")
+	files := rest[:len(rest)-1]
+	if peer == "" {
+		fmt.Fprintln(stderr, "warren file cp: empty peer name before the colon")
+		return 2
+	}
+	if *name != "" && len(files) != 1 {
+		fmt.Fprintln(stderr, "warren file cp: --name needs exactly one file")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	lc := localapi.NewClient(*sock)
+	for _, path := range files {
+		n := *name
+		if n == "" {
+			n = filepath.Base(path)
+		}
+		if err := sendFile(ctx, lc, path, n, peer, stdout, stderr); err != nil {
+			fmt.Fprintf(stderr, "warren file cp: %s: %v\n", path, oneLine(err))
+			return 1
+		}
+	}
+	return 0
+}
+
+// sendFile sends one file: hash it, ask the peer for its offset, stream
+// the rest; on a broken path ask again and resume, until no progress was
+// made for two minutes.
+func sendFile(ctx context.Context, lc *localapi.Client, path, name, peer string, stdout, stderr io.Writer) error {
+	clean, err := drop.CleanName(name)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return errors.New("not a regular file")
+	}
+	tty := isTerminal(stderr)
+	if tty {
+		fmt.Fprintf(stderr, "\r%s: computing SHA-256...", clean)
+	}
+	hs := sha256.New()
+	if _, err := io.Copy(hs, f); err != nil {
+		return err
+	}
+	req := localapi.FileOffsetRequest{Peer: peer, Name: clean, Size: fi.Size(), SHA256: hex.EncodeToString(hs.Sum(nil))}
+	start := time.Now()
+	var firstOff int64 = -1
+	var sent atomic.Int64
+	lastProgress := time.Now()
+	backoff := 500 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		res, err := func() (*localapi.WaitingFile, error) {
+			o, err := lc.FileOffset(ctx, req)
+			if err != nil {
+				return nil, err
+			}
+			if firstOff < 0 {
+				firstOff = o.Offset
+			}
+			peer = o.Peer
+			if o.Offset == req.Size && req.Size > 0 {
+				return &localapi.WaitingFile{Name: clean, Size: req.Size}, nil
+			}
+			if _, err := f.Seek(o.Offset, io.SeekStart); err != nil {
+				return nil, err
+			}
+			body := &countReader{r: io.LimitReader(f, req.Size-o.Offset), n: &sent}
+			var bar *progressBar
+			if tty {
+				bar = startProgress(stderr, clean, req.Size, o.Offset, &sent)
+				defer bar.stop()
+			}
+			return lc.FilePut(ctx, req, o.Offset, body)
+		}()
+		if err == nil {
+			el := time.Since(start)
+			if tty {
+				fmt.Fprint(stderr, "\r\033[K")
+			}
+			note := ""
+			if firstOff > 0 {
+				note = fmt.Sprintf(", resumed at %s", bytesIEC(uint64(firstOff)))
+			}
+			if res.Name != clean {
+				note += ", stored as " + res.Name
+			}
+			fmt.Fprintf(stdout, "sent %s to %s: %s in %s (%s/s)%s\n", clean, peer, bytesIEC(uint64(req.Size)),
+				el.Round(time.Millisecond), bytesIEC(uint64(float64(sent.Load())/max(el.Seconds(), 1e-3))), note)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return errors.New("interrupted (run the same command again to resume)")
+		}
+		if !localapi.IsRetryable(err) {
+			return err
+		}
+		if s := sent.Swap(0); s > 0 {
+			lastProgress = time.Now()
+			backoff = 500 * time.Millisecond
+		}
+		if time.Since(lastProgress) > 2*time.Minute {
+			return fmt.Errorf("%v (gave up after 2 minutes without progress; run again to resume)", err)
+		}
+		if tty {
+			fmt.Fprintf(stderr, "\r\033[K%s: %v; retrying\n", clean, oneLine(err))
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("interrupted (run the same command again to resume)")
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+type countReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// progressBar redraws "NAME  42% 1.2 GiB/3.0 GiB  110 MB/s  ETA 16s" on a
+// terminal five times a second.
+type progressBar struct {
+	done chan struct{}
+	exit chan struct{}
+}
+
+func startProgress(w io.Writer, name string, size, off int64, sent *atomic.Int64) *progressBar {
+	b := &progressBar{done: make(chan struct{}), exit: make(chan struct{})}
+	start := time.Now()
+	go func() {
+		defer close(b.exit)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.done:
+				return
+			case <-t.C:
+			}
+			s := sent.Load()
+			have := off + s
+			rate := float64(s) / time.Since(start).Seconds()
+			eta := "-"
+			if rate > 0 {
+				eta = (time.Duration(float64(size-have)/rate) * time.Nanosecond).Round(time.Second).String()
+			}
+			pct := 100.0
+			if size > 0 {
+				pct = 100 * float64(have) / float64(size)
+			}
+			fmt.Fprintf(w, "\r\033[K%s  %3.0f%%  %s/%s  %s/s  ETA %s", name, pct, bytesIEC(uint64(have)), bytesIEC(uint64(size)), bytesIEC(uint64(rate)), eta)
+		}
+	}()
+	return b
+}
+
+func (b *progressBar) stop() {
+	close(b.done)
+	<-b.exit
+}

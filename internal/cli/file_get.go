@@ -1,0 +1,181 @@
+package cli
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"warren/internal/drop"
+	"warren/internal/localapi"
+)
+
+func runFileGet(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("file get", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlag(fs)
+	wait := fs.Bool("wait", false, "wait for a file if none is waiting")
+	conflict := fs.String("conflict", "skip", "when DIR already has a file of that name: skip (leave it waiting), overwrite, or rename (NAME (1).EXT)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: warren file get [--wait] [--conflict skip|overwrite|rename] DIR\n\nMoves received files into DIR. Flags:")
+		fs.PrintDefaults()
+	}
+	rest, code, ok := parseInterleaved(fs, args, stderr)
+	if !ok {
+		return code
+	}
+	if len(rest) != 1 {
+		fmt.Fprintln(stderr, "warren file get: want exactly one directory")
+		return 2
+	}
+	switch *conflict {
+	case "skip", "overwrite", "rename":
+	default:
+		fmt.Fprintf(stderr, "warren file get: --conflict %q: want skip, overwrite or rename\n", *conflict)
+		return 2
+	}
+	dir := rest[0]
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		fmt.Fprintf(stderr, "warren file get: %s is not a directory\n", dir)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	lc := localapi.NewClient(*sock)
+	var files []localapi.WaitingFile
+	for {
+		l, err := lc.FileList(ctx)
+		if err != nil {
+			fmt.Fprintf(stderr, "warren file get: %v\n", err)
+			return 1
+		}
+		files = l.Files
+		if len(files) > 0 || !*wait {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 1
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	skipped := 0
+	for _, f := range files {
+		target, err := getOne(ctx, lc, f, dir, *conflict)
+		if err != nil {
+			fmt.Fprintf(stderr, "warren file get: %s: %v\n", f.Name, oneLine(err))
+			return 1
+		}
+		if target == "" {
+			skipped++
+			fmt.Fprintf(stderr, "warren file get: %s: skipped, %s exists (see --conflict)\n", f.Name, filepath.Join(dir, f.Name))
+			continue
+		}
+		fmt.Fprintf(stdout, "%s\n", target)
+	}
+	if skipped > 0 {
+		fmt.Fprintf(stderr, "warren file get: %d file(s) left waiting\n", skipped)
+		return 1
+	}
+	return 0
+}
+
+// getOne copies a waiting file into dir (verifying its SHA-256), then
+// removes it from the inbox; "" means skipped.
+func getOne(ctx context.Context, lc *localapi.Client, f localapi.WaitingFile, dir, conflict string) (string, error) {
+	if drop.ValidName(f.Name) != nil { // never trust a name for a path
+		return "", fmt.Errorf("refusing the unsafe name %q", f.Name)
+	}
+	target := filepath.Join(dir, f.Name)
+	if _, err := os.Lstat(target); err == nil {
+		switch conflict {
+		case "skip":
+			return "", nil
+		case "rename":
+			for i := 1; ; i++ {
+				target = filepath.Join(dir, drop.Numbered(f.Name, i))
+				if _, err := os.Lstat(target); os.IsNotExist(err) {
+					break
+				}
+			}
+		}
+	}
+	rc, err := lc.FileOpen(ctx, f.Name)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	tmp, err := os.CreateTemp(dir, "."+f.Name+".*.warren-get")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	hs := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, hs), rc)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
+	if n != f.Size || (f.SHA256 != "" && hex.EncodeToString(hs.Sum(nil)) != f.SHA256) {
+		return "", fmt.Errorf("copy does not match the received file (%d of %d bytes)", n, f.Size)
+	}
+	os.Chmod(tmp.Name(), 0o644&^umask())
+	if err := os.Rename(tmp.Name(), target); err != nil {
+		return "", err
+	}
+	if err := lc.FileDelete(ctx, f.Name); err != nil {
+		return target, fmt.Errorf("copied to %s, but could not remove it from the inbox: %v", target, err)
+	}
+	return target, nil
+}
+
+func umask() os.FileMode {
+	m := syscall.Umask(0)
+	syscall.Umask(m)
+	return os.FileMode(m)
+}
+
+func runFileList(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("file list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlag(fs)
+	asJSON := fs.Bool("json", false, "print the inbox as JSON")
+	if code, ok := parseVerb(fs, args, 0, stderr); !ok {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := localapi.NewClient(*sock).FileList(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "warren file list: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		emitJSON(stdout, l)
+		return 0
+	}
+	if len(l.Files) == 0 {
+		fmt.Fprintln(stdout, "no files waiting")
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSIZE\tFROM\tRECEIVED")
+	for _, f := range l.Files {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Name, bytesIEC(uint64(f.Size)), f.From, ago(time.Since(f.Received)))
+	}
+	tw.Flush()
+	return 0
+}

@@ -1,0 +1,352 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"warren/internal/drop"
+	"warren/internal/localapi"
+	"warren/internal/netmap"
+)
+
+// File drop (package drop): the daemon keeps the inbox in STATEDIR/files,
+// serves the peer API on each of the node's tunnel addresses while it has
+// a map, tells the peer API who owns an address (from the map: only a
+// current peer's own addresses, which the engine source-checks), and
+// relays the CLI's `warren file` requests (the CLI streams the bytes, since
+// the daemon may not be able to read the user's files).
+
+// envDropQuota sets the inbox quota (bytes, or with a K, M, G or T suffix).
+const envDropQuota = "WARREN_DROP_QUOTA"
+
+var _ localapi.FileBackend = (*Daemon)(nil)
+
+// dropState is the daemon's file drop; its zero value is ready.
+type dropState struct {
+	once   sync.Once
+	inbox  *drop.Inbox
+	srv    *drop.Server
+	client *drop.Client
+	err    error
+
+	mu  sync.Mutex
+	hs  *http.Server
+	lns map[netip.Addr]net.Listener
+}
+
+// parseSize reads a byte count such as 10G or 512M (binary units).
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "IB")
+	s = strings.TrimSuffix(s, "B")
+	mult := int64(1)
+	if i := strings.IndexAny(s, "KMGT"); i >= 0 && i == len(s)-1 {
+		mult = 1 << (10 * (1 + strings.IndexByte("KMGT", s[i])))
+		s = s[:i]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mult, nil
+}
+
+// drop returns the file drop state, opening the inbox the first time.
+func (d *Daemon) dropper() (*dropState, error) {
+	ds := &d.drop
+	ds.once.Do(func() {
+		var quota int64
+		if q := os.Getenv(envDropQuota); q != "" {
+			if quota, ds.err = parseSize(q); ds.err != nil {
+				ds.err = fmt.Errorf("%s: %w", envDropQuota, ds.err)
+				return
+			}
+		}
+		ds.inbox, ds.err = drop.NewInbox(filepath.Join(d.cfg.StateDir, "files"), quota)
+		if ds.err != nil {
+			return
+		}
+		ds.srv = &drop.Server{Inbox: ds.inbox, Whois: d.dropWhois, Owner: d.dropOwner,
+			Logf: func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) }}
+		ds.client = drop.NewClient(nil)
+		ds.lns = map[netip.Addr]net.Listener{}
+	})
+	return ds, ds.err
+}
+
+// dropWhois names the peer owning tunnel address a.
+func (d *Daemon) dropWhois(a netip.Addr) (name, user string, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.nm == nil {
+		return "", "", false
+	}
+	self, now := d.key.PublicKey(), time.Now()
+	for i := range d.nm.Peers {
+		p := &d.nm.Peers[i]
+		if !usable(p, self, now) {
+			continue
+		}
+		for _, pa := range p.Addresses {
+			if pa.Addr() == a {
+				return p.Name, p.User, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+func (d *Daemon) dropOwner() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.nm == nil {
+		return ""
+	}
+	return d.nm.Self.User
+}
+
+// dropMapLocked makes the peer API listen on exactly the tunnel addresses
+// of nm (none when nm is nil); d.mu held. Called at the end of
+// applyMapLocked and clearMapLocked.
+func (d *Daemon) dropMapLocked(nm *netmap.NetworkMap) {
+	ds, err := d.dropper()
+	if err != nil {
+		d.log.Error("file drop disabled", "err", err)
+		return
+	}
+	want := map[netip.Addr]bool{}
+	if nm != nil {
+		for _, a := range nm.Self.Addresses {
+			want[a.Addr()] = true
+		}
+	}
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	for a, ln := range ds.lns {
+		if !want[a] {
+			ln.Close()
+			delete(ds.lns, a)
+		}
+	}
+	for a := range want {
+		if ds.lns[a] != nil {
+			continue
+		}
+		ln, err := d.listenTunnel(a)
+		if err != nil {
+			d.log.Error("file drop: cannot listen", "addr", a, "err", err)
+			continue
+		}
+		if ds.hs == nil {
+			ds.hs = ds.srv.HTTPServer()
+		}
+		ds.lns[a] = ln
+		go ds.hs.Serve(ln)
+		d.log.Debug("file drop: peer API listening", "addr", ln.Addr().String())
+	}
+}
+
+// listenTunnel listens on a's peer API port, bound to the tunnel
+// interface so that only packets that came through the engine reach it
+// (not ones from another interface or a local process claiming a tunnel
+// address).
+func (d *Daemon) listenTunnel(a netip.Addr) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.BindToDevice(int(fd), d.cfg.TUN)
+			if serr == nil && a.Is6() {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
+			} else if serr == nil {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	return lc.Listen(context.Background(), "tcp", drop.PeerAddr(a).String())
+}
+
+// stopDrop closes the peer API and its connections (daemon shutdown).
+func (d *Daemon) stopDrop() {
+	ds := &d.drop
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	if ds.hs != nil {
+		ds.hs.Close()
+		ds.hs = nil
+	}
+	for a, ln := range ds.lns {
+		ln.Close()
+		delete(ds.lns, a)
+	}
+}
+
+// FileHandler serves /localapi/v1/file/ for the CLI.
+func (d *Daemon) FileHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /localapi/v1/file/offset", d.serveFileOffset)
+	mux.HandleFunc("PUT /localapi/v1/file/put", d.serveFilePut)
+	mux.HandleFunc("GET /localapi/v1/file/list", d.serveFileList)
+	mux.HandleFunc("GET /localapi/v1/file/files/{name}", d.serveFileGet)
+	mux.HandleFunc("DELETE /localapi/v1/file/files/{name}", d.serveFileDelete)
+	return mux
+}
+
+func fileError(w http.ResponseWriter, code int, err error, retry bool) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(localapi.FileError{Msg: err.Error(), Retry: retry})
+}
+
+// sendTarget resolves the peer and checks the header of a send.
+func (d *Daemon) sendTarget(r localapi.FileOffsetRequest) (*drop.Client, string, netip.Addr, drop.Header, error) {
+	ds, err := d.dropper()
+	if err != nil {
+		return nil, "", netip.Addr{}, drop.Header{}, err
+	}
+	d.mu.Lock()
+	nm := d.nm
+	d.mu.Unlock()
+	if nm == nil {
+		return nil, "", netip.Addr{}, drop.Header{}, errors.New("this node is not on the mesh (run `warren up`)")
+	}
+	p, ip, err := resolvePeer(nm, r.Peer)
+	if err != nil {
+		return nil, "", netip.Addr{}, drop.Header{}, err
+	}
+	h, err := drop.ParseHeader(r.Name, strconv.FormatInt(r.Size, 10), r.SHA256)
+	if err != nil {
+		return nil, "", netip.Addr{}, drop.Header{}, err
+	}
+	return ds.client, p.Name, ip, h, nil
+}
+
+// relayError answers with a peer's refusal, or a retryable network error.
+func relayError(w http.ResponseWriter, peer string, ip netip.Addr, err error) {
+	var re *drop.RemoteError
+	switch {
+	case errors.As(err, &re):
+		fileError(w, re.Status, fmt.Errorf("%s: %s", peer, re.Msg), re.Retryable())
+	default:
+		fileError(w, http.StatusBadGateway, fmt.Errorf("cannot reach %s's file drop at %s: %v", peer, drop.PeerAddr(ip), err), true)
+	}
+}
+
+func (d *Daemon) serveFileOffset(w http.ResponseWriter, r *http.Request) {
+	var req localapi.FileOffsetRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+		fileError(w, http.StatusBadRequest, fmt.Errorf("bad request: %v", err), false)
+		return
+	}
+	c, peer, ip, h, err := d.sendTarget(req)
+	if err != nil {
+		fileError(w, http.StatusBadRequest, err, false)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
+	defer cancel()
+	off, err := c.Offset(ctx, drop.PeerAddr(ip), h)
+	if err != nil {
+		relayError(w, peer, ip, err)
+		return
+	}
+	writeFileJSON(w, localapi.FileOffset{Offset: off, Peer: peer, Addr: ip})
+}
+
+func (d *Daemon) serveFilePut(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	size, err1 := strconv.ParseInt(q.Get("size"), 10, 64)
+	off, err2 := strconv.ParseInt(q.Get("offset"), 10, 64)
+	if err1 != nil || err2 != nil || off < 0 || off > size || r.ContentLength != size-off {
+		fileError(w, http.StatusBadRequest, errors.New("bad size, offset or body length"), false)
+		return
+	}
+	c, peer, ip, h, err := d.sendTarget(localapi.FileOffsetRequest{Peer: q.Get("peer"), Name: q.Get("name"), Size: size, SHA256: q.Get("sha256")})
+	if err != nil {
+		fileError(w, http.StatusBadRequest, err, false)
+		return
+	}
+	start := time.Now()
+	f, err := c.Put(r.Context(), drop.PeerAddr(ip), h, off, r.Body)
+	if err != nil {
+		d.log.Info("file drop: send failed", "file", h.Name, "peer", peer, "offset", off, "err", err)
+		relayError(w, peer, ip, err)
+		return
+	}
+	el := time.Since(start)
+	d.log.Info("file drop: sent", "file", h.Name, "peer", peer, "size", h.Size, "from", off,
+		"seconds", el.Seconds(), "MBps", float64(h.Size-off)/el.Seconds()/1e6)
+	writeFileJSON(w, localapi.WaitingFile{Name: f.Name, Size: f.Size, SHA256: f.SHA256, From: f.From.Name, FromUser: f.From.User, Received: f.Received})
+}
+
+func writeFileJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+func (d *Daemon) serveFileList(w http.ResponseWriter, r *http.Request) {
+	ds, err := d.dropper()
+	if err != nil {
+		fileError(w, http.StatusInternalServerError, err, false)
+		return
+	}
+	files, err := ds.inbox.List()
+	if err != nil {
+		fileError(w, http.StatusInternalServerError, err, false)
+		return
+	}
+	l := localapi.FileList{Files: []localapi.WaitingFile{}, ReceivedBytes: ds.inbox.Received()}
+	for _, f := range files {
+		l.Files = append(l.Files, localapi.WaitingFile{Name: f.Name, Size: f.Size, SHA256: f.SHA256, From: f.From.Name, FromUser: f.From.User, Received: f.Received})
+	}
+	writeFileJSON(w, l)
+}
+
+func (d *Daemon) serveFileGet(w http.ResponseWriter, r *http.Request) {
+	ds, err := d.dropper()
+	if err != nil {
+		fileError(w, http.StatusInternalServerError, err, false)
+		return
+	}
+	f, err := ds.inbox.Open(r.PathValue("name"))
+	if err != nil {
+		fileError(w, http.StatusNotFound, fmt.Errorf("%q: %v", r.PathValue("name"), err), false)
+		return
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil {
+		w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	io.Copy(w, f)
+}
+
+func (d *Daemon) serveFileDelete(w http.ResponseWriter, r *http.Request) {
+	ds, err := d.dropper()
+	if err != nil {
+		fileError(w, http.StatusInternalServerError, err, false)
+		return
+	}
+	if err := ds.inbox.Remove(r.PathValue("name")); err != nil {
+		fileError(w, http.StatusNotFound, fmt.Errorf("%q: %v", r.PathValue("name"), err), false)
+		return
+	}
+	writeFileJSON(w, struct{}{})
+}
