@@ -1,0 +1,284 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	"warren/internal/noise"
+)
+
+// ErrNotConnected is returned by Client.Send while no session is up.
+var ErrNotConnected = errors.New("relay: not connected")
+
+// ClientOptions configure a Client.
+type ClientOptions struct {
+	DialOptions
+	// Receive is called with each packet relayed to this node, from the
+	// client's single reader goroutine; pkt is valid only during the call
+	// and Receive must not block for long.
+	Receive func(src noise.PublicKey, pkt []byte)
+	// PeerGone is called when the relay says a destination is not
+	// connected (at most once a second per destination), so the caller
+	// can try another path. Same rules as Receive.
+	PeerGone func(peer noise.PublicKey)
+	// OnState is called with true when a session comes up and false when
+	// it goes down. Same rules as Receive.
+	OnState func(connected bool)
+	// MinBackoff and MaxBackoff bound the jittered exponential delay
+	// between connection attempts (defaults 250ms and 30s).
+	MinBackoff, MaxBackoff time.Duration
+	// Logf logs connection events; nil: silent.
+	Logf func(format string, args ...any)
+}
+
+// Client keeps a session to one relay up, reconnecting after failures.
+type Client struct {
+	url      string
+	relayKey noise.PublicKey
+	nodeKey  noise.PrivateKey
+	o        ClientOptions
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	conn    *Conn
+	up      chan struct{} // closed while connected; replaced when down
+	pings   map[[8]byte]chan struct{}
+	lastErr error
+}
+
+// NewClient starts a client for the relay at url with key relayKey,
+// authenticating as nodeKey. It connects in the background; Close stops it.
+func NewClient(url string, relayKey noise.PublicKey, nodeKey noise.PrivateKey, o ClientOptions) *Client {
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 250 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 30 * time.Second
+	}
+	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	c := &Client{url: url, relayKey: relayKey, nodeKey: nodeKey, o: o, done: make(chan struct{}),
+		up: make(chan struct{}), pings: map[[8]byte]chan struct{}{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	go c.run()
+	return c
+}
+
+// Send relays pkt to the node dst over the current session. It fails with
+// ErrNotConnected while reconnecting (the caller drops the packet, as it
+// would on a lossy path).
+func (c *Client) Send(dst noise.PublicKey, pkt []byte) error {
+	if len(pkt) > MaxPacketSize {
+		return fmt.Errorf("relay: packet of %d bytes (at most %d)", len(pkt), MaxPacketSize)
+	}
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return ErrNotConnected
+	}
+	if err := conn.Send(dst, pkt); err != nil {
+		conn.Close() // the reader notices and reconnects
+		return err
+	}
+	return nil
+}
+
+// Connected reports whether a session is up.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn != nil
+}
+
+// WaitConnected waits until a session is up or ctx ends.
+func (c *Client) WaitConnected(ctx context.Context) error {
+	c.mu.Lock()
+	up := c.up
+	c.mu.Unlock()
+	select {
+	case <-up:
+		return nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		err := c.lastErr
+		c.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("%w (last attempt: %v)", ctx.Err(), err)
+		}
+		return ctx.Err()
+	case <-c.done:
+		return errClosed
+	}
+}
+
+// Ping measures the round trip to the relay over the current session.
+func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
+	var id [8]byte
+	rand.Read(id[:])
+	ch := make(chan struct{})
+	c.mu.Lock()
+	conn := c.conn
+	if conn != nil {
+		c.pings[id] = ch
+	}
+	c.mu.Unlock()
+	if conn == nil {
+		return 0, ErrNotConnected
+	}
+	defer func() {
+		c.mu.Lock()
+		delete(c.pings, id)
+		c.mu.Unlock()
+	}()
+	start := time.Now()
+	if err := conn.Ping(id); err != nil {
+		conn.Close()
+		return 0, err
+	}
+	select {
+	case <-ch:
+		return time.Since(start), nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// Close stops the client and closes its session.
+func (c *Client) Close() error {
+	c.cancel()
+	<-c.done
+	return nil
+}
+
+func (c *Client) run() {
+	defer close(c.done)
+	backoff := c.o.MinBackoff
+	for c.ctx.Err() == nil {
+		dctx, cancel := context.WithTimeout(c.ctx, 15*time.Second)
+		conn, err := Dial(dctx, c.url, c.relayKey, c.nodeKey, c.o.DialOptions)
+		cancel()
+		if err == nil {
+			start := time.Now()
+			err = c.serve(conn)
+			if time.Since(start) > 10*time.Second {
+				backoff = c.o.MinBackoff // it worked for a while: retry soon
+			}
+		}
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.mu.Lock()
+		c.lastErr = err
+		c.mu.Unlock()
+		// Full jitter over the upper half: [backoff/2, backoff).
+		d := backoff/2 + time.Duration(mrand.Int64N(int64(backoff/2)+1))
+		c.o.Logf("relay %s: %v; retrying in %v", c.url, err, d.Round(time.Millisecond))
+		backoff = min(2*backoff, c.o.MaxBackoff)
+		select {
+		case <-time.After(d):
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// serve runs one session until it fails.
+func (c *Client) serve(conn *Conn) error {
+	ka := conn.Info().KeepAlive
+	if ka <= 0 {
+		ka = DefaultKeepAlive
+	}
+	c.mu.Lock()
+	c.conn = conn
+	close(c.up)
+	c.mu.Unlock()
+	c.o.Logf("relay %s: connected", c.url)
+	if c.o.OnState != nil {
+		c.o.OnState(true)
+	}
+	stop := context.AfterFunc(c.ctx, func() { conn.Close() })
+	// The client pings as often as the relay sends keepalives, so both
+	// sides see traffic even when no packets flow.
+	pingDone := make(chan struct{})
+	go func() {
+		t := time.NewTicker(ka)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				if conn.Ping([8]byte{}) != nil {
+					conn.Close()
+					return
+				}
+			case <-pingDone:
+				return
+			}
+		}
+	}()
+	err := c.readLoop(conn, ka)
+	close(pingDone)
+	stop()
+	conn.Close()
+	c.mu.Lock()
+	c.conn = nil
+	c.up = make(chan struct{})
+	c.mu.Unlock()
+	if c.o.OnState != nil {
+		c.o.OnState(false)
+	}
+	return err
+}
+
+func (c *Client) readLoop(conn *Conn, ka time.Duration) error {
+	for {
+		conn.SetReadDeadline(time.Now().Add(ka * 5 / 2))
+		m, err := conn.Recv()
+		if err != nil {
+			return err
+		}
+		switch m.Type {
+		case MsgPacket:
+			if c.o.Receive != nil {
+				c.o.Receive(m.Peer, m.Data)
+			}
+		case MsgPeerGone:
+			if c.o.PeerGone != nil {
+				c.o.PeerGone(m.Peer)
+			}
+		case MsgPong:
+			var id [8]byte
+			copy(id[:], m.Data)
+			c.mu.Lock()
+			if ch, ok := c.pings[id]; ok {
+				close(ch)
+				delete(c.pings, id)
+			}
+			c.mu.Unlock()
+		case MsgClosing:
+			return fmt.Errorf("relay closed the session (%s)", closingReason(m.Reason))
+		}
+	}
+}
+
+func closingReason(r byte) string {
+	switch r {
+	case ClosingReplaced:
+		return "replaced by a newer session of this node key"
+	case ClosingNotVouched:
+		return "node key no longer vouched for"
+	case ClosingShutdown:
+		return "relay shutting down"
+	}
+	return fmt.Sprintf("reason %d", r)
+}

@@ -1,0 +1,440 @@
+package relay
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"warren/internal/control/controlbase"
+	"warren/internal/noise"
+)
+
+// Defaults of Options.
+const (
+	DefaultRate             = 10 << 20 // bytes per second a client may send
+	DefaultBurst            = 1 << 20
+	DefaultQueuePackets     = 128
+	DefaultQueueBytes       = 2 << 20
+	DefaultMaxClientsPerKey = 1
+	DefaultKeepAlive        = 30 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+	// peerGoneEvery is how often one sender hears that one destination is
+	// absent.
+	peerGoneEvery = time.Second
+	// maxGoneTracked bounds a sender's table of recent notices.
+	maxGoneTracked = 256
+)
+
+// Options configure a Server. Zero fields take the defaults.
+type Options struct {
+	// Key is the relay's static private key (embedded: the coordination
+	// server's key).
+	Key noise.PrivateKey
+	// Allowed says whether the coordination server vouches for a node key.
+	// It is asked when a node connects and again at every keepalive; it
+	// must be fast (cache). Required.
+	Allowed func(nodeKey noise.PublicKey) bool
+	// Rate is the sustained bytes per second one session may send
+	// (DefaultRate); negative: unlimited. Burst is the bucket size
+	// (DefaultBurst, at least MaxPacketSize). Over the limit packets are
+	// dropped and counted.
+	Rate, Burst int64
+	// QueuePackets and QueueBytes bound the queue towards one session;
+	// when either is full, new packets for it are dropped.
+	QueuePackets int
+	QueueBytes   int64
+	// MaxClientsPerKey is how many sessions one node key may hold; a new
+	// one closes the oldest. Packets go to the newest.
+	MaxClientsPerKey int
+	// KeepAlive is how often the relay sends a keepalive and re-checks
+	// Allowed; a client silent for 2.5 times as long is dropped.
+	KeepAlive time.Duration
+	// WriteTimeout drops a client that does not take its data this long.
+	WriteTimeout time.Duration
+	// Logf logs connection events; nil: silent.
+	Logf func(format string, args ...any)
+}
+
+// Stats are the relay's counters. Clients is a gauge; the rest count up.
+type Stats struct {
+	Clients            int64 // sessions connected now
+	Accepted           int64 // sessions accepted
+	Refused            int64 // node keys refused as not vouched for
+	Replaced           int64 // sessions closed because a newer one of the key came
+	PacketsIn, BytesIn int64 // packets (and their bytes) clients asked to send
+	PacketsOut         int64 // packets written to receivers
+	BytesOut           int64
+	DropsNoPeer        int64 // destination not connected
+	DropsQueueFull     int64 // receiver's queue full (slow receiver)
+	DropsRateLimit     int64 // sender over its rate
+	ClosedOversize     int64 // sessions closed for an oversized frame
+	ClosedProtocol     int64 // sessions closed for a malformed frame
+	ClosedNotVouched   int64 // sessions closed when vouching ended
+	ClosedWriteTimeout int64 // sessions closed because they did not read
+}
+
+type counters struct {
+	clients, accepted, refused, replaced, packetsIn, bytesIn, packetsOut, bytesOut,
+	dropsNoPeer, dropsQueueFull, dropsRate, closedOversize, closedProtocol, closedNotVouched,
+	closedWriteTimeout atomic.Int64
+}
+
+// Server is a relay: an http.Handler for Path.
+type Server struct {
+	o  Options
+	cb controlbase.Server
+
+	mu      sync.RWMutex
+	clients map[noise.PublicKey][]*client // oldest first
+	closed  bool
+	c       counters
+}
+
+// NewServer returns a relay server; mount it at Path on an http.Server
+// with ReadHeaderTimeout set.
+func NewServer(o Options) (*Server, error) {
+	if o.Key.IsZero() {
+		return nil, errors.New("relay: no key")
+	}
+	if o.Allowed == nil {
+		return nil, errors.New("relay: no Allowed function (who vouches for nodes?)")
+	}
+	if o.Rate == 0 {
+		o.Rate = DefaultRate
+	}
+	if o.Burst <= 0 {
+		o.Burst = DefaultBurst
+	}
+	o.Burst = max(o.Burst, MaxPacketSize)
+	if o.QueuePackets <= 0 {
+		o.QueuePackets = DefaultQueuePackets
+	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = DefaultQueueBytes
+	}
+	o.QueueBytes = max(o.QueueBytes, MaxPacketSize)
+	if o.MaxClientsPerKey <= 0 {
+		o.MaxClientsPerKey = DefaultMaxClientsPerKey
+	}
+	if o.KeepAlive <= 0 {
+		o.KeepAlive = DefaultKeepAlive
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	s := &Server{o: o, clients: map[noise.PublicKey][]*client{}}
+	s.cb = controlbase.Server{Key: o.Key, Protocol: RelayProtocol, Handle: s.handle, Authorize: s.authorize}
+	return s, nil
+}
+
+// PublicKey is the key nodes pin for this relay.
+func (s *Server) PublicKey() noise.PublicKey { return s.o.Key.PublicKey() }
+
+// ServeHTTP upgrades the request to a relay session.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.cb.ServeHTTP(w, r) }
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	c := &s.c
+	return Stats{Clients: c.clients.Load(), Accepted: c.accepted.Load(), Refused: c.refused.Load(),
+		Replaced: c.replaced.Load(), PacketsIn: c.packetsIn.Load(), BytesIn: c.bytesIn.Load(),
+		PacketsOut: c.packetsOut.Load(), BytesOut: c.bytesOut.Load(), DropsNoPeer: c.dropsNoPeer.Load(),
+		DropsQueueFull: c.dropsQueueFull.Load(), DropsRateLimit: c.dropsRate.Load(),
+		ClosedOversize: c.closedOversize.Load(), ClosedProtocol: c.closedProtocol.Load(),
+		ClosedNotVouched: c.closedNotVouched.Load(), ClosedWriteTimeout: c.closedWriteTimeout.Load()}
+}
+
+// Close closes every session and refuses new ones. (http.Server.Shutdown
+// does not see hijacked connections.)
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	var all []*client
+	for _, cs := range s.clients {
+		all = append(all, cs...)
+	}
+	s.mu.Unlock()
+	for _, c := range all {
+		c.closeWith(ClosingShutdown)
+	}
+	return nil
+}
+
+func (s *Server) authorize(k noise.PublicKey) error {
+	if !s.o.Allowed(k) {
+		s.c.refused.Add(1)
+		return errors.New("node key not known to the coordination server, or expired")
+	}
+	return nil
+}
+
+// item is one frame queued towards a client.
+type item struct {
+	typ  byte
+	key  noise.PublicKey
+	data []byte // packet (frameRecv) or the other payload after the key
+}
+
+type client struct {
+	s     *Server
+	key   noise.PublicKey
+	conn  *controlbase.Conn
+	queue chan item
+	qlen  atomic.Int64 // packet bytes queued
+	// closing carries a reason for the writer to send before closing.
+	closing chan byte
+	done    chan struct{}
+	once    sync.Once
+}
+
+func (c *client) close() {
+	c.once.Do(func() {
+		close(c.done)
+		c.conn.Close()
+	})
+}
+
+// closeWith asks the writer to send a closing notice, then close; the
+// writer's WriteTimeout bounds how long that may take.
+func (c *client) closeWith(reason byte) {
+	select {
+	case c.closing <- reason:
+	default:
+	}
+}
+
+// enqueue queues a frame without blocking; false if the queue is full.
+func (c *client) enqueue(it item) bool {
+	n := int64(len(it.data))
+	if c.qlen.Add(n) > c.s.o.QueueBytes {
+		c.qlen.Add(-n)
+		return false
+	}
+	select {
+	case c.queue <- it:
+		return true
+	default:
+		c.qlen.Add(-n)
+		return false
+	}
+}
+
+func (s *Server) register(c *client) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	cs := append(s.clients[c.key], c)
+	for len(cs) > s.o.MaxClientsPerKey {
+		old := cs[0]
+		cs = cs[1:]
+		s.c.replaced.Add(1)
+		old.closeWith(ClosingReplaced)
+	}
+	s.clients[c.key] = cs
+	return true
+}
+
+func (s *Server) unregister(c *client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs := s.clients[c.key]
+	for i, x := range cs {
+		if x == c {
+			cs = append(cs[:i:i], cs[i+1:]...)
+			break
+		}
+	}
+	if len(cs) == 0 {
+		delete(s.clients, c.key)
+	} else {
+		s.clients[c.key] = cs
+	}
+}
+
+// lookup returns the newest session of k.
+func (s *Server) lookup(k noise.PublicKey) *client {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	cs := s.clients[k]
+	if len(cs) == 0 {
+		return nil
+	}
+	return cs[len(cs)-1]
+}
+
+// handle runs one session: the writer in its own goroutine, the reader
+// here.
+func (s *Server) handle(conn *controlbase.Conn) {
+	c := &client{s: s, key: conn.Peer(), conn: conn, queue: make(chan item, s.o.QueuePackets),
+		closing: make(chan byte, 1), done: make(chan struct{})}
+	info := binary.BigEndian.AppendUint32(nil, uint32(s.o.KeepAlive/time.Second))
+	info = binary.BigEndian.AppendUint64(info, uint64(max(s.o.Rate, 0)))
+	info = binary.BigEndian.AppendUint64(info, uint64(s.o.Burst))
+	c.queue <- item{typ: frameInfo, data: info} // first, before anyone can route to c
+	if !s.register(c) {
+		return
+	}
+	s.c.accepted.Add(1)
+	s.c.clients.Add(1)
+	s.o.Logf("relay: %s connected from %s", c.key, conn.RemoteAddr())
+	wdone := make(chan struct{})
+	go func() {
+		defer close(wdone)
+		c.writeLoop()
+	}()
+	err := c.readLoop()
+	s.unregister(c)
+	c.close()
+	<-wdone
+	s.c.clients.Add(-1)
+	s.o.Logf("relay: %s disconnected: %v", c.key, err)
+}
+
+func (c *client) readLoop() error {
+	s := c.s
+	br := bufio.NewReaderSize(c.conn, controlbase.MaxPlaintext)
+	buf := make([]byte, maxPayload)
+	tokens, last := s.o.Burst, time.Now()
+	var gone map[noise.PublicKey]time.Time
+	for {
+		c.conn.SetReadDeadline(time.Now().Add(s.o.KeepAlive * 5 / 2))
+		typ, p, err := readFrame(br, buf)
+		if err != nil {
+			if errors.Is(err, ErrFrameTooLarge) {
+				s.c.closedOversize.Add(1)
+			}
+			return err
+		}
+		switch typ {
+		case frameSend:
+			dst, pkt, ok := splitKey(p)
+			if !ok {
+				s.c.closedProtocol.Add(1)
+				return errors.New("short send frame")
+			}
+			s.c.packetsIn.Add(1)
+			s.c.bytesIn.Add(int64(len(pkt)))
+			if s.o.Rate > 0 {
+				now := time.Now()
+				tokens = min(s.o.Burst, tokens+int64(now.Sub(last).Seconds()*float64(s.o.Rate)))
+				last = now
+				if tokens < int64(len(pkt)) {
+					s.c.dropsRate.Add(1)
+					continue
+				}
+				tokens -= int64(len(pkt))
+			}
+			to := s.lookup(dst)
+			if to == nil {
+				s.c.dropsNoPeer.Add(1)
+				if gone == nil || len(gone) > maxGoneTracked {
+					gone = map[noise.PublicKey]time.Time{}
+				}
+				if now := time.Now(); now.Sub(gone[dst]) >= peerGoneEvery {
+					gone[dst] = now
+					c.enqueue(item{typ: framePeerGone, key: dst, data: []byte{GoneNotHere}})
+				}
+				continue
+			}
+			if !to.enqueue(item{typ: frameRecv, key: c.key, data: append([]byte(nil), pkt...)}) {
+				s.c.dropsQueueFull.Add(1)
+			}
+		case framePing:
+			if len(p) != 8 {
+				s.c.closedProtocol.Add(1)
+				return errors.New("bad ping frame")
+			}
+			c.enqueue(item{typ: framePong, data: append([]byte(nil), p...)})
+		default:
+			// pong, keepalive from a client, or a later addition: skip.
+		}
+	}
+}
+
+func (c *client) writeLoop() {
+	s := c.s
+	defer c.close()
+	bw := bufio.NewWriterSize(c.conn, controlbase.MaxPlaintext)
+	tick := time.NewTicker(s.o.KeepAlive)
+	defer tick.Stop()
+	var hdr []byte
+	write := func(it item) error {
+		n := len(it.data)
+		if it.typ == frameRecv || it.typ == framePeerGone {
+			n += KeyLen
+		}
+		hdr = appendHeader(hdr[:0], it.typ, n)
+		if it.typ == frameRecv || it.typ == framePeerGone {
+			hdr = append(hdr, it.key[:]...)
+		}
+		bw.Write(hdr)
+		_, err := bw.Write(it.data)
+		if it.typ == frameRecv {
+			c.qlen.Add(-int64(len(it.data)))
+			if err == nil {
+				s.c.packetsOut.Add(1)
+				s.c.bytesOut.Add(int64(len(it.data)))
+			}
+		}
+		return err
+	}
+	fail := func(err error) {
+		if isTimeout(err) {
+			s.c.closedWriteTimeout.Add(1)
+		}
+	}
+	for {
+		select {
+		case <-c.done:
+			return
+		case reason := <-c.closing:
+			c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			write(item{typ: frameClosing, data: []byte{reason}})
+			bw.Flush()
+			return
+		case <-tick.C:
+			if !s.o.Allowed(c.key) {
+				s.c.closedNotVouched.Add(1)
+				c.closeWith(ClosingNotVouched)
+				continue
+			}
+			c.conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
+			if err := write(item{typ: frameKeepAlive}); err != nil {
+				fail(err)
+				return
+			}
+			if err := bw.Flush(); err != nil {
+				fail(err)
+				return
+			}
+		case it := <-c.queue:
+			// Write what is queued now, then flush once.
+			c.conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
+			err := write(it)
+			for more := true; more && err == nil; {
+				select {
+				case it = <-c.queue:
+					err = write(it)
+				default:
+					more = false
+				}
+			}
+			if err == nil {
+				err = bw.Flush()
+			}
+			if err != nil {
+				fail(err)
+				return
+			}
+		}
+	}
+}

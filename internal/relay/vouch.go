@@ -1,0 +1,203 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"warren/internal/noise"
+	"warren/internal/store"
+)
+
+// StoreAllowed vouches from the coordination server's store (the relay
+// embedded in `warren server`): a key is allowed while a node has it and
+// has not expired. Answers are cached for ttl (default 5s) so a flood of
+// connections costs at most one query per key per ttl; a store error
+// counts as "no" and is not cached.
+func StoreAllowed(st *store.Store, ttl time.Duration) func(noise.PublicKey) bool {
+	if ttl <= 0 {
+		ttl = 5 * time.Second
+	}
+	type entry struct {
+		ok     bool
+		expiry time.Time // node expiry; zero never
+		until  time.Time
+	}
+	var mu sync.Mutex
+	cache := map[noise.PublicKey]entry{}
+	return func(k noise.PublicKey) bool {
+		now := time.Now()
+		mu.Lock()
+		e, hit := cache[k]
+		mu.Unlock()
+		if !hit || now.After(e.until) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			n, err := st.GetNodeByKey(ctx, k.String())
+			cancel()
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				e = entry{ok: false, until: now.Add(ttl)}
+			case err != nil:
+				return false
+			default:
+				e = entry{ok: true, expiry: n.Expiry, until: now.Add(ttl)}
+			}
+			mu.Lock()
+			if len(cache) >= 65536 {
+				clear(cache)
+			}
+			cache[k] = e
+			mu.Unlock()
+		}
+		return e.ok && (e.expiry.IsZero() || now.Before(e.expiry))
+	}
+}
+
+// AdminPoller vouches for a standalone relay: it polls the coordination
+// server's admin API (GET /api/v1/nodes with an API key) and allows the
+// keys of nodes that are not expired. Until the first successful poll it
+// allows nobody; when a poll fails it keeps the last answer (a relay
+// should keep working while the coordination server is briefly away) and
+// still honours the expiry times it knows.
+type AdminPoller struct {
+	// ServerURL is the coordination server's base URL.
+	ServerURL string
+	// APIKey is an admin API key ("wapi_...").
+	APIKey string
+	// Interval between polls (default 5s).
+	Interval time.Duration
+	// HTTPClient makes the requests (default http.DefaultClient, which
+	// honours the proxy environment).
+	HTTPClient *http.Client
+	// Logf logs poll failures (once per change of error); nil: silent.
+	Logf func(format string, args ...any)
+
+	mu      sync.RWMutex
+	keys    map[noise.PublicKey]time.Time // node expiry; zero never
+	ready   chan struct{}
+	once    sync.Once
+	lastErr string
+}
+
+// adminNode is the part of the admin API's node JSON the poller reads.
+type adminNode struct {
+	NodeKey string     `json:"node_key"`
+	Expiry  *time.Time `json:"expiry"`
+	Expired bool       `json:"expired"`
+}
+
+func (p *AdminPoller) init() {
+	p.once.Do(func() { p.ready = make(chan struct{}) })
+}
+
+// Allowed reports whether the last poll listed k as a node that has not
+// expired.
+func (p *AdminPoller) Allowed(k noise.PublicKey) bool {
+	p.mu.RLock()
+	exp, ok := p.keys[k]
+	p.mu.RUnlock()
+	return ok && (exp.IsZero() || time.Now().Before(exp))
+}
+
+// Ready is closed after the first successful poll.
+func (p *AdminPoller) Ready() <-chan struct{} {
+	p.init()
+	return p.ready
+}
+
+// Poll fetches the node list once and replaces the allowed set.
+func (p *AdminPoller) Poll(ctx context.Context) error {
+	p.init()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(p.ServerURL, "/")+"/api/v1/nodes", nil)
+	if err != nil {
+		return fmt.Errorf("relay: poll nodes: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+p.APIKey)
+	hc := p.HTTPClient
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("relay: poll nodes: %w", err)
+	}
+	defer resp.Body.Close()
+	body := io.LimitReader(resp.Body, 64<<20)
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		json.NewDecoder(io.LimitReader(body, 4096)).Decode(&e)
+		return fmt.Errorf("relay: poll nodes: %s: %s", resp.Status, e.Error)
+	}
+	var nodes []adminNode
+	if err := json.NewDecoder(body).Decode(&nodes); err != nil {
+		return fmt.Errorf("relay: poll nodes: %w", err)
+	}
+	keys := make(map[noise.PublicKey]time.Time, len(nodes))
+	for _, n := range nodes {
+		if n.Expired {
+			continue
+		}
+		k, err := noise.ParsePublicKey(n.NodeKey)
+		if err != nil {
+			if n.NodeKey == "" {
+				return errors.New("relay: poll nodes: the server does not list node keys (too old?)")
+			}
+			continue
+		}
+		var exp time.Time
+		if n.Expiry != nil {
+			exp = *n.Expiry
+		}
+		keys[k] = exp
+	}
+	p.mu.Lock()
+	p.keys = keys
+	p.mu.Unlock()
+	select {
+	case <-p.ready:
+	default:
+		close(p.ready)
+	}
+	return nil
+}
+
+// Run polls every Interval until ctx ends.
+func (p *AdminPoller) Run(ctx context.Context) {
+	iv := p.Interval
+	if iv <= 0 {
+		iv = 5 * time.Second
+	}
+	for {
+		pctx, cancel := context.WithTimeout(ctx, max(iv, 10*time.Second))
+		err := p.Poll(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if msg != p.lastErr && p.Logf != nil {
+			if err != nil {
+				p.Logf("%v (keeping the last node list)", err)
+			} else {
+				p.Logf("relay: polling nodes works again")
+			}
+		}
+		p.lastErr = msg
+		select {
+		case <-time.After(iv):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
