@@ -125,7 +125,7 @@ func staticUpstream(t *testing.T, ip string, ttl, negTTL uint32) *upstream {
 
 func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
 
-func mustRR(t *testing.T, s string) mdns.RR {
+func mustRR(t testing.TB, s string) mdns.RR {
 	t.Helper()
 	rr, err := mdns.NewRR(s)
 	if err != nil {
