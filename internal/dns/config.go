@@ -93,7 +93,7 @@ type Config struct {
 type Record struct {
 	Name string
 	Type string
-	TTL  uint32 // seconds; 0 means DefaultTTL
+	TTL  uint32 // seconds; 0: DefaultTTL, or the node TTL for A/AAAA targeting a node
 	Data string
 	Node string // target node name, for A, AAAA, CNAME
 }

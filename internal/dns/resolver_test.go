@@ -118,8 +118,8 @@ func TestCustomRecords(t *testing.T) {
 	}
 	// Node-targeting A/AAAA.
 	m = query(t, addr, "udp", "api.warren.internal.", mdns.TypeAAAA, 0)
-	if !slices.Equal(addrs(m), []string{beta6.String()}) {
-		t.Fatalf("AAAA @beta: %v", m)
+	if !slices.Equal(addrs(m), []string{beta6.String()}) || m.Answer[0].Header().Ttl != DefaultNodeTTL {
+		t.Fatalf("AAAA @beta (with the node's TTL): %v", m)
 	}
 	// TXT, long TXT split in 255-byte strings, backslash literal.
 	m = query(t, addr, "tcp", "long.corp.example.com.", mdns.TypeTXT, 0)

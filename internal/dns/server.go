@@ -189,6 +189,9 @@ func (s *Server) respond(ctx context.Context, req *mdns.Msg, tcp bool) *mdns.Msg
 	}
 	ans := s.r.Resolve(ctx, req.Question[0])
 	resp.Rcode = ans.Rcode
+	if resp.Rcode > 0xF && opt == nil {
+		resp.Rcode = mdns.RcodeServerFailure // an extended rcode needs an OPT to travel in
+	}
 	resp.Authoritative = ans.Authoritative
 	resp.Answer, resp.Ns = ans.Answer, ans.Ns
 	resp.Extra = append(ans.Extra, resp.Extra...) // our OPT last

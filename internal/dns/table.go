@@ -96,7 +96,10 @@ func compile(c Config, serial uint32) (*table, error) {
 			delete(n.rrs, typ)
 		}
 		ttl := r.TTL
-		if ttl == 0 {
+		switch {
+		case ttl == 0 && r.Node != "" && r.Type != TypeCNAME:
+			ttl = t.nodeTTL // addresses that follow a node age like the node's
+		case ttl == 0:
 			ttl = DefaultTTL
 		}
 		hdr := mdns.RR_Header{Name: owner, Rrtype: typ, Class: mdns.ClassINET, Ttl: ttl}
