@@ -273,7 +273,7 @@ func TestUnvouchedWhileConnected(t *testing.T) {
 	var ks keySet
 	a := genKey(t)
 	ks.add(a)
-	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed, KeepAlive: 100 * time.Millisecond})
+	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed, KeepAlive: time.Second})
 	c := r.dial(a)
 	ks.remove(a)
 	for {

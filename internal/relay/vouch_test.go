@@ -1,0 +1,248 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"warren/internal/control/admin"
+	"warren/internal/control/server"
+	"warren/internal/noise"
+	"warren/internal/store"
+)
+
+// world is a coordination server as `warren server --relay` runs it: the
+// control server, the admin API and the embedded relay on one listener,
+// over a SQLite store.
+type world struct {
+	st     *store.Store
+	key    noise.PrivateKey
+	hs     *httptest.Server
+	embed  *Server
+	apiKey string
+	user   *store.User
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "warren.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	w := &world{st: st, key: genKey(t)}
+	if w.apiKey, _, err = st.CreateAPIKey(ctx, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if w.user, err = st.CreateUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	srv := server.New(st, w.key, server.Options{})
+	t.Cleanup(func() { srv.Close() })
+	if w.embed, err = NewServer(Options{Key: w.key, Allowed: StoreAllowed(st, 50*time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.embed.Close() })
+	mux := http.NewServeMux()
+	mux.Handle("/", srv.Handler())
+	mux.Handle(admin.Prefix, admin.New(st, srv.Notify))
+	mux.Handle(Path, w.embed)
+	w.hs = httptest.NewServer(mux)
+	t.Cleanup(w.hs.Close)
+	return w
+}
+
+// addNode registers a node in the store, as the control server does on
+// join, and returns its key and ID.
+func (w *world) addNode(t *testing.T) (noise.PrivateKey, int64) {
+	t.Helper()
+	ctx := context.Background()
+	ak, _, err := w.st.CreatePreAuthKey(ctx, w.user.ID, store.PreAuthKeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := genKey(t)
+	n, err := w.st.RegisterNode(ctx, ak, k.PublicKey().String(), "host", store.RegisterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, n.ID
+}
+
+func (w *world) expire(t *testing.T, id int64) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", fmt.Sprintf("%s/api/v1/nodes/%d/expire", w.hs.URL, id), nil)
+	req.Header.Set("Authorization", "Bearer "+w.apiKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("expire: %s", resp.Status)
+	}
+}
+
+func dialErr(t *testing.T, relayURL string, relayKey noise.PublicKey, k noise.PrivateKey) error {
+	c, err := Dial(ctxT(t, 5*time.Second), relayURL, relayKey, k, DialOptions{})
+	if err == nil {
+		c.Close()
+	}
+	return err
+}
+
+func TestAdminPollerVouching(t *testing.T) {
+	w := newWorld(t)
+	n1, id1 := w.addNode(t)
+	n2, _ := w.addNode(t)
+	stranger := genKey(t)
+
+	p := &AdminPoller{ServerURL: w.hs.URL, APIKey: w.apiKey, Interval: 50 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if p.Allowed(n1.PublicKey()) {
+		t.Fatal("allowed before the first poll")
+	}
+	go p.Run(ctx)
+	select {
+	case <-p.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatal("poller never ready")
+	}
+	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: p.Allowed, KeepAlive: time.Second})
+	rk := r.key.PublicKey()
+	if err := dialErr(t, r.url, rk, stranger); !errors.Is(err, ErrNotVouched) {
+		t.Fatalf("stranger: %v", err)
+	}
+	c1 := r.dial(n1)
+	if err := dialErr(t, r.url, rk, n2); err != nil {
+		t.Fatalf("n2: %v", err)
+	}
+	// Expiring n1 through the admin API ends its session and refuses it.
+	w.expire(t, id1)
+	for {
+		m, err := recvPacket(t, c1, 5*time.Second)
+		if err != nil {
+			t.Fatalf("no closing notice: %v", err)
+		}
+		if m.Type == MsgClosing && m.Reason == ClosingNotVouched {
+			break
+		}
+	}
+	if err := dialErr(t, r.url, rk, n1); !errors.Is(err, ErrNotVouched) {
+		t.Fatalf("expired n1: %v", err)
+	}
+	// A node that joins later is vouched for at the next poll.
+	n3, _ := w.addNode(t)
+	waitFor(t, "n3 vouched", func() bool { return dialErr(t, r.url, rk, n3) == nil })
+
+	// A wrong API key fails the poll, which keeps the last answer.
+	bad := &AdminPoller{ServerURL: w.hs.URL, APIKey: "wapi_nope"}
+	if err := bad.Poll(ctx); err == nil {
+		t.Fatal("poll with a bad API key worked")
+	}
+	if bad.Allowed(n2.PublicKey()) {
+		t.Fatal("bad poller allows")
+	}
+}
+
+func TestEmbeddedStoreVouching(t *testing.T) {
+	w := newWorld(t)
+	n1, id1 := w.addNode(t)
+	sk := w.key.PublicKey()
+	// The embedded relay uses the coordination server's key and URL.
+	c := w.dialEmbedded(t, n1)
+	c.Close()
+	if err := dialErr(t, w.hs.URL, sk, genKey(t)); !errors.Is(err, ErrNotVouched) {
+		t.Fatalf("stranger: %v", err)
+	}
+	w.expire(t, id1)
+	waitFor(t, "expired node refused", func() bool { return errors.Is(dialErr(t, w.hs.URL, sk, n1), ErrNotVouched) })
+	if w.embed.Stats().Refused < 2 {
+		t.Fatalf("stats %+v", w.embed.Stats())
+	}
+}
+
+func (w *world) dialEmbedded(t *testing.T, k noise.PrivateKey) *Conn {
+	t.Helper()
+	c, err := Dial(ctxT(t, 5*time.Second), w.hs.URL, w.key.PublicKey(), k, DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// connectProxy is a minimal HTTP CONNECT proxy counting its tunnels.
+func connectProxy(t *testing.T) (*url.URL, *atomic.Int64) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var n atomic.Int64
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil || req.Method != http.MethodConnect {
+					io.WriteString(c, "HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+					return
+				}
+				up, err := net.Dial("tcp", req.Host)
+				if err != nil {
+					io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
+					return
+				}
+				defer up.Close()
+				n.Add(1)
+				io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+				go func() { io.Copy(up, br); up.Close() }()
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return &url.URL{Scheme: "http", Host: l.Addr().String()}, &n
+}
+
+func TestThroughHTTPProxy(t *testing.T) {
+	var ks keySet
+	a, b := genKey(t), genKey(t)
+	ks.add(a, b)
+	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed})
+	pu, tunnels := connectProxy(t)
+	proxy := func(*http.Request) (*url.URL, error) { return pu, nil }
+	ca, _ := r.client(a, ClientOptions{DialOptions: DialOptions{Proxy: proxy}})
+	_, chb := r.client(b, ClientOptions{})
+	if err := ca.Send(b.PublicKey(), []byte("via proxy")); err != nil {
+		t.Fatal(err)
+	}
+	expectPacket(t, chb, a.PublicKey(), "via proxy")
+	if tunnels.Load() != 1 {
+		t.Fatalf("%d tunnels", tunnels.Load())
+	}
+	// A proxy that refuses fails the dial with its status.
+	bad := func(*http.Request) (*url.URL, error) { return &url.URL{Scheme: "http", Host: r.addr}, nil }
+	_, err := Dial(ctxT(t, 5*time.Second), r.url, r.key.PublicKey(), a, DialOptions{Proxy: bad})
+	if err == nil {
+		t.Fatal("dial through a non-proxy worked")
+	}
+}
