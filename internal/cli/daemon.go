@@ -43,6 +43,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	fs.UintVar(&port, "port", daemon.DefaultPort, "UDP port for WireGuard traffic (0 = any)")
 	fs.IntVar(&cfg.MTU, "mtu", 0, "tunnel MTU (default 1420)")
 	fs.BoolVar(&verbose, "verbose", false, "log debug messages")
+	fs.StringVar(&cfg.ResolvConf, "resolv-conf", "/etc/resolv.conf", "host resolver file that `up --accept-dns` points at MagicDNS")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: warren daemon [FLAGS]\n\nRuns the node agent in the foreground (as root). Flags:")
 		fs.PrintDefaults()

@@ -54,10 +54,16 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&req.ServerKey, "server-key", "", "pin this server public key instead of fetching it on first join")
 	fs.BoolVar(&req.ForceReauth, "force-reauth", false, "join again even if already registered")
 	fs.BoolVar(&asJSON, "json", false, "print the resulting status as JSON")
+	acceptDNS := fs.Bool("accept-dns", false, "point this host's resolver at the node's MagicDNS (kept until --accept-dns=false)")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the network map")
 	if code, ok := parseVerb(fs, args, 0, stderr); !ok {
 		return code
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "accept-dns" {
+			req.AcceptDNS = acceptDNS
+		}
+	})
 	var err error
 	if req.AuthKey, err = readAuthKey(req.AuthKey); err != nil {
 		fmt.Fprintf(stderr, "warren up: %v\n", err)

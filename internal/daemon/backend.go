@@ -40,6 +40,16 @@ func checkServerURL(s string) error {
 // and brings it onto the mesh.
 func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Status, error) {
 	d.mu.Lock()
+	if req.AcceptDNS != nil && *req.AcceptDNS != d.prefs.AcceptDNS {
+		d.prefs.AcceptDNS = *req.AcceptDNS
+		if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
+			d.mu.Unlock()
+			return nil, err
+		}
+		if d.nm != nil {
+			d.applyDNSLocked(d.nm)
+		}
+	}
 	p := d.prefs
 	d.mu.Unlock()
 
@@ -157,7 +167,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		os.Remove(d.mapPath())
 	}
 	d.prefs = prefs{ServerURL: serverURL, ServerKey: serverKey.String(), Hostname: req.Hostname,
-		Registered: true, WantRunning: true}
+		Registered: true, WantRunning: true, AcceptDNS: d.prefs.AcceptDNS}
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
 		return nil, err
 	}
@@ -309,6 +319,7 @@ func (d *Daemon) statusLocked() *localapi.Status {
 		ListenPort:   d.dev.Port(),
 		Peers:        []localapi.PeerStatus{},
 		Health:       slices.Clone(d.health),
+		AcceptDNS:    d.prefs.AcceptDNS,
 	}
 	if d.cc != nil {
 		st.Connected = d.cc.Connected()

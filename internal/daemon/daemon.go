@@ -28,6 +28,7 @@ import (
 	"warren/internal/netcfg"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/resolvconf"
 	"warren/internal/tun"
 	"warren/internal/uapi"
 	"warren/internal/udp"
@@ -42,6 +43,9 @@ type Config struct {
 	Port        uint16 // UDP port, default DefaultPort; 0 = any
 	MTU         int    // tunnel MTU, default device.DefaultMTU
 	Logger      *slog.Logger
+	// ResolvConf is the host resolver file `up --accept-dns` rewrites;
+	// default /etc/resolv.conf.
+	ResolvConf string
 }
 
 // Defaults.
@@ -74,6 +78,7 @@ type Daemon struct {
 
 	expiryTimer *time.Timer // re-applies the map when a peer expires
 	drop        dropState   // file drop (drop.go)
+	dns         magicDNS    // the node's resolver (dns.go)
 }
 
 // New checks cfg and fills in defaults; Run does the work.
@@ -122,6 +127,11 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	d.key, d.prefs = key, p
+	// A daemon that died with the host resolver pointed at it left the
+	// original in a backup: put it back until the node is up again.
+	if err := resolvconf.New(d.cfg.ResolvConf, filepath.Join(d.cfg.StateDir, resolvBackupFile)).Restore(); err != nil {
+		d.log.Warn("restore host resolver", "err", err)
+	}
 
 	td, err := tun.Create(d.cfg.TUN, d.cfg.MTU)
 	if err != nil {
@@ -193,6 +203,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	}
 	d.mu.Lock()
 	d.stopControlLocked()
+	d.stopDNSLocked()
 	d.mu.Unlock()
 	d.stopDrop()
 	if cerr := d.link.Clear(); cerr != nil {

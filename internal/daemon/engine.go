@@ -101,13 +101,18 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 			d.healthLocked("could not configure peers: " + err.Error())
 		}
 	}
-	if err := d.link.Set(nm.Self.Addresses, routes); err != nil {
+	addrs := slices.Clone(nm.Self.Addresses)
+	for _, a := range nm.DNS.Nameservers { // MagicDNS answers on these
+		addrs = append(addrs, netip.PrefixFrom(a, a.BitLen()))
+	}
+	if err := d.link.Set(addrs, routes); err != nil {
 		d.log.Error("configure interface", "err", err)
 		d.healthLocked(err.Error())
 	}
 	d.log.Debug("applied map", "version", nm.Version, "peers", len(want), "changes", len(cfg.Peers))
 	d.armExpiryLocked(nm, now)
 	d.dropMapLocked(nm)
+	d.applyDNSLocked(nm)
 }
 
 // armExpiryLocked schedules the map to be applied again when the next peer
@@ -153,4 +158,5 @@ func (d *Daemon) clearMapLocked() {
 		d.log.Error("clear interface", "err", err)
 	}
 	d.dropMapLocked(nil)
+	d.stopDNSLocked()
 }

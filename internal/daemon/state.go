@@ -16,6 +16,8 @@ const (
 	keyFile    = "node.key"    // the node's WireGuard/control private key, 0600
 	prefsFile  = "prefs.json"  // what the user asked for (server, running)
 	netmapFile = "netmap.json" // the last good network map
+	// resolvBackupFile is the host resolver file before --accept-dns.
+	resolvBackupFile = "resolv.conf.orig"
 )
 
 // prefs is what `warren up/down/logout` decided, kept across restarts.
@@ -25,6 +27,7 @@ type prefs struct {
 	Hostname    string `json:"hostname,omitempty"`
 	Registered  bool   `json:"registered"`
 	WantRunning bool   `json:"wantRunning"`
+	AcceptDNS   bool   `json:"acceptDNS"` // point the host resolver at MagicDNS
 }
 
 // writeFileAtomic writes data to path with mode perm so that a crash leaves

@@ -27,6 +27,8 @@ type Status struct {
 	// Connected reports whether the control stream is up; a node keeps
 	// working on its last map while it is not.
 	Connected bool `json:"connected"`
+	// AcceptDNS reports whether the host resolver points at MagicDNS.
+	AcceptDNS bool `json:"acceptDNS"`
 	// Health lists problems worth a user's attention, one line each.
 	Health []string `json:"health,omitempty"`
 }
@@ -58,6 +60,9 @@ type UpRequest struct {
 	AuthKey     string `json:"authKey,omitempty"`
 	Hostname    string `json:"hostname,omitempty"`
 	ForceReauth bool   `json:"forceReauth,omitempty"`
+	// AcceptDNS, when set, turns pointing the host resolver at the node's
+	// MagicDNS on or off (kept across restarts); nil leaves it as it was.
+	AcceptDNS *bool `json:"acceptDNS,omitempty"`
 }
 
 // PingRequest asks the daemon to ping a peer over the tunnel.

@@ -1,10 +1,11 @@
 // Package resolvconf points the host's resolver at the node's own DNS
 // server and puts it back: it owns the resolv.conf file (or, where
 // systemd-resolved manages the host, the tunnel link's DNS settings through
-// resolvectl). Before the first change it saves the original file next to
-// it (PATH.warren-backup, written atomically); Restore puts it back and
-// removes the backup, and a daemon that crashed leaves the backup for the
-// next start to restore. The file is rewritten in place, not renamed over,
+// resolvectl). Before the first change it saves the original file to a
+// backup path the caller chooses (in the daemon's own state directory, so
+// daemons in different network namespaces never share one; written
+// atomically); Restore puts it back and removes the backup, and a daemon
+// that crashed leaves the backup for the next start to restore. The file is rewritten in place, not renamed over,
 // so a bind-mounted resolv.conf (ip netns exec, containers) sees the change.
 // Upstreams reads the original nameservers, which the node's forwarder uses
 // for every name it does not answer itself.
@@ -34,12 +35,13 @@ type Manager struct {
 	backup string
 }
 
-// New returns a manager for the resolv.conf at path (DefaultPath if empty).
-func New(path string) *Manager {
+// New returns a manager for the resolv.conf at path (DefaultPath if
+// empty) that keeps the original at backup.
+func New(path, backup string) *Manager {
 	if path == "" {
 		path = DefaultPath
 	}
-	return &Manager{path: path, backup: path + ".warren-backup"}
+	return &Manager{path: path, backup: backup}
 }
 
 // Path is the managed file.

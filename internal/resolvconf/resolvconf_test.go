@@ -28,7 +28,7 @@ func TestSetRestore(t *testing.T) {
 	if err := os.Link(path, view); err != nil {
 		t.Fatal(err)
 	}
-	m := New(path)
+	m := New(path, path+".bak")
 	if ups, err := m.Upstreams(); err != nil || !slices.Equal(ups, addrs("198.18.9.53", "fd00::53")) {
 		t.Fatalf("upstreams before: %v %v", ups, err)
 	}
@@ -49,13 +49,13 @@ func TestSetRestore(t *testing.T) {
 		t.Fatalf("upstreams while set: %v %v", ups, err)
 	}
 	// A new manager (a restarted daemon) restores what a crashed one left.
-	if err := New(path).Restore(); err != nil {
+	if err := New(path, path+".bak").Restore(); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(view); string(got) != original {
 		t.Fatalf("restored:\n%s", got)
 	}
-	if _, err := os.Stat(path + ".warren-backup"); !os.IsNotExist(err) {
+	if _, err := os.Stat(path + ".bak"); !os.IsNotExist(err) {
 		t.Fatalf("backup left behind: %v", err)
 	}
 	if err := m.Restore(); err != nil {
@@ -66,7 +66,7 @@ func TestSetRestore(t *testing.T) {
 func TestRestoreLeavesOthersAlone(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "resolv.conf")
 	os.WriteFile(path, []byte(original), 0o644)
-	m := New(path)
+	m := New(path, path+".bak")
 	if err := m.Set(addrs("100.100.100.100"), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -83,10 +83,10 @@ func TestRestoreLeavesOthersAlone(t *testing.T) {
 func TestMissingBackupRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "resolv.conf")
 	os.WriteFile(path, []byte(marker+"x\nnameserver 100.100.100.100\n"), 0o644)
-	if err := New(path).Set(addrs("100.100.100.100"), nil); err == nil || !strings.Contains(err.Error(), "backup") {
+	if err := New(path, path+".bak").Set(addrs("100.100.100.100"), nil); err == nil || !strings.Contains(err.Error(), "backup") {
 		t.Fatalf("Set over our own file without backup: %v", err)
 	}
-	if err := New(path).Set(nil, nil); err == nil {
+	if err := New(path, path+".bak").Set(nil, nil); err == nil {
 		t.Fatal("no nameservers accepted")
 	}
 }

@@ -58,6 +58,7 @@ type lab struct {
 	nodes  []*node
 	db     string // store DSN
 	nets   int
+	resolv string // if set, each new node's namespace gets this resolv.conf
 }
 
 type server struct {
@@ -166,6 +167,9 @@ func (l *lab) mustAdmin(args ...string) string {
 // startNode starts a daemon in a new namespace (not yet joined).
 func (l *lab) startNode(name string) *node {
 	ns, addr := l.attach("mn")
+	if l.resolv != "" {
+		netnsResolvConf(l.t, ns, l.resolv)
+	}
 	dir := l.t.TempDir()
 	n := &node{l: l, name: name, ns: ns, dir: dir, sock: filepath.Join(dir, "warrend.sock"), under: addr}
 	n.startDaemon()

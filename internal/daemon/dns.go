@@ -1,0 +1,172 @@
+package daemon
+
+import (
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"warren/internal/dns"
+	"warren/internal/netmap"
+	"warren/internal/resolvconf"
+)
+
+// magicDNS is the node's own resolver: it answers at the map's nameserver
+// addresses (100.100.100.100 and the tunnel prefix's ::53, which the
+// daemon puts on the tunnel interface) for the node itself and its peers
+// only, and, with --accept-dns, the host's resolver points at it.
+type magicDNS struct {
+	res       *dns.Resolver
+	srv       *dns.Server
+	listening []netip.Addr
+	allowed   atomic.Pointer[map[netip.Addr]bool]
+	rc        *resolvconf.Manager
+	osSet     []string // what the host resolver was last set to ("" entries: not set)
+}
+
+// dnsAllowed answers whether a query source may use the resolver: the node
+// itself (loopback, its own or the service addresses) or a peer's tunnel
+// address — never an underlay address.
+func (m *magicDNS) allow(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.IsLoopback() {
+		return true
+	}
+	set := m.allowed.Load()
+	return set != nil && (*set)[a]
+}
+
+// toDNSConfig turns the map into the resolver's configuration, forwarding
+// what it does not answer to upstreams (the host's original resolvers).
+func toDNSConfig(nm *netmap.NetworkMap, upstreams []netip.Addr) dns.Config {
+	custom := dns.Config{}
+	service := map[netip.Addr]bool{}
+	for _, a := range nm.DNS.Nameservers {
+		service[a] = true
+	}
+	for _, u := range upstreams {
+		if !service[u] && u != dns.ServiceIPv4 {
+			custom.Upstreams = append(custom.Upstreams, netip.AddrPortFrom(u, 53))
+		}
+	}
+	for _, r := range nm.DNS.Records {
+		rec := dns.Record{Name: r.Name, Type: r.Type, TTL: r.TTL, Data: r.Value}
+		if name, ok := strings.CutPrefix(r.Value, netmap.NodeRefPrefix); ok {
+			rec.Data, rec.Node = "", name
+		}
+		custom.Records = append(custom.Records, rec)
+	}
+	custom.Zones = slices.Clone(nm.DNS.Zones)
+	if len(nm.DNS.Routes) > 0 {
+		custom.SplitDNS = map[string][]netip.AddrPort{}
+		for _, rt := range nm.DNS.Routes {
+			custom.SplitDNS[rt.Domain] = slices.Clone(rt.Resolvers)
+		}
+	}
+	// The map's nameservers are where this node answers, not upstreams.
+	bare := *nm
+	bare.DNS.Nameservers = nil
+	return dns.FromNetmap(&bare, custom)
+}
+
+// applyDNSLocked brings the resolver in line with nm: configuration,
+// listening addresses, who may query, and the host resolver; d.mu held.
+func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
+	m := &d.dns
+	if m.rc == nil {
+		m.rc = resolvconf.New(d.cfg.ResolvConf, filepath.Join(d.cfg.StateDir, resolvBackupFile))
+	}
+	ups, err := m.rc.Upstreams()
+	if err != nil {
+		d.log.Debug("no host resolvers to forward to", "err", err)
+	}
+	cfg := toDNSConfig(nm, ups)
+	if m.res == nil {
+		res, err := dns.NewResolver(cfg, dns.Options{})
+		if err != nil {
+			d.log.Error("DNS configuration refused", "err", err)
+			d.healthLocked("MagicDNS: " + err.Error())
+			return
+		}
+		m.res = res
+	} else if err := m.res.SetConfig(cfg); err != nil {
+		d.log.Error("DNS configuration refused, keeping the previous one", "err", err)
+		d.healthLocked("MagicDNS: " + err.Error())
+	}
+
+	allowed := map[netip.Addr]bool{}
+	for _, a := range nm.DNS.Nameservers {
+		allowed[a] = true
+	}
+	for _, p := range nm.Self.Addresses {
+		allowed[p.Addr()] = true
+	}
+	for i := range nm.Peers {
+		for _, p := range nm.Peers[i].Addresses {
+			allowed[p.Addr()] = true
+		}
+	}
+	m.allowed.Store(&allowed)
+
+	if !slices.Equal(m.listening, nm.DNS.Nameservers) {
+		if m.srv != nil {
+			m.srv.Close()
+			m.srv, m.listening = nil, nil
+		}
+		srv := dns.NewServer(m.res, m.allow)
+		var ok []netip.Addr
+		for _, a := range nm.DNS.Nameservers {
+			if _, err := srv.Listen(netip.AddrPortFrom(a, 53)); err != nil {
+				d.log.Error("MagicDNS cannot listen", "addr", a, "err", err)
+				d.healthLocked("MagicDNS cannot listen on " + a.String() + ": " + err.Error())
+				continue
+			}
+			ok = append(ok, a)
+		}
+		m.srv, m.listening = srv, slices.Clone(nm.DNS.Nameservers)
+		d.log.Debug("MagicDNS listening", "addrs", ok)
+	}
+
+	if d.prefs.AcceptDNS && len(m.listening) > 0 {
+		want := append([]string{}, cfg.SearchDomains...)
+		for _, a := range m.listening {
+			want = append(want, a.String())
+		}
+		if !slices.Equal(m.osSet, want) {
+			if err := m.rc.Set(m.listening, cfg.SearchDomains); err != nil {
+				d.log.Error("configure host resolver", "err", err)
+				d.healthLocked(err.Error())
+			} else {
+				m.osSet = want
+			}
+		}
+	} else {
+		d.restoreDNSLocked()
+	}
+}
+
+// restoreDNSLocked puts the host resolver back if we changed it; d.mu held.
+func (d *Daemon) restoreDNSLocked() {
+	m := &d.dns
+	if m.osSet == nil {
+		return
+	}
+	if m.rc == nil {
+		m.rc = resolvconf.New(d.cfg.ResolvConf, filepath.Join(d.cfg.StateDir, resolvBackupFile))
+	}
+	if err := m.rc.Restore(); err != nil {
+		d.log.Error("restore host resolver", "err", err)
+	}
+	m.osSet = nil
+}
+
+// stopDNSLocked stops answering and restores the host resolver; d.mu held.
+func (d *Daemon) stopDNSLocked() {
+	m := &d.dns
+	if m.srv != nil {
+		m.srv.Close()
+		m.srv, m.listening = nil, nil
+	}
+	d.restoreDNSLocked()
+}
