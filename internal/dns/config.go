@@ -295,6 +295,9 @@ func (c *Config) Validate() error {
 		if zoneOf(n, zones) == "" {
 			return fmt.Errorf("dns: record %q %s: not in the domain or any zone", r.Name, r.Type)
 		}
+		if r.Node != "" && c.Domain == "" {
+			return fmt.Errorf("dns: record %q %s: a node target needs the tailnet domain", r.Name, r.Type)
+		}
 		if r.Type == TypeCNAME && zones[n] {
 			return fmt.Errorf("dns: record %q CNAME: a zone apex cannot be a CNAME", r.Name)
 		}

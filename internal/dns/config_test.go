@@ -142,7 +142,7 @@ func TestValidateConfig(t *testing.T) {
 		t.Errorf("zero config: %v", err)
 	}
 	c := Config{Records: []Record{{Name: "db.corp.example.com", Type: "CNAME", Node: "alpha"}}, Zones: []string{"corp.example.com"}}
-	if _, err := NewResolver(c, Options{}); err == nil || !strings.Contains(err.Error(), "needs a domain") {
+	if _, err := NewResolver(c, Options{}); err == nil || !strings.Contains(err.Error(), "needs the tailnet domain") {
 		t.Errorf("CNAME to a node without a domain: %v", err)
 	}
 }

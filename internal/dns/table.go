@@ -1,7 +1,6 @@
 package dns
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -107,10 +106,7 @@ func compile(c Config, serial uint32) (*table, error) {
 		case TypeCNAME:
 			target := r.Data
 			if r.Node != "" {
-				if domain == "" {
-					return nil, fmt.Errorf("dns: record %q CNAME: node target %q needs a domain", r.Name, r.Node)
-				}
-				target = r.Node + "." + domain
+				target = r.Node + "." + domain // Validate: there is a domain
 			}
 			n.rrs = map[uint16][]mdns.RR{}
 			n.cname = &mdns.CNAME{Hdr: hdr, Target: canon(target)}
