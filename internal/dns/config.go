@@ -354,8 +354,9 @@ func (c *Config) Validate() error {
 
 // FromNetmap builds a Config from a network map: the domain, a node entry
 // for Self and every peer, and the map's search domains, on top of custom
-// (which supplies records, zones, split DNS and the host's upstreams). When
-// the map names global nameservers they replace custom.Upstreams (port 53).
+// (which supplies records, zones, split DNS and the host's upstreams). The
+// map's nameservers are where nodes answer (ServiceIPv4 and the IPv6
+// service address), never upstreams, so they are not used here.
 func FromNetmap(nm *netmap.NetworkMap, custom Config) Config {
 	c := custom
 	c.Domain = nm.Domain
@@ -376,12 +377,6 @@ func FromNetmap(nm *netmap.NetworkMap, custom Config) Config {
 	}
 	if len(nm.DNS.SearchDomains) > 0 {
 		c.SearchDomains = slices.Clone(nm.DNS.SearchDomains)
-	}
-	if len(nm.DNS.Nameservers) > 0 {
-		c.Upstreams = nil
-		for _, a := range nm.DNS.Nameservers {
-			c.Upstreams = append(c.Upstreams, netip.AddrPortFrom(a, 53))
-		}
 	}
 	return c
 }

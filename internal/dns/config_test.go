@@ -169,9 +169,10 @@ func TestFromNetmap(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	nm.DNS.Nameservers = []netip.Addr{netip.MustParseAddr("9.9.9.9")}
-	if c = FromNetmap(nm, custom); !slices.Equal(c.Upstreams, []netip.AddrPort{netip.MustParseAddrPort("9.9.9.9:53")}) {
-		t.Fatalf("global nameservers: %v", c.Upstreams)
+	// The map's nameservers are the service addresses, not upstreams.
+	nm.DNS.Nameservers = []netip.Addr{ServiceIPv4}
+	if c = FromNetmap(nm, custom); !slices.Equal(c.Upstreams, []netip.AddrPort{up}) {
+		t.Fatalf("nameservers taken as upstreams: %v", c.Upstreams)
 	}
 }
 
