@@ -22,6 +22,7 @@ import (
 	"warren/internal/control/admin"
 	"warren/internal/control/server"
 	"warren/internal/noise"
+	"warren/internal/relay"
 	"warren/internal/store"
 )
 
@@ -41,6 +42,9 @@ type serverConfig struct {
 	EphemeralGrace string `json:"ephemeral_grace"`
 	TLSCert        string `json:"tls_cert"`
 	TLSKey         string `json:"tls_key"`
+	// Relay and STUNListen are flags only (--relay, --stun-listen).
+	Relay      bool   `json:"-"`
+	STUNListen string `json:"-"`
 }
 
 const (
@@ -73,6 +77,8 @@ func newServerFlags(name string, stderr io.Writer, all bool) *serverFlags {
 		fs.StringVar(&sf.c.EphemeralGrace, "ephemeral-grace", "", "how long an ephemeral node may stay offline before it is deleted (default 2m)")
 		fs.StringVar(&sf.c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; needs --tls-key)")
 		fs.StringVar(&sf.c.TLSKey, "tls-key", "", "private key for --tls-cert (PEM)")
+		fs.BoolVar(&sf.c.Relay, "relay", false, "also serve a packet relay (at "+relay.Path+", with the server key) for the nodes in the store")
+		fs.StringVar(&sf.c.STUNListen, "stun-listen", "", `UDP address to answer STUN on, e.g. ":3478" (default off)`)
 	}
 	return sf
 }
@@ -108,6 +114,10 @@ func (sf *serverFlags) resolve() (serverConfig, error) {
 			c.TLSCert = sf.c.TLSCert
 		case "tls-key":
 			c.TLSKey = sf.c.TLSKey
+		case "relay":
+			c.Relay = sf.c.Relay
+		case "stun-listen":
+			c.STUNListen = sf.c.STUNListen
 		}
 	})
 	if c.DataDir == "" {
@@ -353,6 +363,15 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, srv.Notify))
+	ropts := relay.Options{Key: key, Logf: logger.Printf}
+	if c.Relay {
+		ropts.Allowed = relay.StoreAllowed(st, 5*time.Second)
+	}
+	closeRelay, stunAddr, err := embeddedRelay(ctx, mux, ropts, c.STUNListen)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer closeRelay()
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger}
 
 	l, err := net.Listen("tcp", c.Listen)
@@ -364,6 +383,12 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		scheme = "https"
 	}
 	fmt.Fprintf(stderr, "warren server: listening on %s://%s, public key %s\n", scheme, l.Addr(), srv.PublicKey())
+	if c.Relay {
+		fmt.Fprintf(stderr, "warren server: relay on %s://%s%s\n", scheme, l.Addr(), relay.Path)
+	}
+	if stunAddr != nil {
+		fmt.Fprintf(stderr, "warren server: STUN on udp %s\n", stunAddr)
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if c.TLSCert != "" {
@@ -382,6 +407,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	defer cancel()
 	hs.Shutdown(sctx) // stops accepting; control streams are hijacked and closed by srv.Close
 	srv.Close()
+	closeRelay()
 	return 0
 }
 

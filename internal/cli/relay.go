@@ -1,0 +1,255 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"warren/internal/relay"
+	"warren/internal/stun"
+)
+
+func init() {
+	register(command{"relay", "relay [FLAGS]        run a packet relay and STUN responder (see 'warren relay --help')", runRelay})
+}
+
+const (
+	defaultRelayListen  = ":8443"
+	defaultRelayDataDir = "/var/lib/warren-relay"
+	defaultSTUNListen   = ":3478"
+	relayKeyFile        = "relay.key"
+)
+
+// relayConfig is what `warren relay` runs with.
+type relayConfig struct {
+	listen, stunListen, dataDir string
+	tlsCert, tlsKey             string
+	server, apiKey              string
+	poll                        time.Duration
+	rate, burst                 int64
+	queue                       int
+}
+
+func relayFlags(stderr io.Writer) (*flag.FlagSet, *relayConfig) {
+	c := &relayConfig{}
+	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.listen, "listen", defaultRelayListen, "address to serve the relay on (HTTP, or HTTPS with --tls-cert)")
+	fs.StringVar(&c.stunListen, "stun-listen", defaultSTUNListen, `UDP address to answer STUN on ("" disables)`)
+	fs.StringVar(&c.dataDir, "data-dir", defaultRelayDataDir, "directory for the relay key (created 0700)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; needs --tls-key)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "private key for --tls-cert (PEM)")
+	fs.StringVar(&c.server, "server", "", "coordination server URL; nodes it knows may use the relay (default $"+envServer+")")
+	fs.StringVar(&c.apiKey, "api-key", "", "admin API key wapi_... to list nodes with (default $"+envAPIKey+")")
+	fs.DurationVar(&c.poll, "poll", 5*time.Second, "how often to fetch the node list")
+	fs.Int64Var(&c.rate, "rate", relay.DefaultRate, "bytes per second one node may send (0: unlimited)")
+	fs.Int64Var(&c.burst, "burst", relay.DefaultBurst, "bytes one node may send in a burst")
+	fs.IntVar(&c.queue, "queue", relay.DefaultQueuePackets, "packets queued towards one node before new ones are dropped")
+	return fs, c
+}
+
+func relayUsage(w io.Writer, fs *flag.FlagSet) {
+	fs.SetOutput(w)
+	fmt.Fprintln(w, `usage: warren relay --server URL --api-key KEY [FLAGS]   run a relay in the foreground
+       warren relay key [--data-dir D]                       print the relay's public key
+The relay forwards WireGuard packets between nodes over HTTP(S) (path
+`+relay.Path+`) for nodes that cannot reach each other directly, and
+answers STUN on UDP. Only nodes the coordination server lists (and has not
+expired) may connect; it is polled with an admin API key. Flags:`)
+	fs.PrintDefaults()
+}
+
+func (c *relayConfig) check() error {
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.dataDir == "" {
+		return errors.New("--data-dir is empty")
+	}
+	if c.server == "" {
+		c.server = strings.TrimSpace(os.Getenv(envServer))
+	}
+	if c.apiKey == "" {
+		c.apiKey = strings.TrimSpace(os.Getenv(envAPIKey))
+	}
+	if c.server == "" {
+		return fmt.Errorf("--server is required (the coordination server vouching for nodes; or $%s)", envServer)
+	}
+	if u, err := url.Parse(c.server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--server %q is not an http(s) URL", c.server)
+	}
+	if c.apiKey == "" {
+		return fmt.Errorf("--api-key is required (or $%s; create one with 'warren server apikey create')", envAPIKey)
+	}
+	if !strings.HasPrefix(c.apiKey, "wapi_") {
+		return errors.New("--api-key does not look like an admin API key (wapi_...)")
+	}
+	if c.poll < 100*time.Millisecond {
+		return errors.New("--poll must be at least 100ms")
+	}
+	if c.rate < 0 || c.burst <= 0 || c.queue <= 0 {
+		return errors.New("--rate must not be negative, --burst and --queue must be positive")
+	}
+	return nil
+}
+
+func runRelay(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "key" {
+		return runRelayKey(args[1:], stdout, stderr)
+	}
+	fs, c := relayFlags(stderr)
+	if code, done := quietParse(fs, func() error { return fs.Parse(args) }, "warren relay", stdout, stderr, func(w io.Writer) { relayUsage(w, fs) }); done {
+		return code
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "warren relay: unexpected argument %q (subcommand: key)\n", fs.Arg(0))
+		return 2
+	}
+	if err := c.check(); err != nil {
+		fmt.Fprintf(stderr, "warren relay: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serveRelay(ctx, c, stderr)
+}
+
+// serveRelay runs a standalone relay until ctx ends.
+func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
+	fail := func(format string, args ...any) int {
+		fmt.Fprintf(stderr, "warren relay: "+format+"\n", args...)
+		return 1
+	}
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		return fail("data dir: %v", err)
+	}
+	key, err := loadServerKey(filepath.Join(c.dataDir, relayKeyFile), true)
+	if err != nil {
+		return fail("%v", err)
+	}
+	logger := log.New(stderr, "warren relay: ", log.LstdFlags)
+	poller := &relay.AdminPoller{ServerURL: c.server, APIKey: c.apiKey, Interval: c.poll,
+		HTTPClient: &http.Client{Timeout: 30 * time.Second}, Logf: logger.Printf}
+	// Fail fast on a wrong server or key; later failures keep the last list.
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = poller.Poll(pctx)
+	cancel()
+	if err != nil {
+		return fail("%v", err)
+	}
+	rate := c.rate
+	if rate == 0 {
+		rate = -1
+	}
+	rs, err := relay.NewServer(relay.Options{Key: key, Allowed: poller.Allowed, Rate: rate, Burst: c.burst,
+		QueuePackets: c.queue, Logf: logger.Printf})
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer rs.Close()
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	go poller.Run(rctx)
+
+	mux := http.NewServeMux()
+	mux.Handle(relay.Path, rs)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger}
+	l, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fail("%v", err)
+	}
+	scheme := "http"
+	if c.tlsCert != "" {
+		scheme = "https"
+	}
+	fmt.Fprintf(stderr, "warren relay: listening on %s://%s, public key %s\n", scheme, l.Addr(), rs.PublicKey())
+	if c.stunListen != "" {
+		a, _, err := stun.Listen(rctx, c.stunListen)
+		if err != nil {
+			l.Close()
+			return fail("%v", err)
+		}
+		fmt.Fprintf(stderr, "warren relay: STUN on udp %s\n", a)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if c.tlsCert != "" {
+			errc <- hs.ServeTLS(l, c.tlsCert, c.tlsKey)
+		} else {
+			errc <- hs.Serve(l)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fail("%v", err)
+	case <-ctx.Done():
+	}
+	fmt.Fprintln(stderr, "warren relay: shutting down")
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	hs.Shutdown(sctx)
+	rs.Close() // sessions are hijacked: Shutdown does not see them
+	return 0
+}
+
+// runRelayKey: `warren relay key` prints the public key for the relay map.
+func runRelayKey(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("relay key", flag.ContinueOnError)
+	dataDir := fs.String("data-dir", defaultRelayDataDir, "directory holding the relay key")
+	if code, done := quietParse(fs, func() error { return fs.Parse(args) }, "warren relay key", stdout, stderr, func(w io.Writer) { relayUsage(w, fs) }); done {
+		return code
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "warren relay key: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	path := filepath.Join(*dataDir, relayKeyFile)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(stderr, "warren relay key: no relay key at %s (start `warren relay` once to create it)\n", path)
+		return 1
+	}
+	k, err := loadServerKey(path, false)
+	if err != nil {
+		fmt.Fprintf(stderr, "warren relay key: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, k.PublicKey().String())
+	return 0
+}
+
+// embeddedRelay mounts a relay using the coordination server's key and
+// store on mux (`warren server --relay`) and starts a STUN responder when
+// stunListen is set (returning its address). The returned function closes
+// the relay's sessions.
+func embeddedRelay(ctx context.Context, mux *http.ServeMux, opts relay.Options, stunListen string) (func(), net.Addr, error) {
+	closeFn := func() {}
+	if opts.Allowed != nil {
+		rs, err := relay.NewServer(opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		mux.Handle(relay.Path, rs)
+		closeFn = func() { rs.Close() }
+	}
+	if stunListen != "" {
+		a, _, err := stun.Listen(ctx, stunListen)
+		if err != nil {
+			closeFn()
+			return nil, nil, err
+		}
+		return closeFn, a, nil
+	}
+	return closeFn, nil, nil
+}
