@@ -40,6 +40,7 @@ type PeerChange struct {
 	Online     *bool
 	LastSeen   *time.Time
 	Expiry     *time.Time
+	DiscoKey   *noise.PublicKey
 }
 
 // IsEmpty reports whether d changes nothing but the version.
@@ -110,6 +111,7 @@ func diffNode(o, n *Node) (PeerChange, bool) {
 	set(o.Online != n.Online, func() { c.Online = ptr(n.Online) })
 	set(!o.LastSeen.Equal(n.LastSeen), func() { c.LastSeen = ptr(n.LastSeen) })
 	set(!o.Expiry.Equal(n.Expiry), func() { c.Expiry = ptr(n.Expiry) })
+	set(o.DiscoKey != n.DiscoKey, func() { c.DiscoKey = ptr(n.DiscoKey) })
 	return c, changed
 }
 
@@ -140,6 +142,9 @@ func (c *PeerChange) apply(n *Node) {
 	}
 	if c.Expiry != nil {
 		n.Expiry = *c.Expiry
+	}
+	if c.DiscoKey != nil {
+		n.DiscoKey = *c.DiscoKey
 	}
 }
 

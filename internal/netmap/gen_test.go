@@ -63,7 +63,18 @@ func (g *gen) node(id uint64) Node {
 		n.Endpoints = append(n.Endpoints, netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(g.r.UintN(256))}), uint16(g.r.UintN(65535)+1)))
 	}
 	n.LastSeen, n.Expiry = g.time(), g.time()
+	if g.r.IntN(2) == 0 {
+		n.DiscoKey = fresh32(g)
+	}
 	return n
+}
+
+func fresh32(g *gen) noise.PublicKey {
+	var k noise.PublicKey
+	for i := range k {
+		k[i] = byte(g.r.UintN(256))
+	}
+	return k
 }
 
 // mutate changes a few fields of n, keeping it valid and its ID.
@@ -71,7 +82,7 @@ func (g *gen) mutate(n Node) Node {
 	fresh := g.node(n.ID)
 	out := n.Clone()
 	for range g.r.IntN(4) + 1 {
-		switch g.r.IntN(9) {
+		switch g.r.IntN(10) {
 		case 0:
 			out.Name = fresh.Name
 		case 1:
@@ -90,6 +101,8 @@ func (g *gen) mutate(n Node) Node {
 			out.LastSeen = fresh.LastSeen
 		case 8:
 			out.Expiry = fresh.Expiry
+		case 9:
+			out.DiscoKey = fresh32(g)
 		}
 	}
 	return out

@@ -63,6 +63,9 @@ type Node struct {
 	Online     bool
 	LastSeen   time.Time
 	Expiry     time.Time // zero: never expires
+	// DiscoKey is the node's path-probe key (package magicsock): probes
+	// between nodes are sealed with it. Zero: the node does not probe.
+	DiscoKey noise.PublicKey
 }
 
 // Errors returned by Validate, Apply and Load wrap one of these.
@@ -80,7 +83,7 @@ func (n *Node) Equal(o *Node) bool {
 	return n.ID == o.ID && n.Name == o.Name && n.User == o.User && n.Key == o.Key &&
 		slices.Equal(n.Addresses, o.Addresses) && slices.Equal(n.AllowedIPs, o.AllowedIPs) &&
 		slices.Equal(n.Endpoints, o.Endpoints) && n.Online == o.Online &&
-		n.LastSeen.Equal(o.LastSeen) && n.Expiry.Equal(o.Expiry)
+		n.LastSeen.Equal(o.LastSeen) && n.Expiry.Equal(o.Expiry) && n.DiscoKey == o.DiscoKey
 }
 
 // Clone returns a deep copy of n.

@@ -46,6 +46,22 @@ type wireNode struct {
 	Online     bool             `json:"online"`
 	LastSeen   time.Time        `json:"lastSeen"`
 	Expiry     time.Time        `json:"expiry"`
+	DiscoKey   *wireKey         `json:"discoKey,omitempty"`
+}
+
+func discoOut(k noise.PublicKey) *wireKey {
+	if k.IsZero() {
+		return nil
+	}
+	w := wireKey(k)
+	return &w
+}
+
+func discoIn(w *wireKey) noise.PublicKey {
+	if w == nil {
+		return noise.PublicKey{}
+	}
+	return noise.PublicKey(*w)
 }
 
 // MarshalJSON implements json.Marshaler.
@@ -53,7 +69,7 @@ func (n Node) MarshalJSON() ([]byte, error) {
 	return json.Marshal(wireNode{
 		ID: n.ID, Name: n.Name, User: n.User, Key: wireKey(n.Key),
 		Addresses: nonNil(n.Addresses), AllowedIPs: nonNil(n.AllowedIPs), Endpoints: nonNil(n.Endpoints),
-		Online: n.Online, LastSeen: n.LastSeen.UTC(), Expiry: n.Expiry.UTC(),
+		Online: n.Online, LastSeen: n.LastSeen.UTC(), Expiry: n.Expiry.UTC(), DiscoKey: discoOut(n.DiscoKey),
 	})
 }
 
@@ -66,7 +82,7 @@ func (n *Node) UnmarshalJSON(b []byte) error {
 	*n = Node{
 		ID: w.ID, Name: w.Name, User: w.User, Key: noise.PublicKey(w.Key),
 		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
-		Online: w.Online, LastSeen: w.LastSeen.UTC(), Expiry: w.Expiry.UTC(),
+		Online: w.Online, LastSeen: w.LastSeen.UTC(), Expiry: w.Expiry.UTC(), DiscoKey: discoIn(w.DiscoKey),
 	}
 	return nil
 }
@@ -139,6 +155,7 @@ type wirePeerChange struct {
 	Online     *bool             `json:"online,omitempty"`
 	LastSeen   *time.Time        `json:"lastSeen,omitempty"`
 	Expiry     *time.Time        `json:"expiry,omitempty"`
+	DiscoKey   *wireKey          `json:"discoKey,omitempty"`
 }
 
 func nonNilPtr[T any](p *[]T) *[]T {
@@ -162,7 +179,7 @@ func (c PeerChange) MarshalJSON() ([]byte, error) {
 	return json.Marshal(wirePeerChange{
 		ID: c.ID, Name: c.Name, User: c.User, Key: (*wireKey)(c.Key),
 		Addresses: nonNilPtr(c.Addresses), AllowedIPs: nonNilPtr(c.AllowedIPs), Endpoints: nonNilPtr(c.Endpoints),
-		Online: c.Online, LastSeen: utcPtr(c.LastSeen), Expiry: utcPtr(c.Expiry),
+		Online: c.Online, LastSeen: utcPtr(c.LastSeen), Expiry: utcPtr(c.Expiry), DiscoKey: (*wireKey)(c.DiscoKey),
 	})
 }
 
@@ -176,7 +193,7 @@ func (c *PeerChange) UnmarshalJSON(b []byte) error {
 	*c = PeerChange{
 		ID: w.ID, Name: w.Name, User: w.User, Key: (*noise.PublicKey)(w.Key),
 		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
-		Online: w.Online, LastSeen: utcPtr(w.LastSeen), Expiry: utcPtr(w.Expiry),
+		Online: w.Online, LastSeen: utcPtr(w.LastSeen), Expiry: utcPtr(w.Expiry), DiscoKey: (*noise.PublicKey)(w.DiscoKey),
 	}
 	return nil
 }

@@ -80,6 +80,9 @@ var migrations = []migration{
 			resolvers TEXT NOT NULL,
 			created_at BIGINT NOT NULL)`,
 	}},
+	{3, []string{
+		`ALTER TABLE nodes ADD COLUMN disco_key TEXT NOT NULL DEFAULT ''`,
+	}},
 }
 
 // SchemaVersion is the newest schema this build knows.

@@ -29,6 +29,7 @@ type Node struct {
 	Expiry    time.Time // zero: never
 	Ephemeral bool
 	Created   time.Time
+	DiscoKey  string // the node's path-probe public key, as reported; "" if none
 }
 
 // RegisterOptions carry the optional parts of a registration.
@@ -37,14 +38,14 @@ type RegisterOptions struct {
 	Expiry    time.Time // node key expiry; zero: never
 }
 
-const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at"
+const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key"
 
 func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	var n Node
 	var akid, seen, exp sql.NullInt64
 	var v4, v6, eps string
 	var created int64
-	if err := sc.Scan(&n.ID, &n.UserID, &akid, &n.NodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created); err != nil {
+	if err := sc.Scan(&n.ID, &n.UserID, &akid, &n.NodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &n.DiscoKey); err != nil {
 		return nil, err
 	}
 	n.AuthKeyID = akid.Int64
@@ -292,6 +293,14 @@ func (s *Store) UpdateEndpoints(ctx context.Context, id int64, endpoints []strin
 		return fmt.Errorf("update endpoints: %w", ErrInvalid)
 	}
 	return s.exec(ctx, "update endpoints", "UPDATE nodes SET endpoints = ? WHERE id = ?", string(eps), id)
+}
+
+// SetDiscoKey records the path-probe key a node reported.
+func (s *Store) SetDiscoKey(ctx context.Context, id int64, key string) error {
+	if len(key) > 512 {
+		return fmt.Errorf("set disco key: %w", ErrInvalid)
+	}
+	return s.exec(ctx, "set disco key", "UPDATE nodes SET disco_key = ? WHERE id = ?", key, id)
 }
 
 // SetOnline records whether a node is connected, and when it was last seen.

@@ -32,6 +32,9 @@ type Config struct {
 	// NodeKey is the node's private key; its public half is the node's
 	// identity and WireGuard key.
 	NodeKey noise.PrivateKey
+	// DiscoKey, if not zero, is the node's path-probe public key, reported
+	// on every map stream for the server to give to the node's peers.
+	DiscoKey noise.PublicKey
 	// MapPath, if set, is where the last good network map is saved and
 	// loaded from at the start of Run.
 	MapPath string
@@ -239,7 +242,11 @@ func (c *Client) stream(ctx context.Context, onMap, save func(*netmap.NetworkMap
 	eps := slices.Clone(c.endpoints)
 	c.mu.Unlock()
 	conn.SetWriteDeadline(time.Now().Add(c.cfg.ReadTimeout))
-	if err := proto.Write(conn, &proto.Message{MapRequest: &proto.MapRequest{Endpoints: eps}}); err != nil {
+	req := &proto.MapRequest{Endpoints: eps}
+	if !c.cfg.DiscoKey.IsZero() {
+		req.DiscoKey = &c.cfg.DiscoKey
+	}
+	if err := proto.Write(conn, &proto.Message{MapRequest: req}); err != nil {
 		return false, err
 	}
 	conn.SetWriteDeadline(time.Time{})

@@ -103,6 +103,8 @@ const (
 // MapRequest opens the map stream for the session's node.
 type MapRequest struct {
 	Endpoints []netip.AddrPort `json:"endpoints"`
+	// DiscoKey is the node's current path-probe public key, if it probes.
+	DiscoKey *noise.PublicKey `json:"discoKey,omitempty"`
 }
 
 // MapResponse is one message of the map stream: the full map once, then
@@ -116,6 +118,7 @@ type MapResponse struct {
 // EndpointUpdate replaces the session node's reported endpoints.
 type EndpointUpdate struct {
 	Endpoints []netip.AddrPort `json:"endpoints"`
+	DiscoKey  *noise.PublicKey `json:"discoKey,omitempty"` // nil: unchanged
 }
 
 // RotateKeyRequest replaces the session node's key with NewKey, keeping the

@@ -417,3 +417,32 @@ func TestFetchKey(t *testing.T) {
 		t.Fatal("ftp URL accepted")
 	}
 }
+
+// TestDiscoKeyReachesPeers: the probe key a node reports on its map stream
+// is in its peers' maps (and changes reach them as a delta).
+func TestDiscoKeyReachesPeers(t *testing.T) {
+	e := newEnv(t, server.Options{})
+	e.start()
+	b := e.join("bravo", e.reuse)
+	disco := genKey(t).PublicKey()
+	k := genKey(t)
+	c := e.client(k, "", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	self, err := c.Register(ctx, e.reuse, "alpha", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := c.Config()
+	cfg.DiscoKey = disco
+	c2, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &node{t: t, key: k, self: self, c: c2}
+	a.run()
+	b.waitMap("alpha's disco key", 2*time.Second, func(m *netmap.NetworkMap) bool {
+		p, ok := m.Peer(self.ID)
+		return ok && p.DiscoKey == disco
+	})
+}

@@ -50,6 +50,9 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 	if err == nil && req.Endpoints != nil {
 		err = s.st.UpdateEndpoints(ctx, n.ID, endpointStrings(req.Endpoints))
 	}
+	if err == nil && req.DiscoKey != nil && req.DiscoKey.String() != n.DiscoKey {
+		err = s.st.SetDiscoKey(ctx, n.ID, discoString(*req.DiscoKey))
+	}
 	cancel()
 	if err == nil {
 		err = s.updateNodeLocked(n.ID)
@@ -99,6 +102,9 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 		}
 		ctx, cancel := storeCtx()
 		err = s.st.UpdateEndpoints(ctx, n.ID, endpointStrings(m.EndpointUpdate.Endpoints))
+		if err == nil && m.EndpointUpdate.DiscoKey != nil {
+			err = s.st.SetDiscoKey(ctx, n.ID, discoString(*m.EndpointUpdate.DiscoKey))
+		}
 		cancel()
 		if err == nil {
 			s.mu.Lock()
@@ -288,4 +294,12 @@ func (ss *session) writeLoop() {
 		}
 		t.Reset(ss.s.opts.KeepAlive)
 	}
+}
+
+// discoString stores a disco key; the zero key (no probing) as "".
+func discoString(k noise.PublicKey) string {
+	if k.IsZero() {
+		return ""
+	}
+	return k.String()
 }

@@ -50,8 +50,14 @@ func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
 			eps = append(eps, ap)
 		}
 	}
+	var disco noise.PublicKey
+	if n.DiscoKey != "" {
+		if k, err := noise.ParsePublicKey(n.DiscoKey); err == nil && !k.IsLowOrder() {
+			disco = k
+		}
+	}
 	return netmap.Node{
-		ID: uint64(n.ID), Name: n.Name, User: user, Key: key,
+		ID: uint64(n.ID), Name: n.Name, User: user, Key: key, DiscoKey: disco,
 		Addresses: addrs, AllowedIPs: addrs, Endpoints: eps,
 		Online: n.Online, LastSeen: n.LastSeen, Expiry: n.Expiry,
 	}, true
