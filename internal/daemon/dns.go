@@ -58,16 +58,26 @@ func toDNSConfig(nm *netmap.NetworkMap, upstreams []netip.Addr) dns.Config {
 		custom.Records = append(custom.Records, rec)
 	}
 	custom.Zones = slices.Clone(nm.DNS.Zones)
+	// Reverse lookups inside the tunnel ranges never leave the node: the
+	// CGNAT range when the node is in it, and the node's IPv6 /48.
+	cgnat := netip.MustParsePrefix("100.64.0.0/10")
+	for _, p := range nm.Self.Addresses {
+		switch a := p.Addr(); {
+		case a.Is4() && cgnat.Contains(a):
+			custom.TunnelPrefixes = append(custom.TunnelPrefixes, cgnat)
+		case a.Is6():
+			if pf, err := a.Prefix(48); err == nil {
+				custom.TunnelPrefixes = append(custom.TunnelPrefixes, pf)
+			}
+		}
+	}
 	if len(nm.DNS.Routes) > 0 {
 		custom.SplitDNS = map[string][]netip.AddrPort{}
 		for _, rt := range nm.DNS.Routes {
 			custom.SplitDNS[rt.Domain] = slices.Clone(rt.Resolvers)
 		}
 	}
-	// The map's nameservers are where this node answers, not upstreams.
-	bare := *nm
-	bare.DNS.Nameservers = nil
-	return dns.FromNetmap(&bare, custom)
+	return dns.FromNetmap(nm, custom)
 }
 
 // applyDNSLocked brings the resolver in line with nm: configuration,
