@@ -180,7 +180,17 @@ func sendFile(ctx context.Context, lc *localapi.Client, path, name, peer string,
 				bar = startProgress(stderr, clean, req.Size, o.Offset, &sent)
 				defer bar.stop()
 			}
-			return lc.FilePut(ctx, req, o.Offset, body)
+			wf, err := lc.FilePut(ctx, req, o.Offset, body)
+			var fe *localapi.FileError
+			if err != nil && !errors.As(err, &fe) && ctx.Err() == nil {
+				// The daemon may have answered and hung up while we were
+				// still sending: the peer refused midway (disk full).
+				if _, oerr := lc.FileOffset(ctx, req); errors.As(oerr, &fe) && !fe.Retry {
+					return nil, oerr
+				}
+				return nil, &localapi.FileError{Msg: err.Error(), Retry: true}
+			}
+			return wf, err
 		}()
 		if err == nil {
 			el := time.Since(start)

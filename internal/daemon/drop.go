@@ -34,6 +34,10 @@ import (
 // envDropQuota sets the inbox quota (bytes, or with a K, M, G or T suffix).
 const envDropQuota = "WARREN_DROP_QUOTA"
 
+// envDropStall shortens how long a send waits on a path that stopped
+// taking bytes before it resumes (default drop.StallTimeout; for tests).
+const envDropStall = "WARREN_DROP_STALL"
+
 var _ localapi.FileBackend = (*Daemon)(nil)
 
 // dropState is the daemon's file drop; its zero value is ready.
@@ -82,6 +86,11 @@ func (d *Daemon) dropper() (*dropState, error) {
 		}
 		ds.srv = &drop.Server{Inbox: ds.inbox, Whois: d.dropWhois, Owner: d.dropOwner,
 			Logf: func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) }}
+		if st := os.Getenv(envDropStall); st != "" {
+			if v, err := time.ParseDuration(st); err == nil && v > 0 {
+				drop.StallTimeout = v
+			}
+		}
 		ds.client = drop.NewClient(nil)
 		ds.lns = map[netip.Addr]net.Listener{}
 	})

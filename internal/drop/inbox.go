@@ -97,7 +97,8 @@ type Inbox struct {
 }
 
 // failure remembers why a transfer failed after the sender may have
-// stopped listening, to tell it when it asks for the offset again.
+// stopped listening, to tell it when it asks for the offset again (for 30
+// s, so that both the sending daemon and the CLI behind it learn it).
 type failure struct {
 	h   Header
 	err error
@@ -231,9 +232,12 @@ func (in *Inbox) Offset(h Header, from Sender) (int64, error) {
 	defer in.end(h.Name, t)
 	in.mu.Lock()
 	fl, ok := in.failed[h.Name]
-	delete(in.failed, h.Name)
+	if ok && (fl.h != h || time.Since(fl.at) > 30*time.Second) {
+		delete(in.failed, h.Name)
+		ok = false
+	}
 	in.mu.Unlock()
-	if ok && fl.h == h && time.Since(fl.at) < time.Minute {
+	if ok {
 		return 0, fl.err
 	}
 	var f File

@@ -227,8 +227,9 @@ type Client struct {
 	hc *http.Client
 }
 
-// StallTimeout ends a send whose bytes the network stopped taking.
-const StallTimeout = 10 * time.Second
+// StallTimeout ends a send whose bytes the network stopped taking; a
+// variable so that the daemon can shorten it (WARREN_DROP_STALL, for tests).
+var StallTimeout = 10 * time.Second
 
 // NewClient returns a client; dial, if not nil, replaces the TCP dialer.
 func NewClient(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *Client {
