@@ -41,19 +41,11 @@ vet:
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-# Short coverage-guided runs of every fuzz target.
+# Short coverage-guided runs of every fuzz target (discovered with
+# go test -list, see scripts/fuzz-all.sh).
 FUZZTIME ?= 20s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./internal/wire
-	$(GO) test -run '^$$' -fuzz FuzzParseSet -fuzztime $(FUZZTIME) ./internal/uapi
-	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime $(FUZZTIME) ./internal/uapi
-	$(GO) test -run '^$$' -fuzz FuzzConsumeMessages -fuzztime $(FUZZTIME) ./internal/noise
-	$(GO) test -run '^$$' -fuzz FuzzReadFrame -fuzztime $(FUZZTIME) ./internal/control/controlbase
-	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime $(FUZZTIME) ./internal/control/proto
-	$(GO) test -run '^$$' -fuzz FuzzDecodeNetworkMap -fuzztime $(FUZZTIME) ./internal/netmap
-	$(GO) test -run '^$$' -fuzz FuzzDecodeDelta -fuzztime $(FUZZTIME) ./internal/netmap
-	$(GO) test -run '^$$' -fuzz FuzzSplit -fuzztime $(FUZZTIME) ./internal/tun
-	$(GO) test -run '^$$' -fuzz FuzzCoalesce -fuzztime $(FUZZTIME) ./internal/tun
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz-all.sh
 
 # raw veth vs wireguard-go vs warren in network namespaces (root; see
 # bench/run.sh). Flags: make bench BENCHFLAGS="-quick" (or -rounds 3 ...).
@@ -75,3 +67,9 @@ bench-control:
 	$(GO) build -o $(BIN)/controlbench ./bench/controlbench
 	$(BIN)/controlbench -nodes 1000 $(CONTROLBENCHFLAGS)
 	$(BIN)/controlbench -nodes 10000 $(CONTROLBENCHFLAGS)
+
+# File drop: a 1 GiB `warren file cp` next to iperf3 over the same tunnel
+# (bench/drop.sh; root, netns). Run it alone.
+.PHONY: bench-drop
+bench-drop:
+	./bench/drop.sh
