@@ -369,3 +369,45 @@ func rawPut(t *testing.T, a *node, addr, name, body string) (int, string) {
 	}
 	return code, text
 }
+
+// TestDropBench (WARREN_BENCH_DROP=1, see bench/drop.sh) measures a 1 GiB
+// file drop against iperf3's TCP throughput over the same tunnel.
+func TestDropBench(t *testing.T) {
+	if os.Getenv("WARREN_BENCH_DROP") != "1" {
+		t.Skip("set WARREN_BENCH_DROP=1 (bench/drop.sh)")
+	}
+	l, a, b, _ := dropLab(t)
+	bV4, _ := b.ips()
+	b.ns.Start(t, "iperf3", "-s", "-B", bV4)
+	time.Sleep(500 * time.Millisecond)
+	var tcp []float64
+	for range 2 {
+		out, err := a.ns.Output("iperf3", "-c", bV4, "-t", "5", "-J")
+		if err != nil {
+			t.Fatalf("iperf3: %v\n%s", err, out)
+		}
+		var r struct {
+			End struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
+		json.Unmarshal([]byte(out), &r)
+		tcp = append(tcp, r.End.SumReceived.BitsPerSecond/8/1e6)
+	}
+	src, dst := t.TempDir(), t.TempDir()
+	var drop []float64
+	for i := range 2 {
+		path := filepath.Join(src, fmt.Sprintf("bench%d.bin", i))
+		genFile(t, path, 1<<30, byte(i))
+		start := time.Now()
+		l.must(a.ns, "file", "cp", "--socket", a.sock, path, "b:")
+		el := time.Since(start)
+		os.Remove(path)
+		drop = append(drop, float64(1<<30)/el.Seconds()/1e6)
+		got := l.must(b.ns, "file", "get", "--socket", b.sock, dst)
+		os.Remove(got)
+	}
+	fmt.Printf("file drop 1 GiB (incl. sender SHA-256): %.0f, %.0f MB/s; iperf3 TCP over the tunnel: %.0f, %.0f MB/s\n", drop[0], drop[1], tcp[0], tcp[1])
+}
