@@ -170,13 +170,15 @@ type runOpts struct {
 	verbose                 bool
 }
 
-// raiseNoFile lifts RLIMIT_NOFILE to cover one fd per node on each side.
+// raiseNoFile lifts RLIMIT_NOFILE to cover one fd per node, plus slack:
+// the nodes and the server child (which inherits the limit) each hold one
+// end of every connection.
 func raiseNoFile(n int) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return err
 	}
-	want := uint64(2*n + 1024)
+	want := uint64(n + 1024)
 	if lim.Cur >= want {
 		return nil
 	}
@@ -296,6 +298,20 @@ func run(o runOpts) (*result, error) {
 					time.Sleep(200 * time.Millisecond)
 				}
 			}()
+		}
+	}()
+	go func() { // progress, for long runs
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-allFull:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				fmt.Fprintf(os.Stderr, "controlbench: %v: %d of %d nodes have their full map\n", time.Since(start).Round(time.Second), full.Load(), o.nodes)
+			}
 		}
 	}()
 	deadline := time.After(o.connectTimeout)

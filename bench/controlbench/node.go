@@ -91,16 +91,16 @@ func (c *change) matchDelta(d *netmap.Delta) bool {
 
 // matchMap reports whether a full map already reflects the change (a node
 // that reconnected).
-func (c *change) matchMap(s *state) bool {
+func (c *change) matchMap(in *interner, s *state) bool {
 	if c.kind == "delete" {
-		_, ok := s.find(c.id)
+		_, ok := s.find(in, c.id)
 		return !ok
 	}
-	if c.matchNode(s.self) {
+	if c.matchNode(in.get(s.self)) {
 		return true
 	}
-	for _, p := range s.peers {
-		if c.matchNode(p) {
+	for _, r := range s.peers {
+		if c.matchNode(in.get(r)) {
 			return true
 		}
 	}
@@ -108,24 +108,32 @@ func (c *change) matchMap(s *state) bool {
 }
 
 // interner shares identical nodes between simulated nodes: 10k nodes each
-// holding its own copy of 10k peers would need tens of GB.
+// holding its own copy of 10k peers would need tens of GB. Nodes live in
+// fixed chunks and are named by a uint32, so the simulated nodes' peer
+// lists hold no pointers for the garbage collector to scan.
 type interner struct {
 	seed   maphash.Seed
+	mu     sync.Mutex // appending
+	n      uint32
+	chunks [1 << 12]atomic.Pointer[[1 << 14]netmap.Node]
 	shards [64]struct {
 		sync.Mutex
-		m map[uint64][]*netmap.Node
+		m map[uint64][]uint32
 	}
 }
 
 func newInterner() *interner {
 	in := &interner{seed: maphash.MakeSeed()}
 	for i := range in.shards {
-		in.shards[i].m = map[uint64][]*netmap.Node{}
+		in.shards[i].m = map[uint64][]uint32{}
 	}
 	return in
 }
 
-func (in *interner) intern(n *netmap.Node) *netmap.Node {
+// get returns an interned node, which must not be modified.
+func (in *interner) get(r uint32) *netmap.Node { return &in.chunks[r>>14].Load()[r&(1<<14-1)] }
+
+func (in *interner) intern(n *netmap.Node) uint32 {
 	// The hash covers what changes; Equal settles collisions.
 	var h maphash.Hash
 	h.SetSeed(in.seed)
@@ -146,28 +154,38 @@ func (in *interner) intern(n *netmap.Node) *netmap.Node {
 	sh := &in.shards[n.ID%uint64(len(in.shards))]
 	sh.Lock()
 	defer sh.Unlock()
-	for _, o := range sh.m[sum] {
-		if o.Equal(n) {
-			return o
+	for _, r := range sh.m[sum] {
+		if in.get(r).Equal(n) {
+			return r
 		}
 	}
-	c := n.Clone()
-	sh.m[sum] = append(sh.m[sum], &c)
-	return &c
+	in.mu.Lock()
+	r := in.n
+	in.n++
+	ch := in.chunks[r>>14].Load()
+	if ch == nil {
+		ch = new([1 << 14]netmap.Node)
+		in.chunks[r>>14].Store(ch)
+	}
+	ch[r&(1<<14-1)] = n.Clone()
+	in.mu.Unlock()
+	sh.m[sum] = append(sh.m[sum], r)
+	return r
 }
 
 // state is one simulated node's network map: the version, self and the
-// peers sorted by ID, nodes shared through the interner and never modified.
+// peers sorted by ID, as interned nodes.
 type state struct {
 	version uint64
-	self    *netmap.Node
-	peers   []*netmap.Node
+	full    bool
+	self    uint32
+	peers   []uint32
 	online  int // peers online
 }
 
-func (s *state) find(id uint64) (int, bool) {
-	return slices.BinarySearchFunc(s.peers, id, func(n *netmap.Node, id uint64) int {
-		switch {
+func (s *state) find(in *interner, id uint64) (int, bool) {
+	return slices.BinarySearchFunc(s.peers, id, func(r uint32, id uint64) int {
+		switch n := in.get(r); {
 		case n.ID < id:
 			return -1
 		case n.ID > id:
@@ -186,9 +204,9 @@ func b2i(b bool) int {
 
 // setFull replaces the state with a (decoded, validated) full map.
 func (s *state) setFull(in *interner, m *netmap.NetworkMap) {
-	s.version = m.Version
+	s.version, s.full = m.Version, true
 	s.self = in.intern(&m.Self)
-	s.peers = make([]*netmap.Node, len(m.Peers))
+	s.peers = make([]uint32, len(m.Peers))
 	s.online = 0
 	for i := range m.Peers {
 		s.peers[i] = in.intern(&m.Peers[i])
@@ -208,27 +226,28 @@ func (s *state) apply(in *interner, d *netmap.Delta) error {
 		s.self = in.intern(d.Self)
 	}
 	for _, id := range d.PeersRemoved {
-		i, ok := s.find(id)
+		i, ok := s.find(in, id)
 		if !ok {
 			return fmt.Errorf("%w: removing unknown peer %d", netmap.ErrInconsistent, id)
 		}
-		s.online -= b2i(s.peers[i].Online)
+		s.online -= b2i(in.get(s.peers[i]).Online)
 		s.peers = slices.Delete(s.peers, i, i+1)
 	}
 	for j := range d.PeersChanged {
 		c := &d.PeersChanged[j]
-		i, ok := s.find(c.ID)
+		i, ok := s.find(in, c.ID)
 		if !ok {
 			return fmt.Errorf("%w: changing unknown peer %d", netmap.ErrInconsistent, c.ID)
 		}
-		n := s.peers[i].Clone()
+		old := in.get(s.peers[i])
+		n := old.Clone()
 		patch(&n, c)
-		s.online += b2i(n.Online) - b2i(s.peers[i].Online)
+		s.online += b2i(n.Online) - b2i(old.Online)
 		s.peers[i] = in.intern(&n)
 	}
 	for j := range d.PeersAdded {
 		n := &d.PeersAdded[j]
-		i, ok := s.find(n.ID)
+		i, ok := s.find(in, n.ID)
 		if ok {
 			return fmt.Errorf("%w: adding existing peer %d", netmap.ErrInconsistent, n.ID)
 		}
@@ -382,13 +401,13 @@ func (n *simNode) stream(conn *controlbase.Conn, gotFull func()) error {
 			b.cnt.full.Add(1)
 			s.setFull(b.in, r.Full)
 			n.mu.Lock()
-			n.id = s.self.ID
+			n.id = b.in.get(s.self).ID
 			n.mu.Unlock()
 			gotFull()
-			if c != nil && c.matchMap(&s) {
+			if c != nil && c.matchMap(b.in, &s) {
 				c.deliver(n.idx, now)
 			}
-		case s.self == nil:
+		case !s.full:
 			return fmt.Errorf("%w: delta before the full map", proto.ErrMalformed)
 		default:
 			b.cnt.deltas.Add(1)

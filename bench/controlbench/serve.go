@@ -127,12 +127,18 @@ func serve(o serveOpts) error {
 }
 
 // registerAll registers the simulated nodes through store.RegisterNode (what
-// a RegisterRequest does, minus the handshake), a few at a time.
+// a RegisterRequest does, minus the handshake), one at a time on SQLite
+// (writes are serialized anyway; concurrent ones hit the busy timeout once
+// each registration scans thousands of nodes), a few at a time on Postgres.
 func registerAll(ctx context.Context, st *store.Store, authKey string, o serveOpts) error {
+	workers := 1
+	if strings.HasPrefix(o.db, "postgres") {
+		workers = 4
+	}
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
+	errs := make(chan error, workers)
 	next := make(chan int)
-	for range 4 {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
