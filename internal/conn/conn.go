@@ -32,6 +32,15 @@ type Endpoint interface {
 // returns an error wrapping net.ErrClosed or ErrClosed.
 type ReceiveFunc func(bufs [][]byte, sizes []int, eps []Endpoint) (n int, err error)
 
+// PeerAware is implemented by endpoints a transport hands out for sources
+// it cannot yet attribute to a peer (a path layer seeing a new address).
+// Once the engine has authenticated a packet from such an endpoint as
+// coming from the peer with public key key, it calls FromPeer and uses the
+// endpoint returned (the peer's own) from then on.
+type PeerAware interface {
+	FromPeer(key [32]byte) Endpoint
+}
+
 // Transport is a batch datagram transport.
 type Transport interface {
 	// Open binds to port (0 picks one) and returns the receive functions to

@@ -154,6 +154,9 @@ func (p *Peer) setEndpoint(ep conn.Endpoint) {
 	if ep == nil {
 		return
 	}
+	if pa, ok := ep.(conn.PeerAware); ok {
+		ep = pa.FromPeer(p.public)
+	}
 	p.endpoint.RLock()
 	same := p.endpoint.ep == ep
 	p.endpoint.RUnlock()

@@ -1,0 +1,296 @@
+package magicsock
+
+import (
+	"crypto/rand"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"warren/internal/conn"
+	"warren/internal/noise"
+)
+
+// Path timing.
+const (
+	// trustFor is how long a pong makes a direct path usable for data: with
+	// heartbeats every 1.5 s, two missed pongs in a row lose it.
+	trustFor = 4 * time.Second
+	// heartbeat is how often a trusted path in use is probed again.
+	heartbeat = 1500 * time.Millisecond
+	// probeEvery is how often an untrusted peer's candidates are probed
+	// while the peer is in use.
+	probeEvery = 2 * time.Second
+	// activeFor is how long after the last packet a peer counts as in use.
+	activeFor = 45 * time.Second
+	// pingTimeout forgets an unanswered ping.
+	pingTimeout = 5 * time.Second
+	// maxCandidates bounds the addresses kept per peer.
+	maxCandidates = 32
+)
+
+// PathKind says how packets to a peer travel.
+type PathKind string
+
+// Path kinds.
+const (
+	PathNone   PathKind = "none"   // nothing known yet
+	PathDirect PathKind = "direct" // a probed UDP address
+	PathRelay  PathKind = "relay"  // through the relay
+	PathGuess  PathKind = "guess"  // an unprobed address (no probes answered yet)
+)
+
+// Path is a peer's current path, for status displays.
+type Path struct {
+	Kind PathKind
+	Addr netip.AddrPort // the UDP address, for direct and guess
+	RTT  time.Duration  // of the last probe on the direct path
+}
+
+// candidate is one UDP address a peer may be reached at.
+type candidate struct {
+	lastPong time.Time
+	rtt      time.Duration
+	heard    time.Time // last authenticated packet from it
+	udp      conn.Endpoint
+}
+
+type pendingPing struct {
+	to   netip.AddrPort
+	sent time.Time
+}
+
+// peerEP is the engine's endpoint for one peer: whichever path the layer
+// chooses. It is stable for the peer's lifetime, so the engine's roaming
+// check (==) sees one endpoint however the paths change.
+type peerEP struct {
+	c   *Conn
+	key noise.PublicKey
+
+	mu         sync.Mutex
+	disco      noise.PublicKey // zero: the peer does not probe
+	shared     *[32]byte       // box key with disco
+	cands      map[netip.AddrPort]*candidate
+	reported   []netip.AddrPort // from the netmap
+	best       netip.AddrPort   // lowest-RTT trusted candidate
+	bestUDP    conn.Endpoint
+	pings      map[txID]pendingPing
+	lastActive time.Time
+	lastProbe  time.Time
+	lastCall   time.Time
+	synthetic  netip.AddrPort
+}
+
+func newPeerEP(c *Conn, key noise.PublicKey) *peerEP {
+	// A stable synthetic address for rate limiting and display when no UDP
+	// path is known: fd77:6172:7265:6e00::/64 plus key bytes.
+	var a [16]byte
+	copy(a[:], []byte{0xfd, 0x77, 0x61, 0x72, 0x72, 0x65, 0x6e, 0x00})
+	copy(a[8:], key[:8])
+	return &peerEP{c: c, key: key, cands: map[netip.AddrPort]*candidate{}, pings: map[txID]pendingPing{},
+		synthetic: netip.AddrPortFrom(netip.AddrFrom16(a), 0)}
+}
+
+// String is the current path's address, as `wg show` displays it.
+func (p *peerEP) String() string { return p.Addr().String() }
+
+// Addr is the direct address in use, else the best guess, else synthetic.
+func (p *peerEP) Addr() netip.AddrPort {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if a, _, ok := p.pathLocked(time.Now()); ok {
+		return a
+	}
+	return p.synthetic
+}
+
+// pathLocked returns where data goes: the trusted best, else a guess (the
+// last address heard from, else the first reported one); trusted says
+// which. ok is false when no address is known.
+func (p *peerEP) pathLocked(now time.Time) (addr netip.AddrPort, trusted, ok bool) {
+	if p.best.IsValid() {
+		if c := p.cands[p.best]; c != nil && now.Sub(c.lastPong) < trustFor {
+			return p.best, true, true
+		}
+	}
+	var guess netip.AddrPort
+	var heard time.Time
+	for a, c := range p.cands {
+		if c.heard.After(heard) {
+			guess, heard = a, c.heard
+		}
+	}
+	if guess.IsValid() {
+		return guess, false, true
+	}
+	for _, a := range p.reported {
+		if a.Addr().Is4() {
+			return a, false, true
+		}
+	}
+	if len(p.reported) > 0 {
+		return p.reported[0], false, true
+	}
+	return netip.AddrPort{}, false, false
+}
+
+// Path reports the peer's current path.
+func (p *peerEP) Path(relay bool) Path {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a, trusted, ok := p.pathLocked(time.Now())
+	switch {
+	case trusted:
+		return Path{Kind: PathDirect, Addr: a, RTT: p.cands[a].rtt}
+	case relay:
+		return Path{Kind: PathRelay}
+	case ok:
+		return Path{Kind: PathGuess, Addr: a}
+	}
+	return Path{Kind: PathNone}
+}
+
+// candidateLocked returns (creating) the candidate for addr.
+func (p *peerEP) candidateLocked(addr netip.AddrPort) *candidate {
+	if c := p.cands[addr]; c != nil {
+		return c
+	}
+	if len(p.cands) >= maxCandidates {
+		p.evictLocked()
+	}
+	c := &candidate{}
+	p.cands[addr] = c
+	return c
+}
+
+// evictLocked drops the candidate heard from or answering least recently,
+// never the best.
+func (p *peerEP) evictLocked() {
+	var victim netip.AddrPort
+	var when time.Time
+	first := true
+	for a, c := range p.cands {
+		if a == p.best {
+			continue
+		}
+		t := c.lastPong
+		if c.heard.After(t) {
+			t = c.heard
+		}
+		if first || t.Before(when) {
+			victim, when, first = a, t, false
+		}
+	}
+	if !first {
+		delete(p.cands, victim)
+	}
+}
+
+// setReportedLocked replaces the netmap's addresses for the peer, keeping
+// learned candidates that still answer.
+func (p *peerEP) setReportedLocked(addrs []netip.AddrPort, now time.Time) {
+	p.reported = slices.Clone(addrs)
+	for a, c := range p.cands {
+		if !slices.Contains(addrs, a) && now.Sub(c.lastPong) > trustFor && now.Sub(c.heard) > trustFor {
+			delete(p.cands, a)
+		}
+	}
+	for _, a := range addrs {
+		p.candidateLocked(a)
+	}
+}
+
+// newPingLocked records a ping to addr and returns its transaction ID.
+func (p *peerEP) newPingLocked(to netip.AddrPort, now time.Time) txID {
+	var tx txID
+	rand.Read(tx[:])
+	for t, pp := range p.pings {
+		if now.Sub(pp.sent) > pingTimeout {
+			delete(p.pings, t)
+		}
+	}
+	if len(p.pings) > 4*maxCandidates {
+		clear(p.pings)
+	}
+	p.pings[tx] = pendingPing{to: to, sent: now}
+	return tx
+}
+
+// pongLocked records a pong for tx from addr; it returns false for an
+// unknown or mismatched transaction.
+func (p *peerEP) pongLocked(tx txID, from netip.AddrPort, now time.Time) bool {
+	pp, ok := p.pings[tx]
+	if !ok || pp.to != from {
+		return false
+	}
+	delete(p.pings, tx)
+	c := p.candidateLocked(from)
+	c.lastPong, c.rtt = now, now.Sub(pp.sent)
+	p.chooseBestLocked(now)
+	return true
+}
+
+// chooseBestLocked picks the trusted candidate with the lowest RTT,
+// preferring the current one unless another is clearly (by a third) faster.
+func (p *peerEP) chooseBestLocked(now time.Time) {
+	var best netip.AddrPort
+	var rtt time.Duration
+	for a, c := range p.cands {
+		if now.Sub(c.lastPong) >= trustFor {
+			continue
+		}
+		if !best.IsValid() || c.rtt < rtt || (c.rtt == rtt && addrLess(a, best)) {
+			best, rtt = a, c.rtt
+		}
+	}
+	if cur := p.cands[p.best]; cur != nil && best.IsValid() && best != p.best && now.Sub(cur.lastPong) < trustFor && cur.rtt*2 <= rtt*3 {
+		return // keep a working path unless the new one is clearly better
+	}
+	p.best = best
+}
+
+func addrLess(a, b netip.AddrPort) bool {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c < 0
+	}
+	return a.Port() < b.Port()
+}
+
+// dueProbes returns the addresses to ping now, and marks them pinged.
+func (p *peerEP) dueProbesLocked(now time.Time) []netip.AddrPort {
+	if p.shared == nil || now.Sub(p.lastActive) > activeFor {
+		return nil
+	}
+	if _, trusted, _ := p.pathLocked(now); trusted {
+		if c := p.cands[p.best]; c != nil && now.Sub(c.lastPong) > heartbeat && now.Sub(p.lastProbe) > heartbeat {
+			p.lastProbe = now
+			return []netip.AddrPort{p.best}
+		}
+		return nil
+	}
+	if now.Sub(p.lastProbe) < probeEvery {
+		return nil
+	}
+	p.lastProbe = now
+	out := make([]netip.AddrPort, 0, len(p.cands))
+	for a := range p.cands {
+		out = append(out, a)
+	}
+	return out
+}
+
+// rawEP is the endpoint of a datagram from an address no peer is known at.
+// When the engine authenticates the sender it calls FromPeer, which teaches
+// the layer that the address belongs to that peer.
+type rawEP struct {
+	c   *Conn
+	udp conn.Endpoint
+}
+
+func (r *rawEP) String() string        { return r.udp.String() }
+func (r *rawEP) Addr() netip.AddrPort  { return r.udp.Addr() }
+func (r *rawEP) FromPeer(key [32]byte) conn.Endpoint {
+	return r.c.learn(noise.PublicKey(key), r.udp)
+}
+
+func (k PathKind) String() string { return string(k) }

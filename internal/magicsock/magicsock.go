@@ -1,0 +1,424 @@
+// Package magicsock is the path layer beneath the WireGuard engine: a
+// conn.Transport whose endpoints are peers, not addresses. For each peer it
+// keeps the UDP addresses the peer may be reached at (reported through the
+// netmap, learned from authenticated packets, announced in "call me maybe"
+// messages), probes them with authenticated disco pings (see disco.go),
+// sends data over the lowest-latency address that answered within the last
+// few seconds, and otherwise over the relay (when one is set) while it
+// keeps probing — so a session moves between direct and relayed paths
+// without the engine noticing or a handshake being lost. Disco messages and
+// STUN answers share the WireGuard socket and are taken out of the batches
+// before the engine sees them.
+package magicsock
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"warren/internal/conn"
+	"warren/internal/noise"
+)
+
+// EndpointPrefix starts the endpoint strings that name a peer rather than
+// an address ("peer:" + base64 public key), as the daemon configures them.
+const EndpointPrefix = "peer:"
+
+// Relay is what the layer needs from a relay client.
+type Relay interface {
+	// Send relays one packet to the node with key dst.
+	Send(dst noise.PublicKey, pkt []byte) error
+}
+
+// PeerInfo is what the netmap says about a peer.
+type PeerInfo struct {
+	Key       noise.PublicKey
+	DiscoKey  noise.PublicKey // zero: no probing
+	Endpoints []netip.AddrPort
+}
+
+// Options configure a Conn.
+type Options struct {
+	NodeKey  noise.PublicKey  // this node's key, sent in pings
+	DiscoKey noise.PrivateKey // this node's disco private key
+	Logger   *slog.Logger
+}
+
+// Stats counts the layer's own traffic.
+type Stats struct {
+	DiscoSent, DiscoRecv, DiscoBad atomic.Uint64
+	RelaySent, RelayRecv           atomic.Uint64
+	RelayDrops                     atomic.Uint64
+}
+
+// Conn is the path layer. It implements conn.Transport.
+type Conn struct {
+	udp      conn.Transport
+	opts     Options
+	discoPub noise.PublicKey
+	log      *slog.Logger
+
+	mu      sync.RWMutex
+	peers   map[noise.PublicKey]*peerEP
+	byAddr  map[netip.AddrPort]*peerEP
+	byDisco map[noise.PublicKey]*peerEP
+	raws    map[netip.AddrPort]*rawEP
+	relay   Relay
+	local   []netip.AddrPort // our endpoints, for call-me-maybe
+
+	relayIn chan relayPacket
+	stop    chan struct{}
+	running sync.WaitGroup
+	open    bool
+
+	Stats Stats
+}
+
+type relayPacket struct {
+	src noise.PublicKey
+	b   []byte
+}
+
+var _ conn.Transport = (*Conn)(nil)
+
+// New returns a path layer over a UDP transport (opened by Open).
+func New(udp conn.Transport, o Options) *Conn {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Conn{udp: udp, opts: o, discoPub: o.DiscoKey.PublicKey(), log: o.Logger,
+		peers: map[noise.PublicKey]*peerEP{}, byAddr: map[netip.AddrPort]*peerEP{},
+		byDisco: map[noise.PublicKey]*peerEP{}, raws: map[netip.AddrPort]*rawEP{},
+		relayIn: make(chan relayPacket, 512)}
+}
+
+// DiscoPublic is this node's disco public key (for the netmap).
+func (c *Conn) DiscoPublic() noise.PublicKey { return c.discoPub }
+
+// BatchSize is the UDP transport's.
+func (c *Conn) BatchSize() int { return c.udp.BatchSize() }
+
+// SetMark sets the mark on the UDP sockets.
+func (c *Conn) SetMark(m uint32) error { return c.udp.SetMark(m) }
+
+// Open opens the UDP transport and starts probing. The receive functions
+// are the UDP ones (filtered) plus one delivering relayed packets.
+func (c *Conn) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := c.udp.Open(port)
+	if err != nil {
+		return nil, 0, err
+	}
+	c.mu.Lock()
+	c.stop = make(chan struct{})
+	c.open = true
+	c.mu.Unlock()
+	out := make([]conn.ReceiveFunc, 0, len(fns)+1)
+	for _, fn := range fns {
+		out = append(out, c.filter(fn))
+	}
+	out = append(out, c.receiveRelay(c.stop))
+	c.running.Add(1)
+	go c.prober(c.stop)
+	return out, actual, nil
+}
+
+// Close closes the UDP transport and stops probing.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.open {
+		close(c.stop)
+		c.open = false
+	}
+	c.mu.Unlock()
+	err := c.udp.Close()
+	c.running.Wait()
+	return err
+}
+
+// ParseEndpoint accepts "peer:KEY" (a peer's endpoint) or an address.
+func (c *Conn) ParseEndpoint(s string) (conn.Endpoint, error) {
+	if k, ok := strings.CutPrefix(s, EndpointPrefix); ok {
+		key, err := noise.ParsePublicKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("magicsock: endpoint %q: %w", s, err)
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.peerLocked(key), nil
+	}
+	return c.udp.ParseEndpoint(s)
+}
+
+// PeerEndpoint is the endpoint string for a peer.
+func PeerEndpoint(k noise.PublicKey) string { return EndpointPrefix + k.String() }
+
+func (c *Conn) peerLocked(key noise.PublicKey) *peerEP {
+	p := c.peers[key]
+	if p == nil {
+		p = newPeerEP(c, key)
+		c.peers[key] = p
+	}
+	return p
+}
+
+// SetPeers replaces what the netmap says about the peers; peers not listed
+// are forgotten.
+func (c *Conn) SetPeers(peers []PeerInfo) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keep := map[noise.PublicKey]bool{}
+	for _, pi := range peers {
+		keep[pi.Key] = true
+		p := c.peerLocked(pi.Key)
+		p.mu.Lock()
+		if p.disco != pi.DiscoKey {
+			delete(c.byDisco, p.disco)
+			p.disco, p.shared = pi.DiscoKey, nil
+			if !pi.DiscoKey.IsZero() && !pi.DiscoKey.IsLowOrder() {
+				p.shared = sharedKey(c.opts.DiscoKey, pi.DiscoKey)
+				c.byDisco[pi.DiscoKey] = p
+			}
+		}
+		p.setReportedLocked(pi.Endpoints, now)
+		for a := range p.cands {
+			c.byAddr[a] = p
+		}
+		p.mu.Unlock()
+	}
+	for k, p := range c.peers {
+		if !keep[k] {
+			delete(c.peers, k)
+			delete(c.byDisco, p.disco)
+		}
+	}
+	for a, p := range c.byAddr {
+		if c.peers[p.key] != p {
+			delete(c.byAddr, a)
+		}
+	}
+}
+
+// SetRelay sets (or with nil clears) the relay used when no direct path
+// works.
+func (c *Conn) SetRelay(r Relay) {
+	c.mu.Lock()
+	c.relay = r
+	c.mu.Unlock()
+}
+
+// SetLocalEndpoints sets the addresses this node announces in call-me-maybe.
+func (c *Conn) SetLocalEndpoints(eps []netip.AddrPort) {
+	c.mu.Lock()
+	c.local = append([]netip.AddrPort(nil), eps...)
+	c.mu.Unlock()
+}
+
+// PeerPath reports the path to a peer (PathNone for an unknown peer).
+func (c *Conn) PeerPath(k noise.PublicKey) Path {
+	c.mu.RLock()
+	p, relay := c.peers[k], c.relay != nil
+	c.mu.RUnlock()
+	if p == nil {
+		return Path{Kind: PathNone}
+	}
+	return p.Path(relay)
+}
+
+// learn records that an authenticated packet from udp came from peer key,
+// and returns the peer's endpoint.
+func (c *Conn) learn(key noise.PublicKey, udp conn.Endpoint) conn.Endpoint {
+	addr := udp.Addr()
+	c.mu.Lock()
+	p := c.peerLocked(key)
+	c.byAddr[addr] = p
+	delete(c.raws, addr)
+	c.mu.Unlock()
+	p.mu.Lock()
+	cand := p.candidateLocked(addr)
+	cand.heard, cand.udp = time.Now(), udp
+	p.mu.Unlock()
+	return p
+}
+
+// ReceiveRelayed hands the layer a packet the relay delivered from src. It
+// does not block: when the engine is behind, the packet is dropped.
+func (c *Conn) ReceiveRelayed(src noise.PublicKey, pkt []byte) {
+	c.Stats.RelayRecv.Add(1)
+	if isDisco(pkt) {
+		c.handleDisco(pkt, netip.AddrPort{}, src)
+		return
+	}
+	select {
+	case c.relayIn <- relayPacket{src: src, b: append([]byte(nil), pkt...)}:
+	default:
+		c.Stats.RelayDrops.Add(1)
+	}
+}
+
+func (c *Conn) receiveRelay(stop chan struct{}) conn.ReceiveFunc {
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		select {
+		case <-stop:
+			return 0, conn.ErrClosed
+		case rp := <-c.relayIn:
+			n := 0
+			for {
+				c.mu.RLock()
+				p := c.peers[rp.src]
+				c.mu.RUnlock()
+				if p != nil && len(rp.b) <= len(bufs[n]) {
+					sizes[n] = copy(bufs[n], rp.b)
+					eps[n] = p
+					n++
+				}
+				if n == len(bufs) {
+					return n, nil
+				}
+				select {
+				case rp = <-c.relayIn:
+					continue
+				default:
+				}
+				if n > 0 {
+					return n, nil
+				}
+				select {
+				case <-stop:
+					return 0, conn.ErrClosed
+				case rp = <-c.relayIn:
+				}
+			}
+		}
+	}
+}
+
+// filter wraps a UDP receive function: disco and STUN datagrams are
+// handled here and removed from the batch; the others get their peer's
+// endpoint when the address is known, a raw endpoint otherwise.
+func (c *Conn) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		for {
+			n, err := fn(bufs, sizes, eps)
+			if err != nil {
+				return n, err
+			}
+			w := 0
+			c.mu.RLock()
+			for i := 0; i < n; i++ {
+				b := bufs[i][:sizes[i]]
+				if isDisco(b) {
+					c.mu.RUnlock()
+					c.handleDisco(b, eps[i].Addr(), noise.PublicKey{})
+					c.mu.RLock()
+					continue
+				}
+				ep := eps[i]
+				if p := c.byAddr[ep.Addr()]; p != nil {
+					ep = p
+				} else if r := c.raws[ep.Addr()]; r != nil {
+					ep = r
+				} else {
+					ep = c.rawLocked(ep)
+				}
+				if w != i {
+					sizes[w] = copy(bufs[w], b)
+				}
+				eps[w] = ep
+				w++
+			}
+			c.mu.RUnlock()
+			if w > 0 {
+				return w, nil
+			}
+		}
+	}
+}
+
+// rawLocked returns a raw endpoint for an unknown address (read lock held;
+// it upgrades briefly). The table is bounded.
+func (c *Conn) rawLocked(udp conn.Endpoint) conn.Endpoint {
+	c.mu.RUnlock()
+	c.mu.Lock()
+	r := c.raws[udp.Addr()]
+	if r == nil {
+		if len(c.raws) >= 4096 {
+			clear(c.raws)
+		}
+		r = &rawEP{c: c, udp: udp}
+		c.raws[udp.Addr()] = r
+	}
+	c.mu.Unlock()
+	c.mu.RLock()
+	return r
+}
+
+// Send sends a batch to an endpoint: a peer's over its current path.
+func (c *Conn) Send(bufs [][]byte, ep conn.Endpoint) error {
+	switch e := ep.(type) {
+	case *peerEP:
+		return c.sendPeer(bufs, e)
+	case *rawEP:
+		return c.udp.Send(bufs, e.udp)
+	}
+	return c.udp.Send(bufs, ep)
+}
+
+var errNoPath = errors.New("magicsock: no path to peer")
+
+func (c *Conn) sendPeer(bufs [][]byte, p *peerEP) error {
+	now := time.Now()
+	p.mu.Lock()
+	p.lastActive = now
+	addr, trusted, ok := p.pathLocked(now)
+	var udp conn.Endpoint
+	if ok {
+		udp = p.udpLocked(c, addr)
+	}
+	p.mu.Unlock()
+	if trusted {
+		return c.udp.Send(bufs, udp)
+	}
+	c.mu.RLock()
+	relay := c.relay
+	c.mu.RUnlock()
+	var err error
+	if relay != nil {
+		for _, b := range bufs {
+			if err = relay.Send(p.key, b); err == nil {
+				c.Stats.RelaySent.Add(1)
+			}
+		}
+	}
+	if ok && udp != nil {
+		// Also try the best guess: on a LAN or an open path data flows at
+		// once, before any probe has been answered.
+		if uerr := c.udp.Send(bufs, udp); relay == nil {
+			err = uerr
+		}
+	} else if relay == nil {
+		err = errNoPath
+	}
+	return err
+}
+
+// udpLocked returns (caching) the UDP endpoint for a candidate address.
+func (p *peerEP) udpLocked(c *Conn, addr netip.AddrPort) conn.Endpoint {
+	cand := p.cands[addr]
+	if cand != nil && cand.udp != nil {
+		return cand.udp
+	}
+	ep, err := c.udp.ParseEndpoint(addr.String())
+	if err != nil {
+		return nil
+	}
+	if cand != nil {
+		cand.udp = ep
+	}
+	return ep
+}

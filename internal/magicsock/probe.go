@@ -1,0 +1,215 @@
+package magicsock
+
+import (
+	"net/netip"
+	"time"
+
+	"warren/internal/noise"
+)
+
+// probeTick is how often the prober looks for due probes.
+const probeTick = 250 * time.Millisecond
+
+// callEvery is how often an unprobed peer is asked, through the relay, to
+// probe us back ("call me maybe"), which opens both NATs at once.
+const callEvery = 5 * time.Second
+
+// prober pings the candidates of peers in use until a direct path answers,
+// then keeps the path warm with heartbeats; when the path stops answering,
+// pathLocked falls back to the relay by itself and probing resumes.
+func (c *Conn) prober(stop chan struct{}) {
+	defer c.running.Done()
+	t := time.NewTicker(probeTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		c.probeDue(time.Now())
+	}
+}
+
+func (c *Conn) probeDue(now time.Time) {
+	c.mu.RLock()
+	peers := make([]*peerEP, 0, len(c.peers))
+	for _, p := range c.peers {
+		peers = append(peers, p)
+	}
+	relay := c.relay
+	local := c.local
+	c.mu.RUnlock()
+	for _, p := range peers {
+		p.mu.Lock()
+		due := p.dueProbesLocked(now)
+		_, trusted, _ := p.pathLocked(now)
+		call := relay != nil && !trusted && p.shared != nil && len(local) > 0 &&
+			now.Sub(p.lastActive) < activeFor && now.Sub(p.lastCall) >= callEvery
+		if call {
+			p.lastCall = now
+		}
+		p.mu.Unlock()
+		for _, a := range due {
+			c.ping(p, a, now)
+		}
+		if call {
+			c.sendDiscoRelay(p, &discoMsg{typ: msgCallMeMaybe, addrs: local})
+		}
+	}
+}
+
+// Probe pings every candidate of the peer now (for tests and `warren ping`).
+func (c *Conn) Probe(k noise.PublicKey) {
+	c.mu.RLock()
+	p := c.peers[k]
+	c.mu.RUnlock()
+	if p == nil {
+		return
+	}
+	now := time.Now()
+	p.mu.Lock()
+	p.lastActive, p.lastProbe = now, now
+	var addrs []netip.AddrPort
+	for a := range p.cands {
+		addrs = append(addrs, a)
+	}
+	p.mu.Unlock()
+	for _, a := range addrs {
+		c.ping(p, a, now)
+	}
+}
+
+func (c *Conn) ping(p *peerEP, to netip.AddrPort, now time.Time) {
+	p.mu.Lock()
+	if p.shared == nil {
+		p.mu.Unlock()
+		return
+	}
+	tx := p.newPingLocked(to, now)
+	shared := p.shared
+	udp := p.udpLocked(c, to)
+	p.mu.Unlock()
+	if udp == nil {
+		return
+	}
+	pkt := seal(c.discoPub, shared, &discoMsg{typ: msgPing, tx: tx, nodeKey: c.opts.NodeKey})
+	if c.udp.Send([][]byte{pkt}, udp) == nil {
+		c.Stats.DiscoSent.Add(1)
+	}
+}
+
+func (c *Conn) sendDiscoRelay(p *peerEP, m *discoMsg) {
+	c.mu.RLock()
+	relay := c.relay
+	c.mu.RUnlock()
+	p.mu.Lock()
+	shared := p.shared
+	p.mu.Unlock()
+	if relay == nil || shared == nil {
+		return
+	}
+	if relay.Send(p.key, seal(c.discoPub, shared, m)) == nil {
+		c.Stats.DiscoSent.Add(1)
+	}
+}
+
+// handleDisco processes one disco packet that arrived over UDP from src,
+// or through the relay from node relayFrom (src invalid).
+func (c *Conn) handleDisco(b []byte, src netip.AddrPort, relayFrom noise.PublicKey) {
+	c.Stats.DiscoRecv.Add(1)
+	c.mu.RLock()
+	p := c.byDisco[senderKey(b)]
+	c.mu.RUnlock()
+	if p == nil {
+		c.Stats.DiscoBad.Add(1) // not a peer we know: never answered
+		return
+	}
+	p.mu.Lock()
+	shared := p.shared
+	p.mu.Unlock()
+	m, err := open(b, shared)
+	if err != nil || (!relayFrom.IsZero() && relayFrom != p.key) {
+		c.Stats.DiscoBad.Add(1)
+		return
+	}
+	now := time.Now()
+	switch m.typ {
+	case msgPing:
+		if m.nodeKey != p.key {
+			c.Stats.DiscoBad.Add(1)
+			return
+		}
+		pong := seal(c.discoPub, shared, &discoMsg{typ: msgPong, tx: m.tx, observed: src})
+		if !src.IsValid() {
+			c.sendRaw(p, pong, netip.AddrPort{}) // a ping over the relay: answer there
+			return
+		}
+		// The peer reached us from src: a candidate to probe back, and
+		// where to answer.
+		c.mu.Lock()
+		c.byAddr[src] = p
+		delete(c.raws, src)
+		c.mu.Unlock()
+		p.mu.Lock()
+		cand := p.candidateLocked(src)
+		cand.heard = now
+		udp := p.udpLocked(c, src)
+		p.mu.Unlock()
+		if udp != nil && c.udp.Send([][]byte{pong}, udp) == nil {
+			c.Stats.DiscoSent.Add(1)
+		}
+		if p.needsProbe(now) {
+			c.ping(p, src, now)
+		}
+	case msgPong:
+		if !src.IsValid() {
+			return // pongs over the relay say nothing about direct paths
+		}
+		p.mu.Lock()
+		ok := p.pongLocked(m.tx, src, now)
+		p.mu.Unlock()
+		if !ok {
+			c.Stats.DiscoBad.Add(1)
+			return
+		}
+		c.mu.Lock()
+		c.byAddr[src] = p
+		c.mu.Unlock()
+	case msgCallMeMaybe:
+		// Probe every address the peer listed, at once: its probes towards
+		// us are on their way, so both NATs open.
+		p.mu.Lock()
+		p.lastActive = now
+		for _, a := range m.addrs {
+			p.candidateLocked(a)
+		}
+		p.mu.Unlock()
+		c.mu.Lock()
+		for _, a := range m.addrs {
+			c.byAddr[a] = p
+		}
+		c.mu.Unlock()
+		for _, a := range m.addrs {
+			c.ping(p, a, now)
+		}
+	}
+}
+
+// needsProbe reports whether the peer has no trusted path now.
+func (p *peerEP) needsProbe(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, trusted, _ := p.pathLocked(now)
+	return !trusted
+}
+
+// sendRaw sends a disco packet through the relay.
+func (c *Conn) sendRaw(p *peerEP, pkt []byte, _ netip.AddrPort) {
+	c.mu.RLock()
+	relay := c.relay
+	c.mu.RUnlock()
+	if relay != nil && relay.Send(p.key, pkt) == nil {
+		c.Stats.DiscoSent.Add(1)
+	}
+}
