@@ -287,8 +287,8 @@ type rawEP struct {
 	udp conn.Endpoint
 }
 
-func (r *rawEP) String() string        { return r.udp.String() }
-func (r *rawEP) Addr() netip.AddrPort  { return r.udp.Addr() }
+func (r *rawEP) String() string       { return r.udp.String() }
+func (r *rawEP) Addr() netip.AddrPort { return r.udp.Addr() }
 func (r *rawEP) FromPeer(key [32]byte) conn.Endpoint {
 	return r.c.learn(noise.PublicKey(key), r.udp)
 }
