@@ -26,6 +26,8 @@ type Delta struct {
 	// PacketFilter is the new filter when non-empty; the JSON literal null
 	// clears the filter.
 	PacketFilter json.RawMessage `json:"packetFilter,omitempty"`
+	// Relays is the new relay list when set (an empty list: no relays).
+	Relays *[]RelayRegion `json:"relays,omitempty"`
 }
 
 // PeerChange patches one existing peer: nil fields are unchanged.
@@ -46,7 +48,7 @@ type PeerChange struct {
 // IsEmpty reports whether d changes nothing but the version.
 func (d *Delta) IsEmpty() bool {
 	return d.Self == nil && len(d.PeersAdded) == 0 && len(d.PeersRemoved) == 0 &&
-		len(d.PeersChanged) == 0 && d.Domain == nil && d.DNS == nil && len(d.PacketFilter) == 0
+		len(d.PeersChanged) == 0 && d.Domain == nil && d.DNS == nil && len(d.PacketFilter) == 0 && d.Relays == nil
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -83,6 +85,9 @@ func Diff(old, new *NetworkMap) Delta {
 	}
 	if !old.DNS.Equal(new.DNS) {
 		d.DNS = ptr(new.DNS.Clone())
+	}
+	if !relaysEqual(old.Relays, new.Relays) {
+		d.Relays = ptr(slices.Clone(nonNil(new.Relays)))
 	}
 	if !rawEqual(old.PacketFilter, new.PacketFilter) {
 		if d.PacketFilter = canonRaw(new.PacketFilter); d.PacketFilter == nil {
@@ -241,6 +246,12 @@ func (m *NetworkMap) Apply(d Delta) (*NetworkMap, error) {
 	}
 	if len(d.PacketFilter) > 0 {
 		out.PacketFilter = canonRaw(d.PacketFilter)
+	}
+	if d.Relays != nil {
+		out.Relays = slices.Clone(*d.Relays)
+		if len(out.Relays) == 0 {
+			out.Relays = nil
+		}
 	}
 	if err := out.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: result: %w", ErrInconsistent, err)

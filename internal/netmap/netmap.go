@@ -39,6 +39,7 @@ type NetworkMap struct {
 	Domain       string          // tailnet DNS domain, e.g. "warren.internal"
 	DNS          DNSConfig       // resolver configuration
 	PacketFilter json.RawMessage // policy placeholder; nil when none
+	Relays       []RelayRegion   // packet relays, by preference
 }
 
 // DNSConfig is the resolver configuration pushed to nodes: custom records
@@ -120,7 +121,8 @@ func (m *NetworkMap) Equal(o *NetworkMap) bool {
 		return m == o
 	}
 	if m.Version != o.Version || m.Domain != o.Domain || !m.Self.Equal(&o.Self) ||
-		!m.DNS.Equal(o.DNS) || !rawEqual(m.PacketFilter, o.PacketFilter) || len(m.Peers) != len(o.Peers) {
+		!m.DNS.Equal(o.DNS) || !rawEqual(m.PacketFilter, o.PacketFilter) || len(m.Peers) != len(o.Peers) ||
+		!relaysEqual(m.Relays, o.Relays) {
 		return false
 	}
 	for i := range m.Peers {
@@ -141,6 +143,7 @@ func (m *NetworkMap) Clone() *NetworkMap {
 	}
 	c.DNS = m.DNS.Clone()
 	c.PacketFilter = canonRaw(m.PacketFilter)
+	c.Relays = slices.Clone(m.Relays)
 	return &c
 }
 
@@ -241,6 +244,9 @@ func (m *NetworkMap) Validate() error {
 		return fmt.Errorf("%w: domain %q is not a DNS name", ErrInvalid, m.Domain)
 	}
 	if err := m.DNS.validate(); err != nil {
+		return err
+	}
+	if err := validateRelays(m.Relays); err != nil {
 		return err
 	}
 	if len(m.PacketFilter) > 0 && !json.Valid(m.PacketFilter) {

@@ -106,13 +106,14 @@ type wireMap struct {
 	Domain          string          `json:"domain"`
 	DNS             DNSConfig       `json:"dns"`
 	PacketFilter    json.RawMessage `json:"packetFilter,omitempty"`
+	Relays          []RelayRegion   `json:"relays,omitempty"`
 }
 
 // MarshalJSON implements json.Marshaler.
 func (m NetworkMap) MarshalJSON() ([]byte, error) {
 	return json.Marshal(wireMap{
 		ProtocolVersion: ProtocolVersion, Version: m.Version, Self: m.Self, Peers: nonNil(m.Peers),
-		Domain: m.Domain, DNS: m.DNS, PacketFilter: canonRaw(m.PacketFilter),
+		Domain: m.Domain, DNS: m.DNS, PacketFilter: canonRaw(m.PacketFilter), Relays: m.Relays,
 	})
 }
 
@@ -127,7 +128,7 @@ func (m *NetworkMap) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("netmap: protocol version %d, want %d", w.ProtocolVersion, ProtocolVersion)
 	}
 	*m = NetworkMap{Version: w.Version, Self: w.Self, Peers: w.Peers, Domain: w.Domain, DNS: w.DNS,
-		PacketFilter: canonRaw(w.PacketFilter)}
+		PacketFilter: canonRaw(w.PacketFilter), Relays: w.Relays}
 	return nil
 }
 

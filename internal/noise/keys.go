@@ -162,3 +162,10 @@ func Zero(b []byte) {
 		b[i] = 0
 	}
 }
+
+// MarshalText encodes a public key in base64 (so it reads as a string in
+// JSON).
+func (k PublicKey) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText parses the base64 form.
+func (k *PublicKey) UnmarshalText(b []byte) error { return parseBase64(k[:], string(b)) }
