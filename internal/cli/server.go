@@ -42,9 +42,12 @@ type serverConfig struct {
 	EphemeralGrace string `json:"ephemeral_grace"`
 	TLSCert        string `json:"tls_cert"`
 	TLSKey         string `json:"tls_key"`
-	// Relay and STUNListen are flags only (--relay, --stun-listen).
-	Relay      bool   `json:"-"`
-	STUNListen string `json:"-"`
+	STUNListen     string `json:"stun_listen"`
+	PublicURL      string `json:"public_url"`
+	RelayMap       string `json:"relay_map"`
+	// Relay is "true" in the config file (a JSON boolean), --relay on the
+	// command line.
+	Relay bool `json:"relay"`
 }
 
 const (
@@ -79,6 +82,8 @@ func newServerFlags(name string, stderr io.Writer, all bool) *serverFlags {
 		fs.StringVar(&sf.c.TLSKey, "tls-key", "", "private key for --tls-cert (PEM)")
 		fs.BoolVar(&sf.c.Relay, "relay", false, "also serve a packet relay (at "+relay.Path+", with the server key) for the nodes in the store")
 		fs.StringVar(&sf.c.STUNListen, "stun-listen", "", `UDP address to answer STUN on, e.g. ":3478" (default off)`)
+		fs.StringVar(&sf.c.PublicURL, "public-url", "", "the URL nodes reach this server at, for the relay map (default: http(s)://LISTEN when it names a host)")
+		fs.StringVar(&sf.c.RelayMap, "relay-map", "", "JSON file of further relays offered to nodes ({\"regions\":[{id,code,url,public_key,stun}]})")
 	}
 	return sf
 }
@@ -118,6 +123,10 @@ func (sf *serverFlags) resolve() (serverConfig, error) {
 			c.Relay = sf.c.Relay
 		case "stun-listen":
 			c.STUNListen = sf.c.STUNListen
+		case "public-url":
+			c.PublicURL = sf.c.PublicURL
+		case "relay-map":
+			c.RelayMap = sf.c.RelayMap
 		}
 	})
 	if c.DataDir == "" {
@@ -139,12 +148,14 @@ func mergeConfig(c *serverConfig, fc serverConfig) {
 	}{
 		{&c.Listen, fc.Listen}, {&c.DataDir, fc.DataDir}, {&c.DB, fc.DB}, {&c.IPv4Prefix, fc.IPv4Prefix},
 		{&c.IPv6Prefix, fc.IPv6Prefix}, {&c.Domain, fc.Domain}, {&c.EphemeralGrace, fc.EphemeralGrace},
-		{&c.TLSCert, fc.TLSCert}, {&c.TLSKey, fc.TLSKey},
+		{&c.TLSCert, fc.TLSCert}, {&c.TLSKey, fc.TLSKey}, {&c.STUNListen, fc.STUNListen},
+		{&c.PublicURL, fc.PublicURL}, {&c.RelayMap, fc.RelayMap},
 	} {
 		if p.src != "" {
 			*p.dst = p.src
 		}
 	}
+	c.Relay = c.Relay || fc.Relay
 }
 
 // loadServerConfig reads a JSON config file; unknown keys and values that
@@ -162,7 +173,8 @@ func loadServerConfig(path string) (serverConfig, error) {
 	fields := map[string]*string{
 		"listen": &c.Listen, "data_dir": &c.DataDir, "db": &c.DB, "ipv4_prefix": &c.IPv4Prefix,
 		"ipv6_prefix": &c.IPv6Prefix, "domain": &c.Domain, "ephemeral_grace": &c.EphemeralGrace,
-		"tls_cert": &c.TLSCert, "tls_key": &c.TLSKey,
+		"tls_cert": &c.TLSCert, "tls_key": &c.TLSKey, "stun_listen": &c.STUNListen,
+		"public_url": &c.PublicURL, "relay_map": &c.RelayMap,
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {
@@ -170,6 +182,12 @@ func loadServerConfig(path string) (serverConfig, error) {
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
+		if k == "relay" {
+			if err := json.Unmarshal(raw[k], &c.Relay); err != nil {
+				return c, fmt.Errorf("config %s: key %q: want true or false", path, k)
+			}
+			continue
+		}
 		dst, ok := fields[k]
 		if !ok {
 			return c, fmt.Errorf("config %s: unknown key %q", path, k)
@@ -358,11 +376,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	}
 	defer st.Close()
 	logger := log.New(stderr, "warren server: ", log.LstdFlags)
-	srv := server.New(st, key, server.Options{Domain: c.Domain, EphemeralGrace: grace, Logf: logger.Printf})
-	defer srv.Close()
 	mux := http.NewServeMux()
-	mux.Handle("/", srv.Handler())
-	mux.Handle(admin.Prefix, admin.New(st, srv.Notify))
 	ropts := relay.Options{Key: key, Logf: logger.Printf}
 	if c.Relay {
 		ropts.Allowed = relay.StoreAllowed(st, 5*time.Second)
@@ -372,6 +386,14 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	defer closeRelay()
+	regions, err := c.relayRegions(key.PublicKey(), stunAddr)
+	if err != nil {
+		return fail("%v", err)
+	}
+	srv := server.New(st, key, server.Options{Domain: c.Domain, EphemeralGrace: grace, Relays: regions, Logf: logger.Printf})
+	defer srv.Close()
+	mux.Handle("/", srv.Handler())
+	mux.Handle(admin.Prefix, admin.New(st, srv.Notify))
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger}
 
 	l, err := net.Listen("tcp", c.Listen)

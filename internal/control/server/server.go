@@ -64,6 +64,8 @@ type Options struct {
 	// registered without ever connecting) before it is deleted; default 2
 	// minutes.
 	EphemeralGrace time.Duration
+	// Relays are the packet relays offered to every node (in their maps).
+	Relays []netmap.RelayRegion
 	// Logf logs; default log.Printf.
 	Logf func(format string, args ...any)
 }

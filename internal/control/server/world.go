@@ -382,7 +382,7 @@ func (s *Server) sweepLocked(ctx context.Context, n *store.Node, now time.Time) 
 
 // fullMapLocked builds node id's full map from the world; s.mu held.
 func (s *Server) fullMapLocked(id uint64, version uint64) (*netmap.NetworkMap, bool) {
-	m := &netmap.NetworkMap{Version: version, Domain: s.opts.Domain, DNS: s.dns.Clone(), Peers: make([]netmap.Node, 0, len(s.world.Peers))}
+	m := &netmap.NetworkMap{Version: version, Domain: s.opts.Domain, DNS: s.dns.Clone(), Relays: s.opts.Relays, Peers: make([]netmap.Node, 0, len(s.world.Peers))}
 	found := false
 	for i := range s.world.Peers {
 		if s.world.Peers[i].ID == id {

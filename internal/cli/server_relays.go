@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+
+	"warren/internal/netmap"
+	"warren/internal/noise"
+	"warren/internal/relay"
+)
+
+// embeddedRegionID is the relay map ID of the relay `warren server --relay`
+// serves itself; regions from --relay-map must use other IDs.
+const embeddedRegionID = 1
+
+// relayRegions builds the relay map nodes get: the embedded relay (with
+// --relay) first, then the regions of --relay-map.
+func (c serverConfig) relayRegions(serverKey noise.PublicKey, stunAddr net.Addr) ([]netmap.RelayRegion, error) {
+	var out []netmap.RelayRegion
+	if c.Relay {
+		pub := c.PublicURL
+		if pub == "" {
+			host, port, err := net.SplitHostPort(c.Listen)
+			if err != nil || host == "" || net.ParseIP(host).IsUnspecified() {
+				return nil, fmt.Errorf("--relay needs --public-url when --listen %q names no host", c.Listen)
+			}
+			scheme := "http"
+			if c.TLSCert != "" {
+				scheme = "https"
+			}
+			pub = scheme + "://" + net.JoinHostPort(host, port)
+		}
+		u, err := url.Parse(pub)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+			return nil, fmt.Errorf("--public-url %q is not http(s)://HOST[:PORT]", pub)
+		}
+		r := netmap.RelayRegion{ID: embeddedRegionID, Code: "home", URL: pub, Key: serverKey}
+		if ua, ok := stunAddr.(*net.UDPAddr); ok {
+			r.STUN = net.JoinHostPort(u.Hostname(), strconv.Itoa(ua.Port))
+		}
+		out = append(out, r)
+	}
+	if c.RelayMap != "" {
+		m, err := relay.LoadMap(c.RelayMap)
+		if err != nil {
+			return nil, fmt.Errorf("--relay-map: %w", err)
+		}
+		for _, reg := range m.Regions {
+			if c.Relay && reg.ID == embeddedRegionID {
+				return nil, fmt.Errorf("--relay-map: region ID %d is the embedded relay's; use another", reg.ID)
+			}
+			k, _ := reg.Key() // validated by LoadMap
+			out = append(out, netmap.RelayRegion{ID: reg.ID, Code: reg.Code, URL: reg.URL, Key: k, STUN: reg.STUN})
+		}
+	}
+	return out, nil
+}
