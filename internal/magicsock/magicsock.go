@@ -23,6 +23,7 @@ import (
 
 	"warren/internal/conn"
 	"warren/internal/noise"
+	"warren/internal/stun"
 )
 
 // EndpointPrefix starts the endpoint strings that name a peer rather than
@@ -70,6 +71,7 @@ type Conn struct {
 	raws    map[netip.AddrPort]*rawEP
 	relay   Relay
 	local   []netip.AddrPort // our endpoints, for call-me-maybe
+	stun    stunState
 
 	relayIn chan relayPacket
 	stop    chan struct{}
@@ -312,9 +314,13 @@ func (c *Conn) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			c.mu.RLock()
 			for i := 0; i < n; i++ {
 				b := bufs[i][:sizes[i]]
-				if isDisco(b) {
+				if isDisco(b) || stun.Is(b) {
 					c.mu.RUnlock()
-					c.handleDisco(b, eps[i].Addr(), noise.PublicKey{})
+					if isDisco(b) {
+						c.handleDisco(b, eps[i].Addr(), noise.PublicKey{})
+					} else {
+						c.handleSTUN(b, eps[i].Addr())
+					}
 					c.mu.RLock()
 					continue
 				}

@@ -16,6 +16,7 @@ import (
 	"warren/internal/magicsock"
 	"warren/internal/noise"
 	"warren/internal/relay"
+	"warren/internal/stun"
 	"warren/internal/tun/tuntest"
 	"warren/internal/uapi"
 	"warren/internal/udp"
@@ -270,5 +271,33 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 	}
 	if !strings.Contains(a.ms.PeerPath(b.key.PublicKey()).Kind.String(), "relay") {
 		t.Fatal("unexpected path")
+	}
+}
+
+// TestSTUNDiscovery: STUN through the WireGuard socket reports the
+// address peers see, and the answer never reaches the engine.
+func TestSTUNDiscovery(t *testing.T) {
+	a := newNode(t, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, _, err := stun.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []netip.AddrPort, 1)
+	a.ms.SetSTUN([]netip.AddrPort{addr.(*net.UDPAddr).AddrPort()}, func(eps []netip.AddrPort) { got <- eps })
+	select {
+	case eps := <-got:
+		if len(eps) != 1 || eps[0] != a.udpAddr() {
+			t.Fatalf("discovered %v, want [%v]", eps, a.udpAddr())
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no STUN answer")
+	}
+	if d := a.ms.Discovered(); len(d) != 1 {
+		t.Fatalf("Discovered() = %v", d)
+	}
+	if n := a.dev.Stats.DropInvalid.Load(); n != 0 {
+		t.Fatalf("%d STUN answers reached the engine", n)
 	}
 }

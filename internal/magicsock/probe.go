@@ -27,7 +27,9 @@ func (c *Conn) prober(stop chan struct{}) {
 			return
 		case <-t.C:
 		}
-		c.probeDue(time.Now())
+		now := time.Now()
+		c.probeDue(now)
+		c.stunDue(now)
 	}
 }
 
