@@ -75,8 +75,13 @@ func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 			state = "online"
 		}
 		var detail []string
-		if p.CurrentAddr != "" {
-			detail = append(detail, "direct "+p.CurrentAddr)
+		switch p.Path {
+		case "direct":
+			detail = append(detail, fmt.Sprintf("direct %s (%s)", p.PathAddr, fmtRTT(p.PathRTT)))
+		case "relay":
+			detail = append(detail, "relay "+p.PathRelay)
+		case "guess":
+			detail = append(detail, "trying "+p.PathAddr)
 		}
 		if !p.LastHandshake.IsZero() {
 			detail = append(detail, "handshake "+ago(now.Sub(p.LastHandshake)))
@@ -160,7 +165,7 @@ func runPing(args []string, stdout, stderr io.Writer) int {
 		} else {
 			via := ""
 			if r.Endpoint != "" {
-				via = " via " + r.Endpoint
+				via = " via " + r.Endpoint // "direct ADDR" or "relay REGION"
 			}
 			fmt.Fprintf(stdout, "pong from %s (%s)%s seq=%d in %s\n", r.Peer, r.IP, via, r.Seq, fmtRTT(r.RTT))
 		}

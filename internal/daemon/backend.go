@@ -17,6 +17,7 @@ import (
 	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/localapi"
+	"warren/internal/magicsock"
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/uapi"
@@ -147,7 +148,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		hostname, _ = os.Hostname()
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	node, err := cc.Register(rctx, req.AuthKey, hostname, d.localEndpoints())
+	node, err := cc.Register(rctx, req.AuthKey, hostname, d.endpoints())
 	cancel()
 	if err != nil {
 		var re *client.RegisterError
@@ -222,6 +223,7 @@ func (d *Daemon) Logout(ctx context.Context) error {
 		return err
 	}
 	d.key = key
+	d.ms.SetNodeKey(key.PublicKey())
 	d.prefs.Registered, d.prefs.WantRunning = false, false
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
 		return err
@@ -245,7 +247,8 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 		return nil, fmt.Errorf("pinned server key: %w", err)
 	}
 	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: sk, NodeKey: key,
-		MapPath: d.mapPath(), Logf: func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) }})
+		DiscoKey: d.ms.DiscoPublic(),
+		MapPath:  d.mapPath(), Logf: func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) }})
 }
 
 // rotateKey moves the node to a fresh key (warren up --force-reauth): the
@@ -298,6 +301,8 @@ func (d *Daemon) rotateKey(ctx context.Context) error {
 	if err := d.dev.Apply(&uapi.Config{PrivateKey: &next}); err != nil {
 		return fmt.Errorf("install new key: %w", err)
 	}
+	d.ms.SetNodeKey(next.PublicKey())
+	d.stopRelayLocked() // the relay session authenticated the old key
 	d.log.Info("node key rotated", "name", node.Name, "key", next.PublicKey().String())
 	restart()
 	return nil
@@ -326,13 +331,13 @@ func (d *Daemon) statusLocked() *localapi.Status {
 	}
 	nm := d.nm
 	if nm == nil {
-		st.Self = &localapi.PeerStatus{PublicKey: d.key.PublicKey().String(), Endpoints: d.localEndpoints(), Online: false}
+		st.Self = &localapi.PeerStatus{PublicKey: d.key.PublicKey().String(), Endpoints: d.endpoints(), Online: false}
 		return st
 	}
 	st.Domain = nm.Domain
 	self := d.nodeStatus(nm, &nm.Self)
 	self.Online = st.Connected
-	self.Endpoints = d.localEndpoints()
+	self.Endpoints = d.endpoints()
 	st.Self = &self
 	for i := range nm.Peers {
 		p := &nm.Peers[i]
@@ -345,6 +350,7 @@ func (d *Daemon) statusLocked() *localapi.Status {
 			ps.LastHandshake = s.LastHandshake
 			ps.CurrentAddr = s.Endpoint
 		}
+		d.fillPath(&ps, p.Key)
 		st.Peers = append(st.Peers, ps)
 	}
 	return st
@@ -420,7 +426,8 @@ func (d *Daemon) endpointLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		eps := d.localEndpoints()
+		eps := d.endpoints()
+		d.ms.SetLocalEndpoints(eps)
 		d.mu.Lock()
 		cc := d.cc
 		if d.nm != nil && cc != nil {
@@ -433,4 +440,34 @@ func (d *Daemon) endpointLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// fillPath describes the path layer's current path to peer k.
+func (d *Daemon) fillPath(ps *localapi.PeerStatus, k noise.PublicKey) {
+	path := d.ms.PeerPath(k)
+	ps.Path = string(path.Kind)
+	if path.Addr.IsValid() {
+		ps.PathAddr = path.Addr.String()
+	}
+	ps.PathRTT = path.RTT
+	if path.Kind == magicsock.PathRelay {
+		ps.PathRelay = d.relay.region.Code
+	}
+}
+
+// pathString is a one-word-or-two description of the path to peer k.
+func (d *Daemon) pathString(k noise.PublicKey) string {
+	d.mu.Lock()
+	var ps localapi.PeerStatus
+	d.fillPath(&ps, k)
+	d.mu.Unlock()
+	switch ps.Path {
+	case "direct":
+		return "direct " + ps.PathAddr
+	case "relay":
+		return "relay " + ps.PathRelay
+	case "guess":
+		return ps.PathAddr
+	}
+	return ""
 }

@@ -25,6 +25,7 @@ import (
 	"warren/internal/control/client"
 	"warren/internal/device"
 	"warren/internal/localapi"
+	"warren/internal/magicsock"
 	"warren/internal/netcfg"
 	"warren/internal/netmap"
 	"warren/internal/noise"
@@ -62,6 +63,7 @@ type Daemon struct {
 
 	dev  *device.Device
 	tr   *udp.Transport
+	ms   *magicsock.Conn // the path layer over tr, under the engine
 	link *netcfg.Link
 	ln   net.Listener
 
@@ -79,6 +81,7 @@ type Daemon struct {
 	expiryTimer *time.Timer // re-applies the map when a peer expires
 	drop        dropState   // file drop (drop.go)
 	dns         magicDNS    // the node's resolver (dns.go)
+	relay       relayState  // the relay client (paths.go)
 }
 
 // New checks cfg and fills in defaults; Run does the work.
@@ -139,7 +142,13 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	}
 	d.tr = udp.New()
 	d.tr.SetLogger(d.log)
-	d.dev = device.New(td, d.tr, device.Options{Logger: d.log})
+	disco, err := noise.GeneratePrivateKey() // per run: peers learn it from the map
+	if err != nil {
+		td.Close()
+		return err
+	}
+	d.ms = magicsock.New(d.tr, magicsock.Options{NodeKey: key.PublicKey(), DiscoKey: disco, Logger: d.log})
+	d.dev = device.New(td, d.ms, device.Options{Logger: d.log})
 	defer func() {
 		done := make(chan struct{})
 		go func() { d.dev.Close(); close(done) }()
@@ -204,6 +213,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	d.mu.Lock()
 	d.stopControlLocked()
 	d.stopDNSLocked()
+	d.stopRelayLocked()
 	d.mu.Unlock()
 	d.stopDrop()
 	if cerr := d.link.Clear(); cerr != nil {
@@ -232,7 +242,9 @@ func (d *Daemon) startControlLocked() error {
 	if err != nil {
 		return err
 	}
-	cc.SetEndpoints(d.localEndpoints())
+	eps := d.endpoints()
+	d.ms.SetLocalEndpoints(eps)
+	cc.SetEndpoints(eps)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	d.cc, d.ccStop, d.ccDone = cc, cancel, done

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"warren/internal/localapi"
+	"warren/internal/magicsock"
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/uapi"
@@ -69,11 +70,9 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 		old, had := d.applied[k]
 		pc := uapi.PeerConfig{PublicKey: k}
 		changed := !had
-		if !had || !slices.Equal(old.endpoints, p.Endpoints) {
-			if ep := pickEndpoint(p.Endpoints); ep.IsValid() {
-				pc.Endpoint = ep.String()
-				changed = true
-			}
+		if !had {
+			// The path layer picks the address (direct or relay) per packet.
+			pc.Endpoint = magicsock.PeerEndpoint(k)
 		}
 		if !had || !slices.Equal(old.allowed, p.AllowedIPs) {
 			pc.ReplaceAllowedIPs = true
@@ -85,6 +84,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 		}
 		d.applied[k] = appliedPeer{endpoints: slices.Clone(p.Endpoints), allowed: slices.Clone(p.AllowedIPs)}
 	}
+	d.applyPathsLocked(nm, want)
 	// Removals first (they free allowed IPs a changed peer may take over).
 	slices.SortStableFunc(cfg.Peers, func(a, b uapi.PeerConfig) int {
 		switch {
@@ -154,6 +154,8 @@ func (d *Daemon) clearMapLocked() {
 		}
 		d.applied = map[noise.PublicKey]appliedPeer{}
 	}
+	d.ms.SetPeers(nil)
+	d.stopRelayLocked()
 	if err := d.link.Clear(); err != nil {
 		d.log.Error("clear interface", "err", err)
 	}

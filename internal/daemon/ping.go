@@ -116,9 +116,7 @@ func (d *Daemon) Ping(ctx context.Context, req localapi.PingRequest, report func
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if s, ok := d.dev.PeerStats(peer.Key); ok {
-				res.Endpoint = s.Endpoint
-			}
+			res.Endpoint = d.pathString(peer.Key)
 			report(res)
 		}
 		if seq < req.Count {

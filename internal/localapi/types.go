@@ -35,21 +35,28 @@ type Status struct {
 
 // PeerStatus is one node (self or a peer) in a Status.
 type PeerStatus struct {
-	ID            uint64           `json:"id"`
-	Name          string           `json:"name"`    // DNS label
-	DNSName       string           `json:"dnsName"` // name.domain
-	User          string           `json:"user"`
-	PublicKey     string           `json:"publicKey"`
-	Addresses     []netip.Addr     `json:"addresses"`
-	AllowedIPs    []netip.Prefix   `json:"allowedIPs,omitempty"`
-	Endpoints     []netip.AddrPort `json:"endpoints"` // as reported to the server
-	CurrentAddr   string           `json:"curAddr,omitempty"`
-	Online        bool             `json:"online"`
-	LastSeen      time.Time        `json:"lastSeen,omitzero"`
-	LastHandshake time.Time        `json:"lastHandshake,omitzero"`
-	RxBytes       uint64           `json:"rxBytes"`
-	TxBytes       uint64           `json:"txBytes"`
-	Expiry        time.Time        `json:"expiry,omitzero"`
+	ID          uint64           `json:"id"`
+	Name        string           `json:"name"`    // DNS label
+	DNSName     string           `json:"dnsName"` // name.domain
+	User        string           `json:"user"`
+	PublicKey   string           `json:"publicKey"`
+	Addresses   []netip.Addr     `json:"addresses"`
+	AllowedIPs  []netip.Prefix   `json:"allowedIPs,omitempty"`
+	Endpoints   []netip.AddrPort `json:"endpoints"` // as reported to the server
+	CurrentAddr string           `json:"curAddr,omitempty"`
+	// Path is how packets travel to the peer: "direct" (a probed UDP
+	// address, PathAddr, last probe PathRTT), "relay" (region PathRelay),
+	// "guess" (an address not yet confirmed by a probe) or "none".
+	Path          string        `json:"path,omitempty"`
+	PathAddr      string        `json:"pathAddr,omitempty"`
+	PathRelay     string        `json:"pathRelay,omitempty"`
+	PathRTT       time.Duration `json:"pathRTT,omitempty"`
+	Online        bool          `json:"online"`
+	LastSeen      time.Time     `json:"lastSeen,omitzero"`
+	LastHandshake time.Time     `json:"lastHandshake,omitzero"`
+	RxBytes       uint64        `json:"rxBytes"`
+	TxBytes       uint64        `json:"txBytes"`
+	Expiry        time.Time     `json:"expiry,omitzero"`
 }
 
 // UpRequest asks the daemon to join (first time, or with ForceReauth) and

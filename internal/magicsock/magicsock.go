@@ -206,6 +206,13 @@ func (c *Conn) SetPeers(peers []PeerInfo) {
 	}
 }
 
+// SetNodeKey changes the node key sent in pings (after a key rotation).
+func (c *Conn) SetNodeKey(k noise.PublicKey) {
+	c.mu.Lock()
+	c.opts.NodeKey = k
+	c.mu.Unlock()
+}
+
 // SetRelay sets (or with nil clears) the relay used when no direct path
 // works.
 func (c *Conn) SetRelay(r Relay) {

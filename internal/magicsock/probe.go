@@ -95,7 +95,10 @@ func (c *Conn) ping(p *peerEP, to netip.AddrPort, now time.Time) {
 	if udp == nil {
 		return
 	}
-	pkt := seal(c.discoPub, shared, &discoMsg{typ: msgPing, tx: tx, nodeKey: c.opts.NodeKey})
+	c.mu.RLock()
+	nodeKey := c.opts.NodeKey
+	c.mu.RUnlock()
+	pkt := seal(c.discoPub, shared, &discoMsg{typ: msgPing, tx: tx, nodeKey: nodeKey})
 	if c.udp.Send([][]byte{pkt}, udp) == nil {
 		c.Stats.DiscoSent.Add(1)
 	}

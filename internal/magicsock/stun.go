@@ -8,8 +8,12 @@ import (
 	"warren/internal/stun"
 )
 
-// stunEvery is how often the STUN servers are asked for our public address.
-const stunEvery = 20 * time.Second
+// stunEvery is how often the STUN servers are asked for our public
+// address; stunRetry while no answer came yet.
+const (
+	stunEvery = 20 * time.Second
+	stunRetry = 3 * time.Second
+)
 
 // stunState tracks STUN requests sent on the WireGuard socket, so the
 // mapping found is the one peers must use.
@@ -61,7 +65,11 @@ func (c *Conn) discoveredLocked() []netip.AddrPort {
 // stunDue sends STUN requests when due; called by the prober.
 func (c *Conn) stunDue(now time.Time) {
 	c.mu.Lock()
-	if len(c.stun.servers) == 0 || now.Sub(c.stun.lastSent) < stunEvery {
+	every := stunEvery
+	if len(c.stun.found) == 0 {
+		every = stunRetry // nothing found yet (or UDP was blocked): retry soon
+	}
+	if len(c.stun.servers) == 0 || now.Sub(c.stun.lastSent) < every {
 		c.mu.Unlock()
 		return
 	}

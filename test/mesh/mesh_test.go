@@ -50,7 +50,7 @@ func testMesh(t *testing.T, db string) {
 	// A peer-to-peer check of the CLI ping and status as users see them.
 	v4, _ := nodes[1].ips()
 	out := l.must(nodes[0].ns, "ping", "--socket", nodes[0].sock, "-c", "2", "--interval", "200ms", "node2")
-	if !strings.Contains(out, "pong from node2 ("+v4+") via 198.18.") || !strings.Contains(out, "2 received") {
+	if !strings.Contains(out, "pong from node2 ("+v4+") via direct 198.18.") || !strings.Contains(out, "2 received") {
 		t.Errorf("warren ping output:\n%s", out)
 	}
 	st := l.must(nodes[0].ns, "status", "--socket", nodes[0].sock)

@@ -1,0 +1,121 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"warren/internal/magicsock"
+	"warren/internal/netmap"
+	"warren/internal/noise"
+	"warren/internal/relay"
+)
+
+// relayState is the node's session with its home relay (the first region
+// of the map's relay list) and what it was started for.
+type relayState struct {
+	client *relay.Client
+	region netmap.RelayRegion
+	stun   []netip.AddrPort
+}
+
+// applyPathsLocked gives the path layer the peers' probe keys and
+// addresses, and keeps a session to the home relay; d.mu held.
+func (d *Daemon) applyPathsLocked(nm *netmap.NetworkMap, want map[noise.PublicKey]*netmap.Node) {
+	infos := make([]magicsock.PeerInfo, 0, len(want))
+	for _, p := range want {
+		infos = append(infos, magicsock.PeerInfo{Key: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints})
+	}
+	d.ms.SetPeers(infos)
+
+	if len(nm.Relays) == 0 {
+		d.stopRelayLocked()
+		return
+	}
+	home := nm.Relays[0]
+	if d.relay.client != nil && d.relay.region == home {
+		return
+	}
+	d.stopRelayLocked()
+	c := relay.NewClient(home.URL, home.Key, d.key, relay.ClientOptions{
+		Receive: d.ms.ReceiveRelayed,
+		OnState: func(up bool) { d.log.Info("relay session", "region", home.Code, "up", up) },
+		Logf:    func(f string, a ...any) { d.log.Debug(fmt.Sprintf(f, a...)) },
+	})
+	d.relay = relayState{client: c, region: home}
+	d.ms.SetRelay(c)
+	if home.STUN != "" {
+		go d.startSTUN(home)
+	}
+}
+
+// startSTUN resolves the home relay's STUN responder (it may be a name)
+// and has the path layer ask it for our public address.
+func (d *Daemon) startSTUN(home netmap.RelayRegion) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	host, port, err := net.SplitHostPort(home.STUN)
+	if err != nil {
+		d.log.Warn("relay STUN address", "stun", home.STUN, "err", err)
+		return
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		d.log.Warn("resolve relay STUN address", "stun", home.STUN, "err", err)
+		return
+	}
+	p, err := net.LookupPort("udp", port)
+	if err != nil {
+		return
+	}
+	var servers []netip.AddrPort
+	for _, ip := range ips {
+		servers = append(servers, netip.AddrPortFrom(ip.Unmap(), uint16(p)))
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.relay.region != home {
+		return // replaced meanwhile
+	}
+	d.relay.stun = servers
+	d.ms.SetSTUN(servers, func([]netip.AddrPort) { go d.reportEndpoints() })
+}
+
+// stopRelayLocked closes the relay session; d.mu held.
+func (d *Daemon) stopRelayLocked() {
+	if d.relay.client != nil {
+		d.ms.SetRelay(nil)
+		d.ms.SetSTUN(nil, nil)
+		d.relay.client.Close()
+	}
+	d.relay = relayState{}
+}
+
+// endpoints is what this node announces: its interface addresses and the
+// public addresses STUN found, with the engine's port.
+func (d *Daemon) endpoints() []netip.AddrPort {
+	eps := d.localEndpoints()
+	for _, a := range d.ms.Discovered() {
+		if !slices.Contains(eps, a) {
+			eps = append(eps, a)
+		}
+	}
+	return eps
+}
+
+// reportEndpoints tells the server and the path layer our endpoints now.
+func (d *Daemon) reportEndpoints() {
+	eps := d.endpoints()
+	d.ms.SetLocalEndpoints(eps)
+	d.mu.Lock()
+	cc := d.cc
+	d.mu.Unlock()
+	if cc != nil {
+		if err := cc.SetEndpoints(eps); err != nil {
+			d.log.Debug("report endpoints", "err", err)
+		}
+	}
+}
