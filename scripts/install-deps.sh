@@ -12,6 +12,7 @@ have iperf3  || need+=(iperf3)
 have ping    || need+=(iputils-ping)
 have nft     || need+=(nftables)
 have dig     || need+=(dnsutils)
+have conntrack || need+=(conntrack)
 have make    || need+=(make)
 if [[ "${WARREN_WITH_POSTGRES:-}" == 1 || "${1:-}" == --with-postgres ]]; then
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)

@@ -17,7 +17,12 @@ const (
 	// heartbeats every 1.5 s, two missed pongs in a row lose it.
 	trustFor = 4 * time.Second
 	// heartbeat is how often a trusted path in use is probed again.
-	heartbeat = 1500 * time.Millisecond
+	heartbeat = time.Second
+	// missAfter is how long a heartbeat may go unanswered (at least; 4 RTTs
+	// on slow paths) before the path is no longer trusted: a cut direct
+	// path moves to the relay within about two seconds, before TCP's
+	// retransmission timer has backed off far.
+	missAfter = time.Second
 	// probeEvery is how often an untrusted peer's candidates are probed
 	// while the peer is in use.
 	probeEvery = 2 * time.Second
@@ -73,6 +78,7 @@ type peerEP struct {
 	cands      map[netip.AddrPort]*candidate
 	reported   []netip.AddrPort // from the netmap
 	best       netip.AddrPort   // lowest-RTT trusted candidate
+	bestPing   time.Time        // oldest unanswered ping to best (zero: none)
 	bestUDP    conn.Endpoint
 	pings      map[txID]pendingPing
 	lastActive time.Time
@@ -109,7 +115,8 @@ func (p *peerEP) Addr() netip.AddrPort {
 // which. ok is false when no address is known.
 func (p *peerEP) pathLocked(now time.Time) (addr netip.AddrPort, trusted, ok bool) {
 	if p.best.IsValid() {
-		if c := p.cands[p.best]; c != nil && now.Sub(c.lastPong) < trustFor {
+		if c := p.cands[p.best]; c != nil && now.Sub(c.lastPong) < trustFor &&
+			(p.bestPing.IsZero() || now.Sub(p.bestPing) < max(missAfter, 4*c.rtt)) {
 			return p.best, true, true
 		}
 	}
@@ -213,6 +220,9 @@ func (p *peerEP) newPingLocked(to netip.AddrPort, now time.Time) txID {
 		clear(p.pings)
 	}
 	p.pings[tx] = pendingPing{to: to, sent: now}
+	if to == p.best && p.bestPing.IsZero() {
+		p.bestPing = now
+	}
 	return tx
 }
 
@@ -226,6 +236,9 @@ func (p *peerEP) pongLocked(tx txID, from netip.AddrPort, now time.Time) bool {
 	delete(p.pings, tx)
 	c := p.candidateLocked(from)
 	c.lastPong, c.rtt = now, now.Sub(pp.sent)
+	if from == p.best {
+		p.bestPing = time.Time{}
+	}
 	p.chooseBestLocked(now)
 	return true
 }
@@ -243,8 +256,12 @@ func (p *peerEP) chooseBestLocked(now time.Time) {
 			best, rtt = a, c.rtt
 		}
 	}
-	if cur := p.cands[p.best]; cur != nil && best.IsValid() && best != p.best && now.Sub(cur.lastPong) < trustFor && cur.rtt*2 <= rtt*3 {
+	if cur := p.cands[p.best]; cur != nil && best.IsValid() && best != p.best && now.Sub(cur.lastPong) < trustFor &&
+		p.bestPing.IsZero() && cur.rtt*2 <= rtt*3 {
 		return // keep a working path unless the new one is clearly better
+	}
+	if best != p.best {
+		p.bestPing = time.Time{}
 	}
 	p.best = best
 }
