@@ -148,3 +148,12 @@ func (c *Client) Ping(ctx context.Context, req PingRequest, report func(PingResu
 	}
 	return ctx.Err()
 }
+
+// Netcheck asks the daemon to measure connectivity.
+func (c *Client) Netcheck(ctx context.Context) (*NetcheckReport, error) {
+	var rep NetcheckReport
+	if err := c.call(ctx, http.MethodGet, "/localapi/v1/netcheck", nil, &rep); err != nil {
+		return nil, err
+	}
+	return &rep, nil
+}

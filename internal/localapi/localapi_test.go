@@ -29,6 +29,9 @@ func (b *backend) Up(_ context.Context, req UpRequest) (*Status, error) {
 }
 func (b *backend) Down(context.Context) error   { b.st.BackendState = StateStopped; return nil }
 func (b *backend) Logout(context.Context) error { return errors.New("not registered") }
+func (b *backend) Netcheck(context.Context) (*NetcheckReport, error) {
+	return &NetcheckReport{UDP: true, MappingVaries: "no"}, nil
+}
 func (b *backend) Ping(_ context.Context, req PingRequest, report func(PingResult)) error {
 	if req.Peer == "nobody" {
 		return errors.New(`no peer "nobody"`)

@@ -12,6 +12,7 @@
 //	POST /down             → {}
 //	POST /logout           → {}
 //	POST /ping  PingRequest → newline-delimited PingResult, one per probe
+//	GET  /netcheck         NetcheckReport
 //	     /file/...          file drop, when the Backend is a FileBackend (file.go)
 package localapi
 
@@ -44,6 +45,8 @@ type Backend interface {
 	Logout(ctx context.Context) error
 	// Ping sends req.Count probes, calling report after each.
 	Ping(ctx context.Context, req PingRequest, report func(PingResult)) error
+	// Netcheck measures connectivity to the relays and STUN servers.
+	Netcheck(ctx context.Context) (*NetcheckReport, error)
 }
 
 // Listen creates the API socket at path: its directory is created (0755) if
@@ -207,6 +210,14 @@ func Handler(b Backend) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("GET /localapi/v1/netcheck", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := b.Netcheck(r.Context())
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
 	})
 	mux.HandleFunc("POST /localapi/v1/ping", func(w http.ResponseWriter, r *http.Request) {
 		var req PingRequest

@@ -94,3 +94,27 @@ type PingResult struct {
 type errorBody struct {
 	Error string `json:"error"`
 }
+
+// NetcheckReport is what `warren netcheck` shows.
+type NetcheckReport struct {
+	UDP        bool       `json:"udp"` // a STUN answer came back
+	PublicIPv4 netip.Addr `json:"publicIPv4,omitzero"`
+	PublicIPv6 netip.Addr `json:"publicIPv6,omitzero"`
+	// MappingVaries is "yes" when STUN servers saw one socket on different
+	// public ports (a hard NAT: direct paths need the relay), "no" when
+	// they agreed, "unknown" with fewer than two answers.
+	MappingVaries string           `json:"mappingVariesByDestination"`
+	Regions       []NetcheckRegion `json:"regions"`
+}
+
+// NetcheckRegion is one relay region's measurements.
+type NetcheckRegion struct {
+	ID           int              `json:"id"`
+	Code         string           `json:"code"`
+	URL          string           `json:"url"`
+	RelayLatency time.Duration    `json:"relayLatency,omitempty"` // TCP connect time
+	RelayError   string           `json:"relayError,omitempty"`
+	STUNLatency  time.Duration    `json:"stunLatency,omitempty"`
+	STUNError    string           `json:"stunError,omitempty"`
+	Mapped       []netip.AddrPort `json:"mapped,omitempty"`
+}

@@ -1,7 +1,9 @@
 package mesh
 
 import (
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 
 	"warren/internal/localapi"
 	"warren/internal/nettest"
+	"warren/internal/stun"
 )
 
 // natKind is how a NAT router maps a LAN node's UDP flows.
@@ -261,5 +264,59 @@ func needTool(t *testing.T, name string) {
 			t.Fatalf("%s not installed", name)
 		}
 		t.Skipf("%s not installed", name)
+	}
+}
+
+// TestNetcheck: behind an easy NAT two STUN servers see one mapping; behind
+// a hard NAT they see two; both report UDP, the public IPv4 address and
+// every relay region's latency.
+func TestNetcheck(t *testing.T) {
+	needNft(t)
+	l := newLab(t, "")
+	l.db = "sqlite:" + t.TempDir() + "/warren.db"
+	l.startServer("--relay", "--stun-listen", ":3478")
+	// A second STUN server elsewhere in the "internet", offered as region 2
+	// (relaying through the same server).
+	stunNS, stunAddr := l.attach("mstun")
+	var pc net.PacketConn
+	if err := stunNS.Do(func() (err error) {
+		pc, err = net.ListenPacket("udp4", stunAddr+":3478")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	go (&stun.Server{}).Serve(pc)
+	t.Cleanup(func() { pc.Close() })
+	serverKey := l.must(l.srv.ns, "server", "key", "--data-dir", l.srv.dir, "--db", l.db)
+	relayMap := filepath.Join(t.TempDir(), "relays.json")
+	os.WriteFile(relayMap, []byte(fmt.Sprintf(`{"regions":[{"id":2,"code":"second","url":%q,"public_key":%q,"stun":"%s:3478"}]}`,
+		l.srv.url, serverKey, stunAddr)), 0o644)
+	l.killServer()
+	l.runServer("--relay", "--stun-listen", ":3478", "--relay-map", relayMap)
+
+	l.mustAdmin("users", "create", "nc")
+	key := l.mustAdmin("authkeys", "create", "--user", "nc", "--reusable")
+	easy := l.startNodeBehindNAT("easy", easyNAT)
+	hard := l.startNodeBehindNAT("hard", hardNAT)
+	for _, n := range []*natNode{easy, hard} {
+		if _, err := n.up(key); err != nil {
+			t.Fatal(err)
+		}
+		out := l.must(n.ns, "netcheck", "--socket", n.sock, "--json")
+		var rep localapi.NetcheckReport
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("%s: %v\n%s", n.name, err, out)
+		}
+		want := map[string]string{"easy": "no", "hard": "yes"}[n.name]
+		if !rep.UDP || !strings.HasPrefix(rep.PublicIPv4.String(), "198.18.") || rep.MappingVaries != want || len(rep.Regions) != 2 {
+			t.Errorf("%s: report %+v, want UDP, a 198.18 address, mapping varies %q, 2 regions", n.name, rep, want)
+		}
+		for _, r := range rep.Regions {
+			if r.RelayError != "" || r.RelayLatency <= 0 || r.STUNLatency <= 0 {
+				t.Errorf("%s: region %+v", n.name, r)
+			}
+		}
+		text := l.must(n.ns, "netcheck", "--socket", n.sock)
+		t.Logf("%s:\n%s", n.name, text)
 	}
 }

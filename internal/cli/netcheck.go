@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"warren/internal/localapi"
+)
+
+func init() {
+	register(command{"netcheck", "netcheck [--json]   check UDP, public addresses, NAT type and relay latency", runNetcheck})
+}
+
+func runNetcheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("netcheck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlag(fs)
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if code, ok := parseVerb(fs, args, 0, stderr); !ok {
+		return code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep, err := localapi.NewClient(*sock).Netcheck(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "warren netcheck: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		emitJSON(stdout, rep)
+		return 0
+	}
+	fmt.Fprintln(stdout, "Report:")
+	fmt.Fprintf(stdout, "  * UDP: %v\n", rep.UDP)
+	if rep.PublicIPv4.IsValid() {
+		fmt.Fprintf(stdout, "  * IPv4: yes, %s\n", rep.PublicIPv4)
+	} else {
+		fmt.Fprintln(stdout, "  * IPv4: no")
+	}
+	if rep.PublicIPv6.IsValid() {
+		fmt.Fprintf(stdout, "  * IPv6: yes, %s\n", rep.PublicIPv6)
+	} else {
+		fmt.Fprintln(stdout, "  * IPv6: no")
+	}
+	nat := map[string]string{"yes": " (hard NAT: peers behind another NAT go through a relay)",
+		"no": " (easy NAT: direct paths work)", "unknown": " (needs two STUN servers)"}[rep.MappingVaries]
+	fmt.Fprintf(stdout, "  * Mapping varies by destination: %s%s\n", rep.MappingVaries, nat)
+	fmt.Fprintln(stdout, "  * Relay regions:")
+	for _, r := range rep.Regions {
+		line := fmt.Sprintf("    - %s (%d): ", r.Code, r.ID)
+		if r.RelayError != "" {
+			line += "relay unreachable: " + r.RelayError
+		} else {
+			line += "relay " + fmtRTT(r.RelayLatency)
+		}
+		switch {
+		case r.STUNError != "":
+			line += ", STUN failed: " + r.STUNError
+		case r.STUNLatency > 0:
+			line += ", STUN " + fmtRTT(r.STUNLatency)
+		}
+		fmt.Fprintln(stdout, line)
+	}
+	return 0
+}
