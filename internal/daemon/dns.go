@@ -144,6 +144,12 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 			want = append(want, a.String())
 		}
 		if !slices.Equal(m.osSet, want) {
+			if resolvconf.SharedWithHost(m.rc.Path()) {
+				msg := "accept-dns: refusing to rewrite " + m.rc.Path() + ": this daemon runs in a network namespace and the file is the host's; create /etc/netns/NAME/resolv.conf or pass --resolv-conf"
+				d.log.Error(msg)
+				d.healthLocked(msg)
+				return
+			}
 			if err := m.rc.Set(m.listening, cfg.SearchDomains); err != nil {
 				d.log.Error("configure host resolver", "err", err)
 				d.healthLocked(err.Error())

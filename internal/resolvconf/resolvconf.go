@@ -21,6 +21,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultPath is the host's resolver configuration.
@@ -210,4 +212,49 @@ func RevertResolved(ifname string) error {
 		return fmt.Errorf("resolvectl revert: %v: %s", err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// SharedWithHost reports whether rewriting path from this process would
+// change the host's resolver rather than this network namespace's: the
+// process runs in a named network namespace (one in /var/run/netns, as
+// `ip netns` makes), path is /etc/resolv.conf, and it is not that
+// namespace's own /etc/netns/NAME/resolv.conf (which `ip netns exec`
+// mounts over it). A path given explicitly is the caller's choice.
+func SharedWithHost(path string) bool {
+	abs, err := filepath.Abs(path)
+	if err != nil || abs != DefaultPath {
+		return false
+	}
+	name := netnsName()
+	if name == "" {
+		return false // the initial namespace, or an unnamed one
+	}
+	var mine, own unix.Stat_t
+	if err := unix.Stat(abs, &mine); err != nil {
+		return false // nothing there to clobber
+	}
+	if err := unix.Stat(filepath.Join("/etc/netns", name, "resolv.conf"), &own); err != nil {
+		return true // no file of its own: /etc/resolv.conf is the host's
+	}
+	return mine.Dev != own.Dev || mine.Ino != own.Ino
+}
+
+// netnsName returns the name under /var/run/netns of this process's
+// network namespace, or "" if it has none there.
+func netnsName() string {
+	var self unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+		return ""
+	}
+	ents, err := os.ReadDir("/var/run/netns")
+	if err != nil {
+		return ""
+	}
+	for _, e := range ents {
+		var st unix.Stat_t
+		if unix.Stat(filepath.Join("/var/run/netns", e.Name()), &st) == nil && st.Dev == self.Dev && st.Ino == self.Ino {
+			return e.Name()
+		}
+	}
+	return ""
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"warren/internal/nettest"
 )
 
 const original = "# the host's own\nnameserver 198.18.9.53\nnameserver fd00::53%eth0\nsearch lan\noptions ndots:2\n"
@@ -101,4 +103,25 @@ func FuzzParseNameservers(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestSharedWithHost(t *testing.T) {
+	if SharedWithHost(DefaultPath) {
+		t.Fatal("the initial namespace's own file reported as shared")
+	}
+	nettest.NeedNetns(t)
+	ns := nettest.NewNS(t, "rcsh")
+	var inNS, custom bool
+	if err := ns.Do(func() error {
+		inNS = SharedWithHost(DefaultPath)
+		custom = SharedWithHost(filepath.Join(t.TempDir(), "resolv.conf"))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Only the network namespace changed (no bind mount): the file is the
+	// host's.
+	if !inNS || custom {
+		t.Fatalf("in a named namespace: default path shared=%v (want true), explicit path shared=%v (want false)", inNS, custom)
+	}
 }

@@ -204,3 +204,36 @@ func needDig(t *testing.T) {
 		t.Skip("dig not installed (dnsutils)")
 	}
 }
+
+// TestAcceptDNSSparesHostFile: a daemon in a namespace without its own
+// resolv.conf refuses --accept-dns instead of rewriting the host's file.
+func TestAcceptDNSSparesHostFile(t *testing.T) {
+	before, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		t.Skip("no host resolv.conf")
+	}
+	// Should the safeguard ever fail, put the host's file back whatever
+	// happens (registered first, so it runs after the daemons are gone).
+	t.Cleanup(func() {
+		if now, _ := os.ReadFile("/etc/resolv.conf"); string(now) != string(before) {
+			os.WriteFile("/etc/resolv.conf", before, 0o644)
+			t.Errorf("the host's resolv.conf was changed (restored):\n%s", now)
+		}
+	})
+	l := newLab(t, "")
+	l.db = "sqlite:" + t.TempDir() + "/warren.db"
+	l.startServer()
+	l.mustAdmin("users", "create", "hostfile")
+	key := l.mustAdmin("authkeys", "create", "--user", "hostfile")
+	a := l.startNode("a")
+	if _, err := warren(a.ns, "up", "--socket", a.sock, "--server", l.srv.url, "--auth-key", key, "--accept-dns"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "a health warning", func() bool {
+		st, err := a.status()
+		return err == nil && len(st.Health) > 0 && strings.Contains(st.Health[0], "refusing to rewrite")
+	})
+	if after, _ := os.ReadFile("/etc/resolv.conf"); string(after) != string(before) {
+		t.Fatalf("the host's resolv.conf changed:\n%s", after)
+	}
+}
