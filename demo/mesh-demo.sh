@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Demo: a warren. A coordination server (embedded SQLite) and three nodes,
-# each in its own network namespace behind a router namespace. The admin
-# creates a user and an auth key with `warren admin`; each node runs
-# `warren daemon` and joins with `warren up`; then `warren status`, `warren
-# ip`, `warren ping` by name, a kernel ping over IPv6, and a TCP throughput
-# figure through the mesh.
+# Demo: a warren. A coordination server (embedded SQLite, with its packet
+# relay and STUN responder) and three nodes, each in its own network
+# namespace behind a router namespace. The admin creates a user and an auth
+# key with `warren admin`; each node runs `warren daemon` and joins with
+# `warren up`; then `warren status` (paths), `warren netcheck`, names
+# (MagicDNS, with a custom record), `warren ping` by name, a kernel ping
+# over IPv6, a file drop and a TCP throughput figure through the mesh.
 # Usage (as root): demo/mesh-demo.sh [path/to/warren]
 set -euo pipefail
 WARREN=$(realpath "${1:-bin/warren}")
@@ -47,11 +48,11 @@ i=2
 for n in "${NODES[@]}"; do attach "wmesh-$n-$id" $i; i=$((i + 1)); done
 URL=http://198.18.1.2:8080
 
-step "warren server (embedded SQLite in $tmp/server)"
-at "$S" "$WARREN" server --listen 198.18.1.2:8080 --data-dir "$tmp/server" 2>"$tmp/server.log" &
+step "warren server (embedded SQLite in $tmp/server, relay and STUN on the same host)"
+at "$S" "$WARREN" server --listen 198.18.1.2:8080 --data-dir "$tmp/server" --relay --stun-listen :3478 2>"$tmp/server.log" &
 pids+=($!)
 for _ in $(seq 100); do at "$S" bash -c 'exec 3<>/dev/tcp/198.18.1.2/8080' 2>/dev/null && break; sleep 0.1; done
-head -1 "$tmp/server.log"
+head -3 "$tmp/server.log"
 API=$(at "$S" "$WARREN" server apikey create --data-dir "$tmp/server")
 adm() { at "$S" "$WARREN" admin --server "$URL" --api-key "$API" "$@"; }
 
@@ -81,11 +82,27 @@ wn alpha status
 step "warren admin nodes list"
 adm nodes list
 
+step "warren netcheck on bravo"
+wn bravo netcheck
+
+step "Names: MagicDNS on every node (100.100.100.100), plus a custom record from the admin"
+adm dns records add db.warren.internal A node:charlie
+sleep 0.5
+echo "charlie.warren.internal -> $(at "wmesh-alpha-$id" dig +short @100.100.100.100 charlie.warren.internal)"
+echo "db.warren.internal      -> $(at "wmesh-alpha-$id" dig +short @100.100.100.100 db.warren.internal)  (custom record: node:charlie)"
+
 step "warren ping charlie (from alpha, by name, over the tunnel)"
 wn alpha ping -c 3 --interval 200ms charlie
 
 step "Kernel ping from bravo to alpha's IPv6 tunnel address"
 at "wmesh-bravo-$id" ping -6 -c 3 -i 0.2 -W 2 "$(wn alpha ip -6)"
+
+step "File drop: alpha sends a 20 MiB file to bravo; bravo collects it"
+head -c $((20 << 20)) /dev/urandom >"$tmp/photo.bin"
+wn alpha file cp "$tmp/photo.bin" bravo:
+mkdir -p "$tmp/inbox"
+wn bravo file get "$tmp/inbox"
+sha256sum "$tmp/photo.bin" "$tmp/inbox/photo.bin" | awk '{print $1}' | uniq | wc -l | grep -qx 1 && echo "hashes match"
 
 step "TCP throughput bravo -> charlie through the mesh (iperf3, 3 s, one stream)"
 CIP=$(wn charlie ip -4)
