@@ -22,7 +22,8 @@ type magicDNS struct {
 	listening []netip.Addr
 	allowed   atomic.Pointer[map[netip.Addr]bool]
 	rc        *resolvconf.Manager
-	osSet     []string // what the host resolver was last set to ("" entries: not set)
+	osSet     []string // what the host resolver was last set to (nil: not set)
+	resolved  bool     // it was set through systemd-resolved
 }
 
 // dnsAllowed answers whether a query source may use the resolver: the node
@@ -150,7 +151,15 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 				d.healthLocked(msg)
 				return
 			}
-			if err := m.rc.Set(m.listening, cfg.SearchDomains); err != nil {
+			var err error
+			if m.resolved = resolvconf.Resolved(m.rc.Path()); m.resolved {
+				// systemd-resolved manages the host: configure the tunnel
+				// link there (reverted on down and exit), not the file.
+				err = resolvconf.SetResolved(d.cfg.TUN, m.listening, cfg.SearchDomains)
+			} else {
+				err = m.rc.Set(m.listening, cfg.SearchDomains)
+			}
+			if err != nil {
 				d.log.Error("configure host resolver", "err", err)
 				d.healthLocked(err.Error())
 			} else {
@@ -171,7 +180,11 @@ func (d *Daemon) restoreDNSLocked() {
 	if m.rc == nil {
 		m.rc = resolvconf.New(d.cfg.ResolvConf, filepath.Join(d.cfg.StateDir, resolvBackupFile))
 	}
-	if err := m.rc.Restore(); err != nil {
+	if m.resolved {
+		if err := resolvconf.RevertResolved(d.cfg.TUN); err != nil {
+			d.log.Error("revert systemd-resolved settings", "err", err)
+		}
+	} else if err := m.rc.Restore(); err != nil {
 		d.log.Error("restore host resolver", "err", err)
 	}
 	m.osSet = nil

@@ -26,8 +26,9 @@ const (
 	// probeEvery is how often an untrusted peer's candidates are probed
 	// while the peer is in use.
 	probeEvery = 2 * time.Second
-	// activeFor is how long after the last packet a peer counts as in use.
-	activeFor = 45 * time.Second
+	// activeFor is how long after the last packet a peer counts as in use:
+	// its path keeps being probed, which also holds the NAT mappings open.
+	activeFor = 2 * time.Minute
 	// pingTimeout forgets an unanswered ping.
 	pingTimeout = 5 * time.Second
 	// maxCandidates bounds the addresses kept per peer.
