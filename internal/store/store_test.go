@@ -2,11 +2,9 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,64 +14,14 @@ import (
 	"time"
 
 	"warren/internal/netmap"
+	"warren/internal/store/storetest"
 )
-
-// backend opens fresh stores of one kind; reopen opens the same database
-// again (as a restarted server would).
-type backend struct {
-	name string
-	dsn  func(t *testing.T) string
-}
-
-// backends returns SQLite always and PostgreSQL when WARREN_TEST_POSTGRES
-// names a server (each test gets its own schema); with
-// WARREN_REQUIRE_POSTGRES=1 a missing server fails instead of skipping.
-func backends(t *testing.T) []backend {
-	bs := []backend{{"sqlite", func(t *testing.T) string {
-		return "sqlite:" + filepath.Join(t.TempDir(), "warren.db")
-	}}}
-	pg := os.Getenv("WARREN_TEST_POSTGRES")
-	if pg == "" {
-		if os.Getenv("WARREN_REQUIRE_POSTGRES") == "1" {
-			t.Fatal("WARREN_REQUIRE_POSTGRES=1 but WARREN_TEST_POSTGRES is unset")
-		}
-		t.Log("WARREN_TEST_POSTGRES unset: PostgreSQL backend skipped")
-		return bs
-	}
-	return append(bs, backend{"postgres", func(t *testing.T) string { return pgSchema(t, pg) }})
-}
-
-var schemaSeq atomic.Int64
-
-// pgSchema creates a fresh schema and returns a DSN whose search_path is it.
-func pgSchema(t *testing.T, dsn string) string {
-	t.Helper()
-	ctx := context.Background()
-	db, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	schema := fmt.Sprintf("t_%d_%d", os.Getpid(), schemaSeq.Add(1))
-	if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("postgres at WARREN_TEST_POSTGRES: %v", err)
-	}
-	t.Cleanup(func() { db.ExecContext(ctx, "DROP SCHEMA "+schema+" CASCADE") })
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
 
 // eachBackend runs f once per backend with a fresh, open store.
 func eachBackend(t *testing.T, opts Options, f func(t *testing.T, s *Store, dsn string)) {
-	for _, b := range backends(t) {
-		t.Run(b.name, func(t *testing.T) {
-			dsn := b.dsn(t)
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			dsn := b.DSN(t)
 			s, err := Open(context.Background(), dsn, opts)
 			if err != nil {
 				t.Fatal(err)

@@ -8,8 +8,6 @@
 package mesh
 
 import (
-	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -17,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +22,7 @@ import (
 
 	"warren/internal/localapi"
 	"warren/internal/nettest"
+	"warren/internal/store/storetest"
 )
 
 var warrenBin string
@@ -247,57 +245,18 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// backends lists the stores to run the suite on: SQLite in the server's
-// data directory always, PostgreSQL when WARREN_TEST_POSTGRES is set (each
-// run in a schema of its own).
-func backends(t *testing.T) map[string]func(t *testing.T) string {
-	bs := map[string]func(t *testing.T) string{
-		"sqlite": func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "warren.db") },
-	}
-	pg := os.Getenv("WARREN_TEST_POSTGRES")
-	if pg == "" {
-		if os.Getenv("WARREN_REQUIRE_POSTGRES") == "1" {
-			t.Fatal("WARREN_REQUIRE_POSTGRES=1 but WARREN_TEST_POSTGRES is unset")
+// backends lists the stores to run the suite on: SQLite always, PostgreSQL
+// when WARREN_TEST_POSTGRES is set — reached over its unix socket, so that
+// the server's namespace can use it.
+func backends(t *testing.T) []storetest.Backend {
+	bs := storetest.Backends(t)
+	if pg := os.Getenv(storetest.EnvPostgres); pg != "" {
+		u, err := url.Parse(pg)
+		if err != nil || !strings.HasPrefix(u.Query().Get("host"), "/") {
+			t.Fatalf("%s must reach the server over a unix socket (host=/dir) so the server namespace can use it: %s", storetest.EnvPostgres, pg)
 		}
-		t.Log("WARREN_TEST_POSTGRES unset: PostgreSQL run skipped")
-		return bs
 	}
-	bs["postgres"] = func(t *testing.T) string { return pgSchema(t, pg) }
 	return bs
-}
-
-var schemaSeq atomic.Int64
-
-func pgSchema(t *testing.T, dsn string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if u.Query().Get("host") == "" || !strings.HasPrefix(u.Query().Get("host"), "/") {
-		t.Fatalf("WARREN_TEST_POSTGRES must reach the server over a unix socket (host=/dir) so the server namespace can use it: %s", dsn)
-	}
-	db, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	schema := fmt.Sprintf("mesh_%d_%d", os.Getpid(), schemaSeq.Add(1))
-	ctx := context.Background()
-	if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	t.Cleanup(func() {
-		db, err := sql.Open("pgx", dsn)
-		if err == nil {
-			db.ExecContext(ctx, "DROP SCHEMA "+schema+" CASCADE")
-			db.Close()
-		}
-	})
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 // mustPipe runs the binary in ns with stdin and returns its trimmed stdout.

@@ -16,8 +16,8 @@ import (
 // working; restarted on the same store, nodes reconnect and a new node
 // reaches everyone.
 func TestMesh(t *testing.T) {
-	for name, dsn := range backends(t) {
-		t.Run(name, func(t *testing.T) { testMesh(t, dsn(t)) })
+	for _, b := range backends(t) {
+		t.Run(b.Name, func(t *testing.T) { testMesh(t, b.DSN(t)) })
 	}
 }
 

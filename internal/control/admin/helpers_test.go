@@ -3,15 +3,10 @@ package admin_test
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,51 +15,8 @@ import (
 	"warren/internal/control/admin"
 	"warren/internal/noise"
 	"warren/internal/store"
+	"warren/internal/store/storetest"
 )
-
-// dsns returns a fresh SQLite DSN always and a fresh PostgreSQL schema when
-// WARREN_TEST_POSTGRES names a server; with WARREN_REQUIRE_POSTGRES=1 a
-// missing server fails instead of skipping (as in package store).
-func backends(t *testing.T) map[string]func(t *testing.T) string {
-	bs := map[string]func(t *testing.T) string{"sqlite": func(t *testing.T) string {
-		return "sqlite:" + filepath.Join(t.TempDir(), "warren.db")
-	}}
-	pg := os.Getenv("WARREN_TEST_POSTGRES")
-	if pg == "" {
-		if os.Getenv("WARREN_REQUIRE_POSTGRES") == "1" {
-			t.Fatal("WARREN_REQUIRE_POSTGRES=1 but WARREN_TEST_POSTGRES is unset")
-		}
-		return bs
-	}
-	bs["postgres"] = func(t *testing.T) string { return pgSchema(t, pg) }
-	return bs
-}
-
-var schemaSeq atomic.Int64
-
-// pgSchema creates a fresh schema and returns a DSN whose search_path is it.
-func pgSchema(t *testing.T, dsn string) string {
-	t.Helper()
-	ctx := context.Background()
-	db, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	schema := fmt.Sprintf("admin_%d_%d", os.Getpid(), schemaSeq.Add(1))
-	if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("postgres at WARREN_TEST_POSTGRES: %v", err)
-	}
-	t.Cleanup(func() { db.ExecContext(ctx, "DROP SCHEMA "+schema+" CASCADE") })
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
 
 // env is the admin API over a real store, behind a real HTTP server.
 type env struct {
@@ -77,7 +29,8 @@ type env struct {
 
 // eachBackend runs f once per backend with a fresh env.
 func eachBackend(t *testing.T, f func(t *testing.T, e *env)) {
-	for name, dsn := range backends(t) {
+	for _, b := range storetest.Backends(t) {
+		name, dsn := b.Name, b.DSN
 		t.Run(name, func(t *testing.T) { f(t, newEnv(t, dsn(t))) })
 	}
 }
