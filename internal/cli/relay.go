@@ -183,23 +183,10 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "warren relay: STUN on udp %s\n", a)
 	}
-	errc := make(chan error, 1)
-	go func() {
-		if c.tlsCert != "" {
-			errc <- hs.ServeTLS(l, c.tlsCert, c.tlsKey)
-		} else {
-			errc <- hs.Serve(l)
-		}
-	}()
-	select {
-	case err := <-errc:
+	if err := serveUntil(ctx, hs, l, c.tlsCert, c.tlsKey, 5*time.Second); err != nil {
 		return fail("%v", err)
-	case <-ctx.Done():
 	}
 	fmt.Fprintln(stderr, "warren relay: shutting down")
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer scancel()
-	hs.Shutdown(sctx)
 	rs.Close() // sessions are hijacked: Shutdown does not see them
 	return 0
 }

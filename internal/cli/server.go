@@ -411,24 +411,11 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	if stunAddr != nil {
 		fmt.Fprintf(stderr, "warren server: STUN on udp %s\n", stunAddr)
 	}
-	errc := make(chan error, 1)
-	go func() {
-		if c.TLSCert != "" {
-			errc <- hs.ServeTLS(l, c.TLSCert, c.TLSKey)
-		} else {
-			errc <- hs.Serve(l)
-		}
-	}()
-	select {
-	case err := <-errc:
+	if err := serveUntil(ctx, hs, l, c.TLSCert, c.TLSKey, 10*time.Second); err != nil {
 		return fail("%v", err)
-	case <-ctx.Done():
 	}
 	fmt.Fprintln(stderr, "warren server: shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	hs.Shutdown(sctx) // stops accepting; control streams are hijacked and closed by srv.Close
-	srv.Close()
+	srv.Close() // control streams are hijacked: Shutdown does not see them
 	closeRelay()
 	return 0
 }
