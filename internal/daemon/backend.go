@@ -68,16 +68,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 			return nil, err
 		}
 		if req.AuthKey == "" {
-			d.mu.Lock()
-			defer d.mu.Unlock()
-			d.prefs.WantRunning = true
-			if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
-				return nil, err
-			}
-			if err := d.startControlLocked(); err != nil {
-				return nil, err
-			}
-			return d.statusLocked(), nil
+			return d.bringUp()
 		}
 		// With an auth key too, register the new key again: that renews
 		// the node's expiry.
@@ -87,16 +78,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		if req.ServerURL != "" && req.ServerURL != p.ServerURL {
 			return nil, fmt.Errorf("this node is registered with %s; to move it to %s pass --auth-key (and --force-reauth)", p.ServerURL, req.ServerURL)
 		}
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		d.prefs.WantRunning = true
-		if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
-			return nil, err
-		}
-		if err := d.startControlLocked(); err != nil {
-			return nil, err
-		}
-		return d.statusLocked(), nil
+		return d.bringUp()
 	}
 
 	if req.AuthKey == "" {
@@ -173,6 +155,21 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		return nil, err
 	}
 	d.healthLocked("")
+	if err := d.startControlLocked(); err != nil {
+		return nil, err
+	}
+	return d.statusLocked(), nil
+}
+
+// bringUp puts a registered node on the mesh (and keeps it there across
+// restarts).
+func (d *Daemon) bringUp() (*localapi.Status, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.prefs.WantRunning = true
+	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
+		return nil, err
+	}
 	if err := d.startControlLocked(); err != nil {
 		return nil, err
 	}
