@@ -206,10 +206,11 @@ func (d *Device) State() uapi.State {
 
 // PeerStats is a snapshot of one peer for tests and status displays.
 type PeerStats struct {
-	RxBytes, TxBytes uint64
-	LastHandshake    time.Time
-	Endpoint         string
-	AllowedIPs       []netip.Prefix
+	RxBytes, TxBytes     uint64
+	RxPackets, TxPackets uint64 // transport messages, keepalives included
+	LastHandshake        time.Time
+	Endpoint             string
+	AllowedIPs           []netip.Prefix
 }
 
 // PeerStats returns statistics for the peer with key pk.
@@ -220,6 +221,7 @@ func (d *Device) PeerStats(pk noise.PublicKey) (PeerStats, bool) {
 	}
 	var s PeerStats
 	s.RxBytes, s.TxBytes = p.rxBytes.Load(), p.txBytes.Load()
+	s.RxPackets, s.TxPackets = p.rxPackets.Load(), p.txPackets.Load()
 	if ns := p.lastHandshakeNano.Load(); ns != 0 {
 		s.LastHandshake = time.Unix(0, ns)
 	}

@@ -75,6 +75,7 @@ type Device struct {
 
 	underLoadUntil atomic.Int64 // unix nanos
 	mtu            atomic.Int32
+	tap            atomic.Pointer[Tap] // live capture (capture.go); nil: off
 
 	queue struct {
 		encrypt   chan *batch
@@ -311,6 +312,12 @@ func (d *Device) staticIdentity() *noise.Static {
 	d.static.RLock()
 	defer d.static.RUnlock()
 	return d.static.s
+}
+
+// QueueDepths reports how many batches wait in the device-wide encrypt and
+// decrypt queues and how many handshake messages in the handshake queue.
+func (d *Device) QueueDepths() (encrypt, decrypt, handshake int) {
+	return len(d.queue.encrypt), len(d.queue.decrypt), len(d.queue.handshake)
 }
 
 // isUnderLoad reports whether handshake messages must carry a valid MAC2.

@@ -31,6 +31,8 @@ type Peer struct {
 	}
 
 	rxBytes, txBytes    atomic.Uint64
+	rxPackets           atomic.Uint64 // authenticated transport messages (keepalives too)
+	txPackets           atomic.Uint64 // transport messages sent
 	lastHandshakeNano   atomic.Int64
 	persistentKeepalive atomic.Uint32 // seconds
 
@@ -190,6 +192,7 @@ func (p *Peer) send(bufs [][]byte) error {
 		n += uint64(len(b))
 	}
 	p.txBytes.Add(n)
+	p.txPackets.Add(uint64(len(bufs)))
 	return nil
 }
 

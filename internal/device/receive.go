@@ -69,8 +69,12 @@ func (d *Device) receive(fn conn.ReceiveFunc) {
 			lastEntry                     indexEntry
 			haveLast, lastOK, lastExpired bool
 		)
+		tap := d.tap.Load()
 		for i := 0; i < count; i++ {
 			pkt := bufs[i][:sizes[i]]
+			if tap != nil && tap.Outer != nil {
+				d.tapOuterIn(tap, pkt, eps[i])
+			}
 			typ, err := wire.Type(pkt)
 			if err != nil {
 				d.Stats.DropInvalid.Add(1)
@@ -111,6 +115,20 @@ func (d *Device) receive(fn conn.ReceiveFunc) {
 		}
 		groups.reset()
 	}
+}
+
+// tapOuterIn shows a received datagram to the capture tap, with the peer
+// its receiver index belongs to (if any).
+func (d *Device) tapOuterIn(tap *Tap, pkt []byte, ep conn.Endpoint) {
+	var p *Peer
+	if typ, err := wire.Type(pkt); err == nil && typ == wire.TypeTransport {
+		if h, _, err := wire.ParseTransport(pkt); err == nil {
+			if entry, ok := d.index.lookup(h.Receiver); ok {
+				p = entry.peer
+			}
+		}
+	}
+	tap.Outer(false, p, ep, pkt)
 }
 
 func (d *Device) queueHandshake(typ byte, pkt []byte, ep conn.Endpoint) {
@@ -159,7 +177,7 @@ func (p *Peer) sequentialReceiver(q chan *batch) {
 		b.Lock()
 		bufs = bufs[:0]
 		var (
-			rx            uint64
+			rx, rxn       uint64
 			lastKP        *Keypair
 			lastEP        conn.Endpoint
 			authenticated bool
@@ -189,6 +207,7 @@ func (p *Peer) sequentialReceiver(q chan *batch) {
 			lastEP = e.ep
 			authenticated = true
 			rx += uint64(len(e.pkt) + wire.MinTransportSize)
+			rxn++
 			if len(e.pkt) == 0 {
 				e.drop = true // keepalive: authenticated, nothing to deliver
 				continue
@@ -197,6 +216,7 @@ func (p *Peer) sequentialReceiver(q chan *batch) {
 		}
 		if authenticated {
 			p.rxBytes.Add(rx)
+			p.rxPackets.Add(rxn)
 			p.keepKeyFresh(lastKP)
 			p.setEndpoint(lastEP)
 			p.timers.anyAuthenticatedPacketTraversal()
@@ -216,6 +236,11 @@ func (p *Peer) sequentialReceiver(q chan *batch) {
 			d.routes.RUnlock()
 		}
 		if len(bufs) > 0 && p.isRunning() {
+			if tap := d.tap.Load(); tap != nil && tap.Inner != nil {
+				for _, b := range bufs {
+					tap.Inner(false, p, b[wire.TransportDataOffset:])
+				}
+			}
 			if _, err := d.tun.Write(bufs, wire.TransportDataOffset); err != nil && !d.closed.Load() {
 				d.log.Debug("tun write", "err", err)
 			}

@@ -62,6 +62,7 @@ func (d *Device) readTUN() {
 			last    *Peer
 			lastDst netip.Addr
 		)
+		tap := d.tap.Load()
 		for i := 0; i < count; i++ {
 			pkt := elems[i].buf[MessageTransportStart : MessageTransportStart+sizes[i]]
 			dst, ok := destination(pkt)
@@ -78,6 +79,9 @@ func (d *Device) readTUN() {
 				continue
 			}
 			last, lastDst = p, dst
+			if tap != nil && tap.Inner != nil {
+				tap.Inner(true, p, pkt)
+			}
 			elems[i].pkt = pkt
 			groups.add(p, elems[i])
 			elems[i] = nil
@@ -321,6 +325,12 @@ func (p *Peer) sequentialSender(q chan *batch) {
 			}
 		}
 		if len(bufs) > 0 && p.isRunning() {
+			if tap := p.dev.tap.Load(); tap != nil && tap.Outer != nil {
+				ep := p.Endpoint()
+				for _, pkt := range bufs {
+					tap.Outer(true, p, ep, pkt)
+				}
+			}
 			if err := p.send(bufs); err != nil {
 				p.dev.log.Debug("send", "peer", p.public.String(), "err", err)
 			} else {

@@ -24,6 +24,7 @@ type Stats struct {
 	DropNoRoute        atomic.Uint64 // TUN packet for no peer
 	DropQueueFull      atomic.Uint64 // a peer's queue overflowed
 	DropStaged         atomic.Uint64 // staged packet dropped (waiting too long or overflow)
+	DropPolicy         atomic.Uint64 // refused by the packet filter (reserved: no filter yet, issue #8)
 	CookieRepliesSent  atomic.Uint64
 	HandshakesSent     atomic.Uint64
 	HandshakesDone     atomic.Uint64

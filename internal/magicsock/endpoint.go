@@ -51,13 +51,18 @@ type Path struct {
 	Kind PathKind
 	Addr netip.AddrPort // the UDP address, for direct and guess
 	RTT  time.Duration  // of the last probe on the direct path
+	// Jitter is the smoothed variation between successive probe RTTs on
+	// the direct path (RFC 3550's interarrival jitter estimator: each new
+	// sample moves it by 1/16 of the difference).
+	Jitter time.Duration
 }
 
 // candidate is one UDP address a peer may be reached at.
 type candidate struct {
 	lastPong time.Time
 	rtt      time.Duration
-	heard    time.Time // last authenticated packet from it
+	jitter   time.Duration // EWMA of |rtt - previous rtt|
+	heard    time.Time     // last authenticated packet from it
 	udp      conn.Endpoint
 }
 
@@ -149,7 +154,8 @@ func (p *peerEP) Path(relay bool) Path {
 	a, trusted, ok := p.pathLocked(time.Now())
 	switch {
 	case trusted:
-		return Path{Kind: PathDirect, Addr: a, RTT: p.cands[a].rtt}
+		c := p.cands[a]
+		return Path{Kind: PathDirect, Addr: a, RTT: c.rtt, Jitter: c.jitter}
 	case relay:
 		return Path{Kind: PathRelay}
 	case ok:
@@ -236,7 +242,15 @@ func (p *peerEP) pongLocked(tx txID, from netip.AddrPort, now time.Time) bool {
 	}
 	delete(p.pings, tx)
 	c := p.candidateLocked(from)
-	c.lastPong, c.rtt = now, now.Sub(pp.sent)
+	rtt := now.Sub(pp.sent)
+	if c.rtt > 0 {
+		d := rtt - c.rtt
+		if d < 0 {
+			d = -d
+		}
+		c.jitter += (d - c.jitter) / 16
+	}
+	c.lastPong, c.rtt = now, rtt
 	if from == p.best {
 		p.bestPing = time.Time{}
 	}

@@ -102,6 +102,8 @@ type Server struct {
 	// yet fanned out.
 	dns      netmap.DNSConfig
 	dnsDirty bool
+
+	stats serverStats // stats.go
 }
 
 // New returns a server on st with the server's static key, and starts its

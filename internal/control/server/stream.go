@@ -76,6 +76,7 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 	ss.version = 1
 	ss.base = s.snapshotDirtyLocked()
 	ss.sendBytes(full)
+	s.stats.fullMaps.Add(1)
 	s.wg.Add(1)
 	s.mu.Unlock()
 
@@ -234,8 +235,11 @@ func (ss *session) writeLoop() {
 	defer t.Stop()
 	ka, _ := proto.Encode(&proto.Message{MapResponse: &proto.MapResponse{KeepAlive: true}})
 	write := func(b []byte) bool {
-		ss.c.SetWriteDeadline(time.Now().Add(ss.s.opts.WriteTimeout))
-		if _, err := ss.c.Write(b); err != nil {
+		start := time.Now()
+		ss.c.SetWriteDeadline(start.Add(ss.s.opts.WriteTimeout))
+		_, err := ss.c.Write(b)
+		ss.s.stats.streamWrite.since(start)
+		if err != nil {
 			ss.kill()
 			return false
 		}

@@ -66,6 +66,7 @@ func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
 // refreshLocked reloads the world and queues what changed for the next
 // fanout; s.mu held.
 func (s *Server) refreshLocked() error {
+	defer s.stats.storeRead.since(time.Now())
 	ctx, cancel := storeCtx()
 	defer cancel()
 	nodes, err := s.st.ListNodes(ctx, 0)
@@ -137,7 +138,9 @@ func (s *Server) updateNodeLocked(id int64) error {
 	}
 	ctx, cancel := storeCtx()
 	defer cancel()
+	start := time.Now()
 	n, err := s.st.GetNode(ctx, id)
+	s.stats.storeRead.since(start)
 	var next []netmap.Node
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -303,6 +306,7 @@ func (s *Server) fanoutLocked() {
 			}
 			ss.version++
 			ss.sendBytes(b)
+			s.stats.deltas.Add(1)
 			continue
 		}
 		nd := netmap.Delta{From: ss.version, To: ss.version + 1, DNS: dns}
@@ -328,6 +332,7 @@ func (s *Server) fanoutLocked() {
 		}
 		ss.version++
 		ss.send(&proto.Message{MapResponse: &proto.MapResponse{Delta: &nd}})
+		s.stats.deltas.Add(1)
 	}
 	clear(s.dirty)
 }

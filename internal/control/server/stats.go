@@ -1,0 +1,81 @@
+package server
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Stats is a snapshot of the server's counters, for metrics.
+type Stats struct {
+	NodesOnline  int    // nodes with a map stream open here now
+	FullMapsSent uint64 // full maps queued to streams
+	DeltasSent   uint64 // deltas queued to streams
+	// StreamWrite is how long writing one frame to a node's stream took
+	// (network and the node's reading included).
+	StreamWrite Latency
+	// StoreRead is how long the store reads behind a map change took: a
+	// full reload of the world, or the re-read of one node.
+	StoreRead Latency
+}
+
+// LatencyBuckets are the upper bounds of the latency histograms.
+var LatencyBuckets = []time.Duration{
+	100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+	500 * time.Millisecond, time.Second, 2500 * time.Millisecond, 5 * time.Second,
+}
+
+// Latency is a histogram snapshot: Counts[i] observations at most
+// LatencyBuckets[i] (not cumulative), the last entry those above every
+// bound.
+type Latency struct {
+	Counts []uint64
+	Sum    time.Duration
+}
+
+// latency is a lock-free histogram over LatencyBuckets.
+type latency struct {
+	counts [16]atomic.Uint64 // len(LatencyBuckets)+1
+	sum    atomic.Int64
+}
+
+func (l *latency) observe(d time.Duration) {
+	i := 0
+	for i < len(LatencyBuckets) && d > LatencyBuckets[i] {
+		i++
+	}
+	l.counts[i].Add(1)
+	l.sum.Add(int64(d))
+}
+
+func (l *latency) since(start time.Time) { l.observe(time.Since(start)) }
+
+func (l *latency) snapshot() Latency {
+	s := Latency{Counts: make([]uint64, len(LatencyBuckets)+1), Sum: time.Duration(l.sum.Load())}
+	for i := range s.Counts {
+		s.Counts[i] = l.counts[i].Load()
+	}
+	return s
+}
+
+// serverStats are the counters behind Stats.
+type serverStats struct {
+	fullMaps, deltas atomic.Uint64
+	streamWrite      latency
+	storeRead        latency
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	online := 0
+	for _, ss := range s.sessions {
+		if !ss.isDead() {
+			online++
+		}
+	}
+	s.mu.Unlock()
+	return Stats{NodesOnline: online, FullMapsSent: s.stats.fullMaps.Load(), DeltasSent: s.stats.deltas.Load(),
+		StreamWrite: s.stats.streamWrite.snapshot(), StoreRead: s.stats.storeRead.snapshot()}
+}

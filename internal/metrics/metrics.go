@@ -1,0 +1,89 @@
+// Package metrics exposes Warren's counters to Prometheus. Its collectors
+// read the counters the node agent, the coordination server and the relay
+// already keep (device.Stats and PeerStats, the path layer's paths and
+// stats, the UDP transport's batch counts, server.Stats, relay.Stats) at
+// scrape time: nothing on the data plane increments a metric, so a node
+// nobody scrapes pays nothing. The package also owns the /metrics HTTP
+// listener (loopback unless told otherwise) that `warren daemon`, `warren
+// server` and `warren relay` start with --metrics-listen.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Registry returns a registry with cs and the Go runtime and process
+// collectors.
+func Registry(cs ...prometheus.Collector) *prometheus.Registry {
+	r := prometheus.NewPedanticRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, c := range cs {
+		r.MustRegister(c)
+	}
+	return r
+}
+
+// Handler serves g in the Prometheus text format.
+func Handler(g prometheus.Gatherer) http.Handler {
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// ListenAddr completes a --metrics-listen value: a bare port or ":PORT"
+// binds to the IPv4 loopback address.
+func ListenAddr(s string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		if _, perr := net.LookupPort("tcp", s); perr != nil {
+			return "", errors.New("--metrics-listen: want HOST:PORT or PORT")
+		}
+		host, port = "", s
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// Serve serves /metrics from g on addr (see ListenAddr) until ctx ends. It
+// returns once listening; errors after that are logged.
+func Serve(ctx context.Context, addr string, g prometheus.Gatherer, log *slog.Logger) (net.Addr, error) {
+	addr, err := ListenAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if ip, ok := ln.Addr().(*net.TCPAddr); ok && !ip.IP.IsLoopback() {
+		log.Warn("metrics are served on a non-loopback address: anyone who reaches it sees peer names and traffic", "addr", ln.Addr().String())
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", Handler(g))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener", "err", err)
+		}
+	}()
+	log.Info("serving metrics", "addr", "http://"+ln.Addr().String()+"/metrics")
+	return ln.Addr(), nil
+}
+
+// desc is shorthand for a metric description.
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}

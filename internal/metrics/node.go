@@ -1,0 +1,169 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"warren/internal/device"
+	"warren/internal/magicsock"
+	"warren/internal/noise"
+	"warren/internal/udp"
+)
+
+// Peer names a peer for the per-peer metrics.
+type Peer struct {
+	Key  noise.PublicKey
+	Name string
+}
+
+// Node is a node agent's collector.
+type Node struct {
+	Device *device.Device
+	Paths  *magicsock.Conn // may be nil
+	UDP    *udp.Transport  // may be nil
+	// Peers lists the peers to report (the network map's).
+	Peers func() []Peer
+	// CaptureDropped counts packets a live capture dropped because its
+	// reader was slow; may be nil.
+	CaptureDropped func() uint64
+}
+
+var (
+	peerLabels = []string{"peer", "key"}
+
+	peerRxBytes   = desc("warren_peer_rx_bytes_total", "Bytes of authenticated WireGuard messages received from the peer.", peerLabels...)
+	peerTxBytes   = desc("warren_peer_tx_bytes_total", "Bytes of WireGuard messages sent to the peer.", peerLabels...)
+	peerRxPackets = desc("warren_peer_rx_packets_total", "Authenticated transport messages received from the peer (keepalives included).", peerLabels...)
+	peerTxPackets = desc("warren_peer_tx_packets_total", "Transport messages sent to the peer (keepalives included).", peerLabels...)
+	peerHandshake = desc("warren_peer_last_handshake_timestamp_seconds", "Unix time of the peer's last completed handshake (absent before the first).", peerLabels...)
+	peerHSAge     = desc("warren_peer_handshake_age_seconds", "Seconds since the peer's last completed handshake (absent before the first).", peerLabels...)
+	peerPath      = desc("warren_peer_path", "1 for the peer's current path kind (direct, relay, guess, none), 0 for the others.", append(peerLabels, "path")...)
+	peerRTT       = desc("warren_peer_path_rtt_seconds", "RTT of the last probe on the peer's direct path (absent when not direct).", peerLabels...)
+	peerJitter    = desc("warren_peer_path_jitter_seconds", "Smoothed variation of probe RTTs on the peer's direct path (absent when not direct).", peerLabels...)
+
+	drops         = desc("warren_drops_total", "Packets the engine dropped, by reason.", "reason")
+	handshakes    = desc("warren_handshakes_total", "Handshakes, by event: initiations sent, completed (either role), cookie replies sent.", "event")
+	queueDepth    = desc("warren_queue_depth", "Entries waiting in the engine's device-wide queues (batches for encrypt/decrypt, messages for handshake).", "queue")
+	udpDatagrams  = desc("warren_udp_datagrams_total", "UDP datagrams moved by the transport, by direction.", "dir")
+	udpMessages   = desc("warren_udp_messages_total", "sendmmsg/recvmmsg entries (a GSO/GRO message carries several datagrams), by direction: datagrams/messages is the mean offload batch.", "dir")
+	udpOffloaded  = desc("warren_udp_offload_messages_total", "Messages that carried several datagrams (GSO on send, GRO on receive).", "dir")
+	discoMessages = desc("warren_disco_messages_total", "Path probes (disco messages), by event: sent, received, bad.", "event")
+	relayPackets  = desc("warren_relay_packets_total", "Packets through the relay, by event: sent, received, dropped.", "event")
+	captureDrops  = desc("warren_capture_dropped_total", "Packets a live capture dropped because its reader was too slow.")
+)
+
+// dropReasons maps each reason label onto its device.Stats counter.
+var dropReasons = []struct {
+	reason string
+	get    func(*device.Stats) uint64
+}{
+	{"bad_mac", func(s *device.Stats) uint64 { return s.DropDecrypt.Load() }},
+	{"replay", func(s *device.Stats) uint64 { return s.DropReplay.Load() }},
+	{"no_route", func(s *device.Stats) uint64 { return s.DropNoRoute.Load() }},
+	{"policy", func(s *device.Stats) uint64 { return s.DropPolicy.Load() }},
+	{"no_session", func(s *device.Stats) uint64 { return s.DropNoSession.Load() }},
+	{"queue_full", func(s *device.Stats) uint64 { return s.DropQueueFull.Load() }},
+	{"handshake_queue_full", func(s *device.Stats) uint64 { return s.DropHandshakeQueue.Load() }},
+	{"handshake_bad_mac1", func(s *device.Stats) uint64 { return s.DropMAC1.Load() }},
+	{"handshake_need_cookie", func(s *device.Stats) uint64 { return s.DropNeedCookie.Load() }},
+	{"handshake_rate_limited", func(s *device.Stats) uint64 { return s.DropRateLimited.Load() }},
+	{"handshake_unknown_peer", func(s *device.Stats) uint64 { return s.DropUnknownPeer.Load() }},
+	{"handshake_invalid", func(s *device.Stats) uint64 { return s.DropHandshake.Load() }},
+	{"handshake_replay", func(s *device.Stats) uint64 { return s.DropTimestamp.Load() }},
+	{"handshake_flood", func(s *device.Stats) uint64 { return s.DropFlood.Load() }},
+	{"cookie_reply", func(s *device.Stats) uint64 { return s.DropCookieReply.Load() }},
+	{"invalid", func(s *device.Stats) uint64 { return s.DropInvalid.Load() }},
+	{"expired_key", func(s *device.Stats) uint64 { return s.DropExpiredKey.Load() }},
+	{"source_addr", func(s *device.Stats) uint64 { return s.DropSourceAddr.Load() }},
+	{"bad_inner", func(s *device.Stats) uint64 { return s.DropBadInner.Load() }},
+	{"staged", func(s *device.Stats) uint64 { return s.DropStaged.Load() }},
+}
+
+var pathKinds = []magicsock.PathKind{magicsock.PathDirect, magicsock.PathRelay, magicsock.PathGuess, magicsock.PathNone}
+
+// Describe implements prometheus.Collector.
+func (n *Node) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{peerRxBytes, peerTxBytes, peerRxPackets, peerTxPackets, peerHandshake, peerHSAge,
+		peerPath, peerRTT, peerJitter, drops, handshakes, queueDepth, udpDatagrams, udpMessages, udpOffloaded,
+		discoMessages, relayPackets, captureDrops} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (n *Node) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	now := time.Now()
+	if n.Peers != nil {
+		seen := map[noise.PublicKey]bool{}
+		for _, p := range n.Peers() {
+			if seen[p.Key] {
+				continue
+			}
+			seen[p.Key] = true
+			s, ok := n.Device.PeerStats(p.Key)
+			if !ok {
+				continue
+			}
+			l := []string{p.Name, p.Key.String()}
+			counter(peerRxBytes, s.RxBytes, l...)
+			counter(peerTxBytes, s.TxBytes, l...)
+			counter(peerRxPackets, s.RxPackets, l...)
+			counter(peerTxPackets, s.TxPackets, l...)
+			if !s.LastHandshake.IsZero() {
+				gauge(peerHandshake, float64(s.LastHandshake.UnixNano())/1e9, l...)
+				gauge(peerHSAge, now.Sub(s.LastHandshake).Seconds(), l...)
+			}
+			if n.Paths != nil {
+				path := n.Paths.PeerPath(p.Key)
+				for _, k := range pathKinds {
+					v := 0.0
+					if path.Kind == k {
+						v = 1
+					}
+					gauge(peerPath, v, append(l, string(k))...)
+				}
+				if path.Kind == magicsock.PathDirect {
+					gauge(peerRTT, path.RTT.Seconds(), l...)
+					gauge(peerJitter, path.Jitter.Seconds(), l...)
+				}
+			}
+		}
+	}
+	st := &n.Device.Stats
+	for _, r := range dropReasons {
+		counter(drops, r.get(st), r.reason)
+	}
+	counter(handshakes, st.HandshakesSent.Load(), "initiation_sent")
+	counter(handshakes, st.HandshakesDone.Load(), "completed")
+	counter(handshakes, st.CookieRepliesSent.Load(), "cookie_reply_sent")
+	enc, dec, hs := n.Device.QueueDepths()
+	gauge(queueDepth, float64(enc), "encrypt")
+	gauge(queueDepth, float64(dec), "decrypt")
+	gauge(queueDepth, float64(hs), "handshake")
+	if u := n.UDP; u != nil {
+		counter(udpDatagrams, u.Stats.SentDatagrams.Load(), "tx")
+		counter(udpDatagrams, u.Stats.RecvDatagrams.Load(), "rx")
+		counter(udpMessages, u.Stats.SentMessages.Load(), "tx")
+		counter(udpMessages, u.Stats.RecvMessages.Load(), "rx")
+		counter(udpOffloaded, u.Stats.GSOMessages.Load(), "tx")
+		counter(udpOffloaded, u.Stats.GROMessages.Load(), "rx")
+	}
+	if m := n.Paths; m != nil {
+		counter(discoMessages, m.Stats.DiscoSent.Load(), "sent")
+		counter(discoMessages, m.Stats.DiscoRecv.Load(), "received")
+		counter(discoMessages, m.Stats.DiscoBad.Load(), "bad")
+		counter(relayPackets, m.Stats.RelaySent.Load(), "sent")
+		counter(relayPackets, m.Stats.RelayRecv.Load(), "received")
+		counter(relayPackets, m.Stats.RelayDrops.Load(), "dropped")
+	}
+	if n.CaptureDropped != nil {
+		counter(captureDrops, n.CaptureDropped())
+	}
+}

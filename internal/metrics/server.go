@@ -1,0 +1,88 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"warren/internal/control/server"
+	"warren/internal/relay"
+)
+
+// Server is the coordination server's collector.
+type Server struct{ S *server.Server }
+
+var (
+	srvOnline   = desc("warren_server_nodes_online", "Nodes with a map stream open on this server.")
+	srvMaps     = desc("warren_server_netmaps_sent_total", "Network maps queued to node streams, by kind (full, delta).", "kind")
+	srvStream   = desc("warren_server_stream_write_seconds", "Time to write one frame to a node's map stream.")
+	srvStore    = desc("warren_server_store_read_seconds", "Time of the store reads behind a map change (world reload or one node).")
+	relayDescs  = []*prometheus.Desc{relClients, relSessions, relPackets, relBytes, relDrops, relClosed}
+	relClients  = desc("warren_relay_clients", "Relay sessions connected now.")
+	relSessions = desc("warren_relay_sessions_total", "Relay sessions, by event: accepted, refused (not vouched for), replaced.", "event")
+	relPackets  = desc("warren_relay_server_packets_total", "Packets through the relay, by direction: in (clients asked to send), out (written to receivers).", "dir")
+	relBytes    = desc("warren_relay_server_bytes_total", "Packet bytes through the relay, by direction.", "dir")
+	relDrops    = desc("warren_relay_server_drops_total", "Packets the relay dropped, by reason.", "reason")
+	relClosed   = desc("warren_relay_server_closed_total", "Sessions the relay closed, by reason.", "reason")
+)
+
+// Describe implements prometheus.Collector.
+func (s Server) Describe(ch chan<- *prometheus.Desc) {
+	ch <- srvOnline
+	ch <- srvMaps
+	ch <- srvStream
+	ch <- srvStore
+}
+
+// Collect implements prometheus.Collector.
+func (s Server) Collect(ch chan<- prometheus.Metric) {
+	st := s.S.Stats()
+	ch <- prometheus.MustNewConstMetric(srvOnline, prometheus.GaugeValue, float64(st.NodesOnline))
+	ch <- prometheus.MustNewConstMetric(srvMaps, prometheus.CounterValue, float64(st.FullMapsSent), "full")
+	ch <- prometheus.MustNewConstMetric(srvMaps, prometheus.CounterValue, float64(st.DeltasSent), "delta")
+	ch <- histogram(srvStream, st.StreamWrite)
+	ch <- histogram(srvStore, st.StoreRead)
+}
+
+// histogram turns a server latency snapshot into a Prometheus histogram.
+func histogram(d *prometheus.Desc, l server.Latency) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(server.LatencyBuckets))
+	var cum uint64
+	for i, b := range server.LatencyBuckets {
+		cum += l.Counts[i]
+		buckets[b.Seconds()] = cum
+	}
+	count := cum + l.Counts[len(server.LatencyBuckets)]
+	return prometheus.MustNewConstHistogram(d, count, l.Sum.Seconds(), buckets)
+}
+
+// Relay is the relay server's collector.
+type Relay struct{ R *relay.Server }
+
+// Describe implements prometheus.Collector.
+func (r Relay) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range relayDescs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (r Relay) Collect(ch chan<- prometheus.Metric) {
+	st := r.R.Stats()
+	c := func(d *prometheus.Desc, v int64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
+	}
+	ch <- prometheus.MustNewConstMetric(relClients, prometheus.GaugeValue, float64(st.Clients))
+	c(relSessions, st.Accepted, "accepted")
+	c(relSessions, st.Refused, "refused")
+	c(relSessions, st.Replaced, "replaced")
+	c(relPackets, st.PacketsIn, "in")
+	c(relPackets, st.PacketsOut, "out")
+	c(relBytes, st.BytesIn, "in")
+	c(relBytes, st.BytesOut, "out")
+	c(relDrops, st.DropsNoPeer, "no_peer")
+	c(relDrops, st.DropsQueueFull, "queue_full")
+	c(relDrops, st.DropsRateLimit, "rate_limit")
+	c(relClosed, st.ClosedOversize, "oversize")
+	c(relClosed, st.ClosedProtocol, "protocol")
+	c(relClosed, st.ClosedNotVouched, "not_vouched")
+	c(relClosed, st.ClosedWriteTimeout, "write_timeout")
+}
