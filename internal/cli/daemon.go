@@ -44,6 +44,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.MTU, "mtu", 0, "tunnel MTU (default 1420)")
 	fs.BoolVar(&verbose, "verbose", false, "log debug messages")
 	fs.StringVar(&cfg.ResolvConf, "resolv-conf", "/etc/resolv.conf", "host resolver file that `up --accept-dns` points at MagicDNS")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: warren daemon [FLAGS]\n\nRuns the node agent in the foreground (as root). Flags:")
 		fs.PrintDefaults()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"warren/internal/metrics"
 	"warren/internal/relay"
 	"warren/internal/stun"
 )
@@ -40,6 +42,7 @@ type relayConfig struct {
 	poll                        time.Duration
 	rate, burst                 int64
 	queue                       int
+	metricsListen               string
 }
 
 func relayFlags(stderr io.Writer) (*flag.FlagSet, *relayConfig) {
@@ -57,6 +60,7 @@ func relayFlags(stderr io.Writer) (*flag.FlagSet, *relayConfig) {
 	fs.Int64Var(&c.rate, "rate", relay.DefaultRate, "bytes per second one node may send (0: unlimited)")
 	fs.Int64Var(&c.burst, "burst", relay.DefaultBurst, "bytes one node may send in a burst")
 	fs.IntVar(&c.queue, "queue", relay.DefaultQueuePackets, "packets queued towards one node before new ones are dropped")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)")
 	return fs, c
 }
 
@@ -162,6 +166,11 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	rctx, rcancel := context.WithCancel(ctx)
 	defer rcancel()
 	go poller.Run(rctx)
+	if c.metricsListen != "" {
+		if _, err := metrics.Serve(rctx, c.metricsListen, metrics.Registry(metrics.Relay{R: rs}), slog.New(slog.NewTextHandler(stderr, nil))); err != nil {
+			return fail("--metrics-listen: %v", err)
+		}
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle(relay.Path, rs)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -21,6 +22,7 @@ import (
 
 	"warren/internal/control/admin"
 	"warren/internal/control/server"
+	"warren/internal/metrics"
 	"warren/internal/noise"
 	"warren/internal/relay"
 	"warren/internal/store"
@@ -45,6 +47,7 @@ type serverConfig struct {
 	STUNListen     string `json:"stun_listen"`
 	PublicURL      string `json:"public_url"`
 	RelayMap       string `json:"relay_map"`
+	MetricsListen  string `json:"metrics_listen"`
 	// Relay is "true" in the config file (a JSON boolean), --relay on the
 	// command line.
 	Relay bool `json:"relay"`
@@ -83,6 +86,7 @@ func newServerFlags(name string, stderr io.Writer, all bool) *serverFlags {
 		fs.BoolVar(&sf.c.Relay, "relay", false, "also serve a packet relay (at "+relay.Path+", with the server key) for the nodes in the store")
 		fs.StringVar(&sf.c.STUNListen, "stun-listen", "", `UDP address to answer STUN on, e.g. ":3478" (default off)`)
 		fs.StringVar(&sf.c.PublicURL, "public-url", "", "the URL nodes reach this server at, for the relay map (default: http(s)://LISTEN when it names a host)")
+		fs.StringVar(&sf.c.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)")
 		fs.StringVar(&sf.c.RelayMap, "relay-map", "", "JSON file of further relays offered to nodes ({\"regions\":[{id,code,url,public_key,stun}]})")
 	}
 	return sf
@@ -394,6 +398,11 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, srv.Notify))
+	if c.MetricsListen != "" {
+		if _, err := metrics.Serve(ctx, c.MetricsListen, metrics.Registry(metrics.Server{S: srv}), slog.New(slog.NewTextHandler(stderr, nil))); err != nil {
+			return fail("--metrics-listen: %v", err)
+		}
+	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger}
 
 	l, err := net.Listen("tcp", c.Listen)

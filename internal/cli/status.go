@@ -77,7 +77,7 @@ func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 		var detail []string
 		switch p.Path {
 		case "direct":
-			detail = append(detail, fmt.Sprintf("direct %s (%s)", p.PathAddr, fmtRTT(p.PathRTT)))
+			detail = append(detail, fmt.Sprintf("direct %s (rtt %s, jitter %s)", p.PathAddr, fmtRTT(p.PathRTT), fmtRTT(p.PathJitter)))
 		case "relay":
 			detail = append(detail, "relay "+p.PathRelay)
 		case "guess":
@@ -128,7 +128,8 @@ func runPing(args []string, stdout, stderr io.Writer) int {
 	sock := socketFlag(fs)
 	var req localapi.PingRequest
 	asJSON := fs.Bool("json", false, "print one JSON object per probe")
-	fs.IntVar(&req.Count, "c", 4, "number of probes")
+	fs.IntVar(&req.Count, "c", 4, "number of probes (with --until-direct: at most; default 30)")
+	untilDirect := fs.Bool("until-direct", false, "stop at the first reply over a direct path; fail if none comes")
 	fs.DurationVar(&req.Interval, "interval", time.Second, "time between probes")
 	fs.DurationVar(&req.Timeout, "timeout", 2*time.Second, "how long to wait for each reply")
 	// Accept flags after the peer name too (warren ping PEER -c 3).
@@ -152,11 +153,19 @@ func runPing(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	req.Peer = rest[0]
+	if *untilDirect && !flagSet(fs, "c") {
+		req.Count = 30
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	pctx, direct := context.WithCancel(ctx)
+	defer direct()
 	var rtts []time.Duration
-	sent := 0
-	err := localapi.NewClient(*sock).Ping(ctx, req, func(r localapi.PingResult) {
+	sent, wentDirect := 0, false
+	err := localapi.NewClient(*sock).Ping(pctx, req, func(r localapi.PingResult) {
+		if wentDirect {
+			return
+		}
 		sent++
 		if *asJSON {
 			printJSONLine(stdout, r)
@@ -171,9 +180,13 @@ func runPing(args []string, stdout, stderr io.Writer) int {
 		}
 		if r.Err == "" {
 			rtts = append(rtts, r.RTT)
+			if *untilDirect && strings.HasPrefix(r.Endpoint, "direct ") {
+				wentDirect = true
+				direct()
+			}
 		}
 	})
-	if err != nil && ctx.Err() == nil {
+	if err != nil && pctx.Err() == nil {
 		fmt.Fprintf(stderr, "warren ping: %v\n", err)
 		return 1
 	}
@@ -197,7 +210,20 @@ func runPing(args []string, stdout, stderr io.Writer) int {
 	if len(rtts) == 0 {
 		return 1
 	}
+	if *untilDirect && !wentDirect {
+		if !*asJSON {
+			fmt.Fprintf(stdout, "%s: no direct path after %d probes\n", req.Peer, sent)
+		}
+		return 1
+	}
 	return 0
+}
+
+// flagSet reports whether flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func printJSONLine(w io.Writer, v any) {

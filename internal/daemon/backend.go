@@ -446,7 +446,7 @@ func (d *Daemon) fillPath(ps *localapi.PeerStatus, k noise.PublicKey) {
 	if path.Addr.IsValid() {
 		ps.PathAddr = path.Addr.String()
 	}
-	ps.PathRTT = path.RTT
+	ps.PathRTT, ps.PathJitter = path.RTT, path.Jitter
 	if path.Kind == magicsock.PathRelay {
 		ps.PathRelay = d.relay.region.Code
 	}

@@ -47,6 +47,9 @@ type Config struct {
 	// ResolvConf is the host resolver file `up --accept-dns` rewrites;
 	// default /etc/resolv.conf.
 	ResolvConf string
+	// MetricsListen, if set, serves Prometheus metrics on /metrics at this
+	// address (a bare port binds to loopback).
+	MetricsListen string
 }
 
 // Defaults.
@@ -78,10 +81,11 @@ type Daemon struct {
 	health  []string
 	state   string
 
-	expiryTimer *time.Timer // re-applies the map when a peer expires
-	drop        dropState   // file drop (drop.go)
-	dns         magicDNS    // the node's resolver (dns.go)
-	relay       relayState  // the relay client (paths.go)
+	expiryTimer *time.Timer   // re-applies the map when a peer expires
+	drop        dropState     // file drop (drop.go)
+	dns         magicDNS      // the node's resolver (dns.go)
+	relay       relayState    // the relay client (paths.go)
+	obs         observability // metrics, captures, recent logs (metrics.go)
 }
 
 // New checks cfg and fills in defaults; Run does the work.
@@ -112,7 +116,10 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("--state-dir: %w", err)
 	}
 	cfg.StateDir = abs
-	return &Daemon{cfg: cfg, log: cfg.Logger, applied: map[noise.PublicKey]appliedPeer{}, state: localapi.StateNoState}, nil
+	d := &Daemon{cfg: cfg, applied: map[noise.PublicKey]appliedPeer{}, state: localapi.StateNoState}
+	d.log = d.obs.logs.wrap(cfg.Logger) // recent lines kept for `warren debug bundle`
+	d.cfg.Logger = d.log
+	return d, nil
 }
 
 // Run starts the node and serves until ctx ends or the interface goes
@@ -149,6 +156,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	}
 	d.ms = magicsock.New(d.tr, magicsock.Options{NodeKey: key.PublicKey(), DiscoKey: disco, Logger: d.log})
 	d.dev = device.New(td, d.ms, device.Options{Logger: d.log})
+	d.initMetrics()
 	defer func() {
 		done := make(chan struct{})
 		go func() { d.dev.Close(); close(done) }()
@@ -181,6 +189,11 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	go func() {
 		apiDone <- localapi.Serve(ln, d, gid, func(f string, a ...any) { d.log.Warn(fmt.Sprintf(f, a...)) })
 	}()
+	mctx, mstop := context.WithCancel(ctx)
+	defer mstop()
+	if err := d.startMetrics(mctx); err != nil {
+		return fmt.Errorf("--metrics-listen: %w", err)
+	}
 
 	d.mu.Lock()
 	switch {

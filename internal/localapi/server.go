@@ -14,6 +14,7 @@
 //	POST /ping  PingRequest → newline-delimited PingResult, one per probe
 //	GET  /netcheck         NetcheckReport
 //	     /file/...          file drop, when the Backend is a FileBackend (file.go)
+//	     /debug/...         metrics, capture, bundle, when the Backend is a DebugBackend (debug.go)
 package localapi
 
 import (
@@ -248,6 +249,9 @@ func Handler(b Backend) http.Handler {
 	})
 	if fb, ok := b.(FileBackend); ok {
 		mux.Handle("/localapi/v1/file/", fb.FileHandler())
+	}
+	if db, ok := b.(DebugBackend); ok {
+		mux.Handle("/localapi/v1/debug/", db.DebugHandler())
 	}
 	return mux
 }

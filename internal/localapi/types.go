@@ -51,6 +51,7 @@ type PeerStatus struct {
 	PathAddr      string        `json:"pathAddr,omitempty"`
 	PathRelay     string        `json:"pathRelay,omitempty"`
 	PathRTT       time.Duration `json:"pathRTT,omitempty"`
+	PathJitter    time.Duration `json:"pathJitter,omitempty"` // smoothed variation of probe RTTs
 	Online        bool          `json:"online"`
 	LastSeen      time.Time     `json:"lastSeen,omitzero"`
 	LastHandshake time.Time     `json:"lastHandshake,omitzero"`

@@ -11,6 +11,7 @@ package metrics
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 )
 
 // Registry returns a registry with cs and the Go runtime and process
@@ -35,6 +37,18 @@ func Registry(cs ...prometheus.Collector) *prometheus.Registry {
 // Handler serves g in the Prometheus text format.
 func Handler(g prometheus.Gatherer) http.Handler {
 	return promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// WriteText writes what g gathers in the Prometheus text format.
+func WriteText(w io.Writer, g prometheus.Gatherer) error {
+	mfs, gerr := g.Gather()
+	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			return err
+		}
+	}
+	return gerr
 }
 
 // ListenAddr completes a --metrics-listen value: a bare port or ":PORT"

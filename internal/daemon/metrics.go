@@ -1,0 +1,67 @@
+package daemon
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"warren/internal/metrics"
+)
+
+// observability is the daemon's metrics registry, live captures and
+// recent log lines (metrics.go, capture.go, bundle.go).
+type observability struct {
+	reg     *prometheus.Registry
+	capture captureState
+	logs    logRing
+}
+
+// initMetrics builds the metrics registry over the engine, the path layer
+// and the UDP transport; Run calls it once they exist.
+func (d *Daemon) initMetrics() {
+	d.obs.reg = metrics.Registry(&metrics.Node{
+		Device:         d.dev,
+		Paths:          d.ms,
+		UDP:            d.tr,
+		Peers:          d.metricPeers,
+		CaptureDropped: d.obs.capture.dropped.Load,
+	})
+}
+
+// startMetrics serves /metrics on --metrics-listen, if set, until ctx ends.
+func (d *Daemon) startMetrics(ctx context.Context) error {
+	if d.cfg.MetricsListen == "" {
+		return nil
+	}
+	_, err := metrics.Serve(ctx, d.cfg.MetricsListen, d.obs.reg, d.log)
+	return err
+}
+
+// metricPeers lists the current map's peers for the per-peer metrics.
+func (d *Daemon) metricPeers() []metrics.Peer {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.nm == nil {
+		return nil
+	}
+	self := d.key.PublicKey()
+	out := make([]metrics.Peer, 0, len(d.nm.Peers))
+	for i := range d.nm.Peers {
+		p := &d.nm.Peers[i]
+		if p.Key != self {
+			out = append(out, metrics.Peer{Key: p.Key, Name: p.Name})
+		}
+	}
+	return out
+}
+
+// DebugHandler serves the local API's debug endpoints
+// (localapi.DebugBackend).
+func (d *Daemon) DebugHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /localapi/v1/debug/metrics", metrics.Handler(d.obs.reg))
+	mux.HandleFunc("GET /localapi/v1/debug/capture", d.serveCapture)
+	mux.HandleFunc("GET /localapi/v1/debug/bundle", d.serveBundle)
+	return mux
+}

@@ -1,0 +1,302 @@
+package mesh
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestObserve checks issue #9's observability end to end on two nodes
+// started with --metrics-listen: after a transfer, /metrics on both shows
+// the bytes (one side's tx, the other's rx) and a direct path with its RTT,
+// and the drop counters by reason (policy included, at 0: no filter yet);
+// `warren metrics` serves the same; `warren status` shows RTT, jitter and
+// handshake age; `warren ping --until-direct` stops on a direct reply; a
+// capture taken during a ping is a pcap holding the ICMP echo and reply,
+// and an outer capture a pcapng annotated with the path; the debug bundle
+// holds status, metrics and logs but neither the node's private key nor
+// any auth or API key.
+func TestObserve(t *testing.T) {
+	l := newLab(t, "sqlite:"+filepath.Join(t.TempDir(), "warren.db"))
+	l.startServer()
+	l.mustAdmin("users", "create", "alice")
+	key := l.mustAdmin("authkeys", "create", "--user", "alice", "--reusable")
+	a := startNodeWith(l, "obsa", "--metrics-listen", "9100")
+	b := startNodeWith(l, "obsb", "--metrics-listen", "127.0.0.1:9100")
+	nodes := []*node{a, b}
+	parallel(t, nodes, func(n *node) error { _, err := n.up(key); return err })
+	waitPeers(t, nodes, 1, 10*time.Second)
+	av4, _ := a.ips()
+	bv4, _ := b.ips()
+
+	// ping --until-direct: stops at the first reply over a direct path.
+	out := l.must(a.ns, "ping", "--socket", a.sock, "--until-direct", "--interval", "200ms", "obsb")
+	if !strings.Contains(out, "via direct 198.18.") || strings.Contains(out, "no direct path") {
+		t.Fatalf("ping --until-direct:\n%s", out)
+	}
+
+	// A transfer: 200 pings of 1000 bytes, each way 200 × 1028 bytes of IP.
+	const count, size = 200, 1000
+	if o, err := a.ns.Output("ping", "-q", "-c", strconv.Itoa(count), "-i", "0.005", "-s", strconv.Itoa(size), bv4); err != nil {
+		t.Fatalf("ping: %v\n%s", err, o)
+	}
+	minBytes := float64(count * (size + 28))
+	waitFor(t, 5*time.Second, "direct path reported by both nodes' metrics", func() bool {
+		ma, mb := scrape(t, a), scrape(t, b)
+		return ma.get(`warren_peer_path{key="`, `path="direct",peer="obsb"}`) == 1 &&
+			mb.get(`warren_peer_path{key="`, `path="direct",peer="obsa"}`) == 1
+	})
+	ma, mb := scrape(t, a), scrape(t, b)
+	for _, c := range []struct {
+		m    metricSet
+		name string
+		peer string
+	}{{ma, "warren_peer_tx_bytes_total", "obsb"}, {mb, "warren_peer_rx_bytes_total", "obsa"},
+		{ma, "warren_peer_rx_bytes_total", "obsb"}, {mb, "warren_peer_tx_bytes_total", "obsa"}} {
+		if v := c.m.get(c.name+`{key="`, `peer="`+c.peer+`"}`); v < minBytes {
+			t.Errorf("%s{peer=%q} = %v, want at least %v", c.name, c.peer, v, minBytes)
+		}
+	}
+	if v := ma.get(`warren_peer_tx_packets_total{key="`, `peer="obsb"}`); v < count {
+		t.Errorf("tx packets %v, want at least %d", v, count)
+	}
+	if v := ma.get(`warren_peer_path_rtt_seconds{key="`, `peer="obsb"}`); v <= 0 || v > 1 {
+		t.Errorf("path RTT %v s", v)
+	}
+	if v := ma.get(`warren_peer_handshake_age_seconds{key="`, `peer="obsb"}`); v < 0 || v > 120 {
+		t.Errorf("handshake age %v s", v)
+	}
+	for _, reason := range []string{"bad_mac", "replay", "no_route", "policy", "no_session", "queue_full"} {
+		if _, ok := ma[`warren_drops_total{reason="`+reason+`"}`]; !ok {
+			t.Errorf("no warren_drops_total{reason=%q}", reason)
+		}
+	}
+	if v := ma[`warren_drops_total{reason="policy"}`]; v != 0 {
+		t.Errorf("policy drops %v without a policy engine", v)
+	}
+	// warren metrics: the same over the local API.
+	mt := l.must(a.ns, "metrics", "--socket", a.sock)
+	if !strings.Contains(mt, "warren_peer_rx_bytes_total{") || !strings.Contains(mt, "warren_queue_depth{queue=\"encrypt\"}") {
+		t.Errorf("warren metrics lacks the peer and queue metrics:\n%.2000s", mt)
+	}
+	st := l.must(a.ns, "status", "--socket", a.sock)
+	if !regexp.MustCompile(`direct 198\.18\.\d+\.2:\d+ \(rtt [0-9.]+ms, jitter [0-9.]+ms\), handshake `).MatchString(st) {
+		t.Errorf("status lacks path RTT, jitter and handshake age:\n%s", st)
+	}
+
+	// Inner capture of obsb's traffic during a ping.
+	capFile := filepath.Join(t.TempDir(), "inner.pcap")
+	capCmd := startCapture(t, a, capFile, "--duration", "4s", "obsb")
+	waitFor(t, 5*time.Second, "capture header", func() bool {
+		fi, err := os.Stat(capFile)
+		return err == nil && fi.Size() >= 24
+	})
+	if o, err := a.ns.Output("ping", "-c", "2", "-i", "0.2", bv4); err != nil {
+		t.Fatalf("ping: %v\n%s", err, o)
+	}
+	if err := capCmd.Wait(); err != nil {
+		t.Fatalf("capture: %v", err)
+	}
+	pkts := readPcap(t, capFile)
+	var echo, reply int
+	for _, p := range pkts {
+		if len(p) < 28 || p[0]>>4 != 4 || p[9] != 1 {
+			continue
+		}
+		src, dst := net.IP(p[12:16]).String(), net.IP(p[16:20]).String()
+		switch {
+		case p[20] == 8 && src == av4 && dst == bv4:
+			echo++
+		case p[20] == 0 && src == bv4 && dst == av4:
+			reply++
+		}
+	}
+	if echo < 2 || reply < 2 {
+		t.Fatalf("capture of %d packets: %d echo requests %s→%s, %d replies; want 2 each", len(pkts), echo, av4, bv4, reply)
+	}
+
+	// Outer capture: pcapng, each message annotated with peer and path.
+	outerFile := filepath.Join(t.TempDir(), "outer.pcapng")
+	capCmd = startCapture(t, a, outerFile, "--outer", "-c", "4", "--duration", "5s", "obsb")
+	waitFor(t, 5*time.Second, "outer capture header", func() bool {
+		fi, err := os.Stat(outerFile)
+		return err == nil && fi.Size() >= 48
+	})
+	a.ns.Output("ping", "-c", "3", "-i", "0.2", bv4)
+	if err := capCmd.Wait(); err != nil {
+		t.Fatalf("outer capture: %v", err)
+	}
+	ng, err := os.ReadFile(outerFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ng) < 48 || binary.LittleEndian.Uint32(ng) != 0x0A0D0D0A || !bytes.Contains(ng, []byte("obsb via direct 198.18.")) {
+		t.Fatalf("outer capture is not an annotated pcapng (%d bytes): %q", len(ng), ng[:min(len(ng), 300)])
+	}
+
+	// The debug bundle: everything but secrets.
+	bundle := filepath.Join(t.TempDir(), "bundle.txt")
+	l.must(a.ns, "debug", "bundle", "--socket", a.sock, "-o", bundle)
+	bb, err := os.ReadFile(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := os.ReadFile(filepath.Join(a.dir, "state", "node.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	privB64 := strings.TrimSpace(string(priv))
+	if len(privB64) != 44 {
+		t.Fatalf("node.key holds %q, want a base64 key", privB64)
+	}
+	for _, secret := range []string{privB64, "wkey_", "wapi_", key, l.srv.apiKey} {
+		if bytes.Contains(bb, []byte(secret)) {
+			t.Errorf("bundle contains a secret (%.8s...)", secret)
+		}
+	}
+	for _, want := range []string{"===== status", "===== netmap (keys redacted)", "===== metrics", "warren_peer_rx_bytes_total", "===== logs", "daemon started", `"name": "obsb"`} {
+		if !bytes.Contains(bb, []byte(want)) {
+			t.Errorf("bundle lacks %q", want)
+		}
+	}
+}
+
+// startNodeWith is lab.startNode with extra daemon flags.
+func startNodeWith(l *lab, name string, extra ...string) *node {
+	ns, addr := l.attach("mn")
+	dir := l.t.TempDir()
+	n := &node{l: l, name: name, ns: ns, dir: dir, sock: filepath.Join(dir, "warrend.sock"), under: addr}
+	args := append([]string{"daemon", "--state-dir", filepath.Join(dir, "state"), "--socket", n.sock, "--tun", "warren0", "--verbose"}, extra...)
+	n.cmd = ns.Start(l.t, warrenBin, args...)
+	waitFor(l.t, 10*time.Second, name+" daemon socket", func() bool {
+		_, err := os.Stat(n.sock)
+		return err == nil
+	})
+	l.nodes = append(l.nodes, n)
+	return n
+}
+
+func startCapture(t *testing.T, n *node, file string, args ...string) *exec.Cmd {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.ns.Name, warrenBin, "debug", "capture", "--socket", n.sock, "-o", file}, args...)...)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("capture stderr: %s", errb.String())
+		}
+	})
+	return cmd
+}
+
+// metricSet maps "name{labels}" to a value.
+type metricSet map[string]float64
+
+// get returns the value of the series whose key starts with prefix and
+// ends with suffix (labels are sorted: key=, then others).
+func (m metricSet) get(prefix, suffix string) float64 {
+	for k, v := range m {
+		if strings.HasPrefix(k, prefix) && strings.HasSuffix(k, suffix) {
+			return v
+		}
+	}
+	return -1
+}
+
+// scrape fetches http://127.0.0.1:9100/metrics inside the node's namespace.
+func scrape(t *testing.T, n *node) metricSet {
+	t.Helper()
+	var body []byte
+	err := n.ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:9100", 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("HTTP %s", resp.Status)
+		}
+		body, err = io.ReadAll(resp.Body)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("scrape %s: %v", n.name, err)
+	}
+	m := metricSet{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m
+}
+
+// readPcap parses a classic pcap file (either byte order, micro or nano
+// seconds) and returns its packets.
+func readPcap(t *testing.T, path string) [][]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 24 {
+		t.Fatalf("%s: %d bytes, no pcap header", path, len(b))
+	}
+	var bo binary.ByteOrder
+	switch binary.LittleEndian.Uint32(b) {
+	case 0xa1b2c3d4, 0xa1b23c4d:
+		bo = binary.LittleEndian
+	case 0xd4c3b2a1, 0x4d3cb2a1:
+		bo = binary.BigEndian
+	default:
+		t.Fatalf("%s: bad pcap magic %x", path, b[:4])
+	}
+	if major, minor := bo.Uint16(b[4:]), bo.Uint16(b[6:]); major != 2 || minor != 4 {
+		t.Fatalf("pcap version %d.%d", major, minor)
+	}
+	if lt := bo.Uint32(b[20:]); lt != 101 && lt != 228 && lt != 229 {
+		t.Fatalf("pcap link type %d, want raw IP", lt)
+	}
+	var pkts [][]byte
+	for off := 24; off < len(b); {
+		if off+16 > len(b) {
+			t.Fatalf("truncated record header at %d", off)
+		}
+		incl, orig := int(bo.Uint32(b[off+8:])), int(bo.Uint32(b[off+12:]))
+		if incl > orig || off+16+incl > len(b) {
+			t.Fatalf("bad record at %d: incl %d orig %d", off, incl, orig)
+		}
+		pkts = append(pkts, b[off+16:off+16+incl])
+		off += 16 + incl
+	}
+	return pkts
+}
