@@ -131,6 +131,8 @@ func (sf *serverFlags) resolve() (serverConfig, error) {
 			c.PublicURL = sf.c.PublicURL
 		case "relay-map":
 			c.RelayMap = sf.c.RelayMap
+		case "metrics-listen":
+			c.MetricsListen = sf.c.MetricsListen
 		}
 	})
 	if c.DataDir == "" {
@@ -153,7 +155,7 @@ func mergeConfig(c *serverConfig, fc serverConfig) {
 		{&c.Listen, fc.Listen}, {&c.DataDir, fc.DataDir}, {&c.DB, fc.DB}, {&c.IPv4Prefix, fc.IPv4Prefix},
 		{&c.IPv6Prefix, fc.IPv6Prefix}, {&c.Domain, fc.Domain}, {&c.EphemeralGrace, fc.EphemeralGrace},
 		{&c.TLSCert, fc.TLSCert}, {&c.TLSKey, fc.TLSKey}, {&c.STUNListen, fc.STUNListen},
-		{&c.PublicURL, fc.PublicURL}, {&c.RelayMap, fc.RelayMap},
+		{&c.PublicURL, fc.PublicURL}, {&c.RelayMap, fc.RelayMap}, {&c.MetricsListen, fc.MetricsListen},
 	} {
 		if p.src != "" {
 			*p.dst = p.src
@@ -178,7 +180,7 @@ func loadServerConfig(path string) (serverConfig, error) {
 		"listen": &c.Listen, "data_dir": &c.DataDir, "db": &c.DB, "ipv4_prefix": &c.IPv4Prefix,
 		"ipv6_prefix": &c.IPv6Prefix, "domain": &c.Domain, "ephemeral_grace": &c.EphemeralGrace,
 		"tls_cert": &c.TLSCert, "tls_key": &c.TLSKey, "stun_listen": &c.STUNListen,
-		"public_url": &c.PublicURL, "relay_map": &c.RelayMap,
+		"public_url": &c.PublicURL, "relay_map": &c.RelayMap, "metrics_listen": &c.MetricsListen,
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {

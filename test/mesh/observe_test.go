@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"warren/internal/nettest"
 )
 
 // TestObserve checks issue #9's observability end to end on two nodes
@@ -30,7 +32,7 @@ import (
 // any auth or API key.
 func TestObserve(t *testing.T) {
 	l := newLab(t, "sqlite:"+filepath.Join(t.TempDir(), "warren.db"))
-	l.startServer()
+	l.startServer("--metrics-listen", "9101")
 	l.mustAdmin("users", "create", "alice")
 	key := l.mustAdmin("authkeys", "create", "--user", "alice", "--reusable")
 	a := startNodeWith(l, "obsa", "--metrics-listen", "9100")
@@ -126,6 +128,7 @@ func TestObserve(t *testing.T) {
 	if echo < 2 || reply < 2 {
 		t.Fatalf("capture of %d packets: %d echo requests %s→%s, %d replies; want 2 each", len(pkts), echo, av4, bv4, reply)
 	}
+	tcpdump(t, capFile, "ICMP echo request", "ICMP echo reply")
 
 	// Outer capture: pcapng, each message annotated with peer and path.
 	outerFile := filepath.Join(t.TempDir(), "outer.pcapng")
@@ -144,6 +147,20 @@ func TestObserve(t *testing.T) {
 	}
 	if len(ng) < 48 || binary.LittleEndian.Uint32(ng) != 0x0A0D0D0A || !bytes.Contains(ng, []byte("obsb via direct 198.18.")) {
 		t.Fatalf("outer capture is not an annotated pcapng (%d bytes): %q", len(ng), ng[:min(len(ng), 300)])
+	}
+	tcpdump(t, outerFile, "UDP, length")
+
+	// The server's metrics: both nodes online, maps sent, latencies.
+	ms := scrapeNS(t, l.srv.ns, "127.0.0.1:9101")
+	if v := ms["warren_server_nodes_online"]; v != 2 {
+		t.Errorf("warren_server_nodes_online = %v, want 2", v)
+	}
+	if ms[`warren_server_netmaps_sent_total{kind="full"}`] < 2 || ms[`warren_server_netmaps_sent_total{kind="delta"}`] < 1 {
+		t.Errorf("netmaps sent: full %v, delta %v; want at least 2 full maps and a delta (the second node joining)",
+			ms[`warren_server_netmaps_sent_total{kind="full"}`], ms[`warren_server_netmaps_sent_total{kind="delta"}`])
+	}
+	if ms["warren_server_stream_write_seconds_count"] < 3 || ms["warren_server_store_read_seconds_count"] < 1 {
+		t.Errorf("latency histograms: stream writes %v, store reads %v", ms["warren_server_stream_write_seconds_count"], ms["warren_server_store_read_seconds_count"])
 	}
 
 	// The debug bundle: everything but secrets.
@@ -171,6 +188,26 @@ func TestObserve(t *testing.T) {
 			t.Errorf("bundle lacks %q", want)
 		}
 	}
+}
+
+// tcpdump reads a capture with tcpdump, when installed, and checks that
+// its output holds each of want.
+func tcpdump(t *testing.T, file string, want ...string) {
+	t.Helper()
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		t.Logf("tcpdump not installed: %s not read with it", file)
+		return
+	}
+	out, err := exec.Command("tcpdump", "-nr", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tcpdump -nr %s: %v\n%s", file, err, out)
+	}
+	for _, w := range want {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("tcpdump -nr %s lacks %q:\n%s", file, w, out)
+		}
+	}
+	t.Logf("tcpdump -nr %s:\n%s", filepath.Base(file), out)
 }
 
 // startNodeWith is lab.startNode with extra daemon flags.
@@ -221,9 +258,15 @@ func (m metricSet) get(prefix, suffix string) float64 {
 // scrape fetches http://127.0.0.1:9100/metrics inside the node's namespace.
 func scrape(t *testing.T, n *node) metricSet {
 	t.Helper()
+	return scrapeNS(t, n.ns, "127.0.0.1:9100")
+}
+
+// scrapeNS fetches http://addr/metrics inside ns.
+func scrapeNS(t *testing.T, ns *nettest.NS, addr string) metricSet {
+	t.Helper()
 	var body []byte
-	err := n.ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:9100", 2*time.Second)
+	err := ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 		if err != nil {
 			return err
 		}
@@ -242,7 +285,7 @@ func scrape(t *testing.T, n *node) metricSet {
 		return err
 	})
 	if err != nil {
-		t.Fatalf("scrape %s: %v", n.name, err)
+		t.Fatalf("scrape %s in %s: %v", addr, ns.Name, err)
 	}
 	m := metricSet{}
 	for _, line := range strings.Split(string(body), "\n") {
