@@ -19,7 +19,7 @@ func init() {
 	register(command{"down", "down                 take this node off the mesh (it stays registered)", runDown})
 	register(command{"logout", "logout               take the node down and forget its registration and key", runLogout})
 	register(command{"status", "status [--json]      show this node and its peers", runStatus})
-	register(command{"ip", "ip [-4|-6] [PEER]    print this node's (or a peer's) tunnel addresses", runIP})
+	register(command{"ip", "ip [-4|-6] [PEER]    print this node's (or a peer's) tunnel addresses (--json)", runIP})
 	register(command{"ping", "ping [-c N] PEER     ping a peer over the tunnel, one line per probe", runPing})
 }
 
@@ -135,6 +135,7 @@ func runIP(args []string, stdout, stderr io.Writer) int {
 	sock := socketFlag(fs)
 	only4 := fs.Bool("4", false, "IPv4 only")
 	only6 := fs.Bool("6", false, "IPv6 only")
+	asJSON := fs.Bool("json", false, "print the addresses as a JSON list")
 	if code, ok := parseVerb(fs, args, 1, stderr); !ok {
 		return code
 	}
@@ -161,10 +162,18 @@ func runIP(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "warren ip: no addresses yet (is the node up? see `warren status`)")
 		return 1
 	}
+	out := []string{}
 	for _, a := range p.Addresses {
 		if (*only4 && !a.Is4()) || (*only6 && !a.Is6()) {
 			continue
 		}
+		out = append(out, a.String())
+	}
+	if *asJSON {
+		emitJSON(stdout, out)
+		return 0
+	}
+	for _, a := range out {
 		fmt.Fprintln(stdout, a)
 	}
 	return 0
