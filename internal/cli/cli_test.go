@@ -22,11 +22,27 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"wg", "waytoolonginterfacename"}, 2, "1 to 15 bytes"},
 		{[]string{"wg", "--bogus", "wg0"}, 2, "flag provided but not defined"},
 		{[]string{"genkey", "x"}, 2, "takes no arguments"},
+		{[]string{"up", "--bogus"}, 2, "warren up: flag provided but not defined: -bogus"},
+		{[]string{"up", "--timeout", "soon"}, 2, `warren up: invalid value "soon" for flag -timeout`},
+		{[]string{"daemon", "--port", "70000"}, 2, "--port 70000: must be 0..65535"},
+		{[]string{"daemon", "--tun", "a/b"}, 2, "--tun"},
+		{[]string{"daemon", "--mtu", "100"}, 2, "--mtu 100"},
+		{[]string{"daemon", "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"status", "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"ip", "-4", "-6"}, 2, "exclude each other"},
+		{[]string{"ping"}, 2, "exactly one peer"},
+		{[]string{"ping", "-c", "0", "b"}, 2, "-c must be at least 1"},
+		{[]string{"down", "x"}, 2, `unexpected argument "x"`},
+		{[]string{"netcheck", "--what"}, 2, "flag provided but not defined"},
+		{[]string{"status", "--socket", "/nonexistent/warrend.sock"}, 1, "is `warren daemon` running?"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)
-		if code != tc.code || !strings.Contains(errb.String(), tc.msg) {
+		if code != tc.code || !strings.Contains(errb.String(), tc.msg) || strings.Count(strings.TrimSpace(errb.String()), "\n") > 0 && tc.code != 2 {
 			t.Errorf("%v: code %d, stderr %q; want %d and %q", tc.args, code, errb.String(), tc.code, tc.msg)
+		}
+		if tc.args != nil && strings.Count(strings.TrimSpace(errb.String()), "\n") > 0 {
+			t.Errorf("%v: error is not one line: %q", tc.args, errb.String())
 		}
 	}
 }

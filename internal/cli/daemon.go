@@ -49,15 +49,8 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: warren daemon [FLAGS]\n\nRuns the node agent in the foreground (as root). Flags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "warren daemon: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if code, ok := parseVerb(fs, args, 0, stderr); !ok {
+		return code
 	}
 	if port > 65535 {
 		fmt.Fprintf(stderr, "warren daemon: --port %d: must be 0..65535\n", port)
@@ -96,10 +89,15 @@ func socketFlag(fs *flag.FlagSet) *string {
 // parseVerb parses a node verb's flags, handling --help and stray
 // arguments; ok false means return code.
 func parseVerb(fs *flag.FlagSet, args []string, maxArgs int, stderr io.Writer) (code int, ok bool) {
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
+			fmt.Fprintf(stderr, "usage: warren %s [FLAGS]\n", fs.Name())
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
 			return 0, false
 		}
+		fmt.Fprintf(stderr, "warren %s: %v (see --help)\n", fs.Name(), err)
 		return 2, false
 	}
 	if fs.NArg() > maxArgs {

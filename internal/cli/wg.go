@@ -38,10 +38,14 @@ func runWG(args []string, stdout, stderr io.Writer) int {
 	var foreground bool
 	fs.BoolVar(&foreground, "f", false, "stay in the foreground")
 	fs.BoolVar(&foreground, "foreground", false, "stay in the foreground")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: warren wg [-f|--foreground] IFNAME")
-	}
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			fmt.Fprintln(stderr, "usage: warren wg [-f|--foreground] IFNAME")
+			return 0
+		}
+		fmt.Fprintf(stderr, "warren wg: %v (usage: warren wg [-f|--foreground] IFNAME)\n", err)
 		return 2
 	}
 	if fs.NArg() != 1 {
