@@ -15,6 +15,7 @@ import (
 	"warren/internal/conn"
 	"warren/internal/device"
 	"warren/internal/localapi"
+	"warren/internal/magicsock"
 	"warren/internal/noise"
 )
 
@@ -40,6 +41,9 @@ type captureSub struct {
 	byPeer bool
 	addr   netip.Addr // filter by inner address (when valid)
 	ch     chan capturedPacket
+	// names are the map's peer names when the capture started: the outer
+	// tap annotates packets without taking the daemon's lock.
+	names map[noise.PublicKey]string
 }
 
 type capturedPacket struct {
@@ -96,15 +100,16 @@ func (d *Daemon) tapOuter(out bool, p *device.Peer, ep conn.Endpoint, pkt []byte
 		}
 		if data == nil {
 			now = time.Now()
-			data, comment = d.outerRecord(out, p, ep, pkt)
+			data, comment = d.outerRecord(out, p, ep, pkt, s.names)
 		}
 		s.offer(&d.obs.capture, capturedPacket{t: now, data: data, comment: comment})
 	}
 }
 
 // outerRecord wraps a WireGuard message in an IP/UDP header between the
-// engine's port and the peer's address, with a comment naming the path.
-func (d *Daemon) outerRecord(out bool, p *device.Peer, ep conn.Endpoint, pkt []byte) ([]byte, string) {
+// engine's port and the peer's address, with a comment naming the peer and
+// the path. It takes no daemon lock (it runs on the data plane).
+func (d *Daemon) outerRecord(out bool, p *device.Peer, ep conn.Endpoint, pkt []byte, names map[noise.PublicKey]string) ([]byte, string) {
 	local := netip.AddrPortFrom(netip.IPv4Unspecified(), d.dev.Port())
 	remote := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 	if ep != nil && ep.Addr().IsValid() {
@@ -119,30 +124,34 @@ func (d *Daemon) outerRecord(out bool, p *device.Peer, ep conn.Endpoint, pkt []b
 	}
 	comment := dir + " unknown peer"
 	if p != nil {
-		comment = dir + " " + p.PublicKey().String()
-		if name := d.peerName(p.PublicKey()); name != "" {
+		k := p.PublicKey()
+		comment = dir + " " + k.String()
+		if name := names[k]; name != "" {
 			comment = dir + " " + name
 		}
-		if path := d.pathString(p.PublicKey()); path != "" {
-			comment += " via " + path
+		switch path := d.ms.PeerPath(k); path.Kind {
+		case magicsock.PathDirect:
+			comment += " via direct " + path.Addr.String()
+		case magicsock.PathRelay:
+			comment += " via relay"
+		case magicsock.PathGuess:
+			comment += " via " + path.Addr.String() + " (unconfirmed)"
 		}
 	}
 	return capture.AppendUDP(nil, src, dst, pkt), comment
 }
 
-// peerName is the map's name for key ("" if unknown).
-func (d *Daemon) peerName(key noise.PublicKey) string {
+// peerNames maps the current map's peers to their names.
+func (d *Daemon) peerNames() map[noise.PublicKey]string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.nm == nil {
-		return ""
-	}
-	for i := range d.nm.Peers {
-		if d.nm.Peers[i].Key == key {
-			return d.nm.Peers[i].Name
+	names := map[noise.PublicKey]string{}
+	if d.nm != nil {
+		for i := range d.nm.Peers {
+			names[d.nm.Peers[i].Key] = d.nm.Peers[i].Name
 		}
 	}
-	return ""
+	return names
 }
 
 // hasAddr reports whether an IP packet's source or destination is a.
@@ -247,7 +256,7 @@ func (d *Daemon) serveCapture(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, fmt.Errorf("bad capture request: %v", err))
 		return
 	}
-	sub := &captureSub{outer: req.Outer, ch: make(chan capturedPacket, captureQueue)}
+	sub := &captureSub{outer: req.Outer, ch: make(chan capturedPacket, captureQueue), names: d.peerNames()}
 	if err := d.captureFilter(sub, req.Peer); err != nil {
 		writeAPIError(w, err)
 		return
