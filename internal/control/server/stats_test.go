@@ -1,0 +1,51 @@
+package server_test
+
+import (
+	"testing"
+	"time"
+
+	"warren/internal/control/server"
+)
+
+// TestStats checks the counters behind the server's metrics: streams
+// online, full maps and deltas queued, and the latency histograms.
+func TestStats(t *testing.T) {
+	e := newEnv(t, server.Options{})
+	e.start()
+	a := e.join("alpha", e.reuse)
+	b := e.join("bravo", e.reuse)
+	a.waitMap("bravo", 2*time.Second, hasPeers(b))
+	b.waitMap("alpha", 2*time.Second, hasPeers(a))
+	var st server.Stats
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		st = e.srv.Stats()
+		if st.NodesOnline == 2 && st.FullMapsSent >= 2 && st.DeltasSent >= 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st.NodesOnline != 2 || st.FullMapsSent < 2 || st.DeltasSent < 1 {
+		t.Fatalf("online %d, full maps %d, deltas %d; want 2, >= 2, >= 1 (alpha learns of bravo by a delta)", st.NodesOnline, st.FullMapsSent, st.DeltasSent)
+	}
+	count := func(l server.Latency) (n uint64) {
+		for _, c := range l.Counts {
+			n += c
+		}
+		return n
+	}
+	if len(st.StreamWrite.Counts) != len(server.LatencyBuckets)+1 || count(st.StreamWrite) < 3 || st.StreamWrite.Sum <= 0 {
+		t.Fatalf("stream write histogram %+v", st.StreamWrite)
+	}
+	if count(st.StoreRead) < 1 || st.StoreRead.Sum <= 0 {
+		t.Fatalf("store read histogram %+v", st.StoreRead)
+	}
+	b.stop()
+	deadline = time.Now().Add(2 * time.Second)
+	for e.srv.Stats().NodesOnline != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := e.srv.Stats().NodesOnline; n != 1 {
+		t.Fatalf("%d nodes online after bravo left, want 1", n)
+	}
+}
