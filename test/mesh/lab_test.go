@@ -225,24 +225,11 @@ func (n *node) pingOnce(addr string, wait time.Duration) error {
 	return err
 }
 
-func poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
+func poll(timeout time.Duration, cond func() bool) bool { return nettest.Poll(timeout, cond) }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	if !poll(timeout, cond) {
-		t.Fatalf("no %s after %v", what, timeout)
-	}
+	nettest.WaitFor(t, timeout, what, cond)
 }
 
 // backends lists the stores to run the suite on: SQLite always, PostgreSQL

@@ -306,24 +306,11 @@ func findDaemon(t *testing.T, ifname string) int {
 	return pids[0]
 }
 
-func poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+func poll(timeout time.Duration, cond func() bool) bool { return nettest.Poll(timeout, cond) }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	if !poll(timeout, cond) {
-		t.Fatalf("no %s after %v", what, timeout)
-	}
+	nettest.WaitFor(t, timeout, what, cond)
 }
 
 // wg runs wg(8) with args in the node's namespace.
