@@ -81,12 +81,12 @@ func Dial(ctx context.Context, relayURL string, relayKey noise.PublicKey, nodeKe
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	c := &Conn{c: cc, br: bufio.NewReaderSize(cc, controlbase.MaxPlaintext), rbuf: make([]byte, maxPayload)}
+	c := &Conn{c: cc, br: bufio.NewReaderSize(cc, controlbase.MaxPlaintext), rbuf: make([]byte, initialReadBuf)}
 	// The first frame is the relay's info, sent once the session is routable.
 	dl, _ := ctx.Deadline()
 	cc.SetReadDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { cc.SetReadDeadline(time.Unix(1, 0)) })
-	typ, p, err := readFrame(c.br, c.rbuf)
+	typ, p, err := readFrame(c.br, &c.rbuf)
 	stop()
 	if err == nil && (typ != frameInfo || len(p) < 20) {
 		err = errors.New("relay: first frame is not the relay's info")
@@ -147,7 +147,7 @@ func (c *Conn) write(b []byte) error {
 // deadline, the Conn is unusable: close it.
 func (c *Conn) Recv() (Message, error) {
 	for {
-		typ, p, err := readFrame(c.br, c.rbuf)
+		typ, p, err := readFrame(c.br, &c.rbuf)
 		if err != nil {
 			return Message{}, err
 		}

@@ -58,15 +58,21 @@ var ErrFrameTooLarge = errors.New("relay: frame too large")
 // readFrame reads one frame from r into buf (which must hold maxPayload
 // bytes) and returns its type and payload, aliasing buf. A length above
 // maxPayload fails before the payload is read.
-func readFrame(r io.Reader, buf []byte) (byte, []byte, error) {
+func readFrame(r io.Reader, bufp *[]byte) (byte, []byte, error) {
 	var hdr [frameHeaderLen]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return 0, nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[1:])
-	if n > maxPayload || int(n) > len(buf) {
+	if n > maxPayload {
 		return 0, nil, fmt.Errorf("%w: %d bytes (at most %d)", ErrFrameTooLarge, n, maxPayload)
 	}
+	if int(n) > cap(*bufp) {
+		// Grow for a large packet: idle sessions keep only the small
+		// initial buffer, so a thousand of them cost little memory.
+		*bufp = make([]byte, min(max(int(n), 2*cap(*bufp)), maxPayload))
+	}
+	buf := (*bufp)[:cap(*bufp)]
 	if _, err := io.ReadFull(r, buf[:n]); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
@@ -75,6 +81,10 @@ func readFrame(r io.Reader, buf []byte) (byte, []byte, error) {
 	}
 	return hdr[0], buf[:n], nil
 }
+
+// initialReadBuf is the first read buffer of a session: a full-size
+// WireGuard packet and its key fit.
+const initialReadBuf = 2048
 
 // appendHeader appends a frame header for a payload of n bytes.
 func appendHeader(dst []byte, typ byte, n int) []byte {

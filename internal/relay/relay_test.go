@@ -320,7 +320,7 @@ func FuzzReadFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := bytes.NewReader(b)
 		for {
-			typ, p, err := readFrame(r, buf)
+			typ, p, err := readFrame(r, &buf)
 			if err != nil {
 				return
 			}

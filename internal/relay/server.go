@@ -302,12 +302,12 @@ func (s *Server) handle(conn *controlbase.Conn) {
 func (c *client) readLoop() error {
 	s := c.s
 	br := bufio.NewReaderSize(c.conn, controlbase.MaxPlaintext)
-	buf := make([]byte, maxPayload)
+	buf := make([]byte, initialReadBuf)
 	tokens, last := s.o.Burst, time.Now()
 	var gone map[noise.PublicKey]time.Time
 	for {
 		c.conn.SetReadDeadline(time.Now().Add(s.o.KeepAlive * 5 / 2))
-		typ, p, err := readFrame(br, buf)
+		typ, p, err := readFrame(br, &buf)
 		if err != nil {
 			if errors.Is(err, ErrFrameTooLarge) {
 				s.c.closedOversize.Add(1)
