@@ -73,3 +73,11 @@ bench-control:
 .PHONY: bench-drop
 bench-drop:
 	./bench/drop.sh
+
+# The packet relay's throughput and CPU per GB (relay in a child process).
+# Flags: make bench-relay RELAYBENCHFLAGS="-pairs 2 -time 20s".
+.PHONY: bench-relay
+bench-relay:
+	$(GO) build -o $(BIN)/relaybench ./bench/relaybench
+	$(BIN)/relaybench -pairs 1 $(RELAYBENCHFLAGS)
+	$(BIN)/relaybench -pairs 4 $(RELAYBENCHFLAGS)
