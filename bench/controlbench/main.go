@@ -129,7 +129,7 @@ func main() {
 		par     = flag.Int("par", 64, "nodes connecting at once (dial until full map)")
 		timeout = flag.Duration("timeout", 60*time.Second, "give up on one change after this long")
 		gap     = flag.Duration("gap", time.Second, "pause between changes (longer than the server's fanout pacing, 50 µs per stream, so each change is timed alone)")
-		connTO  = flag.Duration("connect-timeout", 30*time.Minute, "give up on the connect phase after this long")
+		connTO  = flag.Duration("connect-timeout", 2*time.Hour, "give up on the connect phase after this long")
 		prof    = flag.String("cpuprofile", "", "write server CPU profiles to PREFIX.connect.pprof and PREFIX.changes.pprof, and the bench's (nodes) to PREFIX.nodes.changes.pprof")
 		verbose = flag.Bool("v", false, "log server and node errors")
 

@@ -142,6 +142,7 @@ func (in *interner) intern(n *netmap.Node) uint32 {
 	u64(n.ID)
 	h.WriteString(n.Name)
 	h.Write(n.Key[:])
+	h.Write(n.DiscoKey[:])
 	for _, e := range n.Endpoints {
 		a := e.Addr().As16()
 		h.Write(a[:])
@@ -286,6 +287,9 @@ func patch(n *netmap.Node, c *netmap.PeerChange) {
 	}
 	if c.Expiry != nil {
 		n.Expiry = *c.Expiry
+	}
+	if c.DiscoKey != nil {
+		n.DiscoKey = *c.DiscoKey
 	}
 }
 
