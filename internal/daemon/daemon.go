@@ -64,11 +64,13 @@ type Daemon struct {
 	cfg Config
 	log *slog.Logger
 
-	dev  *device.Device
-	tr   *udp.Transport
-	ms   *magicsock.Conn // the path layer over tr, under the engine
-	link *netcfg.Link
-	ln   net.Listener
+	dev *device.Device
+	tr  *udp.Transport
+	ms  *magicsock.Conn // the path layer over tr, under the engine
+
+	tunStats *tun.Stats // offload batching of the TUN device, for metrics
+	link     *netcfg.Link
+	ln       net.Listener
 
 	mu      sync.Mutex
 	key     noise.PrivateKey
@@ -146,6 +148,9 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	td, err := tun.Create(d.cfg.TUN, d.cfg.MTU)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", d.cfg.TUN, err)
+	}
+	if sd, ok := td.(tun.StatsDevice); ok {
+		d.tunStats = sd.Stats()
 	}
 	d.tr = udp.New()
 	d.tr.SetLogger(d.log)

@@ -24,6 +24,7 @@ func (d *Daemon) initMetrics() {
 		Device:         d.dev,
 		Paths:          d.ms,
 		UDP:            d.tr,
+		TUN:            d.tunStats,
 		Peers:          d.metricPeers,
 		CaptureDropped: d.obs.capture.dropped.Load,
 	})

@@ -8,6 +8,7 @@ import (
 	"warren/internal/device"
 	"warren/internal/magicsock"
 	"warren/internal/noise"
+	"warren/internal/tun"
 	"warren/internal/udp"
 )
 
@@ -22,6 +23,7 @@ type Node struct {
 	Device *device.Device
 	Paths  *magicsock.Conn // may be nil
 	UDP    *udp.Transport  // may be nil
+	TUN    *tun.Stats      // may be nil (no offloads)
 	// Peers lists the peers to report (the network map's).
 	Peers func() []Peer
 	// CaptureDropped counts packets a live capture dropped because its
@@ -50,6 +52,8 @@ var (
 	udpOffloaded  = desc("warren_udp_offload_messages_total", "Messages that carried several datagrams (GSO on send, GRO on receive).", "dir")
 	discoMessages = desc("warren_disco_messages_total", "Path probes (disco messages), by event: sent, received, bad.", "event")
 	relayPackets  = desc("warren_relay_packets_total", "Packets through the relay, by event: sent, received, dropped.", "event")
+	tunCalls      = desc("warren_tun_calls_total", "Reads and writes of the TUN device in offload mode, by direction.", "dir")
+	tunPackets    = desc("warren_tun_packets_total", "Packets through the TUN device in offload mode, by direction: packets/calls is the mean offload batch (segments per super-packet read, packets per coalesced write).", "dir")
 	captureDrops  = desc("warren_capture_dropped_total", "Packets a live capture dropped because its reader was too slow.")
 )
 
@@ -86,7 +90,7 @@ var pathKinds = []magicsock.PathKind{magicsock.PathDirect, magicsock.PathRelay, 
 func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{peerRxBytes, peerTxBytes, peerRxPackets, peerTxPackets, peerHandshake, peerHSAge,
 		peerPath, peerRTT, peerJitter, drops, handshakes, queueDepth, udpDatagrams, udpMessages, udpOffloaded,
-		discoMessages, relayPackets, captureDrops} {
+		discoMessages, relayPackets, captureDrops, tunCalls, tunPackets} {
 		ch <- d
 	}
 }
@@ -165,5 +169,11 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	}
 	if n.CaptureDropped != nil {
 		counter(captureDrops, n.CaptureDropped())
+	}
+	if t := n.TUN; t != nil {
+		counter(tunCalls, t.Reads.Load(), "read")
+		counter(tunCalls, t.Writes.Load(), "write")
+		counter(tunPackets, t.ReadPackets.Load(), "read")
+		counter(tunPackets, t.WritePackets.Load(), "write")
 	}
 }

@@ -11,6 +11,8 @@
 // kernel's stack handles one packet where it would handle dozens.
 package tun
 
+import "sync/atomic"
+
 // Event is a change of the device's state reported on Events.
 type Event int
 
@@ -47,4 +49,18 @@ type Device interface {
 	Events() <-chan Event
 	// Close closes the device; blocked Reads return an error.
 	Close() error
+}
+
+// Stats count what an offload-mode device moved, so that its batching can
+// be watched: ReadPackets/Reads is the mean number of segments a kernel
+// super-packet was split into, WritePackets/Writes the mean number of
+// packets coalesced into one write.
+type Stats struct {
+	Reads, ReadPackets   atomic.Uint64
+	Writes, WritePackets atomic.Uint64
+}
+
+// StatsDevice is a Device that keeps Stats.
+type StatsDevice interface {
+	Stats() *Stats
 }

@@ -55,7 +55,12 @@ type linuxDevice struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	stats Stats
 }
+
+// Stats implements StatsDevice.
+func (t *linuxDevice) Stats() *Stats { return &t.stats }
 
 // Create creates a TUN interface named name (which may hold a %d for the
 // kernel to fill in, like "wg%d") in the calling thread's network namespace
@@ -311,7 +316,10 @@ func (t *linuxDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 	}
 	var hdr virtioNetHdr
 	hdr.decode(t.readBuf)
-	return gsoSplit(t.readBuf[virtioNetHdrLen:n], hdr, bufs, sizes, offset)
+	k, err := gsoSplit(t.readBuf[virtioNetHdrLen:n], hdr, bufs, sizes, offset)
+	t.stats.Reads.Add(1)
+	t.stats.ReadPackets.Add(uint64(k))
+	return k, err
 }
 
 // Write writes the packets bufs[i][offset:]. Packets the kernel refuses are
@@ -344,6 +352,8 @@ func (t *linuxDevice) Write(bufs [][]byte, offset int) (int, error) {
 	c := t.gro.Get().(*coalescer)
 	defer t.gro.Put(c)
 	outs := c.coalesce(bufs, offset, t.mode.tso, t.mode.uso)
+	t.stats.WritePackets.Add(uint64(len(bufs)))
+	t.stats.Writes.Add(uint64(len(outs)))
 	for k := range outs {
 		o := &outs[k]
 		err := t.writePacket(bufs[o.idx][offset-virtioNetHdrLen : offset+o.length])

@@ -85,6 +85,10 @@ func TestObserve(t *testing.T) {
 			t.Errorf("no warren_drops_total{reason=%q}", reason)
 		}
 	}
+	// Offload batching is counted (the pings went through the TUN device).
+	if ma[`warren_tun_packets_total{dir="read"}`] < count || ma[`warren_tun_calls_total{dir="write"}`] == 0 {
+		t.Errorf("TUN offload counters: read packets %v, write calls %v", ma[`warren_tun_packets_total{dir="read"}`], ma[`warren_tun_calls_total{dir="write"}`])
+	}
 	if v := ma[`warren_drops_total{reason="policy"}`]; v != 0 {
 		t.Errorf("policy drops %v without a policy engine", v)
 	}
