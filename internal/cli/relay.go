@@ -229,12 +229,13 @@ func runRelayKey(args []string, stdout, stderr io.Writer) int {
 // store on mux (`warren server --relay`) and starts a STUN responder when
 // stunListen is set (returning its address). The returned function closes
 // the relay's sessions.
-func embeddedRelay(ctx context.Context, mux *http.ServeMux, opts relay.Options, stunListen string) (func(), net.Addr, error) {
+func embeddedRelay(ctx context.Context, mux *http.ServeMux, opts relay.Options, stunListen string) (func(), net.Addr, *relay.Server, error) {
 	closeFn := func() {}
+	var rs *relay.Server
 	if opts.Allowed != nil {
-		rs, err := relay.NewServer(opts)
-		if err != nil {
-			return nil, nil, err
+		var err error
+		if rs, err = relay.NewServer(opts); err != nil {
+			return nil, nil, nil, err
 		}
 		mux.Handle(relay.Path, rs)
 		closeFn = func() { rs.Close() }
@@ -243,9 +244,9 @@ func embeddedRelay(ctx context.Context, mux *http.ServeMux, opts relay.Options, 
 		a, _, err := stun.Listen(ctx, stunListen)
 		if err != nil {
 			closeFn()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return closeFn, a, nil
+		return closeFn, a, rs, nil
 	}
-	return closeFn, nil, nil
+	return closeFn, nil, rs, nil
 }

@@ -387,7 +387,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	if c.Relay {
 		ropts.Allowed = relay.StoreAllowed(st, 5*time.Second)
 	}
-	closeRelay, stunAddr, err := embeddedRelay(ctx, mux, ropts, c.STUNListen)
+	closeRelay, stunAddr, rs, err := embeddedRelay(ctx, mux, ropts, c.STUNListen)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -401,7 +401,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, srv.Notify))
 	if c.MetricsListen != "" {
-		if _, err := metrics.Serve(ctx, c.MetricsListen, metrics.Registry(metrics.Server{S: srv}), slog.New(slog.NewTextHandler(stderr, nil))); err != nil {
+		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), slog.New(slog.NewTextHandler(stderr, nil))); err != nil {
 			return fail("--metrics-listen: %v", err)
 		}
 	}

@@ -6,6 +6,10 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"warren/internal/control/server"
+	"warren/internal/metrics"
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/relay"
@@ -56,4 +60,14 @@ func (c serverConfig) relayRegions(serverKey noise.PublicKey, stunAddr net.Addr)
 		}
 	}
 	return out, nil
+}
+
+// serverCollectors is the server's metrics registry: the control server's,
+// and the embedded relay's when there is one.
+func serverCollectors(srv *server.Server, rs *relay.Server) *prometheus.Registry {
+	cs := []prometheus.Collector{metrics.Server{S: srv}}
+	if rs != nil {
+		cs = append(cs, metrics.Relay{R: rs})
+	}
+	return metrics.Registry(cs...)
 }
