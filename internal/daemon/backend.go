@@ -245,7 +245,7 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 	}
 	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: sk, NodeKey: key,
 		DiscoKey: d.ms.DiscoPublic(),
-		MapPath:  d.mapPath(), Logf: func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) }})
+		MapPath:  d.mapPath(), Logf: d.controlLog})
 }
 
 // rotateKey moves the node to a fresh key (warren up --force-reauth): the
@@ -467,4 +467,15 @@ func (d *Daemon) pathString(k noise.PublicKey) string {
 		return ps.PathAddr
 	}
 	return ""
+}
+
+// controlLog logs the control client's messages: a lost or refused stream
+// (the client then reconnects with backoff) as a warning, the rest as info.
+func (d *Daemon) controlLog(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if strings.Contains(msg, "reconnecting") || strings.Contains(msg, "refused") {
+		d.log.Warn(msg)
+		return
+	}
+	d.log.Info(msg)
 }
