@@ -22,6 +22,7 @@ import (
 
 	"warren/internal/allowedips"
 	"warren/internal/conn"
+	"warren/internal/filter"
 	"warren/internal/noise"
 	"warren/internal/ratelimit"
 	"warren/internal/tun"
@@ -75,7 +76,8 @@ type Device struct {
 
 	underLoadUntil atomic.Int64 // unix nanos
 	mtu            atomic.Int32
-	tap            atomic.Pointer[Tap] // live capture (capture.go); nil: off
+	tap            atomic.Pointer[Tap]           // live capture (capture.go); nil: off
+	filter         atomic.Pointer[filter.Filter] // inbound packet filter (SetFilter); nil: none
 
 	queue struct {
 		encrypt   chan *batch

@@ -224,12 +224,17 @@ func (p *Peer) sequentialReceiver(q chan *batch) {
 		}
 		if data {
 			p.timers.dataReceived()
+			flt := d.filter.Load()
 			d.routes.RLock()
 			for _, e := range b.elems {
 				if e.drop {
 					continue
 				}
 				if pkt, ok := p.checkInnerLocked(e.pkt); ok {
+					if flt != nil && !flt.Allow(pkt) {
+						d.Stats.DropPolicy.Add(1)
+						continue
+					}
 					bufs = append(bufs, e.buf[:wire.TransportDataOffset+len(pkt)])
 				}
 			}

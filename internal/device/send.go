@@ -63,6 +63,7 @@ func (d *Device) readTUN() {
 			lastDst netip.Addr
 		)
 		tap := d.tap.Load()
+		flt := d.filter.Load()
 		for i := 0; i < count; i++ {
 			pkt := elems[i].buf[MessageTransportStart : MessageTransportStart+sizes[i]]
 			dst, ok := destination(pkt)
@@ -81,6 +82,9 @@ func (d *Device) readTUN() {
 			last, lastDst = p, dst
 			if tap != nil && tap.Inner != nil {
 				tap.Inner(true, p, pkt)
+			}
+			if flt != nil {
+				flt.Record(pkt) // replies to flows this node starts may come in
 			}
 			elems[i].pkt = pkt
 			groups.add(p, elems[i])

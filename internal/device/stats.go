@@ -24,7 +24,7 @@ type Stats struct {
 	DropNoRoute        atomic.Uint64 // TUN packet for no peer
 	DropQueueFull      atomic.Uint64 // a peer's queue overflowed
 	DropStaged         atomic.Uint64 // staged packet dropped (waiting too long or overflow)
-	DropPolicy         atomic.Uint64 // refused by the packet filter (reserved: no filter yet, issue #8)
+	DropPolicy         atomic.Uint64 // refused by the packet filter (SetFilter)
 	CookieRepliesSent  atomic.Uint64
 	HandshakesSent     atomic.Uint64
 	HandshakesDone     atomic.Uint64
@@ -37,5 +37,6 @@ func (s *Stats) Dropped() uint64 {
 		s.DropRateLimited.Load() + s.DropHandshakeQueue.Load() + s.DropUnknownPeer.Load() +
 		s.DropHandshake.Load() + s.DropTimestamp.Load() + s.DropFlood.Load() +
 		s.DropCookieReply.Load() + s.DropNoSession.Load() + s.DropExpiredKey.Load() +
-		s.DropDecrypt.Load() + s.DropReplay.Load() + s.DropSourceAddr.Load() + s.DropBadInner.Load()
+		s.DropDecrypt.Load() + s.DropReplay.Load() + s.DropSourceAddr.Load() + s.DropBadInner.Load() +
+		s.DropPolicy.Load()
 }
