@@ -88,6 +88,7 @@ type Daemon struct {
 	dns         magicDNS      // the node's resolver (dns.go)
 	relay       relayState    // the relay client (paths.go)
 	obs         observability // metrics, captures, recent logs (metrics.go)
+	filter      filterState   // the engine's packet filter (filter.go)
 }
 
 // New checks cfg and fills in defaults; Run does the work.

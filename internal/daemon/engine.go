@@ -48,6 +48,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 	d.nm = nm
 	d.state = localapi.StateRunning
 	d.healthLocked("")
+	d.applyFilterLocked(nm) // before any new peer can send
 	self := d.key.PublicKey()
 	now := time.Now()
 
