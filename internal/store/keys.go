@@ -30,6 +30,7 @@ type PreAuthKey struct {
 	UsedCount int64
 	UsedAt    time.Time // last use; zero if never used
 	Created   time.Time
+	Tags      []string // nodes joining with it carry these tags (sorted)
 }
 
 // APIKey is a stored admin API key; the secret itself is never stored.
@@ -143,16 +144,23 @@ type PreAuthKeyOptions struct {
 	Reusable  bool
 	Ephemeral bool      // nodes joining with it are ephemeral
 	Expiry    time.Time // zero: never expires
+	// Tags are given to nodes joining with the key ("tag:NAME"); the
+	// caller checks that the key's user may use them (tags.go).
+	Tags []string
 }
 
 // CreatePreAuthKey creates a key for a user and returns its secret, which is
 // shown once and never stored.
 func (s *Store) CreatePreAuthKey(ctx context.Context, userID int64, o PreAuthKeyOptions) (string, *PreAuthKey, error) {
+	tags, err := normTags(o.Tags)
+	if err != nil {
+		return "", nil, fmt.Errorf("create auth key: %w", err)
+	}
 	key, prefix, hash := newSecret(authKeyKind)
-	k := &PreAuthKey{UserID: userID, Prefix: prefix, Reusable: o.Reusable, Ephemeral: o.Ephemeral, Expiry: o.Expiry, Created: s.now()}
-	err := s.db.QueryRowContext(ctx, s.q(`INSERT INTO preauth_keys
-		(user_id, prefix, hash, reusable, ephemeral, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`),
-		userID, prefix, hash, o.Reusable, o.Ephemeral, tsOf(o.Expiry), k.Created.UnixNano()).Scan(&k.ID)
+	k := &PreAuthKey{UserID: userID, Prefix: prefix, Reusable: o.Reusable, Ephemeral: o.Ephemeral, Expiry: o.Expiry, Created: s.now(), Tags: tags}
+	err = s.db.QueryRowContext(ctx, s.q(`INSERT INTO preauth_keys
+		(user_id, prefix, hash, reusable, ephemeral, expires_at, created_at, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
+		userID, prefix, hash, o.Reusable, o.Ephemeral, tsOf(o.Expiry), k.Created.UnixNano(), joinTags(tags)).Scan(&k.ID)
 	if isForeignKey(err) {
 		return "", nil, fmt.Errorf("create auth key: user %d: %w", userID, ErrNotFound)
 	}
@@ -162,16 +170,18 @@ func (s *Store) CreatePreAuthKey(ctx context.Context, userID int64, o PreAuthKey
 	return key, k, nil
 }
 
-const preAuthCols = "id, user_id, prefix, reusable, ephemeral, expires_at, used_count, used_at, created_at, hash"
+const preAuthCols = "id, user_id, prefix, reusable, ephemeral, expires_at, used_count, used_at, created_at, hash, tags"
 
 func scanPreAuthKey(sc interface{ Scan(...any) error }) (*PreAuthKey, []byte, error) {
 	var k PreAuthKey
 	var exp, used sql.NullInt64
 	var created int64
 	var hash []byte
-	if err := sc.Scan(&k.ID, &k.UserID, &k.Prefix, &k.Reusable, &k.Ephemeral, &exp, &k.UsedCount, &used, &created, &hash); err != nil {
+	var tags string
+	if err := sc.Scan(&k.ID, &k.UserID, &k.Prefix, &k.Reusable, &k.Ephemeral, &exp, &k.UsedCount, &used, &created, &hash, &tags); err != nil {
 		return nil, nil, err
 	}
+	k.Tags = splitTags(tags)
 	k.Expiry, k.UsedAt, k.Created = timeOf(exp), timeOf(used), time.Unix(0, created)
 	return &k, hash, nil
 }

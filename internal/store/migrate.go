@@ -83,6 +83,17 @@ var migrations = []migration{
 	{3, []string{
 		`ALTER TABLE nodes ADD COLUMN disco_key TEXT NOT NULL DEFAULT ''`,
 	}},
+	{4, []string{
+		// Access policy versions (policy.go): the newest row is in force;
+		// empty text means no policy.
+		`CREATE TABLE policies (
+			id {{ID}},
+			text TEXT NOT NULL,
+			created_at BIGINT NOT NULL)`,
+		// Tags (tags.go): comma-separated, sorted.
+		`ALTER TABLE preauth_keys ADD COLUMN tags TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE nodes ADD COLUMN tags TEXT NOT NULL DEFAULT ''`,
+	}},
 }
 
 // SchemaVersion is the newest schema this build knows.

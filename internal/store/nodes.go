@@ -30,6 +30,9 @@ type Node struct {
 	Ephemeral bool
 	Created   time.Time
 	DiscoKey  string // the node's path-probe public key, as reported; "" if none
+	// Tags come from the auth key the node (last) registered with; a
+	// tagged node is owned by its tags, not its user (package policy).
+	Tags []string
 }
 
 // RegisterOptions carry the optional parts of a registration.
@@ -38,16 +41,18 @@ type RegisterOptions struct {
 	Expiry    time.Time // node key expiry; zero: never
 }
 
-const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key"
+const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key, tags"
 
 func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	var n Node
 	var akid, seen, exp sql.NullInt64
 	var v4, v6, eps string
 	var created int64
-	if err := sc.Scan(&n.ID, &n.UserID, &akid, &n.NodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &n.DiscoKey); err != nil {
+	var tags string
+	if err := sc.Scan(&n.ID, &n.UserID, &akid, &n.NodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &n.DiscoKey, &tags); err != nil {
 		return nil, err
 	}
+	n.Tags = splitTags(tags)
 	n.AuthKeyID = akid.Int64
 	n.LastSeen, n.Expiry, n.Created = timeOf(seen), timeOf(exp), time.Unix(0, created)
 	var err error
@@ -92,11 +97,12 @@ func (s *Store) RegisterNode(ctx context.Context, authKey, nodeKey, hostname str
 		case err == nil && existing.UserID == k.UserID:
 			// Registering again with a valid key re-authenticates the
 			// node: its expiry starts over (an expired node comes back).
-			if !existing.Expiry.Equal(o.Expiry) {
-				if _, err := tx.ExecContext(ctx, s.q("UPDATE nodes SET expires_at = ? WHERE id = ?"), tsOf(o.Expiry), existing.ID); err != nil {
+			// It takes the key's tags too.
+			if !existing.Expiry.Equal(o.Expiry) || joinTags(existing.Tags) != joinTags(k.Tags) {
+				if _, err := tx.ExecContext(ctx, s.q("UPDATE nodes SET expires_at = ?, tags = ? WHERE id = ?"), tsOf(o.Expiry), joinTags(k.Tags), existing.ID); err != nil {
 					return err
 				}
-				existing.Expiry = o.Expiry
+				existing.Expiry, existing.Tags = o.Expiry, k.Tags
 			}
 			n = existing
 			return nil
@@ -130,10 +136,10 @@ func (s *Store) RegisterNode(ctx context.Context, authKey, nodeKey, hostname str
 			return err
 		}
 		n = &Node{UserID: k.UserID, AuthKeyID: k.ID, NodeKey: nodeKey, Hostname: hostname, Name: name, IPv4: v4, IPv6: v6,
-			Endpoints: nonNil(o.Endpoints), Expiry: o.Expiry, Ephemeral: k.Ephemeral, Created: now}
+			Endpoints: nonNil(o.Endpoints), Expiry: o.Expiry, Ephemeral: k.Ephemeral, Created: now, Tags: k.Tags}
 		return tx.QueryRowContext(ctx, s.q(`INSERT INTO nodes (user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6,
-			endpoints, online, expires_at, ephemeral, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, FALSE, ?, ?, ?) RETURNING id`),
-			n.UserID, n.AuthKeyID, nodeKey, hostname, name, v4.String(), v6.String(), string(eps), tsOf(o.Expiry), n.Ephemeral, now.UnixNano()).Scan(&n.ID)
+			endpoints, online, expires_at, ephemeral, created_at, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, FALSE, ?, ?, ?, ?) RETURNING id`),
+			n.UserID, n.AuthKeyID, nodeKey, hostname, name, v4.String(), v6.String(), string(eps), tsOf(o.Expiry), n.Ephemeral, now.UnixNano(), joinTags(k.Tags)).Scan(&n.ID)
 	})
 	switch {
 	case err == nil:

@@ -1,0 +1,41 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"warren/internal/policy"
+)
+
+// MaxTags bounds the tags of one key or node.
+const MaxTags = 32
+
+// normTags checks tags ("tag:NAME") and returns them sorted, without
+// duplicates; nil for none.
+func normTags(tags []string) ([]string, error) {
+	if len(tags) == 0 {
+		return nil, nil
+	}
+	if len(tags) > MaxTags {
+		return nil, fmt.Errorf("%w: at most %d tags", ErrInvalid, MaxTags)
+	}
+	out := make([]string, 0, len(tags))
+	for _, t := range tags {
+		if !policy.ValidTag(t) {
+			return nil, fmt.Errorf("%w: invalid tag %q (tag: then letters, digits and dashes)", ErrInvalid, t)
+		}
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+func joinTags(tags []string) string { return strings.Join(tags, ",") }
+
+func splitTags(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
