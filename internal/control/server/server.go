@@ -102,6 +102,8 @@ type Server struct {
 	// yet fanned out.
 	dns      netmap.DNSConfig
 	dnsDirty bool
+	// pol is the access policy and each node's compiled filter (policy.go).
+	pol policyState
 
 	stats serverStats // stats.go
 }

@@ -74,6 +74,7 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 		return
 	}
 	ss.version = 1
+	ss.filter = s.filterLocked(id) // what the full map carried
 	ss.base = s.snapshotDirtyLocked()
 	ss.sendBytes(full)
 	s.stats.fullMaps.Add(1)
@@ -154,7 +155,9 @@ type session struct {
 	// base is, when the full map was built after the last fanout, the
 	// value it had of each node changed since (see fanoutLocked); s.mu.
 	base map[uint64]*netmap.Node
-	q    chan []byte
+	// filter is the packet filter this stream's node was last sent; s.mu.
+	filter []byte
+	q      chan []byte
 
 	once      sync.Once
 	done      chan struct{} // closed by kill

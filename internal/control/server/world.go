@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/policy"
 	"warren/internal/store"
 )
 
@@ -85,7 +88,11 @@ func (s *Server) refreshLocked() error {
 		s.dnsDirty = true
 		s.kickFanout()
 	}
+	if err := s.loadPolicyLocked(ctx); err != nil {
+		return err
+	}
 	nw := &netmap.NetworkMap{Peers: make([]netmap.Node, 0, len(nodes))}
+	idents := make(map[uint64]policy.Node, len(nodes))
 	now := time.Now()
 	for _, n := range nodes {
 		if !s.sweepLocked(ctx, n, now) {
@@ -93,8 +100,10 @@ func (s *Server) refreshLocked() error {
 		}
 		if nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID)); ok {
 			nw.Peers = append(nw.Peers, nn)
+			idents[nn.ID] = identOf(n, &nn)
 		}
 	}
+	s.setIdentsLocked(idents)
 	d := netmap.Diff(s.world, nw)
 	for i := range d.PeersAdded {
 		s.markDirtyLocked(d.PeersAdded[i].ID, nil)
@@ -151,6 +160,15 @@ func (s *Server) updateNodeLocked(id int64) error {
 		if ok {
 			next = []netmap.Node{nn}
 		}
+	}
+	if next != nil {
+		ident := identOf(n, &next[0])
+		s.setIdentLocked(uint64(id), &ident)
+	} else {
+		s.setIdentLocked(uint64(id), nil)
+	}
+	if s.pol.dirty {
+		s.kickFanout() // a tag change alone is no world change
 	}
 	i, found := slices.BinarySearchFunc(s.world.Peers, uint64(id), func(n netmap.Node, id uint64) int { return cmp.Compare(n.ID, id) })
 	switch {
@@ -261,9 +279,12 @@ func (s *Server) diffDirtyLocked(base map[uint64]*netmap.Node) netmap.Delta {
 // start from the values it had. A delta that is the same for every stream
 // (it does not concern the stream's own node) is encoded once.
 func (s *Server) fanoutLocked() {
-	if len(s.dirty) == 0 && !s.dnsDirty {
+	s.compileLocked()
+	if len(s.dirty) == 0 && !s.dnsDirty && !s.pol.changed {
 		return
 	}
+	filtersChanged := s.pol.changed
+	s.pol.changed = false
 	d := s.diffDirtyLocked(nil)
 	var dns *netmap.DNSConfig
 	if s.dnsDirty {
@@ -297,7 +318,13 @@ func (s *Server) fanoutLocked() {
 			ss.refuse(proto.CodeNodeExpired, expiredMessage)
 			continue
 		}
-		if sd == &d && tmpl != nil && !concerns(&d, id) {
+		var filter json.RawMessage
+		filterChanged := false
+		if filtersChanged {
+			filter = s.filterLocked(id)
+			filterChanged = !bytes.Equal(filter, ss.filter)
+		}
+		if sd == &d && tmpl != nil && !concerns(&d, id) && !filterChanged {
 			b, err := tmpl.encode(ss.version, ss.version+1)
 			if err != nil {
 				s.opts.Logf("control: encode for node %d: %v", id, err)
@@ -310,6 +337,12 @@ func (s *Server) fanoutLocked() {
 			continue
 		}
 		nd := netmap.Delta{From: ss.version, To: ss.version + 1, DNS: dns}
+		if filterChanged { // this node's own filter: a per-stream delta
+			if nd.PacketFilter = filter; filter == nil {
+				nd.PacketFilter = json.RawMessage("null")
+			}
+			ss.filter = filter
+		}
 		for i := range sd.PeersAdded {
 			if sd.PeersAdded[i].ID == id {
 				nd.Self = &sd.PeersAdded[i]
@@ -387,7 +420,8 @@ func (s *Server) sweepLocked(ctx context.Context, n *store.Node, now time.Time) 
 
 // fullMapLocked builds node id's full map from the world; s.mu held.
 func (s *Server) fullMapLocked(id uint64, version uint64) (*netmap.NetworkMap, bool) {
-	m := &netmap.NetworkMap{Version: version, Domain: s.opts.Domain, DNS: s.dns.Clone(), Relays: s.opts.Relays, Peers: make([]netmap.Node, 0, len(s.world.Peers))}
+	m := &netmap.NetworkMap{Version: version, Domain: s.opts.Domain, DNS: s.dns.Clone(), Relays: s.opts.Relays, Peers: make([]netmap.Node, 0, len(s.world.Peers)),
+		PacketFilter: s.filterLocked(id)}
 	found := false
 	for i := range s.world.Peers {
 		if s.world.Peers[i].ID == id {

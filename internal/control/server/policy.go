@@ -1,0 +1,152 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"slices"
+
+	"warren/internal/netmap"
+	"warren/internal/policy"
+	"warren/internal/store"
+)
+
+// The access policy (package policy) is loaded on each full reload, like
+// the DNS configuration. Each node gets its own compiled filter: in its
+// full map, and as a per-stream delta (netmap.Delta.PacketFilter) when it
+// changes. A node's filter depends on the policy and on every node's
+// identity (user, tags, addresses), so it is recompiled when either
+// changes, never for online state or endpoints: the common fanout path
+// does not touch filters.
+type policyState struct {
+	text    string                 // the policy in force ("" none)
+	p       *policy.Policy         // parsed; nil: no policy (allow all)
+	idents  map[uint64]policy.Node // every world node's identity
+	dirty   bool                   // policy or identities changed: recompile
+	filters map[uint64][]byte      // each node's filter JSON; nil map: no policy
+	changed bool                   // filters changed since the last fanout
+}
+
+// identOf is a node's identity as the policy sees it.
+func identOf(n *store.Node, nn *netmap.Node) policy.Node {
+	return policy.Node{ID: nn.ID, User: nn.User, Tags: n.Tags, Addrs: nn.Addresses}
+}
+
+func identEqual(a, b policy.Node) bool {
+	return a.ID == b.ID && a.User == b.User && slices.Equal(a.Tags, b.Tags) && slices.Equal(a.Addrs, b.Addrs)
+}
+
+// loadPolicyLocked reads the policy in force; s.mu held.
+func (s *Server) loadPolicyLocked(ctx context.Context) error {
+	sp, err := s.st.Policy(ctx)
+	if err != nil {
+		return err
+	}
+	if sp.Text == s.pol.text && (s.pol.p != nil || sp.Text == "") {
+		return nil
+	}
+	var p *policy.Policy
+	if sp.Text != "" {
+		if p, err = policy.Parse([]byte(sp.Text)); err != nil {
+			// Stored policies were checked on upload; keep the last good one.
+			s.opts.Logf("control: stored policy %d does not parse, keeping the previous one: %v", sp.ID, err)
+			return nil
+		}
+	}
+	s.pol.text, s.pol.p, s.pol.dirty = sp.Text, p, true
+	s.kickFanout()
+	return nil
+}
+
+// setIdentsLocked replaces every identity (full reload); s.mu held.
+func (s *Server) setIdentsLocked(idents map[uint64]policy.Node) {
+	if len(idents) != len(s.pol.idents) {
+		s.pol.dirty = true
+	} else {
+		for id, n := range idents {
+			if o, ok := s.pol.idents[id]; !ok || !identEqual(o, n) {
+				s.pol.dirty = true
+				break
+			}
+		}
+	}
+	s.pol.idents = idents
+}
+
+// setIdentLocked updates one node's identity (nil: gone); s.mu held.
+func (s *Server) setIdentLocked(id uint64, n *policy.Node) {
+	o, had := s.pol.idents[id]
+	switch {
+	case n == nil && had:
+		delete(s.pol.idents, id)
+		s.pol.dirty = true
+	case n != nil && (!had || !identEqual(o, *n)):
+		if s.pol.idents == nil {
+			s.pol.idents = map[uint64]policy.Node{}
+		}
+		s.pol.idents[id] = *n
+		s.pol.dirty = true
+	}
+}
+
+// compileLocked recompiles every node's filter if the policy or an
+// identity changed, and notes whether any filter changed; s.mu held.
+func (s *Server) compileLocked() {
+	if !s.pol.dirty {
+		return
+	}
+	s.pol.dirty = false
+	if s.pol.p == nil {
+		if s.pol.filters != nil {
+			s.pol.filters, s.pol.changed = nil, true
+		}
+		return
+	}
+	nodes := make([]policy.Node, 0, len(s.pol.idents))
+	for _, n := range s.pol.idents {
+		nodes = append(nodes, n)
+	}
+	specs := s.pol.p.Compile(nodes)
+	next := make(map[uint64][]byte, len(specs))
+	for id, spec := range specs {
+		b, err := json.Marshal(spec)
+		if err != nil {
+			s.opts.Logf("control: encode filter of node %d: %v", id, err)
+			b = []byte(`{"rules":[]}`) // nothing in: never fail open
+		}
+		if old, ok := s.pol.filters[id]; ok && bytes.Equal(old, b) {
+			b = old
+		}
+		next[id] = b
+	}
+	if s.pol.filters == nil || len(next) != len(s.pol.filters) {
+		s.pol.changed = true
+	} else {
+		for id, b := range next {
+			if !bytes.Equal(s.pol.filters[id], b) {
+				s.pol.changed = true
+				break
+			}
+		}
+	}
+	s.pol.filters = next
+}
+
+// filterLocked is node id's current filter (nil: no policy); s.mu held.
+func (s *Server) filterLocked(id uint64) json.RawMessage {
+	s.compileLocked()
+	if s.pol.filters == nil {
+		return nil
+	}
+	if b, ok := s.pol.filters[id]; ok {
+		return b
+	}
+	return json.RawMessage(`{"rules":[]}`)
+}
+
+// Policy returns the parsed policy in force (nil: none), as last loaded.
+func (s *Server) Policy() *policy.Policy {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pol.p
+}
