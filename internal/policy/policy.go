@@ -128,7 +128,8 @@ func Parse(text []byte) (*Policy, error) {
 	if len(text) > MaxSize {
 		return nil, &Error{Msg: fmt.Sprintf("policy is larger than %d bytes", MaxSize)}
 	}
-	p := &Policy{src: text}
+	text = bytes.Clone(text) // Standardize below rewrites comments in place
+	p := &Policy{src: bytes.Clone(text)}
 	ast, err := hujson.Parse(text)
 	if err != nil {
 		var line, col int

@@ -201,3 +201,13 @@ func FuzzParse(f *testing.F) {
 		p.Compile([]Node{{ID: 1, User: "alice", Addrs: pfx("100.64.0.1/32")}, {ID: 2, User: "bob", Tags: []string{"tag:db"}, Addrs: pfx("fd00::2/128")}})
 	})
 }
+
+func TestParseLeavesInputAlone(t *testing.T) {
+	in := []byte(example)
+	if _, err := Check(in); err != nil {
+		t.Fatal(err)
+	}
+	if string(in) != example {
+		t.Fatal("Parse modified its input")
+	}
+}

@@ -74,6 +74,7 @@ func New(st *store.Store, notify func()) http.Handler {
 		{"DELETE /api/v1/apikeys/{id}", a.deleteAPIKey},
 	}
 	routes = append(routes, dnsRoutes(a)...)
+	routes = append(routes, policyRoutes(a)...)
 	for _, rt := range routes {
 		h := rt.h
 		a.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {

@@ -34,6 +34,7 @@ type AuthKey struct {
 	UsedCount  int64      `json:"used_count"`
 	LastUsed   *time.Time `json:"last_used,omitempty"`
 	Created    time.Time  `json:"created"`
+	Tags       []string   `json:"tags,omitempty"`
 }
 
 // Node is a node as the API shows it.
@@ -51,6 +52,7 @@ type Node struct {
 	Expired   bool       `json:"expired"`
 	Ephemeral bool       `json:"ephemeral"`
 	Created   time.Time  `json:"created"`
+	Tags      []string   `json:"tags,omitempty"` // a tagged node is owned by its tags
 }
 
 // APIKey is an admin API key; Key is set only in the response that created
@@ -78,6 +80,9 @@ type (
 		Reusable   bool   `json:"reusable"`
 		Ephemeral  bool   `json:"ephemeral"`
 		Expiration string `json:"expiration"`
+		// Tags ("tag:NAME") are given to the nodes joining with the key;
+		// the policy's tagOwners must let the user use each of them.
+		Tags []string `json:"tags,omitempty"`
 	}
 	// APIKeyRequest creates an admin API key.
 	APIKeyRequest struct {
@@ -100,13 +105,13 @@ func toUser(u *store.User) User { return User{ID: u.ID, Name: u.Name, Created: u
 func toAuthKey(k *store.PreAuthKey, user string, now time.Time) AuthKey {
 	return AuthKey{ID: k.ID, Prefix: k.Prefix, User: user, Reusable: k.Reusable, Ephemeral: k.Ephemeral,
 		Expiration: opt(k.Expiry), Expired: expired(k.Expiry, now), UsedCount: k.UsedCount,
-		LastUsed: opt(k.UsedAt), Created: k.Created.UTC()}
+		LastUsed: opt(k.UsedAt), Created: k.Created.UTC(), Tags: k.Tags}
 }
 
 func toNode(n *store.Node, user string, now time.Time) Node {
 	out := Node{ID: n.ID, Name: n.Name, User: user, Hostname: n.Hostname, NodeKey: n.NodeKey, Addresses: []string{},
 		Endpoints: n.Endpoints, Online: n.Online, LastSeen: opt(n.LastSeen), Expiry: opt(n.Expiry),
-		Expired: expired(n.Expiry, now), Ephemeral: n.Ephemeral, Created: n.Created.UTC()}
+		Expired: expired(n.Expiry, now), Ephemeral: n.Ephemeral, Created: n.Created.UTC(), Tags: n.Tags}
 	if out.Endpoints == nil {
 		out.Endpoints = []string{}
 	}
@@ -263,7 +268,10 @@ func (a *api) createAuthKey(w http.ResponseWriter, r *http.Request) (int, any, e
 	if err != nil {
 		return 0, nil, err
 	}
-	secret, k, err := a.st.CreatePreAuthKey(r.Context(), u.ID, store.PreAuthKeyOptions{Reusable: req.Reusable, Ephemeral: req.Ephemeral, Expiry: exp})
+	if err := a.checkTags(r.Context(), req.Tags, u.Name); err != nil {
+		return 0, nil, err
+	}
+	secret, k, err := a.st.CreatePreAuthKey(r.Context(), u.ID, store.PreAuthKeyOptions{Reusable: req.Reusable, Ephemeral: req.Ephemeral, Expiry: exp, Tags: req.Tags})
 	if err != nil {
 		return 0, nil, storeErr(err, "user "+strconv.Quote(req.User))
 	}
