@@ -77,6 +77,14 @@ func adminVerbs() []adminVerb {
 			fs.BoolVar(&req.Reusable, "reusable", false, "the key can register any number of nodes (default: one)")
 			fs.BoolVar(&req.Ephemeral, "ephemeral", false, "nodes joining with it are deleted when offline for a while")
 			fs.StringVar(&req.Expiration, "expiration", "", "the key stops working after this long (e.g. 1h, 30d; default never)")
+			fs.Func("tags", "comma-separated tags (tag:db,tag:web) for the nodes joining with it; the policy's tagOwners must allow the user", func(v string) error {
+				for _, t := range strings.Split(v, ",") {
+					if t = strings.TrimSpace(t); t != "" {
+						req.Tags = append(req.Tags, t)
+					}
+				}
+				return nil
+			})
 			return func(c *adminClient, _ []string) error {
 				if req.User == "" {
 					return usageError("authkeys create: --user is required")
@@ -153,7 +161,8 @@ func adminVerbs() []adminVerb {
 			return c.remove("/apikeys/"+url.PathEscape(p[0]), "API key "+p[0])
 		})},
 	}
-	return append(verbs, adminDNSVerbs()...)
+	verbs = append(verbs, adminDNSVerbs()...)
+	return append(verbs, adminPolicyVerbs()...)
 }
 
 func noFlags(run func(c *adminClient, pos []string) error) func(*flag.FlagSet) func(*adminClient, []string) error {
@@ -213,7 +222,7 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case names == nil:
-		fmt.Fprintf(stderr, "warren admin: unknown resource %q (want users, authkeys, nodes, apikeys or dns records|zones|routes)\n", rest[0])
+		fmt.Fprintf(stderr, "warren admin: unknown resource %q (want users, authkeys, nodes, apikeys, policy or dns records|zones|routes)\n", rest[0])
 		return 2
 	case len(rest) > 1 && (rest[1] == "-h" || rest[1] == "--help" || rest[1] == "help"):
 		for _, v := range adminVerbs() {
@@ -354,7 +363,9 @@ func newAdminClient(o *adminOpts, stdout io.Writer) (*adminClient, error) {
 // become the server's one-line error.
 func (c *adminClient) do(method, path string, body, out any) error {
 	var rd io.Reader
-	if body != nil {
+	if raw, ok := body.(rawBody); ok {
+		rd = bytes.NewReader(raw)
+	} else if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return err
@@ -385,9 +396,13 @@ func (c *adminClient) do(method, path string, body, out any) error {
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		var eb struct {
-			Error string `json:"error"`
+			Error    string   `json:"error"`
+			Problems []string `json:"problems"` // a refused policy
 		}
 		if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
+			if len(eb.Problems) > 0 && !strings.Contains(eb.Error, eb.Problems[0]) {
+				return errors.New(eb.Error + ":\n  " + strings.Join(eb.Problems, "\n  "))
+			}
 			return errors.New(eb.Error)
 		}
 		return fmt.Errorf("server answered %s (is %s a Warren server?)", resp.Status, strings.TrimSuffix(c.base, "/api/v1"))
