@@ -16,7 +16,7 @@ func TestFilterHook(t *testing.T) {
 	ping(t, a, b, false) // sessions up, no filter yet
 	f := filter.New(0)
 	f.Set(&filter.Spec{Rules: []filter.Rule{{
-		Src: []netip.Prefix{netip.PrefixFrom(a.addr, 32)}, Protos: []int{filter.ProtoUDP}, Ports: []filter.PortRange{{5000, 5000}},
+		Src: []netip.Prefix{netip.PrefixFrom(a.addr, 32)}, Protos: []int{filter.ProtoUDP}, Ports: []filter.PortRange{{First: 5000, Last: 5000}},
 	}}})
 	b.dev.SetFilter(f)
 	ping(t, a, b, false) // UDP to 5000 is allowed
