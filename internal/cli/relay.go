@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -143,9 +141,9 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	logger := log.New(stderr, "warren relay: ", log.LstdFlags)
+	logger := newServiceLog(stderr, "relay", false)
 	poller := &relay.AdminPoller{ServerURL: c.server, APIKey: c.apiKey, Interval: c.poll,
-		HTTPClient: &http.Client{Timeout: 30 * time.Second}, Logf: logger.Printf}
+		HTTPClient: &http.Client{Timeout: 30 * time.Second}, Logf: logger.Logf}
 	// Fail fast on a wrong server or key; later failures keep the last list.
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = poller.Poll(pctx)
@@ -158,7 +156,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		rate = -1
 	}
 	rs, err := relay.NewServer(relay.Options{Key: key, Allowed: poller.Allowed, Rate: rate, Burst: c.burst,
-		QueuePackets: c.queue, Logf: logger.Printf})
+		QueuePackets: c.queue, Logf: logger.Logf})
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -167,14 +165,14 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	defer rcancel()
 	go poller.Run(rctx)
 	if c.metricsListen != "" {
-		if _, err := metrics.Serve(rctx, c.metricsListen, metrics.Registry(metrics.Relay{R: rs}), slog.New(slog.NewTextHandler(stderr, nil))); err != nil {
+		if _, err := metrics.Serve(rctx, c.metricsListen, metrics.Registry(metrics.Relay{R: rs}), logger.Logger); err != nil {
 			return fail("--metrics-listen: %v", err)
 		}
 	}
 
 	mux := http.NewServeMux()
 	mux.Handle(relay.Path, rs)
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger.std()}
 	l, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fail("%v", err)

@@ -7,8 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -381,9 +379,9 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	defer st.Close()
-	logger := log.New(stderr, "warren server: ", log.LstdFlags)
+	logger := newServiceLog(stderr, "server", false)
 	mux := http.NewServeMux()
-	ropts := relay.Options{Key: key, Logf: logger.Printf}
+	ropts := relay.Options{Key: key, Logf: logger.Logf}
 	if c.Relay {
 		ropts.Allowed = relay.StoreAllowed(st, 5*time.Second)
 	}
@@ -396,16 +394,16 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	srv := server.New(st, key, server.Options{Domain: c.Domain, EphemeralGrace: grace, Relays: regions, Logf: logger.Printf})
+	srv := server.New(st, key, server.Options{Domain: c.Domain, EphemeralGrace: grace, Relays: regions, Logf: logger.Logf})
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, srv.Notify))
 	if c.MetricsListen != "" {
-		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), slog.New(slog.NewTextHandler(stderr, nil))); err != nil {
+		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), logger.Logger); err != nil {
 			return fail("--metrics-listen: %v", err)
 		}
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger.std()}
 
 	l, err := net.Listen("tcp", c.Listen)
 	if err != nil {
