@@ -243,7 +243,7 @@ func SharedWithHost(path string) bool {
 // network namespace, or "" if it has none there.
 func netnsName() string {
 	var self unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+	if err := unix.Stat("/proc/thread-self/ns/net", &self); err != nil {
 		return ""
 	}
 	ents, err := os.ReadDir("/var/run/netns")

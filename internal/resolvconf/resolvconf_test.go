@@ -107,12 +107,14 @@ func FuzzParseNameservers(f *testing.F) {
 
 func TestSharedWithHost(t *testing.T) {
 	if SharedWithHost(DefaultPath) {
-		t.Fatal("the initial namespace's own file reported as shared")
+		t.Fatalf("the initial namespace's own file reported as shared (namespace name %q)", netnsName())
 	}
 	nettest.NeedNetns(t)
 	ns := nettest.NewNS(t, "rcsh")
 	var inNS, custom bool
+	var name string
 	if err := ns.Do(func() error {
+		name = netnsName()
 		inNS = SharedWithHost(DefaultPath)
 		custom = SharedWithHost(filepath.Join(t.TempDir(), "resolv.conf"))
 		return nil
@@ -122,6 +124,6 @@ func TestSharedWithHost(t *testing.T) {
 	// Only the network namespace changed (no bind mount): the file is the
 	// host's.
 	if !inNS || custom {
-		t.Fatalf("in a named namespace: default path shared=%v (want true), explicit path shared=%v (want false)", inNS, custom)
+		t.Fatalf("in namespace %s (found as %q): default path shared=%v (want true), explicit path shared=%v (want false)", ns.Name, name, inNS, custom)
 	}
 }
