@@ -77,6 +77,7 @@ type Conn struct {
 	stop    chan struct{}
 	running sync.WaitGroup
 	open    bool
+	port    uint16 // bound UDP port
 
 	Stats Stats
 }
@@ -102,6 +103,13 @@ func New(udp conn.Transport, o Options) *Conn {
 // DiscoPublic is this node's disco public key (for the netmap).
 func (c *Conn) DiscoPublic() noise.PublicKey { return c.discoPub }
 
+// udpPort is the bound UDP port (for tests), 0 if unknown.
+func (c *Conn) udpPort() uint16 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.port
+}
+
 // BatchSize is the UDP transport's.
 func (c *Conn) BatchSize() int { return c.udp.BatchSize() }
 
@@ -116,6 +124,7 @@ func (c *Conn) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		return nil, 0, err
 	}
 	c.mu.Lock()
+	c.port = actual
 	c.stop = make(chan struct{})
 	c.open = true
 	c.mu.Unlock()
