@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -363,7 +364,7 @@ func (c *client) readLoop() error {
 func (c *client) writeLoop() {
 	s := c.s
 	defer c.close()
-	bw := bufio.NewWriterSize(c.conn, controlbase.MaxPlaintext)
+	bw := &batchWriter{w: c.conn}
 	tick := time.NewTicker(s.o.KeepAlive)
 	defer tick.Stop()
 	var hdr []byte
@@ -437,4 +438,34 @@ func (c *client) writeLoop() {
 			}
 		}
 	}
+}
+
+// batchWriter gathers the frames of one queue drain and writes them with
+// one call, so the session encrypts and sends them as a few large writes
+// (controlbase batches frames per system call) instead of one per packet.
+// Its buffer grows only when a session is busy: idle sessions keep none.
+type batchWriter struct {
+	w   io.Writer
+	buf []byte
+}
+
+// batchLimit flushes a drain early so one write stays bounded.
+const batchLimit = 64 << 10
+
+func (b *batchWriter) Write(p []byte) (int, error) {
+	b.buf = append(b.buf, p...)
+	if len(b.buf) >= batchLimit {
+		return len(p), b.Flush()
+	}
+	return len(p), nil
+}
+
+// Flush writes what is gathered.
+func (b *batchWriter) Flush() error {
+	if len(b.buf) == 0 {
+		return nil
+	}
+	_, err := b.w.Write(b.buf)
+	b.buf = b.buf[:0]
+	return err
 }

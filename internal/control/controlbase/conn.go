@@ -77,6 +77,9 @@ type Conn struct {
 	wn   uint64
 	werr error
 	wbuf [frameHeaderLen + MaxCiphertext]byte
+	// wbig holds several frames of one large Write, sent with one system
+	// call; allocated on the first such Write (idle sessions never need it).
+	wbig []byte
 
 	closeOnce sync.Once
 	closeErr  error
@@ -153,6 +156,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.werr != nil {
 		return 0, c.werr
 	}
+	if len(p) > MaxPlaintext {
+		return c.writeBatched(p)
+	}
 	written := 0
 	for len(p) > 0 {
 		if c.wn == lastNonce {
@@ -172,6 +178,44 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 		written += n
 		p = p[n:]
+	}
+	return written, nil
+}
+
+// batchFrames is how many frames one system call carries at most.
+const batchFrames = 16
+
+// writeBatched encrypts a large p into frames and writes up to batchFrames
+// of them per system call (the frames on the wire are the same as Write
+// makes one by one); c.wmu held.
+func (c *Conn) writeBatched(p []byte) (int, error) {
+	if c.wbig == nil {
+		c.wbig = make([]byte, 0, batchFrames*(frameHeaderLen+MaxCiphertext))
+	}
+	written := 0
+	for len(p) > 0 {
+		buf := c.wbig[:0]
+		sent := 0
+		for k := 0; k < batchFrames && len(p) > sent; k++ {
+			if c.wn == lastNonce {
+				c.werr = ErrNonceExhausted
+				c.Close()
+				return written, c.werr
+			}
+			n := min(len(p)-sent, MaxPlaintext)
+			at := len(buf)
+			buf = append(buf, 0, 0)
+			buf = c.tx.Encrypt(buf, c.wn, nil, p[sent:sent+n])
+			c.wn++
+			binary.BigEndian.PutUint16(buf[at:], uint16(len(buf)-at-frameHeaderLen))
+			sent += n
+		}
+		if _, err := c.nc.Write(buf); err != nil {
+			c.werr = err
+			return written, err
+		}
+		written += sent
+		p = p[sent:]
 	}
 	return written, nil
 }
