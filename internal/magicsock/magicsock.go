@@ -55,6 +55,7 @@ type Stats struct {
 	DiscoSent, DiscoRecv, DiscoBad atomic.Uint64
 	RelaySent, RelayRecv           atomic.Uint64
 	RelayDrops                     atomic.Uint64
+	NoPath                         atomic.Uint64 // sends dropped: no address, no relay
 }
 
 // Conn is the path layer. It implements conn.Transport.
@@ -425,6 +426,9 @@ func (c *Conn) sendPeer(bufs [][]byte, p *peerEP) error {
 		}
 	} else if relay == nil {
 		err = errNoPath
+		if c.Stats.NoPath.Add(1) == 1 {
+			c.log.Info("no path to a peer yet (no address and no relay): packets dropped until one is known", "peer", p.key.String())
+		}
 	}
 	return err
 }

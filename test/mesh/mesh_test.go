@@ -189,8 +189,9 @@ func pingAll(t *testing.T, nodes []*node) {
 				continue
 			}
 			for _, a := range []string{ips[o].v4, ips[o].v6} {
-				// The first packet may wait for a handshake.
-				if !poll(5*time.Second, func() bool { return n.pingOnce(a, time.Second) == nil }) {
+				// The first packet may wait for a handshake, and on a loaded
+				// machine for its retry (WireGuard retries after 5 s).
+				if !poll(12*time.Second, func() bool { return n.pingOnce(a, time.Second) == nil }) {
 					return fmt.Errorf("cannot ping %s (%s)", o.name, a)
 				}
 			}
