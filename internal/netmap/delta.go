@@ -43,6 +43,7 @@ type PeerChange struct {
 	LastSeen   *time.Time
 	Expiry     *time.Time
 	DiscoKey   *noise.PublicKey
+	Routes     *[]netip.Prefix
 }
 
 // IsEmpty reports whether d changes nothing but the version.
@@ -117,6 +118,7 @@ func diffNode(o, n *Node) (PeerChange, bool) {
 	set(!o.LastSeen.Equal(n.LastSeen), func() { c.LastSeen = ptr(n.LastSeen) })
 	set(!o.Expiry.Equal(n.Expiry), func() { c.Expiry = ptr(n.Expiry) })
 	set(o.DiscoKey != n.DiscoKey, func() { c.DiscoKey = ptr(n.DiscoKey) })
+	set(!slices.Equal(o.Routes, n.Routes), func() { c.Routes = ptr(slices.Clone(n.Routes)) })
 	return c, changed
 }
 
@@ -150,6 +152,12 @@ func (c *PeerChange) apply(n *Node) {
 	}
 	if c.DiscoKey != nil {
 		n.DiscoKey = *c.DiscoKey
+	}
+	if c.Routes != nil {
+		n.Routes = slices.Clone(*c.Routes)
+		if len(n.Routes) == 0 {
+			n.Routes = nil
+		}
 	}
 }
 

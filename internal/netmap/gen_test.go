@@ -66,7 +66,19 @@ func (g *gen) node(id uint64) Node {
 	if g.r.IntN(2) == 0 {
 		n.DiscoKey = fresh32(g)
 	}
+	n.Routes = g.routes()
 	return n
+}
+
+// routes is nil, a subnet, or a subnet and the default routes (an exit node).
+func (g *gen) routes() []netip.Prefix {
+	switch g.r.IntN(3) {
+	case 0:
+		return nil
+	case 1:
+		return []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(g.r.UintN(256)), 0, 0}), 16)}
+	}
+	return []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"), netip.MustParsePrefix("192.168.1.0/24")}
 }
 
 func fresh32(g *gen) noise.PublicKey {
@@ -82,7 +94,7 @@ func (g *gen) mutate(n Node) Node {
 	fresh := g.node(n.ID)
 	out := n.Clone()
 	for range g.r.IntN(4) + 1 {
-		switch g.r.IntN(10) {
+		switch g.r.IntN(11) {
 		case 0:
 			out.Name = fresh.Name
 		case 1:
@@ -103,6 +115,8 @@ func (g *gen) mutate(n Node) Node {
 			out.Expiry = fresh.Expiry
 		case 9:
 			out.DiscoKey = fresh32(g)
+		case 10:
+			out.Routes = g.routes()
 		}
 	}
 	return out

@@ -67,7 +67,18 @@ type Node struct {
 	// DiscoKey is the node's path-probe key (package magicsock): probes
 	// between nodes are sealed with it. Zero: the node does not probe.
 	DiscoKey noise.PublicKey
+	// Routes are the prefixes the node routes for others: advertised by
+	// the node and approved by an admin, sorted. 0.0.0.0/0 and ::/0 make
+	// it an exit node. They are not in AllowedIPs: each peer's daemon
+	// decides which of them it uses (--accept-routes, --exit-node).
+	Routes []netip.Prefix
 }
+
+// IsExitRoute reports whether p is a default route (0.0.0.0/0 or ::/0).
+func IsExitRoute(p netip.Prefix) bool { return p.IsValid() && p.Bits() == 0 }
+
+// IsExitNode reports whether the node offers a default route.
+func (n *Node) IsExitNode() bool { return slices.ContainsFunc(n.Routes, IsExitRoute) }
 
 // Errors returned by Validate, Apply and Load wrap one of these.
 var (
@@ -84,7 +95,8 @@ func (n *Node) Equal(o *Node) bool {
 	return n.ID == o.ID && n.Name == o.Name && n.User == o.User && n.Key == o.Key &&
 		slices.Equal(n.Addresses, o.Addresses) && slices.Equal(n.AllowedIPs, o.AllowedIPs) &&
 		slices.Equal(n.Endpoints, o.Endpoints) && n.Online == o.Online &&
-		n.LastSeen.Equal(o.LastSeen) && n.Expiry.Equal(o.Expiry) && n.DiscoKey == o.DiscoKey
+		n.LastSeen.Equal(o.LastSeen) && n.Expiry.Equal(o.Expiry) && n.DiscoKey == o.DiscoKey &&
+		slices.Equal(n.Routes, o.Routes)
 }
 
 // Clone returns a deep copy of n.
@@ -92,6 +104,7 @@ func (n Node) Clone() Node {
 	n.Addresses = slices.Clone(n.Addresses)
 	n.AllowedIPs = slices.Clone(n.AllowedIPs)
 	n.Endpoints = slices.Clone(n.Endpoints)
+	n.Routes = slices.Clone(n.Routes)
 	return n
 }
 
@@ -278,6 +291,11 @@ func (n *Node) validate() error {
 	for _, p := range n.AllowedIPs {
 		if !p.IsValid() || p != p.Masked() {
 			return fmt.Errorf("allowed IP %s is not a canonical prefix", p)
+		}
+	}
+	for _, p := range n.Routes {
+		if !p.IsValid() || p != p.Masked() || p.Addr().Zone() != "" {
+			return fmt.Errorf("route %s is not a canonical prefix", p)
 		}
 	}
 	for _, e := range n.Endpoints {

@@ -47,6 +47,7 @@ type wireNode struct {
 	LastSeen   time.Time        `json:"lastSeen"`
 	Expiry     time.Time        `json:"expiry"`
 	DiscoKey   *wireKey         `json:"discoKey,omitempty"`
+	Routes     []netip.Prefix   `json:"routes,omitempty"`
 }
 
 func discoOut(k noise.PublicKey) *wireKey {
@@ -70,6 +71,7 @@ func (n Node) MarshalJSON() ([]byte, error) {
 		ID: n.ID, Name: n.Name, User: n.User, Key: wireKey(n.Key),
 		Addresses: nonNil(n.Addresses), AllowedIPs: nonNil(n.AllowedIPs), Endpoints: nonNil(n.Endpoints),
 		Online: n.Online, LastSeen: n.LastSeen.UTC(), Expiry: n.Expiry.UTC(), DiscoKey: discoOut(n.DiscoKey),
+		Routes: n.Routes,
 	})
 }
 
@@ -83,6 +85,10 @@ func (n *Node) UnmarshalJSON(b []byte) error {
 		ID: w.ID, Name: w.Name, User: w.User, Key: noise.PublicKey(w.Key),
 		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
 		Online: w.Online, LastSeen: w.LastSeen.UTC(), Expiry: w.Expiry.UTC(), DiscoKey: discoIn(w.DiscoKey),
+		Routes: w.Routes,
+	}
+	if len(n.Routes) == 0 {
+		n.Routes = nil
 	}
 	return nil
 }
@@ -157,6 +163,7 @@ type wirePeerChange struct {
 	LastSeen   *time.Time        `json:"lastSeen,omitempty"`
 	Expiry     *time.Time        `json:"expiry,omitempty"`
 	DiscoKey   *wireKey          `json:"discoKey,omitempty"`
+	Routes     *[]netip.Prefix   `json:"routes,omitempty"`
 }
 
 func nonNilPtr[T any](p *[]T) *[]T {
@@ -181,6 +188,7 @@ func (c PeerChange) MarshalJSON() ([]byte, error) {
 		ID: c.ID, Name: c.Name, User: c.User, Key: (*wireKey)(c.Key),
 		Addresses: nonNilPtr(c.Addresses), AllowedIPs: nonNilPtr(c.AllowedIPs), Endpoints: nonNilPtr(c.Endpoints),
 		Online: c.Online, LastSeen: utcPtr(c.LastSeen), Expiry: utcPtr(c.Expiry), DiscoKey: (*wireKey)(c.DiscoKey),
+		Routes: nonNilPtr(c.Routes),
 	})
 }
 
@@ -195,6 +203,7 @@ func (c *PeerChange) UnmarshalJSON(b []byte) error {
 		ID: w.ID, Name: w.Name, User: w.User, Key: (*noise.PublicKey)(w.Key),
 		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
 		Online: w.Online, LastSeen: utcPtr(w.LastSeen), Expiry: utcPtr(w.Expiry), DiscoKey: (*noise.PublicKey)(w.DiscoKey),
+		Routes: w.Routes,
 	}
 	return nil
 }

@@ -94,6 +94,13 @@ var migrations = []migration{
 		`ALTER TABLE preauth_keys ADD COLUMN tags TEXT NOT NULL DEFAULT ''`,
 		`ALTER TABLE nodes ADD COLUMN tags TEXT NOT NULL DEFAULT ''`,
 	}},
+	{5, []string{
+		// Subnet routes and exit nodes (routes.go): what the node
+		// advertises and what an admin approved, each a comma-separated
+		// sorted list of canonical prefixes.
+		`ALTER TABLE nodes ADD COLUMN advertised_routes TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE nodes ADD COLUMN approved_routes TEXT NOT NULL DEFAULT ''`,
+	}},
 }
 
 // SchemaVersion is the newest schema this build knows.

@@ -33,6 +33,11 @@ type Node struct {
 	// Tags come from the auth key the node (last) registered with; a
 	// tagged node is owned by its tags, not its user (package policy).
 	Tags []string
+	// AdvertisedRoutes are the prefixes the node offers to route
+	// (reported by the node); ApprovedRoutes those an admin approved
+	// (routes.go). Both sorted; peers get the intersection.
+	AdvertisedRoutes []netip.Prefix
+	ApprovedRoutes   []netip.Prefix
 }
 
 // RegisterOptions carry the optional parts of a registration.
@@ -41,17 +46,18 @@ type RegisterOptions struct {
 	Expiry    time.Time // node key expiry; zero: never
 }
 
-const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key, tags"
+const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key, tags, advertised_routes, approved_routes"
 
 func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	var n Node
 	var akid, seen, exp sql.NullInt64
 	var v4, v6, eps string
 	var created int64
-	var tags string
-	if err := sc.Scan(&n.ID, &n.UserID, &akid, &n.NodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &n.DiscoKey, &tags); err != nil {
+	var tags, adv, appr string
+	if err := sc.Scan(&n.ID, &n.UserID, &akid, &n.NodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &n.DiscoKey, &tags, &adv, &appr); err != nil {
 		return nil, err
 	}
+	n.AdvertisedRoutes, n.ApprovedRoutes = splitRoutes(adv), splitRoutes(appr)
 	n.Tags = splitTags(tags)
 	n.AuthKeyID = akid.Int64
 	n.LastSeen, n.Expiry, n.Created = timeOf(seen), timeOf(exp), time.Unix(0, created)

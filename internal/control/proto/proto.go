@@ -16,7 +16,7 @@
 //	server → MapResponse{Full}            once, Version 1
 //	server → MapResponse{Delta}           for each change, From = last To
 //	server → MapResponse{KeepAlive: true} when idle
-//	node → EndpointUpdate{Endpoints}      at any time on the stream
+//	node → EndpointUpdate{Endpoints, Routes?} at any time on the stream
 //	server → Error{...}                   then closes, on a refusal
 //
 //	node → RotateKeyRequest{NewKey, Proof}  (session under the old key)
@@ -59,6 +59,8 @@ const (
 	MaxEndpoints = 64
 	// MaxHostname bounds the hostname a node may report.
 	MaxHostname = 255
+	// MaxRoutes bounds the routes a node may advertise.
+	MaxRoutes = 64
 )
 
 var (
@@ -105,6 +107,10 @@ type MapRequest struct {
 	Endpoints []netip.AddrPort `json:"endpoints"`
 	// DiscoKey is the node's current path-probe public key, if it probes.
 	DiscoKey *noise.PublicKey `json:"discoKey,omitempty"`
+	// Routes are the prefixes the node advertises (warren up
+	// --advertise-routes, --advertise-exit-node); nil: unchanged. They
+	// reach peers once an admin approves them.
+	Routes *[]netip.Prefix `json:"routes,omitempty"`
 }
 
 // MapResponse is one message of the map stream: the full map once, then
@@ -119,6 +125,7 @@ type MapResponse struct {
 type EndpointUpdate struct {
 	Endpoints []netip.AddrPort `json:"endpoints"`
 	DiscoKey  *noise.PublicKey `json:"discoKey,omitempty"` // nil: unchanged
+	Routes    *[]netip.Prefix  `json:"routes,omitempty"`   // advertised routes; nil: unchanged
 }
 
 // RotateKeyRequest replaces the session node's key with NewKey, keeping the
@@ -324,6 +331,21 @@ func CheckEndpoints(eps []netip.AddrPort) error {
 	for _, e := range eps {
 		if !e.IsValid() || e.Port() == 0 || e.Addr().Zone() != "" {
 			return fmt.Errorf("%w: endpoint %s is not valid", ErrMalformed, e)
+		}
+	}
+	return nil
+}
+
+// CheckRoutes validates routes advertised by a node: at most MaxRoutes
+// canonical prefixes (address bits beyond the length zero), no zones, no
+// IPv4-mapped IPv6.
+func CheckRoutes(routes []netip.Prefix) error {
+	if len(routes) > MaxRoutes {
+		return fmt.Errorf("%w: %d routes (limit %d)", ErrMalformed, len(routes), MaxRoutes)
+	}
+	for _, p := range routes {
+		if !p.IsValid() || p != p.Masked() || p.Addr().Zone() != "" || p.Addr().Is4In6() {
+			return fmt.Errorf("%w: route %s is not a canonical prefix", ErrMalformed, p)
 		}
 	}
 	return nil

@@ -16,7 +16,8 @@ import (
 // full map, and as a per-stream delta (netmap.Delta.PacketFilter) when it
 // changes. A node's filter depends on the policy and on every node's
 // identity (user, tags, addresses), so it is recompiled when either
-// changes, never for online state or endpoints: the common fanout path
+// changes (routes included: a router's filter covers its approved
+// routes), never for online state or endpoints: the common fanout path
 // does not touch filters.
 type policyState struct {
 	text    string                 // the policy in force ("" none)
@@ -29,11 +30,12 @@ type policyState struct {
 
 // identOf is a node's identity as the policy sees it.
 func identOf(n *store.Node, nn *netmap.Node) policy.Node {
-	return policy.Node{ID: nn.ID, User: nn.User, Tags: n.Tags, Addrs: nn.Addresses}
+	return policy.Node{ID: nn.ID, User: nn.User, Tags: n.Tags, Addrs: nn.Addresses, Routes: nn.Routes}
 }
 
 func identEqual(a, b policy.Node) bool {
-	return a.ID == b.ID && a.User == b.User && slices.Equal(a.Tags, b.Tags) && slices.Equal(a.Addrs, b.Addrs)
+	return a.ID == b.ID && a.User == b.User && slices.Equal(a.Tags, b.Tags) && slices.Equal(a.Addrs, b.Addrs) &&
+		slices.Equal(a.Routes, b.Routes)
 }
 
 // loadPolicyLocked reads the policy in force; s.mu held.

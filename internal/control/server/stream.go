@@ -2,6 +2,8 @@ package server
 
 import (
 	"errors"
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,6 +19,12 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 	if err := proto.CheckEndpoints(req.Endpoints); err != nil {
 		s.writeError(c, proto.CodeBadRequest, err.Error())
 		return
+	}
+	if req.Routes != nil {
+		if err := proto.CheckRoutes(*req.Routes); err != nil {
+			s.writeError(c, proto.CodeBadRequest, err.Error())
+			return
+		}
 	}
 	ctx, cancel := storeCtx()
 	n, err := s.st.GetNodeByKey(ctx, key.String())
@@ -52,6 +60,9 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 	}
 	if err == nil && req.DiscoKey != nil && req.DiscoKey.String() != n.DiscoKey {
 		err = s.st.SetDiscoKey(ctx, n.ID, discoString(*req.DiscoKey))
+	}
+	if err == nil && req.Routes != nil && !routesEqual(*req.Routes, n.AdvertisedRoutes) {
+		err = s.st.SetAdvertisedRoutes(ctx, n.ID, *req.Routes)
 	}
 	cancel()
 	if err == nil {
@@ -102,10 +113,20 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 			refused = true
 			break
 		}
+		if rs := m.EndpointUpdate.Routes; rs != nil {
+			if err := proto.CheckRoutes(*rs); err != nil {
+				ss.refuseLocking(proto.CodeBadRequest, err.Error())
+				refused = true
+				break
+			}
+		}
 		ctx, cancel := storeCtx()
 		err = s.st.UpdateEndpoints(ctx, n.ID, endpointStrings(m.EndpointUpdate.Endpoints))
 		if err == nil && m.EndpointUpdate.DiscoKey != nil {
 			err = s.st.SetDiscoKey(ctx, n.ID, discoString(*m.EndpointUpdate.DiscoKey))
+		}
+		if err == nil && m.EndpointUpdate.Routes != nil {
+			err = s.st.SetAdvertisedRoutes(ctx, n.ID, *m.EndpointUpdate.Routes)
 		}
 		cancel()
 		if err == nil {
@@ -309,4 +330,12 @@ func discoString(k noise.PublicKey) string {
 		return ""
 	}
 	return k.String()
+}
+
+// routesEqual compares advertised routes as sets.
+func routesEqual(a, b []netip.Prefix) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	store.SortPrefixes(a)
+	store.SortPrefixes(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
 }
