@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -166,12 +167,16 @@ func (f *Filter) Allow(pkt []byte) bool {
 	}
 	rs := f.rules.Load()
 	src := p.srcAddr()
+	var dst netip.Addr
+	if rs.hasDst {
+		dst = p.dstAddr()
+	}
 	switch p.proto {
 	case ProtoTCP, ProtoUDP:
 		if p.fragment {
 			return true
 		}
-		if rs.allows(src, p.proto, p.dport, true) {
+		if rs.allows(src, dst, p.proto, p.dport, true) {
 			return true
 		}
 		return f.lookup(&flowKey{local: p.dst, remote: p.src, lport: p.dport, rport: p.sport, proto: p.proto})
@@ -183,17 +188,17 @@ func (f *Filter) Allow(pkt []byte) bool {
 		case isEchoReply(p.proto, p.icmpType):
 			return f.lookup(&flowKey{local: p.dst, remote: p.src, lport: p.sport, proto: p.proto})
 		case isICMPError(p.proto, p.icmpType):
-			if rs.allows(src, p.proto, 0, false) {
+			if rs.allows(src, dst, p.proto, 0, false) {
 				return true
 			}
 			return f.quotedFlowRecorded(&p)
 		}
-		return rs.allows(src, p.proto, 0, false)
+		return rs.allows(src, dst, p.proto, 0, false)
 	}
 	if p.fragment {
 		return true
 	}
-	return rs.allows(src, p.proto, 0, false)
+	return rs.allows(src, dst, p.proto, 0, false)
 }
 
 // quotedFlowRecorded reports whether the packet an ICMP error quotes

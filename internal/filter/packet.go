@@ -32,6 +32,13 @@ func (p *packet) srcAddr() netip.Addr {
 	return netip.AddrFrom4([4]byte(p.src[12:16]))
 }
 
+func (p *packet) dstAddr() netip.Addr {
+	if p.v6 {
+		return netip.AddrFrom16(p.dst)
+	}
+	return netip.AddrFrom4([4]byte(p.dst[12:16]))
+}
+
 func set4(dst *[16]byte, b []byte) {
 	*dst = [16]byte{10: 0xff, 11: 0xff}
 	copy(dst[12:], b[:4])

@@ -54,11 +54,16 @@ type Spec struct {
 
 // Rule allows packets from any of Src, of any of Protos, to any of Ports
 // (TCP and UDP destination ports on this node; ICMP ignores them). No
-// Ports means every port.
+// Ports means every port. Dst, when set, limits the rule to packets
+// addressed to one of its prefixes: a node that routes for others (a
+// subnet router, an exit node) gets rules for its own addresses and rules
+// for what it forwards, each with its Dst. No Dst means any destination,
+// which on a node that forwards nothing is the node itself.
 type Rule struct {
 	Src    []netip.Prefix `json:"src"`
 	Protos []int          `json:"protos"`
 	Ports  []PortRange    `json:"ports,omitempty"`
+	Dst    []netip.Prefix `json:"dst,omitempty"`
 }
 
 // PortRange is First..Last inclusive; it encodes as "22" or "80-443".
@@ -121,13 +126,31 @@ func ParseSpec(b []byte) (*Spec, error) {
 				return nil, fmt.Errorf("filter: rule %d: invalid source prefix", i)
 			}
 		}
+		for _, p := range r.Dst {
+			if !p.IsValid() {
+				return nil, fmt.Errorf("filter: rule %d: invalid destination prefix", i)
+			}
+		}
 	}
 	return &s, nil
 }
 
 // ruleset is a Spec compiled for matching.
 type ruleset struct {
-	rules []crule
+	rules  []crule
+	hasDst bool // some rule has a Dst: match destinations
+}
+
+func (r *crule) dstMatches(dst netip.Addr) bool {
+	if len(r.dst) == 0 {
+		return true
+	}
+	for _, p := range r.dst {
+		if p.Contains(dst) {
+			return true
+		}
+	}
+	return false
 }
 
 type crule struct {
@@ -137,6 +160,7 @@ type crule struct {
 	any6   bool                    // ::/0 among the sources
 	protos uint64                  // bit per protocol number < 64
 	ports  []PortRange             // empty: all
+	dst    []netip.Prefix          // empty: any destination
 }
 
 func compile(s *Spec) *ruleset {
@@ -164,6 +188,12 @@ func compile(s *Spec) *ruleset {
 		if !slices.Contains(r.Ports, AllPorts) {
 			c.ports = slices.Clone(r.Ports)
 		}
+		for _, p := range r.Dst {
+			c.dst = append(c.dst, p.Masked())
+		}
+		if len(c.dst) > 0 {
+			rs.hasDst = true
+		}
 		rs.rules = append(rs.rules, c)
 	}
 	return rs
@@ -171,14 +201,14 @@ func compile(s *Spec) *ruleset {
 
 // allows reports whether some rule lets proto/port in from src. hasPort
 // is false for protocols without ports (ICMP) and non-first fragments.
-func (rs *ruleset) allows(src netip.Addr, proto uint8, port uint16, hasPort bool) bool {
+func (rs *ruleset) allows(src, dst netip.Addr, proto uint8, port uint16, hasPort bool) bool {
 	if proto >= 64 {
 		return false
 	}
 	bit := uint64(1) << proto
 	for i := range rs.rules {
 		r := &rs.rules[i]
-		if r.protos&bit == 0 {
+		if r.protos&bit == 0 || rs.hasDst && !r.dstMatches(dst) {
 			continue
 		}
 		if hasPort && len(r.ports) > 0 {

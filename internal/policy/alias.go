@@ -17,7 +17,8 @@ const (
 	aGroup
 	aTag
 	aPrefix
-	aSelf // autogroup:self, dst only
+	aSelf     // autogroup:self, dst only
+	aInternet // autogroup:internet, dst only: what exit nodes forward
 )
 
 type alias struct {
@@ -89,8 +90,10 @@ func (p *Policy) parseAlias(s string, dst, test bool) (alias, error) {
 		return alias{kind: aTag, name: s}, nil
 	case s == "autogroup:self" && dst && !test:
 		return alias{kind: aSelf}, nil
+	case s == "autogroup:internet" && dst:
+		return alias{kind: aInternet}, nil
 	case strings.HasPrefix(s, "autogroup:"):
-		return alias{}, fmt.Errorf("%q is not supported here (only autogroup:self, as a destination)", s)
+		return alias{}, fmt.Errorf("%q is not supported here (only autogroup:self and autogroup:internet, as destinations)", s)
 	}
 	if u, ok := userName(s); ok {
 		return alias{kind: aUser, name: u}, nil

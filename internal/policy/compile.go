@@ -16,6 +16,25 @@ type Node struct {
 	User  string         // owning user's name (ignored when Tags is set)
 	Tags  []string       // a tagged node is owned by its tags
 	Addrs []netip.Prefix // its own addresses (single hosts)
+	// Routes are the prefixes the node routes for others (approved and
+	// advertised); 0.0.0.0/0 and ::/0 make it an exit node.
+	Routes []netip.Prefix
+}
+
+// exitNode reports whether n offers a default route.
+func (n *Node) exitNode() bool {
+	return slices.ContainsFunc(n.Routes, func(p netip.Prefix) bool { return p.Bits() == 0 })
+}
+
+// subnets are n's routes other than the default routes.
+func (n *Node) subnets() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range n.Routes {
+		if p.Bits() > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func (n *Node) tagged() bool { return len(n.Tags) > 0 }
@@ -40,6 +59,50 @@ func (p *Policy) matchesNode(a *alias, n *Node) bool {
 	}
 	return false
 }
+
+// narrower is the intersection of two overlapping prefixes: the longer.
+func narrower(a, b netip.Prefix) netip.Prefix {
+	if a.Bits() >= b.Bits() {
+		return a
+	}
+	return b
+}
+
+// Internet is what autogroup:internet stands for: every IPv4 address but
+// the private, shared (CGNAT, where tunnel addresses live), loopback,
+// link-local, multicast and reserved ranges, and IPv6 global unicast
+// (2000::/3). An exit node forwards to these only.
+var Internet = internetPrefixes()
+
+func internetPrefixes() []netip.Prefix {
+	var excl []netip.Prefix
+	for _, s := range []string{"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+		"172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4"} {
+		excl = append(excl, netip.MustParsePrefix(s))
+	}
+	out := subtract(netip.MustParsePrefix("0.0.0.0/0"), excl)
+	return append(out, netip.MustParsePrefix("2000::/3"))
+}
+
+// subtract returns the prefixes covering p minus excl.
+func subtract(p netip.Prefix, excl []netip.Prefix) []netip.Prefix {
+	for _, e := range excl {
+		if e.Bits() <= p.Bits() && e.Contains(p.Addr()) {
+			return nil // p lies inside an excluded prefix
+		}
+	}
+	if !slices.ContainsFunc(excl, p.Overlaps) {
+		return []netip.Prefix{p}
+	}
+	lo := netip.PrefixFrom(p.Addr(), p.Bits()+1)
+	b := p.Addr().AsSlice()
+	b[p.Bits()/8] |= 0x80 >> (p.Bits() % 8)
+	hiAddr, _ := netip.AddrFromSlice(b)
+	hi := netip.PrefixFrom(hiAddr, p.Bits()+1)
+	return append(subtract(lo, excl), subtract(hi, excl)...)
+}
+
+var dnsPorts = []filter.PortRange{{First: 53, Last: 53}}
 
 func (p *Policy) inGroup(group, user string) bool {
 	return slices.ContainsFunc(p.Groups[group], func(m string) bool { u, _ := userName(m); return u == user })
@@ -101,11 +164,21 @@ func (p *Policy) Compile(nodes []Node) map[uint64]*filter.Spec {
 	out := make(map[uint64]*filter.Spec, len(nodes))
 	for k := range nodes {
 		n := &nodes[k]
+		// A node that routes for others gets a destination on every rule:
+		// its own addresses, or what it forwards. Other nodes keep rules
+		// without one (they receive only their own packets).
+		router := len(n.Routes) > 0
+		var own []netip.Prefix
+		if router {
+			own = n.Addrs
+		}
+		subnets, exit := n.subnets(), n.exitNode()
 		spec := &filter.Spec{Rules: []filter.Rule{}}
 		for i := range p.rules {
 			r := &p.rules[i]
-			var ports, selfPorts []filter.PortRange
-			matched, selfMatched := false, false
+			var ports, selfPorts, anyPorts []filter.PortRange
+			matched, selfMatched, anyMatched, internet := false, false, false, false
+			var fwd []filter.Rule // forwarded destinations, one rule per dst entry
 			for j := range r.dst {
 				d := &r.dst[j]
 				switch {
@@ -114,16 +187,50 @@ func (p *Policy) Compile(nodes []Node) map[uint64]*filter.Spec {
 						selfMatched = true
 						selfPorts = append(selfPorts, d.ports...)
 					}
-				case p.matchesNode(&d.alias, n):
-					matched = true
-					ports = append(ports, d.ports...)
+				case d.kind == aInternet:
+					if exit {
+						internet = true
+						fwd = append(fwd, filter.Rule{Protos: r.protos, Ports: portsOut(d.ports), Dst: Internet})
+					}
+				case d.kind == aAny && router:
+					anyMatched = true // everything: the node and all it routes
+					anyPorts = append(anyPorts, d.ports...)
+				default:
+					if p.matchesNode(&d.alias, n) {
+						matched = true
+						ports = append(ports, d.ports...)
+					}
+					if d.kind == aPrefix {
+						var dst []netip.Prefix
+						for _, sn := range subnets {
+							if d.prefix.Overlaps(sn) {
+								dst = append(dst, narrower(d.prefix, sn))
+							}
+						}
+						if len(dst) > 0 {
+							fwd = append(fwd, filter.Rule{Protos: r.protos, Ports: portsOut(d.ports), Dst: sortPrefixes(dst)})
+						}
+					}
 				}
 			}
-			if matched && len(srcs[i]) > 0 {
-				spec.Rules = append(spec.Rules, filter.Rule{Src: srcs[i], Protos: r.protos, Ports: portsOut(ports)})
+			if len(srcs[i]) > 0 {
+				if matched && (!router || len(own) > 0) {
+					spec.Rules = append(spec.Rules, filter.Rule{Src: srcs[i], Protos: r.protos, Ports: portsOut(ports), Dst: own})
+				}
+				if anyMatched {
+					spec.Rules = append(spec.Rules, filter.Rule{Src: srcs[i], Protos: r.protos, Ports: portsOut(anyPorts)})
+				}
+				for _, f := range fwd {
+					f.Src = srcs[i]
+					spec.Rules = append(spec.Rules, f)
+				}
+				if internet && len(n.Addrs) > 0 {
+					// Clients of an exit node send it their DNS queries.
+					spec.Rules = append(spec.Rules, filter.Rule{Src: srcs[i], Protos: []int{filter.ProtoTCP, filter.ProtoUDP}, Ports: dnsPorts, Dst: n.Addrs})
+				}
 			}
-			if selfMatched && len(self[i][n.User]) > 0 {
-				spec.Rules = append(spec.Rules, filter.Rule{Src: sortPrefixes(slices.Clone(self[i][n.User])), Protos: r.protos, Ports: portsOut(selfPorts)})
+			if selfMatched && len(self[i][n.User]) > 0 && (!router || len(own) > 0) {
+				spec.Rules = append(spec.Rules, filter.Rule{Src: sortPrefixes(slices.Clone(self[i][n.User])), Protos: r.protos, Ports: portsOut(selfPorts), Dst: own})
 			}
 		}
 		out[n.ID] = spec
@@ -164,6 +271,10 @@ func (p *Policy) covers(a *alias, q, src *principal) bool {
 		return q.kind == aPrefix && a.prefix.Bits() <= q.prefix.Bits() && a.prefix.Contains(q.prefix.Addr())
 	case aSelf:
 		return q.kind == aUser && src.kind == aUser && q.name == src.name
+	case aInternet:
+		return q.kind == aPrefix && slices.ContainsFunc(Internet, func(ip netip.Prefix) bool {
+			return ip.Bits() <= q.prefix.Bits() && ip.Contains(q.prefix.Addr())
+		})
 	}
 	return false
 }

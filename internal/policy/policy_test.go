@@ -62,7 +62,7 @@ func TestErrors(t *testing.T) {
 		{"group member", "{\"groups\": {\"group:a\": [\"alice@\", \"group:b\"]}}", `line 1, column 35: group members are users`},
 		{"bad tag", "{\"tagOwners\": {\"tag:a b\": []}}", `invalid tag "tag:a b"`},
 		{"bad host", "{\"hosts\": {\"h\": \"not-an-ip\"}}", `line 1, column 17: host "h"`},
-		{"self in src", "{\"acls\": [{\"action\": \"accept\", \"src\": [\"autogroup:self\"], \"dst\": [\"*:*\"]}]}", "only autogroup:self, as a destination"},
+		{"self in src", "{\"acls\": [{\"action\": \"accept\", \"src\": [\"autogroup:self\"], \"dst\": [\"*:*\"]}]}", "only autogroup:self and autogroup:internet, as destinations"},
 		{"test group src", "{\"groups\": {\"group:a\": []}, \"tests\": [{\"src\": \"group:a\", \"accept\": [\"*:1\"]}]}", "cannot be used in a test"},
 		{"test range", "{\"tests\": [{\"src\": \"a@\", \"accept\": [\"b@:1-2\"]}]}", "must name one port"},
 		{"test empty", "{\"tests\": [{\"src\": \"a@\"}]}", "neither accept nor deny"},
