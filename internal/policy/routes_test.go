@@ -99,8 +99,10 @@ func TestInternet(t *testing.T) {
 	}
 }
 
-func tcpSYN(src, dst string, port uint16) []byte { return ipPacket(src, dst, filter.ProtoTCP, port, 20) }
-func udp(src, dst string, port uint16) []byte    { return ipPacket(src, dst, filter.ProtoUDP, port, 8) }
+func tcpSYN(src, dst string, port uint16) []byte {
+	return ipPacket(src, dst, filter.ProtoTCP, port, 20)
+}
+func udp(src, dst string, port uint16) []byte { return ipPacket(src, dst, filter.ProtoUDP, port, 8) }
 
 // ipPacket is a minimal IPv4 packet with a TCP (SYN) or UDP header.
 func ipPacket(src, dst string, proto uint8, dport uint16, l4len int) []byte {
