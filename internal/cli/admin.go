@@ -45,7 +45,7 @@ func (o *adminOpts) bind(fs *flag.FlagSet) {
 // returns what runs it with the positional arguments.
 type adminVerb struct {
 	res, name, args, help string
-	nargs                 int
+	nargs                 int // -N: N or more
 	setup                 func(fs *flag.FlagSet) func(c *adminClient, pos []string) error
 }
 
@@ -162,6 +162,7 @@ func adminVerbs() []adminVerb {
 		})},
 	}
 	verbs = append(verbs, adminDNSVerbs()...)
+	verbs = append(verbs, adminRoutesVerbs()...)
 	return append(verbs, adminPolicyVerbs()...)
 }
 
@@ -251,9 +252,9 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 	if code, done := quietParse(fs, func() (err error) { pos, err = parseInterspersed(fs, rest[2:]); return err }, "warren admin: "+who, stdout, stderr, usage); done {
 		return code
 	}
-	if len(pos) != verb.nargs {
+	if len(pos) != verb.nargs && (verb.nargs >= 0 || len(pos) < -verb.nargs) { // nargs -N: at least N
 		want := "no arguments"
-		if verb.nargs > 0 {
+		if verb.nargs != 0 {
 			want = verb.args
 		}
 		fmt.Fprintf(stderr, "warren admin: %s: want %s, got %d argument(s)\n", who, want, len(pos))

@@ -75,6 +75,7 @@ func New(st *store.Store, notify func()) http.Handler {
 	}
 	routes = append(routes, dnsRoutes(a)...)
 	routes = append(routes, policyRoutes(a)...)
+	routes = append(routes, routesRoutes(a)...)
 	for _, rt := range routes {
 		h := rt.h
 		a.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
