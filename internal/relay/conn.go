@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"syscall"
 	"time"
 
 	"warren/internal/control/controlbase"
@@ -21,6 +22,9 @@ type DialOptions struct {
 	// does; http.ProxyFromEnvironment honours HTTP_PROXY, HTTPS_PROXY and
 	// NO_PROXY. nil: connect directly.
 	Proxy func(*http.Request) (*url.URL, error)
+	// Control, if set, is called on the TCP socket before it connects
+	// (see controlbase.DialOptions.Control).
+	Control func(network, address string, c syscall.RawConn) error
 }
 
 // ServerInfo is what the relay announces when a session starts.
@@ -77,7 +81,7 @@ func Dial(ctx context.Context, relayURL string, relayKey noise.PublicKey, nodeKe
 		ctx, cancel = context.WithTimeout(ctx, controlbase.DefaultHandshakeTimeout)
 		defer cancel()
 	}
-	cc, err := controlbase.DialWith(ctx, controlbase.DialOptions{Protocol: RelayProtocol, Proxy: o.Proxy}, relayURL, relayKey, nodeKey)
+	cc, err := controlbase.DialWith(ctx, controlbase.DialOptions{Protocol: RelayProtocol, Proxy: o.Proxy, Control: o.Control}, relayURL, relayKey, nodeKey)
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}

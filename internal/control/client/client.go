@@ -15,6 +15,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"warren/internal/control/controlbase"
@@ -47,6 +48,12 @@ type Config struct {
 	ReadTimeout time.Duration
 	// Logf logs; default log.Printf.
 	Logf func(format string, args ...any)
+	// Control, if set, is called on each TCP socket to the server before
+	// it connects (net.Dialer.Control).
+	Control func(network, address string, c syscall.RawConn) error
+	// Routes are the routes the node advertises, reported on every map
+	// stream (SetRoutes changes them).
+	Routes []netip.Prefix
 }
 
 // Client is a node's control client. Its methods are safe for concurrent
@@ -56,6 +63,7 @@ type Client struct {
 
 	mu        sync.Mutex
 	endpoints []netip.AddrPort
+	routes    []netip.Prefix
 	conn      *controlbase.Conn // current stream, if any
 	nm        *netmap.NetworkMap
 }
@@ -86,7 +94,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = log.Printf
 	}
-	return &Client{cfg: cfg}, nil
+	return &Client{cfg: cfg, routes: slices.Clone(cfg.Routes)}, nil
 }
 
 // RegisterError is a registration the server refused.
@@ -99,7 +107,7 @@ func (e *RegisterError) Error() string { return e.Message }
 
 // dial opens an authenticated session, failing if ctx ends.
 func (c *Client) dial(ctx context.Context) (*controlbase.Conn, error) {
-	return controlbase.Dial(ctx, c.cfg.ServerURL, c.cfg.ServerKey, c.cfg.NodeKey)
+	return controlbase.DialWith(ctx, controlbase.DialOptions{Control: c.cfg.Control}, c.cfg.ServerURL, c.cfg.ServerKey, c.cfg.NodeKey)
 }
 
 // closeOnDone closes conn when ctx ends, until the returned stop is called.
@@ -163,6 +171,28 @@ func (c *Client) SetEndpoints(eps []netip.AddrPort) error {
 		return nil
 	}
 	return proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps}})
+}
+
+// SetRoutes records the routes the node advertises and reports them on
+// the current stream, if any; later streams report them when they open.
+func (c *Client) SetRoutes(routes []netip.Prefix) error {
+	c.mu.Lock()
+	c.routes = slices.Clone(routes)
+	eps := slices.Clone(c.endpoints)
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	rs := nonNilRoutes(routes)
+	return proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps, Routes: &rs}})
+}
+
+func nonNilRoutes(rs []netip.Prefix) []netip.Prefix {
+	if rs == nil {
+		return []netip.Prefix{}
+	}
+	return slices.Clone(rs)
 }
 
 // Connected reports whether a map stream is open and has delivered its
@@ -240,9 +270,10 @@ func (c *Client) stream(ctx context.Context, onMap, save func(*netmap.NetworkMap
 
 	c.mu.Lock()
 	eps := slices.Clone(c.endpoints)
+	routes := nonNilRoutes(c.routes)
 	c.mu.Unlock()
 	conn.SetWriteDeadline(time.Now().Add(c.cfg.ReadTimeout))
-	req := &proto.MapRequest{Endpoints: eps}
+	req := &proto.MapRequest{Endpoints: eps, Routes: &routes}
 	if !c.cfg.DiscoKey.IsZero() {
 		req.DiscoKey = &c.cfg.DiscoKey
 	}
@@ -284,9 +315,14 @@ func (c *Client) stream(ctx context.Context, onMap, save func(*netmap.NetworkMap
 				c.conn = conn
 				changed := !slices.Equal(eps, c.endpoints)
 				eps = slices.Clone(c.endpoints)
+				var rs *[]netip.Prefix
+				if !slices.Equal(routes, nonNilRoutes(c.routes)) {
+					routes = nonNilRoutes(c.routes)
+					rs = &routes
+				}
 				c.mu.Unlock()
-				if changed {
-					if err := proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps}}); err != nil {
+				if changed || rs != nil {
+					if err := proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps, Routes: rs}}); err != nil {
 						return gotMap, err
 					}
 				}

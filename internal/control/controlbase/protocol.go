@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"warren/internal/noise"
@@ -78,6 +79,10 @@ type DialOptions struct {
 	// tunnelled with CONNECT, so TLS (https server URLs) and the Noise
 	// session run end to end through the proxy. nil: always direct.
 	Proxy func(*http.Request) (*url.URL, error)
+	// Control, if set, is called on the TCP socket before it connects
+	// (net.Dialer.Control): the node daemon marks its sockets with SO_MARK
+	// so they bypass its exit-node routing.
+	Control func(network, address string, c syscall.RawConn) error
 }
 
 // DialWith is Dial with options: another protocol, or an HTTP proxy.
@@ -88,7 +93,7 @@ func DialWith(ctx context.Context, o DialOptions, serverURL string, serverKey no
 // dialTCP opens the TCP connection to addr ("host:port" of target),
 // through the proxy o.Proxy picks for target if any.
 func (o DialOptions) dialTCP(ctx context.Context, target *url.URL, addr string) (net.Conn, error) {
-	var d net.Dialer
+	d := net.Dialer{Control: o.Control}
 	if o.Proxy == nil {
 		return d.DialContext(ctx, "tcp", addr)
 	}
