@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -56,14 +57,39 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&asJSON, "json", false, "print the resulting status as JSON")
 	acceptDNS := fs.Bool("accept-dns", false, "point this host's resolver at the node's MagicDNS (kept until --accept-dns=false)")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the network map")
+	advRoutes := fs.String("advertise-routes", "", "offer to route these subnets for peers (CIDR,...; an admin approves them; \"\" withdraws)")
+	advExit := fs.Bool("advertise-exit-node", false, "offer to be an exit node (0.0.0.0/0 and ::/0; an admin approves)")
+	acceptRoutes := fs.Bool("accept-routes", false, "use the subnet routes peers offer")
+	exitNode := fs.String("exit-node", "", "send all traffic through this peer (name or tunnel address), auto (the best online exit node, with failover), or \"\" for none")
+	allowLAN := fs.Bool("exit-node-allow-lan", false, "with an exit node, keep the local networks reachable directly")
 	if code, ok := parseVerb(fs, args, 0, stderr); !ok {
 		return code
 	}
+	var rp localapi.RoutePrefs
+	var rpSet, exitSet bool
+	var routesErr error
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "accept-dns" {
+		switch f.Name {
+		case "accept-dns":
 			req.AcceptDNS = acceptDNS
+		case "advertise-routes":
+			rs, err := parseRouteList(*advRoutes)
+			routesErr = err
+			rp.AdvertiseRoutes, rpSet = &rs, true
+		case "advertise-exit-node":
+			rp.AdvertiseExitNode, rpSet = advExit, true
+		case "accept-routes":
+			rp.AcceptRoutes, rpSet = acceptRoutes, true
+		case "exit-node-allow-lan":
+			rp.ExitNodeAllowLAN, rpSet = allowLAN, true
+		case "exit-node":
+			exitSet = true
 		}
 	})
+	if routesErr != nil {
+		fmt.Fprintf(stderr, "warren up: --advertise-routes: %v\n", routesErr)
+		return 2
+	}
 	var err error
 	if req.AuthKey, err = readAuthKey(req.AuthKey); err != nil {
 		fmt.Fprintf(stderr, "warren up: %v\n", err)
@@ -72,6 +98,19 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+30*time.Second)
 	defer cancel()
 	lc := localapi.NewClient(*sock)
+	// Route preferences go first, so the node advertises its routes on
+	// its first map stream; a named exit node is checked against the map,
+	// so it is set once the node runs.
+	namedExit := exitSet && *exitNode != "" && *exitNode != "auto"
+	if exitSet && !namedExit {
+		rp.ExitNode, rpSet = exitNode, true
+	}
+	if rpSet {
+		if _, err := lc.SetRoutePrefs(ctx, rp); err != nil {
+			fmt.Fprintf(stderr, "warren up: %v\n", err)
+			return 1
+		}
+	}
 	st, err := lc.Up(ctx, req)
 	if err != nil {
 		fmt.Fprintf(stderr, "warren up: %v\n", err)
@@ -89,12 +128,41 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
+	if namedExit {
+		if _, err := lc.SetRoutePrefs(ctx, localapi.RoutePrefs{ExitNode: exitNode}); err != nil {
+			fmt.Fprintf(stderr, "warren up: %v\n", err)
+			return 1
+		}
+	}
 	if asJSON {
 		emitJSON(stdout, st)
 		return 0
 	}
 	fmt.Fprintf(stdout, "warren is up: %s %s\n", st.Self.DNSName, joinAddrs(st.Self))
 	return 0
+}
+
+// parseRouteList parses --advertise-routes: CIDR prefixes separated by
+// commas, without host bits; "" is none.
+func parseRouteList(s string) ([]netip.Prefix, error) {
+	out := []netip.Prefix{}
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR prefix (like 192.168.1.0/24)", f)
+		}
+		if p != p.Masked() {
+			return nil, fmt.Errorf("%s has host bits set (did you mean %s?)", p, p.Masked())
+		}
+		if p.Bits() == 0 {
+			return nil, fmt.Errorf("%s: use --advertise-exit-node to offer default routes", p)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 func joinAddrs(p *localapi.PeerStatus) string {

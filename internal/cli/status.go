@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -37,7 +38,74 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	writeStatus(stdout, st, time.Now())
+	if st.BackendState == localapi.StateRunning {
+		if rs, err := localapi.NewClient(*sock).Routes(ctx); err == nil {
+			writeRoutes(stdout, rs)
+		}
+	}
 	return 0
+}
+
+// writeRoutes adds the routes part of status: this node's own routes and
+// exit node, and the peers that offer routes.
+func writeRoutes(w io.Writer, rs *localapi.RouteStatus) {
+	if len(rs.Routes) > 0 {
+		fmt.Fprintf(w, "# routing for peers: %s\n", joinPrefixes(rs.Routes))
+	} else if len(rs.AdvertiseRoutes) > 0 || rs.AdvertiseExitNode {
+		fmt.Fprintln(w, "# advertised routes are waiting for an admin's approval (warren admin routes approve)")
+	}
+	switch {
+	case rs.CurrentExitNode != "":
+		how := ""
+		if rs.ExitNode == "auto" {
+			how = " (auto)"
+		}
+		fmt.Fprintf(w, "# exit node: %s %s%s\n", rs.CurrentExitNode, rs.CurrentExitNodeIP, how)
+	case rs.ExitNode != "":
+		fmt.Fprintf(w, "# exit node: none available (asked for %s)\n", rs.ExitNode)
+	}
+	if len(rs.Peers) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "# routes offered by peers:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, p := range rs.Peers {
+		var what []string
+		var subnets []netip.Prefix
+		for _, r := range p.Routes {
+			if r.Bits() > 0 {
+				subnets = append(subnets, r)
+			}
+		}
+		if len(subnets) > 0 {
+			s := "subnets " + joinPrefixes(subnets)
+			if !rs.AcceptRoutes {
+				s += " (not accepted: --accept-routes)"
+			}
+			what = append(what, s)
+		}
+		if p.ExitNode {
+			s := "exit node"
+			if p.InUse {
+				s += " (in use)"
+			}
+			what = append(what, s)
+		}
+		state := "offline"
+		if p.Online {
+			state = "online"
+		}
+		fmt.Fprintf(tw, "#   %s\t%s\t%s\n", p.Name, state, strings.Join(what, "; "))
+	}
+	tw.Flush()
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
 }
 
 func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {

@@ -149,8 +149,11 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		d.clearMapLocked()
 		os.Remove(d.mapPath())
 	}
+	old := d.prefs
 	d.prefs = prefs{ServerURL: serverURL, ServerKey: serverKey.String(), Hostname: req.Hostname,
-		Registered: true, WantRunning: true, AcceptDNS: d.prefs.AcceptDNS}
+		Registered: true, WantRunning: true, AcceptDNS: old.AcceptDNS,
+		AdvertiseRoutes: old.AdvertiseRoutes, AdvertiseExitNode: old.AdvertiseExitNode, AcceptRoutes: old.AcceptRoutes,
+		ExitNode: old.ExitNode, ExitNodeAllowLAN: old.ExitNodeAllowLAN}
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
 		return nil, err
 	}
@@ -245,7 +248,8 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 	}
 	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: sk, NodeKey: key,
 		DiscoKey: d.ms.DiscoPublic(),
-		MapPath:  d.mapPath(), Logf: d.controlLog})
+		MapPath:  d.mapPath(), Logf: d.controlLog,
+		Control: markControl, Routes: d.advertisedLocked()})
 }
 
 // rotateKey moves the node to a fresh key (warren up --force-reauth): the

@@ -89,6 +89,7 @@ type Daemon struct {
 	relay       relayState    // the relay client (paths.go)
 	obs         observability // metrics, captures, recent logs (metrics.go)
 	filter      filterState   // the engine's packet filter (filter.go)
+	routes      routeState    // subnet routes and exit nodes (routes.go)
 }
 
 // New checks cfg and fills in defaults; Run does the work.
@@ -173,13 +174,15 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		}
 	}()
 	port := d.cfg.Port
-	if err := d.dev.Apply(&uapi.Config{PrivateKey: &key, ListenPort: &port}); err != nil {
+	mark := uint32(RouteMark) // the underlay socket bypasses the tunnel routes (routing.go)
+	if err := d.dev.Apply(&uapi.Config{PrivateKey: &key, ListenPort: &port, FwMark: &mark}); err != nil {
 		return fmt.Errorf("configure engine: %w", err)
 	}
 	d.link = netcfg.New(d.cfg.TUN)
 	if err := d.link.Up(d.cfg.MTU); err != nil {
 		return err
 	}
+	d.initRoutes()
 	if err := d.dev.Up(); err != nil {
 		return fmt.Errorf("bind UDP port %d: %w", port, err)
 	}
@@ -193,7 +196,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	defer ln.Close()
 	apiDone := make(chan error, 1)
 	go func() {
-		apiDone <- localapi.Serve(ln, d, gid, func(f string, a ...any) { d.log.Warn(fmt.Sprintf(f, a...)) })
+		apiDone <- localapi.ServeWithRoutes(ln, d, gid, func(f string, a ...any) { d.log.Warn(fmt.Sprintf(f, a...)) })
 	}()
 	mctx, mstop := context.WithCancel(ctx)
 	defer mstop()
@@ -233,6 +236,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	d.stopControlLocked()
 	d.stopDNSLocked()
 	d.stopRelayLocked()
+	d.clearRoutesLocked()
 	d.mu.Unlock()
 	d.stopDrop()
 	if cerr := d.link.Clear(); cerr != nil {

@@ -24,6 +24,11 @@ type magicDNS struct {
 	rc        *resolvconf.Manager
 	osSet     []string // what the host resolver was last set to (nil: not set)
 	resolved  bool     // it was set through systemd-resolved
+
+	// An exit node also answers on its own tunnel addresses: its clients
+	// forward their queries there (routes.go).
+	exitSrv       *dns.Server
+	exitListening []netip.Addr
 }
 
 // dnsAllowed answers whether a query source may use the resolver: the node
@@ -92,6 +97,11 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 	if err != nil {
 		d.log.Debug("no host resolvers to forward to", "err", err)
 	}
+	if d.routes.exitIP.IsValid() {
+		// DNS follows the exit node: what MagicDNS does not answer goes
+		// to the exit node's resolver, through the tunnel.
+		ups = []netip.Addr{d.routes.exitIP}
+	}
 	cfg := toDNSConfig(nm, ups)
 	if m.res == nil {
 		res, err := dns.NewResolver(cfg, dns.Options{})
@@ -137,6 +147,28 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 		}
 		m.srv, m.listening = srv, slices.Clone(nm.DNS.Nameservers)
 		d.log.Debug("MagicDNS listening", "addrs", ok)
+	}
+
+	var exitAddrs []netip.Addr
+	if nm.Self.IsExitNode() {
+		for _, p := range nm.Self.Addresses {
+			exitAddrs = append(exitAddrs, p.Addr())
+		}
+	}
+	if !slices.Equal(m.exitListening, exitAddrs) {
+		if m.exitSrv != nil {
+			m.exitSrv.Close()
+			m.exitSrv, m.exitListening = nil, nil
+		}
+		if len(exitAddrs) > 0 {
+			srv := dns.NewServer(m.res, m.allow)
+			for _, a := range exitAddrs {
+				if _, err := srv.Listen(netip.AddrPortFrom(a, 53)); err != nil {
+					d.log.Error("exit node DNS cannot listen", "addr", a, "err", err)
+				}
+			}
+			m.exitSrv, m.exitListening = srv, exitAddrs
+		}
 	}
 
 	if d.prefs.AcceptDNS && len(m.listening) > 0 {
@@ -196,6 +228,10 @@ func (d *Daemon) stopDNSLocked() {
 	if m.srv != nil {
 		m.srv.Close()
 		m.srv, m.listening = nil, nil
+	}
+	if m.exitSrv != nil {
+		m.exitSrv.Close()
+		m.exitSrv, m.exitListening = nil, nil
 	}
 	d.restoreDNSLocked()
 }

@@ -51,6 +51,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 	d.applyFilterLocked(nm) // before any new peer can send
 	self := d.key.PublicKey()
 	now := time.Now()
+	d.selectExitLocked(nm, now) // which peer's default routes to use
 
 	want := map[noise.PublicKey]*netmap.Node{}
 	for i := range nm.Peers {
@@ -65,9 +66,16 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 			delete(d.applied, k)
 		}
 	}
-	var routes []netip.Prefix
+	var routes, tunnel []netip.Prefix
 	for k, p := range want {
 		routes = append(routes, p.AllowedIPs...)
+		// The peer's routes this node uses (routes.go) are allowed IPs
+		// too, and go into the tunnel routing table.
+		allowed := p.AllowedIPs
+		if extra := d.peerRoutesLocked(p); len(extra) > 0 {
+			tunnel = append(tunnel, extra...)
+			allowed = append(slices.Clone(p.AllowedIPs), extra...)
+		}
 		old, had := d.applied[k]
 		pc := uapi.PeerConfig{PublicKey: k}
 		changed := !had
@@ -75,15 +83,15 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 			// The path layer picks the address (direct or relay) per packet.
 			pc.Endpoint = magicsock.PeerEndpoint(k)
 		}
-		if !had || !slices.Equal(old.allowed, p.AllowedIPs) {
+		if !had || !slices.Equal(old.allowed, allowed) {
 			pc.ReplaceAllowedIPs = true
-			pc.AllowedIPs = slices.Clone(p.AllowedIPs)
+			pc.AllowedIPs = slices.Clone(allowed)
 			changed = true
 		}
 		if changed {
 			cfg.Peers = append(cfg.Peers, pc)
 		}
-		d.applied[k] = appliedPeer{endpoints: slices.Clone(p.Endpoints), allowed: slices.Clone(p.AllowedIPs)}
+		d.applied[k] = appliedPeer{endpoints: slices.Clone(p.Endpoints), allowed: slices.Clone(allowed)}
 	}
 	d.applyPathsLocked(nm, want)
 	// Removals first (they free allowed IPs a changed peer may take over).
@@ -110,6 +118,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 		d.log.Error("configure interface", "err", err)
 		d.healthLocked(err.Error())
 	}
+	d.applyRoutesLocked(nm, tunnel)
 	d.log.Debug("applied map", "version", nm.Version, "peers", len(want), "changes", len(cfg.Peers))
 	d.armExpiryLocked(nm, now)
 	d.dropMapLocked(nm)
@@ -157,6 +166,7 @@ func (d *Daemon) clearMapLocked() {
 	}
 	d.ms.SetPeers(nil)
 	d.stopRelayLocked()
+	d.clearRoutesLocked()
 	if err := d.link.Clear(); err != nil {
 		d.log.Error("clear interface", "err", err)
 	}

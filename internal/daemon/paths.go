@@ -44,6 +44,8 @@ func (d *Daemon) applyPathsLocked(nm *netmap.NetworkMap, want map[noise.PublicKe
 		Receive: d.ms.ReceiveRelayed,
 		OnState: func(up bool) { d.log.Info("relay session", "region", home.Code, "up", up) },
 		Logf:    func(f string, a ...any) { d.log.Debug(fmt.Sprintf(f, a...)) },
+		// The relay is underlay: it must not follow an exit node's route.
+		DialOptions: relay.DialOptions{Control: markControl},
 	})
 	d.relay = relayState{client: c, region: home}
 	d.ms.SetRelay(c)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +29,13 @@ type prefs struct {
 	Registered  bool   `json:"registered"`
 	WantRunning bool   `json:"wantRunning"`
 	AcceptDNS   bool   `json:"acceptDNS"` // point the host resolver at MagicDNS
+
+	// Routes (routes.go).
+	AdvertiseRoutes   []netip.Prefix `json:"advertiseRoutes,omitempty"`
+	AdvertiseExitNode bool           `json:"advertiseExitNode,omitempty"`
+	AcceptRoutes      bool           `json:"acceptRoutes,omitempty"`
+	ExitNode          string         `json:"exitNode,omitempty"` // peer name or address, "auto", "" none
+	ExitNodeAllowLAN  bool           `json:"exitNodeAllowLAN,omitempty"`
 }
 
 // writeFileAtomic writes data to path with mode perm so that a crash leaves

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -55,14 +56,15 @@ func TestNodeKeyFile(t *testing.T) {
 func TestPrefsRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	p, err := loadPrefs(dir)
-	if err != nil || p != (prefs{}) {
+	if err != nil || !reflect.DeepEqual(p, prefs{}) {
 		t.Fatalf("missing prefs: %+v %v", p, err)
 	}
-	want := prefs{ServerURL: "http://198.18.0.1:8080", ServerKey: "k", Hostname: "h", Registered: true, WantRunning: true}
+	want := prefs{ServerURL: "http://198.18.0.1:8080", ServerKey: "k", Hostname: "h", Registered: true, WantRunning: true,
+		AdvertiseRoutes: []netip.Prefix{netip.MustParsePrefix("198.19.1.0/24")}, AcceptRoutes: true, ExitNode: "auto", ExitNodeAllowLAN: true}
 	if err := savePrefs(dir, want); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := loadPrefs(dir); err != nil || got != want {
+	if got, err := loadPrefs(dir); err != nil || !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v %v", got, err)
 	}
 	os.WriteFile(filepath.Join(dir, prefsFile), []byte("{"), 0o600)

@@ -1,0 +1,413 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"warren/internal/localapi"
+	"warren/internal/netmap"
+	"warren/internal/noise"
+	"warren/internal/store"
+)
+
+// Subnet routes and exit nodes, on the node (see docs/ROUTES.md).
+//
+// The map gives each node's Routes (approved and advertised). Which of
+// its peers' routes a node uses is its own choice: subnet routes only
+// with --accept-routes, default routes only of the exit node it selected
+// (--exit-node PEER, or auto: the online exit node with the lowest path
+// RTT, kept while it stays online and its data path alive, replaced when
+// it goes away). The chosen routes become allowed IPs of the peer in the
+// engine (so its packets from those sources pass the cryptokey check)
+// and routes in table 52 (routing.go). A node whose own routes are
+// approved forwards and masquerades (forward.go). With an exit node in
+// use, MagicDNS forwards what it does not answer itself to the exit
+// node's resolver, which answers on its tunnel addresses.
+
+var exitRoutes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+
+// exitDeadAfter is how long the exit node may take sent packets without
+// any coming back before auto mode treats its data path as dead.
+const exitDeadAfter = 4 * time.Second
+
+// routeState is the daemon's routes side; under d.mu.
+type routeState struct {
+	tun *tunnelRoutes
+	fwd *forwarder
+
+	exit      noise.PublicKey // the exit node in use; zero: none
+	exitName  string
+	exitIP    netip.Addr
+	exitSince time.Time
+	health    string // a problem with the exit node preference
+
+	// Data-path liveness of the exit node (auto mode): the byte counters
+	// when last looked at, and since when packets went out with nothing
+	// coming back.
+	lastTx, lastRx uint64
+	silentSince    time.Time
+	dead           map[noise.PublicKey]time.Time // exit nodes judged dead, until
+	loopStop       chan struct{}
+}
+
+// advertisedLocked is what the node advertises; d.mu held.
+func (d *Daemon) advertisedLocked() []netip.Prefix {
+	out := slices.Clone(d.prefs.AdvertiseRoutes)
+	if d.prefs.AdvertiseExitNode {
+		out = append(out, exitRoutes...)
+	}
+	store.SortPrefixes(out)
+	return slices.Compact(out)
+}
+
+// exitCandidate reports whether peer p may be used as an exit node now.
+func (d *Daemon) exitCandidate(p *netmap.Node, self noise.PublicKey, now time.Time) bool {
+	if !usable(p, self, now) || !p.IsExitNode() || !p.Online {
+		return false
+	}
+	if until, ok := d.routes.dead[p.Key]; ok && now.Before(until) {
+		return false
+	}
+	return true
+}
+
+// selectExitLocked picks the exit node for nm per the preference; d.mu
+// held. It records the choice (and a health line for a bad preference).
+func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.Node {
+	rs := &d.routes
+	rs.health = ""
+	pref := d.prefs.ExitNode
+	self := d.key.PublicKey()
+	var pick *netmap.Node
+	switch pref {
+	case "":
+	case "auto":
+		var best *netmap.Node
+		var bestRTT time.Duration
+		for i := range nm.Peers {
+			p := &nm.Peers[i]
+			if !d.exitCandidate(p, self, now) {
+				continue
+			}
+			if p.Key == rs.exit { // keep the current one while it works
+				best = p
+				break
+			}
+			rtt := d.ms.PeerPath(p.Key).RTT
+			if rtt <= 0 {
+				rtt = time.Hour // unknown: after measured ones, in map order
+			}
+			if best == nil || rtt < bestRTT {
+				best, bestRTT = p, rtt
+			}
+		}
+		pick = best
+		if pick == nil {
+			rs.health = "exit node auto: no online exit node; traffic goes out directly"
+		}
+	default:
+		p, _, err := resolvePeer(nm, pref)
+		switch {
+		case err != nil:
+			rs.health = fmt.Sprintf("exit node %q is not in the network map", pref)
+		case !p.IsExitNode():
+			rs.health = fmt.Sprintf("exit node %q does not offer an approved exit route", pref)
+		case !usable(p, self, now):
+			rs.health = fmt.Sprintf("exit node %q has expired", pref)
+		default:
+			pick = p
+		}
+	}
+	var key noise.PublicKey
+	if pick != nil {
+		key = pick.Key
+	}
+	if key != rs.exit {
+		if pick != nil {
+			d.log.Info("exit node selected", "peer", pick.Name, "pref", pref)
+		} else if !rs.exit.IsZero() {
+			d.log.Info("exit node cleared", "was", rs.exitName, "pref", pref)
+		}
+		rs.exit, rs.exitSince = key, now
+		rs.silentSince, rs.lastTx, rs.lastRx = time.Time{}, 0, 0
+		if st, ok := d.dev.PeerStats(key); ok {
+			rs.lastTx, rs.lastRx = st.TxBytes, st.RxBytes
+		}
+	}
+	rs.exitName, rs.exitIP = "", netip.Addr{}
+	if pick != nil {
+		rs.exitName = pick.Name
+		for _, a := range pick.Addresses {
+			if a.Addr().Is4() || !rs.exitIP.IsValid() {
+				rs.exitIP = a.Addr()
+			}
+		}
+	}
+	return pick
+}
+
+// peerRoutesLocked is what the node uses of peer p's routes: its subnets
+// with --accept-routes, its default routes if it is the exit node.
+func (d *Daemon) peerRoutesLocked(p *netmap.Node) []netip.Prefix {
+	var out []netip.Prefix
+	for _, r := range p.Routes {
+		if netmap.IsExitRoute(r) {
+			if p.Key == d.routes.exit {
+				out = append(out, r)
+			}
+		} else if d.prefs.AcceptRoutes {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// applyRoutesLocked installs the tunnel routes and turns forwarding on
+// or off for nm; d.mu held.
+func (d *Daemon) applyRoutesLocked(nm *netmap.NetworkMap, tunnel []netip.Prefix) {
+	var src4, src6 netip.Addr
+	for _, a := range nm.Self.Addresses {
+		if a.Addr().Is4() && !src4.IsValid() {
+			src4 = a.Addr()
+		} else if a.Addr().Is6() && !src6.IsValid() {
+			src6 = a.Addr()
+		}
+	}
+	allowLAN := d.prefs.ExitNodeAllowLAN && !d.routes.exit.IsZero()
+	if err := d.routes.tun.Set(tunnel, allowLAN, src4, src6); err != nil {
+		d.log.Error("tunnel routes", "err", err)
+		d.healthLocked(err.Error())
+	}
+	if on := len(nm.Self.Routes) > 0; on != d.routes.fwd.on {
+		if err := d.routes.fwd.set(on); err != nil {
+			d.log.Error("forwarding", "err", err)
+			d.healthLocked("routing for peers: " + err.Error())
+		} else {
+			d.log.Info("forwarding for peers", "on", on, "routes", fmt.Sprint(nm.Self.Routes))
+		}
+	}
+	if d.routes.health != "" {
+		d.health = append(d.health, d.routes.health)
+	}
+	if d.prefs.ExitNode == "auto" {
+		d.startExitWatchLocked()
+	}
+}
+
+// clearRoutesLocked removes the tunnel routes and stops forwarding; d.mu
+// held.
+func (d *Daemon) clearRoutesLocked() {
+	if d.routes.tun == nil {
+		return
+	}
+	if err := d.routes.tun.Clear(); err != nil {
+		d.log.Warn("clear tunnel routes", "err", err)
+	}
+	if err := d.routes.fwd.set(false); err != nil {
+		d.log.Warn("stop forwarding", "err", err)
+	}
+	d.routes.exit, d.routes.exitName, d.routes.exitIP = noise.PublicKey{}, "", netip.Addr{}
+	d.stopExitWatchLocked()
+}
+
+// initRoutes prepares the routes side at start, removing what a crashed
+// daemon left behind; it runs before the first map is applied.
+func (d *Daemon) initRoutes() {
+	d.routes.tun = newTunnelRoutes(d.cfg.TUN)
+	d.routes.fwd = &forwarder{stateDir: d.cfg.StateDir, tun: d.cfg.TUN}
+	if err := cleanupRouting(); err != nil {
+		d.log.Warn("remove leftover tunnel routes and rules", "err", err)
+	}
+	// Leftovers of a crash: the NAT table, and forwarding sysctls that
+	// were changed (restored now; turned on again if the map says so).
+	if err := deleteNAT(); err != nil {
+		d.log.Debug("remove leftover NAT table", "err", err)
+	}
+	if err := restoreForwarding(d.cfg.StateDir); err != nil {
+		d.log.Warn("restore forwarding sysctls", "err", err)
+	}
+}
+
+// startExitWatchLocked runs the auto exit node's liveness check; d.mu
+// held.
+func (d *Daemon) startExitWatchLocked() {
+	if d.routes.loopStop != nil {
+		return
+	}
+	stop := make(chan struct{})
+	d.routes.loopStop = stop
+	go func() {
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			d.mu.Lock()
+			d.checkExitLocked(time.Now())
+			d.mu.Unlock()
+		}
+	}()
+}
+
+func (d *Daemon) stopExitWatchLocked() {
+	if d.routes.loopStop != nil {
+		close(d.routes.loopStop)
+		d.routes.loopStop = nil
+	}
+}
+
+// checkExitLocked fails over from an exit node whose data path is dead:
+// packets went to it for exitDeadAfter and nothing came back (WireGuard
+// would only notice after its 15 s rekey timeout). It also retries the
+// selection when there is no exit node (one may have come back). d.mu
+// held.
+func (d *Daemon) checkExitLocked(now time.Time) {
+	rs := &d.routes
+	if d.nm == nil || d.cc == nil || d.prefs.ExitNode != "auto" {
+		return
+	}
+	if rs.exit.IsZero() {
+		for i := range d.nm.Peers {
+			if d.exitCandidate(&d.nm.Peers[i], d.key.PublicKey(), now) {
+				d.applyMapLocked(d.nm)
+				return
+			}
+		}
+		return
+	}
+	st, ok := d.dev.PeerStats(rs.exit)
+	if !ok {
+		return
+	}
+	switch {
+	case st.RxBytes != rs.lastRx:
+		rs.silentSince = time.Time{}
+	case st.TxBytes != rs.lastTx && rs.silentSince.IsZero():
+		rs.silentSince = now
+	}
+	rs.lastTx, rs.lastRx = st.TxBytes, st.RxBytes
+	if !rs.silentSince.IsZero() && now.Sub(rs.silentSince) > exitDeadAfter {
+		if rs.dead == nil {
+			rs.dead = map[noise.PublicKey]time.Time{}
+		}
+		rs.dead[rs.exit] = now.Add(30 * time.Second)
+		d.log.Warn("exit node's data path is dead: failing over", "peer", rs.exitName, "silent", now.Sub(rs.silentSince).Round(time.Millisecond))
+		d.applyMapLocked(d.nm)
+	}
+}
+
+// SetRoutePrefs changes the route preferences (localapi.RoutesBackend).
+func (d *Daemon) SetRoutePrefs(ctx context.Context, p localapi.RoutePrefs) (*localapi.RouteStatus, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	next := d.prefs
+	if p.AdvertiseRoutes != nil {
+		rs, err := store.NormRoutes(*p.AdvertiseRoutes)
+		if err != nil {
+			return nil, fmt.Errorf("--advertise-routes: %s", strings.TrimPrefix(err.Error(), store.ErrInvalid.Error()+": "))
+		}
+		if slices.ContainsFunc(rs, netmap.IsExitRoute) {
+			return nil, errors.New("--advertise-routes: use --advertise-exit-node to offer 0.0.0.0/0 and ::/0")
+		}
+		next.AdvertiseRoutes = rs
+	}
+	if p.AdvertiseExitNode != nil {
+		next.AdvertiseExitNode = *p.AdvertiseExitNode
+	}
+	if p.AcceptRoutes != nil {
+		next.AcceptRoutes = *p.AcceptRoutes
+	}
+	if p.ExitNodeAllowLAN != nil {
+		next.ExitNodeAllowLAN = *p.ExitNodeAllowLAN
+	}
+	if p.ExitNode != nil {
+		e := strings.TrimSpace(*p.ExitNode)
+		if e != "" && e != "auto" && d.nm != nil {
+			peer, _, err := resolvePeer(d.nm, e)
+			switch {
+			case err != nil:
+				return nil, fmt.Errorf("--exit-node: no peer %q in the network map (see `warren status`)", e)
+			case !peer.IsExitNode():
+				return nil, fmt.Errorf("--exit-node: %s is not an exit node (it must run with --advertise-exit-node and an admin must approve its routes)", peer.Name)
+			}
+		}
+		next.ExitNode = e
+	}
+	if next.ExitNode != "" && next.AdvertiseExitNode {
+		return nil, errors.New("a node cannot use an exit node and be one: pass --exit-node= or --advertise-exit-node=false")
+	}
+	oldAdv := d.advertisedLocked()
+	d.prefs = next
+	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
+		return nil, err
+	}
+	if adv := d.advertisedLocked(); !slices.Equal(adv, oldAdv) && d.cc != nil {
+		if err := d.cc.SetRoutes(adv); err != nil {
+			d.log.Warn("report advertised routes", "err", err)
+		}
+	}
+	if d.prefs.ExitNode != "auto" {
+		d.stopExitWatchLocked()
+	}
+	if d.nm != nil && d.cc != nil {
+		d.applyMapLocked(d.nm)
+	}
+	return d.routeStatusLocked(), nil
+}
+
+// RouteStatus reports the route preferences and state
+// (localapi.RoutesBackend).
+func (d *Daemon) RouteStatus() *localapi.RouteStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.routeStatusLocked()
+}
+
+func (d *Daemon) routeStatusLocked() *localapi.RouteStatus {
+	st := &localapi.RouteStatus{
+		AdvertiseRoutes: slices.Clone(d.prefs.AdvertiseRoutes), AdvertiseExitNode: d.prefs.AdvertiseExitNode,
+		AcceptRoutes: d.prefs.AcceptRoutes, ExitNode: d.prefs.ExitNode, ExitNodeAllowLAN: d.prefs.ExitNodeAllowLAN,
+		Peers: []localapi.PeerRoutes{},
+	}
+	if st.AdvertiseRoutes == nil {
+		st.AdvertiseRoutes = []netip.Prefix{}
+	}
+	nm := d.nm
+	if nm == nil {
+		st.Routes = []netip.Prefix{}
+		return st
+	}
+	st.Routes = slices.Clone(nm.Self.Routes)
+	if st.Routes == nil {
+		st.Routes = []netip.Prefix{}
+	}
+	if !d.routes.exit.IsZero() {
+		st.CurrentExitNode, st.CurrentExitNodeIP, st.ExitSince = d.routes.exitName, d.routes.exitIP, d.routes.exitSince
+	}
+	for i := range nm.Peers {
+		p := &nm.Peers[i]
+		if len(p.Routes) == 0 || p.Key == d.key.PublicKey() {
+			continue
+		}
+		pr := localapi.PeerRoutes{Name: p.Name, Online: p.Online, Routes: slices.Clone(p.Routes), ExitNode: p.IsExitNode(),
+			InUse: p.Key == d.routes.exit}
+		for _, a := range p.Addresses {
+			if a.Addr().Is4() || !pr.Addr.IsValid() {
+				pr.Addr = a.Addr()
+			}
+		}
+		for _, r := range d.peerRoutesLocked(p) {
+			pr.Accepted = append(pr.Accepted, r)
+		}
+		st.Peers = append(st.Peers, pr)
+	}
+	return st
+}
