@@ -35,11 +35,30 @@ var (
 	ErrNotFound = errors.New("no such waiting file")
 )
 
-// Header is what a sender declares about a file.
+// Header is what a sender declares about a file before its bytes: with
+// protocol v1 its SHA-256, with v2 a transfer ID instead (the SHA-256
+// follows the bytes, in the trailer). Exactly one of the two is set.
 type Header struct {
 	Name   string // valid (see ValidName)
 	Size   int64
-	SHA256 string // 64 lowercase hex digits
+	SHA256 string // v1: 64 lowercase hex digits
+	ID     string // v2: IDLen lowercase hex digits naming this version of the file
+}
+
+// IDLen is the length of a v2 transfer ID in hex digits.
+const IDLen = 32
+
+// isLowerHex reports whether s is n lowercase hex digits.
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func (h Header) check() error {
@@ -49,10 +68,14 @@ func (h Header) check() error {
 	if h.Size < 0 {
 		return errors.New("negative size")
 	}
-	if len(h.SHA256) != 64 || strings.ToLower(h.SHA256) != h.SHA256 {
-		return errors.New("SHA-256 must be 64 lowercase hex digits")
-	}
-	if _, err := hex.DecodeString(h.SHA256); err != nil {
+	switch {
+	case h.SHA256 != "" && h.ID != "":
+		return errors.New("both a SHA-256 and a transfer ID")
+	case h.ID != "":
+		if !isLowerHex(h.ID, IDLen) {
+			return fmt.Errorf("transfer ID must be %d lowercase hex digits", IDLen)
+		}
+	case !isLowerHex(h.SHA256, 64):
 		return errors.New("SHA-256 must be 64 lowercase hex digits")
 	}
 	return nil
@@ -72,16 +95,42 @@ type File struct {
 	SHA256   string    `json:"sha256"`
 	From     Sender    `json:"from"`
 	Received time.Time `json:"received"`
+	ID       string    `json:"id,omitempty"` // v2 transfer ID it was sent with
 }
 
 // partialInfo is the metadata kept next to a partial file.
 type partialInfo struct {
 	Size       int64  `json:"size"`
-	SHA256     string `json:"sha256"`
+	SHA256     string `json:"sha256"`       // v1: declared up front
+	ID         string `json:"id,omitempty"` // v2
 	From       Sender `json:"from"`
 	Started    time.Time
 	HashOffset int64  `json:"hashOffset"` // bytes HashState covers
 	HashState  []byte `json:"hashState,omitempty"`
+}
+
+// matches reports whether the partial is of the file h from sender from:
+// v1 by size and declared SHA-256 (which covers the content, whoever
+// sent it), v2 by size, transfer ID and sender.
+func (pi *partialInfo) matches(h Header, from Sender) bool {
+	if pi.Size != h.Size {
+		return false
+	}
+	if h.ID != "" {
+		return pi.ID == h.ID && pi.From.Addr == from.Addr
+	}
+	return pi.ID == "" && pi.SHA256 == h.SHA256
+}
+
+// sameFile reports whether the finished file f is h sent by from.
+func (f *File) sameFile(h Header, from Sender) bool {
+	if f.Size != h.Size {
+		return false
+	}
+	if h.ID != "" {
+		return f.ID == h.ID && f.From.Addr == from.Addr
+	}
+	return f.SHA256 == h.SHA256
 }
 
 // Inbox is the directory received files wait in until `warren file get`.
@@ -217,17 +266,18 @@ func (in *Inbox) end(name string, t *transfer) {
 }
 
 // Offset returns how many bytes of the file h the inbox already holds from
-// sender: the size of a partial file declared with the same size and
-// SHA-256, h.Size if the same file already waits complete, else 0. A
-// stale transfer of it from the same sender is aborted first. It fails if
-// the rest could not be accepted (quota, free space).
-func (in *Inbox) Offset(h Header, from Sender) (int64, error) {
+// sender: the size of a partial file of the same size and SHA-256 (v1) or
+// transfer ID and sender (v2), h.Size and done if the same file already
+// waits complete, else 0. A stale transfer of it from the same sender is
+// aborted first. It fails if the rest could not be accepted (quota, free
+// space).
+func (in *Inbox) Offset(h Header, from Sender) (off int64, done bool, err error) {
 	if err := h.check(); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	t, err := in.begin(h.Name, from.Addr, func() {})
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer in.end(h.Name, t)
 	in.mu.Lock()
@@ -238,22 +288,23 @@ func (in *Inbox) Offset(h Header, from Sender) (int64, error) {
 	}
 	in.mu.Unlock()
 	if ok {
-		return 0, fl.err
+		return 0, false, fl.err
 	}
 	var f File
-	if readJSON(in.infoPath(h.Name), &f) == nil && f.Size == h.Size && f.SHA256 == h.SHA256 {
+	if readJSON(in.infoPath(h.Name), &f) == nil && f.sameFile(h, from) {
 		if fi, err := os.Stat(in.path(h.Name)); err == nil && fi.Size() == h.Size {
-			return h.Size, nil
+			return h.Size, true, nil
 		}
 	}
-	off := in.partialOffset(h)
-	return off, in.room(h, off)
+	off = in.partialOffset(h, from)
+	return off, false, in.room(h, off)
 }
 
-// partialOffset is the length of a partial file of h, 0 if none.
-func (in *Inbox) partialOffset(h Header) int64 {
+// partialOffset is the length of a partial file of h from sender from, 0
+// if none.
+func (in *Inbox) partialOffset(h Header, from Sender) int64 {
 	var pi partialInfo
-	if readJSON(in.partInfoPath(h.Name), &pi) != nil || pi.Size != h.Size || pi.SHA256 != h.SHA256 {
+	if readJSON(in.partInfoPath(h.Name), &pi) != nil || !pi.matches(h, from) {
 		return 0
 	}
 	fi, err := os.Stat(in.partPath(h.Name))
@@ -303,7 +354,9 @@ func (in *Inbox) room(h Header, off int64) error {
 
 // Receive writes the bytes of h from offset off, read from body, into the
 // partial file; once all h.Size bytes are there and their SHA-256 is
-// h.SHA256 it moves the file into place and returns it. cancel aborts the
+// h.SHA256 (v1), or the one in the TrailerLen-byte trailer that follows
+// them in body (v2, see ParseTrailer), it moves the file into place and
+// returns it. cancel aborts the
 // transfer (a newer one of the same file from the same sender calls it);
 // progress, if not nil, is called after each write. If body ends early the
 // partial file stays for a later Receive from where it stopped; on a
@@ -328,7 +381,7 @@ func (in *Inbox) Receive(h Header, off int64, body io.Reader, from Sender, cance
 	var f *os.File
 	if off == 0 {
 		in.removePartial(h.Name)
-		pi = partialInfo{Size: h.Size, SHA256: h.SHA256, From: from, Started: time.Now()}
+		pi = partialInfo{Size: h.Size, SHA256: h.SHA256, ID: h.ID, From: from, Started: time.Now()}
 		if err := writeJSON(in.partInfoPath(h.Name), pi); err != nil {
 			in.removePartial(h.Name)
 			return nil, diskErr(err)
@@ -339,7 +392,7 @@ func (in *Inbox) Receive(h Header, off int64, body io.Reader, from Sender, cance
 			return nil, diskErr(err)
 		}
 	} else {
-		if in.partialOffset(h) < off {
+		if in.partialOffset(h, from) < off {
 			return nil, ErrOffset
 		}
 		readJSON(in.partInfoPath(h.Name), &pi)
@@ -366,6 +419,19 @@ func (in *Inbox) Receive(h Header, off int64, body io.Reader, from Sender, cance
 
 	n, err := in.copy(f, hs, body, h.Size-off, progress)
 	written := off + n
+	if err == nil && h.ID != "" {
+		var tr [TrailerLen]byte
+		if _, err = io.ReadFull(body, tr[:]); err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if err == nil {
+			if h.SHA256, err = ParseTrailer(tr[:]); err != nil {
+				f.Close()
+				in.removePartial(h.Name)
+				return nil, fmt.Errorf("%w (%v)", ErrHash, err)
+			}
+		}
+	}
 	if err != nil {
 		f.Close()
 		if isNoSpace(err) {
@@ -456,7 +522,7 @@ func (in *Inbox) finish(h Header, from Sender) (*File, error) {
 		}
 		name = Numbered(h.Name, i)
 	}
-	f := &File{Name: name, Size: h.Size, SHA256: h.SHA256, From: from, Received: time.Now().UTC()}
+	f := &File{Name: name, Size: h.Size, SHA256: h.SHA256, From: from, Received: time.Now().UTC(), ID: h.ID}
 	if err := writeJSON(in.infoPath(name), f); err != nil {
 		in.removePartial(h.Name)
 		return nil, diskErr(err)

@@ -12,7 +12,27 @@
 // names (CleanName for senders, ValidName which the receiver enforces), and
 // the sender's side of the protocol (Client).
 //
-// Protocol (peer API, under /v1/files/NAME, NAME path-escaped):
+// Protocol v2 (peer API, under /v2/files/NAME, NAME path-escaped), which
+// senders use; the SHA-256 follows the bytes, so that a sender hashes the
+// file while sending it rather than in a pass of its own before:
+//
+//	GET /v2/files/NAME?size=N&id=ID → {"offset": N, "done": bool}
+//	PUT /v2/files/NAME  Warren-Size, Warren-Id, Warren-Offset headers,
+//	                    body = the bytes from the offset, then the trailer:
+//	                    the SHA-256 of the whole file, 64 lowercase hex
+//	                    digits (Content-Length = size - offset + 64)  → File
+//
+// ID (IDLen hex digits) names the version of the file being sent (the
+// sender derives it from the file's identity, size and modification time,
+// see FileID): a partial file resumes only for the same name, size, ID and
+// sending node. On a resume the receiver hashes the prefix it holds (or
+// restores the hash state it saved when the connection broke) and the
+// sender hashes its own prefix, so the trailer still covers every byte.
+// done says the same file already waits complete; offset = size without
+// done means only the trailer is missing.
+//
+// Protocol v1 (still served, and used by senders whose peer answers v2
+// with 404) declares the SHA-256 up front:
 //
 //	GET /v1/files/NAME?size=N&sha256=HEX → {"offset": N}  bytes the receiver holds
 //	PUT /v1/files/NAME  Warren-Size, Warren-Sha256, Warren-Offset headers,
@@ -21,9 +41,9 @@
 // Errors are {"error": "one line"} with 400 (bad name or header), 403
 // (sender unknown or of another user: only nodes of the receiving node's
 // user may send), 409 (busy, offset mismatch), 413 (quota), 422 (hash
-// mismatch), 507 (disk full). The sender asks for the offset, then streams
-// from it; a broken connection is retried by asking again, so no byte that
-// reached the receiver's disk is sent twice.
+// mismatch, bad trailer), 507 (disk full). The sender asks for the offset,
+// then streams from it; a broken connection is retried by asking again, so
+// no byte that reached the receiver's disk is sent twice.
 package drop
 
 import (
@@ -82,6 +102,8 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/files/{name}", s.serveOffset)
 	mux.HandleFunc("PUT /v1/files/{name}", s.servePut)
+	mux.HandleFunc("GET /v2/files/{name}", s.serveOffset)
+	mux.HandleFunc("PUT /v2/files/{name}", s.servePut)
 	return mux
 }
 
@@ -119,26 +141,65 @@ func ParseHeader(name, size, sum string) (Header, error) {
 	return h, h.check()
 }
 
+// ParseHeaderV2 reads a protocol v2 file header from a name and the
+// textual size and transfer ID.
+func ParseHeaderV2(name, size, id string) (Header, error) {
+	n, err := strconv.ParseInt(size, 10, 64)
+	if err != nil || n < 0 {
+		return Header{}, fmt.Errorf("bad size %q", size)
+	}
+	if id == "" {
+		return Header{}, errors.New("missing transfer ID")
+	}
+	h := Header{Name: name, Size: n, ID: id}
+	return h, h.check()
+}
+
+// TrailerLen is the length of the v2 trailer: the SHA-256 in hex.
+const TrailerLen = 64
+
+// ParseTrailer reads the SHA-256 a v2 sender put after the bytes.
+func ParseTrailer(b []byte) (string, error) {
+	if !isLowerHex(string(b), TrailerLen) {
+		return "", fmt.Errorf("bad trailer %q: want the SHA-256 as %d lowercase hex digits", b, TrailerLen)
+	}
+	return string(b), nil
+}
+
+// v2 reports whether r is a request of protocol v2.
+func v2(r *http.Request) bool { return len(r.URL.Path) > 3 && r.URL.Path[:4] == "/v2/" }
+
 func (s *Server) serveOffset(w http.ResponseWriter, r *http.Request) {
 	from, ok := s.sender(w, r)
 	if !ok {
 		return
 	}
-	h, err := ParseHeader(r.PathValue("name"), r.URL.Query().Get("size"), r.URL.Query().Get("sha256"))
+	q := r.URL.Query()
+	var h Header
+	var err error
+	if v2(r) {
+		h, err = ParseHeaderV2(r.PathValue("name"), q.Get("size"), q.Get("id"))
+	} else {
+		h, err = ParseHeader(r.PathValue("name"), q.Get("size"), q.Get("sha256"))
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	off, err := s.Inbox.Offset(h, from)
+	off, done, err := s.Inbox.Offset(h, from)
 	if err != nil {
 		writeError(w, errStatus(err), err)
 		return
 	}
-	writeJSONResp(w, http.StatusOK, offsetAnswer{Offset: off})
+	if !v2(r) {
+		done = false // v1 senders take offset = size as done
+	}
+	writeJSONResp(w, http.StatusOK, offsetAnswer{Offset: off, Done: done})
 }
 
 type offsetAnswer struct {
 	Offset int64 `json:"offset"`
+	Done   bool  `json:"done,omitempty"` // v2
 }
 
 func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
@@ -146,7 +207,15 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	h, err := ParseHeader(r.PathValue("name"), r.Header.Get("Warren-Size"), r.Header.Get("Warren-Sha256"))
+	var h Header
+	var err error
+	var trailer int64
+	if v2(r) {
+		h, err = ParseHeaderV2(r.PathValue("name"), r.Header.Get("Warren-Size"), r.Header.Get("Warren-Id"))
+		trailer = TrailerLen
+	} else {
+		h, err = ParseHeader(r.PathValue("name"), r.Header.Get("Warren-Size"), r.Header.Get("Warren-Sha256"))
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
@@ -156,8 +225,8 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("bad offset %q", r.Header.Get("Warren-Offset")))
 		return
 	}
-	if r.ContentLength != h.Size-off {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("body of %d bytes, want %d", r.ContentLength, h.Size-off))
+	if r.ContentLength != h.Size-off+trailer {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("body of %d bytes, want %d", r.ContentLength, h.Size-off+trailer))
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -224,7 +293,8 @@ func (e *RemoteError) Retryable() bool {
 
 // Client sends files to peers' APIs.
 type Client struct {
-	hc *http.Client
+	hc   *http.Client
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // StallTimeout ends a send whose bytes the network stopped taking; a
@@ -252,7 +322,7 @@ func NewClient(dial func(ctx context.Context, network, addr string) (net.Conn, e
 		MaxIdleConnsPerHost:   2,
 		IdleConnTimeout:       30 * time.Second,
 	}
-	return &Client{hc: &http.Client{Transport: tr}}
+	return &Client{hc: &http.Client{Transport: tr}, dial: dial}
 }
 
 // stallConn fails a write the network does not take within StallTimeout,
@@ -276,6 +346,12 @@ func (c *Client) do(req *http.Request, out any) error {
 	if err != nil {
 		return err
 	}
+	return decodeAnswer(resp, out)
+}
+
+// decodeAnswer reads a peer API answer into out (if not nil), or its
+// error, and closes its body.
+func decodeAnswer(resp *http.Response, out any) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		var eb errorBody
@@ -283,6 +359,9 @@ func (c *Client) do(req *http.Request, out any) error {
 			eb.Error = "peer answered " + resp.Status
 		}
 		return &RemoteError{Status: resp.StatusCode, Msg: eb.Error}
+	}
+	if out == nil {
+		return nil
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(out); err != nil {
 		return fmt.Errorf("bad answer from peer: %w", err)

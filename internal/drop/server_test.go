@@ -23,7 +23,8 @@ import (
 )
 
 // lab is a peer API on loopback: 127.0.0.1 is alice's node "a", 127.0.0.2
-// mallory's node "m"; anything else is unknown.
+// mallory's node "m", 127.0.0.3 alice's node "a2"; anything else is
+// unknown.
 type lab struct {
 	in    *Inbox
 	srv   *Server
@@ -47,6 +48,8 @@ func newLab(t *testing.T, dir string, quota int64) *lab {
 				return "a", "alice", true
 			case "127.0.0.2":
 				return "m", "mallory", true
+			case "127.0.0.3":
+				return "a2", "alice", true
 			}
 			return "", "", false
 		},
