@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -124,8 +122,9 @@ func runFileCp(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// sendFile sends one file: hash it, ask the peer for its offset, stream
-// the rest; on a broken path ask again and resume, until no progress was
+// sendFile sends one file: the daemon reads it through the descriptor we
+// pass, asks the peer for its offset and sends the rest, hashing as it
+// goes; on a broken path send again, which resumes, until no progress was
 // made for two minutes.
 func sendFile(ctx context.Context, lc *localapi.Client, path, name, peer string, stdout, stderr io.Writer) error {
 	clean, err := drop.CleanName(name)
@@ -144,54 +143,36 @@ func sendFile(ctx context.Context, lc *localapi.Client, path, name, peer string,
 	if !fi.Mode().IsRegular() {
 		return errors.New("not a regular file")
 	}
+	size := fi.Size()
+	req := localapi.FileSendRequest{Peer: peer, Name: clean}
 	tty := isTerminal(stderr)
-	if tty {
-		fmt.Fprintf(stderr, "\r%s: computing SHA-256...", clean)
-	}
-	hs := sha256.New()
-	if _, err := io.Copy(hs, f); err != nil {
-		return err
-	}
-	req := localapi.FileOffsetRequest{Peer: peer, Name: clean, Size: fi.Size(), SHA256: hex.EncodeToString(hs.Sum(nil))}
 	start := time.Now()
 	var firstOff int64 = -1
-	var sent atomic.Int64
+	var total int64 // bytes sent by finished attempts
 	lastProgress := time.Now()
 	backoff := 500 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		res, err := func() (*localapi.WaitingFile, error) {
-			o, err := lc.FileOffset(ctx, req)
-			if err != nil {
-				return nil, err
-			}
-			if firstOff < 0 {
-				firstOff = o.Offset
-			}
-			peer = o.Peer
-			if o.Offset == req.Size && req.Size > 0 {
-				return &localapi.WaitingFile{Name: clean, Size: req.Size}, nil
-			}
-			if _, err := f.Seek(o.Offset, io.SeekStart); err != nil {
-				return nil, err
-			}
-			body := &countReader{r: io.LimitReader(f, req.Size-o.Offset), n: &sent}
-			var bar *progressBar
-			if tty {
-				bar = startProgress(stderr, clean, req.Size, o.Offset, &sent)
-				defer bar.stop()
-			}
-			wf, err := lc.FilePut(ctx, req, o.Offset, body)
-			var fe *localapi.FileError
-			if err != nil && !errors.As(err, &fe) && ctx.Err() == nil {
-				// The daemon may have answered and hung up while we were
-				// still sending: the peer refused midway (disk full).
-				if _, oerr := lc.FileOffset(ctx, req); errors.As(oerr, &fe) && !fe.Retry {
-					return nil, oerr
+	for {
+		var sent atomic.Int64 // by this attempt
+		var bar *progressBar
+		res, err := lc.FileSend(ctx, req, f, func(ev localapi.FileSendEvent) {
+			if ev.Start != nil {
+				if firstOff < 0 {
+					firstOff = ev.Start.Offset
 				}
-				return nil, &localapi.FileError{Msg: err.Error(), Retry: true}
+				peer = ev.Start.Peer
+				if tty && bar == nil {
+					bar = startProgress(stderr, clean, size, ev.Start.Offset, &sent)
+				}
 			}
-			return wf, err
-		}()
+			if ev.Sent > 0 {
+				sent.Store(ev.Sent)
+			}
+		})
+		if bar != nil {
+			bar.stop()
+		}
+		s := sent.Load()
+		total += s
 		if err == nil {
 			el := time.Since(start)
 			if tty {
@@ -204,8 +185,8 @@ func sendFile(ctx context.Context, lc *localapi.Client, path, name, peer string,
 			if res.Name != clean {
 				note += ", stored as " + res.Name
 			}
-			fmt.Fprintf(stdout, "sent %s to %s: %s in %s (%s/s)%s\n", clean, peer, bytesIEC(uint64(req.Size)),
-				el.Round(time.Millisecond), bytesIEC(uint64(float64(sent.Load())/max(el.Seconds(), 1e-3))), note)
+			fmt.Fprintf(stdout, "sent %s to %s: %s in %s (%s/s)%s\n", clean, peer, bytesIEC(uint64(size)),
+				el.Round(time.Millisecond), bytesIEC(uint64(float64(total)/max(el.Seconds(), 1e-3))), note)
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -214,7 +195,7 @@ func sendFile(ctx context.Context, lc *localapi.Client, path, name, peer string,
 		if !localapi.IsRetryable(err) {
 			return err
 		}
-		if s := sent.Swap(0); s > 0 {
+		if s > 0 {
 			lastProgress = time.Now()
 			backoff = 500 * time.Millisecond
 		}
@@ -231,17 +212,6 @@ func sendFile(ctx context.Context, lc *localapi.Client, path, name, peer string,
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
-}
-
-type countReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // progressBar redraws "NAME  42% 1.2 GiB/3.0 GiB  110 MB/s  ETA 16s" on a

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,8 +29,9 @@ import (
 // serves the peer API on each of the node's tunnel addresses while it has
 // a map, tells the peer API who owns an address (from the map: only a
 // current peer's own addresses, which the engine source-checks), and
-// relays the CLI's `warren file` requests (the CLI streams the bytes, since
-// the daemon may not be able to read the user's files).
+// serves the CLI's `warren file` requests. To send, the CLI opens the file
+// as its user and passes the descriptor over the local API socket; the
+// daemon reads the file through it, hashing and sending in one pass.
 
 // envDropQuota sets the inbox quota (bytes, or with a K, M, G or T suffix).
 const envDropQuota = "WARREN_DROP_QUOTA"
@@ -210,8 +212,7 @@ func (d *Daemon) stopDrop() {
 // FileHandler serves /localapi/v1/file/ for the CLI.
 func (d *Daemon) FileHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /localapi/v1/file/offset", d.serveFileOffset)
-	mux.HandleFunc("PUT /localapi/v1/file/put", d.serveFilePut)
+	mux.HandleFunc("POST /localapi/v1/file/send", d.serveFileSend)
 	mux.HandleFunc("GET /localapi/v1/file/list", d.serveFileList)
 	mux.HandleFunc("GET /localapi/v1/file/files/{name}", d.serveFileGet)
 	mux.HandleFunc("DELETE /localapi/v1/file/files/{name}", d.serveFileDelete)
@@ -224,85 +225,110 @@ func fileError(w http.ResponseWriter, code int, err error, retry bool) {
 	json.NewEncoder(w).Encode(localapi.FileError{Msg: err.Error(), Retry: retry})
 }
 
-// sendTarget resolves the peer and checks the header of a send.
-func (d *Daemon) sendTarget(r localapi.FileOffsetRequest) (*drop.Client, string, netip.Addr, drop.Header, error) {
+// relayError answers with a peer's refusal, or a retryable network error.
+func relayError(peer string, ip netip.Addr, err error) (code int, msg string, retry bool) {
+	var re *drop.RemoteError
+	switch {
+	case errors.As(err, &re):
+		return re.Status, fmt.Sprintf("%s: %s", peer, re.Msg), re.Retryable()
+	case errors.Is(err, drop.ErrChanged):
+		return http.StatusConflict, err.Error(), false
+	}
+	return http.StatusBadGateway, fmt.Sprintf("cannot reach %s's file drop at %s: %v", peer, drop.PeerAddr(ip), err), true
+}
+
+// serveFileSend sends the file passed as a descriptor (see
+// localapi.FileSendEvent for the answer).
+func (d *Daemon) serveFileSend(w http.ResponseWriter, r *http.Request) {
+	f := localapi.ReceivedFile(r)
+	if f == nil {
+		fileError(w, http.StatusBadRequest, errors.New("no file descriptor came with the request"), false)
+		return
+	}
+	defer f.Close()
+	var req localapi.FileSendRequest
+	// Read the body to its end, so that the request's context ends when
+	// the CLI goes away.
+	b, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if err == nil {
+		err = json.Unmarshal(b, &req)
+	}
+	if err != nil {
+		fileError(w, http.StatusBadRequest, fmt.Errorf("bad request: %v", err), false)
+		return
+	}
+	if fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0); err != nil || fl&unix.O_ACCMODE == unix.O_WRONLY {
+		fileError(w, http.StatusBadRequest, errors.New("the file passed is not open for reading"), false)
+		return
+	}
 	ds, err := d.dropper()
 	if err != nil {
-		return nil, "", netip.Addr{}, drop.Header{}, err
+		fileError(w, http.StatusInternalServerError, err, false)
+		return
 	}
 	d.mu.Lock()
 	nm := d.nm
 	d.mu.Unlock()
 	if nm == nil {
-		return nil, "", netip.Addr{}, drop.Header{}, errors.New("this node is not on the mesh (run `warren up`)")
-	}
-	p, ip, err := resolvePeer(nm, r.Peer)
-	if err != nil {
-		return nil, "", netip.Addr{}, drop.Header{}, err
-	}
-	h, err := drop.ParseHeader(r.Name, strconv.FormatInt(r.Size, 10), r.SHA256)
-	if err != nil {
-		return nil, "", netip.Addr{}, drop.Header{}, err
-	}
-	return ds.client, p.Name, ip, h, nil
-}
-
-// relayError answers with a peer's refusal, or a retryable network error.
-func relayError(w http.ResponseWriter, peer string, ip netip.Addr, err error) {
-	var re *drop.RemoteError
-	switch {
-	case errors.As(err, &re):
-		fileError(w, re.Status, fmt.Errorf("%s: %s", peer, re.Msg), re.Retryable())
-	default:
-		fileError(w, http.StatusBadGateway, fmt.Errorf("cannot reach %s's file drop at %s: %v", peer, drop.PeerAddr(ip), err), true)
-	}
-}
-
-func (d *Daemon) serveFileOffset(w http.ResponseWriter, r *http.Request) {
-	var req localapi.FileOffsetRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
-		fileError(w, http.StatusBadRequest, fmt.Errorf("bad request: %v", err), false)
+		fileError(w, http.StatusBadRequest, errors.New("this node is not on the mesh (run `warren up`)"), false)
 		return
 	}
-	c, peer, ip, h, err := d.sendTarget(req)
+	p, ip, err := resolvePeer(nm, req.Peer)
 	if err != nil {
 		fileError(w, http.StatusBadRequest, err, false)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
-	defer cancel()
-	off, err := c.Offset(ctx, drop.PeerAddr(ip), h)
-	if err != nil {
-		relayError(w, peer, ip, err)
-		return
-	}
-	writeFileJSON(w, localapi.FileOffset{Offset: off, Peer: peer, Addr: ip})
-}
-
-func (d *Daemon) serveFilePut(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	size, err1 := strconv.ParseInt(q.Get("size"), 10, 64)
-	off, err2 := strconv.ParseInt(q.Get("offset"), 10, 64)
-	if err1 != nil || err2 != nil || off < 0 || off > size || r.ContentLength != size-off {
-		fileError(w, http.StatusBadRequest, errors.New("bad size, offset or body length"), false)
-		return
-	}
-	c, peer, ip, h, err := d.sendTarget(localapi.FileOffsetRequest{Peer: q.Get("peer"), Name: q.Get("name"), Size: size, SHA256: q.Get("sha256")})
-	if err != nil {
+	if err := drop.ValidName(req.Name); err != nil {
 		fileError(w, http.StatusBadRequest, err, false)
 		return
 	}
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	var sent atomic.Int64
+	var from int64
+	started := false
+	tick := make(chan struct{})
+	ticked := make(chan struct{})
 	start := time.Now()
-	f, err := c.Put(r.Context(), drop.PeerAddr(ip), h, off, r.Body)
+	file, err := ds.client.SendFile(r.Context(), drop.PeerAddr(ip), req.Name, f, func(off int64) {
+		from, started = off, true
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc.Encode(localapi.FileSendEvent{Start: &localapi.FileOffset{Offset: off, Peer: p.Name, Addr: ip}})
+		rc.Flush()
+		go func() {
+			defer close(ticked)
+			t := time.NewTicker(200 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-tick:
+					return
+				case <-t.C:
+					enc.Encode(localapi.FileSendEvent{Sent: sent.Load()})
+					rc.Flush()
+				}
+			}
+		}()
+	}, &sent)
+	if started {
+		close(tick)
+		<-ticked
+	}
 	if err != nil {
-		d.log.Info("file drop: send failed", "file", h.Name, "peer", peer, "offset", off, "err", err)
-		relayError(w, peer, ip, err)
+		d.log.Info("file drop: send failed", "file", req.Name, "peer", p.Name, "offset", from, "sent", sent.Load(), "err", err)
+		code, msg, retry := relayError(p.Name, ip, err)
+		if !started {
+			fileError(w, code, errors.New(msg), retry)
+			return
+		}
+		enc.Encode(localapi.FileSendEvent{Err: msg, Retry: retry})
 		return
 	}
 	el := time.Since(start)
-	d.log.Info("file drop: sent", "file", h.Name, "peer", peer, "size", h.Size, "from", off,
-		"seconds", el.Seconds(), "MBps", float64(h.Size-off)/el.Seconds()/1e6)
-	writeFileJSON(w, localapi.WaitingFile{Name: f.Name, Size: f.Size, SHA256: f.SHA256, From: f.From.Name, FromUser: f.From.User, Received: f.Received})
+	d.log.Info("file drop: sent", "file", req.Name, "peer", p.Name, "size", file.Size, "from", from,
+		"seconds", el.Seconds(), "MBps", float64(sent.Load())/el.Seconds()/1e6)
+	enc.Encode(localapi.FileSendEvent{Sent: sent.Load(), Done: &localapi.WaitingFile{Name: file.Name, Size: file.Size, SHA256: file.SHA256,
+		From: file.From.Name, FromUser: file.From.User, Received: file.Received}})
 }
 
 func writeFileJSON(w http.ResponseWriter, v any) {

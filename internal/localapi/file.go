@@ -1,40 +1,47 @@
 package localapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
-	"strconv"
+	"os"
+	"runtime"
 	"time"
 )
 
 // FileBackend is implemented by a Backend that does file drop; Handler
 // then serves its FileHandler under /localapi/v1/file/:
 //
-//	POST   /localapi/v1/file/offset FileOffsetRequest → FileOffset
-//	PUT    /localapi/v1/file/put?peer=&name=&size=&sha256=&offset=  body → WaitingFile
+//	POST   /localapi/v1/file/send   FileSendRequest, with the open file passed
+//	                                (SCM_RIGHTS, see ReceivedFile) → FileSendEvent lines
 //	GET    /localapi/v1/file/list                     → FileList
 //	GET    /localapi/v1/file/files/NAME               → the file's bytes
 //	DELETE /localapi/v1/file/files/NAME               → {}
 //
 // Errors are {"error": "...", "retry": bool}; retry marks failures that
-// asking again (for the offset) may overcome, such as a broken path.
+// asking again (sending again, which resumes) may overcome, such as a
+// broken path.
+//
+// A send is one request: the daemon reads the file from the descriptor
+// the CLI opened and passed, asks the peer for its offset, answers 200
+// with a first FileSendEvent (Start), then one with the bytes sent so far
+// every 200 ms, and a last one with Done or Err.
 type FileBackend interface {
 	FileHandler() http.Handler
 }
 
-// FileOffsetRequest names a file to send to a peer.
-type FileOffsetRequest struct {
-	Peer   string `json:"peer"` // name, DNS name or tunnel address
-	Name   string `json:"name"` // as sanitised by the sender
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
+// FileSendRequest names the peer to send the passed file to, and its name.
+type FileSendRequest struct {
+	Peer string `json:"peer"` // name, DNS name or tunnel address
+	Name string `json:"name"` // as sanitised by the sender
 }
 
 // FileOffset is how much of a file the peer already holds.
@@ -42,6 +49,15 @@ type FileOffset struct {
 	Offset int64      `json:"offset"`
 	Peer   string     `json:"peer"` // the peer's name
 	Addr   netip.Addr `json:"addr"`
+}
+
+// FileSendEvent is one line of a send's answer.
+type FileSendEvent struct {
+	Start *FileOffset  `json:"start,omitempty"` // first line: where the send starts
+	Sent  int64        `json:"sent,omitempty"`  // file bytes sent so far by this request
+	Done  *WaitingFile `json:"done,omitempty"`  // last line: the file as the peer stored it
+	Err   string       `json:"err,omitempty"`   // last line: the send failed
+	Retry bool         `json:"retry,omitempty"` // with Err: sending again may succeed
 }
 
 // WaitingFile is a received file waiting in the inbox.
@@ -86,14 +102,7 @@ func (c *Client) fileDo(req *http.Request, out any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		var fe FileError
-		if json.NewDecoder(io.LimitReader(resp.Body, maxRequest)).Decode(&fe) != nil || fe.Msg == "" {
-			if resp.StatusCode == http.StatusNotFound {
-				return errors.New("this daemon does not do file drop (too old?)")
-			}
-			return fmt.Errorf("warren daemon: HTTP %s", resp.Status)
-		}
-		return &fe
+		return answerError(resp)
 	}
 	if out == nil {
 		return nil
@@ -104,38 +113,65 @@ func (c *Client) fileDo(req *http.Request, out any) error {
 	return nil
 }
 
-// FileOffset asks the peer how much of the file it already holds.
-func (c *Client) FileOffset(ctx context.Context, r FileOffsetRequest) (*FileOffset, error) {
+// FileSend has the daemon send the open file f (which it reads through
+// the descriptor passed along with the request) to a peer, resuming where
+// the peer's partial copy stops; event sees each FileSendEvent but a
+// failure.
+func (c *Client) FileSend(ctx context.Context, r FileSendRequest, f *os.File, event func(FileSendEvent)) (*WaitingFile, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var fd int
+	rc.Control(func(p uintptr) { fd = int(p) })
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, "unix", c.Socket)
+			if err != nil {
+				return nil, err
+			}
+			return &fdSendConn{UnixConn: conn.(*net.UnixConn), fd: fd}, nil
+		},
+		DisableKeepAlives: true,
+	}}
+	defer runtime.KeepAlive(f)
 	b, _ := json.Marshal(r)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://warrend/localapi/v1/file/offset", bytesReader(b))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://warrend/localapi/v1/file/send", bytes.NewReader(b))
 	if err != nil {
 		return nil, err
 	}
-	var o FileOffset
-	if err := c.fileDo(req, &o); err != nil {
-		return nil, err
-	}
-	return &o, nil
-}
-
-// FilePut streams the file's bytes from off (exactly r.Size-off of them,
-// read from body) through the daemon to the peer.
-func (c *Client) FilePut(ctx context.Context, r FileOffsetRequest, off int64, body io.Reader) (*WaitingFile, error) {
-	q := url.Values{"peer": {r.Peer}, "name": {r.Name}, "size": {strconv.FormatInt(r.Size, 10)},
-		"sha256": {r.SHA256}, "offset": {strconv.FormatInt(off, 10)}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://warrend/localapi/v1/file/put?"+q.Encode(), io.NopCloser(body))
+	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, c.dialError(err)
 	}
-	req.ContentLength = r.Size - off
-	if req.ContentLength == 0 {
-		req.Body = http.NoBody
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, answerError(resp)
 	}
-	var f WaitingFile
-	if err := c.fileDo(req, &f); err != nil {
-		return nil, err
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var ev FileSendEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return nil, fmt.Errorf("warren daemon: bad answer: %w", err)
+		}
+		if ev.Err == "" {
+			event(ev)
+		}
+		switch {
+		case ev.Done != nil:
+			return ev.Done, nil
+		case ev.Err != "":
+			return nil, &FileError{Msg: ev.Err, Retry: ev.Retry}
+		}
 	}
-	return &f, nil
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return nil, &FileError{Msg: "the daemon ended the send without a result", Retry: true}
 }
 
 // FileList lists the files waiting in the inbox.
@@ -181,4 +217,14 @@ func (c *Client) FileDelete(ctx context.Context, name string) error {
 	return c.fileDo(req, nil)
 }
 
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+// answerError reads the error of a file drop answer other than 200.
+func answerError(resp *http.Response) error {
+	var fe FileError
+	if json.NewDecoder(io.LimitReader(resp.Body, maxRequest)).Decode(&fe) != nil || fe.Msg == "" {
+		if resp.StatusCode == http.StatusNotFound {
+			return errors.New("this daemon does not do this file drop request (too old? restart it)")
+		}
+		return fmt.Errorf("warren daemon: HTTP %s", resp.Status)
+	}
+	return &fe
+}

@@ -108,6 +108,7 @@ func Serve(l net.Listener, b Backend, gid int, logf func(string, ...any)) error 
 		Handler:           Handler(b),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          nil,
+		ConnContext:       connContext,
 	}
 	return srv.Serve(&credListener{Listener: l, gid: gid, logf: logf})
 }
@@ -131,6 +132,9 @@ func (l *credListener) Accept() (net.Conn, error) {
 			}
 			c.Close()
 			continue
+		}
+		if uc, ok := c.(*net.UnixConn); ok {
+			return newFDRecvConn(uc), nil // descriptors passed by clients (fdpass.go)
 		}
 		return c, nil
 	}
