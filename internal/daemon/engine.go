@@ -16,6 +16,7 @@ import (
 type appliedPeer struct {
 	endpoints []netip.AddrPort // as reported in the map
 	allowed   []netip.Prefix
+	disco     noise.PublicKey // the peer's path-probe key: new with each run of its daemon
 }
 
 // usable reports whether a peer belongs in the engine now.
@@ -77,6 +78,14 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 			allowed = append(slices.Clone(p.AllowedIPs), extra...)
 		}
 		old, had := d.applied[k]
+		if had && !old.disco.IsZero() && old.disco != p.DiscoKey {
+			// The peer's daemon restarted (a new disco key): its sessions
+			// are gone, so drop ours too; the next packet handshakes at
+			// once instead of going unanswered until WireGuard's 15 s
+			// rekey timeout (an exit node coming back, routes.go).
+			cfg.Peers = append(cfg.Peers, uapi.PeerConfig{PublicKey: k, Remove: true})
+			had = false
+		}
 		pc := uapi.PeerConfig{PublicKey: k}
 		changed := !had
 		if !had {
@@ -91,7 +100,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 		if changed {
 			cfg.Peers = append(cfg.Peers, pc)
 		}
-		d.applied[k] = appliedPeer{endpoints: slices.Clone(p.Endpoints), allowed: slices.Clone(allowed)}
+		d.applied[k] = appliedPeer{endpoints: slices.Clone(p.Endpoints), allowed: slices.Clone(allowed), disco: p.DiscoKey}
 	}
 	d.applyPathsLocked(nm, want)
 	// Removals first (they free allowed IPs a changed peer may take over).

@@ -312,6 +312,30 @@ func testExitNode(t *testing.T, db string) {
 		return c.dig("@100.100.100.100", "internet.test", "+short") == "198.19.20.53"
 	})
 
+	// A dead data path fails over too: the first exit node comes back,
+	// then the second's UDP is cut while its control stream stays up (the
+	// map still says online); the client notices that nothing comes back.
+	first.startDaemon()
+	waitFor(t, 10*time.Second, first.name+" back online", func() bool {
+		for _, p := range c.routes(t).Peers {
+			if p.Name == first.name && p.Online {
+				return true
+			}
+		}
+		return false
+	})
+	second.ns.Run(t, "nft", "add table inet cut")
+	second.ns.Run(t, "nft", "add chain inet cut out { type filter hook output priority 0 ; }")
+	second.ns.Run(t, "nft", "add rule inet cut out udp sport 41641 drop")
+	cut := time.Now()
+	if !poll(10*time.Second, func() bool { return c.pingOnce("198.19.20.1", 300*time.Millisecond) == nil }) {
+		t.Fatalf("no failover within 10 s of cutting %s's data path; routes %+v", second.name, c.routes(t))
+	}
+	t.Logf("failover from %s (data path cut, still online) to %s: %v", second.name, first.name, time.Since(cut).Round(time.Millisecond))
+	if rs := c.routes(t); rs.CurrentExitNode != first.name {
+		t.Fatalf("exit node after the cut %q, want %s", rs.CurrentExitNode, first.name)
+	}
+
 	// No exit node: routes and rules go, the internet host is out of reach.
 	c.set(t, "--exit-node=")
 	if strings.Contains(ipRules(t, c.ns), "lookup 52") {
