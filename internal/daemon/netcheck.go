@@ -37,7 +37,8 @@ func (d *Daemon) Netcheck(ctx context.Context) (*localapi.NetcheckReport, error)
 	// One socket per family for every STUN query, so mappings compare.
 	socks := map[string]net.PacketConn{}
 	for _, fam := range []string{"udp4", "udp6"} {
-		if pc, err := net.ListenPacket(fam, ":0"); err == nil {
+		lc := net.ListenConfig{Control: markControl} // underlay, not via an exit node (routing.go)
+		if pc, err := lc.ListenPacket(ctx, fam, ":0"); err == nil {
 			socks[fam] = pc
 			defer pc.Close()
 		}
@@ -148,7 +149,7 @@ func tcpLatency(ctx context.Context, rawURL string) (time.Duration, error) {
 	if port == "" {
 		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 	}
-	var dl net.Dialer
+	dl := net.Dialer{Control: markControl}
 	start := time.Now()
 	c, err := dl.DialContext(ctx, "tcp", net.JoinHostPort(u.Hostname(), port))
 	if err != nil {

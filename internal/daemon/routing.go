@@ -37,6 +37,8 @@ const (
 	prioTable = 5250
 )
 
+var linkLocal = map[bool]netip.Prefix{false: netip.MustParsePrefix("169.254.0.0/16"), true: netip.MustParsePrefix("fe80::/10")}
+
 // markControl sets RouteMark on a socket before it connects
 // (net.Dialer.Control).
 func markControl(_, _ string, c syscall.RawConn) error {
@@ -53,11 +55,12 @@ func markControl(_, _ string, c syscall.RawConn) error {
 type tunnelRoutes struct {
 	ifname string
 	routes map[netip.Prefix]bool // installed in table 52
+	throws map[netip.Prefix]bool // throw routes installed in table 52
 	rules  string                // "" none, "table", "table+lan"
 }
 
 func newTunnelRoutes(ifname string) *tunnelRoutes {
-	return &tunnelRoutes{ifname: ifname, routes: map[netip.Prefix]bool{}}
+	return &tunnelRoutes{ifname: ifname, routes: map[netip.Prefix]bool{}, throws: map[netip.Prefix]bool{}}
 }
 
 func toNet(p netip.Prefix) *net.IPNet {
@@ -112,6 +115,35 @@ func (t *tunnelRoutes) Set(routes []netip.Prefix, allowLAN bool, src4, src6 neti
 			continue
 		}
 		t.routes[r] = true
+	}
+	// A default route in table 52 must not capture link-local traffic
+	// (IPv6 neighbours and routers on the LAN, 169.254/16): throw routes
+	// send those lookups on to the main table.
+	wantThrow := map[netip.Prefix]bool{}
+	for r := range want {
+		if r.Bits() == 0 {
+			wantThrow[linkLocal[r.Addr().Is6()]] = true
+		}
+	}
+	for r := range t.throws {
+		if !wantThrow[r] {
+			err := netlink.RouteDel(&netlink.Route{Dst: toNet(r), Table: RouteTable, Type: unix.RTN_THROW})
+			if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("routes: remove throw %s from table %d: %w", r, RouteTable, err))
+				continue
+			}
+			delete(t.throws, r)
+		}
+	}
+	for r := range wantThrow {
+		if t.throws[r] {
+			continue
+		}
+		if err := netlink.RouteReplace(&netlink.Route{Dst: toNet(r), Table: RouteTable, Type: unix.RTN_THROW}); err != nil {
+			errs = append(errs, fmt.Errorf("routes: add throw %s to table %d: %w", r, RouteTable, err))
+			continue
+		}
+		t.throws[r] = true
 	}
 	rules := ""
 	if len(t.routes) > 0 {

@@ -279,6 +279,10 @@ func testExitNode(t *testing.T, db string) {
 	if out := l.must(c.ns, "status", "--socket", c.sock); !strings.Contains(out, "# exit node: "+first.name) || !regexpLine(out, first.name+`\s+online\s+exit node \(in use\)`) {
 		t.Fatalf("client status:\n%s", out)
 	}
+	// The default routes leave link-local traffic to the main table.
+	if out, _ := c.ns.Output("ip", "-6", "route", "show", "table", "52"); !strings.Contains(out, "throw fe80::/10") || !strings.Contains(out, "default dev warren0") {
+		t.Fatalf("client's IPv6 table 52:\n%s", out)
+	}
 	// DNS follows the exit node.
 	if got := c.dig("@100.100.100.100", "internet.test", "+short"); got != "198.19.20.53" {
 		t.Fatalf("internet.test on the client: %q", got)
@@ -343,6 +347,12 @@ func testExitNode(t *testing.T, db string) {
 	}
 	if c.pingOnce("198.19.20.1", 500*time.Millisecond) == nil {
 		t.Fatal("internet host reachable with no exit node")
+	}
+	// An exit node taken down stops forwarding and removes its NAT table.
+	fwd := sysctl(t, second.ns, "net.ipv4.ip_forward")
+	l.must(second.ns, "down", "--socket", second.sock)
+	if nftHasWarren(second.ns) || sysctl(t, second.ns, "net.ipv4.ip_forward") == fwd {
+		t.Fatalf("%s after down: NAT table %v, ip_forward %s → %s", second.name, nftHasWarren(second.ns), fwd, sysctl(t, second.ns, "net.ipv4.ip_forward"))
 	}
 }
 
