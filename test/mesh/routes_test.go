@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -180,6 +182,29 @@ func testRoutesSubnet(t *testing.T, db string) {
 	if out := l.must(r.ns, "status", "--socket", r.sock); !strings.Contains(out, "# routing for peers: 198.19.1.0/24") {
 		t.Fatalf("router status:\n%s", out)
 	}
+
+	// With a policy the router forwards only what it allows: TCP 8080 to
+	// the LAN host, not ping; and nothing to the router itself.
+	pol := filepath.Join(t.TempDir(), "policy.hujson")
+	if err := os.WriteFile(pol, []byte(`{
+	"hosts": {"lanhost": "198.19.1.2"},
+	"acls": [{"action": "accept", "src": ["alice@"], "dst": ["lanhost:8080"], "proto": "tcp"}],
+	"tests": [{"src": "alice@", "accept": ["lanhost:8080"], "deny": ["lanhost:22"]}],
+}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.listen(t, 8080)
+	r4, _ := r.ips()
+	l.mustAdmin("policy", "set", pol)
+	waitFor(t, 5*time.Second, "policy in force on the router", func() bool { return c.pingOnce("198.19.1.2", 300*time.Millisecond) != nil })
+	if !c.dial("198.19.1.2", 8080, 2*time.Second) {
+		t.Fatal("with the policy, the client cannot reach the LAN host on 8080")
+	}
+	if c.dial(r4, 8080, 500*time.Millisecond) {
+		t.Fatal("the policy's LAN rule opened the router itself")
+	}
+	l.mustAdmin("policy", "delete")
+	waitFor(t, 5*time.Second, "no policy: ping through the router again", func() bool { return c.pingOnce("198.19.1.2", 300*time.Millisecond) == nil })
 
 	// Withdrawn: the client loses the LAN, the router stops forwarding.
 	l.mustAdmin("routes", "unapprove", "router", "198.19.1.0/24")
