@@ -272,6 +272,9 @@ func (p *Policy) covers(a *alias, q, src *principal) bool {
 	case aSelf:
 		return q.kind == aUser && src.kind == aUser && q.name == src.name
 	case aInternet:
+		if q.kind == aInternet {
+			return true
+		}
 		return q.kind == aPrefix && slices.ContainsFunc(Internet, func(ip netip.Prefix) bool {
 			return ip.Bits() <= q.prefix.Bits() && ip.Contains(q.prefix.Addr())
 		})

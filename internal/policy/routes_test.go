@@ -22,8 +22,9 @@ const routesPolicy = `{
 		{"action": "accept", "src": ["bob@"], "dst": ["autogroup:internet:*"]},
 	],
 	"tests": [
+		{"src": "alice@", "deny": ["autogroup:internet:443"]},
 		{"src": "alice@", "accept": ["198.19.1.20:443", "198.19.1.9:631", "tag:router:22"], "deny": ["198.19.1.20:22", "tag:router:443"]},
-		{"src": "bob@", "accept": ["8.8.8.8:53", "198.18.5.5:80"], "deny": ["192.168.1.1:443", "10.1.2.3:80", "100.64.0.9:80"]},
+		{"src": "bob@", "accept": ["8.8.8.8:53", "198.18.5.5:80", "autogroup:internet:443"], "deny": ["192.168.1.1:443", "10.1.2.3:80", "100.64.0.9:80"]},
 	],
 }`
 
