@@ -2,15 +2,13 @@ package localapi
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/netip"
 	"time"
 )
 
-// Subnet routes and exit nodes. These endpoints live in their own file and
-// are mounted by ServeWithRoutes/HandlerWithRoutes (a wrapper around
-// Handler) so the routes work stays apart from the rest of the API:
+// Subnet routes and exit nodes, mounted by Handler when the Backend is a
+// RoutesBackend:
 //
 //	GET  /localapi/v1/routes             RouteStatus
 //	POST /localapi/v1/routes RoutePrefs → RouteStatus
@@ -74,16 +72,8 @@ type RoutesBackend interface {
 	SetRoutePrefs(ctx context.Context, p RoutePrefs) (*RouteStatus, error)
 }
 
-// HandlerWithRoutes is Handler(b) plus the routes endpoints when b is a
-// RoutesBackend.
-func HandlerWithRoutes(b Backend) http.Handler {
-	base := Handler(b)
-	rb, ok := b.(RoutesBackend)
-	if !ok {
-		return base
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/", base)
+// routesHandlers adds the routes endpoints to Handler's mux.
+func routesHandlers(mux *http.ServeMux, rb RoutesBackend) {
 	mux.HandleFunc("GET /localapi/v1/routes", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, rb.RouteStatus())
 	})
@@ -99,13 +89,6 @@ func HandlerWithRoutes(b Backend) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
-	return mux
-}
-
-// ServeWithRoutes is Serve with HandlerWithRoutes.
-func ServeWithRoutes(l net.Listener, b Backend, gid int, logf func(string, ...any)) error {
-	srv := &http.Server{Handler: HandlerWithRoutes(b), ReadHeaderTimeout: 10 * time.Second}
-	return srv.Serve(&credListener{Listener: l, gid: gid, logf: logf})
 }
 
 // Routes returns the node's route preferences and state.

@@ -15,6 +15,7 @@
 //	GET  /netcheck         NetcheckReport
 //	     /file/...          file drop, when the Backend is a FileBackend (file.go)
 //	     /debug/...         metrics, capture, bundle, when the Backend is a DebugBackend (debug.go)
+//	     /routes            route preferences and state, when the Backend is a RoutesBackend (routes.go)
 package localapi
 
 import (
@@ -256,6 +257,9 @@ func Handler(b Backend) http.Handler {
 	}
 	if db, ok := b.(DebugBackend); ok {
 		mux.Handle("/localapi/v1/debug/", db.DebugHandler())
+	}
+	if rb, ok := b.(RoutesBackend); ok {
+		routesHandlers(mux, rb) // routes.go
 	}
 	return mux
 }
