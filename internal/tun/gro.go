@@ -7,7 +7,10 @@ import (
 
 // Generic receive offload for writes: the segments of a TCP (or UDP) flow in
 // one batch are appended to the first of them, which is written as one
-// super-packet that the kernel's stack takes in one go.
+// super-packet that the kernel's stack takes in one go. Nothing is copied:
+// the first packet's headers are rewritten for the whole and the payloads of
+// the appended packets are gathered from their own buffers by one writev(2)
+// (see segments).
 //
 // A packet is a candidate when it is IPv4 without options and not a
 // fragment, with a valid header checksum, or IPv6 without extension headers,
@@ -23,8 +26,7 @@ import (
 //     for byte), p's sequence number continuing h's data;
 //   - a payload no larger than h's first one (the segment size); a smaller
 //     one, or a PSH, ends h; UDP at most maxUDPSegments segments;
-//   - room for it: h stays within maxPacketLen bytes and the capacity of its
-//     buffer.
+//   - room for it: h stays within maxPacketLen bytes.
 //
 // Any packet of a flow that is not appended ends that flow's packet so far,
 // so the order of a flow's packets is kept. Payload checksums are not
@@ -94,10 +96,11 @@ type coalescer struct {
 // coalesce plans the writing of a batch of packets bufs[i][offset:], with
 // room for a virtio-net header in front of each (offset >=
 // virtioNetHdrLen). TCP segments are merged if tcp, UDP datagrams if udp.
-// Appended payload goes into the spare capacity of the buffer that grows;
-// the other buffers are not changed. The returned packets, in batch order,
-// are ready to write with their headers; the slice is valid until the next
-// call. Packets that are written alone are unchanged, behind a zero header.
+// Only the headers of the first packet of a merged group change (lengths,
+// checksums, PSH, its virtio-net header); the appended packets' buffers are
+// not changed and their payloads are written from where they are (see
+// segments). The returned packets, in batch order, are ready to write with
+// their headers; the slice is valid until the next call. Packets that are written alone are unchanged, behind a zero header.
 // coalesce does not allocate once its scratch space has grown to the batch
 // size.
 func (c *coalescer) coalesce(bufs [][]byte, offset int, tcp, udp bool) []groOut {
@@ -210,11 +213,9 @@ func (c *coalescer) appendSegment(bufs [][]byte, offset int, o *groOut, i int, p
 	} else if o.segs >= maxUDPSegments {
 		return false
 	}
-	if o.length+p.payLen > maxPacketLen || offset+o.length+p.payLen > cap(bufs[o.idx]) {
+	if o.length+p.payLen > maxPacketLen {
 		return false
 	}
-	start := offset + o.length
-	copy(bufs[o.idx][start:start+p.payLen], pkt[p.ipLen+p.l4Len:])
 	o.length += p.payLen
 	o.segs++
 	o.nextSeq += uint32(p.payLen)
@@ -313,8 +314,9 @@ func (o *groOut) finalize(buf []byte, offset int) {
 		o.hdr.encode(buf[offset-virtioNetHdrLen:])
 		return
 	}
-	pkt := buf[offset : offset+o.length]
+	pkt := buf[offset : offset+o.origLength] // its headers are the whole's
 	l4 := pkt[o.ipLen:]
+	l4Len := o.length - o.ipLen // of the whole
 	var src, dst []byte
 	var proto uint8 = ipProtoTCP
 	if !o.kind.tcp() {
@@ -340,10 +342,10 @@ func (o *groOut) finalize(buf []byte, offset int) {
 		}
 	} else {
 		csumOff = udpCsumOffset
-		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+		binary.BigEndian.PutUint16(l4[4:], uint16(l4Len))
 	}
 	o.origCsum = binary.BigEndian.Uint16(l4[csumOff:])
-	binary.BigEndian.PutUint16(l4[csumOff:], pseudoHeaderSum(src, dst, proto, len(l4)))
+	binary.BigEndian.PutUint16(l4[csumOff:], pseudoHeaderSum(src, dst, proto, l4Len))
 	o.hdr = virtioNetHdr{
 		flags:      vnetFlagNeedsCsum,
 		gsoType:    gsoType,
@@ -353,6 +355,18 @@ func (o *groOut) finalize(buf []byte, offset int) {
 		csumOffset: uint16(csumOff),
 	}
 	o.hdr.encode(buf[offset-virtioNetHdrLen:])
+}
+
+// segments appends to iov the pieces that make up o on the wire, in order:
+// its virtio-net header and first packet, then the payload of each packet
+// appended to it, each from its own buffer.
+func (c *coalescer) segments(iov [][]byte, bufs [][]byte, offset int, o *groOut) [][]byte {
+	iov = append(iov, bufs[o.idx][offset-virtioNetHdrLen:offset+o.origLength])
+	hdrLen := o.ipLen + o.l4Len
+	for j := o.first; j >= 0; j = c.next[j] {
+		iov = append(iov, bufs[j][offset+hdrLen:])
+	}
+	return iov
 }
 
 // unmerge undoes the coalescing of o (a packet that grew) after the kernel

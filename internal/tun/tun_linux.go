@@ -46,7 +46,7 @@ type linuxDevice struct {
 
 	readMu  sync.Mutex // serializes Reads through readBuf
 	readBuf []byte     // offload mode: a virtio-net header and a super-packet
-	gro     sync.Pool  // of *coalescer, for concurrent Writes
+	gro     sync.Pool  // of *groWriter, for concurrent Writes
 
 	events chan Event
 	nl     *os.File // rtnetlink socket subscribed to link changes
@@ -202,7 +202,6 @@ func newDevice(fd int, mtu int, m mode) (_ Device, err error) {
 	t := &linuxDevice{done: make(chan struct{}), events: make(chan Event, 8), mode: m}
 	if m.vnetHdr {
 		t.readBuf = make([]byte, maxReadLen)
-		t.gro.New = func() any { return new(coalescer) }
 	}
 	defer func() {
 		if err != nil {
@@ -229,6 +228,13 @@ func newDevice(fd int, mtu int, m mode) (_ Device, err error) {
 		return nil, fmt.Errorf("tun: set non-blocking: %w", err)
 	}
 	t.file = os.NewFile(uintptr(fd), tunClonePath)
+	if m.vnetHdr {
+		rc, err := t.file.SyscallConn()
+		if err != nil {
+			return nil, fmt.Errorf("tun: %w", err)
+		}
+		t.gro.New = func() any { return newGROWriter(rc) }
+	}
 	if t.ctl, err = controlSocket(); err != nil {
 		return nil, err
 	}
@@ -349,14 +355,20 @@ func (t *linuxDevice) Write(bufs [][]byte, offset int) (int, error) {
 			return 0, fmt.Errorf("tun: buffer of %d bytes shorter than offset %d", len(buf), offset)
 		}
 	}
-	c := t.gro.Get().(*coalescer)
-	defer t.gro.Put(c)
+	w := t.gro.Get().(*groWriter)
+	defer t.gro.Put(w)
+	c := &w.c
 	outs := c.coalesce(bufs, offset, t.mode.tso, t.mode.uso)
 	t.stats.WritePackets.Add(uint64(len(bufs)))
 	t.stats.Writes.Add(uint64(len(outs)))
 	for k := range outs {
 		o := &outs[k]
-		err := t.writePacket(bufs[o.idx][offset-virtioNetHdrLen : offset+o.length])
+		var err error
+		if o.segs == 1 {
+			err = t.writePacket(bufs[o.idx][offset-virtioNetHdrLen : offset+o.length])
+		} else {
+			err = w.write(bufs, offset, o)
+		}
 		if err != nil && o.segs > 1 && packetError(err) {
 			c.unmerge(bufs, offset, o)
 			err = t.writePacket(bufs[o.idx][offset-virtioNetHdrLen : offset+o.length])
