@@ -38,11 +38,12 @@ func (d *Device) receive(fn conn.ReceiveFunc) {
 	var groups peerBatches
 	failures := 0
 	for {
+		// Only the slots whose elems went on are refilled (see readTUN).
 		for i := range elems {
 			if elems[i] == nil {
 				elems[i] = getElem()
+				bufs[i] = elems[i].buf[:]
 			}
-			bufs[i] = elems[i].buf[:]
 		}
 		count, err := fn(bufs, sizes, eps)
 		if err != nil {

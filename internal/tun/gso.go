@@ -119,6 +119,19 @@ func gsoSplit(pkt []byte, hdr virtioNetHdr, bufs [][]byte, sizes []int, offset i
 		flags = pkt[ipLen+13]
 	}
 	addrSum := csumAdd16(checksumAdd(dst, checksumAdd(src, 0)), uint16(proto))
+	// Each segment's headers are made in hb (on the stack) and its
+	// checksums computed there and over the payload where it lies in pkt,
+	// which the kernel has just written (warm in cache): the segment
+	// buffers are then only written to, never read back while their cache
+	// lines may still be in flight.
+	var hb [maxSegHeaderLen]byte
+	if hdrLen > len(hb) {
+		return 0, ErrBadOffload
+	}
+	h := hb[:hdrLen]
+	copy(h, pkt[:hdrLen])
+	l4 := h[ipLen:]
+	l4[csumOff], l4[csumOff+1] = 0, 0
 	for i := 0; i < segs; i++ {
 		start := hdrLen + i*gsoSize
 		end := min(start+gsoSize, len(pkt))
@@ -126,17 +139,14 @@ func gsoSplit(pkt []byte, hdr virtioNetHdr, bufs [][]byte, sizes []int, offset i
 		if offset > len(bufs[i]) || segLen > len(bufs[i])-offset {
 			return 0, ErrBadOffload
 		}
-		seg := bufs[i][offset : offset+segLen]
-		copy(seg, pkt[:hdrLen])
-		copy(seg[hdrLen:], pkt[start:end])
 		if v4 {
-			binary.BigEndian.PutUint16(seg[2:], uint16(segLen))
-			binary.BigEndian.PutUint16(seg[4:], id+uint16(i))
-			ipv4HeaderChecksum(seg[:ipLen])
+			binary.BigEndian.PutUint16(h[2:], uint16(segLen))
+			binary.BigEndian.PutUint16(h[4:], id+uint16(i))
+			ipv4HeaderChecksum(h[:ipLen])
 		} else {
-			binary.BigEndian.PutUint16(seg[4:], uint16(segLen-ipv6HeaderLen))
+			binary.BigEndian.PutUint16(h[4:], uint16(segLen-ipv6HeaderLen))
 		}
-		l4 := seg[ipLen:]
+		l4Total := segLen - ipLen
 		if proto == ipProtoTCP {
 			binary.BigEndian.PutUint32(l4[4:], seq+uint32(i*gsoSize))
 			f := flags
@@ -148,14 +158,20 @@ func gsoSplit(pkt []byte, hdr virtioNetHdr, bufs [][]byte, sizes []int, offset i
 			}
 			l4[13] = f
 		} else {
-			binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+			binary.BigEndian.PutUint16(l4[4:], uint16(l4Total))
 		}
 		l4[csumOff], l4[csumOff+1] = 0, 0
-		c := ^checksumAdd(l4, csumAdd16(addrSum, uint16(len(l4))))
+		// The transport header's length is even (a multiple of 4), so
+		// the sum may continue over the payload.
+		sum := checksumAdd(l4, csumAdd16(addrSum, uint16(l4Total)))
+		c := ^checksumAdd(pkt[start:end], sum)
 		if c == 0 && proto == ipProtoUDP {
 			c = 0xffff // a zero UDP checksum means none
 		}
 		binary.BigEndian.PutUint16(l4[csumOff:], c)
+		seg := bufs[i][offset : offset+segLen]
+		copy(seg, h)
+		copy(seg[hdrLen:], pkt[start:end])
 		sizes[i] = segLen
 	}
 	return segs, nil

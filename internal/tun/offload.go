@@ -47,6 +47,10 @@ const (
 	udpHeaderLen  = 8
 	tcpHeaderLen  = 20 // without options
 
+	// maxSegHeaderLen bounds the headers of a segment: IPv4 with options
+	// and TCP with options (60 bytes each).
+	maxSegHeaderLen = 120
+
 	tcpFlagFIN = 0x01
 	tcpFlagSYN = 0x02
 	tcpFlagRST = 0x04
