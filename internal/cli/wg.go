@@ -162,7 +162,13 @@ func serveWG(name string, level slog.Level, stderr io.Writer) int {
 	}
 	tr := udp.New()
 	tr.SetLogger(log)
-	dev := device.New(td, tr, device.Options{Logger: log})
+	inline, err := device.DatapathFromEnv()
+	if err != nil {
+		l.Close()
+		td.Close()
+		return fail("%v", err)
+	}
+	dev := device.New(td, tr, device.Options{Logger: log, RunToCompletion: inline})
 	log.Info("device started")
 	if path := os.Getenv(envCPUProfile); path != "" {
 		stop, err := startCPUProfile(path)

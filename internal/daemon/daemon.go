@@ -162,7 +162,12 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	d.ms = magicsock.New(d.tr, magicsock.Options{NodeKey: key.PublicKey(), DiscoKey: disco, Logger: d.log})
-	d.dev = device.New(td, d.ms, device.Options{Logger: d.log})
+	inline, err := device.DatapathFromEnv()
+	if err != nil {
+		td.Close()
+		return err
+	}
+	d.dev = device.New(td, d.ms, device.Options{Logger: d.log, RunToCompletion: inline})
 	d.initMetrics()
 	defer func() {
 		done := make(chan struct{})

@@ -8,14 +8,20 @@
 // by one worker per CPU, and on its peer's ordered queue, served by the
 // peer's sequential sender or receiver, which waits for the batch's crypto to
 // finish (the batch mutex is held until then). So crypto runs in parallel
-// while each peer's packets keep their order. Handshake messages go to a
+// while each peer's packets keep their order. In run-to-completion mode
+// (Options.RunToCompletion, the default on one or two cores) the reading
+// goroutine instead seals or opens the batch and sends or delivers it
+// itself, in order under the peer's send lock or inbound lock, with no
+// hand-off at all. Handshake messages go to a
 // bounded queue served by handshake workers; its length decides whether the
 // device is under load (cookies required). Timers run per peer.
 package device
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -34,6 +40,43 @@ type Options struct {
 	Clock  Clock        // nil = real time
 	// Workers is the number of crypto workers (default GOMAXPROCS).
 	Workers int
+	// RunToCompletion makes the goroutine that reads a batch of packets
+	// (from the TUN device or the transport) also seal or open it and send
+	// or deliver it, instead of handing it to the crypto workers and the
+	// peer's sequential routines: no hand-offs between goroutines (and
+	// cores) per batch, at the price of crypto parallelism within one
+	// direction of one flow.
+	RunToCompletion bool
+}
+
+// EnvDatapath names the environment variable that chooses how packets move
+// through the engine: "inline" (Options.RunToCompletion) or "pipeline"
+// (crypto workers and per-peer sequential routines). Unset or empty, the
+// choice is DefaultRunToCompletion's.
+const EnvDatapath = "WARREN_DATAPATH"
+
+// DefaultRunToCompletion is the datapath for hosts where EnvDatapath is not
+// set: run to completion on one or two cores, where handing every batch to
+// another goroutine (and usually another core, whose caches then fetch the
+// packets again) costs more than the crypto it spreads — on the 2-core lab
+// of docs/PERFORMANCE.md it moved 30–60% more per second at 25–35% fewer
+// CPU seconds per GB — and the pipeline on more cores, where parallel crypto
+// lets one flow go past what one core can seal.
+func DefaultRunToCompletion() bool { return runtime.GOMAXPROCS(0) <= 2 }
+
+// DatapathFromEnv returns the datapath chosen by EnvDatapath (or the
+// default), and an error naming a value it does not know.
+func DatapathFromEnv() (runToCompletion bool, err error) {
+	switch v := os.Getenv(EnvDatapath); v {
+	case "":
+		return DefaultRunToCompletion(), nil
+	case "inline":
+		return true, nil
+	case "pipeline":
+		return false, nil
+	default:
+		return DefaultRunToCompletion(), fmt.Errorf("%s=%q: want inline or pipeline", EnvDatapath, v)
+	}
 }
 
 // Device is one WireGuard interface.
@@ -41,6 +84,8 @@ type Device struct {
 	log   *slog.Logger
 	clock Clock
 	tun   tun.Device
+
+	runToCompletion bool // see Options.RunToCompletion
 
 	// ipcMu serializes configuration changes and Up/Down.
 	ipcMu sync.Mutex
@@ -98,7 +143,7 @@ type Device struct {
 // New creates a device on top of a packet device and a transport. The device
 // starts down; it goes up on a tun.EventUp or a call to Up.
 func New(td tun.Device, tr conn.Transport, opts Options) *Device {
-	d := &Device{tun: td, log: opts.Logger, clock: opts.Clock, tunGone: make(chan struct{})}
+	d := &Device{tun: td, log: opts.Logger, clock: opts.Clock, tunGone: make(chan struct{}), runToCompletion: opts.RunToCompletion}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
 	}

@@ -77,8 +77,13 @@ type wnode struct {
 }
 
 // newWarren is newNode with a sniffing transport.
+// interopNodes counts the Warren nodes made by newWarren: they alternate
+// between the two datapaths, so the interop tests cover both.
+var interopNodes atomic.Int32
+
 func newWarren(t *testing.T, clock Clock, i byte) *wnode {
 	t.Helper()
+	interopRunToCompletion := interopNodes.Add(1)%2 == 1
 	k, err := noise.GeneratePrivateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +110,7 @@ func newWarren(t *testing.T, clock Clock, i byte) *wnode {
 	if os.Getenv("WARREN_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", "warren")
 	}
-	w.dev = New(w.tun, w.tr, Options{Clock: clock, Logger: logger})
+	w.dev = New(w.tun, w.tr, Options{Clock: clock, Logger: logger, RunToCompletion: interopRunToCompletion})
 	t.Cleanup(w.dev.Close)
 	port := uint16(0)
 	if err := w.dev.Apply(&uapi.Config{PrivateKey: &k, ListenPort: &port}); err != nil {

@@ -45,6 +45,14 @@ type Peer struct {
 	}
 	sendMu sync.Mutex // orders nonce assignment with queueing
 
+	// Run-to-completion mode (Options.RunToCompletion): scratch space of
+	// the goroutines that send (under sendMu) and deliver (under inbound).
+	outScratch [][]byte
+	inbound    struct {
+		sync.Mutex
+		scratch [][]byte
+	}
+
 	run struct {
 		sync.RWMutex
 		running bool

@@ -172,88 +172,97 @@ func openBatch(b *batch, nonce *[12]byte) {
 // batch, not once per packet.
 func (p *Peer) sequentialReceiver(q chan *batch) {
 	defer p.run.wg.Done()
-	d := p.dev
 	bufs := make([][]byte, 0, 128)
 	for b := range q {
 		b.Lock()
-		bufs = bufs[:0]
-		var (
-			rx, rxn       uint64
-			lastKP        *Keypair
-			lastEP        conn.Endpoint
-			authenticated bool
-			data          bool
-		)
-		for _, e := range b.elems {
-			if e.drop {
-				d.Stats.DropDecrypt.Add(1)
-				continue
-			}
-			kp := e.keypair
-			kp.replayMu.Lock()
-			ok := kp.replay.ValidateCounter(e.counter, RejectAfterMessages)
-			kp.replayMu.Unlock()
-			if !ok {
-				d.Stats.DropReplay.Add(1)
-				e.drop = true
-				continue
-			}
-			if kp != lastKP {
-				lastKP = kp
-				if p.receivedWithKeypair(kp) {
-					p.timers.handshakeComplete()
-					p.flushStaged()
-				}
-			}
-			lastEP = e.ep
-			authenticated = true
-			rx += uint64(len(e.pkt) + wire.MinTransportSize)
-			rxn++
-			if len(e.pkt) == 0 {
-				e.drop = true // keepalive: authenticated, nothing to deliver
-				continue
-			}
-			data = true
-		}
-		if authenticated {
-			p.rxBytes.Add(rx)
-			p.rxPackets.Add(rxn)
-			p.keepKeyFresh(lastKP)
-			p.setEndpoint(lastEP)
-			p.timers.anyAuthenticatedPacketTraversal()
-			p.timers.anyAuthenticatedPacketReceived()
-		}
-		if data {
-			p.timers.dataReceived()
-			flt := d.filter.Load()
-			d.routes.RLock()
-			for _, e := range b.elems {
-				if e.drop {
-					continue
-				}
-				if pkt, ok := p.checkInnerLocked(e.pkt); ok {
-					if flt != nil && !flt.Allow(pkt) {
-						d.Stats.DropPolicy.Add(1)
-						continue
-					}
-					bufs = append(bufs, e.buf[:wire.TransportDataOffset+len(pkt)])
-				}
-			}
-			d.routes.RUnlock()
-		}
-		if len(bufs) > 0 && p.isRunning() {
-			if tap := d.tap.Load(); tap != nil && tap.Inner != nil {
-				for _, b := range bufs {
-					tap.Inner(false, p, b[wire.TransportDataOffset:])
-				}
-			}
-			if _, err := d.tun.Write(bufs, wire.TransportDataOffset); err != nil && !d.closed.Load() {
-				d.log.Debug("tun write", "err", err)
-			}
-		}
+		bufs = p.deliver(b, bufs)
 		b.Unlock()
 		putBatch(b)
 	}
+}
+
+// deliver checks replay and the inner packets of the opened batch b, runs
+// the timers and writes what passes to the TUN device (bufs is scratch
+// space, returned for reuse).
+func (p *Peer) deliver(b *batch, bufs [][]byte) [][]byte {
+	d := p.dev
+	bufs = bufs[:0]
+	var (
+		rx, rxn       uint64
+		lastKP        *Keypair
+		lastEP        conn.Endpoint
+		authenticated bool
+		data          bool
+	)
+	for _, e := range b.elems {
+		if e.drop {
+			d.Stats.DropDecrypt.Add(1)
+			continue
+		}
+		kp := e.keypair
+		kp.replayMu.Lock()
+		ok := kp.replay.ValidateCounter(e.counter, RejectAfterMessages)
+		kp.replayMu.Unlock()
+		if !ok {
+			d.Stats.DropReplay.Add(1)
+			e.drop = true
+			continue
+		}
+		if kp != lastKP {
+			lastKP = kp
+			if p.receivedWithKeypair(kp) {
+				p.timers.handshakeComplete()
+				p.flushStaged()
+			}
+		}
+		lastEP = e.ep
+		authenticated = true
+		rx += uint64(len(e.pkt) + wire.MinTransportSize)
+		rxn++
+		if len(e.pkt) == 0 {
+			e.drop = true // keepalive: authenticated, nothing to deliver
+			continue
+		}
+		data = true
+	}
+	if authenticated {
+		p.rxBytes.Add(rx)
+		p.rxPackets.Add(rxn)
+		p.keepKeyFresh(lastKP)
+		p.setEndpoint(lastEP)
+		p.timers.anyAuthenticatedPacketTraversal()
+		p.timers.anyAuthenticatedPacketReceived()
+	}
+	if data {
+		p.timers.dataReceived()
+		flt := d.filter.Load()
+		d.routes.RLock()
+		for _, e := range b.elems {
+			if e.drop {
+				continue
+			}
+			if pkt, ok := p.checkInnerLocked(e.pkt); ok {
+				if flt != nil && !flt.Allow(pkt) {
+					d.Stats.DropPolicy.Add(1)
+					continue
+				}
+				bufs = append(bufs, e.buf[:wire.TransportDataOffset+len(pkt)])
+			}
+		}
+		d.routes.RUnlock()
+	}
+	if len(bufs) > 0 && p.isRunning() {
+		if tap := d.tap.Load(); tap != nil && tap.Inner != nil {
+			for _, b := range bufs {
+				tap.Inner(false, p, b[wire.TransportDataOffset:])
+			}
+		}
+		if _, err := d.tun.Write(bufs, wire.TransportDataOffset); err != nil && !d.closed.Load() {
+			d.log.Debug("tun write", "err", err)
+		}
+	}
+	clear(bufs)
+	return bufs[:0]
 }
 
 // checkInnerLocked validates a decrypted packet: a well-formed IPv4 or IPv6

@@ -248,6 +248,10 @@ func (p *Peer) enqueue(b *batch, dir direction) {
 		putBatch(b)
 		return
 	}
+	if p.dev.runToCompletion {
+		p.complete(b, dir)
+		return
+	}
 	inline := len(b.elems) <= inlineCryptMax
 	if inline {
 		if dir == outbound {
@@ -285,6 +289,26 @@ func (p *Peer) enqueue(b *batch, dir direction) {
 	}
 }
 
+// complete does all the work of b in the calling goroutine: crypto, then
+// sending or delivery. Outbound batches come with p.sendMu held, which
+// keeps them in nonce order; inbound ones take p.inbound.
+func (p *Peer) complete(b *batch, dir direction) {
+	if !p.isRunning() {
+		putBatch(b)
+		return
+	}
+	if dir == outbound {
+		sealBatch(b, int(p.dev.mtu.Load()), &b.nonce)
+		p.outScratch = p.transmit(b, p.outScratch)
+	} else {
+		openBatch(b, &b.nonce)
+		p.inbound.Lock()
+		p.inbound.scratch = p.deliver(b, p.inbound.scratch)
+		p.inbound.Unlock()
+	}
+	putBatch(b)
+}
+
 // encryptWorker seals batches in place.
 func (d *Device) encryptWorker() {
 	defer d.cryptWG.Done()
@@ -319,35 +343,43 @@ func (p *Peer) sequentialSender(q chan *batch) {
 	bufs := make([][]byte, 0, 128)
 	for b := range q {
 		b.Lock()
-		bufs = bufs[:0]
-		data := false
-		for _, e := range b.elems {
-			if e.drop {
-				continue
-			}
-			bufs = append(bufs, e.pkt)
-			if len(e.pkt) > wire.MinTransportSize {
-				data = true
-			}
-		}
-		if len(bufs) > 0 && p.isRunning() {
-			if tap := p.dev.tap.Load(); tap != nil && tap.Outer != nil {
-				ep := p.Endpoint()
-				for _, pkt := range bufs {
-					tap.Outer(true, p, ep, pkt)
-				}
-			}
-			if err := p.send(bufs); err != nil {
-				p.dev.log.Debug("send", "peer", p.public.String(), "err", err)
-			} else {
-				p.timers.anyAuthenticatedPacketTraversal()
-				p.timers.anyAuthenticatedPacketSent()
-				if data {
-					p.timers.dataSent()
-				}
-			}
-		}
+		bufs = p.transmit(b, bufs)
 		b.Unlock()
 		putBatch(b)
 	}
+}
+
+// transmit sends the sealed packets of b (bufs is scratch space, returned
+// for reuse).
+func (p *Peer) transmit(b *batch, bufs [][]byte) [][]byte {
+	bufs = bufs[:0]
+	data := false
+	for _, e := range b.elems {
+		if e.drop {
+			continue
+		}
+		bufs = append(bufs, e.pkt)
+		if len(e.pkt) > wire.MinTransportSize {
+			data = true
+		}
+	}
+	if len(bufs) > 0 && p.isRunning() {
+		if tap := p.dev.tap.Load(); tap != nil && tap.Outer != nil {
+			ep := p.Endpoint()
+			for _, pkt := range bufs {
+				tap.Outer(true, p, ep, pkt)
+			}
+		}
+		if err := p.send(bufs); err != nil {
+			p.dev.log.Debug("send", "peer", p.public.String(), "err", err)
+		} else {
+			p.timers.anyAuthenticatedPacketTraversal()
+			p.timers.anyAuthenticatedPacketSent()
+			if data {
+				p.timers.dataSent()
+			}
+		}
+	}
+	clear(bufs)
+	return bufs[:0]
 }
