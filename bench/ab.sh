@@ -3,7 +3,8 @@
 # data-plane work: each round runs build A then build B (interleaved) and
 # reports iperf3 TCP throughput and the CPU seconds per GB of both warren
 # processes (utime+stime from /proc). With PROFILE=DIR each warren writes a
-# CPU profile (WARREN_CPUPROFILE) to DIR/{A,B}-ROUND-{a,b}.pprof.
+# CPU profile (WARREN_CPUPROFILE) to DIR/{A,B}-ROUND-{a,b}.pprof; with PING=1
+# 300 pings every 10 ms run during the transfer (iperf3 -t must cover them).
 #
 # Usage (as root): bench/ab.sh BIN_A BIN_B [ROUNDS] [-- IPERF3 ARGS...]
 #   bench/ab.sh /tmp/warren-old bin/warren 3 -- -t 6 -P 4 -R
@@ -74,8 +75,17 @@ run() { # label bin round
 	procs=$(pgrep -f "wg -f ${P}[ab]\$" | tr '\n' ' ')
 	local c0 c1
 	c0=$(cpu $procs)
+	local pingpid=
+	if [[ -n ${PING:-} ]]; then
+		(sleep 1; ip netns exec "$NA" ping -i 0.01 -c 300 100.64.250.2 >"$TMP/ping.txt" 2>&1) &
+		pingpid=$!
+	fi
 	ip netns exec "$NA" iperf3 -c 100.64.250.2 -J "${IPERF[@]}" >"$TMP/iperf.json"
 	c1=$(cpu $procs)
+	if [[ -n $pingpid ]]; then
+		wait "$pingpid" || true
+		grep -oP 'time=\K[0-9.]+' "$TMP/ping.txt" | sort -n | awk '{a[NR]=$1; s+=$1} END {if (NR) printf "  ping under load: n=%d avg %.2f p50 %.2f p99 %.2f max %.2f ms\n", NR, s/NR, a[int(NR*0.5)+1], a[int(NR*0.99)], a[NR]}'
+	fi
 	wait "$srv" 2>/dev/null || true
 	kill $procs 2>/dev/null || true
 	wait "$pida" "$pidb" 2>/dev/null || true
