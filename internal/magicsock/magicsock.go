@@ -54,7 +54,8 @@ type Options struct {
 type Stats struct {
 	DiscoSent, DiscoRecv, DiscoBad atomic.Uint64
 	RelaySent, RelayRecv           atomic.Uint64
-	RelayDrops                     atomic.Uint64
+	RelayDrops                     atomic.Uint64 // received from the relay, dropped: the engine was behind
+	RelaySendDrops                 atomic.Uint64 // to the relay, dropped: its send queue was full
 	NoPath                         atomic.Uint64 // sends dropped: no address, no relay
 }
 
@@ -74,8 +75,9 @@ type Conn struct {
 	local   []netip.AddrPort // our endpoints, for call-me-maybe
 	stun    stunState
 
-	relayIn chan relayPacket
-	stop    chan struct{}
+	relayIn  chan relayPacket
+	relayOut chan relayPacket // packets to relay (src is the destination)
+	stop     chan struct{}
 	running sync.WaitGroup
 	open    bool
 	port    uint16 // bound UDP port
@@ -84,8 +86,9 @@ type Conn struct {
 }
 
 type relayPacket struct {
-	src noise.PublicKey
+	src noise.PublicKey // the sender (relayIn) or the destination (relayOut)
 	b   []byte
+	buf *[]byte // relayOut: b's pooled buffer
 }
 
 var _ conn.Transport = (*Conn)(nil)
@@ -98,7 +101,48 @@ func New(udp conn.Transport, o Options) *Conn {
 	return &Conn{udp: udp, opts: o, discoPub: o.DiscoKey.PublicKey(), log: o.Logger,
 		peers: map[noise.PublicKey]*peerEP{}, byAddr: map[netip.AddrPort]*peerEP{},
 		byDisco: map[noise.PublicKey]*peerEP{}, raws: map[netip.AddrPort]*rawEP{},
-		relayIn: make(chan relayPacket, 512)}
+		relayIn: make(chan relayPacket, 512), relayOut: make(chan relayPacket, relaySendQueue)}
+}
+
+// relaySendQueue bounds the packets waiting to be written to the relay.
+// Relay writes go over TCP and may stall; queueing them (dropping when the
+// queue is full, as a congested UDP path would) means Send never blocks the
+// engine's goroutines on one slow path.
+const relaySendQueue = 1024
+
+// relayBufs recycles the buffers of queued relay packets.
+var relayBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// queueRelay copies pkt onto the relay send queue, or drops it.
+func (c *Conn) queueRelay(dst noise.PublicKey, pkt []byte) {
+	bp := relayBufs.Get().(*[]byte)
+	b := append((*bp)[:0], pkt...)
+	*bp = b
+	select {
+	case c.relayOut <- relayPacket{src: dst, b: b, buf: bp}:
+	default:
+		relayBufs.Put(bp)
+		c.Stats.RelaySendDrops.Add(1)
+	}
+}
+
+// relayWriter writes queued packets to the relay until stop.
+func (c *Conn) relayWriter(stop chan struct{}) {
+	defer c.running.Done()
+	for {
+		select {
+		case <-stop:
+			return
+		case rp := <-c.relayOut:
+			c.mu.RLock()
+			relay := c.relay
+			c.mu.RUnlock()
+			if relay != nil && relay.Send(rp.src, rp.b) == nil {
+				c.Stats.RelaySent.Add(1)
+			}
+			relayBufs.Put(rp.buf)
+		}
+	}
 }
 
 // DiscoPublic is this node's disco public key (for the netmap).
@@ -134,8 +178,9 @@ func (c *Conn) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		out = append(out, c.filter(fn))
 	}
 	out = append(out, c.receiveRelay(c.stop))
-	c.running.Add(1)
+	c.running.Add(2)
 	go c.prober(c.stop)
+	go c.relayWriter(c.stop)
 	return out, actual, nil
 }
 
@@ -413,9 +458,7 @@ func (c *Conn) sendPeer(bufs [][]byte, p *peerEP) error {
 	var err error
 	if relay != nil {
 		for _, b := range bufs {
-			if err = relay.Send(p.key, b); err == nil {
-				c.Stats.RelaySent.Add(1)
-			}
+			c.queueRelay(p.key, b)
 		}
 	}
 	if ok && udp != nil {

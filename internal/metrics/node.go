@@ -166,6 +166,7 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 		counter(relayPackets, m.Stats.RelaySent.Load(), "sent")
 		counter(relayPackets, m.Stats.RelayRecv.Load(), "received")
 		counter(relayPackets, m.Stats.RelayDrops.Load(), "dropped")
+		counter(relayPackets, m.Stats.RelaySendDrops.Load(), "send_dropped")
 	}
 	if n.CaptureDropped != nil {
 		counter(captureDrops, n.CaptureDropped())

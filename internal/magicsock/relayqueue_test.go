@@ -1,0 +1,64 @@
+package magicsock_test
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"warren/internal/magicsock"
+	"warren/internal/noise"
+	"warren/internal/udp"
+)
+
+// stalledRelay is a relay whose writes hang until released, as a relay
+// connection does when its TCP path stalls.
+type stalledRelay struct {
+	release chan struct{}
+	once    sync.Once
+	sent    atomic.Int64
+}
+
+func (r *stalledRelay) Send(dst noise.PublicKey, pkt []byte) error {
+	<-r.release
+	r.sent.Add(1)
+	return nil
+}
+
+// A stalled relay never blocks Send: packets queue up to a bound, the rest
+// are dropped and counted, and the queued ones go once the relay moves.
+func TestRelaySendNeverBlocks(t *testing.T) {
+	ms := magicsock.New(udp.New(), magicsock.Options{DiscoKey: genKey(t)})
+	if _, _, err := ms.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	r := &stalledRelay{release: make(chan struct{})}
+	t.Cleanup(func() { r.once.Do(func() { close(r.release) }); ms.Close() })
+	ms.SetRelay(r)
+	peer := genKey(t).PublicKey()
+	ms.SetPeers([]magicsock.PeerInfo{{Key: peer}}) // no address: relay only
+	ep, err := ms.ParseEndpoint(magicsock.PeerEndpoint(peer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkt := make([]byte, 1400)
+	const total = 5000
+	start := time.Now()
+	for i := 0; i < total; i++ {
+		ms.Send([][]byte{pkt}, ep)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("%d sends to a stalled relay took %v", total, d)
+	}
+	dropped := ms.Stats.RelaySendDrops.Load()
+	if dropped == 0 || dropped >= total {
+		t.Fatalf("%d of %d dropped; want some queued and the rest dropped", dropped, total)
+	}
+	r.once.Do(func() { close(r.release) })
+	waitFor(t, "queued packets relayed", 5*time.Second, func() bool {
+		return r.sent.Load() == total-int64(dropped)
+	})
+	if got := ms.Stats.RelaySent.Load(); got != uint64(total)-dropped {
+		t.Fatalf("RelaySent %d, want %d", got, uint64(total)-dropped)
+	}
+}
