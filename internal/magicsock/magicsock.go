@@ -78,9 +78,9 @@ type Conn struct {
 	relayIn  chan relayPacket
 	relayOut chan relayPacket // packets to relay (src is the destination)
 	stop     chan struct{}
-	running sync.WaitGroup
-	open    bool
-	port    uint16 // bound UDP port
+	running  sync.WaitGroup
+	open     bool
+	port     uint16 // bound UDP port
 
 	Stats Stats
 }
