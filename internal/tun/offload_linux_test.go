@@ -139,6 +139,7 @@ func TestOffloadTCP(t *testing.T) {
 			reads := startReader(dev)
 			peer := netip.AddrPortFrom(tc.peer, 5001)
 			deadline := time.After(20 * time.Second)
+			stage := "handshake" // where a timeout happened, for its message
 			// next returns the next TCP segment to peer, checking the
 			// checksums of every packet read and the contiguity of the
 			// segments read together; it reports how many there were.
@@ -174,7 +175,7 @@ func TestOffloadTCP(t *testing.T) {
 							return segs[0], 1
 						}
 					case <-deadline:
-						t.Fatal("timeout")
+						t.Fatalf("timeout after 20 s during %s", stage)
 					}
 				}
 			}
@@ -226,6 +227,7 @@ func TestOffloadTCP(t *testing.T) {
 			}()
 			got, maxSegs, reads1 := 0, 0, 0
 			for got < len(data) {
+				stage = fmt.Sprintf("the 512 KiB stream: %d bytes acknowledged after %d reads", got, reads1)
 				s, n := next()
 				off := int(s.seq - rcvBase)
 				if len(s.payload) == 0 {
