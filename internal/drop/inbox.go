@@ -229,9 +229,14 @@ func writeJSON(path string, v any) error {
 	return os.Rename(tmp, path)
 }
 
+// abortGrace is how long begin lets a transfer it supersedes end by
+// itself.
+const abortGrace = 300 * time.Millisecond
+
 // begin registers a transfer of name from sender addr. A transfer of the
 // same file from the same sender still running (its connection broke
-// without the receiver noticing) is aborted and waited for; one from
+// without the receiver noticing) is aborted, if it does not end within
+// abortGrace, and waited for; one from
 // another sender makes begin fail with ErrBusy.
 func (in *Inbox) begin(name, from string, cancel func()) (*transfer, error) {
 	for {
@@ -246,6 +251,14 @@ func (in *Inbox) begin(name, from string, cancel func()) (*transfer, error) {
 		in.mu.Unlock()
 		if old.from != from {
 			return nil, ErrBusy
+		}
+		// A sender that hung up (and asks again at once) may have bytes
+		// still on their way through our socket: let the old transfer
+		// write them and end before aborting it.
+		select {
+		case <-old.done:
+			continue
+		case <-time.After(abortGrace):
 		}
 		old.cancel()
 		select {
@@ -417,7 +430,7 @@ func (in *Inbox) Receive(h Header, off int64, body io.Reader, from Sender, cance
 	// leaves a partial whose hash is recomputed from the disk.
 	writeJSON(in.partInfoPath(h.Name), pi)
 
-	n, err := in.copy(f, hs, body, h.Size-off, progress)
+	n, err := in.copy(f, off, hs, body, h.Size-off, progress)
 	written := off + n
 	if err == nil && h.ID != "" {
 		var tr [TrailerLen]byte
@@ -462,19 +475,52 @@ func (in *Inbox) Receive(h Header, off int64, body io.Reader, from Sender, cance
 	return in.finish(h, from)
 }
 
-// copy copies exactly n bytes from r to f and hs.
-func (in *Inbox) copy(f *os.File, hs io.Writer, r io.Reader, n int64, progress func()) (int64, error) {
-	buf := make([]byte, 1<<20)
-	var done int64
+// writeback is how many bytes copy lets a transfer write before it has
+// the kernel start writing them to the disk (without waiting), so that
+// the sync before a file is finished has little left to do.
+const writeback = 8 << 20
+
+// copy copies exactly n bytes from r to f (at offset off) and hs, which
+// hashes them in a goroutine of its own so that hashing overlaps
+// receiving and writing; when copy returns, hs has hashed every byte
+// written.
+func (in *Inbox) copy(f *os.File, off int64, hs io.Writer, r io.Reader, n int64, progress func()) (done int64, err error) {
+	const bufs = 4
+	free := make(chan []byte, bufs)
+	for range bufs {
+		free <- make([]byte, 1<<20)
+	}
+	full := make(chan []byte, bufs)
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for b := range full {
+			hs.Write(b)
+			free <- b[:cap(b)]
+		}
+	}()
+	defer func() {
+		close(full)
+		<-hashed
+	}()
+	fd := int(f.Fd())
+	flushed := off
 	for done < n {
+		buf := <-free
 		m, rerr := r.Read(buf[:min(int64(len(buf)), n-done)])
-		if m > 0 {
+		if m == 0 {
+			free <- buf
+		} else {
 			w, werr := f.Write(buf[:m])
-			hs.Write(buf[:w])
+			full <- buf[:w]
 			done += int64(w)
 			in.received.Add(int64(w))
 			if werr != nil {
 				return done, werr
+			}
+			if pos := off + done; pos-flushed >= writeback {
+				unix.SyncFileRange(fd, flushed, pos-flushed, unix.SYNC_FILE_RANGE_WRITE)
+				flushed = pos
 			}
 			if progress != nil {
 				progress()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -23,11 +24,13 @@ import (
 // while it was read; the receiver gets no trailer and never finishes it.
 var ErrChanged = errors.New("the file changed while it was being sent; run again to send its new version")
 
-// sendChunk is how much of the file SendFile reads, hashes and writes to
-// the connection at a time: large enough for few system calls, small
-// enough that the bytes are still in the CPU cache for the write after
-// the hash.
-var sendChunk = 256 << 10
+// hashChunk is how much of the file a sender reads and hashes at a time
+// (the buffer stays in the CPU cache), sendChunk how much it writes to
+// the connection at a time.
+const (
+	hashChunk = 256 << 10
+	sendChunk = 1 << 20
+)
 
 // FileID derives the v2 transfer ID of a file from what changes with its
 // contents short of reading them: device, inode, size and modification
@@ -117,7 +120,7 @@ func (c *Client) SendFile(ctx context.Context, peer netip.AddrPort, name string,
 // sendV1 sends f with protocol v1: the SHA-256 first, then the bytes.
 func (c *Client) sendV1(ctx context.Context, peer netip.AddrPort, h Header, f *os.File, fi os.FileInfo, started func(off int64), sent *atomic.Int64) (*File, error) {
 	hs := sha256.New()
-	if err := hashRange(hs, f, 0, h.Size, make([]byte, sendChunk)); err != nil {
+	if err := hashRange(hs, f, 0, h.Size, make([]byte, hashChunk), nil); err != nil {
 		return nil, err
 	}
 	h.ID, h.SHA256 = "", hex.EncodeToString(hs.Sum(nil))
@@ -143,9 +146,12 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// hashRange hashes bytes [from, to) of f.
-func hashRange(hs hash.Hash, f *os.File, from, to int64, buf []byte) error {
+// hashRange hashes bytes [from, to) of f, unless stop is set.
+func hashRange(hs hash.Hash, f *os.File, from, to int64, buf []byte, stop *atomic.Bool) error {
 	for pos := from; pos < to; {
+		if stop != nil && stop.Load() {
+			return errors.New("stopped")
+		}
 		n, err := f.ReadAt(buf[:min(int64(len(buf)), to-pos)], pos)
 		hs.Write(buf[:n])
 		pos += int64(n)
@@ -159,15 +165,59 @@ func hashRange(hs hash.Hash, f *os.File, from, to int64, buf []byte) error {
 	return nil
 }
 
-// putV2 sends bytes [off, h.Size) of f and the trailer in one PUT. It
-// speaks HTTP/1.1 itself to write the file in large chunks, hashed in the
-// same pass.
-func (c *Client) putV2(ctx context.Context, peer netip.AddrPort, h Header, off int64, f *os.File, fi os.FileInfo, sent *atomic.Int64) (*File, error) {
-	buf := make([]byte, sendChunk)
-	hs := sha256.New()
-	if err := hashRange(hs, f, 0, off, buf); err != nil {
-		return nil, fmt.Errorf("hash the first %d bytes: %w", off, err)
+// useSendfile has writeChunk send with sendfile(2) over TCP (a
+// variable, for comparing).
+var useSendfile = true
+
+// writeChunk writes bytes [pos, pos+n) of f to conn: over TCP with
+// sendfile from f's pages, else through buf.
+func writeChunk(conn net.Conn, f *os.File, pos, n int64, buf []byte) error {
+	if tc, ok := conn.(*net.TCPConn); ok && useSendfile {
+		if _, err := f.Seek(pos, io.SeekStart); err != nil {
+			return err
+		}
+		lr := &io.LimitedReader{R: f, N: n}
+		for lr.N > 0 {
+			m, err := tc.ReadFrom(lr)
+			if err != nil {
+				return err
+			}
+			if m == 0 {
+				return ErrChanged // shrunk
+			}
+		}
+		return nil
 	}
+	m, err := f.ReadAt(buf[:n], pos)
+	if m < int(n) {
+		if err == nil || err == io.EOF {
+			err = ErrChanged
+		}
+		return err
+	}
+	_, err = conn.Write(buf[:n])
+	return err
+}
+
+// putV2 sends bytes [off, h.Size) of f and the trailer in one PUT. It
+// speaks HTTP/1.1 itself to write the file in large chunks (with
+// sendfile), while a goroutine of its own reads the whole file again
+// (from the page cache) to hash it: hashing overlaps sending, on another
+// core if there is one.
+func (c *Client) putV2(ctx context.Context, peer netip.AddrPort, h Header, off int64, f *os.File, fi os.FileInfo, sent *atomic.Int64) (*File, error) {
+	hs := sha256.New()
+	var stopHash atomic.Bool
+	hashed := make(chan error, 1)
+	go func() { hashed <- hashRange(hs, f, 0, h.Size, make([]byte, hashChunk), &stopHash) }()
+	hashWait := func() error {
+		err := <-hashed
+		hashed <- err
+		return err
+	}
+	defer func() {
+		stopHash.Store(true)
+		hashWait()
+	}()
 	conn, err := c.dial(ctx, "tcp", peer.String())
 	if err != nil {
 		return nil, err
@@ -207,21 +257,24 @@ func (c *Client) putV2(ctx context.Context, peer netip.AddrPort, h Header, off i
 		}
 		return fail(err)
 	}
+	var buf []byte
+	if _, ok := conn.(*net.TCPConn); !ok || !useSendfile {
+		buf = make([]byte, sendChunk)
+	}
 	for pos := off; pos < h.Size; {
-		n, err := f.ReadAt(buf[:min(int64(len(buf)), h.Size-pos)], pos)
-		if n == 0 {
-			if err == nil || err == io.EOF {
-				err = ErrChanged // shrunk
-			}
-			return fail(err)
-		}
-		hs.Write(buf[:n])
+		n := min(sendChunk, h.Size-pos)
 		conn.SetWriteDeadline(time.Now().Add(StallTimeout))
-		if _, err := conn.Write(buf[:n]); err != nil {
+		if err := writeChunk(conn, f, pos, n, buf); err != nil {
+			if errors.Is(err, ErrChanged) {
+				return fail(err)
+			}
 			return writeFailed(err)
 		}
-		sent.Add(int64(n))
-		pos += int64(n)
+		sent.Add(n)
+		pos += n
+	}
+	if err := hashWait(); err != nil {
+		return fail(fmt.Errorf("hash the file: %w", err))
 	}
 	if now, err := f.Stat(); err != nil || !unchanged(fi, now) {
 		return fail(ErrChanged)
