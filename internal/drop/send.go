@@ -14,10 +14,13 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrChanged: the file being sent changed (size or modification time)
@@ -148,7 +151,11 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // hashRange hashes bytes [from, to) of f, unless stop is set.
 func hashRange(hs hash.Hash, f *os.File, from, to int64, buf []byte, stop *atomic.Bool) error {
-	for pos := from; pos < to; {
+	pos, err := hashMapped(hs, f, from, to, stop)
+	if err != nil {
+		return err
+	}
+	for pos < to {
 		if stop != nil && stop.Load() {
 			return errors.New("stopped")
 		}
@@ -163,6 +170,58 @@ func hashRange(hs hash.Hash, f *os.File, from, to int64, buf []byte, stop *atomi
 		}
 	}
 	return nil
+}
+
+// mapWindow is how much of a file hashMapped maps at a time.
+const mapWindow = 8 << 20
+
+// afterWindow, if not nil, runs after each window hashMapped hashed (tests).
+var afterWindow func()
+
+// hashMapped hashes bytes [from, to) of f from the page cache through
+// windows of a read-only mapping of the file, which saves copying them
+// as reading would. It returns how far it got: where mapping the file
+// failed (file systems without mmap), for reading to go on from there.
+// A file truncated meanwhile faults on the pages past its end: the
+// fault panics (SetPanicOnFault) and hashMapped returns ErrChanged.
+func hashMapped(hs hash.Hash, f *os.File, from, to int64, stop *atomic.Bool) (pos int64, err error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return from, nil
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(interface{ Addr() uintptr }); !ok {
+				panic(r)
+			}
+			err = ErrChanged
+		}
+	}()
+	page := int64(os.Getpagesize())
+	for pos = from; pos < to; {
+		if stop != nil && stop.Load() {
+			return pos, errors.New("stopped")
+		}
+		start := pos &^ (page - 1)
+		end := min(to, start+mapWindow)
+		var m []byte
+		var merr error
+		if cerr := rc.Control(func(fd uintptr) {
+			m, merr = unix.Mmap(int(fd), start, int(end-start), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+		}); cerr != nil || merr != nil {
+			return pos, nil
+		}
+		func() {
+			defer unix.Munmap(m)
+			hs.Write(m[pos-start:])
+		}()
+		pos = end
+		if afterWindow != nil {
+			afterWindow()
+		}
+	}
+	return pos, nil
 }
 
 // useSendfile has writeChunk send with sendfile(2) over TCP (a

@@ -413,3 +413,26 @@ func BenchmarkSendFile(b *testing.B) {
 	}
 	b.ReportMetric((cpu()-c0).Seconds()/(float64(b.N)*size/1e9), "cpu-s/GB")
 }
+
+// TestHashMapped: hashing through a mapping gives the SHA-256 of the
+// file, from any offset; a file truncated while it is hashed (its pages
+// past the new end fault) ends in ErrChanged, not a crash.
+func TestHashMapped(t *testing.T) {
+	data := randomData(3*mapWindow+12345, 17)
+	f, path := srcFile(t, data)
+	for _, from := range []int64{0, 1, 4096, mapWindow + 7} {
+		hs := sha256.New()
+		hs.Write(data[:from])
+		if err := hashRange(hs, f, from, int64(len(data)), make([]byte, hashChunk), nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := hex.EncodeToString(hs.Sum(nil)); got != sum(data) {
+			t.Fatalf("from %d: hash differs", from)
+		}
+	}
+	afterWindow = func() { os.Truncate(path, 1<<20) }
+	defer func() { afterWindow = nil }()
+	if _, err := hashMapped(sha256.New(), f, 0, int64(len(data)), nil); !errors.Is(err, ErrChanged) {
+		t.Fatalf("truncated while hashed: %v", err)
+	}
+}
