@@ -239,7 +239,7 @@ func startProgress(w io.Writer, name string, size, off int64, sent *atomic.Int64
 			rate := float64(s) / time.Since(start).Seconds()
 			eta := "-"
 			if rate > 0 {
-				eta = (time.Duration(float64(size-have)/rate) * time.Nanosecond).Round(time.Second).String()
+				eta = time.Duration(float64(size-have) / rate * float64(time.Second)).Round(time.Second).String()
 			}
 			pct := 100.0
 			if size > 0 {
