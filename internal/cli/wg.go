@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -168,8 +169,16 @@ func serveWG(name string, level slog.Level, stderr io.Writer) int {
 		td.Close()
 		return fail("%v", err)
 	}
+	if inline && runtime.NumCPU() <= 2 && os.Getenv("GOMAXPROCS") == "" {
+		// On one or two cores the run-to-completion datapath is two
+		// goroutines (TUN reader, UDP receiver) whose system calls carry
+		// the kernel's share of the work; a second P for Go code only
+		// adds idle spinning next to that work (measured in
+		// docs/PERFORMANCE.md). GOMAXPROCS set explicitly wins.
+		runtime.GOMAXPROCS(1)
+	}
 	dev := device.New(td, tr, device.Options{Logger: log, RunToCompletion: inline})
-	log.Info("device started")
+	log.Info("device started", "datapath", map[bool]string{true: "inline", false: "pipeline"}[inline], "procs", runtime.GOMAXPROCS(0))
 	if path := os.Getenv(envCPUProfile); path != "" {
 		stop, err := startCPUProfile(path)
 		if err != nil {
