@@ -333,10 +333,11 @@ func (t *linuxDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 //
 // In offload mode (offset >= 10 is then required) the segments of each TCP
 // flow (and UDP flow, if the kernel does USO) are first coalesced into
-// super-packets, grown in the spare capacity of the buffer of the flow's
-// first packet of the batch (see coalesce): buffers must not share memory
-// within their capacity. A packet's virtio-net header is written in the 10
-// bytes in front of it. A super-packet the kernel refuses is written again
+// super-packets (see coalesce): the headers of the flow's first packet of
+// the batch are rewritten for the whole, and each super-packet is written by
+// one writev(2) that gathers the other segments' payloads from their own
+// buffers. A packet's virtio-net header is written in the 10 bytes in front
+// of it. A super-packet the kernel refuses is written again
 // as the packets it was made of.
 func (t *linuxDevice) Write(bufs [][]byte, offset int) (int, error) {
 	if !t.mode.vnetHdr {
