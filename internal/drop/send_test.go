@@ -209,16 +209,7 @@ func TestSendFileResume(t *testing.T) {
 	if err != nil || o != h.Size || sent != 0 || file.SHA256 != sum(data) {
 		t.Fatalf("trailer only: %+v from %d, %d sent, %v", file, o, sent, err)
 	}
-	got, _ := os.ReadFile(filepath.Join(dir, file.Name))
-	if !bytes.Equal(got, data) {
-		t.Fatal("resumed file differs")
-	}
-	if total := before + l2.in.Received(); total != h.Size {
-		t.Fatalf("receiver wrote %d bytes for a file of %d: bytes were sent twice", total, h.Size)
-	}
-	if ents, _ := filepath.Glob(filepath.Join(dir, ".*partial*")); len(ents) != 0 {
-		t.Fatalf("partial files left: %v", ents)
-	}
+	checkResumed(t, dir, file.Name, data, before+l2.in.Received())
 }
 
 // TestSendFileChanged: a file that changes while it is sent never
