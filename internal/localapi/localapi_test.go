@@ -11,23 +11,42 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// backend is a minimal Backend for exercising the HTTP layer.
-type backend struct{ st Status }
+// backend is a minimal Backend for exercising the HTTP layer. Requests
+// may come on different connections (served by different goroutines), so
+// its state is locked.
+type backend struct {
+	mu sync.Mutex
+	st Status
+}
 
-func (b *backend) Status() *Status { return &b.st }
+func (b *backend) Status() *Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := b.st
+	return &st
+}
 func (b *backend) Up(_ context.Context, req UpRequest) (*Status, error) {
 	if req.AuthKey == "bad" {
 		return nil, errors.New("registration refused: unknown or invalid auth key")
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.st.BackendState = StateRunning
-	return &b.st, nil
+	st := b.st
+	return &st, nil
 }
-func (b *backend) Down(context.Context) error   { b.st.BackendState = StateStopped; return nil }
+func (b *backend) Down(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.st.BackendState = StateStopped
+	return nil
+}
 func (b *backend) Logout(context.Context) error { return errors.New("not registered") }
 func (b *backend) Netcheck(context.Context) (*NetcheckReport, error) {
 	return &NetcheckReport{UDP: true, MappingVaries: "no"}, nil

@@ -15,19 +15,27 @@ type routesBackend struct {
 	rs RouteStatus
 }
 
-func (b *routesBackend) RouteStatus() *RouteStatus { return &b.rs }
+func (b *routesBackend) RouteStatus() *RouteStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	rs := b.rs
+	return &rs
+}
 
 func (b *routesBackend) SetRoutePrefs(_ context.Context, p RoutePrefs) (*RouteStatus, error) {
 	if p.ExitNode != nil && *p.ExitNode == "nosuch" {
 		return nil, errors.New(`--exit-node: no peer "nosuch"`)
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if p.AdvertiseRoutes != nil {
 		b.rs.AdvertiseRoutes = *p.AdvertiseRoutes
 	}
 	if p.AcceptRoutes != nil {
 		b.rs.AcceptRoutes = *p.AcceptRoutes
 	}
-	return &b.rs, nil
+	rs := b.rs
+	return &rs, nil
 }
 
 func TestRoutesRoundTrip(t *testing.T) {
