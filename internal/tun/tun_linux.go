@@ -44,9 +44,10 @@ type linuxDevice struct {
 	ctl  *os.File // datagram socket in the device's namespace, for interface ioctls
 	mode mode
 
-	readMu  sync.Mutex // serializes Reads through readBuf
-	readBuf []byte     // offload mode: a virtio-net header and a super-packet
-	gro     sync.Pool  // of *groWriter, for concurrent Writes
+	readMu  sync.Mutex // serializes Reads through reader and readBuf
+	reader  *rawReader
+	readBuf []byte    // offload mode: a virtio-net header and a super-packet
+	gro     sync.Pool // of *groWriter, for concurrent Writes
 
 	events chan Event
 	nl     *os.File // rtnetlink socket subscribed to link changes
@@ -228,13 +229,12 @@ func newDevice(fd int, mtu int, m mode) (_ Device, err error) {
 		return nil, fmt.Errorf("tun: set non-blocking: %w", err)
 	}
 	t.file = os.NewFile(uintptr(fd), tunClonePath)
-	if m.vnetHdr {
-		rc, err := t.file.SyscallConn()
-		if err != nil {
-			return nil, fmt.Errorf("tun: %w", err)
-		}
-		t.gro.New = func() any { return newGROWriter(rc) }
+	rc, err := t.file.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("tun: %w", err)
 	}
+	t.reader = newRawReader(rc)
+	t.gro.New = func() any { return newGROWriter(rc) }
 	if t.ctl, err = controlSocket(); err != nil {
 		return nil, err
 	}
@@ -303,17 +303,17 @@ func (t *linuxDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 	if len(bufs) == 0 {
 		return 0, nil
 	}
+	t.readMu.Lock()
+	defer t.readMu.Unlock()
 	if !t.mode.vnetHdr {
-		n, err := t.file.Read(bufs[0][offset:])
+		n, err := t.reader.Read(bufs[0][offset:])
 		if err != nil {
 			return 0, err
 		}
 		sizes[0] = n
 		return 1, nil
 	}
-	t.readMu.Lock()
-	defer t.readMu.Unlock()
-	n, err := t.file.Read(t.readBuf)
+	n, err := t.reader.Read(t.readBuf)
 	if err != nil {
 		return 0, err
 	}
@@ -341,8 +341,10 @@ func (t *linuxDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 // as the packets it was made of.
 func (t *linuxDevice) Write(bufs [][]byte, offset int) (int, error) {
 	if !t.mode.vnetHdr {
+		w := t.gro.Get().(*groWriter)
+		defer t.gro.Put(w)
 		for i, buf := range bufs {
-			if err := t.writePacket(buf[offset:]); err != nil && !packetError(err) {
+			if err := w.writeOne(buf[offset:]); err != nil && !packetError(err) {
 				return i, err
 			}
 		}
@@ -366,15 +368,15 @@ func (t *linuxDevice) Write(bufs [][]byte, offset int) (int, error) {
 		o := &outs[k]
 		var err error
 		if o.segs == 1 {
-			err = t.writePacket(bufs[o.idx][offset-virtioNetHdrLen : offset+o.length])
+			err = w.writeOne(bufs[o.idx][offset-virtioNetHdrLen : offset+o.length])
 		} else {
 			err = w.write(bufs, offset, o)
 		}
 		if err != nil && o.segs > 1 && packetError(err) {
 			c.unmerge(bufs, offset, o)
-			err = t.writePacket(bufs[o.idx][offset-virtioNetHdrLen : offset+o.length])
+			err = w.writeOne(bufs[o.idx][offset-virtioNetHdrLen : offset+o.length])
 			for j := o.first; j >= 0 && (err == nil || packetError(err)); j = c.next[j] {
-				err = t.writePacket(bufs[j][offset-virtioNetHdrLen:])
+				err = w.writeOne(bufs[j][offset-virtioNetHdrLen:])
 			}
 		}
 		if err != nil && !packetError(err) {
@@ -382,12 +384,6 @@ func (t *linuxDevice) Write(bufs [][]byte, offset int) (int, error) {
 		}
 	}
 	return len(bufs), nil
-}
-
-// writePacket writes one packet (behind its header in offload mode).
-func (t *linuxDevice) writePacket(pkt []byte) error {
-	_, err := t.file.Write(pkt)
-	return err
 }
 
 // packetError tells whether a write error is about the packet (or the

@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"os"
 	"syscall"
 	"unsafe"
 
@@ -11,24 +12,27 @@ import (
 // gathered from the buffers of its segments by one writev(2). One is used by
 // one Write at a time (they are pooled per device).
 type groWriter struct {
-	c     coalescer
-	rc    syscall.RawConn
-	iov   [][]byte
-	vecs  []unix.Iovec
-	n     int
-	errno unix.Errno
-	fn    func(fd uintptr) bool // writev of vecs, made once (a closure per call would allocate)
+	c       coalescer
+	rc      syscall.RawConn
+	iov     [][]byte
+	vecs    []unix.Iovec
+	pkt     []byte // the packet writeOne writes
+	n       int
+	errno   unix.Errno
+	fn      func(fd uintptr) bool // writev of vecs, made once (a closure per call would allocate)
+	writeFn func(fd uintptr) bool // write of pkt, likewise
 }
 
 func newGROWriter(rc syscall.RawConn) *groWriter {
 	w := &groWriter{rc: rc, iov: make([][]byte, 0, offloadBatchSize), vecs: make([]unix.Iovec, 0, offloadBatchSize)}
 	w.fn = w.writev
+	w.writeFn = w.write1
 	return w
 }
 
 func (w *groWriter) writev(fd uintptr) bool {
 	for {
-		n, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.vecs[0])), uintptr(len(w.vecs)))
+		n, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.vecs[0])), uintptr(len(w.vecs)))
 		if e == unix.EINTR {
 			continue
 		}
@@ -52,12 +56,12 @@ func (w *groWriter) write(bufs [][]byte, offset int, o *groOut) error {
 		w.vecs = append(w.vecs, v)
 	}
 	if err := w.rc.Write(w.fn); err != nil {
-		return err
+		return closedError("writev")
 	}
 	clear(w.iov) // do not keep the batch's buffers reachable
 	clear(w.vecs)
 	if w.errno != 0 {
-		return w.errno
+		return os.NewSyscallError("writev", w.errno)
 	}
 	return nil
 }

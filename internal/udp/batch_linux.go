@@ -380,9 +380,12 @@ func (r *receiver) drain(bufs [][]byte, sizes []int, eps []conn.Endpoint, got in
 }
 
 // recv is the poller callback: it returns false to wait for readability.
+// With MSG_DONTWAIT the call never sleeps, so it is made as a raw system
+// call: the scheduler's hand-off of a P held in a long system call (see
+// package tun's rawio_linux.go) costs more than it would save here.
 func (r *receiver) recv(fd uintptr) bool {
 	for {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd,
+		n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, fd,
 			uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(r.vlen), unix.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case 0:
@@ -573,7 +576,7 @@ func (s *sender) send(fd uintptr) bool {
 			}
 			vlen = 1
 		}
-		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd,
+		n, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, fd,
 			uintptr(unsafe.Pointer(&s.msgs[s.sent])), uintptr(vlen), unix.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case 0:

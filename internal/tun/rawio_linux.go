@@ -1,0 +1,95 @@
+package tun
+
+import (
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The queue is non-blocking, so its read(2), write(2) and writev(2) never
+// sleep in the kernel: they are made as raw system calls, inside the runtime
+// poller's RawConn callbacks (which park the goroutine on EAGAIN). A call
+// made through syscall.Syscall tells the scheduler it may block; when one
+// lasts longer than the runtime monitor's tick (a TUN write runs the
+// receiving TCP stack, tens of microseconds) the monitor hands the P to
+// another thread, and the caller has to win it back when the call returns.
+// On one or two CPUs that hand-off, and the monitor waking every 20 µs to
+// do it, cost more than the calls themselves.
+
+// rawReader reads one packet from the queue into buf.
+type rawReader struct {
+	rc    syscall.RawConn
+	buf   []byte
+	n     int
+	errno unix.Errno
+	fn    func(fd uintptr) bool // r.read, made once (a closure per call would allocate)
+}
+
+func newRawReader(rc syscall.RawConn) *rawReader {
+	r := &rawReader{rc: rc}
+	r.fn = r.read
+	return r
+}
+
+func (r *rawReader) read(fd uintptr) bool {
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.buf))), uintptr(len(r.buf)))
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		r.n, r.errno = int(n), e
+		return true
+	}
+}
+
+// Read reads one packet into b, waiting for one in the runtime poller.
+func (r *rawReader) Read(b []byte) (int, error) {
+	r.buf = b
+	err := r.rc.Read(r.fn)
+	r.buf = nil
+	if err != nil {
+		return 0, closedError("read")
+	}
+	if r.errno != 0 {
+		return 0, os.NewSyscallError("read", r.errno)
+	}
+	return r.n, nil
+}
+
+// writeOne writes pkt as one packet (its virtio-net header in front in
+// offload mode).
+func (w *groWriter) writeOne(pkt []byte) error {
+	w.pkt = pkt
+	err := w.rc.Write(w.writeFn)
+	w.pkt = nil
+	if err != nil {
+		return closedError("write")
+	}
+	if w.errno != 0 {
+		return os.NewSyscallError("write", w.errno)
+	}
+	return nil
+}
+
+func (w *groWriter) write1(fd uintptr) bool {
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(w.pkt))), uintptr(len(w.pkt)))
+		if e == unix.EINTR {
+			continue
+		}
+		w.n, w.errno = int(n), e
+		return true
+	}
+}
+
+// closedError maps an error of the poller itself (not of the system call),
+// which for a file without deadlines means it was closed, to os.ErrClosed,
+// as os.File's own methods do.
+func closedError(op string) error {
+	return &os.PathError{Op: op, Path: tunClonePath, Err: os.ErrClosed}
+}
