@@ -9,6 +9,8 @@
 # Usage (as root): bench/ab.sh BIN_A BIN_B [ROUNDS] [-- IPERF3 ARGS...]
 #   bench/ab.sh /tmp/warren-old bin/warren 3 -- -t 6 -P 4 -R
 # Compare figures within one run only; the machine must be otherwise quiet.
+# Each round also shows the CPU time stolen by the hypervisor (steal) over
+# it: on a shared host, discard rounds with much of it.
 set -euo pipefail
 [[ $(id -u) == 0 ]] || { echo "ab: must run as root" >&2; exit 1; }
 A=$(realpath "$1") B=$(realpath "$2")
@@ -75,6 +77,8 @@ run() { # label bin round
 	procs=$(pgrep -f "wg -f ${P}[ab]\$" | tr '\n' ' ')
 	local c0 c1
 	c0=$(cpu $procs)
+	local s0
+	s0=$(head -1 /proc/stat)
 	local pingpid=
 	if [[ -n ${PING:-} ]]; then
 		(sleep 1; ip netns exec "$NA" ping -i 0.01 -c 300 100.64.250.2 >"$TMP/ping.txt" 2>&1) &
@@ -82,6 +86,8 @@ run() { # label bin round
 	fi
 	ip netns exec "$NA" iperf3 -c 100.64.250.2 -J "${IPERF[@]}" >"$TMP/iperf.json"
 	c1=$(cpu $procs)
+	local s1
+	s1=$(head -1 /proc/stat)
 	if [[ -n $pingpid ]]; then
 		wait "$pingpid" || true
 		grep -oP 'time=\K[0-9.]+' "$TMP/ping.txt" | sort -n | awk '{a[NR]=$1; s+=$1} END {if (NR) printf "  ping under load: n=%d avg %.2f p50 %.2f p99 %.2f max %.2f ms\n", NR, s/NR, a[int(NR*0.5)+1], a[int(NR*0.99)], a[NR]}'
@@ -89,14 +95,18 @@ run() { # label bin round
 	wait "$srv" 2>/dev/null || true
 	kill $procs 2>/dev/null || true
 	wait "$pida" "$pidb" 2>/dev/null || true
-	python3 - "$TMP/iperf.json" "$c0" "$c1" "$(getconf CLK_TCK)" "$label" "$round" <<'EOF'
+	python3 - "$TMP/iperf.json" "$c0" "$c1" "$(getconf CLK_TCK)" "$label" "$round" "$s0" "$s1" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
 c0, c1, hz = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+# The share of the machine's time the hypervisor gave to others (steal):
+# rounds with much of it measure the host, not the builds.
+d = [int(b) - int(a) for a, b in zip(sys.argv[7].split()[1:], sys.argv[8].split()[1:])]
+steal = 100 * d[7] / max(sum(d), 1) if len(d) > 7 else 0
 rx = j["end"]["sum_received"]["bytes"]
 bps = j["end"]["sum_received"]["bits_per_second"]
 cpu = (c1 - c0) / hz
-print(f"{sys.argv[5]} round {sys.argv[6]}: {bps/1e9:.2f} Gbit/s  {cpu/(rx/1e9):.2f} CPU-s/GB  ({cpu:.1f} CPU-s, {rx/1e9:.2f} GB)")
+print(f"{sys.argv[5]} round {sys.argv[6]}: {bps/1e9:.2f} Gbit/s  {cpu/(rx/1e9):.2f} CPU-s/GB  ({cpu:.1f} CPU-s, {rx/1e9:.2f} GB, steal {steal:.0f}%)")
 EOF
 }
 

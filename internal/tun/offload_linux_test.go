@@ -412,3 +412,60 @@ func TestOffloadWriteAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per Write", allocs)
 	}
 }
+
+// Packets queued behind the first are returned by the same Read while the
+// buffers have room; one that does not fit is kept for the next Read.
+func TestReadQueued(t *testing.T) {
+	needTUN(t)
+	ns := nettest.NewNS(t, "wtq")
+	dev := newOffloadTUN(t, ns, "wgq0")
+	dst := netip.AddrPortFrom(peerAddr4, 9)
+	const sent = 5
+	if err := ns.Do(func() error {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for i := range sent {
+			if _, err := c.Write([]byte{'q', byte(i)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A datagram is in the TUN's queue when its send returns (the
+	// qdisc hands it to the TUN in the sender's call); leave the queue a
+	// moment anyway.
+	time.Sleep(20 * time.Millisecond)
+	bufs := make([][]byte, 3)
+	for i := range bufs {
+		bufs[i] = make([]byte, offset+65535)
+	}
+	sizes := make([]int, len(bufs))
+	timer := time.AfterFunc(5*time.Second, func() { dev.Close() })
+	defer timer.Stop()
+	var got []byte
+	for reads := 0; len(got) < sent; reads++ {
+		n, err := dev.Read(bufs, sizes, offset)
+		if err != nil {
+			t.Fatalf("read %d: %v", reads, err)
+		}
+		if reads == 0 && n != len(bufs) {
+			t.Fatalf("first Read returned %d packets with %d queued, want %d (as many as buffers)", n, sent, len(bufs))
+		}
+		for i := range n {
+			_, d, payload, err := parseUDP(bufs[i][offset : offset+sizes[i]])
+			if err == nil && d == dst && len(payload) == 2 && payload[0] == 'q' {
+				got = append(got, payload[1])
+			}
+		}
+	}
+	for i, b := range got {
+		if int(b) != i {
+			t.Fatalf("datagrams read in order %v, want 0..%d", got, sent-1)
+		}
+	}
+}

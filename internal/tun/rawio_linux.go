@@ -25,11 +25,13 @@ type rawReader struct {
 	n     int
 	errno unix.Errno
 	fn    func(fd uintptr) bool // r.read, made once (a closure per call would allocate)
+	tryFn func(fd uintptr)      // r.try, likewise
 }
 
 func newRawReader(rc syscall.RawConn) *rawReader {
 	r := &rawReader{rc: rc}
 	r.fn = r.read
+	r.tryFn = r.try
 	return r
 }
 
@@ -59,6 +61,27 @@ func (r *rawReader) Read(b []byte) (int, error) {
 		return 0, os.NewSyscallError("read", r.errno)
 	}
 	return r.n, nil
+}
+
+// tryRead reads one packet into b if the queue holds one, without waiting:
+// it returns its length, or 0 if there was none (or the read failed: the
+// next Read reports that).
+func (r *rawReader) tryRead(b []byte) int {
+	r.buf, r.n = b, 0
+	if err := r.rc.Control(r.tryFn); err != nil {
+		r.n = 0
+	}
+	r.buf = nil
+	if r.errno != 0 {
+		return 0
+	}
+	return r.n
+}
+
+func (r *rawReader) try(fd uintptr) {
+	if !r.read(fd) {
+		r.n, r.errno = 0, 0 // EAGAIN: nothing queued
+	}
 }
 
 // writeOne writes pkt as one packet (its virtio-net header in front in

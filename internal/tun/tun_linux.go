@@ -47,6 +47,7 @@ type linuxDevice struct {
 	readMu  sync.Mutex // serializes Reads through reader and readBuf
 	reader  *rawReader
 	readBuf []byte    // offload mode: a virtio-net header and a super-packet
+	held    int       // bytes of readBuf read but not yet returned (they did not fit)
 	gro     sync.Pool // of *groWriter, for concurrent Writes
 
 	events chan Event
@@ -296,9 +297,12 @@ func checkSameNetns(fd int) error {
 // bufs[0][offset:]. In offload mode it is read with its virtio-net header
 // into the device's buffer, and the packets it stands for are written to
 // bufs[i][offset:] (see gsoSplit): one, its checksum completed if the kernel
-// left it partial, or the segments of a super-packet. A super-packet of more
-// segments than len(bufs) is dropped with ErrTooManySegments, a malformed
-// one with ErrBadOffload.
+// left it partial, or the segments of a super-packet. Packets already queued
+// behind the first are read and returned too while bufs have room (one that
+// does not fit is kept for the next Read). A super-packet of more segments
+// than len(bufs) is dropped with ErrTooManySegments, a malformed one with
+// ErrBadOffload; the packets before it in the batch are returned with the
+// error.
 func (t *linuxDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
@@ -313,19 +317,48 @@ func (t *linuxDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 		sizes[0] = n
 		return 1, nil
 	}
-	n, err := t.reader.Read(t.readBuf)
-	if err != nil {
-		return 0, err
+	if t.held == 0 {
+		n, err := t.reader.Read(t.readBuf)
+		if err != nil {
+			return 0, err
+		}
+		t.held = n
+		t.stats.Reads.Add(1)
 	}
-	if n < virtioNetHdrLen {
-		return 0, ErrBadOffload
+	// Whatever else the queue already holds is read too, while bufs have
+	// room: one wake-up and one send for several packets (the ACKs a
+	// receiver owes, the super-packets a busy sender has queued).
+	k := 0
+	for {
+		n := t.held
+		var hdr virtioNetHdr
+		var got int
+		var err error
+		if n < virtioNetHdrLen {
+			err = ErrBadOffload
+		} else {
+			hdr.decode(t.readBuf)
+			got, err = gsoSplit(t.readBuf[virtioNetHdrLen:n], hdr, bufs[k:], sizes[k:], offset)
+		}
+		if err == ErrTooManySegments && k > 0 {
+			break // held for the next Read, whose buffers are all free
+		}
+		t.held = 0
+		k += got
+		if err != nil {
+			t.stats.ReadPackets.Add(uint64(k))
+			return k, err
+		}
+		if k == len(bufs) {
+			break
+		}
+		if t.held = t.reader.tryRead(t.readBuf); t.held == 0 {
+			break
+		}
+		t.stats.Reads.Add(1)
 	}
-	var hdr virtioNetHdr
-	hdr.decode(t.readBuf)
-	k, err := gsoSplit(t.readBuf[virtioNetHdrLen:n], hdr, bufs, sizes, offset)
-	t.stats.Reads.Add(1)
 	t.stats.ReadPackets.Add(uint64(k))
-	return k, err
+	return k, nil
 }
 
 // Write writes the packets bufs[i][offset:]. Packets the kernel refuses are
