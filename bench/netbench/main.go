@@ -293,6 +293,8 @@ func (r report) header() string {
 		"CPU = utime+stime of both VPN processes per GB (1e9 B) received\n",
 		vethMTU, tunnelMTU, r.cfg.duration, r.cfg.pingCount, r.cfg.pingInterval)
 	fmt.Fprintf(&b, "- best of %d interleaved round(s): max for throughput, min for CPU, loss and latency\n", r.cfg.rounds)
+	b.WriteString("- every round also shows the host's steal: the share of the machine's CPU time the hypervisor gave " +
+		"to other guests during each TCP test (from /proc/stat); rounds with much of it measured the host more than the setup\n")
 	return b.String()
 }
 

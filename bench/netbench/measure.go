@@ -46,6 +46,10 @@ type tcpResult struct {
 	iperfResult
 	CPUSeconds  float64 `json:"cpu_seconds,omitempty"`
 	CPUSecPerGB float64 `json:"cpu_s_per_gb,omitempty"` // 0: not applicable
+	// StealPercent is the share of the machine's CPU time that the
+	// hypervisor gave to other guests during the test (from /proc/stat):
+	// on a shared host, a round with much of it measured the host.
+	StealPercent float64 `json:"steal_percent"`
 }
 
 // roundResult is everything measured for one setup in one round. A test
@@ -198,6 +202,10 @@ func (b *bench) tcp(ctx context.Context, tt tcpTest) (tcpResult, error) {
 	if err != nil {
 		return tcpResult{}, err
 	}
+	stealBefore, err := machineTicks()
+	if err != nil {
+		return tcpResult{}, err
+	}
 	r, err := b.iperf(ctx, b.cfg.duration, args...)
 	if err != nil {
 		return tcpResult{}, err
@@ -206,12 +214,36 @@ func (b *bench) tcp(ctx context.Context, tt tcpTest) (tcpResult, error) {
 	if err != nil {
 		return tcpResult{}, err
 	}
-	res := tcpResult{iperfResult: r}
+	stealAfter, err := machineTicks()
+	if err != nil {
+		return tcpResult{}, err
+	}
+	res := tcpResult{iperfResult: r, StealPercent: stealAfter.stealPercentSince(stealBefore)}
 	if b.tun != nil {
 		res.CPUSeconds = float64(after-before) / b.cfg.clkTck
 		res.CPUSecPerGB = res.CPUSeconds / (r.Bytes / 1e9)
 	}
 	return res, nil
+}
+
+// cpuTimes is the machine's CPU time so far, from the first line of
+// /proc/stat: all of it, and the part stolen by the hypervisor.
+type cpuTimes struct{ total, steal uint64 }
+
+func machineTicks() (cpuTimes, error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}, err
+	}
+	return parseMachineStat(string(data))
+}
+
+// stealPercentSince is the stolen share of the time between earlier and c.
+func (c cpuTimes) stealPercentSince(earlier cpuTimes) float64 {
+	if c.total <= earlier.total {
+		return 0
+	}
+	return 100 * float64(c.steal-earlier.steal) / float64(c.total-earlier.total)
 }
 
 // cpuTicks is utime+stime of both VPN processes (0 for raw).

@@ -122,6 +122,28 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
+func TestParseMachineStat(t *testing.T) {
+	c0, err := parseMachineStat("cpu  100 5 50 800 10 0 5 30 7 0\ncpu0 1 2 3\n")
+	if err != nil || c0 != (cpuTimes{total: 1000, steal: 30}) {
+		t.Fatalf("got %+v, %v; want total 1000 steal 30", c0, err)
+	}
+	c1 := cpuTimes{total: 1200, steal: 80}
+	if got := c1.stealPercentSince(c0); got != 25 {
+		t.Errorf("steal %v%%, want 25%%", got)
+	}
+	if got := c0.stealPercentSince(c0); got != 0 {
+		t.Errorf("no time passed: steal %v%%", got)
+	}
+	for _, bad := range []string{"", "intr 1 2 3", "cpu 1 2 3", "cpu 1 2 3 4 5 6 7 x"} {
+		if _, err := parseMachineStat(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+	if _, err := machineTicks(); err != nil {
+		t.Errorf("this machine's /proc/stat: %v", err)
+	}
+}
+
 func TestParseProcStat(t *testing.T) {
 	// A command name with spaces and a ')' must not shift the fields.
 	stat := "4242 (wire guard) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 731 269 0 0 20 0 9 0 123456 1000000 2000 18446744073709551615\n"
@@ -173,8 +195,17 @@ func TestRenderTable(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
 	}
-	if n := strings.Count(table, "\n"); n != 2+len(metrics("1G")) {
-		t.Errorf("%d lines, want %d", n, 2+len(metrics("1G")))
+	perSetup := 0
+	for _, m := range metrics("1G") {
+		if !m.rounds {
+			perSetup++
+		}
+	}
+	if n := strings.Count(table, "\n"); n != 2+perSetup {
+		t.Errorf("%d lines, want %d", n, 2+perSetup)
+	}
+	if strings.Contains(table, "host steal") {
+		t.Errorf("the best-of table shows the per-round steal:\n%s", table)
 	}
 	// Without both tunnels there is no ratio column; a missing value shows.
 	table = renderTable(results[5:], []string{"warren"}, "1G")
@@ -185,7 +216,8 @@ func TestRenderTable(t *testing.T) {
 		t.Errorf("0/0: %q", got)
 	}
 	rounds := renderRounds(results, "1G")
-	if !strings.Contains(rounds, "| warren r2 |") || !strings.Contains(rounds, "| TCP 1 stream A→B (Gbit/s) | 14.00 | 1.50 | 2.00 | 16.00 | 1.00 | – |") {
+	if !strings.Contains(rounds, "| warren r2 |") || !strings.Contains(rounds, "| TCP 1 stream A→B (Gbit/s) | 14.00 | 1.50 | 2.00 | 16.00 | 1.00 | – |") ||
+		!strings.Contains(rounds, "| host steal, TCP 1 stream A→B (%) | 0 | 0 | 0 | 0 | 0 | – |") {
 		t.Errorf("rounds:\n%s", rounds)
 	}
 }

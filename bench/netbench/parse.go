@@ -182,3 +182,26 @@ func parseProcStat(data string) (uint64, error) {
 	}
 	return ut + st, nil
 }
+
+// parseMachineStat reads the first line of /proc/stat ("cpu user nice
+// system idle iowait irq softirq steal guest guest_nice", in ticks). Guest
+// time is already counted in user and nice, so it is left out of the total.
+func parseMachineStat(data string) (cpuTimes, error) {
+	line, _, _ := strings.Cut(data, "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return cpuTimes{}, fmt.Errorf("/proc/stat: first line %q is not the cpu total", line)
+	}
+	var c cpuTimes
+	for i, s := range f[1:9] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return cpuTimes{}, fmt.Errorf("/proc/stat field %d: %w", i+1, err)
+		}
+		c.total += v
+		if i == 7 {
+			c.steal = v
+		}
+	}
+	return c, nil
+}

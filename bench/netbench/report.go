@@ -22,6 +22,7 @@ type metric struct {
 	digits int
 	lower  bool // lower is better: the best round is the minimum
 	tunnel bool // only meaningful for tunnel setups
+	rounds bool // shown per round only (it describes the run, not a setup)
 	get    func(r *roundResult) (float64, bool)
 }
 
@@ -52,6 +53,13 @@ func metrics(udpRate string) []metric {
 			get: func(r *roundResult) (float64, bool) {
 				t, ok := r.TCP[tt.key]
 				return t.CPUSecPerGB, ok && t.CPUSecPerGB > 0
+			}})
+	}
+	for _, tt := range tcpTests {
+		ms = append(ms, metric{label: "host steal, " + tt.label, unit: "%", digits: 0, lower: true, rounds: true,
+			get: func(r *roundResult) (float64, bool) {
+				t, ok := r.TCP[tt.key]
+				return t.StealPercent, ok
 			}})
 	}
 	for _, p := range []struct {
@@ -140,6 +148,9 @@ func renderTable(results []roundResult, setups []string, udpRate string) string 
 	}
 	b.WriteString("\n")
 	for _, m := range metrics(udpRate) {
+		if m.rounds {
+			continue
+		}
 		fmt.Fprintf(&b, "| %s (%s) |", m.label, m.unit)
 		vals := map[string]float64{}
 		have := map[string]bool{}
