@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -64,9 +65,10 @@ type Daemon struct {
 	cfg Config
 	log *slog.Logger
 
-	dev *device.Device
-	tr  *udp.Transport
-	ms  *magicsock.Conn // the path layer over tr, under the engine
+	dev   *device.Device
+	tr    *udp.Transport
+	ms    *magicsock.Conn // the path layer over tr, under the engine
+	procs *procsGovernor  // one P on small hosts, every CPU during file transfers
 
 	tunStats *tun.Stats // offload batching of the TUN device, for metrics
 	link     *netcfg.Link
@@ -168,6 +170,8 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	d.dev = device.New(td, d.ms, device.Options{Logger: d.log, RunToCompletion: inline})
+	d.procs = newProcsGovernor(inline)
+	d.log.Info("device started", "datapath", map[bool]string{true: "inline", false: "pipeline"}[inline], "procs", runtime.GOMAXPROCS(0))
 	d.initMetrics()
 	defer func() {
 		done := make(chan struct{})

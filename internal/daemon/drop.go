@@ -164,6 +164,7 @@ func (d *Daemon) dropMapLocked(nm *netmap.NetworkMap) {
 		}
 		if ds.hs == nil {
 			ds.hs = ds.srv.HTTPServer()
+			ds.hs.Handler = d.procs.uploads(ds.hs.Handler)
 		}
 		ds.lns[a] = ln
 		go ds.hs.Serve(ln)
@@ -246,6 +247,7 @@ func (d *Daemon) serveFileSend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
+	defer d.procs.begin()()
 	var req localapi.FileSendRequest
 	// Read the body to its end, so that the request's context ends when
 	// the CLI goes away.
