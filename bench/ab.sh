@@ -101,7 +101,8 @@ j = json.load(open(sys.argv[1]))
 c0, c1, hz = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 # The share of the machine's time the hypervisor gave to others (steal):
 # rounds with much of it measure the host, not the builds.
-d = [int(b) - int(a) for a, b in zip(sys.argv[7].split()[1:], sys.argv[8].split()[1:])]
+# Fields 1-8 (user .. steal): guest time is already counted in user and nice.
+d = [int(b) - int(a) for a, b in zip(sys.argv[7].split()[1:9], sys.argv[8].split()[1:9])]
 steal = 100 * d[7] / max(sum(d), 1) if len(d) > 7 else 0
 rx = j["end"]["sum_received"]["bytes"]
 bps = j["end"]["sum_received"]["bits_per_second"]

@@ -240,7 +240,8 @@ func machineTicks() (cpuTimes, error) {
 
 // stealPercentSince is the stolen share of the time between earlier and c.
 func (c cpuTimes) stealPercentSince(earlier cpuTimes) float64 {
-	if c.total <= earlier.total {
+	// Some hypervisors step the steal counter back (live migration).
+	if c.total <= earlier.total || c.steal < earlier.steal {
 		return 0
 	}
 	return 100 * float64(c.steal-earlier.steal) / float64(c.total-earlier.total)

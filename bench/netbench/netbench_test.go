@@ -134,6 +134,9 @@ func TestParseMachineStat(t *testing.T) {
 	if got := c0.stealPercentSince(c0); got != 0 {
 		t.Errorf("no time passed: steal %v%%", got)
 	}
+	if got := (cpuTimes{total: 1200, steal: 10}).stealPercentSince(c0); got != 0 {
+		t.Errorf("steal counter stepped back: %v%%, want 0", got)
+	}
 	for _, bad := range []string{"", "intr 1 2 3", "cpu 1 2 3", "cpu 1 2 3 4 5 6 7 x"} {
 		if _, err := parseMachineStat(bad); err == nil {
 			t.Errorf("%q: no error", bad)

@@ -419,6 +419,9 @@ func TestReadQueued(t *testing.T) {
 	needTUN(t)
 	ns := nettest.NewNS(t, "wtq")
 	dev := newOffloadTUN(t, ns, "wgq0")
+	if !dev.reader.raw {
+		t.Error("a queue of our own is not read with raw system calls")
+	}
 	dst := netip.AddrPortFrom(peerAddr4, 9)
 	const sent = 5
 	if err := ns.Do(func() error {

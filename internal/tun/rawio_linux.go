@@ -21,6 +21,7 @@ import (
 // rawReader reads one packet from the queue into buf.
 type rawReader struct {
 	rc    syscall.RawConn
+	raw   bool // read(2) as a raw system call (see newRawReader)
 	buf   []byte
 	n     int
 	errno unix.Errno
@@ -28,8 +29,15 @@ type rawReader struct {
 	tryFn func(fd uintptr)      // r.try, likewise
 }
 
-func newRawReader(rc syscall.RawConn) *rawReader {
-	r := &rawReader{rc: rc}
+// newRawReader reads through rc, with raw system calls if raw is set. A
+// raw read(2) is only safe while the queue is non-blocking: one that
+// sleeps would hold the P (with GOMAXPROCS=1, the whole process) until a
+// packet came. O_NONBLOCK belongs to the open file, not to our descriptor,
+// so a queue opened by another process and passed to us (CreateFromFile)
+// could be switched back to blocking by it; its reads are not raw. Writes
+// are raw either way: a TUN queue never waits to take a packet.
+func newRawReader(rc syscall.RawConn, raw bool) *rawReader {
+	r := &rawReader{rc: rc, raw: raw}
 	r.fn = r.read
 	r.tryFn = r.try
 	return r
@@ -37,7 +45,13 @@ func newRawReader(rc syscall.RawConn) *rawReader {
 
 func (r *rawReader) read(fd uintptr) bool {
 	for {
-		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.buf))), uintptr(len(r.buf)))
+		var n uintptr
+		var e unix.Errno
+		if r.raw {
+			n, _, e = unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.buf))), uintptr(len(r.buf)))
+		} else {
+			n, _, e = unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.buf))), uintptr(len(r.buf)))
+		}
 		switch e {
 		case unix.EINTR:
 			continue

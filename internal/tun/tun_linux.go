@@ -80,7 +80,7 @@ func Create(name string, mtu int) (Device, error) {
 	if os.Getenv(EnvNoOffload) != "1" {
 		if fd, err := createQueue(name, unix.IFF_VNET_HDR); err == nil {
 			if m, ok := enableOffloads(fd); ok {
-				return newDevice(fd, mtu, m)
+				return newDevice(fd, mtu, m, false)
 			}
 			// Closing the queue removes the interface, to be created
 			// again in plain mode.
@@ -91,7 +91,7 @@ func Create(name string, mtu int) (Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newDevice(fd, mtu, mode{})
+	return newDevice(fd, mtu, mode{}, false)
 }
 
 // createQueue opens a TUN queue without packet information header, with
@@ -190,7 +190,9 @@ func CreateFromFile(f *os.File, mtu int) (Device, error) {
 			m = mode{vnetHdr: true}
 		}
 	}
-	dev, err := newDevice(fd, mtu, m)
+	// The open file is shared with whoever passed it, who may turn
+	// O_NONBLOCK off again: reads then go through the scheduler.
+	dev, err := newDevice(fd, mtu, m, true)
 	if err != nil {
 		return nil, err
 	}
@@ -199,8 +201,9 @@ func CreateFromFile(f *os.File, mtu int) (Device, error) {
 }
 
 // newDevice wraps fd, a TUN queue attached to an interface, and takes
-// ownership of it (it is closed on error).
-func newDevice(fd int, mtu int, m mode) (_ Device, err error) {
+// ownership of it (it is closed on error). shared tells that the open file
+// came from another process (see newRawReader).
+func newDevice(fd int, mtu int, m mode, shared bool) (_ Device, err error) {
 	t := &linuxDevice{done: make(chan struct{}), events: make(chan Event, 8), mode: m}
 	if m.vnetHdr {
 		t.readBuf = make([]byte, maxReadLen)
@@ -234,7 +237,7 @@ func newDevice(fd int, mtu int, m mode) (_ Device, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("tun: %w", err)
 	}
-	t.reader = newRawReader(rc)
+	t.reader = newRawReader(rc, !shared)
 	t.gro.New = func() any { return newGROWriter(rc) }
 	if t.ctl, err = controlSocket(); err != nil {
 		return nil, err

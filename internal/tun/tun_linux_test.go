@@ -448,6 +448,12 @@ func testCreateFromFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dev.Close()
+	// The passer shares the open file, and so its O_NONBLOCK: reads must
+	// not be raw system calls, which would hold the P if it turned
+	// blocking (queues of our own are read raw).
+	if dev.(*linuxDevice).reader.raw {
+		t.Error("a queue from CreateFromFile is read with raw system calls")
+	}
 	// The link was already up: that is the first event.
 	expectEvent(t, dev, EventUp)
 	if got := devName(t, dev); got != "wgf0" {
