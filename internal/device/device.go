@@ -12,8 +12,11 @@
 // (Options.RunToCompletion, the default on one or two cores) the reading
 // goroutine instead seals or opens the batch and sends or delivers it
 // itself, in order under the peer's send lock or inbound lock, with no
-// hand-off at all. Handshake messages go to a
-// bounded queue served by handshake workers; its length decides whether the
+// hand-off at all; and, if the TUN device is a tun.Poller, a receive
+// goroutine also sends what the TUN device has queued after each batch it
+// delivered (pollTUN), so that the ACKs the delivered data makes the host
+// owe leave at once rather than when the parked TUN reader is next
+// scheduled. Handshake messages go to a bounded queue served by handshake workers; its length decides whether the
 // device is under load (cookies required). Timers run per peer.
 package device
 
@@ -124,6 +127,8 @@ type Device struct {
 	tap            atomic.Pointer[Tap]           // live capture (capture.go); nil: off
 	filter         atomic.Pointer[filter.Filter] // inbound packet filter (SetFilter); nil: none
 
+	out outReader // reading the TUN device (send.go)
+
 	queue struct {
 		encrypt   chan *batch
 		decrypt   chan *batch
@@ -174,6 +179,7 @@ func New(td tun.Device, tr conn.Transport, opts Options) *Device {
 		d.hsWG.Add(1)
 		go d.handshakeWorker()
 	}
+	d.out.init(td.BatchSize())
 	d.tunWG.Add(2)
 	go d.readTUN()
 	go d.tunEvents()

@@ -13,6 +13,7 @@ import (
 
 	"warren/internal/conn"
 	"warren/internal/noise"
+	"warren/internal/tun"
 	"warren/internal/tun/tuntest"
 	"warren/internal/uapi"
 	"warren/internal/udp"
@@ -58,6 +59,13 @@ type node struct {
 
 func newNode(t *testing.T, clock Clock, i byte) *node {
 	t.Helper()
+	return newNodeWith(t, clock, i, nil)
+}
+
+// newNodeWith is newNode with the engine reading and writing wrap(n.tun)
+// rather than n.tun, if wrap is not nil.
+func newNodeWith(t *testing.T, clock Clock, i byte, wrap func(*tuntest.ChannelTUN) tun.Device) *node {
+	t.Helper()
 	k, err := noise.GeneratePrivateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +83,11 @@ func newNode(t *testing.T, clock Clock, i byte) *node {
 	}
 	// Odd nodes run to completion, even ones through the pipeline: every
 	// two-node test covers both datapaths, against each other.
-	n.dev = New(n.tun, n.tr, Options{Clock: clock, Logger: logger, RunToCompletion: i%2 == 1})
+	var td tun.Device = n.tun
+	if wrap != nil {
+		td = wrap(n.tun)
+	}
+	n.dev = New(td, n.tr, Options{Clock: clock, Logger: logger, RunToCompletion: i%2 == 1})
 	t.Cleanup(n.dev.Close)
 	port := uint16(0)
 	if err := n.dev.Apply(&uapi.Config{PrivateKey: &k, ListenPort: &port}); err != nil {

@@ -36,9 +36,10 @@ func (d *Device) receive(fn conn.ReceiveFunc) {
 	sizes := make([]int, n)
 	eps := make([]conn.Endpoint, n)
 	var groups peerBatches
+	poller := d.tunPoller()
 	failures := 0
 	for {
-		// Only the slots whose elems went on are refilled (see readTUN).
+		// Only the slots whose elems went on are refilled (see outReader.refill).
 		for i := range elems {
 			if elems[i] == nil {
 				elems[i] = getElem()
@@ -115,6 +116,9 @@ func (d *Device) receive(fn conn.ReceiveFunc) {
 			b.peer.enqueue(b, inbound)
 		}
 		groups.reset()
+		if poller != nil {
+			d.pollTUN(poller)
+		}
 	}
 }
 

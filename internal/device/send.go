@@ -3,7 +3,9 @@ package device
 import (
 	"encoding/binary"
 	"net/netip"
+	"sync"
 
+	"warren/internal/tun"
 	"warren/internal/wire"
 )
 
@@ -42,71 +44,83 @@ func (g *peerBatches) reset() {
 	g.list = g.list[:0]
 }
 
+// outReader is the state of reading the TUN device. The TUN reader uses it
+// and, with the inline datapath, so do the receive routines in passing (see
+// pollTUN); its mutex keeps each read's packets together, in read order, up
+// to their send.
+type outReader struct {
+	mu     sync.Mutex
+	elems  []*elem
+	bufs   [][]byte
+	sizes  []int
+	groups peerBatches
+}
+
+func (o *outReader) init(n int) {
+	o.elems, o.bufs, o.sizes = make([]*elem, n), make([][]byte, n), make([]int, n)
+}
+
+// refill gives a buffer to the slots whose elems went on with the last
+// read; touching all of them each time would cost a cache miss per elem.
+func (o *outReader) refill() {
+	for i := range o.elems {
+		if o.elems[i] == nil {
+			o.elems[i] = getElem()
+			o.bufs[i] = o.elems[i].buf[:]
+		}
+	}
+}
+
+// release returns the elems to their pool.
+func (o *outReader) release() {
+	for i, e := range o.elems {
+		if e != nil {
+			putElem(e)
+			o.elems[i], o.bufs[i] = nil, nil
+		}
+	}
+}
+
+// tunPoller is the TUN device as a tun.Poller if the receive routines should
+// take its packets in passing: with the inline datapath, where one P
+// usually runs both directions (see pollTUN).
+func (d *Device) tunPoller() tun.Poller {
+	if !d.runToCompletion {
+		return nil
+	}
+	p, _ := d.tun.(tun.Poller)
+	return p
+}
+
 // readTUN reads plaintext packets and routes them to peers.
 func (d *Device) readTUN() {
 	defer d.tunWG.Done()
-	n := d.tun.BatchSize()
-	elems := make([]*elem, n)
-	bufs := make([][]byte, n)
-	sizes := make([]int, n)
-	var groups peerBatches
+	o := &d.out
+	poller := d.tunPoller()
 	for {
-		// Only the slots whose elems went on are refilled: touching all
-		// of them each time costs a cache miss per elem.
-		for i := range elems {
-			if elems[i] == nil {
-				elems[i] = getElem()
-				bufs[i] = elems[i].buf[:]
-			}
+		var count int
+		var err error
+		o.mu.Lock()
+		o.refill()
+		if poller != nil {
+			// The lock is not held while waiting, so that a receive
+			// routine can take the packets meanwhile.
+			count, err = poller.TryRead(o.bufs, o.sizes, MessageTransportStart)
+		} else {
+			count, err = d.tun.Read(o.bufs, o.sizes, MessageTransportStart)
 		}
-		count, err := d.tun.Read(bufs, sizes, MessageTransportStart)
-		var (
-			last    *Peer
-			lastDst netip.Addr
-		)
-		tap := d.tap.Load()
-		flt := d.filter.Load()
-		for i := 0; i < count; i++ {
-			pkt := elems[i].buf[MessageTransportStart : MessageTransportStart+sizes[i]]
-			dst, ok := destination(pkt)
-			p := last
-			if !ok {
-				p = nil
-			} else if dst != lastDst || p == nil {
-				// Segments of one super-packet share a destination: look
-				// it up once.
-				p = d.lookupRoute(dst)
-			}
-			if p == nil {
-				d.Stats.DropNoRoute.Add(1)
+		d.routeOut(o, count)
+		o.mu.Unlock()
+		if count == 0 && err == nil && poller != nil {
+			if err = poller.WaitRead(); err == nil {
 				continue
 			}
-			last, lastDst = p, dst
-			if tap != nil && tap.Inner != nil {
-				tap.Inner(true, p, pkt)
-			}
-			if flt != nil {
-				flt.Record(pkt) // replies to flows this node starts may come in
-			}
-			elems[i].pkt = pkt
-			groups.add(p, elems[i])
-			elems[i] = nil
 		}
-		for _, b := range groups.list {
-			p := b.peer
-			p.stage(b.elems)
-			b.elems = b.elems[:0]
-			putBatch(b)
-			p.flushStaged()
-		}
-		groups.reset()
 		if err != nil {
 			if d.closed.Load() {
-				for _, e := range elems {
-					if e != nil {
-						putElem(e)
-					}
-				}
+				o.mu.Lock()
+				o.release()
+				o.mu.Unlock()
 				return
 			}
 			d.log.Debug("tun read", "err", err)
@@ -121,6 +135,73 @@ func (d *Device) readTUN() {
 			}
 		}
 	}
+}
+
+// pollTUN sends the packets queued on the TUN device, unless the TUN reader
+// is at it. A receive routine calls it after each batch it delivered. With
+// one P, the TUN reader, parked in the runtime poller, runs only once the
+// receive routine runs out of datagrams or is preempted (every 10 ms), and
+// the ACKs the delivered data made TCP send would wait that long: held
+// ACKs come out in bursts, which BBR answers with a larger window and so a
+// longer queue in front of the tunnel.
+func (d *Device) pollTUN(poller tun.Poller) {
+	o := &d.out
+	if !o.mu.TryLock() {
+		return
+	}
+	o.refill()
+	count, err := poller.TryRead(o.bufs, o.sizes, MessageTransportStart)
+	d.routeOut(o, count)
+	o.mu.Unlock()
+	if err != nil {
+		d.log.Debug("tun poll", "err", err) // the TUN reader handles it
+	}
+}
+
+// routeOut routes the count packets just read into o to their peers and
+// sends them; o.mu is held.
+func (d *Device) routeOut(o *outReader, count int) {
+	var (
+		last    *Peer
+		lastDst netip.Addr
+	)
+	tap := d.tap.Load()
+	flt := d.filter.Load()
+	elems, groups := o.elems, &o.groups
+	for i := 0; i < count; i++ {
+		pkt := elems[i].buf[MessageTransportStart : MessageTransportStart+o.sizes[i]]
+		dst, ok := destination(pkt)
+		p := last
+		if !ok {
+			p = nil
+		} else if dst != lastDst || p == nil {
+			// Segments of one super-packet share a destination: look
+			// it up once.
+			p = d.lookupRoute(dst)
+		}
+		if p == nil {
+			d.Stats.DropNoRoute.Add(1)
+			continue
+		}
+		last, lastDst = p, dst
+		if tap != nil && tap.Inner != nil {
+			tap.Inner(true, p, pkt)
+		}
+		if flt != nil {
+			flt.Record(pkt) // replies to flows this node starts may come in
+		}
+		elems[i].pkt = pkt
+		groups.add(p, elems[i])
+		elems[i] = nil
+	}
+	for _, b := range groups.list {
+		p := b.peer
+		p.stage(b.elems)
+		b.elems = b.elems[:0]
+		putBatch(b)
+		p.flushStaged()
+	}
+	groups.reset()
 }
 
 // destination returns the destination address of an IP packet.

@@ -78,23 +78,56 @@ func (r *rawReader) Read(b []byte) (int, error) {
 }
 
 // tryRead reads one packet into b if the queue holds one, without waiting:
-// it returns its length, or 0 if there was none (or the read failed: the
-// next Read reports that).
-func (r *rawReader) tryRead(b []byte) int {
-	r.buf, r.n = b, 0
-	if err := r.rc.Control(r.tryFn); err != nil {
-		r.n = 0
-	}
+// it returns its length, or 0 if there was none.
+func (r *rawReader) tryRead(b []byte) (int, error) {
+	r.buf, r.n, r.errno = b, 0, 0
+	err := r.rc.Control(r.tryFn)
 	r.buf = nil
-	if r.errno != 0 {
-		return 0
+	if err != nil {
+		return 0, closedError("read")
 	}
-	return r.n
+	if r.errno != 0 {
+		return 0, os.NewSyscallError("read", r.errno)
+	}
+	return r.n, nil
 }
 
 func (r *rawReader) try(fd uintptr) {
 	if !r.read(fd) {
 		r.n, r.errno = 0, 0 // EAGAIN: nothing queued
+	}
+}
+
+// next reads one packet into b: without waiting (0 if none is queued) if
+// the queue is read raw, else waiting for one in the kernel.
+func (r *rawReader) next(b []byte) (int, error) {
+	if r.raw {
+		return r.tryRead(b)
+	}
+	return r.Read(b)
+}
+
+// wait waits in the runtime poller until the queue is readable (or failed:
+// the next read reports how), without reading. It keeps no state, so
+// several goroutines may wait at once.
+func (r *rawReader) wait() error {
+	if err := r.rc.Read(queueReady); err != nil {
+		return closedError("read")
+	}
+	return nil
+}
+
+// queueReady is wait's poller callback: whether poll(2) finds the queue
+// readable or in error right now.
+func queueReady(fd uintptr) bool {
+	fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	var zero unix.Timespec
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 1, uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		return e != 0 || (n > 0 && fds[0].Revents != 0)
 	}
 }
 

@@ -51,6 +51,25 @@ type Device interface {
 	Close() error
 }
 
+// Poller is implemented by devices that can also be read without waiting.
+// It lets a goroutine that is busy with other work (the engine's receive
+// loop) take the packets queued for it in passing, rather than leave them
+// until the goroutine that waits in Read is scheduled: with one P, a busy
+// goroutine keeps a parked one from running for up to the runtime's 10 ms
+// preemption tick, and TCP's ACKs held that long inflate its window and the
+// queue in front of the tunnel (see docs/PERFORMANCE.md).
+type Poller interface {
+	// TryRead is Read that returns 0 packets instead of waiting when none is
+	// queued, when another Read or TryRead has the queue, or when the
+	// device cannot be read without waiting. An error of the device
+	// itself is left to Read to report.
+	TryRead(bufs [][]byte, sizes []int, offset int) (n int, err error)
+	// WaitRead waits until a packet may be queued; it returns an error once
+	// the device is closed. A TryRead after it may still find nothing
+	// (another reader took the packets).
+	WaitRead() error
+}
+
 // Stats count what an offload-mode device moved, so that its batching can
 // be watched: ReadPackets/Reads is the mean number of segments a kernel
 // super-packet was split into, WritePackets/Writes the mean number of

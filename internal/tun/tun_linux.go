@@ -312,17 +312,56 @@ func (t *linuxDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 	}
 	t.readMu.Lock()
 	defer t.readMu.Unlock()
-	if !t.mode.vnetHdr {
-		n, err := t.reader.Read(bufs[0][offset:])
+	for {
+		n, err := t.readLocked(bufs, sizes, offset)
+		if n > 0 || err != nil || !t.reader.raw {
+			return n, err
+		}
+		// Nothing is queued: wait without the lock, so that a TryRead
+		// meanwhile is not turned away.
+		t.readMu.Unlock()
+		err = t.reader.wait()
+		t.readMu.Lock()
 		if err != nil {
+			return 0, err
+		}
+	}
+}
+
+// TryRead implements Poller: Read without waiting. A queue that is not read
+// with raw system calls (see newRawReader) is never tried.
+func (t *linuxDevice) TryRead(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 || !t.reader.raw || !t.readMu.TryLock() {
+		return 0, nil
+	}
+	defer t.readMu.Unlock()
+	return t.readLocked(bufs, sizes, offset)
+}
+
+// WaitRead implements Poller.
+func (t *linuxDevice) WaitRead() error {
+	if !t.reader.raw {
+		// Never tried, so never waited for: Read does both.
+		return nil
+	}
+	return t.reader.wait()
+}
+
+// readLocked is Read for a caller holding readMu, without waiting on a raw
+// queue: it returns 0 packets and no error when none is queued. (A queue
+// not read raw is waited on in the kernel.)
+func (t *linuxDevice) readLocked(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if !t.mode.vnetHdr {
+		n, err := t.reader.next(bufs[0][offset:])
+		if n == 0 || err != nil {
 			return 0, err
 		}
 		sizes[0] = n
 		return 1, nil
 	}
 	if t.held == 0 {
-		n, err := t.reader.Read(t.readBuf)
-		if err != nil {
+		n, err := t.reader.next(t.readBuf)
+		if n == 0 || err != nil {
 			return 0, err
 		}
 		t.held = n
@@ -355,7 +394,7 @@ func (t *linuxDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 		if k == len(bufs) {
 			break
 		}
-		if t.held = t.reader.tryRead(t.readBuf); t.held == 0 {
+		if t.held, _ = t.reader.tryRead(t.readBuf); t.held == 0 {
 			break
 		}
 		t.stats.Reads.Add(1)
