@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"warren/internal/nettest"
 )
 
@@ -178,4 +180,101 @@ func testPoller(t *testing.T) {
 	if err := p.WaitRead(); err == nil {
 		t.Fatal("WaitRead after Close returned no error")
 	}
+}
+
+// TestWaitReadKept: a super-packet that a TryRead read but had no room for
+// is kept for the next read, and WaitRead must not wait for the queue to
+// announce it (it never will: the queue may be empty). With one P, a TUN
+// reader parked there would leave the packet until the next TryRead.
+func TestWaitReadKept(t *testing.T) {
+	needTUN(t)
+	ns := nettest.NewNS(t, "wtk")
+	dev := newOffloadTUN(t, ns, "wgk0")
+	if !dev.mode.uso {
+		t.Skip("the kernel does not take USO")
+	}
+	dst := netip.AddrPortFrom(peerAddr4, 9)
+	// Two sends of 10 datagrams each (UDP_SEGMENT): two super-packets.
+	if err := ns.Do(func() error {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, 100)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return serr
+		}
+		for range 2 {
+			if _, err := c.Write(make([]byte, 1000)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	bufs := make([][]byte, 15)
+	for i := range bufs {
+		bufs[i] = make([]byte, offset+65535)
+	}
+	sizes := make([]int, len(bufs))
+	// Room for the first super-packet's 10 segments, not the second's.
+	// (Skip any IPv6 chatter of the kernel's ahead of them.)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := dev.TryRead(bufs, sizes, offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(ours10(bufs, sizes, n, dst)); got > 0 {
+			if got != 10 {
+				t.Fatalf("TryRead returned %d of our datagrams, want the first super-packet's 10", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the datagrams did not come out of the TUN")
+		}
+	}
+	if dev.held == 0 {
+		t.Fatal("the second super-packet was not kept")
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- dev.WaitRead() }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		dev.Close() // ends the wait
+		t.Fatal("WaitRead waited although a packet was kept")
+	}
+	n, err := dev.TryRead(bufs, sizes, offset)
+	if err != nil || len(ours10(bufs, sizes, n, dst)) != 10 {
+		t.Fatalf("TryRead after WaitRead: %d packets (%v), want the kept super-packet's 10", n, err)
+	}
+}
+
+// ours10 returns the packets among the n read that are UDP datagrams to dst.
+func ours10(bufs [][]byte, sizes []int, n int, dst netip.AddrPort) [][]byte {
+	var got [][]byte
+	for i := range n {
+		_, d, _, err := parseUDP(bufs[i][offset : offset+sizes[i]])
+		if err == nil && d == dst {
+			got = append(got, bufs[i])
+		}
+	}
+	return got
 }

@@ -107,11 +107,12 @@ func (r *rawReader) next(b []byte) (int, error) {
 	return r.Read(b)
 }
 
-// wait waits in the runtime poller until the queue is readable (or failed:
-// the next read reports how), without reading. It keeps no state, so
-// several goroutines may wait at once.
-func (r *rawReader) wait() error {
-	if err := r.rc.Read(queueReady); err != nil {
+// wait waits in the runtime poller until ready, its callback, returns true:
+// queueReady, or a variant of it that also knows of a packet read earlier
+// and kept. It reads nothing and keeps no state, so several goroutines may
+// wait at once.
+func (r *rawReader) wait(ready func(fd uintptr) bool) error {
+	if err := r.rc.Read(ready); err != nil {
 		return closedError("read")
 	}
 	return nil

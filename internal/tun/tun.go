@@ -64,9 +64,10 @@ type Poller interface {
 	// device cannot be read without waiting. An error of the device
 	// itself is left to Read to report.
 	TryRead(bufs [][]byte, sizes []int, offset int) (n int, err error)
-	// WaitRead waits until a packet may be queued; it returns an error once
-	// the device is closed. A TryRead after it may still find nothing
-	// (another reader took the packets).
+	// WaitRead waits until a packet may be queued (or one read earlier is
+	// kept for the next Read or TryRead); it returns an error once the
+	// device is closed. A TryRead after it may still find nothing (another
+	// reader took the packets).
 	WaitRead() error
 }
 

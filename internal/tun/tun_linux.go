@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,9 +47,14 @@ type linuxDevice struct {
 
 	readMu  sync.Mutex // serializes Reads through reader and readBuf
 	reader  *rawReader
-	readBuf []byte    // offload mode: a virtio-net header and a super-packet
-	held    int       // bytes of readBuf read but not yet returned (they did not fit)
-	gro     sync.Pool // of *groWriter, for concurrent Writes
+	readBuf []byte // offload mode: a virtio-net header and a super-packet
+	held    int    // bytes of readBuf read but not yet returned (they did not fit)
+	// keeping tells waiters, who do not hold readMu, that held > 0: a
+	// packet is kept in readBuf that no readiness of the queue will
+	// announce.
+	keeping atomic.Bool
+	readyFn func(fd uintptr) bool // t.ready, made once
+	gro     sync.Pool             // of *groWriter, for concurrent Writes
 
 	events chan Event
 	nl     *os.File // rtnetlink socket subscribed to link changes
@@ -238,6 +244,7 @@ func newDevice(fd int, mtu int, m mode, shared bool) (_ Device, err error) {
 		return nil, fmt.Errorf("tun: %w", err)
 	}
 	t.reader = newRawReader(rc, !shared)
+	t.readyFn = t.ready
 	t.gro.New = func() any { return newGROWriter(rc) }
 	if t.ctl, err = controlSocket(); err != nil {
 		return nil, err
@@ -320,7 +327,7 @@ func (t *linuxDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 		// Nothing is queued: wait without the lock, so that a TryRead
 		// meanwhile is not turned away.
 		t.readMu.Unlock()
-		err = t.reader.wait()
+		err = t.reader.wait(t.readyFn)
 		t.readMu.Lock()
 		if err != nil {
 			return 0, err
@@ -344,13 +351,29 @@ func (t *linuxDevice) WaitRead() error {
 		// Never tried, so never waited for: Read does both.
 		return nil
 	}
-	return t.reader.wait()
+	return t.reader.wait(t.readyFn)
+}
+
+// ready is the poller callback of a wait for a packet: one is kept from an
+// earlier read (a TryRead may have left it after the queue emptied, and no
+// readiness of the queue would then announce it), or the queue is readable.
+func (t *linuxDevice) ready(fd uintptr) bool {
+	return t.keeping.Load() || queueReady(fd)
 }
 
 // readLocked is Read for a caller holding readMu, without waiting on a raw
 // queue: it returns 0 packets and no error when none is queued. (A queue
 // not read raw is waited on in the kernel.)
 func (t *linuxDevice) readLocked(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := t.readQueued(bufs, sizes, offset)
+	if t.keeping.Load() != (t.held > 0) {
+		t.keeping.Store(t.held > 0)
+	}
+	return n, err
+}
+
+// readQueued is readLocked less the update of keeping.
+func (t *linuxDevice) readQueued(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if !t.mode.vnetHdr {
 		n, err := t.reader.next(bufs[0][offset:])
 		if n == 0 || err != nil {
