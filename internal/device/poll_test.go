@@ -3,6 +3,7 @@ package device
 import (
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,9 +18,11 @@ import (
 type parkedTUN struct {
 	*tuntest.ChannelTUN
 	closed chan struct{}
+	tries  atomic.Int64 // TryRead calls
 }
 
 func (p *parkedTUN) TryRead(bufs [][]byte, sizes []int, offset int) (int, error) {
+	p.tries.Add(1)
 	select {
 	case pkt := <-p.Inbound:
 		sizes[0] = copy(bufs[0][offset:], pkt)
@@ -28,6 +31,8 @@ func (p *parkedTUN) TryRead(bufs [][]byte, sizes []int, offset int) (int, error)
 		return 0, nil
 	}
 }
+
+func (p *parkedTUN) CanPoll() bool { return true }
 
 func (p *parkedTUN) WaitRead() error {
 	<-p.closed
@@ -49,8 +54,10 @@ func (p *parkedTUN) Close() error {
 func TestPollTUN(t *testing.T) {
 	clock := realClock{}
 	a := newNode(t, clock, 2) // pipeline datapath, reads its TUN as usual
+	var parked *parkedTUN
 	b := newNodeWith(t, clock, 3, func(c *tuntest.ChannelTUN) tun.Device {
-		return &parkedTUN{ChannelTUN: c, closed: make(chan struct{})}
+		parked = &parkedTUN{ChannelTUN: c, closed: make(chan struct{})}
+		return parked
 	})
 	if !b.dev.runToCompletion {
 		t.Fatal("node 3 does not run the inline datapath")
@@ -58,6 +65,23 @@ func TestPollTUN(t *testing.T) {
 	connect(t, a, b, 0)
 	connect(t, b, a, 0)
 	ping(t, a, b, false) // a's handshake; b's TUN reader is parked by now
+	// Whatever else the handshake made a send (a keepalive may race the
+	// data) must have come in, and been followed by its poll, before b's
+	// host queues a packet, or that poll would take it.
+	settled := func() (int64, uint64) { return parked.tries.Load(), a.tr.sent[4].Load() + a.tr.sent[1].Load() }
+	deadline := time.Now().Add(5 * time.Second)
+	for quiet, last := 0, [2]uint64{}; quiet < 5; {
+		if time.Now().After(deadline) {
+			t.Fatal("the handshake's traffic did not settle")
+		}
+		time.Sleep(10 * time.Millisecond)
+		tries, sent := settled()
+		if now := [2]uint64{uint64(tries), sent}; now != last {
+			last, quiet = now, 0
+		} else {
+			quiet++
+		}
+	}
 
 	reply := tuntest.UDPPacket(netip.AddrPortFrom(b.addr, 5000), netip.AddrPortFrom(a.addr, 4000), []byte("ack"))
 	b.tun.Inbound <- reply

@@ -88,8 +88,10 @@ func (d *Device) tunPoller() tun.Poller {
 	if !d.runToCompletion {
 		return nil
 	}
-	p, _ := d.tun.(tun.Poller)
-	return p
+	if p, ok := d.tun.(tun.Poller); ok && p.CanPoll() {
+		return p
+	}
+	return nil
 }
 
 // readTUN reads plaintext packets and routes them to peers.

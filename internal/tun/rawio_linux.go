@@ -111,11 +111,10 @@ func (r *rawReader) next(b []byte) (int, error) {
 // queueReady, or a variant of it that also knows of a packet read earlier
 // and kept. It reads nothing and keeps no state, so several goroutines may
 // wait at once.
+// It returns the poller's error: the file is closed, or its read deadline
+// passed.
 func (r *rawReader) wait(ready func(fd uintptr) bool) error {
-	if err := r.rc.Read(ready); err != nil {
-		return closedError("read")
-	}
-	return nil
+	return r.rc.Read(ready)
 }
 
 // queueReady is wait's poller callback: whether poll(2) finds the queue

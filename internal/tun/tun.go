@@ -61,14 +61,18 @@ type Device interface {
 type Poller interface {
 	// TryRead is Read that returns 0 packets instead of waiting when none is
 	// queued, when another Read or TryRead has the queue, or when the
-	// device cannot be read without waiting. An error of the device
-	// itself is left to Read to report.
+	// device cannot be read without waiting (see CanPoll). It returns the
+	// device's errors as Read does.
 	TryRead(bufs [][]byte, sizes []int, offset int) (n int, err error)
 	// WaitRead waits until a packet may be queued (or one read earlier is
 	// kept for the next Read or TryRead); it returns an error once the
 	// device is closed. A TryRead after it may still find nothing (another
 	// reader took the packets).
 	WaitRead() error
+	// CanPoll reports whether TryRead and WaitRead work on this device; if
+	// not, TryRead never finds anything and the device must be read with
+	// Read.
+	CanPoll() bool
 }
 
 // Stats count what an offload-mode device moved, so that its batching can

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -51,8 +52,9 @@ type linuxDevice struct {
 	held    int    // bytes of readBuf read but not yet returned (they did not fit)
 	// keeping tells waiters, who do not hold readMu, that held > 0: a
 	// packet is kept in readBuf that no readiness of the queue will
-	// announce.
+	// announce (see readLocked). waiters counts them.
 	keeping atomic.Bool
+	waiters atomic.Int32
 	readyFn func(fd uintptr) bool // t.ready, made once
 	gro     sync.Pool             // of *groWriter, for concurrent Writes
 
@@ -327,7 +329,7 @@ func (t *linuxDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 		// Nothing is queued: wait without the lock, so that a TryRead
 		// meanwhile is not turned away.
 		t.readMu.Unlock()
-		err = t.reader.wait(t.readyFn)
+		err = t.wait()
 		t.readMu.Lock()
 		if err != nil {
 			return 0, err
@@ -345,18 +347,39 @@ func (t *linuxDevice) TryRead(bufs [][]byte, sizes []int, offset int) (int, erro
 	return t.readLocked(bufs, sizes, offset)
 }
 
+// CanPoll implements Poller: a queue that is not read raw (see
+// newRawReader) is never tried, so it must be read with Read.
+func (t *linuxDevice) CanPoll() bool { return t.reader.raw }
+
 // WaitRead implements Poller.
 func (t *linuxDevice) WaitRead() error {
 	if !t.reader.raw {
 		// Never tried, so never waited for: Read does both.
 		return nil
 	}
-	return t.reader.wait(t.readyFn)
+	return t.wait()
 }
 
-// ready is the poller callback of a wait for a packet: one is kept from an
-// earlier read (a TryRead may have left it after the queue emptied, and no
-// readiness of the queue would then announce it), or the queue is readable.
+// wait waits, without readMu, until the queue is readable or a packet is
+// kept (see readLocked).
+func (t *linuxDevice) wait() error {
+	t.waiters.Add(1)
+	err := t.reader.wait(t.readyFn)
+	t.waiters.Add(-1)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The wake-up of readLocked: clear it for the next wait. A kept
+		// packet the caller's next read will find.
+		t.file.SetReadDeadline(time.Time{})
+		return nil
+	}
+	if err != nil {
+		return closedError("read")
+	}
+	return nil
+}
+
+// ready is the poller callback of a wait: a packet is kept from an earlier
+// read, or the queue is readable.
 func (t *linuxDevice) ready(fd uintptr) bool {
 	return t.keeping.Load() || queueReady(fd)
 }
@@ -366,11 +389,24 @@ func (t *linuxDevice) ready(fd uintptr) bool {
 // not read raw is waited on in the kernel.)
 func (t *linuxDevice) readLocked(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n, err := t.readQueued(bufs, sizes, offset)
-	if t.keeping.Load() != (t.held > 0) {
-		t.keeping.Store(t.held > 0)
+	keep := t.held > 0
+	if t.keeping.Load() != keep {
+		t.keeping.Store(keep)
+	}
+	// A kept packet is in no queue, so nothing wakes a reader that waits
+	// meanwhile: the poller's readiness is re-checked against the queue
+	// when it is collected, and the queue may well be empty now. Wake
+	// such a reader through its deadline (a waiter that comes later sees
+	// keeping first).
+	if keep && t.waiters.Load() > 0 {
+		t.file.SetReadDeadline(aLongTimeAgo)
 	}
 	return n, err
 }
+
+// aLongTimeAgo is a read deadline that has passed: setting it wakes the
+// goroutines waiting to read.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // readQueued is readLocked less the update of keeping.
 func (t *linuxDevice) readQueued(bufs [][]byte, sizes []int, offset int) (int, error) {
