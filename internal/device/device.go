@@ -231,8 +231,13 @@ func (d *Device) downLocked() {
 	d.net.Lock()
 	wasUp := d.net.up
 	d.net.up = false
-	d.closeBindLocked()
+	bound := d.closeBindLocked()
 	d.net.Unlock()
+	if bound {
+		// Not under d.net: a receive routine may be sending (pollTUN,
+		// a flushed stage), and Peer.send read-locks it.
+		d.net.recvWG.Wait()
+	}
 	for _, p := range d.peerList() {
 		p.stop()
 	}
@@ -275,23 +280,35 @@ func (d *Device) bindLocked() error {
 	return nil
 }
 
-func (d *Device) closeBindLocked() {
+// closeBindLocked closes the transport, which ends the receive routines;
+// the caller waits for them (d.net.recvWG) once it has unlocked d.net. It
+// reports whether the transport was open. d.net must be write-locked.
+func (d *Device) closeBindLocked() bool {
 	if d.net.boundPort == 0 {
-		return
+		return false
 	}
 	d.net.transport.Close()
-	d.net.recvWG.Wait()
 	d.net.boundPort = 0
+	return true
 }
 
 // rebind reopens the transport after a port or mark change while up.
 func (d *Device) rebindLocked() error {
 	d.net.Lock()
+	if !d.net.up {
+		d.net.Unlock()
+		return nil
+	}
+	bound := d.closeBindLocked()
+	d.net.Unlock()
+	if bound {
+		d.net.recvWG.Wait() // see downLocked
+	}
+	d.net.Lock()
 	defer d.net.Unlock()
 	if !d.net.up {
 		return nil
 	}
-	d.closeBindLocked()
 	return d.bindLocked()
 }
 
