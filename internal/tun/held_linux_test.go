@@ -1,7 +1,6 @@
 package tun
 
 import (
-	"net"
 	"net/netip"
 	"runtime"
 	"syscall"
@@ -49,22 +48,10 @@ func testPollerHeldLost(t *testing.T, waiter string) {
 	dst := netip.AddrPortFrom(peerAddr4, 9)
 
 	// A socket of the namespace that sends 10-segment UDP super-packets.
-	var sock *net.UDPConn
-	if err := ns.Do(func() (err error) {
-		sock, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
+	sock := dialUSO(t, ns, dst, 1000)
 	rc, err := sock.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
-	}
-	var serr error
-	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, 1000) })
-	if serr != nil {
-		t.Fatalf("UDP_SEGMENT: %v", serr)
 	}
 	payload := make([]byte, 10*1000)
 

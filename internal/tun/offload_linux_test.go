@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"warren/internal/nettest"
 )
 
@@ -294,28 +292,7 @@ func TestOffloadUDP(t *testing.T) {
 			// UDP_SEGMENT; they come out of one Read.
 			dst := netip.AddrPortFrom(tc.peer, 9)
 			data := testPayload(0, 9*1000+500)
-			if err := ns.Do(func() error {
-				c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
-				if err != nil {
-					return err
-				}
-				defer c.Close()
-				rc, err := c.SyscallConn()
-				if err != nil {
-					return err
-				}
-				var serr error
-				if err := rc.Control(func(fd uintptr) {
-					serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, 1000)
-				}); err != nil {
-					return err
-				}
-				if serr != nil {
-					return fmt.Errorf("UDP_SEGMENT: %w", serr)
-				}
-				_, err = c.Write(data)
-				return err
-			}); err != nil {
+			if _, err := dialUSO(t, ns, dst, 1000).Write(data); err != nil {
 				t.Fatal(err)
 			}
 			var got [][]byte

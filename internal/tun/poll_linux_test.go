@@ -61,11 +61,7 @@ func testPoller(t *testing.T) {
 		t.Fatal("the Linux TUN device is not a Poller")
 	}
 	dst := netip.AddrPortFrom(peerAddr4, 9)
-	bufs := make([][]byte, 8)
-	for i := range bufs {
-		bufs[i] = make([]byte, offset+65535)
-	}
-	sizes := make([]int, len(bufs))
+	bufs, sizes := makeBufs(8)
 
 	// Nothing of ours is queued: TryRead returns at once, with none of it.
 	start := time.Now()
@@ -127,11 +123,7 @@ func testPoller(t *testing.T) {
 	}
 	readerDone := make(chan error, 1)
 	go func() {
-		rb := make([][]byte, 4)
-		for i := range rb {
-			rb[i] = make([]byte, offset+65535)
-		}
-		rs := make([]int, len(rb))
+		rb, rs := makeBufs(4)
 		for {
 			n, err := dev.Read(rb, rs, offset)
 			if err != nil {
@@ -182,6 +174,35 @@ func testPoller(t *testing.T) {
 	}
 }
 
+// dialUSO returns a UDP socket of ns connected to dst whose sends are cut
+// into datagrams of seg bytes (UDP_SEGMENT): one send is one USO
+// super-packet on the TUN. It is closed when the test ends.
+func dialUSO(t *testing.T, ns *nettest.NS, dst netip.AddrPort, seg int) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	if err := ns.Do(func() (err error) {
+		c, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, seg)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatalf("UDP_SEGMENT: %v", serr)
+	}
+	return c
+}
+
 // TestWaitReadKept: a super-packet that a TryRead read but had no room for
 // is kept for the next read, and WaitRead must not wait for the queue to
 // announce it (it never will: the queue may be empty). With one P, a TUN
@@ -195,40 +216,14 @@ func TestWaitReadKept(t *testing.T) {
 	}
 	dst := netip.AddrPortFrom(peerAddr4, 9)
 	// Two sends of 10 datagrams each (UDP_SEGMENT): two super-packets.
-	if err := ns.Do(func() error {
-		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
-		if err != nil {
-			return err
+	c := dialUSO(t, ns, dst, 100)
+	for range 2 {
+		if _, err := c.Write(make([]byte, 1000)); err != nil {
+			t.Fatal(err)
 		}
-		defer c.Close()
-		rc, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, 100)
-		}); err != nil {
-			return err
-		}
-		if serr != nil {
-			return serr
-		}
-		for range 2 {
-			if _, err := c.Write(make([]byte, 1000)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond)
-	bufs := make([][]byte, 15)
-	for i := range bufs {
-		bufs[i] = make([]byte, offset+65535)
-	}
-	sizes := make([]int, len(bufs))
+	bufs, sizes := makeBufs(15)
 	// Room for the first super-packet's 10 segments, not the second's.
 	// (Skip any IPv6 chatter of the kernel's ahead of them.)
 	deadline := time.Now().Add(5 * time.Second)
