@@ -67,14 +67,7 @@ func (r *rawReader) read(fd uintptr) bool {
 func (r *rawReader) Read(b []byte) (int, error) {
 	r.buf = b
 	err := r.rc.Read(r.fn)
-	r.buf = nil
-	if err != nil {
-		return 0, closedError("read")
-	}
-	if r.errno != 0 {
-		return 0, os.NewSyscallError("read", r.errno)
-	}
-	return r.n, nil
+	return r.result(err)
 }
 
 // tryRead reads one packet into b if the queue holds one, without waiting:
@@ -82,6 +75,11 @@ func (r *rawReader) Read(b []byte) (int, error) {
 func (r *rawReader) tryRead(b []byte) (int, error) {
 	r.buf, r.n, r.errno = b, 0, 0
 	err := r.rc.Control(r.tryFn)
+	return r.result(err)
+}
+
+// result ends a read through the poller, which returned err.
+func (r *rawReader) result(err error) (int, error) {
 	r.buf = nil
 	if err != nil {
 		return 0, closedError("read")
@@ -110,9 +108,8 @@ func (r *rawReader) next(b []byte) (int, error) {
 // wait waits in the runtime poller until ready, its callback, returns true:
 // queueReady, or a variant of it that also knows of a packet read earlier
 // and kept. It reads nothing and keeps no state, so several goroutines may
-// wait at once.
-// It returns the poller's error: the file is closed, or its read deadline
-// passed.
+// wait at once. It returns the poller's error: the file was closed, or its
+// read deadline passed.
 func (r *rawReader) wait(ready func(fd uintptr) bool) error {
 	return r.rc.Read(ready)
 }
