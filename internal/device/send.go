@@ -54,6 +54,7 @@ type outReader struct {
 	bufs   [][]byte
 	sizes  []int
 	groups peerBatches
+	done   bool // the TUN reader has ended: the device is closed or gone
 }
 
 func (o *outReader) init(n int) {
@@ -122,6 +123,7 @@ func (d *Device) readTUN() {
 			if d.closed.Load() {
 				o.mu.Lock()
 				o.release()
+				o.done = true
 				o.mu.Unlock()
 				return
 			}
@@ -131,6 +133,9 @@ func (d *Device) readTUN() {
 				// reader instead of spinning.
 				if _, merr := d.tun.MTU(); merr != nil {
 					d.log.Error("packet device failed", "err", err)
+					o.mu.Lock()
+					o.done = true
+					o.mu.Unlock()
 					close(d.tunGone)
 					return
 				}
@@ -149,6 +154,11 @@ func (d *Device) readTUN() {
 func (d *Device) pollTUN(poller tun.Poller) {
 	o := &d.out
 	if !o.mu.TryLock() {
+		return
+	}
+	if o.done {
+		// Nothing more to read; a failed TUN would only repeat its error.
+		o.mu.Unlock()
 		return
 	}
 	o.refill()

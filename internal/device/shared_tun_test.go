@@ -104,6 +104,11 @@ func TestTUNDeletedInline(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("TUNGone not closed after the interface was deleted")
 			}
+			// The receive routines stop polling the failed TUN (each
+			// poll would make and log an error).
+			if a := testing.AllocsPerRun(100, func() { d.pollTUN(d.tunPoller()) }); a != 0 {
+				t.Fatalf("%v allocs per pollTUN of a TUN that is gone", a)
+			}
 		})
 	}
 }
