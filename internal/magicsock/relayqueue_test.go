@@ -55,10 +55,12 @@ func TestRelaySendNeverBlocks(t *testing.T) {
 		t.Fatalf("%d of %d dropped; want some queued and the rest dropped", dropped, total)
 	}
 	r.once.Do(func() { close(r.release) })
+	// RelaySent counts a packet once the relay's Send has returned, after
+	// the relay counted it: wait for both.
 	waitFor(t, "queued packets relayed", 5*time.Second, func() bool {
-		return r.sent.Load() == total-int64(dropped)
+		return r.sent.Load() == total-int64(dropped) && ms.Stats.RelaySent.Load() == uint64(total)-dropped
 	})
-	if got := ms.Stats.RelaySent.Load(); got != uint64(total)-dropped {
-		t.Fatalf("RelaySent %d, want %d", got, uint64(total)-dropped)
+	if got, sent := ms.Stats.RelaySent.Load(), r.sent.Load(); got != uint64(total)-dropped || sent != total-int64(dropped) {
+		t.Fatalf("RelaySent %d, relay got %d, want %d", got, sent, uint64(total)-dropped)
 	}
 }

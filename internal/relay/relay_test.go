@@ -66,6 +66,10 @@ func TestPeerGone(t *testing.T) {
 		ca.Send(b.PublicKey(), []byte("anyone?"))
 	}
 	waitFor(t, "peer gone notice", func() bool { return gone.Load() > 0 })
+	// The first notice may arrive before the relay has read the other 19
+	// packets: wait for all of them to be counted, then give a second
+	// notice (which must not come) time to arrive.
+	waitFor(t, "20 packets dropped", func() bool { return r.srv.Stats().DropsNoPeer == 20 })
 	time.Sleep(100 * time.Millisecond)
 	if g := gone.Load(); g != 1 {
 		t.Fatalf("%d notices for 20 packets within a second, want 1", g)
@@ -201,6 +205,9 @@ func TestRateLimitDrops(t *testing.T) {
 	// The 64 KiB burst lets 8 packets through (a few more if the bucket
 	// refills meanwhile), the rest are dropped and counted.
 	waitFor(t, "all accounted", func() bool { st := r.srv.Stats(); return st.PacketsOut+st.DropsRateLimit == 20 })
+	// PacketsOut counts a packet when the relay queues it for writing, before
+	// it reaches b: wait for b to have every packet counted.
+	waitFor(t, "b received what the relay sent", func() bool { return len(chb) >= int(r.srv.Stats().PacketsOut) })
 	st := r.srv.Stats()
 	if st.PacketsOut < 8 || st.PacketsOut > 10 || len(chb) != int(st.PacketsOut) {
 		t.Fatalf("stats %+v, %d received", st, len(chb))

@@ -181,8 +181,10 @@ func TestRequestAgainstServer(t *testing.T) {
 			}
 			// Counted only once Serve has returned: the client may read
 			// an answer before Serve counts it. Request may retransmit, so
-			// at least two requests, every one answered, the garbage ignored.
-			if r, a := s.Requests.Load(), s.Answered.Load(); r < 2 || a != r || s.Ignored.Load() != 1 {
+			// at least two requests, the garbage ignored, and every request
+			// answered but for at most one: a retransmission Serve read
+			// just before the Close above, whose answer then failed.
+			if r, a := s.Requests.Load(), s.Answered.Load(); a < 2 || a > r || r-a > 1 || s.Ignored.Load() != 1 {
 				t.Fatalf("requests %d, answered %d, ignored %d", r, a, s.Ignored.Load())
 			}
 		})
