@@ -65,6 +65,7 @@ func TestSpoofedInnerSourceDropped(t *testing.T) {
 	spoof := tuntest.UDPPacket(netip.MustParseAddrPort("100.64.0.99:1"), netip.AddrPortFrom(b.addr, 2), []byte("x"))
 	// a routes by destination, so the spoofed packet is sealed and sent.
 	a.tun.Inbound <- spoof
+	waitFor(t, "source-address drop", func() bool { return b.dev.Stats.DropSourceAddr.Load() >= 1 })
 	noPacket(t, b, 300*time.Millisecond)
 	if b.dev.Stats.DropSourceAddr.Load() != 1 {
 		t.Fatalf("DropSourceAddr = %d", b.dev.Stats.DropSourceAddr.Load())
@@ -233,7 +234,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		a.dev.Close()
 		b.dev.Close()
 	}()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

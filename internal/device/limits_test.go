@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,7 +155,7 @@ func TestMessageLimits(t *testing.T) {
 	b.tr.cut.Store(false)
 	for i := 0; i < 3 && stagedLen(pa) > 0; i++ {
 		clock.Advance(RekeyTimeout + RekeyTimeoutJitterMax)
-		waitForOrTimeout(time.Second, func() bool { return stagedLen(pa) == 0 })
+		waitForOrTimeout(5*time.Second, func() bool { return stagedLen(pa) == 0 })
 	}
 	expectPacket(t, b, p2)
 	expectPacket(t, b, p3)
@@ -352,7 +353,7 @@ func TestUnderLoadCookiesAndRateLimit(t *testing.T) {
 	}
 	for i := 0; i < 5 && st.HandshakesDone.Load() == 0; i++ {
 		clock.Advance(RekeyTimeout + RekeyTimeoutJitterMax) // retransmission
-		waitForOrTimeout(time.Second, func() bool { return st.HandshakesDone.Load() == 1 })
+		waitForOrTimeout(5*time.Second, func() bool { return st.HandshakesDone.Load() == 1 })
 	}
 	expectPacket(t, b, pkt)
 	inits := logA.since(0, isType(wire.TypeInitiation))
@@ -461,8 +462,12 @@ func TestUnderLoadByQueueLength(t *testing.T) {
 	for i := 0; i < workers; i++ {
 		writeUDP(t, c, addrOf(b), craftInitiation(t, a.key, b.pub(), clock.Now(), &genA, clock.Now()))
 	}
-	waitFor(t, "workers parked", func() bool { return len(b.dev.queue.handshake) == 0 })
-	quiet()
+	// Taken off the queue is not enough: a worker checks the load (the
+	// queue's length) after that, and must have done so before the queue
+	// fills below. Wait until every one waits for the lock, past the check.
+	waitFor(t, "workers parked", func() bool {
+		return len(b.dev.queue.handshake) == 0 && handshakeWorkersParked() == workers
+	})
 
 	// The queue fills past UnderLoadQueueLen with MAC2-less initiations.
 	const n = UnderLoadQueueLen + 12
@@ -498,4 +503,16 @@ func TestUnderLoadByQueueLength(t *testing.T) {
 	if st.DropNeedCookie.Load() != n+1 {
 		t.Fatal("cookie required after the load ended")
 	}
+}
+
+// handshakeWorkersParked counts the goroutines blocked on a lock inside
+// handleInitiation (where TestUnderLoadByQueueLength parks the workers).
+func handshakeWorkersParked() int {
+	n := 0
+	for _, g := range interopGoroutines() {
+		if strings.Contains(g, "[sync.Mutex.Lock") && strings.Contains(g, ").handleInitiation(") {
+			n++
+		}
+	}
+	return n
 }
