@@ -198,7 +198,7 @@ func TestResume(t *testing.T) {
 	// Cut again after 2 MiB more, then reopen the inbox without the
 	// saved hash state: the hash is recomputed from the disk.
 	l.alice.Put(ctx, l.addr, h, off, &cutReader{bytes.NewReader(data[off:]), 2 << 20})
-	time.Sleep(100 * time.Millisecond)
+	settle(t, l.in, h.Name) // l's receiver may still write what reached it
 	before := l.in.Received()
 	l2 := newLab(t, dir, 0)
 	var pi partialInfo
@@ -218,7 +218,13 @@ func TestResume(t *testing.T) {
 		done <- err
 	}()
 	pw.Write(data[off2 : off2+1<<20])
-	time.Sleep(200 * time.Millisecond)
+	// Asking for the offset aborts the stale transfer, dropping what the
+	// receiver has not read yet: let it write the whole MiB first.
+	for deadline := time.Now().Add(10 * time.Second); l2.in.Received() < 1<<20; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the receiver wrote %d bytes of the stale transfer's MiB", l2.in.Received())
+		}
+	}
 	off3, err := NewClient(nil).Offset(ctx, l2.addr, h)
 	if err != nil || off3 != off2+1<<20 {
 		t.Fatalf("offset while stale %d (want %d): %v", off3, off2+1<<20, err)
