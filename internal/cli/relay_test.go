@@ -118,7 +118,17 @@ func TestRelayEndToEnd(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	apiKey := strings.TrimSpace(ok(t, "server", "apikey", "create", "--data-dir", dir))
 	ts := startServer(t, dir, "--relay", "--stun-listen", "127.0.0.1:0")
-	srvLines := ts.stderr.String()
+	// startServer returns on the "listening on" line; the relay and STUN
+	// lines are written after it.
+	var srvLines string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if srvLines = ts.stderr.String(); strings.Contains(srvLines, "warren server: STUN on udp ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no STUN line: %s", srvLines)
+		}
+	}
 	if !strings.Contains(srvLines, "warren server: relay on "+ts.url+relay.Path+"\n") {
 		t.Fatalf("server output: %s", srvLines)
 	}
