@@ -4,7 +4,6 @@ import (
 	"slices"
 	"strconv"
 	"testing"
-	"time"
 
 	"warren/internal/control/admin"
 	"warren/internal/netmap"
@@ -53,14 +52,14 @@ func TestDNSResources(t *testing.T) {
 }
 
 // TestDNSReachesNodes: a record added through the API is in every node's
-// map within a second (the whole DNS config travels in a delta).
+// map at once, through notify (the whole DNS config travels in a delta).
 func TestDNSReachesNodes(t *testing.T) {
 	m := newMesh(t)
 	a, b := m.join("a"), m.join("b")
-	waitFor(t, "mesh", 3*time.Second, func() bool { return len(peers(a)) == 1 && len(peers(b)) == 1 })
+	waitFor(t, "mesh", pushWait, func() bool { return len(peers(a)) == 1 && len(peers(b)) == 1 })
 	m.must(201, nil, "POST", "/api/v1/dns/records", `{"name":"db.corp.example.com","type":"A","value":"node:a"}`)
 	for _, n := range []*runningNode{a, b} {
-		waitFor(t, "record in map", time.Second, func() bool {
+		waitFor(t, "record in map", pushWait, func() bool {
 			nm := n.c.NetworkMap()
 			return nm != nil && len(nm.DNS.Records) == 1 && nm.DNS.Records[0].Value == "node:a" &&
 				slices.Equal(nm.DNS.SearchDomains, []string{"warren.internal"})
@@ -68,7 +67,7 @@ func TestDNSReachesNodes(t *testing.T) {
 	}
 	// A node joining later gets it in its full map.
 	c := m.join("c")
-	waitFor(t, "record in c's full map", time.Second, func() bool {
+	waitFor(t, "record in c's full map", pushWait, func() bool {
 		nm := c.c.NetworkMap()
 		return nm != nil && len(nm.DNS.Records) == 1
 	})
