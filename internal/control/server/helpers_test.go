@@ -204,6 +204,11 @@ func (n *node) stop() {
 	n.cancel = nil
 }
 
+// pushWait bounds the waits for a change pushed to the nodes (a delta, a
+// refusal): below the default 10 s poll of the store, with room for a
+// loaded machine (CI runs packages in parallel on two cores).
+const pushWait = 5 * time.Second
+
 // waitMap waits until the node's map satisfies cond.
 func (n *node) waitMap(what string, timeout time.Duration, cond func(*netmap.NetworkMap) bool) *netmap.NetworkMap {
 	n.t.Helper()
@@ -258,7 +263,7 @@ func checkLeaks(t *testing.T) {
 	t.Cleanup(func() {
 		// Runs after the other cleanups registered later (LIFO): servers
 		// and clients are stopped by then.
-		deadline := time.Now().Add(3 * time.Second)
+		deadline := time.Now().Add(10 * time.Second)
 		for runtime.NumGoroutine() > before {
 			if time.Now().After(deadline) {
 				buf := make([]byte, 1<<20)

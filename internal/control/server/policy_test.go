@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"warren/internal/control/server"
 	"warren/internal/filter"
@@ -46,13 +45,13 @@ func TestPolicyFilters(t *testing.T) {
 	db := e.join("db", tagged)
 	a := e.join("laptop", e.reuse)
 	// The db node allows alice's laptop on 5432; the laptop allows nothing.
-	m := db.waitMap("laptop in db's filter", 3*time.Second, func(m *netmap.NetworkMap) bool {
+	m := db.waitMap("laptop in db's filter", pushWait, func(m *netmap.NetworkMap) bool {
 		return strings.Contains(string(m.PacketFilter), a.self.Addresses[0].String())
 	})
 	if f := filterOf(t, m); len(f.Rules) != 1 || f.Rules[0].Ports[0] != (filter.PortRange{First: 5432, Last: 5432}) || len(f.Rules[0].Src) != 2 {
 		t.Fatalf("db filter %s", m.PacketFilter)
 	}
-	m = a.waitMap("laptop's filter", 3*time.Second, func(m *netmap.NetworkMap) bool { return m.PacketFilter != nil })
+	m = a.waitMap("laptop's filter", pushWait, func(m *netmap.NetworkMap) bool { return m.PacketFilter != nil })
 	if f := filterOf(t, m); len(f.Rules) != 0 {
 		t.Fatalf("laptop filter %s", m.PacketFilter)
 	}
@@ -62,7 +61,7 @@ func TestPolicyFilters(t *testing.T) {
 	}
 	e.srv.Notify()
 	for _, n := range []*node{a, db} {
-		n.waitMap("policy change", 3*time.Second, func(m *netmap.NetworkMap) bool {
+		n.waitMap("policy change", pushWait, func(m *netmap.NetworkMap) bool {
 			f := filterOf(t, m)
 			return f != nil && len(f.Rules) == 1 && len(f.Rules[0].Ports) == 1 && f.Rules[0].Ports[0].First == 22
 		})
@@ -73,7 +72,7 @@ func TestPolicyFilters(t *testing.T) {
 	}
 	e.srv.Notify()
 	c := e.join("phone", e.reuse)
-	db.waitMap("phone in db's filter", 3*time.Second, func(m *netmap.NetworkMap) bool {
+	db.waitMap("phone in db's filter", pushWait, func(m *netmap.NetworkMap) bool {
 		return strings.Contains(string(m.PacketFilter), c.self.Addresses[0].String())
 	})
 	// No policy: no filter.
@@ -82,6 +81,6 @@ func TestPolicyFilters(t *testing.T) {
 	}
 	e.srv.Notify()
 	for _, n := range []*node{a, db, c} {
-		n.waitMap("no filter", 3*time.Second, func(m *netmap.NetworkMap) bool { return m.PacketFilter == nil })
+		n.waitMap("no filter", pushWait, func(m *netmap.NetworkMap) bool { return m.PacketFilter == nil })
 	}
 }

@@ -30,7 +30,7 @@ func TestRoutesReachPeers(t *testing.T) {
 	}) {
 		t.Fatal("advertised route not stored")
 	}
-	m := b.waitMap("alpha", 2*time.Second, func(m *netmap.NetworkMap) bool { _, ok := m.Peer(a.self.ID); return ok })
+	m := b.waitMap("alpha", pushWait, func(m *netmap.NetworkMap) bool { _, ok := m.Peer(a.self.ID); return ok })
 	if p, _ := m.Peer(a.self.ID); len(p.Routes) != 0 {
 		t.Fatalf("unapproved route in bravo's map: %+v", p)
 	}
@@ -39,31 +39,31 @@ func TestRoutesReachPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.srv.Notify()
-	b.waitMap("alpha's approved route", 2*time.Second, func(m *netmap.NetworkMap) bool {
+	b.waitMap("alpha's approved route", pushWait, func(m *netmap.NetworkMap) bool {
 		p, ok := m.Peer(a.self.ID)
 		return ok && slices.Equal(p.Routes, []netip.Prefix{lan})
 	})
-	a.waitMap("alpha's own route", 2*time.Second, func(m *netmap.NetworkMap) bool { return slices.Equal(m.Self.Routes, []netip.Prefix{lan}) })
+	a.waitMap("alpha's own route", pushWait, func(m *netmap.NetworkMap) bool { return slices.Equal(m.Self.Routes, []netip.Prefix{lan}) })
 	// Advertising the exit routes enables the pre-approved one; withdrawing
 	// everything empties the list.
 	if err := a.c.SetRoutes([]netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), lan}); err != nil {
 		t.Fatal(err)
 	}
-	b.waitMap("alpha as exit node", 2*time.Second, func(m *netmap.NetworkMap) bool {
+	b.waitMap("alpha as exit node", pushWait, func(m *netmap.NetworkMap) bool {
 		p, ok := m.Peer(a.self.ID)
 		return ok && p.IsExitNode() && len(p.Routes) == 2
 	})
 	if err := a.c.SetRoutes(nil); err != nil {
 		t.Fatal(err)
 	}
-	b.waitMap("alpha without routes", 2*time.Second, func(m *netmap.NetworkMap) bool {
+	b.waitMap("alpha without routes", pushWait, func(m *netmap.NetworkMap) bool {
 		p, ok := m.Peer(a.self.ID)
 		return ok && len(p.Routes) == 0
 	})
 }
 
 func pollStore(cond func() bool) bool {
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(pushWait)
 	for time.Now().Before(deadline) {
 		if cond() {
 			return true

@@ -14,25 +14,28 @@ func TestStats(t *testing.T) {
 	e.start()
 	a := e.join("alpha", e.reuse)
 	b := e.join("bravo", e.reuse)
-	a.waitMap("bravo", 2*time.Second, hasPeers(b))
-	b.waitMap("alpha", 2*time.Second, hasPeers(a))
+	a.waitMap("bravo", pushWait, hasPeers(b))
+	b.waitMap("alpha", pushWait, hasPeers(a))
+	count := func(l server.Latency) (n uint64) {
+		for _, c := range l.Counts {
+			n += c
+		}
+		return n
+	}
+	// A write's latency is recorded once Write returns, after the node may
+	// have read what it wrote: wait for the histograms too.
 	var st server.Stats
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(pushWait)
 	for {
 		st = e.srv.Stats()
-		if st.NodesOnline == 2 && st.FullMapsSent >= 2 && st.DeltasSent >= 1 || time.Now().After(deadline) {
+		if st.NodesOnline == 2 && st.FullMapsSent >= 2 && st.DeltasSent >= 1 && count(st.StreamWrite) >= 3 && count(st.StoreRead) >= 1 ||
+			time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if st.NodesOnline != 2 || st.FullMapsSent < 2 || st.DeltasSent < 1 {
 		t.Fatalf("online %d, full maps %d, deltas %d; want 2, >= 2, >= 1 (alpha learns of bravo by a delta)", st.NodesOnline, st.FullMapsSent, st.DeltasSent)
-	}
-	count := func(l server.Latency) (n uint64) {
-		for _, c := range l.Counts {
-			n += c
-		}
-		return n
 	}
 	if len(st.StreamWrite.Counts) != len(server.LatencyBuckets)+1 || count(st.StreamWrite) < 3 || st.StreamWrite.Sum <= 0 {
 		t.Fatalf("stream write histogram %+v", st.StreamWrite)
@@ -41,7 +44,7 @@ func TestStats(t *testing.T) {
 		t.Fatalf("store read histogram %+v", st.StoreRead)
 	}
 	b.stop()
-	deadline = time.Now().Add(2 * time.Second)
+	deadline = time.Now().Add(pushWait)
 	for e.srv.Stats().NodesOnline != 1 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
