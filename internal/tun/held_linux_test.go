@@ -112,8 +112,8 @@ func testPollerHeldLost(t *testing.T, waiter string) {
 	select {
 	case n := <-woke:
 		t.Logf("the waiter read %d packets", n)
-	case <-time.After(2 * time.Second):
+	case <-time.After(10 * time.Second):
 		n, err := dev.TryRead(pb, ps, offset) // what the waiter should have got
-		t.Fatalf("%s still waiting after 2s while a super-packet is held (a TryRead now returns %d packets, %v)", waiter, n, err)
+		t.Fatalf("%s still waiting after 10s while a super-packet is held (a TryRead now returns %d packets, %v)", waiter, n, err)
 	}
 }

@@ -252,7 +252,7 @@ func TestWaitReadKept(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(10 * time.Second):
 		dev.Close() // ends the wait
 		t.Fatal("WaitRead waited although a packet was kept")
 	}
