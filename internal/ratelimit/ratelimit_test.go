@@ -251,7 +251,7 @@ func TestGCGoroutine(t *testing.T) {
 func TestCloseNoLeak(t *testing.T) {
 	waitGoroutines := func(want int) int {
 		var n int
-		for i := 0; i < 100; i++ {
+		for i := 0; i < 500; i++ {
 			if n = runtime.NumGoroutine(); n == want {
 				break
 			}
