@@ -209,7 +209,10 @@ func TestNATTraversal(t *testing.T) {
 	// keeps going over the relay; the gap is under 5 s.
 	needTool(t, "iperf3")
 	e2.ns.Start(t, "iperf3", "-s", "-1", "-B", e2V4)
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, 5*time.Second, "iperf3 server listening", func() bool {
+		out, err := e2.ns.Output("ss", "-Hltn", "sport = :5201")
+		return err == nil && strings.Contains(out, ":5201")
+	})
 	done := make(chan string, 1)
 	go func() {
 		out, err := e1.ns.Output("iperf3", "-c", e2V4, "-t", "12", "-b", "20M", "-i", "1", "-f", "m")

@@ -318,7 +318,7 @@ func testExitNode(t *testing.T, db string) {
 		t.Fatal("client reached its LAN host through the exit node")
 	}
 	c.set(t, "--exit-node-allow-lan")
-	waitFor(t, 3*time.Second, "client reaches its LAN with --exit-node-allow-lan", func() bool { return c.pingOnce("198.19.30.2", 300*time.Millisecond) == nil })
+	waitFor(t, 10*time.Second, "client reaches its LAN with --exit-node-allow-lan", func() bool { return c.pingOnce("198.19.30.2", 300*time.Millisecond) == nil })
 	if !strings.Contains(ipRules(t, c.ns), "suppress_prefixlength 0") {
 		t.Fatalf("no LAN rule:\n%s", ipRules(t, c.ns))
 	}
