@@ -242,7 +242,7 @@ func (s *state) apply(in *interner, d *netmap.Delta) error {
 		}
 		old := in.get(s.peers[i])
 		n := old.Clone()
-		patch(&n, c)
+		c.Apply(&n)
 		s.online += b2i(n.Online) - b2i(old.Online)
 		s.peers[i] = in.intern(&n)
 	}
@@ -257,40 +257,6 @@ func (s *state) apply(in *interner, d *netmap.Delta) error {
 	}
 	s.version = d.To
 	return nil
-}
-
-// patch is netmap's PeerChange.apply (unexported there).
-func patch(n *netmap.Node, c *netmap.PeerChange) {
-	if c.Name != nil {
-		n.Name = *c.Name
-	}
-	if c.User != nil {
-		n.User = *c.User
-	}
-	if c.Key != nil {
-		n.Key = *c.Key
-	}
-	if c.Addresses != nil {
-		n.Addresses = slices.Clone(*c.Addresses)
-	}
-	if c.AllowedIPs != nil {
-		n.AllowedIPs = slices.Clone(*c.AllowedIPs)
-	}
-	if c.Endpoints != nil {
-		n.Endpoints = slices.Clone(*c.Endpoints)
-	}
-	if c.Online != nil {
-		n.Online = *c.Online
-	}
-	if c.LastSeen != nil {
-		n.LastSeen = *c.LastSeen
-	}
-	if c.Expiry != nil {
-		n.Expiry = *c.Expiry
-	}
-	if c.DiscoKey != nil {
-		n.DiscoKey = *c.DiscoKey
-	}
 }
 
 // countReader counts the bytes read through it.

@@ -122,7 +122,8 @@ func diffNode(o, n *Node) (PeerChange, bool) {
 	return c, changed
 }
 
-func (c *PeerChange) apply(n *Node) {
+// Apply writes the fields c carries into n (slices are copied).
+func (c *PeerChange) Apply(n *Node) {
 	if c.Name != nil {
 		n.Name = *c.Name
 	}
@@ -232,7 +233,7 @@ func (m *NetworkMap) Apply(d Delta) (*NetworkMap, error) {
 		if !ok {
 			return nil, fmt.Errorf("%w: changing unknown peer %d", ErrInconsistent, c.ID)
 		}
-		c.apply(&out.Peers[j])
+		c.Apply(&out.Peers[j])
 	}
 	for i := range d.PeersAdded {
 		if _, ok := index[d.PeersAdded[i].ID]; ok {
