@@ -87,9 +87,10 @@ func hookClient(n int64, hook func() error) *Client {
 
 // cut fails the connection once the receiver had a moment to take the
 // bytes before the cut (the sender asking why its send failed aborts the
-// receiver's side, dropping what it has not read yet).
+// receiver's side, dropping what it has not read yet). The moment is
+// generous: the receiver must read up to 3 MiB in it on a loaded machine.
 func cut() error {
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
 	return errors.New("link cut")
 }
 
