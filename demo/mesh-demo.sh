@@ -49,7 +49,7 @@ for n in "${NODES[@]}"; do attach "wmesh-$n-$id" $i; i=$((i + 1)); done
 URL=http://198.18.1.2:8080
 
 step "warren server (embedded SQLite in $tmp/server, relay and STUN on the same host)"
-at "$S" "$WARREN" server --listen 198.18.1.2:8080 --data-dir "$tmp/server" --relay --stun-listen :3478 2>"$tmp/server.log" &
+ip netns exec "$S" "$WARREN" server --listen 198.18.1.2:8080 --data-dir "$tmp/server" --relay --stun-listen :3478 2>"$tmp/server.log" &
 pids+=($!)
 for _ in $(seq 100); do at "$S" bash -c 'exec 3<>/dev/tcp/198.18.1.2/8080' 2>/dev/null && break; sleep 0.1; done
 head -3 "$tmp/server.log"
@@ -64,7 +64,7 @@ adm authkeys list
 step "Each node: warren daemon, then warren up"
 for n in "${NODES[@]}"; do
   ns=wmesh-$n-$id
-  at "$ns" "$WARREN" daemon --state-dir "$tmp/$n" --socket "$tmp/$n.sock" 2>"$tmp/$n.log" &
+  ip netns exec "$ns" "$WARREN" daemon --state-dir "$tmp/$n" --socket "$tmp/$n.sock" 2>"$tmp/$n.log" &
   pids+=($!)
 done
 for n in "${NODES[@]}"; do
