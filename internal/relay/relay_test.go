@@ -45,6 +45,9 @@ func TestRelayBothWays(t *testing.T) {
 	if rtt, err := ca.Ping(ctxT(t, 5*time.Second)); err != nil || rtt <= 0 {
 		t.Fatalf("ping: %v %v", rtt, err)
 	}
+	// The relay counts a packet out after its write returns, which can be
+	// after the receiver has read it.
+	waitFor(t, "21 packets counted out", func() bool { return r.srv.Stats().PacketsOut >= 21 })
 	st := r.srv.Stats()
 	if st.Clients != 2 || st.Accepted != 2 || st.PacketsOut != 21 || st.PacketsIn != 21 || st.DropsNoPeer != 0 {
 		t.Fatalf("stats %+v", st)

@@ -10,6 +10,7 @@ package mesh
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -178,8 +179,18 @@ func (l *lab) startNode(name string) *node {
 func (n *node) startDaemon() {
 	os.Remove(n.sock)
 	n.cmd = n.ns.Start(n.l.t, warrenBin, "daemon", "--state-dir", filepath.Join(n.dir, "state"), "--socket", n.sock, "--tun", "warren0", "--verbose")
-	waitFor(n.l.t, 10*time.Second, n.name+" daemon socket", func() bool {
-		_, err := os.Stat(n.sock)
+	waitDaemonSocket(n.l.t, n.name, n.sock)
+}
+
+// waitDaemonSocket waits until the daemon's API socket accepts a
+// connection: the file appears at bind(), a moment before listen(), so
+// waiting for the file alone let a `warren up` be refused.
+func waitDaemonSocket(t *testing.T, name, sock string) {
+	waitFor(t, 10*time.Second, name+" daemon socket", func() bool {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+		}
 		return err == nil
 	})
 }

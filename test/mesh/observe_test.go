@@ -221,10 +221,7 @@ func startNodeWith(l *lab, name string, extra ...string) *node {
 	n := &node{l: l, name: name, ns: ns, dir: dir, sock: filepath.Join(dir, "warrend.sock"), under: addr}
 	args := append([]string{"daemon", "--state-dir", filepath.Join(dir, "state"), "--socket", n.sock, "--tun", "warren0", "--verbose"}, extra...)
 	n.cmd = ns.Start(l.t, warrenBin, args...)
-	waitFor(l.t, 10*time.Second, name+" daemon socket", func() bool {
-		_, err := os.Stat(n.sock)
-		return err == nil
-	})
+	waitDaemonSocket(l.t, name, n.sock)
 	l.nodes = append(l.nodes, n)
 	return n
 }
