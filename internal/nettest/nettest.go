@@ -15,9 +15,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -215,6 +217,12 @@ func Veth(t testing.TB, a *NS, aIf string, aAddrs []string, b *NS, bIf string, b
 	// only a second later), so wait for both ends to be operational.
 	WaitOperUp(t, a, aIf)
 	WaitOperUp(t, b, bIf)
+	for _, addr := range aAddrs {
+		WaitLocalRoute(t, a, addr)
+	}
+	for _, addr := range bAddrs {
+		WaitLocalRoute(t, b, addr)
+	}
 }
 
 // WaitOperUp waits up to five seconds for interface ifc in ns to be
@@ -239,10 +247,44 @@ func WaitOperUp(t testing.TB, ns *NS, ifc string) {
 func AddAddr(t testing.TB, ns *NS, ifc, cidr string) {
 	t.Helper()
 	args := []string{"ip", "addr", "add", cidr, "dev", ifc}
-	if strings.Contains(cidr, ":") {
-		args = append(args, "nodad")
+	if !strings.Contains(cidr, ":") {
+		ns.Run(t, args...)
+		return
 	}
-	ns.Run(t, args...)
+	ns.Run(t, append(args, "nodad")...)
+	if out, err := ns.Output("ip", "-o", "link", "show", "dev", ifc); err == nil && isAdminUp(out) {
+		WaitLocalRoute(t, ns, cidr)
+	}
+}
+
+func isAdminUp(linkShow string) bool {
+	_, rest, ok := strings.Cut(linkShow, "<")
+	flags, _, _ := strings.Cut(rest, ">")
+	return ok && slices.Contains(strings.Split(flags, ","), "UP")
+}
+
+// WaitLocalRoute waits for the local-table route of an IPv6 address (CIDR
+// or bare) on an interface that is up. The kernel adds the address at
+// once (a socket can bind to it) but its local route only from the DAD
+// worker, even with nodad; until then packets to the address are dropped
+// as Ip6InAddrErrors. IPv4 addresses need no wait.
+func WaitLocalRoute(t testing.TB, ns *NS, cidr string) {
+	t.Helper()
+	if !strings.Contains(cidr, ":") {
+		return
+	}
+	s, _, _ := strings.Cut(cidr, "/")
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		t.Fatalf("WaitLocalRoute %s: %v", cidr, err)
+	}
+	addr := a.String()
+	if !Poll(5*time.Second, func() bool {
+		out, err := ns.Output("ip", "-6", "route", "show", "table", "local", addr)
+		return err == nil && strings.Contains(out, addr)
+	}) {
+		t.Fatalf("netns %s: no local route for %s 5 s after adding it", ns.Name, addr)
+	}
 }
 
 type lockedBuffer struct {

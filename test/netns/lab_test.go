@@ -207,6 +207,9 @@ func startNode(t *testing.T, ns *nettest.NS, im impl, ifname string, port int, a
 		nettest.AddAddr(t, ns, ifname, a)
 	}
 	ns.Run(t, "ip", "link", "set", ifname, "up")
+	for _, a := range addrs {
+		nettest.WaitLocalRoute(t, ns, a)
+	}
 	return n
 }
 
