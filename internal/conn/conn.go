@@ -41,6 +41,15 @@ type PeerAware interface {
 	FromPeer(key [32]byte) Endpoint
 }
 
+// PeerEndpoint is implemented by endpoints that stand for one peer rather
+// than for an address (a path layer's). The engine never lets a packet
+// authenticated by one peer move that peer onto an endpoint standing for
+// another: a transport may label a datagram wrongly (an address two peers
+// claim), the engine's keys decide who sent it.
+type PeerEndpoint interface {
+	PeerKey() [32]byte
+}
+
 // Transport is a batch datagram transport.
 type Transport interface {
 	// Open binds to port (0 picks one) and returns the receive functions to
