@@ -97,8 +97,10 @@ type peerEP struct {
 	pings      map[txID]pendingPing
 	lastActive time.Time
 	lastProbe  time.Time
-	lastCall   time.Time
-	synthetic  netip.AddrPort
+	lastCall   time.Time // last call-me-maybe we sent
+	// lastCallRecv is the last call-me-maybe from the peer acted on.
+	lastCallRecv time.Time
+	synthetic    netip.AddrPort
 
 	// Replay protection for the peer's pings (reset with its disco key).
 	pingNewest uint64          // newest ping clock accepted

@@ -15,6 +15,10 @@ const probeTick = 250 * time.Millisecond
 // probe us back ("call me maybe"), which opens both NATs at once.
 const callEvery = 5 * time.Second
 
+// callMinGap is the least time between two call-me-maybes from one peer
+// that are acted on (honest peers send one per callEvery).
+const callMinGap = time.Second
+
 // prober pings the candidates of peers in use until a direct path answers,
 // then keeps the path warm with heartbeats; when the path stops answering,
 // pathLocked falls back to the relay by itself and probing resumes.
@@ -178,9 +182,16 @@ func (c *Conn) handleDisco(b []byte, src netip.AddrPort, relayFrom noise.PublicK
 	case msgCallMeMaybe:
 		// Probe every address the peer listed, at once: its probes towards
 		// us are on their way, so both NATs open. The list is a claim:
-		// candidates to probe, nothing more.
+		// candidates to probe, nothing more. At most one per callMinGap per
+		// peer: each makes us ping up to maxCallMeMaybe addresses the peer
+		// chose, which must not become a way to aim our pings at a target.
 		p.mu.Lock()
-		p.lastActive = now
+		if !p.lastCallRecv.IsZero() && now.Sub(p.lastCallRecv) < callMinGap {
+			p.mu.Unlock()
+			c.Stats.DiscoRateLimited.Add(1)
+			return
+		}
+		p.lastCallRecv, p.lastActive = now, now
 		for _, a := range m.addrs {
 			p.candidateLocked(a)
 		}

@@ -179,3 +179,36 @@ func TestContestedAddress(t *testing.T) {
 		t.Fatal("not bound again once only one peer answers")
 	}
 }
+
+// TestCallMeMaybeThrottled: a peer's call-me-maybe makes us probe the
+// addresses it lists; more than one per callMinGap is dropped and counted,
+// so a member cannot aim a stream of our probes at a target.
+func TestCallMeMaybeThrottled(t *testing.T) {
+	c, ourDisco := newTestConn(t)
+	k, _ := noise.GeneratePrivateKey()
+	d, _ := noise.GeneratePrivateKey()
+	c.SetPeers([]PeerInfo{{Key: k.PublicKey(), DiscoKey: d.PublicKey()}})
+	shared := sharedKey(d, ourDisco.PublicKey())
+	call := func(a string) []byte {
+		return seal(d.PublicKey(), shared, &discoMsg{typ: msgCallMeMaybe, addrs: []netip.AddrPort{netip.MustParseAddrPort(a)}})
+	}
+	src := netip.MustParseAddrPort("198.18.0.5:41641")
+	now := time.Unix(1000, 0)
+	c.handleDisco(call("203.0.113.1:1"), src, noise.PublicKey{}, now)
+	c.handleDisco(call("203.0.113.2:2"), src, noise.PublicKey{}, now.Add(callMinGap/2))
+	c.handleDisco(call("203.0.113.3:3"), src, noise.PublicKey{}, now.Add(callMinGap))
+	p := c.peers[k.PublicKey()]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a, want := range map[string]bool{"203.0.113.1:1": true, "203.0.113.2:2": false, "203.0.113.3:3": true} {
+		if _, got := p.cands[netip.MustParseAddrPort(a)]; got != want {
+			t.Errorf("candidate %s: %v, want %v", a, got, want)
+		}
+	}
+	if got := c.Stats.DiscoRateLimited.Load(); got != 1 {
+		t.Errorf("%d call-me-maybes dropped, want 1", got)
+	}
+	if c.Stats.DiscoBad.Load() != 0 {
+		t.Errorf("%d bad", c.Stats.DiscoBad.Load())
+	}
+}
