@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"warren/internal/conn"
 	"warren/internal/noise"
 	"warren/internal/udp"
 )
@@ -210,5 +211,60 @@ func TestCallMeMaybeThrottled(t *testing.T) {
 	}
 	if c.Stats.DiscoBad.Load() != 0 {
 		t.Errorf("%d bad", c.Stats.DiscoBad.Load())
+	}
+}
+
+// TestClaimsDoNotBind: a ping's source, a call-me-maybe's addresses, the
+// netmap's endpoints and a packet the engine authenticated make candidates,
+// never a binding; only a pong to our ping does.
+func TestClaimsDoNotBind(t *testing.T) {
+	c, ourDisco := newTestConn(t)
+	k, _ := noise.GeneratePrivateKey()
+	d, _ := noise.GeneratePrivateKey()
+	reported := netip.MustParseAddrPort("198.18.0.1:41641")
+	c.SetPeers([]PeerInfo{{Key: k.PublicKey(), DiscoKey: d.PublicKey(), Endpoints: []netip.AddrPort{reported}}})
+	shared := sharedKey(d, ourDisco.PublicKey())
+	now := time.Now()
+	pingSrc := netip.MustParseAddrPort("198.18.0.2:41641")
+	c.handleDisco(seal(d.PublicKey(), shared, &discoMsg{typ: msgPing, tx: txID{1}, nodeKey: k.PublicKey(), clock: 1}), pingSrc, noise.PublicKey{}, now)
+	called := netip.MustParseAddrPort("198.18.0.3:41641")
+	c.handleDisco(seal(d.PublicKey(), shared, &discoMsg{typ: msgCallMeMaybe, addrs: []netip.AddrPort{called}}), pingSrc, noise.PublicKey{}, now)
+	heard := netip.MustParseAddrPort("198.18.0.4:41641")
+	udpEP, err := c.udp.ParseEndpoint(heard.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep := (&rawEP{c: c, udp: udpEP}).FromPeer(k.PublicKey()); ep != conn.Endpoint(c.peers[k.PublicKey()]) {
+		t.Fatal("FromPeer did not return the peer's endpoint")
+	}
+	p := c.peers[k.PublicKey()]
+	for _, a := range []netip.AddrPort{reported, pingSrc, called, heard} {
+		if c.byAddr[a] != nil {
+			t.Errorf("%s bound on a claim", a)
+		}
+		p.mu.Lock()
+		_, cand := p.cands[a]
+		p.mu.Unlock()
+		if !cand {
+			t.Errorf("%s is not a candidate", a)
+		}
+	}
+	// A pong from an address we did not ping binds nothing either.
+	c.handleDisco(seal(d.PublicKey(), shared, &discoMsg{typ: msgPong, tx: txID{9}}), called, noise.PublicKey{}, now)
+	if c.byAddr[called] != nil || c.Stats.DiscoBad.Load() != 1 {
+		t.Fatal("an unsolicited pong was taken as proof")
+	}
+	// Our ping to called, answered from there: bound.
+	p.mu.Lock()
+	tx := p.newPingLocked(called, now)
+	p.mu.Unlock()
+	c.handleDisco(seal(d.PublicKey(), shared, &discoMsg{typ: msgPong, tx: tx}), called, noise.PublicKey{}, now)
+	if c.byAddr[called] != p {
+		t.Fatal("not bound after the pong to our ping")
+	}
+	// The same pong again (replayed): nothing more, and counted as bad.
+	c.handleDisco(seal(d.PublicKey(), shared, &discoMsg{typ: msgPong, tx: tx}), heard, noise.PublicKey{}, now)
+	if c.byAddr[heard] != nil {
+		t.Fatal("a replayed pong bound another address")
 	}
 }
