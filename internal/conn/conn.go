@@ -36,9 +36,21 @@ type ReceiveFunc func(bufs [][]byte, sizes []int, eps []Endpoint) (n int, err er
 // it cannot yet attribute to a peer (a path layer seeing a new address).
 // Once the engine has authenticated a packet from such an endpoint as
 // coming from the peer with public key key, it calls FromPeer and uses the
-// endpoint returned (the peer's own) from then on.
+// endpoint returned (the peer's own) from then on. For the transport this
+// is a hint, not a proof of where the peer is: an authenticated packet can
+// be replayed from anywhere, so a path layer should probe the address
+// before it binds it to the peer.
 type PeerAware interface {
 	FromPeer(key [32]byte) Endpoint
+}
+
+// PeerEndpoint is implemented by endpoints that stand for one peer rather
+// than for an address (a path layer's). The engine never lets a packet
+// authenticated by one peer move that peer onto an endpoint standing for
+// another: a transport may label a datagram wrongly (an address two peers
+// claim), the engine's keys decide who sent it.
+type PeerEndpoint interface {
+	PeerKey() [32]byte
 }
 
 // Transport is a batch datagram transport.

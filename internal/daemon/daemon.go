@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"warren/internal/control/client"
+	"warren/internal/control/proto"
 	"warren/internal/device"
 	"warren/internal/localapi"
 	"warren/internal/magicsock"
@@ -293,6 +294,12 @@ func (d *Daemon) startControlLocked() error {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if d.cc != cc {
+			return
+		}
+		if pe := (*proto.Error)(nil); errors.As(err, &pe) && pe.Code == proto.CodeDiscoKeyInUse {
+			// Not this node's fault to be logged out for: its disco key
+			// (new each run) is another node's. A restart makes a new one.
+			d.healthLocked(fmt.Sprintf("the server refused this node's path-probe (disco) key (%v); restart the daemon", err))
 			return
 		}
 		// The server refused this node for good (deleted, expired, not

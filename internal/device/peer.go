@@ -167,6 +167,12 @@ func (p *Peer) setEndpoint(ep conn.Endpoint) {
 	if pa, ok := ep.(conn.PeerAware); ok {
 		ep = pa.FromPeer(p.public)
 	}
+	if pe, ok := ep.(conn.PeerEndpoint); ok && pe.PeerKey() != p.public {
+		// Authenticated by this peer's keys but labelled as another
+		// peer's path: the label is wrong, the keys are not.
+		p.dev.Stats.RoamRefused.Add(1)
+		return
+	}
 	p.endpoint.RLock()
 	same := p.endpoint.ep == ep
 	p.endpoint.RUnlock()

@@ -26,8 +26,11 @@ type Stats struct {
 	DropStaged         atomic.Uint64 // staged packet dropped (waiting too long or overflow)
 	DropPolicy         atomic.Uint64 // refused by the packet filter (SetFilter)
 	CookieRepliesSent  atomic.Uint64
-	HandshakesSent     atomic.Uint64
-	HandshakesDone     atomic.Uint64
+	// RoamRefused counts authenticated packets (batches) that arrived
+	// labelled with another peer's endpoint; the peer's endpoint stayed.
+	RoamRefused    atomic.Uint64
+	HandshakesSent atomic.Uint64
+	HandshakesDone atomic.Uint64
 }
 
 // Dropped is the sum of all drop counters for packets received from the

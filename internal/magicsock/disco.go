@@ -26,13 +26,21 @@ import (
 //
 // Payloads (first byte is the type):
 //
-//	ping        1 | txid (12) | sender node key (32)
+//	ping        1 | txid (12) | sender node key (32) | sender clock (8)
 //	pong        2 | txid (12) | observed source address (16) | port (2)
 //	callMeMaybe 3 | n × (address (16) | port (2)), n ≤ maxCallMeMaybe
+//
+// The sender clock of a ping is nanoseconds since the sender's path layer
+// started (monotonic; a new process has a new disco key), so the receiver
+// can refuse a replayed ping: one it has seen (by txid) within the replay
+// window, or one older than the window (see pingReplay). Pings without
+// the clock (from older versions) are answered with a pong and change
+// nothing else.
 const (
 	discoMagic     = "WRNdsc"
 	discoHeaderLen = len(discoMagic) + 32 + 24
 	txIDLen        = 12
+	pingClockLen   = 8
 	addrLen        = 18
 	maxCallMeMaybe = 32
 	// maxDiscoPayload bounds what we open.
@@ -55,6 +63,7 @@ type discoMsg struct {
 	typ      byte
 	tx       txID
 	nodeKey  noise.PublicKey  // ping
+	clock    uint64           // ping: the sender's clock (0: none, an older sender)
 	observed netip.AddrPort   // pong
 	addrs    []netip.AddrPort // callMeMaybe
 }
@@ -80,6 +89,9 @@ func (m *discoMsg) encode(b []byte) []byte {
 	case msgPing:
 		b = append(b, m.tx[:]...)
 		b = append(b, m.nodeKey[:]...)
+		if m.clock != 0 {
+			b = binary.BigEndian.AppendUint64(b, m.clock)
+		}
 	case msgPong:
 		b = append(b, m.tx[:]...)
 		b = putAddr(b, m.observed)
@@ -103,11 +115,16 @@ func parseDisco(p []byte) (discoMsg, error) {
 	m.typ, p = p[0], p[1:]
 	switch m.typ {
 	case msgPing:
-		if len(p) != txIDLen+32 {
+		if len(p) != txIDLen+32 && len(p) != txIDLen+32+pingClockLen {
 			return m, errDisco
 		}
 		copy(m.tx[:], p)
 		copy(m.nodeKey[:], p[txIDLen:])
+		if len(p) == txIDLen+32+pingClockLen {
+			if m.clock = binary.BigEndian.Uint64(p[txIDLen+32:]); m.clock == 0 {
+				return m, errDisco
+			}
+		}
 	case msgPong:
 		if len(p) != txIDLen+addrLen {
 			return m, errDisco

@@ -24,6 +24,7 @@ func TestDiscoRoundTrip(t *testing.T) {
 	ab, ba := sharedKey(a, b.PublicKey()), sharedKey(b, a.PublicKey())
 	msgs := []discoMsg{
 		{typ: msgPing, tx: txID{1, 2, 3}, nodeKey: noise.PublicKey{9, 9}},
+		{typ: msgPing, tx: txID{1, 2, 4}, nodeKey: noise.PublicKey{9, 8}, clock: 1<<40 + 7},
 		{typ: msgPong, tx: txID{4}, observed: netip.MustParseAddrPort("198.18.0.7:41641")},
 		{typ: msgPong, tx: txID{5}, observed: netip.MustParseAddrPort("[fd00::7]:1")},
 		{typ: msgCallMeMaybe, addrs: []netip.AddrPort{netip.MustParseAddrPort("198.18.0.1:2"), netip.MustParseAddrPort("[fd00::1]:3")}},
@@ -37,7 +38,7 @@ func TestDiscoRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%+v: %v", m, err)
 		}
-		if got.typ != m.typ || got.tx != m.tx || got.nodeKey != m.nodeKey || got.observed != m.observed || len(got.addrs) != len(m.addrs) {
+		if got.typ != m.typ || got.tx != m.tx || got.nodeKey != m.nodeKey || got.clock != m.clock || got.observed != m.observed || len(got.addrs) != len(m.addrs) {
 			t.Fatalf("round trip %+v -> %+v", m, got)
 		}
 		// Any flipped byte after the header fails authentication.
@@ -72,6 +73,7 @@ func FuzzDisco(f *testing.F) {
 	ab, ba := sharedKey(a, b.PublicKey()), sharedKey(b, a.PublicKey())
 	for _, m := range []discoMsg{
 		{typ: msgPing, tx: txID{1}},
+		{typ: msgPing, tx: txID{2}, clock: 12345},
 		{typ: msgPong, observed: netip.MustParseAddrPort("198.18.0.7:41641")},
 		{typ: msgCallMeMaybe, addrs: []netip.AddrPort{netip.MustParseAddrPort("198.18.0.1:2")}},
 	} {

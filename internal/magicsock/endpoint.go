@@ -33,6 +33,13 @@ const (
 	pingTimeout = 5 * time.Second
 	// maxCandidates bounds the addresses kept per peer.
 	maxCandidates = 32
+	// pingWindow is how far behind the newest ping a peer's ping may be
+	// (by the peer's clock) and still be accepted; the IDs of accepted
+	// pings are remembered that long, so a replay is refused either way.
+	pingWindow = 10 * time.Second
+	// maxPingsSeen bounds the remembered ping IDs per peer; past it, new
+	// pings are refused until the window moves on (fail closed).
+	maxPingsSeen = 1024
 )
 
 // PathKind says how packets to a peer travel.
@@ -62,7 +69,8 @@ type candidate struct {
 	lastPong time.Time
 	rtt      time.Duration
 	jitter   time.Duration // EWMA of |rtt - previous rtt|
-	heard    time.Time     // last authenticated packet from it
+	heard    time.Time     // last packet the engine authenticated from it (a guess, not a proof)
+	pinged   time.Time     // last ping we sent to it
 	udp      conn.Endpoint
 }
 
@@ -89,18 +97,65 @@ type peerEP struct {
 	pings      map[txID]pendingPing
 	lastActive time.Time
 	lastProbe  time.Time
-	lastCall   time.Time
-	synthetic  netip.AddrPort
+	lastCall   time.Time // last call-me-maybe we sent
+	// lastCallRecv is the last call-me-maybe from the peer acted on.
+	lastCallRecv time.Time
+	synthetic    netip.AddrPort
+
+	// Replay protection for the peer's pings (reset with its disco key).
+	pingNewest uint64          // newest ping clock accepted
+	pingSeen   map[txID]uint64 // accepted ping IDs within pingWindow, by clock
 }
 
 func newPeerEP(c *Conn, key noise.PublicKey) *peerEP {
-	// A stable synthetic address for rate limiting and display when no UDP
-	// path is known: fd77:6172:7265:6e00::/64 plus key bytes.
+	return &peerEP{c: c, key: key, cands: map[netip.AddrPort]*candidate{}, pings: map[txID]pendingPing{},
+		synthetic: syntheticAddr(key), pingSeen: map[txID]uint64{}}
+}
+
+// syntheticAddr is a stable address standing for a node key where no UDP
+// address is known (display, per-source limits): fd77:6172:7265:6e00::/64
+// plus key bytes.
+func syntheticAddr(key noise.PublicKey) netip.AddrPort {
 	var a [16]byte
 	copy(a[:], []byte{0xfd, 0x77, 0x61, 0x72, 0x72, 0x65, 0x6e, 0x00})
 	copy(a[8:], key[:8])
-	return &peerEP{c: c, key: key, cands: map[netip.AddrPort]*candidate{}, pings: map[txID]pendingPing{},
-		synthetic: netip.AddrPortFrom(netip.AddrFrom16(a), 0)}
+	return netip.AddrPortFrom(netip.AddrFrom16(a), 0)
+}
+
+// PeerKey is the peer's public key (conn.PeerEndpoint): the engine never
+// moves another peer onto this endpoint.
+func (p *peerEP) PeerKey() [32]byte { return p.key }
+
+// acceptPingLocked reports whether a ping with ID tx and the sender clock
+// is new: not seen within the window and not older than it. It remembers
+// the ping.
+func (p *peerEP) acceptPingLocked(tx txID, clock uint64) bool {
+	window := uint64(pingWindow)
+	if p.pingNewest > window && clock < p.pingNewest-window {
+		return false // older than the window: a replay, or too late to matter
+	}
+	if _, seen := p.pingSeen[tx]; seen {
+		return false
+	}
+	if newest := max(p.pingNewest, clock); len(p.pingSeen) >= maxPingsSeen {
+		for t, c := range p.pingSeen {
+			if newest > window && c < newest-window {
+				delete(p.pingSeen, t)
+			}
+		}
+		if len(p.pingSeen) >= maxPingsSeen {
+			return false
+		}
+	}
+	p.pingSeen[tx] = clock
+	p.pingNewest = max(p.pingNewest, clock)
+	return true
+}
+
+// resetPingsLocked forgets the replay state (a new disco key).
+func (p *peerEP) resetPingsLocked() {
+	p.pingNewest = 0
+	clear(p.pingSeen)
 }
 
 // String is the current path's address, as `wg show` displays it.
@@ -178,21 +233,25 @@ func (p *peerEP) candidateLocked(addr netip.AddrPort) *candidate {
 }
 
 // evictLocked drops the candidate heard from or answering least recently,
-// never the best.
+// never the best, and one the netmap reported only when all others are.
 func (p *peerEP) evictLocked() {
 	var victim netip.AddrPort
 	var when time.Time
-	first := true
+	first, victimReported := true, false
 	for a, c := range p.cands {
 		if a == p.best {
+			continue
+		}
+		reported := slices.Contains(p.reported, a)
+		if !first && reported && !victimReported {
 			continue
 		}
 		t := c.lastPong
 		if c.heard.After(t) {
 			t = c.heard
 		}
-		if first || t.Before(when) {
-			victim, when, first = a, t, false
+		if first || t.Before(when) || (victimReported && !reported) {
+			victim, when, first, victimReported = a, t, false, reported
 		}
 	}
 	if !first {
@@ -227,6 +286,9 @@ func (p *peerEP) newPingLocked(to netip.AddrPort, now time.Time) txID {
 		clear(p.pings)
 	}
 	p.pings[tx] = pendingPing{to: to, sent: now}
+	if c := p.cands[to]; c != nil {
+		c.pinged = now
+	}
 	if to == p.best && p.bestPing.IsZero() {
 		p.bestPing = now
 	}

@@ -9,6 +9,15 @@
 // without the engine noticing or a handshake being lost. Disco messages and
 // STUN answers share the WireGuard socket and are taken out of the batches
 // before the engine sees them.
+//
+// What a peer says about addresses is a claim, never a proof: addresses
+// from the netmap, call-me-maybe, a ping's source or an authenticated
+// WireGuard packet are only candidates to probe. An address is bound to a
+// peer (incoming datagrams from it labelled with the peer's endpoint) only
+// once a pong sealed with that peer's disco key answers a ping we sent to
+// that address; an address two peers both proved is labelled with neither,
+// and the engine's keys decide. Pings carry the sender's clock and are
+// refused when replayed, and disco handling is rate limited per source.
 package magicsock
 
 import (
@@ -53,6 +62,8 @@ type Options struct {
 // Stats counts the layer's own traffic.
 type Stats struct {
 	DiscoSent, DiscoRecv, DiscoBad atomic.Uint64
+	DiscoReplayed                  atomic.Uint64 // pings refused as replays (seen, or older than the window)
+	DiscoRateLimited               atomic.Uint64 // disco packets dropped by the per-source limit
 	RelaySent, RelayRecv           atomic.Uint64
 	RelayDrops                     atomic.Uint64 // received from the relay, dropped: the engine was behind
 	RelaySendDrops                 atomic.Uint64 // to the relay, dropped: its send queue was full
@@ -71,9 +82,14 @@ type Conn struct {
 	byAddr  map[netip.AddrPort]*peerEP
 	byDisco map[noise.PublicKey]*peerEP
 	raws    map[netip.AddrPort]*rawEP
-	relay   Relay
-	local   []netip.AddrPort // our endpoints, for call-me-maybe
-	stun    stunState
+	// contested are addresses more than one peer proved (pongs from each):
+	// they are bound to no peer, so the engine's keys decide.
+	contested map[netip.AddrPort]bool
+	limiter   discoLimiter
+	epoch     time.Time // our ping clock counts from here
+	relay     Relay
+	local     []netip.AddrPort // our endpoints, for call-me-maybe
+	stun      stunState
 
 	relayIn  chan relayPacket
 	relayOut chan relayPacket // packets to relay (src is the destination)
@@ -101,6 +117,7 @@ func New(udp conn.Transport, o Options) *Conn {
 	return &Conn{udp: udp, opts: o, discoPub: o.DiscoKey.PublicKey(), log: o.Logger,
 		peers: map[noise.PublicKey]*peerEP{}, byAddr: map[netip.AddrPort]*peerEP{},
 		byDisco: map[noise.PublicKey]*peerEP{}, raws: map[netip.AddrPort]*rawEP{},
+		contested: map[netip.AddrPort]bool{}, limiter: newDiscoLimiter(), epoch: time.Now(),
 		relayIn: make(chan relayPacket, 512), relayOut: make(chan relayPacket, relaySendQueue)}
 }
 
@@ -237,15 +254,15 @@ func (c *Conn) SetPeers(peers []PeerInfo) {
 		if p.disco != pi.DiscoKey {
 			delete(c.byDisco, p.disco)
 			p.disco, p.shared = pi.DiscoKey, nil
+			p.resetPingsLocked()
 			if !pi.DiscoKey.IsZero() && !pi.DiscoKey.IsLowOrder() {
 				p.shared = sharedKey(c.opts.DiscoKey, pi.DiscoKey)
 				c.byDisco[pi.DiscoKey] = p
 			}
 		}
+		// Reported addresses are claims: candidates to probe, bound to the
+		// peer only when it answers there.
 		p.setReportedLocked(pi.Endpoints, now)
-		for a := range p.cands {
-			c.byAddr[a] = p
-		}
 		p.mu.Unlock()
 	}
 	for k, p := range c.peers {
@@ -294,20 +311,71 @@ func (c *Conn) PeerPath(k noise.PublicKey) Path {
 	return p.Path(relay)
 }
 
-// learn records that an authenticated packet from udp came from peer key,
-// and returns the peer's endpoint.
+// learn records that the engine authenticated a packet from udp as peer
+// key's, and returns the peer's endpoint. The address becomes a candidate
+// (and the best guess while nothing is proven), probed at once; it is not
+// bound to the peer: a packet can be replayed from anywhere, only a pong
+// proves a path.
 func (c *Conn) learn(key noise.PublicKey, udp conn.Endpoint) conn.Endpoint {
 	addr := udp.Addr()
-	c.mu.Lock()
-	p := c.peerLocked(key)
-	c.byAddr[addr] = p
-	delete(c.raws, addr)
-	c.mu.Unlock()
+	c.mu.RLock()
+	p := c.peers[key]
+	c.mu.RUnlock()
+	if p == nil {
+		c.mu.Lock()
+		p = c.peerLocked(key)
+		c.mu.Unlock()
+	}
+	now := time.Now()
 	p.mu.Lock()
 	cand := p.candidateLocked(addr)
-	cand.heard, cand.udp = time.Now(), udp
+	cand.heard = now
+	if cand.udp == nil {
+		cand.udp = udp
+	}
+	probe := p.shared != nil && now.Sub(cand.lastPong) >= trustFor && now.Sub(cand.pinged) >= probeEvery
 	p.mu.Unlock()
+	if probe {
+		c.ping(p, addr, now)
+	}
 	return p
+}
+
+// bindLocked binds addr to p, which just proved it (a pong from addr to
+// our ping, sealed with p's disco key). When another peer proved the same
+// address and still answers there, the address is contested and bound to
+// neither. c.mu is held.
+func (c *Conn) bindLocked(addr netip.AddrPort, p *peerEP, now time.Time) {
+	if c.contested[addr] || (c.byAddr[addr] != nil && c.byAddr[addr] != p) {
+		if c.othersProvedLocked(addr, p, now) {
+			if !c.contested[addr] && len(c.contested) >= 4096 {
+				clear(c.contested)
+			}
+			c.contested[addr] = true
+			delete(c.byAddr, addr)
+			return
+		}
+		delete(c.contested, addr)
+	}
+	c.byAddr[addr] = p
+}
+
+// othersProvedLocked reports whether a peer other than p answered at addr
+// within the trust window. c.mu is held.
+func (c *Conn) othersProvedLocked(addr netip.AddrPort, p *peerEP, now time.Time) bool {
+	for _, q := range c.peers {
+		if q == p {
+			continue
+		}
+		q.mu.Lock()
+		cand := q.cands[addr]
+		proved := cand != nil && now.Sub(cand.lastPong) < trustFor
+		q.mu.Unlock()
+		if proved {
+			return true
+		}
+	}
+	return false
 }
 
 // ReceiveRelayed hands the layer a packet the relay delivered from src. It
@@ -315,7 +383,7 @@ func (c *Conn) learn(key noise.PublicKey, udp conn.Endpoint) conn.Endpoint {
 func (c *Conn) ReceiveRelayed(src noise.PublicKey, pkt []byte) {
 	c.Stats.RelayRecv.Add(1)
 	if isDisco(pkt) {
-		c.handleDisco(pkt, netip.AddrPort{}, src)
+		c.handleDisco(pkt, netip.AddrPort{}, src, time.Now())
 		return
 	}
 	select {
@@ -379,7 +447,7 @@ func (c *Conn) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				if isDisco(b) || stun.Is(b) {
 					c.mu.RUnlock()
 					if isDisco(b) {
-						c.handleDisco(b, eps[i].Addr(), noise.PublicKey{})
+						c.handleDisco(b, eps[i].Addr(), noise.PublicKey{}, time.Now())
 					} else {
 						c.handleSTUN(b, eps[i].Addr())
 					}

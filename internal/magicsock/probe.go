@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"warren/internal/conn"
 	"warren/internal/noise"
 )
 
@@ -13,6 +14,10 @@ const probeTick = 250 * time.Millisecond
 // callEvery is how often an unprobed peer is asked, through the relay, to
 // probe us back ("call me maybe"), which opens both NATs at once.
 const callEvery = 5 * time.Second
+
+// callMinGap is the least time between two call-me-maybes from one peer
+// that are acted on (honest peers send one per callEvery).
+const callMinGap = time.Second
 
 // prober pings the candidates of peers in use until a direct path answers,
 // then keeps the path warm with heartbeats; when the path stops answering,
@@ -98,7 +103,7 @@ func (c *Conn) ping(p *peerEP, to netip.AddrPort, now time.Time) {
 	c.mu.RLock()
 	nodeKey := c.opts.NodeKey
 	c.mu.RUnlock()
-	pkt := seal(c.discoPub, shared, &discoMsg{typ: msgPing, tx: tx, nodeKey: nodeKey})
+	pkt := seal(c.discoPub, shared, &discoMsg{typ: msgPing, tx: tx, nodeKey: nodeKey, clock: c.pingClock(now)})
 	if c.udp.Send([][]byte{pkt}, udp) == nil {
 		c.Stats.DiscoSent.Add(1)
 	}
@@ -119,10 +124,26 @@ func (c *Conn) sendDiscoRelay(p *peerEP, m *discoMsg) {
 	}
 }
 
+// pingClock is our ping clock at now: nanoseconds since the layer started
+// (never 0).
+func (c *Conn) pingClock(now time.Time) uint64 {
+	return uint64(max(now.Sub(c.epoch), 0)) + 1
+}
+
 // handleDisco processes one disco packet that arrived over UDP from src,
-// or through the relay from node relayFrom (src invalid).
-func (c *Conn) handleDisco(b []byte, src netip.AddrPort, relayFrom noise.PublicKey) {
+// or through the relay from node relayFrom (src invalid). Nothing in it
+// binds an address to a peer except a pong answering our ping to that
+// address (see bindLocked).
+func (c *Conn) handleDisco(b []byte, src netip.AddrPort, relayFrom noise.PublicKey, now time.Time) {
 	c.Stats.DiscoRecv.Add(1)
+	source := src
+	if !src.IsValid() {
+		source = syntheticAddr(relayFrom)
+	}
+	if !c.limiter.allow(source, now) {
+		c.Stats.DiscoRateLimited.Add(1)
+		return
+	}
 	c.mu.RLock()
 	p := c.byDisco[senderKey(b)]
 	c.mu.RUnlock()
@@ -138,35 +159,9 @@ func (c *Conn) handleDisco(b []byte, src netip.AddrPort, relayFrom noise.PublicK
 		c.Stats.DiscoBad.Add(1)
 		return
 	}
-	now := time.Now()
 	switch m.typ {
 	case msgPing:
-		if m.nodeKey != p.key {
-			c.Stats.DiscoBad.Add(1)
-			return
-		}
-		pong := seal(c.discoPub, shared, &discoMsg{typ: msgPong, tx: m.tx, observed: src})
-		if !src.IsValid() {
-			c.sendRaw(p, pong, netip.AddrPort{}) // a ping over the relay: answer there
-			return
-		}
-		// The peer reached us from src: a candidate to probe back, and
-		// where to answer.
-		c.mu.Lock()
-		c.byAddr[src] = p
-		delete(c.raws, src)
-		c.mu.Unlock()
-		p.mu.Lock()
-		cand := p.candidateLocked(src)
-		cand.heard = now
-		udp := p.udpLocked(c, src)
-		p.mu.Unlock()
-		if udp != nil && c.udp.Send([][]byte{pong}, udp) == nil {
-			c.Stats.DiscoSent.Add(1)
-		}
-		if p.needsProbe(now) {
-			c.ping(p, src, now)
-		}
+		c.handlePing(p, shared, &m, src, now)
 	case msgPong:
 		if !src.IsValid() {
 			return // pongs over the relay say nothing about direct paths
@@ -178,26 +173,73 @@ func (c *Conn) handleDisco(b []byte, src netip.AddrPort, relayFrom noise.PublicK
 			c.Stats.DiscoBad.Add(1)
 			return
 		}
+		// The proof: the peer's disco key answered our ping to src.
 		c.mu.Lock()
-		c.byAddr[src] = p
+		if c.peers[p.key] == p {
+			c.bindLocked(src, p, now)
+		}
 		c.mu.Unlock()
 	case msgCallMeMaybe:
 		// Probe every address the peer listed, at once: its probes towards
-		// us are on their way, so both NATs open.
+		// us are on their way, so both NATs open. The list is a claim:
+		// candidates to probe, nothing more. At most one per callMinGap per
+		// peer: each makes us ping up to maxCallMeMaybe addresses the peer
+		// chose, which must not become a way to aim our pings at a target.
 		p.mu.Lock()
-		p.lastActive = now
+		if !p.lastCallRecv.IsZero() && now.Sub(p.lastCallRecv) < callMinGap {
+			p.mu.Unlock()
+			c.Stats.DiscoRateLimited.Add(1)
+			return
+		}
+		p.lastCallRecv, p.lastActive = now, now
 		for _, a := range m.addrs {
 			p.candidateLocked(a)
 		}
 		p.mu.Unlock()
-		c.mu.Lock()
-		for _, a := range m.addrs {
-			c.byAddr[a] = p
-		}
-		c.mu.Unlock()
 		for _, a := range m.addrs {
 			c.ping(p, a, now)
 		}
+	}
+}
+
+// handlePing answers a peer's ping. A replayed one (seen, or older than
+// the window) is dropped and counted; one from an older version (no clock)
+// is answered and changes nothing. A fresh one over UDP makes its source a
+// candidate, probed back while the peer has no trusted path: where a ping
+// came from is a claim, as anyone could have sent its bytes from there.
+func (c *Conn) handlePing(p *peerEP, shared *[32]byte, m *discoMsg, src netip.AddrPort, now time.Time) {
+	if m.nodeKey != p.key {
+		c.Stats.DiscoBad.Add(1)
+		return
+	}
+	if m.clock != 0 {
+		p.mu.Lock()
+		fresh := p.acceptPingLocked(m.tx, m.clock)
+		p.mu.Unlock()
+		if !fresh {
+			c.Stats.DiscoReplayed.Add(1)
+			return
+		}
+	}
+	pong := seal(c.discoPub, shared, &discoMsg{typ: msgPong, tx: m.tx, observed: src})
+	if !src.IsValid() {
+		c.sendRaw(p, pong, netip.AddrPort{}) // a ping over the relay: answer there
+		return
+	}
+	var udp conn.Endpoint
+	if m.clock == 0 {
+		udp, _ = c.udp.ParseEndpoint(src.String())
+	} else {
+		p.mu.Lock()
+		p.candidateLocked(src)
+		udp = p.udpLocked(c, src)
+		p.mu.Unlock()
+	}
+	if udp != nil && c.udp.Send([][]byte{pong}, udp) == nil {
+		c.Stats.DiscoSent.Add(1)
+	}
+	if m.clock != 0 && p.needsProbe(now) {
+		c.ping(p, src, now)
 	}
 }
 

@@ -50,7 +50,8 @@ var (
 	udpDatagrams  = desc("warren_udp_datagrams_total", "UDP datagrams moved by the transport, by direction.", "dir")
 	udpMessages   = desc("warren_udp_messages_total", "sendmmsg/recvmmsg entries (a GSO/GRO message carries several datagrams), by direction: datagrams/messages is the mean offload batch.", "dir")
 	udpOffloaded  = desc("warren_udp_offload_messages_total", "Messages that carried several datagrams (GSO on send, GRO on receive).", "dir")
-	discoMessages = desc("warren_disco_messages_total", "Path probes (disco messages), by event: sent, received, bad.", "event")
+	discoMessages = desc("warren_disco_messages_total", "Path probes (disco messages), by event: sent, received, bad, replayed (pings refused as replays), rate_limited (dropped by the per-source limit).", "event")
+	roamRefused   = desc("warren_roam_refused_total", "Authenticated packet batches that arrived labelled with another peer's path; the sender's endpoint did not move there.")
 	relayPackets  = desc("warren_relay_packets_total", "Packets through the relay, by event: sent, received, dropped.", "event")
 	tunCalls      = desc("warren_tun_calls_total", "Reads and writes of the TUN device in offload mode, by direction.", "dir")
 	tunPackets    = desc("warren_tun_packets_total", "Packets through the TUN device in offload mode, by direction: packets/calls is the mean offload batch (segments per super-packet read, packets per coalesced write).", "dir")
@@ -90,7 +91,7 @@ var pathKinds = []magicsock.PathKind{magicsock.PathDirect, magicsock.PathRelay, 
 func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{peerRxBytes, peerTxBytes, peerRxPackets, peerTxPackets, peerHandshake, peerHSAge,
 		peerPath, peerRTT, peerJitter, drops, handshakes, queueDepth, udpDatagrams, udpMessages, udpOffloaded,
-		discoMessages, relayPackets, captureDrops, tunCalls, tunPackets} {
+		discoMessages, roamRefused, relayPackets, captureDrops, tunCalls, tunPackets} {
 		ch <- d
 	}
 }
@@ -147,6 +148,7 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	counter(handshakes, st.HandshakesSent.Load(), "initiation_sent")
 	counter(handshakes, st.HandshakesDone.Load(), "completed")
 	counter(handshakes, st.CookieRepliesSent.Load(), "cookie_reply_sent")
+	counter(roamRefused, st.RoamRefused.Load())
 	enc, dec, hs := n.Device.QueueDepths()
 	gauge(queueDepth, float64(enc), "encrypt")
 	gauge(queueDepth, float64(dec), "decrypt")
@@ -163,6 +165,8 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 		counter(discoMessages, m.Stats.DiscoSent.Load(), "sent")
 		counter(discoMessages, m.Stats.DiscoRecv.Load(), "received")
 		counter(discoMessages, m.Stats.DiscoBad.Load(), "bad")
+		counter(discoMessages, m.Stats.DiscoReplayed.Load(), "replayed")
+		counter(discoMessages, m.Stats.DiscoRateLimited.Load(), "rate_limited")
 		counter(relayPackets, m.Stats.RelaySent.Load(), "sent")
 		counter(relayPackets, m.Stats.RelayRecv.Load(), "received")
 		counter(relayPackets, m.Stats.RelayDrops.Load(), "dropped")

@@ -307,12 +307,23 @@ func (s *Store) UpdateEndpoints(ctx context.Context, id int64, endpoints []strin
 	return s.exec(ctx, "update endpoints", "UPDATE nodes SET endpoints = ? WHERE id = ?", string(eps), id)
 }
 
-// SetDiscoKey records the path-probe key a node reported.
+// SetDiscoKey records the path-probe key a node reported; ErrConflict if
+// another node holds it (its probes and answers would be taken for that
+// node's). The check and the write are one statement.
 func (s *Store) SetDiscoKey(ctx context.Context, id int64, key string) error {
 	if len(key) > 512 {
 		return fmt.Errorf("set disco key: %w", ErrInvalid)
 	}
-	return s.exec(ctx, "set disco key", "UPDATE nodes SET disco_key = ? WHERE id = ?", key, id)
+	err := s.exec(ctx, "set disco key", "UPDATE nodes SET disco_key = ? WHERE id = ? AND (? = '' OR NOT EXISTS "+
+		"(SELECT 1 FROM nodes AS other WHERE other.disco_key = ? AND other.id <> ?))", key, id, key, key, id)
+	if errors.Is(err, ErrNotFound) && key != "" {
+		var holder int64
+		qerr := s.db.QueryRowContext(ctx, s.q("SELECT id FROM nodes WHERE disco_key = ? AND id <> ?"), key, id).Scan(&holder)
+		if qerr == nil {
+			return fmt.Errorf("set disco key: %w: another node holds this disco key", ErrConflict)
+		}
+	}
+	return err
 }
 
 // SetOnline records whether a node is connected, and when it was last seen.

@@ -215,7 +215,8 @@ func (c *Client) NetworkMap() *netmap.NetworkMap {
 // new map (never concurrently). It first loads the map saved at MapPath,
 // if any, and hands it to onMap, so the node works while the server is
 // unreachable. It returns ctx's error, or a refusal that retrying cannot
-// fix (the node is not registered, expired or deleted) as *proto.Error.
+// fix (the node is not registered, expired or deleted, or its disco key is
+// another node's) as *proto.Error.
 func (c *Client) Run(ctx context.Context, onMap func(*netmap.NetworkMap)) error {
 	if c.cfg.MapPath != "" {
 		if m, err := netmap.Load(c.cfg.MapPath); err == nil {
@@ -240,7 +241,8 @@ func (c *Client) Run(ctx context.Context, onMap func(*netmap.NetworkMap)) error 
 			return ctx.Err()
 		}
 		var pe *proto.Error
-		if errors.As(err, &pe) && (pe.Code == proto.CodeNotRegistered || pe.Code == proto.CodeNodeDeleted || pe.Code == proto.CodeNodeExpired) {
+		if errors.As(err, &pe) && (pe.Code == proto.CodeNotRegistered || pe.Code == proto.CodeNodeDeleted || pe.Code == proto.CodeNodeExpired ||
+			pe.Code == proto.CodeDiscoKeyInUse) {
 			return pe
 		}
 		if gotMap {

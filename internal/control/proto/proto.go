@@ -95,6 +95,7 @@ const (
 	CodeAuthKeyExpired = "auth_key_expired"
 	CodeAuthKeyUsed    = "auth_key_used"
 	CodeNodeKeyInUse   = "node_key_in_use"
+	CodeDiscoKeyInUse  = "disco_key_in_use" // another node holds the reported disco key
 	CodeNotRegistered  = "not_registered"
 	CodeNodeExpired    = "node_expired"
 	CodeNodeDeleted    = "node_deleted"

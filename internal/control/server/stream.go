@@ -41,6 +41,21 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 		s.writeError(c, proto.CodeNodeExpired, "this node's key has expired; re-register")
 		return
 	}
+	if req.DiscoKey != nil && req.DiscoKey.String() != n.DiscoKey {
+		ctx, cancel := storeCtx()
+		err := s.st.SetDiscoKey(ctx, n.ID, discoString(*req.DiscoKey))
+		cancel()
+		switch {
+		case errors.Is(err, store.ErrConflict):
+			s.opts.Logf("control: map request from %s: refused, its disco key is another node's", key)
+			s.writeError(c, proto.CodeDiscoKeyInUse, discoKeyInUse)
+			return
+		case err != nil:
+			s.opts.Logf("control: map request from %s: %v", key, err)
+			s.writeError(c, proto.CodeInternal, "internal server error")
+			return
+		}
+	}
 	id := uint64(n.ID)
 	ss := &session{s: s, id: id, c: c, q: make(chan []byte, s.opts.QueueSize), done: make(chan struct{})}
 
@@ -57,9 +72,6 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 	err = s.st.SetOnline(ctx, n.ID, true, time.Now())
 	if err == nil && req.Endpoints != nil {
 		err = s.st.UpdateEndpoints(ctx, n.ID, endpointStrings(req.Endpoints))
-	}
-	if err == nil && req.DiscoKey != nil && req.DiscoKey.String() != n.DiscoKey {
-		err = s.st.SetDiscoKey(ctx, n.ID, discoString(*req.DiscoKey))
 	}
 	if err == nil && req.Routes != nil && !routesEqual(*req.Routes, n.AdvertisedRoutes) {
 		err = s.st.SetAdvertisedRoutes(ctx, n.ID, *req.Routes)
@@ -123,7 +135,13 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 		ctx, cancel := storeCtx()
 		err = s.st.UpdateEndpoints(ctx, n.ID, endpointStrings(m.EndpointUpdate.Endpoints))
 		if err == nil && m.EndpointUpdate.DiscoKey != nil {
-			err = s.st.SetDiscoKey(ctx, n.ID, discoString(*m.EndpointUpdate.DiscoKey))
+			if err = s.st.SetDiscoKey(ctx, n.ID, discoString(*m.EndpointUpdate.DiscoKey)); errors.Is(err, store.ErrConflict) {
+				cancel()
+				s.opts.Logf("control: endpoints of node %d: refused, its disco key is another node's", id)
+				ss.refuseLocking(proto.CodeDiscoKeyInUse, discoKeyInUse)
+				refused = true
+				break
+			}
 		}
 		if err == nil && m.EndpointUpdate.Routes != nil {
 			err = s.st.SetAdvertisedRoutes(ctx, n.ID, *m.EndpointUpdate.Routes)
@@ -323,6 +341,9 @@ func (ss *session) writeLoop() {
 		t.Reset(ss.s.opts.KeepAlive)
 	}
 }
+
+// discoKeyInUse is the refusal of a disco key another node holds.
+const discoKeyInUse = "this disco key is already held by another node; each node must generate its own (restart the daemon)"
 
 // discoString stores a disco key; the zero key (no probing) as "".
 func discoString(k noise.PublicKey) string {

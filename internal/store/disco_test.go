@@ -1,0 +1,44 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+// TestDiscoKeyHeldOnce: a disco key another node holds is refused with
+// ErrConflict; the holder keeps it; a node may report its own again, and
+// "" (no probing) is never a conflict.
+func TestDiscoKeyHeldOnce(t *testing.T) {
+	eachBackend(t, Options{}, func(t *testing.T, s *Store, _ string) {
+		ctx := context.Background()
+		u := must[*User](t)(s.CreateUser(ctx, "alice"))
+		key, _, err := s.CreatePreAuthKey(ctx, u.ID, PreAuthKeyOptions{Reusable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:v", "victim", RegisterOptions{}))
+		m := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:m", "rogue", RegisterOptions{}))
+		if err := s.SetDiscoKey(ctx, v.ID, "disco:v"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetDiscoKey(ctx, m.ID, "disco:v"); !errors.Is(err, ErrConflict) {
+			t.Fatalf("another node's disco key: %v, want ErrConflict", err)
+		}
+		if err := s.SetDiscoKey(ctx, v.ID, "disco:v"); err != nil {
+			t.Fatalf("the holder reporting its key again: %v", err)
+		}
+		for _, id := range []int64{v.ID, m.ID} {
+			if err := s.SetDiscoKey(ctx, id, ""); err != nil {
+				t.Fatalf("no disco key: %v", err)
+			}
+		}
+		if err := s.SetDiscoKey(ctx, 9999, "disco:x"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("missing node: %v", err)
+		}
+		got := must[*Node](t)(s.GetNodeByKey(ctx, "nodekey:m"))
+		if got.DiscoKey != "" {
+			t.Fatalf("rogue's disco key %q", got.DiscoKey)
+		}
+	})
+}
