@@ -70,8 +70,8 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		if req.AuthKey == "" {
 			return d.bringUp()
 		}
-		// With an auth key too, register the new key again: that renews
-		// the node's expiry.
+		// With an auth key too, register the new key again with it (the
+		// server checks the auth key's rules and takes its tags).
 	}
 	join := req.AuthKey != "" || !p.Registered
 	if !join {
