@@ -139,7 +139,11 @@ func adminVerbs() []adminVerb {
 		{"apikeys", "create", "", "create an admin API key; prints only the key (--json: the whole object)", 0, func(fs *flag.FlagSet) func(*adminClient, []string) error {
 			var req admin.APIKeyRequest
 			fs.StringVar(&req.Expiration, "expiration", "", "the key stops working after this long (e.g. 90d; default never)")
+			fs.StringVar(&req.Scope, "scope", "admin", "admin (everything) or relay (read-only: lists node keys for 'warren relay --relay-key')")
 			return func(c *adminClient, _ []string) error {
+				if req.Scope != "admin" && req.Scope != "relay" {
+					return usageError("apikeys create: --scope: want admin or relay")
+				}
 				if req.Expiration != "" {
 					if _, err := admin.ParseDuration(req.Expiration); err != nil {
 						return usageError("apikeys create: --expiration: " + err.Error())

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -682,4 +683,37 @@ func authKeyByID(t *testing.T, s *Store, userID, id int64) *PreAuthKey {
 	}
 	t.Fatalf("auth key %d not found", id)
 	return nil
+}
+
+// TestRelayScopedAPIKey: a relay key validates with its scope, is listed
+// with it, and rewriting its kind to an admin key's does not validate.
+func TestRelayScopedAPIKey(t *testing.T) {
+	eachBackend(t, Options{}, func(t *testing.T, s *Store, _ string) {
+		ctx := context.Background()
+		key, k, err := s.CreateScopedAPIKey(ctx, ScopeRelay, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(key, "wrly_") || k.Scope != ScopeRelay {
+			t.Fatalf("relay key %q scope %q", key, k.Scope)
+		}
+		got := must[*APIKey](t)(s.ValidateAPIKey(ctx, key))
+		if got.ID != k.ID || got.Scope != ScopeRelay {
+			t.Fatalf("validated %+v", got)
+		}
+		if _, err := s.ValidateAPIKey(ctx, "wapi_"+strings.TrimPrefix(key, "wrly_")); !errors.Is(err, ErrAuthKeyInvalid) {
+			t.Fatalf("relay key passed off as an admin key: %v", err)
+		}
+		admin := must[*APIKey](t)(s.ValidateAPIKey(ctx, must[string](t)(func() (string, error) { k, _, err := s.CreateAPIKey(ctx, time.Time{}); return k, err }())))
+		if admin.Scope != ScopeAdmin {
+			t.Fatalf("admin key scope %q", admin.Scope)
+		}
+		ks := must[[]*APIKey](t)(s.ListAPIKeys(ctx))
+		if len(ks) != 2 || ks[0].Scope != ScopeRelay || ks[1].Scope != ScopeAdmin {
+			t.Fatalf("listed %+v %+v", ks[0], ks[1])
+		}
+		if _, _, err := s.CreateScopedAPIKey(ctx, "root", time.Time{}); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("unknown scope: %v", err)
+		}
+	})
 }
