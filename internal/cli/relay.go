@@ -37,6 +37,7 @@ type relayConfig struct {
 	listen, stunListen, dataDir string
 	tlsCert, tlsKey             string
 	server, apiKey, relayKey    string
+	insecure                    bool
 	poll                        time.Duration
 	rate, burst                 int64
 	queue                       int
@@ -55,6 +56,7 @@ func relayFlags(stderr io.Writer) (*flag.FlagSet, *relayConfig) {
 	fs.StringVar(&c.server, "server", "", "coordination server URL; nodes it knows may use the relay (default $"+envServer+")")
 	fs.StringVar(&c.relayKey, "relay-key", "", "relay key wrly_... to list nodes with, read-only (default $"+envRelayKey+"; create it with 'warren server apikey create --scope relay')")
 	fs.StringVar(&c.apiKey, "api-key", "", "an admin API key wapi_... instead of --relay-key: works, but over-privileged (default $"+envAPIKey+")")
+	fs.BoolVar(&c.insecure, "insecure", false, "send the key over plain http to a remote (not loopback) server")
 	fs.DurationVar(&c.poll, "poll", 5*time.Second, "how often to fetch the node list")
 	fs.Int64Var(&c.rate, "rate", relay.DefaultRate, "bytes per second one node may send (0: unlimited)")
 	fs.Int64Var(&c.burst, "burst", relay.DefaultBurst, "bytes one node may send in a burst")
@@ -98,7 +100,8 @@ func (c *relayConfig) check() error {
 	if c.server == "" {
 		return fmt.Errorf("--server is required (the coordination server vouching for nodes; or $%s)", envServer)
 	}
-	if u, err := url.Parse(c.server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	u, err := url.Parse(c.server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--server %q is not an http(s) URL", c.server)
 	}
 	switch {
@@ -119,7 +122,7 @@ func (c *relayConfig) check() error {
 	if c.rate < 0 || c.burst <= 0 || c.queue <= 0 {
 		return errors.New("--rate must not be negative, --burst and --queue must be positive")
 	}
-	return nil
+	return checkKeyTransport(u, "--server", c.insecure)
 }
 
 func runRelay(args []string, stdout, stderr io.Writer) int {
@@ -166,7 +169,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		cred = c.apiKey
 	}
 	poller := &relay.AdminPoller{ServerURL: c.server, APIKey: cred, Interval: c.poll,
-		HTTPClient: &http.Client{Timeout: 30 * time.Second}, Logf: logger.Logf}
+		HTTPClient: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirects}, Logf: logger.Logf}
 	// Fail fast on a wrong server or key; later failures keep the last list.
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = poller.Poll(pctx)

@@ -33,6 +33,7 @@ func TestRelayUsageErrors(t *testing.T) {
 		{[]string{"relay", "--server", "http://x", "--api-key", "nope"}, "does not look like an admin API key"},
 		{[]string{"relay", "--server", "http://x", "--api-key", "wapi_x", "--tls-cert", "c"}, "--tls-cert and --tls-key go together"},
 		{[]string{"relay", "--server", "http://x", "--api-key", "wapi_x", "--rate", "-1"}, "--rate must not be negative"},
+		{[]string{"relay", "--server", "http://x", "--api-key", "wapi_x"}, "pass --insecure"},
 		{[]string{"relay", "extra"}, `unexpected argument "extra"`},
 		{[]string{"relay", "--bogus"}, "flag provided but not defined"},
 	} {
