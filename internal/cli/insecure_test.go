@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"warren/internal/localapi"
 )
 
 // TestKeyNotSentInClear: the admin CLI and the standalone relay refuse to
@@ -115,4 +117,32 @@ func mustParseURL(t *testing.T, s string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// TestReportPinnedKey: `up` prints the server key it pinned from the
+// server's answer and warns (one line on stderr, naming --server-key) when
+// that came over plain http; a key given with --server-key or already
+// pinned is not reported.
+func TestReportPinnedKey(t *testing.T) {
+	const k = "2kKJ6uUMYwSymiZP5b2gDX0VDT+Xtni/Ri0y97iJTBg="
+	for _, tc := range []struct {
+		fetched      string
+		json         bool
+		out, warning bool
+	}{
+		{"http", false, true, true},
+		{"http", true, false, true},
+		{"https", false, true, false},
+		{"", false, false, false},
+	} {
+		var out, errb bytes.Buffer
+		reportPinnedKey(&localapi.Status{ServerURL: "http://198.18.1.2:8080", ServerKey: k, ServerKeyFetched: tc.fetched}, tc.json, &out, &errb)
+		if strings.Contains(out.String(), k) != tc.out {
+			t.Errorf("%+v: stdout %q", tc, out.String())
+		}
+		warned := strings.Contains(errb.String(), "plain http") && strings.Contains(errb.String(), "--server-key") && strings.Count(errb.String(), "\n") == 1
+		if warned != tc.warning || (!tc.warning && errb.Len() > 0) {
+			t.Errorf("%+v: stderr %q", tc, errb.String())
+		}
+	}
 }
