@@ -88,13 +88,6 @@ type AdminPoller struct {
 	lastErr string
 }
 
-// adminNode is the admin API's relay view of a node (admin.RelayNode).
-type adminNode struct {
-	NodeKey string     `json:"node_key"`
-	Expiry  *time.Time `json:"expiry"`
-	Expired bool       `json:"expired"`
-}
-
 func (p *AdminPoller) init() {
 	p.once.Do(func() { p.ready = make(chan struct{}) })
 }
@@ -139,7 +132,7 @@ func (p *AdminPoller) Poll(ctx context.Context) error {
 		json.NewDecoder(io.LimitReader(body, 4096)).Decode(&e)
 		return fmt.Errorf("relay: poll nodes: %s: %s", resp.Status, e.Error)
 	}
-	var nodes []adminNode
+	var nodes []admin.RelayNode
 	if err := json.NewDecoder(body).Decode(&nodes); err != nil {
 		return fmt.Errorf("relay: poll nodes: %w", err)
 	}
