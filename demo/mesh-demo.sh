@@ -54,7 +54,9 @@ pids+=($!)
 for _ in $(seq 100); do at "$S" bash -c 'exec 3<>/dev/tcp/198.18.1.2/8080' 2>/dev/null && break; sleep 0.1; done
 head -3 "$tmp/server.log"
 API=$(at "$S" "$WARREN" server apikey create --data-dir "$tmp/server")
-adm() { at "$S" "$WARREN" admin --server "$URL" --api-key "$API" "$@"; }
+# --insecure: plain http to the lab address (the admin CLI refuses to send
+# its key over plain http to a host that is not loopback without it).
+adm() { at "$S" "$WARREN" admin --server "$URL" --api-key "$API" --insecure "$@"; }
 
 step "warren admin: a user and a reusable auth key"
 adm users create alice

@@ -33,11 +33,18 @@
 //     deletes it: a store write and Server.Notify, which reloads the
 //     world). Each is timed from the moment it is made until every one of
 //     the N nodes has applied a message carrying it.
+//   - storm (with -storm D): -storm-nodes nodes each send -storm-rate
+//     EndpointUpdates a second for D, then the bench waits 2 s; reported
+//     are the reports sent, what the server did with them (received,
+//     written to the store, merged: it writes and fans out at most one per
+//     node per second), the deltas every node received and the server's
+//     CPU.
 //
 // Usage:
 //
 //	go build -o bin/controlbench ./bench/controlbench
 //	bin/controlbench -nodes 1000 -changes 40 [-db postgres://...] [-json] [-cpuprofile PREFIX]
+//	bin/controlbench -nodes 200 -changes 4 -storm 5s [-storm-nodes 5 -storm-rate 200]
 package main
 
 import (
@@ -132,6 +139,9 @@ func main() {
 		connTO  = flag.Duration("connect-timeout", 2*time.Hour, "give up on the connect phase after this long")
 		prof    = flag.String("cpuprofile", "", "write server CPU profiles to PREFIX.connect.pprof and PREFIX.changes.pprof, and the bench's (nodes) to PREFIX.nodes.changes.pprof")
 		verbose = flag.Bool("v", false, "log server and node errors")
+		storm   = flag.Duration("storm", 0, "after the changes, run an endpoint storm this long (0: none)")
+		stormN  = flag.Int("storm-nodes", 5, "nodes reporting endpoints in the storm")
+		stormR  = flag.Int("storm-rate", 200, "endpoint reports per second per storming node")
 
 		serveMode = flag.Bool("serve", false, "internal: run the server child")
 		seed      = flag.Uint64("seed", 0, "internal: key seed")
@@ -149,7 +159,7 @@ func main() {
 		log.Fatal("controlbench: -nodes must be at least 2")
 	}
 	res, err := run(runOpts{nodes: *nodes, changes: *changes, db: *db, par: max(*par, 1), timeout: *timeout, gap: *gap,
-		connectTimeout: *connTO, profile: *prof, verbose: *verbose})
+		connectTimeout: *connTO, profile: *prof, verbose: *verbose, storm: *storm, stormNodes: max(*stormN, 1), stormRate: max(*stormR, 1)})
 	if err != nil {
 		log.Fatal("controlbench: ", err)
 	}
@@ -168,6 +178,8 @@ type runOpts struct {
 	timeout, connectTimeout time.Duration
 	gap                     time.Duration
 	verbose                 bool
+	storm                   time.Duration
+	stormNodes, stormRate   int
 }
 
 // raiseNoFile lifts RLIMIT_NOFILE to cover one fd per node, plus slack:
@@ -361,6 +373,13 @@ func run(o runOpts) (*result, error) {
 		if err := b.command("stopprofile"); err != nil {
 			return nil, err
 		}
+	}
+	if o.storm > 0 {
+		sr, err := b.storm(ctx, o, sims, pid)
+		if err != nil {
+			return nil, err
+		}
+		res.Storm = sr
 	}
 	res.Reconnects = b.cnt.reconnects.Load()
 	res.ApplyErrors = b.cnt.errors.Load()

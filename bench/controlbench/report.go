@@ -55,6 +55,7 @@ type result struct {
 	PerChange    []changeResult `json:"perChange"`
 	Reconnects   int64          `json:"reconnects"`
 	ApplyErrors  int64          `json:"applyErrors"`
+	Storm        *stormResult   `json:"storm,omitempty"`
 
 	deliveries []time.Duration
 }
@@ -168,4 +169,7 @@ func (r *result) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "timed out: %d   stream drops/reconnects: %d   apply errors: %d   dial errors: %d\n",
 		r.TimedOut, r.Reconnects, r.ApplyErrors, r.Connect.DialErrors)
+	if r.Storm != nil {
+		r.Storm.print(w, r.Nodes)
+	}
 }

@@ -47,7 +47,9 @@ type serveOpts struct {
 // 127.0.0.1 and prints "ready URL SERVERKEY AUTHKEY". It then reads
 // commands on stdin: "delete ID" (an admin deleting a node: store write
 // plus Notify), "profile PATH" and "stopprofile" (a CPU profile of the
-// server), each answered "ok" or "error ..."; it exits when stdin closes.
+// server), each answered "ok" or "error ...", and "endpointstats",
+// answered "endpointstats RECEIVED WRITTEN MERGED" (the server's endpoint
+// report counters); it exits when stdin closes.
 func serve(o serveOpts) error {
 	ctx := context.Background()
 	dsn := o.db
@@ -109,6 +111,9 @@ func serve(o serveOpts) error {
 				continue
 			}
 			fmt.Println("ok")
+		case len(f) == 1 && f[0] == "endpointstats":
+			st := srv.Stats()
+			fmt.Printf("endpointstats %d %d %d\n", st.EndpointUpdates, st.EndpointWrites, st.EndpointsCoalesced)
 		case len(f) == 1 && f[0] == "stopprofile" && prof != nil:
 			pprof.StopCPUProfile()
 			prof.Close()

@@ -31,14 +31,15 @@ const defaultAdminServer = "http://localhost:8080"
 // adminOpts are the global flags; every verb accepts them too, so they may
 // come before or after RESOURCE VERB.
 type adminOpts struct {
-	server, key string
-	json        bool
+	server, key    string
+	json, insecure bool
 }
 
 func (o *adminOpts) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.server, "server", o.server, "server URL (default $"+envServer+", else "+defaultAdminServer+")")
 	fs.StringVar(&o.key, "api-key", o.key, "admin API key wapi_... (default $"+envAPIKey+")")
 	fs.BoolVar(&o.json, "json", o.json, "print JSON instead of a table or a message")
+	fs.BoolVar(&o.insecure, "insecure", o.insecure, "send the API key over plain http to a remote (not loopback) server")
 }
 
 // adminVerb is one RESOURCE VERB. setup defines the verb's own flags and
@@ -139,7 +140,11 @@ func adminVerbs() []adminVerb {
 		{"apikeys", "create", "", "create an admin API key; prints only the key (--json: the whole object)", 0, func(fs *flag.FlagSet) func(*adminClient, []string) error {
 			var req admin.APIKeyRequest
 			fs.StringVar(&req.Expiration, "expiration", "", "the key stops working after this long (e.g. 90d; default never)")
+			fs.StringVar(&req.Scope, "scope", "admin", "admin (everything) or relay (read-only: lists node keys for 'warren relay --relay-key')")
 			return func(c *adminClient, _ []string) error {
+				if req.Scope != "admin" && req.Scope != "relay" {
+					return usageError("apikeys create: --scope: want admin or relay")
+				}
 				if req.Expiration != "" {
 					if _, err := admin.ParseDuration(req.Expiration); err != nil {
 						return usageError("apikeys create: --expiration: " + err.Error())
@@ -346,6 +351,9 @@ func newAdminClient(o *adminOpts, stdout io.Writer) (*adminClient, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, usageError(fmt.Sprintf("--server %q is not an http(s) URL", o.server))
 	}
+	if err := checkKeyTransport(u, "--server", o.insecure); err != nil {
+		return nil, usageError(err.Error())
+	}
 	key := strings.TrimSpace(o.key)
 	if key == "" {
 		key = strings.TrimSpace(os.Getenv(envAPIKey))
@@ -357,7 +365,7 @@ func newAdminClient(o *adminOpts, stdout io.Writer) (*adminClient, error) {
 		return nil, usageError("--api-key does not look like an admin API key (wapi_...)")
 	}
 	return &adminClient{base: strings.TrimRight(u.String(), "/") + "/api/v1", key: key, json: o.json, stdout: stdout,
-		hc: &http.Client{Timeout: 30 * time.Second}}, nil
+		hc: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirects}}, nil
 }
 
 // do sends a request and decodes a 2xx answer into out; other answers

@@ -99,7 +99,7 @@ func printNodes(w io.Writer, ns []admin.Node) {
 func printAPIKeys(w io.Writer, ks []admin.APIKey) {
 	rows := make([][]string, 0, len(ks))
 	for _, k := range ks {
-		rows = append(rows, []string{strconv.FormatInt(k.ID, 10), k.Prefix, expiry(k.Expiration, k.Expired), when(k.LastUsed), when(&k.Created)})
+		rows = append(rows, []string{strconv.FormatInt(k.ID, 10), k.Prefix, dashIfEmpty(k.Scope), expiry(k.Expiration, k.Expired), when(k.LastUsed), when(&k.Created)})
 	}
-	table(w, "ID\tPREFIX\tEXPIRATION\tLAST USED\tCREATED", rows)
+	table(w, "ID\tPREFIX\tSCOPE\tEXPIRATION\tLAST USED\tCREATED", rows)
 }

@@ -116,6 +116,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "warren up: %v\n", err)
 		return 1
 	}
+	reportPinnedKey(st, asJSON, stdout, stderr)
 	deadline := time.Now().Add(timeout)
 	for st.BackendState != localapi.StateRunning {
 		if time.Now().After(deadline) {
@@ -140,6 +141,21 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "warren is up: %s %s\n", st.Self.DNSName, joinAddrs(st.Self))
 	return 0
+}
+
+// reportPinnedKey tells the user which server key an `up` pinned when it
+// took the one the server sent (no --server-key), to compare with `warren
+// server key` on the server, and warns when that came over plain http.
+func reportPinnedKey(st *localapi.Status, asJSON bool, stdout, stderr io.Writer) {
+	if st.ServerKeyFetched == "" {
+		return
+	}
+	if !asJSON {
+		fmt.Fprintf(stdout, "pinned server key %s (sent by %s; compare with `warren server key` on the server)\n", st.ServerKey, st.ServerURL)
+	}
+	if st.ServerKeyFetched == "http" {
+		fmt.Fprintf(stderr, "warren up: warning: the server key %s came over plain http, where anyone on the path could have replaced it; check it, or join with --server-key KEY (from `warren server key`) or an https:// server\n", st.ServerKey)
+	}
 }
 
 // parseRouteList parses --advertise-routes: CIDR prefixes separated by

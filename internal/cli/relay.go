@@ -36,7 +36,8 @@ const (
 type relayConfig struct {
 	listen, stunListen, dataDir string
 	tlsCert, tlsKey             string
-	server, apiKey              string
+	server, apiKey, relayKey    string
+	insecure                    bool
 	poll                        time.Duration
 	rate, burst                 int64
 	queue                       int
@@ -53,7 +54,9 @@ func relayFlags(stderr io.Writer) (*flag.FlagSet, *relayConfig) {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; needs --tls-key)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "private key for --tls-cert (PEM)")
 	fs.StringVar(&c.server, "server", "", "coordination server URL; nodes it knows may use the relay (default $"+envServer+")")
-	fs.StringVar(&c.apiKey, "api-key", "", "admin API key wapi_... to list nodes with (default $"+envAPIKey+")")
+	fs.StringVar(&c.relayKey, "relay-key", "", "relay key wrly_... to list nodes with, read-only (default $"+envRelayKey+"; create it with 'warren server apikey create --scope relay')")
+	fs.StringVar(&c.apiKey, "api-key", "", "an admin API key wapi_... instead of --relay-key: works, but over-privileged (default $"+envAPIKey+")")
+	fs.BoolVar(&c.insecure, "insecure", false, "send the key over plain http to a remote (not loopback) server")
 	fs.DurationVar(&c.poll, "poll", 5*time.Second, "how often to fetch the node list")
 	fs.Int64Var(&c.rate, "rate", relay.DefaultRate, "bytes per second one node may send (0: unlimited)")
 	fs.Int64Var(&c.burst, "burst", relay.DefaultBurst, "bytes one node may send in a burst")
@@ -62,14 +65,19 @@ func relayFlags(stderr io.Writer) (*flag.FlagSet, *relayConfig) {
 	return fs, c
 }
 
+// envRelayKey is the environment default of `warren relay --relay-key`.
+const envRelayKey = "WARREN_RELAY_KEY"
+
 func relayUsage(w io.Writer, fs *flag.FlagSet) {
 	fs.SetOutput(w)
-	fmt.Fprintln(w, `usage: warren relay --server URL --api-key KEY [FLAGS]   run a relay in the foreground
+	fmt.Fprintln(w, `usage: warren relay --server URL --relay-key KEY [FLAGS]   run a relay in the foreground
        warren relay key [--data-dir D]                       print the relay's public key
 The relay forwards WireGuard packets between nodes over HTTP(S) (path
 `+relay.Path+`) for nodes that cannot reach each other directly, and
 answers STUN on UDP. Only nodes the coordination server lists (and has not
-expired) may connect; it is polled with an admin API key. Flags:`)
+expired) may connect; it polls the server's node keys with a relay key
+(read-only; 'warren server apikey create --scope relay' or 'warren admin
+apikeys create --scope relay' makes one). Flags:`)
 	fs.PrintDefaults()
 }
 
@@ -83,19 +91,29 @@ func (c *relayConfig) check() error {
 	if c.server == "" {
 		c.server = strings.TrimSpace(os.Getenv(envServer))
 	}
-	if c.apiKey == "" {
+	if c.relayKey == "" && c.apiKey == "" {
+		c.relayKey = strings.TrimSpace(os.Getenv(envRelayKey))
+	}
+	if c.relayKey == "" && c.apiKey == "" {
 		c.apiKey = strings.TrimSpace(os.Getenv(envAPIKey))
 	}
 	if c.server == "" {
 		return fmt.Errorf("--server is required (the coordination server vouching for nodes; or $%s)", envServer)
 	}
-	if u, err := url.Parse(c.server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	u, err := url.Parse(c.server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--server %q is not an http(s) URL", c.server)
 	}
-	if c.apiKey == "" {
-		return fmt.Errorf("--api-key is required (or $%s; create one with 'warren server apikey create')", envAPIKey)
-	}
-	if !strings.HasPrefix(c.apiKey, "wapi_") {
+	switch {
+	case c.relayKey != "" && c.apiKey != "":
+		return errors.New("--relay-key and --api-key: give one (a relay key is enough)")
+	case c.relayKey == "" && c.apiKey == "":
+		return fmt.Errorf("--relay-key is required (or $%s; create one with 'warren server apikey create --scope relay')", envRelayKey)
+	case c.relayKey != "" && !strings.HasPrefix(c.relayKey, "wrly_"):
+		return errors.New("--relay-key does not look like a relay key (wrly_...)")
+	case strings.HasPrefix(c.apiKey, "wrly_"):
+		c.relayKey, c.apiKey = c.apiKey, "" // a relay key given as --api-key
+	case c.apiKey != "" && !strings.HasPrefix(c.apiKey, "wapi_"):
 		return errors.New("--api-key does not look like an admin API key (wapi_...)")
 	}
 	if c.poll < 100*time.Millisecond {
@@ -104,7 +122,7 @@ func (c *relayConfig) check() error {
 	if c.rate < 0 || c.burst <= 0 || c.queue <= 0 {
 		return errors.New("--rate must not be negative, --burst and --queue must be positive")
 	}
-	return nil
+	return checkKeyTransport(u, "--server", c.insecure)
 }
 
 func runRelay(args []string, stdout, stderr io.Writer) int {
@@ -142,8 +160,16 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	logger := newServiceLog(stderr, "relay", false)
-	poller := &relay.AdminPoller{ServerURL: c.server, APIKey: c.apiKey, Interval: c.poll,
-		HTTPClient: &http.Client{Timeout: 30 * time.Second}, Logf: logger.Logf}
+	cred := c.relayKey
+	if c.apiKey != "" {
+		// Still accepted, so that relays set up before relay keys existed
+		// keep working; it only ever reads the relay's node list, but a
+		// stolen copy could do anything.
+		fmt.Fprintln(stderr, "warren relay: warning: --api-key is a full admin key; the relay needs only a read-only relay key ('warren server apikey create --scope relay', then --relay-key)")
+		cred = c.apiKey
+	}
+	poller := &relay.AdminPoller{ServerURL: c.server, APIKey: cred, Interval: c.poll,
+		HTTPClient: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirects}, Logf: logger.Logf}
 	// Fail fast on a wrong server or key; later failures keep the last list.
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = poller.Poll(pctx)

@@ -20,16 +20,20 @@ import (
 func TestRelayUsageErrors(t *testing.T) {
 	t.Setenv(envServer, "")
 	t.Setenv(envAPIKey, "")
+	t.Setenv(envRelayKey, "")
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"relay"}, "warren relay: --server is required"},
-		{[]string{"relay", "--server", "http://x"}, "warren relay: --api-key is required"},
+		{[]string{"relay", "--server", "http://x"}, "warren relay: --relay-key is required"},
+		{[]string{"relay", "--server", "http://x", "--relay-key", "wapi_x"}, "does not look like a relay key"},
+		{[]string{"relay", "--server", "http://x", "--relay-key", "wrly_x", "--api-key", "wapi_x"}, "give one"},
 		{[]string{"relay", "--server", "ftp://x", "--api-key", "wapi_x"}, "is not an http(s) URL"},
 		{[]string{"relay", "--server", "http://x", "--api-key", "nope"}, "does not look like an admin API key"},
 		{[]string{"relay", "--server", "http://x", "--api-key", "wapi_x", "--tls-cert", "c"}, "--tls-cert and --tls-key go together"},
 		{[]string{"relay", "--server", "http://x", "--api-key", "wapi_x", "--rate", "-1"}, "--rate must not be negative"},
+		{[]string{"relay", "--server", "http://x", "--api-key", "wapi_x"}, "pass --insecure"},
 		{[]string{"relay", "extra"}, `unexpected argument "extra"`},
 		{[]string{"relay", "--bogus"}, "flag provided but not defined"},
 	} {
@@ -177,11 +181,23 @@ func TestRelayEndToEnd(t *testing.T) {
 		t.Fatalf("stranger on the embedded relay: %v", err)
 	}
 
-	// Standalone: its own key, vouching through the admin API.
+	// Standalone: its own key, vouching through the admin API with a
+	// relay key, which can do nothing else there.
+	relayKey := strings.TrimSpace(a("apikeys", "create", "--scope", "relay"))
+	if !strings.HasPrefix(relayKey, "wrly_") {
+		t.Fatalf("relay key %q", relayKey)
+	}
+	// (the admin API answers 403; the admin CLI does not even send it)
+	if code, _, errb := cmd(t, "admin", "--server", ts.url, "--api-key", relayKey, "users", "create", "mallory"); code != 2 || !strings.Contains(errb, "does not look like an admin API key") {
+		t.Fatalf("relay key creating a user: exit %d, %q", code, errb)
+	}
+	if list := a("apikeys", "list"); !strings.Contains(list, "relay") || !strings.Contains(list, "SCOPE") {
+		t.Fatalf("apikeys list:\n%s", list)
+	}
 	rdir := filepath.Join(t.TempDir(), "relay")
 	fs, rc := relayFlags(&lockedBuffer{})
 	if err := fs.Parse([]string{"--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--data-dir", rdir,
-		"--server", ts.url, "--api-key", apiKey, "--poll", "200ms"}); err != nil {
+		"--server", ts.url, "--relay-key", relayKey, "--poll", "200ms"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := rc.check(); err != nil {
@@ -236,5 +252,10 @@ func TestRelayEndToEnd(t *testing.T) {
 	var errb lockedBuffer
 	if code := serveRelay(context.Background(), bad, &errb); code != 1 || !strings.Contains(errb.String(), "401") {
 		t.Fatalf("wrong API key: %d %q", code, errb.String())
+	}
+	// An admin key still works, with a warning that it is more than the
+	// relay needs.
+	if !strings.Contains(errb.String(), "warning: --api-key is a full admin key") {
+		t.Fatalf("no over-privilege warning: %q", errb.String())
 	}
 }

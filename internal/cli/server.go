@@ -312,8 +312,9 @@ func createServerKey(path string) (noise.PrivateKey, error) {
 func serverUsage(w io.Writer, fs *flag.FlagSet) {
 	fs.SetOutput(w)
 	fmt.Fprintln(w, `usage: warren server [FLAGS]                  run the coordination server in the foreground
-       warren server apikey create [--expiration D] [--config F] [--data-dir D] [--db DSN]
-                                                print a new admin API key
+       warren server apikey create [--scope admin|relay] [--expiration D] [--config F] [--data-dir D] [--db DSN]
+                                                print a new admin API key (--scope relay: a
+                                                read-only relay key for 'warren relay --relay-key')
        warren server apikey list [--json] [--config F] [--data-dir D] [--db DSN]
        warren server key [--config F] [--data-dir D] print the server's public key
 One HTTP server serves the control protocol (/warren/v1/) and the admin API
@@ -433,7 +434,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 func runServerAPIKey(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || (args[0] != "create" && args[0] != "list") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprintln(stdout, "usage: warren server apikey create [--expiration D] [--config F] [--data-dir D] [--db DSN]\n       warren server apikey list [--json] [--config F] [--data-dir D] [--db DSN]")
+			fmt.Fprintln(stdout, "usage: warren server apikey create [--scope admin|relay] [--expiration D] [--config F] [--data-dir D] [--db DSN]\n       warren server apikey list [--json] [--config F] [--data-dir D] [--db DSN]")
 			return 0
 		}
 		fmt.Fprintln(stderr, "warren server apikey: want 'create' or 'list'")
@@ -441,10 +442,11 @@ func runServerAPIKey(args []string, stdout, stderr io.Writer) int {
 	}
 	verb := args[0]
 	sf := newServerFlags("server apikey "+verb, stderr, false)
-	var expiration string
+	var expiration, scope string
 	var asJSON bool
 	if verb == "create" {
 		sf.fs.StringVar(&expiration, "expiration", "", "the key stops working after this long (e.g. 90d, 12h; default never)")
+		sf.fs.StringVar(&scope, "scope", "admin", "admin (everything) or relay (read-only: lists node keys for 'warren relay --relay-key')")
 	} else {
 		sf.fs.BoolVar(&asJSON, "json", false, "print JSON")
 	}
@@ -459,6 +461,13 @@ func runServerAPIKey(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "warren server apikey %s: %v\n", verb, err)
 		return 2
+	}
+	if verb == "create" && scope != "admin" && scope != store.ScopeRelay {
+		fmt.Fprintf(stderr, "warren server apikey create: --scope %q: want admin or relay\n", scope)
+		return 2
+	}
+	if scope == "admin" {
+		scope = store.ScopeAdmin
 	}
 	var exp time.Time
 	if expiration != "" {
@@ -483,7 +492,7 @@ func runServerAPIKey(args []string, stdout, stderr io.Writer) int {
 	defer st.Close()
 	ctx := context.Background()
 	if verb == "create" {
-		secret, _, err := st.CreateAPIKey(ctx, exp)
+		secret, _, err := st.CreateScopedAPIKey(ctx, scope, exp)
 		if err != nil {
 			fmt.Fprintf(stderr, "warren server apikey create: %v\n", err)
 			return 1
@@ -499,7 +508,7 @@ func runServerAPIKey(args []string, stdout, stderr io.Writer) int {
 	now := time.Now()
 	out := make([]admin.APIKey, 0, len(ks))
 	for _, k := range ks {
-		a := admin.APIKey{ID: k.ID, Prefix: k.Prefix, Expired: !k.Expiry.IsZero() && !now.Before(k.Expiry), Created: k.Created.UTC()}
+		a := admin.APIKey{ID: k.ID, Prefix: k.Prefix, Expired: !k.Expiry.IsZero() && !now.Before(k.Expiry), Created: k.Created.UTC(), Scope: admin.ScopeName(k.Scope)}
 		a.Expiration, a.LastUsed = optTime(k.Expiry), optTime(k.LastUsed)
 		out = append(out, a)
 	}

@@ -383,6 +383,7 @@ func TestServerAdminUsageErrors(t *testing.T) {
 		{[]string{"admin", "users", "list"}, 2, "warren admin: no API key"},
 		{[]string{"admin", "--api-key", "nope", "users", "list"}, 2, "does not look like an admin API key"},
 		{[]string{"admin", "--api-key", "wapi_x", "--server", "ftp://h", "users", "list"}, 2, "is not an http(s) URL"},
+		{[]string{"admin", "--api-key", "wapi_x", "--server", "http://h:8080", "users", "list"}, 2, "warren admin: --server http://h:8080: plain http to a host that is not loopback would send the key in clear; use https://, or pass --insecure"},
 		{[]string{"admin", "--api-key", "wapi_x", "authkeys", "create"}, 2, "warren admin: authkeys create: --user is required"},
 		{[]string{"admin", "--api-key", "wapi_x", "authkeys", "create", "--user", "a", "--expiration", "1y"}, 2, "--expiration: invalid duration"},
 		{[]string{"admin", "--api-key", "wapi_x", "--server", "127.0.0.1:1", "users", "list"}, 1, "warren admin: cannot reach the server at http://127.0.0.1:1"},

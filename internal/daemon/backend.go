@@ -70,8 +70,8 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		if req.AuthKey == "" {
 			return d.bringUp()
 		}
-		// With an auth key too, register the new key again: that renews
-		// the node's expiry.
+		// With an auth key too, register the new key again with it (the
+		// server checks the auth key's rules and takes its tags).
 	}
 	join := req.AuthKey != "" || !p.Registered
 	if !join {
@@ -92,6 +92,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		return nil, errors.New("no coordination server: pass --server URL")
 	}
 	var serverKey noise.PublicKey
+	fetchedOver := "" // the scheme, when the key is the one the server sent
 	switch {
 	case req.ServerKey != "":
 		k, err := noise.ParsePublicKey(req.ServerKey)
@@ -116,6 +117,9 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 			return nil, err
 		}
 		serverKey = k
+		if u, err := url.Parse(serverURL); err == nil {
+			fetchedOver = u.Scheme
+		}
 	}
 
 	cc, err := client.New(client.Config{ServerURL: serverURL, ServerKey: serverKey, NodeKey: d.key})
@@ -140,6 +144,9 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		return nil, fmt.Errorf("join %s: %w", serverURL, err)
 	}
 	d.log.Info("registered", "server", serverURL, "name", node.Name, "addresses", fmt.Sprint(node.Addresses))
+	if fetchedOver != "" {
+		d.log.Info("pinned the server key it sent", "server", serverURL, "key", serverKey.String(), "over", fetchedOver)
+	}
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -161,7 +168,9 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	if err := d.startControlLocked(); err != nil {
 		return nil, err
 	}
-	return d.statusLocked(), nil
+	st := d.statusLocked()
+	st.ServerKeyFetched = fetchedOver
+	return st, nil
 }
 
 // bringUp puts a registered node on the mesh (and keeps it there across

@@ -31,6 +31,11 @@ type Status struct {
 	AcceptDNS bool `json:"acceptDNS"`
 	// Health lists problems worth a user's attention, one line each.
 	Health []string `json:"health,omitempty"`
+	// ServerKeyFetched is set only in the answer to an Up that pinned the
+	// key the server itself sent (trust on first use, no --server-key):
+	// the scheme it came over, "http" (anyone on the path could have
+	// replaced it) or "https".
+	ServerKeyFetched string `json:"serverKeyFetched,omitempty"`
 }
 
 // PeerStatus is one node (self or a peer) in a Status.

@@ -15,6 +15,7 @@ var (
 	srvMaps     = desc("warren_server_netmaps_sent_total", "Network maps queued to node streams, by kind (full, delta).", "kind")
 	srvStream   = desc("warren_server_stream_write_seconds", "Time to write one frame to a node's map stream.")
 	srvStore    = desc("warren_server_store_read_seconds", "Time of the store reads behind a map change (world reload or one node).")
+	srvEndpts   = desc("warren_server_endpoint_reports_total", "Endpoint reports from nodes' map streams, by what became of them: received, written (to the store and fanned out, at most one per node per second), merged (into a later one).", "result")
 	relayDescs  = []*prometheus.Desc{relClients, relSessions, relPackets, relBytes, relDrops, relClosed}
 	relClients  = desc("warren_relay_clients", "Relay sessions connected now.")
 	relSessions = desc("warren_relay_sessions_total", "Relay sessions, by event: accepted, refused (not vouched for), replaced.", "event")
@@ -30,6 +31,7 @@ func (s Server) Describe(ch chan<- *prometheus.Desc) {
 	ch <- srvMaps
 	ch <- srvStream
 	ch <- srvStore
+	ch <- srvEndpts
 }
 
 // Collect implements prometheus.Collector.
@@ -38,6 +40,9 @@ func (s Server) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(srvOnline, prometheus.GaugeValue, float64(st.NodesOnline))
 	ch <- prometheus.MustNewConstMetric(srvMaps, prometheus.CounterValue, float64(st.FullMapsSent), "full")
 	ch <- prometheus.MustNewConstMetric(srvMaps, prometheus.CounterValue, float64(st.DeltasSent), "delta")
+	ch <- prometheus.MustNewConstMetric(srvEndpts, prometheus.CounterValue, float64(st.EndpointUpdates), "received")
+	ch <- prometheus.MustNewConstMetric(srvEndpts, prometheus.CounterValue, float64(st.EndpointWrites), "written")
+	ch <- prometheus.MustNewConstMetric(srvEndpts, prometheus.CounterValue, float64(st.EndpointsCoalesced), "merged")
 	ch <- histogram(srvStream, st.StreamWrite)
 	ch <- histogram(srvStore, st.StoreRead)
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"warren/internal/control/admin"
 	"warren/internal/noise"
 	"warren/internal/store"
 )
@@ -60,7 +61,8 @@ func StoreAllowed(st *store.Store, ttl time.Duration) func(noise.PublicKey) bool
 }
 
 // AdminPoller vouches for a standalone relay: it polls the coordination
-// server's admin API (GET /api/v1/nodes with an API key) and allows the
+// server's admin API (GET /api/v1/relay/nodes, which lists only node keys
+// and expiries, with a relay key wrly_... or an admin key) and allows the
 // keys of nodes that are not expired. Until the first successful poll it
 // allows nobody; when a poll fails it keeps the last answer (a relay
 // should keep working while the coordination server is briefly away) and
@@ -68,7 +70,8 @@ func StoreAllowed(st *store.Store, ttl time.Duration) func(noise.PublicKey) bool
 type AdminPoller struct {
 	// ServerURL is the coordination server's base URL.
 	ServerURL string
-	// APIKey is an admin API key ("wapi_...").
+	// APIKey is a relay key ("wrly_...", read-only: all it may do is list
+	// node keys) or, over-privileged, an admin API key ("wapi_...").
 	APIKey string
 	// Interval between polls (default 5s).
 	Interval time.Duration
@@ -83,13 +86,6 @@ type AdminPoller struct {
 	ready   chan struct{}
 	once    sync.Once
 	lastErr string
-}
-
-// adminNode is the part of the admin API's node JSON the poller reads.
-type adminNode struct {
-	NodeKey string     `json:"node_key"`
-	Expiry  *time.Time `json:"expiry"`
-	Expired bool       `json:"expired"`
 }
 
 func (p *AdminPoller) init() {
@@ -114,7 +110,7 @@ func (p *AdminPoller) Ready() <-chan struct{} {
 // Poll fetches the node list once and replaces the allowed set.
 func (p *AdminPoller) Poll(ctx context.Context) error {
 	p.init()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(p.ServerURL, "/")+"/api/v1/nodes", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(p.ServerURL, "/")+admin.RelayNodesPath, nil)
 	if err != nil {
 		return fmt.Errorf("relay: poll nodes: %w", err)
 	}
@@ -136,7 +132,7 @@ func (p *AdminPoller) Poll(ctx context.Context) error {
 		json.NewDecoder(io.LimitReader(body, 4096)).Decode(&e)
 		return fmt.Errorf("relay: poll nodes: %s: %s", resp.Status, e.Error)
 	}
-	var nodes []adminNode
+	var nodes []admin.RelayNode
 	if err := json.NewDecoder(body).Decode(&nodes); err != nil {
 		return fmt.Errorf("relay: poll nodes: %w", err)
 	}

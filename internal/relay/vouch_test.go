@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -244,5 +245,41 @@ func TestThroughHTTPProxy(t *testing.T) {
 	_, err := Dial(ctxT(t, 5*time.Second), r.url, r.key.PublicKey(), a, DialOptions{Proxy: bad})
 	if err == nil {
 		t.Fatal("dial through a non-proxy worked")
+	}
+}
+
+// TestRelayKeyVouching: a standalone relay vouches with a relay key
+// (scope "relay"), which cannot do anything else on the admin API.
+func TestRelayKeyVouching(t *testing.T) {
+	w := newWorld(t)
+	n1, id1 := w.addNode(t)
+	relayKey, _, err := w.st.CreateScopedAPIKey(context.Background(), store.ScopeRelay, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &AdminPoller{ServerURL: w.hs.URL, APIKey: relayKey}
+	if err := p.Poll(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Allowed(n1.PublicKey()) || p.Allowed(genKey(t).PublicKey()) {
+		t.Fatal("the relay key's poll does not vouch for exactly the registered node")
+	}
+	w.expire(t, id1)
+	if err := p.Poll(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if p.Allowed(n1.PublicKey()) {
+		t.Fatal("expired node still vouched for")
+	}
+	req, _ := http.NewRequest("POST", w.hs.URL+"/api/v1/users", strings.NewReader(`{"name":"mallory"}`))
+	req.Header.Set("Authorization", "Bearer "+relayKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("relay key creating a user: %s", resp.Status)
 	}
 }

@@ -40,13 +40,24 @@ type APIKey struct {
 	Expiry   time.Time
 	LastUsed time.Time
 	Created  time.Time
+	// Scope is what the key may do: ScopeAdmin everything, ScopeRelay
+	// only list node keys for a standalone relay (package admin enforces
+	// it).
+	Scope string
 }
+
+// API key scopes.
+const (
+	ScopeAdmin = ""
+	ScopeRelay = "relay"
+)
 
 // Key formats: "<kind>_<prefix>_<secret>" with a 12-hex-digit prefix used for
 // lookup and a 32-byte random secret; the store keeps SHA-256 of the key.
 const (
-	authKeyKind = "wkey"
-	apiKeyKind  = "wapi"
+	authKeyKind  = "wkey"
+	apiKeyKind   = "wapi" // ScopeAdmin
+	relayKeyKind = "wrly" // ScopeRelay
 )
 
 func newSecret(kind string) (key, prefix string, hash []byte) {
@@ -239,35 +250,53 @@ func (s *Store) lockPreAuthKey(ctx context.Context, tx *sql.Tx, key string) (*Pr
 
 // CreateAPIKey creates an admin API key and returns its secret, shown once.
 func (s *Store) CreateAPIKey(ctx context.Context, expiry time.Time) (string, *APIKey, error) {
-	key, prefix, hash := newSecret(apiKeyKind)
-	k := &APIKey{Prefix: prefix, Expiry: expiry, Created: s.now()}
-	err := s.db.QueryRowContext(ctx, s.q("INSERT INTO api_keys (prefix, hash, expires_at, created_at) VALUES (?, ?, ?, ?) RETURNING id"),
-		prefix, hash, tsOf(expiry), k.Created.UnixNano()).Scan(&k.ID)
+	return s.CreateScopedAPIKey(ctx, ScopeAdmin, expiry)
+}
+
+// CreateScopedAPIKey creates an API key with a scope (ScopeAdmin: wapi_...,
+// ScopeRelay: wrly_...) and returns its secret, shown once.
+func (s *Store) CreateScopedAPIKey(ctx context.Context, scope string, expiry time.Time) (string, *APIKey, error) {
+	kind := apiKeyKind
+	switch scope {
+	case ScopeAdmin:
+	case ScopeRelay:
+		kind = relayKeyKind
+	default:
+		return "", nil, fmt.Errorf("create api key: %w: unknown scope %q (want %q or %q)", ErrInvalid, scope, "admin", ScopeRelay)
+	}
+	key, prefix, hash := newSecret(kind)
+	k := &APIKey{Prefix: prefix, Expiry: expiry, Created: s.now(), Scope: scope}
+	err := s.db.QueryRowContext(ctx, s.q("INSERT INTO api_keys (prefix, hash, expires_at, created_at, scope) VALUES (?, ?, ?, ?, ?) RETURNING id"),
+		prefix, hash, tsOf(expiry), k.Created.UnixNano(), scope).Scan(&k.ID)
 	if err != nil {
 		return "", nil, wrap("create api key", err)
 	}
 	return key, k, nil
 }
 
-const apiKeyCols = "id, prefix, expires_at, last_used_at, created_at, hash"
+const apiKeyCols = "id, prefix, expires_at, last_used_at, created_at, hash, scope"
 
 func scanAPIKey(sc interface{ Scan(...any) error }) (*APIKey, []byte, error) {
 	var k APIKey
 	var exp, used sql.NullInt64
 	var created int64
 	var hash []byte
-	if err := sc.Scan(&k.ID, &k.Prefix, &exp, &used, &created, &hash); err != nil {
+	if err := sc.Scan(&k.ID, &k.Prefix, &exp, &used, &created, &hash, &k.Scope); err != nil {
 		return nil, nil, err
 	}
 	k.Expiry, k.LastUsed, k.Created = timeOf(exp), timeOf(used), time.Unix(0, created)
 	return &k, hash, nil
 }
 
-// ValidateAPIKey checks an admin API key (format, secret in constant time,
-// expiry) and records its use. Any failure is ErrAuthKeyInvalid or
+// ValidateAPIKey checks an API key of any scope (format, secret in
+// constant time, expiry) and records its use; the caller checks the
+// returned key's Scope. Any failure is ErrAuthKeyInvalid or
 // ErrAuthKeyExpired, never a hint about which part was wrong.
 func (s *Store) ValidateAPIKey(ctx context.Context, key string) (*APIKey, error) {
 	prefix, ok := splitKey(apiKeyKind, key)
+	if !ok {
+		prefix, ok = splitKey(relayKeyKind, key)
+	}
 	if !ok {
 		return nil, ErrAuthKeyInvalid
 	}

@@ -101,6 +101,11 @@ var migrations = []migration{
 		`ALTER TABLE nodes ADD COLUMN advertised_routes TEXT NOT NULL DEFAULT ''`,
 		`ALTER TABLE nodes ADD COLUMN approved_routes TEXT NOT NULL DEFAULT ''`,
 	}},
+	{6, []string{
+		// API key scopes (keys.go): '' a full admin key, 'relay' a relay
+		// key that may only list node keys.
+		`ALTER TABLE api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT ''`,
+	}},
 }
 
 // SchemaVersion is the newest schema this build knows.

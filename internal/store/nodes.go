@@ -78,9 +78,18 @@ func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 // validates the key (known, secret matches, not expired, and if one-off not
 // yet used), consumes it, derives a unique name and allocates both addresses.
 // A one-off key is therefore usable exactly once even by concurrent joins.
-// Registering a node key that already exists for the key's user returns the
-// existing node unchanged (an idempotent retry); for another user it fails
-// with ErrNodeKeyInUse.
+//
+// Registering a node key that already exists for another user fails with
+// ErrNodeKeyInUse. For the key's own user the auth key's rules hold as for
+// a new node, so that an admin's expiry cannot be undone with a spent key:
+//   - an expired node comes back only with a key it may still use (a
+//     reusable key, or a one-off key not yet used), which is consumed; its
+//     expiry is then o.Expiry, as for a new registration;
+//   - a node that has not expired keeps its expiry. Repeating the
+//     registration with the key it joined with is an idempotent retry;
+//     another key must be usable, and is consumed.
+//
+// Either way the node takes the key's tags and keeps its name and addresses.
 func (s *Store) RegisterNode(ctx context.Context, authKey, nodeKey, hostname string, o RegisterOptions) (*Node, error) {
 	if nodeKey == "" || len(nodeKey) > 512 {
 		return nil, fmt.Errorf("register node: %w: node key", ErrInvalid)
@@ -101,33 +110,16 @@ func (s *Store) RegisterNode(ctx context.Context, authKey, nodeKey, hostname str
 		existing, err := scanNode(tx.QueryRowContext(ctx, s.q("SELECT "+nodeCols+" FROM nodes WHERE node_key = ?"), nodeKey))
 		switch {
 		case err == nil && existing.UserID == k.UserID:
-			// Registering again with a valid key re-authenticates the
-			// node: its expiry starts over (an expired node comes back).
-			// It takes the key's tags too.
-			if !existing.Expiry.Equal(o.Expiry) || joinTags(existing.Tags) != joinTags(k.Tags) {
-				if _, err := tx.ExecContext(ctx, s.q("UPDATE nodes SET expires_at = ?, tags = ? WHERE id = ?"), tsOf(o.Expiry), joinTags(k.Tags), existing.ID); err != nil {
-					return err
-				}
-				existing.Expiry, existing.Tags = o.Expiry, k.Tags
-			}
-			n = existing
-			return nil
+			n, err = s.reregister(ctx, tx, existing, k, o)
+			return err
 		case err == nil:
 			return ErrNodeKeyInUse
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
 		}
-		if !k.Reusable && k.UsedCount > 0 {
-			return ErrAuthKeyUsed
-		}
 		now := s.now()
-		res, err := tx.ExecContext(ctx, s.q("UPDATE preauth_keys SET used_count = used_count + 1, used_at = ? WHERE id = ? AND (reusable OR used_count = 0)"),
-			now.UnixNano(), k.ID)
-		if err != nil {
+		if err := s.consumePreAuthKey(ctx, tx, k, now); err != nil {
 			return err
-		}
-		if c, err := res.RowsAffected(); err != nil || c != 1 {
-			return ErrAuthKeyUsed // belt and braces: the row lock makes this unreachable
 		}
 		name, err := s.uniqueName(ctx, tx, hostname, 0)
 		if err != nil {
@@ -155,6 +147,46 @@ func (s *Store) RegisterNode(ctx context.Context, authKey, nodeKey, hostname str
 		return nil, fmt.Errorf("register node: %w", err)
 	}
 	return nil, wrap("register node", err)
+}
+
+// reregister applies a registration of existing's key again with auth key
+// k (see RegisterNode) inside tx and returns the node as it now is.
+func (s *Store) reregister(ctx context.Context, tx *sql.Tx, existing *Node, k *PreAuthKey, o RegisterOptions) (*Node, error) {
+	now := s.now()
+	expired := !existing.Expiry.IsZero() && !now.Before(existing.Expiry)
+	if !expired && existing.AuthKeyID == k.ID {
+		return existing, nil // a retry: nothing is consumed or changed
+	}
+	if err := s.consumePreAuthKey(ctx, tx, k, now); err != nil {
+		return nil, err
+	}
+	expiry := existing.Expiry
+	if expired {
+		expiry = o.Expiry
+	}
+	if _, err := tx.ExecContext(ctx, s.q("UPDATE nodes SET expires_at = ?, tags = ?, auth_key_id = ? WHERE id = ?"),
+		tsOf(expiry), joinTags(k.Tags), k.ID, existing.ID); err != nil {
+		return nil, err
+	}
+	existing.Expiry, existing.Tags, existing.AuthKeyID = expiry, k.Tags, k.ID
+	return existing, nil
+}
+
+// consumePreAuthKey counts one use of k, locked by lockPreAuthKey in tx;
+// ErrAuthKeyUsed if it is a one-off key already used.
+func (s *Store) consumePreAuthKey(ctx context.Context, tx *sql.Tx, k *PreAuthKey, now time.Time) error {
+	if !k.Reusable && k.UsedCount > 0 {
+		return ErrAuthKeyUsed
+	}
+	res, err := tx.ExecContext(ctx, s.q("UPDATE preauth_keys SET used_count = used_count + 1, used_at = ? WHERE id = ? AND (reusable OR used_count = 0)"),
+		now.UnixNano(), k.ID)
+	if err != nil {
+		return err
+	}
+	if c, err := res.RowsAffected(); err != nil || c != 1 {
+		return ErrAuthKeyUsed // belt and braces: the row lock makes this unreachable
+	}
+	return nil
 }
 
 func nonNil(s []string) []string {

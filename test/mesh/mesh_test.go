@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"fmt"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -244,5 +245,42 @@ func TestJoinRefusals(t *testing.T) {
 	st, err := n.status()
 	if err != nil || st.BackendState != "NeedsLogin" {
 		t.Fatalf("after refusals: %v %+v", err, st)
+	}
+}
+
+// TestJoinPinsServerKey: the first `up` over plain http pins the key the
+// server sent and says so: it prints the key (to compare with `warren
+// server key` on the server) and warns on stderr that it came over plain
+// http, suggesting --server-key. Joining with --server-key gives no warning.
+func TestJoinPinsServerKey(t *testing.T) {
+	l := newLab(t, "")
+	l.db = "sqlite:" + t.TempDir() + "/warren.db"
+	l.startServer()
+	serverKey := l.must(l.srv.ns, "server", "key", "--data-dir", l.srv.dir)
+	l.mustAdmin("users", "create", "carol")
+	key := l.mustAdmin("authkeys", "create", "--user", "carol", "--reusable")
+	up := func(n *node, extra ...string) (stdout, stderr string) {
+		t.Helper()
+		args := append([]string{"netns", "exec", n.ns.Name, warrenBin, "up", "--socket", n.sock, "--server", l.srv.url,
+			"--auth-key", key, "--hostname", n.name, "--timeout", "20s"}, extra...)
+		cmd := exec.Command("ip", args...)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("up %s: %v\n%s%s", n.name, err, out.String(), errb.String())
+		}
+		return out.String(), errb.String()
+	}
+	a := l.startNode("a")
+	out, errb := up(a)
+	if !strings.Contains(out, serverKey) {
+		t.Errorf("first up does not print the server key %s it pinned:\n%s", serverKey, out)
+	}
+	if !strings.Contains(errb, "plain http") || !strings.Contains(errb, "--server-key") || strings.Count(errb, "\n") != 1 {
+		t.Errorf("first up over plain http: want one warning line naming --server-key on stderr, got %q", errb)
+	}
+	b := l.startNode("b")
+	if out, errb := up(b, "--server-key", serverKey); errb != "" || !strings.Contains(out, "warren is up") {
+		t.Errorf("up with --server-key: stdout %q, stderr %q; want no warning", out, errb)
 	}
 }

@@ -1,7 +1,8 @@
 // Package admin owns the coordination server's administration API: an HTTP
 // JSON interface under /api/v1/ for users, pre-auth keys, nodes and admin API
 // keys, authenticated by a bearer admin API key (wapi_...) checked against the
-// store. It validates every request (bounded bodies, unknown fields refused,
+// store. A relay key (wrly_..., scope "relay") is refused everywhere but
+// GET /api/v1/relay/nodes, the node keys a standalone relay vouches with. It validates every request (bounded bodies, unknown fields refused,
 // DNS-label node names), turns store errors into one-line JSON errors with
 // the matching status code, returns key secrets only when a key is created,
 // and calls the server's notify hook after every change to users or nodes so
@@ -76,6 +77,7 @@ func New(st *store.Store, notify func()) http.Handler {
 	routes = append(routes, dnsRoutes(a)...)
 	routes = append(routes, policyRoutes(a)...)
 	routes = append(routes, routesRoutes(a)...)
+	routes = append(routes, route{RelayNodesPattern, a.relayNodes})
 	for _, rt := range routes {
 		h := rt.h
 		a.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
@@ -101,7 +103,8 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, errBody{"invalid or expired API key"})
 		return
 	}
-	if _, err := a.st.ValidateAPIKey(r.Context(), strings.TrimSpace(key)); err != nil {
+	k, err := a.st.ValidateAPIKey(r.Context(), strings.TrimSpace(key))
+	if err != nil {
 		if !errors.Is(err, store.ErrAuthKeyInvalid) && !errors.Is(err, store.ErrAuthKeyExpired) {
 			log.Printf("admin: validate API key: %v", err)
 			writeJSON(w, http.StatusInternalServerError, errBody{"internal server error"})
@@ -111,7 +114,17 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, errBody{"invalid or expired API key"})
 		return
 	}
+	if k.Scope != store.ScopeAdmin && !scopeAllows(k.Scope, r) {
+		writeJSON(w, http.StatusForbidden, errBody{"this is a relay key: it may only list node keys (GET " + RelayNodesPath + ")"})
+		return
+	}
 	a.mux.ServeHTTP(w, r)
+}
+
+// scopeAllows reports whether a key of a scope other than admin may make
+// request r: a relay key only lists node keys.
+func scopeAllows(scope string, r *http.Request) bool {
+	return scope == store.ScopeRelay && r.Method == http.MethodGet && r.URL.Path == RelayNodesPath
 }
 
 // notFound answers a path no route matches: 405 if another method would

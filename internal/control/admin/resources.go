@@ -65,6 +65,9 @@ type APIKey struct {
 	Expired    bool       `json:"expired"`
 	LastUsed   *time.Time `json:"last_used,omitempty"`
 	Created    time.Time  `json:"created"`
+	// Scope is "admin" (everything) or "relay" (only GET
+	// /api/v1/relay/nodes, for a standalone relay).
+	Scope string `json:"scope"`
 }
 
 // Request bodies.
@@ -87,6 +90,8 @@ type (
 	// APIKeyRequest creates an admin API key.
 	APIKeyRequest struct {
 		Expiration string `json:"expiration"`
+		// Scope is "admin" (the default) or "relay".
+		Scope string `json:"scope,omitempty"`
 	}
 )
 
@@ -126,7 +131,15 @@ func toNode(n *store.Node, user string, now time.Time) Node {
 
 func toAPIKey(k *store.APIKey, now time.Time) APIKey {
 	return APIKey{ID: k.ID, Prefix: k.Prefix, Expiration: opt(k.Expiry), Expired: expired(k.Expiry, now),
-		LastUsed: opt(k.LastUsed), Created: k.Created.UTC()}
+		LastUsed: opt(k.LastUsed), Created: k.Created.UTC(), Scope: ScopeName(k.Scope)}
+}
+
+// ScopeName is how an API key scope is shown: "admin" or "relay".
+func ScopeName(scope string) string {
+	if scope == store.ScopeAdmin {
+		return "admin"
+	}
+	return scope
 }
 
 // userNames maps user IDs to names.
@@ -451,7 +464,15 @@ func (a *api) createAPIKey(w http.ResponseWriter, r *http.Request) (int, any, er
 	if err != nil {
 		return 0, nil, err
 	}
-	secret, k, err := a.st.CreateAPIKey(r.Context(), exp)
+	scope := req.Scope
+	switch scope {
+	case "", "admin":
+		scope = store.ScopeAdmin
+	case store.ScopeRelay:
+	default:
+		return 0, nil, errorf(http.StatusBadRequest, "scope %q: want admin or relay", req.Scope)
+	}
+	secret, k, err := a.st.CreateScopedAPIKey(r.Context(), scope, exp)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"warren/internal/control/proto"
 	"warren/internal/control/server"
 	"warren/internal/netmap"
+	"warren/internal/store"
 )
 
 func TestRotateKey(t *testing.T) {
@@ -126,4 +127,50 @@ func TestExpiryPassing(t *testing.T) {
 	case <-time.After(2 * pushWait):
 		t.Fatal("expired node's stream still open")
 	}
+}
+
+// TestExpiredNodeNeedsUsableKey: an admin expires a node that joined with a
+// one-off key; registering again with that spent key is refused and the
+// node stays expired (its map stream refused); a fresh key brings it back.
+func TestExpiredNodeNeedsUsableKey(t *testing.T) {
+	checkLeaks(t)
+	e := newEnv(t, server.Options{PollInterval: time.Hour})
+	e.start()
+	ctx := context.Background()
+	once, _, err := e.st.CreatePreAuthKey(ctx, e.user.ID, store.PreAuthKeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.join("bravo", once)
+	b.waitMap("its own map", pushWait, func(m *netmap.NetworkMap) bool { return m.Self.ID == b.self.ID })
+	if err := e.st.SetNodeExpiry(ctx, int64(b.self.ID), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Notify()
+	select {
+	case <-b.done:
+		b.cancel = nil
+	case <-time.After(2 * pushWait):
+		t.Fatal("expired node's stream still open")
+	}
+	_, err = b.c.Register(ctx, once, "bravo", nil)
+	var re *client.RegisterError
+	if !errors.As(err, &re) || re.Code != proto.CodeAuthKeyUsed {
+		t.Fatalf("expired node re-registering with its spent one-off key: %v", err)
+	}
+	err = b.c.Run(ctx, func(*netmap.NetworkMap) {})
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Code != proto.CodeNodeExpired {
+		t.Fatalf("map stream after the refused re-registration: %v", err)
+	}
+	fresh, _, err := e.st.CreatePreAuthKey(ctx, e.user.ID, store.PreAuthKeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := b.c.Register(ctx, fresh, "bravo", nil)
+	if err != nil || self.ID != b.self.ID || !self.Expiry.IsZero() {
+		t.Fatalf("with a fresh key: %+v, %v", self, err)
+	}
+	b.run()
+	b.waitMap("its map again", pushWait, func(m *netmap.NetworkMap) bool { return m.Self.ID == b.self.ID })
 }

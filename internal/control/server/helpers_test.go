@@ -140,6 +140,8 @@ type node struct {
 	cancel context.CancelFunc
 	done   chan error
 	maps   atomic.Int64
+	// onMap, if set before run, is called with each map too.
+	onMap func(*netmap.NetworkMap)
 }
 
 func genKey(t *testing.T) noise.PrivateKey {
@@ -171,9 +173,19 @@ func (e *env) join(hostname, authKey string, eps ...netip.AddrPort) *node {
 	return e.joinVia(hostname, authKey, "", eps...)
 }
 
+// joinWith is join with a hook called with each map the node applies.
+func (e *env) joinWith(hostname, authKey string, onMap func(*netmap.NetworkMap)) *node {
+	e.t.Helper()
+	return e.joinNode(&node{t: e.t, key: genKey(e.t), onMap: onMap}, hostname, authKey, "")
+}
+
 func (e *env) joinVia(hostname, authKey, url string, eps ...netip.AddrPort) *node {
 	e.t.Helper()
-	n := &node{t: e.t, key: genKey(e.t)}
+	return e.joinNode(&node{t: e.t, key: genKey(e.t)}, hostname, authKey, url, eps...)
+}
+
+func (e *env) joinNode(n *node, hostname, authKey, url string, eps ...netip.AddrPort) *node {
+	e.t.Helper()
 	n.c = e.client(n.key, filepath.Join(e.t.TempDir(), "netmap.json"), url)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -189,7 +201,15 @@ func (e *env) joinVia(hostname, authKey, url string, eps ...netip.AddrPort) *nod
 func (n *node) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel, n.done = cancel, make(chan error, 1)
-	go func() { n.done <- n.c.Run(ctx, func(*netmap.NetworkMap) { n.maps.Add(1) }) }()
+	onMap := n.onMap
+	go func() {
+		n.done <- n.c.Run(ctx, func(m *netmap.NetworkMap) {
+			n.maps.Add(1)
+			if onMap != nil {
+				onMap(m)
+			}
+		})
+	}()
 	n.t.Cleanup(n.stop)
 }
 

@@ -64,6 +64,10 @@ type Options struct {
 	// registered without ever connecting) before it is deleted; default 2
 	// minutes.
 	EphemeralGrace time.Duration
+	// EndpointInterval is how often at most one node's endpoint reports
+	// (EndpointUpdate) are written to the store and fanned out; reports
+	// in between are merged, the latest winning; default 1 s.
+	EndpointInterval time.Duration
 	// Relays are the packet relays offered to every node (in their maps).
 	Relays []netmap.RelayRegion
 	// Logf logs; default log.Printf.
@@ -131,6 +135,9 @@ func New(st *store.Store, key noise.PrivateKey, opts Options) *Server {
 	}
 	if opts.EphemeralGrace <= 0 {
 		opts.EphemeralGrace = 2 * time.Minute
+	}
+	if opts.EndpointInterval <= 0 {
+		opts.EndpointInterval = DefaultEndpointInterval
 	}
 	if opts.Logf == nil {
 		opts.Logf = log.Printf

@@ -10,6 +10,11 @@ type Stats struct {
 	NodesOnline  int    // nodes with a map stream open here now
 	FullMapsSent uint64 // full maps queued to streams
 	DeltasSent   uint64 // deltas queued to streams
+	// EndpointUpdates are the endpoint reports received on map streams;
+	// EndpointWrites the (merged) ones applied to the store, at most one
+	// per node per Options.EndpointInterval; EndpointsCoalesced the
+	// reports merged into one not yet applied.
+	EndpointUpdates, EndpointWrites, EndpointsCoalesced uint64
 	// StreamWrite is how long writing one frame to a node's stream took
 	// (network and the node's reading included).
 	StreamWrite Latency
@@ -61,9 +66,12 @@ func (l *latency) snapshot() Latency {
 
 // serverStats are the counters behind Stats.
 type serverStats struct {
-	fullMaps, deltas atomic.Uint64
-	streamWrite      latency
-	storeRead        latency
+	fullMaps, deltas   atomic.Uint64
+	endpointUpdates    atomic.Uint64
+	endpointWrites     atomic.Uint64
+	endpointsCoalesced atomic.Uint64
+	streamWrite        latency
+	storeRead          latency
 }
 
 // Stats returns the server's counters.
@@ -77,5 +85,6 @@ func (s *Server) Stats() Stats {
 	}
 	s.mu.Unlock()
 	return Stats{NodesOnline: online, FullMapsSent: s.stats.fullMaps.Load(), DeltasSent: s.stats.deltas.Load(),
+		EndpointUpdates: s.stats.endpointUpdates.Load(), EndpointWrites: s.stats.endpointWrites.Load(), EndpointsCoalesced: s.stats.endpointsCoalesced.Load(),
 		StreamWrite: s.stats.streamWrite.snapshot(), StoreRead: s.stats.storeRead.snapshot()}
 }

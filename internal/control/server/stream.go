@@ -105,6 +105,7 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 	s.mu.Unlock()
 
 	go ss.writeLoop()
+	eps := s.newEndpointApplier(ss, n)
 	refused := false
 	for {
 		m, err := proto.Read(c, proto.MaxServerMessage)
@@ -132,30 +133,7 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 				break
 			}
 		}
-		ctx, cancel := storeCtx()
-		err = s.st.UpdateEndpoints(ctx, n.ID, endpointStrings(m.EndpointUpdate.Endpoints))
-		if err == nil && m.EndpointUpdate.DiscoKey != nil {
-			if err = s.st.SetDiscoKey(ctx, n.ID, discoString(*m.EndpointUpdate.DiscoKey)); errors.Is(err, store.ErrConflict) {
-				cancel()
-				s.opts.Logf("control: endpoints of node %d: refused, its disco key is another node's", id)
-				ss.refuseLocking(proto.CodeDiscoKeyInUse, discoKeyInUse)
-				refused = true
-				break
-			}
-		}
-		if err == nil && m.EndpointUpdate.Routes != nil {
-			err = s.st.SetAdvertisedRoutes(ctx, n.ID, *m.EndpointUpdate.Routes)
-		}
-		cancel()
-		if err == nil {
-			s.mu.Lock()
-			err = s.updateNodeLocked(n.ID)
-			s.mu.Unlock()
-		}
-		if err != nil {
-			s.opts.Logf("control: endpoints of node %d: %v", id, err)
-			s.Notify()
-		}
+		eps.add(m.EndpointUpdate)
 	}
 	if refused { // give the queued refusal a moment to be written
 		select {
@@ -165,6 +143,7 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 	}
 	ss.kill()
 	<-ss.writerDone()
+	eps.close() // what the node reported last is stored before it goes offline
 
 	s.mu.Lock()
 	if s.sessions[id] == ss {

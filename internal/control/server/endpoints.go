@@ -1,0 +1,138 @@
+package server
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"warren/internal/control/proto"
+	"warren/internal/store"
+)
+
+// DefaultEndpointInterval is Options.EndpointInterval's default.
+const DefaultEndpointInterval = time.Second
+
+// endpointApplier applies one stream's EndpointUpdates to the store and the
+// world at most once per interval: the first at once, later ones merged
+// (the latest endpoints, disco key and routes win) and applied when the
+// interval since the previous has passed. So a node reporting endpoints in
+// a tight loop costs at most one store write and one delta to every stream
+// per interval, and what it reported last is never lost: close applies
+// what is left.
+type endpointApplier struct {
+	s    *Server
+	ss   *session
+	node *store.Node
+
+	mu      sync.Mutex
+	pending *proto.EndpointUpdate // merged updates not yet applied
+	kick    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func (s *Server) newEndpointApplier(ss *session, n *store.Node) *endpointApplier {
+	a := &endpointApplier{s: s, ss: ss, node: n, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go a.loop()
+	return a
+}
+
+// add queues an update, merged into any not yet applied.
+func (a *endpointApplier) add(u *proto.EndpointUpdate) {
+	a.s.stats.endpointUpdates.Add(1)
+	a.mu.Lock()
+	if p := a.pending; p != nil {
+		a.s.stats.endpointsCoalesced.Add(1)
+		p.Endpoints = u.Endpoints
+		if u.DiscoKey != nil {
+			p.DiscoKey = u.DiscoKey
+		}
+		if u.Routes != nil {
+			p.Routes = u.Routes
+		}
+	} else {
+		c := *u
+		a.pending = &c
+	}
+	a.mu.Unlock()
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// close applies what is pending and stops the applier.
+func (a *endpointApplier) close() {
+	close(a.stop)
+	<-a.done
+}
+
+func (a *endpointApplier) take() *proto.EndpointUpdate {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	u := a.pending
+	a.pending = nil
+	return u
+}
+
+func (a *endpointApplier) loop() {
+	defer close(a.done)
+	defer func() {
+		if u := a.take(); u != nil {
+			a.apply(u)
+		}
+	}()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-a.kick:
+		}
+		u := a.take()
+		if u == nil {
+			continue
+		}
+		a.apply(u)
+		t := time.NewTimer(a.s.opts.EndpointInterval)
+		select {
+		case <-a.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// apply writes one (merged) update to the store and the world, unless
+// another stream of the node has replaced this one (its own reports are
+// newer).
+func (a *endpointApplier) apply(u *proto.EndpointUpdate) {
+	s, id := a.s, a.node.ID
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions[uint64(id)] != a.ss {
+		return
+	}
+	s.stats.endpointWrites.Add(1)
+	ctx, cancel := storeCtx()
+	err := s.st.UpdateEndpoints(ctx, id, endpointStrings(u.Endpoints))
+	if err == nil && u.DiscoKey != nil {
+		if err = s.st.SetDiscoKey(ctx, id, discoString(*u.DiscoKey)); errors.Is(err, store.ErrConflict) {
+			cancel()
+			s.opts.Logf("control: endpoints of node %d: refused, its disco key is another node's", id)
+			a.ss.refuse(proto.CodeDiscoKeyInUse, discoKeyInUse)
+			return
+		}
+	}
+	if err == nil && u.Routes != nil {
+		err = s.st.SetAdvertisedRoutes(ctx, id, *u.Routes)
+	}
+	cancel()
+	if err == nil {
+		err = s.updateNodeLocked(id)
+	}
+	if err != nil {
+		s.opts.Logf("control: endpoints of node %d: %v", id, err)
+		s.Notify()
+	}
+}
