@@ -24,6 +24,14 @@ import (
 // DefaultQuota is the default limit on the bytes waiting in an inbox.
 const DefaultQuota = 10 << 30
 
+// Each upload in progress holds buffers of its own (4 MiB, see copy), so
+// an inbox receives at most MaxTransfersPerSender uploads from one sending
+// node and MaxTransfers in all at once; extra ones fail with ErrTooMany.
+const (
+	MaxTransfersPerSender = 4
+	MaxTransfers          = 16
+)
+
 // Errors a transfer can end with; the peer API maps them to HTTP statuses.
 var (
 	ErrBusy     = errors.New("another transfer of this file is in progress")
@@ -32,6 +40,7 @@ var (
 	ErrHash     = errors.New("SHA-256 mismatch: the file arrived corrupted and was discarded")
 	ErrOffset   = errors.New("the receiver has fewer bytes than the offset sent from")
 	ErrNotFound = errors.New("no such waiting file")
+	ErrTooMany  = errors.New("too many transfers in progress")
 )
 
 // Header is what a sender declares about a file before its bytes: with
@@ -142,6 +151,12 @@ type Inbox struct {
 	failed map[string]failure   // recent transfers that ran out of space
 
 	received atomic.Int64 // bytes written by Receive since NewInbox
+
+	// qmu serialises quota checks with the reservations they make:
+	// reserved holds the declared size of each upload in progress, by
+	// file name (it covers that file's partial bytes on disk).
+	qmu      sync.Mutex
+	reserved map[string]int64
 }
 
 // failure remembers why a transfer failed after the sender may have
@@ -154,9 +169,11 @@ type failure struct {
 }
 
 type transfer struct {
-	from   string // sender address
-	cancel func() // aborts the transfer (closes its connection)
-	done   chan struct{}
+	from     string // sender address
+	upload   bool   // counts against the transfer caps
+	reserved bool   // holds a quota reservation
+	cancel   func() // aborts the transfer (closes its connection)
+	done     chan struct{}
 }
 
 // NewInbox opens (creating it 0700) the inbox directory dir with a quota of
@@ -169,7 +186,7 @@ func NewInbox(dir string, quota int64) (*Inbox, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("inbox: %w", err)
 	}
-	in := &Inbox{dir: dir, quota: quota, active: map[string]*transfer{}, failed: map[string]failure{}}
+	in := &Inbox{dir: dir, quota: quota, active: map[string]*transfer{}, failed: map[string]failure{}, reserved: map[string]int64{}}
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
 		if n, ok := partialName(e.Name()); ok {
@@ -236,13 +253,20 @@ const abortGrace = 300 * time.Millisecond
 // same file from the same sender still running (its connection broke
 // without the receiver noticing) is aborted, if it does not end within
 // abortGrace, and waited for; one from
-// another sender makes begin fail with ErrBusy.
-func (in *Inbox) begin(name, from string, cancel func()) (*transfer, error) {
+// another sender makes begin fail with ErrBusy. An upload beyond the
+// transfer caps fails with ErrTooMany.
+func (in *Inbox) begin(name, from string, cancel func(), upload bool) (*transfer, error) {
 	for {
 		in.mu.Lock()
 		old := in.active[name]
 		if old == nil {
-			t := &transfer{from: from, cancel: cancel, done: make(chan struct{})}
+			if upload {
+				if err := in.capsLocked(from); err != nil {
+					in.mu.Unlock()
+					return nil, err
+				}
+			}
+			t := &transfer{from: from, upload: upload, cancel: cancel, done: make(chan struct{})}
 			in.active[name] = t
 			in.mu.Unlock()
 			return t, nil
@@ -268,7 +292,33 @@ func (in *Inbox) begin(name, from string, cancel func()) (*transfer, error) {
 	}
 }
 
+// capsLocked checks that one more upload from sender from stays within
+// the transfer caps; in.mu held.
+func (in *Inbox) capsLocked(from string) error {
+	mine, all := 0, 0
+	for _, t := range in.active {
+		if t.upload {
+			all++
+			if t.from == from {
+				mine++
+			}
+		}
+	}
+	if mine >= MaxTransfersPerSender {
+		return fmt.Errorf("%w: %d from this node already (at most %d at once); try again later", ErrTooMany, mine, MaxTransfersPerSender)
+	}
+	if all >= MaxTransfers {
+		return fmt.Errorf("%w: %d already (at most %d at once); try again later", ErrTooMany, all, MaxTransfers)
+	}
+	return nil
+}
+
 func (in *Inbox) end(name string, t *transfer) {
+	if t.reserved {
+		in.qmu.Lock()
+		delete(in.reserved, name)
+		in.qmu.Unlock()
+	}
 	in.mu.Lock()
 	if in.active[name] == t {
 		delete(in.active, name)
@@ -287,7 +337,7 @@ func (in *Inbox) Offset(h Header, from Sender) (off int64, done bool, err error)
 	if err := h.check(); err != nil {
 		return 0, false, err
 	}
-	t, err := in.begin(h.Name, from.Addr, func() {})
+	t, err := in.begin(h.Name, from.Addr, func() {}, false)
 	if err != nil {
 		return 0, false, err
 	}
@@ -309,7 +359,9 @@ func (in *Inbox) Offset(h Header, from Sender) (off int64, done bool, err error)
 		}
 	}
 	off = in.partialOffset(h, from)
-	return off, false, in.room(h, off)
+	in.qmu.Lock()
+	defer in.qmu.Unlock()
+	return off, false, in.roomLocked(h, off)
 }
 
 // partialOffset is the length of a partial file of h from sender from, 0
@@ -326,17 +378,31 @@ func (in *Inbox) partialOffset(h Header, from Sender) int64 {
 	return min(fi.Size(), h.Size)
 }
 
-// Waiting returns the bytes waiting in the inbox: finished files, and the
-// declared sizes of partial ones except the partial of skip.
+// Waiting returns the bytes the inbox holds or has promised, except those
+// of file skip: finished files, the declared size of each upload in
+// progress, and the bytes other partial files hold. A partial file whose
+// upload stopped counts only what arrived, not the size its sender
+// declared, so a sender cannot pin the quota by declaring a huge file and
+// sending nothing; only an upload in progress (which IdleTimeout ends
+// when its sender stalls) holds its declared size.
 func (in *Inbox) Waiting(skip string) int64 {
+	in.qmu.Lock()
+	defer in.qmu.Unlock()
+	return in.waitingLocked(skip)
+}
+
+// waitingLocked is Waiting; in.qmu held.
+func (in *Inbox) waitingLocked(skip string) int64 {
 	ents, _ := os.ReadDir(in.dir)
 	var n int64
 	for _, e := range ents {
 		name := e.Name()
-		if p, ok := strings.CutSuffix(name, ".partial.info"); ok && strings.HasPrefix(p, ".") {
-			var pi partialInfo
-			if p[1:] != skip && readJSON(filepath.Join(in.dir, name), &pi) == nil {
-				n += pi.Size
+		if p, ok := partialName(name); ok {
+			if _, active := in.reserved[p]; p == skip || active || !e.Type().IsRegular() {
+				continue
+			}
+			if fi, err := e.Info(); err == nil {
+				n += fi.Size()
 			}
 			continue
 		}
@@ -347,12 +413,32 @@ func (in *Inbox) Waiting(skip string) int64 {
 			n += fi.Size()
 		}
 	}
+	for p, size := range in.reserved {
+		if p != skip {
+			n += size
+		}
+	}
 	return n
 }
 
-// room checks that the rest of h, from off, fits the quota and the disk.
-func (in *Inbox) room(h Header, off int64) error {
-	if w := in.Waiting(h.Name); w+h.Size > in.quota {
+// reserve checks that h fits (see roomLocked) and reserves its declared
+// size for transfer t until t ends, in one step, so that concurrent
+// uploads cannot all pass the check before any of them counts.
+func (in *Inbox) reserve(h Header, off int64, t *transfer) error {
+	in.qmu.Lock()
+	defer in.qmu.Unlock()
+	if err := in.roomLocked(h, off); err != nil {
+		return err
+	}
+	in.reserved[h.Name] = h.Size
+	t.reserved = true
+	return nil
+}
+
+// roomLocked checks that h, from off, fits the quota and the rest of it
+// the disk; in.qmu held.
+func (in *Inbox) roomLocked(h Header, off int64) error {
+	if w := in.waitingLocked(h.Name); w+h.Size > in.quota {
 		return fmt.Errorf("%w (%d bytes waiting, %d more would pass the quota of %d)", ErrQuota, w, h.Size, in.quota)
 	}
 	var st unix.Statfs_t
@@ -380,12 +466,12 @@ func (in *Inbox) Receive(h Header, off int64, body io.Reader, from Sender, cance
 	if off < 0 || off > h.Size {
 		return nil, fmt.Errorf("offset %d outside 0..%d", off, h.Size)
 	}
-	t, err := in.begin(h.Name, from.Addr, cancel)
+	t, err := in.begin(h.Name, from.Addr, cancel, true)
 	if err != nil {
 		return nil, err
 	}
 	defer in.end(h.Name, t)
-	if err := in.room(h, off); err != nil {
+	if err := in.reserve(h, off, t); err != nil {
 		return nil, err
 	}
 	hs := sha256.New()

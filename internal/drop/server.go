@@ -41,7 +41,8 @@
 // Errors are {"error": "one line"} with 400 (bad name or header), 403
 // (sender unknown or of another user: only nodes of the receiving node's
 // user may send), 409 (busy, offset mismatch), 413 (quota), 422 (hash
-// mismatch, bad trailer), 507 (disk full). The sender asks for the offset,
+// mismatch, bad trailer), 429 (too many transfers in progress: see
+// MaxTransfersPerSender, MaxTransfers), 507 (disk full). The sender asks for the offset,
 // then streams from it; a broken connection is retried by asking again, so
 // no byte that reached the receiver's disk is sent twice.
 package drop
@@ -256,6 +257,8 @@ func errStatus(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, ErrQuota):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrTooMany):
+		return http.StatusTooManyRequests
 	case errors.Is(err, ErrNoSpace):
 		return http.StatusInsufficientStorage
 	case errors.Is(err, ErrHash):
@@ -288,7 +291,8 @@ func (e *RemoteError) Error() string { return e.Msg }
 
 // Retryable reports whether asking again may succeed.
 func (e *RemoteError) Retryable() bool {
-	return e.Status == http.StatusConflict || e.Status >= 500 && e.Status != http.StatusInsufficientStorage
+	return e.Status == http.StatusConflict || e.Status == http.StatusTooManyRequests ||
+		e.Status >= 500 && e.Status != http.StatusInsufficientStorage
 }
 
 // Client sends files to peers' APIs.
