@@ -86,7 +86,7 @@ func (d *Daemon) dropper() (*dropState, error) {
 		if ds.err != nil {
 			return
 		}
-		ds.srv = &drop.Server{Inbox: ds.inbox, Whois: d.dropWhois, Owner: d.dropOwner,
+		ds.srv = &drop.Server{Inbox: ds.inbox, Whois: d.dropWhois, Owner: d.dropOwner, Transfer: func() func() { return d.procs.begin() },
 			Logf: func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) }}
 		if st := os.Getenv(envDropStall); st != "" {
 			if v, err := time.ParseDuration(st); err == nil && v > 0 {
@@ -164,7 +164,6 @@ func (d *Daemon) dropMapLocked(nm *netmap.NetworkMap) {
 		}
 		if ds.hs == nil {
 			ds.hs = ds.srv.HTTPServer()
-			ds.hs.Handler = d.procs.uploads(ds.hs.Handler)
 		}
 		ds.lns[a] = ln
 		go ds.hs.Serve(ln)

@@ -76,7 +76,12 @@ type Server struct {
 	// Owner returns the user of this node: only nodes of the same user
 	// may send.
 	Owner func() string
-	Logf  func(format string, args ...any)
+	// Transfer, if not nil, is called when an upload from an
+	// authenticated sender with a valid header starts; the function it
+	// returns is called when the upload ends. (The daemon runs on more Ps
+	// during transfers: never for a request it has not authenticated.)
+	Transfer func() (end func())
+	Logf     func(format string, args ...any)
 }
 
 type connKey struct{}
@@ -229,6 +234,9 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength != h.Size-off+trailer {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("body of %d bytes, want %d", r.ContentLength, h.Size-off+trailer))
 		return
+	}
+	if s.Transfer != nil {
+		defer s.Transfer()()
 	}
 	rc := http.NewResponseController(w)
 	conn, _ := r.Context().Value(connKey{}).(net.Conn)
