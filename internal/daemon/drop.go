@@ -114,6 +114,9 @@ func (d *Daemon) dropWhois(a netip.Addr) (name, user string, ok bool) {
 		}
 		for _, pa := range p.Addresses {
 			if pa.Addr() == a {
+				if p.IsTagged() {
+					return p.Name, "", true // owned by its tags: no user's own machine
+				}
 				return p.Name, p.User, true
 			}
 		}
@@ -124,7 +127,7 @@ func (d *Daemon) dropWhois(a netip.Addr) (name, user string, ok bool) {
 func (d *Daemon) dropOwner() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.nm == nil {
+	if d.nm == nil || d.nm.Self.IsTagged() {
 		return ""
 	}
 	return d.nm.Self.User
