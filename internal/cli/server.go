@@ -420,7 +420,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	srv := server.New(st, key, server.Options{Domain: c.Domain, EphemeralGrace: grace, Relays: regions, Logf: logger.Logf})
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
-	mux.Handle(admin.Prefix, admin.New(st, srv.Notify))
+	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain())))
 	if c.MetricsListen != "" {
 		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), logger.Logger); err != nil {
 			return fail("--metrics-listen: %v", err)

@@ -31,3 +31,20 @@ func TestServerSubcommandsRefuseMissingStore(t *testing.T) {
 		t.Fatalf("created %v", ents[0].Name())
 	}
 }
+
+// TestAdminDNSRecordOutsideZones: the CLI prints the server's refusal of a
+// record outside the MagicDNS domain (here --domain) and every zone.
+func TestAdminDNSRecordOutsideZones(t *testing.T) {
+	t.Setenv(envServer, "")
+	t.Setenv(envAPIKey, "")
+	dir := filepath.Join(t.TempDir(), "data")
+	ts := startServer(t, dir, "--domain", "mesh.example.net")
+	key := strings.TrimSpace(ok(t, "server", "apikey", "create", "--data-dir", dir))
+	adm := []string{"admin", "--server", ts.url, "--api-key", key, "dns", "records", "add"}
+	code, out, errb := cmd(t, append(adm, "stray.example.org", "A", "198.18.0.9")...)
+	if code != 1 || out != "" || strings.Count(errb, "\n") != 1 ||
+		!strings.HasPrefix(errb, "warren admin: stray.example.org is outside the MagicDNS domain mesh.example.net and every custom zone (none)") {
+		t.Fatalf("stray record: exit %d, stdout %q, stderr %q", code, out, errb)
+	}
+	ok(t, append(adm, "db.mesh.example.net", "A", "198.18.0.9")...)
+}

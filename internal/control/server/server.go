@@ -70,6 +70,9 @@ type Options struct {
 	Logf func(format string, args ...any)
 }
 
+// Domain returns the deployment's MagicDNS domain.
+func (s *Server) Domain() string { return s.opts.Domain }
+
 // DefaultDomain is the DNS domain when Options.Domain is empty.
 const DefaultDomain = "warren.internal"
 
