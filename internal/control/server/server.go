@@ -31,11 +31,15 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log"
 	"net/http"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
@@ -289,6 +293,10 @@ func (s *Server) register(key noise.PublicKey, req *proto.RegisterRequest) *prot
 	}
 	if len(req.Hostname) > proto.MaxHostname {
 		return &proto.RegisterResponse{Code: proto.CodeBadRequest, Error: "registration refused: hostname too long"}
+	}
+	if strings.IndexFunc(req.Hostname, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		// Admins see host names in their terminals.
+		return &proto.RegisterResponse{Code: proto.CodeBadRequest, Error: fmt.Sprintf("registration refused: hostname %s has control or other non-printable characters", strconv.Quote(req.Hostname))}
 	}
 	ctx, cancel := storeCtx()
 	defer cancel()
