@@ -120,8 +120,8 @@ func TestRelayEndToEnd(t *testing.T) {
 	t.Setenv(envServer, "")
 	t.Setenv(envAPIKey, "")
 	dir := filepath.Join(t.TempDir(), "data")
-	apiKey := strings.TrimSpace(ok(t, "server", "apikey", "create", "--data-dir", dir))
 	ts := startServer(t, dir, "--relay", "--stun-listen", "127.0.0.1:0")
+	apiKey := strings.TrimSpace(ok(t, "server", "apikey", "create", "--data-dir", dir))
 	// startServer returns on the "listening on" line; the relay and STUN
 	// lines are written after it.
 	var srvLines string

@@ -230,6 +230,28 @@ func (c serverConfig) openStore(ctx context.Context) (*store.Store, error) {
 	return store.Open(ctx, c.DB, o)
 }
 
+// storeExists checks, for the subcommands that use an existing store,
+// that its SQLite database (and data dir) exists, so that a mistyped
+// --data-dir or --db fails instead of creating an empty store; only
+// `warren server` creates them. A PostgreSQL database that does not exist
+// fails when opened.
+func (c serverConfig) storeExists() error {
+	if strings.HasPrefix(c.DB, "postgres://") || strings.HasPrefix(c.DB, "postgresql://") {
+		return nil
+	}
+	path := strings.TrimPrefix(c.DB, "sqlite:")
+	if _, err := os.Stat(path); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	hint := "check --data-dir, --db or the config; `warren server` creates it on its first start"
+	if dir := filepath.Dir(path); dir == c.DataDir {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("data dir %s does not exist (%s)", dir, hint)
+		}
+	}
+	return fmt.Errorf("database %s does not exist (%s)", path, hint)
+}
+
 func (c serverConfig) keyPath() string { return filepath.Join(c.DataDir, serverKeyFile) }
 
 // loadServerKey reads the server's static private key, refusing a file
@@ -319,7 +341,8 @@ func serverUsage(w io.Writer, fs *flag.FlagSet) {
        warren server key [--config F] [--data-dir D] print the server's public key
 One HTTP server serves the control protocol (/warren/v1/) and the admin API
 (/api/v1/, see 'warren admin --help'). The subcommands use the store directly,
-on the server host. Flags:`)
+on the server host, and only an existing one (start the server once first).
+Flags:`)
 	fs.PrintDefaults()
 }
 
@@ -398,7 +421,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	srv := server.New(st, key, server.Options{Domain: c.Domain, EphemeralGrace: grace, Relays: regions, Logf: logger.Logf})
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
-	mux.Handle(admin.Prefix, admin.New(st, srv.Notify))
+	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain())))
 	if c.MetricsListen != "" {
 		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), logger.Logger); err != nil {
 			return fail("--metrics-listen: %v", err)
@@ -478,11 +501,9 @@ func runServerAPIKey(args []string, stdout, stderr io.Writer) int {
 		}
 		exp = time.Now().Add(d)
 	}
-	if strings.HasPrefix(c.DB, "sqlite:") {
-		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-			fmt.Fprintf(stderr, "warren server apikey %s: data dir: %v\n", verb, err)
-			return 1
-		}
+	if err := c.storeExists(); err != nil {
+		fmt.Fprintf(stderr, "warren server apikey %s: %v\n", verb, err)
+		return 1
 	}
 	st, err := c.openStore(context.Background())
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"warren/internal/control/admin"
 	"warren/internal/control/client"
 	"warren/internal/noise"
+	"warren/internal/store"
 )
 
 // lockedBuffer is a bytes.Buffer safe to write from the server's goroutines
@@ -118,22 +119,26 @@ func TestServerAndAdminEndToEnd(t *testing.T) {
 	t.Setenv(envAPIKey, "")
 	dir := filepath.Join(t.TempDir(), "data")
 
-	// An API key before the first start: the store is created on the spot.
-	key := strings.TrimSpace(ok(t, "server", "apikey", "create", "--data-dir", dir, "--expiration", "1h"))
-	if !strings.HasPrefix(key, "wapi_") || strings.Contains(key, "\n") {
-		t.Fatalf("apikey create printed %q", key)
-	}
-	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Fatalf("data dir: %v %v", fi, err)
+	// Before the first start there is no store and no key: the
+	// subcommands create neither.
+	if code, _, errb := cmd(t, "server", "apikey", "create", "--data-dir", dir); code != 1 || !strings.Contains(errb, "does not exist") {
+		t.Fatalf("apikey create before first start: %d %q", code, errb)
 	}
 	if code, _, errb := cmd(t, "server", "key", "--data-dir", dir); code != 1 || !strings.Contains(errb, "no server key at") {
 		t.Fatalf("server key before first start: %d %q", code, errb)
 	}
-	if _, err := os.Stat(filepath.Join(dir, serverKeyFile)); !os.IsNotExist(err) {
-		t.Fatalf("server key created by 'server key': %v", err)
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("data dir created by the subcommands: %v", err)
 	}
 
 	ts := startServer(t, dir)
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("data dir: %v %v", fi, err)
+	}
+	key := strings.TrimSpace(ok(t, "server", "apikey", "create", "--data-dir", dir, "--expiration", "1h"))
+	if !strings.HasPrefix(key, "wapi_") || strings.Contains(key, "\n") {
+		t.Fatalf("apikey create printed %q", key)
+	}
 	fi, err := os.Stat(filepath.Join(dir, serverKeyFile))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("server key file: %v %v", fi, err)
@@ -341,6 +346,15 @@ func TestServerConfigFile(t *testing.T) {
 	// The subcommands read the same file: the key lands in its data dir.
 	data := filepath.Join(dir, "data")
 	cfg = write(`{"data_dir":"` + data + `","listen":":0"}`)
+	if code, _, errb := cmd(t, "server", "apikey", "create", "--config", cfg); code != 1 || !strings.Contains(errb, "data dir "+data+" does not exist") {
+		t.Fatalf("apikey create before the store exists: %d %q", code, errb)
+	}
+	os.Mkdir(data, 0o700)
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(data, "warren.db"), store.Options{}) // as the server's first start
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
 	ok(t, "server", "apikey", "create", "--config", cfg)
 	if _, err := os.Stat(filepath.Join(data, "warren.db")); err != nil {
 		t.Fatalf("apikey create ignored the config's data_dir: %v", err)

@@ -95,7 +95,7 @@ func writeRoutes(w io.Writer, rs *localapi.RouteStatus) {
 		if p.Online {
 			state = "online"
 		}
-		fmt.Fprintf(tw, "#   %s\t%s\t%s\n", p.Name, state, strings.Join(what, "; "))
+		fmt.Fprintf(tw, "#   %s\t%s\t%s\n", printable(p.Name), state, strings.Join(what, "; "))
 	}
 	tw.Flush()
 }
@@ -118,7 +118,7 @@ func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 		fmt.Fprintf(w, "Starting: waiting for the network map from %s\n", st.ServerURL)
 	}
 	for _, h := range st.Health {
-		fmt.Fprintf(w, "# health: %s\n", h)
+		fmt.Fprintf(w, "# health: %s\n", printable(h))
 	}
 	if st.BackendState != localapi.StateRunning || st.Self == nil {
 		return
@@ -135,7 +135,7 @@ func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 		}
 		return "-"
 	}
-	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", addr(st.Self, false), addr(st.Self, true), st.Self.Name, st.Self.User, "self", fmt.Sprintf("port %d", st.ListenPort))
+	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", addr(st.Self, false), addr(st.Self, true), printable(st.Self.Name), printable(st.Self.User), "self", fmt.Sprintf("port %d", st.ListenPort))
 	for i := range st.Peers {
 		p := &st.Peers[i]
 		state := "offline"
@@ -147,7 +147,7 @@ func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 		case "direct":
 			detail = append(detail, fmt.Sprintf("direct %s (rtt %s, jitter %s)", p.PathAddr, fmtRTT(p.PathRTT), fmtRTT(p.PathJitter)))
 		case "relay":
-			detail = append(detail, "relay "+p.PathRelay)
+			detail = append(detail, "relay "+printable(p.PathRelay))
 		case "guess":
 			detail = append(detail, "trying "+p.PathAddr)
 		}
@@ -160,7 +160,7 @@ func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 		if !p.Expiry.IsZero() && p.Expiry.Before(now) {
 			state = "expired"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", addr(p, false), addr(p, true), p.Name, p.User, state, strings.Join(detail, ", "))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", addr(p, false), addr(p, true), printable(p.Name), printable(p.User), state, strings.Join(detail, ", "))
 	}
 	tw.Flush()
 }

@@ -15,7 +15,12 @@ import (
 // magicDNS is the node's own resolver: it answers at the map's nameserver
 // addresses (100.100.100.100 and the tunnel prefix's ::53, which the
 // daemon puts on the tunnel interface) for the node itself and its peers
-// only, and, with --accept-dns, the host's resolver points at it.
+// only, and, with --accept-dns, the host's resolver points at it. Its
+// sockets are bound to the tunnel device, like file drop's: a peer's
+// query must come through the engine (which checked its source), and a
+// LAN host forging a peer's tunnel address reaches no socket; the node's
+// own queries to those addresses still do (the kernel delivers them as
+// arriving on the device that holds the address).
 type magicDNS struct {
 	res       *dns.Resolver
 	srv       *dns.Server
@@ -138,7 +143,7 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 		srv := dns.NewServer(m.res, m.allow)
 		var ok []netip.Addr
 		for _, a := range nm.DNS.Nameservers {
-			if _, err := srv.Listen(netip.AddrPortFrom(a, 53)); err != nil {
+			if _, err := srv.ListenDevice(netip.AddrPortFrom(a, 53), d.cfg.TUN); err != nil {
 				d.log.Error("MagicDNS cannot listen", "addr", a, "err", err)
 				d.healthLocked("MagicDNS cannot listen on " + a.String() + ": " + err.Error())
 				continue
@@ -163,7 +168,7 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 		if len(exitAddrs) > 0 {
 			srv := dns.NewServer(m.res, m.allow)
 			for _, a := range exitAddrs {
-				if _, err := srv.Listen(netip.AddrPortFrom(a, 53)); err != nil {
+				if _, err := srv.ListenDevice(netip.AddrPortFrom(a, 53), d.cfg.TUN); err != nil {
 					d.log.Error("exit node DNS cannot listen", "addr", a, "err", err)
 				}
 			}

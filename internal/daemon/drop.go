@@ -86,7 +86,7 @@ func (d *Daemon) dropper() (*dropState, error) {
 		if ds.err != nil {
 			return
 		}
-		ds.srv = &drop.Server{Inbox: ds.inbox, Whois: d.dropWhois, Owner: d.dropOwner,
+		ds.srv = &drop.Server{Inbox: ds.inbox, Whois: d.dropWhois, Owner: d.dropOwner, Transfer: func() func() { return d.procs.begin() },
 			Logf: func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) }}
 		if st := os.Getenv(envDropStall); st != "" {
 			if v, err := time.ParseDuration(st); err == nil && v > 0 {
@@ -114,6 +114,9 @@ func (d *Daemon) dropWhois(a netip.Addr) (name, user string, ok bool) {
 		}
 		for _, pa := range p.Addresses {
 			if pa.Addr() == a {
+				if p.IsTagged() {
+					return p.Name, "", true // owned by its tags: no user's own machine
+				}
 				return p.Name, p.User, true
 			}
 		}
@@ -124,7 +127,7 @@ func (d *Daemon) dropWhois(a netip.Addr) (name, user string, ok bool) {
 func (d *Daemon) dropOwner() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.nm == nil {
+	if d.nm == nil || d.nm.Self.IsTagged() {
 		return ""
 	}
 	return d.nm.Self.User
@@ -164,7 +167,6 @@ func (d *Daemon) dropMapLocked(nm *netmap.NetworkMap) {
 		}
 		if ds.hs == nil {
 			ds.hs = ds.srv.HTTPServer()
-			ds.hs.Handler = d.procs.uploads(ds.hs.Handler)
 		}
 		ds.lns[a] = ln
 		go ds.hs.Serve(ln)

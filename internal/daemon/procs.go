@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"net/http"
 	"os"
 	"runtime"
 	"sync"
@@ -13,7 +12,9 @@ import (
 // docs/PERFORMANCE.md), but a file transfer hashes and writes to disk on
 // goroutines of its own, which then take turns with the data path. So the
 // daemon runs on one P, and on every CPU while a transfer is in progress.
-// GOMAXPROCS set in the environment disables it.
+// GOMAXPROCS set in the environment disables it. The peer API counts an
+// upload (drop.Server.Transfer) only once its sender is authenticated, so
+// that no one but the user's own machines can change it.
 type procsGovernor struct {
 	mu      sync.Mutex
 	enabled bool
@@ -52,15 +53,4 @@ func (g *procsGovernor) begin() (end func()) {
 			g.mu.Unlock()
 		})
 	}
-}
-
-// uploads wraps the peer API's handler: each upload (PUT) counts as a
-// transfer for as long as it is being served.
-func (g *procsGovernor) uploads(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut {
-			defer g.begin()()
-		}
-		h.ServeHTTP(w, r)
-	})
 }

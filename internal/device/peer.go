@@ -30,6 +30,11 @@ type Peer struct {
 		ep conn.Endpoint
 	}
 
+	// id identifies the peer to the packet filter: flows are recorded
+	// with the peer they were sent to (filter.RecordTo), and ICMP errors
+	// about them are accepted only from that peer (filter.AllowFrom).
+	id uint64
+
 	rxBytes, txBytes    atomic.Uint64
 	rxPackets           atomic.Uint64 // authenticated transport messages (keepalives too)
 	txPackets           atomic.Uint64 // transport messages sent
@@ -64,6 +69,10 @@ type Peer struct {
 
 var errTooManyPeers = errors.New("too many peers")
 
+// peerIDs numbers peers for the packet filter (Peer.id), never reusing a
+// number.
+var peerIDs atomic.Uint64
+
 // newPeer adds a peer; d.ipcMu is held.
 func (d *Device) newPeer(pk noise.PublicKey) (*Peer, error) {
 	d.peers.Lock()
@@ -71,7 +80,7 @@ func (d *Device) newPeer(pk noise.PublicKey) (*Peer, error) {
 	if len(d.peers.m) >= MaxPeers {
 		return nil, errTooManyPeers
 	}
-	p := &Peer{dev: d, public: pk}
+	p := &Peer{dev: d, public: pk, id: peerIDs.Add(1)}
 	p.hs.h.RemoteStatic = pk
 	p.cookies.Init(pk)
 	p.timers.init(p)

@@ -246,7 +246,7 @@ func (p *Peer) deliver(b *batch, bufs [][]byte) [][]byte {
 				continue
 			}
 			if pkt, ok := p.checkInnerLocked(e.pkt); ok {
-				if flt != nil && !flt.Allow(pkt) {
+				if flt != nil && !flt.AllowFrom(pkt, p.id) {
 					d.Stats.DropPolicy.Add(1)
 					continue
 				}

@@ -200,7 +200,7 @@ func (d *Device) routeOut(o *outReader, count int) {
 			tap.Inner(true, p, pkt)
 		}
 		if flt != nil {
-			flt.Record(pkt) // replies to flows this node starts may come in
+			flt.RecordTo(pkt, p.id) // replies to flows this node starts may come in
 		}
 		elems[i].pkt = pkt
 		groups.add(p, elems[i])

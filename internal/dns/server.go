@@ -7,9 +7,11 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 // Server limits.
@@ -45,16 +47,36 @@ func NewServer(r *Resolver, allow func(netip.Addr) bool) *Server {
 // Listen binds UDP and TCP on addr (port 0: one free port for both) and
 // serves them until Close. It returns the bound address.
 func (s *Server) Listen(addr netip.AddrPort) (netip.AddrPort, error) {
+	return s.ListenDevice(addr, "")
+}
+
+// ListenDevice is Listen with both sockets bound to network device dev
+// (SO_BINDTODEVICE; none if ""): only packets that arrive through dev, or
+// that the host itself sends to an address of dev, reach them. The daemon
+// binds its resolver to the tunnel device, so that a host on another
+// interface (the LAN) cannot reach it by forging a peer's tunnel address.
+func (s *Server) ListenDevice(addr netip.AddrPort, dev string) (netip.AddrPort, error) {
+	lc := net.ListenConfig{}
+	if dev != "" {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), dev) }); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	ctx := context.Background()
 	var err error
 	for range 10 {
 		var pc net.PacketConn
-		pc, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		pc, err = lc.ListenPacket(ctx, "udp", addr.String())
 		if err != nil {
 			return netip.AddrPort{}, err
 		}
 		bound := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 		var l net.Listener
-		l, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(bound))
+		l, err = lc.Listen(ctx, "tcp", bound.String())
 		if err != nil {
 			pc.Close()
 			if addr.Port() == 0 {

@@ -32,6 +32,7 @@ var (
 	ErrHash     = errors.New("SHA-256 mismatch: the file arrived corrupted and was discarded")
 	ErrOffset   = errors.New("the receiver has fewer bytes than the offset sent from")
 	ErrNotFound = errors.New("no such waiting file")
+	ErrTooMany  = errors.New("too many transfers in progress")
 )
 
 // Header is what a sender declares about a file before its bytes: with
@@ -142,6 +143,12 @@ type Inbox struct {
 	failed map[string]failure   // recent transfers that ran out of space
 
 	received atomic.Int64 // bytes written by Receive since NewInbox
+
+	// qmu serialises quota checks with the reservations they make:
+	// reserved holds the declared size of each upload in progress, by
+	// file name (it covers that file's partial bytes on disk).
+	qmu      sync.Mutex
+	reserved map[string]int64
 }
 
 // failure remembers why a transfer failed after the sender may have
@@ -154,9 +161,11 @@ type failure struct {
 }
 
 type transfer struct {
-	from   string // sender address
-	cancel func() // aborts the transfer (closes its connection)
-	done   chan struct{}
+	from     string // sender address
+	upload   bool   // counts against the transfer caps
+	reserved bool   // holds a quota reservation
+	cancel   func() // aborts the transfer (closes its connection)
+	done     chan struct{}
 }
 
 // NewInbox opens (creating it 0700) the inbox directory dir with a quota of
@@ -169,7 +178,7 @@ func NewInbox(dir string, quota int64) (*Inbox, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("inbox: %w", err)
 	}
-	in := &Inbox{dir: dir, quota: quota, active: map[string]*transfer{}, failed: map[string]failure{}}
+	in := &Inbox{dir: dir, quota: quota, active: map[string]*transfer{}, failed: map[string]failure{}, reserved: map[string]int64{}}
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
 		if n, ok := partialName(e.Name()); ok {
@@ -236,13 +245,20 @@ const abortGrace = 300 * time.Millisecond
 // same file from the same sender still running (its connection broke
 // without the receiver noticing) is aborted, if it does not end within
 // abortGrace, and waited for; one from
-// another sender makes begin fail with ErrBusy.
-func (in *Inbox) begin(name, from string, cancel func()) (*transfer, error) {
+// another sender makes begin fail with ErrBusy. An upload beyond the
+// transfer caps fails with ErrTooMany.
+func (in *Inbox) begin(name, from string, cancel func(), upload bool) (*transfer, error) {
 	for {
 		in.mu.Lock()
 		old := in.active[name]
 		if old == nil {
-			t := &transfer{from: from, cancel: cancel, done: make(chan struct{})}
+			if upload {
+				if err := in.capsLocked(from); err != nil {
+					in.mu.Unlock()
+					return nil, err
+				}
+			}
+			t := &transfer{from: from, upload: upload, cancel: cancel, done: make(chan struct{})}
 			in.active[name] = t
 			in.mu.Unlock()
 			return t, nil
@@ -269,6 +285,11 @@ func (in *Inbox) begin(name, from string, cancel func()) (*transfer, error) {
 }
 
 func (in *Inbox) end(name string, t *transfer) {
+	if t.reserved {
+		in.qmu.Lock()
+		delete(in.reserved, name)
+		in.qmu.Unlock()
+	}
 	in.mu.Lock()
 	if in.active[name] == t {
 		delete(in.active, name)
@@ -287,7 +308,7 @@ func (in *Inbox) Offset(h Header, from Sender) (off int64, done bool, err error)
 	if err := h.check(); err != nil {
 		return 0, false, err
 	}
-	t, err := in.begin(h.Name, from.Addr, func() {})
+	t, err := in.begin(h.Name, from.Addr, func() {}, false)
 	if err != nil {
 		return 0, false, err
 	}
@@ -309,7 +330,9 @@ func (in *Inbox) Offset(h Header, from Sender) (off int64, done bool, err error)
 		}
 	}
 	off = in.partialOffset(h, from)
-	return off, false, in.room(h, off)
+	in.qmu.Lock()
+	defer in.qmu.Unlock()
+	return off, false, in.roomLocked(h, off)
 }
 
 // partialOffset is the length of a partial file of h from sender from, 0
@@ -324,44 +347,6 @@ func (in *Inbox) partialOffset(h Header, from Sender) int64 {
 		return 0
 	}
 	return min(fi.Size(), h.Size)
-}
-
-// Waiting returns the bytes waiting in the inbox: finished files, and the
-// declared sizes of partial ones except the partial of skip.
-func (in *Inbox) Waiting(skip string) int64 {
-	ents, _ := os.ReadDir(in.dir)
-	var n int64
-	for _, e := range ents {
-		name := e.Name()
-		if p, ok := strings.CutSuffix(name, ".partial.info"); ok && strings.HasPrefix(p, ".") {
-			var pi partialInfo
-			if p[1:] != skip && readJSON(filepath.Join(in.dir, name), &pi) == nil {
-				n += pi.Size
-			}
-			continue
-		}
-		if strings.HasPrefix(name, ".") || !e.Type().IsRegular() {
-			continue
-		}
-		if fi, err := e.Info(); err == nil {
-			n += fi.Size()
-		}
-	}
-	return n
-}
-
-// room checks that the rest of h, from off, fits the quota and the disk.
-func (in *Inbox) room(h Header, off int64) error {
-	if w := in.Waiting(h.Name); w+h.Size > in.quota {
-		return fmt.Errorf("%w (%d bytes waiting, %d more would pass the quota of %d)", ErrQuota, w, h.Size, in.quota)
-	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(in.dir, &st); err == nil {
-		if free := int64(st.Bavail) * st.Bsize; free < h.Size-off {
-			return fmt.Errorf("%w: %d bytes free, %d needed", ErrNoSpace, free, h.Size-off)
-		}
-	}
-	return nil
 }
 
 // Receive writes the bytes of h from offset off, read from body, into the
@@ -380,12 +365,12 @@ func (in *Inbox) Receive(h Header, off int64, body io.Reader, from Sender, cance
 	if off < 0 || off > h.Size {
 		return nil, fmt.Errorf("offset %d outside 0..%d", off, h.Size)
 	}
-	t, err := in.begin(h.Name, from.Addr, cancel)
+	t, err := in.begin(h.Name, from.Addr, cancel, true)
 	if err != nil {
 		return nil, err
 	}
 	defer in.end(h.Name, t)
-	if err := in.room(h, off); err != nil {
+	if err := in.reserve(h, off, t); err != nil {
 		return nil, err
 	}
 	hs := sha256.New()

@@ -39,9 +39,11 @@
 //	                    body = the bytes from the offset  → File
 //
 // Errors are {"error": "one line"} with 400 (bad name or header), 403
-// (sender unknown or of another user: only nodes of the receiving node's
-// user may send), 409 (busy, offset mismatch), 413 (quota), 422 (hash
-// mismatch, bad trailer), 507 (disk full). The sender asks for the offset,
+// (sender unknown, of another user, or tagged, or the receiver tagged:
+// only untagged nodes of the receiving node's user may send, and only to
+// an untagged node; tagged nodes belong to their tags, not to a user), 409 (busy, offset mismatch), 413 (quota), 422 (hash
+// mismatch, bad trailer), 429 (too many transfers in progress: see
+// MaxTransfersPerSender, MaxTransfers), 507 (disk full). The sender asks for the offset,
 // then streams from it; a broken connection is retried by asking again, so
 // no byte that reached the receiver's disk is sent twice.
 package drop
@@ -70,12 +72,20 @@ const IdleTimeout = 30 * time.Second
 type Server struct {
 	Inbox *Inbox
 	// Whois names the node and user that own a tunnel address; ok is
-	// false for addresses that belong to no peer.
+	// false for addresses that belong to no peer. user is "" for a tagged
+	// node: it is owned by its tags, not by the user who made its key,
+	// so it is no user's own machine.
 	Whois func(netip.Addr) (name, user string, ok bool)
-	// Owner returns the user of this node: only nodes of the same user
-	// may send.
+	// Owner returns the user of this node, "" if it is tagged (or not on
+	// the mesh): only untagged nodes of the same user may send, and only
+	// to an untagged node.
 	Owner func() string
-	Logf  func(format string, args ...any)
+	// Transfer, if not nil, is called when an upload from an
+	// authenticated sender with a valid header starts; the function it
+	// returns is called when the upload ends. (The daemon runs on more Ps
+	// during transfers: never for a request it has not authenticated.)
+	Transfer func() (end func())
+	Logf     func(format string, args ...any)
 }
 
 type connKey struct{}
@@ -121,7 +131,18 @@ func (s *Server) sender(w http.ResponseWriter, r *http.Request) (Sender, bool) {
 		writeError(w, http.StatusForbidden, fmt.Errorf("refused: %s is not a node of this warren", a))
 		return Sender{}, false
 	}
-	if owner := s.Owner(); user != owner || owner == "" {
+	owner := s.Owner()
+	if owner == "" {
+		s.logf("file drop: refused %s (%s): this node is tagged", name, a)
+		writeError(w, http.StatusForbidden, errors.New("refused: this node is tagged (owned by its tags, not by a user); file drop works only between one user's own untagged machines"))
+		return Sender{}, false
+	}
+	if user == "" {
+		s.logf("file drop: refused %s (%s): a tagged node", name, a)
+		writeError(w, http.StatusForbidden, fmt.Errorf("refused: node %s is a tagged node (owned by its tags, not by a user); only %s's own machines may send files here", name, owner))
+		return Sender{}, false
+	}
+	if user != owner {
 		s.logf("file drop: refused %s (%s, user %s): not user %s", name, a, user, owner)
 		writeError(w, http.StatusForbidden, fmt.Errorf("refused: node %s belongs to user %s; only %s's machines may send files here", name, user, owner))
 		return Sender{}, false
@@ -229,6 +250,9 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("body of %d bytes, want %d", r.ContentLength, h.Size-off+trailer))
 		return
 	}
+	if s.Transfer != nil {
+		defer s.Transfer()()
+	}
 	rc := http.NewResponseController(w)
 	conn, _ := r.Context().Value(connKey{}).(net.Conn)
 	cancel := func() {
@@ -256,6 +280,8 @@ func errStatus(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, ErrQuota):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrTooMany):
+		return http.StatusTooManyRequests
 	case errors.Is(err, ErrNoSpace):
 		return http.StatusInsufficientStorage
 	case errors.Is(err, ErrHash):
@@ -288,7 +314,8 @@ func (e *RemoteError) Error() string { return e.Msg }
 
 // Retryable reports whether asking again may succeed.
 func (e *RemoteError) Retryable() bool {
-	return e.Status == http.StatusConflict || e.Status >= 500 && e.Status != http.StatusInsufficientStorage
+	return e.Status == http.StatusConflict || e.Status == http.StatusTooManyRequests ||
+		e.Status >= 500 && e.Status != http.StatusInsufficientStorage
 }
 
 // Client sends files to peers' APIs.

@@ -32,10 +32,16 @@ type flowKey struct {
 	proto         uint8
 }
 
+// flow is a recorded flow: when it expires and which peer it was sent to.
+type flow struct {
+	exp  int64  // monotonic ns
+	peer uint64 // RecordTo's peer; 0: unknown
+}
+
 type shard struct {
 	mu    sync.Mutex
-	flows map[flowKey]int64 // expiry, monotonic ns
-	_     [40]byte          // keep shards on separate cache lines
+	flows map[flowKey]flow
+	_     [40]byte // keep shards on separate cache lines
 }
 
 var epoch = time.Now()
@@ -50,7 +56,7 @@ func New(maxFlows int) *Filter {
 	}
 	f := &Filter{perShard: max(1, maxFlows/nShards), now: monotonic}
 	for i := range f.shards {
-		f.shards[i].flows = make(map[flowKey]int64, f.perShard)
+		f.shards[i].flows = make(map[flowKey]flow, f.perShard)
 	}
 	f.rules.Store(&ruleset{})
 	return f
@@ -85,10 +91,15 @@ func timeout(proto uint8) int64 {
 	return int64(ICMPTimeout)
 }
 
-// Record notes an outbound packet (from this node to a peer): a TCP SYN, a
-// UDP packet or an ICMP echo request starts or refreshes a flow whose
-// replies Allow lets in. Anything else is ignored.
-func (f *Filter) Record(pkt []byte) {
+// Record is RecordTo with peer 0 (unknown).
+func (f *Filter) Record(pkt []byte) { f.RecordTo(pkt, 0) }
+
+// RecordTo notes an outbound packet sent to the peer with identity peer
+// (any number unique per peer, chosen by the caller): a TCP SYN, a UDP
+// packet or an ICMP echo request starts or refreshes a flow whose replies
+// Allow lets in, and whose ICMP errors AllowFrom lets in from that peer
+// only. Anything else is ignored.
+func (f *Filter) RecordTo(pkt []byte, peer uint64) {
 	var p packet
 	if !parse(pkt, &p) || p.fragment {
 		return
@@ -117,7 +128,7 @@ func (f *Filter) Record(pkt []byte) {
 	if _, ok := s.flows[k]; !ok && len(s.flows) >= f.perShard {
 		s.evictLocked(now)
 	}
-	s.flows[k] = exp
+	s.flows[k] = flow{exp: exp, peer: peer}
 	s.mu.Unlock()
 }
 
@@ -127,8 +138,8 @@ func (s *shard) evictLocked(now int64) {
 	var oldest flowKey
 	oldestExp := int64(1<<63 - 1)
 	freed := false
-	for k, exp := range s.flows {
-		if exp <= now {
+	for k, fl := range s.flows {
+		if exp := fl.exp; exp <= now {
 			delete(s.flows, k)
 			freed = true
 		} else if exp < oldestExp {
@@ -141,26 +152,41 @@ func (s *shard) evictLocked(now int64) {
 }
 
 // lookup reports whether flow k is recorded and live, and refreshes it.
-func (f *Filter) lookup(k *flowKey) bool {
+func (f *Filter) lookup(k *flowKey) bool { return f.lookupFrom(k, 0, false) }
+
+// lookupFrom is lookup; with checkPeer, only a flow sent to peer counts.
+func (f *Filter) lookupFrom(k *flowKey, peer uint64, checkPeer bool) bool {
 	now := f.now()
 	s := &f.shards[k.shard()]
 	s.mu.Lock()
-	exp, ok := s.flows[*k]
+	fl, ok := s.flows[*k]
 	if ok {
-		if exp <= now {
+		if fl.exp <= now {
 			delete(s.flows, *k)
 			ok = false
+		} else if checkPeer && fl.peer != peer {
+			ok = false
 		} else {
-			s.flows[*k] = now + timeout(k.proto)
+			fl.exp = now + timeout(k.proto)
+			s.flows[*k] = fl
 		}
 	}
 	s.mu.Unlock()
 	return ok
 }
 
-// Allow reports whether an inbound packet (from a peer, already
-// decrypted and source-checked) may be delivered.
-func (f *Filter) Allow(pkt []byte) bool {
+// Allow is AllowFrom with peer 0 (unknown): ICMP errors pass only for
+// flows recorded with peer 0.
+func (f *Filter) Allow(pkt []byte) bool { return f.AllowFrom(pkt, 0) }
+
+// AllowFrom reports whether an inbound packet from the peer with identity
+// peer (as given to RecordTo; the packet already decrypted and
+// source-checked against that peer's allowed IPs) may be delivered. An
+// ICMP error quoting a recorded flow passes only from the peer that flow
+// was sent to: its outer source then lies in that peer's allowed IPs (the
+// destination itself, or a router behind an exit node or subnet router),
+// so no other member can inject errors into someone else's flow.
+func (f *Filter) AllowFrom(pkt []byte, peer uint64) bool {
 	var p packet
 	if !parse(pkt, &p) {
 		return false
@@ -191,7 +217,7 @@ func (f *Filter) Allow(pkt []byte) bool {
 			if rs.allows(src, dst, p.proto, 0, false) {
 				return true
 			}
-			return f.quotedFlowRecorded(&p)
+			return f.quotedFlowRecorded(&p, peer)
 		}
 		return rs.allows(src, dst, p.proto, 0, false)
 	}
@@ -202,18 +228,18 @@ func (f *Filter) Allow(pkt []byte) bool {
 }
 
 // quotedFlowRecorded reports whether the packet an ICMP error quotes
-// belongs to a flow this node started.
-func (f *Filter) quotedFlowRecorded(outer *packet) bool {
+// belongs to a flow this node started towards peer.
+func (f *Filter) quotedFlowRecorded(outer *packet, peer uint64) bool {
 	var q packet
 	if len(outer.l4) < 8 || !parse(outer.l4[8:], &q) || q.fragment || q.src != outer.dst {
 		return false
 	}
 	switch q.proto {
 	case ProtoTCP, ProtoUDP:
-		return f.lookup(&flowKey{local: q.src, remote: q.dst, lport: q.sport, rport: q.dport, proto: q.proto})
+		return f.lookupFrom(&flowKey{local: q.src, remote: q.dst, lport: q.sport, rport: q.dport, proto: q.proto}, peer, true)
 	case ProtoICMP, ProtoICMPv6:
 		if isEchoRequest(q.proto, q.icmpType) {
-			return f.lookup(&flowKey{local: q.src, remote: q.dst, lport: q.sport, proto: q.proto})
+			return f.lookupFrom(&flowKey{local: q.src, remote: q.dst, lport: q.sport, proto: q.proto}, peer, true)
 		}
 	}
 	return false

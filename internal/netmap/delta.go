@@ -44,6 +44,7 @@ type PeerChange struct {
 	Expiry     *time.Time
 	DiscoKey   *noise.PublicKey
 	Routes     *[]netip.Prefix
+	Tags       *[]string
 }
 
 // IsEmpty reports whether d changes nothing but the version.
@@ -119,6 +120,7 @@ func diffNode(o, n *Node) (PeerChange, bool) {
 	set(!o.Expiry.Equal(n.Expiry), func() { c.Expiry = ptr(n.Expiry) })
 	set(o.DiscoKey != n.DiscoKey, func() { c.DiscoKey = ptr(n.DiscoKey) })
 	set(!slices.Equal(o.Routes, n.Routes), func() { c.Routes = ptr(slices.Clone(n.Routes)) })
+	set(!slices.Equal(o.Tags, n.Tags), func() { c.Tags = ptr(slices.Clone(n.Tags)) })
 	return c, changed
 }
 
@@ -129,6 +131,12 @@ func (c *PeerChange) Apply(n *Node) {
 	}
 	if c.User != nil {
 		n.User = *c.User
+	}
+	if c.Tags != nil {
+		n.Tags = slices.Clone(*c.Tags)
+		if len(n.Tags) == 0 {
+			n.Tags = nil
+		}
 	}
 	if c.Key != nil {
 		n.Key = *c.Key

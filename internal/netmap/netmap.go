@@ -54,9 +54,12 @@ type DNSConfig struct {
 
 // Node is one machine in the network map.
 type Node struct {
-	ID         uint64           // nonzero, unique
-	Name       string           // unique DNS label
-	User       string           // owning user's name
+	ID   uint64 // nonzero, unique
+	Name string // unique DNS label
+	User string // owning user's name (for a tagged node: the user who made its key)
+	// Tags ("tag:NAME", sorted) make a tagged node: owned by its tags,
+	// not by User, so never treated as one of User's own machines.
+	Tags       []string
 	Key        noise.PublicKey  // WireGuard public key, unique
 	Addresses  []netip.Prefix   // the node's own tunnel addresses (single hosts)
 	AllowedIPs []netip.Prefix   // prefixes routed to the node
@@ -96,8 +99,11 @@ func (n *Node) Equal(o *Node) bool {
 		slices.Equal(n.Addresses, o.Addresses) && slices.Equal(n.AllowedIPs, o.AllowedIPs) &&
 		slices.Equal(n.Endpoints, o.Endpoints) && n.Online == o.Online &&
 		n.LastSeen.Equal(o.LastSeen) && n.Expiry.Equal(o.Expiry) && n.DiscoKey == o.DiscoKey &&
-		slices.Equal(n.Routes, o.Routes)
+		slices.Equal(n.Routes, o.Routes) && slices.Equal(n.Tags, o.Tags)
 }
+
+// IsTagged reports whether the node is owned by tags rather than a user.
+func (n *Node) IsTagged() bool { return len(n.Tags) > 0 }
 
 // Clone returns a deep copy of n.
 func (n Node) Clone() Node {
@@ -105,6 +111,7 @@ func (n Node) Clone() Node {
 	n.AllowedIPs = slices.Clone(n.AllowedIPs)
 	n.Endpoints = slices.Clone(n.Endpoints)
 	n.Routes = slices.Clone(n.Routes)
+	n.Tags = slices.Clone(n.Tags)
 	return n
 }
 

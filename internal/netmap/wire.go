@@ -48,6 +48,7 @@ type wireNode struct {
 	Expiry     time.Time        `json:"expiry"`
 	DiscoKey   *wireKey         `json:"discoKey,omitempty"`
 	Routes     []netip.Prefix   `json:"routes,omitempty"`
+	Tags       []string         `json:"tags,omitempty"`
 }
 
 func discoOut(k noise.PublicKey) *wireKey {
@@ -71,7 +72,7 @@ func (n Node) MarshalJSON() ([]byte, error) {
 		ID: n.ID, Name: n.Name, User: n.User, Key: wireKey(n.Key),
 		Addresses: nonNil(n.Addresses), AllowedIPs: nonNil(n.AllowedIPs), Endpoints: nonNil(n.Endpoints),
 		Online: n.Online, LastSeen: n.LastSeen.UTC(), Expiry: n.Expiry.UTC(), DiscoKey: discoOut(n.DiscoKey),
-		Routes: n.Routes,
+		Routes: n.Routes, Tags: n.Tags,
 	})
 }
 
@@ -85,10 +86,13 @@ func (n *Node) UnmarshalJSON(b []byte) error {
 		ID: w.ID, Name: w.Name, User: w.User, Key: noise.PublicKey(w.Key),
 		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
 		Online: w.Online, LastSeen: w.LastSeen.UTC(), Expiry: w.Expiry.UTC(), DiscoKey: discoIn(w.DiscoKey),
-		Routes: w.Routes,
+		Routes: w.Routes, Tags: w.Tags,
 	}
 	if len(n.Routes) == 0 {
 		n.Routes = nil
+	}
+	if len(n.Tags) == 0 {
+		n.Tags = nil
 	}
 	return nil
 }
@@ -164,6 +168,7 @@ type wirePeerChange struct {
 	Expiry     *time.Time        `json:"expiry,omitempty"`
 	DiscoKey   *wireKey          `json:"discoKey,omitempty"`
 	Routes     *[]netip.Prefix   `json:"routes,omitempty"`
+	Tags       *[]string         `json:"tags,omitempty"`
 }
 
 func nonNilPtr[T any](p *[]T) *[]T {
@@ -188,7 +193,7 @@ func (c PeerChange) MarshalJSON() ([]byte, error) {
 		ID: c.ID, Name: c.Name, User: c.User, Key: (*wireKey)(c.Key),
 		Addresses: nonNilPtr(c.Addresses), AllowedIPs: nonNilPtr(c.AllowedIPs), Endpoints: nonNilPtr(c.Endpoints),
 		Online: c.Online, LastSeen: utcPtr(c.LastSeen), Expiry: utcPtr(c.Expiry), DiscoKey: (*wireKey)(c.DiscoKey),
-		Routes: nonNilPtr(c.Routes),
+		Routes: nonNilPtr(c.Routes), Tags: nonNilPtr(c.Tags),
 	})
 }
 
@@ -203,7 +208,7 @@ func (c *PeerChange) UnmarshalJSON(b []byte) error {
 		ID: w.ID, Name: w.Name, User: w.User, Key: (*noise.PublicKey)(w.Key),
 		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
 		Online: w.Online, LastSeen: utcPtr(w.LastSeen), Expiry: utcPtr(w.Expiry), DiscoKey: (*noise.PublicKey)(w.DiscoKey),
-		Routes: w.Routes,
+		Routes: w.Routes, Tags: w.Tags,
 	}
 	return nil
 }

@@ -188,7 +188,10 @@ type client struct {
 	key   noise.PublicKey
 	conn  *controlbase.Conn
 	queue chan item
-	qlen  atomic.Int64 // packet bytes queued
+	// qlen counts the payload bytes of every frame in queue, packets and
+	// control frames (pongs, peer-gone notices) alike: enqueue adds them,
+	// the writer subtracts them as it takes each frame off the queue.
+	qlen atomic.Int64
 	// closing carries a reason for the writer to send before closing.
 	closing chan byte
 	done    chan struct{}
@@ -280,6 +283,7 @@ func (s *Server) handle(conn *controlbase.Conn) {
 	info := binary.BigEndian.AppendUint32(nil, uint32(s.o.KeepAlive/time.Second))
 	info = binary.BigEndian.AppendUint64(info, uint64(max(s.o.Rate, 0)))
 	info = binary.BigEndian.AppendUint64(info, uint64(s.o.Burst))
+	c.qlen.Add(int64(len(info)))
 	c.queue <- item{typ: frameInfo, data: info} // first, before anyone can route to c
 	if !s.register(c) {
 		return
@@ -380,13 +384,17 @@ func (c *client) writeLoop() {
 		bw.Write(hdr)
 		_, err := bw.Write(it.data)
 		if it.typ == frameRecv {
-			c.qlen.Add(-int64(len(it.data)))
 			if err == nil {
 				s.c.packetsOut.Add(1)
 				s.c.bytesOut.Add(int64(len(it.data)))
 			}
 		}
 		return err
+	}
+	// dequeued writes a frame taken off the queue and stops counting it.
+	dequeued := func(it item) error {
+		c.qlen.Add(-int64(len(it.data)))
+		return write(it)
 	}
 	fail := func(err error) {
 		if isTimeout(err) {
@@ -420,11 +428,11 @@ func (c *client) writeLoop() {
 		case it := <-c.queue:
 			// Write what is queued now, then flush once.
 			c.conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
-			err := write(it)
+			err := dequeued(it)
 			for more := true; more && err == nil; {
 				select {
 				case it = <-c.queue:
-					err = write(it)
+					err = dequeued(it)
 				default:
 					more = false
 				}

@@ -189,9 +189,13 @@ func TestMagicDNS(t *testing.T) {
 	}
 
 	// Queries from outside the tunnel are not answered: the router (an
-	// underlay neighbour) routes 100.100.100.100 to a and asks.
+	// underlay neighbour) routes 100.100.100.100 to a and asks. The
+	// resolver's sockets are bound to the tunnel device, so a's kernel
+	// finds no socket for it (port unreachable). (A forged peer source:
+	// TestMagicDNSSpoofedSource.)
 	l.router.Run(t, "ip", "route", "add", "100.100.100.100/32", "via", a.under)
-	if out, _ := l.router.Output("dig", "+time=1", "+tries=1", "+short", "@100.100.100.100", "b.warren.internal"); strings.Contains(out, nV4) || !strings.Contains(out, "timed out") {
+	if out, _ := l.router.Output("dig", "+time=1", "+tries=1", "+short", "@100.100.100.100", "b.warren.internal"); strings.Contains(out, nV4) ||
+		!strings.Contains(out, "timed out") && !strings.Contains(out, "connection refused") {
 		t.Errorf("query from the underlay: %q", out)
 	}
 

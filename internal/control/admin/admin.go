@@ -34,6 +34,24 @@ type api struct {
 	st     *store.Store
 	notify func()
 	mux    *http.ServeMux
+	domain string // the MagicDNS domain (see WithDomain)
+}
+
+// Option configures the admin API.
+type Option func(*api)
+
+// defaultDomain is the MagicDNS domain when WithDomain is not given (the
+// coordination server's default, server.DefaultDomain).
+const defaultDomain = "warren.internal"
+
+// WithDomain tells the API the deployment's MagicDNS domain: custom DNS
+// records must lie in it or in a custom zone.
+func WithDomain(d string) Option {
+	return func(a *api) {
+		if d != "" {
+			a.domain = normName(d)
+		}
+	}
 }
 
 // route is one endpoint: a ServeMux pattern and its handler, which returns
@@ -46,11 +64,14 @@ type route struct {
 // New returns the admin API handler over st. It serves paths under Prefix
 // (mount it there unchanged). notify, if not nil, is called after every
 // mutation that affects users or nodes.
-func New(st *store.Store, notify func()) http.Handler {
+func New(st *store.Store, notify func(), opts ...Option) http.Handler {
 	if notify == nil {
 		notify = func() {}
 	}
-	a := &api{st: st, notify: notify, mux: http.NewServeMux()}
+	a := &api{st: st, notify: notify, mux: http.NewServeMux(), domain: defaultDomain}
+	for _, o := range opts {
+		o(a)
+	}
 	routes := []route{
 		{"GET /api/v1/users", a.listUsers},
 		{"POST /api/v1/users", a.createUser},

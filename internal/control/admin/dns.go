@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -99,6 +100,22 @@ func (a *api) addDNSRecord(w http.ResponseWriter, r *http.Request) (int, any, er
 	if err := rec.Validate(); err != nil {
 		return 0, nil, errorf(http.StatusBadRequest, "%v", err)
 	}
+	zones, err := a.st.ListDNSZones(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	if !a.answered(rec.Name, zones, "") {
+		names := make([]string, 0, len(zones))
+		for _, z := range zones {
+			names = append(names, z.Name)
+		}
+		list := strings.Join(names, ", ")
+		if list == "" {
+			list = "none"
+		}
+		return 0, nil, errorf(http.StatusBadRequest, "%s is outside the MagicDNS domain %s and every custom zone (%s): nodes forward it upstream and would never answer the record; put it under one of them or add its zone first (dns zones add)",
+			rec.Name, a.domain, list)
+	}
 	got, err := a.st.AddDNSRecord(r.Context(), rec)
 	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
@@ -151,8 +168,49 @@ func (a *api) addDNSZone(w http.ResponseWriter, r *http.Request) (int, any, erro
 	return http.StatusCreated, DNSZone{ID: z.ID, Name: z.Name, Created: z.Created.UTC()}, nil
 }
 
+// inZone reports whether DNS name lies in zone (is it or below it).
+func inZone(name, zone string) bool {
+	return name == zone || strings.HasSuffix(name, "."+zone)
+}
+
+// answered reports whether nodes' resolvers answer name from the custom
+// records: it lies in the MagicDNS domain or a custom zone other than
+// except.
+func (a *api) answered(name string, zones []*store.DNSZone, except string) bool {
+	if inZone(name, a.domain) {
+		return true
+	}
+	for _, z := range zones {
+		if z.Name != except && inZone(name, z.Name) {
+			return true
+		}
+	}
+	return false
+}
+
 func (a *api) deleteDNSZone(_ http.ResponseWriter, r *http.Request) (int, any, error) {
 	name := normName(r.PathValue("zone"))
+	// A record only this zone covers would never be answered again.
+	zones, err := a.st.ListDNSZones(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	recs, err := a.st.ListDNSRecords(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	var held []string // names
+	n := 0
+	for _, rec := range recs {
+		if inZone(rec.Record.Name, name) && !a.answered(rec.Record.Name, zones, name) {
+			if n++; !slices.Contains(held, rec.Record.Name) {
+				held = append(held, rec.Record.Name)
+			}
+		}
+	}
+	if n > 0 {
+		return 0, nil, errorf(http.StatusConflict, "zone %s still holds %d records (%s): delete them first", name, n, strings.Join(held, ", "))
+	}
 	if err := a.st.DeleteDNSZone(r.Context(), name); err != nil {
 		return 0, nil, storeErr(err, "zone "+strconv.Quote(name))
 	}

@@ -11,14 +11,15 @@ import (
 
 func TestDNSResources(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
+		e.must(201, nil, "POST", "/api/v1/dns/zones", `{"name":"corp.example.com"}`) // records must lie in a zone
 		var r admin.DNSRecord
 		e.must(201, &r, "POST", "/api/v1/dns/records", `{"name":"DB.Corp.Example.com.","type":"a","value":"node:alpha"}`)
 		if r.Name != "db.corp.example.com" || r.Type != "A" || r.TTL != netmap.DefaultTTL {
 			t.Fatalf("record %+v", r)
 		}
 		e.must(201, nil, "POST", "/api/v1/dns/records", `{"name":"_sip._tcp.corp.example.com","type":"SRV","ttl":60,"value":"10 5 5060 alpha.warren.internal."}`)
-		e.fails(400, "not an IPv4 address", "POST", "/api/v1/dns/records", `{"name":"x.example.com","type":"A","value":"fd00::1"}`)
-		e.fails(400, "record type", "POST", "/api/v1/dns/records", `{"name":"x.example.com","type":"NS","value":"a.example.com"}`)
+		e.fails(400, "not an IPv4 address", "POST", "/api/v1/dns/records", `{"name":"x.corp.example.com","type":"A","value":"fd00::1"}`)
+		e.fails(400, "record type", "POST", "/api/v1/dns/records", `{"name":"x.corp.example.com","type":"NS","value":"a.example.com"}`)
 		e.fails(400, "not a lower-case DNS name", "POST", "/api/v1/dns/records", `{"name":"x","type":"A","value":"1.2.3.4"}`)
 		e.fails(409, "CNAME cannot share", "POST", "/api/v1/dns/records", `{"name":"db.corp.example.com","type":"CNAME","value":"alpha.warren.internal"}`)
 		e.fails(409, "already exists", "POST", "/api/v1/dns/records", `{"name":"db.corp.example.com","type":"A","value":"node:alpha"}`)
@@ -30,6 +31,13 @@ func TestDNSResources(t *testing.T) {
 		e.must(204, nil, "DELETE", "/api/v1/dns/records/"+itoa(r.ID), "")
 		e.fails(404, "not found", "DELETE", "/api/v1/dns/records/"+itoa(r.ID), "")
 
+		e.fails(409, "zone corp.example.com still holds 1 records (_sip._tcp.corp.example.com)", "DELETE", "/api/v1/dns/zones/corp.example.com", "")
+		for _, rec := range rs {
+			if rec.ID != r.ID {
+				e.must(204, nil, "DELETE", "/api/v1/dns/records/"+itoa(rec.ID), "")
+			}
+		}
+		e.must(204, nil, "DELETE", "/api/v1/dns/zones/corp.example.com", "")
 		e.must(201, nil, "POST", "/api/v1/dns/zones", `{"name":"corp.example.com"}`)
 		e.fails(409, "already exists", "POST", "/api/v1/dns/zones", `{"name":"Corp.example.com."}`)
 		e.fails(400, "invalid", "POST", "/api/v1/dns/zones", `{"name":"-bad-"}`)
@@ -57,6 +65,7 @@ func TestDNSReachesNodes(t *testing.T) {
 	m := newMesh(t)
 	a, b := m.join("a"), m.join("b")
 	waitFor(t, "mesh", pushWait, func() bool { return len(peers(a)) == 1 && len(peers(b)) == 1 })
+	m.must(201, nil, "POST", "/api/v1/dns/zones", `{"name":"corp.example.com"}`)
 	m.must(201, nil, "POST", "/api/v1/dns/records", `{"name":"db.corp.example.com","type":"A","value":"node:a"}`)
 	for _, n := range []*runningNode{a, b} {
 		waitFor(t, "record in map", pushWait, func() bool {

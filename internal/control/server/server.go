@@ -31,11 +31,15 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log"
 	"net/http"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
@@ -73,6 +77,9 @@ type Options struct {
 	// Logf logs; default log.Printf.
 	Logf func(format string, args ...any)
 }
+
+// Domain returns the deployment's MagicDNS domain.
+func (s *Server) Domain() string { return s.opts.Domain }
 
 // DefaultDomain is the DNS domain when Options.Domain is empty.
 const DefaultDomain = "warren.internal"
@@ -293,6 +300,10 @@ func (s *Server) register(key noise.PublicKey, req *proto.RegisterRequest) *prot
 	}
 	if len(req.Hostname) > proto.MaxHostname {
 		return &proto.RegisterResponse{Code: proto.CodeBadRequest, Error: "registration refused: hostname too long"}
+	}
+	if strings.IndexFunc(req.Hostname, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		// Admins see host names in their terminals.
+		return &proto.RegisterResponse{Code: proto.CodeBadRequest, Error: fmt.Sprintf("registration refused: hostname %s has control or other non-printable characters", strconv.Quote(req.Hostname))}
 	}
 	ctx, cancel := storeCtx()
 	defer cancel()
