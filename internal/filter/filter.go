@@ -21,6 +21,10 @@ const (
 // create it with New.
 type Filter struct {
 	rules    atomic.Pointer[ruleset]
+	mu       sync.Mutex // serialises Set, SetNoPolicy and SetDestinations
+	base     *ruleset   // the compiled rules, without open and dsts
+	open     bool       // no policy (SetNoPolicy)
+	dsts     *dstSet    // nil: destinations not checked
 	shards   [nShards]shard
 	perShard int
 	now      func() int64 // monotonic nanoseconds
@@ -52,7 +56,8 @@ func New(maxFlows int) *Filter {
 	for i := range f.shards {
 		f.shards[i].flows = make(map[flowKey]int64, f.perShard)
 	}
-	f.rules.Store(&ruleset{})
+	f.base = &ruleset{}
+	f.rules.Store(f.base)
 	return f
 }
 
@@ -61,7 +66,35 @@ func (f *Filter) Set(s *Spec) {
 	if s == nil {
 		s = &Spec{}
 	}
-	f.rules.Store(compile(s))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.base, f.open = compile(s), false
+	f.storeLocked()
+}
+
+// SetNoPolicy makes the filter allow every packet (to a permitted
+// destination, see SetDestinations): the deployment has no policy. Record
+// then keeps nothing; Set brings rules back.
+func (f *Filter) SetNoPolicy() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.base, f.open = &ruleset{}, true
+	f.storeLocked()
+}
+
+// SetDestinations replaces where peers' packets may go. Until it is
+// first called the filter checks no destinations.
+func (f *Filter) SetDestinations(d Destinations) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dsts = compileDsts(d)
+	f.storeLocked()
+}
+
+func (f *Filter) storeLocked() {
+	rs := *f.base // shares the rules, which are never modified
+	rs.open, rs.dsts = f.open, f.dsts
+	f.rules.Store(&rs)
 }
 
 func (k *flowKey) shard() uint32 {
@@ -89,6 +122,9 @@ func timeout(proto uint8) int64 {
 // UDP packet or an ICMP echo request starts or refreshes a flow whose
 // replies Allow lets in. Anything else is ignored.
 func (f *Filter) Record(pkt []byte) {
+	if f.rules.Load().open {
+		return // no policy: every reply passes anyway
+	}
 	var p packet
 	if !parse(pkt, &p) || p.fragment {
 		return
@@ -158,14 +194,50 @@ func (f *Filter) lookup(k *flowKey) bool {
 	return ok
 }
 
+// Verdict is what Check decides about a packet.
+type Verdict uint8
+
+const (
+	Accept          Verdict = iota
+	DropPolicy              // no rule allows it, and it is no reply to a flow this node started
+	DropDestination         // addressed to neither this node nor a route it may forward to
+)
+
 // Allow reports whether an inbound packet (from a peer, already
 // decrypted and source-checked) may be delivered.
-func (f *Filter) Allow(pkt []byte) bool {
+func (f *Filter) Allow(pkt []byte) bool { return f.Check(pkt) == Accept }
+
+// Check decides whether an inbound packet (from a peer, already
+// decrypted and source-checked) may be delivered, and if not why. The
+// destination is checked first (SetDestinations), so no rule and no
+// recorded flow can open a destination outside this node and its
+// approved routes.
+func (f *Filter) Check(pkt []byte) Verdict {
+	rs := f.rules.Load()
+	if rs.open {
+		if rs.dsts == nil {
+			return Accept
+		}
+		if dst, ok := dstOf(pkt); !ok || !rs.dsts.permits(dst) {
+			return DropDestination
+		}
+		return Accept
+	}
 	var p packet
 	if !parse(pkt, &p) {
-		return false
+		return DropPolicy
 	}
-	rs := f.rules.Load()
+	if rs.dsts != nil && !rs.dsts.permits(p.dstAddr()) {
+		return DropDestination
+	}
+	if f.allowRules(rs, &p) {
+		return Accept
+	}
+	return DropPolicy
+}
+
+// allowRules applies the rules and the connection table to p.
+func (f *Filter) allowRules(rs *ruleset, p *packet) bool {
 	src := p.srcAddr()
 	var dst netip.Addr
 	if rs.hasDst {
@@ -191,7 +263,7 @@ func (f *Filter) Allow(pkt []byte) bool {
 			if rs.allows(src, dst, p.proto, 0, false) {
 				return true
 			}
-			return f.quotedFlowRecorded(&p)
+			return f.quotedFlowRecorded(p)
 		}
 		return rs.allows(src, dst, p.proto, 0, false)
 	}

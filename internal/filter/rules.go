@@ -138,7 +138,9 @@ func ParseSpec(b []byte) (*Spec, error) {
 // ruleset is a Spec compiled for matching.
 type ruleset struct {
 	rules  []crule
-	hasDst bool // some rule has a Dst: match destinations
+	hasDst bool    // some rule has a Dst: match destinations
+	open   bool    // no policy: every packet passes the rules
+	dsts   *dstSet // where peers' packets may go; nil: anywhere
 }
 
 func (r *crule) dstMatches(dst netip.Addr) bool {
