@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,4 +171,160 @@ func TestRouteForwardsOnlyApproved(t *testing.T) {
 	})
 	forgeRoutes(t, l, a, "router", "0.0.0.0/0", "169.254.169.254/32", "198.19.1.0/24", "198.19.2.0/24", "::/0")
 	check(`policy with dst "*"`)
+}
+
+// inetWatch counts, in the "internet" namespace, the packets that arrive
+// from src (a client's own underlay address: what left it directly).
+func inetWatch(t *testing.T, inet *nettest.NS, src string) func() int {
+	inet.Run(t, "nft", "add table inet watch")
+	inet.Run(t, "nft", "add chain inet watch in { type filter hook input priority 0 ; }")
+	inet.Run(t, "nft", "add rule inet watch in ip saddr "+src+" counter")
+	re := regexp.MustCompile(`counter packets (\d+)`)
+	return func() int {
+		out, err := inet.Output("nft", "list", "chain", "inet", "watch", "in")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := re.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no counter in:\n%s", out)
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+}
+
+// TestExitNodeFailsClosed: a client using a named exit node loses it —
+// its approval withdrawn, the node deleted, the node expired — and its
+// internet traffic and DNS are blocked instead of leaving directly (the
+// "internet" host, reachable over the client's own underlay too, sees
+// nothing from the client's address), `status` says why, the tunnel and
+// the control connection keep working, --exit-node-allow-lan still
+// reaches the LAN; picking another exit node or clearing it restores.
+// `--exit-node auto` with no exit node left fails closed too.
+func TestExitNodeFailsClosed(t *testing.T) {
+	needDig(t)
+	needNft(t)
+	l := newLab(t, backends(t)[0].DSN(t))
+	l.startServer()
+	l.mustAdmin("users", "create", "alice")
+	key := l.mustAdmin("authkeys", "create", "--user", "alice", "--reusable")
+
+	// The internet host is reachable directly from every node's underlay.
+	inet, inetUnder := l.attach("mxinet")
+	inet.Run(t, "ip", "addr", "add", "198.19.20.1/32", "dev", "lo")
+	l.router.Run(t, "ip", "route", "add", "198.19.20.0/24", "via", inetUnder)
+	testResolver(t, inet, "198.19.20.1", 53, map[string]string{"internet.test.": "198.19.20.53"})
+	sink := newTCPSink(t, inet, "198.19.20.1:8080")
+	l.resolv = "nameserver 198.19.20.1\n"
+	e1, e2, c := l.startNode("exit1"), l.startNode("exit2"), l.startNode("client")
+	clan := nettest.NewNS(t, "mxclan")
+	nettest.Veth(t, c.ns, "lan0", []string{"198.19.30.1/24"}, clan, "eth0", []string{"198.19.30.2/24"})
+	direct := inetWatch(t, inet, c.under)
+
+	parallel(t, []*node{e1, e2, c}, func(n *node) error {
+		var extra []string
+		if n != c {
+			extra = []string{"--advertise-exit-node"}
+		}
+		_, err := n.upWith(key, extra...)
+		return err
+	})
+	waitPeers(t, []*node{e1, e2, c}, 2, 10*time.Second)
+	l.mustAdmin("routes", "approve", "exit1", "exit")
+	l.mustAdmin("routes", "approve", "exit2", "exit")
+	waitFor(t, 10*time.Second, "exit nodes approved on the client", func() bool {
+		n := 0
+		for _, p := range c.routes(t).Peers {
+			if p.ExitNode {
+				n++
+			}
+		}
+		return n == 2
+	})
+
+	use := func(e *node) {
+		t.Helper()
+		c.set(t, "--exit-node", e.name)
+		waitFor(t, 10*time.Second, "internet through "+e.name, func() bool { return c.pingOnce("198.19.20.1", 300*time.Millisecond) == nil })
+		before := direct()
+		if !c.dial("198.19.20.1", 8080, 2*time.Second) {
+			t.Fatalf("no TCP to the internet host through %s", e.name)
+		}
+		if !poll(2*time.Second, func() bool { return slices.Contains(sink.seen(), netip.MustParseAddr(e.under)) }) {
+			t.Fatalf("the internet host saw %v, not %s's address %s", sink.seen(), e.name, e.under)
+		}
+		if got := c.dig("@100.100.100.100", "internet.test", "+short"); got != "198.19.20.53" {
+			t.Fatalf("DNS through %s: %q", e.name, got)
+		}
+		if n := direct(); n != before {
+			t.Fatalf("%d packets left the client directly while it used %s", n-before, e.name)
+		}
+	}
+	blocked := func(why string, other *node) {
+		t.Helper()
+		waitFor(t, 10*time.Second, "client drops its exit node", func() bool { return c.routes(t).CurrentExitNode == "" })
+		before := direct()
+		if c.pingOnce("198.19.20.1", 500*time.Millisecond) == nil {
+			t.Fatalf("%s: internet host reachable", why)
+		}
+		if c.dial("198.19.20.1", 8080, 500*time.Millisecond) {
+			t.Fatalf("%s: TCP to the internet host", why)
+		}
+		if got := c.dig("@100.100.100.100", "internet.test", "+short"); got == "198.19.20.53" {
+			t.Fatalf("%s: DNS answered by the internet's resolver", why)
+		}
+		if n := direct(); n != before {
+			t.Fatalf("%s: %d packets left the client directly", why, n-before)
+		}
+		waitFor(t, 10*time.Second, "client says why: "+why, func() bool {
+			st, err := c.status()
+			return err == nil && slices.ContainsFunc(st.Health, func(h string) bool { return regexp.MustCompile(why).MatchString(h) })
+		})
+		if out := l.must(c.ns, "status", "--socket", c.sock); !regexp.MustCompile(`# health: ` + why).MatchString(out) {
+			t.Fatalf("status does not say why:\n%s", out)
+		}
+		// The node's own underlay traffic and the tunnel still work.
+		if st, err := c.status(); err != nil || !st.Connected {
+			t.Fatalf("%s: client lost the server: %v %+v", why, err, st)
+		}
+		if other != nil {
+			o4, _ := other.ips()
+			if err := c.pingOnce(o4, 2*time.Second); err != nil {
+				t.Fatalf("%s: no ping to %s over the tunnel: %v", why, other.name, err)
+			}
+		}
+	}
+
+	use(e1)
+	l.mustAdmin("routes", "unapprove", "exit1", "exit")
+	blocked(`exit node exit1 unavailable: not approved.*; internet traffic blocked`, e2)
+	c.set(t, "--exit-node-allow-lan")
+	waitFor(t, 10*time.Second, "LAN with --exit-node-allow-lan", func() bool { return c.pingOnce("198.19.30.2", 300*time.Millisecond) == nil })
+	blocked(`exit node exit1 unavailable: not approved.*; internet traffic blocked`, e2)
+	c.set(t, "--exit-node-allow-lan=false")
+
+	use(e2)
+	l.mustAdmin("nodes", "delete", "exit2")
+	blocked(`exit node exit2 unavailable: not in the network map.*; internet traffic blocked`, e1)
+
+	l.mustAdmin("routes", "approve", "exit1", "exit")
+	use(e1)
+	l.mustAdmin("nodes", "expire", "exit1")
+	blocked(`exit node exit1 unavailable: expired.*; internet traffic blocked`, nil)
+
+	c.set(t, "--exit-node", "auto")
+	blocked(`exit node auto: no exit node available; internet traffic blocked`, nil)
+
+	c.set(t, "--exit-node=")
+	waitFor(t, 10*time.Second, "internet directly without an exit node", func() bool { return c.pingOnce("198.19.20.1", 300*time.Millisecond) == nil })
+	if direct() == 0 {
+		t.Fatal("cleared exit node: the ping did not go out directly")
+	}
+	if got := c.dig("@100.100.100.100", "internet.test", "+short"); got != "198.19.20.53" {
+		t.Fatalf("DNS after clearing the exit node: %q", got)
+	}
+	if strings.Contains(ipRules(t, c.ns), "lookup 52") {
+		t.Fatalf("rules left after clearing the exit node:\n%s", ipRules(t, c.ns))
+	}
 }
