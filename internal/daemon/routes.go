@@ -205,8 +205,8 @@ func (d *Daemon) applyRoutesLocked(nm *netmap.NetworkMap, tunnel, peers []netip.
 		d.log.Error("tunnel routes", "err", err)
 		d.healthLocked(err.Error())
 	}
-	if on := len(nm.Self.Routes) > 0; on != d.routes.fwd.on {
-		if err := d.routes.fwd.set(on); err != nil {
+	if on := len(nm.Self.Routes) > 0; on != d.routes.fwd.on || !slices.Equal(nm.Self.Routes, d.routes.fwd.routes) {
+		if err := d.routes.fwd.set(nm.Self.Routes); err != nil {
 			d.log.Error("forwarding", "err", err)
 			d.healthLocked("routing for peers: " + err.Error())
 		} else {
@@ -230,7 +230,7 @@ func (d *Daemon) clearRoutesLocked() {
 	if err := d.routes.tun.Clear(); err != nil {
 		d.log.Warn("clear tunnel routes", "err", err)
 	}
-	if err := d.routes.fwd.set(false); err != nil {
+	if err := d.routes.fwd.set(nil); err != nil {
 		d.log.Warn("stop forwarding", "err", err)
 	}
 	d.routes.exit, d.routes.exitName, d.routes.exitIP = noise.PublicKey{}, "", netip.Addr{}

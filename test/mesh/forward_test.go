@@ -110,6 +110,31 @@ func TestRouteForwardsOnlyApproved(t *testing.T) {
 	r4, _ := r.ips()
 	r.listen(t, 8081)
 
+	// Defence in depth: the router's nftables forward chain checks the
+	// same destinations.
+	fwd, err := r.ns.Output("nft", "list", "chain", "inet", "warren", "forward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ip daddr 198.19.1.0/24 accept", "ct state established,related accept", "ip saddr 198.19.1.0/24 accept", "drop"} {
+		if !strings.Contains(fwd, want) {
+			t.Fatalf("router's forward chain lacks %q:\n%s", want, fwd)
+		}
+	}
+
+	// From the router's side into the tunnel: a host of the approved
+	// subnet may start flows (its replies come back), a host of another
+	// subnet may not.
+	a4, _ := a.ips()
+	lan.Run(t, "ip", "route", "add", a4+"/32", "via", "198.19.1.1")
+	lan2.Run(t, "ip", "route", "add", a4+"/32", "via", "198.19.2.1")
+	if _, err := lan.Output("ping", "-c1", "-W", "2", a4); err != nil {
+		t.Fatalf("a host of the approved subnet cannot ping %s over the tunnel: %v", a.name, err)
+	}
+	if _, err := lan2.Output("ping", "-c1", "-W", "1", a4); err == nil {
+		t.Fatalf("a host of an unapproved subnet pinged %s over the tunnel", a.name)
+	}
+
 	denied := []struct{ what, addr string }{
 		{"the metadata service", "169.254.169.254"},
 		{"an unapproved subnet", "198.19.2.2"},
@@ -297,6 +322,16 @@ func TestExitNodeFailsClosed(t *testing.T) {
 	}
 
 	use(e1)
+	// The reverse direction: a host on the exit node's side (the internet
+	// host, given a route to the client's tunnel address through exit1)
+	// cannot start flows into the tunnel, although the client takes any
+	// source address from its exit node.
+	c4, _ := c.ips()
+	l.router.Run(t, "ip", "route", "add", c4+"/32", "via", e1.under)
+	if _, err := inet.Output("ping", "-c1", "-W", "1", c4); err == nil {
+		t.Fatalf("a host beyond the exit node pinged the client's tunnel address %s", c4)
+	}
+	l.router.Run(t, "ip", "route", "del", c4+"/32")
 	l.mustAdmin("routes", "unapprove", "exit1", "exit")
 	blocked(`exit node exit1 unavailable: not approved.*; internet traffic blocked`, e2)
 	c.set(t, "--exit-node-allow-lan")
