@@ -22,7 +22,9 @@ import (
 // with --accept-routes, default routes only of the exit node it selected
 // (--exit-node PEER, or auto: the online exit node with the lowest path
 // RTT, kept while it stays online and its data path alive, replaced when
-// it goes away). The chosen routes become allowed IPs of the peer in the
+// it goes away; while one is asked for and none is usable, internet
+// traffic and DNS are blocked, not sent out directly: fail closed). The
+// chosen routes become allowed IPs of the peer in the
 // engine (so its packets from those sources pass the cryptokey check)
 // and routes in table 52 (routing.go). A node whose own routes are
 // approved forwards and masquerades (forward.go). With an exit node in

@@ -24,7 +24,12 @@ import (
 // The daemon marks every socket that must stay on the underlay (the
 // WireGuard/path-layer UDP socket, control and relay TCP connections) with
 // RouteMark, so an exit node's default route never captures the tunnel's
-// own packets. With --exit-node-allow-lan the main table's more specific
+// own packets. When an exit node is asked for but none is usable, table
+// 52 holds unreachable default routes instead (fail closed: internet
+// traffic is refused, not sent out directly), with the peers' own
+// prefixes in front of them so the tunnel keeps working; the marked
+// sockets still reach the server, relays and peers through the main
+// table. With --exit-node-allow-lan the main table's more specific
 // routes (the LAN) win over table 52; its default route does not
 // (suppress_prefixlength 0). The rules exist only while table 52 has
 // routes. They are removed when the node goes down or the daemon exits,
