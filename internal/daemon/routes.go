@@ -131,6 +131,9 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 			why = "expired"
 		default:
 			pick = p
+			if !p.Online {
+				rs.health = fmt.Sprintf("exit node %s is offline: internet traffic stops until it is back or you pick another exit node", pref)
+			}
 		}
 		if pick == nil {
 			rs.health = fmt.Sprintf("exit node %s unavailable: %s; %s", pref, why, exitBlockedHelp)
