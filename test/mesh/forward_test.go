@@ -289,6 +289,11 @@ func TestExitNodeFailsClosed(t *testing.T) {
 	blocked := func(why string, other *node) {
 		t.Helper()
 		waitFor(t, 10*time.Second, "client drops its exit node", func() bool { return c.routes(t).CurrentExitNode == "" })
+		for _, fam := range []string{"-4", "-6"} {
+			if out, _ := c.ns.Output("ip", fam, "route", "show", "table", "52"); !strings.Contains(out, "unreachable default") {
+				t.Fatalf("%s: no unreachable default route in table 52 (%s):\n%s", why, fam, out)
+			}
+		}
 		before := direct()
 		if c.pingOnce("198.19.20.1", 500*time.Millisecond) == nil {
 			t.Fatalf("%s: internet host reachable", why)
