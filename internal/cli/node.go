@@ -60,7 +60,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	advRoutes := fs.String("advertise-routes", "", "offer to route these subnets for peers (CIDR,...; an admin approves them; \"\" withdraws)")
 	advExit := fs.Bool("advertise-exit-node", false, "offer to be an exit node (0.0.0.0/0 and ::/0; an admin approves)")
 	acceptRoutes := fs.Bool("accept-routes", false, "use the subnet routes peers offer")
-	exitNode := fs.String("exit-node", "", "send all traffic through this peer (name or tunnel address), auto (the best online exit node, with failover), or \"\" for none")
+	exitNode := fs.String("exit-node", "", "send all traffic through this peer (name or tunnel address), auto (the best online exit node, with failover), or \"\" for none; while none is usable, internet traffic is blocked")
 	allowLAN := fs.Bool("exit-node-allow-lan", false, "with an exit node, keep the local networks reachable directly")
 	if code, ok := parseVerb(fs, args, 0, stderr); !ok {
 		return code

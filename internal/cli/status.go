@@ -62,7 +62,7 @@ func writeRoutes(w io.Writer, rs *localapi.RouteStatus) {
 		}
 		fmt.Fprintf(w, "# exit node: %s %s%s\n", rs.CurrentExitNode, rs.CurrentExitNodeIP, how)
 	case rs.ExitNode != "":
-		fmt.Fprintf(w, "# exit node: none available (asked for %s)\n", rs.ExitNode)
+		fmt.Fprintf(w, "# exit node: none available (asked for %s): internet traffic blocked\n", rs.ExitNode)
 	}
 	if len(rs.Peers) == 0 {
 		return

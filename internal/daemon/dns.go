@@ -106,6 +106,11 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 		// DNS follows the exit node: what MagicDNS does not answer goes
 		// to the exit node's resolver, through the tunnel.
 		ups = []netip.Addr{d.routes.exitIP}
+	} else if d.routes.blocked {
+		// The exit node asked for is unusable: DNS is blocked with the
+		// internet traffic (fail closed), not sent to the host's
+		// resolvers.
+		ups = nil
 	}
 	cfg := toDNSConfig(nm, ups)
 	if m.res == nil {

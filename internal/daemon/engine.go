@@ -127,7 +127,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 		d.log.Error("configure interface", "err", err)
 		d.healthLocked(err.Error())
 	}
-	d.applyRoutesLocked(nm, tunnel)
+	d.applyRoutesLocked(nm, tunnel, routes)
 	d.log.Debug("applied map", "version", nm.Version, "peers", len(want), "changes", len(cfg.Peers))
 	d.armExpiryLocked(nm, now)
 	d.dropMapLocked(nm)

@@ -4,13 +4,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 )
 
 // A node whose routes are approved forwards its peers' packets: it turns
@@ -21,11 +25,14 @@ import (
 // route back to the tunnel.
 //
 // The nftables table "inet warren" belongs to the daemon: a forward chain
-// marks packets arriving from the tunnel (bit fwdMark), a postrouting NAT
-// chain masquerades marked packets that leave through any interface but
-// the tunnel. It is created at once (deleted first if a crashed daemon
-// left one), and deleted when the node stops routing, goes down or the
-// daemon exits. The sysctls' previous values are written to the state
+// marks packets arriving from the tunnel (bit fwdMark) and lets them go
+// only to the approved routes, and into the tunnel only replies and flows
+// from the approved subnets (setupNAT); a postrouting NAT chain
+// masquerades marked packets that leave through any interface but the
+// tunnel. It is created at once (in one transaction with its rules, which
+// are replaced the same way when the approved routes change; one left by
+// a crashed daemon is deleted at start), and deleted when the node stops
+// routing, goes down or the daemon exits. The sysctls' previous values are written to the state
 // directory before they are changed and restored (and the file removed)
 // when forwarding stops, so a crash and restart still restores the
 // values from before the first daemon.
@@ -43,26 +50,29 @@ type forwarder struct {
 	stateDir string
 	tun      string
 	on       bool
+	routes   []netip.Prefix // what the nftables table was made for
 }
 
-// set turns forwarding and masquerading on or off; idempotent.
-func (f *forwarder) set(on bool) error {
-	if on == f.on {
+// set makes the node forward for routes (its approved routes; none:
+// forwarding off); idempotent.
+func (f *forwarder) set(routes []netip.Prefix) error {
+	on := len(routes) > 0
+	if on == f.on && slices.Equal(routes, f.routes) {
 		return nil
 	}
 	var err error
 	if on {
-		err = f.enable()
+		err = f.enable(routes)
 	} else {
 		err = f.disable()
 	}
 	if err == nil {
-		f.on = on
+		f.on, f.routes = on, slices.Clone(routes)
 	}
 	return err
 }
 
-func (f *forwarder) enable() error {
+func (f *forwarder) enable(routes []netip.Prefix) error {
 	orig := filepath.Join(f.stateDir, forwardingFile)
 	if _, err := os.Stat(orig); errors.Is(err, os.ErrNotExist) {
 		old := map[string]string{}
@@ -82,7 +92,7 @@ func (f *forwarder) enable() error {
 			errs = append(errs, fmt.Errorf("forwarding: %s: %w", p, err))
 		}
 	}
-	if err := setupNAT(f.tun); err != nil {
+	if err := setupNAT(f.tun, routes); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -129,30 +139,80 @@ func ifname(s string) []byte {
 	return b
 }
 
-// setupNAT (re)creates the table inet warren.
-func setupNAT(tun string) error {
+// setupNAT (re)creates the table inet warren for a node approved for
+// routes. Its forward chain, in order:
+//
+//	iifname TUN oifname TUN counter drop          no hairpin between peers
+//	iifname TUN meta mark set mark | fwdMark      (masqueraded on the way out)
+//	iifname TUN daddr ROUTE accept                for each approved route
+//	iifname TUN counter drop
+//	oifname TUN ct state established,related accept
+//	oifname TUN saddr SUBNET accept                for each approved route but the default ones
+//	oifname TUN counter drop
+//
+// The destination check repeats the data-plane filter's (defence in
+// depth). The last three rules are the reverse direction: from other
+// interfaces into the tunnel pass the replies of flows peers started,
+// and flows started by hosts of the approved subnets (whose addresses
+// peers accept from this router); nobody else — a host on an exit node's
+// side, another subnet — can start a flow into the tunnel, although a
+// client takes any source address from its exit node.
+func setupNAT(tun string, routes []netip.Prefix) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: nftTable}
-	c.DelTable(t)
-	c.Flush() // no table yet: nothing to delete, the error does not matter
-	t = c.AddTable(t)
+	// One transaction: the table is created or its rules replaced, never
+	// missing in between.
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: nftTable})
+	c.FlushTable(t)
 	fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter})
 	post := c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
 	mark := binaryutil.NativeEndian.PutUint32(fwdMark)
-	// iifname TUN meta mark set mark | fwdMark
-	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
+	iif := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(tun)},
+	}
+	oif := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(tun)},
+	}
+	rule := func(parts ...[]expr.Any) {
+		r := &nftables.Rule{Table: t, Chain: fwd}
+		for _, p := range parts {
+			r.Exprs = append(r.Exprs, p...)
+		}
+		c.AddRule(r)
+	}
+	drop := []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}
+	accept := []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}
+	rule(iif, oif, drop)
+	// iifname TUN meta mark set mark | fwdMark
+	rule(iif, []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(^uint32(fwdMark)), Xor: mark},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
-	}})
+	})
+	for _, r := range routes {
+		rule(iif, matchPrefix(r, false), accept)
+	}
+	rule(iif, drop)
+	zero := make([]byte, 4)
+	rule(oif, []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: zero},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: zero},
+	}, accept)
+	for _, r := range routes {
+		if r.Bits() > 0 {
+			rule(oif, matchPrefix(r, true), accept)
+		}
+	}
+	rule(oif, drop)
 	// meta mark & fwdMark == fwdMark oifname != TUN masquerade
 	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
@@ -166,6 +226,36 @@ func setupNAT(tun string) error {
 		return fmt.Errorf("nftables: create table inet %s: %w", nftTable, err)
 	}
 	return nil
+}
+
+// matchPrefix matches packets of p's family whose source (src) or
+// destination address lies in p.
+func matchPrefix(p netip.Prefix, src bool) []expr.Any {
+	p = p.Masked()
+	proto, off := byte(unix.NFPROTO_IPV4), uint32(16)
+	if src {
+		off = 12
+	}
+	if p.Addr().Is6() {
+		proto, off = unix.NFPROTO_IPV6, 24
+		if src {
+			off = 8
+		}
+	}
+	n := uint32(p.Addr().BitLen() / 8)
+	out := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}
+	if p.Bits() == 0 {
+		return out
+	}
+	mask := net.CIDRMask(p.Bits(), int(n*8))
+	return append(out,
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()},
+	)
 }
 
 // deleteNAT removes the table inet warren, if present.

@@ -22,7 +22,9 @@ import (
 // with --accept-routes, default routes only of the exit node it selected
 // (--exit-node PEER, or auto: the online exit node with the lowest path
 // RTT, kept while it stays online and its data path alive, replaced when
-// it goes away). The chosen routes become allowed IPs of the peer in the
+// it goes away; while one is asked for and none is usable, internet
+// traffic and DNS are blocked, not sent out directly: fail closed). The
+// chosen routes become allowed IPs of the peer in the
 // engine (so its packets from those sources pass the cryptokey check)
 // and routes in table 52 (routing.go). A node whose own routes are
 // approved forwards and masquerades (forward.go). With an exit node in
@@ -30,6 +32,10 @@ import (
 // node's resolver, which answers on its tunnel addresses.
 
 var exitRoutes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+
+// exitBlockedHelp ends the health line of an exit node that cannot be
+// used.
+const exitBlockedHelp = "internet traffic blocked until you pick another exit node (warren up --exit-node PEER|auto) or clear it (--exit-node=)"
 
 // exitDeadAfter is how long the exit node may take sent packets without
 // any coming back before auto mode treats its data path as dead.
@@ -45,6 +51,9 @@ type routeState struct {
 	exitIP    netip.Addr
 	exitSince time.Time
 	health    string // a problem with the exit node preference
+	// blocked: an exit node is asked for but none is usable; the
+	// default routes in table 52 are unreachable (fail closed).
+	blocked bool
 
 	// Data-path liveness of the exit node (auto mode): the byte counters
 	// when last looked at, and since when packets went out with nothing
@@ -108,21 +117,31 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 		}
 		pick = best
 		if pick == nil {
-			rs.health = "exit node auto: no online exit node; traffic goes out directly"
+			rs.health = "exit node auto: no exit node available; " + exitBlockedHelp
 		}
 	default:
 		p, _, err := resolvePeer(nm, pref)
+		var why string
 		switch {
 		case err != nil:
-			rs.health = fmt.Sprintf("exit node %q is not in the network map", pref)
+			why = "not in the network map (deleted?)"
 		case !p.IsExitNode():
-			rs.health = fmt.Sprintf("exit node %q does not offer an approved exit route", pref)
+			why = "not approved as an exit node"
 		case !usable(p, self, now):
-			rs.health = fmt.Sprintf("exit node %q has expired", pref)
+			why = "expired"
 		default:
 			pick = p
+			if !p.Online {
+				rs.health = fmt.Sprintf("exit node %s is offline: internet traffic stops until it is back or you pick another exit node", pref)
+			}
+		}
+		if pick == nil {
+			rs.health = fmt.Sprintf("exit node %s unavailable: %s; %s", pref, why, exitBlockedHelp)
 		}
 	}
+	// Fail closed: an exit node was asked for and none is usable, so
+	// internet traffic is blocked rather than sent out directly.
+	rs.blocked = pref != "" && pick == nil
 	var key noise.PublicKey
 	if pick != nil {
 		key = pick.Key
@@ -168,8 +187,11 @@ func (d *Daemon) peerRoutesLocked(p *netmap.Node) []netip.Prefix {
 }
 
 // applyRoutesLocked installs the tunnel routes and turns forwarding on
-// or off for nm; d.mu held.
-func (d *Daemon) applyRoutesLocked(nm *netmap.NetworkMap, tunnel []netip.Prefix) {
+// or off for nm; d.mu held. peers are the peers' own prefixes (routed
+// through the tunnel in the main table): while internet traffic is
+// blocked they go into table 52 too, in front of its unreachable default
+// routes.
+func (d *Daemon) applyRoutesLocked(nm *netmap.NetworkMap, tunnel, peers []netip.Prefix) {
 	var src4, src6 netip.Addr
 	for _, a := range nm.Self.Addresses {
 		if a.Addr().Is4() && !src4.IsValid() {
@@ -178,13 +200,18 @@ func (d *Daemon) applyRoutesLocked(nm *netmap.NetworkMap, tunnel []netip.Prefix)
 			src6 = a.Addr()
 		}
 	}
-	allowLAN := d.prefs.ExitNodeAllowLAN && !d.routes.exit.IsZero()
-	if err := d.routes.tun.Set(tunnel, allowLAN, src4, src6); err != nil {
+	var unreachable []netip.Prefix
+	if d.routes.blocked {
+		unreachable = exitRoutes
+		tunnel = append(slices.Clone(tunnel), peers...)
+	}
+	allowLAN := d.prefs.ExitNodeAllowLAN && (!d.routes.exit.IsZero() || d.routes.blocked)
+	if err := d.routes.tun.Set(tunnel, unreachable, allowLAN, src4, src6); err != nil {
 		d.log.Error("tunnel routes", "err", err)
 		d.healthLocked(err.Error())
 	}
-	if on := len(nm.Self.Routes) > 0; on != d.routes.fwd.on {
-		if err := d.routes.fwd.set(on); err != nil {
+	if on := len(nm.Self.Routes) > 0; on != d.routes.fwd.on || !slices.Equal(nm.Self.Routes, d.routes.fwd.routes) {
+		if err := d.routes.fwd.set(nm.Self.Routes); err != nil {
 			d.log.Error("forwarding", "err", err)
 			d.healthLocked("routing for peers: " + err.Error())
 		} else {
@@ -208,10 +235,11 @@ func (d *Daemon) clearRoutesLocked() {
 	if err := d.routes.tun.Clear(); err != nil {
 		d.log.Warn("clear tunnel routes", "err", err)
 	}
-	if err := d.routes.fwd.set(false); err != nil {
+	if err := d.routes.fwd.set(nil); err != nil {
 		d.log.Warn("stop forwarding", "err", err)
 	}
 	d.routes.exit, d.routes.exitName, d.routes.exitIP = noise.PublicKey{}, "", netip.Addr{}
+	d.routes.blocked = false
 	d.stopExitWatchLocked()
 }
 
@@ -391,6 +419,9 @@ func (d *Daemon) routeStatusLocked() *localapi.RouteStatus {
 	}
 	if !d.routes.exit.IsZero() {
 		st.CurrentExitNode, st.CurrentExitNodeIP, st.ExitSince = d.routes.exitName, d.routes.exitIP, d.routes.exitSince
+	}
+	if d.routes.blocked {
+		st.ExitBlocked = d.routes.health
 	}
 	for i := range nm.Peers {
 		p := &nm.Peers[i]

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -23,7 +24,12 @@ import (
 // The daemon marks every socket that must stay on the underlay (the
 // WireGuard/path-layer UDP socket, control and relay TCP connections) with
 // RouteMark, so an exit node's default route never captures the tunnel's
-// own packets. With --exit-node-allow-lan the main table's more specific
+// own packets. When an exit node is asked for but none is usable, table
+// 52 holds unreachable default routes instead (fail closed: internet
+// traffic is refused, not sent out directly), with the peers' own
+// prefixes in front of them so the tunnel keeps working; the marked
+// sockets still reach the server, relays and peers through the main
+// table. With --exit-node-allow-lan the main table's more specific
 // routes (the LAN) win over table 52; its default route does not
 // (suppress_prefixlength 0). The rules exist only while table 52 has
 // routes. They are removed when the node goes down or the daemon exits,
@@ -54,13 +60,13 @@ func markControl(_, _ string, c syscall.RawConn) error {
 // tunnelRoutes owns table 52 and the rules in front of it.
 type tunnelRoutes struct {
 	ifname string
-	routes map[netip.Prefix]bool // installed in table 52
-	throws map[netip.Prefix]bool // throw routes installed in table 52
-	rules  string                // "" none, "table", "table+lan"
+	routes map[netip.Prefix]uint8 // installed in table 52: RTN_UNICAST (via the tunnel) or RTN_UNREACHABLE
+	throws map[netip.Prefix]bool  // throw routes installed in table 52
+	rules  string                 // "" none, "table", "table+lan"
 }
 
 func newTunnelRoutes(ifname string) *tunnelRoutes {
-	return &tunnelRoutes{ifname: ifname, routes: map[netip.Prefix]bool{}, throws: map[netip.Prefix]bool{}}
+	return &tunnelRoutes{ifname: ifname, routes: map[netip.Prefix]uint8{}, throws: map[netip.Prefix]bool{}}
 }
 
 func toNet(p netip.Prefix) *net.IPNet {
@@ -68,24 +74,29 @@ func toNet(p netip.Prefix) *net.IPNet {
 }
 
 // Set makes table 52 hold exactly routes through the tunnel interface
-// (with src4/src6 as their source addresses when valid), and the rules
-// match: none without routes, the LAN rule only with allowLAN.
-func (t *tunnelRoutes) Set(routes []netip.Prefix, allowLAN bool, src4, src6 netip.Addr) error {
+// (with src4/src6 as their source addresses when valid) and unreachable
+// routes for unreachable (an exit node asked for but unusable: fail
+// closed), and the rules match: none without routes, the LAN rule only
+// with allowLAN. A prefix in both is unreachable.
+func (t *tunnelRoutes) Set(routes, unreachable []netip.Prefix, allowLAN bool, src4, src6 netip.Addr) error {
 	var errs []error
-	want := map[netip.Prefix]bool{}
+	want := map[netip.Prefix]uint8{}
 	for _, r := range routes {
-		want[r.Masked()] = true
+		want[r.Masked()] = unix.RTN_UNICAST
+	}
+	for _, r := range unreachable {
+		want[r.Masked()] = unix.RTN_UNREACHABLE
 	}
 	var lk netlink.Link
-	if len(want) > 0 {
+	if slices.Contains(slices.Collect(maps.Values(want)), unix.RTN_UNICAST) {
 		var err error
 		if lk, err = netlink.LinkByName(t.ifname); err != nil {
 			return fmt.Errorf("routes: interface %s: %w", t.ifname, err)
 		}
 	}
-	for r := range t.routes {
-		if !want[r] {
-			err := netlink.RouteDel(&netlink.Route{Dst: toNet(r), Table: RouteTable})
+	for r, typ := range t.routes {
+		if _, ok := want[r]; !ok {
+			err := netlink.RouteDel(&netlink.Route{Dst: toNet(r), Table: RouteTable, Type: int(typ)})
 			if err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
 				errs = append(errs, fmt.Errorf("routes: remove %s from table %d: %w", r, RouteTable, err))
 				continue
@@ -99,22 +110,26 @@ func (t *tunnelRoutes) Set(routes []netip.Prefix, allowLAN bool, src4, src6 neti
 	}
 	slices.SortFunc(keys, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
 	for _, r := range keys {
-		if t.routes[r] {
+		typ := want[r]
+		if have, ok := t.routes[r]; ok && have == typ {
 			continue
 		}
-		rt := &netlink.Route{LinkIndex: lk.Attrs().Index, Dst: toNet(r), Table: RouteTable, Scope: netlink.SCOPE_LINK}
-		if src := src4; r.Addr().Is6() {
-			if src6.IsValid() {
-				rt.Src = src6.AsSlice()
+		rt := &netlink.Route{Dst: toNet(r), Table: RouteTable, Type: int(typ)}
+		if typ == unix.RTN_UNICAST {
+			rt.LinkIndex, rt.Scope = lk.Attrs().Index, netlink.SCOPE_LINK
+			if src := src4; r.Addr().Is6() {
+				if src6.IsValid() {
+					rt.Src = src6.AsSlice()
+				}
+			} else if src.IsValid() {
+				rt.Src = src.AsSlice()
 			}
-		} else if src.IsValid() {
-			rt.Src = src.AsSlice()
 		}
 		if err := netlink.RouteReplace(rt); err != nil {
 			errs = append(errs, fmt.Errorf("routes: add %s to table %d: %w", r, RouteTable, err))
 			continue
 		}
-		t.routes[r] = true
+		t.routes[r] = typ
 	}
 	// A default route in table 52 must not capture link-local traffic
 	// (IPv6 neighbours and routers on the LAN, 169.254/16): throw routes
@@ -163,7 +178,7 @@ func (t *tunnelRoutes) Set(routes []netip.Prefix, allowLAN bool, src4, src6 neti
 }
 
 // Clear removes every route and rule Set installed.
-func (t *tunnelRoutes) Clear() error { return t.Set(nil, false, netip.Addr{}, netip.Addr{}) }
+func (t *tunnelRoutes) Clear() error { return t.Set(nil, nil, false, netip.Addr{}, netip.Addr{}) }
 
 // setRules removes this daemon's rules (any left over included) and adds
 // those wanted.

@@ -7,6 +7,7 @@ import (
 
 	"warren/internal/filter"
 	"warren/internal/tun/tuntest"
+	"warren/internal/uapi"
 )
 
 // With a filter, b delivers only what its rules allow and the replies to
@@ -47,5 +48,39 @@ func TestFilterHook(t *testing.T) {
 	b.dev.SetFilter(nil)
 	if !tryPing(a, b, denied, 5*time.Second) {
 		t.Fatal("removing the filter did not open")
+	}
+}
+
+// With destinations set, b delivers a's packets only to its own
+// addresses and its approved route, with no policy as with one; the
+// rest counts in DropDestination, not DropPolicy.
+func TestFilterDestination(t *testing.T) {
+	a, b := newPair(t, nil)
+	// a's engine sends b everything (a rogue peer's allowed IPs).
+	if err := a.dev.Apply(&uapi.Config{Peers: []uapi.PeerConfig{{PublicKey: b.pub(), ReplaceAllowedIPs: true,
+		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}}}}); err != nil {
+		t.Fatal(err)
+	}
+	f := filter.New(0)
+	f.SetNoPolicy()
+	f.SetDestinations(filter.Destinations{Local: []netip.Addr{b.addr, b.ip6}, Routes: []netip.Prefix{netip.MustParsePrefix("198.19.1.0/24")}})
+	b.dev.SetFilter(f)
+	for _, dst := range []netip.Addr{netip.MustParseAddr("198.19.1.7"), b.addr, b.ip6} {
+		src := a.addr
+		if dst.Is6() {
+			src = a.ip6
+		}
+		p := tuntest.UDPPacket(netip.AddrPortFrom(src, 4000), netip.AddrPortFrom(dst, 5000), []byte("ok"))
+		if !tryPing(a, b, p, 5*time.Second) {
+			t.Fatalf("packet to %s not delivered", dst)
+		}
+	}
+	for i, dst := range []string{"169.254.169.254", "198.19.2.7", "203.0.113.1"} {
+		a.tun.Inbound <- tuntest.UDPPacket(netip.AddrPortFrom(a.addr, 4000), netip.AddrPortFrom(netip.MustParseAddr(dst), 5000), []byte("no"))
+		waitFor(t, "destination drop", func() bool { return b.dev.Stats.DropDestination.Load() >= uint64(i+1) })
+	}
+	noPacket(t, b, 300*time.Millisecond)
+	if n, p := b.dev.Stats.DropDestination.Load(), b.dev.Stats.DropPolicy.Load(); n != 3 || p != 0 {
+		t.Fatalf("DropDestination = %d, DropPolicy = %d", n, p)
 	}
 }

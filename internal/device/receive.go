@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"warren/internal/conn"
+	"warren/internal/filter"
 	"warren/internal/wire"
 )
 
@@ -246,9 +247,15 @@ func (p *Peer) deliver(b *batch, bufs [][]byte) [][]byte {
 				continue
 			}
 			if pkt, ok := p.checkInnerLocked(e.pkt); ok {
-				if flt != nil && !flt.AllowFrom(pkt, p.id) {
-					d.Stats.DropPolicy.Add(1)
-					continue
+				if flt != nil {
+					if v := flt.CheckFrom(pkt, p.id); v != filter.Accept {
+						if v == filter.DropDestination {
+							d.Stats.DropDestination.Add(1)
+						} else {
+							d.Stats.DropPolicy.Add(1)
+						}
+						continue
+					}
 				}
 				bufs = append(bufs, e.buf[:wire.TransportDataOffset+len(pkt)])
 			}

@@ -25,6 +25,7 @@ type Stats struct {
 	DropQueueFull      atomic.Uint64 // a peer's queue overflowed
 	DropStaged         atomic.Uint64 // staged packet dropped (waiting too long or overflow)
 	DropPolicy         atomic.Uint64 // refused by the packet filter (SetFilter)
+	DropDestination    atomic.Uint64 // addressed to neither this node nor a route it forwards (SetFilter)
 	CookieRepliesSent  atomic.Uint64
 	// RoamRefused counts authenticated packets (batches) that arrived
 	// labelled with another peer's endpoint; the peer's endpoint stayed.
@@ -41,5 +42,5 @@ func (s *Stats) Dropped() uint64 {
 		s.DropHandshake.Load() + s.DropTimestamp.Load() + s.DropFlood.Load() +
 		s.DropCookieReply.Load() + s.DropNoSession.Load() + s.DropExpiredKey.Load() +
 		s.DropDecrypt.Load() + s.DropReplay.Load() + s.DropSourceAddr.Load() + s.DropBadInner.Load() +
-		s.DropPolicy.Load()
+		s.DropPolicy.Load() + s.DropDestination.Load()
 }

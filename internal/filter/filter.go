@@ -21,6 +21,10 @@ const (
 // create it with New.
 type Filter struct {
 	rules    atomic.Pointer[ruleset]
+	mu       sync.Mutex // serialises Set, SetNoPolicy and SetDestinations
+	base     *ruleset   // the compiled rules, without open and dsts
+	open     bool       // no policy (SetNoPolicy)
+	dsts     *dstSet    // nil: destinations not checked
 	shards   [nShards]shard
 	perShard int
 	now      func() int64 // monotonic nanoseconds
@@ -58,7 +62,8 @@ func New(maxFlows int) *Filter {
 	for i := range f.shards {
 		f.shards[i].flows = make(map[flowKey]flow, f.perShard)
 	}
-	f.rules.Store(&ruleset{})
+	f.base = &ruleset{}
+	f.rules.Store(f.base)
 	return f
 }
 
@@ -67,7 +72,35 @@ func (f *Filter) Set(s *Spec) {
 	if s == nil {
 		s = &Spec{}
 	}
-	f.rules.Store(compile(s))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.base, f.open = compile(s), false
+	f.storeLocked()
+}
+
+// SetNoPolicy makes the filter allow every packet (to a permitted
+// destination, see SetDestinations): the deployment has no policy. Record
+// then keeps nothing; Set brings rules back.
+func (f *Filter) SetNoPolicy() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.base, f.open = &ruleset{}, true
+	f.storeLocked()
+}
+
+// SetDestinations replaces where peers' packets may go. Until it is
+// first called the filter checks no destinations.
+func (f *Filter) SetDestinations(d Destinations) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dsts = compileDsts(d)
+	f.storeLocked()
+}
+
+func (f *Filter) storeLocked() {
+	rs := *f.base // shares the rules, which are never modified
+	rs.open, rs.dsts = f.open, f.dsts
+	f.rules.Store(&rs)
 }
 
 func (k *flowKey) shard() uint32 {
@@ -97,9 +130,12 @@ func (f *Filter) Record(pkt []byte) { f.RecordTo(pkt, 0) }
 // RecordTo notes an outbound packet sent to the peer with identity peer
 // (any number unique per peer, chosen by the caller): a TCP SYN, a UDP
 // packet or an ICMP echo request starts or refreshes a flow whose replies
-// Allow lets in, and whose ICMP errors AllowFrom lets in from that peer
+// Check lets in, and whose ICMP errors CheckFrom lets in from that peer
 // only. Anything else is ignored.
 func (f *Filter) RecordTo(pkt []byte, peer uint64) {
+	if f.rules.Load().open {
+		return // no policy: every reply passes anyway
+	}
 	var p packet
 	if !parse(pkt, &p) || p.fragment {
 		return
@@ -175,23 +211,62 @@ func (f *Filter) lookupFrom(k *flowKey, peer uint64, checkPeer bool) bool {
 	return ok
 }
 
-// Allow is AllowFrom with peer 0 (unknown): ICMP errors pass only for
-// flows recorded with peer 0.
-func (f *Filter) Allow(pkt []byte) bool { return f.AllowFrom(pkt, 0) }
+// Verdict is what Check decides about a packet.
+type Verdict uint8
 
-// AllowFrom reports whether an inbound packet from the peer with identity
+const (
+	Accept          Verdict = iota
+	DropPolicy              // no rule allows it, and it is no reply to a flow this node started
+	DropDestination         // addressed to neither this node nor a route it may forward to
+)
+
+// Allow reports whether an inbound packet may be delivered: Check is
+// Accept.
+func (f *Filter) Allow(pkt []byte) bool { return f.CheckFrom(pkt, 0) == Accept }
+
+// AllowFrom reports whether CheckFrom accepts the packet from peer.
+func (f *Filter) AllowFrom(pkt []byte, peer uint64) bool { return f.CheckFrom(pkt, peer) == Accept }
+
+// Check is CheckFrom with peer 0 (unknown): ICMP errors pass only for
+// flows recorded with peer 0.
+func (f *Filter) Check(pkt []byte) Verdict { return f.CheckFrom(pkt, 0) }
+
+// CheckFrom decides whether an inbound packet from the peer with identity
 // peer (as given to RecordTo; the packet already decrypted and
-// source-checked against that peer's allowed IPs) may be delivered. An
-// ICMP error quoting a recorded flow passes only from the peer that flow
-// was sent to: its outer source then lies in that peer's allowed IPs (the
-// destination itself, or a router behind an exit node or subnet router),
-// so no other member can inject errors into someone else's flow.
-func (f *Filter) AllowFrom(pkt []byte, peer uint64) bool {
+// source-checked against that peer's allowed IPs) may be delivered, and if
+// not why. The destination is checked first (SetDestinations), so no rule
+// and no recorded flow can open a destination outside this node and its
+// approved routes. An ICMP error quoting a recorded flow passes only from
+// the peer that flow was sent to: its outer source then lies in that
+// peer's allowed IPs (the destination itself, or a router behind an exit
+// node or subnet router), so no other member can inject errors into
+// someone else's flow.
+func (f *Filter) CheckFrom(pkt []byte, peer uint64) Verdict {
+	rs := f.rules.Load()
+	if rs.open {
+		if rs.dsts == nil {
+			return Accept
+		}
+		if dst, ok := dstOf(pkt); !ok || !rs.dsts.permits(dst) {
+			return DropDestination
+		}
+		return Accept
+	}
 	var p packet
 	if !parse(pkt, &p) {
-		return false
+		return DropPolicy
 	}
-	rs := f.rules.Load()
+	if rs.dsts != nil && !rs.dsts.permits(p.dstAddr()) {
+		return DropDestination
+	}
+	if f.allowRules(rs, &p, peer) {
+		return Accept
+	}
+	return DropPolicy
+}
+
+// allowRules applies the rules and the connection table to p.
+func (f *Filter) allowRules(rs *ruleset, p *packet, peer uint64) bool {
 	src := p.srcAddr()
 	var dst netip.Addr
 	if rs.hasDst {
@@ -217,7 +292,7 @@ func (f *Filter) AllowFrom(pkt []byte, peer uint64) bool {
 			if rs.allows(src, dst, p.proto, 0, false) {
 				return true
 			}
-			return f.quotedFlowRecorded(&p, peer)
+			return f.quotedFlowRecorded(p, peer)
 		}
 		return rs.allows(src, dst, p.proto, 0, false)
 	}

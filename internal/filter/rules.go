@@ -24,10 +24,17 @@
 // Allow and Record do not allocate. The rules are read with one atomic load
 // (Set swaps them whole); the table is sharded, one short mutex per lookup.
 //
+// Before any rule, Check looks at the destination (SetDestinations): the
+// node's own addresses, or one of the routes an admin approved for it to
+// forward to (0.0.0.0/0 and ::/0 only on an approved exit node, and then
+// not link-local addresses). Anything else is DropDestination, whatever
+// the rules say, so a router forwards nothing beyond its approvals.
+//
 // The wire form (the JSON in netmap.NetworkMap.PacketFilter) is Spec. A map
-// without a PacketFilter means "no policy": the daemon installs no filter
-// and everything the cryptokey routing accepts passes. An empty Spec is a
-// policy that allows nothing into this node.
+// without a PacketFilter means "no policy": the daemon sets the filter
+// open (SetNoPolicy: every packet passes the rules, no flow is recorded)
+// and only destinations are checked. An empty Spec is a policy that
+// allows nothing into this node.
 package filter
 
 import (
@@ -138,7 +145,9 @@ func ParseSpec(b []byte) (*Spec, error) {
 // ruleset is a Spec compiled for matching.
 type ruleset struct {
 	rules  []crule
-	hasDst bool // some rule has a Dst: match destinations
+	hasDst bool    // some rule has a Dst: match destinations
+	open   bool    // no policy: every packet passes the rules
+	dsts   *dstSet // where peers' packets may go; nil: anywhere
 }
 
 func (r *crule) dstMatches(dst netip.Addr) bool {

@@ -51,6 +51,10 @@ type RouteStatus struct {
 	CurrentExitNodeIP netip.Addr `json:"currentExitNodeIP,omitzero"`
 	// ExitSince is when the current exit node was chosen.
 	ExitSince time.Time `json:"exitSince,omitzero"`
+	// ExitBlocked, when set, says why no exit node is usable although
+	// one is asked for: internet traffic (and DNS that would go to the
+	// exit node) is blocked until another is picked or it is cleared.
+	ExitBlocked string `json:"exitBlocked,omitempty"`
 	// Peers lists the peers that offer routes.
 	Peers []PeerRoutes `json:"peers"`
 }

@@ -67,6 +67,7 @@ var dropReasons = []struct {
 	{"replay", func(s *device.Stats) uint64 { return s.DropReplay.Load() }},
 	{"no_route", func(s *device.Stats) uint64 { return s.DropNoRoute.Load() }},
 	{"policy", func(s *device.Stats) uint64 { return s.DropPolicy.Load() }},
+	{"destination", func(s *device.Stats) uint64 { return s.DropDestination.Load() }},
 	{"no_session", func(s *device.Stats) uint64 { return s.DropNoSession.Load() }},
 	{"queue_full", func(s *device.Stats) uint64 { return s.DropQueueFull.Load() }},
 	{"handshake_queue_full", func(s *device.Stats) uint64 { return s.DropHandshakeQueue.Load() }},
