@@ -36,9 +36,8 @@ const (
 const (
 	DefaultTTL     = 300   // custom records with TTL 0
 	DefaultNodeTTL = 60    // node A/AAAA/PTR records when Config.NodeTTL is 0
-	MaxTTL         = 86400 // largest TTL a record may carry
+	MaxTTL         = 86400 // largest TTL of node answers and of cached upstream answers
 	NegativeTTL    = 60    // SOA minimum: how long resolvers cache our NXDOMAIN/NODATA
-	MaxTXTLen      = 2048  // bytes of TXT data
 )
 
 // ServiceIPv4 is the address every node answers DNS at. It must never be an
@@ -149,8 +148,10 @@ func ValidateRecord(r Record) error {
 	if err := checkOwner(r.Name); err != nil {
 		return fmt.Errorf("%s: %v", where, err)
 	}
-	if r.TTL > MaxTTL {
-		return fmt.Errorf("%s: TTL %d above %d", where, r.TTL, MaxTTL)
+	// The bounds of custom records are the control protocol's (netmap),
+	// so a node never refuses a record the server accepted.
+	if r.TTL > netmap.MaxRecordTTL {
+		return fmt.Errorf("%s: TTL %d above %d", where, r.TTL, netmap.MaxRecordTTL)
 	}
 	if r.Node != "" {
 		switch r.Type {
@@ -184,8 +185,8 @@ func ValidateRecord(r Record) error {
 			return fmt.Errorf("%s: target: %v", where, err)
 		}
 	case TypeTXT:
-		if len(r.Data) > MaxTXTLen {
-			return fmt.Errorf("%s: text of %d bytes above %d", where, len(r.Data), MaxTXTLen)
+		if len(r.Data) > netmap.MaxTXTLen {
+			return fmt.Errorf("%s: text of %d bytes above %d", where, len(r.Data), netmap.MaxTXTLen)
 		}
 	case TypeSRV:
 		f := strings.Fields(r.Data)

@@ -37,7 +37,7 @@ func TestParseRecord(t *testing.T) {
 	for _, tc := range []struct{ in, err string }{
 		{"www A", "want NAME [TTL] TYPE DATA"},
 		{"www 12x A 1.2.3.4", "bad TTL"},
-		{"www.x 99999999 A 1.2.3.4", "TTL 99999999 above 86400"},
+		{"www.x 99999999 A 1.2.3.4", "TTL 99999999 above 604800"},
 		{"www.x A 1.2.3", "not an IPv4 address"},
 		{"www.x A fd00::1", "not an IPv4 address"},
 		{"www.x AAAA 1.2.3.4", "not an IPv6 address"},
@@ -68,7 +68,7 @@ func TestParseRecord(t *testing.T) {
 			t.Errorf("ParseRecord(%q) error %v, want one line containing %q", tc.in, err, tc.err)
 		}
 	}
-	if err := ValidateRecord(Record{Name: "t.x", Type: "TXT", Data: strings.Repeat("x", MaxTXTLen+1)}); err == nil {
+	if err := ValidateRecord(Record{Name: "t.x", Type: "TXT", Data: strings.Repeat("x", netmap.MaxTXTLen+1)}); err == nil {
 		t.Error("over-long TXT accepted")
 	}
 	if err := ValidateRecord(Record{Name: "t.x", Type: "A", Data: "1.2.3.4", Node: "alpha"}); err == nil {

@@ -23,7 +23,7 @@ type DNSRecord struct {
 	//   A, AAAA: an address of that family, or "node:NAME" to follow a
 	//            node's tunnel address of that family
 	//   CNAME:   a target name
-	//   TXT:     the text (at most 4000 bytes; split into strings of 255)
+	//   TXT:     the text (at most MaxTXTLen bytes; split into strings of 255)
 	//   SRV:     "PRIORITY WEIGHT PORT TARGET"
 	//   MX:      "PREFERENCE HOST"
 	Value string `json:"value"`
@@ -43,7 +43,7 @@ var RecordTypes = []string{"A", "AAAA", "CNAME", "TXT", "SRV", "MX"}
 const (
 	MaxRecordTTL   = 7 * 24 * 3600
 	DefaultTTL     = 300
-	maxTXT         = 4000
+	MaxTXTLen      = 4000
 	NodeRefPrefix  = "node:"
 	maxRouteResolv = 8
 )
@@ -125,8 +125,8 @@ func (r DNSRecord) Validate() error {
 			return fmt.Errorf("CNAME %q points at itself", r.Name)
 		}
 	case "TXT":
-		if len(v) == 0 || len(v) > maxTXT {
-			return fmt.Errorf("TXT value must be 1 to %d bytes", maxTXT)
+		if len(v) == 0 || len(v) > MaxTXTLen {
+			return fmt.Errorf("TXT value must be 1 to %d bytes", MaxTXTLen)
 		}
 	case "SRV":
 		f := strings.Fields(v)
