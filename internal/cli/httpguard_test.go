@@ -62,8 +62,8 @@ func TestServerChecksHost(t *testing.T) {
 	}
 	for _, host := range []string{"evil.example", "evil.example:" + port, "7f000001.c0a80001.rbndr.us:" + port, "127.0.0.1.nip.io:" + port, "control.example.com.evil.example"} {
 		for _, p := range []struct{ method, path string }{{"GET", "/warren/v1/key"}, {"GET", "/api/v1/users"}, {"POST", "/api/v1/users"}, {"POST", "/warren/v1/control"}, {"POST", relay.Path}} {
-			if code := hostStatus(t, ts.url, p.method, p.path, host, nil); code != http.StatusForbidden {
-				t.Errorf("%s %s with Host %q: %d, want 403", p.method, p.path, host, code)
+			if code := hostStatus(t, ts.url, p.method, p.path, host, nil); code != http.StatusMisdirectedRequest {
+				t.Errorf("%s %s with Host %q: %d, want 421", p.method, p.path, host, code)
 			}
 		}
 	}
@@ -105,8 +105,8 @@ func TestRelayChecksHost(t *testing.T) {
 		}
 	}
 	for _, host := range []string{"evil.example:" + port, "7f000001.rbndr.us"} {
-		if code := hostStatus(t, rurl, "POST", relay.Path, host, nil); code != http.StatusForbidden {
-			t.Errorf("relay with Host %q: %d, want 403", host, code)
+		if code := hostStatus(t, rurl, "POST", relay.Path, host, nil); code != http.StatusMisdirectedRequest {
+			t.Errorf("relay with Host %q: %d, want 421", host, code)
 		}
 	}
 }

@@ -57,16 +57,17 @@ func TestPeerAPIChecksHost(t *testing.T) {
 	for i, c := range []struct {
 		host string
 		hdr  map[string]string
+		want int
 	}{
-		{"evil.example:" + port, nil},
-		{"7f000001.rbndr.us:" + port, nil},
-		{"recv.warren.internal.evil.example", nil},
-		{l.addr.String(), map[string]string{"Sec-Fetch-Site": "cross-site"}},
-		{l.addr.String(), map[string]string{"Origin": "http://evil.example:" + port}},
+		{"evil.example:" + port, nil, http.StatusMisdirectedRequest},
+		{"7f000001.rbndr.us:" + port, nil, http.StatusMisdirectedRequest},
+		{"recv.warren.internal.evil.example", nil, http.StatusMisdirectedRequest},
+		{l.addr.String(), map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{l.addr.String(), map[string]string{"Origin": "http://evil.example:" + port}, http.StatusForbidden},
 	} {
 		name := "pushed" + strconv.Itoa(i)
-		if code := putWithHost(t, l, name, data, c.host, c.hdr); code != http.StatusForbidden {
-			t.Errorf("PUT with Host %q %v: %d, want 403", c.host, c.hdr, code)
+		if code := putWithHost(t, l, name, data, c.host, c.hdr); code != c.want {
+			t.Errorf("PUT with Host %q %v: %d, want %d", c.host, c.hdr, code, c.want)
 		}
 		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 			t.Errorf("Host %q %v: the file was written", c.host, c.hdr)

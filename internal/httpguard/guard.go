@@ -11,7 +11,9 @@
 // name), so does "localhost" (browsers resolve it themselves, never through
 // DNS); any other name passes only when the listener serves it (its public
 // URL's host, its certificate's names, the node's MagicDNS name, names the
-// operator added). Everything else gets 403 and one line naming the host.
+// operator added). Everything else gets 421 Misdirected Request and one
+// line naming the host (not 403, which Warren's clients read as a key
+// problem). Cross-origin browser requests that change state get 403.
 package httpguard
 
 import (
@@ -69,7 +71,7 @@ func New(p Policy) *Guard {
 func (g *Guard) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !g.Allowed(r.Host) {
-			g.refuse(w, r, fmt.Sprintf("host %q is not served here (DNS rebinding protection)%s", r.Host, g.hint))
+			g.refuse(w, r, http.StatusMisdirectedRequest, fmt.Sprintf("host %q is not served here (DNS rebinding protection)%s", r.Host, g.hint))
 			return
 		}
 		// Browser requests from another origin that change state
@@ -77,7 +79,7 @@ func (g *Guard) Handler(next http.Handler) http.Handler {
 		// against Host for older browsers. Requests without either
 		// header (Warren's own clients, curl) pass.
 		if err := g.cop.Check(r); err != nil {
-			g.refuse(w, r, "cross-origin request refused")
+			g.refuse(w, r, http.StatusForbidden, "cross-origin request refused")
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -90,7 +92,7 @@ func Wrap(next http.Handler, p Policy) http.Handler { return New(p).Handler(next
 // Refused counts the requests g refused.
 func (g *Guard) Refused() uint64 { return g.refused.Load() }
 
-func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, msg string) {
+func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	g.refused.Add(1)
 	if g.logf != nil {
 		g.mu.Lock()
@@ -106,7 +108,7 @@ func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, msg string) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Connection", "close")
-	w.WriteHeader(http.StatusForbidden)
+	w.WriteHeader(code)
 	fmt.Fprintln(w, msg)
 }
 

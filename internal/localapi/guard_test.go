@@ -41,8 +41,8 @@ func TestServeChecksHost(t *testing.T) {
 		}
 	}
 	for _, h := range []string{"evil.example", "warrend.evil.example", "127.0.0.1.nip.io"} {
-		if code := status("GET", h); code != http.StatusForbidden {
-			t.Errorf("Host %q: %d, want 403", h, code)
+		if code := status("GET", h); code != http.StatusMisdirectedRequest {
+			t.Errorf("Host %q: %d, want 421", h, code)
 		}
 	}
 }

@@ -58,8 +58,8 @@ func TestServeChecksHost(t *testing.T) {
 		}
 	}
 	for _, host := range []string{"evil.example:" + port, "7f000001.rbndr.us:" + port, "localhost.evil.example"} {
-		if code := hostStatus(t, addr, "GET", host, nil); code != http.StatusForbidden {
-			t.Errorf("Host %q: %d, want 403", host, code)
+		if code := hostStatus(t, addr, "GET", host, nil); code != http.StatusMisdirectedRequest {
+			t.Errorf("Host %q: %d, want 421", host, code)
 		}
 	}
 }

@@ -281,7 +281,7 @@ func TestDrop(t *testing.T) {
 			{bV4, "evil.example:41642"}, {bV4, "7f000001.rbndr.us:41642"}, {bV6, "evil.example"},
 		} {
 			code, body := rawPutHost(t, a, c.addr, "rebound.txt", "pushed by a web page", c.host)
-			if code != http.StatusForbidden {
+			if code != http.StatusMisdirectedRequest {
 				t.Errorf("PUT to %s with Host %q: %d %s", c.addr, c.host, code, body)
 			}
 		}

@@ -162,7 +162,7 @@ func TestObserve(t *testing.T) {
 		addr, path string
 	}{{a.ns, "127.0.0.1:9100", "/metrics"}, {l.srv.ns, "127.0.0.1:9101", "/metrics"}, {l.srv.ns, srvAddr, "/warren/v1/key"}} {
 		for _, host := range []string{"evil.example", "7f000001.rbndr.us:9100"} {
-			if code, body := getNS(t, c.ns, c.addr, c.path, host); code != http.StatusForbidden {
+			if code, body := getNS(t, c.ns, c.addr, c.path, host); code != http.StatusMisdirectedRequest {
 				t.Errorf("%s%s with Host %q: %d %s", c.addr, c.path, host, code, body)
 			}
 		}

@@ -149,3 +149,20 @@ func TestUpgradedConnOutlivesServerTimeouts(t *testing.T) {
 	time.Sleep(5 * d)
 	roundTrip()
 }
+
+// TestFetchKeyMisdirected: a server that does not answer to the name in
+// the node's URL says so (421, package httpguard); the node's error
+// carries that line, which says how to add the name.
+func TestFetchKeyMisdirected(t *testing.T) {
+	const msg = `host "vpn.example.com:8080" is not served here (DNS rebinding protection); add the name with --public-url or --allowed-hosts`
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusMisdirectedRequest)
+		io.WriteString(w, msg+"\n")
+	}))
+	defer ts.Close()
+	_, err := FetchKey(ctxT(t), ts.URL)
+	if err == nil || !strings.Contains(err.Error(), "--allowed-hosts") || !strings.Contains(err.Error(), "421") {
+		t.Fatalf("err = %v", err)
+	}
+	t.Log(err)
+}
