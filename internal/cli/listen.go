@@ -2,6 +2,7 @@ package cli
 
 import (
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -39,6 +40,24 @@ func parsePerSourceCap(s string) (int, error) {
 		return 0, fmt.Errorf("--max-conns-per-ip %q: want a number, 0 for no cap", s)
 	}
 	return n, nil
+}
+
+// listenerSetting reads the config keys that may also be given as a number
+// (max_conns_per_ip) or a list of strings (allowed_hosts).
+func listenerSetting(key string, raw json.RawMessage) (string, bool) {
+	switch key {
+	case "max_conns_per_ip":
+		var n json.Number
+		if err := json.Unmarshal(raw, &n); err == nil {
+			return n.String(), true
+		}
+	case "allowed_hosts":
+		var l []string
+		if err := json.Unmarshal(raw, &l); err == nil {
+			return strings.Join(l, ","), true
+		}
+	}
+	return "", false
 }
 
 // splitHosts reads a comma- or space-separated host list.

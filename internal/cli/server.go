@@ -210,6 +210,10 @@ func loadServerConfig(path string) (serverConfig, error) {
 		if !ok {
 			return c, fmt.Errorf("config %s: unknown key %q", path, k)
 		}
+		if v, ok := listenerSetting(k, raw[k]); ok { // listen.go
+			*dst = v
+			continue
+		}
 		if err := json.Unmarshal(raw[k], dst); err != nil {
 			return c, fmt.Errorf("config %s: key %q: want a string", path, k)
 		}
