@@ -40,8 +40,8 @@ func raiseNoFile(t *testing.T, n uint64) {
 
 // keepAlive opens a connection from src, makes one request for the key
 // and leaves the connection idle (keep-alive). It returns the connection
-// and whether the server answered (false: refused at accept).
-func keepAlive(t *testing.T, src, addr string) (net.Conn, bool) {
+// and the answer's status (0: none, the connection was refused at accept).
+func keepAlive(t *testing.T, src, addr string) (net.Conn, int) {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
 	c, err := d.Dial("tcp", addr)
@@ -52,12 +52,12 @@ func keepAlive(t *testing.T, src, addr string) (net.Conn, bool) {
 	fmt.Fprintf(c, "GET /warren/v1/key HTTP/1.1\r\nHost: %s\r\n\r\n", addr)
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		return c, false
+		return c, 0
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	c.SetDeadline(time.Time{})
-	return c, resp.StatusCode == http.StatusOK
+	return c, resp.StatusCode
 }
 
 // TestServerHoldsIdleConnections: 2,000 idle keep-alive connections from
@@ -79,9 +79,9 @@ func TestServerHoldsIdleConnections(t *testing.T) {
 	}()
 	served, maxG := 0, 0
 	for i := range total {
-		c, ok := keepAlive(t, fmt.Sprintf("127.0.0.%d", 2+i%sources), addr)
+		c, code := keepAlive(t, fmt.Sprintf("127.0.0.%d", 2+i%sources), addr)
 		held = append(held, c)
-		if ok {
+		if code == http.StatusOK {
 			served++
 		}
 		if i%100 == 99 {
@@ -135,4 +135,55 @@ func TestServerCutsSlowBody(t *testing.T) {
 		t.Fatalf("slow body held: %v (read %q)", err, rest)
 	}
 	t.Logf("server answered the slow body with %q", strings.SplitN(string(rest), "\r\n", 2)[0])
+}
+
+// TestRelayLimitsConnections: the standalone relay caps connections per
+// source address and closes idle keep-alive connections.
+func TestRelayLimitsConnections(t *testing.T) {
+	defer func(o timeoutsConfig) { publicTimeouts = o }(publicTimeouts)
+	publicTimeouts.Idle = 500 * time.Millisecond
+	t.Setenv(envServer, "")
+	t.Setenv(envAPIKey, "")
+	dir := filepath.Join(t.TempDir(), "data")
+	apiKey := strings.TrimSpace(ok(t, "server", "apikey", "create", "--data-dir", dir))
+	ts := startServer(t, dir)
+	fs, rc := relayFlags(&lockedBuffer{})
+	if err := fs.Parse([]string{"--listen", "127.0.0.1:0", "--stun-listen", "", "--data-dir", filepath.Join(t.TempDir(), "relay"),
+		"--server", ts.url, "--api-key", apiKey, "--max-conns-per-ip", "2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.check(); err != nil {
+		t.Fatal(err)
+	}
+	rurl, _, _ := startRelayCmd(t, rc)
+	addr := strings.TrimPrefix(rurl, "http://")
+	// keepAlive asks for the key path, which the relay does not serve:
+	// a 404 on a kept-alive connection.
+	var held []net.Conn
+	for range 2 {
+		c, code := keepAlive(t, "127.0.0.5", addr)
+		defer c.Close()
+		if code != http.StatusNotFound {
+			t.Fatalf("connection under the cap: status %d, want 404", code)
+		}
+		held = append(held, c)
+	}
+	over, code := keepAlive(t, "127.0.0.5", addr)
+	defer over.Close()
+	if code != 0 {
+		t.Fatalf("a third connection from one address was answered (%d) with a cap of 2", code)
+	}
+	other, code := keepAlive(t, "127.0.0.6", addr)
+	defer other.Close()
+	if code != http.StatusNotFound {
+		t.Fatalf("another address: status %d, want 404", code)
+	}
+	// The idle ones are closed by the relay (the deadline only keeps a
+	// failing test from hanging).
+	for i, c := range held {
+		c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("idle connection %d: %v, want EOF from the relay", i, err)
+		}
+	}
 }
