@@ -95,7 +95,9 @@ func TestServerHoldsIdleConnections(t *testing.T) {
 	}
 	// A legitimate client from another address is served.
 	hc := &http.Client{Timeout: 30 * time.Second}
+	start := time.Now()
 	resp, err := hc.Get(ts.url + "/warren/v1/key")
+	t.Logf("legitimate client answered in %v", time.Since(start))
 	if err != nil {
 		t.Fatalf("legitimate client: %v", err)
 	}
