@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"warren/internal/httpguard"
 	"warren/internal/metrics"
 	"warren/internal/relay"
 	"warren/internal/stun"
@@ -42,6 +43,7 @@ type relayConfig struct {
 	rate, burst                 int64
 	queue                       int
 	metricsListen               string
+	allowedHosts, maxConns      string
 }
 
 func relayFlags(stderr io.Writer) (*flag.FlagSet, *relayConfig) {
@@ -61,6 +63,8 @@ func relayFlags(stderr io.Writer) (*flag.FlagSet, *relayConfig) {
 	fs.Int64Var(&c.rate, "rate", relay.DefaultRate, "bytes per second one node may send (0: unlimited)")
 	fs.Int64Var(&c.burst, "burst", relay.DefaultBurst, "bytes one node may send in a burst")
 	fs.IntVar(&c.queue, "queue", relay.DefaultQueuePackets, "packets queued towards one node before new ones are dropped")
+	fs.StringVar(&c.allowedHosts, "allowed-hosts", "", "comma-separated host names nodes reach this relay by (its name in the relay map; IP addresses, localhost, the TLS certificate's names and the machine's host name are always served); requests for other names are refused (DNS rebinding protection)")
+	fs.StringVar(&c.maxConns, "max-conns-per-ip", "", fmt.Sprintf("concurrent connections accepted from one source address (default %d; 0: no cap)", httpguard.DefaultPerSource))
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)")
 	return fs, c
 }
@@ -118,6 +122,9 @@ func (c *relayConfig) check() error {
 	}
 	if c.poll < 100*time.Millisecond {
 		return errors.New("--poll must be at least 100ms")
+	}
+	if _, err := parsePerSourceCap(c.maxConns); err != nil {
+		return err
 	}
 	if c.rate < 0 || c.burst <= 0 || c.queue <= 0 {
 		return errors.New("--rate must not be negative, --burst and --queue must be positive")
@@ -190,19 +197,22 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	rctx, rcancel := context.WithCancel(ctx)
 	defer rcancel()
 	go poller.Run(rctx)
+	hosts := listenerHosts(c.listen, "", c.tlsCert, c.allowedHosts)
 	if c.metricsListen != "" {
-		if _, err := metrics.Serve(rctx, c.metricsListen, metrics.Registry(metrics.Relay{R: rs}), logger.Logger); err != nil {
+		if _, err := metrics.Serve(rctx, c.metricsListen, metrics.Registry(metrics.Relay{R: rs}), logger.Logger, hosts...); err != nil {
 			return fail("--metrics-listen: %v", err)
 		}
 	}
 
 	mux := http.NewServeMux()
 	mux.Handle(relay.Path, rs)
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger.std()}
+	hs := &http.Server{Handler: mux, ErrorLog: logger.std()}
 	l, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fail("%v", err)
 	}
+	perSource, _ := parsePerSourceCap(c.maxConns) // checked by check
+	l = guardPublic(hs, l, hosts, perSource, "; add the name with --allowed-hosts", logger.Logf)
 	scheme := "http"
 	if c.tlsCert != "" {
 		scheme = "https"

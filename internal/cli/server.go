@@ -20,6 +20,7 @@ import (
 
 	"warren/internal/control/admin"
 	"warren/internal/control/server"
+	"warren/internal/httpguard"
 	"warren/internal/metrics"
 	"warren/internal/noise"
 	"warren/internal/relay"
@@ -46,6 +47,8 @@ type serverConfig struct {
 	PublicURL      string `json:"public_url"`
 	RelayMap       string `json:"relay_map"`
 	MetricsListen  string `json:"metrics_listen"`
+	AllowedHosts   string `json:"allowed_hosts"`
+	MaxConnsPerIP  string `json:"max_conns_per_ip"`
 	// Relay is "true" in the config file (a JSON boolean), --relay on the
 	// command line.
 	Relay bool `json:"relay"`
@@ -85,6 +88,8 @@ func newServerFlags(name string, stderr io.Writer, all bool) *serverFlags {
 		fs.StringVar(&sf.c.STUNListen, "stun-listen", "", `UDP address to answer STUN on, e.g. ":3478" (default off)`)
 		fs.StringVar(&sf.c.PublicURL, "public-url", "", "the URL nodes reach this server at, for the relay map (default: http(s)://LISTEN when it names a host)")
 		fs.StringVar(&sf.c.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)")
+		fs.StringVar(&sf.c.AllowedHosts, "allowed-hosts", "", "comma-separated further host names clients reach this server by (besides IP addresses, localhost, the --public-url host and the TLS certificate's names); requests for other names are refused (DNS rebinding protection)")
+		fs.StringVar(&sf.c.MaxConnsPerIP, "max-conns-per-ip", "", fmt.Sprintf("concurrent connections accepted from one source address (default %d; 0: no cap)", httpguard.DefaultPerSource))
 		fs.StringVar(&sf.c.RelayMap, "relay-map", "", "JSON file of further relays offered to nodes ({\"regions\":[{id,code,url,public_key,stun}]})")
 	}
 	return sf
@@ -131,6 +136,10 @@ func (sf *serverFlags) resolve() (serverConfig, error) {
 			c.RelayMap = sf.c.RelayMap
 		case "metrics-listen":
 			c.MetricsListen = sf.c.MetricsListen
+		case "allowed-hosts":
+			c.AllowedHosts = sf.c.AllowedHosts
+		case "max-conns-per-ip":
+			c.MaxConnsPerIP = sf.c.MaxConnsPerIP
 		}
 	})
 	if c.DataDir == "" {
@@ -141,6 +150,9 @@ func (sf *serverFlags) resolve() (serverConfig, error) {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return c, errors.New("--tls-cert and --tls-key go together")
+	}
+	if _, err := c.perSourceCap(); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -154,6 +166,7 @@ func mergeConfig(c *serverConfig, fc serverConfig) {
 		{&c.IPv6Prefix, fc.IPv6Prefix}, {&c.Domain, fc.Domain}, {&c.EphemeralGrace, fc.EphemeralGrace},
 		{&c.TLSCert, fc.TLSCert}, {&c.TLSKey, fc.TLSKey}, {&c.STUNListen, fc.STUNListen},
 		{&c.PublicURL, fc.PublicURL}, {&c.RelayMap, fc.RelayMap}, {&c.MetricsListen, fc.MetricsListen},
+		{&c.AllowedHosts, fc.AllowedHosts}, {&c.MaxConnsPerIP, fc.MaxConnsPerIP},
 	} {
 		if p.src != "" {
 			*p.dst = p.src
@@ -179,6 +192,7 @@ func loadServerConfig(path string) (serverConfig, error) {
 		"ipv6_prefix": &c.IPv6Prefix, "domain": &c.Domain, "ephemeral_grace": &c.EphemeralGrace,
 		"tls_cert": &c.TLSCert, "tls_key": &c.TLSKey, "stun_listen": &c.STUNListen,
 		"public_url": &c.PublicURL, "relay_map": &c.RelayMap, "metrics_listen": &c.MetricsListen,
+		"allowed_hosts": &c.AllowedHosts, "max_conns_per_ip": &c.MaxConnsPerIP,
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {
@@ -195,6 +209,10 @@ func loadServerConfig(path string) (serverConfig, error) {
 		dst, ok := fields[k]
 		if !ok {
 			return c, fmt.Errorf("config %s: unknown key %q", path, k)
+		}
+		if v, ok := listenerSetting(k, raw[k]); ok { // listen.go
+			*dst = v
+			continue
 		}
 		if err := json.Unmarshal(raw[k], dst); err != nil {
 			return c, fmt.Errorf("config %s: key %q: want a string", path, k)
@@ -422,17 +440,23 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain())))
+	hosts := listenerHosts(c.Listen, c.PublicURL, c.TLSCert, c.AllowedHosts)
 	if c.MetricsListen != "" {
-		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), logger.Logger); err != nil {
+		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), logger.Logger, hosts...); err != nil {
 			return fail("--metrics-listen: %v", err)
 		}
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger.std()}
-
+	perSource, err := c.perSourceCap()
+	if err != nil {
+		fmt.Fprintf(stderr, "warren server: %v\n", err)
+		return 2
+	}
+	hs := &http.Server{Handler: mux, ErrorLog: logger.std()}
 	l, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fail("%v", err)
 	}
+	l = guardPublic(hs, l, hosts, perSource, "; add the name with --public-url or --allowed-hosts", logger.Logf)
 	scheme := "http"
 	if c.TLSCert != "" {
 		scheme = "https"

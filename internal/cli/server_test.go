@@ -327,6 +327,14 @@ func TestServerConfigFile(t *testing.T) {
 	if err != nil || c.Listen != ":8080" {
 		t.Fatalf("explicit default: %v %+v", err, c)
 	}
+	c, err = resolve("--config", write(`{"allowed_hosts":["vpn.example.com","alias.example.com"],"max_conns_per_ip":7}`))
+	if err != nil || c.AllowedHosts != "vpn.example.com,alias.example.com" || c.MaxConnsPerIP != "7" {
+		t.Fatalf("listener settings: %v %+v", err, c)
+	}
+	c, err = resolve("--config", write(`{"allowed_hosts":"vpn.example.com","max_conns_per_ip":"7"}`))
+	if err != nil || c.AllowedHosts != "vpn.example.com" || c.MaxConnsPerIP != "7" {
+		t.Fatalf("listener settings as strings: %v %+v", err, c)
+	}
 	c, err = resolve()
 	if err != nil || c.Listen != defaultListen || c.DataDir != defaultDataDir || c.DB != "sqlite:"+defaultDataDir+"/warren.db" {
 		t.Fatalf("defaults: %v %+v", err, c)
@@ -342,6 +350,9 @@ func TestServerConfigFile(t *testing.T) {
 		if code != 2 || !strings.HasPrefix(errb, "warren server: config "+p) || !strings.Contains(errb, msg) || strings.Count(errb, "\n") != 1 {
 			t.Errorf("%s: %d %q", body, code, errb)
 		}
+	}
+	if code, _, errb := cmd(t, "server", "--config", write(`{"max_conns_per_ip":-1}`)); code != 2 || errb != "warren server: --max-conns-per-ip \"-1\": want a number, 0 for no cap\n" {
+		t.Errorf("negative max_conns_per_ip: %d %q", code, errb)
 	}
 	// The subcommands read the same file: the key lands in its data dir.
 	data := filepath.Join(dir, "data")

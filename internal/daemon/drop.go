@@ -86,7 +86,7 @@ func (d *Daemon) dropper() (*dropState, error) {
 		if ds.err != nil {
 			return
 		}
-		ds.srv = &drop.Server{Inbox: ds.inbox, Whois: d.dropWhois, Owner: d.dropOwner, Transfer: func() func() { return d.procs.begin() },
+		ds.srv = &drop.Server{Inbox: ds.inbox, Whois: d.dropWhois, Owner: d.dropOwner, Names: d.dropNames, Transfer: func() func() { return d.procs.begin() },
 			Logf: func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) }}
 		if st := os.Getenv(envDropStall); st != "" {
 			if v, err := time.ParseDuration(st); err == nil && v > 0 {
@@ -122,6 +122,21 @@ func (d *Daemon) dropWhois(a netip.Addr) (name, user string, ok bool) {
 		}
 	}
 	return "", "", false
+}
+
+// dropNames are the host names the peer API answers to besides the
+// node's addresses: its MagicDNS name, short and qualified.
+func (d *Daemon) dropNames() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.nm == nil || d.nm.Self.Name == "" {
+		return nil
+	}
+	names := []string{d.nm.Self.Name}
+	if d.nm.Domain != "" {
+		names = append(names, d.nm.Self.Name+"."+d.nm.Domain)
+	}
+	return names
 }
 
 func (d *Daemon) dropOwner() string {

@@ -60,6 +60,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"warren/internal/httpguard"
 )
 
 // PeerAPIPort is the TCP port of the peer API on tunnel addresses.
@@ -85,7 +87,10 @@ type Server struct {
 	// returns is called when the upload ends. (The daemon runs on more Ps
 	// during transfers: never for a request it has not authenticated.)
 	Transfer func() (end func())
-	Logf     func(format string, args ...any)
+	// Names, if set, returns the host names this node answers to besides
+	// its addresses (its MagicDNS names).
+	Names func() []string
+	Logf  func(format string, args ...any)
 }
 
 type connKey struct{}
@@ -96,9 +101,27 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
 }
 
-// HTTPServer returns an http.Server for the peer API.
+// HTTPServer returns an http.Server for the peer API: Handler behind the
+// Host and cross-origin checks of package httpguard (a web page on one of
+// the user's machines that rebinds a name to this node's tunnel address
+// would otherwise push files as that machine: only IP literals and the
+// node's own names are served).
 func (s *Server) HTTPServer() *http.Server {
-	return &http.Server{Handler: s.Handler(), ConnContext: ConnContext, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	h := httpguard.Wrap(s.Handler(), httpguard.Policy{Also: s.ownName, Logf: s.Logf})
+	return &http.Server{Handler: h, ConnContext: ConnContext, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+}
+
+// ownName reports whether name (normalised) is one of s.Names.
+func (s *Server) ownName(name string) bool {
+	if s.Names == nil {
+		return false
+	}
+	for _, n := range s.Names() {
+		if httpguard.Hostname(n) == name {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) logf(format string, args ...any) {

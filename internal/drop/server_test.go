@@ -42,6 +42,7 @@ func newLab(t *testing.T, dir string, quota int64) *lab {
 	}
 	l := &lab{in: in, logs: make(chan string, 100)}
 	l.srv = &Server{Inbox: in, Owner: func() string { return "alice" },
+		Names: func() []string { return []string{"recv.warren.internal", "recv"} },
 		Whois: func(a netip.Addr) (string, string, bool) {
 			switch a.String() {
 			case "127.0.0.1":

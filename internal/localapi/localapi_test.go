@@ -142,7 +142,7 @@ func TestClientRoundTrips(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return net.Dial("unix", path)
 	}}}
-	resp, err := hc.Post("http://x/localapi/v1/up", "application/json", strings.NewReader(`{"authKey":"x","bogus":1}`))
+	resp, err := hc.Post("http://warrend/localapi/v1/up", "application/json", strings.NewReader(`{"authKey":"x","bogus":1}`))
 	if err != nil {
 		t.Fatal(err)
 	}

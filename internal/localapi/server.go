@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"warren/internal/httpguard"
 )
 
 // DefaultSocket is where the daemon listens unless told otherwise.
@@ -101,12 +103,18 @@ func Listen(path, group string) (net.Listener, int, error) {
 	return l, gid, nil
 }
 
+// Host is the name the local API answers to (its clients' URLs are
+// http://warrend/...; localhost is accepted too). A browser cannot reach a
+// unix socket, but every Warren HTTP listener checks Host all the same.
+const Host = "warrend"
+
 // Serve serves the API for b on l until l is closed. Each connection's peer
 // credentials are checked: root, the daemon's own user, or (when gid >= 0)
-// a process with that group among its groups.
+// a process with that group among its groups; each request's Host must be
+// Host or localhost (package httpguard).
 func Serve(l net.Listener, b Backend, gid int, logf func(string, ...any)) error {
 	srv := &http.Server{
-		Handler:           Handler(b),
+		Handler:           httpguard.Wrap(Handler(b), httpguard.Policy{Names: []string{Host}, Logf: logf}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          nil,
 		ConnContext:       connContext,

@@ -11,16 +11,19 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"time"
+	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
+
+	"warren/internal/httpguard"
 )
 
 // Registry returns a registry with cs and the Go runtime and process
@@ -67,9 +70,18 @@ func ListenAddr(s string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
+// MaxConnsPerSource caps the metrics listener's concurrent connections
+// from one address (scrapers need one or two).
+const MaxConnsPerSource = 64
+
+// listenerTimeouts are the metrics listener's (a variable for tests).
+var listenerTimeouts = httpguard.PublicTimeouts
+
 // Serve serves /metrics from g on addr (see ListenAddr) until ctx ends. It
-// returns once listening; errors after that are logged.
-func Serve(ctx context.Context, addr string, g prometheus.Gatherer, log *slog.Logger) (net.Addr, error) {
+// returns once listening; errors after that are logged. Requests must be
+// for an IP address, localhost, the machine's host name or one of hosts
+// (package httpguard).
+func Serve(ctx context.Context, addr string, g prometheus.Gatherer, log *slog.Logger, hosts ...string) (net.Addr, error) {
 	addr, err := ListenAddr(addr)
 	if err != nil {
 		return nil, err
@@ -83,7 +95,15 @@ func Serve(ctx context.Context, addr string, g prometheus.Gatherer, log *slog.Lo
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", Handler(g))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Only requests for this listener's own names: a web page that
+	// rebinds a name to the address must not read peer names and keys.
+	if h, err := os.Hostname(); err == nil {
+		hosts = append(hosts, h)
+	}
+	logf := func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) }
+	srv := &http.Server{Handler: httpguard.Wrap(mux, httpguard.Policy{Names: hosts, Logf: logf})}
+	listenerTimeouts.Apply(srv)
+	ln = httpguard.LimitListener(ln, MaxConnsPerSource, logf)
 	go func() {
 		<-ctx.Done()
 		srv.Close()

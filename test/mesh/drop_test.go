@@ -272,6 +272,34 @@ func TestDrop(t *testing.T) {
 		}
 	})
 
+	// A web page in a browser on a rebinds a name of its own to b's
+	// tunnel address: its PUT comes from a (an allowed sender) but with
+	// the page's Host, and must be refused; b's own names are served.
+	t.Run("dns-rebinding", func(t *testing.T) {
+		bV4, bV6 := b.ips()
+		for _, c := range []struct{ addr, host string }{
+			{bV4, "evil.example:41642"}, {bV4, "7f000001.rbndr.us:41642"}, {bV6, "evil.example"},
+		} {
+			code, body := rawPutHost(t, a, c.addr, "rebound.txt", "pushed by a web page", c.host)
+			if code != http.StatusMisdirectedRequest {
+				t.Errorf("PUT to %s with Host %q: %d %s", c.addr, c.host, code, body)
+			}
+		}
+		if n := len(b.fileList(t).Files); n != 0 {
+			t.Fatalf("%d files stored through a rebound name", n)
+		}
+		st, err := b.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, host := range []string{st.Self.DNSName, st.Self.Name + ":41642"} {
+			if code, body := rawPutHost(t, a, bV4, fmt.Sprintf("named%d.txt", i), "hello", host); code != http.StatusOK {
+				t.Errorf("PUT with b's own name %q: %d %s", host, code, body)
+			}
+		}
+		l.must(b.ns, "file", "get", "--socket", b.sock, t.TempDir())
+	})
+
 	t.Run("other-user", func(t *testing.T) {
 		p := filepath.Join(src, "from-mallory")
 		os.WriteFile(p, []byte("hi"), 0o644)
@@ -345,6 +373,12 @@ func TestDrop(t *testing.T) {
 // namespace, as a hostile node would, and returns the status and body.
 func rawPut(t *testing.T, a *node, addr, name, body string) (int, string) {
 	t.Helper()
+	return rawPutHost(t, a, addr, name, body, net.JoinHostPort(addr, "41642"))
+}
+
+// rawPutHost is rawPut with the given Host header.
+func rawPutHost(t *testing.T, a *node, addr, name, body, host string) (int, string) {
+	t.Helper()
 	var code int
 	var text string
 	err := a.ns.Do(func() error {
@@ -355,8 +389,8 @@ func rawPut(t *testing.T, a *node, addr, name, body string) (int, string) {
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		sum := sha256.Sum256([]byte(body))
-		fmt.Fprintf(c, "PUT /v1/files/%s HTTP/1.1\r\nHost: x\r\nWarren-Size: %d\r\nWarren-Sha256: %x\r\nWarren-Offset: 0\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-			url.PathEscape(name), len(body), sum, len(body), body)
+		fmt.Fprintf(c, "PUT /v1/files/%s HTTP/1.1\r\nHost: %s\r\nWarren-Size: %d\r\nWarren-Sha256: %x\r\nWarren-Offset: 0\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+			url.PathEscape(name), host, len(body), sum, len(body), body)
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			return err

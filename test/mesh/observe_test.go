@@ -154,6 +154,23 @@ func TestObserve(t *testing.T) {
 	}
 	tcpdump(t, outerFile, "UDP, length")
 
+	// DNS rebinding: a page that points a name of its own at a node's or
+	// the server's metrics listener, or at the server, is refused.
+	srvAddr := strings.TrimPrefix(l.srv.url, "http://")
+	for _, c := range []struct {
+		ns         *nettest.NS
+		addr, path string
+	}{{a.ns, "127.0.0.1:9100", "/metrics"}, {l.srv.ns, "127.0.0.1:9101", "/metrics"}, {l.srv.ns, srvAddr, "/warren/v1/key"}} {
+		for _, host := range []string{"evil.example", "7f000001.rbndr.us:9100"} {
+			if code, body := getNS(t, c.ns, c.addr, c.path, host); code != http.StatusMisdirectedRequest {
+				t.Errorf("%s%s with Host %q: %d %s", c.addr, c.path, host, code, body)
+			}
+		}
+		if code, body := getNS(t, c.ns, c.addr, c.path, c.addr); code != http.StatusOK {
+			t.Errorf("%s%s with Host %q: %d %s", c.addr, c.path, c.addr, code, body)
+		}
+	}
+
 	// The server's metrics: both nodes online, maps sent, latencies.
 	ms := scrapeNS(t, l.srv.ns, "127.0.0.1:9101")
 	if v := ms["warren_server_nodes_online"]; v != 2 {
@@ -262,9 +279,11 @@ func scrape(t *testing.T, n *node) metricSet {
 	return scrapeNS(t, n.ns, "127.0.0.1:9100")
 }
 
-// scrapeNS fetches http://addr/metrics inside ns.
-func scrapeNS(t *testing.T, ns *nettest.NS, addr string) metricSet {
+// getNS fetches http://addr/path inside ns with the given Host header and
+// returns the status and body.
+func getNS(t *testing.T, ns *nettest.NS, addr, path, host string) (int, []byte) {
 	t.Helper()
+	var code int
 	var body []byte
 	err := ns.Do(func() error {
 		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
@@ -273,20 +292,28 @@ func scrapeNS(t *testing.T, ns *nettest.NS, addr string) metricSet {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host)
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("HTTP %s", resp.Status)
-		}
+		code = resp.StatusCode
 		body, err = io.ReadAll(resp.Body)
 		return err
 	})
 	if err != nil {
-		t.Fatalf("scrape %s in %s: %v", addr, ns.Name, err)
+		t.Fatalf("GET http://%s%s in %s: %v", addr, path, ns.Name, err)
+	}
+	return code, body
+}
+
+// scrapeNS fetches http://addr/metrics inside ns.
+func scrapeNS(t *testing.T, ns *nettest.NS, addr string) metricSet {
+	t.Helper()
+	code, body := getNS(t, ns, addr, "/metrics", "localhost")
+	if code != 200 {
+		t.Fatalf("scrape %s in %s: HTTP %d", addr, ns.Name, code)
 	}
 	m := metricSet{}
 	for _, line := range strings.Split(string(body), "\n") {

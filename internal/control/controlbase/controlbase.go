@@ -118,3 +118,7 @@ var cipherSuite = flynn.NewCipherSuite(flynn.DH25519, flynn.CipherChaChaPoly, fl
 func prologue(v uint16) []byte {
 	return append([]byte(ProtocolName), byte(v>>8), byte(v))
 }
+
+// ErrResponseTooLarge is wrapped by Dial's error when the server's (or a
+// proxy's) HTTP response head exceeds MaxResponseHeader bytes.
+var ErrResponseTooLarge = errors.New("controlbase: HTTP response header too large")

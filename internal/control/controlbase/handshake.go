@@ -142,10 +142,13 @@ func dialProto(ctx context.Context, o DialOptions, serverURL string, serverKey n
 	if err := req.Write(nc); err != nil {
 		return nil, ctxErr(ctx, fmt.Errorf("controlbase: sending upgrade request: %w", err))
 	}
-	br := bufio.NewReader(nc)
+	// Nothing is authenticated yet: bound what the response may make us
+	// read (and keep in memory).
+	hl := &headLimit{r: nc, n: MaxResponseHeader}
+	br := bufio.NewReader(hl)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("controlbase: reading upgrade response: %w", err))
+		return nil, ctxErr(ctx, hl.err("controlbase: reading upgrade response from "+addr, err))
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -180,6 +183,49 @@ func dialProto(ctx context.Context, o DialOptions, serverURL string, serverKey n
 	ok = true
 	return newConn(nc, afterHTTP(br, nc), serverKey, tx, rx), nil
 }
+
+// MaxResponseHeader bounds the bytes read for an HTTP response head before
+// the session is authenticated (the upgrade's answer, a proxy's answer to
+// CONNECT): a real one is a few hundred bytes.
+const MaxResponseHeader = 16 << 10
+
+// headLimit reads at most n bytes from r, then fails with
+// ErrResponseTooLarge.
+type headLimit struct {
+	r io.Reader
+	n int
+}
+
+func (l *headLimit) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, ErrResponseTooLarge
+	}
+	if len(p) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= n
+	return n, err
+}
+
+// err is the error for a failed read of a response head: a clear one
+// when the head was too large (the parser may have failed first on the
+// truncated line).
+func (l *headLimit) err(what string, err error) error {
+	if l.n <= 0 || errors.Is(err, ErrResponseTooLarge) {
+		return tooLarge(what)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// tooLarge says what was too large; it wraps ErrResponseTooLarge.
+type tooLarge string
+
+func (e tooLarge) Error() string {
+	return fmt.Sprintf("%s: the response header is over %d bytes (not a Warren server?)", string(e), MaxResponseHeader)
+}
+
+func (e tooLarge) Unwrap() error { return ErrResponseTooLarge }
 
 // ctxErr reports an I/O error during the handshake as the context's error
 // when the context caused it (its deadline is also the connection's).

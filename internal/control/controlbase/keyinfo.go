@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode"
 
 	"warren/internal/noise"
 )
@@ -29,6 +30,18 @@ func FetchKey(ctx context.Context, serverURL string) (noise.PublicKey, error) {
 		return noise.PublicKey{}, fmt.Errorf("fetch server key: %w", err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusMisdirectedRequest {
+		// The server does not answer to this name (DNS rebinding
+		// protection): its one line says how to add it.
+		line, _, _ := strings.Cut(string(readAtMost(resp.Body, 512)), "\n")
+		printable := func(r rune) rune {
+			if unicode.IsPrint(r) {
+				return r
+			}
+			return '?'
+		}
+		return noise.PublicKey{}, fmt.Errorf("fetch server key from %s: HTTP %s: %s", u, resp.Status, strings.Map(printable, line))
+	}
 	if resp.StatusCode != http.StatusOK {
 		return noise.PublicKey{}, fmt.Errorf("fetch server key from %s: HTTP %s (is this a warren server?)", u, resp.Status)
 	}
@@ -44,4 +57,10 @@ func FetchKey(ctx context.Context, serverURL string) (noise.PublicKey, error) {
 		return noise.PublicKey{}, fmt.Errorf("fetch server key from %s: invalid key %q", u, ki.PublicKey)
 	}
 	return k, nil
+}
+
+// readAtMost reads up to n bytes of r.
+func readAtMost(r io.Reader, n int64) []byte {
+	b, _ := io.ReadAll(io.LimitReader(r, n))
+	return b
 }

@@ -135,10 +135,11 @@ func (o DialOptions) dialTCP(ctx context.Context, target *url.URL, addr string) 
 	}
 	// Read the response byte-wise up to its end so nothing of the tunnelled
 	// stream is consumed: the reader is discarded afterwards.
-	br := bufio.NewReaderSize(oneByteReader{nc}, 16)
+	hl := &headLimit{r: oneByteReader{nc}, n: MaxResponseHeader}
+	br := bufio.NewReaderSize(hl, 16)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
-		return fail(err)
+		return fail(hl.err("reading the answer to CONNECT", err))
 	}
 	// The body is not read: a 200 has none, and on an error the connection
 	// is dropped anyway.
