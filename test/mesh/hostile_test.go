@@ -1,0 +1,300 @@
+package mesh
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"warren/internal/netmap"
+	"warren/internal/noise"
+)
+
+// TestHostilePeer puts a rogue member M (test/mesh/hostile: a node joined
+// with a valid pre-auth key, with its own keys and a real WireGuard
+// engine) in a mesh of honest nodes a, v (on the shared underlay) and b
+// (behind an endpoint-independent NAT), and lets it attack, one attack at
+// a time, while every honest pair pings and a streams to v with iperf3:
+//
+//  1. call-me-maybe messages listing the other peers' endpoints as M's
+//     (directly and through the relay), 50 a second to each peer;
+//  2. disco pings from the other peers' endpoints (spoofed source) and
+//     replays of them;
+//  3. disco garbage at 10,000 datagrams a second;
+//  4. EndpointUpdates to the server at 500 a second;
+//  5. v's disco key reported as M's own on M's map stream, then M's again;
+//  6. WireGuard packets over M's own sessions with spoofed inner sources.
+//
+// Each attack starts from a whole mesh (every pair pings, a ↔ v direct).
+// During and after every attack: every honest pair keeps pinging, no
+// honest node's path or engine endpoint to an honest peer is ever M's
+// address, a → v reaches at least half of the iperf3 throughput measured
+// just before the attack, and a and v are back on their direct path to
+// each other within 10 s. No node's map ever gives two peers one disco
+// key. Spoofed
+// inner packets are never delivered (a UDP listener on every honest node,
+// and the engine's source_addr drop counter), while M's genuine ones are;
+// the server answers admin requests during the update flood.
+//
+// The lab's LAN does not filter spoofed sources (rp_filter off on the
+// router), as many real LANs do not: the attacker gets the strongest
+// position a member on the LAN has.
+func TestHostilePeer(t *testing.T) {
+	needNft(t)
+	needTool(t, "iperf3")
+	l := newLab(t, "")
+	l.db = "sqlite:" + t.TempDir() + "/warren.db"
+	for _, k := range []string{"all", "default"} {
+		l.router.Run(t, "sysctl", "-qw", "net.ipv4.conf."+k+".rp_filter=0")
+	}
+	l.startServer("--relay", "--stun-listen", ":3478")
+	l.mustAdmin("users", "create", "lab")
+	key := l.mustAdmin("authkeys", "create", "--user", "lab", "--reusable")
+	a := l.startNode("a")
+	v := l.startNode("v")
+	b := l.startNodeBehindNAT("b", easyNAT)
+	honest := []*node{a, v, b.node}
+	parallel(t, honest, func(n *node) error { _, err := n.up(key); return err })
+	for _, n := range honest {
+		// The kernel must not hide what the engine lets through (spoofed
+		// sources arrive on warren0 with no route back there).
+		for _, k := range []string{"all", "default", "warren0"} {
+			n.ns.Run(t, "sysctl", "-qw", "net.ipv4.conf."+k+".rp_filter=0")
+		}
+	}
+
+	mns, mUnder := l.attach("mhost")
+	m := l.startAttacker(mns, mUnder, key)
+	m.joined = m.must("wait-peers 3", 30*time.Second)
+	t.Logf("M joined: %s", m.joined)
+	waitPeers(t, honest, 3, 15*time.Second)
+
+	// Baseline.
+	pingAll(t, honest)
+	vV4, _ := v.ips()
+	vEP := netip.AddrPortFrom(netip.MustParseAddr(v.under), 41641)
+	aEP := netip.AddrPortFrom(netip.MustParseAddr(a.under), 41641)
+	waitDirect(t, a, v, vEP, 10*time.Second)
+	waitDirect(t, v, a, aEP, 10*time.Second)
+	v.ns.Start(t, "iperf3", "-s", "-B", vV4)
+	waitFor(t, 5*time.Second, "iperf3 server listening on v", func() bool {
+		out, err := v.ns.Output("ss", "-Hltn", "sport = :5201")
+		return err == nil && strings.Contains(out, ":5201")
+	})
+
+	// attack runs one attacker command while the honest nodes work, and
+	// checks them during and after it.
+	attack := func(name, cmd string, d time.Duration, during func()) {
+		t.Helper()
+		t.Logf("── %s: %s", name, cmd)
+		// Each attack starts from a whole mesh, so that what fails is
+		// this attack's doing.
+		if err := meshHealthy(honest, vEP, aEP); err != nil {
+			t.Errorf("%s: the mesh is not whole before the attack (left over from the one before): %v", name, err)
+		}
+		// The bar is this moment's speed: the machine is shared.
+		baseline, why := iperf(a, vV4, 3)
+		if baseline <= 0 {
+			t.Errorf("%s: no baseline a → v before the attack: %s", name, why)
+			baseline = 1
+		}
+		watch := startPathWatch(honest, m.under)
+		pings := startPingMonitor(t, honest)
+		wait := m.start(cmd, d+30*time.Second)
+		duringDone := make(chan struct{})
+		go func() {
+			defer close(duringDone)
+			if during != nil {
+				during()
+			}
+		}()
+		// iperf3 runs while the attack is in full swing (every attack
+		// lasts at least 6 s): a defence must hold throughout, so the
+		// moment it starts does not decide the outcome.
+		time.Sleep(time.Second)
+		rate, why := iperf(a, vV4, 4)
+		<-duringDone
+		t.Logf("%s: attacker: %s", name, wait())
+		pings.check(t, name)
+		watch.check(t, name)
+		t.Logf("%s: iperf3 a → v during the attack: %.0f Mbit/s, just before it %.0f Mbit/s (%.0f%%) %s", name, rate, baseline, 100*rate/baseline, why)
+		if rate < baseline/2 {
+			t.Errorf("%s: a → v reached %.0f Mbit/s during the attack, under half the %.0f Mbit/s just before it %s", name, rate, baseline, why)
+		}
+		if !pollDirect(a, v, vEP, 10*time.Second) || !pollDirect(v, a, aEP, 10*time.Second) {
+			t.Errorf("%s: a ↔ v not back on their direct path within 10 s: %s; %s", name, pathOf(a, v), pathOf(v, a))
+		}
+	}
+
+	attack("path claims by call-me-maybe", "claim cmm 8s", 8*time.Second, nil)
+	attack("path claims by spoofed and replayed pings", "claim ping 8s", 8*time.Second, nil)
+	attack("disco garbage", "garbage 6s", 6*time.Second, nil)
+	attack("endpoint update flood", "flood 6s 500", 6*time.Second, func() {
+		// While the flood runs the server must keep answering.
+		checkServerResponsive(t, l, v, 5*time.Second)
+	})
+	// Last of the path attacks: what it breaks may stay broken.
+	attack("v's disco key claimed by M", "steal-disco v 6s", 6*time.Second, func() {
+		// No honest node may be handed two peers with one disco key.
+		checkDiscoKeysUnique(t, honest, 6*time.Second)
+	})
+
+	// Spoofed inner sources over M's own sessions.
+	t.Logf("── spoofed inner sources")
+	const port = 7777
+	sinks := map[*node]*udpSink{}
+	before := map[*node]float64{}
+	for _, n := range honest {
+		sinks[n] = startUDPSink(t, n, port)
+		before[n] = n.metric(`warren_drops_total{reason="source_addr"}`)
+	}
+	// Every honest node sends to M first, so that M has a session with
+	// each, also with b behind its NAT (the ping is not answered: M's
+	// engine reads nothing back).
+	mAddr := m.tunnelAddr()
+	for _, n := range honest {
+		n.pingOnce(mAddr, 500*time.Millisecond)
+	}
+	t.Logf("attacker: %s", m.must(fmt.Sprintf("spoof %d", port), 30*time.Second))
+	for _, n := range honest {
+		s := sinks[n]
+		if !poll(10*time.Second, func() bool { g, _ := s.counts(); return g > 0 }) {
+			t.Errorf("spoof: %s received none of M's genuine packets (the check below would prove nothing)", n.name)
+		}
+		if !poll(10*time.Second, func() bool {
+			return n.metric(`warren_drops_total{reason="source_addr"}`) > before[n]
+		}) {
+			t.Errorf("spoof: %s's engine counted no source_addr drop (%v before)", n.name, before[n])
+		}
+		g, spoofed := s.counts()
+		t.Logf("spoof: %s received %d genuine packets from M and %d with spoofed sources", n.name, g, len(spoofed))
+		for _, p := range spoofed {
+			t.Errorf("spoof: %s delivered a packet with a spoofed inner source from M: %s", n.name, p)
+		}
+	}
+
+	// Place for "nothing is forwarded beyond approvals": a subnet router
+	// and an exit node among the honest nodes, and M sending through them
+	// to destinations outside their approved routes (issue 16, routers).
+
+	// After everything: the mesh is whole. (parallel and pingAll stop at
+	// an earlier failure: not used after the first attack.)
+	if err := meshHealthy(honest, vEP, aEP); err != nil {
+		t.Errorf("after the attacks: %v", err)
+	}
+}
+
+// pollDirect waits until from's path to peer to is direct at addr, keeping
+// traffic flowing.
+func pollDirect(from, to *node, addr netip.AddrPort, within time.Duration) bool {
+	toV4, _ := to.ips()
+	return poll(within, func() bool {
+		from.pingOnce(toV4, 200*time.Millisecond)
+		st, err := from.status()
+		if err != nil {
+			return false
+		}
+		p := peerNamed(st, to.name)
+		return p != nil && p.Path == "direct" && p.PathAddr == addr.String() && p.CurrentAddr == addr.String()
+	})
+}
+
+func waitDirect(t *testing.T, from, to *node, addr netip.AddrPort, within time.Duration) {
+	t.Helper()
+	if !pollDirect(from, to, addr, within) {
+		t.Fatalf("%s: want direct at %s", pathOf(from, to), addr)
+	}
+}
+
+// pathOf describes from's path and engine endpoint to peer to.
+func pathOf(from, to *node) string {
+	st, err := from.status()
+	if err != nil {
+		return fmt.Sprintf("%s → %s: status: %v", from.name, to.name, err)
+	}
+	p := peerNamed(st, to.name)
+	if p == nil {
+		return fmt.Sprintf("%s → %s: no such peer", from.name, to.name)
+	}
+	return fmt.Sprintf("%s → %s: path %s %s, engine endpoint %s", from.name, to.name, p.Path, p.PathAddr+p.PathRelay, p.CurrentAddr)
+}
+
+// checkServerResponsive asks the admin API for the node list for d, and
+// fails on an error, an answer slower than 3 s or a list without v.
+func checkServerResponsive(t *testing.T, l *lab, v *node, d time.Duration) {
+	t.Helper()
+	var n int
+	var slowest time.Duration
+	for end := time.Now().Add(d); n == 0 || time.Now().Before(end); n++ {
+		start := time.Now()
+		out, err := l.admin("nodes", "list")
+		el := time.Since(start)
+		slowest = max(slowest, el)
+		if err != nil {
+			t.Errorf("endpoint update flood: the server did not answer `admin nodes list`: %v", err)
+			return
+		}
+		if !strings.Contains(out, v.name) {
+			t.Errorf("endpoint update flood: node list without v:\n%s", out)
+		}
+		if el > 3*time.Second {
+			t.Errorf("endpoint update flood: `admin nodes list` took %v", el)
+		}
+	}
+	t.Logf("endpoint update flood: %d admin requests answered, slowest %v", n, slowest.Round(time.Millisecond))
+}
+
+// meshHealthy reports whether every ordered pair of nodes pings (IPv4)
+// within 15 s and a ↔ v (the first two nodes) are direct at their
+// addresses within 10 s.
+func meshHealthy(nodes []*node, vEP, aEP netip.AddrPort) error {
+	for _, x := range nodes {
+		for _, y := range nodes {
+			if x == y {
+				continue
+			}
+			yV4, _ := y.ips()
+			if !poll(15*time.Second, func() bool { return x.pingOnce(yV4, time.Second) == nil }) {
+				return fmt.Errorf("%s cannot ping %s", x.name, y.name)
+			}
+		}
+	}
+	a, v := nodes[0], nodes[1]
+	if !pollDirect(a, v, vEP, 10*time.Second) || !pollDirect(v, a, aEP, 10*time.Second) {
+		return fmt.Errorf("a ↔ v not direct: %s; %s", pathOf(a, v), pathOf(v, a))
+	}
+	return nil
+}
+
+// checkDiscoKeysUnique reads the maps the nodes saved, over and over for
+// d, and fails if one ever gave two peers the same disco key.
+func checkDiscoKeysUnique(t *testing.T, nodes []*node, d time.Duration) {
+	t.Helper()
+	seen := map[string]bool{}
+	reads := 0
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		for _, n := range nodes {
+			nm, err := netmap.Load(filepath.Join(n.dir, "state", "netmap.json"))
+			if err != nil {
+				continue
+			}
+			reads++
+			owner := map[noise.PublicKey]string{}
+			for _, p := range nm.Peers {
+				if p.DiscoKey.IsZero() {
+					continue
+				}
+				if o := owner[p.DiscoKey]; o != "" && !seen[n.name] {
+					seen[n.name] = true
+					t.Errorf("%s's map (version %d) gives peers %s and %s the same disco key %s: the server accepted a claim of another node's disco key", n.name, nm.Version, o, p.Name, p.DiscoKey)
+				}
+				owner[p.DiscoKey] = p.Name
+			}
+		}
+	}
+	if reads == 0 {
+		t.Errorf("no saved map could be read")
+	}
+}
