@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,10 +301,25 @@ func (w *pathWatch) check(t *testing.T, phase string) {
 	}
 }
 
-// iperf runs iperf3 from a to addr for secs seconds and returns the
-// received rate in Mbit/s (0 and the reason when it failed).
-func iperf(a *node, addr string, secs int) (float64, string) {
-	out, err := a.ns.Output("timeout", strconv.Itoa(secs+15), "iperf3", "-c", addr, "-t", strconv.Itoa(secs), "-J", "--connect-timeout", "3000")
+// iperfPort numbers each measurement's iperf3 server: a client that was
+// killed (a black-holed path) leaves its server busy, so every measurement
+// gets its own.
+var iperfPort atomic.Int32
+
+// iperf runs iperf3 from a to server node b (at b's address addr) for secs
+// seconds and returns the received rate in Mbit/s (0 and the reason when
+// it failed).
+func iperf(t *testing.T, a, b *node, addr string, secs int) (float64, string) {
+	port := strconv.Itoa(5201 + int(iperfPort.Add(1)))
+	srv := b.ns.Start(t, "iperf3", "-s", "-1", "-B", addr, "-p", port)
+	defer func() { srv.Process.Kill() }()
+	if !poll(5*time.Second, func() bool {
+		out, err := b.ns.Output("ss", "-Hltn", "sport = :"+port)
+		return err == nil && strings.Contains(out, ":"+port)
+	}) {
+		return 0, "iperf3 server not listening on " + b.name
+	}
+	out, err := a.ns.Output("timeout", strconv.Itoa(secs+15), "iperf3", "-c", addr, "-p", port, "-t", strconv.Itoa(secs), "-J", "--connect-timeout", "3000")
 	var r struct {
 		Error string `json:"error"`
 		End   struct {

@@ -162,7 +162,7 @@ func (h *hostile) claim(mode string, d time.Duration) (string, error) {
 }
 
 // garbageRate is the disco garbage sent per second, over all peers.
-const garbageRate = 10000
+const garbageRate = 5000
 
 // garbage sends malformed disco (and WireGuard-shaped) datagrams to every
 // peer's endpoints for d, at garbageRate: random bytes behind the magic,
