@@ -18,7 +18,8 @@ import (
 // with a valid pre-auth key, with its own keys and a real WireGuard
 // engine) in a mesh of honest nodes a, v (on the shared underlay) and b
 // (behind an endpoint-independent NAT), and lets it attack, one attack at
-// a time, while every honest pair pings and a streams to v with iperf3:
+// a time, while every honest pair pings and a streams to v with iperf3
+// (after a control round with M idle):
 //
 //  1. call-me-maybe messages listing the other peers' endpoints as M's
 //     (directly and through the relay), 50 a second to each peer;
@@ -126,6 +127,9 @@ func TestHostilePeer(t *testing.T) {
 		}
 	}
 
+	// The control: the same checks with M idle. If this fails, the lab
+	// (or the machine) is the problem, not an attack.
+	attack("control (M idle)", "idle 6s", 6*time.Second, nil)
 	attack("path claims by call-me-maybe", "claim cmm 8s", 8*time.Second, nil)
 	attack("path claims by spoofed and replayed pings", "claim ping 8s", 8*time.Second, nil)
 	attack("disco garbage", "garbage 6s", 6*time.Second, nil)

@@ -21,6 +21,7 @@
 //	steal-disco NAME D  for D: report peer NAME's disco key as M's own on
 //	                  M's map stream, then M's own again
 //	flood D RATE      for D: EndpointUpdates to the control server, RATE a second
+//	idle D            do nothing for D (the test's control phase)
 //	quit              leave
 //
 // Each attack is bounded in time and rate: this is a test.
@@ -306,6 +307,9 @@ func (h *hostile) serve(in *os.File, out *os.File) {
 			reply("ok steal-disco %s", s)
 		case "flood":
 			reply("ok flood %s", h.flood(dur(1), num(2)))
+		case "idle":
+			time.Sleep(dur(1))
+			reply("ok idle")
 		case "quit":
 			reply("ok quit")
 			return
