@@ -358,15 +358,15 @@ func (n *node) metric(prefix string) float64 {
 // by the attacker's payload kind.
 type udpSink struct {
 	mu      sync.Mutex
-	spoofed []string // payloads of packets with a spoofed source
-	genuine int
+	spoofed []string     // payloads of packets with a spoofed source
+	genuine map[bool]int // from M's own address, by family (true: IPv4)
 	pc      net.PacketConn
 }
 
 func startUDPSink(t *testing.T, n *node, port int) *udpSink {
-	s := &udpSink{}
+	s := &udpSink{genuine: map[bool]int{}}
 	if err := n.ns.Do(func() (err error) {
-		s.pc, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", port))
+		s.pc, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port)) // IPv4 and IPv6
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -385,7 +385,8 @@ func startUDPSink(t *testing.T, n *node, port int) *udpSink {
 			case strings.HasPrefix(msg, "hostile-spoof"):
 				s.spoofed = append(s.spoofed, fmt.Sprintf("%q from %v", msg, from))
 			case strings.HasPrefix(msg, "hostile-genuine"):
-				s.genuine++
+				ap, _ := netip.ParseAddrPort(from.String())
+				s.genuine[ap.Addr().Unmap().Is4()]++
 			}
 			s.mu.Unlock()
 		}
@@ -393,8 +394,10 @@ func startUDPSink(t *testing.T, n *node, port int) *udpSink {
 	return s
 }
 
-func (s *udpSink) counts() (genuine int, spoofed []string) {
+// counts returns how many genuine packets arrived over IPv4 and IPv6, and
+// the spoofed ones.
+func (s *udpSink) counts() (genuine4, genuine6 int, spoofed []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.genuine, append([]string(nil), s.spoofed...)
+	return s.genuine[true], s.genuine[false], append([]string(nil), s.spoofed...)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"syscall"
 	"time"
 
@@ -236,56 +237,55 @@ func (h *hostile) garbagePacket(i int, p, other netmap.Node) []byte {
 	}
 }
 
-// spoofedOutside is a source outside the tunnel prefix, and spoofedUnused
-// one inside it that no node holds.
+// Spoofed sources besides the other peers' tunnel addresses: outside the
+// tunnel prefixes, and inside them but held by no node.
 var (
-	spoofedOutside = netip.MustParseAddr("10.99.0.1")
-	spoofedUnused  = netip.MustParseAddr("100.127.255.254")
+	spoofedOutside = []netip.Addr{netip.MustParseAddr("10.99.0.1"), netip.MustParseAddr("2001:db8::1")}
+	spoofedUnused  = []netip.Addr{netip.MustParseAddr("100.127.255.254")}
 )
 
-// spoof writes UDP packets to every peer's tunnel address on port into M's
-// engine, so they travel over M's valid WireGuard sessions: from every
-// other peer's tunnel address, from an address outside the tunnel prefix
-// and from an unassigned tunnel address ("hostile-spoof"), and from M's
-// own address ("hostile-genuine", which must arrive). Repeated for 3 s, so
-// the first ones may wait for the handshakes.
+// spoof writes UDP packets to every peer's tunnel addresses (IPv4 and
+// IPv6) on port into M's engine, so they travel over M's valid WireGuard
+// sessions: from every other peer's tunnel address of the same family,
+// from addresses outside the tunnel prefixes and from an unassigned
+// tunnel address ("hostile-spoof"), and from M's own address
+// ("hostile-genuine", which must arrive). Repeated for 3 s, so the first
+// ones may wait for the handshakes.
 func (h *hostile) spoof(port uint16) string {
-	self := h.selfAddr()
+	self := h.selfAddrs()
 	peers := h.peers()
 	var spoofed, genuine int
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
 		for _, v := range peers {
-			dst := firstV4(v.Addresses)
-			if !dst.IsValid() {
-				continue
-			}
-			to := netip.AddrPortFrom(dst, port)
-			srcs := []netip.Addr{spoofedOutside, spoofedUnused}
-			for _, o := range peers {
-				if a := firstV4(o.Addresses); o.Key != v.Key && a.IsValid() {
-					srcs = append(srcs, a)
+			for _, dp := range v.Addresses {
+				dst := dp.Addr()
+				to := netip.AddrPortFrom(dst, port)
+				srcs := append(slices.Clone(spoofedOutside), spoofedUnused...)
+				for _, o := range peers {
+					if o.Key == v.Key {
+						continue
+					}
+					for _, op := range o.Addresses {
+						srcs = append(srcs, op.Addr())
+					}
+				}
+				for _, src := range srcs {
+					if src.Is4() != dst.Is4() {
+						continue
+					}
+					h.tun.Inbound <- tuntest.UDPPacket(netip.AddrPortFrom(src, 40000), to, []byte("hostile-spoof from "+src.String()))
+					spoofed++
+				}
+				for _, src := range self {
+					if src.Is4() == dst.Is4() {
+						h.tun.Inbound <- tuntest.UDPPacket(netip.AddrPortFrom(src, 40000), to, []byte("hostile-genuine from "+src.String()))
+						genuine++
+					}
 				}
 			}
-			for _, s := range srcs {
-				h.tun.Inbound <- tuntest.UDPPacket(netip.AddrPortFrom(s, 40000), to, []byte("hostile-spoof from "+s.String()))
-				spoofed++
-			}
-			if self.IsValid() {
-				h.tun.Inbound <- tuntest.UDPPacket(netip.AddrPortFrom(self, 40000), to, []byte("hostile-genuine from "+self.String()))
-				genuine++
-			}
 		}
 	}
-	return fmt.Sprintf("spoofed=%d genuine=%d source_addr_drops_at_m=%d", spoofed, genuine, h.dev.Stats.DropSourceAddr.Load())
-}
-
-func firstV4(ps []netip.Prefix) netip.Addr {
-	for _, p := range ps {
-		if p.Addr().Is4() {
-			return p.Addr()
-		}
-	}
-	return netip.Addr{}
+	return fmt.Sprintf("spoofed=%d genuine=%d", spoofed, genuine)
 }
 
 // flood sends EndpointUpdates on M's map stream for d at rate a second,

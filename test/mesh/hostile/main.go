@@ -224,15 +224,24 @@ func (h *hostile) peers() []netmap.Node {
 	return out
 }
 
-// selfAddr is M's own IPv4 tunnel address.
-func (h *hostile) selfAddr() netip.Addr {
+// selfAddrs are M's own tunnel addresses.
+func (h *hostile) selfAddrs() []netip.Addr {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	var out []netip.Addr
 	if h.nm != nil {
 		for _, a := range h.nm.Self.Addresses {
-			if a.Addr().Is4() {
-				return a.Addr()
-			}
+			out = append(out, a.Addr())
+		}
+	}
+	return out
+}
+
+// selfAddr is M's own IPv4 tunnel address.
+func (h *hostile) selfAddr() netip.Addr {
+	for _, a := range h.selfAddrs() {
+		if a.Is4() {
+			return a
 		}
 	}
 	return netip.Addr{}
