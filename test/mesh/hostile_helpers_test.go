@@ -161,14 +161,22 @@ type pairStats struct {
 // pingMonitor pings every ordered pair of honest nodes (IPv4, through the
 // tunnel) over and over until stopped.
 type pingMonitor struct {
-	mu    sync.Mutex
-	stats map[string]*pairStats
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	mu       sync.Mutex
+	stats    map[string]*pairStats
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// halt stops the monitor's goroutines and waits for them.
+func (m *pingMonitor) halt() {
+	m.stopOnce.Do(func() { close(m.stop) })
+	m.wg.Wait()
 }
 
 func startPingMonitor(t *testing.T, nodes []*node) *pingMonitor {
 	m := &pingMonitor{stats: map[string]*pairStats{}, stop: make(chan struct{})}
+	t.Cleanup(m.halt) // also when the test stops early
 	for _, a := range nodes {
 		for _, b := range nodes {
 			if a == b {
@@ -216,8 +224,7 @@ func startPingMonitor(t *testing.T, nodes []*node) *pingMonitor {
 // keep working while a member attacks.
 func (m *pingMonitor) check(t *testing.T, phase string) {
 	t.Helper()
-	close(m.stop)
-	m.wg.Wait()
+	m.halt()
 	var names []string
 	for n := range m.stats {
 		names = append(names, n)
@@ -240,11 +247,19 @@ type pathWatch struct {
 	violations map[string]string // "a→v" → first observation
 	polls      int
 	stop       chan struct{}
+	stopOnce   sync.Once
 	done       chan struct{}
 }
 
-func startPathWatch(nodes []*node, m netip.Addr) *pathWatch {
+// halt stops the watch and waits for it.
+func (w *pathWatch) halt() {
+	w.stopOnce.Do(func() { close(w.stop) })
+	<-w.done
+}
+
+func startPathWatch(t *testing.T, nodes []*node, m netip.Addr) *pathWatch {
 	w := &pathWatch{violations: map[string]string{}, stop: make(chan struct{}), done: make(chan struct{})}
+	t.Cleanup(w.halt) // also when the test stops early
 	honest := map[string]bool{}
 	for _, n := range nodes {
 		honest[n.name] = true
@@ -288,8 +303,7 @@ func startPathWatch(nodes []*node, m netip.Addr) *pathWatch {
 // check stops the watch and fails for every path seen at M's address.
 func (w *pathWatch) check(t *testing.T, phase string) {
 	t.Helper()
-	close(w.stop)
-	<-w.done
+	w.halt()
 	t.Logf("%s: %d status polls", phase, w.polls)
 	var keys []string
 	for k := range w.violations {

@@ -93,7 +93,7 @@ func TestHostilePeer(t *testing.T) {
 			t.Errorf("%s: no baseline a → v before the attack: %s", name, why)
 			baseline = 1
 		}
-		watch := startPathWatch(honest, m.under)
+		watch := startPathWatch(t, honest, m.under)
 		pings := startPingMonitor(t, honest)
 		wait := m.start(cmd, d+30*time.Second)
 		duringDone := make(chan struct{})
@@ -189,10 +189,9 @@ func TestHostilePeer(t *testing.T) {
 	}
 }
 
-// pollDirect waits until from's path to peer to is direct at addr, keeping
-// traffic flowing.
-func pollDirect(from, to *node, addr netip.AddrPort, within time.Duration) bool {
-	toV4, _ := to.ips()
+// pollDirect waits until from's path to peer to (at tunnel address toV4)
+// is direct at addr, keeping traffic flowing.
+func pollDirect(from, to *node, toV4 string, addr netip.AddrPort, within time.Duration) bool {
 	return poll(within, func() bool {
 		from.pingOnce(toV4, 200*time.Millisecond)
 		st, err := from.status()
@@ -206,7 +205,8 @@ func pollDirect(from, to *node, addr netip.AddrPort, within time.Duration) bool 
 
 func waitDirect(t *testing.T, from, to *node, addr netip.AddrPort, within time.Duration) {
 	t.Helper()
-	if !pollDirect(from, to, addr, within) {
+	toV4, _ := to.ips()
+	if !pollDirect(from, to, toV4, addr, within) {
 		t.Fatalf("%s: want direct at %s", pathOf(from, to), addr)
 	}
 }
@@ -253,6 +253,10 @@ func checkServerResponsive(t *testing.T, l *lab, v *node, d time.Duration) {
 // pings (IPv4) and a ↔ v (the first two nodes) are direct at their
 // addresses.
 func meshHealthy(nodes []*node, vEP, aEP netip.AddrPort) error {
+	v4 := map[*node]string{}
+	for _, n := range nodes {
+		v4[n], _ = n.ips()
+	}
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup
@@ -261,7 +265,7 @@ func meshHealthy(nodes []*node, vEP, aEP netip.AddrPort) error {
 			if x == y {
 				continue
 			}
-			yV4, _ := y.ips()
+			yV4 := v4[y]
 			wg.Go(func() {
 				if !poll(10*time.Second, func() bool { return x.pingOnce(yV4, time.Second) == nil }) {
 					mu.Lock()
@@ -277,7 +281,7 @@ func meshHealthy(nodes []*node, vEP, aEP netip.AddrPort) error {
 		at       netip.AddrPort
 	}{{a, v, vEP}, {v, a, aEP}} {
 		wg.Go(func() {
-			if !pollDirect(p.from, p.to, p.at, 10*time.Second) {
+			if !pollDirect(p.from, p.to, v4[p.to], p.at, 10*time.Second) {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("not back on the direct path: %s (want direct at %s)", pathOf(p.from, p.to), p.at))
 				mu.Unlock()

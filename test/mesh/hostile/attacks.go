@@ -301,7 +301,9 @@ func (h *hostile) flood(d time.Duration, rate int) string {
 	start := time.Now()
 	for i := 0; time.Since(start) < d; i++ {
 		fake := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 250, byte(1 + i%250)}), uint16(1024+i%60000))
-		if err := cc.SetEndpoints([]netip.AddrPort{h.self, fake}); err != nil {
+		if !cc.Connected() {
+			errs++ // SetEndpoints would only record them
+		} else if err := cc.SetEndpoints([]netip.AddrPort{h.self, fake}); err != nil {
 			errs++
 		} else {
 			sent++
