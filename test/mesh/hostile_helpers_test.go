@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -32,15 +33,66 @@ type attacker struct {
 	joined  string      // its answer to wait-peers
 }
 
-// tunnelAddr is M's IPv4 tunnel address, from its wait-peers answer.
-func (a *attacker) tunnelAddr() string {
+// joinedField is field name of its wait-peers answer.
+func (a *attacker) joinedField(name string) string {
 	for _, f := range strings.Fields(a.joined) {
-		if v, ok := strings.CutPrefix(f, "addr="); ok {
+		if v, ok := strings.CutPrefix(f, name+"="); ok {
 			return v
 		}
 	}
-	a.t.Fatalf("no addr= in %q", a.joined)
+	a.t.Fatalf("no %s= in %q", name, a.joined)
 	return ""
+}
+
+// tunnelAddr is M's IPv4 tunnel address.
+func (a *attacker) tunnelAddr() string { return a.joinedField("addr") }
+
+// arrivals counts, with nftables in a node's namespace (independently of
+// Warren), what reaches the node's UDP port from the attacker: "from_m",
+// datagrams from M's underlay address; "m_disco", disco messages whose
+// sender key is M's, whatever their source address (spoofed ones too).
+// Counting them shows an attack did reach the node, so that a test that
+// passes is not one the attack missed.
+type arrivals struct {
+	n *node
+}
+
+func (a *attacker) countArrivals(t *testing.T, n *node) *arrivals {
+	disco := a.joinedField("disco")
+	rules := fmt.Sprintf(`table inet hostilecount {
+	counter from_m {}
+	counter m_disco {}
+	chain in {
+		type filter hook input priority -300;
+		ip saddr %s udp dport 41641 counter name "from_m"
+		udp dport 41641 @th,64,48 0x%x @th,112,64 0x%s counter name "m_disco"
+	}
+}
+`, a.under, "WRNdsc", disco[:16])
+	path := filepath.Join(t.TempDir(), "count.nft")
+	if err := os.WriteFile(path, []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.ns.Run(t, "nft", "-f", path)
+	return &arrivals{n: n}
+}
+
+// get returns counter name's packets (-1 if it cannot be read).
+func (c *arrivals) get(name string) int {
+	out, err := c.n.ns.Output("nft", "list", "counter", "inet", "hostilecount", name)
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(out)
+	for i := range f {
+		if f[i] == "packets" && i+1 < len(f) {
+			n, err := strconv.Atoi(f[i+1])
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }
 
 type syncBuffer struct {

@@ -41,6 +41,9 @@ import (
 // and the engine's source_addr drop counter), while M's genuine ones are;
 // the server answers admin requests during the update flood.
 //
+// nftables counters on a and v (outside Warren) show each UDP attack
+// reached them, so a pass is never an attack that missed.
+//
 // The lab's LAN does not filter spoofed sources (rp_filter off on the
 // router), as many real LANs do not: the attacker gets the strongest
 // position a member on the LAN has.
@@ -73,6 +76,7 @@ func TestHostilePeer(t *testing.T) {
 	m.joined = m.must("wait-peers 3", 30*time.Second)
 	t.Logf("M joined: %s", m.joined)
 	waitPeers(t, honest, 3, 15*time.Second)
+	arrived := map[*node]*arrivals{a: m.countArrivals(t, a), v: m.countArrivals(t, v)}
 
 	// Baseline.
 	pingAll(t, honest)
@@ -84,9 +88,15 @@ func TestHostilePeer(t *testing.T) {
 
 	// attack runs one attacker command while the honest nodes work, and
 	// checks them during and after it.
-	attack := func(name, cmd string, d time.Duration, during func()) {
+	// reach, if set, names the arrivals counter (see countArrivals) that
+	// must show the attack reached a and v.
+	attack := func(name, cmd string, d time.Duration, reach string, during func()) {
 		t.Helper()
 		t.Logf("── %s: %s", name, cmd)
+		arrivedBefore := map[*node]int{}
+		for n, c := range arrived {
+			arrivedBefore[n] = c.get(reach)
+		}
 		// The bar is this moment's speed: the machine is shared.
 		baseline, why := iperf(t, a, v, vV4, 3)
 		if baseline <= 0 {
@@ -110,6 +120,15 @@ func TestHostilePeer(t *testing.T) {
 		rate, why := iperf(t, a, v, vV4, 4)
 		<-duringDone
 		t.Logf("%s: attacker: %s", name, wait())
+		if reach != "" {
+			for _, n := range []*node{a, v} {
+				got := arrived[n].get(reach) - arrivedBefore[n]
+				t.Logf("%s: %d %s datagrams reached %s", name, got, reach, n.name)
+				if got < 100 {
+					t.Errorf("%s: only %d %s datagrams reached %s (nftables count), want at least 100: the attack missed, the checks prove nothing", name, got, reach, n.name)
+				}
+			}
+		}
 		pings.check(t, name)
 		watch.check(t, name)
 		t.Logf("%s: iperf3 a → v during the attack: %.0f Mbit/s, just before it %.0f Mbit/s (%.0f%%) %s", name, rate, baseline, 100*rate/baseline, why)
@@ -129,16 +148,16 @@ func TestHostilePeer(t *testing.T) {
 
 	// The control: the same checks with M idle. If this fails, the lab
 	// (or the machine) is the problem, not an attack.
-	attack("control (M idle)", "idle 6s", 6*time.Second, nil)
-	attack("path claims by call-me-maybe", "claim cmm 8s", 8*time.Second, nil)
-	attack("path claims by spoofed and replayed pings", "claim ping 8s", 8*time.Second, nil)
-	attack("disco garbage", "garbage 6s", 6*time.Second, nil)
-	attack("endpoint update flood", "flood 6s 500", 6*time.Second, func() {
+	attack("control (M idle)", "idle 6s", 6*time.Second, "", nil)
+	attack("path claims by call-me-maybe", "claim cmm 8s", 8*time.Second, "m_disco", nil)
+	attack("path claims by spoofed and replayed pings", "claim ping 8s", 8*time.Second, "m_disco", nil)
+	attack("disco garbage", "garbage 6s", 6*time.Second, "from_m", nil)
+	attack("endpoint update flood", "flood 6s 500", 6*time.Second, "", func() {
 		// While the flood runs the server must keep answering.
 		checkServerResponsive(t, l, v, 5*time.Second)
 	})
 	// Last of the path attacks: what it breaks may stay broken.
-	attack("v's disco key claimed by M", "steal-disco v 6s", 6*time.Second, func() {
+	attack("v's disco key claimed by M", "steal-disco v 6s", 6*time.Second, "", func() {
 		// No honest node may be handed two peers with one disco key.
 		checkDiscoKeysUnique(t, honest, 6*time.Second)
 	})

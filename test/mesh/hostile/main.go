@@ -30,6 +30,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"log"
@@ -286,7 +287,8 @@ func (h *hostile) serve(in *os.File, out *os.File) {
 				reply("err wait-peers only %d peers with endpoints and disco keys", got)
 				continue
 			}
-			reply("ok wait-peers key=%s addr=%s endpoint=%s", h.nodeKey.PublicKey(), h.selfAddr(), h.self)
+			disco := h.discoKey.PublicKey()
+			reply("ok wait-peers key=%s disco=%s addr=%s endpoint=%s", h.nodeKey.PublicKey(), hex.EncodeToString(disco[:]), h.selfAddr(), h.self)
 		case "claim":
 			mode := ""
 			if len(f) > 1 {
