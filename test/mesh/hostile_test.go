@@ -23,8 +23,8 @@ import (
 //
 //  1. call-me-maybe messages listing the other peers' endpoints as M's
 //     (directly and through the relay), 50 a second to each peer;
-//  2. disco pings from the other peers' endpoints (spoofed source) and
-//     replays of them;
+//  2. disco pings from the other peers' endpoints (spoofed source),
+//     replays of them, and pings from M naming another peer's node key;
 //  3. disco garbage at 5,000 datagrams a second;
 //  4. EndpointUpdates to the server at 500 a second;
 //  5. v's disco key reported as M's own on M's map stream, then M's again;

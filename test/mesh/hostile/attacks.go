@@ -52,11 +52,13 @@ func callMeMaybe(addrs []netip.AddrPort) []byte {
 	return b
 }
 
-func (h *hostile) ping() []byte {
+func (h *hostile) ping() []byte { return pingAs(h.nodeKey.PublicKey()) }
+
+// pingAs is a ping payload naming node key k as its sender.
+func pingAs(k noise.PublicKey) []byte {
 	b := make([]byte, 1+12, 1+12+32)
 	b[0] = msgPing
 	rand.Read(b[1:13])
-	k := h.nodeKey.PublicKey()
 	return append(b, k[:]...)
 }
 
@@ -97,8 +99,8 @@ const claimTick = 20 * time.Millisecond
 // it tells P, sealed with M's own (valid) disco key, that V's endpoints are
 // M's: in call-me-maybe messages (mode cmm: directly and through the
 // relay), and in disco pings sent from V's endpoints (mode ping: spoofed
-// source), the same sealed ping also replayed over and over; mode all does
-// both.
+// source), the same sealed ping also replayed over and over, plus pings
+// from M's own address that name V's node key; mode all does both.
 func (h *hostile) claim(mode string, d time.Duration) (string, error) {
 	withCMM, withPings := mode == "cmm" || mode == "all", mode == "ping" || mode == "all"
 	if !withCMM && !withPings {
@@ -117,7 +119,7 @@ func (h *hostile) claim(mode string, d time.Duration) (string, error) {
 	peers := h.peers()
 	replays := map[[2]noise.PublicKey][]byte{}
 	rc := h.relayClient()
-	var cmm, relayed, pings, replayed, errs int
+	var cmm, relayed, pings, replayed, impersonating, errs int
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(claimTick) {
 		for _, p := range peers {
 			for _, v := range peers {
@@ -139,6 +141,12 @@ func (h *hostile) claim(mode string, d time.Duration) (string, error) {
 					if !withPings {
 						continue
 					}
+					// From M's own address, naming V's node key.
+					if _, err := uc.WriteToUDPAddrPort(h.seal(p.DiscoKey, pingAs(v.Key)), to); err != nil {
+						errs++
+					} else {
+						impersonating++
+					}
 					for _, from := range ipv4(v.Endpoints) {
 						if err := raw.send(from, to, h.seal(p.DiscoKey, h.ping())); err != nil {
 							errs++
@@ -159,7 +167,8 @@ func (h *hostile) claim(mode string, d time.Duration) (string, error) {
 			}
 		}
 	}
-	return fmt.Sprintf("peers=%d callmemaybe=%d relayed_callmemaybe=%d spoofed_pings=%d replayed_pings=%d errors=%d", len(peers), cmm, relayed, pings, replayed, errs), nil
+	return fmt.Sprintf("peers=%d callmemaybe=%d relayed_callmemaybe=%d spoofed_pings=%d replayed_pings=%d impersonating_pings=%d errors=%d",
+		len(peers), cmm, relayed, pings, replayed, impersonating, errs), nil
 }
 
 // garbageRate is the disco garbage sent per second, over all peers.
