@@ -467,3 +467,43 @@ func (s *udpSink) counts() (genuine4, genuine6 int, spoofed []string) {
 	defer s.mu.Unlock()
 	return s.genuine[true], s.genuine[false], append([]string(nil), s.spoofed...)
 }
+
+// beyondSink counts the "hostile-beyond to DST" packets a node delivered,
+// by DST.
+type beyondSink struct {
+	mu sync.Mutex
+	by map[string]int
+	pc net.PacketConn
+}
+
+func startBeyondSink(t *testing.T, n *node, port int) *beyondSink {
+	s := &beyondSink{by: map[string]int{}}
+	if err := n.ns.Do(func() (err error) {
+		s.pc, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.pc.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			k, _, err := s.pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if dst, ok := strings.CutPrefix(string(buf[:k]), "hostile-beyond to "); ok {
+				s.mu.Lock()
+				s.by[dst]++
+				s.mu.Unlock()
+			}
+		}
+	}()
+	return s
+}
+
+func (s *beyondSink) count(dst string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.by[dst]
+}

@@ -28,7 +28,11 @@ import (
 //  3. disco garbage at 5,000 datagrams a second;
 //  4. EndpointUpdates to the server at 500 a second;
 //  5. v's disco key reported as M's own on M's map stream, then M's again;
-//  6. WireGuard packets over M's own sessions with spoofed inner sources.
+//  6. WireGuard packets over M's own sessions with spoofed inner sources;
+//  7. packets through v, made a subnet router approved for one /24, to
+//     destinations outside that route (another subnet, a metadata
+//     address): none is delivered, the approved one is, and v counts
+//     destination drops.
 //
 // During every attack: every honest pair keeps pinging, no
 // honest node's path or engine endpoint to an honest peer is ever M's
@@ -197,9 +201,50 @@ func TestHostilePeer(t *testing.T) {
 		}
 	}
 
-	// Place for "nothing is forwarded beyond approvals": a subnet router
-	// and an exit node among the honest nodes, and M sending through them
-	// to destinations outside their approved routes (issue 16, routers).
+	// Nothing is delivered or forwarded beyond approvals: v becomes a
+	// subnet router approved for 198.19.1.0/24 only, and M (which decides
+	// its own engine's allowed IPs) sends through v to an address in that
+	// route, to another subnet on v's side and to a metadata address. All
+	// three are v's local addresses (on a veth end), so the kernel
+	// would take each of them: only the engine's destination check stands
+	// between M and the two that were never approved.
+	t.Logf("── packets beyond v's approved routes")
+	v.ns.Run(t, "ip", "link", "add", "wbeyond0", "type", "veth", "peer", "name", "wbeyond1")
+	for _, a := range []string{"198.19.1.1/24", "198.19.2.1/24", "169.254.169.254/32"} {
+		v.ns.Run(t, "ip", "addr", "add", a, "dev", "wbeyond0")
+	}
+	v.ns.Run(t, "ip", "link", "set", "wbeyond0", "up")
+	v.ns.Run(t, "ip", "link", "set", "wbeyond1", "up")
+	v.set(t, "--advertise-routes", "198.19.1.0/24")
+	waitFor(t, 10*time.Second, "v's route advertised", func() bool {
+		out, err := l.admin("routes", "list")
+		return err == nil && strings.Contains(out, "198.19.1.0/24")
+	})
+	l.mustAdmin("routes", "approve", "v", "198.19.1.0/24")
+	const beyondPort = 7778
+	bs := startBeyondSink(t, v, beyondPort)
+	destDrops := v.metric(`warren_drops_total{reason="destination"}`)
+	approved := "198.19.1.1"
+	forbidden := []string{"198.19.2.1", "169.254.169.254"}
+	cmd := fmt.Sprintf("beyond v %d %s 2s", beyondPort, strings.Join(append([]string{approved}, forbidden...), ","))
+	// Repeated until the approved destination gets through (v applies the
+	// approval from its next map), so the check below proves something.
+	if !poll(30*time.Second, func() bool {
+		t.Logf("attacker: %s", m.must(cmd, 30*time.Second))
+		return bs.count(approved) > 0
+	}) {
+		t.Errorf("beyond: nothing from M reached v's approved route %s (the check below would prove nothing)", approved)
+	}
+	for _, f := range forbidden {
+		if n := bs.count(f); n > 0 {
+			t.Errorf("beyond: v delivered %d packets from M to %s, outside its approved routes", n, f)
+		}
+	}
+	if after := v.metric(`warren_drops_total{reason="destination"}`); after <= destDrops {
+		t.Errorf("beyond: v counted no destination drop (%v before, %v after)", destDrops, after)
+	}
+	t.Logf("beyond: v delivered %d packets to its approved %s and none to %v; destination drops %v → %v",
+		bs.count(approved), approved, forbidden, destDrops, v.metric(`warren_drops_total{reason="destination"}`))
 
 	// After everything: the mesh is whole. (parallel and pingAll stop at
 	// an earlier failure: not used after the first attack.)

@@ -15,6 +15,7 @@ import (
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/tun/tuntest"
+	"warren/internal/uapi"
 )
 
 // The disco wire format, written from internal/magicsock/disco.go with the
@@ -351,4 +352,41 @@ func (h *hostile) stealDisco(args []string, d time.Duration) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("victim=%s disco=%s", victim.Name, victim.DiscoKey), nil
+}
+
+// beyond widens M's own engine so that the peer named via carries the
+// destinations dsts (M decides its own allowed IPs), then sends UDP from
+// M's own tunnel address to each dst on port through via for d: packets
+// a router must not forward or deliver unless dst lies in its approved
+// routes ("hostile-beyond to DST").
+func (h *hostile) beyond(via string, port uint16, dsts []netip.Addr, d time.Duration) (string, error) {
+	var peer *netmap.Node
+	for _, p := range h.peers() {
+		if p.Name == via {
+			peer = &p
+			break
+		}
+	}
+	if peer == nil {
+		return "", fmt.Errorf("no peer named %q", via)
+	}
+	src := h.selfAddr()
+	if !src.IsValid() {
+		return "", fmt.Errorf("no IPv4 tunnel address")
+	}
+	cfg := &uapi.Config{Peers: []uapi.PeerConfig{{PublicKey: peer.Key, UpdateOnly: true}}}
+	for _, dst := range dsts {
+		cfg.Peers[0].AllowedIPs = append(cfg.Peers[0].AllowedIPs, netip.PrefixFrom(dst, dst.BitLen()))
+	}
+	if err := h.dev.Apply(cfg); err != nil {
+		return "", fmt.Errorf("widen allowed IPs: %v", err)
+	}
+	sent := 0
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		for _, dst := range dsts {
+			h.tun.Inbound <- tuntest.UDPPacket(netip.AddrPortFrom(src, 40000), netip.AddrPortFrom(dst, port), []byte("hostile-beyond to "+dst.String()))
+			sent++
+		}
+	}
+	return fmt.Sprintf("sent=%d", sent), nil
 }

@@ -309,6 +309,29 @@ func (h *hostile) serve(in *os.File, out *os.File) {
 			reply("ok garbage %s", s)
 		case "spoof":
 			reply("ok spoof %s", h.spoof(uint16(num(1))))
+		case "beyond": // beyond VIA PORT DST[,DST...] DURATION
+			var dsts []netip.Addr
+			bad := len(f) < 5
+			if !bad {
+				for _, a := range strings.Split(f[3], ",") {
+					ip, err := netip.ParseAddr(a)
+					if err != nil {
+						bad = true
+						break
+					}
+					dsts = append(dsts, ip)
+				}
+			}
+			if bad {
+				reply("err beyond: want VIA PORT DST[,DST...] DURATION")
+				continue
+			}
+			s, err := h.beyond(f[1], uint16(num(2)), dsts, dur(4))
+			if err != nil {
+				reply("err beyond %v", err)
+				continue
+			}
+			reply("ok beyond %s", s)
 		case "steal-disco":
 			s, err := h.stealDisco(f[1:], dur(2))
 			if err != nil {
