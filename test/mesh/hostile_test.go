@@ -94,6 +94,7 @@ func TestHostilePeer(t *testing.T) {
 	// checks them during and after it.
 	// reach, if set, names the arrivals counter (see countArrivals) that
 	// must show the attack reached a and v.
+	var idleRate float64 // a → v during the control round (the first)
 	attack := func(name, cmd string, d time.Duration, reach string, during func()) {
 		t.Helper()
 		t.Logf("── %s: %s", name, cmd)
@@ -136,8 +137,20 @@ func TestHostilePeer(t *testing.T) {
 		pings.check(t, name)
 		watch.check(t, name)
 		t.Logf("%s: iperf3 a → v during the attack: %.0f Mbit/s, just before it %.0f Mbit/s (%.0f%%) %s", name, rate, baseline, 100*rate/baseline, why)
-		if rate < baseline/2 {
-			t.Errorf("%s: a → v reached %.0f Mbit/s during the attack, under half the %.0f Mbit/s just before it %s", name, rate, baseline, why)
+		// The bar is half the lower of the speed just before and the
+		// speed during the control round: one 3 s measurement on a shared
+		// 2-core machine (other test packages run beside this one) can
+		// catch a burst well above the usual (5.8 against 3.2 Gbit/s
+		// seen), and an attack that works brings a → v to 0-25%.
+		ref := baseline
+		if idleRate > 0 && idleRate < ref {
+			ref = idleRate
+		}
+		if rate < ref/2 {
+			t.Errorf("%s: a → v reached %.0f Mbit/s during the attack, under half the %.0f Mbit/s of the lower of just before it and the control round %s", name, rate, ref, why)
+		}
+		if idleRate == 0 {
+			idleRate = rate
 		}
 		if err := meshHealthy(honest, vEP, aEP); err != nil {
 			t.Errorf("%s: the mesh is not whole again after the attack: %v", name, err)
