@@ -1,16 +1,14 @@
 package cli
 
 import (
-	"bufio"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
+	"warren/internal/httpguard/guardtest"
 	"warren/internal/relay"
 )
 
@@ -22,27 +20,11 @@ func hostStatus(t *testing.T, base, method, path, host string, hdr map[string]st
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := net.DialTimeout("tcp", u.Host, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
 	req, _ := http.NewRequest(method, "http://"+u.Host+path, strings.NewReader(""))
-	req.Host = host
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	if err := req.Write(c); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), req)
-	if err != nil {
-		t.Fatalf("%s %s Host %q: %v", method, path, host, err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
+	return guardtest.Status(t, "tcp", u.Host, req, host)
 }
 
 // TestServerChecksHost: the server (control protocol, key, admin API,

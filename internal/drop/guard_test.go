@@ -1,46 +1,28 @@
 package drop
 
 import (
-	"bufio"
 	"bytes"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
+
+	"warren/internal/httpguard/guardtest"
 )
 
 // putWithHost sends a v1 PUT of data as name from 127.0.0.1 (alice's node
 // "a" in the lab) with the given Host and extra headers.
 func putWithHost(t *testing.T, l *lab, name string, data []byte, host string, hdr map[string]string) int {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", l.addr.String(), 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
 	req, _ := http.NewRequest("PUT", "http://"+l.addr.String()+"/v1/files/"+name, bytes.NewReader(data))
-	req.Host = host
 	req.Header.Set("Warren-Size", strconv.Itoa(len(data)))
 	req.Header.Set("Warren-Sha256", sum(data))
 	req.Header.Set("Warren-Offset", "0")
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	if err := req.Write(c); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), req)
-	if err != nil {
-		t.Fatalf("Host %q: %v", host, err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
+	return guardtest.Status(t, "tcp", l.addr.String(), req, host)
 }
 
 // TestPeerAPIChecksHost: a web page in a browser on one of alice's

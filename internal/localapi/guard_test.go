@@ -1,12 +1,10 @@
 package localapi
 
 import (
-	"bufio"
-	"io"
-	"net"
 	"net/http"
 	"testing"
-	"time"
+
+	"warren/internal/httpguard/guardtest"
 )
 
 // TestServeChecksHost: the local API answers only requests for its own
@@ -16,24 +14,8 @@ import (
 func TestServeChecksHost(t *testing.T) {
 	path, _ := serve(t)
 	status := func(method, host string) int {
-		c, err := net.DialTimeout("unix", path, 10*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(30 * time.Second))
 		req, _ := http.NewRequest(method, "http://warrend/localapi/v1/status", nil)
-		req.Host = host
-		if err := req.Write(c); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), req)
-		if err != nil {
-			t.Fatalf("Host %q: %v", host, err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
+		return guardtest.Status(t, "unix", path, req, host)
 	}
 	for _, h := range []string{"warrend", "localhost"} {
 		if code := status("GET", h); code != http.StatusOK {

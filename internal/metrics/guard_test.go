@@ -13,31 +13,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"warren/internal/httpguard"
+	"warren/internal/httpguard/guardtest"
 )
 
 func hostStatus(t *testing.T, addr, method, host string, hdr map[string]string) int {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
 	req, _ := http.NewRequest(method, "http://"+addr+"/metrics", nil)
-	req.Host = host
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	if err := req.Write(c); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), req)
-	if err != nil {
-		t.Fatalf("Host %q: %v", host, err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
+	return guardtest.Status(t, "tcp", addr, req, host)
 }
 
 // TestServeChecksHost: a web page that rebinds a name to 127.0.0.1 cannot
