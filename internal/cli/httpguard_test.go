@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -64,20 +63,7 @@ func TestServerChecksHost(t *testing.T) {
 
 // TestRelayChecksHost: the standalone relay refuses a rebound name.
 func TestRelayChecksHost(t *testing.T) {
-	t.Setenv(envServer, "")
-	t.Setenv(envAPIKey, "")
-	dir := filepath.Join(t.TempDir(), "data")
-	ts := startServer(t, dir)
-	apiKey := strings.TrimSpace(ok(t, "server", "apikey", "create", "--data-dir", dir))
-	fs, rc := relayFlags(&lockedBuffer{})
-	if err := fs.Parse([]string{"--listen", "127.0.0.1:0", "--stun-listen", "", "--data-dir", filepath.Join(t.TempDir(), "relay"),
-		"--server", ts.url, "--api-key", apiKey, "--allowed-hosts", "relay.example.net"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := rc.check(); err != nil {
-		t.Fatal(err)
-	}
-	rurl, _, _ := startRelayCmd(t, rc)
+	rurl := startRelayWithServer(t, "--allowed-hosts", "relay.example.net")
 	addr := strings.TrimPrefix(rurl, "http://")
 	_, port, _ := net.SplitHostPort(addr)
 	// The legitimate hosts reach the relay handler, which wants an upgrade.

@@ -144,20 +144,7 @@ func TestServerCutsSlowBody(t *testing.T) {
 func TestRelayLimitsConnections(t *testing.T) {
 	defer func(o timeoutsConfig) { publicTimeouts = o }(publicTimeouts)
 	publicTimeouts.Idle = 500 * time.Millisecond
-	t.Setenv(envServer, "")
-	t.Setenv(envAPIKey, "")
-	dir := filepath.Join(t.TempDir(), "data")
-	ts := startServer(t, dir)
-	apiKey := strings.TrimSpace(ok(t, "server", "apikey", "create", "--data-dir", dir))
-	fs, rc := relayFlags(&lockedBuffer{})
-	if err := fs.Parse([]string{"--listen", "127.0.0.1:0", "--stun-listen", "", "--data-dir", filepath.Join(t.TempDir(), "relay"),
-		"--server", ts.url, "--api-key", apiKey, "--max-conns-per-ip", "2"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := rc.check(); err != nil {
-		t.Fatal(err)
-	}
-	rurl, _, _ := startRelayCmd(t, rc)
+	rurl := startRelayWithServer(t, "--max-conns-per-ip", "2")
 	addr := strings.TrimPrefix(rurl, "http://")
 	// keepAlive asks for the key path, which the relay does not serve:
 	// a 404 on a kept-alive connection.

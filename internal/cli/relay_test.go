@@ -259,3 +259,26 @@ func TestRelayEndToEnd(t *testing.T) {
 		t.Fatalf("no over-privilege warning: %q", errb.String())
 	}
 }
+
+// startRelayWithServer starts a server and a standalone relay vouched by
+// it with a relay key, the relay on loopback with extra flags, and returns
+// the relay's URL.
+func startRelayWithServer(t *testing.T, extra ...string) string {
+	t.Helper()
+	t.Setenv(envServer, "")
+	t.Setenv(envAPIKey, "")
+	dir := filepath.Join(t.TempDir(), "data")
+	ts := startServer(t, dir)
+	relayKey := strings.TrimSpace(ok(t, "server", "apikey", "create", "--scope", "relay", "--data-dir", dir))
+	fs, rc := relayFlags(&lockedBuffer{})
+	args := []string{"--listen", "127.0.0.1:0", "--stun-listen", "", "--data-dir", filepath.Join(t.TempDir(), "relay"),
+		"--server", ts.url, "--relay-key", relayKey}
+	if err := fs.Parse(append(args, extra...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.check(); err != nil {
+		t.Fatal(err)
+	}
+	url, _, _ := startRelayCmd(t, rc)
+	return url
+}
