@@ -232,12 +232,12 @@ func (d *Daemon) Logout(ctx context.Context) error {
 		return err
 	}
 	d.key = key
-	d.ms.SetNodeKey(key.PublicKey())
+	d.eng.SetNodeKey(key.PublicKey())
 	d.prefs.Registered, d.prefs.WantRunning = false, false
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
 		return err
 	}
-	if err := d.dev.Apply(&uapi.Config{PrivateKey: &key}); err != nil {
+	if err := d.eng.Apply(&uapi.Config{PrivateKey: &key}); err != nil {
 		return fmt.Errorf("install new key: %w", err)
 	}
 	d.state = localapi.StateNeedsLogin
@@ -256,9 +256,9 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 		return nil, fmt.Errorf("pinned server key: %w", err)
 	}
 	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: sk, NodeKey: key,
-		DiscoKey: d.ms.DiscoPublic(),
+		DiscoKey: d.eng.DiscoPublic(),
 		MapPath:  d.mapPath(), Logf: d.controlLog,
-		Control: markControl, Routes: d.advertisedLocked()})
+		Control: d.router.SocketControl, Routes: d.advertisedLocked()})
 }
 
 // rotateKey moves the node to a fresh key (warren up --force-reauth): the
@@ -308,10 +308,10 @@ func (d *Daemon) rotateKey(ctx context.Context) error {
 		return fmt.Errorf("node key: the server has the new key but it could not be saved: %w", err)
 	}
 	d.key = next
-	if err := d.dev.Apply(&uapi.Config{PrivateKey: &next}); err != nil {
+	if err := d.eng.Apply(&uapi.Config{PrivateKey: &next}); err != nil {
 		return fmt.Errorf("install new key: %w", err)
 	}
-	d.ms.SetNodeKey(next.PublicKey())
+	d.eng.SetNodeKey(next.PublicKey())
 	d.stopRelayLocked() // the relay session authenticated the old key
 	d.log.Info("node key rotated", "name", node.Name, "key", next.PublicKey().String())
 	restart()
@@ -331,7 +331,7 @@ func (d *Daemon) statusLocked() *localapi.Status {
 		ServerURL:    d.prefs.ServerURL,
 		ServerKey:    d.prefs.ServerKey,
 		TUN:          d.cfg.TUN,
-		ListenPort:   d.dev.Port(),
+		ListenPort:   d.eng.Port(),
 		Peers:        []localapi.PeerStatus{},
 		Health:       slices.Clone(d.health),
 		AcceptDNS:    d.prefs.AcceptDNS,
@@ -355,7 +355,7 @@ func (d *Daemon) statusLocked() *localapi.Status {
 			continue
 		}
 		ps := d.nodeStatus(nm, p)
-		if s, ok := d.dev.PeerStats(p.Key); ok {
+		if s, ok := d.eng.PeerStats(p.Key); ok {
 			ps.RxBytes, ps.TxBytes = s.RxBytes, s.TxBytes
 			ps.LastHandshake = s.LastHandshake
 			ps.CurrentAddr = s.Endpoint
@@ -385,7 +385,7 @@ func (d *Daemon) nodeStatus(nm *netmap.NetworkMap, n *netmap.Node) localapi.Peer
 // global or private unicast address of an up interface other than the
 // tunnel, with the engine's UDP port.
 func (d *Daemon) localEndpoints() []netip.AddrPort {
-	port := d.dev.Port()
+	port := d.eng.Port()
 	if port == 0 {
 		return nil
 	}
@@ -437,7 +437,7 @@ func (d *Daemon) endpointLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		eps := d.endpoints()
-		d.ms.SetLocalEndpoints(eps)
+		d.eng.SetLocalEndpoints(eps)
 		d.mu.Lock()
 		cc := d.cc
 		if d.nm != nil && cc != nil {
@@ -454,7 +454,7 @@ func (d *Daemon) endpointLoop(ctx context.Context) {
 
 // fillPath describes the path layer's current path to peer k.
 func (d *Daemon) fillPath(ps *localapi.PeerStatus, k noise.PublicKey) {
-	path := d.ms.PeerPath(k)
+	path := d.eng.PeerPath(k)
 	ps.Path = string(path.Kind)
 	if path.Addr.IsValid() {
 		ps.PathAddr = path.Addr.String()

@@ -27,14 +27,9 @@ import (
 	"warren/internal/control/proto"
 	"warren/internal/device"
 	"warren/internal/localapi"
-	"warren/internal/magicsock"
-	"warren/internal/netcfg"
 	"warren/internal/netmap"
 	"warren/internal/noise"
-	"warren/internal/resolvconf"
-	"warren/internal/tun"
 	"warren/internal/uapi"
-	"warren/internal/udp"
 )
 
 // Config configures a Daemon.
@@ -66,14 +61,10 @@ type Daemon struct {
 	cfg Config
 	log *slog.Logger
 
-	dev   *device.Device
-	tr    *udp.Transport
-	ms    *magicsock.Conn // the path layer over tr, under the engine
-	procs *procsGovernor  // one P on small hosts, every CPU during file transfers
-
-	tunStats *tun.Stats // offload batching of the TUN device, for metrics
-	link     *netcfg.Link
-	ln       net.Listener
+	eng    Engine         // the engine and the path layer (seams.go)
+	router Router         // the host's network configuration (seams.go)
+	procs  *procsGovernor // one P on small hosts, every CPU during file transfers
+	ln     net.Listener
 
 	mu      sync.Mutex
 	key     noise.PrivateKey
@@ -144,39 +135,29 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	d.key, d.prefs = key, p
+	if d.router == nil {
+		d.router = newLinuxRouter(d.cfg)
+	}
 	// A daemon that died with the host resolver pointed at it left the
 	// original in a backup: put it back until the node is up again.
-	if err := resolvconf.New(d.cfg.ResolvConf, filepath.Join(d.cfg.StateDir, resolvBackupFile)).Restore(); err != nil {
+	if err := d.router.RestoreHostResolver(); err != nil {
 		d.log.Warn("restore host resolver", "err", err)
 	}
 
-	td, err := tun.Create(d.cfg.TUN, d.cfg.MTU)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", d.cfg.TUN, err)
+	inline := false
+	if d.eng == nil {
+		de, err := newDeviceEngine(d.cfg, key, d.log)
+		if err != nil {
+			return err
+		}
+		d.eng, inline = de, de.inline
 	}
-	if sd, ok := td.(tun.StatsDevice); ok {
-		d.tunStats = sd.Stats()
-	}
-	d.tr = udp.New()
-	d.tr.SetLogger(d.log)
-	disco, err := noise.GeneratePrivateKey() // per run: peers learn it from the map
-	if err != nil {
-		td.Close()
-		return err
-	}
-	d.ms = magicsock.New(d.tr, magicsock.Options{NodeKey: key.PublicKey(), DiscoKey: disco, Logger: d.log})
-	inline, err := device.DatapathFromEnv()
-	if err != nil {
-		td.Close()
-		return err
-	}
-	d.dev = device.New(td, d.ms, device.Options{Logger: d.log, RunToCompletion: inline})
 	d.procs = newProcsGovernor(inline)
 	d.log.Info("device started", "datapath", map[bool]string{true: "inline", false: "pipeline"}[inline], "procs", runtime.GOMAXPROCS(0))
 	d.initMetrics()
 	defer func() {
 		done := make(chan struct{})
-		go func() { d.dev.Close(); close(done) }()
+		go func() { d.eng.Close(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
@@ -185,15 +166,14 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	}()
 	port := d.cfg.Port
 	mark := uint32(RouteMark) // the underlay socket bypasses the tunnel routes (routing.go)
-	if err := d.dev.Apply(&uapi.Config{PrivateKey: &key, ListenPort: &port, FwMark: &mark}); err != nil {
+	if err := d.eng.Apply(&uapi.Config{PrivateKey: &key, ListenPort: &port, FwMark: &mark}); err != nil {
 		return fmt.Errorf("configure engine: %w", err)
 	}
-	d.link = netcfg.New(d.cfg.TUN)
-	if err := d.link.Up(d.cfg.MTU); err != nil {
+	if err := d.router.Up(d.cfg.MTU); err != nil {
 		return err
 	}
 	d.initRoutes()
-	if err := d.dev.Up(); err != nil {
+	if err := d.eng.Up(); err != nil {
 		return fmt.Errorf("bind UDP port %d: %w", port, err)
 	}
 
@@ -228,7 +208,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		}
 	}
 	d.mu.Unlock()
-	d.log.Info("daemon started", "tun", d.cfg.TUN, "port", d.dev.Port(), "socket", d.cfg.Socket, "key", key.PublicKey().String())
+	d.log.Info("daemon started", "tun", d.cfg.TUN, "port", d.eng.Port(), "socket", d.cfg.Socket, "key", key.PublicKey().String())
 	if ready != nil {
 		ready()
 	}
@@ -237,7 +217,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 
 	select {
 	case <-ctx.Done():
-	case <-d.dev.TUNGone():
+	case <-d.eng.TUNGone():
 		err = errors.New("the tunnel interface was removed")
 	case err = <-apiDone:
 		err = fmt.Errorf("local API: %w", err)
@@ -249,7 +229,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	d.clearRoutesLocked()
 	d.mu.Unlock()
 	d.stopDrop()
-	if cerr := d.link.Clear(); cerr != nil {
+	if cerr := d.router.ClearAddresses(); cerr != nil {
 		d.log.Debug("clear interface", "err", cerr)
 	}
 	return err
@@ -276,7 +256,7 @@ func (d *Daemon) startControlLocked() error {
 		return err
 	}
 	eps := d.endpoints()
-	d.ms.SetLocalEndpoints(eps)
+	d.eng.SetLocalEndpoints(eps)
 	cc.SetEndpoints(eps)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -114,7 +114,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 		return 1
 	})
 	if len(cfg.Peers) > 0 {
-		if err := d.dev.Apply(cfg); err != nil {
+		if err := d.eng.Apply(cfg); err != nil {
 			d.log.Error("apply peers", "err", err)
 			d.healthLocked("could not configure peers: " + err.Error())
 		}
@@ -123,7 +123,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 	for _, a := range nm.DNS.Nameservers { // MagicDNS answers on these
 		addrs = append(addrs, netip.PrefixFrom(a, a.BitLen()))
 	}
-	if err := d.link.Set(addrs, routes); err != nil {
+	if err := d.router.SetAddresses(addrs, routes); err != nil {
 		d.log.Error("configure interface", "err", err)
 		d.healthLocked(err.Error())
 	}
@@ -168,15 +168,15 @@ func (d *Daemon) clearMapLocked() {
 	}
 	if len(d.applied) > 0 {
 		cfg := &uapi.Config{ReplacePeers: true}
-		if err := d.dev.Apply(cfg); err != nil {
+		if err := d.eng.Apply(cfg); err != nil {
 			d.log.Error("remove peers", "err", err)
 		}
 		d.applied = map[noise.PublicKey]appliedPeer{}
 	}
-	d.ms.SetPeers(nil)
+	d.eng.SetPeers(nil)
 	d.stopRelayLocked()
 	d.clearRoutesLocked()
-	if err := d.link.Clear(); err != nil {
+	if err := d.router.ClearAddresses(); err != nil {
 		d.log.Error("clear interface", "err", err)
 	}
 	d.dropMapLocked(nil)

@@ -55,7 +55,7 @@ func (d *Daemon) applyFilterLocked(nm *netmap.NetworkMap) {
 		fs.f.SetNoPolicy()
 		fs.open = true
 		fs.f.SetDestinations(dsts)
-		d.dev.SetFilter(fs.f)
+		d.eng.SetFilter(fs.f)
 	} else if !slices.Equal(dsts.Local, fs.dsts.Local) || !slices.Equal(dsts.Routes, fs.dsts.Routes) {
 		fs.f.SetDestinations(dsts)
 	}

@@ -43,8 +43,8 @@ const exitDeadAfter = 4 * time.Second
 
 // routeState is the daemon's routes side; under d.mu.
 type routeState struct {
-	tun *tunnelRoutes
-	fwd *forwarder
+	fwdOn     bool           // forwarding for peers is on
+	fwdRoutes []netip.Prefix // for these routes
 
 	exit      noise.PublicKey // the exit node in use; zero: none
 	exitName  string
@@ -107,7 +107,7 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 				best = p
 				break
 			}
-			rtt := d.ms.PeerPath(p.Key).RTT
+			rtt := d.eng.PeerPath(p.Key).RTT
 			if rtt <= 0 {
 				rtt = time.Hour // unknown: after measured ones, in map order
 			}
@@ -154,7 +154,7 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 		}
 		rs.exit, rs.exitSince = key, now
 		rs.silentSince, rs.lastTx, rs.lastRx = time.Time{}, 0, 0
-		if st, ok := d.dev.PeerStats(key); ok {
+		if st, ok := d.eng.PeerStats(key); ok {
 			rs.lastTx, rs.lastRx = st.TxBytes, st.RxBytes
 		}
 	}
@@ -206,15 +206,16 @@ func (d *Daemon) applyRoutesLocked(nm *netmap.NetworkMap, tunnel, peers []netip.
 		tunnel = append(slices.Clone(tunnel), peers...)
 	}
 	allowLAN := d.prefs.ExitNodeAllowLAN && (!d.routes.exit.IsZero() || d.routes.blocked)
-	if err := d.routes.tun.Set(tunnel, unreachable, allowLAN, src4, src6); err != nil {
+	if err := d.router.SetTunnelRoutes(tunnel, unreachable, allowLAN, src4, src6); err != nil {
 		d.log.Error("tunnel routes", "err", err)
 		d.healthLocked(err.Error())
 	}
-	if on := len(nm.Self.Routes) > 0; on != d.routes.fwd.on || !slices.Equal(nm.Self.Routes, d.routes.fwd.routes) {
-		if err := d.routes.fwd.set(nm.Self.Routes); err != nil {
+	if on := len(nm.Self.Routes) > 0; on != d.routes.fwdOn || !slices.Equal(nm.Self.Routes, d.routes.fwdRoutes) {
+		if err := d.router.SetForwarding(nm.Self.Routes); err != nil {
 			d.log.Error("forwarding", "err", err)
 			d.healthLocked("routing for peers: " + err.Error())
 		} else {
+			d.routes.fwdOn, d.routes.fwdRoutes = on, slices.Clone(nm.Self.Routes)
 			d.log.Info("forwarding for peers", "on", on, "routes", fmt.Sprint(nm.Self.Routes))
 		}
 	}
@@ -229,14 +230,16 @@ func (d *Daemon) applyRoutesLocked(nm *netmap.NetworkMap, tunnel, peers []netip.
 // clearRoutesLocked removes the tunnel routes and stops forwarding; d.mu
 // held.
 func (d *Daemon) clearRoutesLocked() {
-	if d.routes.tun == nil {
+	if d.router == nil {
 		return
 	}
-	if err := d.routes.tun.Clear(); err != nil {
+	if err := d.router.ClearTunnelRoutes(); err != nil {
 		d.log.Warn("clear tunnel routes", "err", err)
 	}
-	if err := d.routes.fwd.set(nil); err != nil {
+	if err := d.router.SetForwarding(nil); err != nil {
 		d.log.Warn("stop forwarding", "err", err)
+	} else {
+		d.routes.fwdOn, d.routes.fwdRoutes = false, nil
 	}
 	d.routes.exit, d.routes.exitName, d.routes.exitIP = noise.PublicKey{}, "", netip.Addr{}
 	d.routes.blocked = false
@@ -245,21 +248,7 @@ func (d *Daemon) clearRoutesLocked() {
 
 // initRoutes prepares the routes side at start, removing what a crashed
 // daemon left behind; it runs before the first map is applied.
-func (d *Daemon) initRoutes() {
-	d.routes.tun = newTunnelRoutes(d.cfg.TUN)
-	d.routes.fwd = &forwarder{stateDir: d.cfg.StateDir, tun: d.cfg.TUN}
-	if err := cleanupRouting(); err != nil {
-		d.log.Warn("remove leftover tunnel routes and rules", "err", err)
-	}
-	// Leftovers of a crash: the NAT table, and forwarding sysctls that
-	// were changed (restored now; turned on again if the map says so).
-	if err := deleteNAT(); err != nil {
-		d.log.Debug("remove leftover NAT table", "err", err)
-	}
-	if err := restoreForwarding(d.cfg.StateDir); err != nil {
-		d.log.Warn("restore forwarding sysctls", "err", err)
-	}
-}
+func (d *Daemon) initRoutes() { d.router.Cleanup(d.log) }
 
 // startExitWatchLocked runs the auto exit node's liveness check; d.mu
 // held.
@@ -311,7 +300,7 @@ func (d *Daemon) checkExitLocked(now time.Time) {
 		}
 		return
 	}
-	st, ok := d.dev.PeerStats(rs.exit)
+	st, ok := d.eng.PeerStats(rs.exit)
 	if !ok {
 		return
 	}
