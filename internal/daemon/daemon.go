@@ -67,6 +67,7 @@ type Daemon struct {
 	ln     net.Listener
 
 	mu      sync.Mutex
+	op      chan struct{} // the lifecycle slot (beginOp): non-nil while up, down or logout runs
 	key     noise.PrivateKey
 	prefs   prefs
 	nm      *netmap.NetworkMap // current map; nil when down or before the first

@@ -324,15 +324,25 @@ func (d *Daemon) checkExitLocked(now time.Time) {
 // SetRoutePrefs changes the route preferences (localapi.RoutesBackend).
 func (d *Daemon) SetRoutePrefs(ctx context.Context, p localapi.RoutePrefs) (*localapi.RouteStatus, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	st, report, err := d.setRoutePrefsLocked(p)
+	d.mu.Unlock()
+	if report != nil {
+		report() // a write on the map stream: without d.mu
+	}
+	return st, err
+}
+
+// setRoutePrefsLocked is SetRoutePrefs under d.mu; report, if not nil,
+// tells the server the new advertised routes.
+func (d *Daemon) setRoutePrefsLocked(p localapi.RoutePrefs) (_ *localapi.RouteStatus, report func(), _ error) {
 	next := d.prefs
 	if p.AdvertiseRoutes != nil {
 		rs, err := store.NormRoutes(*p.AdvertiseRoutes)
 		if err != nil {
-			return nil, fmt.Errorf("--advertise-routes: %s", strings.TrimPrefix(err.Error(), store.ErrInvalid.Error()+": "))
+			return nil, nil, fmt.Errorf("--advertise-routes: %s", strings.TrimPrefix(err.Error(), store.ErrInvalid.Error()+": "))
 		}
 		if slices.ContainsFunc(rs, netmap.IsExitRoute) {
-			return nil, errors.New("--advertise-routes: use --advertise-exit-node to offer 0.0.0.0/0 and ::/0")
+			return nil, nil, errors.New("--advertise-routes: use --advertise-exit-node to offer 0.0.0.0/0 and ::/0")
 		}
 		next.AdvertiseRoutes = rs
 	}
@@ -351,24 +361,26 @@ func (d *Daemon) SetRoutePrefs(ctx context.Context, p localapi.RoutePrefs) (*loc
 			peer, _, err := resolvePeer(d.nm, e)
 			switch {
 			case err != nil:
-				return nil, fmt.Errorf("--exit-node: no peer %q in the network map (see `warren status`)", e)
+				return nil, nil, fmt.Errorf("--exit-node: no peer %q in the network map (see `warren status`)", e)
 			case !peer.IsExitNode():
-				return nil, fmt.Errorf("--exit-node: %s is not an exit node (it must run with --advertise-exit-node and an admin must approve its routes)", peer.Name)
+				return nil, nil, fmt.Errorf("--exit-node: %s is not an exit node (it must run with --advertise-exit-node and an admin must approve its routes)", peer.Name)
 			}
 		}
 		next.ExitNode = e
 	}
 	if next.ExitNode != "" && next.AdvertiseExitNode {
-		return nil, errors.New("a node cannot use an exit node and be one: pass --exit-node= or --advertise-exit-node=false")
+		return nil, nil, errors.New("a node cannot use an exit node and be one: pass --exit-node= or --advertise-exit-node=false")
 	}
 	oldAdv := d.advertisedLocked()
 	d.prefs = next
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if adv := d.advertisedLocked(); !slices.Equal(adv, oldAdv) && d.cc != nil {
-		if err := d.cc.SetRoutes(adv); err != nil {
-			d.log.Warn("report advertised routes", "err", err)
+	if adv, cc := d.advertisedLocked(), d.cc; !slices.Equal(adv, oldAdv) && cc != nil {
+		report = func() {
+			if err := cc.SetRoutes(adv); err != nil {
+				d.log.Warn("report advertised routes", "err", err)
+			}
 		}
 	}
 	if d.prefs.ExitNode != "auto" {
@@ -377,7 +389,7 @@ func (d *Daemon) SetRoutePrefs(ctx context.Context, p localapi.RoutePrefs) (*loc
 	if d.nm != nil && d.cc != nil {
 		d.applyMapLocked(d.nm)
 	}
-	return d.routeStatusLocked(), nil
+	return d.routeStatusLocked(), report, nil
 }
 
 // RouteStatus reports the route preferences and state
