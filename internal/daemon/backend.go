@@ -169,7 +169,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
 		return nil, err
 	}
-	d.healthLocked("")
+	d.health = nil // a new registration: the old problems are gone
 	if err := d.startControlLocked(); err != nil {
 		return nil, err
 	}
@@ -253,7 +253,7 @@ func (d *Daemon) Logout(ctx context.Context) error {
 	d.log.Warn("logout: server not told", "err", serverErr)
 	d.mu.Lock()
 	// The op slot kept every other up, down and logout out meanwhile.
-	d.healthLocked(fmt.Sprintf("logged out locally, but %s could not be told (%v): an admin may delete the node there", serverURL, serverErr))
+	d.setHealthLocked(healthLogout, fmt.Sprintf("logged out locally, but %s could not be told (%v): an admin may delete the node there", serverURL, serverErr))
 	d.mu.Unlock()
 	return nil
 }
@@ -275,7 +275,7 @@ func (d *Daemon) forgetLocked() error {
 		return fmt.Errorf("install new key: %w", err)
 	}
 	d.state = localapi.StateNeedsLogin
-	d.healthLocked("")
+	d.health = nil // off the mesh: none of the old problems holds
 	return nil
 }
 
@@ -401,7 +401,7 @@ func (d *Daemon) statusLocked() *localapi.Status {
 		TUN:          d.cfg.TUN,
 		ListenPort:   d.eng.Port(),
 		Peers:        []localapi.PeerStatus{},
-		Health:       slices.Clone(d.health),
+		Health:       d.health.list(),
 		AcceptDNS:    d.prefs.AcceptDNS,
 	}
 	if d.cc != nil {

@@ -75,7 +75,7 @@ type Daemon struct {
 	cc      *client.Client
 	ccStop  context.CancelFunc
 	ccDone  chan struct{}
-	health  []string
+	health  healthSet // the node's problems (health.go)
 	state   string
 
 	expiryTimer *time.Timer   // re-applies the map when a peer expires
@@ -204,7 +204,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	default:
 		if err := d.startControlLocked(); err != nil {
 			d.log.Error("cannot start control client", "err", err)
-			d.healthLocked(err.Error())
+			d.setHealthLocked(healthControl, err.Error())
 			d.state = localapi.StateStopped
 		}
 	}
@@ -236,14 +236,8 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	return err
 }
 
-// healthLocked records a problem for status; "" clears them.
-func (d *Daemon) healthLocked(msg string) {
-	if msg == "" {
-		d.health = nil
-		return
-	}
-	d.health = []string{msg}
-}
+// setHealthLocked records msg for condition k ("" clears it); d.mu held.
+func (d *Daemon) setHealthLocked(k healthKey, msg string) { d.health.set(k, msg) }
 
 func (d *Daemon) mapPath() string { return filepath.Join(d.cfg.StateDir, netmapFile) }
 
@@ -280,7 +274,7 @@ func (d *Daemon) startControlLocked() error {
 		if pe := (*proto.Error)(nil); errors.As(err, &pe) && pe.Code == proto.CodeDiscoKeyInUse {
 			// Not this node's fault to be logged out for: its disco key
 			// (new each run) is another node's. A restart makes a new one.
-			d.healthLocked(fmt.Sprintf("the server refused this node's path-probe (disco) key (%v); restart the daemon", err))
+			d.setHealthLocked(healthControl, fmt.Sprintf("the server refused this node's path-probe (disco) key (%v); restart the daemon", err))
 			return
 		}
 		// The server refused this node for good (deleted, expired, not
@@ -293,7 +287,7 @@ func (d *Daemon) startControlLocked() error {
 		os.Remove(d.mapPath())
 		d.clearMapLocked()
 		d.state = localapi.StateNeedsLogin
-		d.healthLocked(fmt.Sprintf("the server refused this node (%v); run `warren up --auth-key KEY` to join again", err))
+		d.setHealthLocked(healthControl, fmt.Sprintf("the server refused this node (%v); run `warren up --auth-key KEY` to join again", err))
 	}()
 	return nil
 }

@@ -110,13 +110,16 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 		res, err := dns.NewResolver(cfg, dns.Options{})
 		if err != nil {
 			d.log.Error("DNS configuration refused", "err", err)
-			d.healthLocked("MagicDNS: " + err.Error())
+			d.setHealthLocked(healthDNS, "MagicDNS: "+err.Error())
 			return
 		}
 		m.res = res
+		d.setHealthLocked(healthDNS, "")
 	} else if err := m.res.SetConfig(cfg); err != nil {
 		d.log.Error("DNS configuration refused, keeping the previous one", "err", err)
-		d.healthLocked("MagicDNS: " + err.Error())
+		d.setHealthLocked(healthDNS, "MagicDNS: "+err.Error())
+	} else {
+		d.setHealthLocked(healthDNS, "")
 	}
 
 	allowed := map[netip.Addr]bool{}
@@ -140,15 +143,17 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 		}
 		srv := dns.NewServer(m.res, m.allow)
 		var ok []netip.Addr
+		listenErr := ""
 		for _, a := range nm.DNS.Nameservers {
 			if err := d.router.ListenDNS(srv, netip.AddrPortFrom(a, 53)); err != nil {
 				d.log.Error("MagicDNS cannot listen", "addr", a, "err", err)
-				d.healthLocked("MagicDNS cannot listen on " + a.String() + ": " + err.Error())
+				listenErr = "MagicDNS cannot listen on " + a.String() + ": " + err.Error()
 				continue
 			}
 			ok = append(ok, a)
 		}
 		m.srv, m.listening = srv, slices.Clone(nm.DNS.Nameservers)
+		d.setHealthLocked(healthDNSListen, listenErr)
 		d.log.Debug("MagicDNS listening", "addrs", ok)
 	}
 
@@ -182,13 +187,15 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 		if !slices.Equal(m.osSet, want) {
 			if err := d.router.SetHostResolver(m.listening, cfg.SearchDomains); err != nil {
 				d.log.Error("configure host resolver", "err", err)
-				d.healthLocked(err.Error())
+				d.setHealthLocked(healthHostDNS, err.Error())
 			} else {
 				m.osSet = want
+				d.setHealthLocked(healthHostDNS, "")
 			}
 		}
 	} else {
 		d.restoreDNSLocked()
+		d.setHealthLocked(healthHostDNS, "")
 	}
 }
 

@@ -48,7 +48,9 @@ func pickEndpoint(eps []netip.AddrPort) netip.AddrPort {
 func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 	d.nm = nm
 	d.state = localapi.StateRunning
-	d.healthLocked("")
+	// A map came: the server accepts this node.
+	d.setHealthLocked(healthControl, "")
+	d.setHealthLocked(healthLogout, "")
 	d.applyFilterLocked(nm) // before any new peer can send
 	self := d.key.PublicKey()
 	now := time.Now()
@@ -116,7 +118,9 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 	if len(cfg.Peers) > 0 {
 		if err := d.eng.Apply(cfg); err != nil {
 			d.log.Error("apply peers", "err", err)
-			d.healthLocked("could not configure peers: " + err.Error())
+			d.setHealthLocked(healthPeers, "could not configure peers: "+err.Error())
+		} else {
+			d.setHealthLocked(healthPeers, "")
 		}
 	}
 	addrs := slices.Clone(nm.Self.Addresses)
@@ -125,7 +129,9 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 	}
 	if err := d.router.SetAddresses(addrs, routes); err != nil {
 		d.log.Error("configure interface", "err", err)
-		d.healthLocked(err.Error())
+		d.setHealthLocked(healthInterface, err.Error())
+	} else {
+		d.setHealthLocked(healthInterface, "")
 	}
 	d.applyRoutesLocked(nm, tunnel, routes)
 	d.log.Debug("applied map", "version", nm.Version, "peers", len(want), "changes", len(cfg.Peers))

@@ -208,20 +208,21 @@ func (d *Daemon) applyRoutesLocked(nm *netmap.NetworkMap, tunnel, peers []netip.
 	allowLAN := d.prefs.ExitNodeAllowLAN && (!d.routes.exit.IsZero() || d.routes.blocked)
 	if err := d.router.SetTunnelRoutes(tunnel, unreachable, allowLAN, src4, src6); err != nil {
 		d.log.Error("tunnel routes", "err", err)
-		d.healthLocked(err.Error())
+		d.setHealthLocked(healthRoutes, err.Error())
+	} else {
+		d.setHealthLocked(healthRoutes, "")
 	}
 	if on := len(nm.Self.Routes) > 0; on != d.routes.fwdOn || !slices.Equal(nm.Self.Routes, d.routes.fwdRoutes) {
 		if err := d.router.SetForwarding(nm.Self.Routes); err != nil {
 			d.log.Error("forwarding", "err", err)
-			d.healthLocked("routing for peers: " + err.Error())
+			d.setHealthLocked(healthForward, "routing for peers: "+err.Error())
 		} else {
+			d.setHealthLocked(healthForward, "")
 			d.routes.fwdOn, d.routes.fwdRoutes = on, slices.Clone(nm.Self.Routes)
 			d.log.Info("forwarding for peers", "on", on, "routes", fmt.Sprint(nm.Self.Routes))
 		}
 	}
-	if d.routes.health != "" {
-		d.health = append(d.health, d.routes.health)
-	}
+	d.setHealthLocked(healthExit, d.routes.health)
 	if d.prefs.ExitNode == "auto" {
 		d.startExitWatchLocked()
 	}
