@@ -317,7 +317,8 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: sk, NodeKey: key,
 		DiscoKey: d.eng.DiscoPublic(),
 		MapPath:  d.mapPath(), Logf: d.controlLog,
-		Control: d.router.SocketControl, Routes: d.advertisedLocked()})
+		Control: d.router.SocketControl, Routes: d.advertisedLocked(),
+		MinBackoff: d.backoff / 10, MaxBackoff: d.backoff})
 }
 
 // rotateKey moves the node to a fresh key (warren up --force-reauth): the

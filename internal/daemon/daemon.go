@@ -65,6 +65,9 @@ type Daemon struct {
 	router Router         // the host's network configuration (seams.go)
 	procs  *procsGovernor // one P on small hosts, every CPU during file transfers
 	ln     net.Listener
+	// backoff, if set, is the control client's longest reconnect delay
+	// (tests); zero: the client's default.
+	backoff time.Duration
 
 	mu      sync.Mutex
 	op      chan struct{} // the lifecycle slot (beginOp): non-nil while up, down or logout runs

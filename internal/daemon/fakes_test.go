@@ -25,15 +25,19 @@ type fakeEngine struct {
 	mu      sync.Mutex
 	key     noise.PrivateKey
 	peers   map[noise.PublicKey]*fakePeer
-	applied int // Apply calls that changed peers
-	filter  *filter.Filter
-	stats   map[noise.PublicKey]device.PeerStats
-	paths   map[noise.PublicKey]magicsock.Path
-	node    noise.PublicKey // the path layer's node key
-	disco   noise.PublicKey
-	msPeers []magicsock.PeerInfo
-	gone    chan struct{}
-	closed  bool
+	applied int      // Apply calls that changed peers
+	ops     []peerOp // peer changes
+	// misordered: an Apply removed a peer after adding or changing
+	// one (removals must come first: they free allowed IPs).
+	misordered bool
+	filter     *filter.Filter
+	stats      map[noise.PublicKey]device.PeerStats
+	paths      map[noise.PublicKey]magicsock.Path
+	node       noise.PublicKey // the path layer's node key
+	disco      noise.PublicKey
+	msPeers    []magicsock.PeerInfo
+	gone       chan struct{}
+	closed     bool
 }
 
 type fakePeer struct {
@@ -56,10 +60,23 @@ func (e *fakeEngine) Apply(c *uapi.Config) error {
 	if c.ReplacePeers {
 		e.peers = map[noise.PublicKey]*fakePeer{}
 	}
+	if c.ReplacePeers {
+		e.ops = append(e.ops, peerOp{op: "remove all"})
+	}
+	changed := false
 	for _, pc := range c.Peers {
 		if pc.Remove {
 			delete(e.peers, pc.PublicKey)
+			e.ops = append(e.ops, peerOp{"remove", pc.PublicKey})
+			e.misordered = e.misordered || changed
 			continue
+		}
+		changed = true
+		switch {
+		case e.peers[pc.PublicKey] == nil:
+			e.ops = append(e.ops, peerOp{"add", pc.PublicKey})
+		case pc.ReplaceAllowedIPs:
+			e.ops = append(e.ops, peerOp{"allowed", pc.PublicKey})
 		}
 		p := e.peers[pc.PublicKey]
 		if p == nil {
@@ -87,6 +104,29 @@ func (e *fakeEngine) Apply(c *uapi.Config) error {
 		e.applied++
 	}
 	return nil
+}
+
+type peerOp struct {
+	op  string
+	key noise.PublicKey
+}
+
+// takeOps returns the peer changes since the last call as "OP NAME",
+// sorted, naming peers by names.
+func (e *fakeEngine) takeOps(names map[noise.PublicKey]string) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for _, o := range e.ops {
+		if o.key.IsZero() {
+			out = append(out, o.op)
+			continue
+		}
+		out = append(out, o.op+" "+names[o.key])
+	}
+	e.ops = nil
+	slices.Sort(out)
+	return out
 }
 
 // peerKeys lists the engine's peers.

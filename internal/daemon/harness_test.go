@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,18 +33,26 @@ type testDaemon struct {
 	eng    *fakeEngine
 	router *fakeRouter
 	cs     *controltest.Server
+	stop   func() // ends Run and waits for it
 }
 
 // startDaemon runs a daemon with fakes, in a fresh state directory.
 func startDaemon(t *testing.T, cs *controltest.Server) *testDaemon {
 	t.Helper()
-	dir := t.TempDir()
+	return startDaemonIn(t, cs, t.TempDir())
+}
+
+// startDaemonIn runs a daemon with fakes on the state in dir; stop ends
+// it (the test's cleanup too).
+func startDaemonIn(t *testing.T, cs *controltest.Server, dir string) *testDaemon {
+	t.Helper()
 	d, err := New(Config{StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "warren.sock"), TUN: "wtest0"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	td := &testDaemon{t: t, d: d, eng: newFakeEngine(), router: &fakeRouter{}, cs: cs}
 	d.eng, d.router = td.eng, td.router
+	d.backoff = 200 * time.Millisecond // reconnect at once when a test restarts the server
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
@@ -54,12 +63,13 @@ func startDaemon(t *testing.T, cs *controltest.Server) *testDaemon {
 		cancel()
 		t.Fatalf("daemon: %v", err)
 	}
-	t.Cleanup(func() {
+	td.stop = sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("daemon: %v", err)
 		}
 	})
+	t.Cleanup(td.stop)
 	return td
 }
 

@@ -162,3 +162,63 @@ func TestLifecycle(t *testing.T) {
 	}
 	td.waitNoPeer("expired: off the mesh", p.pub())
 }
+
+// A node that was up when its daemon stopped comes back up at the next
+// start on its saved map, before (and without) the server, then follows
+// the server again; the host configuration is undone at stop.
+func TestRestartOnSavedMap(t *testing.T) {
+	cs := startServer(t)
+	p := joinPeer(t, cs, "peer")
+	dir := t.TempDir()
+	td := startDaemonIn(t, cs, dir)
+	td.up("node")
+	td.waitPeer("up", p.pub(), p.hosts()...)
+	key := td.key()
+
+	td.stop()
+	td.router.get(func(r *fakeRouter) {
+		if len(r.addrs) != 0 || len(r.tunnel) != 0 {
+			t.Errorf("after stop: addresses %v table 52 %v left", r.addrs, r.tunnel)
+		}
+	})
+	cs.Stop()
+
+	td2 := startDaemonIn(t, cs, dir)
+	td2.waitState(localapi.StateRunning)
+	td2.waitPeer("on the saved map, server down", p.pub(), p.hosts()...)
+	if td2.key() != key {
+		t.Fatal("restart changed the node key")
+	}
+	if td2.d.Status().Connected {
+		t.Error("connected with the server down")
+	}
+	td2.router.get(func(r *fakeRouter) {
+		if r.cleanups != 1 {
+			t.Errorf("leftovers of a crash removed %d times at start, want once", r.cleanups)
+		}
+	})
+
+	cs.Start()
+	q := joinPeer(t, cs, "newcomer")
+	td2.waitPeer("server back: new peer", q.pub(), q.hosts()...)
+	waitFor(t, "connected", func() bool { return td2.d.Status().Connected })
+}
+
+// A node taken down stays down across a restart.
+func TestRestartStaysDown(t *testing.T) {
+	cs := startServer(t)
+	dir := t.TempDir()
+	td := startDaemonIn(t, cs, dir)
+	td.up("node")
+	if err := td.d.Down(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	td.stop()
+	td2 := startDaemonIn(t, cs, dir)
+	if s := td2.d.Status().BackendState; s != localapi.StateStopped {
+		t.Fatalf("restarted after down: state %q, want %q", s, localapi.StateStopped)
+	}
+	if ks := td2.eng.peerKeys(); len(ks) != 0 {
+		t.Errorf("restarted after down: engine has peers %v", ks)
+	}
+}
