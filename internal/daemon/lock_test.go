@@ -2,7 +2,10 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -97,8 +100,33 @@ func TestNoLockAcrossServerRequests(t *testing.T) {
 			case err := <-opDone:
 				t.Fatalf("route status waited for the %s to end (%v)", op.name, err)
 			}
+			// Another lifecycle change waits for this one, but only as
+			// long as its caller does.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if err := td.d.Down(ctx); !errors.Is(err, context.Canceled) {
+				t.Errorf("down during the %s with its context cancelled: %v, want context.Canceled", op.name, err)
+			}
+			select {
+			case err := <-opDone:
+				t.Fatalf("the %s ended while the server still hung: %v", op.name, err)
+			default:
+			}
+			keyBefore := td.key()
 			silent.close()
-			<-opDone
+			err := <-opDone
+			st := td.d.Status()
+			switch op.name {
+			case "logout": // forgotten locally all the same, and said so
+				if err != nil || st.BackendState != localapi.StateNeedsLogin ||
+					!slices.ContainsFunc(st.Health, func(h string) bool { return strings.Contains(h, "could not be told") }) {
+					t.Errorf("logout with the server gone: err %v, state %q, health %q", err, st.BackendState, st.Health)
+				}
+			case "rotate": // refused: the old key stays
+				if err == nil || td.key() != keyBefore || td.eng.privateKey().PublicKey() != keyBefore {
+					t.Errorf("rotation with the server gone: err %v; key changed %v", err, td.key() != keyBefore)
+				}
+			}
 		})
 	}
 }
