@@ -157,7 +157,8 @@ func joinPeer(t *testing.T, cs *controltest.Server, hostname string, routes ...n
 		t.Fatal(err)
 	}
 	c, err := client.New(client.Config{ServerURL: cs.URL(), ServerKey: cs.Key.PublicKey(), NodeKey: k,
-		DiscoKey: k.PublicKey(), Routes: routes, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+		DiscoKey: k.PublicKey(), Routes: routes, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		Logf: func(f string, a ...any) { t.Logf("peer "+hostname+": "+f, a...) }})
 	if err != nil {
 		t.Fatal(err)
 	}
