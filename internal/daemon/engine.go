@@ -168,6 +168,9 @@ func (d *Daemon) armExpiryLocked(nm *netmap.NetworkMap, now time.Time) {
 // clearMapLocked removes every peer, address and route; d.mu held.
 func (d *Daemon) clearMapLocked() {
 	d.nm = nil
+	for _, k := range mapConditions {
+		d.setHealthLocked(k, "")
+	}
 	if d.expiryTimer != nil {
 		d.expiryTimer.Stop()
 		d.expiryTimer = nil

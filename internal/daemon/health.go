@@ -29,6 +29,11 @@ const (
 	healthHostDNS   healthKey = "host-dns"   // the host resolver (--accept-dns)
 )
 
+// mapConditions are the conditions about applying a map: they go when
+// the map does (down, logout, the server refusing the node).
+var mapConditions = []healthKey{healthPeers, healthInterface, healthRoutes, healthForward, healthExit,
+	healthFilter, healthDNS, healthDNSListen, healthHostDNS}
+
 // set records msg for k; "" clears it.
 func (h *healthSet) set(k healthKey, msg string) {
 	if msg == "" {

@@ -64,4 +64,15 @@ func TestHealthConditions(t *testing.T) {
 	if len(h) != 0 {
 		t.Fatalf("every cause gone: health %q", h)
 	}
+
+	// Down: the problems of the map go with it.
+	if h := apply(`{"unreadable`, errors.New("netlink: address refused")); len(h) != 2 {
+		t.Fatalf("health %q, want two problems", h)
+	}
+	if err := td.d.Down(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if h := td.d.Status().Health; len(h) != 0 {
+		t.Fatalf("down: health %q, want none", h)
+	}
 }
