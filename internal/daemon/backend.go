@@ -40,6 +40,11 @@ func checkServerURL(s string) error {
 // Up joins the node (when given an auth key, or when it is not registered)
 // and brings it onto the mesh.
 func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Status, error) {
+	end, err := d.beginOp(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer end()
 	d.mu.Lock()
 	if req.AcceptDNS != nil && *req.AcceptDNS != d.prefs.AcceptDNS {
 		d.prefs.AcceptDNS = *req.AcceptDNS
@@ -164,7 +169,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
 		return nil, err
 	}
-	d.healthLocked("")
+	d.health = nil // a new registration: the old problems are gone
 	if err := d.startControlLocked(); err != nil {
 		return nil, err
 	}
@@ -190,6 +195,11 @@ func (d *Daemon) bringUp() (*localapi.Status, error) {
 
 // Down takes the node off the mesh but keeps its registration.
 func (d *Daemon) Down(ctx context.Context) error {
+	end, err := d.beginOp(ctx)
+	if err != nil {
+		return err
+	}
+	defer end()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.prefs.Registered {
@@ -205,48 +215,97 @@ func (d *Daemon) Down(ctx context.Context) error {
 	return nil
 }
 
-// Logout takes the node down, asks the server to delete it, and forgets
-// its registration and key: the next `up` joins as a new node. If the
-// server cannot be reached the node is forgotten locally all the same, and
-// status says the server still lists it.
+// Logout takes the node down, forgets its registration and key (the next
+// `up` joins as a new node), then asks the server to delete it, with the
+// old key, holding no lock meanwhile. If the server cannot be reached the
+// node stays forgotten locally all the same, and status says the server
+// still lists it.
 func (d *Daemon) Logout(ctx context.Context) error {
+	end, err := d.beginOp(ctx)
+	if err != nil {
+		return err
+	}
+	defer end()
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	var serverErr error
+	var cc *client.Client // the old key's, to tell the server
+	serverURL := d.prefs.ServerURL
 	if d.prefs.Registered {
 		d.stopControlLocked()
-		if cc, err := d.controlClient(d.key); err == nil {
-			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			serverErr = cc.Logout(lctx)
-			cancel()
-			var re *client.RegisterError
-			if errors.As(serverErr, &re) && re.Code == proto.CodeNotRegistered {
-				serverErr = nil
-			}
-		}
+		cc, _ = d.controlClient(d.key)
 	}
 	d.clearMapLocked()
 	os.Remove(d.mapPath())
+	err = d.forgetLocked()
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if cc == nil {
+		return nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	serverErr := cc.Logout(lctx)
+	cancel()
+	var re *client.RegisterError
+	if serverErr == nil || errors.As(serverErr, &re) && re.Code == proto.CodeNotRegistered {
+		return nil
+	}
+	d.log.Warn("logout: server not told", "err", serverErr)
+	d.mu.Lock()
+	// The op slot kept every other up, down and logout out meanwhile.
+	d.setHealthLocked(healthLogout, fmt.Sprintf("logged out locally, but %s could not be told (%v): an admin may delete the node there", serverURL, serverErr))
+	d.mu.Unlock()
+	return nil
+}
+
+// forgetLocked gives the node a new key and forgets its registration;
+// d.mu held.
+func (d *Daemon) forgetLocked() error {
 	key, err := newKey(d.cfg.StateDir)
 	if err != nil {
 		return err
 	}
 	d.key = key
-	d.ms.SetNodeKey(key.PublicKey())
+	d.eng.SetNodeKey(key.PublicKey())
 	d.prefs.Registered, d.prefs.WantRunning = false, false
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
 		return err
 	}
-	if err := d.dev.Apply(&uapi.Config{PrivateKey: &key}); err != nil {
+	if err := d.eng.Apply(&uapi.Config{PrivateKey: &key}); err != nil {
 		return fmt.Errorf("install new key: %w", err)
 	}
 	d.state = localapi.StateNeedsLogin
-	d.healthLocked("")
-	if serverErr != nil {
-		d.healthLocked(fmt.Sprintf("logged out locally, but %s could not be told (%v): an admin may delete the node there", d.prefs.ServerURL, serverErr))
-		d.log.Warn("logout: server not told", "err", serverErr)
-	}
+	d.health = nil // off the mesh: none of the old problems holds
 	return nil
+}
+
+// beginOp takes the lifecycle slot: up, down and logout (key rotation is
+// part of up) run one at a time, since they may wait on the server for
+// seconds without holding d.mu. It waits for the one running, or for ctx;
+// the function it returns frees the slot. Status, maps and route
+// preferences never wait on it.
+func (d *Daemon) beginOp(ctx context.Context) (end func(), err error) {
+	for {
+		d.mu.Lock()
+		if d.op == nil {
+			ch := make(chan struct{})
+			d.op = ch
+			d.mu.Unlock()
+			return func() {
+				d.mu.Lock()
+				d.op = nil
+				d.mu.Unlock()
+				close(ch)
+			}, nil
+		}
+		ch := d.op
+		d.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // controlClient returns a control client for the pinned server with key.
@@ -256,28 +315,33 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 		return nil, fmt.Errorf("pinned server key: %w", err)
 	}
 	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: sk, NodeKey: key,
-		DiscoKey: d.ms.DiscoPublic(),
+		DiscoKey: d.eng.DiscoPublic(),
 		MapPath:  d.mapPath(), Logf: d.controlLog,
-		Control: markControl, Routes: d.advertisedLocked()})
+		Control: d.router.SocketControl, Routes: d.advertisedLocked(),
+		MinBackoff: d.backoff / 10, MaxBackoff: d.backoff})
 }
 
 // rotateKey moves the node to a fresh key (warren up --force-reauth): the
 // server keeps its name and addresses, peers get the new key in a delta.
 // The new key is written next to the old one before the server is asked,
-// and replaces it only once the server agreed.
+// and replaces it only once the server agreed. The caller holds the op
+// slot; d.mu is not held while the server is asked.
 func (d *Daemon) rotateKey(ctx context.Context) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	wasRunning := d.cc != nil
 	d.stopControlLocked()
+	cc, err := d.controlClient(d.key)
+	serverURL := d.prefs.ServerURL
+	d.mu.Unlock()
 	restart := func() {
 		if wasRunning {
+			d.mu.Lock()
+			defer d.mu.Unlock()
 			if err := d.startControlLocked(); err != nil {
 				d.log.Error("restart control client", "err", err)
 			}
 		}
 	}
-	cc, err := d.controlClient(d.key)
 	if err != nil {
 		restart()
 		return err
@@ -302,17 +366,22 @@ func (d *Daemon) rotateKey(ctx context.Context) error {
 		if errors.As(err, &re) {
 			return errors.New(re.Message)
 		}
-		return fmt.Errorf("rotate key with %s: %w", d.prefs.ServerURL, err)
+		return fmt.Errorf("rotate key with %s: %w", serverURL, err)
 	}
 	if err := os.Rename(pending, filepath.Join(d.cfg.StateDir, keyFile)); err != nil {
 		return fmt.Errorf("node key: the server has the new key but it could not be saved: %w", err)
 	}
+	d.mu.Lock()
 	d.key = next
-	if err := d.dev.Apply(&uapi.Config{PrivateKey: &next}); err != nil {
+	err = d.eng.Apply(&uapi.Config{PrivateKey: &next})
+	if err == nil {
+		d.eng.SetNodeKey(next.PublicKey())
+		d.stopRelayLocked() // the relay session authenticated the old key
+	}
+	d.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("install new key: %w", err)
 	}
-	d.ms.SetNodeKey(next.PublicKey())
-	d.stopRelayLocked() // the relay session authenticated the old key
 	d.log.Info("node key rotated", "name", node.Name, "key", next.PublicKey().String())
 	restart()
 	return nil
@@ -331,9 +400,9 @@ func (d *Daemon) statusLocked() *localapi.Status {
 		ServerURL:    d.prefs.ServerURL,
 		ServerKey:    d.prefs.ServerKey,
 		TUN:          d.cfg.TUN,
-		ListenPort:   d.dev.Port(),
+		ListenPort:   d.eng.Port(),
 		Peers:        []localapi.PeerStatus{},
-		Health:       slices.Clone(d.health),
+		Health:       d.health.list(),
 		AcceptDNS:    d.prefs.AcceptDNS,
 	}
 	if d.cc != nil {
@@ -355,7 +424,7 @@ func (d *Daemon) statusLocked() *localapi.Status {
 			continue
 		}
 		ps := d.nodeStatus(nm, p)
-		if s, ok := d.dev.PeerStats(p.Key); ok {
+		if s, ok := d.eng.PeerStats(p.Key); ok {
 			ps.RxBytes, ps.TxBytes = s.RxBytes, s.TxBytes
 			ps.LastHandshake = s.LastHandshake
 			ps.CurrentAddr = s.Endpoint
@@ -385,7 +454,7 @@ func (d *Daemon) nodeStatus(nm *netmap.NetworkMap, n *netmap.Node) localapi.Peer
 // global or private unicast address of an up interface other than the
 // tunnel, with the engine's UDP port.
 func (d *Daemon) localEndpoints() []netip.AddrPort {
-	port := d.dev.Port()
+	port := d.eng.Port()
 	if port == 0 {
 		return nil
 	}
@@ -437,7 +506,7 @@ func (d *Daemon) endpointLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		eps := d.endpoints()
-		d.ms.SetLocalEndpoints(eps)
+		d.eng.SetLocalEndpoints(eps)
 		d.mu.Lock()
 		cc := d.cc
 		if d.nm != nil && cc != nil {
@@ -454,7 +523,7 @@ func (d *Daemon) endpointLoop(ctx context.Context) {
 
 // fillPath describes the path layer's current path to peer k.
 func (d *Daemon) fillPath(ps *localapi.PeerStatus, k noise.PublicKey) {
-	path := d.ms.PeerPath(k)
+	path := d.eng.PeerPath(k)
 	ps.Path = string(path.Kind)
 	if path.Addr.IsValid() {
 		ps.PathAddr = path.Addr.String()

@@ -110,7 +110,7 @@ func (d *Daemon) tapOuter(out bool, p *device.Peer, ep conn.Endpoint, pkt []byte
 // engine's port and the peer's address, with a comment naming the peer and
 // the path. It takes no daemon lock (it runs on the data plane).
 func (d *Daemon) outerRecord(out bool, p *device.Peer, ep conn.Endpoint, pkt []byte, names map[noise.PublicKey]string) ([]byte, string) {
-	local := netip.AddrPortFrom(netip.IPv4Unspecified(), d.dev.Port())
+	local := netip.AddrPortFrom(netip.IPv4Unspecified(), d.eng.Port())
 	remote := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 	if ep != nil && ep.Addr().IsValid() {
 		remote = ep.Addr()
@@ -129,7 +129,7 @@ func (d *Daemon) outerRecord(out bool, p *device.Peer, ep conn.Endpoint, pkt []b
 		if name := names[k]; name != "" {
 			comment = dir + " " + name
 		}
-		switch path := d.ms.PeerPath(k); path.Kind {
+		switch path := d.eng.PeerPath(k); path.Kind {
 		case magicsock.PathDirect:
 			comment += " via direct " + path.Addr.String()
 		case magicsock.PathRelay:
@@ -209,7 +209,7 @@ func (d *Daemon) installTapLocked(subs []*captureSub) {
 		outer = outer || s.outer
 	}
 	if !inner && !outer {
-		d.dev.SetTap(nil)
+		d.eng.SetTap(nil)
 		return
 	}
 	t := &device.Tap{}
@@ -219,7 +219,7 @@ func (d *Daemon) installTapLocked(subs []*captureSub) {
 	if outer {
 		t.Outer = d.tapOuter
 	}
-	d.dev.SetTap(t)
+	d.eng.SetTap(t)
 }
 
 // captureFilter resolves a capture's peer argument: a peer of the map (by

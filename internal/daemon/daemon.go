@@ -27,14 +27,9 @@ import (
 	"warren/internal/control/proto"
 	"warren/internal/device"
 	"warren/internal/localapi"
-	"warren/internal/magicsock"
-	"warren/internal/netcfg"
 	"warren/internal/netmap"
 	"warren/internal/noise"
-	"warren/internal/resolvconf"
-	"warren/internal/tun"
 	"warren/internal/uapi"
-	"warren/internal/udp"
 )
 
 // Config configures a Daemon.
@@ -66,16 +61,16 @@ type Daemon struct {
 	cfg Config
 	log *slog.Logger
 
-	dev   *device.Device
-	tr    *udp.Transport
-	ms    *magicsock.Conn // the path layer over tr, under the engine
-	procs *procsGovernor  // one P on small hosts, every CPU during file transfers
-
-	tunStats *tun.Stats // offload batching of the TUN device, for metrics
-	link     *netcfg.Link
-	ln       net.Listener
+	eng    Engine         // the engine and the path layer (seams.go)
+	router Router         // the host's network configuration (seams.go)
+	procs  *procsGovernor // one P on small hosts, every CPU during file transfers
+	ln     net.Listener
+	// backoff, if set, is the control client's longest reconnect delay
+	// (tests); zero: the client's default.
+	backoff time.Duration
 
 	mu      sync.Mutex
+	op      chan struct{} // the lifecycle slot (beginOp): non-nil while up, down or logout runs
 	key     noise.PrivateKey
 	prefs   prefs
 	nm      *netmap.NetworkMap // current map; nil when down or before the first
@@ -83,7 +78,7 @@ type Daemon struct {
 	cc      *client.Client
 	ccStop  context.CancelFunc
 	ccDone  chan struct{}
-	health  []string
+	health  healthSet // the node's problems (health.go)
 	state   string
 
 	expiryTimer *time.Timer   // re-applies the map when a peer expires
@@ -144,39 +139,29 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	d.key, d.prefs = key, p
+	if d.router == nil {
+		d.router = newLinuxRouter(d.cfg)
+	}
 	// A daemon that died with the host resolver pointed at it left the
 	// original in a backup: put it back until the node is up again.
-	if err := resolvconf.New(d.cfg.ResolvConf, filepath.Join(d.cfg.StateDir, resolvBackupFile)).Restore(); err != nil {
+	if err := d.router.RestoreHostResolver(); err != nil {
 		d.log.Warn("restore host resolver", "err", err)
 	}
 
-	td, err := tun.Create(d.cfg.TUN, d.cfg.MTU)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", d.cfg.TUN, err)
+	inline := false
+	if d.eng == nil {
+		de, err := newDeviceEngine(d.cfg, key, d.log)
+		if err != nil {
+			return err
+		}
+		d.eng, inline = de, de.inline
 	}
-	if sd, ok := td.(tun.StatsDevice); ok {
-		d.tunStats = sd.Stats()
-	}
-	d.tr = udp.New()
-	d.tr.SetLogger(d.log)
-	disco, err := noise.GeneratePrivateKey() // per run: peers learn it from the map
-	if err != nil {
-		td.Close()
-		return err
-	}
-	d.ms = magicsock.New(d.tr, magicsock.Options{NodeKey: key.PublicKey(), DiscoKey: disco, Logger: d.log})
-	inline, err := device.DatapathFromEnv()
-	if err != nil {
-		td.Close()
-		return err
-	}
-	d.dev = device.New(td, d.ms, device.Options{Logger: d.log, RunToCompletion: inline})
 	d.procs = newProcsGovernor(inline)
 	d.log.Info("device started", "datapath", map[bool]string{true: "inline", false: "pipeline"}[inline], "procs", runtime.GOMAXPROCS(0))
 	d.initMetrics()
 	defer func() {
 		done := make(chan struct{})
-		go func() { d.dev.Close(); close(done) }()
+		go func() { d.eng.Close(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
@@ -185,15 +170,14 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	}()
 	port := d.cfg.Port
 	mark := uint32(RouteMark) // the underlay socket bypasses the tunnel routes (routing.go)
-	if err := d.dev.Apply(&uapi.Config{PrivateKey: &key, ListenPort: &port, FwMark: &mark}); err != nil {
+	if err := d.eng.Apply(&uapi.Config{PrivateKey: &key, ListenPort: &port, FwMark: &mark}); err != nil {
 		return fmt.Errorf("configure engine: %w", err)
 	}
-	d.link = netcfg.New(d.cfg.TUN)
-	if err := d.link.Up(d.cfg.MTU); err != nil {
+	if err := d.router.Up(d.cfg.MTU); err != nil {
 		return err
 	}
 	d.initRoutes()
-	if err := d.dev.Up(); err != nil {
+	if err := d.eng.Up(); err != nil {
 		return fmt.Errorf("bind UDP port %d: %w", port, err)
 	}
 
@@ -223,12 +207,12 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	default:
 		if err := d.startControlLocked(); err != nil {
 			d.log.Error("cannot start control client", "err", err)
-			d.healthLocked(err.Error())
+			d.setHealthLocked(healthControl, err.Error())
 			d.state = localapi.StateStopped
 		}
 	}
 	d.mu.Unlock()
-	d.log.Info("daemon started", "tun", d.cfg.TUN, "port", d.dev.Port(), "socket", d.cfg.Socket, "key", key.PublicKey().String())
+	d.log.Info("daemon started", "tun", d.cfg.TUN, "port", d.eng.Port(), "socket", d.cfg.Socket, "key", key.PublicKey().String())
 	if ready != nil {
 		ready()
 	}
@@ -237,7 +221,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 
 	select {
 	case <-ctx.Done():
-	case <-d.dev.TUNGone():
+	case <-d.eng.TUNGone():
 		err = errors.New("the tunnel interface was removed")
 	case err = <-apiDone:
 		err = fmt.Errorf("local API: %w", err)
@@ -249,20 +233,14 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	d.clearRoutesLocked()
 	d.mu.Unlock()
 	d.stopDrop()
-	if cerr := d.link.Clear(); cerr != nil {
+	if cerr := d.router.ClearAddresses(); cerr != nil {
 		d.log.Debug("clear interface", "err", cerr)
 	}
 	return err
 }
 
-// healthLocked records a problem for status; "" clears them.
-func (d *Daemon) healthLocked(msg string) {
-	if msg == "" {
-		d.health = nil
-		return
-	}
-	d.health = []string{msg}
-}
+// setHealthLocked records msg for condition k ("" clears it); d.mu held.
+func (d *Daemon) setHealthLocked(k healthKey, msg string) { d.health.set(k, msg) }
 
 func (d *Daemon) mapPath() string { return filepath.Join(d.cfg.StateDir, netmapFile) }
 
@@ -276,7 +254,7 @@ func (d *Daemon) startControlLocked() error {
 		return err
 	}
 	eps := d.endpoints()
-	d.ms.SetLocalEndpoints(eps)
+	d.eng.SetLocalEndpoints(eps)
 	cc.SetEndpoints(eps)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -299,7 +277,7 @@ func (d *Daemon) startControlLocked() error {
 		if pe := (*proto.Error)(nil); errors.As(err, &pe) && pe.Code == proto.CodeDiscoKeyInUse {
 			// Not this node's fault to be logged out for: its disco key
 			// (new each run) is another node's. A restart makes a new one.
-			d.healthLocked(fmt.Sprintf("the server refused this node's path-probe (disco) key (%v); restart the daemon", err))
+			d.setHealthLocked(healthControl, fmt.Sprintf("the server refused this node's path-probe (disco) key (%v); restart the daemon", err))
 			return
 		}
 		// The server refused this node for good (deleted, expired, not
@@ -312,7 +290,7 @@ func (d *Daemon) startControlLocked() error {
 		os.Remove(d.mapPath())
 		d.clearMapLocked()
 		d.state = localapi.StateNeedsLogin
-		d.healthLocked(fmt.Sprintf("the server refused this node (%v); run `warren up --auth-key KEY` to join again", err))
+		d.setHealthLocked(healthControl, fmt.Sprintf("the server refused this node (%v); run `warren up --auth-key KEY` to join again", err))
 	}()
 	return nil
 }

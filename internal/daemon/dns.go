@@ -2,14 +2,12 @@ package daemon
 
 import (
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
 
 	"warren/internal/dns"
 	"warren/internal/netmap"
-	"warren/internal/resolvconf"
 )
 
 // magicDNS is the node's own resolver: it answers at the map's nameserver
@@ -26,9 +24,7 @@ type magicDNS struct {
 	srv       *dns.Server
 	listening []netip.Addr
 	allowed   atomic.Pointer[map[netip.Addr]bool]
-	rc        *resolvconf.Manager
 	osSet     []string // what the host resolver was last set to (nil: not set)
-	resolved  bool     // it was set through systemd-resolved
 
 	// An exit node also answers on its own tunnel addresses: its clients
 	// forward their queries there (routes.go).
@@ -95,10 +91,7 @@ func toDNSConfig(nm *netmap.NetworkMap, upstreams []netip.Addr) dns.Config {
 // listening addresses, who may query, and the host resolver; d.mu held.
 func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 	m := &d.dns
-	if m.rc == nil {
-		m.rc = resolvconf.New(d.cfg.ResolvConf, filepath.Join(d.cfg.StateDir, resolvBackupFile))
-	}
-	ups, err := m.rc.Upstreams()
+	ups, err := d.router.HostResolvers()
 	if err != nil {
 		d.log.Debug("no host resolvers to forward to", "err", err)
 	}
@@ -117,13 +110,16 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 		res, err := dns.NewResolver(cfg, dns.Options{})
 		if err != nil {
 			d.log.Error("DNS configuration refused", "err", err)
-			d.healthLocked("MagicDNS: " + err.Error())
+			d.setHealthLocked(healthDNS, "MagicDNS: "+err.Error())
 			return
 		}
 		m.res = res
+		d.setHealthLocked(healthDNS, "")
 	} else if err := m.res.SetConfig(cfg); err != nil {
 		d.log.Error("DNS configuration refused, keeping the previous one", "err", err)
-		d.healthLocked("MagicDNS: " + err.Error())
+		d.setHealthLocked(healthDNS, "MagicDNS: "+err.Error())
+	} else {
+		d.setHealthLocked(healthDNS, "")
 	}
 
 	allowed := map[netip.Addr]bool{}
@@ -147,15 +143,17 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 		}
 		srv := dns.NewServer(m.res, m.allow)
 		var ok []netip.Addr
+		listenErr := ""
 		for _, a := range nm.DNS.Nameservers {
-			if _, err := srv.ListenDevice(netip.AddrPortFrom(a, 53), d.cfg.TUN); err != nil {
+			if err := d.router.ListenDNS(srv, netip.AddrPortFrom(a, 53)); err != nil {
 				d.log.Error("MagicDNS cannot listen", "addr", a, "err", err)
-				d.healthLocked("MagicDNS cannot listen on " + a.String() + ": " + err.Error())
+				listenErr = "MagicDNS cannot listen on " + a.String() + ": " + err.Error()
 				continue
 			}
 			ok = append(ok, a)
 		}
 		m.srv, m.listening = srv, slices.Clone(nm.DNS.Nameservers)
+		d.setHealthLocked(healthDNSListen, listenErr)
 		d.log.Debug("MagicDNS listening", "addrs", ok)
 	}
 
@@ -173,7 +171,7 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 		if len(exitAddrs) > 0 {
 			srv := dns.NewServer(m.res, m.allow)
 			for _, a := range exitAddrs {
-				if _, err := srv.ListenDevice(netip.AddrPortFrom(a, 53), d.cfg.TUN); err != nil {
+				if err := d.router.ListenDNS(srv, netip.AddrPortFrom(a, 53)); err != nil {
 					d.log.Error("exit node DNS cannot listen", "addr", a, "err", err)
 				}
 			}
@@ -187,29 +185,17 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 			want = append(want, a.String())
 		}
 		if !slices.Equal(m.osSet, want) {
-			if resolvconf.SharedWithHost(m.rc.Path()) {
-				msg := "accept-dns: refusing to rewrite " + m.rc.Path() + ": this daemon runs in a network namespace and the file is the host's; create /etc/netns/NAME/resolv.conf or pass --resolv-conf"
-				d.log.Error(msg)
-				d.healthLocked(msg)
-				return
-			}
-			var err error
-			if m.resolved = resolvconf.Resolved(m.rc.Path()); m.resolved {
-				// systemd-resolved manages the host: configure the tunnel
-				// link there (reverted on down and exit), not the file.
-				err = resolvconf.SetResolved(d.cfg.TUN, m.listening, cfg.SearchDomains)
-			} else {
-				err = m.rc.Set(m.listening, cfg.SearchDomains)
-			}
-			if err != nil {
+			if err := d.router.SetHostResolver(m.listening, cfg.SearchDomains); err != nil {
 				d.log.Error("configure host resolver", "err", err)
-				d.healthLocked(err.Error())
+				d.setHealthLocked(healthHostDNS, err.Error())
 			} else {
 				m.osSet = want
+				d.setHealthLocked(healthHostDNS, "")
 			}
 		}
 	} else {
 		d.restoreDNSLocked()
+		d.setHealthLocked(healthHostDNS, "")
 	}
 }
 
@@ -219,14 +205,7 @@ func (d *Daemon) restoreDNSLocked() {
 	if m.osSet == nil {
 		return
 	}
-	if m.rc == nil {
-		m.rc = resolvconf.New(d.cfg.ResolvConf, filepath.Join(d.cfg.StateDir, resolvBackupFile))
-	}
-	if m.resolved {
-		if err := resolvconf.RevertResolved(d.cfg.TUN); err != nil {
-			d.log.Error("revert systemd-resolved settings", "err", err)
-		}
-	} else if err := m.rc.Restore(); err != nil {
+	if err := d.router.RestoreHostResolver(); err != nil {
 		d.log.Error("restore host resolver", "err", err)
 	}
 	m.osSet = nil

@@ -48,7 +48,9 @@ func pickEndpoint(eps []netip.AddrPort) netip.AddrPort {
 func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 	d.nm = nm
 	d.state = localapi.StateRunning
-	d.healthLocked("")
+	// A map came: the server accepts this node.
+	d.setHealthLocked(healthControl, "")
+	d.setHealthLocked(healthLogout, "")
 	d.applyFilterLocked(nm) // before any new peer can send
 	self := d.key.PublicKey()
 	now := time.Now()
@@ -114,18 +116,22 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 		return 1
 	})
 	if len(cfg.Peers) > 0 {
-		if err := d.dev.Apply(cfg); err != nil {
+		if err := d.eng.Apply(cfg); err != nil {
 			d.log.Error("apply peers", "err", err)
-			d.healthLocked("could not configure peers: " + err.Error())
+			d.setHealthLocked(healthPeers, "could not configure peers: "+err.Error())
+		} else {
+			d.setHealthLocked(healthPeers, "")
 		}
 	}
 	addrs := slices.Clone(nm.Self.Addresses)
 	for _, a := range nm.DNS.Nameservers { // MagicDNS answers on these
 		addrs = append(addrs, netip.PrefixFrom(a, a.BitLen()))
 	}
-	if err := d.link.Set(addrs, routes); err != nil {
+	if err := d.router.SetAddresses(addrs, routes); err != nil {
 		d.log.Error("configure interface", "err", err)
-		d.healthLocked(err.Error())
+		d.setHealthLocked(healthInterface, err.Error())
+	} else {
+		d.setHealthLocked(healthInterface, "")
 	}
 	d.applyRoutesLocked(nm, tunnel, routes)
 	d.log.Debug("applied map", "version", nm.Version, "peers", len(want), "changes", len(cfg.Peers))
@@ -162,21 +168,24 @@ func (d *Daemon) armExpiryLocked(nm *netmap.NetworkMap, now time.Time) {
 // clearMapLocked removes every peer, address and route; d.mu held.
 func (d *Daemon) clearMapLocked() {
 	d.nm = nil
+	for _, k := range mapConditions {
+		d.setHealthLocked(k, "")
+	}
 	if d.expiryTimer != nil {
 		d.expiryTimer.Stop()
 		d.expiryTimer = nil
 	}
 	if len(d.applied) > 0 {
 		cfg := &uapi.Config{ReplacePeers: true}
-		if err := d.dev.Apply(cfg); err != nil {
+		if err := d.eng.Apply(cfg); err != nil {
 			d.log.Error("remove peers", "err", err)
 		}
 		d.applied = map[noise.PublicKey]appliedPeer{}
 	}
-	d.ms.SetPeers(nil)
+	d.eng.SetPeers(nil)
 	d.stopRelayLocked()
 	d.clearRoutesLocked()
-	if err := d.link.Clear(); err != nil {
+	if err := d.router.ClearAddresses(); err != nil {
 		d.log.Error("clear interface", "err", err)
 	}
 	d.dropMapLocked(nil)

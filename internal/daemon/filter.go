@@ -55,7 +55,7 @@ func (d *Daemon) applyFilterLocked(nm *netmap.NetworkMap) {
 		fs.f.SetNoPolicy()
 		fs.open = true
 		fs.f.SetDestinations(dsts)
-		d.dev.SetFilter(fs.f)
+		d.eng.SetFilter(fs.f)
 	} else if !slices.Equal(dsts.Local, fs.dsts.Local) || !slices.Equal(dsts.Routes, fs.dsts.Routes) {
 		fs.f.SetDestinations(dsts)
 	}
@@ -67,6 +67,7 @@ func (d *Daemon) applyFilterLocked(nm *netmap.NetworkMap) {
 			fs.raw, fs.open = nil, true
 			d.log.Info("packet filter removed: the deployment has no policy")
 		}
+		d.setHealthLocked(healthFilter, "")
 		return
 	}
 	if fs.raw != nil && bytes.Equal(raw, fs.raw) {
@@ -75,8 +76,10 @@ func (d *Daemon) applyFilterLocked(nm *netmap.NetworkMap) {
 	spec, err := filter.ParseSpec(raw)
 	if err != nil {
 		d.log.Error("unreadable packet filter: refusing new inbound flows", "err", err)
-		d.healthLocked("unreadable packet filter from the server: " + err.Error())
+		d.setHealthLocked(healthFilter, "unreadable packet filter from the server: "+err.Error())
 		spec = &filter.Spec{}
+	} else {
+		d.setHealthLocked(healthFilter, "")
 	}
 	fs.f.Set(spec)
 	fs.raw, fs.open = bytes.Clone(raw), false

@@ -20,11 +20,16 @@ type observability struct {
 // initMetrics builds the metrics registry over the engine, the path layer
 // and the UDP transport; Run calls it once they exist.
 func (d *Daemon) initMetrics() {
+	de, ok := d.eng.(*deviceEngine)
+	if !ok { // an engine under test: no data-plane collectors
+		d.obs.reg = prometheus.NewRegistry()
+		return
+	}
 	d.obs.reg = metrics.Registry(&metrics.Node{
-		Device:         d.dev,
-		Paths:          d.ms,
-		UDP:            d.tr,
-		TUN:            d.tunStats,
+		Device:         de.Device,
+		Paths:          de.ms,
+		UDP:            de.tr,
+		TUN:            de.tunStats,
 		Peers:          d.metricPeers,
 		CaptureDropped: d.obs.capture.dropped.Load,
 	})

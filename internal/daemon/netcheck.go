@@ -37,7 +37,7 @@ func (d *Daemon) Netcheck(ctx context.Context) (*localapi.NetcheckReport, error)
 	// One socket per family for every STUN query, so mappings compare.
 	socks := map[string]net.PacketConn{}
 	for _, fam := range []string{"udp4", "udp6"} {
-		lc := net.ListenConfig{Control: markControl} // underlay, not via an exit node (routing.go)
+		lc := net.ListenConfig{Control: d.router.SocketControl} // underlay, not via an exit node (routing.go)
 		if pc, err := lc.ListenPacket(ctx, fam, ":0"); err == nil {
 			socks[fam] = pc
 			defer pc.Close()

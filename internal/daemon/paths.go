@@ -29,7 +29,7 @@ func (d *Daemon) applyPathsLocked(nm *netmap.NetworkMap, want map[noise.PublicKe
 	for _, p := range want {
 		infos = append(infos, magicsock.PeerInfo{Key: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints})
 	}
-	d.ms.SetPeers(infos)
+	d.eng.SetPeers(infos)
 
 	if len(nm.Relays) == 0 {
 		d.stopRelayLocked()
@@ -41,14 +41,14 @@ func (d *Daemon) applyPathsLocked(nm *netmap.NetworkMap, want map[noise.PublicKe
 	}
 	d.stopRelayLocked()
 	c := relay.NewClient(home.URL, home.Key, d.key, relay.ClientOptions{
-		Receive: d.ms.ReceiveRelayed,
+		Receive: d.eng.ReceiveRelayed,
 		OnState: func(up bool) { d.log.Info("relay session", "region", home.Code, "up", up) },
 		Logf:    func(f string, a ...any) { d.log.Debug(fmt.Sprintf(f, a...)) },
 		// The relay is underlay: it must not follow an exit node's route.
-		DialOptions: relay.DialOptions{Control: markControl},
+		DialOptions: relay.DialOptions{Control: d.router.SocketControl},
 	})
 	d.relay = relayState{client: c, region: home}
-	d.ms.SetRelay(c)
+	d.eng.SetRelay(c)
 	if home.STUN != "" {
 		go d.startSTUN(home)
 	}
@@ -83,14 +83,14 @@ func (d *Daemon) startSTUN(home netmap.RelayRegion) {
 		return // replaced meanwhile
 	}
 	d.relay.stun = servers
-	d.ms.SetSTUN(servers, func([]netip.AddrPort) { go d.reportEndpoints() })
+	d.eng.SetSTUN(servers, func([]netip.AddrPort) { go d.reportEndpoints() })
 }
 
 // stopRelayLocked closes the relay session; d.mu held.
 func (d *Daemon) stopRelayLocked() {
 	if d.relay.client != nil {
-		d.ms.SetRelay(nil)
-		d.ms.SetSTUN(nil, nil)
+		d.eng.SetRelay(nil)
+		d.eng.SetSTUN(nil, nil)
 		d.relay.client.Close()
 	}
 	d.relay = relayState{}
@@ -100,7 +100,7 @@ func (d *Daemon) stopRelayLocked() {
 // public addresses STUN found, with the engine's port.
 func (d *Daemon) endpoints() []netip.AddrPort {
 	eps := d.localEndpoints()
-	for _, a := range d.ms.Discovered() {
+	for _, a := range d.eng.Discovered() {
 		if !slices.Contains(eps, a) {
 			eps = append(eps, a)
 		}
@@ -111,7 +111,7 @@ func (d *Daemon) endpoints() []netip.AddrPort {
 // reportEndpoints tells the server and the path layer our endpoints now.
 func (d *Daemon) reportEndpoints() {
 	eps := d.endpoints()
-	d.ms.SetLocalEndpoints(eps)
+	d.eng.SetLocalEndpoints(eps)
 	d.mu.Lock()
 	cc := d.cc
 	d.mu.Unlock()

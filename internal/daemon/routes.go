@@ -43,8 +43,8 @@ const exitDeadAfter = 4 * time.Second
 
 // routeState is the daemon's routes side; under d.mu.
 type routeState struct {
-	tun *tunnelRoutes
-	fwd *forwarder
+	fwdOn     bool           // forwarding for peers is on
+	fwdRoutes []netip.Prefix // for these routes
 
 	exit      noise.PublicKey // the exit node in use; zero: none
 	exitName  string
@@ -107,7 +107,7 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 				best = p
 				break
 			}
-			rtt := d.ms.PeerPath(p.Key).RTT
+			rtt := d.eng.PeerPath(p.Key).RTT
 			if rtt <= 0 {
 				rtt = time.Hour // unknown: after measured ones, in map order
 			}
@@ -154,7 +154,7 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 		}
 		rs.exit, rs.exitSince = key, now
 		rs.silentSince, rs.lastTx, rs.lastRx = time.Time{}, 0, 0
-		if st, ok := d.dev.PeerStats(key); ok {
+		if st, ok := d.eng.PeerStats(key); ok {
 			rs.lastTx, rs.lastRx = st.TxBytes, st.RxBytes
 		}
 	}
@@ -206,21 +206,23 @@ func (d *Daemon) applyRoutesLocked(nm *netmap.NetworkMap, tunnel, peers []netip.
 		tunnel = append(slices.Clone(tunnel), peers...)
 	}
 	allowLAN := d.prefs.ExitNodeAllowLAN && (!d.routes.exit.IsZero() || d.routes.blocked)
-	if err := d.routes.tun.Set(tunnel, unreachable, allowLAN, src4, src6); err != nil {
+	if err := d.router.SetTunnelRoutes(tunnel, unreachable, allowLAN, src4, src6); err != nil {
 		d.log.Error("tunnel routes", "err", err)
-		d.healthLocked(err.Error())
+		d.setHealthLocked(healthRoutes, err.Error())
+	} else {
+		d.setHealthLocked(healthRoutes, "")
 	}
-	if on := len(nm.Self.Routes) > 0; on != d.routes.fwd.on || !slices.Equal(nm.Self.Routes, d.routes.fwd.routes) {
-		if err := d.routes.fwd.set(nm.Self.Routes); err != nil {
+	if on := len(nm.Self.Routes) > 0; on != d.routes.fwdOn || !slices.Equal(nm.Self.Routes, d.routes.fwdRoutes) {
+		if err := d.router.SetForwarding(nm.Self.Routes); err != nil {
 			d.log.Error("forwarding", "err", err)
-			d.healthLocked("routing for peers: " + err.Error())
+			d.setHealthLocked(healthForward, "routing for peers: "+err.Error())
 		} else {
+			d.setHealthLocked(healthForward, "")
+			d.routes.fwdOn, d.routes.fwdRoutes = on, slices.Clone(nm.Self.Routes)
 			d.log.Info("forwarding for peers", "on", on, "routes", fmt.Sprint(nm.Self.Routes))
 		}
 	}
-	if d.routes.health != "" {
-		d.health = append(d.health, d.routes.health)
-	}
+	d.setHealthLocked(healthExit, d.routes.health)
 	if d.prefs.ExitNode == "auto" {
 		d.startExitWatchLocked()
 	}
@@ -229,14 +231,16 @@ func (d *Daemon) applyRoutesLocked(nm *netmap.NetworkMap, tunnel, peers []netip.
 // clearRoutesLocked removes the tunnel routes and stops forwarding; d.mu
 // held.
 func (d *Daemon) clearRoutesLocked() {
-	if d.routes.tun == nil {
+	if d.router == nil {
 		return
 	}
-	if err := d.routes.tun.Clear(); err != nil {
+	if err := d.router.ClearTunnelRoutes(); err != nil {
 		d.log.Warn("clear tunnel routes", "err", err)
 	}
-	if err := d.routes.fwd.set(nil); err != nil {
+	if err := d.router.SetForwarding(nil); err != nil {
 		d.log.Warn("stop forwarding", "err", err)
+	} else {
+		d.routes.fwdOn, d.routes.fwdRoutes = false, nil
 	}
 	d.routes.exit, d.routes.exitName, d.routes.exitIP = noise.PublicKey{}, "", netip.Addr{}
 	d.routes.blocked = false
@@ -245,21 +249,7 @@ func (d *Daemon) clearRoutesLocked() {
 
 // initRoutes prepares the routes side at start, removing what a crashed
 // daemon left behind; it runs before the first map is applied.
-func (d *Daemon) initRoutes() {
-	d.routes.tun = newTunnelRoutes(d.cfg.TUN)
-	d.routes.fwd = &forwarder{stateDir: d.cfg.StateDir, tun: d.cfg.TUN}
-	if err := cleanupRouting(); err != nil {
-		d.log.Warn("remove leftover tunnel routes and rules", "err", err)
-	}
-	// Leftovers of a crash: the NAT table, and forwarding sysctls that
-	// were changed (restored now; turned on again if the map says so).
-	if err := deleteNAT(); err != nil {
-		d.log.Debug("remove leftover NAT table", "err", err)
-	}
-	if err := restoreForwarding(d.cfg.StateDir); err != nil {
-		d.log.Warn("restore forwarding sysctls", "err", err)
-	}
-}
+func (d *Daemon) initRoutes() { d.router.Cleanup(d.log) }
 
 // startExitWatchLocked runs the auto exit node's liveness check; d.mu
 // held.
@@ -311,7 +301,7 @@ func (d *Daemon) checkExitLocked(now time.Time) {
 		}
 		return
 	}
-	st, ok := d.dev.PeerStats(rs.exit)
+	st, ok := d.eng.PeerStats(rs.exit)
 	if !ok {
 		return
 	}
@@ -335,15 +325,25 @@ func (d *Daemon) checkExitLocked(now time.Time) {
 // SetRoutePrefs changes the route preferences (localapi.RoutesBackend).
 func (d *Daemon) SetRoutePrefs(ctx context.Context, p localapi.RoutePrefs) (*localapi.RouteStatus, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	st, report, err := d.setRoutePrefsLocked(p)
+	d.mu.Unlock()
+	if report != nil {
+		report() // a write on the map stream: without d.mu
+	}
+	return st, err
+}
+
+// setRoutePrefsLocked is SetRoutePrefs under d.mu; report, if not nil,
+// tells the server the new advertised routes.
+func (d *Daemon) setRoutePrefsLocked(p localapi.RoutePrefs) (_ *localapi.RouteStatus, report func(), _ error) {
 	next := d.prefs
 	if p.AdvertiseRoutes != nil {
 		rs, err := store.NormRoutes(*p.AdvertiseRoutes)
 		if err != nil {
-			return nil, fmt.Errorf("--advertise-routes: %s", strings.TrimPrefix(err.Error(), store.ErrInvalid.Error()+": "))
+			return nil, nil, fmt.Errorf("--advertise-routes: %s", strings.TrimPrefix(err.Error(), store.ErrInvalid.Error()+": "))
 		}
 		if slices.ContainsFunc(rs, netmap.IsExitRoute) {
-			return nil, errors.New("--advertise-routes: use --advertise-exit-node to offer 0.0.0.0/0 and ::/0")
+			return nil, nil, errors.New("--advertise-routes: use --advertise-exit-node to offer 0.0.0.0/0 and ::/0")
 		}
 		next.AdvertiseRoutes = rs
 	}
@@ -362,24 +362,26 @@ func (d *Daemon) SetRoutePrefs(ctx context.Context, p localapi.RoutePrefs) (*loc
 			peer, _, err := resolvePeer(d.nm, e)
 			switch {
 			case err != nil:
-				return nil, fmt.Errorf("--exit-node: no peer %q in the network map (see `warren status`)", e)
+				return nil, nil, fmt.Errorf("--exit-node: no peer %q in the network map (see `warren status`)", e)
 			case !peer.IsExitNode():
-				return nil, fmt.Errorf("--exit-node: %s is not an exit node (it must run with --advertise-exit-node and an admin must approve its routes)", peer.Name)
+				return nil, nil, fmt.Errorf("--exit-node: %s is not an exit node (it must run with --advertise-exit-node and an admin must approve its routes)", peer.Name)
 			}
 		}
 		next.ExitNode = e
 	}
 	if next.ExitNode != "" && next.AdvertiseExitNode {
-		return nil, errors.New("a node cannot use an exit node and be one: pass --exit-node= or --advertise-exit-node=false")
+		return nil, nil, errors.New("a node cannot use an exit node and be one: pass --exit-node= or --advertise-exit-node=false")
 	}
 	oldAdv := d.advertisedLocked()
 	d.prefs = next
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if adv := d.advertisedLocked(); !slices.Equal(adv, oldAdv) && d.cc != nil {
-		if err := d.cc.SetRoutes(adv); err != nil {
-			d.log.Warn("report advertised routes", "err", err)
+	if adv, cc := d.advertisedLocked(), d.cc; !slices.Equal(adv, oldAdv) && cc != nil {
+		report = func() {
+			if err := cc.SetRoutes(adv); err != nil {
+				d.log.Warn("report advertised routes", "err", err)
+			}
 		}
 	}
 	if d.prefs.ExitNode != "auto" {
@@ -388,7 +390,7 @@ func (d *Daemon) SetRoutePrefs(ctx context.Context, p localapi.RoutePrefs) (*loc
 	if d.nm != nil && d.cc != nil {
 		d.applyMapLocked(d.nm)
 	}
-	return d.routeStatusLocked(), nil
+	return d.routeStatusLocked(), report, nil
 }
 
 // RouteStatus reports the route preferences and state

@@ -3,133 +3,58 @@ package server_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"warren/internal/control/client"
+	"warren/internal/control/controltest"
 	"warren/internal/control/server"
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/store"
 )
 
-// env is a server on a real TCP listener over a SQLite store.
+// env is a server on a real TCP listener over a SQLite store
+// (controltest), with the names these tests use.
 type env struct {
-	t       *testing.T
-	st      *store.Store
-	key     noise.PrivateKey
-	opts    server.Options
-	srv     *server.Server
-	hs      *httptest.Server
-	addr    string
-	user    *store.User
-	reuse   string // reusable auth key
-	wrapL   func(net.Listener) net.Listener
-	logMu   sync.Mutex
-	logs    []string
-	stopped bool
+	*controltest.Server
+	t     *testing.T
+	st    *store.Store
+	key   noise.PrivateKey
+	opts  *server.Options
+	srv   *server.Server
+	user  *store.User
+	reuse string // reusable auth key
+	wrapL func(net.Listener) net.Listener
 }
 
 func newEnv(t *testing.T, opts server.Options) *env {
 	t.Helper()
-	ctx := context.Background()
-	st, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "warren.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	key, err := noise.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := st.CreateUser(ctx, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	reuse, _, err := st.CreatePreAuthKey(ctx, u.ID, store.PreAuthKeyOptions{Reusable: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, st: st, key: key, opts: opts, user: u, reuse: reuse}
-	t.Cleanup(func() {
-		if t.Failed() {
-			e.logMu.Lock()
-			for _, l := range e.logs {
-				t.Log("server: " + l)
-			}
-			e.logMu.Unlock()
-		}
-	})
-	e.opts.Logf = func(f string, a ...any) {
-		e.logMu.Lock()
-		e.logs = append(e.logs, fmt.Sprintf(f, a...))
-		e.logMu.Unlock()
-	}
-	return e
+	cs := controltest.New(t, opts)
+	return &env{Server: cs, t: t, st: cs.Store, key: cs.Key, opts: &cs.Opts, user: cs.User, reuse: cs.ReusableKey}
 }
 
-func (e *env) logged(sub string) bool {
-	e.logMu.Lock()
-	defer e.logMu.Unlock()
-	for _, l := range e.logs {
-		if strings.Contains(l, sub) {
-			return true
-		}
-	}
-	return false
-}
+func (e *env) logged(sub string) bool { return e.Logged(sub) }
 
 // start starts (or restarts, on the same address) the server.
 func (e *env) start() {
 	e.t.Helper()
-	addr := e.addr
-	if addr == "" {
-		addr = "127.0.0.1:0"
-	}
-	var l net.Listener
-	var err error
-	for i := 0; i < 50; i++ { // the old listener's port may linger briefly
-		if l, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.addr = l.Addr().String()
-	if e.wrapL != nil {
-		l = e.wrapL(l)
-	}
-	e.srv = server.New(e.st, e.key, e.opts)
-	e.hs = httptest.NewUnstartedServer(e.srv.Handler())
-	e.hs.Listener = l
-	e.hs.Start()
-	e.stopped = false
-	e.t.Cleanup(e.stop)
+	e.WrapListener = e.wrapL
+	e.Start()
+	e.srv = e.Server.Server()
 }
 
-func (e *env) stop() {
-	if e.stopped {
-		return
-	}
-	e.stopped = true
-	e.hs.Close()
-	e.srv.Close()
-}
+func (e *env) stop() { e.Stop() }
 
-func (e *env) url() string { return "http://" + e.addr }
+func (e *env) url() string { return e.URL() }
 
 // node is a running client.
 type node struct {

@@ -332,7 +332,7 @@ func TestSlowClientDoesNotDelayOthers(t *testing.T) {
 	e.start()
 	a := e.join("alpha", e.reuse)
 	b := e.join("bravo", e.reuse)
-	p := newSlowProxy(t, e.addr)
+	p := newSlowProxy(t, e.Addr())
 	slow := e.joinVia("slow", e.reuse, "http://"+p.l.Addr().String())
 	slow.waitMap("two peers", pushWait, hasPeers(a, b))
 	b.waitMap("slow node", pushWait, hasPeers(a, slow))
