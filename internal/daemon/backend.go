@@ -14,12 +14,12 @@ import (
 	"time"
 
 	"warren/internal/control/client"
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/localapi"
 	"warren/internal/magicsock"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
 	"warren/internal/uapi"
 )
 
@@ -111,7 +111,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		serverKey = k
 	default:
 		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		k, err := controlbase.FetchKey(fctx, serverURL)
+		k, err := noiseconn.FetchKey(fctx, serverURL)
 		cancel()
 		if err != nil {
 			return nil, err

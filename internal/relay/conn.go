@@ -12,8 +12,8 @@ import (
 	"syscall"
 	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
 )
 
 // DialOptions are the optional parts of Dial.
@@ -23,7 +23,7 @@ type DialOptions struct {
 	// NO_PROXY. nil: connect directly.
 	Proxy func(*http.Request) (*url.URL, error)
 	// Control, if set, is called on the TCP socket before it connects
-	// (see controlbase.DialOptions.Control).
+	// (see noiseconn.DialOptions.Control).
 	Control func(network, address string, c syscall.RawConn) error
 }
 
@@ -62,7 +62,7 @@ type Message struct {
 // Send and Ping may be called concurrently with each other and with Recv;
 // Recv from one goroutine at a time.
 type Conn struct {
-	c    *controlbase.Conn
+	c    *noiseconn.Conn
 	br   *bufio.Reader
 	rbuf []byte
 	info ServerInfo
@@ -78,14 +78,14 @@ type Conn struct {
 func Dial(ctx context.Context, relayURL string, relayKey noise.PublicKey, nodeKey noise.PrivateKey, o DialOptions) (*Conn, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, controlbase.DefaultHandshakeTimeout)
+		ctx, cancel = context.WithTimeout(ctx, noiseconn.DefaultHandshakeTimeout)
 		defer cancel()
 	}
-	cc, err := controlbase.DialWith(ctx, controlbase.DialOptions{Protocol: RelayProtocol, Proxy: o.Proxy, Control: o.Control}, relayURL, relayKey, nodeKey)
+	cc, err := noiseconn.DialWith(ctx, noiseconn.DialOptions{Protocol: RelayProtocol, Proxy: o.Proxy, Control: o.Control}, relayURL, relayKey, nodeKey)
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	c := &Conn{c: cc, br: bufio.NewReaderSize(cc, controlbase.MaxPlaintext), rbuf: make([]byte, initialReadBuf)}
+	c := &Conn{c: cc, br: bufio.NewReaderSize(cc, noiseconn.MaxPlaintext), rbuf: make([]byte, initialReadBuf)}
 	// The first frame is the relay's info, sent once the session is routable.
 	dl, _ := ctx.Deadline()
 	cc.SetReadDeadline(dl)
@@ -140,7 +140,7 @@ func (c *Conn) Ping(data [8]byte) error {
 func (c *Conn) write(b []byte) error {
 	c.c.SetWriteDeadline(time.Now().Add(DefaultWriteTimeout))
 	_, err := c.c.Write(b)
-	if cap(c.wbuf) > 4*controlbase.MaxPlaintext {
+	if cap(c.wbuf) > 4*noiseconn.MaxPlaintext {
 		c.wbuf = nil // do not keep a 64 KiB buffer for small packets
 	}
 	return err

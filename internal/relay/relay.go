@@ -8,7 +8,7 @@
 // standalone).
 //
 // A node connects with an HTTP/1.1 Upgrade to Path and runs a Noise IK
-// session (package controlbase, Protocol RelayProtocol) in which it proves
+// session (package noiseconn, Protocol RelayProtocol) in which it proves
 // its node key and checks the relay's pinned key; the relay refuses keys
 // its Allowed function does not vouch for (HTTP 401, before the upgrade).
 // TLS is used for https:// relay URLs and HTTP proxies are crossed with
@@ -34,8 +34,8 @@ import (
 	"net/url"
 	"os"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
 )
 
 const (
@@ -49,15 +49,15 @@ const (
 	DefaultSTUNPort = 3478
 )
 
-// RelayProtocol is the controlbase protocol of relay sessions: another
+// RelayProtocol is the noiseconn protocol of relay sessions: another
 // path, Upgrade token and Noise prologue than the control protocol, so a
 // relay session can never be mistaken for a control session or the
 // reverse, even on a server that speaks both with the same key.
-var RelayProtocol = controlbase.Protocol{Path: Path, UpgradeToken: "warren-relay-v1", Name: "warren relay v1"}
+var RelayProtocol = noiseconn.Protocol{Path: Path, UpgradeToken: "warren-relay-v1", Name: "warren relay v1"}
 
 // ErrNotVouched is wrapped by Dial's error when the relay does not accept
 // the node key (the coordination server does not know it, or it expired).
-var ErrNotVouched = controlbase.ErrNotAuthorized
+var ErrNotVouched = noiseconn.ErrNotAuthorized
 
 // Map is the set of relays the coordination server offers nodes. It is
 // plain JSON.

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
 )
 
 func TestRelayBothWays(t *testing.T) {
@@ -91,7 +91,7 @@ func TestRefused(t *testing.T) {
 	ctx := ctxT(t, 5*time.Second)
 	// An unvouched key is refused at connect.
 	_, err := Dial(ctx, r.url, rk.PublicKey(), genKey(t), DialOptions{})
-	if !errors.Is(err, ErrNotVouched) || !errors.Is(err, controlbase.ErrRefused) {
+	if !errors.Is(err, ErrNotVouched) || !errors.Is(err, noiseconn.ErrRefused) {
 		t.Fatalf("unvouched: %v", err)
 	}
 	if st := r.srv.Stats(); st.Refused != 1 || st.Accepted != 0 {
@@ -105,12 +105,12 @@ func TestRefused(t *testing.T) {
 	// A session of another protocol can never complete: the control
 	// protocol's prologue on the relay's path and token fails the
 	// handshake; the relay's token on the control path is refused.
-	for _, p := range []controlbase.Protocol{
-		{Path: Path, UpgradeToken: RelayProtocol.UpgradeToken, Name: controlbase.ProtocolName},
-		controlbase.Control,
+	for _, p := range []noiseconn.Protocol{
+		{Path: Path, UpgradeToken: RelayProtocol.UpgradeToken, Name: noiseconn.ProtocolName},
+		noiseconn.Control,
 	} {
-		_, err := controlbase.DialWith(ctx, controlbase.DialOptions{Protocol: p}, r.url, rk.PublicKey(), a)
-		if !errors.Is(err, controlbase.ErrRefused) {
+		_, err := noiseconn.DialWith(ctx, noiseconn.DialOptions{Protocol: p}, r.url, rk.PublicKey(), a)
+		if !errors.Is(err, noiseconn.ErrRefused) {
 			t.Fatalf("protocol %+v: %v", p, err)
 		}
 	}

@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
 )
 
 // Defaults of Options.
@@ -87,7 +87,7 @@ type counters struct {
 // Server is a relay: an http.Handler for Path.
 type Server struct {
 	o  Options
-	cb controlbase.Server
+	cb noiseconn.Server
 
 	mu      sync.RWMutex
 	clients map[noise.PublicKey][]*client // oldest first
@@ -131,7 +131,7 @@ func NewServer(o Options) (*Server, error) {
 		o.Logf = func(string, ...any) {}
 	}
 	s := &Server{o: o, clients: map[noise.PublicKey][]*client{}}
-	s.cb = controlbase.Server{Key: o.Key, Protocol: RelayProtocol, Handle: s.handle, Authorize: s.authorize}
+	s.cb = noiseconn.Server{Key: o.Key, Protocol: RelayProtocol, Handle: s.handle, Authorize: s.authorize}
 	return s, nil
 }
 
@@ -186,7 +186,7 @@ type item struct {
 type client struct {
 	s     *Server
 	key   noise.PublicKey
-	conn  *controlbase.Conn
+	conn  *noiseconn.Conn
 	queue chan item
 	// qlen counts the payload bytes of every frame in queue, packets and
 	// control frames (pongs, peer-gone notices) alike: enqueue adds them,
@@ -277,7 +277,7 @@ func (s *Server) lookup(k noise.PublicKey) *client {
 
 // handle runs one session: the writer in its own goroutine, the reader
 // here.
-func (s *Server) handle(conn *controlbase.Conn) {
+func (s *Server) handle(conn *noiseconn.Conn) {
 	c := &client{s: s, key: conn.Peer(), conn: conn, queue: make(chan item, s.o.QueuePackets),
 		closing: make(chan byte, 1), done: make(chan struct{})}
 	info := binary.BigEndian.AppendUint32(nil, uint32(s.o.KeepAlive/time.Second))
@@ -306,7 +306,7 @@ func (s *Server) handle(conn *controlbase.Conn) {
 
 func (c *client) readLoop() error {
 	s := c.s
-	br := bufio.NewReaderSize(c.conn, controlbase.MaxPlaintext)
+	br := bufio.NewReaderSize(c.conn, noiseconn.MaxPlaintext)
 	buf := make([]byte, initialReadBuf)
 	tokens, last := s.o.Burst, time.Now()
 	var gone map[noise.PublicKey]time.Time
@@ -450,7 +450,7 @@ func (c *client) writeLoop() {
 
 // batchWriter gathers the frames of one queue drain and writes them with
 // one call, so the session encrypts and sends them as a few large writes
-// (controlbase batches frames per system call) instead of one per packet.
+// (noiseconn batches frames per system call) instead of one per packet.
 // Its buffer grows only when a session is busy: idle sessions keep none.
 type batchWriter struct {
 	w   io.Writer

@@ -18,10 +18,10 @@ import (
 	"syscall"
 	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
 )
 
 // Config configures a Client.
@@ -64,7 +64,7 @@ type Client struct {
 	mu        sync.Mutex
 	endpoints []netip.AddrPort
 	routes    []netip.Prefix
-	conn      *controlbase.Conn // current stream, if any
+	conn      *noiseconn.Conn // current stream, if any
 	nm        *netmap.NetworkMap
 }
 
@@ -106,12 +106,12 @@ type RegisterError struct {
 func (e *RegisterError) Error() string { return e.Message }
 
 // dial opens an authenticated session, failing if ctx ends.
-func (c *Client) dial(ctx context.Context) (*controlbase.Conn, error) {
-	return controlbase.DialWith(ctx, controlbase.DialOptions{Control: c.cfg.Control}, c.cfg.ServerURL, c.cfg.ServerKey, c.cfg.NodeKey)
+func (c *Client) dial(ctx context.Context) (*noiseconn.Conn, error) {
+	return noiseconn.DialWith(ctx, noiseconn.DialOptions{Control: c.cfg.Control}, c.cfg.ServerURL, c.cfg.ServerKey, c.cfg.NodeKey)
 }
 
 // closeOnDone closes conn when ctx ends, until the returned stop is called.
-func closeOnDone(ctx context.Context, conn *controlbase.Conn) (stop func() bool) {
+func closeOnDone(ctx context.Context, conn *noiseconn.Conn) (stop func() bool) {
 	return context.AfterFunc(ctx, func() { conn.Close() })
 }
 

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
 )
 
 func key(t *testing.T) noise.PrivateKey {
@@ -39,7 +39,7 @@ func TestVersionGapResyncs(t *testing.T) {
 	peer := testNode(t, 2, "peer")
 	var streams atomic.Int32
 	var wg sync.WaitGroup
-	cb := &controlbase.Server{Key: sk, Handle: func(c *controlbase.Conn) {
+	cb := &noiseconn.Server{Key: sk, Handle: func(c *noiseconn.Conn) {
 		wg.Add(1)
 		defer wg.Done()
 		if c.Peer() != nk.PublicKey() {

@@ -1,4 +1,4 @@
-// Package proto is Warren's control protocol above the controlbase
+// Package proto is Warren's control protocol above the noiseconn
 // transport: length-prefixed JSON messages exchanged on an authenticated
 // Noise session.
 //
@@ -27,7 +27,7 @@
 //
 // A RegisterRequest may be followed by a MapRequest on the same
 // connection. No message carries a node key: the server binds every request
-// to the key authenticated by the Noise handshake (controlbase.Conn.Peer),
+// to the key authenticated by the Noise handshake (noiseconn.Conn.Peer),
 // so a node can only register, read or update itself.
 package proto
 
@@ -210,7 +210,7 @@ func Encode(m *Message) ([]byte, error) {
 }
 
 // Write encodes m and writes it with a single Write call, so concurrent
-// Writes on a controlbase.Conn never interleave.
+// Writes on a noiseconn.Conn never interleave.
 func Write(w io.Writer, m *Message) error {
 	b, err := Encode(m)
 	if err != nil {

@@ -7,11 +7,11 @@ import (
 	"time"
 
 	"warren/internal/control/client"
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/control/server"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
 )
 
 // registerWithDisco registers a new node and returns a client that reports
@@ -72,7 +72,7 @@ func TestDuplicateDiscoKeyRefused(t *testing.T) {
 	// The same claim in an endpoint update on an open stream is refused.
 	ctx, cancel = context.WithTimeout(context.Background(), pushWait)
 	defer cancel()
-	conn, err := controlbase.Dial(ctx, e.url(), e.key.PublicKey(), rogue.Config().NodeKey)
+	conn, err := noiseconn.Dial(ctx, e.url(), e.key.PublicKey(), rogue.Config().NodeKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"warren/internal/control/client"
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/control/server"
 	"warren/internal/netmap"
+	"warren/internal/noiseconn"
 	"warren/internal/store"
 )
 
@@ -158,7 +158,7 @@ func TestBoundToSessionKey(t *testing.T) {
 
 	// An unregistered key cannot open a stream.
 	mallory := genKey(t)
-	conn, err := controlbase.Dial(ctx, e.url(), e.key.PublicKey(), mallory)
+	conn, err := noiseconn.Dial(ctx, e.url(), e.key.PublicKey(), mallory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestBoundToSessionKey(t *testing.T) {
 	conn.Close()
 
 	// Registration naming bravo's key in the body registers the session's key.
-	conn, err = controlbase.Dial(ctx, e.url(), e.key.PublicKey(), mallory)
+	conn, err = noiseconn.Dial(ctx, e.url(), e.key.PublicKey(), mallory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestBoundToSessionKey(t *testing.T) {
 		t.Fatalf("refusal %+v", m.Error)
 	}
 	conn.Close()
-	conn, err = controlbase.Dial(ctx, e.url(), e.key.PublicKey(), mallory)
+	conn, err = noiseconn.Dial(ctx, e.url(), e.key.PublicKey(), mallory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +394,7 @@ func TestCloseDropsIdleConnections(t *testing.T) {
 	e.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := controlbase.Dial(ctx, e.url(), e.key.PublicKey(), genKey(t))
+	conn, err := noiseconn.Dial(ctx, e.url(), e.key.PublicKey(), genKey(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,14 +415,14 @@ func TestFetchKey(t *testing.T) {
 	e.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	k, err := controlbase.FetchKey(ctx, e.url())
+	k, err := noiseconn.FetchKey(ctx, e.url())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if k != e.srv.PublicKey() {
 		t.Fatalf("fetched %s, server key %s", k, e.srv.PublicKey())
 	}
-	if _, err := controlbase.FetchKey(ctx, "ftp://x"); err == nil {
+	if _, err := noiseconn.FetchKey(ctx, "ftp://x"); err == nil {
 		t.Fatal("ftp URL accepted")
 	}
 }

@@ -7,15 +7,15 @@ import (
 	"sync"
 	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
 	"warren/internal/store"
 )
 
 // stream runs a node's map stream until it ends.
-func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.MapRequest) {
+func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRequest) {
 	if err := proto.CheckEndpoints(req.Endpoints); err != nil {
 		s.writeError(c, proto.CodeBadRequest, err.Error())
 		return
@@ -168,7 +168,7 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 type session struct {
 	s       *Server
 	id      uint64
-	c       *controlbase.Conn
+	c       *noiseconn.Conn
 	version uint64 // last version queued; under s.mu
 	// base is, when the full map was built after the last fanout, the
 	// value it had of each node changed since (see fanoutLocked); s.mu.
@@ -289,7 +289,7 @@ func (ss *session) writeLoop() {
 			return
 		}
 		end := false
-		if len(b) < controlbase.MaxPlaintext {
+		if len(b) < noiseconn.MaxPlaintext {
 			batch = append(batch[:0], b...)
 		drain:
 			for {
@@ -299,7 +299,7 @@ func (ss *session) writeLoop() {
 						end = true
 						break drain
 					}
-					if len(batch)+len(nb) > controlbase.MaxPlaintext {
+					if len(batch)+len(nb) > noiseconn.MaxPlaintext {
 						next = nb
 						break drain
 					}
