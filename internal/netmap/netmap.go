@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/routeprefix"
 )
 
 // ProtocolVersion is the version of the netmap wire format. It changes
@@ -77,11 +78,8 @@ type Node struct {
 	Routes []netip.Prefix
 }
 
-// IsExitRoute reports whether p is a default route (0.0.0.0/0 or ::/0).
-func IsExitRoute(p netip.Prefix) bool { return p.IsValid() && p.Bits() == 0 }
-
 // IsExitNode reports whether the node offers a default route.
-func (n *Node) IsExitNode() bool { return slices.ContainsFunc(n.Routes, IsExitRoute) }
+func (n *Node) IsExitNode() bool { return slices.ContainsFunc(n.Routes, routeprefix.IsExit) }
 
 // Errors returned by Validate, Apply and Load wrap one of these.
 var (
@@ -301,8 +299,8 @@ func (n *Node) validate() error {
 		}
 	}
 	for _, p := range n.Routes {
-		if !p.IsValid() || p != p.Masked() || p.Addr().Zone() != "" {
-			return fmt.Errorf("route %s is not a canonical prefix", p)
+		if err := routeprefix.Check(p); err != nil {
+			return err
 		}
 	}
 	for _, e := range n.Endpoints {

@@ -42,6 +42,7 @@ import (
 
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/routeprefix"
 )
 
 // Version is the message protocol version carried in every Message. A peer
@@ -60,7 +61,7 @@ const (
 	// MaxHostname bounds the hostname a node may report.
 	MaxHostname = 255
 	// MaxRoutes bounds the routes a node may advertise.
-	MaxRoutes = 64
+	MaxRoutes = routeprefix.Max
 )
 
 var (
@@ -345,8 +346,8 @@ func CheckRoutes(routes []netip.Prefix) error {
 		return fmt.Errorf("%w: %d routes (limit %d)", ErrMalformed, len(routes), MaxRoutes)
 	}
 	for _, p := range routes {
-		if !p.IsValid() || p != p.Masked() || p.Addr().Zone() != "" || p.Addr().Is4In6() {
-			return fmt.Errorf("%w: route %s is not a canonical prefix", ErrMalformed, p)
+		if err := routeprefix.Check(p); err != nil {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
 	}
 	return nil

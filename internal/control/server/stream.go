@@ -11,6 +11,7 @@ import (
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
+	"warren/internal/routeprefix"
 	"warren/internal/store"
 )
 
@@ -335,7 +336,7 @@ func discoString(k noise.PublicKey) string {
 // routesEqual compares advertised routes as sets.
 func routesEqual(a, b []netip.Prefix) bool {
 	a, b = slices.Clone(a), slices.Clone(b)
-	store.SortPrefixes(a)
-	store.SortPrefixes(b)
+	routeprefix.Sort(a)
+	routeprefix.Sort(b)
 	return slices.Equal(slices.Compact(a), slices.Compact(b))
 }
