@@ -85,14 +85,14 @@ func Dial(ctx context.Context, relayURL string, relayKey noise.PublicKey, nodeKe
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	c := &Conn{c: cc, br: bufio.NewReaderSize(cc, noiseconn.MaxPlaintext), rbuf: make([]byte, initialReadBuf)}
+	c := &Conn{c: cc, br: bufio.NewReaderSize(cc, noiseconn.MaxPlaintext), rbuf: make([]byte, InitialReadBuf)}
 	// The first frame is the relay's info, sent once the session is routable.
 	dl, _ := ctx.Deadline()
 	cc.SetReadDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { cc.SetReadDeadline(time.Unix(1, 0)) })
-	typ, p, err := readFrame(c.br, &c.rbuf)
+	typ, p, err := ReadFrame(c.br, &c.rbuf)
 	stop()
-	if err == nil && (typ != frameInfo || len(p) < 20) {
+	if err == nil && (typ != FrameInfo || len(p) < 20) {
 		err = errors.New("relay: first frame is not the relay's info")
 	}
 	if err != nil {
@@ -122,7 +122,7 @@ func (c *Conn) Send(dst noise.PublicKey, pkt []byte) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf = appendHeader(c.wbuf[:0], frameSend, KeyLen+len(pkt))
+	c.wbuf = AppendFrameHeader(c.wbuf[:0], FrameSend, KeyLen+len(pkt))
 	c.wbuf = append(append(c.wbuf, dst[:]...), pkt...)
 	return c.write(c.wbuf)
 }
@@ -131,7 +131,7 @@ func (c *Conn) Send(dst noise.PublicKey, pkt []byte) error {
 func (c *Conn) Ping(data [8]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf = append(appendHeader(c.wbuf[:0], framePing, 8), data[:]...)
+	c.wbuf = append(AppendFrameHeader(c.wbuf[:0], FramePing, 8), data[:]...)
 	return c.write(c.wbuf)
 }
 
@@ -151,17 +151,17 @@ func (c *Conn) write(b []byte) error {
 // deadline, the Conn is unusable: close it.
 func (c *Conn) Recv() (Message, error) {
 	for {
-		typ, p, err := readFrame(c.br, &c.rbuf)
+		typ, p, err := ReadFrame(c.br, &c.rbuf)
 		if err != nil {
 			return Message{}, err
 		}
 		switch typ {
-		case frameRecv, framePeerGone:
-			k, rest, ok := splitKey(p)
+		case FrameRecv, FramePeerGone:
+			k, rest, ok := SplitKey(p)
 			if !ok {
 				return Message{}, errors.New("relay: short frame from relay")
 			}
-			if typ == frameRecv {
+			if typ == FrameRecv {
 				return Message{Type: MsgPacket, Peer: k, Data: rest}, nil
 			}
 			m := Message{Type: MsgPeerGone, Peer: k}
@@ -169,11 +169,11 @@ func (c *Conn) Recv() (Message, error) {
 				m.Reason = rest[0]
 			}
 			return m, nil
-		case framePong:
+		case FramePong:
 			return Message{Type: MsgPong, Data: p}, nil
-		case frameKeepAlive:
+		case FrameKeepAlive:
 			return Message{Type: MsgKeepAlive}, nil
-		case frameClosing:
+		case FrameClosing:
 			m := Message{Type: MsgClosing}
 			if len(p) > 0 {
 				m.Reason = p[0]

@@ -126,7 +126,7 @@ func TestOversizedFrameClosesClient(t *testing.T) {
 	c := r.dial(a)
 	// A frame one byte over the limit: header only, the relay must not
 	// wait for (or buffer) the body.
-	if _, err := c.c.Write(appendHeader(nil, frameSend, maxPayload+1)); err != nil {
+	if _, err := c.c.Write(AppendFrameHeader(nil, FrameSend, MaxFramePayload+1)); err != nil {
 		t.Fatal(err)
 	}
 	for {
@@ -322,23 +322,23 @@ func TestMapValidate(t *testing.T) {
 }
 
 func FuzzReadFrame(f *testing.F) {
-	f.Add(append(appendHeader(nil, frameSend, KeyLen+3), make([]byte, KeyLen+3)...))
-	f.Add(appendHeader(nil, frameSend, maxPayload+1))
-	f.Add(append(appendHeader(nil, framePing, 8), 1, 2, 3, 4, 5, 6, 7, 8))
-	f.Add([]byte{frameRecv, 0, 0})
-	buf := make([]byte, maxPayload)
+	f.Add(append(AppendFrameHeader(nil, FrameSend, KeyLen+3), make([]byte, KeyLen+3)...))
+	f.Add(AppendFrameHeader(nil, FrameSend, MaxFramePayload+1))
+	f.Add(append(AppendFrameHeader(nil, FramePing, 8), 1, 2, 3, 4, 5, 6, 7, 8))
+	f.Add([]byte{FrameRecv, 0, 0})
+	buf := make([]byte, MaxFramePayload)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := bytes.NewReader(b)
 		for {
-			typ, p, err := readFrame(r, &buf)
+			typ, p, err := ReadFrame(r, &buf)
 			if err != nil {
 				return
 			}
-			if len(p) > maxPayload {
+			if len(p) > MaxFramePayload {
 				t.Fatalf("payload %d", len(p))
 			}
 			// Re-encoding gives back the bytes read.
-			enc := append(appendHeader(nil, typ, len(p)), p...)
+			enc := append(AppendFrameHeader(nil, typ, len(p)), p...)
 			consumed := len(b) - r.Len()
 			if !bytes.HasSuffix(b[:consumed], enc) {
 				t.Fatalf("re-encoded %x", enc)

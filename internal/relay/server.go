@@ -180,7 +180,7 @@ func (s *Server) authorize(k noise.PublicKey) error {
 type item struct {
 	typ  byte
 	key  noise.PublicKey
-	data []byte // packet (frameRecv) or the other payload after the key
+	data []byte // packet (FrameRecv) or the other payload after the key
 }
 
 type client struct {
@@ -284,7 +284,7 @@ func (s *Server) handle(conn *noiseconn.Conn) {
 	info = binary.BigEndian.AppendUint64(info, uint64(max(s.o.Rate, 0)))
 	info = binary.BigEndian.AppendUint64(info, uint64(s.o.Burst))
 	c.qlen.Add(int64(len(info)))
-	c.queue <- item{typ: frameInfo, data: info} // first, before anyone can route to c
+	c.queue <- item{typ: FrameInfo, data: info} // first, before anyone can route to c
 	if !s.register(c) {
 		return
 	}
@@ -307,12 +307,12 @@ func (s *Server) handle(conn *noiseconn.Conn) {
 func (c *client) readLoop() error {
 	s := c.s
 	br := bufio.NewReaderSize(c.conn, noiseconn.MaxPlaintext)
-	buf := make([]byte, initialReadBuf)
+	buf := make([]byte, InitialReadBuf)
 	tokens, last := s.o.Burst, time.Now()
 	var gone map[noise.PublicKey]time.Time
 	for {
 		c.conn.SetReadDeadline(time.Now().Add(s.o.KeepAlive * 5 / 2))
-		typ, p, err := readFrame(br, &buf)
+		typ, p, err := ReadFrame(br, &buf)
 		if err != nil {
 			if errors.Is(err, ErrFrameTooLarge) {
 				s.c.closedOversize.Add(1)
@@ -320,8 +320,8 @@ func (c *client) readLoop() error {
 			return err
 		}
 		switch typ {
-		case frameSend:
-			dst, pkt, ok := splitKey(p)
+		case FrameSend:
+			dst, pkt, ok := SplitKey(p)
 			if !ok {
 				s.c.closedProtocol.Add(1)
 				return errors.New("short send frame")
@@ -346,19 +346,19 @@ func (c *client) readLoop() error {
 				}
 				if now := time.Now(); now.Sub(gone[dst]) >= peerGoneEvery {
 					gone[dst] = now
-					c.enqueue(item{typ: framePeerGone, key: dst, data: []byte{GoneNotHere}})
+					c.enqueue(item{typ: FramePeerGone, key: dst, data: []byte{GoneNotHere}})
 				}
 				continue
 			}
-			if !to.enqueue(item{typ: frameRecv, key: c.key, data: append([]byte(nil), pkt...)}) {
+			if !to.enqueue(item{typ: FrameRecv, key: c.key, data: append([]byte(nil), pkt...)}) {
 				s.c.dropsQueueFull.Add(1)
 			}
-		case framePing:
+		case FramePing:
 			if len(p) != 8 {
 				s.c.closedProtocol.Add(1)
 				return errors.New("bad ping frame")
 			}
-			c.enqueue(item{typ: framePong, data: append([]byte(nil), p...)})
+			c.enqueue(item{typ: FramePong, data: append([]byte(nil), p...)})
 		default:
 			// pong, keepalive from a client, or a later addition: skip.
 		}
@@ -374,16 +374,16 @@ func (c *client) writeLoop() {
 	var hdr []byte
 	write := func(it item) error {
 		n := len(it.data)
-		if it.typ == frameRecv || it.typ == framePeerGone {
+		if it.typ == FrameRecv || it.typ == FramePeerGone {
 			n += KeyLen
 		}
-		hdr = appendHeader(hdr[:0], it.typ, n)
-		if it.typ == frameRecv || it.typ == framePeerGone {
+		hdr = AppendFrameHeader(hdr[:0], it.typ, n)
+		if it.typ == FrameRecv || it.typ == FramePeerGone {
 			hdr = append(hdr, it.key[:]...)
 		}
 		bw.Write(hdr)
 		_, err := bw.Write(it.data)
-		if it.typ == frameRecv {
+		if it.typ == FrameRecv {
 			if err == nil {
 				s.c.packetsOut.Add(1)
 				s.c.bytesOut.Add(int64(len(it.data)))
@@ -407,7 +407,7 @@ func (c *client) writeLoop() {
 			return
 		case reason := <-c.closing:
 			c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-			write(item{typ: frameClosing, data: []byte{reason}})
+			write(item{typ: FrameClosing, data: []byte{reason}})
 			bw.Flush()
 			return
 		case <-tick.C:
@@ -417,7 +417,7 @@ func (c *client) writeLoop() {
 				continue
 			}
 			c.conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
-			if err := write(item{typ: frameKeepAlive}); err != nil {
+			if err := write(item{typ: FrameKeepAlive}); err != nil {
 				fail(err)
 				return
 			}
