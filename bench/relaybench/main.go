@@ -32,6 +32,7 @@ import (
 
 	"warren/internal/noise"
 	"warren/internal/relay"
+	"warren/internal/relay/relayserver"
 )
 
 func key(i int) noise.PrivateKey {
@@ -60,7 +61,7 @@ func main() {
 // runServer serves an unlimited relay on a free loopback port, prints
 // "ready URL" and runs until stdin closes.
 func runServer() error {
-	srv, err := relay.NewServer(relay.Options{Key: key(0), Allowed: func(noise.PublicKey) bool { return true },
+	srv, err := relayserver.NewServer(relayserver.Options{Key: key(0), Allowed: func(noise.PublicKey) bool { return true },
 		Rate: -1, QueuePackets: 1024, QueueBytes: 4 << 20})
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/relay"
+	"warren/internal/relay/relayserver"
 )
 
 // embeddedRegionID is the relay map ID of the relay `warren server --relay`
@@ -64,7 +65,7 @@ func (c serverConfig) relayRegions(serverKey noise.PublicKey, stunAddr net.Addr)
 
 // serverCollectors is the server's metrics registry: the control server's,
 // and the embedded relay's when there is one.
-func serverCollectors(srv *server.Server, rs *relay.Server) *prometheus.Registry {
+func serverCollectors(srv *server.Server, rs *relayserver.Server) *prometheus.Registry {
 	cs := []prometheus.Collector{metrics.Server{S: srv}}
 	if rs != nil {
 		cs = append(cs, metrics.Relay{R: rs})

@@ -16,6 +16,7 @@ import (
 	"warren/internal/magicsock"
 	"warren/internal/noise"
 	"warren/internal/relay"
+	"warren/internal/relay/relayserver"
 	"warren/internal/stun"
 	"warren/internal/tun/tuntest"
 	"warren/internal/uapi"
@@ -162,7 +163,7 @@ func TestForgedProbesIgnored(t *testing.T) {
 // relayEnv is a real relay server on loopback vouching for every key.
 func relayEnv(t *testing.T) (url string, key noise.PublicKey) {
 	k := genKey(t)
-	srv, err := relay.NewServer(relay.Options{Key: k, Allowed: func(noise.PublicKey) bool { return true }})
+	srv, err := relayserver.NewServer(relayserver.Options{Key: k, Allowed: func(noise.PublicKey) bool { return true }})
 	if err != nil {
 		t.Fatal(err)
 	}

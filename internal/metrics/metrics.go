@@ -1,7 +1,7 @@
 // Package metrics exposes Warren's counters to Prometheus. Its collectors
 // read the counters the node agent, the coordination server and the relay
 // already keep (device.Stats and PeerStats, the path layer's paths and
-// stats, the UDP transport's batch counts, server.Stats, relay.Stats) at
+// stats, the UDP transport's batch counts, server.Stats, relayserver.Stats) at
 // scrape time: nothing on the data plane increments a metric, so a node
 // nobody scrapes pays nothing. The package also owns the /metrics HTTP
 // listener (loopback unless told otherwise) that `warren daemon`, `warren

@@ -12,7 +12,7 @@ import (
 	"warren/internal/device"
 	"warren/internal/magicsock"
 	"warren/internal/noise"
-	"warren/internal/relay"
+	"warren/internal/relay/relayserver"
 	"warren/internal/tun/tuntest"
 	"warren/internal/udp"
 )
@@ -27,7 +27,7 @@ func TestNodeAndRelay(t *testing.T) {
 	dev := device.New(tuntest.New(1420), ms, device.Options{})
 	defer dev.Close()
 	dev.Stats.DropReplay.Add(3)
-	rs, err := relay.NewServer(relay.Options{Key: priv, Allowed: func(noise.PublicKey) bool { return false }})
+	rs, err := relayserver.NewServer(relayserver.Options{Key: priv, Allowed: func(noise.PublicKey) bool { return false }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"warren/internal/control/server"
-	"warren/internal/relay"
+	"warren/internal/relay/relayserver"
 )
 
 // Server is the coordination server's collector.
@@ -60,7 +60,7 @@ func histogram(d *prometheus.Desc, l server.Latency) prometheus.Metric {
 }
 
 // Relay is the relay server's collector.
-type Relay struct{ R *relay.Server }
+type Relay struct{ R *relayserver.Server }
 
 // Describe implements prometheus.Collector.
 func (r Relay) Describe(ch chan<- *prometheus.Desc) {

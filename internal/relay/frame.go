@@ -101,8 +101,3 @@ func SplitKey(p []byte) (k [KeyLen]byte, rest []byte, ok bool) {
 	copy(k[:], p)
 	return k, p[KeyLen:], true
 }
-
-func isTimeout(err error) bool {
-	var ne interface{ Timeout() bool }
-	return errors.As(err, &ne) && ne.Timeout()
-}

@@ -1,11 +1,10 @@
-// Package relay owns Warren's packet relay: a server that forwards
-// already-encrypted WireGuard packets between nodes addressed by node
-// public key, for when no direct UDP path works (UDP blocked, hard NAT,
-// only an HTTP proxy out), and the client nodes use to reach it. It also
-// owns the relay map types the coordination server hands to nodes, and the
-// two ways a relay learns which nodes the coordination server vouches for
-// (the store, when embedded in `warren server`; the admin API, when
-// standalone).
+// Package relay owns Warren's packet relay protocol and its client: how a
+// node reaches a relay that forwards already-encrypted WireGuard packets
+// between nodes addressed by node public key, for when no direct UDP path
+// works (UDP blocked, hard NAT, only an HTTP proxy out). It also owns the
+// relay map types the coordination server hands to nodes. The server side
+// (forwarding, queues, limits, vouching) is package relayserver; a node
+// links only this package.
 //
 // A node connects with an HTTP/1.1 Upgrade to Path and runs a Noise IK
 // session (package noiseconn, Protocol RelayProtocol) in which it proves
@@ -21,10 +20,6 @@
 // notice (at most once a second per destination) so the sender can fall
 // back, and both sides keep the connection alive with pings. A relayed
 // packet is at most MaxPacketSize bytes; a larger frame closes the client.
-// Each client has a bounded queue towards it (the newest packet is dropped
-// when full, so a slow receiver stalls only itself), a token-bucket limit
-// on the bytes it sends, and at most MaxClientsPerKey sessions per key
-// (the newest wins).
 package relay
 
 import (
@@ -33,6 +28,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"time"
 
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
@@ -47,6 +43,11 @@ const (
 	KeyLen = 32
 	// DefaultSTUNPort is where relays answer STUN by default.
 	DefaultSTUNPort = 3478
+	// DefaultKeepAlive is how often a relay sends a keepalive unless its
+	// first frame says otherwise.
+	DefaultKeepAlive = 30 * time.Second
+	// DefaultWriteTimeout bounds the write of one frame, either way.
+	DefaultWriteTimeout = 10 * time.Second
 )
 
 // RelayProtocol is the noiseconn protocol of relay sessions: another

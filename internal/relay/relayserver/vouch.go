@@ -1,4 +1,4 @@
-package relay
+package relayserver
 
 import (
 	"context"
