@@ -18,6 +18,7 @@ import (
 
 	"warren/internal/httpguard"
 	"warren/internal/metrics"
+	"warren/internal/metrics/servermetrics"
 	"warren/internal/relay"
 	"warren/internal/relay/relayserver"
 	"warren/internal/stun"
@@ -200,7 +201,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	go poller.Run(rctx)
 	hosts := listenerHosts(c.listen, "", c.tlsCert, c.allowedHosts)
 	if c.metricsListen != "" {
-		if _, err := metrics.Serve(rctx, c.metricsListen, metrics.Registry(metrics.Relay{R: rs}), logger.Logger, hosts...); err != nil {
+		if _, err := metrics.Serve(rctx, c.metricsListen, metrics.Registry(servermetrics.Relay{R: rs}), logger.Logger, hosts...); err != nil {
 			return fail("--metrics-listen: %v", err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"warren/internal/control/server"
 	"warren/internal/metrics"
+	"warren/internal/metrics/servermetrics"
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/relay"
@@ -66,9 +67,9 @@ func (c serverConfig) relayRegions(serverKey noise.PublicKey, stunAddr net.Addr)
 // serverCollectors is the server's metrics registry: the control server's,
 // and the embedded relay's when there is one.
 func serverCollectors(srv *server.Server, rs *relayserver.Server) *prometheus.Registry {
-	cs := []prometheus.Collector{metrics.Server{S: srv}}
+	cs := []prometheus.Collector{servermetrics.Server{S: srv}}
 	if rs != nil {
-		cs = append(cs, metrics.Relay{R: rs})
+		cs = append(cs, servermetrics.Relay{R: rs})
 	}
 	return metrics.Registry(cs...)
 }
