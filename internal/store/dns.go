@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"warren/internal/dnsname"
 	"warren/internal/netmap"
 )
 
@@ -86,7 +87,7 @@ func (s *Store) DeleteDNSRecord(ctx context.Context, id int64) error {
 // AddDNSZone adds a custom zone.
 func (s *Store) AddDNSZone(ctx context.Context, name string) (*DNSZone, error) {
 	name = strings.TrimSuffix(strings.ToLower(name), ".")
-	if !netmap.IsRecordName(name) || strings.HasPrefix(name, "*.") {
+	if !dnsname.IsDomain(name) {
 		return nil, fmt.Errorf("add DNS zone: %w: %q is not a DNS name with at least two labels", ErrInvalid, name)
 	}
 	z := &DNSZone{Name: name, Created: s.now()}

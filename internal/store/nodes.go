@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"warren/internal/dnsname"
 )
 
 // Node is a registered machine.
@@ -196,30 +198,6 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// DNSLabel turns a hostname into a DNS-safe label: lower case, runs of
-// anything but [a-z0-9] become one '-', no leading/trailing '-', at most 63
-// bytes; "node" if nothing is left.
-func DNSLabel(hostname string) string {
-	var b strings.Builder
-	dash := false
-	for _, c := range strings.ToLower(hostname) {
-		if (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') {
-			if dash && b.Len() > 0 {
-				b.WriteByte('-')
-			}
-			dash = false
-			b.WriteRune(c)
-		} else {
-			dash = true
-		}
-	}
-	l := strings.TrimRight(truncate(b.String(), 63), "-")
-	if l == "" {
-		return "node"
-	}
-	return l
-}
-
 func truncate(s string, n int) string {
 	if len(s) > n {
 		return s[:n]
@@ -230,7 +208,7 @@ func truncate(s string, n int) string {
 // uniqueName derives a name from hostname not used by any node other than
 // self: the label itself, else label-1, label-2, ... (shortened to fit 63).
 func (s *Store) uniqueName(ctx context.Context, tx *sql.Tx, hostname string, self int64) (string, error) {
-	base := DNSLabel(hostname)
+	base := dnsname.FromHostname(hostname)
 	taken := map[string]bool{}
 	rows, err := tx.QueryContext(ctx, s.q("SELECT name FROM nodes WHERE id <> ? AND (name = ? OR name LIKE ?)"), self, base, truncate(base, 52)+"%")
 	if err != nil {
@@ -371,7 +349,7 @@ func (s *Store) SetNodeExpiry(ctx context.Context, id int64, expiry time.Time) e
 // RenameNode gives a node a new name; ErrInvalid unless name is already a
 // DNS label, ErrConflict if another node has it.
 func (s *Store) RenameNode(ctx context.Context, id int64, name string) error {
-	if name == "" || DNSLabel(name) != name {
+	if !dnsname.IsCanonicalNodeName(name) {
 		return fmt.Errorf("rename node: %w: %q is not a DNS label", ErrInvalid, name)
 	}
 	return s.exec(ctx, "rename node", "UPDATE nodes SET name = ? WHERE id = ?", name, id)

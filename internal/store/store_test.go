@@ -266,17 +266,6 @@ func TestAddressExhaustion(t *testing.T) {
 	})
 }
 
-func TestDNSLabel(t *testing.T) {
-	for in, want := range map[string]string{
-		"My Laptop": "my-laptop", "--a__b--": "a-b", "": "node", "!!!": "node", "ÄBC.local": "bc-local",
-		string(make([]byte, 0)) + "x" + fmt.Sprintf("%070d", 0): "x" + fmt.Sprintf("%062d", 0),
-	} {
-		if got := DNSLabel(in); got != want {
-			t.Errorf("DNSLabel(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TS-2025-007: 100 concurrent joins with one one-off key, exactly one wins.
 func TestConcurrentOneOffKey(t *testing.T) {
 	eachBackend(t, Options{}, func(t *testing.T, s *Store, _ string) {

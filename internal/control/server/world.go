@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"warren/internal/control/proto"
+	"warren/internal/dnsname"
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/policy"
@@ -38,7 +39,7 @@ func (s *Server) userNameLocked(ctx context.Context, id int64) string {
 // represented (a malformed key), which is left out of every map.
 func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
 	key, err := noise.ParsePublicKey(n.NodeKey)
-	if err != nil || key.IsZero() || !netmap.IsDNSLabel(n.Name) {
+	if err != nil || key.IsZero() || !dnsname.IsLabel(n.Name) {
 		return netmap.Node{}, false
 	}
 	var addrs []netip.Prefix
