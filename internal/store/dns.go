@@ -10,13 +10,23 @@ import (
 	"time"
 
 	"warren/internal/dnsname"
-	"warren/internal/netmap"
 )
+
+// DNSRecordData is what a custom DNS record says. It has the fields of
+// the control protocol's netmap.DNSRecord, which control/admin validates
+// it as before storing and control/server converts it to; the store checks
+// only the name (package dnsname), so it needs no protocol package.
+type DNSRecordData struct {
+	Name  string // lower case, no trailing dot; the first label may be "*"
+	Type  string // A, AAAA, CNAME, TXT, SRV or MX
+	TTL   uint32 // seconds
+	Value string
+}
 
 // DNSRecord is a stored custom DNS record.
 type DNSRecord struct {
 	ID      int64
-	Record  netmap.DNSRecord
+	Record  DNSRecordData
 	Created time.Time
 }
 
@@ -27,19 +37,35 @@ type DNSZone struct {
 	Created time.Time
 }
 
+// DNSRouteData is a split-DNS route: the resolvers for a domain. It has
+// the fields of netmap.DNSRoute; as for records, control/admin validates
+// it and the store checks only the domain name.
+type DNSRouteData struct {
+	Domain    string
+	Resolvers []netip.AddrPort
+}
+
 // DNSRoute is a stored split-DNS route.
 type DNSRoute struct {
 	ID      int64
-	Route   netmap.DNSRoute
+	Route   DNSRouteData
 	Created time.Time
+}
+
+// DNSConfig is the custom DNS data every node gets: records sorted by
+// name, type and value, zones sorted, routes sorted by domain.
+type DNSConfig struct {
+	Records []DNSRecordData
+	Zones   []string
+	Routes  []DNSRouteData
 }
 
 // AddDNSRecord validates and stores a record. A CNAME may not share its name
 // with any other record (and no record may be added beside a CNAME);
 // ErrConflict for a duplicate.
-func (s *Store) AddDNSRecord(ctx context.Context, r netmap.DNSRecord) (*DNSRecord, error) {
-	if err := r.Validate(); err != nil {
-		return nil, fmt.Errorf("add DNS record: %w: %v", ErrInvalid, err)
+func (s *Store) AddDNSRecord(ctx context.Context, r DNSRecordData) (*DNSRecord, error) {
+	if !dnsname.IsRecordName(r.Name) {
+		return nil, fmt.Errorf("add DNS record: %w: record name %q is not a lower-case DNS name with at least two labels", ErrInvalid, r.Name)
 	}
 	out := &DNSRecord{Record: r, Created: s.now()}
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
@@ -124,10 +150,10 @@ func (s *Store) DeleteDNSZone(ctx context.Context, name string) error {
 }
 
 // SetDNSRoute adds or replaces the split-DNS route for a domain.
-func (s *Store) SetDNSRoute(ctx context.Context, rt netmap.DNSRoute) (*DNSRoute, error) {
+func (s *Store) SetDNSRoute(ctx context.Context, rt DNSRouteData) (*DNSRoute, error) {
 	rt.Domain = strings.TrimSuffix(strings.ToLower(rt.Domain), ".")
-	if err := rt.Validate(); err != nil {
-		return nil, fmt.Errorf("set DNS route: %w: %v", ErrInvalid, err)
+	if !dnsname.IsDomain(rt.Domain) {
+		return nil, fmt.Errorf("set DNS route: %w: split-DNS domain %q is not a DNS name", ErrInvalid, rt.Domain)
 	}
 	res, err := json.Marshal(rt.Resolvers)
 	if err != nil {
@@ -178,8 +204,8 @@ func (s *Store) DeleteDNSRoute(ctx context.Context, domain string) error {
 }
 
 // DNSConfig assembles the custom records, zones and routes every node gets.
-func (s *Store) DNSConfig(ctx context.Context) (netmap.DNSConfig, error) {
-	var c netmap.DNSConfig
+func (s *Store) DNSConfig(ctx context.Context) (DNSConfig, error) {
+	var c DNSConfig
 	recs, err := s.ListDNSRecords(ctx)
 	if err != nil {
 		return c, err

@@ -8,12 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"warren/internal/netmap"
 	"warren/internal/store/storetest"
 )
 
@@ -504,8 +504,8 @@ func TestRotateKeyAndReauth(t *testing.T) {
 func TestDNSData(t *testing.T) {
 	eachBackend(t, Options{}, func(t *testing.T, s *Store, _ string) {
 		ctx := context.Background()
-		rec := func(name, typ, value string) netmap.DNSRecord {
-			return netmap.DNSRecord{Name: name, Type: typ, TTL: 60, Value: value}
+		rec := func(name, typ, value string) DNSRecordData {
+			return DNSRecordData{Name: name, Type: typ, TTL: 60, Value: value}
 		}
 		a := must[*DNSRecord](t)(s.AddDNSRecord(ctx, rec("db.corp.example.com", "A", "node:alpha")))
 		must[*DNSRecord](t)(s.AddDNSRecord(ctx, rec("db.corp.example.com", "A", "100.64.0.9")))
@@ -526,7 +526,7 @@ func TestDNSData(t *testing.T) {
 		if _, err := s.AddDNSZone(ctx, "corp.example.com"); !errors.Is(err, ErrConflict) {
 			t.Fatalf("duplicate zone: %v", err)
 		}
-		rt := netmap.DNSRoute{Domain: "lan.example.net", Resolvers: []netip.AddrPort{netip.MustParseAddrPort("198.18.9.53:53")}}
+		rt := DNSRouteData{Domain: "lan.example.net", Resolvers: []netip.AddrPort{netip.MustParseAddrPort("198.18.9.53:53")}}
 		must[*DNSRoute](t)(s.SetDNSRoute(ctx, rt))
 		rt.Resolvers = append(rt.Resolvers, netip.MustParseAddrPort("[fd00::53]:53"))
 		must[*DNSRoute](t)(s.SetDNSRoute(ctx, rt)) // replaces
@@ -538,10 +538,11 @@ func TestDNSData(t *testing.T) {
 			len(c.Routes) != 1 || len(c.Routes[0].Resolvers) != 2 {
 			t.Fatalf("config %+v", c)
 		}
-		for _, r := range c.Records {
-			if err := r.Validate(); err != nil {
-				t.Fatalf("stored record invalid: %v", err)
-			}
+		// Records come back as stored, sorted by name, type and value.
+		want := []DNSRecordData{rec("db.corp.example.com", "A", "100.64.0.9"), rec("db.corp.example.com", "A", "node:alpha"),
+			rec("www.corp.example.com", "CNAME", "alpha.warren.internal")}
+		if !slices.Equal(c.Records, want) {
+			t.Fatalf("records %+v, want %+v", c.Records, want)
 		}
 		if err := s.DeleteDNSRecord(ctx, a.ID); err != nil {
 			t.Fatal(err)

@@ -116,7 +116,7 @@ func (a *api) addDNSRecord(w http.ResponseWriter, r *http.Request) (int, any, er
 		return 0, nil, errorf(http.StatusBadRequest, "%s is outside the MagicDNS domain %s and every custom zone (%s): nodes forward it upstream and would never answer the record; put it under one of them or add its zone first (dns zones add)",
 			rec.Name, a.domain, list)
 	}
-	got, err := a.st.AddDNSRecord(r.Context(), rec)
+	got, err := a.st.AddDNSRecord(r.Context(), store.DNSRecordData(rec))
 	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			msg := err.Error()
@@ -267,7 +267,7 @@ func (a *api) setDNSRoute(w http.ResponseWriter, r *http.Request) (int, any, err
 	if err := rt.Validate(); err != nil {
 		return 0, nil, errorf(http.StatusBadRequest, "%v", err)
 	}
-	got, err := a.st.SetDNSRoute(r.Context(), rt)
+	got, err := a.st.SetDNSRoute(r.Context(), store.DNSRouteData(rt))
 	if err != nil {
 		return 0, nil, storeErr(err, "route "+rt.Domain)
 	}

@@ -79,10 +79,11 @@ func (s *Server) refreshLocked() error {
 		return err
 	}
 	clear(s.users) // a full reload also re-reads user names (renames)
-	dns, err := s.st.DNSConfig(ctx)
+	sdns, err := s.st.DNSConfig(ctx)
 	if err != nil {
 		return err
 	}
+	dns := dnsConfigFromStore(sdns)
 	dns.SearchDomains = []string{s.opts.Domain}
 	dns.Nameservers = s.st.ServiceAddrs() // where each node answers for itself
 	if !dns.Equal(s.dns) {
