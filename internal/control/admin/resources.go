@@ -115,7 +115,7 @@ func toAuthKey(k *store.PreAuthKey, user string, now time.Time) AuthKey {
 }
 
 func toNode(n *store.Node, user string, now time.Time) Node {
-	out := Node{ID: n.ID, Name: n.Name, User: user, Hostname: n.Hostname, NodeKey: n.NodeKey, Addresses: []string{},
+	out := Node{ID: n.ID, Name: n.Name, User: user, Hostname: n.Hostname, NodeKey: n.NodeKey.Text(), Addresses: []string{},
 		Endpoints: n.Endpoints, Online: n.Online, LastSeen: opt(n.LastSeen), Expiry: opt(n.Expiry),
 		Expired: expired(n.Expiry, now), Ephemeral: n.Ephemeral, Created: n.Created.UTC(), Tags: n.Tags}
 	if out.Endpoints == nil {

@@ -45,6 +45,7 @@ import (
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 )
 
@@ -307,7 +308,7 @@ func (s *Server) register(key noise.PublicKey, req *proto.RegisterRequest) *prot
 	}
 	ctx, cancel := storeCtx()
 	defer cancel()
-	n, err := s.st.RegisterNode(ctx, req.AuthKey, key.String(), req.Hostname, store.RegisterOptions{Endpoints: endpointStrings(req.Endpoints)})
+	n, err := s.st.RegisterNode(ctx, req.AuthKey, pubkey.Node{PublicKey: key}, req.Hostname, store.RegisterOptions{Endpoints: endpointStrings(req.Endpoints)})
 	if err != nil {
 		code, msg := errorCode(err)
 		if code == proto.CodeInternal {

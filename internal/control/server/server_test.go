@@ -17,6 +17,7 @@ import (
 	"warren/internal/control/server"
 	"warren/internal/netmap"
 	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 )
 
@@ -200,7 +201,7 @@ func TestBoundToSessionKey(t *testing.T) {
 	if p := peerByKey(a.c.NetworkMap(), b.key.PublicKey()); !slices.Equal(p.Endpoints, []netip.AddrPort{ap("192.0.2.2:2")}) {
 		t.Fatalf("bravo's endpoints changed by another session: %v", p.Endpoints)
 	}
-	stored, err := e.st.GetNodeByKey(ctx, b.key.PublicKey().String())
+	stored, err := e.st.GetNodeByKey(ctx, pubkey.Node{PublicKey: b.key.PublicKey()})
 	if err != nil || !slices.Equal(stored.Endpoints, []string{"192.0.2.2:2"}) {
 		t.Fatalf("bravo stored endpoints %v %v", stored, err)
 	}
@@ -318,7 +319,7 @@ func TestEphemeralNodeRemovedAfterOffline(t *testing.T) {
 	}
 	x.stop()
 	a.waitMap("the ephemeral node removed", pushWait, func(m *netmap.NetworkMap) bool { return len(m.Peers) == 0 })
-	if _, err := e.st.GetNodeByKey(context.Background(), x.key.PublicKey().String()); !errors.Is(err, store.ErrNotFound) {
+	if _, err := e.st.GetNodeByKey(context.Background(), pubkey.Node{PublicKey: x.key.PublicKey()}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("ephemeral node still stored: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 	"warren/internal/routeprefix"
 	"warren/internal/store"
 )
@@ -28,7 +29,7 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 		}
 	}
 	ctx, cancel := storeCtx()
-	n, err := s.st.GetNodeByKey(ctx, key.String())
+	n, err := s.st.GetNodeByKey(ctx, pubkey.Node{PublicKey: key})
 	cancel()
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -42,9 +43,9 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 		s.writeError(c, proto.CodeNodeExpired, "this node's key has expired; re-register")
 		return
 	}
-	if req.DiscoKey != nil && req.DiscoKey.String() != n.DiscoKey {
+	if req.DiscoKey != nil && *req.DiscoKey != n.DiscoKey.PublicKey {
 		ctx, cancel := storeCtx()
-		err := s.st.SetDiscoKey(ctx, n.ID, discoString(*req.DiscoKey))
+		err := s.st.SetDiscoKey(ctx, n.ID, pubkey.Disco{PublicKey: *req.DiscoKey})
 		cancel()
 		switch {
 		case errors.Is(err, store.ErrConflict):
@@ -326,13 +327,6 @@ func (ss *session) writeLoop() {
 const discoKeyInUse = "this disco key is already held by another node; each node must generate its own (restart the daemon)"
 
 // discoString stores a disco key; the zero key (no probing) as "".
-func discoString(k noise.PublicKey) string {
-	if k.IsZero() {
-		return ""
-	}
-	return k.String()
-}
-
 // routesEqual compares advertised routes as sets.
 func routesEqual(a, b []netip.Prefix) bool {
 	a, b = slices.Clone(a), slices.Clone(b)

@@ -19,6 +19,7 @@ import (
 	"warren/internal/control/admin"
 	"warren/internal/control/server"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/relay"
 	"warren/internal/store"
 )
@@ -75,7 +76,7 @@ func (w *world) addNode(t *testing.T) (noise.PrivateKey, int64) {
 		t.Fatal(err)
 	}
 	k := genKey(t)
-	n, err := w.st.RegisterNode(ctx, ak, k.PublicKey().String(), "host", store.RegisterOptions{})
+	n, err := w.st.RegisterNode(ctx, ak, pubkey.Node{PublicKey: k.PublicKey()}, "host", store.RegisterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
