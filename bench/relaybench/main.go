@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/relay"
 	"warren/internal/relay/relayserver"
 )
@@ -128,7 +129,7 @@ func run(pairs, size int, dur time.Duration) error {
 	url := strings.TrimSpace(strings.TrimPrefix(line, "ready "))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	relayKey := key(0).PublicKey()
+	relayKey := pubkey.Relay{PublicKey: key(0).PublicKey()}
 
 	var delivered atomic.Int64
 	var senders, receivers []*relay.Conn

@@ -13,6 +13,7 @@ import (
 	"warren/internal/metrics/servermetrics"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/relay"
 	"warren/internal/relay/relayserver"
 )
@@ -42,7 +43,7 @@ func (c serverConfig) relayRegions(serverKey noise.PublicKey, stunAddr net.Addr)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
 			return nil, fmt.Errorf("--public-url %q is not http(s)://HOST[:PORT]", pub)
 		}
-		r := netmap.RelayRegion{ID: embeddedRegionID, Code: "home", URL: pub, Key: serverKey}
+		r := netmap.RelayRegion{ID: embeddedRegionID, Code: "home", URL: pub, Key: pubkey.Relay{PublicKey: serverKey}}
 		if ua, ok := stunAddr.(*net.UDPAddr); ok {
 			r.STUN = net.JoinHostPort(u.Hostname(), strconv.Itoa(ua.Port))
 		}

@@ -15,6 +15,7 @@ import (
 	"warren/internal/device"
 	"warren/internal/magicsock"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/relay"
 	"warren/internal/relay/relayserver"
 	"warren/internal/stun"
@@ -173,7 +174,7 @@ func relayEnv(t *testing.T) (url string, key noise.PublicKey) {
 }
 
 func (n *node) useRelay(t *testing.T, url string, key noise.PublicKey) {
-	c := relay.NewClient(url, key, n.key, relay.ClientOptions{Receive: n.ms.ReceiveRelayed})
+	c := relay.NewClient(url, pubkey.Relay{PublicKey: key}, n.key, relay.ClientOptions{Receive: n.ms.ReceiveRelayed})
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -1,8 +1,8 @@
 // Package pubkey gives each kind of Curve25519 public key in Warren its
 // own type, so that one kind cannot be passed where another is meant: a
 // node's key (its WireGuard and control identity), a node's disco key (for
-// path probes), and later the coordination server's and a relay's Noise
-// keys. Each type wraps noise.PublicKey, whose methods (String, IsZero,
+// path probes) and a relay's Noise key; the coordination server's key is
+// not typed yet. Each type wraps noise.PublicKey, whose methods (String, IsZero,
 // IsLowOrder, MarshalText, ...) it keeps; the text form is the same
 // base64. The wrapped key is the field Key, for the code that does the
 // cryptography.
@@ -59,3 +59,8 @@ func text(k noise.PublicKey) string {
 	}
 	return k.String()
 }
+
+// Relay is a packet relay's static Noise key, pinned by nodes from the
+// relay map. The relay embedded in the coordination server proves the
+// server's key, converted explicitly.
+type Relay struct{ noise.PublicKey }

@@ -1,6 +1,8 @@
 package pubkey
 
 import (
+	"encoding/json"
+	"strconv"
 	"testing"
 
 	"warren/internal/noise"
@@ -36,5 +38,30 @@ func TestParseAndText(t *testing.T) {
 	}
 	if (Node{}).Text() != "" {
 		t.Error("zero node key has text")
+	}
+}
+
+// TestJSONIsBase64: the typed keys keep the wire form of noise.PublicKey,
+// a base64 string, both ways.
+func TestJSONIsBase64(t *testing.T) {
+	priv, _ := noise.GeneratePrivateKey()
+	pub := priv.PublicKey()
+	type msg struct {
+		N Node  `json:"n"`
+		D Disco `json:"d"`
+		R Relay `json:"r"`
+	}
+	in := msg{Node{pub}, Disco{pub}, Relay{pub}}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strconv.Quote(pub.String())
+	if want := `{"n":` + s + `,"d":` + s + `,"r":` + s + `}`; string(b) != want {
+		t.Fatalf("json %s, want %s", b, want)
+	}
+	var out msg
+	if err := json.Unmarshal(b, &out); err != nil || out != in {
+		t.Fatalf("round trip %+v, %v", out, err)
 	}
 }

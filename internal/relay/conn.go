@@ -14,6 +14,7 @@ import (
 
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 )
 
 // DialOptions are the optional parts of Dial.
@@ -75,13 +76,13 @@ type Conn struct {
 // appended), checking the relay's key and proving nodeKey. It returns
 // once the relay has accepted the session; an unvouched key fails with an
 // error wrapping ErrNotVouched. ctx bounds dialling only.
-func Dial(ctx context.Context, relayURL string, relayKey noise.PublicKey, nodeKey noise.PrivateKey, o DialOptions) (*Conn, error) {
+func Dial(ctx context.Context, relayURL string, relayKey pubkey.Relay, nodeKey noise.PrivateKey, o DialOptions) (*Conn, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, noiseconn.DefaultHandshakeTimeout)
 		defer cancel()
 	}
-	cc, err := noiseconn.DialWith(ctx, noiseconn.DialOptions{Protocol: RelayProtocol, Proxy: o.Proxy, Control: o.Control}, relayURL, relayKey, nodeKey)
+	cc, err := noiseconn.DialWith(ctx, noiseconn.DialOptions{Protocol: RelayProtocol, Proxy: o.Proxy, Control: o.Control}, relayURL, relayKey.PublicKey, nodeKey)
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
@@ -112,7 +113,7 @@ func Dial(ctx context.Context, relayURL string, relayKey noise.PublicKey, nodeKe
 func (c *Conn) Info() ServerInfo { return c.info }
 
 // RelayKey is the relay's authenticated key.
-func (c *Conn) RelayKey() noise.PublicKey { return c.c.Peer() }
+func (c *Conn) RelayKey() pubkey.Relay { return pubkey.Relay{PublicKey: c.c.Peer()} }
 
 // Send asks the relay to deliver pkt to the node dst. Delivery is best
 // effort, like UDP. A packet larger than MaxPacketSize is refused here.

@@ -32,6 +32,7 @@ import (
 
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 )
 
 const (
@@ -85,12 +86,12 @@ type Region struct {
 }
 
 // Key parses the region's public key.
-func (r Region) Key() (noise.PublicKey, error) {
+func (r Region) Key() (pubkey.Relay, error) {
 	k, err := noise.ParsePublicKey(r.PublicKey)
 	if err != nil || k.IsZero() || k.IsLowOrder() {
-		return noise.PublicKey{}, fmt.Errorf("relay region %d: invalid public key %q", r.ID, r.PublicKey)
+		return pubkey.Relay{}, fmt.Errorf("relay region %d: invalid public key %q", r.ID, r.PublicKey)
 	}
-	return k, nil
+	return pubkey.Relay{PublicKey: k}, nil
 }
 
 // Validate checks the map: unique positive IDs, http(s) URLs, valid keys.

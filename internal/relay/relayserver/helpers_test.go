@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/relay"
 )
 
@@ -103,7 +104,7 @@ func (r *testRelay) stop() {
 // dial opens a raw session as node k.
 func (r *testRelay) dial(k noise.PrivateKey) *relay.Conn {
 	r.t.Helper()
-	c, err := relay.Dial(ctxT(r.t, 5*time.Second), r.url, r.key.PublicKey(), k, relay.DialOptions{})
+	c, err := relay.Dial(ctxT(r.t, 5*time.Second), r.url, pubkey.Relay{PublicKey: r.key.PublicKey()}, k, relay.DialOptions{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func (r *testRelay) client(k noise.PrivateKey, o relay.ClientOptions) (*relay.Cl
 	if o.MinBackoff == 0 {
 		o.MinBackoff, o.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
 	}
-	c := relay.NewClient(r.url, r.key.PublicKey(), k, o)
+	c := relay.NewClient(r.url, pubkey.Relay{PublicKey: r.key.PublicKey()}, k, o)
 	r.t.Cleanup(func() { c.Close() })
 	if err := c.WaitConnected(ctxT(r.t, 5*time.Second)); err != nil {
 		r.t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/relay"
 )
 
@@ -35,7 +36,7 @@ func TestThousandIdleClients(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := relay.Dial(ctxT(t, 30*time.Second), r.url, r.key.PublicKey(), keys[i], relay.DialOptions{})
+			c, err := relay.Dial(ctxT(t, 30*time.Second), r.url, pubkey.Relay{PublicKey: r.key.PublicKey()}, keys[i], relay.DialOptions{})
 			if err != nil {
 				t.Error(err)
 				return

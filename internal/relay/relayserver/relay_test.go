@@ -10,6 +10,7 @@ import (
 
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 	"warren/internal/relay"
 )
 
@@ -90,7 +91,7 @@ func TestRefused(t *testing.T) {
 	r := startRelay(t, "127.0.0.1:0", rk, Options{Allowed: ks.allowed})
 	ctx := ctxT(t, 5*time.Second)
 	// An unvouched key is refused at connect.
-	_, err := relay.Dial(ctx, r.url, rk.PublicKey(), genKey(t), relay.DialOptions{})
+	_, err := relay.Dial(ctx, r.url, pubkey.Relay{PublicKey: rk.PublicKey()}, genKey(t), relay.DialOptions{})
 	if !errors.Is(err, relay.ErrNotVouched) || !errors.Is(err, noiseconn.ErrRefused) {
 		t.Fatalf("unvouched: %v", err)
 	}
@@ -98,7 +99,7 @@ func TestRefused(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	// A wrong relay key fails the handshake, before vouching.
-	_, err = relay.Dial(ctx, r.url, genKey(t).PublicKey(), a, relay.DialOptions{})
+	_, err = relay.Dial(ctx, r.url, pubkey.Relay{PublicKey: genKey(t).PublicKey()}, a, relay.DialOptions{})
 	if err == nil || errors.Is(err, relay.ErrNotVouched) {
 		t.Fatalf("wrong relay key: %v", err)
 	}

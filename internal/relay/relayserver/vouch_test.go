@@ -99,7 +99,7 @@ func (w *world) expire(t *testing.T, id int64) {
 }
 
 func dialErr(t *testing.T, relayURL string, relayKey noise.PublicKey, k noise.PrivateKey) error {
-	c, err := relay.Dial(ctxT(t, 5*time.Second), relayURL, relayKey, k, relay.DialOptions{})
+	c, err := relay.Dial(ctxT(t, 5*time.Second), relayURL, pubkey.Relay{PublicKey: relayKey}, k, relay.DialOptions{})
 	if err == nil {
 		c.Close()
 	}
@@ -180,7 +180,7 @@ func TestEmbeddedStoreVouching(t *testing.T) {
 
 func (w *world) dialEmbedded(t *testing.T, k noise.PrivateKey) *relay.Conn {
 	t.Helper()
-	c, err := relay.Dial(ctxT(t, 5*time.Second), w.hs.URL, w.key.PublicKey(), k, relay.DialOptions{})
+	c, err := relay.Dial(ctxT(t, 5*time.Second), w.hs.URL, pubkey.Relay{PublicKey: w.key.PublicKey()}, k, relay.DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestThroughHTTPProxy(t *testing.T) {
 	}
 	// A proxy that refuses fails the dial with its status.
 	bad := func(*http.Request) (*url.URL, error) { return &url.URL{Scheme: "http", Host: r.addr}, nil }
-	_, err := relay.Dial(ctxT(t, 5*time.Second), r.url, r.key.PublicKey(), a, relay.DialOptions{Proxy: bad})
+	_, err := relay.Dial(ctxT(t, 5*time.Second), r.url, pubkey.Relay{PublicKey: r.key.PublicKey()}, a, relay.DialOptions{Proxy: bad})
 	if err == nil {
 		t.Fatal("dial through a non-proxy worked")
 	}
