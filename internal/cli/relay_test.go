@@ -153,7 +153,7 @@ func TestRelayEndToEnd(t *testing.T) {
 	}
 	join := func() noise.PrivateKey {
 		nk, _ := noise.GeneratePrivateKey()
-		cl, err := client.New(client.Config{ServerURL: ts.url, ServerKey: spub, NodeKey: nk, Logf: t.Logf})
+		cl, err := client.New(client.Config{ServerURL: ts.url, ServerKey: pubkey.Server{PublicKey: spub}, NodeKey: nk, Logf: t.Logf})
 		if err != nil {
 			t.Fatal(err)
 		}

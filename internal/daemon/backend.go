@@ -20,6 +20,7 @@ import (
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 	"warren/internal/uapi"
 )
 
@@ -122,7 +123,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		}
 	}
 
-	cc, err := client.New(client.Config{ServerURL: serverURL, ServerKey: serverKey, NodeKey: d.key})
+	cc, err := client.New(client.Config{ServerURL: serverURL, ServerKey: pubkey.Server{PublicKey: serverKey}, NodeKey: d.key})
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +256,7 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pinned server key: %w", err)
 	}
-	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: sk, NodeKey: key,
+	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: pubkey.Server{PublicKey: sk}, NodeKey: key,
 		DiscoKey: d.ms.DiscoPublic(),
 		MapPath:  d.mapPath(), Logf: d.controlLog,
 		Control: markControl, Routes: d.advertisedLocked()})

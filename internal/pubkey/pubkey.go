@@ -1,8 +1,8 @@
 // Package pubkey gives each kind of Curve25519 public key in Warren its
 // own type, so that one kind cannot be passed where another is meant: a
 // node's key (its WireGuard and control identity), a node's disco key (for
-// path probes) and a relay's Noise key; the coordination server's key is
-// not typed yet. Each type wraps noise.PublicKey, whose methods (String, IsZero,
+// path probes), the coordination server's Noise key and a relay's Noise
+// key. Each type wraps noise.PublicKey, whose methods (String, IsZero,
 // IsLowOrder, MarshalText, ...) it keeps; the text form is the same
 // base64. The wrapped key is the field Key, for the code that does the
 // cryptography.
@@ -64,3 +64,7 @@ func text(k noise.PublicKey) string {
 // relay map. The relay embedded in the coordination server proves the
 // server's key, converted explicitly.
 type Relay struct{ noise.PublicKey }
+
+// Server is the coordination server's static Noise key, which a node pins
+// on first join and checks in every control handshake.
+type Server struct{ noise.PublicKey }

@@ -22,6 +22,7 @@ import (
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 )
 
 // Config configures a Client.
@@ -29,7 +30,7 @@ type Config struct {
 	// ServerURL is the coordination server's base URL (http or https).
 	ServerURL string
 	// ServerKey is the server's static public key, pinned on first join.
-	ServerKey noise.PublicKey
+	ServerKey pubkey.Server
 	// NodeKey is the node's private key; its public half is the node's
 	// identity and WireGuard key.
 	NodeKey noise.PrivateKey
@@ -107,7 +108,7 @@ func (e *RegisterError) Error() string { return e.Message }
 
 // dial opens an authenticated session, failing if ctx ends.
 func (c *Client) dial(ctx context.Context) (*noiseconn.Conn, error) {
-	return noiseconn.DialWith(ctx, noiseconn.DialOptions{Control: c.cfg.Control}, c.cfg.ServerURL, c.cfg.ServerKey, c.cfg.NodeKey)
+	return noiseconn.DialWith(ctx, noiseconn.DialOptions{Control: c.cfg.Control}, c.cfg.ServerURL, c.cfg.ServerKey.PublicKey, c.cfg.NodeKey)
 }
 
 // closeOnDone closes conn when ctx ends, until the returned stop is called.
