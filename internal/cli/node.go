@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"warren/internal/dnsname"
 	"warren/internal/localapi"
 	"warren/internal/routeprefix"
 )
@@ -263,7 +264,7 @@ func runIP(args []string, stdout, stderr io.Writer) int {
 
 // findPeer looks a peer up by name, DNS name, address or key.
 func findPeer(st *localapi.Status, q string) (*localapi.PeerStatus, error) {
-	ql := strings.TrimSuffix(strings.ToLower(q), ".")
+	ql := dnsname.Normalize(q)
 	for i := range st.Peers {
 		p := &st.Peers[i]
 		if p.Name == ql || p.DNSName == ql || p.PublicKey == q {

@@ -99,6 +99,13 @@ func IsRecordName(s string) bool {
 // record name without a wildcard.
 func IsDomain(s string) bool { return IsRecordName(s) && !strings.HasPrefix(s, "*.") }
 
+// Normalize gives a name as typed by a person the form Warren stores and
+// compares: surrounding space and one trailing dot removed, lower case. It
+// does not check the name.
+func Normalize(s string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+}
+
 // Check reports why s is not a DNS name as written in the node's own
 // configuration: labels of letters (either case), digits, '-' and '_', at
 // most 253 bytes, with an optional trailing dot. The error names the

@@ -111,3 +111,13 @@ func TestFromHostname(t *testing.T) {
 		}
 	}
 }
+
+func TestNormalize(t *testing.T) {
+	for in, want := range map[string]string{
+		" Corp.Example.COM. ": "corp.example.com", "a.b": "a.b", ".": "", "a..": "a.", "": "",
+	} {
+		if got := Normalize(in); got != want {
+			t.Errorf("Normalize(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"warren/internal/dnsname"
@@ -112,7 +111,7 @@ func (s *Store) DeleteDNSRecord(ctx context.Context, id int64) error {
 
 // AddDNSZone adds a custom zone.
 func (s *Store) AddDNSZone(ctx context.Context, name string) (*DNSZone, error) {
-	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	name = dnsname.Normalize(name)
 	if !dnsname.IsDomain(name) {
 		return nil, fmt.Errorf("add DNS zone: %w: %q is not a DNS name with at least two labels", ErrInvalid, name)
 	}
@@ -146,12 +145,12 @@ func (s *Store) ListDNSZones(ctx context.Context) ([]*DNSZone, error) {
 
 // DeleteDNSZone removes a zone by name.
 func (s *Store) DeleteDNSZone(ctx context.Context, name string) error {
-	return s.exec(ctx, "delete DNS zone", "DELETE FROM dns_zones WHERE name = ?", strings.TrimSuffix(strings.ToLower(name), "."))
+	return s.exec(ctx, "delete DNS zone", "DELETE FROM dns_zones WHERE name = ?", dnsname.Normalize(name))
 }
 
 // SetDNSRoute adds or replaces the split-DNS route for a domain.
 func (s *Store) SetDNSRoute(ctx context.Context, rt DNSRouteData) (*DNSRoute, error) {
-	rt.Domain = strings.TrimSuffix(strings.ToLower(rt.Domain), ".")
+	rt.Domain = dnsname.Normalize(rt.Domain)
 	if !dnsname.IsDomain(rt.Domain) {
 		return nil, fmt.Errorf("set DNS route: %w: split-DNS domain %q is not a DNS name", ErrInvalid, rt.Domain)
 	}
@@ -200,7 +199,7 @@ func (s *Store) ListDNSRoutes(ctx context.Context) ([]*DNSRoute, error) {
 
 // DeleteDNSRoute removes the split-DNS route for a domain.
 func (s *Store) DeleteDNSRoute(ctx context.Context, domain string) error {
-	return s.exec(ctx, "delete DNS route", "DELETE FROM dns_routes WHERE domain = ?", strings.TrimSuffix(strings.ToLower(domain), "."))
+	return s.exec(ctx, "delete DNS route", "DELETE FROM dns_routes WHERE domain = ?", dnsname.Normalize(domain))
 }
 
 // DNSConfig assembles the custom records, zones and routes every node gets.
