@@ -257,7 +257,7 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 		return nil, fmt.Errorf("pinned server key: %w", err)
 	}
 	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: pubkey.Server{PublicKey: sk}, NodeKey: key,
-		DiscoKey: d.ms.DiscoPublic(),
+		DiscoKey: pubkey.Disco{PublicKey: d.ms.DiscoPublic()},
 		MapPath:  d.mapPath(), Logf: d.controlLog,
 		Control: markControl, Routes: d.advertisedLocked()})
 }

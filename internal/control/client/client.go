@@ -36,7 +36,7 @@ type Config struct {
 	NodeKey noise.PrivateKey
 	// DiscoKey, if not zero, is the node's path-probe public key, reported
 	// on every map stream for the server to give to the node's peers.
-	DiscoKey noise.PublicKey
+	DiscoKey pubkey.Disco
 	// MapPath, if set, is where the last good network map is saved and
 	// loaded from at the start of Run.
 	MapPath string

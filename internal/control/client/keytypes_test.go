@@ -13,4 +13,7 @@ func TestServerKeyTyped(t *testing.T) {
 	if got, want := reflect.TypeOf(Config{}.ServerKey), reflect.TypeOf(pubkey.Server{}); got != want {
 		t.Fatalf("Config.ServerKey is %v, want %v", got, want)
 	}
+	if got, want := reflect.TypeOf(Config{}.DiscoKey), reflect.TypeOf(pubkey.Disco{}); got != want {
+		t.Fatalf("Config.DiscoKey is %v, want %v", got, want)
+	}
 }

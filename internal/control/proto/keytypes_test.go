@@ -20,3 +20,17 @@ func TestRotationProofKeysTyped(t *testing.T) {
 		t.Errorf("RotationProof's old key is %v, want %v", got, want)
 	}
 }
+
+// TestDiscoKeysTyped: the disco key a node reports is typed on the wire
+// types, so the server cannot store a node key (or any other) as one.
+func TestDiscoKeysTyped(t *testing.T) {
+	want := reflect.TypeOf(&pubkey.Disco{})
+	for what, got := range map[string]reflect.Type{
+		"MapRequest.DiscoKey":     reflect.TypeOf(MapRequest{}.DiscoKey),
+		"EndpointUpdate.DiscoKey": reflect.TypeOf(EndpointUpdate{}.DiscoKey),
+	} {
+		if got != want {
+			t.Errorf("%s is %v, want %v", what, got, want)
+		}
+	}
+}

@@ -42,6 +42,7 @@ import (
 
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/routeprefix"
 )
 
@@ -108,7 +109,7 @@ const (
 type MapRequest struct {
 	Endpoints []netip.AddrPort `json:"endpoints"`
 	// DiscoKey is the node's current path-probe public key, if it probes.
-	DiscoKey *noise.PublicKey `json:"discoKey,omitempty"`
+	DiscoKey *pubkey.Disco `json:"discoKey,omitempty"`
 	// Routes are the prefixes the node advertises (warren up
 	// --advertise-routes, --advertise-exit-node); nil: unchanged. They
 	// reach peers once an admin approves them.
@@ -126,7 +127,7 @@ type MapResponse struct {
 // EndpointUpdate replaces the session node's reported endpoints.
 type EndpointUpdate struct {
 	Endpoints []netip.AddrPort `json:"endpoints"`
-	DiscoKey  *noise.PublicKey `json:"discoKey,omitempty"` // nil: unchanged
+	DiscoKey  *pubkey.Disco    `json:"discoKey,omitempty"` // nil: unchanged
 	Routes    *[]netip.Prefix  `json:"routes,omitempty"`   // advertised routes; nil: unchanged
 }
 

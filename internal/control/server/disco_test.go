@@ -12,6 +12,7 @@ import (
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 )
 
 // registerWithDisco registers a new node and returns a client that reports
@@ -26,7 +27,7 @@ func (e *env) registerWithDisco(hostname string, disco noise.PublicKey) (*client
 		e.t.Fatal(err)
 	}
 	cfg := c.Config()
-	cfg.DiscoKey = disco
+	cfg.DiscoKey = pubkey.Disco{PublicKey: disco}
 	c2, err := client.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
@@ -84,7 +85,7 @@ func TestDuplicateDiscoKeyRefused(t *testing.T) {
 	if r, err := proto.Read(conn, proto.MaxClientMessage); err != nil || r.MapResponse == nil || r.MapResponse.Full == nil {
 		t.Fatalf("full map: %+v %v", r, err)
 	}
-	if err := proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{DiscoKey: &disco}}); err != nil {
+	if err := proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{DiscoKey: &pubkey.Disco{PublicKey: disco}}}); err != nil {
 		t.Fatal(err)
 	}
 	for {

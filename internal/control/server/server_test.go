@@ -444,7 +444,7 @@ func TestDiscoKeyReachesPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := c.Config()
-	cfg.DiscoKey = disco
+	cfg.DiscoKey = pubkey.Disco{PublicKey: disco}
 	c2, err := client.New(cfg)
 	if err != nil {
 		t.Fatal(err)

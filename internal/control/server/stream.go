@@ -43,9 +43,9 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 		s.writeError(c, proto.CodeNodeExpired, "this node's key has expired; re-register")
 		return
 	}
-	if req.DiscoKey != nil && *req.DiscoKey != n.DiscoKey.PublicKey {
+	if req.DiscoKey != nil && *req.DiscoKey != n.DiscoKey {
 		ctx, cancel := storeCtx()
-		err := s.st.SetDiscoKey(ctx, n.ID, pubkey.Disco{PublicKey: *req.DiscoKey})
+		err := s.st.SetDiscoKey(ctx, n.ID, *req.DiscoKey)
 		cancel()
 		switch {
 		case errors.Is(err, store.ErrConflict):
