@@ -11,7 +11,7 @@
 // RegisterRequest runs, without the handshake) and serves
 // server.New(...).Handler() on 127.0.0.1.
 //
-// The parent runs the N nodes in one process, each a real controlbase
+// The parent runs the N nodes in one process, each a real noiseconn
 // session (Noise IK over an HTTP upgrade on loopback TCP) speaking the
 // control protocol: MapRequest, then it reads every message with proto.Read
 // (which decodes and validates it) and applies it. Nodes keep their maps in

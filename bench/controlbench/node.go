@@ -14,10 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
 )
 
 // counters are the totals the simulated nodes received.
@@ -271,7 +271,7 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// simNode is one simulated node: a map stream over a real controlbase
+// simNode is one simulated node: a map stream over a real noiseconn
 // session that decodes (proto.Read validates) and applies every message.
 type simNode struct {
 	b    *bench
@@ -280,19 +280,19 @@ type simNode struct {
 	port uint16 // current endpoint port
 
 	mu   sync.Mutex
-	conn *controlbase.Conn
+	conn *noiseconn.Conn
 	id   uint64 // from the first full map
 }
 
 // dialRaw opens a session.
-func (n *simNode) dialRaw(ctx context.Context) (*controlbase.Conn, error) {
+func (n *simNode) dialRaw(ctx context.Context) (*noiseconn.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return controlbase.Dial(ctx, n.b.url, n.b.serverKey, n.key)
+	return noiseconn.Dial(ctx, n.b.url, n.b.serverKey, n.key)
 }
 
 // dial opens a session and sends the MapRequest.
-func (n *simNode) dial(ctx context.Context) (*controlbase.Conn, error) {
+func (n *simNode) dial(ctx context.Context) (*noiseconn.Conn, error) {
 	conn, err := n.dialRaw(ctx)
 	if err != nil {
 		return nil, err
@@ -307,7 +307,7 @@ func (n *simNode) dial(ctx context.Context) (*controlbase.Conn, error) {
 
 // run keeps the stream until ctx ends, reconnecting (and counting it) when
 // the server drops it. gotFull is called once, at the first full map.
-func (n *simNode) run(ctx context.Context, conn *controlbase.Conn, gotFull func()) {
+func (n *simNode) run(ctx context.Context, conn *noiseconn.Conn, gotFull func()) {
 	first, dialNow := true, conn == nil
 	for ctx.Err() == nil {
 		if conn == nil {
@@ -342,7 +342,7 @@ func (n *simNode) run(ctx context.Context, conn *controlbase.Conn, gotFull func(
 	}
 }
 
-func (n *simNode) stream(conn *controlbase.Conn, gotFull func()) error {
+func (n *simNode) stream(conn *noiseconn.Conn, gotFull func()) error {
 	cr := &countReader{r: conn}
 	var s state
 	b := n.b

@@ -20,6 +20,7 @@ import (
 
 	"warren/internal/control/server"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 )
 
@@ -148,7 +149,7 @@ func registerAll(ctx context.Context, st *store.Store, authKey string, o serveOp
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				pub := nodeKey(o.seed, i).PublicKey().String()
+				pub := pubkey.Node{PublicKey: nodeKey(o.seed, i).PublicKey()}
 				ep := []string{netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 41641).String()}
 				if _, err := st.RegisterNode(ctx, authKey, pub, fmt.Sprintf("node-%d", i), store.RegisterOptions{Endpoints: ep}); err != nil {
 					select {

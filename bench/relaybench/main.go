@@ -31,7 +31,9 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/relay"
+	"warren/internal/relay/relayserver"
 )
 
 func key(i int) noise.PrivateKey {
@@ -60,7 +62,7 @@ func main() {
 // runServer serves an unlimited relay on a free loopback port, prints
 // "ready URL" and runs until stdin closes.
 func runServer() error {
-	srv, err := relay.NewServer(relay.Options{Key: key(0), Allowed: func(noise.PublicKey) bool { return true },
+	srv, err := relayserver.NewServer(relayserver.Options{Key: key(0), Allowed: func(noise.PublicKey) bool { return true },
 		Rate: -1, QueuePackets: 1024, QueueBytes: 4 << 20})
 	if err != nil {
 		return err
@@ -127,7 +129,7 @@ func run(pairs, size int, dur time.Duration) error {
 	url := strings.TrimSpace(strings.TrimPrefix(line, "ready "))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	relayKey := key(0).PublicKey()
+	relayKey := pubkey.Relay{PublicKey: key(0).PublicKey()}
 
 	var delivered atomic.Int64
 	var senders, receivers []*relay.Conn

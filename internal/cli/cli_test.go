@@ -58,14 +58,14 @@ func TestKeyCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pub bytes.Buffer
-	if pubkey(nil, strings.NewReader(priv+"\n"), &pub, &errb) != 0 {
+	if pubkeyFrom(nil, strings.NewReader(priv+"\n"), &pub, &errb) != 0 {
 		t.Fatal(errb.String())
 	}
 	if strings.TrimSpace(pub.String()) != k.PublicKey().String() {
 		t.Fatal("pubkey mismatch")
 	}
 	errb.Reset()
-	if pubkey(nil, strings.NewReader("not a key\n"), &pub, &errb) != 1 || !strings.Contains(errb.String(), "invalid private key") {
+	if pubkeyFrom(nil, strings.NewReader("not a key\n"), &pub, &errb) != 1 || !strings.Contains(errb.String(), "invalid private key") {
 		t.Fatalf("bad key accepted: %q", errb.String())
 	}
 }

@@ -26,10 +26,10 @@ func runGenkey(args []string, stdout, stderr io.Writer) int {
 }
 
 func runPubkey(args []string, stdout, stderr io.Writer) int {
-	return pubkey(args, os.Stdin, stdout, stderr)
+	return pubkeyFrom(args, os.Stdin, stdout, stderr)
 }
 
-func pubkey(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func pubkeyFrom(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) != 0 {
 		fmt.Fprintln(stderr, "warren pubkey: takes no arguments (the private key is read from stdin)")
 		return 2

@@ -12,7 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"warren/internal/dnsname"
 	"warren/internal/localapi"
+	"warren/internal/routeprefix"
 )
 
 func init() {
@@ -166,14 +168,11 @@ func parseRouteList(s string) ([]netip.Prefix, error) {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
 		}
-		p, err := netip.ParsePrefix(f)
+		p, err := routeprefix.Parse(f)
 		if err != nil {
-			return nil, fmt.Errorf("%q is not a CIDR prefix (like 192.168.1.0/24)", f)
+			return nil, err
 		}
-		if p != p.Masked() {
-			return nil, fmt.Errorf("%s has host bits set (did you mean %s?)", p, p.Masked())
-		}
-		if p.Bits() == 0 {
+		if routeprefix.IsExit(p) {
 			return nil, fmt.Errorf("%s: use --advertise-exit-node to offer default routes", p)
 		}
 		out = append(out, p)
@@ -265,7 +264,7 @@ func runIP(args []string, stdout, stderr io.Writer) int {
 
 // findPeer looks a peer up by name, DNS name, address or key.
 func findPeer(st *localapi.Status, q string) (*localapi.PeerStatus, error) {
-	ql := strings.TrimSuffix(strings.ToLower(q), ".")
+	ql := dnsname.Normalize(q)
 	for i := range st.Peers {
 		p := &st.Peers[i]
 		if p.Name == ql || p.DNSName == ql || p.PublicKey == q {

@@ -18,7 +18,9 @@ import (
 
 	"warren/internal/httpguard"
 	"warren/internal/metrics"
+	"warren/internal/metrics/servermetrics"
 	"warren/internal/relay"
+	"warren/internal/relay/relayserver"
 	"warren/internal/stun"
 )
 
@@ -60,9 +62,9 @@ func relayFlags(stderr io.Writer) (*flag.FlagSet, *relayConfig) {
 	fs.StringVar(&c.apiKey, "api-key", "", "an admin API key wapi_... instead of --relay-key: works, but over-privileged (default $"+envAPIKey+")")
 	fs.BoolVar(&c.insecure, "insecure", false, "send the key over plain http to a remote (not loopback) server")
 	fs.DurationVar(&c.poll, "poll", 5*time.Second, "how often to fetch the node list")
-	fs.Int64Var(&c.rate, "rate", relay.DefaultRate, "bytes per second one node may send (0: unlimited)")
-	fs.Int64Var(&c.burst, "burst", relay.DefaultBurst, "bytes one node may send in a burst")
-	fs.IntVar(&c.queue, "queue", relay.DefaultQueuePackets, "packets queued towards one node before new ones are dropped")
+	fs.Int64Var(&c.rate, "rate", relayserver.DefaultRate, "bytes per second one node may send (0: unlimited)")
+	fs.Int64Var(&c.burst, "burst", relayserver.DefaultBurst, "bytes one node may send in a burst")
+	fs.IntVar(&c.queue, "queue", relayserver.DefaultQueuePackets, "packets queued towards one node before new ones are dropped")
 	fs.StringVar(&c.allowedHosts, "allowed-hosts", "", "comma-separated host names nodes reach this relay by (its name in the relay map; IP addresses, localhost, the TLS certificate's names and the machine's host name are always served); requests for other names are refused (DNS rebinding protection)")
 	fs.StringVar(&c.maxConns, "max-conns-per-ip", "", fmt.Sprintf("concurrent connections accepted from one source address (default %d; 0: no cap)", httpguard.DefaultPerSource))
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)")
@@ -175,7 +177,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "warren relay: warning: --api-key is a full admin key; the relay needs only a read-only relay key ('warren server apikey create --scope relay', then --relay-key)")
 		cred = c.apiKey
 	}
-	poller := &relay.AdminPoller{ServerURL: c.server, APIKey: cred, Interval: c.poll,
+	poller := &relayserver.AdminPoller{ServerURL: c.server, APIKey: cred, Interval: c.poll,
 		HTTPClient: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirects}, Logf: logger.Logf}
 	// Fail fast on a wrong server or key; later failures keep the last list.
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -188,7 +190,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	if rate == 0 {
 		rate = -1
 	}
-	rs, err := relay.NewServer(relay.Options{Key: key, Allowed: poller.Allowed, Rate: rate, Burst: c.burst,
+	rs, err := relayserver.NewServer(relayserver.Options{Key: key, Allowed: poller.Allowed, Rate: rate, Burst: c.burst,
 		QueuePackets: c.queue, Logf: logger.Logf})
 	if err != nil {
 		return fail("%v", err)
@@ -199,7 +201,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	go poller.Run(rctx)
 	hosts := listenerHosts(c.listen, "", c.tlsCert, c.allowedHosts)
 	if c.metricsListen != "" {
-		if _, err := metrics.Serve(rctx, c.metricsListen, metrics.Registry(metrics.Relay{R: rs}), logger.Logger, hosts...); err != nil {
+		if _, err := metrics.Serve(rctx, c.metricsListen, metrics.Registry(servermetrics.Relay{R: rs}), logger.Logger, hosts...); err != nil {
 			return fail("--metrics-listen: %v", err)
 		}
 	}
@@ -263,12 +265,12 @@ func runRelayKey(args []string, stdout, stderr io.Writer) int {
 // store on mux (`warren server --relay`) and starts a STUN responder when
 // stunListen is set (returning its address). The returned function closes
 // the relay's sessions.
-func embeddedRelay(ctx context.Context, mux *http.ServeMux, opts relay.Options, stunListen string) (func(), net.Addr, *relay.Server, error) {
+func embeddedRelay(ctx context.Context, mux *http.ServeMux, opts relayserver.Options, stunListen string) (func(), net.Addr, *relayserver.Server, error) {
 	closeFn := func() {}
-	var rs *relay.Server
+	var rs *relayserver.Server
 	if opts.Allowed != nil {
 		var err error
-		if rs, err = relay.NewServer(opts); err != nil {
+		if rs, err = relayserver.NewServer(opts); err != nil {
 			return nil, nil, nil, err
 		}
 		mux.Handle(relay.Path, rs)

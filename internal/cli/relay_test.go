@@ -13,6 +13,7 @@ import (
 
 	"warren/internal/control/client"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/relay"
 	"warren/internal/stun"
 )
@@ -152,7 +153,7 @@ func TestRelayEndToEnd(t *testing.T) {
 	}
 	join := func() noise.PrivateKey {
 		nk, _ := noise.GeneratePrivateKey()
-		cl, err := client.New(client.Config{ServerURL: ts.url, ServerKey: spub, NodeKey: nk, Logf: t.Logf})
+		cl, err := client.New(client.Config{ServerURL: ts.url, ServerKey: pubkey.Server{PublicKey: spub}, NodeKey: nk, Logf: t.Logf})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,7 +169,7 @@ func TestRelayEndToEnd(t *testing.T) {
 	dial := func(url string, rk noise.PublicKey, k noise.PrivateKey) (*relay.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return relay.Dial(ctx, url, rk, k, relay.DialOptions{})
+		return relay.Dial(ctx, url, pubkey.Relay{PublicKey: rk}, k, relay.DialOptions{})
 	}
 
 	// Embedded: the server's own URL and key.

@@ -24,6 +24,7 @@ import (
 	"warren/internal/metrics"
 	"warren/internal/noise"
 	"warren/internal/relay"
+	"warren/internal/relay/relayserver"
 	"warren/internal/store"
 )
 
@@ -423,9 +424,9 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	defer st.Close()
 	logger := newServiceLog(stderr, "server", false)
 	mux := http.NewServeMux()
-	ropts := relay.Options{Key: key, Logf: logger.Logf}
+	ropts := relayserver.Options{Key: key, Logf: logger.Logf}
 	if c.Relay {
-		ropts.Allowed = relay.StoreAllowed(st, 5*time.Second)
+		ropts.Allowed = relayserver.StoreAllowed(st, 5*time.Second)
 	}
 	closeRelay, stunAddr, rs, err := embeddedRelay(ctx, mux, ropts, c.STUNListen)
 	if err != nil {

@@ -10,9 +10,12 @@ import (
 
 	"warren/internal/control/server"
 	"warren/internal/metrics"
+	"warren/internal/metrics/servermetrics"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/relay"
+	"warren/internal/relay/relayserver"
 )
 
 // embeddedRegionID is the relay map ID of the relay `warren server --relay`
@@ -40,7 +43,7 @@ func (c serverConfig) relayRegions(serverKey noise.PublicKey, stunAddr net.Addr)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
 			return nil, fmt.Errorf("--public-url %q is not http(s)://HOST[:PORT]", pub)
 		}
-		r := netmap.RelayRegion{ID: embeddedRegionID, Code: "home", URL: pub, Key: serverKey}
+		r := netmap.RelayRegion{ID: embeddedRegionID, Code: "home", URL: pub, Key: pubkey.Relay{PublicKey: serverKey}}
 		if ua, ok := stunAddr.(*net.UDPAddr); ok {
 			r.STUN = net.JoinHostPort(u.Hostname(), strconv.Itoa(ua.Port))
 		}
@@ -64,10 +67,10 @@ func (c serverConfig) relayRegions(serverKey noise.PublicKey, stunAddr net.Addr)
 
 // serverCollectors is the server's metrics registry: the control server's,
 // and the embedded relay's when there is one.
-func serverCollectors(srv *server.Server, rs *relay.Server) *prometheus.Registry {
-	cs := []prometheus.Collector{metrics.Server{S: srv}}
+func serverCollectors(srv *server.Server, rs *relayserver.Server) *prometheus.Registry {
+	cs := []prometheus.Collector{servermetrics.Server{S: srv}}
 	if rs != nil {
-		cs = append(cs, metrics.Relay{R: rs})
+		cs = append(cs, servermetrics.Relay{R: rs})
 	}
 	return metrics.Registry(cs...)
 }

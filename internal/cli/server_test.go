@@ -27,6 +27,7 @@ import (
 	"warren/internal/control/admin"
 	"warren/internal/control/client"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 )
 
@@ -190,7 +191,7 @@ func TestServerAndAdminEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	nk, _ := noise.GeneratePrivateKey()
-	cl, err := client.New(client.Config{ServerURL: ts.url, ServerKey: pub, NodeKey: nk, Logf: t.Logf})
+	cl, err := client.New(client.Config{ServerURL: ts.url, ServerKey: pubkey.Server{PublicKey: pub}, NodeKey: nk, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}

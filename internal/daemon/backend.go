@@ -14,12 +14,13 @@ import (
 	"time"
 
 	"warren/internal/control/client"
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/localapi"
 	"warren/internal/magicsock"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 	"warren/internal/uapi"
 )
 
@@ -116,7 +117,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		serverKey = k
 	default:
 		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		k, err := controlbase.FetchKey(fctx, serverURL)
+		k, err := noiseconn.FetchKey(fctx, serverURL)
 		cancel()
 		if err != nil {
 			return nil, err
@@ -127,7 +128,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		}
 	}
 
-	cc, err := client.New(client.Config{ServerURL: serverURL, ServerKey: serverKey, NodeKey: d.key})
+	cc, err := client.New(client.Config{ServerURL: serverURL, ServerKey: pubkey.Server{PublicKey: serverKey}, NodeKey: d.key})
 	if err != nil {
 		return nil, err
 	}
@@ -314,8 +315,8 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pinned server key: %w", err)
 	}
-	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: sk, NodeKey: key,
-		DiscoKey: d.eng.DiscoPublic(),
+	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: pubkey.Server{PublicKey: sk}, NodeKey: key,
+		DiscoKey: pubkey.Disco{PublicKey: d.eng.DiscoPublic()},
 		MapPath:  d.mapPath(), Logf: d.controlLog,
 		Control: d.router.SocketControl, Routes: d.advertisedLocked(),
 		MinBackoff: d.backoff / 10, MaxBackoff: d.backoff})

@@ -16,6 +16,7 @@ import (
 	"warren/internal/netmap"
 	"warren/internal/nettest"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // The daemon's in-process tests: a real Daemon with a fake engine and a
@@ -156,8 +157,12 @@ func joinPeer(t *testing.T, cs *controltest.Server, hostname string, routes ...n
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(client.Config{ServerURL: cs.URL(), ServerKey: cs.Key.PublicKey(), NodeKey: k,
-		DiscoKey: k.PublicKey(), Routes: routes, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+	dk, err := noise.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(client.Config{ServerURL: cs.URL(), ServerKey: pubkey.Server{PublicKey: cs.Key.PublicKey()}, NodeKey: k,
+		DiscoKey: pubkey.Disco{PublicKey: dk.PublicKey()}, Routes: routes, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 		Logf: func(f string, a ...any) { t.Logf("peer "+hostname+": "+f, a...) }})
 	if err != nil {
 		t.Fatal(err)

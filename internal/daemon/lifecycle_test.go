@@ -10,6 +10,7 @@ import (
 
 	"warren/internal/localapi"
 	"warren/internal/netmap"
+	"warren/internal/pubkey"
 )
 
 func TestRoutesAndDNS(t *testing.T) {
@@ -138,7 +139,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	td.waitState(localapi.StateNeedsLogin)
-	if _, err := cs.Store.GetNodeByKey(context.Background(), second.String()); err == nil {
+	if _, err := cs.Store.GetNodeByKey(context.Background(), pubkey.Node{PublicKey: second}); err == nil {
 		t.Error("logout: the server still has the node")
 	}
 	if td.key() == second || td.eng.privateKey().PublicKey() != td.key() {

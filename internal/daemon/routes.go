@@ -12,7 +12,7 @@ import (
 	"warren/internal/localapi"
 	"warren/internal/netmap"
 	"warren/internal/noise"
-	"warren/internal/store"
+	"warren/internal/routeprefix"
 )
 
 // Subnet routes and exit nodes, on the node (see docs/ROUTES.md).
@@ -31,7 +31,7 @@ import (
 // use, MagicDNS forwards what it does not answer itself to the exit
 // node's resolver, which answers on its tunnel addresses.
 
-var exitRoutes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+var exitRoutes = routeprefix.Exit()
 
 // exitBlockedHelp ends the health line of an exit node that cannot be
 // used.
@@ -70,7 +70,7 @@ func (d *Daemon) advertisedLocked() []netip.Prefix {
 	if d.prefs.AdvertiseExitNode {
 		out = append(out, exitRoutes...)
 	}
-	store.SortPrefixes(out)
+	routeprefix.Sort(out)
 	return slices.Compact(out)
 }
 
@@ -175,7 +175,7 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 func (d *Daemon) peerRoutesLocked(p *netmap.Node) []netip.Prefix {
 	var out []netip.Prefix
 	for _, r := range p.Routes {
-		if netmap.IsExitRoute(r) {
+		if routeprefix.IsExit(r) {
 			if p.Key == d.routes.exit {
 				out = append(out, r)
 			}
@@ -338,11 +338,11 @@ func (d *Daemon) SetRoutePrefs(ctx context.Context, p localapi.RoutePrefs) (*loc
 func (d *Daemon) setRoutePrefsLocked(p localapi.RoutePrefs) (_ *localapi.RouteStatus, report func(), _ error) {
 	next := d.prefs
 	if p.AdvertiseRoutes != nil {
-		rs, err := store.NormRoutes(*p.AdvertiseRoutes)
+		rs, err := routeprefix.Normalize(*p.AdvertiseRoutes)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--advertise-routes: %s", strings.TrimPrefix(err.Error(), store.ErrInvalid.Error()+": "))
+			return nil, nil, fmt.Errorf("--advertise-routes: %v", err)
 		}
-		if slices.ContainsFunc(rs, netmap.IsExitRoute) {
+		if slices.ContainsFunc(rs, routeprefix.IsExit) {
 			return nil, nil, errors.New("--advertise-routes: use --advertise-exit-node to offer 0.0.0.0/0 and ::/0")
 		}
 		next.AdvertiseRoutes = rs

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 
+	"warren/internal/dnsname"
 	"warren/internal/netmap"
 )
 
@@ -145,7 +146,7 @@ func ParseRecord(s string) (Record, error) {
 // configuration (zone membership, CNAME exclusivity).
 func ValidateRecord(r Record) error {
 	where := fmt.Sprintf("dns: record %q %s", r.Name, r.Type)
-	if err := checkOwner(r.Name); err != nil {
+	if err := dnsname.CheckOwner(r.Name); err != nil {
 		return fmt.Errorf("%s: %v", where, err)
 	}
 	// The bounds of custom records are the control protocol's (netmap),
@@ -162,7 +163,7 @@ func ValidateRecord(r Record) error {
 		if r.Data != "" {
 			return fmt.Errorf("%s: both data %q and node %q given", where, r.Data, r.Node)
 		}
-		if !netmap.IsDNSLabel(r.Node) {
+		if !dnsname.IsLabel(r.Node) {
 			return fmt.Errorf("%s: node %q is not a node name", where, r.Node)
 		}
 		return nil
@@ -181,7 +182,7 @@ func ValidateRecord(r Record) error {
 			return fmt.Errorf("%s: %q is not an %s address", where, r.Data, fam)
 		}
 	case TypeCNAME:
-		if err := checkName(r.Data); err != nil {
+		if err := dnsname.Check(r.Data); err != nil {
 			return fmt.Errorf("%s: target: %v", where, err)
 		}
 	case TypeTXT:
@@ -199,7 +200,7 @@ func ValidateRecord(r Record) error {
 			}
 		}
 		if f[3] != "." {
-			if err := checkName(f[3]); err != nil {
+			if err := dnsname.Check(f[3]); err != nil {
 				return fmt.Errorf("%s: target: %v", where, err)
 			}
 		}
@@ -211,7 +212,7 @@ func ValidateRecord(r Record) error {
 		if _, err := strconv.ParseUint(f[0], 10, 16); err != nil {
 			return fmt.Errorf("%s: preference %q is not a number 0-65535", where, f[0])
 		}
-		if err := checkName(f[1]); err != nil {
+		if err := dnsname.Check(f[1]); err != nil {
 			return fmt.Errorf("%s: host: %v", where, err)
 		}
 	default:
@@ -251,7 +252,7 @@ func checkResolver(ap netip.AddrPort) error {
 // problem on one line.
 func (c *Config) Validate() error {
 	if c.Domain != "" {
-		if err := checkName(c.Domain); err != nil {
+		if err := dnsname.Check(c.Domain); err != nil {
 			return fmt.Errorf("dns: domain: %v", err)
 		}
 	}
@@ -260,7 +261,7 @@ func (c *Config) Validate() error {
 	}
 	owner := map[netip.Addr]string{}
 	for _, name := range sortedKeys(c.Nodes) {
-		if !netmap.IsDNSLabel(name) {
+		if !dnsname.IsLabel(name) {
 			return fmt.Errorf("dns: node %q: name is not a lower-case DNS label", name)
 		}
 		for _, a := range c.Nodes[name] {
@@ -278,7 +279,7 @@ func (c *Config) Validate() error {
 		zones[canon(c.Domain)] = true
 	}
 	for _, z := range c.Zones {
-		if err := checkName(z); err != nil {
+		if err := dnsname.Check(z); err != nil {
 			return fmt.Errorf("dns: zone %q: %v", z, err)
 		}
 		if zones[canon(z)] {
@@ -320,7 +321,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	for _, d := range sortedKeys(c.SplitDNS) {
-		if err := checkName(d); err != nil {
+		if err := dnsname.Check(d); err != nil {
 			return fmt.Errorf("dns: split DNS domain %q: %v", d, err)
 		}
 		if zones[canon(d)] {
@@ -341,7 +342,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	for _, d := range c.SearchDomains {
-		if err := checkName(d); err != nil {
+		if err := dnsname.Check(d); err != nil {
 			return fmt.Errorf("dns: search domain %q: %v", d, err)
 		}
 	}
@@ -387,49 +388,6 @@ func FromNetmap(nm *netmap.NetworkMap, custom Config) Config {
 // canon returns the lower-case fully qualified form of a name.
 func canon(s string) string {
 	return strings.ToLower(strings.TrimSuffix(s, ".")) + "."
-}
-
-// checkName accepts a DNS name of 1-63 byte labels of letters, digits,
-// '-' and '_' (no label starting or ending with '-'), at most 253 bytes,
-// with an optional trailing dot.
-func checkName(s string) error {
-	s = strings.TrimSuffix(s, ".")
-	if s == "" {
-		return errors.New("empty name")
-	}
-	if len(s) > 253 {
-		return fmt.Errorf("name of %d bytes is too long", len(s))
-	}
-	for l := range strings.SplitSeq(s, ".") {
-		if err := checkLabel(l); err != nil {
-			return fmt.Errorf("%q: %v", s, err)
-		}
-	}
-	return nil
-}
-
-func checkLabel(l string) error {
-	if l == "" || len(l) > 63 {
-		return errors.New("empty or over-long label")
-	}
-	if l[0] == '-' || l[len(l)-1] == '-' {
-		return fmt.Errorf("label %q starts or ends with '-'", l)
-	}
-	for i := 0; i < len(l); i++ {
-		c := l[i] | 0x20
-		if !(c >= 'a' && c <= 'z' || l[i] >= '0' && l[i] <= '9' || l[i] == '-' || l[i] == '_') {
-			return fmt.Errorf("label %q has a character other than letters, digits, '-' and '_'", l)
-		}
-	}
-	return nil
-}
-
-// checkOwner is checkName allowing a leading "*" label.
-func checkOwner(s string) error {
-	if rest, ok := strings.CutPrefix(s, "*."); ok {
-		s = rest
-	}
-	return checkName(s)
 }
 
 // zoneOf returns the longest zone (canonical) that contains name, or "".

@@ -11,7 +11,7 @@ import (
 
 // Timeouts of a public listener. A connection an HTTP upgrade hijacked
 // (the control protocol, relay sessions) keeps none of them: the upgrade
-// (package controlbase) clears its deadlines once the handshake is done.
+// (package noiseconn) clears its deadlines once the handshake is done.
 type Timeouts struct {
 	// ReadHeader bounds reading a request's headers.
 	ReadHeader time.Duration

@@ -15,7 +15,9 @@ import (
 	"warren/internal/device"
 	"warren/internal/magicsock"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/relay"
+	"warren/internal/relay/relayserver"
 	"warren/internal/stun"
 	"warren/internal/tun/tuntest"
 	"warren/internal/uapi"
@@ -162,7 +164,7 @@ func TestForgedProbesIgnored(t *testing.T) {
 // relayEnv is a real relay server on loopback vouching for every key.
 func relayEnv(t *testing.T) (url string, key noise.PublicKey) {
 	k := genKey(t)
-	srv, err := relay.NewServer(relay.Options{Key: k, Allowed: func(noise.PublicKey) bool { return true }})
+	srv, err := relayserver.NewServer(relayserver.Options{Key: k, Allowed: func(noise.PublicKey) bool { return true }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +174,7 @@ func relayEnv(t *testing.T) (url string, key noise.PublicKey) {
 }
 
 func (n *node) useRelay(t *testing.T, url string, key noise.PublicKey) {
-	c := relay.NewClient(url, key, n.key, relay.ClientOptions{Receive: n.ms.ReceiveRelayed})
+	c := relay.NewClient(url, pubkey.Relay{PublicKey: key}, n.key, relay.ClientOptions{Receive: n.ms.ReceiveRelayed})
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -1,8 +1,8 @@
 // Package metrics exposes Warren's counters to Prometheus. Its collectors
-// read the counters the node agent, the coordination server and the relay
-// already keep (device.Stats and PeerStats, the path layer's paths and
-// stats, the UDP transport's batch counts, server.Stats, relay.Stats) at
-// scrape time: nothing on the data plane increments a metric, so a node
+// read the counters the node agent already keeps (device.Stats and
+// PeerStats, the path layer's paths and stats, the UDP transport's batch
+// counts) at scrape time (the coordination server's and the relay's are in
+// package servermetrics, so a node links no server code): nothing on the data plane increments a metric, so a node
 // nobody scrapes pays nothing. The package also owns the /metrics HTTP
 // listener (loopback unless told otherwise) that `warren daemon`, `warren
 // server` and `warren relay` start with --metrics-listen.
@@ -117,7 +117,7 @@ func Serve(ctx context.Context, addr string, g prometheus.Gatherer, log *slog.Lo
 	return ln.Addr(), nil
 }
 
-// desc is shorthand for a metric description.
-func desc(name, help string, labels ...string) *prometheus.Desc {
+// Desc is shorthand for a metric description without constant labels.
+func Desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(name, help, labels, nil)
 }

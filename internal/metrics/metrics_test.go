@@ -12,30 +12,24 @@ import (
 	"warren/internal/device"
 	"warren/internal/magicsock"
 	"warren/internal/noise"
-	"warren/internal/relay"
 	"warren/internal/tun/tuntest"
 	"warren/internal/udp"
 )
 
-// TestNodeAndRelay gathers a node's and a relay's collectors through a
-// pedantic registry (every metric matches its description) and serves them
-// over HTTP on loopback.
-func TestNodeAndRelay(t *testing.T) {
+// TestNode gathers a node's collectors through a pedantic registry (every
+// metric matches its description) and serves them over HTTP on loopback.
+// The server's and relay's are tested in package servermetrics.
+func TestNode(t *testing.T) {
 	tr := udp.New()
 	priv, _ := noise.GeneratePrivateKey()
 	ms := magicsock.New(tr, magicsock.Options{NodeKey: priv.PublicKey(), DiscoKey: priv})
 	dev := device.New(tuntest.New(1420), ms, device.Options{})
 	defer dev.Close()
 	dev.Stats.DropReplay.Add(3)
-	rs, err := relay.NewServer(relay.Options{Key: priv, Allowed: func(noise.PublicKey) bool { return false }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
 	unknown, _ := noise.GeneratePrivateKey()
 	reg := Registry(&Node{Device: dev, Paths: ms, UDP: tr,
 		Peers:          func() []Peer { return []Peer{{Key: unknown.PublicKey(), Name: "gone"}} },
-		CaptureDropped: func() uint64 { return 7 }}, Relay{R: rs})
+		CaptureDropped: func() uint64 { return 7 }})
 	var b bytes.Buffer
 	if err := WriteText(&b, reg); err != nil {
 		t.Fatal(err)
@@ -46,8 +40,7 @@ func TestNodeAndRelay(t *testing.T) {
 		`warren_drops_total{reason="bad_mac"} 0`, `warren_drops_total{reason="no_route"} 0`,
 		`warren_drops_total{reason="no_session"} 0`, `warren_drops_total{reason="queue_full"} 0`,
 		`warren_queue_depth{queue="handshake"} 0`, `warren_capture_dropped_total 7`,
-		`warren_udp_messages_total{dir="tx"} 0`, `warren_relay_clients 0`,
-		`warren_relay_server_drops_total{reason="no_peer"} 0`, "go_goroutines",
+		`warren_udp_messages_total{dir="tx"} 0`, "go_goroutines",
 	} {
 		if !strings.Contains(text, want+"\n") && !strings.Contains(text, want) {
 			t.Errorf("metrics lack %q", want)

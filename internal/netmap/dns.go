@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"warren/internal/dnsname"
 )
 
 // DNSRecord is one custom record the server pushes to every node, answered
@@ -51,51 +53,15 @@ const (
 // Equal reports whether two records are the same.
 func (r DNSRecord) Equal(o DNSRecord) bool { return r == o }
 
-// isRecordLabel accepts a DNS label that may also contain '_' (service
-// labels), in lower case.
-func isRecordLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
-// IsRecordName reports whether s may name a custom record: labels as in
-// isRecordLabel, at most 253 bytes, the first label optionally "*".
-func IsRecordName(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	labels := strings.Split(s, ".")
-	if len(labels) < 2 {
-		return false
-	}
-	for i, l := range labels {
-		if i == 0 && l == "*" {
-			continue
-		}
-		if !isRecordLabel(l) {
-			return false
-		}
-	}
-	return true
-}
-
 // isTarget accepts a target host name (CNAME, SRV, MX): a record name
 // without wildcard, or "." for "no service".
 func isTarget(s string) bool {
-	return s == "." || (IsRecordName(s) && !strings.HasPrefix(s, "*."))
+	return s == "." || dnsname.IsDomain(s)
 }
 
 // Validate checks one record and returns an error naming the problem.
 func (r DNSRecord) Validate() error {
-	if !IsRecordName(r.Name) {
+	if !dnsname.IsRecordName(r.Name) {
 		return fmt.Errorf("record name %q is not a lower-case DNS name with at least two labels (a leading \"*.\" is allowed)", r.Name)
 	}
 	if !slices.Contains(RecordTypes, r.Type) {
@@ -108,7 +74,7 @@ func (r DNSRecord) Validate() error {
 	switch r.Type {
 	case "A", "AAAA":
 		if name, ok := strings.CutPrefix(v, NodeRefPrefix); ok {
-			if !IsDNSLabel(name) {
+			if !dnsname.IsLabel(name) {
 				return fmt.Errorf("%s value %q: node name %q is not a DNS label", r.Type, v, name)
 			}
 			return nil
@@ -155,7 +121,7 @@ func (c DNSConfig) validate() error {
 		}
 	}
 	for _, d := range c.SearchDomains {
-		if !IsDNSName(d) {
+		if !dnsname.IsName(d) {
 			return fmt.Errorf("%w: search domain %q is not a DNS name", ErrInvalid, d)
 		}
 	}
@@ -165,7 +131,7 @@ func (c DNSConfig) validate() error {
 		}
 	}
 	for _, z := range c.Zones {
-		if !IsRecordName(z) || strings.HasPrefix(z, "*.") {
+		if !dnsname.IsDomain(z) {
 			return fmt.Errorf("%w: zone %q is not a DNS name", ErrInvalid, z)
 		}
 	}
@@ -179,7 +145,7 @@ func (c DNSConfig) validate() error {
 
 // Validate checks a split-DNS route.
 func (rt DNSRoute) Validate() error {
-	if !IsRecordName(rt.Domain) || strings.HasPrefix(rt.Domain, "*.") {
+	if !dnsname.IsDomain(rt.Domain) {
 		return fmt.Errorf("split-DNS domain %q is not a DNS name", rt.Domain)
 	}
 	if len(rt.Resolvers) == 0 || len(rt.Resolvers) > maxRouteResolv {

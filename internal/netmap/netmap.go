@@ -21,10 +21,11 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
+	"warren/internal/dnsname"
 	"warren/internal/noise"
+	"warren/internal/routeprefix"
 )
 
 // ProtocolVersion is the version of the netmap wire format. It changes
@@ -77,11 +78,8 @@ type Node struct {
 	Routes []netip.Prefix
 }
 
-// IsExitRoute reports whether p is a default route (0.0.0.0/0 or ::/0).
-func IsExitRoute(p netip.Prefix) bool { return p.IsValid() && p.Bits() == 0 }
-
 // IsExitNode reports whether the node offers a default route.
-func (n *Node) IsExitNode() bool { return slices.ContainsFunc(n.Routes, IsExitRoute) }
+func (n *Node) IsExitNode() bool { return slices.ContainsFunc(n.Routes, routeprefix.IsExit) }
 
 // Errors returned by Validate, Apply and Load wrap one of these.
 var (
@@ -260,7 +258,7 @@ func (m *NetworkMap) Validate() error {
 			return err
 		}
 	}
-	if m.Domain != "" && !IsDNSName(m.Domain) {
+	if m.Domain != "" && !dnsname.IsName(m.Domain) {
 		return fmt.Errorf("%w: domain %q is not a DNS name", ErrInvalid, m.Domain)
 	}
 	if err := m.DNS.validate(); err != nil {
@@ -279,7 +277,7 @@ func (n *Node) validate() error {
 	if n.ID == 0 {
 		return errors.New("id 0")
 	}
-	if !IsDNSLabel(n.Name) {
+	if !dnsname.IsLabel(n.Name) {
 		return fmt.Errorf("name %q is not a DNS label", n.Name)
 	}
 	if n.Key.IsZero() {
@@ -301,8 +299,8 @@ func (n *Node) validate() error {
 		}
 	}
 	for _, p := range n.Routes {
-		if !p.IsValid() || p != p.Masked() || p.Addr().Zone() != "" {
-			return fmt.Errorf("route %s is not a canonical prefix", p)
+		if err := routeprefix.Check(p); err != nil {
+			return err
 		}
 	}
 	for _, e := range n.Endpoints {
@@ -316,33 +314,4 @@ func (n *Node) validate() error {
 		}
 	}
 	return nil
-}
-
-// IsDNSLabel reports whether s is a lower-case DNS label: 1 to 63 bytes of
-// [a-z0-9-], not starting or ending with '-'.
-func IsDNSLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// IsDNSName reports whether s is a dot-separated sequence of DNS labels of
-// at most 253 bytes (no trailing dot).
-func IsDNSName(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	for l := range strings.SplitSeq(s, ".") {
-		if !IsDNSLabel(l) {
-			return false
-		}
-	}
-	return true
 }

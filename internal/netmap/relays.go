@@ -5,17 +5,17 @@ import (
 	"net/url"
 	"slices"
 
-	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // RelayRegion is one packet relay the server offers its nodes (package
 // relay): where it is, the key it proves, and its STUN responder.
 type RelayRegion struct {
-	ID   int             `json:"id"`             // unique, positive
-	Code string          `json:"code"`           // short name, e.g. "fra"
-	URL  string          `json:"url"`            // http(s)://HOST[:PORT]
-	Key  noise.PublicKey `json:"key"`            // the relay's static key
-	STUN string          `json:"stun,omitempty"` // HOST:PORT of its STUN responder
+	ID   int          `json:"id"`             // unique, positive
+	Code string       `json:"code"`           // short name, e.g. "fra"
+	URL  string       `json:"url"`            // http(s)://HOST[:PORT]
+	Key  pubkey.Relay `json:"key"`            // the relay's static key
+	STUN string       `json:"stun,omitempty"` // HOST:PORT of its STUN responder
 }
 
 func relaysEqual(a, b []RelayRegion) bool { return slices.Equal(a, b) }

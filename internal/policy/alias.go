@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"warren/internal/filter"
+	"warren/internal/tagname"
 )
 
 type aliasKind int
@@ -37,21 +38,6 @@ type rule struct {
 	src    []alias
 	dst    []dstEntry
 	protos []int
-}
-
-// ValidTag reports whether s is "tag:" followed by letters, digits and
-// dashes.
-func ValidTag(s string) bool {
-	name, ok := strings.CutPrefix(s, "tag:")
-	if !ok || name == "" || len(s) > 64 {
-		return false
-	}
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // userName returns the user an alias with an "@" names.
@@ -187,8 +173,8 @@ func (p *Policy) validate() error {
 		}
 	}
 	for _, t := range sortedKeys(p.TagOwners) {
-		if !ValidTag(t) {
-			return p.errPath(ptr("tagOwners", t), "invalid tag %q (tag: then letters, digits and dashes)", t)
+		if err := tagname.Check(t); err != nil {
+			return p.errPath(ptr("tagOwners", t), "%v", err)
 		}
 		for i, o := range p.TagOwners[t] {
 			if strings.HasPrefix(o, "group:") {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"warren/internal/filter"
+	"warren/internal/routeprefix"
 )
 
 // Node is what the policy needs to know about a node.
@@ -23,7 +24,7 @@ type Node struct {
 
 // exitNode reports whether n offers a default route.
 func (n *Node) exitNode() bool {
-	return slices.ContainsFunc(n.Routes, func(p netip.Prefix) bool { return p.Bits() == 0 })
+	return slices.ContainsFunc(n.Routes, routeprefix.IsExit)
 }
 
 // subnets are n's routes other than the default routes.
@@ -80,7 +81,7 @@ func internetPrefixes() []netip.Prefix {
 		"172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4"} {
 		excl = append(excl, netip.MustParsePrefix(s))
 	}
-	out := subtract(netip.MustParsePrefix("0.0.0.0/0"), excl)
+	out := subtract(routeprefix.ExitV4, excl)
 	return append(out, netip.MustParsePrefix("2000::/3"))
 }
 
@@ -108,15 +109,10 @@ func (p *Policy) inGroup(group, user string) bool {
 	return slices.ContainsFunc(p.Groups[group], func(m string) bool { u, _ := userName(m); return u == user })
 }
 
-var anyPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+var anyPrefixes = routeprefix.Exit()
 
 func sortPrefixes(ps []netip.Prefix) []netip.Prefix {
-	slices.SortFunc(ps, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	})
+	routeprefix.Sort(ps)
 	return slices.Compact(ps)
 }
 

@@ -175,14 +175,6 @@ func TestCompile(t *testing.T) {
 	}
 }
 
-func TestValidTag(t *testing.T) {
-	for s, want := range map[string]bool{"tag:db": true, "tag:web-1": true, "tag:": false, "db": false, "tag:a_b": false, "tag:a:b": false} {
-		if ValidTag(s) != want {
-			t.Errorf("ValidTag(%q) = %v", s, !want)
-		}
-	}
-}
-
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(example))
 	f.Add([]byte(`{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}`))

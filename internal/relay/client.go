@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // ErrNotConnected is returned by Client.Send while no session is up.
@@ -39,7 +40,7 @@ type ClientOptions struct {
 // Client keeps a session to one relay up, reconnecting after failures.
 type Client struct {
 	url      string
-	relayKey noise.PublicKey
+	relayKey pubkey.Relay
 	nodeKey  noise.PrivateKey
 	o        ClientOptions
 
@@ -56,7 +57,7 @@ type Client struct {
 
 // NewClient starts a client for the relay at url with key relayKey,
 // authenticating as nodeKey. It connects in the background; Close stops it.
-func NewClient(url string, relayKey noise.PublicKey, nodeKey noise.PrivateKey, o ClientOptions) *Client {
+func NewClient(url string, relayKey pubkey.Relay, nodeKey noise.PrivateKey, o ClientOptions) *Client {
 	if o.MinBackoff <= 0 {
 		o.MinBackoff = 250 * time.Millisecond
 	}

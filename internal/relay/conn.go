@@ -12,8 +12,9 @@ import (
 	"syscall"
 	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 )
 
 // DialOptions are the optional parts of Dial.
@@ -23,7 +24,7 @@ type DialOptions struct {
 	// NO_PROXY. nil: connect directly.
 	Proxy func(*http.Request) (*url.URL, error)
 	// Control, if set, is called on the TCP socket before it connects
-	// (see controlbase.DialOptions.Control).
+	// (see noiseconn.DialOptions.Control).
 	Control func(network, address string, c syscall.RawConn) error
 }
 
@@ -62,7 +63,7 @@ type Message struct {
 // Send and Ping may be called concurrently with each other and with Recv;
 // Recv from one goroutine at a time.
 type Conn struct {
-	c    *controlbase.Conn
+	c    *noiseconn.Conn
 	br   *bufio.Reader
 	rbuf []byte
 	info ServerInfo
@@ -75,24 +76,24 @@ type Conn struct {
 // appended), checking the relay's key and proving nodeKey. It returns
 // once the relay has accepted the session; an unvouched key fails with an
 // error wrapping ErrNotVouched. ctx bounds dialling only.
-func Dial(ctx context.Context, relayURL string, relayKey noise.PublicKey, nodeKey noise.PrivateKey, o DialOptions) (*Conn, error) {
+func Dial(ctx context.Context, relayURL string, relayKey pubkey.Relay, nodeKey noise.PrivateKey, o DialOptions) (*Conn, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, controlbase.DefaultHandshakeTimeout)
+		ctx, cancel = context.WithTimeout(ctx, noiseconn.DefaultHandshakeTimeout)
 		defer cancel()
 	}
-	cc, err := controlbase.DialWith(ctx, controlbase.DialOptions{Protocol: RelayProtocol, Proxy: o.Proxy, Control: o.Control}, relayURL, relayKey, nodeKey)
+	cc, err := noiseconn.DialWith(ctx, noiseconn.DialOptions{Protocol: RelayProtocol, Proxy: o.Proxy, Control: o.Control}, relayURL, relayKey.PublicKey, nodeKey)
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	c := &Conn{c: cc, br: bufio.NewReaderSize(cc, controlbase.MaxPlaintext), rbuf: make([]byte, initialReadBuf)}
+	c := &Conn{c: cc, br: bufio.NewReaderSize(cc, noiseconn.MaxPlaintext), rbuf: make([]byte, InitialReadBuf)}
 	// The first frame is the relay's info, sent once the session is routable.
 	dl, _ := ctx.Deadline()
 	cc.SetReadDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { cc.SetReadDeadline(time.Unix(1, 0)) })
-	typ, p, err := readFrame(c.br, &c.rbuf)
+	typ, p, err := ReadFrame(c.br, &c.rbuf)
 	stop()
-	if err == nil && (typ != frameInfo || len(p) < 20) {
+	if err == nil && (typ != FrameInfo || len(p) < 20) {
 		err = errors.New("relay: first frame is not the relay's info")
 	}
 	if err != nil {
@@ -112,7 +113,7 @@ func Dial(ctx context.Context, relayURL string, relayKey noise.PublicKey, nodeKe
 func (c *Conn) Info() ServerInfo { return c.info }
 
 // RelayKey is the relay's authenticated key.
-func (c *Conn) RelayKey() noise.PublicKey { return c.c.Peer() }
+func (c *Conn) RelayKey() pubkey.Relay { return pubkey.Relay{PublicKey: c.c.Peer()} }
 
 // Send asks the relay to deliver pkt to the node dst. Delivery is best
 // effort, like UDP. A packet larger than MaxPacketSize is refused here.
@@ -122,7 +123,7 @@ func (c *Conn) Send(dst noise.PublicKey, pkt []byte) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf = appendHeader(c.wbuf[:0], frameSend, KeyLen+len(pkt))
+	c.wbuf = AppendFrameHeader(c.wbuf[:0], FrameSend, KeyLen+len(pkt))
 	c.wbuf = append(append(c.wbuf, dst[:]...), pkt...)
 	return c.write(c.wbuf)
 }
@@ -131,7 +132,7 @@ func (c *Conn) Send(dst noise.PublicKey, pkt []byte) error {
 func (c *Conn) Ping(data [8]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf = append(appendHeader(c.wbuf[:0], framePing, 8), data[:]...)
+	c.wbuf = append(AppendFrameHeader(c.wbuf[:0], FramePing, 8), data[:]...)
 	return c.write(c.wbuf)
 }
 
@@ -140,7 +141,7 @@ func (c *Conn) Ping(data [8]byte) error {
 func (c *Conn) write(b []byte) error {
 	c.c.SetWriteDeadline(time.Now().Add(DefaultWriteTimeout))
 	_, err := c.c.Write(b)
-	if cap(c.wbuf) > 4*controlbase.MaxPlaintext {
+	if cap(c.wbuf) > 4*noiseconn.MaxPlaintext {
 		c.wbuf = nil // do not keep a 64 KiB buffer for small packets
 	}
 	return err
@@ -151,17 +152,17 @@ func (c *Conn) write(b []byte) error {
 // deadline, the Conn is unusable: close it.
 func (c *Conn) Recv() (Message, error) {
 	for {
-		typ, p, err := readFrame(c.br, &c.rbuf)
+		typ, p, err := ReadFrame(c.br, &c.rbuf)
 		if err != nil {
 			return Message{}, err
 		}
 		switch typ {
-		case frameRecv, framePeerGone:
-			k, rest, ok := splitKey(p)
+		case FrameRecv, FramePeerGone:
+			k, rest, ok := SplitKey(p)
 			if !ok {
 				return Message{}, errors.New("relay: short frame from relay")
 			}
-			if typ == frameRecv {
+			if typ == FrameRecv {
 				return Message{Type: MsgPacket, Peer: k, Data: rest}, nil
 			}
 			m := Message{Type: MsgPeerGone, Peer: k}
@@ -169,11 +170,11 @@ func (c *Conn) Recv() (Message, error) {
 				m.Reason = rest[0]
 			}
 			return m, nil
-		case framePong:
+		case FramePong:
 			return Message{Type: MsgPong, Data: p}, nil
-		case frameKeepAlive:
+		case FrameKeepAlive:
 			return Message{Type: MsgKeepAlive}, nil
-		case frameClosing:
+		case FrameClosing:
 			m := Message{Type: MsgClosing}
 			if len(p) > 0 {
 				m.Reason = p[0]

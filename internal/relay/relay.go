@@ -1,14 +1,13 @@
-// Package relay owns Warren's packet relay: a server that forwards
-// already-encrypted WireGuard packets between nodes addressed by node
-// public key, for when no direct UDP path works (UDP blocked, hard NAT,
-// only an HTTP proxy out), and the client nodes use to reach it. It also
-// owns the relay map types the coordination server hands to nodes, and the
-// two ways a relay learns which nodes the coordination server vouches for
-// (the store, when embedded in `warren server`; the admin API, when
-// standalone).
+// Package relay owns Warren's packet relay protocol and its client: how a
+// node reaches a relay that forwards already-encrypted WireGuard packets
+// between nodes addressed by node public key, for when no direct UDP path
+// works (UDP blocked, hard NAT, only an HTTP proxy out). It also owns the
+// relay map types the coordination server hands to nodes. The server side
+// (forwarding, queues, limits, vouching) is package relayserver; a node
+// links only this package.
 //
 // A node connects with an HTTP/1.1 Upgrade to Path and runs a Noise IK
-// session (package controlbase, Protocol RelayProtocol) in which it proves
+// session (package noiseconn, Protocol RelayProtocol) in which it proves
 // its node key and checks the relay's pinned key; the relay refuses keys
 // its Allowed function does not vouch for (HTTP 401, before the upgrade).
 // TLS is used for https:// relay URLs and HTTP proxies are crossed with
@@ -21,10 +20,6 @@
 // notice (at most once a second per destination) so the sender can fall
 // back, and both sides keep the connection alive with pings. A relayed
 // packet is at most MaxPacketSize bytes; a larger frame closes the client.
-// Each client has a bounded queue towards it (the newest packet is dropped
-// when full, so a slow receiver stalls only itself), a token-bucket limit
-// on the bytes it sends, and at most MaxClientsPerKey sessions per key
-// (the newest wins).
 package relay
 
 import (
@@ -33,9 +28,11 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 )
 
 const (
@@ -47,17 +44,22 @@ const (
 	KeyLen = 32
 	// DefaultSTUNPort is where relays answer STUN by default.
 	DefaultSTUNPort = 3478
+	// DefaultKeepAlive is how often a relay sends a keepalive unless its
+	// first frame says otherwise.
+	DefaultKeepAlive = 30 * time.Second
+	// DefaultWriteTimeout bounds the write of one frame, either way.
+	DefaultWriteTimeout = 10 * time.Second
 )
 
-// RelayProtocol is the controlbase protocol of relay sessions: another
+// RelayProtocol is the noiseconn protocol of relay sessions: another
 // path, Upgrade token and Noise prologue than the control protocol, so a
 // relay session can never be mistaken for a control session or the
 // reverse, even on a server that speaks both with the same key.
-var RelayProtocol = controlbase.Protocol{Path: Path, UpgradeToken: "warren-relay-v1", Name: "warren relay v1"}
+var RelayProtocol = noiseconn.Protocol{Path: Path, UpgradeToken: "warren-relay-v1", Name: "warren relay v1"}
 
 // ErrNotVouched is wrapped by Dial's error when the relay does not accept
 // the node key (the coordination server does not know it, or it expired).
-var ErrNotVouched = controlbase.ErrNotAuthorized
+var ErrNotVouched = noiseconn.ErrNotAuthorized
 
 // Map is the set of relays the coordination server offers nodes. It is
 // plain JSON.
@@ -84,12 +86,12 @@ type Region struct {
 }
 
 // Key parses the region's public key.
-func (r Region) Key() (noise.PublicKey, error) {
+func (r Region) Key() (pubkey.Relay, error) {
 	k, err := noise.ParsePublicKey(r.PublicKey)
 	if err != nil || k.IsZero() || k.IsLowOrder() {
-		return noise.PublicKey{}, fmt.Errorf("relay region %d: invalid public key %q", r.ID, r.PublicKey)
+		return pubkey.Relay{}, fmt.Errorf("relay region %d: invalid public key %q", r.ID, r.PublicKey)
 	}
-	return k, nil
+	return pubkey.Relay{PublicKey: k}, nil
 }
 
 // Validate checks the map: unique positive IDs, http(s) URLs, valid keys.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"testing"
+
+	"warren/internal/pubkey"
 )
 
 // TestDiscoKeyHeldOnce: a disco key another node holds is refused with
@@ -17,27 +19,27 @@ func TestDiscoKeyHeldOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:v", "victim", RegisterOptions{}))
-		m := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:m", "rogue", RegisterOptions{}))
-		if err := s.SetDiscoKey(ctx, v.ID, "disco:v"); err != nil {
+		v := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("nodekey:v"), "victim", RegisterOptions{}))
+		m := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("nodekey:m"), "rogue", RegisterOptions{}))
+		if err := s.SetDiscoKey(ctx, v.ID, discoKeyOf("disco:v")); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.SetDiscoKey(ctx, m.ID, "disco:v"); !errors.Is(err, ErrConflict) {
+		if err := s.SetDiscoKey(ctx, m.ID, discoKeyOf("disco:v")); !errors.Is(err, ErrConflict) {
 			t.Fatalf("another node's disco key: %v, want ErrConflict", err)
 		}
-		if err := s.SetDiscoKey(ctx, v.ID, "disco:v"); err != nil {
+		if err := s.SetDiscoKey(ctx, v.ID, discoKeyOf("disco:v")); err != nil {
 			t.Fatalf("the holder reporting its key again: %v", err)
 		}
 		for _, id := range []int64{v.ID, m.ID} {
-			if err := s.SetDiscoKey(ctx, id, ""); err != nil {
+			if err := s.SetDiscoKey(ctx, id, pubkey.Disco{}); err != nil {
 				t.Fatalf("no disco key: %v", err)
 			}
 		}
-		if err := s.SetDiscoKey(ctx, 9999, "disco:x"); !errors.Is(err, ErrNotFound) {
+		if err := s.SetDiscoKey(ctx, 9999, discoKeyOf("disco:x")); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("missing node: %v", err)
 		}
-		got := must[*Node](t)(s.GetNodeByKey(ctx, "nodekey:m"))
-		if got.DiscoKey != "" {
+		got := must[*Node](t)(s.GetNodeByKey(ctx, nodeKeyOf("nodekey:m")))
+		if !got.DiscoKey.IsZero() {
 			t.Fatalf("rogue's disco key %q", got.DiscoKey)
 		}
 	})

@@ -6,16 +6,26 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
-	"warren/internal/netmap"
+	"warren/internal/dnsname"
 )
+
+// DNSRecordData is what a custom DNS record says. It has the fields of
+// the control protocol's netmap.DNSRecord, which control/admin validates
+// it as before storing and control/server converts it to; the store checks
+// only the name (package dnsname), so it needs no protocol package.
+type DNSRecordData struct {
+	Name  string // lower case, no trailing dot; the first label may be "*"
+	Type  string // A, AAAA, CNAME, TXT, SRV or MX
+	TTL   uint32 // seconds
+	Value string
+}
 
 // DNSRecord is a stored custom DNS record.
 type DNSRecord struct {
 	ID      int64
-	Record  netmap.DNSRecord
+	Record  DNSRecordData
 	Created time.Time
 }
 
@@ -26,19 +36,35 @@ type DNSZone struct {
 	Created time.Time
 }
 
+// DNSRouteData is a split-DNS route: the resolvers for a domain. It has
+// the fields of netmap.DNSRoute; as for records, control/admin validates
+// it and the store checks only the domain name.
+type DNSRouteData struct {
+	Domain    string
+	Resolvers []netip.AddrPort
+}
+
 // DNSRoute is a stored split-DNS route.
 type DNSRoute struct {
 	ID      int64
-	Route   netmap.DNSRoute
+	Route   DNSRouteData
 	Created time.Time
+}
+
+// DNSConfig is the custom DNS data every node gets: records sorted by
+// name, type and value, zones sorted, routes sorted by domain.
+type DNSConfig struct {
+	Records []DNSRecordData
+	Zones   []string
+	Routes  []DNSRouteData
 }
 
 // AddDNSRecord validates and stores a record. A CNAME may not share its name
 // with any other record (and no record may be added beside a CNAME);
 // ErrConflict for a duplicate.
-func (s *Store) AddDNSRecord(ctx context.Context, r netmap.DNSRecord) (*DNSRecord, error) {
-	if err := r.Validate(); err != nil {
-		return nil, fmt.Errorf("add DNS record: %w: %v", ErrInvalid, err)
+func (s *Store) AddDNSRecord(ctx context.Context, r DNSRecordData) (*DNSRecord, error) {
+	if !dnsname.IsRecordName(r.Name) {
+		return nil, fmt.Errorf("add DNS record: %w: record name %q is not a lower-case DNS name with at least two labels", ErrInvalid, r.Name)
 	}
 	out := &DNSRecord{Record: r, Created: s.now()}
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
@@ -85,8 +111,8 @@ func (s *Store) DeleteDNSRecord(ctx context.Context, id int64) error {
 
 // AddDNSZone adds a custom zone.
 func (s *Store) AddDNSZone(ctx context.Context, name string) (*DNSZone, error) {
-	name = strings.TrimSuffix(strings.ToLower(name), ".")
-	if !netmap.IsRecordName(name) || strings.HasPrefix(name, "*.") {
+	name = dnsname.Normalize(name)
+	if !dnsname.IsDomain(name) {
 		return nil, fmt.Errorf("add DNS zone: %w: %q is not a DNS name with at least two labels", ErrInvalid, name)
 	}
 	z := &DNSZone{Name: name, Created: s.now()}
@@ -119,14 +145,14 @@ func (s *Store) ListDNSZones(ctx context.Context) ([]*DNSZone, error) {
 
 // DeleteDNSZone removes a zone by name.
 func (s *Store) DeleteDNSZone(ctx context.Context, name string) error {
-	return s.exec(ctx, "delete DNS zone", "DELETE FROM dns_zones WHERE name = ?", strings.TrimSuffix(strings.ToLower(name), "."))
+	return s.exec(ctx, "delete DNS zone", "DELETE FROM dns_zones WHERE name = ?", dnsname.Normalize(name))
 }
 
 // SetDNSRoute adds or replaces the split-DNS route for a domain.
-func (s *Store) SetDNSRoute(ctx context.Context, rt netmap.DNSRoute) (*DNSRoute, error) {
-	rt.Domain = strings.TrimSuffix(strings.ToLower(rt.Domain), ".")
-	if err := rt.Validate(); err != nil {
-		return nil, fmt.Errorf("set DNS route: %w: %v", ErrInvalid, err)
+func (s *Store) SetDNSRoute(ctx context.Context, rt DNSRouteData) (*DNSRoute, error) {
+	rt.Domain = dnsname.Normalize(rt.Domain)
+	if !dnsname.IsDomain(rt.Domain) {
+		return nil, fmt.Errorf("set DNS route: %w: split-DNS domain %q is not a DNS name", ErrInvalid, rt.Domain)
 	}
 	res, err := json.Marshal(rt.Resolvers)
 	if err != nil {
@@ -173,12 +199,12 @@ func (s *Store) ListDNSRoutes(ctx context.Context) ([]*DNSRoute, error) {
 
 // DeleteDNSRoute removes the split-DNS route for a domain.
 func (s *Store) DeleteDNSRoute(ctx context.Context, domain string) error {
-	return s.exec(ctx, "delete DNS route", "DELETE FROM dns_routes WHERE domain = ?", strings.TrimSuffix(strings.ToLower(domain), "."))
+	return s.exec(ctx, "delete DNS route", "DELETE FROM dns_routes WHERE domain = ?", dnsname.Normalize(domain))
 }
 
 // DNSConfig assembles the custom records, zones and routes every node gets.
-func (s *Store) DNSConfig(ctx context.Context) (netmap.DNSConfig, error) {
-	var c netmap.DNSConfig
+func (s *Store) DNSConfig(ctx context.Context) (DNSConfig, error) {
+	var c DNSConfig
 	recs, err := s.ListDNSRecords(ctx)
 	if err != nil {
 		return c, err

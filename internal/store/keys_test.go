@@ -24,16 +24,16 @@ func TestReregisterKeyRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := must[*Node](t)(s.RegisterNode(ctx, once, "nodekey:e", "e", RegisterOptions{}))
+		n := must[*Node](t)(s.RegisterNode(ctx, once, nodeKeyOf("nodekey:e"), "e", RegisterOptions{}))
 		// A retry with the same key while the node is live: the same node.
-		if again, err := s.RegisterNode(ctx, once, "nodekey:e", "e", RegisterOptions{}); err != nil || again.ID != n.ID {
+		if again, err := s.RegisterNode(ctx, once, nodeKeyOf("nodekey:e"), "e", RegisterOptions{}); err != nil || again.ID != n.ID {
 			t.Fatalf("retry with the joining key: %+v, %v", again, err)
 		}
 		// The admin expires it: the used one-off key no longer brings it back.
 		if err := s.SetNodeExpiry(ctx, n.ID, now.Add(-time.Second)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.RegisterNode(ctx, once, "nodekey:e", "e", RegisterOptions{}); !errors.Is(err, ErrAuthKeyUsed) {
+		if _, err := s.RegisterNode(ctx, once, nodeKeyOf("nodekey:e"), "e", RegisterOptions{}); !errors.Is(err, ErrAuthKeyUsed) {
 			t.Fatalf("expired node with its used one-off key: %v", err)
 		}
 		if got := must[*Node](t)(s.GetNode(ctx, n.ID)); !got.Expiry.Equal(now.Add(-time.Second)) {
@@ -44,7 +44,7 @@ func TestReregisterKeyRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.RegisterNode(ctx, late, "nodekey:e", "e", RegisterOptions{}); !errors.Is(err, ErrAuthKeyExpired) {
+		if _, err := s.RegisterNode(ctx, late, nodeKeyOf("nodekey:e"), "e", RegisterOptions{}); !errors.Is(err, ErrAuthKeyExpired) {
 			t.Fatalf("expired node with an expired key: %v", err)
 		}
 		// A fresh one-off key does, is consumed, and the expiry is the
@@ -53,7 +53,7 @@ func TestReregisterKeyRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		back := must[*Node](t)(s.RegisterNode(ctx, fresh, "nodekey:e", "e", RegisterOptions{Expiry: now.Add(time.Hour)}))
+		back := must[*Node](t)(s.RegisterNode(ctx, fresh, nodeKeyOf("nodekey:e"), "e", RegisterOptions{Expiry: now.Add(time.Hour)}))
 		if back.ID != n.ID || back.IPv4 != n.IPv4 || !back.Expiry.Equal(now.Add(time.Hour)) || back.AuthKeyID != freshKey.ID {
 			t.Fatalf("came back as %+v", back)
 		}
@@ -63,19 +63,19 @@ func TestReregisterKeyRules(t *testing.T) {
 		if k := authKeyByID(t, s, u.ID, freshKey.ID); k.UsedCount != 1 {
 			t.Fatalf("fresh key used %d times", k.UsedCount)
 		}
-		if _, err := s.RegisterNode(ctx, fresh, "nodekey:other", "o", RegisterOptions{}); !errors.Is(err, ErrAuthKeyUsed) {
+		if _, err := s.RegisterNode(ctx, fresh, nodeKeyOf("nodekey:other"), "o", RegisterOptions{}); !errors.Is(err, ErrAuthKeyUsed) {
 			t.Fatalf("the consumed key registers another node: %v", err)
 		}
 		// Live (expiry in the future): another used one-off key is refused,
 		// and the expiry stays what it is.
-		if _, err := s.RegisterNode(ctx, once, "nodekey:e", "e", RegisterOptions{}); !errors.Is(err, ErrAuthKeyUsed) {
+		if _, err := s.RegisterNode(ctx, once, nodeKeyOf("nodekey:e"), "e", RegisterOptions{}); !errors.Is(err, ErrAuthKeyUsed) {
 			t.Fatalf("live node with another used one-off key: %v", err)
 		}
 		reuse, reuseKey, err := s.CreatePreAuthKey(ctx, u.ID, PreAuthKeyOptions{Reusable: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := must[*Node](t)(s.RegisterNode(ctx, reuse, "nodekey:e", "e", RegisterOptions{})); !got.Expiry.Equal(now.Add(time.Hour)) {
+		if got := must[*Node](t)(s.RegisterNode(ctx, reuse, nodeKeyOf("nodekey:e"), "e", RegisterOptions{})); !got.Expiry.Equal(now.Add(time.Hour)) {
 			t.Fatalf("live node's expiry reset by a re-registration: %v", got.Expiry)
 		}
 		if k := authKeyByID(t, s, u.ID, reuseKey.ID); k.UsedCount != 1 {

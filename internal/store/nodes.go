@@ -11,25 +11,28 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"warren/internal/dnsname"
+	"warren/internal/pubkey"
 )
 
 // Node is a registered machine.
 type Node struct {
 	ID        int64
 	UserID    int64
-	AuthKeyID int64 // 0 if the key was deleted
-	NodeKey   string
-	Hostname  string     // as reported by the node
-	Name      string     // unique DNS label derived from Hostname
-	IPv4      netip.Addr // unique, from the IPv4 prefix
-	IPv6      netip.Addr // unique, from the IPv6 prefix
+	AuthKeyID int64       // 0 if the key was deleted
+	NodeKey   pubkey.Node // zero if the stored text is not a key (such a node is in no map)
+	Hostname  string      // as reported by the node
+	Name      string      // unique DNS label derived from Hostname
+	IPv4      netip.Addr  // unique, from the IPv4 prefix
+	IPv6      netip.Addr  // unique, from the IPv6 prefix
 	Endpoints []string
 	LastSeen  time.Time
 	Online    bool
 	Expiry    time.Time // zero: never
 	Ephemeral bool
 	Created   time.Time
-	DiscoKey  string // the node's path-probe public key, as reported; "" if none
+	DiscoKey  pubkey.Disco // the node's path-probe public key, as reported; zero if none (or unusable)
 	// Tags come from the auth key the node (last) registered with; a
 	// tagged node is owned by its tags, not its user (package policy).
 	Tags []string
@@ -53,10 +56,15 @@ func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	var akid, seen, exp sql.NullInt64
 	var v4, v6, eps string
 	var created int64
-	var tags, adv, appr string
-	if err := sc.Scan(&n.ID, &n.UserID, &akid, &n.NodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &n.DiscoKey, &tags, &adv, &appr); err != nil {
+	var tags, adv, appr, nodeKey, discoKey string
+	if err := sc.Scan(&n.ID, &n.UserID, &akid, &nodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &discoKey, &tags, &adv, &appr); err != nil {
 		return nil, err
 	}
+	// Keys are parsed once, here. A key that does not parse (written by
+	// hand, or by an old version) leaves the zero key: the node is listed
+	// but put in no network map, and a disco key is simply absent.
+	n.NodeKey, _ = pubkey.ParseNode(nodeKey)
+	n.DiscoKey, _ = pubkey.ParseDisco(discoKey)
 	n.AdvertisedRoutes, n.ApprovedRoutes = splitRoutes(adv), splitRoutes(appr)
 	n.Tags = splitTags(tags)
 	n.AuthKeyID = akid.Int64
@@ -90,8 +98,9 @@ func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 //     another key must be usable, and is consumed.
 //
 // Either way the node takes the key's tags and keeps its name and addresses.
-func (s *Store) RegisterNode(ctx context.Context, authKey, nodeKey, hostname string, o RegisterOptions) (*Node, error) {
-	if nodeKey == "" || len(nodeKey) > 512 {
+func (s *Store) RegisterNode(ctx context.Context, authKey string, key pubkey.Node, hostname string, o RegisterOptions) (*Node, error) {
+	nodeKey := key.String()
+	if key.IsZero() {
 		return nil, fmt.Errorf("register node: %w: node key", ErrInvalid)
 	}
 	eps, err := json.Marshal(nonNil(o.Endpoints))
@@ -133,7 +142,7 @@ func (s *Store) RegisterNode(ctx context.Context, authKey, nodeKey, hostname str
 		if err != nil {
 			return err
 		}
-		n = &Node{UserID: k.UserID, AuthKeyID: k.ID, NodeKey: nodeKey, Hostname: hostname, Name: name, IPv4: v4, IPv6: v6,
+		n = &Node{UserID: k.UserID, AuthKeyID: k.ID, NodeKey: key, Hostname: hostname, Name: name, IPv4: v4, IPv6: v6,
 			Endpoints: nonNil(o.Endpoints), Expiry: o.Expiry, Ephemeral: k.Ephemeral, Created: now, Tags: k.Tags}
 		return tx.QueryRowContext(ctx, s.q(`INSERT INTO nodes (user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6,
 			endpoints, online, expires_at, ephemeral, created_at, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, FALSE, ?, ?, ?, ?) RETURNING id`),
@@ -196,30 +205,6 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// DNSLabel turns a hostname into a DNS-safe label: lower case, runs of
-// anything but [a-z0-9] become one '-', no leading/trailing '-', at most 63
-// bytes; "node" if nothing is left.
-func DNSLabel(hostname string) string {
-	var b strings.Builder
-	dash := false
-	for _, c := range strings.ToLower(hostname) {
-		if (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') {
-			if dash && b.Len() > 0 {
-				b.WriteByte('-')
-			}
-			dash = false
-			b.WriteRune(c)
-		} else {
-			dash = true
-		}
-	}
-	l := strings.TrimRight(truncate(b.String(), 63), "-")
-	if l == "" {
-		return "node"
-	}
-	return l
-}
-
 func truncate(s string, n int) string {
 	if len(s) > n {
 		return s[:n]
@@ -230,7 +215,7 @@ func truncate(s string, n int) string {
 // uniqueName derives a name from hostname not used by any node other than
 // self: the label itself, else label-1, label-2, ... (shortened to fit 63).
 func (s *Store) uniqueName(ctx context.Context, tx *sql.Tx, hostname string, self int64) (string, error) {
-	base := DNSLabel(hostname)
+	base := dnsname.FromHostname(hostname)
 	taken := map[string]bool{}
 	rows, err := tx.QueryContext(ctx, s.q("SELECT name FROM nodes WHERE id <> ? AND (name = ? OR name LIKE ?)"), self, base, truncate(base, 52)+"%")
 	if err != nil {
@@ -307,8 +292,8 @@ func (s *Store) GetNode(ctx context.Context, id int64) (*Node, error) {
 }
 
 // GetNodeByKey returns a node by its public key.
-func (s *Store) GetNodeByKey(ctx context.Context, nodeKey string) (*Node, error) {
-	n, err := scanNode(s.db.QueryRowContext(ctx, s.q("SELECT "+nodeCols+" FROM nodes WHERE node_key = ?"), nodeKey))
+func (s *Store) GetNodeByKey(ctx context.Context, key pubkey.Node) (*Node, error) {
+	n, err := scanNode(s.db.QueryRowContext(ctx, s.q("SELECT "+nodeCols+" FROM nodes WHERE node_key = ?"), key.String()))
 	return n, wrap("get node", err)
 }
 
@@ -342,10 +327,8 @@ func (s *Store) UpdateEndpoints(ctx context.Context, id int64, endpoints []strin
 // SetDiscoKey records the path-probe key a node reported; ErrConflict if
 // another node holds it (its probes and answers would be taken for that
 // node's). The check and the write are one statement.
-func (s *Store) SetDiscoKey(ctx context.Context, id int64, key string) error {
-	if len(key) > 512 {
-		return fmt.Errorf("set disco key: %w", ErrInvalid)
-	}
+func (s *Store) SetDiscoKey(ctx context.Context, id int64, disco pubkey.Disco) error {
+	key := disco.Text()
 	err := s.exec(ctx, "set disco key", "UPDATE nodes SET disco_key = ? WHERE id = ? AND (? = '' OR NOT EXISTS "+
 		"(SELECT 1 FROM nodes AS other WHERE other.disco_key = ? AND other.id <> ?))", key, id, key, key, id)
 	if errors.Is(err, ErrNotFound) && key != "" {
@@ -371,7 +354,7 @@ func (s *Store) SetNodeExpiry(ctx context.Context, id int64, expiry time.Time) e
 // RenameNode gives a node a new name; ErrInvalid unless name is already a
 // DNS label, ErrConflict if another node has it.
 func (s *Store) RenameNode(ctx context.Context, id int64, name string) error {
-	if name == "" || DNSLabel(name) != name {
+	if !dnsname.IsCanonicalNodeName(name) {
 		return fmt.Errorf("rename node: %w: %q is not a DNS label", ErrInvalid, name)
 	}
 	return s.exec(ctx, "rename node", "UPDATE nodes SET name = ? WHERE id = ?", name, id)
@@ -379,11 +362,11 @@ func (s *Store) RenameNode(ctx context.Context, id int64, name string) error {
 
 // RotateNodeKey replaces a node's key, keeping its ID, name and addresses;
 // ErrNodeKeyInUse if another node has newKey, ErrNotFound if id is gone.
-func (s *Store) RotateNodeKey(ctx context.Context, id int64, newKey string) error {
-	if newKey == "" || len(newKey) > 512 {
+func (s *Store) RotateNodeKey(ctx context.Context, id int64, newKey pubkey.Node) error {
+	if newKey.IsZero() {
 		return fmt.Errorf("rotate node key: %w: node key", ErrInvalid)
 	}
-	err := s.exec(ctx, "rotate node key", "UPDATE nodes SET node_key = ? WHERE id = ?", newKey, id)
+	err := s.exec(ctx, "rotate node key", "UPDATE nodes SET node_key = ? WHERE id = ?", newKey.String(), id)
 	if errors.Is(err, ErrConflict) {
 		return fmt.Errorf("rotate node key: %w", ErrNodeKeyInUse)
 	}

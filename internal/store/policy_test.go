@@ -55,7 +55,7 @@ func TestTags(t *testing.T) {
 		if len(keys) != 1 || !slices.Equal(keys[0].Tags, k.Tags) {
 			t.Fatalf("listed %+v", keys[0])
 		}
-		n := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey-1", "db1", RegisterOptions{}))
+		n := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("nodekey-1"), "db1", RegisterOptions{}))
 		if !slices.Equal(n.Tags, k.Tags) {
 			t.Fatalf("registered node tags %q", n.Tags)
 		}
@@ -67,11 +67,11 @@ func TestTags(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n2 := must[*Node](t)(s.RegisterNode(ctx, plain, "nodekey-2", "laptop", RegisterOptions{}))
+		n2 := must[*Node](t)(s.RegisterNode(ctx, plain, nodeKeyOf("nodekey-2"), "laptop", RegisterOptions{}))
 		if n2.Tags != nil {
 			t.Fatalf("untagged node has %q", n2.Tags)
 		}
-		must[*Node](t)(s.RegisterNode(ctx, plain, "nodekey-1", "db1", RegisterOptions{}))
+		must[*Node](t)(s.RegisterNode(ctx, plain, nodeKeyOf("nodekey-1"), "db1", RegisterOptions{}))
 		if got := must[*Node](t)(s.GetNode(ctx, n.ID)); got.Tags != nil {
 			t.Fatalf("re-registered node keeps %q", got.Tags)
 		}

@@ -7,10 +7,12 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"warren/internal/routeprefix"
 )
 
 // MaxRoutes bounds the advertised or approved routes of one node.
-const MaxRoutes = 64
+const MaxRoutes = routeprefix.Max
 
 // Routes. A node advertises prefixes it can route (its subnets, or
 // 0.0.0.0/0 and ::/0 for an exit node); an admin approves prefixes per
@@ -18,38 +20,14 @@ const MaxRoutes = 64
 // not advertise (yet) is allowed: it is a pre-approval that takes effect
 // when the node advertises it, and it stays listed as approved either way.
 
-// NormRoutes checks prefixes (valid, canonical: no host bits set, no zone,
-// no IPv4-mapped IPv6) and returns them sorted without duplicates; nil for
-// none.
-func NormRoutes(routes []netip.Prefix) ([]netip.Prefix, error) {
-	if len(routes) == 0 {
-		return nil, nil
+// normRoutes checks prefixes (package routeprefix) and returns them
+// sorted without duplicates; nil for none.
+func normRoutes(routes []netip.Prefix) ([]netip.Prefix, error) {
+	out, err := routeprefix.Normalize(routes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if len(routes) > MaxRoutes {
-		return nil, fmt.Errorf("%w: at most %d routes", ErrInvalid, MaxRoutes)
-	}
-	out := make([]netip.Prefix, 0, len(routes))
-	for _, p := range routes {
-		if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() {
-			return nil, fmt.Errorf("%w: route %s is not a valid prefix", ErrInvalid, p)
-		}
-		if p != p.Masked() {
-			return nil, fmt.Errorf("%w: route %s has host bits set (did you mean %s?)", ErrInvalid, p, p.Masked())
-		}
-		out = append(out, p)
-	}
-	SortPrefixes(out)
-	return slices.Compact(out), nil
-}
-
-// SortPrefixes sorts by address, then length.
-func SortPrefixes(ps []netip.Prefix) {
-	slices.SortFunc(ps, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	})
+	return out, nil
 }
 
 func joinRoutes(ps []netip.Prefix) string {
@@ -87,7 +65,7 @@ func (n *Node) EnabledRoutes() []netip.Prefix {
 
 // SetAdvertisedRoutes records the routes a node advertises.
 func (s *Store) SetAdvertisedRoutes(ctx context.Context, id int64, routes []netip.Prefix) error {
-	rs, err := NormRoutes(routes)
+	rs, err := normRoutes(routes)
 	if err != nil {
 		return fmt.Errorf("set advertised routes: %w", err)
 	}
@@ -97,11 +75,11 @@ func (s *Store) SetAdvertisedRoutes(ctx context.Context, id int64, routes []neti
 // ApproveRoutes adds approve to and then removes unapprove from a node's
 // approved routes, in one transaction, and returns the node as stored.
 func (s *Store) ApproveRoutes(ctx context.Context, id int64, approve, unapprove []netip.Prefix) (*Node, error) {
-	add, err := NormRoutes(approve)
+	add, err := normRoutes(approve)
 	if err != nil {
 		return nil, fmt.Errorf("approve routes: %w", err)
 	}
-	del, err := NormRoutes(unapprove)
+	del, err := normRoutes(unapprove)
 	if err != nil {
 		return nil, fmt.Errorf("approve routes: %w", err)
 	}
@@ -113,7 +91,7 @@ func (s *Store) ApproveRoutes(ctx context.Context, id int64, approve, unapprove 
 		}
 		next := append(slices.Clone(cur.ApprovedRoutes), add...)
 		next = slices.DeleteFunc(next, func(p netip.Prefix) bool { return slices.Contains(del, p) })
-		if next, err = NormRoutes(next); err != nil {
+		if next, err = normRoutes(next); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, s.q("UPDATE nodes SET approved_routes = ? WHERE id = ?"), joinRoutes(next), id); err != nil {

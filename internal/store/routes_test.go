@@ -24,7 +24,7 @@ func TestRoutes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey-1", "router", RegisterOptions{}))
+		n := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("nodekey-1"), "router", RegisterOptions{}))
 		if n.AdvertisedRoutes != nil || n.ApprovedRoutes != nil || n.EnabledRoutes() != nil {
 			t.Fatalf("fresh node has routes %+v", n)
 		}

@@ -8,12 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"warren/internal/netmap"
 	"warren/internal/store/storetest"
 )
 
@@ -90,9 +90,9 @@ func TestNodesAndKeys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n1 := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:1", "My Laptop", RegisterOptions{Endpoints: []string{"192.0.2.1:41641"}}))
-		n2 := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:2", "my-laptop", RegisterOptions{}))
-		n3 := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:3", "MY_LAPTOP!", RegisterOptions{}))
+		n1 := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("nodekey:1"), "My Laptop", RegisterOptions{Endpoints: []string{"192.0.2.1:41641"}}))
+		n2 := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("nodekey:2"), "my-laptop", RegisterOptions{}))
+		n3 := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("nodekey:3"), "MY_LAPTOP!", RegisterOptions{}))
 		if n1.Name != "my-laptop" || n2.Name != "my-laptop-1" || n3.Name != "my-laptop-2" {
 			t.Fatalf("names: %q %q %q", n1.Name, n2.Name, n3.Name)
 		}
@@ -103,11 +103,11 @@ func TestNodesAndKeys(t *testing.T) {
 			t.Fatalf("ipv6: %v %v in %v", n1.IPv6, n2.IPv6, s.IPv6Prefix())
 		}
 		// Re-registering the same node key returns the same node.
-		again := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:1", "other", RegisterOptions{}))
+		again := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("nodekey:1"), "other", RegisterOptions{}))
 		if again.ID != n1.ID || again.Name != "my-laptop" || again.IPv4 != n1.IPv4 {
 			t.Fatalf("re-register: %+v", again)
 		}
-		got := must[*Node](t)(s.GetNodeByKey(ctx, "nodekey:1"))
+		got := must[*Node](t)(s.GetNodeByKey(ctx, nodeKeyOf("nodekey:1")))
 		if got.Hostname != "My Laptop" || len(got.Endpoints) != 1 || got.UserID != u.ID || got.AuthKeyID != k.ID || got.Online {
 			t.Fatalf("get by key: %+v", got)
 		}
@@ -140,7 +140,7 @@ func TestNodesAndKeys(t *testing.T) {
 			t.Fatalf("list: %d", len(l))
 		}
 		// The freed name and address go to the next node; held ones never do.
-		n4 := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:4", "my laptop", RegisterOptions{}))
+		n4 := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("nodekey:4"), "my laptop", RegisterOptions{}))
 		if n4.Name != "my-laptop-1" || n4.IPv4 != n2.IPv4 {
 			t.Fatalf("after delete: %q %v", n4.Name, n4.IPv4)
 		}
@@ -152,36 +152,36 @@ func TestNodesAndKeys(t *testing.T) {
 			if bad == key {
 				continue
 			}
-			if _, err := s.RegisterNode(ctx, bad, "nodekey:x", "x", RegisterOptions{}); !errors.Is(err, ErrAuthKeyInvalid) {
+			if _, err := s.RegisterNode(ctx, bad, nodeKeyOf("nodekey:x"), "x", RegisterOptions{}); !errors.Is(err, ErrAuthKeyInvalid) {
 				t.Fatalf("bad key %q: %v", bad, err)
 			}
 		}
 		bob := must[*User](t)(s.CreateUser(ctx, "bob"))
 		bkey, _, _ := s.CreatePreAuthKey(ctx, bob.ID, PreAuthKeyOptions{Ephemeral: true})
-		if _, err := s.RegisterNode(ctx, bkey, "nodekey:1", "steal", RegisterOptions{}); !errors.Is(err, ErrNodeKeyInUse) {
+		if _, err := s.RegisterNode(ctx, bkey, nodeKeyOf("nodekey:1"), "steal", RegisterOptions{}); !errors.Is(err, ErrNodeKeyInUse) {
 			t.Fatalf("foreign node key: %v", err)
 		}
-		eph := must[*Node](t)(s.RegisterNode(ctx, bkey, "nodekey:b", "b", RegisterOptions{}))
+		eph := must[*Node](t)(s.RegisterNode(ctx, bkey, nodeKeyOf("nodekey:b"), "b", RegisterOptions{}))
 		if !eph.Ephemeral || eph.UserID != bob.ID {
 			t.Fatalf("ephemeral: %+v", eph)
 		}
 		// One-off key reuse is refused, with nothing stored.
-		if _, err := s.RegisterNode(ctx, bkey, "nodekey:c", "c", RegisterOptions{}); !errors.Is(err, ErrAuthKeyUsed) {
+		if _, err := s.RegisterNode(ctx, bkey, nodeKeyOf("nodekey:c"), "c", RegisterOptions{}); !errors.Is(err, ErrAuthKeyUsed) {
 			t.Fatalf("one-off reuse: %v", err)
 		}
-		if _, err := s.GetNodeByKey(ctx, "nodekey:c"); !errors.Is(err, ErrNotFound) {
+		if _, err := s.GetNodeByKey(ctx, nodeKeyOf("nodekey:c")); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("refused node stored: %v", err)
 		}
 		// Expiry, by the clock and by hand.
 		now = now.Add(2 * time.Hour)
-		if _, err := s.RegisterNode(ctx, key, "nodekey:5", "late", RegisterOptions{}); !errors.Is(err, ErrAuthKeyExpired) {
+		if _, err := s.RegisterNode(ctx, key, nodeKeyOf("nodekey:5"), "late", RegisterOptions{}); !errors.Is(err, ErrAuthKeyExpired) {
 			t.Fatalf("expired key: %v", err)
 		}
 		k2, pk2, _ := s.CreatePreAuthKey(ctx, u.ID, PreAuthKeyOptions{Reusable: true})
 		if err := s.ExpirePreAuthKey(ctx, pk2.ID); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.RegisterNode(ctx, k2, "nodekey:6", "x", RegisterOptions{}); !errors.Is(err, ErrAuthKeyExpired) {
+		if _, err := s.RegisterNode(ctx, k2, nodeKeyOf("nodekey:6"), "x", RegisterOptions{}); !errors.Is(err, ErrAuthKeyExpired) {
 			t.Fatalf("expired by hand: %v", err)
 		}
 		if err := s.DeletePreAuthKey(ctx, k.ID); err != nil {
@@ -245,7 +245,7 @@ func TestAddressExhaustion(t *testing.T) {
 		key, _, _ := s.CreatePreAuthKey(ctx, u.ID, PreAuthKeyOptions{Reusable: true})
 		seen := map[netip.Addr]bool{}
 		for i := 1; i <= 6; i++ { // /29: .1 to .6; .0 and .7 are never handed out
-			n, err := s.RegisterNode(ctx, key, fmt.Sprint("k", i), "h", RegisterOptions{})
+			n, err := s.RegisterNode(ctx, key, nodeKeyOf(fmt.Sprint("k", i)), "h", RegisterOptions{})
 			if err != nil {
 				t.Fatalf("node %d: %v", i, err)
 			}
@@ -257,24 +257,13 @@ func TestAddressExhaustion(t *testing.T) {
 			}
 			seen[n.IPv6] = true
 		}
-		if _, err := s.RegisterNode(ctx, key, "k7", "h", RegisterOptions{}); !errors.Is(err, ErrAddressExhausted) {
+		if _, err := s.RegisterNode(ctx, key, nodeKeyOf("k7"), "h", RegisterOptions{}); !errors.Is(err, ErrAddressExhausted) {
 			t.Fatalf("exhausted: %v", err)
 		}
 		if l, _ := s.ListPreAuthKeys(ctx, u.ID); l[0].UsedCount != 6 {
 			t.Fatalf("failed registration consumed the key: %d", l[0].UsedCount)
 		}
 	})
-}
-
-func TestDNSLabel(t *testing.T) {
-	for in, want := range map[string]string{
-		"My Laptop": "my-laptop", "--a__b--": "a-b", "": "node", "!!!": "node", "ÄBC.local": "bc-local",
-		string(make([]byte, 0)) + "x" + fmt.Sprintf("%070d", 0): "x" + fmt.Sprintf("%062d", 0),
-	} {
-		if got := DNSLabel(in); got != want {
-			t.Errorf("DNSLabel(%q) = %q, want %q", in, got, want)
-		}
-	}
 }
 
 // TS-2025-007: 100 concurrent joins with one one-off key, exactly one wins.
@@ -292,7 +281,7 @@ func TestConcurrentOneOffKey(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				_, err := s.RegisterNode(ctx, key, fmt.Sprint("nodekey:", i), "racer", RegisterOptions{})
+				_, err := s.RegisterNode(ctx, key, nodeKeyOf(fmt.Sprint("nodekey:", i)), "racer", RegisterOptions{})
 				switch {
 				case err == nil:
 					ok.Add(1)
@@ -381,7 +370,7 @@ func TestAbortedTransaction(t *testing.T) {
 		if _, err := s2.GetUserByName(context.Background(), "partial"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("partial row: %v", err)
 		}
-		if _, err := s2.RegisterNode(context.Background(), key, "nk", "h", RegisterOptions{}); err != nil {
+		if _, err := s2.RegisterNode(context.Background(), key, nodeKeyOf("nk"), "h", RegisterOptions{}); err != nil {
 			t.Fatalf("key consumed by the aborted transaction: %v", err)
 		}
 	})
@@ -457,7 +446,7 @@ func TestSQLiteLockHeld(t *testing.T) {
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	if _, err := s.RegisterNode(short, key, "nk", "h", RegisterOptions{}); err == nil {
+	if _, err := s.RegisterNode(short, key, nodeKeyOf("nk"), "h", RegisterOptions{}); err == nil {
 		t.Fatal("registered while another connection held the write lock")
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -467,7 +456,7 @@ func TestSQLiteLockHeld(t *testing.T) {
 	if l := must[[]*Node](t)(s.ListNodes(ctx, 0)); len(l) != 0 {
 		t.Fatalf("%d nodes stored", len(l))
 	}
-	if _, err := s.RegisterNode(ctx, key, "nk", "h", RegisterOptions{}); err != nil {
+	if _, err := s.RegisterNode(ctx, key, nodeKeyOf("nk"), "h", RegisterOptions{}); err != nil {
 		t.Fatalf("after the lock was released: %v", err)
 	}
 }
@@ -480,29 +469,29 @@ func TestRotateKeyAndReauth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n1 := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:a", "one", RegisterOptions{}))
-		n2 := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:b", "two", RegisterOptions{}))
-		if err := s.RotateNodeKey(ctx, n1.ID, "nodekey:b"); !errors.Is(err, ErrNodeKeyInUse) {
+		n1 := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("nodekey:a"), "one", RegisterOptions{}))
+		n2 := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("nodekey:b"), "two", RegisterOptions{}))
+		if err := s.RotateNodeKey(ctx, n1.ID, nodeKeyOf("nodekey:b")); !errors.Is(err, ErrNodeKeyInUse) {
 			t.Fatalf("rotate onto another node's key: %v", err)
 		}
-		if err := s.RotateNodeKey(ctx, n1.ID, "nodekey:c"); err != nil {
+		if err := s.RotateNodeKey(ctx, n1.ID, nodeKeyOf("nodekey:c")); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.RotateNodeKey(ctx, 99999, "nodekey:d"); !errors.Is(err, ErrNotFound) {
+		if err := s.RotateNodeKey(ctx, 99999, nodeKeyOf("nodekey:d")); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("rotate a missing node: %v", err)
 		}
-		got := must[*Node](t)(s.GetNodeByKey(ctx, "nodekey:c"))
+		got := must[*Node](t)(s.GetNodeByKey(ctx, nodeKeyOf("nodekey:c")))
 		if got.ID != n1.ID || got.Name != n1.Name || got.IPv4 != n1.IPv4 || got.IPv6 != n1.IPv6 {
 			t.Fatalf("rotated node %+v, was %+v", got, n1)
 		}
-		if _, err := s.GetNodeByKey(ctx, "nodekey:a"); !errors.Is(err, ErrNotFound) {
+		if _, err := s.GetNodeByKey(ctx, nodeKeyOf("nodekey:a")); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("old key still found: %v", err)
 		}
 		// An expired node registering again with a valid key comes back.
 		if err := s.SetNodeExpiry(ctx, n2.ID, time.Now().Add(-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		again := must[*Node](t)(s.RegisterNode(ctx, key, "nodekey:b", "two", RegisterOptions{}))
+		again := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("nodekey:b"), "two", RegisterOptions{}))
 		if again.ID != n2.ID || !again.Expiry.IsZero() {
 			t.Fatalf("re-registered %+v", again)
 		}
@@ -515,8 +504,8 @@ func TestRotateKeyAndReauth(t *testing.T) {
 func TestDNSData(t *testing.T) {
 	eachBackend(t, Options{}, func(t *testing.T, s *Store, _ string) {
 		ctx := context.Background()
-		rec := func(name, typ, value string) netmap.DNSRecord {
-			return netmap.DNSRecord{Name: name, Type: typ, TTL: 60, Value: value}
+		rec := func(name, typ, value string) DNSRecordData {
+			return DNSRecordData{Name: name, Type: typ, TTL: 60, Value: value}
 		}
 		a := must[*DNSRecord](t)(s.AddDNSRecord(ctx, rec("db.corp.example.com", "A", "node:alpha")))
 		must[*DNSRecord](t)(s.AddDNSRecord(ctx, rec("db.corp.example.com", "A", "100.64.0.9")))
@@ -537,7 +526,7 @@ func TestDNSData(t *testing.T) {
 		if _, err := s.AddDNSZone(ctx, "corp.example.com"); !errors.Is(err, ErrConflict) {
 			t.Fatalf("duplicate zone: %v", err)
 		}
-		rt := netmap.DNSRoute{Domain: "lan.example.net", Resolvers: []netip.AddrPort{netip.MustParseAddrPort("198.18.9.53:53")}}
+		rt := DNSRouteData{Domain: "lan.example.net", Resolvers: []netip.AddrPort{netip.MustParseAddrPort("198.18.9.53:53")}}
 		must[*DNSRoute](t)(s.SetDNSRoute(ctx, rt))
 		rt.Resolvers = append(rt.Resolvers, netip.MustParseAddrPort("[fd00::53]:53"))
 		must[*DNSRoute](t)(s.SetDNSRoute(ctx, rt)) // replaces
@@ -549,10 +538,11 @@ func TestDNSData(t *testing.T) {
 			len(c.Routes) != 1 || len(c.Routes[0].Resolvers) != 2 {
 			t.Fatalf("config %+v", c)
 		}
-		for _, r := range c.Records {
-			if err := r.Validate(); err != nil {
-				t.Fatalf("stored record invalid: %v", err)
-			}
+		// Records come back as stored, sorted by name, type and value.
+		want := []DNSRecordData{rec("db.corp.example.com", "A", "100.64.0.9"), rec("db.corp.example.com", "A", "node:alpha"),
+			rec("www.corp.example.com", "CNAME", "alpha.warren.internal")}
+		if !slices.Equal(c.Records, want) {
+			t.Fatalf("records %+v, want %+v", c.Records, want)
 		}
 		if err := s.DeleteDNSRecord(ctx, a.ID); err != nil {
 			t.Fatal(err)
@@ -583,7 +573,7 @@ func TestServiceAddressesNeverAllocated(t *testing.T) {
 			t.Fatalf("service addresses %v", svc)
 		}
 		for i := 1; i <= 5; i++ { // .97-.102 minus .100
-			n, err := s.RegisterNode(ctx, key, fmt.Sprint("k", i), "h", RegisterOptions{})
+			n, err := s.RegisterNode(ctx, key, nodeKeyOf(fmt.Sprint("k", i)), "h", RegisterOptions{})
 			if err != nil {
 				t.Fatalf("node %d: %v", i, err)
 			}
@@ -591,7 +581,7 @@ func TestServiceAddressesNeverAllocated(t *testing.T) {
 				t.Fatalf("node %d got a service address: %v %v", i, n.IPv4, n.IPv6)
 			}
 		}
-		if _, err := s.RegisterNode(ctx, key, "k6", "h", RegisterOptions{}); !errors.Is(err, ErrAddressExhausted) {
+		if _, err := s.RegisterNode(ctx, key, nodeKeyOf("k6"), "h", RegisterOptions{}); !errors.Is(err, ErrAddressExhausted) {
 			t.Fatalf("exhausted: %v", err)
 		}
 	})

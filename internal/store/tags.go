@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"warren/internal/policy"
+	"warren/internal/tagname"
 )
 
 // MaxTags bounds the tags of one key or node.
@@ -22,8 +22,8 @@ func normTags(tags []string) ([]string, error) {
 	}
 	out := make([]string, 0, len(tags))
 	for _, t := range tags {
-		if !policy.ValidTag(t) {
-			return nil, fmt.Errorf("%w: invalid tag %q (tag: then letters, digits and dashes)", ErrInvalid, t)
+		if err := tagname.Check(t); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
 		out = append(out, t)
 	}

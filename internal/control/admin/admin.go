@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"warren/internal/dnsname"
 	"warren/internal/store"
 )
 
@@ -49,7 +50,7 @@ const defaultDomain = "warren.internal"
 func WithDomain(d string) Option {
 	return func(a *api) {
 		if d != "" {
-			a.domain = normName(d)
+			a.domain = dnsname.Normalize(d)
 		}
 	}
 }

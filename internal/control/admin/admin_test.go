@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -9,6 +10,9 @@ import (
 	"time"
 
 	"warren/internal/control/admin"
+	"warren/internal/noise"
+	"warren/internal/pubkey"
+	"warren/internal/store"
 )
 
 func TestAuthRefused(t *testing.T) {
@@ -149,7 +153,11 @@ func TestAuthKeys(t *testing.T) {
 		if !exp.Expired || exp.Expiration == nil || exp.Expiration.After(time.Now()) || exp.Key != "" {
 			t.Fatalf("expired: %+v", exp)
 		}
-		if _, err := e.st.RegisterNode(context.Background(), k.Key, "nodekey", "h", storeOpts()); err == nil {
+		nk, err := noise.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.st.RegisterNode(context.Background(), k.Key, pubkey.Node{PublicKey: nk.PublicKey()}, "h", storeOpts()); !errors.Is(err, store.ErrAuthKeyExpired) {
 			t.Fatal("expired key still registers")
 		}
 		e.must(204, nil, "DELETE", fmt.Sprintf("/api/v1/authkeys/%d", k.ID), "")

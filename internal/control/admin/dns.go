@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"warren/internal/dnsname"
 	"warren/internal/netmap"
 	"warren/internal/store"
 )
@@ -70,8 +71,6 @@ func dnsRoutes(a *api) []route {
 	}
 }
 
-func normName(s string) string { return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".") }
-
 func (a *api) listDNSRecords(_ http.ResponseWriter, r *http.Request) (int, any, error) {
 	recs, err := a.st.ListDNSRecords(r.Context())
 	if err != nil {
@@ -90,7 +89,7 @@ func (a *api) addDNSRecord(w http.ResponseWriter, r *http.Request) (int, any, er
 	if err := decode(w, r, &req); err != nil {
 		return 0, nil, err
 	}
-	rec := netmap.DNSRecord{Name: normName(req.Name), Type: strings.ToUpper(strings.TrimSpace(req.Type)), TTL: req.TTL, Value: strings.TrimSpace(req.Value)}
+	rec := netmap.DNSRecord{Name: dnsname.Normalize(req.Name), Type: strings.ToUpper(strings.TrimSpace(req.Type)), TTL: req.TTL, Value: strings.TrimSpace(req.Value)}
 	if rec.TTL == 0 {
 		rec.TTL = netmap.DefaultTTL
 	}
@@ -116,7 +115,7 @@ func (a *api) addDNSRecord(w http.ResponseWriter, r *http.Request) (int, any, er
 		return 0, nil, errorf(http.StatusBadRequest, "%s is outside the MagicDNS domain %s and every custom zone (%s): nodes forward it upstream and would never answer the record; put it under one of them or add its zone first (dns zones add)",
 			rec.Name, a.domain, list)
 	}
-	got, err := a.st.AddDNSRecord(r.Context(), rec)
+	got, err := a.st.AddDNSRecord(r.Context(), store.DNSRecordData(rec))
 	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			msg := err.Error()
@@ -162,7 +161,7 @@ func (a *api) addDNSZone(w http.ResponseWriter, r *http.Request) (int, any, erro
 	}
 	z, err := a.st.AddDNSZone(r.Context(), req.Name)
 	if err != nil {
-		return 0, nil, storeErr(err, "zone "+strconv.Quote(normName(req.Name)))
+		return 0, nil, storeErr(err, "zone "+strconv.Quote(dnsname.Normalize(req.Name)))
 	}
 	a.notify()
 	return http.StatusCreated, DNSZone{ID: z.ID, Name: z.Name, Created: z.Created.UTC()}, nil
@@ -189,7 +188,7 @@ func (a *api) answered(name string, zones []*store.DNSZone, except string) bool 
 }
 
 func (a *api) deleteDNSZone(_ http.ResponseWriter, r *http.Request) (int, any, error) {
-	name := normName(r.PathValue("zone"))
+	name := dnsname.Normalize(r.PathValue("zone"))
 	// A record only this zone covers would never be answered again.
 	zones, err := a.st.ListDNSZones(r.Context())
 	if err != nil {
@@ -256,7 +255,7 @@ func (a *api) setDNSRoute(w http.ResponseWriter, r *http.Request) (int, any, err
 	if err := decode(w, r, &req); err != nil {
 		return 0, nil, err
 	}
-	rt := netmap.DNSRoute{Domain: normName(req.Domain)}
+	rt := netmap.DNSRoute{Domain: dnsname.Normalize(req.Domain)}
 	for _, s := range req.Resolvers {
 		ap, err := parseResolver(s)
 		if err != nil {
@@ -267,7 +266,7 @@ func (a *api) setDNSRoute(w http.ResponseWriter, r *http.Request) (int, any, err
 	if err := rt.Validate(); err != nil {
 		return 0, nil, errorf(http.StatusBadRequest, "%v", err)
 	}
-	got, err := a.st.SetDNSRoute(r.Context(), rt)
+	got, err := a.st.SetDNSRoute(r.Context(), store.DNSRouteData(rt))
 	if err != nil {
 		return 0, nil, storeErr(err, "route "+rt.Domain)
 	}
@@ -276,7 +275,7 @@ func (a *api) setDNSRoute(w http.ResponseWriter, r *http.Request) (int, any, err
 }
 
 func (a *api) deleteDNSRoute(_ http.ResponseWriter, r *http.Request) (int, any, error) {
-	d := normName(r.PathValue("domain"))
+	d := dnsname.Normalize(r.PathValue("domain"))
 	if err := a.st.DeleteDNSRoute(r.Context(), d); err != nil {
 		return 0, nil, storeErr(err, "route "+strconv.Quote(d))
 	}

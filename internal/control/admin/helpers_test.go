@@ -14,6 +14,7 @@ import (
 
 	"warren/internal/control/admin"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 	"warren/internal/store/storetest"
 )
@@ -134,7 +135,7 @@ func (e *env) addNode(user, hostname string) *store.Node {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	n, err := e.st.RegisterNode(ctx, k, nk.PublicKey().String(), hostname, store.RegisterOptions{Endpoints: []string{"192.0.2.1:41641"}})
+	n, err := e.st.RegisterNode(ctx, k, pubkey.Node{PublicKey: nk.PublicKey()}, hostname, store.RegisterOptions{Endpoints: []string{"192.0.2.1:41641"}})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"warren/internal/policy"
+	"warren/internal/tagname"
 )
 
 // Policy is the access policy in force as the API shows it.
@@ -129,8 +130,8 @@ func (a *api) checkTags(ctx context.Context, tags []string, user string) error {
 		return nil
 	}
 	for _, t := range tags {
-		if !policy.ValidTag(t) {
-			return errorf(http.StatusBadRequest, "invalid tag %q (tag: then letters, digits and dashes)", t)
+		if err := tagname.Check(t); err != nil {
+			return errorf(http.StatusBadRequest, "%v", err)
 		}
 	}
 	sp, err := a.st.Policy(ctx)

@@ -28,7 +28,10 @@ func (a *api) relayNodes(_ http.ResponseWriter, r *http.Request) (int, any, erro
 	now := time.Now()
 	out := make([]RelayNode, 0, len(ns))
 	for _, n := range ns {
-		out = append(out, RelayNode{NodeKey: n.NodeKey, Expiry: opt(n.Expiry), Expired: expired(n.Expiry, now)})
+		if n.NodeKey.IsZero() {
+			continue // its stored key did not parse: it can connect nowhere
+		}
+		out = append(out, RelayNode{NodeKey: n.NodeKey.String(), Expiry: opt(n.Expiry), Expired: expired(n.Expiry, now)})
 	}
 	return http.StatusOK, out, nil
 }

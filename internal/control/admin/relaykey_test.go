@@ -24,7 +24,7 @@ func TestRelayKeyScope(t *testing.T) {
 		}
 		code, body := e.callKey(rk.Key, "GET", "/api/v1/relay/nodes", "")
 		var rn []admin.RelayNode
-		if code != http.StatusOK || json.Unmarshal([]byte(body), &rn) != nil || len(rn) != 1 || rn[0].NodeKey != n.NodeKey || rn[0].Expired {
+		if code != http.StatusOK || json.Unmarshal([]byte(body), &rn) != nil || len(rn) != 1 || rn[0].NodeKey != n.NodeKey.String() || rn[0].Expired {
 			t.Fatalf("relay key lists nodes: %d %s", code, body)
 		}
 		for _, c := range []struct{ method, path, body string }{

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"warren/internal/dnsname"
 	"warren/internal/store"
 )
 
@@ -114,7 +115,7 @@ func toAuthKey(k *store.PreAuthKey, user string, now time.Time) AuthKey {
 }
 
 func toNode(n *store.Node, user string, now time.Time) Node {
-	out := Node{ID: n.ID, Name: n.Name, User: user, Hostname: n.Hostname, NodeKey: n.NodeKey, Addresses: []string{},
+	out := Node{ID: n.ID, Name: n.Name, User: user, Hostname: n.Hostname, NodeKey: n.NodeKey.Text(), Addresses: []string{},
 		Endpoints: n.Endpoints, Online: n.Online, LastSeen: opt(n.LastSeen), Expiry: opt(n.Expiry),
 		Expired: expired(n.Expiry, now), Ephemeral: n.Ephemeral, Created: n.Created.UTC(), Tags: n.Tags}
 	if out.Endpoints == nil {
@@ -396,8 +397,8 @@ func (a *api) renameNode(w http.ResponseWriter, r *http.Request) (int, any, erro
 	if err := decode(w, r, &req); err != nil {
 		return 0, nil, err
 	}
-	if req.Name == "" || store.DNSLabel(req.Name) != req.Name {
-		return 0, nil, errorf(http.StatusBadRequest, "node name %q is not a DNS label (1-63 of a-z, 0-9 and '-', not starting or ending with '-'; try %q)", req.Name, store.DNSLabel(req.Name))
+	if !dnsname.IsCanonicalNodeName(req.Name) {
+		return 0, nil, errorf(http.StatusBadRequest, "node name %q is not a DNS label (1-63 of a-z, 0-9 and '-', not starting or ending with '-'; try %q)", req.Name, dnsname.FromHostname(req.Name))
 	}
 	n, err := a.nodeByRef(r.Context(), r.PathValue("node"))
 	if err != nil {

@@ -1,11 +1,13 @@
 package admin
 
 import (
+	"errors"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
 
+	"warren/internal/routeprefix"
 	"warren/internal/store"
 )
 
@@ -78,15 +80,15 @@ func ParseRoutes(args []string) ([]netip.Prefix, error) {
 				continue
 			}
 			if f == "exit" {
-				out = append(out, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"))
+				out = append(out, routeprefix.Exit()...)
 				continue
 			}
-			p, err := netip.ParsePrefix(f)
-			if err != nil {
+			p, err := routeprefix.Parse(f)
+			if errors.Is(err, routeprefix.ErrNotCIDR) {
 				return nil, errorf(http.StatusBadRequest, "route %q is not a CIDR prefix (like 192.168.1.0/24, or exit for 0.0.0.0/0 and ::/0)", f)
 			}
-			if p != p.Masked() {
-				return nil, errorf(http.StatusBadRequest, "route %s has host bits set (did you mean %s?)", p, p.Masked())
+			if err != nil {
+				return nil, errorf(http.StatusBadRequest, "%v", err)
 			}
 			out = append(out, p)
 		}

@@ -16,6 +16,7 @@ import (
 	"warren/internal/control/server"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 )
 
@@ -73,7 +74,7 @@ func (m *mesh) join(hostname string) *runningNode {
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	c, err := client.New(client.Config{ServerURL: m.url, ServerKey: m.pub, NodeKey: nk,
+	c, err := client.New(client.Config{ServerURL: m.url, ServerKey: pubkey.Server{PublicKey: m.pub}, NodeKey: nk,
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logf: m.t.Logf})
 	if err != nil {
 		m.t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // request sends one message on a fresh session and returns the answer.
@@ -36,7 +37,7 @@ func (c *Client) request(ctx context.Context, what string, m *proto.Message) (*p
 // with newKey: the server closes streams under the old one. A refusal is a
 // *RegisterError.
 func (c *Client) RotateKey(ctx context.Context, newKey noise.PrivateKey) (*netmap.Node, error) {
-	proof, err := proto.RotationProof(newKey, c.cfg.ServerKey, c.cfg.NodeKey.PublicKey())
+	proof, err := proto.RotationProof(newKey, c.cfg.ServerKey, pubkey.Node{PublicKey: c.cfg.NodeKey.PublicKey()})
 	if err != nil {
 		return nil, fmt.Errorf("rotate key: %w", err)
 	}

@@ -18,10 +18,11 @@ import (
 	"syscall"
 	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 )
 
 // Config configures a Client.
@@ -29,13 +30,13 @@ type Config struct {
 	// ServerURL is the coordination server's base URL (http or https).
 	ServerURL string
 	// ServerKey is the server's static public key, pinned on first join.
-	ServerKey noise.PublicKey
+	ServerKey pubkey.Server
 	// NodeKey is the node's private key; its public half is the node's
 	// identity and WireGuard key.
 	NodeKey noise.PrivateKey
 	// DiscoKey, if not zero, is the node's path-probe public key, reported
 	// on every map stream for the server to give to the node's peers.
-	DiscoKey noise.PublicKey
+	DiscoKey pubkey.Disco
 	// MapPath, if set, is where the last good network map is saved and
 	// loaded from at the start of Run.
 	MapPath string
@@ -64,7 +65,7 @@ type Client struct {
 	mu        sync.Mutex
 	endpoints []netip.AddrPort
 	routes    []netip.Prefix
-	conn      *controlbase.Conn // current stream, if any
+	conn      *noiseconn.Conn // current stream, if any
 	nm        *netmap.NetworkMap
 }
 
@@ -106,12 +107,12 @@ type RegisterError struct {
 func (e *RegisterError) Error() string { return e.Message }
 
 // dial opens an authenticated session, failing if ctx ends.
-func (c *Client) dial(ctx context.Context) (*controlbase.Conn, error) {
-	return controlbase.DialWith(ctx, controlbase.DialOptions{Control: c.cfg.Control}, c.cfg.ServerURL, c.cfg.ServerKey, c.cfg.NodeKey)
+func (c *Client) dial(ctx context.Context) (*noiseconn.Conn, error) {
+	return noiseconn.DialWith(ctx, noiseconn.DialOptions{Control: c.cfg.Control}, c.cfg.ServerURL, c.cfg.ServerKey.PublicKey, c.cfg.NodeKey)
 }
 
 // closeOnDone closes conn when ctx ends, until the returned stop is called.
-func closeOnDone(ctx context.Context, conn *controlbase.Conn) (stop func() bool) {
+func closeOnDone(ctx context.Context, conn *noiseconn.Conn) (stop func() bool) {
 	return context.AfterFunc(ctx, func() { conn.Close() })
 }
 

@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 )
 
 func key(t *testing.T) noise.PrivateKey {
@@ -39,7 +40,7 @@ func TestVersionGapResyncs(t *testing.T) {
 	peer := testNode(t, 2, "peer")
 	var streams atomic.Int32
 	var wg sync.WaitGroup
-	cb := &controlbase.Server{Key: sk, Handle: func(c *controlbase.Conn) {
+	cb := &noiseconn.Server{Key: sk, Handle: func(c *noiseconn.Conn) {
 		wg.Add(1)
 		defer wg.Done()
 		if c.Peer() != nk.PublicKey() {
@@ -65,7 +66,7 @@ func TestVersionGapResyncs(t *testing.T) {
 	hs := httptest.NewServer(cb)
 	defer hs.Close()
 	mapPath := filepath.Join(t.TempDir(), "map.json")
-	c, err := New(Config{ServerURL: hs.URL, ServerKey: sk.PublicKey(), NodeKey: nk, MapPath: mapPath,
+	c, err := New(Config{ServerURL: hs.URL, ServerKey: pubkey.Server{PublicKey: sk.PublicKey()}, NodeKey: nk, MapPath: mapPath,
 		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +104,7 @@ func TestVersionGapResyncs(t *testing.T) {
 func TestBackoffCappedAndJittered(t *testing.T) {
 	var mu sync.Mutex
 	var times []time.Time
-	c, err := New(Config{ServerURL: "http://127.0.0.1:1", ServerKey: key(t).PublicKey(), NodeKey: key(t),
+	c, err := New(Config{ServerURL: "http://127.0.0.1:1", ServerKey: pubkey.Server{PublicKey: key(t).PublicKey()}, NodeKey: key(t),
 		MinBackoff: 5 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
 		Logf: func(string, ...any) { mu.Lock(); times = append(times, time.Now()); mu.Unlock() }})
 	if err != nil {
@@ -125,10 +126,10 @@ func TestBackoffCappedAndJittered(t *testing.T) {
 		}
 	}
 	// Runs when MinBackoff > MaxBackoff are normalised.
-	if c2, _ := New(Config{ServerURL: "http://x", ServerKey: key(t).PublicKey(), NodeKey: key(t), MinBackoff: time.Minute}); c2.cfg.MaxBackoff != time.Minute {
+	if c2, _ := New(Config{ServerURL: "http://x", ServerKey: pubkey.Server{PublicKey: key(t).PublicKey()}, NodeKey: key(t), MinBackoff: time.Minute}); c2.cfg.MaxBackoff != time.Minute {
 		t.Fatalf("max backoff %v", c2.cfg.MaxBackoff)
 	}
-	if c3, _ := New(Config{ServerURL: "http://x", ServerKey: key(t).PublicKey(), NodeKey: key(t)}); c3.cfg.MaxBackoff != 30*time.Second {
+	if c3, _ := New(Config{ServerURL: "http://x", ServerKey: pubkey.Server{PublicKey: key(t).PublicKey()}, NodeKey: key(t)}); c3.cfg.MaxBackoff != 30*time.Second {
 		t.Fatalf("default max backoff %v", c3.cfg.MaxBackoff)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"warren/internal/control/server"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 )
 
@@ -170,7 +171,7 @@ func (s *Server) AuthKey(o store.PreAuthKeyOptions) string {
 // Node is the stored node with key k.
 func (s *Server) Node(k noise.PublicKey) *store.Node {
 	s.t.Helper()
-	n, err := s.Store.GetNodeByKey(context.Background(), k.String())
+	n, err := s.Store.GetNodeByKey(context.Background(), pubkey.Node{PublicKey: k})
 	if err != nil {
 		s.t.Fatalf("node %s: %v", k, err)
 	}

@@ -1,4 +1,4 @@
-// Package proto is Warren's control protocol above the controlbase
+// Package proto is Warren's control protocol above the noiseconn
 // transport: length-prefixed JSON messages exchanged on an authenticated
 // Noise session.
 //
@@ -27,7 +27,7 @@
 //
 // A RegisterRequest may be followed by a MapRequest on the same
 // connection. No message carries a node key: the server binds every request
-// to the key authenticated by the Noise handshake (controlbase.Conn.Peer),
+// to the key authenticated by the Noise handshake (noiseconn.Conn.Peer),
 // so a node can only register, read or update itself.
 package proto
 
@@ -42,6 +42,8 @@ import (
 
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
+	"warren/internal/routeprefix"
 )
 
 // Version is the message protocol version carried in every Message. A peer
@@ -60,7 +62,7 @@ const (
 	// MaxHostname bounds the hostname a node may report.
 	MaxHostname = 255
 	// MaxRoutes bounds the routes a node may advertise.
-	MaxRoutes = 64
+	MaxRoutes = routeprefix.Max
 )
 
 var (
@@ -107,7 +109,7 @@ const (
 type MapRequest struct {
 	Endpoints []netip.AddrPort `json:"endpoints"`
 	// DiscoKey is the node's current path-probe public key, if it probes.
-	DiscoKey *noise.PublicKey `json:"discoKey,omitempty"`
+	DiscoKey *pubkey.Disco `json:"discoKey,omitempty"`
 	// Routes are the prefixes the node advertises (warren up
 	// --advertise-routes, --advertise-exit-node); nil: unchanged. They
 	// reach peers once an admin approves them.
@@ -125,7 +127,7 @@ type MapResponse struct {
 // EndpointUpdate replaces the session node's reported endpoints.
 type EndpointUpdate struct {
 	Endpoints []netip.AddrPort `json:"endpoints"`
-	DiscoKey  *noise.PublicKey `json:"discoKey,omitempty"` // nil: unchanged
+	DiscoKey  *pubkey.Disco    `json:"discoKey,omitempty"` // nil: unchanged
 	Routes    *[]netip.Prefix  `json:"routes,omitempty"`   // advertised routes; nil: unchanged
 }
 
@@ -210,7 +212,7 @@ func Encode(m *Message) ([]byte, error) {
 }
 
 // Write encodes m and writes it with a single Write call, so concurrent
-// Writes on a controlbase.Conn never interleave.
+// Writes on a noiseconn.Conn never interleave.
 func Write(w io.Writer, m *Message) error {
 	b, err := Encode(m)
 	if err != nil {
@@ -345,8 +347,8 @@ func CheckRoutes(routes []netip.Prefix) error {
 		return fmt.Errorf("%w: %d routes (limit %d)", ErrMalformed, len(routes), MaxRoutes)
 	}
 	for _, p := range routes {
-		if !p.IsValid() || p != p.Masked() || p.Addr().Zone() != "" || p.Addr().Is4In6() {
-			return fmt.Errorf("%w: route %s is not a canonical prefix", ErrMalformed, p)
+		if err := routeprefix.Check(p); err != nil {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
 	}
 	return nil

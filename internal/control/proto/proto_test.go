@@ -10,6 +10,7 @@ import (
 
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -111,7 +112,7 @@ func TestRotationProof(t *testing.T) {
 		return k
 	}
 	server, oldK, newK, other := gen(), gen(), gen(), gen()
-	proof, err := RotationProof(newK, server.PublicKey(), oldK.PublicKey())
+	proof, err := RotationProof(newK, pubkey.Server{PublicKey: server.PublicKey()}, pubkey.Node{PublicKey: oldK.PublicKey()})
 	if err != nil {
 		t.Fatal(err)
 	}

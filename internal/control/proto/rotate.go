@@ -7,6 +7,7 @@ import (
 	"golang.org/x/crypto/blake2s"
 
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // ProofSize is the length of a key rotation proof.
@@ -29,13 +30,13 @@ func rotationMAC(secret [noise.KeySize]byte, oldKey, newKey noise.PublicKey) []b
 
 // RotationProof proves to the server holding serverKey that the caller
 // holds newPriv, binding the proof to the key it replaces.
-func RotationProof(newPriv noise.PrivateKey, serverKey, oldKey noise.PublicKey) ([]byte, error) {
-	ss, err := newPriv.SharedSecret(serverKey)
+func RotationProof(newPriv noise.PrivateKey, serverKey pubkey.Server, oldKey pubkey.Node) ([]byte, error) {
+	ss, err := newPriv.SharedSecret(serverKey.PublicKey)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(ss[:])
-	return rotationMAC(ss, oldKey, newPriv.PublicKey()), nil
+	return rotationMAC(ss, oldKey.PublicKey, newPriv.PublicKey()), nil
 }
 
 // ErrBadProof is returned by VerifyRotationProof for a proof that does not

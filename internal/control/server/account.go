@@ -6,6 +6,7 @@ import (
 
 	"warren/internal/control/proto"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 )
 
@@ -21,7 +22,7 @@ func (s *Server) rotateKey(key noise.PublicKey, req *proto.RotateKeyRequest) *pr
 	}
 	ctx, cancel := storeCtx()
 	defer cancel()
-	n, err := s.st.GetNodeByKey(ctx, key.String())
+	n, err := s.st.GetNodeByKey(ctx, pubkey.Node{PublicKey: key})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return refuse(proto.CodeNotRegistered, "this node is not registered")
@@ -31,14 +32,14 @@ func (s *Server) rotateKey(key noise.PublicKey, req *proto.RotateKeyRequest) *pr
 	case !n.Expiry.IsZero() && !n.Expiry.After(time.Now()):
 		return refuse(proto.CodeNodeExpired, "this node has expired; join again with an auth key")
 	}
-	if err := s.st.RotateNodeKey(ctx, n.ID, req.NewKey.String()); err != nil {
+	if err := s.st.RotateNodeKey(ctx, n.ID, pubkey.Node{PublicKey: req.NewKey}); err != nil {
 		if errors.Is(err, store.ErrNodeKeyInUse) {
 			return refuse(proto.CodeNodeKeyInUse, "the new key belongs to another node")
 		}
 		s.opts.Logf("control: rotate %s: %v", key, err)
 		return refuse(proto.CodeInternal, "internal server error")
 	}
-	n.NodeKey = req.NewKey.String()
+	n.NodeKey = pubkey.Node{PublicKey: req.NewKey}
 	s.mu.Lock()
 	nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID))
 	if err := s.updateNodeLocked(n.ID); err != nil {
@@ -61,7 +62,7 @@ func (s *Server) rotateKey(key noise.PublicKey, req *proto.RotateKeyRequest) *pr
 func (s *Server) logout(key noise.PublicKey) *proto.LogoutResponse {
 	ctx, cancel := storeCtx()
 	defer cancel()
-	n, err := s.st.GetNodeByKey(ctx, key.String())
+	n, err := s.st.GetNodeByKey(ctx, pubkey.Node{PublicKey: key})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return &proto.LogoutResponse{Code: proto.CodeNotRegistered, Error: "logout: this node is not registered"}

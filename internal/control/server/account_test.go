@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"warren/internal/control/client"
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/control/server"
 	"warren/internal/netmap"
+	"warren/internal/noiseconn"
 	"warren/internal/store"
 )
 
@@ -30,7 +30,7 @@ func TestRotateKey(t *testing.T) {
 	// Claiming bravo's key without its private half fails, and changes nothing.
 	forged := make([]byte, proto.ProofSize)
 	rand.Read(forged)
-	conn, err := controlbase.Dial(ctx, e.url(), e.key.PublicKey(), a.key)
+	conn, err := noiseconn.Dial(ctx, e.url(), e.key.PublicKey(), a.key)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"warren/internal/control/client"
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/control/server"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 )
 
 // registerWithDisco registers a new node and returns a client that reports
@@ -26,7 +27,7 @@ func (e *env) registerWithDisco(hostname string, disco noise.PublicKey) (*client
 		e.t.Fatal(err)
 	}
 	cfg := c.Config()
-	cfg.DiscoKey = disco
+	cfg.DiscoKey = pubkey.Disco{PublicKey: disco}
 	c2, err := client.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
@@ -72,7 +73,7 @@ func TestDuplicateDiscoKeyRefused(t *testing.T) {
 	// The same claim in an endpoint update on an open stream is refused.
 	ctx, cancel = context.WithTimeout(context.Background(), pushWait)
 	defer cancel()
-	conn, err := controlbase.Dial(ctx, e.url(), e.key.PublicKey(), rogue.Config().NodeKey)
+	conn, err := noiseconn.Dial(ctx, e.url(), e.key.PublicKey(), rogue.Config().NodeKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func TestDuplicateDiscoKeyRefused(t *testing.T) {
 	if r, err := proto.Read(conn, proto.MaxClientMessage); err != nil || r.MapResponse == nil || r.MapResponse.Full == nil {
 		t.Fatalf("full map: %+v %v", r, err)
 	}
-	if err := proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{DiscoKey: &disco}}); err != nil {
+	if err := proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{DiscoKey: &pubkey.Disco{PublicKey: disco}}}); err != nil {
 		t.Fatal(err)
 	}
 	for {

@@ -117,7 +117,7 @@ func (a *endpointApplier) apply(u *proto.EndpointUpdate) {
 	ctx, cancel := storeCtx()
 	err := s.st.UpdateEndpoints(ctx, id, endpointStrings(u.Endpoints))
 	if err == nil && u.DiscoKey != nil {
-		if err = s.st.SetDiscoKey(ctx, id, discoString(*u.DiscoKey)); errors.Is(err, store.ErrConflict) {
+		if err = s.st.SetDiscoKey(ctx, id, *u.DiscoKey); errors.Is(err, store.ErrConflict) {
 			cancel()
 			s.opts.Logf("control: endpoints of node %d: refused, its disco key is another node's", id)
 			a.ss.refuse(proto.CodeDiscoKeyInUse, discoKeyInUse)

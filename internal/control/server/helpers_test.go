@@ -19,6 +19,7 @@ import (
 	"warren/internal/control/server"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 )
 
@@ -82,7 +83,7 @@ func (e *env) client(key noise.PrivateKey, mapPath, url string) *client.Client {
 	if url == "" {
 		url = e.url()
 	}
-	c, err := client.New(client.Config{ServerURL: url, ServerKey: e.key.PublicKey(), NodeKey: key, MapPath: mapPath,
+	c, err := client.New(client.Config{ServerURL: url, ServerKey: pubkey.Server{PublicKey: e.key.PublicKey()}, NodeKey: key, MapPath: mapPath,
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logf: func(f string, a ...any) {
 			e.t.Logf("client %s: "+f, append([]any{key.PublicKey().String()[:6]}, a...)...)
 		}})

@@ -1,5 +1,5 @@
 // Package server is Warren's coordination server: it speaks the control
-// protocol (package proto) over controlbase sessions, registers nodes in the
+// protocol (package proto) over noiseconn sessions, registers nodes in the
 // store and keeps one map stream per connected node, sending each a full
 // network map once and deltas afterwards.
 //
@@ -41,10 +41,11 @@ import (
 	"time"
 	"unicode"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 )
 
@@ -90,7 +91,7 @@ type Server struct {
 	st   *store.Store
 	key  noise.PrivateKey
 	opts Options
-	cb   *controlbase.Server
+	cb   *noiseconn.Server
 
 	kick   chan struct{}
 	stop   chan struct{}
@@ -101,8 +102,8 @@ type Server struct {
 	world    *netmap.NetworkMap // Peers = every node; Self unused
 	users    map[int64]string
 	sessions map[uint64]*session
-	loaded   bool                           // world loaded from the store at least once
-	conns    map[*controlbase.Conn]struct{} // every open connection
+	loaded   bool                         // world loaded from the store at least once
+	conns    map[*noiseconn.Conn]struct{} // every open connection
 	// dirty holds, for each node changed since the last fanout, its value
 	// then (nil: not in the world); fanKick wakes the fanout goroutine.
 	dirty   map[uint64]*netmap.Node
@@ -156,12 +157,12 @@ func New(st *store.Store, key noise.PrivateKey, opts Options) *Server {
 		world:    &netmap.NetworkMap{},
 		users:    map[int64]string{},
 		sessions: map[uint64]*session{},
-		conns:    map[*controlbase.Conn]struct{}{},
+		conns:    map[*noiseconn.Conn]struct{}{},
 		dirty:    map[uint64]*netmap.Node{},
 		fanKick:  make(chan struct{}, 1),
 		enc:      map[uint64][]byte{},
 	}
-	s.cb = &controlbase.Server{Key: key, Handle: s.handle}
+	s.cb = &noiseconn.Server{Key: key, Handle: s.handle}
 	s.wg.Add(2)
 	go s.worker()
 	go s.fanouter()
@@ -171,22 +172,22 @@ func New(st *store.Store, key noise.PrivateKey, opts Options) *Server {
 // PublicKey is the server's static public key, which nodes pin.
 func (s *Server) PublicKey() noise.PublicKey { return s.key.PublicKey() }
 
-// Handler serves the control protocol at controlbase.Path and the server's
-// public key at controlbase.KeyPath (what a node pins on first join).
+// Handler serves the control protocol at noiseconn.Path and the server's
+// public key at noiseconn.KeyPath (what a node pins on first join).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(controlbase.Path, s.cb)
-	mux.HandleFunc("GET "+controlbase.KeyPath, s.serveKey)
+	mux.Handle(noiseconn.Path, s.cb)
+	mux.HandleFunc("GET "+noiseconn.KeyPath, s.serveKey)
 	return mux
 }
 
-// serveKey answers GET controlbase.KeyPath with the server's static public
+// serveKey answers GET noiseconn.KeyPath with the server's static public
 // key as JSON. It is public information; a node trusts it only on first use
 // (or when the operator passes it explicitly) and pins it afterwards.
 func (s *Server) serveKey(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(controlbase.KeyInfo{PublicKey: s.key.PublicKey().String(), Version: controlbase.ProtocolVersion})
+	json.NewEncoder(w).Encode(noiseconn.KeyInfo{PublicKey: s.key.PublicKey().String(), Version: noiseconn.ProtocolVersion})
 }
 
 // Notify tells the server that the store changed (for example an admin
@@ -221,7 +222,7 @@ func (s *Server) Close() error {
 
 // track registers a connection's goroutine with the server unless it is
 // closed; untrack undoes it.
-func (s *Server) track(c *controlbase.Conn) bool {
+func (s *Server) track(c *noiseconn.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -232,7 +233,7 @@ func (s *Server) track(c *controlbase.Conn) bool {
 	return true
 }
 
-func (s *Server) untrack(c *controlbase.Conn) {
+func (s *Server) untrack(c *noiseconn.Conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
@@ -307,7 +308,7 @@ func (s *Server) register(key noise.PublicKey, req *proto.RegisterRequest) *prot
 	}
 	ctx, cancel := storeCtx()
 	defer cancel()
-	n, err := s.st.RegisterNode(ctx, req.AuthKey, key.String(), req.Hostname, store.RegisterOptions{Endpoints: endpointStrings(req.Endpoints)})
+	n, err := s.st.RegisterNode(ctx, req.AuthKey, pubkey.Node{PublicKey: key}, req.Hostname, store.RegisterOptions{Endpoints: endpointStrings(req.Endpoints)})
 	if err != nil {
 		code, msg := errorCode(err)
 		if code == proto.CodeInternal {
@@ -329,7 +330,7 @@ func (s *Server) register(key noise.PublicKey, req *proto.RegisterRequest) *prot
 }
 
 // handle serves one authenticated control connection.
-func (s *Server) handle(c *controlbase.Conn) {
+func (s *Server) handle(c *noiseconn.Conn) {
 	if !s.track(c) {
 		return
 	}
@@ -372,7 +373,7 @@ func (s *Server) handle(c *controlbase.Conn) {
 	}
 }
 
-func (s *Server) writeError(c *controlbase.Conn, code, msg string) {
+func (s *Server) writeError(c *noiseconn.Conn, code, msg string) {
 	c.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 	proto.Write(c, &proto.Message{Error: &proto.Error{Code: code, Message: msg}})
 }

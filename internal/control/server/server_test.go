@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"warren/internal/control/client"
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/control/server"
 	"warren/internal/netmap"
+	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 )
 
@@ -158,7 +159,7 @@ func TestBoundToSessionKey(t *testing.T) {
 
 	// An unregistered key cannot open a stream.
 	mallory := genKey(t)
-	conn, err := controlbase.Dial(ctx, e.url(), e.key.PublicKey(), mallory)
+	conn, err := noiseconn.Dial(ctx, e.url(), e.key.PublicKey(), mallory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestBoundToSessionKey(t *testing.T) {
 	conn.Close()
 
 	// Registration naming bravo's key in the body registers the session's key.
-	conn, err = controlbase.Dial(ctx, e.url(), e.key.PublicKey(), mallory)
+	conn, err = noiseconn.Dial(ctx, e.url(), e.key.PublicKey(), mallory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +201,7 @@ func TestBoundToSessionKey(t *testing.T) {
 	if p := peerByKey(a.c.NetworkMap(), b.key.PublicKey()); !slices.Equal(p.Endpoints, []netip.AddrPort{ap("192.0.2.2:2")}) {
 		t.Fatalf("bravo's endpoints changed by another session: %v", p.Endpoints)
 	}
-	stored, err := e.st.GetNodeByKey(ctx, b.key.PublicKey().String())
+	stored, err := e.st.GetNodeByKey(ctx, pubkey.Node{PublicKey: b.key.PublicKey()})
 	if err != nil || !slices.Equal(stored.Endpoints, []string{"192.0.2.2:2"}) {
 		t.Fatalf("bravo stored endpoints %v %v", stored, err)
 	}
@@ -220,7 +221,7 @@ func TestBoundToSessionKey(t *testing.T) {
 		t.Fatalf("refusal %+v", m.Error)
 	}
 	conn.Close()
-	conn, err = controlbase.Dial(ctx, e.url(), e.key.PublicKey(), mallory)
+	conn, err = noiseconn.Dial(ctx, e.url(), e.key.PublicKey(), mallory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +319,7 @@ func TestEphemeralNodeRemovedAfterOffline(t *testing.T) {
 	}
 	x.stop()
 	a.waitMap("the ephemeral node removed", pushWait, func(m *netmap.NetworkMap) bool { return len(m.Peers) == 0 })
-	if _, err := e.st.GetNodeByKey(context.Background(), x.key.PublicKey().String()); !errors.Is(err, store.ErrNotFound) {
+	if _, err := e.st.GetNodeByKey(context.Background(), pubkey.Node{PublicKey: x.key.PublicKey()}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("ephemeral node still stored: %v", err)
 	}
 }
@@ -394,7 +395,7 @@ func TestCloseDropsIdleConnections(t *testing.T) {
 	e.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := controlbase.Dial(ctx, e.url(), e.key.PublicKey(), genKey(t))
+	conn, err := noiseconn.Dial(ctx, e.url(), e.key.PublicKey(), genKey(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,14 +416,14 @@ func TestFetchKey(t *testing.T) {
 	e.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	k, err := controlbase.FetchKey(ctx, e.url())
+	k, err := noiseconn.FetchKey(ctx, e.url())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if k != e.srv.PublicKey() {
 		t.Fatalf("fetched %s, server key %s", k, e.srv.PublicKey())
 	}
-	if _, err := controlbase.FetchKey(ctx, "ftp://x"); err == nil {
+	if _, err := noiseconn.FetchKey(ctx, "ftp://x"); err == nil {
 		t.Fatal("ftp URL accepted")
 	}
 }
@@ -443,7 +444,7 @@ func TestDiscoKeyReachesPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := c.Config()
-	cfg.DiscoKey = disco
+	cfg.DiscoKey = pubkey.Disco{PublicKey: disco}
 	c2, err := client.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -7,15 +7,17 @@ import (
 	"sync"
 	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
+	"warren/internal/routeprefix"
 	"warren/internal/store"
 )
 
 // stream runs a node's map stream until it ends.
-func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.MapRequest) {
+func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRequest) {
 	if err := proto.CheckEndpoints(req.Endpoints); err != nil {
 		s.writeError(c, proto.CodeBadRequest, err.Error())
 		return
@@ -27,7 +29,7 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 		}
 	}
 	ctx, cancel := storeCtx()
-	n, err := s.st.GetNodeByKey(ctx, key.String())
+	n, err := s.st.GetNodeByKey(ctx, pubkey.Node{PublicKey: key})
 	cancel()
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -41,9 +43,9 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 		s.writeError(c, proto.CodeNodeExpired, "this node's key has expired; re-register")
 		return
 	}
-	if req.DiscoKey != nil && req.DiscoKey.String() != n.DiscoKey {
+	if req.DiscoKey != nil && *req.DiscoKey != n.DiscoKey {
 		ctx, cancel := storeCtx()
-		err := s.st.SetDiscoKey(ctx, n.ID, discoString(*req.DiscoKey))
+		err := s.st.SetDiscoKey(ctx, n.ID, *req.DiscoKey)
 		cancel()
 		switch {
 		case errors.Is(err, store.ErrConflict):
@@ -168,7 +170,7 @@ func (s *Server) stream(c *controlbase.Conn, key noise.PublicKey, req *proto.Map
 type session struct {
 	s       *Server
 	id      uint64
-	c       *controlbase.Conn
+	c       *noiseconn.Conn
 	version uint64 // last version queued; under s.mu
 	// base is, when the full map was built after the last fanout, the
 	// value it had of each node changed since (see fanoutLocked); s.mu.
@@ -289,7 +291,7 @@ func (ss *session) writeLoop() {
 			return
 		}
 		end := false
-		if len(b) < controlbase.MaxPlaintext {
+		if len(b) < noiseconn.MaxPlaintext {
 			batch = append(batch[:0], b...)
 		drain:
 			for {
@@ -299,7 +301,7 @@ func (ss *session) writeLoop() {
 						end = true
 						break drain
 					}
-					if len(batch)+len(nb) > controlbase.MaxPlaintext {
+					if len(batch)+len(nb) > noiseconn.MaxPlaintext {
 						next = nb
 						break drain
 					}
@@ -325,17 +327,10 @@ func (ss *session) writeLoop() {
 const discoKeyInUse = "this disco key is already held by another node; each node must generate its own (restart the daemon)"
 
 // discoString stores a disco key; the zero key (no probing) as "".
-func discoString(k noise.PublicKey) string {
-	if k.IsZero() {
-		return ""
-	}
-	return k.String()
-}
-
 // routesEqual compares advertised routes as sets.
 func routesEqual(a, b []netip.Prefix) bool {
 	a, b = slices.Clone(a), slices.Clone(b)
-	store.SortPrefixes(a)
-	store.SortPrefixes(b)
+	routeprefix.Sort(a)
+	routeprefix.Sort(b)
 	return slices.Equal(slices.Compact(a), slices.Compact(b))
 }

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"warren/internal/control/proto"
+	"warren/internal/dnsname"
 	"warren/internal/netmap"
-	"warren/internal/noise"
 	"warren/internal/policy"
 	"warren/internal/store"
 )
@@ -37,8 +37,8 @@ func (s *Server) userNameLocked(ctx context.Context, id int64) string {
 // toNetmap converts a stored node; ok is false for a node that cannot be
 // represented (a malformed key), which is left out of every map.
 func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
-	key, err := noise.ParsePublicKey(n.NodeKey)
-	if err != nil || key.IsZero() || !netmap.IsDNSLabel(n.Name) {
+	key := n.NodeKey.PublicKey // zero if the stored key did not parse
+	if key.IsZero() || !dnsname.IsLabel(n.Name) {
 		return netmap.Node{}, false
 	}
 	var addrs []netip.Prefix
@@ -53,12 +53,7 @@ func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
 			eps = append(eps, ap)
 		}
 	}
-	var disco noise.PublicKey
-	if n.DiscoKey != "" {
-		if k, err := noise.ParsePublicKey(n.DiscoKey); err == nil && !k.IsLowOrder() {
-			disco = k
-		}
-	}
+	disco := n.DiscoKey.PublicKey // zero if none or not usable (pubkey.ParseDisco)
 	return netmap.Node{
 		ID: uint64(n.ID), Name: n.Name, User: user, Key: key, DiscoKey: disco,
 		Addresses: addrs, AllowedIPs: addrs, Endpoints: eps,
@@ -78,10 +73,11 @@ func (s *Server) refreshLocked() error {
 		return err
 	}
 	clear(s.users) // a full reload also re-reads user names (renames)
-	dns, err := s.st.DNSConfig(ctx)
+	sdns, err := s.st.DNSConfig(ctx)
 	if err != nil {
 		return err
 	}
+	dns := dnsConfigFromStore(sdns)
 	dns.SearchDomains = []string{s.opts.Domain}
 	dns.Nameservers = s.st.ServiceAddrs() // where each node answers for itself
 	if !dns.Equal(s.dns) {

@@ -43,10 +43,11 @@ import (
 	"time"
 
 	"warren/internal/control/client"
-	"warren/internal/control/controlbase"
 	"warren/internal/device"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 	"warren/internal/relay"
 	"warren/internal/tun/tuntest"
 	"warren/internal/uapi"
@@ -95,7 +96,7 @@ func main() {
 func join(server, authKey, hostname string, self netip.AddrPort) (*hostile, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	serverKey, err := controlbase.FetchKey(ctx, server)
+	serverKey, err := noiseconn.FetchKey(ctx, server)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +107,7 @@ func join(server, authKey, hostname string, self netip.AddrPort) (*hostile, erro
 	if h.discoKey, err = noise.GeneratePrivateKey(); err != nil {
 		return nil, err
 	}
-	h.ccfg = client.Config{ServerURL: server, ServerKey: serverKey, NodeKey: h.nodeKey, Logf: log.Printf}
+	h.ccfg = client.Config{ServerURL: server, ServerKey: pubkey.Server{PublicKey: serverKey}, NodeKey: h.nodeKey, Logf: log.Printf}
 	reg, err := client.New(h.ccfg)
 	if err != nil {
 		return nil, err
@@ -142,7 +143,7 @@ func (h *hostile) runStream(disco noise.PublicKey) error {
 		h.stopStream()
 	}
 	cfg := h.ccfg
-	cfg.DiscoKey = disco
+	cfg.DiscoKey = pubkey.Disco{PublicKey: disco}
 	cc, err := client.New(cfg)
 	if err != nil {
 		return err

@@ -1,9 +1,11 @@
-package relay
+package relayserver
 
 import (
 	"encoding/binary"
 	"testing"
 	"time"
+
+	"warren/internal/relay"
 )
 
 // TestQueueAccountingControlFrames: pongs and peer-gone notices pass through
@@ -14,13 +16,13 @@ func TestQueueAccountingControlFrames(t *testing.T) {
 	var ks keySet
 	a, b := genKey(t), genKey(t)
 	ks.add(a, b)
-	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed, QueueBytes: MaxPacketSize})
+	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed, QueueBytes: relay.MaxPacketSize})
 	ca, cb := r.dial(a), r.dial(b)
 
 	// More ping bytes than the whole queue may hold, in batches the queue
 	// can take, each batch answered before the next.
 	const batch = 64
-	total := MaxPacketSize/8 + 2*batch
+	total := relay.MaxPacketSize/8 + 2*batch
 	for sent := 0; sent < total; sent += batch {
 		for i := range batch {
 			var id [8]byte
@@ -34,7 +36,7 @@ func TestQueueAccountingControlFrames(t *testing.T) {
 			if err != nil {
 				t.Fatalf("after %d pings: %v", sent+got, err)
 			}
-			if m.Type == MsgPong {
+			if m.Type == relay.MsgPong {
 				got++
 			}
 		}
@@ -45,19 +47,19 @@ func TestQueueAccountingControlFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 		m, err := recvPacket(t, ca, 5*time.Second)
-		if err != nil || m.Type != MsgPeerGone {
+		if err != nil || m.Type != relay.MsgPeerGone {
 			t.Fatalf("want a peer-gone notice, got %+v, %v", m, err)
 		}
 	}
 
 	// A packet still passes, the largest one too.
-	big := make([]byte, MaxPacketSize)
+	big := make([]byte, relay.MaxPacketSize)
 	for _, pkt := range [][]byte{[]byte("still there?"), big} {
 		if err := cb.Send(a.PublicKey(), pkt); err != nil {
 			t.Fatal(err)
 		}
 		m, err := recvPacket(t, ca, 5*time.Second)
-		if err != nil || m.Type != MsgPacket || m.Peer != b.PublicKey() || len(m.Data) != len(pkt) {
+		if err != nil || m.Type != relay.MsgPacket || m.Peer != b.PublicKey() || len(m.Data) != len(pkt) {
 			t.Fatalf("want a %d-byte packet from b, got type %v len %d, %v (stats %+v)", len(pkt), m.Type, len(m.Data), err, r.srv.Stats())
 		}
 	}

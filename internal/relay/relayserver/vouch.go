@@ -1,4 +1,4 @@
-package relay
+package relayserver
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"warren/internal/control/admin"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 )
 
@@ -39,7 +40,7 @@ func StoreAllowed(st *store.Store, ttl time.Duration) func(noise.PublicKey) bool
 		mu.Unlock()
 		if !hit || now.After(e.until) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			n, err := st.GetNodeByKey(ctx, k.String())
+			n, err := st.GetNodeByKey(ctx, pubkey.Node{PublicKey: k})
 			cancel()
 			switch {
 			case errors.Is(err, store.ErrNotFound):

@@ -1,4 +1,13 @@
-package relay
+// Package relayserver is the server side of Warren's packet relay (the
+// protocol and the client are package relay): it forwards packets between
+// the sessions of vouched node keys. Each client has a bounded queue
+// towards it (the newest packet is dropped when full, so a slow receiver
+// stalls only itself), a token-bucket limit on the bytes it sends, and at
+// most MaxClientsPerKey sessions per key (the newest wins). It owns the two
+// ways a relay learns which nodes the coordination server vouches for: the
+// store, when embedded in `warren server` (StoreAllowed), and the admin
+// API, when standalone (AdminPoller).
+package relayserver
 
 import (
 	"bufio"
@@ -10,19 +19,21 @@ import (
 	"sync/atomic"
 	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
+	"warren/internal/relay"
 )
 
-// Defaults of Options.
+// Defaults of Options. The keepalive and write timeout are the protocol's
+// (package relay), which a client uses too.
 const (
 	DefaultRate             = 10 << 20 // bytes per second a client may send
 	DefaultBurst            = 1 << 20
 	DefaultQueuePackets     = 128
 	DefaultQueueBytes       = 2 << 20
 	DefaultMaxClientsPerKey = 1
-	DefaultKeepAlive        = 30 * time.Second
-	DefaultWriteTimeout     = 10 * time.Second
+	DefaultKeepAlive        = relay.DefaultKeepAlive
+	DefaultWriteTimeout     = relay.DefaultWriteTimeout
 	// peerGoneEvery is how often one sender hears that one destination is
 	// absent.
 	peerGoneEvery = time.Second
@@ -87,7 +98,7 @@ type counters struct {
 // Server is a relay: an http.Handler for Path.
 type Server struct {
 	o  Options
-	cb controlbase.Server
+	cb noiseconn.Server
 
 	mu      sync.RWMutex
 	clients map[noise.PublicKey][]*client // oldest first
@@ -110,14 +121,14 @@ func NewServer(o Options) (*Server, error) {
 	if o.Burst <= 0 {
 		o.Burst = DefaultBurst
 	}
-	o.Burst = max(o.Burst, MaxPacketSize)
+	o.Burst = max(o.Burst, relay.MaxPacketSize)
 	if o.QueuePackets <= 0 {
 		o.QueuePackets = DefaultQueuePackets
 	}
 	if o.QueueBytes <= 0 {
 		o.QueueBytes = DefaultQueueBytes
 	}
-	o.QueueBytes = max(o.QueueBytes, MaxPacketSize)
+	o.QueueBytes = max(o.QueueBytes, relay.MaxPacketSize)
 	if o.MaxClientsPerKey <= 0 {
 		o.MaxClientsPerKey = DefaultMaxClientsPerKey
 	}
@@ -131,7 +142,7 @@ func NewServer(o Options) (*Server, error) {
 		o.Logf = func(string, ...any) {}
 	}
 	s := &Server{o: o, clients: map[noise.PublicKey][]*client{}}
-	s.cb = controlbase.Server{Key: o.Key, Protocol: RelayProtocol, Handle: s.handle, Authorize: s.authorize}
+	s.cb = noiseconn.Server{Key: o.Key, Protocol: relay.RelayProtocol, Handle: s.handle, Authorize: s.authorize}
 	return s, nil
 }
 
@@ -163,7 +174,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	for _, c := range all {
-		c.closeWith(ClosingShutdown)
+		c.closeWith(relay.ClosingShutdown)
 	}
 	return nil
 }
@@ -180,13 +191,13 @@ func (s *Server) authorize(k noise.PublicKey) error {
 type item struct {
 	typ  byte
 	key  noise.PublicKey
-	data []byte // packet (frameRecv) or the other payload after the key
+	data []byte // packet (relay.FrameRecv) or the other payload after the key
 }
 
 type client struct {
 	s     *Server
 	key   noise.PublicKey
-	conn  *controlbase.Conn
+	conn  *noiseconn.Conn
 	queue chan item
 	// qlen counts the payload bytes of every frame in queue, packets and
 	// control frames (pongs, peer-gone notices) alike: enqueue adds them,
@@ -241,7 +252,7 @@ func (s *Server) register(c *client) bool {
 		old := cs[0]
 		cs = cs[1:]
 		s.c.replaced.Add(1)
-		old.closeWith(ClosingReplaced)
+		old.closeWith(relay.ClosingReplaced)
 	}
 	s.clients[c.key] = cs
 	return true
@@ -277,14 +288,14 @@ func (s *Server) lookup(k noise.PublicKey) *client {
 
 // handle runs one session: the writer in its own goroutine, the reader
 // here.
-func (s *Server) handle(conn *controlbase.Conn) {
+func (s *Server) handle(conn *noiseconn.Conn) {
 	c := &client{s: s, key: conn.Peer(), conn: conn, queue: make(chan item, s.o.QueuePackets),
 		closing: make(chan byte, 1), done: make(chan struct{})}
 	info := binary.BigEndian.AppendUint32(nil, uint32(s.o.KeepAlive/time.Second))
 	info = binary.BigEndian.AppendUint64(info, uint64(max(s.o.Rate, 0)))
 	info = binary.BigEndian.AppendUint64(info, uint64(s.o.Burst))
 	c.qlen.Add(int64(len(info)))
-	c.queue <- item{typ: frameInfo, data: info} // first, before anyone can route to c
+	c.queue <- item{typ: relay.FrameInfo, data: info} // first, before anyone can route to c
 	if !s.register(c) {
 		return
 	}
@@ -306,22 +317,22 @@ func (s *Server) handle(conn *controlbase.Conn) {
 
 func (c *client) readLoop() error {
 	s := c.s
-	br := bufio.NewReaderSize(c.conn, controlbase.MaxPlaintext)
-	buf := make([]byte, initialReadBuf)
+	br := bufio.NewReaderSize(c.conn, noiseconn.MaxPlaintext)
+	buf := make([]byte, relay.InitialReadBuf)
 	tokens, last := s.o.Burst, time.Now()
 	var gone map[noise.PublicKey]time.Time
 	for {
 		c.conn.SetReadDeadline(time.Now().Add(s.o.KeepAlive * 5 / 2))
-		typ, p, err := readFrame(br, &buf)
+		typ, p, err := relay.ReadFrame(br, &buf)
 		if err != nil {
-			if errors.Is(err, ErrFrameTooLarge) {
+			if errors.Is(err, relay.ErrFrameTooLarge) {
 				s.c.closedOversize.Add(1)
 			}
 			return err
 		}
 		switch typ {
-		case frameSend:
-			dst, pkt, ok := splitKey(p)
+		case relay.FrameSend:
+			dst, pkt, ok := relay.SplitKey(p)
 			if !ok {
 				s.c.closedProtocol.Add(1)
 				return errors.New("short send frame")
@@ -346,19 +357,19 @@ func (c *client) readLoop() error {
 				}
 				if now := time.Now(); now.Sub(gone[dst]) >= peerGoneEvery {
 					gone[dst] = now
-					c.enqueue(item{typ: framePeerGone, key: dst, data: []byte{GoneNotHere}})
+					c.enqueue(item{typ: relay.FramePeerGone, key: dst, data: []byte{relay.GoneNotHere}})
 				}
 				continue
 			}
-			if !to.enqueue(item{typ: frameRecv, key: c.key, data: append([]byte(nil), pkt...)}) {
+			if !to.enqueue(item{typ: relay.FrameRecv, key: c.key, data: append([]byte(nil), pkt...)}) {
 				s.c.dropsQueueFull.Add(1)
 			}
-		case framePing:
+		case relay.FramePing:
 			if len(p) != 8 {
 				s.c.closedProtocol.Add(1)
 				return errors.New("bad ping frame")
 			}
-			c.enqueue(item{typ: framePong, data: append([]byte(nil), p...)})
+			c.enqueue(item{typ: relay.FramePong, data: append([]byte(nil), p...)})
 		default:
 			// pong, keepalive from a client, or a later addition: skip.
 		}
@@ -374,16 +385,16 @@ func (c *client) writeLoop() {
 	var hdr []byte
 	write := func(it item) error {
 		n := len(it.data)
-		if it.typ == frameRecv || it.typ == framePeerGone {
-			n += KeyLen
+		if it.typ == relay.FrameRecv || it.typ == relay.FramePeerGone {
+			n += relay.KeyLen
 		}
-		hdr = appendHeader(hdr[:0], it.typ, n)
-		if it.typ == frameRecv || it.typ == framePeerGone {
+		hdr = relay.AppendFrameHeader(hdr[:0], it.typ, n)
+		if it.typ == relay.FrameRecv || it.typ == relay.FramePeerGone {
 			hdr = append(hdr, it.key[:]...)
 		}
 		bw.Write(hdr)
 		_, err := bw.Write(it.data)
-		if it.typ == frameRecv {
+		if it.typ == relay.FrameRecv {
 			if err == nil {
 				s.c.packetsOut.Add(1)
 				s.c.bytesOut.Add(int64(len(it.data)))
@@ -407,17 +418,17 @@ func (c *client) writeLoop() {
 			return
 		case reason := <-c.closing:
 			c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-			write(item{typ: frameClosing, data: []byte{reason}})
+			write(item{typ: relay.FrameClosing, data: []byte{reason}})
 			bw.Flush()
 			return
 		case <-tick.C:
 			if !s.o.Allowed(c.key) {
 				s.c.closedNotVouched.Add(1)
-				c.closeWith(ClosingNotVouched)
+				c.closeWith(relay.ClosingNotVouched)
 				continue
 			}
 			c.conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
-			if err := write(item{typ: frameKeepAlive}); err != nil {
+			if err := write(item{typ: relay.FrameKeepAlive}); err != nil {
 				fail(err)
 				return
 			}
@@ -450,7 +461,7 @@ func (c *client) writeLoop() {
 
 // batchWriter gathers the frames of one queue drain and writes them with
 // one call, so the session encrypts and sends them as a few large writes
-// (controlbase batches frames per system call) instead of one per packet.
+// (noiseconn batches frames per system call) instead of one per packet.
 // Its buffer grows only when a session is busy: idle sessions keep none.
 type batchWriter struct {
 	w   io.Writer
@@ -476,4 +487,9 @@ func (b *batchWriter) Flush() error {
 	_, err := b.w.Write(b.buf)
 	b.buf = b.buf[:0]
 	return err
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -1,4 +1,4 @@
-package controlbase
+package noiseconn
 
 import (
 	"bufio"
@@ -37,7 +37,7 @@ var Control = Protocol{Path: Path, UpgradeToken: UpgradeToken, Name: ProtocolNam
 // ErrNotAuthorized is wrapped (with ErrRefused) by Dial's error when the
 // server completed the key exchange but does not accept this node's key
 // (Server.Authorize said no).
-var ErrNotAuthorized = errors.New("controlbase: server does not accept this node key")
+var ErrNotAuthorized = errors.New("noiseconn: server does not accept this node key")
 
 func (p Protocol) orControl() Protocol {
 	if p == (Protocol{}) {

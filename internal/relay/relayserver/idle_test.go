@@ -1,4 +1,4 @@
-package relay
+package relayserver
 
 import (
 	"runtime"
@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/pubkey"
+	"warren/internal/relay"
 )
 
 // TestThousandIdleClients: 1000 vouched nodes hold idle sessions; the
@@ -24,7 +26,7 @@ func TestThousandIdleClients(t *testing.T) {
 	g0 := runtime.NumGoroutine()
 
 	keys := make([]noise.PrivateKey, n)
-	conns := make([]*Conn, n)
+	conns := make([]*relay.Conn, n)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
 	for i := range n {
@@ -34,7 +36,7 @@ func TestThousandIdleClients(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := Dial(ctxT(t, 30*time.Second), r.url, r.key.PublicKey(), keys[i], DialOptions{})
+			c, err := relay.Dial(ctxT(t, 30*time.Second), r.url, pubkey.Relay{PublicKey: r.key.PublicKey()}, keys[i], relay.DialOptions{})
 			if err != nil {
 				t.Error(err)
 				return

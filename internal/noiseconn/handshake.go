@@ -1,4 +1,4 @@
-package controlbase
+package noiseconn
 
 import (
 	"bufio"
@@ -61,14 +61,14 @@ func dial(ctx context.Context, serverURL string, serverKey noise.PublicKey, clie
 func dialProto(ctx context.Context, o DialOptions, serverURL string, serverKey noise.PublicKey, clientKey noise.PrivateKey, sentVersion, prologueVersion uint16) (*Conn, error) {
 	proto := o.Protocol.orControl()
 	if serverKey.IsZero() || serverKey.IsLowOrder() {
-		return nil, fmt.Errorf("controlbase: invalid server key")
+		return nil, fmt.Errorf("noiseconn: invalid server key")
 	}
 	if clientKey.IsZero() {
-		return nil, fmt.Errorf("controlbase: no client key")
+		return nil, fmt.Errorf("noiseconn: no client key")
 	}
 	u, err := url.Parse(serverURL)
 	if err != nil {
-		return nil, fmt.Errorf("controlbase: bad server URL: %w", err)
+		return nil, fmt.Errorf("noiseconn: bad server URL: %w", err)
 	}
 	var port string
 	switch u.Scheme {
@@ -77,10 +77,10 @@ func dialProto(ctx context.Context, o DialOptions, serverURL string, serverKey n
 	case "https":
 		port = "443"
 	default:
-		return nil, fmt.Errorf("controlbase: server URL %q: scheme must be http or https", serverURL)
+		return nil, fmt.Errorf("noiseconn: server URL %q: scheme must be http or https", serverURL)
 	}
 	if u.Hostname() == "" {
-		return nil, fmt.Errorf("controlbase: server URL %q has no host", serverURL)
+		return nil, fmt.Errorf("noiseconn: server URL %q has no host", serverURL)
 	}
 	if u.Port() != "" {
 		port = u.Port()
@@ -98,7 +98,7 @@ func dialProto(ctx context.Context, o DialOptions, serverURL string, serverKey n
 
 	hs, err := newProtoHandshake(proto, true, prologueVersion, clientKey, serverKey[:], nil)
 	if err != nil {
-		return nil, fmt.Errorf("controlbase: %w", err)
+		return nil, fmt.Errorf("noiseconn: %w", err)
 	}
 	init := make([]byte, 2, 2+msg1Len)
 	binary.BigEndian.PutUint16(init, sentVersion)
@@ -109,7 +109,7 @@ func dialProto(ctx context.Context, o DialOptions, serverURL string, serverKey n
 
 	nc, err := o.dialTCP(ctx, &target, addr)
 	if err != nil {
-		return nil, fmt.Errorf("controlbase: %w", err)
+		return nil, fmt.Errorf("noiseconn: %w", err)
 	}
 	ok := false
 	defer func() {
@@ -120,7 +120,7 @@ func dialProto(ctx context.Context, o DialOptions, serverURL string, serverKey n
 	if u.Scheme == "https" {
 		tc := tls.Client(nc, &tls.Config{ServerName: u.Hostname(), NextProtos: []string{"http/1.1"}})
 		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, fmt.Errorf("controlbase: tls: %w", err)
+			return nil, fmt.Errorf("noiseconn: tls: %w", err)
 		}
 		nc = tc
 	}
@@ -134,13 +134,13 @@ func dialProto(ctx context.Context, o DialOptions, serverURL string, serverKey n
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
 	if err != nil {
-		return nil, fmt.Errorf("controlbase: %w", err)
+		return nil, fmt.Errorf("noiseconn: %w", err)
 	}
 	req.Header.Set("Upgrade", proto.UpgradeToken)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set(HandshakeHeader, base64.StdEncoding.EncodeToString(init))
 	if err := req.Write(nc); err != nil {
-		return nil, ctxErr(ctx, fmt.Errorf("controlbase: sending upgrade request: %w", err))
+		return nil, ctxErr(ctx, fmt.Errorf("noiseconn: sending upgrade request: %w", err))
 	}
 	// Nothing is authenticated yet: bound what the response may make us
 	// read (and keep in memory).
@@ -148,7 +148,7 @@ func dialProto(ctx context.Context, o DialOptions, serverURL string, serverKey n
 	br := bufio.NewReader(hl)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
-		return nil, ctxErr(ctx, hl.err("controlbase: reading upgrade response from "+addr, err))
+		return nil, ctxErr(ctx, hl.err("noiseconn: reading upgrade response from "+addr, err))
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))

@@ -1,4 +1,4 @@
-package relay
+package relayserver
 
 import (
 	"bufio"
@@ -19,6 +19,8 @@ import (
 	"warren/internal/control/admin"
 	"warren/internal/control/server"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
+	"warren/internal/relay"
 	"warren/internal/store"
 )
 
@@ -58,7 +60,7 @@ func newWorld(t *testing.T) *world {
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, srv.Notify))
-	mux.Handle(Path, w.embed)
+	mux.Handle(relay.Path, w.embed)
 	w.hs = httptest.NewServer(mux)
 	t.Cleanup(w.hs.Close)
 	return w
@@ -74,7 +76,7 @@ func (w *world) addNode(t *testing.T) (noise.PrivateKey, int64) {
 		t.Fatal(err)
 	}
 	k := genKey(t)
-	n, err := w.st.RegisterNode(ctx, ak, k.PublicKey().String(), "host", store.RegisterOptions{})
+	n, err := w.st.RegisterNode(ctx, ak, pubkey.Node{PublicKey: k.PublicKey()}, "host", store.RegisterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +99,7 @@ func (w *world) expire(t *testing.T, id int64) {
 }
 
 func dialErr(t *testing.T, relayURL string, relayKey noise.PublicKey, k noise.PrivateKey) error {
-	c, err := Dial(ctxT(t, 5*time.Second), relayURL, relayKey, k, DialOptions{})
+	c, err := relay.Dial(ctxT(t, 5*time.Second), relayURL, pubkey.Relay{PublicKey: relayKey}, k, relay.DialOptions{})
 	if err == nil {
 		c.Close()
 	}
@@ -124,7 +126,7 @@ func TestAdminPollerVouching(t *testing.T) {
 	}
 	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: p.Allowed, KeepAlive: time.Second})
 	rk := r.key.PublicKey()
-	if err := dialErr(t, r.url, rk, stranger); !errors.Is(err, ErrNotVouched) {
+	if err := dialErr(t, r.url, rk, stranger); !errors.Is(err, relay.ErrNotVouched) {
 		t.Fatalf("stranger: %v", err)
 	}
 	c1 := r.dial(n1)
@@ -138,11 +140,11 @@ func TestAdminPollerVouching(t *testing.T) {
 		if err != nil {
 			t.Fatalf("no closing notice: %v", err)
 		}
-		if m.Type == MsgClosing && m.Reason == ClosingNotVouched {
+		if m.Type == relay.MsgClosing && m.Reason == relay.ClosingNotVouched {
 			break
 		}
 	}
-	if err := dialErr(t, r.url, rk, n1); !errors.Is(err, ErrNotVouched) {
+	if err := dialErr(t, r.url, rk, n1); !errors.Is(err, relay.ErrNotVouched) {
 		t.Fatalf("expired n1: %v", err)
 	}
 	// A node that joins later is vouched for at the next poll.
@@ -166,19 +168,19 @@ func TestEmbeddedStoreVouching(t *testing.T) {
 	// The embedded relay uses the coordination server's key and URL.
 	c := w.dialEmbedded(t, n1)
 	c.Close()
-	if err := dialErr(t, w.hs.URL, sk, genKey(t)); !errors.Is(err, ErrNotVouched) {
+	if err := dialErr(t, w.hs.URL, sk, genKey(t)); !errors.Is(err, relay.ErrNotVouched) {
 		t.Fatalf("stranger: %v", err)
 	}
 	w.expire(t, id1)
-	waitFor(t, "expired node refused", func() bool { return errors.Is(dialErr(t, w.hs.URL, sk, n1), ErrNotVouched) })
+	waitFor(t, "expired node refused", func() bool { return errors.Is(dialErr(t, w.hs.URL, sk, n1), relay.ErrNotVouched) })
 	if w.embed.Stats().Refused < 2 {
 		t.Fatalf("stats %+v", w.embed.Stats())
 	}
 }
 
-func (w *world) dialEmbedded(t *testing.T, k noise.PrivateKey) *Conn {
+func (w *world) dialEmbedded(t *testing.T, k noise.PrivateKey) *relay.Conn {
 	t.Helper()
-	c, err := Dial(ctxT(t, 5*time.Second), w.hs.URL, w.key.PublicKey(), k, DialOptions{})
+	c, err := relay.Dial(ctxT(t, 5*time.Second), w.hs.URL, pubkey.Relay{PublicKey: w.key.PublicKey()}, k, relay.DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,8 +233,8 @@ func TestThroughHTTPProxy(t *testing.T) {
 	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed})
 	pu, tunnels := connectProxy(t)
 	proxy := func(*http.Request) (*url.URL, error) { return pu, nil }
-	ca, _ := r.client(a, ClientOptions{DialOptions: DialOptions{Proxy: proxy}})
-	_, chb := r.client(b, ClientOptions{})
+	ca, _ := r.client(a, relay.ClientOptions{DialOptions: relay.DialOptions{Proxy: proxy}})
+	_, chb := r.client(b, relay.ClientOptions{})
 	if err := ca.Send(b.PublicKey(), []byte("via proxy")); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +244,7 @@ func TestThroughHTTPProxy(t *testing.T) {
 	}
 	// A proxy that refuses fails the dial with its status.
 	bad := func(*http.Request) (*url.URL, error) { return &url.URL{Scheme: "http", Host: r.addr}, nil }
-	_, err := Dial(ctxT(t, 5*time.Second), r.url, r.key.PublicKey(), a, DialOptions{Proxy: bad})
+	_, err := relay.Dial(ctxT(t, 5*time.Second), r.url, pubkey.Relay{PublicKey: r.key.PublicKey()}, a, relay.DialOptions{Proxy: bad})
 	if err == nil {
 		t.Fatal("dial through a non-proxy worked")
 	}

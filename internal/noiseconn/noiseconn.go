@@ -1,5 +1,5 @@
-// Package controlbase is the secure transport under Warren's control
-// protocol: a Noise IK session (Noise_IK_25519_ChaChaPoly_BLAKE2s) carried
+// Package noiseconn is the secure transport under Warren's control and
+// relay protocols: a Noise IK session (Noise_IK_25519_ChaChaPoly_BLAKE2s) carried
 // over an HTTP/1.1 Upgrade, so that the control channel is encrypted and
 // mutually authenticated independently of TLS and stays safe over plain
 // HTTP behind a reverse proxy.
@@ -34,7 +34,7 @@
 // it can neither read the server's frames nor produce one the server
 // accepts. Conn.Peer on the server is the authenticated node key; bind a
 // session to it and never trust a key sent inside later messages.
-package controlbase
+package noiseconn
 
 import (
 	"errors"
@@ -89,21 +89,21 @@ const (
 var (
 	// ErrVersionMismatch is wrapped by Dial's error when the server speaks
 	// another protocol version.
-	ErrVersionMismatch = errors.New("controlbase: control protocol version mismatch")
+	ErrVersionMismatch = errors.New("noiseconn: control protocol version mismatch")
 	// ErrRefused is wrapped by Dial's error when the server refuses the
 	// upgrade or the handshake (for example because the node used a wrong
 	// server key).
-	ErrRefused = errors.New("controlbase: server refused the control handshake")
+	ErrRefused = errors.New("noiseconn: server refused the control handshake")
 	// ErrHandshake is wrapped when the handshake messages do not verify.
-	ErrHandshake = errors.New("controlbase: handshake failed")
+	ErrHandshake = errors.New("noiseconn: handshake failed")
 	// ErrDecrypt is returned (wrapped) when a frame fails authentication,
 	// including a replayed or reordered frame. The connection is closed.
-	ErrDecrypt = errors.New("controlbase: frame failed authentication")
+	ErrDecrypt = errors.New("noiseconn: frame failed authentication")
 	// ErrFrameSize is returned (wrapped) for a frame whose length is out of
 	// range. The connection is closed.
-	ErrFrameSize = errors.New("controlbase: bad frame length")
+	ErrFrameSize = errors.New("noiseconn: bad frame length")
 	// ErrNonceExhausted is returned when a direction has used every nonce.
-	ErrNonceExhausted = errors.New("controlbase: nonce space exhausted, reconnect")
+	ErrNonceExhausted = errors.New("noiseconn: nonce space exhausted, reconnect")
 )
 
 // KeyInfo is the JSON document served at KeyPath.
@@ -121,4 +121,4 @@ func prologue(v uint16) []byte {
 
 // ErrResponseTooLarge is wrapped by Dial's error when the server's (or a
 // proxy's) HTTP response head exceeds MaxResponseHeader bytes.
-var ErrResponseTooLarge = errors.New("controlbase: HTTP response header too large")
+var ErrResponseTooLarge = errors.New("noiseconn: HTTP response header too large")

@@ -1,28 +1,34 @@
-package metrics
+// Package servermetrics holds the Prometheus collectors of the
+// coordination server (server.Stats) and of the relay server
+// (relayserver.Stats), read at scrape time like those of package metrics,
+// which owns the listener and the registry. It is apart from package
+// metrics so that a node, which links metrics, links no server code.
+package servermetrics
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"warren/internal/control/server"
-	"warren/internal/relay"
+	"warren/internal/metrics"
+	"warren/internal/relay/relayserver"
 )
 
 // Server is the coordination server's collector.
 type Server struct{ S *server.Server }
 
 var (
-	srvOnline   = desc("warren_server_nodes_online", "Nodes with a map stream open on this server.")
-	srvMaps     = desc("warren_server_netmaps_sent_total", "Network maps queued to node streams, by kind (full, delta).", "kind")
-	srvStream   = desc("warren_server_stream_write_seconds", "Time to write one frame to a node's map stream.")
-	srvStore    = desc("warren_server_store_read_seconds", "Time of the store reads behind a map change (world reload or one node).")
-	srvEndpts   = desc("warren_server_endpoint_reports_total", "Endpoint reports from nodes' map streams, by what became of them: received, written (to the store and fanned out, at most one per node per second), merged (into a later one).", "result")
+	srvOnline   = metrics.Desc("warren_server_nodes_online", "Nodes with a map stream open on this server.")
+	srvMaps     = metrics.Desc("warren_server_netmaps_sent_total", "Network maps queued to node streams, by kind (full, delta).", "kind")
+	srvStream   = metrics.Desc("warren_server_stream_write_seconds", "Time to write one frame to a node's map stream.")
+	srvStore    = metrics.Desc("warren_server_store_read_seconds", "Time of the store reads behind a map change (world reload or one node).")
+	srvEndpts   = metrics.Desc("warren_server_endpoint_reports_total", "Endpoint reports from nodes' map streams, by what became of them: received, written (to the store and fanned out, at most one per node per second), merged (into a later one).", "result")
 	relayDescs  = []*prometheus.Desc{relClients, relSessions, relPackets, relBytes, relDrops, relClosed}
-	relClients  = desc("warren_relay_clients", "Relay sessions connected now.")
-	relSessions = desc("warren_relay_sessions_total", "Relay sessions, by event: accepted, refused (not vouched for), replaced.", "event")
-	relPackets  = desc("warren_relay_server_packets_total", "Packets through the relay, by direction: in (clients asked to send), out (written to receivers).", "dir")
-	relBytes    = desc("warren_relay_server_bytes_total", "Packet bytes through the relay, by direction.", "dir")
-	relDrops    = desc("warren_relay_server_drops_total", "Packets the relay dropped, by reason.", "reason")
-	relClosed   = desc("warren_relay_server_closed_total", "Sessions the relay closed, by reason.", "reason")
+	relClients  = metrics.Desc("warren_relay_clients", "Relay sessions connected now.")
+	relSessions = metrics.Desc("warren_relay_sessions_total", "Relay sessions, by event: accepted, refused (not vouched for), replaced.", "event")
+	relPackets  = metrics.Desc("warren_relay_server_packets_total", "Packets through the relay, by direction: in (clients asked to send), out (written to receivers).", "dir")
+	relBytes    = metrics.Desc("warren_relay_server_bytes_total", "Packet bytes through the relay, by direction.", "dir")
+	relDrops    = metrics.Desc("warren_relay_server_drops_total", "Packets the relay dropped, by reason.", "reason")
+	relClosed   = metrics.Desc("warren_relay_server_closed_total", "Sessions the relay closed, by reason.", "reason")
 )
 
 // Describe implements prometheus.Collector.
@@ -60,7 +66,7 @@ func histogram(d *prometheus.Desc, l server.Latency) prometheus.Metric {
 }
 
 // Relay is the relay server's collector.
-type Relay struct{ R *relay.Server }
+type Relay struct{ R *relayserver.Server }
 
 // Describe implements prometheus.Collector.
 func (r Relay) Describe(ch chan<- *prometheus.Desc) {

@@ -1,4 +1,4 @@
-package relay
+package relayserver
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/pubkey"
+	"warren/internal/relay"
 )
 
 func genKey(t testing.TB) noise.PrivateKey {
@@ -86,7 +88,7 @@ func startRelay(t *testing.T, addr string, key noise.PrivateKey, o Options) *tes
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(Path, srv)
+	mux.Handle(relay.Path, srv)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(l)
 	r := &testRelay{t: t, srv: srv, hs: hs, addr: l.Addr().String(), url: "http://" + l.Addr().String(), key: key}
@@ -100,9 +102,9 @@ func (r *testRelay) stop() {
 }
 
 // dial opens a raw session as node k.
-func (r *testRelay) dial(k noise.PrivateKey) *Conn {
+func (r *testRelay) dial(k noise.PrivateKey) *relay.Conn {
 	r.t.Helper()
-	c, err := Dial(ctxT(r.t, 5*time.Second), r.url, r.key.PublicKey(), k, DialOptions{})
+	c, err := relay.Dial(ctxT(r.t, 5*time.Second), r.url, pubkey.Relay{PublicKey: r.key.PublicKey()}, k, relay.DialOptions{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -118,7 +120,7 @@ type packet struct {
 
 // client starts a reconnecting client for k whose packets arrive on the
 // returned channel (dropped if the test does not keep up).
-func (r *testRelay) client(k noise.PrivateKey, o ClientOptions) (*Client, chan packet) {
+func (r *testRelay) client(k noise.PrivateKey, o relay.ClientOptions) (*relay.Client, chan packet) {
 	r.t.Helper()
 	ch := make(chan packet, 1024)
 	o.Receive = func(src noise.PublicKey, pkt []byte) {
@@ -130,7 +132,7 @@ func (r *testRelay) client(k noise.PrivateKey, o ClientOptions) (*Client, chan p
 	if o.MinBackoff == 0 {
 		o.MinBackoff, o.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
 	}
-	c := NewClient(r.url, r.key.PublicKey(), k, o)
+	c := relay.NewClient(r.url, pubkey.Relay{PublicKey: r.key.PublicKey()}, k, o)
 	r.t.Cleanup(func() { c.Close() })
 	if err := c.WaitConnected(ctxT(r.t, 5*time.Second)); err != nil {
 		r.t.Fatal(err)
@@ -139,13 +141,13 @@ func (r *testRelay) client(k noise.PrivateKey, o ClientOptions) (*Client, chan p
 }
 
 // recvPacket waits for the next packet message on a raw Conn.
-func recvPacket(t *testing.T, c *Conn, d time.Duration) (Message, error) {
+func recvPacket(t *testing.T, c *relay.Conn, d time.Duration) (relay.Message, error) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(d))
 	for {
 		m, err := c.Recv()
-		if err != nil || m.Type != MsgKeepAlive {
-			if m.Type == MsgPacket {
+		if err != nil || m.Type != relay.MsgKeepAlive {
+			if m.Type == relay.MsgPacket {
 				m.Data = append([]byte(nil), m.Data...)
 			}
 			return m, err

@@ -1,4 +1,4 @@
-package controlbase
+package noiseconn
 
 import (
 	"context"

@@ -1,16 +1,17 @@
-package relay
+package relayserver
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"warren/internal/control/controlbase"
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
+	"warren/internal/relay"
 )
 
 func TestRelayBothWays(t *testing.T) {
@@ -18,8 +19,8 @@ func TestRelayBothWays(t *testing.T) {
 	a, b := genKey(t), genKey(t)
 	ks.add(a, b)
 	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed})
-	ca, cha := r.client(a, ClientOptions{})
-	cb, chb := r.client(b, ClientOptions{})
+	ca, cha := r.client(a, relay.ClientOptions{})
+	cb, chb := r.client(b, relay.ClientOptions{})
 	for i := range 10 {
 		msg := fmt.Sprintf("a->b %d", i)
 		if err := ca.Send(b.PublicKey(), []byte(msg)); err != nil {
@@ -34,7 +35,7 @@ func TestRelayBothWays(t *testing.T) {
 	}
 	// The largest packet goes through whole; a larger one is refused
 	// before it leaves.
-	big := bytes.Repeat([]byte{0xa5}, MaxPacketSize)
+	big := bytes.Repeat([]byte{0xa5}, relay.MaxPacketSize)
 	if err := ca.Send(b.PublicKey(), big); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +61,7 @@ func TestPeerGone(t *testing.T) {
 	ks.add(a, b)
 	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed})
 	var gone atomic.Int64
-	ca, _ := r.client(a, ClientOptions{PeerGone: func(k noise.PublicKey) {
+	ca, _ := r.client(a, relay.ClientOptions{PeerGone: func(k noise.PublicKey) {
 		if k == b.PublicKey() {
 			gone.Add(1)
 		}
@@ -90,27 +91,27 @@ func TestRefused(t *testing.T) {
 	r := startRelay(t, "127.0.0.1:0", rk, Options{Allowed: ks.allowed})
 	ctx := ctxT(t, 5*time.Second)
 	// An unvouched key is refused at connect.
-	_, err := Dial(ctx, r.url, rk.PublicKey(), genKey(t), DialOptions{})
-	if !errors.Is(err, ErrNotVouched) || !errors.Is(err, controlbase.ErrRefused) {
+	_, err := relay.Dial(ctx, r.url, pubkey.Relay{PublicKey: rk.PublicKey()}, genKey(t), relay.DialOptions{})
+	if !errors.Is(err, relay.ErrNotVouched) || !errors.Is(err, noiseconn.ErrRefused) {
 		t.Fatalf("unvouched: %v", err)
 	}
 	if st := r.srv.Stats(); st.Refused != 1 || st.Accepted != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 	// A wrong relay key fails the handshake, before vouching.
-	_, err = Dial(ctx, r.url, genKey(t).PublicKey(), a, DialOptions{})
-	if err == nil || errors.Is(err, ErrNotVouched) {
+	_, err = relay.Dial(ctx, r.url, pubkey.Relay{PublicKey: genKey(t).PublicKey()}, a, relay.DialOptions{})
+	if err == nil || errors.Is(err, relay.ErrNotVouched) {
 		t.Fatalf("wrong relay key: %v", err)
 	}
 	// A session of another protocol can never complete: the control
 	// protocol's prologue on the relay's path and token fails the
 	// handshake; the relay's token on the control path is refused.
-	for _, p := range []controlbase.Protocol{
-		{Path: Path, UpgradeToken: RelayProtocol.UpgradeToken, Name: controlbase.ProtocolName},
-		controlbase.Control,
+	for _, p := range []noiseconn.Protocol{
+		{Path: relay.Path, UpgradeToken: relay.RelayProtocol.UpgradeToken, Name: noiseconn.ProtocolName},
+		noiseconn.Control,
 	} {
-		_, err := controlbase.DialWith(ctx, controlbase.DialOptions{Protocol: p}, r.url, rk.PublicKey(), a)
-		if !errors.Is(err, controlbase.ErrRefused) {
+		_, err := noiseconn.DialWith(ctx, noiseconn.DialOptions{Protocol: p}, r.url, rk.PublicKey(), a)
+		if !errors.Is(err, noiseconn.ErrRefused) {
 			t.Fatalf("protocol %+v: %v", p, err)
 		}
 	}
@@ -123,22 +124,29 @@ func TestOversizedFrameClosesClient(t *testing.T) {
 	a := genKey(t)
 	ks.add(a)
 	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed})
-	c := r.dial(a)
-	// A frame one byte over the limit: header only, the relay must not
-	// wait for (or buffer) the body.
-	if _, err := c.c.Write(appendHeader(nil, frameSend, maxPayload+1)); err != nil {
+	// A raw session (the client in package relay never sends such a
+	// frame): a frame one byte over the limit, header only; the relay
+	// must not wait for (or buffer) the body.
+	c, err := noiseconn.DialWith(ctxT(t, 5*time.Second), noiseconn.DialOptions{Protocol: relay.RelayProtocol}, r.url, r.key.PublicKey(), a)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer c.Close()
+	if _, err := c.Write(relay.AppendFrameHeader(nil, relay.FrameSend, relay.MaxFramePayload+1)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, relay.InitialReadBuf)
 	for {
-		m, err := recvPacket(t, c, 5*time.Second)
+		typ, _, err := relay.ReadFrame(c, &buf)
 		if err != nil {
 			if isTimeout(err) {
 				t.Fatal("relay did not close the session")
 			}
 			break
 		}
-		if m.Type != MsgPong {
-			t.Fatalf("unexpected %+v", m)
+		if typ != relay.FrameInfo && typ != relay.FrameKeepAlive && typ != relay.FrameClosing {
+			t.Fatalf("unexpected frame type %#x", typ)
 		}
 	}
 	waitFor(t, "stats", func() bool { st := r.srv.Stats(); return st.ClosedOversize == 1 && st.Clients == 0 })
@@ -150,10 +158,10 @@ func TestSlowReceiverDoesNotStallOthers(t *testing.T) {
 	ks.add(a, slow, b, d)
 	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed, Rate: -1, QueuePackets: 8,
 		WriteTimeout: 2 * time.Second})
-	ca, _ := r.client(a, ClientOptions{})
+	ca, _ := r.client(a, relay.ClientOptions{})
 	r.dial(slow) // never reads
-	cb, _ := r.client(b, ClientOptions{})
-	_, chd := r.client(d, ClientOptions{})
+	cb, _ := r.client(b, relay.ClientOptions{})
+	_, chd := r.client(d, relay.ClientOptions{})
 	// Flood the slow receiver far past its queue and the socket buffers.
 	stopFlood := make(chan struct{})
 	flooded := make(chan struct{})
@@ -193,12 +201,12 @@ func TestRateLimitDrops(t *testing.T) {
 	var ks keySet
 	a, b := genKey(t), genKey(t)
 	ks.add(a, b)
-	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed, Rate: 10 << 10, Burst: MaxPacketSize})
-	if info := r.dial(genKeyAllowed(t, &ks)).Info(); info.Rate != 10<<10 || info.Burst != MaxPacketSize || info.KeepAlive != DefaultKeepAlive {
+	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed, Rate: 10 << 10, Burst: relay.MaxPacketSize})
+	if info := r.dial(genKeyAllowed(t, &ks)).Info(); info.Rate != 10<<10 || info.Burst != relay.MaxPacketSize || info.KeepAlive != DefaultKeepAlive {
 		t.Fatalf("info %+v", info)
 	}
-	ca, _ := r.client(a, ClientOptions{})
-	_, chb := r.client(b, ClientOptions{})
+	ca, _ := r.client(a, relay.ClientOptions{})
+	_, chb := r.client(b, relay.ClientOptions{})
 	pkt := make([]byte, 8<<10)
 	for range 20 {
 		if err := ca.Send(b.PublicKey(), pkt); err != nil {
@@ -230,18 +238,18 @@ func TestReconnectAfterRelayRestart(t *testing.T) {
 	rk := genKey(t)
 	r := startRelay(t, "127.0.0.1:0", rk, Options{Allowed: ks.allowed})
 	var downs atomic.Int64
-	ca, _ := r.client(a, ClientOptions{OnState: func(up bool) {
+	ca, _ := r.client(a, relay.ClientOptions{OnState: func(up bool) {
 		if !up {
 			downs.Add(1)
 		}
 	}})
-	_, chb := r.client(b, ClientOptions{})
+	_, chb := r.client(b, relay.ClientOptions{})
 	ca.Send(b.PublicKey(), []byte("before"))
 	expectPacket(t, chb, a.PublicKey(), "before")
 
 	r.stop()
 	waitFor(t, "client noticing", func() bool { return downs.Load() == 1 && !ca.Connected() })
-	if err := ca.Send(b.PublicKey(), []byte("x")); !errors.Is(err, ErrNotConnected) {
+	if err := ca.Send(b.PublicKey(), []byte("x")); !errors.Is(err, relay.ErrNotConnected) {
 		t.Fatalf("send while down: %v", err)
 	}
 	r2 := startRelay(t, r.addr, rk, Options{Allowed: ks.allowed})
@@ -263,7 +271,7 @@ func TestNewestSessionWins(t *testing.T) {
 	old := r.dial(b)
 	cur := r.dial(b)
 	m, err := recvPacket(t, old, 5*time.Second)
-	if err != nil || m.Type != MsgClosing || m.Reason != ClosingReplaced {
+	if err != nil || m.Type != relay.MsgClosing || m.Reason != relay.ClosingReplaced {
 		t.Fatalf("old session: %+v %v", m, err)
 	}
 	ca := r.dial(a)
@@ -271,7 +279,7 @@ func TestNewestSessionWins(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, err = recvPacket(t, cur, 5*time.Second)
-	if err != nil || m.Type != MsgPacket || string(m.Data) != "hi" || m.Peer != a.PublicKey() {
+	if err != nil || m.Type != relay.MsgPacket || string(m.Data) != "hi" || m.Peer != a.PublicKey() {
 		t.Fatalf("new session: %+v %v", m, err)
 	}
 	if st := r.srv.Stats(); st.Replaced != 1 {
@@ -291,8 +299,8 @@ func TestUnvouchedWhileConnected(t *testing.T) {
 		if err != nil {
 			t.Fatalf("no closing notice: %v", err)
 		}
-		if m.Type == MsgClosing {
-			if m.Reason != ClosingNotVouched {
+		if m.Type == relay.MsgClosing {
+			if m.Reason != relay.ClosingNotVouched {
 				t.Fatalf("reason %d", m.Reason)
 			}
 			break
@@ -301,48 +309,4 @@ func TestUnvouchedWhileConnected(t *testing.T) {
 	if st := r.srv.Stats(); st.ClosedNotVouched != 1 {
 		t.Fatalf("stats %+v", st)
 	}
-}
-
-func TestMapValidate(t *testing.T) {
-	k := genKey(t).PublicKey().String()
-	good := Map{Regions: []Region{{ID: 1, Code: "fra", URL: "https://relay.example:8443", PublicKey: k, STUN: "relay.example:3478"}}}
-	if err := good.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range []Map{
-		{Regions: []Region{{ID: 0, URL: "https://x", PublicKey: k}}},
-		{Regions: []Region{{ID: 1, URL: "https://x", PublicKey: k}, {ID: 1, URL: "https://y", PublicKey: k}}},
-		{Regions: []Region{{ID: 1, URL: "ftp://x", PublicKey: k}}},
-		{Regions: []Region{{ID: 1, URL: "https://x", PublicKey: "nope"}}},
-	} {
-		if err := m.Validate(); err == nil || !strings.HasPrefix(err.Error(), "relay map: ") {
-			t.Fatalf("%+v: %v", m, err)
-		}
-	}
-}
-
-func FuzzReadFrame(f *testing.F) {
-	f.Add(append(appendHeader(nil, frameSend, KeyLen+3), make([]byte, KeyLen+3)...))
-	f.Add(appendHeader(nil, frameSend, maxPayload+1))
-	f.Add(append(appendHeader(nil, framePing, 8), 1, 2, 3, 4, 5, 6, 7, 8))
-	f.Add([]byte{frameRecv, 0, 0})
-	buf := make([]byte, maxPayload)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		r := bytes.NewReader(b)
-		for {
-			typ, p, err := readFrame(r, &buf)
-			if err != nil {
-				return
-			}
-			if len(p) > maxPayload {
-				t.Fatalf("payload %d", len(p))
-			}
-			// Re-encoding gives back the bytes read.
-			enc := append(appendHeader(nil, typ, len(p)), p...)
-			consumed := len(b) - r.Len()
-			if !bytes.HasSuffix(b[:consumed], enc) {
-				t.Fatalf("re-encoded %x", enc)
-			}
-		}
-	})
 }

@@ -1,0 +1,36 @@
+package proto
+
+import (
+	"reflect"
+	"testing"
+
+	"warren/internal/pubkey"
+)
+
+// TestRotationProofKeysTyped: RotationProof takes the server's key and
+// the node's old key, both Curve25519 public keys; typed, they cannot be
+// swapped (which would build a proof the server refuses, or worse, one
+// bound to the wrong key).
+func TestRotationProofKeysTyped(t *testing.T) {
+	ft := reflect.TypeOf(RotationProof)
+	if got, want := ft.In(1), reflect.TypeOf(pubkey.Server{}); got != want {
+		t.Errorf("RotationProof's server key is %v, want %v", got, want)
+	}
+	if got, want := ft.In(2), reflect.TypeOf(pubkey.Node{}); got != want {
+		t.Errorf("RotationProof's old key is %v, want %v", got, want)
+	}
+}
+
+// TestDiscoKeysTyped: the disco key a node reports is typed on the wire
+// types, so the server cannot store a node key (or any other) as one.
+func TestDiscoKeysTyped(t *testing.T) {
+	want := reflect.TypeOf(&pubkey.Disco{})
+	for what, got := range map[string]reflect.Type{
+		"MapRequest.DiscoKey":     reflect.TypeOf(MapRequest{}.DiscoKey),
+		"EndpointUpdate.DiscoKey": reflect.TypeOf(EndpointUpdate{}.DiscoKey),
+	} {
+		if got != want {
+			t.Errorf("%s is %v, want %v", what, got, want)
+		}
+	}
+}

@@ -1,0 +1,34 @@
+package servermetrics
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"warren/internal/metrics"
+	"warren/internal/noise"
+	"warren/internal/relay/relayserver"
+)
+
+// TestRelay gathers a relay server's collector through the pedantic
+// registry of package metrics (every metric matches its description).
+func TestRelay(t *testing.T) {
+	priv, _ := noise.GeneratePrivateKey()
+	rs, err := relayserver.NewServer(relayserver.Options{Key: priv, Allowed: func(noise.PublicKey) bool { return false }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	var b bytes.Buffer
+	if err := metrics.WriteText(&b, metrics.Registry(Relay{R: rs})); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`warren_relay_clients 0`, `warren_relay_server_drops_total{reason="no_peer"} 0`,
+		`warren_relay_sessions_total{event="refused"} 0`, `warren_relay_server_closed_total{reason="oversize"} 0`,
+	} {
+		if !strings.Contains(b.String(), want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

@@ -1,0 +1,24 @@
+package store
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestStoreImportsNoProtocolPackages checks that the store keeps its own
+// plain types: it does not import the control protocol's network map or
+// the access policy (conversions live in control/server and
+// control/admin), so neither can pull the database into a node.
+func TestStoreImportsNoProtocolPackages(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{join .Imports "\n"}}`, "warren/internal/store").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for imp := range strings.FieldsSeq(string(out)) {
+		switch imp {
+		case "warren/internal/netmap", "warren/internal/policy":
+			t.Errorf("warren/internal/store imports %s", imp)
+		}
+	}
+}
