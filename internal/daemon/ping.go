@@ -14,6 +14,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
+	"warren/internal/dnsname"
 	"warren/internal/localapi"
 	"warren/internal/netmap"
 )
@@ -22,7 +23,7 @@ import (
 // and the tunnel address to ping (the one named, else IPv4 first).
 func resolvePeer(nm *netmap.NetworkMap, q string) (*netmap.Node, netip.Addr, error) {
 	raw := strings.TrimSpace(q)
-	q = strings.TrimSuffix(strings.ToLower(raw), ".")
+	q = dnsname.Normalize(raw)
 	if q == "" {
 		return nil, netip.Addr{}, errors.New("no peer given")
 	}

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"syscall"
 
+	"warren/internal/routeprefix"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -136,7 +138,7 @@ func (t *tunnelRoutes) Set(routes, unreachable []netip.Prefix, allowLAN bool, sr
 	// send those lookups on to the main table.
 	wantThrow := map[netip.Prefix]bool{}
 	for r := range want {
-		if r.Bits() == 0 {
+		if routeprefix.IsExit(r) {
 			wantThrow[linkLocal[r.Addr().Is6()]] = true
 		}
 	}
