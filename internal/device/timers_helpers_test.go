@@ -145,9 +145,7 @@ func deadline(pt *peerTimer) (time.Time, bool) {
 	case *countedTimer:
 		ft = t.fakeTimer
 	}
-	ft.c.mu.Lock()
-	defer ft.c.mu.Unlock()
-	return ft.when, ft.armed
+	return ft.Deadline()
 }
 
 func armedAt(pt *peerTimer, when time.Time) func() bool {
