@@ -19,23 +19,41 @@ const callEvery = 5 * time.Second
 // that are acted on (honest peers send one per callEvery).
 const callMinGap = time.Second
 
-// prober pings the candidates of peers in use until a direct path answers,
-// then keeps the path warm with heartbeats; when the path stops answering,
-// pathLocked falls back to the relay by itself and probing resumes.
-func (c *Conn) prober(stop chan struct{}) {
-	defer c.running.Done()
-	t := time.NewTicker(probeTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		now := time.Now()
-		c.probeDue(now)
-		c.stunDue(now)
+// The prober pings the candidates of peers in use until a direct path
+// answers, then keeps the path warm with heartbeats; when the path stops
+// answering, pathLocked falls back to the relay by itself and probing
+// resumes. It runs on a timer of the layer's clock, every probeTick while
+// the layer is open: a virtual clock's Advance runs it synchronously.
+func (c *Conn) startProber() {
+	c.tickMu.Lock()
+	defer c.tickMu.Unlock()
+	c.ticking = true
+	c.ticker = c.clock.NewTimer(c.tick)
+	c.ticker.Reset(probeTick)
+}
+
+// stopProber stops the prober; a tick under way finishes first, none
+// starts after it returns (until the next Open).
+func (c *Conn) stopProber() {
+	c.tickMu.Lock()
+	defer c.tickMu.Unlock()
+	c.ticking = false
+	if c.ticker != nil {
+		c.ticker.Stop()
 	}
+}
+
+// tick is one round of the prober.
+func (c *Conn) tick() {
+	c.tickMu.Lock()
+	defer c.tickMu.Unlock()
+	if !c.ticking {
+		return
+	}
+	now := c.clock.Now()
+	c.probeDue(now)
+	c.stunDue(now)
+	c.ticker.Reset(probeTick)
 }
 
 func (c *Conn) probeDue(now time.Time) {
@@ -74,7 +92,7 @@ func (c *Conn) Probe(k noise.PublicKey) {
 	if p == nil {
 		return
 	}
-	now := time.Now()
+	now := c.clock.Now()
 	p.mu.Lock()
 	p.lastActive, p.lastProbe = now, now
 	var addrs []netip.AddrPort
