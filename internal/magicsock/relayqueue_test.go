@@ -8,6 +8,7 @@ import (
 
 	"warren/internal/magicsock"
 	"warren/internal/noise"
+	"warren/internal/testutil/wait"
 	"warren/internal/udp"
 )
 
@@ -57,7 +58,7 @@ func TestRelaySendNeverBlocks(t *testing.T) {
 	r.once.Do(func() { close(r.release) })
 	// RelaySent counts a packet once the relay's Send has returned, after
 	// the relay counted it: wait for both.
-	waitFor(t, "queued packets relayed", 5*time.Second, func() bool {
+	wait.For(t, 5*time.Second, "queued packets relayed", func() bool {
 		return r.sent.Load() == total-int64(dropped) && ms.Stats.RelaySent.Load() == uint64(total)-dropped
 	})
 	if got, sent := ms.Stats.RelaySent.Load(), r.sent.Load(); got != uint64(total)-dropped || sent != total-int64(dropped) {

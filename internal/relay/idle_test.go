@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/testutil/wait"
 )
 
 // TestThousandIdleClients: 1000 vouched nodes hold idle sessions; the
@@ -51,7 +52,7 @@ func TestThousandIdleClients(t *testing.T) {
 			c.Close()
 		}
 	})
-	waitFor(t, "1000 clients", func() bool { return r.srv.Stats().Clients == n })
+	wait.Until(t, "1000 clients", func() bool { return r.srv.Stats().Clients == n })
 
 	runtime.GC()
 	var after runtime.MemStats

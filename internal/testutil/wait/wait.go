@@ -1,6 +1,6 @@
 // Package wait is the one helper tests use to wait for a condition instead
 // of sleeping a fixed time: Poll checks the condition, at first every few
-// microseconds and backing off to every 20 ms, until it holds or a timeout
+// microseconds and backing off to every 10 ms, until it holds or a timeout
 // passes; For fails the test naming what it awaited. The timeout is a
 // safety net against a hang, not a measurement: a test must not depend on
 // how long the condition takes.
@@ -16,10 +16,10 @@ import (
 const Long = 30 * time.Second
 
 // maxInterval is the longest pause between two checks.
-const maxInterval = 20 * time.Millisecond
+const maxInterval = 10 * time.Millisecond
 
 // Poll calls cond until it returns true or timeout passes, and reports
-// whether it did. It checks at once, then backs off from 50 µs to 20 ms.
+// whether it did. It checks at once, then backs off from 50 µs to 10 ms.
 func Poll(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	pause := 50 * time.Microsecond
