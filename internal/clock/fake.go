@@ -68,6 +68,22 @@ func (t *FakeTimer) Deadline() (time.Time, bool) {
 	return t.when, t.armed
 }
 
+// Next reports the earliest deadline of the armed timers, and whether
+// any is armed: a test waits for code under test to arm its timer (in
+// another goroutine), then advances to it.
+func (c *Fake) Next() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var next time.Time
+	ok := false
+	for _, t := range c.timers {
+		if t.armed && (!ok || t.when.Before(next)) {
+			next, ok = t.when, true
+		}
+	}
+	return next, ok
+}
+
 // Advance moves time forward by d, firing timers as they come due.
 func (c *Fake) Advance(d time.Duration) {
 	c.mu.Lock()

@@ -21,6 +21,9 @@ func TestFakeFiresInTimeOrderAtTheirDeadlines(t *testing.T) {
 	a.Reset(3 * time.Second)
 	b.Reset(time.Second)
 	z.Reset(10 * time.Second)
+	if next, ok := c.Next(); !ok || next.Sub(start) != time.Second {
+		t.Fatalf("Next = %v, %v; want the 1s timer", next.Sub(start), ok)
+	}
 	c.Advance(5 * time.Second)
 	if !slices.Equal(got, []string{"b", "a"}) || !slices.Equal(at, []time.Duration{time.Second, 3 * time.Second}) {
 		t.Fatalf("fired %v at %v, want [b a] at [1s 3s]", got, at)
@@ -30,6 +33,9 @@ func TestFakeFiresInTimeOrderAtTheirDeadlines(t *testing.T) {
 	}
 	if !z.Stop() || z.Stop() {
 		t.Fatal("Stop of an armed timer must report true once")
+	}
+	if _, ok := c.Next(); ok {
+		t.Fatal("Next reports a timer with none armed")
 	}
 	c.Advance(time.Hour)
 	if len(got) != 2 {
