@@ -154,6 +154,9 @@ func (h *Host) deliverLocked(src netip.AddrPort, port uint16, b []byte) {
 		h.net.NoRoute.Add(1)
 		return
 	}
+	if h.net.tap != nil {
+		h.net.tap(src, netip.AddrPortFrom(h.addr, port), b)
+	}
 	h.net.inflight.Add(1)
 	select {
 	case s.q <- datagram{src: src, b: b}:

@@ -292,15 +292,20 @@ func TestSTUNReportsTheMappingOfTheFlowToIt(t *testing.T) {
 
 // TestIdleUntilTheReaderComesBack: a datagram counts as on its way until
 // its reader asked for more after taking it, so a test can wait for the
-// hosts to have acted on everything sent.
+// hosts to have acted on everything sent; the tap sees each delivery.
 func TestIdleUntilTheReaderComesBack(t *testing.T) {
 	l := newLab(t, netsim.NATConfig{})
+	var tapped string
+	l.net.SetTap(func(src, dst netip.AddrPort, b []byte) { tapped = fmt.Sprintf("%v → %v %s", src, dst, b) })
 	if !l.net.Idle() {
 		t.Fatal("a fresh network is not idle")
 	}
 	l.send(l.s1, l.s2.LocalAddr(), "x")
 	if l.net.Idle() {
 		t.Fatal("idle with a datagram queued")
+	}
+	if tapped != "198.18.9.1:40000 → 198.18.9.2:40000 x" {
+		t.Fatalf("tap saw %q", tapped)
 	}
 	if src := l.got(l.s2, "x"); src != l.s1.LocalAddr() {
 		t.Fatalf("got from %v", src)

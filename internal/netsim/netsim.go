@@ -35,6 +35,7 @@ type Network struct {
 	lan   map[netip.Addr]*Host // hosts behind a NAT, by private address
 	stun  map[netip.AddrPort]bool
 	rng   *rand.Rand
+	tap   func(src, dst netip.AddrPort, b []byte)
 
 	// inflight counts datagrams queued to a socket or handed to its reader
 	// who has not yet come back for more.
@@ -55,6 +56,16 @@ func New(c clock.Clock) *Network {
 // Idle reports whether no datagram is on its way: every one sent was
 // dropped, or received by a reader who has since asked for more.
 func (n *Network) Idle() bool { return n.inflight.Load() == 0 }
+
+// SetTap sets a function called with every datagram delivered to a
+// socket: its source as the receiver sees it, the receiving socket's
+// address, and its bytes (not to be kept or changed). It runs with the
+// network locked: it must not call into the network.
+func (n *Network) SetTap(f func(src, dst netip.AddrPort, b []byte)) {
+	n.mu.Lock()
+	n.tap = f
+	n.mu.Unlock()
+}
 
 // AddSTUN makes the network answer STUN Binding requests sent to addr
 // with the address they came from (as the internet sees it).
