@@ -11,9 +11,12 @@ import (
 
 	"warren/internal/clock"
 	"warren/internal/conn"
+	"warren/internal/device"
 	"warren/internal/netsim"
 	"warren/internal/noise"
 	"warren/internal/testutil/wait"
+	"warren/internal/tun/tuntest"
+	"warren/internal/uapi"
 )
 
 // The path lab: two Conns on hosts behind NATs of a virtual internet
@@ -61,12 +64,20 @@ func (rc memRelayClient) Send(dst noise.PublicKey, pkt []byte) error {
 // other node, and what it sent and received.
 type labNode struct {
 	name  string
+	priv  noise.PrivateKey
 	key   noise.PublicKey
 	disco noise.PrivateKey
 	host  *netsim.Host
 	nat   *netsim.NAT
 	c     *Conn
 	peer  conn.Endpoint
+	other *labNode
+
+	// With the engine on top (newEngineLab): the WireGuard device, its
+	// host side, and its tunnel address.
+	dev     *device.Device
+	tun     *tuntest.ChannelTUN
+	tunAddr netip.Addr
 
 	sent          atomic.Uint32 // data packets sent (their sequence numbers are 1..sent)
 	direct, relay atomic.Int64  // data packets received over UDP / the relay
@@ -82,17 +93,26 @@ type pathLab struct {
 }
 
 func newPathLab(t *testing.T, natA, natB netsim.NATConfig) *pathLab {
+	return setupPathLab(t, natA, natB, false)
+}
+
+// newEngineLab is a path lab with a WireGuard device on each Conn: the
+// data are tunnel packets, carried by one WireGuard session whichever path
+// the layer picks.
+func newEngineLab(t *testing.T, natA, natB netsim.NATConfig) *pathLab {
+	return setupPathLab(t, natA, natB, true)
+}
+
+func setupPathLab(t *testing.T, natA, natB netsim.NATConfig, engine bool) *pathLab {
 	l := &pathLab{t: t, clk: clock.NewFake(labStart)}
 	l.net = netsim.New(l.clk)
 	l.net.AddSTUN(stunAddr)
 	relay := &memRelay{conns: map[noise.PublicKey]*Conn{}}
 	l.a = l.newNode("a", 1, natA, relay)
 	l.b = l.newNode("b", 2, natB, relay)
+	l.a.other, l.b.other = l.b, l.a
 	for _, n := range []*labNode{l.a, l.b} {
-		other := l.b
-		if n == l.b {
-			other = l.a
-		}
+		other := n.other
 		n.c.SetPeers([]PeerInfo{{Key: other.key, DiscoKey: other.disco.PublicKey()}})
 		ep, err := n.c.ParseEndpoint(PeerEndpoint(other.key))
 		if err != nil {
@@ -105,6 +125,10 @@ func newPathLab(t *testing.T, natA, natB netsim.NATConfig) *pathLab {
 			n.c.SetLocalEndpoints(eps)
 			other.c.SetPeers([]PeerInfo{{Key: n.key, DiscoKey: n.disco.PublicKey(), Endpoints: eps}})
 		})
+		if engine {
+			n.startEngine(t, l.clk)
+			continue
+		}
 		fns, _, err := n.c.Open(0)
 		if err != nil {
 			t.Fatal(err)
@@ -114,12 +138,50 @@ func newPathLab(t *testing.T, natA, natB netsim.NATConfig) *pathLab {
 			go n.read(fn, i == len(fns)-1)
 		}
 	}
+	if engine {
+		for _, n := range []*labNode{l.a, l.b} {
+			err := n.dev.Apply(&uapi.Config{Peers: []uapi.PeerConfig{{
+				PublicKey: n.other.key, Endpoint: PeerEndpoint(n.other.key),
+				ReplaceAllowedIPs: true, AllowedIPs: []netip.Prefix{netip.PrefixFrom(n.other.tunAddr, 32)},
+			}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	return l
+}
+
+// startEngine puts a WireGuard device on the node's Conn (it opens it).
+func (n *labNode) startEngine(t *testing.T, clk clock.Clock) {
+	n.tun = tuntest.New(1420)
+	n.dev = device.New(n.tun, n.c, device.Options{Clock: clk})
+	t.Cleanup(n.dev.Close)
+	port := uint16(0)
+	if err := n.dev.Apply(&uapi.Config{PrivateKey: &n.priv, ListenPort: &port}); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, "device up", func() bool { return n.dev.Port() != 0 })
+	go n.readTUN()
+}
+
+// readTUN records the sequence numbers of the tunnel packets delivered to
+// the node's host side.
+func (n *labNode) readTUN() {
+	for pkt := range n.tun.Outbound {
+		if len(pkt) < 4 {
+			continue
+		}
+		n.mu.Lock()
+		n.seen[binary.BigEndian.Uint32(pkt[len(pkt)-4:])] = true
+		n.mu.Unlock()
+	}
 }
 
 func (l *pathLab) newNode(name string, i byte, cfg netsim.NATConfig, relay *memRelay) *labNode {
 	key, disco := genKeyT(l.t), genKeyT(l.t)
-	n := &labNode{name: name, key: key.PublicKey(), disco: disco, seen: map[uint32]bool{}}
+	n := &labNode{name: name, priv: key, key: key.PublicKey(), disco: disco, seen: map[uint32]bool{},
+		tunAddr: netip.AddrFrom4([4]byte{100, 64, 0, i})}
 	n.nat = l.net.NewNAT(netip.AddrFrom4([4]byte{198, 18, 0, i}), cfg)
 	n.host = l.net.NewHost(netip.AddrFrom4([4]byte{10, 0, i, 2}), n.nat)
 	n.c = New(n.host, Options{NodeKey: n.key, DiscoKey: disco, Clock: l.clk})
@@ -172,6 +234,11 @@ func (n *labNode) read(fn conn.ReceiveFunc, relayed bool) {
 // (shaped as a WireGuard data message: type 4, then the sequence number).
 func (n *labNode) sendData() {
 	seq := n.sent.Add(1)
+	if n.dev != nil { // a tunnel packet, the sequence number at its end
+		payload := binary.BigEndian.AppendUint32([]byte("transfer "), seq)
+		n.tun.Inbound <- tuntest.UDPPacket(netip.AddrPortFrom(n.tunAddr, 4000), netip.AddrPortFrom(n.other.tunAddr, 5000), payload)
+		return
+	}
 	b := make([]byte, 16)
 	b[0] = 4
 	binary.BigEndian.PutUint32(b[8:], seq)
