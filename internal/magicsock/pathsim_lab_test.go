@@ -278,6 +278,16 @@ func (l *pathLab) run(d time.Duration, until func() bool) bool {
 	return false
 }
 
+// idle moves virtual time on by d, one prober tick at a time, with no
+// data sent.
+func (l *pathLab) idle(d time.Duration) {
+	l.t.Helper()
+	for end := l.clk.Now().Add(d); l.clk.Now().Before(end); {
+		l.clk.Advance(probeTick)
+		l.settle()
+	}
+}
+
 func (l *pathLab) both(k PathKind) func() bool {
 	return func() bool { return l.pathOf(l.a, l.b) == k && l.pathOf(l.b, l.a) == k }
 }

@@ -164,3 +164,39 @@ func TestPathCutMidTransfer(t *testing.T) {
 		t.Fatal("back on the direct path, no data came over UDP")
 	}
 }
+
+// TestPathThroughForgetfulNATs: NATs that forget a flow 10 s after its
+// last outgoing datagram. The probes of a transfer hold the direct path
+// (and so the mappings) for two minutes; after the peers idle long enough
+// for the NATs to forget each other, the path is no longer direct, and
+// once data flows again the peers punch through again (a probe filtered
+// on the way shows the NATs had forgotten).
+func TestPathThroughForgetfulNATs(t *testing.T) {
+	forgetful := easyNAT
+	forgetful.Timeout = 10 * time.Second
+	l := newPathLab(t, forgetful, forgetful)
+	if !l.run(callEvery+probeEvery, l.both(PathDirect)) {
+		t.Fatalf("not direct: a→b %s, b→a %s", l.pathOf(l.a, l.b), l.pathOf(l.b, l.a))
+	}
+	start := l.clk.Now()
+	notDirect := func() bool { return !l.both(PathDirect)() }
+	if l.run(2*time.Minute, notDirect) {
+		t.Fatalf("left the direct path %v into the transfer: a→b %s, b→a %s", l.since(start), l.pathOf(l.a, l.b), l.pathOf(l.b, l.a))
+	}
+
+	l.idle(activeFor + 2*forgetful.Timeout)
+	if l.pathOf(l.a, l.b) == PathDirect {
+		t.Fatal("still direct after idling: nothing proves the path any more")
+	}
+	resumed := l.clk.Now()
+	filtered := l.a.nat.Filtered.Load() + l.b.nat.Filtered.Load()
+	fromA := l.a.sent.Load() + 1
+	if !l.run(callEvery+probeEvery, l.both(PathDirect)) {
+		t.Fatalf("not direct again after resuming: a→b %s, b→a %s", l.pathOf(l.a, l.b), l.pathOf(l.b, l.a))
+	}
+	t.Logf("direct %v after the transfer resumed", l.since(resumed))
+	l.delivered(l.a, l.b, fromA)
+	if l.a.nat.Filtered.Load()+l.b.nat.Filtered.Load() == filtered {
+		t.Fatal("no probe was filtered on resuming: the NATs had not forgotten the flow")
+	}
+}
