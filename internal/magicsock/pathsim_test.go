@@ -200,3 +200,21 @@ func TestPathThroughForgetfulNATs(t *testing.T) {
 		t.Fatal("no probe was filtered on resuming: the NATs had not forgotten the flow")
 	}
 }
+
+// TestPathIdlePeersFallQuiet: once neither peer sends data, the layer
+// stops probing within activeFor of the last packet. Peers that cannot go
+// direct (two hard NATs) call each other through the relay while in use;
+// a call received must not make the receiver "in use" in turn, or the two
+// keep each other probing and calling for ever.
+func TestPathIdlePeersFallQuiet(t *testing.T) {
+	l := newPathLab(t, hardNAT, hardNAT)
+	l.run(10*time.Second, nil)
+	l.delivered(l.a, l.b, 1)
+	l.idle(activeFor + probeTick)
+	disco := func() uint64 { return l.a.c.Stats.DiscoSent.Load() + l.b.c.Stats.DiscoSent.Load() }
+	before := disco()
+	l.idle(time.Minute)
+	if n := disco() - before; n != 0 {
+		t.Fatalf("%d disco messages in a minute, %v after the last data", n, activeFor)
+	}
+}

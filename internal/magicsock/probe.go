@@ -209,7 +209,11 @@ func (c *Conn) handleDisco(b []byte, src netip.AddrPort, relayFrom noise.PublicK
 			c.Stats.DiscoRateLimited.Add(1)
 			return
 		}
-		p.lastCallRecv, p.lastActive = now, now
+		// The call does not make the peer "in use" here: the caller repeats
+		// it every callEvery while it has data for us, each answered by
+		// these pings; were we to count as active and call back, two peers
+		// without a direct path would keep each other calling for ever.
+		p.lastCallRecv = now
 		for _, a := range m.addrs {
 			p.candidateLocked(a)
 		}
