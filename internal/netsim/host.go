@@ -13,11 +13,11 @@ import (
 // Host is a machine on the network with one address and (while open) one
 // UDP socket. It implements conn.Transport.
 type Host struct {
-	net  *Network
-	addr netip.Addr
-	nat  *NAT // nil: on the internet
+	net *Network
 
 	// Guarded by net.mu.
+	addr     netip.Addr
+	nat      *NAT // nil: on the internet
 	sock     *socket
 	eps      map[netip.AddrPort]*Endpoint
 	nextPort uint16
@@ -53,7 +53,11 @@ func (e *Endpoint) String() string { return e.ap.String() }
 func (e *Endpoint) Addr() netip.AddrPort { return e.ap }
 
 // Addr is the host's own address (private when behind a NAT).
-func (h *Host) Addr() netip.Addr { return h.addr }
+func (h *Host) Addr() netip.Addr {
+	h.net.mu.Lock()
+	defer h.net.mu.Unlock()
+	return h.addr
+}
 
 // LocalAddr is the bound socket's address, invalid while closed.
 func (h *Host) LocalAddr() netip.AddrPort {

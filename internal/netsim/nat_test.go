@@ -32,6 +32,8 @@ var (
 	s1IP  = netip.MustParseAddr("198.18.9.1")
 	s2IP  = netip.MustParseAddr("198.18.9.2")
 	lanIP = netip.MustParseAddr("10.0.0.2")
+
+	easyConfig = netsim.NATConfig{Mapping: netsim.EndpointIndependent, Filtering: netsim.AddressPortDependent}
 )
 
 func newLab(t *testing.T, cfg netsim.NATConfig) *lab {
@@ -327,5 +329,32 @@ func TestIdleUntilTheReaderComesBack(t *testing.T) {
 	l.send(l.s1, s2, "to a closed socket")
 	if !l.net.Idle() || l.net.NoRoute.Load() != 1 {
 		t.Fatalf("datagram to a closed socket: idle=%v NoRoute=%d, want dropped and counted", l.net.Idle(), l.net.NoRoute.Load())
+	}
+}
+
+// TestMoveHost: a host moving to another NAT keeps its socket; what it
+// sends leaves from the new NAT, and the old NAT's mapping no longer
+// reaches it.
+func TestMoveHost(t *testing.T) {
+	l := newLab(t, easyConfig)
+	s1 := l.s1.LocalAddr()
+	oldPub := l.out(l.s1, s1.Port(), "from the old network")
+
+	nat2 := l.net.NewNAT(netip.MustParseAddr("198.18.0.7"), easyConfig)
+	l.net.MoveHost(l.inside, netip.MustParseAddr("10.7.0.2"), nat2)
+	if a := l.inside.LocalAddr(); a.Addr() != netip.MustParseAddr("10.7.0.2") {
+		t.Fatalf("LocalAddr %v after the move", a)
+	}
+	l.send(l.inside, s1, "from the new network")
+	if src := l.got(l.s1, "from the new network"); src.Addr() != nat2.Public() {
+		t.Fatalf("after the move, s1 sees %v, want the new NAT's address", src)
+	}
+	noRoute := l.net.NoRoute.Load()
+	l.send(l.s1, oldPub, "to the old mapping")
+	if src := l.got(l.inside, "to the old mapping"); src.IsValid() {
+		t.Fatal("the old NAT's mapping still reaches the host that left")
+	}
+	if l.net.NoRoute.Load() != noRoute+1 {
+		t.Fatal("datagram for a host that left not counted")
 	}
 }

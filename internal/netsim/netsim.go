@@ -92,6 +92,29 @@ func (n *Network) NewHost(addr netip.Addr, nat *NAT) *Host {
 	return h
 }
 
+// MoveHost moves h to the address addr, behind nat (nil: on the
+// internet), as a laptop moving to another network does: its socket stays
+// open on the same port, what it sends now leaves from there, and
+// mappings of the old NAT no longer reach it.
+func (n *Network) MoveHost(h *Host, addr netip.Addr, nat *NAT) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.hosts[addr] != nil || n.lan[addr] != nil || n.nats[addr] != nil {
+		panic("netsim: address " + addr.String() + " in use")
+	}
+	if h.nat != nil {
+		delete(n.lan, h.addr)
+	} else {
+		delete(n.hosts, h.addr)
+	}
+	h.addr, h.nat = addr, nat
+	if nat != nil {
+		n.lan[addr] = h
+	} else {
+		n.hosts[addr] = h
+	}
+}
+
 // route carries one datagram from src, sent by host from (nil: the
 // network itself, a STUN answer) to dst. n.mu is held.
 func (n *Network) route(from *Host, src, dst netip.AddrPort, pkt []byte) {
@@ -116,7 +139,11 @@ func (n *Network) route(from *Host, src, dst netip.AddrPort, pkt []byte) {
 	case n.nats[dst.Addr()] != nil:
 		nat := n.nats[dst.Addr()]
 		if to, ok := nat.inboundLocked(src, dst.Port()); ok {
-			n.lan[to.Addr()].deliverLocked(src, to.Port(), pkt)
+			if h := n.lan[to.Addr()]; h != nil && h.nat == nat {
+				h.deliverLocked(src, to.Port(), pkt)
+			} else {
+				n.NoRoute.Add(1) // the host left the NAT's LAN
+			}
 		}
 	default:
 		n.NoRoute.Add(1)
