@@ -66,3 +66,45 @@ func TestPathEngineSessionAcrossCut(t *testing.T) {
 		t.Fatalf("%d handshakes after the moves, %d before: the session did not survive them", now, handshakes)
 	}
 }
+
+// TestPathEngineRoamsToAnotherNAT: a moves to another network mid-transfer
+// (a laptop changing Wi-Fi). The direct path dies with the old mapping:
+// the transfer moves to the relay within a missed heartbeat; STUN, asked
+// again every stunEvery, finds the new address, the peer is told, and the
+// next call-me-maybe punches a direct path from there. One session
+// throughout.
+func TestPathEngineRoamsToAnotherNAT(t *testing.T) {
+	l := newEngineLab(t, easyNAT, easyNAT)
+	l.a.sendData()
+	l.delivered(l.a, l.b, 1)
+	l.b.sendData()
+	l.delivered(l.b, l.a, 1)
+	if !l.run(callEvery+probeEvery, l.both(PathDirect)) {
+		t.Fatalf("not direct: a→b %s, b→a %s", l.pathOf(l.a, l.b), l.pathOf(l.b, l.a))
+	}
+	old := l.a.c.Discovered()
+	handshakes := l.a.dev.Stats.HandshakesDone.Load() + l.b.dev.Stats.HandshakesDone.Load()
+
+	newNAT := l.net.NewNAT(netip.MustParseAddr("198.18.0.9"), easyNAT)
+	l.net.MoveHost(l.a.host, netip.MustParseAddr("10.0.9.2"), newNAT)
+	moved := l.clk.Now()
+	if bound := heartbeat + probeTick + missAfter; !l.run(bound, l.both(PathRelay)) {
+		t.Fatalf("still a→b %s, b→a %s %v after the move", l.pathOf(l.a, l.b), l.pathOf(l.b, l.a), bound)
+	}
+	fromA, fromB := l.a.sent.Load()+1, l.b.sent.Load()+1
+	if bound := stunEvery + callEvery + probeTick; !l.run(bound, l.both(PathDirect)) {
+		t.Fatalf("not direct %v after the move: a→b %s, b→a %s", bound, l.pathOf(l.a, l.b), l.pathOf(l.b, l.a))
+	}
+	t.Logf("direct again %v after the move", l.since(moved))
+	l.delivered(l.a, l.b, fromA)
+	l.delivered(l.b, l.a, fromB)
+	if d := l.a.c.Discovered(); len(d) != 1 || d[0].Addr() != newNAT.Public() {
+		t.Fatalf("a discovered %v (before the move %v), want the new NAT's address", d, old)
+	}
+	if got := l.b.c.PeerPath(l.a.key).Addr; got.Addr() != newNAT.Public() {
+		t.Fatalf("b's direct path to a is %v, want a's new address", got)
+	}
+	if now := l.a.dev.Stats.HandshakesDone.Load() + l.b.dev.Stats.HandshakesDone.Load(); now != handshakes {
+		t.Fatalf("%d handshakes after the move, %d before", now, handshakes)
+	}
+}
