@@ -97,6 +97,7 @@ type peerEP struct {
 	pings      map[txID]pendingPing
 	lastActive time.Time
 	lastProbe  time.Time
+	wasTrusted bool      // the path was trusted at the prober's last round
 	lastCall   time.Time // last call-me-maybe we sent
 	// lastCallRecv is the last call-me-maybe from the peer acted on.
 	lastCallRecv time.Time

@@ -65,10 +65,15 @@ func (c *Conn) probeDue(now time.Time) {
 	relay := c.relay
 	local := c.local
 	c.mu.RUnlock()
+	lost := false
 	for _, p := range peers {
 		p.mu.Lock()
 		due := p.dueProbesLocked(now)
 		_, trusted, _ := p.pathLocked(now)
+		if p.wasTrusted && !trusted && now.Sub(p.lastActive) < activeFor {
+			lost = true // in use, and its direct path stopped answering
+		}
+		p.wasTrusted = trusted
 		call := relay != nil && !trusted && p.shared != nil && len(local) > 0 &&
 			now.Sub(p.lastActive) < activeFor && now.Sub(p.lastCall) >= callEvery
 		if call {
@@ -81,6 +86,14 @@ func (c *Conn) probeDue(now time.Time) {
 		if call {
 			c.sendDiscoRelay(p, &discoMsg{typ: msgCallMeMaybe, addrs: local})
 		}
+	}
+	if lost {
+		// Our own address may be what changed (a new network, a NAT that
+		// rebooted): ask STUN again soon rather than at the next refresh,
+		// so that peers learn where we are now.
+		c.mu.Lock()
+		c.stun.soon = true
+		c.mu.Unlock()
 	}
 }
 
