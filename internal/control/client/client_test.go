@@ -75,16 +75,7 @@ func TestVersionGapResyncs(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx, func(*netmap.NetworkMap) {}) }()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		if m := c.NetworkMap(); m != nil && len(m.Peers) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no resync: %+v", c.NetworkMap())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.Until(t, "resync to the full map", func() bool { m := c.NetworkMap(); return m != nil && len(m.Peers) == 1 })
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run: %v", err)
