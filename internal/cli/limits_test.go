@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/nettest"
+	"warren/internal/testutil/wait"
 )
 
 // raiseNoFile lifts the soft RLIMIT_NOFILE to at least n (both ends of
@@ -110,7 +110,7 @@ func TestServerHoldsIdleConnections(t *testing.T) {
 		c.Close()
 	}
 	held = nil
-	nettest.WaitFor(t, 30*time.Second, "goroutines back to the start", func() bool { return runtime.NumGoroutine() <= base+20 })
+	wait.For(t, 30*time.Second, "goroutines back to the start", func() bool { return runtime.NumGoroutine() <= base+20 })
 }
 
 // TestServerCutsSlowBody: a client that sends a request body slowly (here:

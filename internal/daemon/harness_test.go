@@ -14,9 +14,9 @@ import (
 	"warren/internal/control/server"
 	"warren/internal/localapi"
 	"warren/internal/netmap"
-	"warren/internal/nettest"
 	"warren/internal/noise"
 	"warren/internal/pubkey"
+	"warren/internal/testutil/wait"
 )
 
 // The daemon's in-process tests: a real Daemon with a fake engine and a
@@ -93,7 +93,7 @@ func (td *testDaemon) key() noise.PublicKey {
 
 func (td *testDaemon) waitState(want string) {
 	td.t.Helper()
-	nettest.WaitFor(td.t, waitLong, "state "+want, func() bool { return td.d.Status().BackendState == want })
+	wait.For(td.t, waitLong, "state "+want, func() bool { return td.d.Status().BackendState == want })
 }
 
 // waitPeer waits until the engine holds peer k with exactly allowed.
@@ -102,7 +102,7 @@ func (td *testDaemon) waitPeer(what string, k noise.PublicKey, allowed ...netip.
 	sortPrefixes(allowed)
 	var got []netip.Prefix
 	var ok bool
-	if !nettest.Poll(waitLong, func() bool {
+	if !wait.Poll(waitLong, func() bool {
 		got, ok = td.eng.allowed(k)
 		return ok && equalPrefixes(got, allowed)
 	}) {
@@ -113,14 +113,14 @@ func (td *testDaemon) waitPeer(what string, k noise.PublicKey, allowed ...netip.
 // waitNoPeer waits until the engine does not hold peer k.
 func (td *testDaemon) waitNoPeer(what string, k noise.PublicKey) {
 	td.t.Helper()
-	nettest.WaitFor(td.t, waitLong, what, func() bool { _, ok := td.eng.allowed(k); return !ok })
+	wait.For(td.t, waitLong, what, func() bool { _, ok := td.eng.allowed(k); return !ok })
 }
 
 // waitRouter waits until cond holds of the router's recorded state.
 func (td *testDaemon) waitRouter(what string, cond func(r *fakeRouter) bool) {
 	td.t.Helper()
 	var ok bool
-	if !nettest.Poll(waitLong, func() bool { td.router.get(func(r *fakeRouter) { ok = cond(r) }); return ok }) {
+	if !wait.Poll(waitLong, func() bool { td.router.get(func(r *fakeRouter) { ok = cond(r) }); return ok }) {
 		td.router.get(func(r *fakeRouter) {
 			td.t.Fatalf("%s: router: addrs %v routes %v tunnel %v unreachable %v forwarding %v resolver %v %v",
 				what, r.addrs, r.routes, r.tunnel, r.unreachable, r.forwarding, r.resolver, r.search)
@@ -223,5 +223,5 @@ func pfx(s ...string) []netip.Prefix {
 // waitFor waits for cond (up to waitLong), failing the test naming what.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	nettest.WaitFor(t, waitLong, what, cond)
+	wait.For(t, waitLong, what, cond)
 }

@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 
 	"warren/internal/allowedips"
+	"warren/internal/clock"
 	"warren/internal/conn"
 	"warren/internal/filter"
 	"warren/internal/noise"
@@ -153,7 +154,7 @@ func New(td tun.Device, tr conn.Transport, opts Options) *Device {
 		d.log = slog.New(slog.DiscardHandler)
 	}
 	if d.clock == nil {
-		d.clock = realClock{}
+		d.clock = clock.Real
 	}
 	d.net.transport = tr
 	d.peers.m = make(map[noise.PublicKey]*Peer)

@@ -10,6 +10,7 @@ import (
 
 	"warren/internal/noise"
 	"warren/internal/tai64n"
+	"warren/internal/testutil/wait"
 	"warren/internal/tun/tuntest"
 	"warren/internal/uapi"
 	"warren/internal/wire"
@@ -65,7 +66,7 @@ func TestSpoofedInnerSourceDropped(t *testing.T) {
 	spoof := tuntest.UDPPacket(netip.MustParseAddrPort("100.64.0.99:1"), netip.AddrPortFrom(b.addr, 2), []byte("x"))
 	// a routes by destination, so the spoofed packet is sealed and sent.
 	a.tun.Inbound <- spoof
-	waitFor(t, "source-address drop", func() bool { return b.dev.Stats.DropSourceAddr.Load() >= 1 })
+	wait.Until(t, "source-address drop", func() bool { return b.dev.Stats.DropSourceAddr.Load() >= 1 })
 	noPacket(t, b, 300*time.Millisecond)
 	if b.dev.Stats.DropSourceAddr.Load() != 1 {
 		t.Fatalf("DropSourceAddr = %d", b.dev.Stats.DropSourceAddr.Load())
@@ -75,7 +76,7 @@ func TestSpoofedInnerSourceDropped(t *testing.T) {
 func TestNoRouteDropped(t *testing.T) {
 	a, _ := newPair(t, nil)
 	a.tun.Inbound <- tuntest.UDPPacket(netip.AddrPortFrom(a.addr, 1), netip.MustParseAddrPort("100.64.9.9:2"), nil)
-	waitFor(t, "no-route drop", func() bool { return a.dev.Stats.DropNoRoute.Load() == 1 })
+	wait.Until(t, "no-route drop", func() bool { return a.dev.Stats.DropNoRoute.Load() == 1 })
 }
 
 // Bad input: every malformed or unauthenticated datagram is dropped, counted,
@@ -153,7 +154,7 @@ func TestBadInputSilent(t *testing.T) {
 		if _, err := c.WriteToUDP(tc.pkt, dst); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, tc.name+" counted", func() bool { return tc.counter() == was+1 })
+		wait.Until(t, tc.name+" counted", func() bool { return tc.counter() == was+1 })
 	}
 	// No reply to anything.
 	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
@@ -216,7 +217,7 @@ func TestRoaming(t *testing.T) {
 	if err := a.dev.Apply(&uapi.Config{ListenPort: &newPort}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "rebind", func() bool { return a.dev.Port() != 0 && a.endpoint() != old.Endpoint })
+	wait.Until(t, "rebind", func() bool { return a.dev.Port() != 0 && a.endpoint() != old.Endpoint })
 	ping(t, a, b, false) // authenticated packet from the new port
 	cur, _ := b.dev.PeerStats(a.pub())
 	if cur.Endpoint != a.endpoint() {
@@ -293,7 +294,7 @@ func TestConcurrentReconfiguration(t *testing.T) {
 	// Let queued packets drain: a handshake they trigger for a peer about to
 	// be replaced would make the responder drop the next initiation within
 	// 20 ms as a flood (correct, but it would delay this test by a retry).
-	waitFor(t, "tun queue drained", func() bool { return len(a.tun.Inbound) == 0 })
+	wait.Until(t, "tun queue drained", func() bool { return len(a.tun.Inbound) == 0 })
 	time.Sleep(50 * time.Millisecond)
 	// Remove the stale peers of a's old keys on b, then check traffic.
 	if err := b.dev.Apply(&uapi.Config{ReplacePeers: true}); err != nil {

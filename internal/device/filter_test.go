@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"warren/internal/filter"
+	"warren/internal/testutil/wait"
 	"warren/internal/tun/tuntest"
 	"warren/internal/uapi"
 )
@@ -23,7 +24,7 @@ func TestFilterHook(t *testing.T) {
 	ping(t, a, b, false) // UDP to 5000 is allowed
 	denied := tuntest.UDPPacket(netip.AddrPortFrom(a.addr, 4000), netip.AddrPortFrom(b.addr, 22), []byte("x"))
 	a.tun.Inbound <- denied
-	waitFor(t, "policy drop", func() bool { return b.dev.Stats.DropPolicy.Load() >= 1 })
+	wait.Until(t, "policy drop", func() bool { return b.dev.Stats.DropPolicy.Load() >= 1 })
 	noPacket(t, b, 300*time.Millisecond)
 	if n := b.dev.Stats.DropPolicy.Load(); n != 1 {
 		t.Fatalf("DropPolicy = %d", n)
@@ -32,7 +33,7 @@ func TestFilterHook(t *testing.T) {
 	// b starts the flow below, which would let it in)
 	v6 := tuntest.UDPPacket(netip.AddrPortFrom(a.ip6, 4000), netip.AddrPortFrom(b.ip6, 5000), []byte("y"))
 	a.tun.Inbound <- v6
-	waitFor(t, "IPv6 policy drop", func() bool { return b.dev.Stats.DropPolicy.Load() >= 2 })
+	wait.Until(t, "IPv6 policy drop", func() bool { return b.dev.Stats.DropPolicy.Load() >= 2 })
 	noPacket(t, b, 300*time.Millisecond)
 	if n := b.dev.Stats.DropPolicy.Load(); n != 2 {
 		t.Fatalf("DropPolicy = %d after the IPv6 packet", n)
@@ -77,7 +78,7 @@ func TestFilterDestination(t *testing.T) {
 	}
 	for i, dst := range []string{"169.254.169.254", "198.19.2.7", "203.0.113.1"} {
 		a.tun.Inbound <- tuntest.UDPPacket(netip.AddrPortFrom(a.addr, 4000), netip.AddrPortFrom(netip.MustParseAddr(dst), 5000), []byte("no"))
-		waitFor(t, "destination drop", func() bool { return b.dev.Stats.DropDestination.Load() >= uint64(i+1) })
+		wait.Until(t, "destination drop", func() bool { return b.dev.Stats.DropDestination.Load() >= uint64(i+1) })
 	}
 	noPacket(t, b, 300*time.Millisecond)
 	if n, p := b.dev.Stats.DropDestination.Load(), b.dev.Stats.DropPolicy.Load(); n != 3 || p != 0 {

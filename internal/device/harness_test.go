@@ -13,6 +13,7 @@ import (
 
 	"warren/internal/conn"
 	"warren/internal/noise"
+	"warren/internal/testutil/wait"
 	"warren/internal/tun"
 	"warren/internal/tun/tuntest"
 	"warren/internal/uapi"
@@ -93,7 +94,7 @@ func newNodeWith(t *testing.T, clock Clock, i byte, wrap func(*tuntest.ChannelTU
 	if err := n.dev.Apply(&uapi.Config{PrivateKey: &k, ListenPort: &port}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "device up", func() bool { return n.dev.Port() != 0 })
+	wait.Until(t, "device up", func() bool { return n.dev.Port() != 0 })
 	return n
 }
 
@@ -124,17 +125,6 @@ func newPair(t *testing.T, clock Clock) (a, b *node) {
 	connect(t, a, b, 0)
 	connect(t, b, a, 0)
 	return a, b
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // ping sends a UDP packet from a to b through the tunnel and checks that b's

@@ -28,6 +28,7 @@ import (
 
 	"warren/internal/conn"
 	"warren/internal/noise"
+	"warren/internal/testutil/wait"
 	"warren/internal/tun/tuntest"
 	"warren/internal/uapi"
 	"warren/internal/udp"
@@ -116,7 +117,7 @@ func newWarren(t *testing.T, clock Clock, i byte) *wnode {
 	if err := w.dev.Apply(&uapi.Config{PrivateKey: &k, ListenPort: &port}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "warren device up", func() bool { return w.dev.Port() != 0 })
+	wait.Until(t, "warren device up", func() bool { return w.dev.Port() != 0 })
 	return w
 }
 
@@ -168,7 +169,7 @@ func newWG(t *testing.T, i byte) *wgNode {
 	if err := g.dev.Up(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "wireguard-go up", func() bool { return g.port(t) != 0 })
+	wait.Until(t, "wireguard-go up", func() bool { return g.port(t) != 0 })
 	return g
 }
 
@@ -375,18 +376,6 @@ func interopExchange(t *testing.T, w *wnode, g *wgNode) {
 	}
 	sendToWG(t, w, g, wgtuntest.Ping(g.addr, w.addr), interopTimeout)
 	sendToWarren(t, g, w, wgtuntest.Ping(w.addr, g.addr), interopTimeout)
-}
-
-// interopWait polls cond until it holds or timeout passes.
-func interopWait(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // interopGoroutines returns the stacks of all goroutines by goroutine id.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"warren/internal/testutil/wait"
 	"warren/internal/wire"
 )
 
@@ -110,10 +111,10 @@ func TestInteropRekeyWarrenInitiator(t *testing.T) {
 	// Sending on the old session starts the rekey; the packet itself
 	// still goes on the old session, which wireguard-go accepts.
 	sendToWG(t, w, g, w.pktTo(g, false), interopTimeout)
-	interopWait(t, interopTimeout, "rekey handshake", func() bool { return w.dev.Stats.HandshakesDone.Load() == 2 })
+	wait.For(t, interopTimeout, "rekey handshake", func() bool { return w.dev.Stats.HandshakesDone.Load() == 2 })
 	// HandshakesDone counts the session when it is derived, just before it
 	// is installed as current.
-	interopWait(t, interopTimeout, "new session installed", func() bool { _, cur, _ := w.keypairs(g); return cur != kp1 })
+	wait.For(t, interopTimeout, "new session installed", func() bool { _, cur, _ := w.keypairs(g); return cur != kp1 })
 	prev, kp2, _ := w.keypairs(g)
 	if kp2 == nil || kp2 == kp1 || !kp2.initiator {
 		t.Fatalf("session after rekey %s (old %s)", kpString(kp2), kpString(kp1))
@@ -235,7 +236,7 @@ func TestInteropCookieWarrenUnderLoad(t *testing.T) {
 	pkt := g.pktTo(w, false)
 	g.tun.Outbound <- pkt
 
-	interopWait(t, 2*time.Second, "cookie reply", func() bool {
+	wait.For(t, 2*time.Second, "cookie reply", func() bool {
 		return w.dev.Stats.CookieRepliesSent.Load() >= 1 && w.dev.Stats.DropNeedCookie.Load() >= 1
 	})
 	if n := w.dev.Stats.HandshakesDone.Load(); n != 0 {
@@ -288,7 +289,7 @@ func TestInteropCookieWireGuardGoUnderLoad(t *testing.T) {
 	}
 	pkt := w.pktTo(g, false)
 	w.tun.Inbound <- pkt
-	interopWait(t, 2*time.Second, "cookie reply or response from wireguard-go", func() bool {
+	wait.For(t, 2*time.Second, "cookie reply or response from wireguard-go", func() bool {
 		return w.rx.rx[wire.TypeCookieReply].Load() >= 1 || w.rx.rx[wire.TypeResponse].Load() >= 1
 	})
 	if n := w.rx.rx[wire.TypeResponse].Load(); n != 0 {
@@ -372,7 +373,7 @@ func TestInteropPresharedKeyMismatch(t *testing.T) {
 		w.tun.Inbound <- w.pktTo(g, false)
 		// wireguard-go accepts the initiation (the PSK is not involved
 		// yet) and answers; its response does not authenticate here.
-		interopWait(t, interopTimeout, "response rejected", func() bool { return w.dev.Stats.DropHandshake.Load() >= 1 })
+		wait.For(t, interopTimeout, "response rejected", func() bool { return w.dev.Stats.DropHandshake.Load() >= 1 })
 		if n := w.rx.rx[wire.TypeResponse].Load(); n != 1 {
 			t.Fatalf("received %d responses, want 1", n)
 		}
@@ -391,7 +392,7 @@ func TestInteropPresharedKeyMismatch(t *testing.T) {
 		pskW, pskG := interopPSK(t), interopPSK(t)
 		w, g := interopPair(t, nil, false, true, &pskW, &pskG)
 		g.tun.Outbound <- g.pktTo(w, false)
-		interopWait(t, interopTimeout, "our response", func() bool { return w.tr.sent[wire.TypeResponse].Load() == 1 })
+		wait.For(t, interopTimeout, "our response", func() bool { return w.tr.sent[wire.TypeResponse].Load() == 1 })
 		interopNoPacket(t, w.tun.Outbound, 300*time.Millisecond, "mismatched PSK, wireguard-go -> warren")
 		// Our side derived a responder session, but it is never confirmed:
 		// wireguard-go rejected the response and sends nothing on it.

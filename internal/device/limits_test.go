@@ -12,6 +12,7 @@ import (
 	"warren/internal/noise"
 	"warren/internal/ratelimit"
 	"warren/internal/tai64n"
+	"warren/internal/testutil/wait"
 	"warren/internal/wire"
 )
 
@@ -116,15 +117,15 @@ func TestMessageLimits(t *testing.T) {
 		t.Fatal("no retransmission armed")
 	}
 	clock.Advance(w.Sub(clock.Now()))
-	waitFor(t, "new session", func() bool { _, cur, _ := keypairsOf(pa); return cur != kp0 })
+	wait.Until(t, "new session", func() bool { _, cur, _ := keypairsOf(pa); return cur != kp0 })
 	_, kp1, _ := keypairsOf(pa)
 	// a confirms the new session with a keepalive (counter 0); b must have
 	// promoted it before a's next initiation replaces b's unconfirmed one.
-	waitFor(t, "confirmation", func() bool {
+	wait.Until(t, "confirmation", func() bool {
 		return log.count(func(m sentMsg) bool { return m.receiver == kp1.remoteIndex }) == 1
 	})
 	pb := peerOf(b, a)
-	waitFor(t, "b confirmed", func() bool { _, cur, _ := keypairsOf(pb); return cur != nil && cur.localIndex == kp1.remoteIndex })
+	wait.Until(t, "b confirmed", func() bool { _, cur, _ := keypairsOf(pb); return cur != nil && cur.localIndex == kp1.remoteIndex })
 
 	b.tr.cut.Store(true) // the rekey started below cannot complete yet
 	clock.Advance(RekeyTimeout + time.Second)
@@ -145,7 +146,7 @@ func TestMessageLimits(t *testing.T) {
 		t.Fatalf("a sent %d initiations near RejectAfterMessages, want 1", n-inits)
 	}
 	a.tun.Inbound <- p3
-	waitFor(t, "second packet staged", func() bool { return stagedLen(pa) == 2 })
+	wait.Until(t, "second packet staged", func() bool { return stagedLen(pa) == 2 })
 	noPacket(t, b, 50*time.Millisecond)
 	onKP1 := log.since(mark, func(m sentMsg) bool { return m.typ == wire.TypeTransport && m.receiver == kp1.remoteIndex })
 	if len(onKP1) != 1 || onKP1[0].counter != RejectAfterMessages-1 {
@@ -155,7 +156,7 @@ func TestMessageLimits(t *testing.T) {
 	b.tr.cut.Store(false)
 	for i := 0; i < 3 && stagedLen(pa) > 0; i++ {
 		clock.Advance(RekeyTimeout + RekeyTimeoutJitterMax)
-		waitForOrTimeout(5*time.Second, func() bool { return stagedLen(pa) == 0 })
+		wait.Poll(5*time.Second, func() bool { return stagedLen(pa) == 0 })
 	}
 	expectPacket(t, b, p2)
 	expectPacket(t, b, p3)
@@ -184,7 +185,7 @@ func TestResponderRekeyAfterMessages(t *testing.T) {
 	if n := b.tr.sent[wire.TypeInitiation].Load(); n != 1 {
 		t.Fatalf("responder sent %d initiations at RekeyAfterMessages, want 1", n)
 	}
-	waitFor(t, "new session", func() bool { _, cur, _ := keypairsOf(pb); return cur != kpB })
+	wait.Until(t, "new session", func() bool { _, cur, _ := keypairsOf(pb); return cur != kpB })
 	ping(t, b, a, false)
 	ping(t, a, b, false)
 	_ = clock
@@ -206,7 +207,7 @@ func TestReplayFloodForgedCookie(t *testing.T) {
 	// Replay, 1 s later, from another address.
 	clock.Advance(time.Second)
 	injectUDP(t, b, first)
-	waitFor(t, "timestamp drop", func() bool { return b.dev.Stats.DropTimestamp.Load() == 1 })
+	wait.Until(t, "timestamp drop", func() bool { return b.dev.Stats.DropTimestamp.Load() == 1 })
 	quiet()
 	if p, c, n := keypairsOf(pb); p != prev || c != cur || n != next {
 		t.Fatal("replayed initiation changed b's sessions")
@@ -230,16 +231,16 @@ func TestReplayFloodForgedCookie(t *testing.T) {
 	gen.Init(b.pub())
 	i1 := craftInitiation(t, a.key, b.pub(), clock.Now(), &gen, clock.Now())
 	writeUDP(t, c, addrOf(b), i1)
-	waitFor(t, "response", func() bool { return b.tr.sent[wire.TypeResponse].Load() == responses+1 })
+	wait.Until(t, "response", func() bool { return b.tr.sent[wire.TypeResponse].Load() == responses+1 })
 	writeUDP(t, c, addrOf(b), craftInitiation(t, a.key, b.pub(), clock.Now().Add(time.Second), &gen, clock.Now()))
-	waitFor(t, "flood drop", func() bool { return b.dev.Stats.DropFlood.Load() == 1 })
+	wait.Until(t, "flood drop", func() bool { return b.dev.Stats.DropFlood.Load() == 1 })
 	quiet()
 	if n := b.tr.sent[wire.TypeResponse].Load(); n != responses+1 {
 		t.Fatal("flooded initiation answered")
 	}
 	clock.Advance(HandshakeInitiationRate)
 	writeUDP(t, c, addrOf(b), craftInitiation(t, a.key, b.pub(), clock.Now().Add(2*time.Second), &gen, clock.Now()))
-	waitFor(t, "response", func() bool { return b.tr.sent[wire.TypeResponse].Load() == responses+2 })
+	wait.Until(t, "response", func() bool { return b.tr.sent[wire.TypeResponse].Load() == responses+2 })
 	for i := 0; i < 2; i++ {
 		if r := readUDP(c, 5*time.Second); len(r) != wire.ResponseSize || r[0] != wire.TypeResponse {
 			t.Fatalf("reply %d: % x", i, r)
@@ -270,7 +271,7 @@ func TestReplayFloodForgedCookie(t *testing.T) {
 	for _, r := range []*wire.CookieReply{&r1, &r2, &r3} {
 		writeUDP(t, ca, addrOf(a), r.Marshal(make([]byte, wire.CookieReplySize)))
 	}
-	waitFor(t, "cookie reply drops", func() bool { return a.dev.Stats.DropCookieReply.Load() == 3 })
+	wait.Until(t, "cookie reply drops", func() bool { return a.dev.Stats.DropCookieReply.Load() == 3 })
 	if r := readUDP(ca, 100*time.Millisecond); r != nil {
 		t.Fatalf("a answered a cookie reply: % x", r)
 	}
@@ -302,7 +303,7 @@ func TestUnderLoadCookiesAndRateLimit(t *testing.T) {
 	if len(reply) != wire.CookieReplySize || reply[0] != wire.TypeCookieReply {
 		t.Fatalf("no cookie reply: % x", reply)
 	}
-	waitFor(t, "cookie reply counted", func() bool { return st.CookieRepliesSent.Load() == 1 })
+	wait.Until(t, "cookie reply counted", func() bool { return st.CookieRepliesSent.Load() == 1 })
 	if st.DropNeedCookie.Load() != 1 || st.DropUnknownPeer.Load() != 0 {
 		t.Fatalf("without MAC2: %s", statsString(st))
 	}
@@ -324,7 +325,7 @@ func TestUnderLoadCookiesAndRateLimit(t *testing.T) {
 		}
 		writeUDP(t, s, addrOf(b), msg)
 	}
-	waitFor(t, "flood processed", func() bool { return st.DropRateLimited.Load()+st.DropUnknownPeer.Load() == n })
+	wait.Until(t, "flood processed", func() bool { return st.DropRateLimited.Load()+st.DropUnknownPeer.Load() == n })
 	if st.DropUnknownPeer.Load() != ratelimit.Burst || st.DropRateLimited.Load() != n-ratelimit.Burst {
 		t.Fatalf("burst: %d passed, %d limited; want %d, %d", st.DropUnknownPeer.Load(), st.DropRateLimited.Load(), ratelimit.Burst, n-ratelimit.Burst)
 	}
@@ -333,7 +334,7 @@ func TestUnderLoadCookiesAndRateLimit(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		writeUDP(t, s, addrOf(b), craftInitiation(t, attacker, b.pub(), clock.Now(), &gen, clock.Now()))
 	}
-	waitFor(t, "refill processed", func() bool { return st.DropRateLimited.Load()+st.DropUnknownPeer.Load() == n+2 })
+	wait.Until(t, "refill processed", func() bool { return st.DropRateLimited.Load()+st.DropUnknownPeer.Load() == n+2 })
 	if st.DropUnknownPeer.Load() != ratelimit.Burst+1 {
 		t.Fatalf("after 50 ms, %d passed in all, want %d", st.DropUnknownPeer.Load(), ratelimit.Burst+1)
 	}
@@ -346,14 +347,14 @@ func TestUnderLoadCookiesAndRateLimit(t *testing.T) {
 	logA := recordSends(a, clock)
 	pkt := tunnelPacket(a, b, "under load")
 	a.tun.Inbound <- pkt
-	waitFor(t, "cookie reply to a", func() bool { return st.CookieRepliesSent.Load() == 2 })
+	wait.Until(t, "cookie reply to a", func() bool { return st.CookieRepliesSent.Load() == 2 })
 	quiet()
 	if st.HandshakesDone.Load() != 0 || b.tr.sent[wire.TypeResponse].Load() != 0 {
 		t.Fatal("handshake without MAC2 under load")
 	}
 	for i := 0; i < 5 && st.HandshakesDone.Load() == 0; i++ {
 		clock.Advance(RekeyTimeout + RekeyTimeoutJitterMax) // retransmission
-		waitForOrTimeout(5*time.Second, func() bool { return st.HandshakesDone.Load() == 1 })
+		wait.Poll(5*time.Second, func() bool { return st.HandshakesDone.Load() == 1 })
 	}
 	expectPacket(t, b, pkt)
 	inits := logA.since(0, isType(wire.TypeInitiation))
@@ -367,7 +368,7 @@ func TestUnderLoadCookiesAndRateLimit(t *testing.T) {
 	}
 	// One cookie reply for each of a's initiations without MAC2 (and one
 	// for the attacker's first).
-	waitFor(t, "cookie replies counted", func() bool { return st.CookieRepliesSent.Load() == uint64(len(inits)) })
+	wait.Until(t, "cookie replies counted", func() bool { return st.CookieRepliesSent.Load() == uint64(len(inits)) })
 	if st.DropNeedCookie.Load() != uint64(len(inits)) {
 		t.Fatalf("%d initiations refused for %d without MAC2", st.DropNeedCookie.Load()-1, len(inits)-1)
 	}
@@ -392,7 +393,7 @@ func TestResponderWaitsForConfirmation(t *testing.T) {
 	}
 	a.tr.mu.Unlock()
 	a.tun.Inbound <- tunnelPacket(a, b, "lost")
-	waitFor(t, "a's confirmation lost", a.tr.cut.Load)
+	wait.Until(t, "a's confirmation lost", a.tr.cut.Load)
 	_, curA, _ := keypairsOf(pa)
 	_, curB, nextB := keypairsOf(pb)
 	if curA == nil || curB != nil || nextB == nil || nextB.localIndex != curA.remoteIndex {
@@ -403,8 +404,8 @@ func TestResponderWaitsForConfirmation(t *testing.T) {
 	b.tun.Inbound <- fromB
 	// b has no confirmed session: it starts its own handshake instead
 	// (whose response, from a, is lost).
-	waitFor(t, "b initiates", func() bool { return b.tr.sent[wire.TypeInitiation].Load() == 1 })
-	waitFor(t, "a answers", func() bool { return a.dev.Stats.HandshakesDone.Load() == 2 })
+	wait.Until(t, "b initiates", func() bool { return b.tr.sent[wire.TypeInitiation].Load() == 1 })
+	wait.Until(t, "a answers", func() bool { return a.dev.Stats.HandshakesDone.Load() == 2 })
 	noPacket(t, a, 50*time.Millisecond)
 	if n := b.tr.sent[wire.TypeTransport].Load(); n != 0 {
 		t.Fatalf("b sent %d transport messages before confirmation", n)
@@ -465,7 +466,7 @@ func TestUnderLoadByQueueLength(t *testing.T) {
 	// Taken off the queue is not enough: a worker checks the load (the
 	// queue's length) after that, and must have done so before the queue
 	// fills below. Wait until every one waits for the lock, past the check.
-	waitFor(t, "workers parked", func() bool {
+	wait.Until(t, "workers parked", func() bool {
 		return len(b.dev.queue.handshake) == 0 && handshakeWorkersParked() == workers
 	})
 
@@ -477,29 +478,29 @@ func TestUnderLoadByQueueLength(t *testing.T) {
 			time.Sleep(time.Millisecond) // keep within the socket buffer
 		}
 	}
-	waitFor(t, "queue filled", func() bool { return len(b.dev.queue.handshake) == n })
+	wait.Until(t, "queue filled", func() bool { return len(b.dev.queue.handshake) == n })
 	pb.hs.Unlock()
 	locked = false
 
 	// Every one of them is answered with a cookie, none reaches the DH,
 	// even those handled after the queue shrank below the threshold.
-	waitFor(t, "cookies", func() bool { return st.DropNeedCookie.Load() == n && st.CookieRepliesSent.Load() == n })
+	wait.Until(t, "cookies", func() bool { return st.DropNeedCookie.Load() == n && st.CookieRepliesSent.Load() == n })
 	if st.DropUnknownPeer.Load() != 0 {
 		t.Fatalf("under load by queue length: %s", statsString(st))
 	}
 	// The parked initiations from a were accepted before the load began:
 	// one is answered, the other ones are a flood.
-	waitFor(t, "parked initiations", func() bool {
+	wait.Until(t, "parked initiations", func() bool {
 		return b.tr.sent[wire.TypeResponse].Load() == 1 && st.DropFlood.Load() == uint64(workers-1)
 	})
 
 	// Within UnderLoadAfterTime MAC2 is still required; after it, not.
 	clock.Advance(UnderLoadAfterTime - time.Millisecond)
 	writeUDP(t, s, addrOf(b), craftInitiation(t, attacker, b.pub(), clock.Now(), &genX, clock.Now()))
-	waitFor(t, "cookie", func() bool { return st.DropNeedCookie.Load() == n+1 })
+	wait.Until(t, "cookie", func() bool { return st.DropNeedCookie.Load() == n+1 })
 	clock.Advance(2 * time.Millisecond)
 	writeUDP(t, s, addrOf(b), craftInitiation(t, attacker, b.pub(), clock.Now(), &genX, clock.Now()))
-	waitFor(t, "handled without cookie", func() bool { return st.DropUnknownPeer.Load() == 1 })
+	wait.Until(t, "handled without cookie", func() bool { return st.DropUnknownPeer.Load() == 1 })
 	if st.DropNeedCookie.Load() != n+1 {
 		t.Fatal("cookie required after the load ended")
 	}

@@ -40,7 +40,7 @@ func (g *gatedTUN) TryRead(bufs [][]byte, sizes []int, offset int) (int, error) 
 // receive routines; a receive routine that is in pollTUN then sends what it
 // read, and Peer.send read-locks d.net: neither goes on.
 func TestPollTUNClose(t *testing.T) {
-	clock := realClock{}
+	clock := realClock
 	a := newNode(t, clock, 2)
 	var g *gatedTUN
 	b := newNodeWith(t, clock, 3, func(c *tuntest.ChannelTUN) tun.Device {

@@ -52,7 +52,7 @@ func (p *parkedTUN) Close() error {
 // device goes out when datagrams come in, even if the TUN reader does not
 // run (the ACKs a receiver owes leave with the data they answer).
 func TestPollTUN(t *testing.T) {
-	clock := realClock{}
+	clock := realClock
 	a := newNode(t, clock, 2) // pipeline datapath, reads its TUN as usual
 	var parked *parkedTUN
 	b := newNodeWith(t, clock, 3, func(c *tuntest.ChannelTUN) tun.Device {

@@ -7,6 +7,7 @@ import (
 
 	"warren/internal/conn"
 	"warren/internal/noise"
+	"warren/internal/testutil/wait"
 	"warren/internal/tun/tuntest"
 	"warren/internal/uapi"
 	"warren/internal/udp"
@@ -81,7 +82,7 @@ func TestNoRoamOntoAnotherPeersEndpoint(t *testing.T) {
 	if err := b.dev.Apply(&uapi.Config{PrivateKey: &bk, ListenPort: &port}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "device up", func() bool { return b.dev.Port() != 0 })
+	wait.Until(t, "device up", func() bool { return b.dev.Port() != 0 })
 	connect(t, a, b, 0)
 	connect(t, b, a, 0)
 	ping(t, a, b, false)

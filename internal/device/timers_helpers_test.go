@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"warren/internal/testutil/wait"
 	"warren/internal/tun/tuntest"
 	"warren/internal/wire"
 )
@@ -145,9 +146,7 @@ func deadline(pt *peerTimer) (time.Time, bool) {
 	case *countedTimer:
 		ft = t.fakeTimer
 	}
-	ft.c.mu.Lock()
-	defer ft.c.mu.Unlock()
-	return ft.when, ft.armed
+	return ft.Deadline()
 }
 
 func armedAt(pt *peerTimer, when time.Time) func() bool {
@@ -191,7 +190,7 @@ func quiet() { time.Sleep(30 * time.Millisecond) }
 // at a later fake time, which would skew the 20 ms flood window.
 func settleInitiations(t *testing.T, n, from *node) {
 	t.Helper()
-	waitFor(t, "initiations handled", func() bool {
+	wait.Until(t, "initiations handled", func() bool {
 		st := &n.dev.Stats
 		return st.HandshakesDone.Load()+st.DropFlood.Load()+st.DropTimestamp.Load() == from.tr.sent[wire.TypeInitiation].Load()
 	})
@@ -214,6 +213,6 @@ func handshake(t *testing.T, clock *fakeClock, a, b *node) *Keypair {
 	if kp == nil || !kp.initiator {
 		t.Fatalf("no initiator session after the first ping: %+v", kp)
 	}
-	waitFor(t, "a's new-handshake timer", func() bool { _, ok := deadline(&pa.timers.newHandshake); return ok })
+	wait.Until(t, "a's new-handshake timer", func() bool { _, ok := deadline(&pa.timers.newHandshake); return ok })
 	return kp
 }

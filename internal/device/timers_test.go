@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/testutil/wait"
 	"warren/internal/wire"
 )
 
@@ -48,7 +49,7 @@ func TestRekeyAfterTime(t *testing.T) {
 	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 2 {
 		t.Fatalf("a sent %d initiations after RekeyAfterTime, want 2", n)
 	}
-	waitFor(t, "new session", func() bool { _, cur, _ := keypairsOf(pa); return cur != kp0 })
+	wait.Until(t, "new session", func() bool { _, cur, _ := keypairsOf(pa); return cur != kp0 })
 	prev, kp1, _ := keypairsOf(pa)
 	if !kp1.created.Equal(clock.Now()) || kp1.created.Sub(start) != 121*time.Second {
 		t.Fatalf("new session created at +%v, want +121s", kp1.created.Sub(start))
@@ -84,7 +85,7 @@ func TestRejectAfterTime(t *testing.T) {
 	// A packet on the old key that b never received, to replay after 180 s.
 	a.tr.cut.Store(true)
 	a.tun.Inbound <- tunnelPacket(a, b, "late")
-	waitFor(t, "late packet sealed", func() bool { return log.count(isData) == 1 })
+	wait.Until(t, "late packet sealed", func() bool { return log.count(isData) == 1 })
 	late := log.since(0, isData)[0]
 	if late.receiver != kp0.remoteIndex {
 		t.Fatal("late packet not on the first session")
@@ -95,14 +96,14 @@ func TestRejectAfterTime(t *testing.T) {
 	clock.Advance(RejectAfterTime + time.Second)
 	// b's passive keepalive (due at 10 s) was sealed on the old key when it
 	// was still valid; let it and a's retried initiations settle.
-	waitFor(t, "b's keepalive", func() bool { return logB.count(isKeepalive) == 1 })
+	wait.Until(t, "b's keepalive", func() bool { return logB.count(isKeepalive) == 1 })
 	settleInitiations(t, b, a)
 
 	mark, markB := log.len(), logB.len()
 	initsBefore := a.tr.sent[wire.TypeInitiation].Load()
 	after := tunnelPacket(a, b, "after 180 s")
 	a.tun.Inbound <- after
-	waitFor(t, "a initiates", func() bool { return a.tr.sent[wire.TypeInitiation].Load() == initsBefore+1 })
+	wait.Until(t, "a initiates", func() bool { return a.tr.sent[wire.TypeInitiation].Load() == initsBefore+1 })
 	noPacket(t, b, 100*time.Millisecond)
 	if got := log.since(mark, isType(wire.TypeTransport)); len(got) != 0 {
 		t.Fatalf("a sent %d transport messages on a key older than RejectAfterTime", len(got))
@@ -114,8 +115,8 @@ func TestRejectAfterTime(t *testing.T) {
 	// b, the responder, must not send on it either.
 	fromB := tunnelPacket(b, a, "b after 180 s")
 	b.tun.Inbound <- fromB
-	waitFor(t, "b staged", func() bool { return stagedLen(pb) == 1 })
-	waitFor(t, "b initiates", func() bool { return b.tr.sent[wire.TypeInitiation].Load() == 1 })
+	wait.Until(t, "b staged", func() bool { return stagedLen(pb) == 1 })
+	wait.Until(t, "b initiates", func() bool { return b.tr.sent[wire.TypeInitiation].Load() == 1 })
 	noPacket(t, a, 50*time.Millisecond)
 	if got := logB.since(markB, isType(wire.TypeTransport)); len(got) != 0 {
 		t.Fatalf("b sent %d transport messages on a key older than RejectAfterTime", len(got))
@@ -124,7 +125,7 @@ func TestRejectAfterTime(t *testing.T) {
 	// The receive side refuses the old key: the packet that b never saw
 	// is authentic and fresh for the replay window, but too late.
 	injectUDP(t, b, late.raw)
-	waitFor(t, "expired-key drop", func() bool { return b.dev.Stats.DropExpiredKey.Load() == 1 })
+	wait.Until(t, "expired-key drop", func() bool { return b.dev.Stats.DropExpiredKey.Load() == 1 })
 	noPacket(t, b, 50*time.Millisecond)
 
 	// The staged packets go out once a new session exists. Both sides
@@ -206,8 +207,8 @@ func TestHandshakeRetriesGiveUp(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		a.tun.Inbound <- tunnelPacket(a, b, "waiting")
 	}
-	waitFor(t, "3 staged", func() bool { return stagedLen(pa) == 3 })
-	waitFor(t, "first initiation", func() bool { return log.count(isType(wire.TypeInitiation)) == 1 })
+	wait.Until(t, "3 staged", func() bool { return stagedLen(pa) == 3 })
+	wait.Until(t, "first initiation", func() bool { return log.count(isType(wire.TypeInitiation)) == 1 })
 
 	// Just before the last retry is due nothing has been dropped yet.
 	clock.Advance(time.Duration(MaxTimerHandshakes)*RekeyTimeout - time.Second)
@@ -260,12 +261,12 @@ func TestPassiveKeepalive(t *testing.T) {
 		t.Fatalf("b sent %d messages before KeepaliveTimeout", n)
 	}
 	clock.Advance(10 * time.Millisecond)
-	waitFor(t, "b's keepalive", func() bool { return logB.count(isKeepalive) == 1 })
+	wait.Until(t, "b's keepalive", func() bool { return logB.count(isKeepalive) == 1 })
 	if n := logB.len(); n != 1 {
 		t.Fatalf("b sent %d messages, want one keepalive", n)
 	}
 	// a hears it, so its "nothing received" timer is cleared...
-	waitFor(t, "a's new-handshake timer cleared", disarmed(&pa.timers.newHandshake))
+	wait.Until(t, "a's new-handshake timer cleared", disarmed(&pa.timers.newHandshake))
 	// ... and nobody rehandshakes or sends anything more while idle.
 	clock.Advance(KeepaliveTimeout + RekeyTimeout + RekeyTimeoutJitterMax)
 	quiet()
@@ -304,14 +305,14 @@ func TestPersistentKeepalive(t *testing.T) {
 	logB := recordSends(b, clock)
 	connect(t, a, b, 25) // starts a handshake, confirmed by a keepalive
 	pa, pb := peerOf(a, b), peerOf(b, a)
-	waitFor(t, "session confirmed", func() bool { _, cur, _ := keypairsOf(pb); return cur != nil })
+	wait.Until(t, "session confirmed", func() bool { _, cur, _ := keypairsOf(pb); return cur != nil })
 	if n := logA.count(isKeepalive); n != 1 {
 		t.Fatalf("%d keepalives after the handshake, want 1", n)
 	}
 	// Every authenticated packet a sent or received restarted the
 	// interval: its initiation, b's response and its keepalive.
 	pk := &pa.timers.persistentKeepalive
-	waitFor(t, "timer re-armed after the keepalive", func() bool { return resets(pk) == 3 })
+	wait.Until(t, "timer re-armed after the keepalive", func() bool { return resets(pk) == 3 })
 	const interval = 25 * time.Second
 	for i := 2; i <= 4; i++ {
 		if !armedAt(pk, clock.Now().Add(interval))() {
@@ -323,8 +324,8 @@ func TestPersistentKeepalive(t *testing.T) {
 			t.Fatalf("keepalive %d sent early", i)
 		}
 		clock.Advance(10 * time.Millisecond)
-		waitFor(t, "persistent keepalive", func() bool { return logA.count(isKeepalive) == i })
-		waitFor(t, "timer re-armed after the keepalive", func() bool { return resets(pk) == int64(i)+2 })
+		wait.Until(t, "persistent keepalive", func() bool { return logA.count(isKeepalive) == i })
+		wait.Until(t, "timer re-armed after the keepalive", func() bool { return resets(pk) == int64(i)+2 })
 	}
 	if n := logA.count(isType(wire.TypeInitiation)); n != 1 {
 		t.Fatalf("a sent %d initiations", n)
@@ -342,10 +343,10 @@ func rekeyOnReceiveSetup(t *testing.T) (*fakeClock, *node, *node, *Keypair) {
 	kp0 := handshake(t, clock, a, b)
 	pb := peerOf(b, a)
 	ping(t, b, a, false)
-	waitFor(t, "b's new-handshake timer", func() bool { _, ok := deadline(&pb.timers.newHandshake); return ok })
+	wait.Until(t, "b's new-handshake timer", func() bool { _, ok := deadline(&pb.timers.newHandshake); return ok })
 	// a's passive keepalive (10 s) answers b's data; after that both are idle.
 	clock.Advance(KeepaliveTimeout)
-	waitFor(t, "b heard a's keepalive", disarmed(&pb.timers.newHandshake))
+	wait.Until(t, "b heard a's keepalive", disarmed(&pb.timers.newHandshake))
 	clock.Advance(RekeyOnReceiveAge - KeepaliveTimeout - time.Second) // 164 s
 	ping(t, b, a, false)
 	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 1 {
@@ -364,7 +365,7 @@ func TestRekeyOnReceive(t *testing.T) {
 	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 2 {
 		t.Fatalf("a sent %d initiations, want 2", n)
 	}
-	waitFor(t, "new session", func() bool { _, cur, _ := keypairsOf(pa); return cur != kp0 })
+	wait.Until(t, "new session", func() bool { _, cur, _ := keypairsOf(pa); return cur != kp0 })
 	if _, cur, _ := keypairsOf(pa); !cur.created.Equal(clock.Now()) || !cur.initiator {
 		t.Fatal("new session not made by a at 166 s")
 	}
@@ -401,7 +402,7 @@ func TestRekeyOnReceiveOnlyOnce(t *testing.T) {
 	// Sending rekeys as usual (the key is older than RekeyAfterTime).
 	a.tr.cut.Store(false)
 	ping(t, a, b, false)
-	waitFor(t, "new session", func() bool { _, cur, _ := keypairsOf(pa); return cur != kp0 })
+	wait.Until(t, "new session", func() bool { _, cur, _ := keypairsOf(pa); return cur != kp0 })
 	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 3 {
 		t.Fatalf("a sent %d initiations, want 3", n)
 	}
@@ -414,15 +415,4 @@ func injectUDP(t *testing.T, n *node, b []byte) {
 	if _, err := c.WriteToUDPAddrPort(b, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n.dev.Port())); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func waitForOrTimeout(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return true
 }

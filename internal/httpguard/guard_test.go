@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/nettest"
+	"warren/internal/testutil/wait"
 )
 
 func TestAllowedHosts(t *testing.T) {
@@ -101,7 +101,7 @@ func TestLimitListenerPerSource(t *testing.T) {
 	if _, err := over.Read(make([]byte, 1)); err == nil {
 		t.Fatal("connection over the cap was served")
 	}
-	nettest.WaitFor(t, 5*time.Second, "refusal counted", func() bool { return l.Refused() == 1 })
+	wait.For(t, 5*time.Second, "refusal counted", func() bool { return l.Refused() == 1 })
 	// ...another source still gets in...
 	dial("127.0.0.2")
 	<-accepted

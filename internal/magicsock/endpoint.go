@@ -97,6 +97,7 @@ type peerEP struct {
 	pings      map[txID]pendingPing
 	lastActive time.Time
 	lastProbe  time.Time
+	wasTrusted bool      // the path was trusted at the prober's last round
 	lastCall   time.Time // last call-me-maybe we sent
 	// lastCallRecv is the last call-me-maybe from the peer acted on.
 	lastCallRecv time.Time
@@ -165,7 +166,7 @@ func (p *peerEP) String() string { return p.Addr().String() }
 func (p *peerEP) Addr() netip.AddrPort {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if a, _, ok := p.pathLocked(time.Now()); ok {
+	if a, _, ok := p.pathLocked(p.c.clock.Now()); ok {
 		return a
 	}
 	return p.synthetic
@@ -206,7 +207,7 @@ func (p *peerEP) pathLocked(now time.Time) (addr netip.AddrPort, trusted, ok boo
 func (p *peerEP) Path(relay bool) Path {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	a, trusted, ok := p.pathLocked(time.Now())
+	a, trusted, ok := p.pathLocked(p.c.clock.Now())
 	switch {
 	case trusted:
 		c := p.cands[a]

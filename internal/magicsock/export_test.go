@@ -3,7 +3,6 @@ package magicsock
 import (
 	"crypto/rand"
 	"net/netip"
-	"time"
 
 	"warren/internal/noise"
 )
@@ -22,7 +21,7 @@ func SealPingForTest(from noise.PrivateKey, to, nodeKey noise.PublicKey, clock u
 }
 
 // PingClockForTest is c's ping clock now: what a ping c sent now carries.
-func (c *Conn) PingClockForTest() uint64 { return c.pingClock(time.Now()) }
+func (c *Conn) PingClockForTest() uint64 { return c.pingClock(c.clock.Now()) }
 
 // SealCallMeMaybeForTest seals a call-me-maybe listing addrs.
 func SealCallMeMaybeForTest(from noise.PrivateKey, to noise.PublicKey, addrs []netip.AddrPort) []byte {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/noise"
 )
 
@@ -12,9 +13,10 @@ import (
 // RTTs keep it at zero, alternating ones move it 1/16 of the way to the
 // difference per probe, and Path reports it with the RTT.
 func TestJitter(t *testing.T) {
-	p := newPeerEP(nil, noise.PublicKey{1})
-	addr := netip.MustParseAddrPort("198.18.1.2:41641")
 	now := time.Unix(1000, 0)
+	clk := clock.NewFake(now)
+	p := newPeerEP(&Conn{clock: clk}, noise.PublicKey{1})
+	addr := netip.MustParseAddrPort("198.18.1.2:41641")
 	probe := func(rtt time.Duration) {
 		tx := p.newPingLocked(addr, now)
 		now = now.Add(rtt)
@@ -44,8 +46,8 @@ func TestJitter(t *testing.T) {
 	p.mu.Lock()
 	p.bestPing = time.Time{}
 	p.mu.Unlock()
-	// Path reads the wall clock: make the last pong recent.
-	p.cands[addr].lastPong = time.Now()
+	// Path reads the layer's clock: bring it to the last pong.
+	clk.Advance(now.Sub(clk.Now()))
 	if path := p.Path(false); path.Kind != PathDirect || path.Jitter != j || path.RTT != 26*time.Millisecond {
 		t.Fatalf("Path = %+v, want direct with jitter %v", path, j)
 	}

@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/conn"
 	"warren/internal/noise"
 	"warren/internal/stun"
@@ -57,6 +58,10 @@ type Options struct {
 	NodeKey  noise.PublicKey  // this node's key, sent in pings
 	DiscoKey noise.PrivateKey // this node's disco private key
 	Logger   *slog.Logger
+	// Clock is the layer's source of time: probes, heartbeats, the trust
+	// and fallback windows, STUN and the disco limits run on it. nil is
+	// the real clock; tests pass a clock.Fake.
+	Clock clock.Clock
 }
 
 // Stats counts the layer's own traffic.
@@ -76,6 +81,12 @@ type Conn struct {
 	opts     Options
 	discoPub noise.PublicKey
 	log      *slog.Logger
+	clock    clock.Clock
+
+	// The prober's timer (see tick); ticking is false while closed.
+	tickMu  sync.Mutex
+	ticker  clock.Timer
+	ticking bool
 
 	mu      sync.RWMutex
 	peers   map[noise.PublicKey]*peerEP
@@ -114,10 +125,11 @@ func New(udp conn.Transport, o Options) *Conn {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Conn{udp: udp, opts: o, discoPub: o.DiscoKey.PublicKey(), log: o.Logger,
+	clk := clock.Or(o.Clock)
+	return &Conn{udp: udp, opts: o, discoPub: o.DiscoKey.PublicKey(), log: o.Logger, clock: clk,
 		peers: map[noise.PublicKey]*peerEP{}, byAddr: map[netip.AddrPort]*peerEP{},
 		byDisco: map[noise.PublicKey]*peerEP{}, raws: map[netip.AddrPort]*rawEP{},
-		contested: map[netip.AddrPort]bool{}, limiter: newDiscoLimiter(), epoch: time.Now(),
+		contested: map[netip.AddrPort]bool{}, limiter: newDiscoLimiter(), epoch: clk.Now(),
 		relayIn: make(chan relayPacket, 512), relayOut: make(chan relayPacket, relaySendQueue)}
 }
 
@@ -195,9 +207,9 @@ func (c *Conn) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		out = append(out, c.filter(fn))
 	}
 	out = append(out, c.receiveRelay(c.stop))
-	c.running.Add(2)
-	go c.prober(c.stop)
+	c.running.Add(1)
 	go c.relayWriter(c.stop)
+	c.startProber()
 	return out, actual, nil
 }
 
@@ -209,6 +221,7 @@ func (c *Conn) Close() error {
 		c.open = false
 	}
 	c.mu.Unlock()
+	c.stopProber()
 	err := c.udp.Close()
 	c.running.Wait()
 	return err
@@ -243,7 +256,7 @@ func (c *Conn) peerLocked(key noise.PublicKey) *peerEP {
 // SetPeers replaces what the netmap says about the peers; peers not listed
 // are forgotten.
 func (c *Conn) SetPeers(peers []PeerInfo) {
-	now := time.Now()
+	now := c.clock.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	keep := map[noise.PublicKey]bool{}
@@ -326,7 +339,7 @@ func (c *Conn) learn(key noise.PublicKey, udp conn.Endpoint) conn.Endpoint {
 		p = c.peerLocked(key)
 		c.mu.Unlock()
 	}
-	now := time.Now()
+	now := c.clock.Now()
 	p.mu.Lock()
 	cand := p.candidateLocked(addr)
 	cand.heard = now
@@ -383,7 +396,7 @@ func (c *Conn) othersProvedLocked(addr netip.AddrPort, p *peerEP, now time.Time)
 func (c *Conn) ReceiveRelayed(src noise.PublicKey, pkt []byte) {
 	c.Stats.RelayRecv.Add(1)
 	if isDisco(pkt) {
-		c.handleDisco(pkt, netip.AddrPort{}, src, time.Now())
+		c.handleDisco(pkt, netip.AddrPort{}, src, c.clock.Now())
 		return
 	}
 	select {
@@ -447,7 +460,7 @@ func (c *Conn) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				if isDisco(b) || stun.Is(b) {
 					c.mu.RUnlock()
 					if isDisco(b) {
-						c.handleDisco(b, eps[i].Addr(), noise.PublicKey{}, time.Now())
+						c.handleDisco(b, eps[i].Addr(), noise.PublicKey{}, c.clock.Now())
 					} else {
 						c.handleSTUN(b, eps[i].Addr())
 					}
@@ -508,7 +521,7 @@ func (c *Conn) Send(bufs [][]byte, ep conn.Endpoint) error {
 var errNoPath = errors.New("magicsock: no path to peer")
 
 func (c *Conn) sendPeer(bufs [][]byte, p *peerEP) error {
-	now := time.Now()
+	now := c.clock.Now()
 	p.mu.Lock()
 	p.lastActive = now
 	addr, trusted, ok := p.pathLocked(now)

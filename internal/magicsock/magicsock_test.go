@@ -19,6 +19,7 @@ import (
 	"warren/internal/relay"
 	"warren/internal/relay/relayserver"
 	"warren/internal/stun"
+	"warren/internal/testutil/wait"
 	"warren/internal/tun/tuntest"
 	"warren/internal/uapi"
 	"warren/internal/udp"
@@ -51,7 +52,7 @@ func newNode(t *testing.T, i byte) *node {
 	if err := n.dev.Apply(&uapi.Config{PrivateKey: &n.key, ListenPort: &port}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "device up", 5*time.Second, func() bool { return n.dev.Port() != 0 })
+	wait.For(t, 5*time.Second, "device up", func() bool { return n.dev.Port() != 0 })
 	return n
 }
 
@@ -69,17 +70,6 @@ func (n *node) peer(o *node, eps ...netip.AddrPort) {
 	}}})
 	if err != nil {
 		n.t.Fatal(err)
-	}
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %v", what, d)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -120,7 +110,7 @@ func TestDirectPath(t *testing.T) {
 	b.peer(a, a.udpAddr())
 	flow(t, a, b, 5*time.Second)
 	flow(t, b, a, 5*time.Second)
-	waitFor(t, "direct path", 10*time.Second, func() bool {
+	wait.For(t, 10*time.Second, "direct path", func() bool {
 		p := a.ms.PeerPath(b.key.PublicKey())
 		return p.Kind == magicsock.PathDirect && p.Addr == b.udpAddr() && p.RTT > 0
 	})
@@ -138,7 +128,7 @@ func TestLearnsUnreportedAddress(t *testing.T) {
 	b.peer(a)
 	flow(t, a, b, 5*time.Second)
 	flow(t, b, a, 5*time.Second)
-	waitFor(t, "b's direct path to a", 10*time.Second, func() bool {
+	wait.For(t, 10*time.Second, "b's direct path to a", func() bool {
 		return b.ms.PeerPath(a.key.PublicKey()).Kind == magicsock.PathDirect
 	})
 }
@@ -158,7 +148,7 @@ func TestForgedProbesIgnored(t *testing.T) {
 	if n, err := c.Read(make([]byte, 1500)); err == nil {
 		t.Fatalf("answered a forged probe with %d bytes", n)
 	}
-	waitFor(t, "bad disco counted", 5*time.Second, func() bool { return a.ms.Stats.DiscoBad.Load() == 1 })
+	wait.For(t, 5*time.Second, "bad disco counted", func() bool { return a.ms.Stats.DiscoBad.Load() == 1 })
 }
 
 // relayEnv is a real relay server on loopback vouching for every key.
@@ -251,7 +241,7 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 	a.ms.SetLocalEndpoints([]netip.AddrPort{addrOf(m.bSide)}) // where b can reach a
 	b.ms.SetLocalEndpoints([]netip.AddrPort{addrOf(m.aSide)}) // where a can reach b
 	start := time.Now()
-	waitFor(t, "upgrade to direct", 10*time.Second, func() bool {
+	wait.For(t, 10*time.Second, "upgrade to direct", func() bool {
 		send(a, b, 100*time.Millisecond)
 		return a.ms.PeerPath(b.key.PublicKey()).Kind == magicsock.PathDirect &&
 			b.ms.PeerPath(a.key.PublicKey()).Kind == magicsock.PathDirect
@@ -263,7 +253,7 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 	// Cut it: back on the relay within the trust window, same session.
 	m.cut.Store(true)
 	cut := time.Now()
-	waitFor(t, "fallback to the relay", 10*time.Second, func() bool {
+	wait.For(t, 10*time.Second, "fallback to the relay", func() bool {
 		return a.ms.PeerPath(b.key.PublicKey()).Kind == magicsock.PathRelay
 	})
 	flow(t, a, b, 5*time.Second)

@@ -19,23 +19,41 @@ const callEvery = 5 * time.Second
 // that are acted on (honest peers send one per callEvery).
 const callMinGap = time.Second
 
-// prober pings the candidates of peers in use until a direct path answers,
-// then keeps the path warm with heartbeats; when the path stops answering,
-// pathLocked falls back to the relay by itself and probing resumes.
-func (c *Conn) prober(stop chan struct{}) {
-	defer c.running.Done()
-	t := time.NewTicker(probeTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		now := time.Now()
-		c.probeDue(now)
-		c.stunDue(now)
+// The prober pings the candidates of peers in use until a direct path
+// answers, then keeps the path warm with heartbeats; when the path stops
+// answering, pathLocked falls back to the relay by itself and probing
+// resumes. It runs on a timer of the layer's clock, every probeTick while
+// the layer is open: a virtual clock's Advance runs it synchronously.
+func (c *Conn) startProber() {
+	c.tickMu.Lock()
+	defer c.tickMu.Unlock()
+	c.ticking = true
+	c.ticker = c.clock.NewTimer(c.tick)
+	c.ticker.Reset(probeTick)
+}
+
+// stopProber stops the prober; a tick under way finishes first, none
+// starts after it returns (until the next Open).
+func (c *Conn) stopProber() {
+	c.tickMu.Lock()
+	defer c.tickMu.Unlock()
+	c.ticking = false
+	if c.ticker != nil {
+		c.ticker.Stop()
 	}
+}
+
+// tick is one round of the prober.
+func (c *Conn) tick() {
+	c.tickMu.Lock()
+	defer c.tickMu.Unlock()
+	if !c.ticking {
+		return
+	}
+	now := c.clock.Now()
+	c.probeDue(now)
+	c.stunDue(now)
+	c.ticker.Reset(probeTick)
 }
 
 func (c *Conn) probeDue(now time.Time) {
@@ -47,10 +65,15 @@ func (c *Conn) probeDue(now time.Time) {
 	relay := c.relay
 	local := c.local
 	c.mu.RUnlock()
+	lost := false
 	for _, p := range peers {
 		p.mu.Lock()
 		due := p.dueProbesLocked(now)
 		_, trusted, _ := p.pathLocked(now)
+		if p.wasTrusted && !trusted && now.Sub(p.lastActive) < activeFor {
+			lost = true // in use, and its direct path stopped answering
+		}
+		p.wasTrusted = trusted
 		call := relay != nil && !trusted && p.shared != nil && len(local) > 0 &&
 			now.Sub(p.lastActive) < activeFor && now.Sub(p.lastCall) >= callEvery
 		if call {
@@ -64,6 +87,14 @@ func (c *Conn) probeDue(now time.Time) {
 			c.sendDiscoRelay(p, &discoMsg{typ: msgCallMeMaybe, addrs: local})
 		}
 	}
+	if lost {
+		// Our own address may be what changed (a new network, a NAT that
+		// rebooted): ask STUN again soon rather than at the next refresh,
+		// so that peers learn where we are now.
+		c.mu.Lock()
+		c.stun.soon = true
+		c.mu.Unlock()
+	}
 }
 
 // Probe pings every candidate of the peer now (for tests and `warren ping`).
@@ -74,7 +105,7 @@ func (c *Conn) Probe(k noise.PublicKey) {
 	if p == nil {
 		return
 	}
-	now := time.Now()
+	now := c.clock.Now()
 	p.mu.Lock()
 	p.lastActive, p.lastProbe = now, now
 	var addrs []netip.AddrPort
@@ -191,7 +222,11 @@ func (c *Conn) handleDisco(b []byte, src netip.AddrPort, relayFrom noise.PublicK
 			c.Stats.DiscoRateLimited.Add(1)
 			return
 		}
-		p.lastCallRecv, p.lastActive = now, now
+		// The call does not make the peer "in use" here: the caller repeats
+		// it every callEvery while it has data for us, each answered by
+		// these pings; were we to count as active and call back, two peers
+		// without a direct path would keep each other calling for ever.
+		p.lastCallRecv = now
 		for _, a := range m.addrs {
 			p.candidateLocked(a)
 		}

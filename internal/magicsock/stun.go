@@ -22,6 +22,7 @@ type stunState struct {
 	pending    map[stun.TxID]netip.AddrPort // tx → server
 	found      map[netip.AddrPort]netip.AddrPort
 	lastSent   time.Time
+	soon       bool // a direct path was lost: ask again after stunRetry
 	onDiscover func([]netip.AddrPort)
 }
 
@@ -66,14 +67,14 @@ func (c *Conn) discoveredLocked() []netip.AddrPort {
 func (c *Conn) stunDue(now time.Time) {
 	c.mu.Lock()
 	every := stunEvery
-	if len(c.stun.found) == 0 {
-		every = stunRetry // nothing found yet (or UDP was blocked): retry soon
+	if len(c.stun.found) == 0 || c.stun.soon {
+		every = stunRetry // nothing found yet (or UDP was blocked), or a path lost: retry soon
 	}
 	if len(c.stun.servers) == 0 || now.Sub(c.stun.lastSent) < every {
 		c.mu.Unlock()
 		return
 	}
-	c.stun.lastSent = now
+	c.stun.lastSent, c.stun.soon = now, false
 	if c.stun.pending == nil || len(c.stun.pending) > 64 {
 		c.stun.pending = map[stun.TxID]netip.AddrPort{}
 	}

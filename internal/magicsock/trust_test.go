@@ -10,6 +10,7 @@ import (
 
 	"warren/internal/magicsock"
 	"warren/internal/noise"
+	"warren/internal/testutil/wait"
 	"warren/internal/uapi"
 )
 
@@ -116,7 +117,7 @@ func isWireGuard(b []byte) bool {
 // directTo waits until from's direct path to o is o's real address.
 func directTo(t *testing.T, from, o *node) {
 	t.Helper()
-	waitFor(t, "direct path to the peer's real address", 10*time.Second, func() bool {
+	wait.For(t, 10*time.Second, "direct path to the peer's real address", func() bool {
 		send(from, o, 50*time.Millisecond)
 		p := from.ms.PeerPath(o.key.PublicKey())
 		return p.Kind == magicsock.PathDirect && p.Addr == o.udpAddr()

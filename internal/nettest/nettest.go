@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"warren/internal/testutil/wait"
 )
 
 // RequireEnv is the environment variable that turns a missing namespace
@@ -279,7 +281,7 @@ func WaitLocalRoute(t testing.TB, ns *NS, cidr string) {
 		t.Fatalf("WaitLocalRoute %s: %v", cidr, err)
 	}
 	addr := a.String()
-	if !Poll(5*time.Second, func() bool {
+	if !wait.Poll(5*time.Second, func() bool {
 		out, err := ns.Output("ip", "-6", "route", "show", "table", "local", addr)
 		return err == nil && strings.Contains(out, addr)
 	}) {
@@ -302,28 +304,4 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// Poll calls cond every 20 ms until it returns true or timeout passes, and
-// reports whether it did.
-func Poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// WaitFor polls cond for up to timeout and fails the test, naming what was
-// awaited, if it never holds.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if !Poll(timeout, cond) {
-		t.Fatalf("no %s after %v", what, timeout)
-	}
 }

@@ -13,6 +13,7 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"warren/internal/nettest"
+	"warren/internal/testutil/wait"
 )
 
 // netnsResolvConf gives ns its own /etc/resolv.conf: `ip netns exec`
@@ -138,7 +139,7 @@ func TestMagicDNS(t *testing.T) {
 	l.mustAdmin("dns", "records", "add", "corp.example.com", "TXT", "hello warren")
 	l.mustAdmin("dns", "routes", "set", "lan.example.net", resAddr+":5353")
 	added := time.Now()
-	if !poll(2*time.Second, func() bool { return a.dig("+short", "db.corp.example.com") == bV4 }) {
+	if !wait.Poll(2*time.Second, func() bool { return a.dig("+short", "db.corp.example.com") == bV4 }) {
 		t.Fatalf("custom A not answered 2 s after it was added: %q", a.dig("db.corp.example.com"))
 	}
 	t.Logf("custom record answered %v after it was added", time.Since(added).Round(time.Millisecond))
@@ -184,7 +185,7 @@ func TestMagicDNS(t *testing.T) {
 	if nV4 == bV4 {
 		t.Fatalf("b kept its address %s after logout and join", bV4)
 	}
-	if !poll(3*time.Second, func() bool { return a.dig("+short", "db.corp.example.com") == nV4 }) {
+	if !wait.Poll(3*time.Second, func() bool { return a.dig("+short", "db.corp.example.com") == nV4 }) {
 		t.Errorf("node:b record did not follow b to %s: %q", nV4, a.dig("+short", "db.corp.example.com"))
 	}
 
@@ -245,7 +246,7 @@ func TestAcceptDNSSparesHostFile(t *testing.T) {
 	if _, err := warren(a.ns, "up", "--socket", a.sock, "--server", l.srv.url, "--auth-key", key, "--accept-dns"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "a health warning", func() bool {
+	wait.For(t, 5*time.Second, "a health warning", func() bool {
 		st, err := a.status()
 		return err == nil && len(st.Health) > 0 && strings.Contains(st.Health[0], "refusing to rewrite")
 	})

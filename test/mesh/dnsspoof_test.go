@@ -11,6 +11,8 @@ import (
 
 	mdns "github.com/miekg/dns"
 	"golang.org/x/sys/unix"
+
+	"warren/internal/testutil/wait"
 )
 
 // udpNoPorts reads the datagrams ns received for no socket (/proc/net/snmp,
@@ -114,7 +116,7 @@ func TestMagicDNSSpoofedSource(t *testing.T) {
 	}
 	// The real peer gets answers from b's exit node resolver.
 	id := uint16(1)
-	waitFor(t, 15*time.Second, "a's query answered by b through the tunnel", func() bool {
+	wait.For(t, 15*time.Second, "a's query answered by b through the tunnel", func() bool {
 		id++
 		_, ok := ask(id)
 		return ok
@@ -165,5 +167,5 @@ func TestMagicDNSSpoofedSource(t *testing.T) {
 		}
 	}
 	// The forged queries did reach b, and found no socket.
-	waitFor(t, 5*time.Second, "forged queries refused by b's kernel", func() bool { return udpNoPorts(t, b) >= noPorts+spoofed })
+	wait.For(t, 5*time.Second, "forged queries refused by b's kernel", func() bool { return udpNoPorts(t, b) >= noPorts+spoofed })
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"warren/internal/localapi"
+	"warren/internal/testutil/wait"
 )
 
 // fileCmd runs `warren file ARGS --socket SOCK` on n.
@@ -108,7 +109,7 @@ func dropLab(t *testing.T) (*lab, *node, *node, *node) {
 	})
 	waitPeers(t, []*node{a, b, m}, 2, 10*time.Second)
 	bV4, _ := b.ips()
-	if !poll(5*time.Second, func() bool { return a.pingOnce(bV4, time.Second) == nil }) {
+	if !wait.Poll(5*time.Second, func() bool { return a.pingOnce(bV4, time.Second) == nil }) {
 		t.Fatal("a cannot reach b")
 	}
 	return l, a, b, m
@@ -182,7 +183,7 @@ func TestDrop(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- cp.Wait() }()
 		partial := filepath.Join(b.inbox(), "."+name+".partial")
-		if !poll(30*time.Second, func() bool { return fileSize(partial) >= size/2 }) {
+		if !wait.Poll(30*time.Second, func() bool { return fileSize(partial) >= size/2 }) {
 			cp.Process.Kill()
 			t.Fatalf("partial never reached half: %s", cpOut.String())
 		}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"warren/internal/testutil/wait"
 )
 
 // TestDropTagged: file drop is between one user's own machines, and a
@@ -38,7 +40,7 @@ func TestDropTagged(t *testing.T) {
 	})
 	waitPeers(t, []*node{a, s}, 1, 10*time.Second)
 	aV4, _ := a.ips()
-	if !poll(5*time.Second, func() bool { return s.pingOnce(aV4, time.Second) == nil }) {
+	if !wait.Poll(5*time.Second, func() bool { return s.pingOnce(aV4, time.Second) == nil }) {
 		t.Fatal("srv cannot reach a")
 	}
 	src := t.TempDir()

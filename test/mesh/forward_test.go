@@ -13,6 +13,7 @@ import (
 
 	"warren/internal/netmap"
 	"warren/internal/nettest"
+	"warren/internal/testutil/wait"
 )
 
 // What a subnet router forwards (issue #16): only to its approved routes,
@@ -106,7 +107,7 @@ func TestRouteForwardsOnlyApproved(t *testing.T) {
 	})
 	waitPeers(t, []*node{r, a}, 1, 10*time.Second)
 	l.mustAdmin("routes", "approve", "router", "198.19.1.0/24")
-	waitFor(t, 10*time.Second, "rogue reaches the approved LAN", func() bool { return a.pingOnce("198.19.1.2", 300*time.Millisecond) == nil })
+	wait.For(t, 10*time.Second, "rogue reaches the approved LAN", func() bool { return a.pingOnce("198.19.1.2", 300*time.Millisecond) == nil })
 	r4, _ := r.ips()
 	r.listen(t, 8081)
 
@@ -142,7 +143,7 @@ func TestRouteForwardsOnlyApproved(t *testing.T) {
 	}
 	check := func(phase string) {
 		t.Helper()
-		waitFor(t, 15*time.Second, phase+": rogue reaches the approved LAN through its forged routes", func() bool {
+		wait.For(t, 15*time.Second, phase+": rogue reaches the approved LAN through its forged routes", func() bool {
 			return a.pingOnce("198.19.1.2", 300*time.Millisecond) == nil
 		})
 		if !a.dial("198.19.1.2", 8080, 2*time.Second) {
@@ -178,7 +179,7 @@ func TestRouteForwardsOnlyApproved(t *testing.T) {
 	// on the router.
 	l.runServer()
 	a.set(t, "--exit-node=")
-	waitFor(t, 15*time.Second, "rogue back on the real map", func() bool {
+	wait.For(t, 15*time.Second, "rogue back on the real map", func() bool {
 		st, err := a.status()
 		return err == nil && st.Connected
 	})
@@ -190,7 +191,7 @@ func TestRouteForwardsOnlyApproved(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.mustAdmin("policy", "set", pol)
-	waitFor(t, 10*time.Second, "the router has the policy", func() bool {
+	wait.For(t, 10*time.Second, "the router has the policy", func() bool {
 		nm, err := netmap.Load(filepath.Join(r.dir, "state", "netmap.json"))
 		return err == nil && len(nm.PacketFilter) > 0 && string(nm.PacketFilter) != "null"
 	})
@@ -258,7 +259,7 @@ func TestExitNodeFailsClosed(t *testing.T) {
 	waitPeers(t, []*node{e1, e2, c}, 2, 10*time.Second)
 	l.mustAdmin("routes", "approve", "exit1", "exit")
 	l.mustAdmin("routes", "approve", "exit2", "exit")
-	waitFor(t, 10*time.Second, "exit nodes approved on the client", func() bool {
+	wait.For(t, 10*time.Second, "exit nodes approved on the client", func() bool {
 		n := 0
 		for _, p := range c.routes(t).Peers {
 			if p.ExitNode {
@@ -271,12 +272,12 @@ func TestExitNodeFailsClosed(t *testing.T) {
 	use := func(e *node) {
 		t.Helper()
 		c.set(t, "--exit-node", e.name)
-		waitFor(t, 10*time.Second, "internet through "+e.name, func() bool { return c.pingOnce("198.19.20.1", 300*time.Millisecond) == nil })
+		wait.For(t, 10*time.Second, "internet through "+e.name, func() bool { return c.pingOnce("198.19.20.1", 300*time.Millisecond) == nil })
 		before := direct()
 		if !c.dial("198.19.20.1", 8080, 2*time.Second) {
 			t.Fatalf("no TCP to the internet host through %s", e.name)
 		}
-		if !poll(2*time.Second, func() bool { return slices.Contains(sink.seen(), netip.MustParseAddr(e.under)) }) {
+		if !wait.Poll(2*time.Second, func() bool { return slices.Contains(sink.seen(), netip.MustParseAddr(e.under)) }) {
 			t.Fatalf("the internet host saw %v, not %s's address %s", sink.seen(), e.name, e.under)
 		}
 		if got := c.dig("@100.100.100.100", "internet.test", "+short"); got != "198.19.20.53" {
@@ -288,7 +289,7 @@ func TestExitNodeFailsClosed(t *testing.T) {
 	}
 	blocked := func(why string, other *node) {
 		t.Helper()
-		waitFor(t, 10*time.Second, "client drops its exit node", func() bool { return c.routes(t).CurrentExitNode == "" })
+		wait.For(t, 10*time.Second, "client drops its exit node", func() bool { return c.routes(t).CurrentExitNode == "" })
 		for _, fam := range []string{"-4", "-6"} {
 			if out, _ := c.ns.Output("ip", fam, "route", "show", "table", "52"); !strings.Contains(out, "unreachable default") {
 				t.Fatalf("%s: no unreachable default route in table 52 (%s):\n%s", why, fam, out)
@@ -307,7 +308,7 @@ func TestExitNodeFailsClosed(t *testing.T) {
 		if n := direct(); n != before {
 			t.Fatalf("%s: %d packets left the client directly", why, n-before)
 		}
-		waitFor(t, 10*time.Second, "client says why: "+why, func() bool {
+		wait.For(t, 10*time.Second, "client says why: "+why, func() bool {
 			st, err := c.status()
 			return err == nil && slices.ContainsFunc(st.Health, func(h string) bool { return regexp.MustCompile(why).MatchString(h) })
 		})
@@ -340,7 +341,7 @@ func TestExitNodeFailsClosed(t *testing.T) {
 	l.mustAdmin("routes", "unapprove", "exit1", "exit")
 	blocked(`exit node exit1 unavailable: not approved.*; internet traffic blocked`, e2)
 	c.set(t, "--exit-node-allow-lan")
-	waitFor(t, 10*time.Second, "LAN with --exit-node-allow-lan", func() bool { return c.pingOnce("198.19.30.2", 300*time.Millisecond) == nil })
+	wait.For(t, 10*time.Second, "LAN with --exit-node-allow-lan", func() bool { return c.pingOnce("198.19.30.2", 300*time.Millisecond) == nil })
 	blocked(`exit node exit1 unavailable: not approved.*; internet traffic blocked`, e2)
 	c.set(t, "--exit-node-allow-lan=false")
 
@@ -357,7 +358,7 @@ func TestExitNodeFailsClosed(t *testing.T) {
 	blocked(`exit node auto: no exit node available; internet traffic blocked`, nil)
 
 	c.set(t, "--exit-node=")
-	waitFor(t, 10*time.Second, "internet directly without an exit node", func() bool { return c.pingOnce("198.19.20.1", 300*time.Millisecond) == nil })
+	wait.For(t, 10*time.Second, "internet directly without an exit node", func() bool { return c.pingOnce("198.19.20.1", 300*time.Millisecond) == nil })
 	if direct() == 0 {
 		t.Fatal("cleared exit node: the ping did not go out directly")
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"warren/internal/nettest"
+	"warren/internal/testutil/wait"
 )
 
 // attacker drives the rogue member (test/mesh/hostile) over its stdin and
@@ -379,7 +380,7 @@ func iperf(t *testing.T, a, b *node, addr string, secs int) (float64, string) {
 	port := strconv.Itoa(5201 + int(iperfPort.Add(1)))
 	srv := b.ns.Start(t, "iperf3", "-s", "-1", "-B", addr, "-p", port)
 	defer func() { srv.Process.Kill() }()
-	if !poll(5*time.Second, func() bool {
+	if !wait.Poll(5*time.Second, func() bool {
 		out, err := b.ns.Output("ss", "-Hltn", "sport = :"+port)
 		return err == nil && strings.Contains(out, ":"+port)
 	}) {

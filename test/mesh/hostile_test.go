@@ -12,6 +12,7 @@ import (
 
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/testutil/wait"
 )
 
 // TestHostilePeer puts a rogue member M (test/mesh/hostile: a node joined
@@ -198,11 +199,11 @@ func TestHostilePeer(t *testing.T) {
 	t.Logf("attacker: %s", m.must(fmt.Sprintf("spoof %d", port), 30*time.Second))
 	for _, n := range honest {
 		s := sinks[n]
-		if !poll(10*time.Second, func() bool { g4, g6, _ := s.counts(); return g4 > 0 && g6 > 0 }) {
+		if !wait.Poll(10*time.Second, func() bool { g4, g6, _ := s.counts(); return g4 > 0 && g6 > 0 }) {
 			g4, g6, _ := s.counts()
 			t.Errorf("spoof: %s received %d of M's genuine IPv4 packets and %d IPv6 ones, want some of both (the check below would prove nothing)", n.name, g4, g6)
 		}
-		if !poll(10*time.Second, func() bool {
+		if !wait.Poll(10*time.Second, func() bool {
 			return n.metric(`warren_drops_total{reason="source_addr"}`) > before[n]
 		}) {
 			t.Errorf("spoof: %s's engine counted no source_addr drop (%v before)", n.name, before[n])
@@ -229,7 +230,7 @@ func TestHostilePeer(t *testing.T) {
 	v.ns.Run(t, "ip", "link", "set", "wbeyond0", "up")
 	v.ns.Run(t, "ip", "link", "set", "wbeyond1", "up")
 	v.set(t, "--advertise-routes", "198.19.1.0/24")
-	waitFor(t, 10*time.Second, "v's route advertised", func() bool {
+	wait.For(t, 10*time.Second, "v's route advertised", func() bool {
 		out, err := l.admin("routes", "list")
 		return err == nil && strings.Contains(out, "198.19.1.0/24")
 	})
@@ -242,7 +243,7 @@ func TestHostilePeer(t *testing.T) {
 	cmd := fmt.Sprintf("beyond v %d %s 2s", beyondPort, strings.Join(append([]string{approved}, forbidden...), ","))
 	// Repeated until the approved destination gets through (v applies the
 	// approval from its next map), so the check below proves something.
-	if !poll(30*time.Second, func() bool {
+	if !wait.Poll(30*time.Second, func() bool {
 		t.Logf("attacker: %s", m.must(cmd, 30*time.Second))
 		return bs.count(approved) > 0
 	}) {
@@ -269,7 +270,7 @@ func TestHostilePeer(t *testing.T) {
 // pollDirect waits until from's path to peer to (at tunnel address toV4)
 // is direct at addr, keeping traffic flowing.
 func pollDirect(from, to *node, toV4 string, addr netip.AddrPort, within time.Duration) bool {
-	return poll(within, func() bool {
+	return wait.Poll(within, func() bool {
 		from.pingOnce(toV4, 200*time.Millisecond)
 		st, err := from.status()
 		if err != nil {
@@ -344,7 +345,7 @@ func meshHealthy(nodes []*node, vEP, aEP netip.AddrPort) error {
 			}
 			yV4 := v4[y]
 			wg.Go(func() {
-				if !poll(10*time.Second, func() bool { return x.pingOnce(yV4, time.Second) == nil }) {
+				if !wait.Poll(10*time.Second, func() bool { return x.pingOnce(yV4, time.Second) == nil }) {
 					mu.Lock()
 					errs = append(errs, fmt.Errorf("%s cannot ping %s (%s)", x.name, y.name, pathOf(x, y)))
 					mu.Unlock()
@@ -378,7 +379,7 @@ func restartDaemons(t *testing.T, nodes []*node) {
 		n.startDaemon()
 	}
 	for _, n := range nodes {
-		if !poll(15*time.Second, func() bool {
+		if !wait.Poll(15*time.Second, func() bool {
 			st, err := n.status()
 			return err == nil && st.BackendState == "Running" && st.Connected && len(st.Peers) == len(nodes) // the others and M
 		}) {

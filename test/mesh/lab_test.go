@@ -24,6 +24,7 @@ import (
 	"warren/internal/localapi"
 	"warren/internal/nettest"
 	"warren/internal/store/storetest"
+	"warren/internal/testutil/wait"
 )
 
 var warrenBin string
@@ -139,7 +140,7 @@ func (l *lab) startServer(extra ...string) {
 func (l *lab) runServer(extra ...string) {
 	s := l.srv
 	s.cmd = s.ns.Start(l.t, warrenBin, append([]string{"server", "--listen", strings.TrimPrefix(s.url, "http://"), "--data-dir", s.dir, "--db", l.db}, extra...)...)
-	waitFor(l.t, 15*time.Second, "server listening", func() bool {
+	wait.For(l.t, 15*time.Second, "server listening", func() bool {
 		_, err := s.ns.Output("bash", "-c", "exec 3<>/dev/tcp/"+strings.ReplaceAll(strings.TrimPrefix(s.url, "http://"), ":", "/"))
 		return err == nil
 	})
@@ -189,7 +190,7 @@ func (n *node) startDaemon() {
 // connection: the file appears at bind(), a moment before listen(), so
 // waiting for the file alone let a `warren up` be refused.
 func waitDaemonSocket(t *testing.T, name, sock string) {
-	waitFor(t, 10*time.Second, name+" daemon socket", func() bool {
+	wait.For(t, 10*time.Second, name+" daemon socket", func() bool {
 		c, err := net.Dial("unix", sock)
 		if err == nil {
 			c.Close()
@@ -237,13 +238,6 @@ func (n *node) pingOnce(addr string, wait time.Duration) error {
 	}
 	_, err := n.ns.Output(args...)
 	return err
-}
-
-func poll(timeout time.Duration, cond func() bool) bool { return nettest.Poll(timeout, cond) }
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	nettest.WaitFor(t, timeout, what, cond)
 }
 
 // backends lists the stores to run the suite on: SQLite always, PostgreSQL

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"warren/internal/localapi"
+	"warren/internal/testutil/wait"
 )
 
 func peerNamed(st *localapi.Status, name string) *localapi.PeerStatus {
@@ -44,14 +45,14 @@ func TestNodeLifecycle(t *testing.T) {
 	// Restart after SIGKILL: same key, same addresses, reachable again.
 	a.kill()
 	a.startDaemon()
-	waitFor(t, 10*time.Second, "a running again", func() bool {
+	wait.For(t, 10*time.Second, "a running again", func() bool {
 		st, err := a.status()
 		return err == nil && st.BackendState == "Running" && st.Connected
 	})
 	if v4, v6 := a.ips(); v4 != aV4 || v6 != aV6 {
 		t.Fatalf("addresses after restart %s %s, were %s %s", v4, v6, aV4, aV6)
 	}
-	if !poll(5*time.Second, func() bool { return b.pingOnce(aV4, time.Second) == nil }) {
+	if !wait.Poll(5*time.Second, func() bool { return b.pingOnce(aV4, time.Second) == nil }) {
 		t.Fatal("b cannot reach a after a's restart")
 	}
 
@@ -66,7 +67,7 @@ func TestNodeLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("force-reauth: %v\n%s", err, out)
 	}
-	waitFor(t, 3*time.Second, "b's new key at a", func() bool {
+	wait.For(t, 3*time.Second, "b's new key at a", func() bool {
 		st, err := a.status()
 		p := peerNamed(st, "b")
 		return err == nil && p != nil && p.PublicKey != oldKey
@@ -74,7 +75,7 @@ func TestNodeLifecycle(t *testing.T) {
 	if v4, _ := b.ips(); v4 != bV4 {
 		t.Fatalf("b's address changed with its key: %s -> %s", bV4, v4)
 	}
-	if !poll(5*time.Second, func() bool { return a.pingOnce(bV4, time.Second) == nil }) {
+	if !wait.Poll(5*time.Second, func() bool { return a.pingOnce(bV4, time.Second) == nil }) {
 		t.Fatal("a cannot reach b after b rotated its key")
 	}
 
@@ -82,7 +83,7 @@ func TestNodeLifecycle(t *testing.T) {
 	if out := l.must(b.ns, "logout", "--socket", b.sock); !strings.Contains(out, "logged out") {
 		t.Fatalf("logout printed %q", out)
 	}
-	waitFor(t, 2*time.Second, "b gone from a's peers", func() bool {
+	wait.For(t, 2*time.Second, "b gone from a's peers", func() bool {
 		st, err := a.status()
 		return err == nil && peerNamed(st, "b") == nil
 	})
@@ -95,7 +96,7 @@ func TestNodeLifecycle(t *testing.T) {
 
 	// The ephemeral node's daemon dies: it is deleted after the grace.
 	c.kill()
-	waitFor(t, 20*time.Second, "ephemeral c deleted", func() bool {
+	wait.For(t, 20*time.Second, "ephemeral c deleted", func() bool {
 		st, err := a.status()
 		return err == nil && peerNamed(st, "c") == nil
 	})
@@ -118,22 +119,22 @@ func TestNodeExpiry(t *testing.T) {
 	}
 	waitPeers(t, []*node{a, b}, 1, 10*time.Second)
 	bV4, _ := b.ips()
-	if !poll(5*time.Second, func() bool { return a.pingOnce(bV4, time.Second) == nil }) {
+	if !wait.Poll(5*time.Second, func() bool { return a.pingOnce(bV4, time.Second) == nil }) {
 		t.Fatal("a cannot reach b")
 	}
 	l.mustAdmin("nodes", "expire", "b")
 	expiredAt := time.Now()
-	if !poll(2*time.Second-time.Since(expiredAt), func() bool { return a.pingOnce(bV4, 200*time.Millisecond) != nil }) {
+	if !wait.Poll(2*time.Second-time.Since(expiredAt), func() bool { return a.pingOnce(bV4, 200*time.Millisecond) != nil }) {
 		t.Fatal("a still reaches expired b after 2 s")
 	}
-	waitFor(t, 3*time.Second, "b logged out", func() bool {
+	wait.For(t, 3*time.Second, "b logged out", func() bool {
 		st, err := b.status()
 		return err == nil && st.BackendState == "NeedsLogin" && len(st.Health) > 0 && strings.Contains(st.Health[0], "expired")
 	})
 	// The pings stop as soon as either side acts on the expiry, and b has
 	// (it logged out): a's map may show it a moment later.
 	var ast string
-	if !poll(5*time.Second, func() bool { ast = l.must(a.ns, "status", "--socket", a.sock); return strings.Contains(ast, "expired") }) {
+	if !wait.Poll(5*time.Second, func() bool { ast = l.must(a.ns, "status", "--socket", a.sock); return strings.Contains(ast, "expired") }) {
 		t.Errorf("a's status does not show b expired:\n%s", ast)
 	}
 	// Re-authenticating brings b back, same address.
@@ -143,7 +144,7 @@ func TestNodeExpiry(t *testing.T) {
 	if v4, _ := b.ips(); v4 != bV4 {
 		t.Fatalf("b's address changed: %s -> %s", bV4, v4)
 	}
-	if !poll(5*time.Second, func() bool { return a.pingOnce(bV4, time.Second) == nil }) {
+	if !wait.Poll(5*time.Second, func() bool { return a.pingOnce(bV4, time.Second) == nil }) {
 		t.Fatal("a cannot reach b after it re-authenticated")
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"warren/internal/testutil/wait"
 )
 
 // TestMesh is the mesh's end-to-end story, on each store: four nodes join
@@ -71,7 +73,7 @@ func testMesh(t *testing.T, db string) {
 	joined := time.Now()
 	v4, v6 := n5.ips()
 	parallel(t, nodes, func(n *node) error {
-		if !poll(2*time.Second-time.Since(joined), func() bool { return n.pingOnce(v4, 300*time.Millisecond) == nil }) {
+		if !wait.Poll(2*time.Second-time.Since(joined), func() bool { return n.pingOnce(v4, 300*time.Millisecond) == nil }) {
 			return fmt.Errorf("%s cannot reach node5 %s within 2 s", n.name, v4)
 		}
 		return n.pingOnce(v6, time.Second)
@@ -94,12 +96,12 @@ func testMesh(t *testing.T, db string) {
 	deleted := time.Now()
 	others := []*node{nodes[0], nodes[2], nodes[3], n5}
 	parallel(t, others, func(n *node) error {
-		if !poll(2*time.Second-time.Since(deleted), func() bool { return n.pingOnce(v4, 200*time.Millisecond) != nil }) {
+		if !wait.Poll(2*time.Second-time.Since(deleted), func() bool { return n.pingOnce(v4, 200*time.Millisecond) != nil }) {
 			return fmt.Errorf("%s still reaches deleted node2 after 2 s", n.name)
 		}
 		return nil
 	})
-	waitFor(t, 5*time.Second, "node2 logged out after deletion", func() bool {
+	wait.For(t, 5*time.Second, "node2 logged out after deletion", func() bool {
 		st, err := nodes[1].status()
 		return err == nil && st.BackendState == "NeedsLogin"
 	})
@@ -113,7 +115,7 @@ func testMesh(t *testing.T, db string) {
 	// Restart it on the same store: nodes reconnect, and a change (a new
 	// node) reaches them.
 	l.runServer()
-	waitFor(t, 20*time.Second, "nodes reconnected", func() bool {
+	wait.For(t, 20*time.Second, "nodes reconnected", func() bool {
 		for _, n := range others {
 			if st, err := n.status(); err != nil || !st.Connected {
 				return false
@@ -126,7 +128,7 @@ func testMesh(t *testing.T, db string) {
 	}
 	v4, _ = n6.ips()
 	parallel(t, others, func(n *node) error {
-		if !poll(5*time.Second, func() bool { return n.pingOnce(v4, 300*time.Millisecond) == nil }) {
+		if !wait.Poll(5*time.Second, func() bool { return n.pingOnce(v4, 300*time.Millisecond) == nil }) {
 			return fmt.Errorf("%s cannot reach node6 after the server restart", n.name)
 		}
 		return nil
@@ -160,7 +162,7 @@ func waitPeers(t *testing.T, nodes []*node, want int, timeout time.Duration) {
 	t.Helper()
 	parallel(t, nodes, func(n *node) error {
 		var last string
-		if !poll(timeout, func() bool {
+		if !wait.Poll(timeout, func() bool {
 			st, err := n.status()
 			if err != nil {
 				last = err.Error()
@@ -192,7 +194,7 @@ func pingAll(t *testing.T, nodes []*node) {
 			for _, a := range []string{ips[o].v4, ips[o].v6} {
 				// The first packet may wait for a handshake, and on a loaded
 				// machine for its retry (WireGuard retries after 5 s).
-				if !poll(12*time.Second, func() bool { return n.pingOnce(a, time.Second) == nil }) {
+				if !wait.Poll(12*time.Second, func() bool { return n.pingOnce(a, time.Second) == nil }) {
 					return fmt.Errorf("cannot ping %s (%s)", o.name, a)
 				}
 			}

@@ -15,6 +15,7 @@ import (
 	"warren/internal/localapi"
 	"warren/internal/nettest"
 	"warren/internal/stun"
+	"warren/internal/testutil/wait"
 )
 
 // natKind is how a NAT router maps a LAN node's UDP flows.
@@ -181,7 +182,7 @@ func TestNATTraversal(t *testing.T) {
 	for _, pair := range [][2]*node{{h1.node, e1.node}, {h1.node, h2.node}} {
 		a, b := pair[0], pair[1]
 		bV4, _ := b.ips()
-		if !poll(5*time.Second, func() bool { return a.pingOnce(bV4, time.Second) == nil }) {
+		if !wait.Poll(5*time.Second, func() bool { return a.pingOnce(bV4, time.Second) == nil }) {
 			t.Fatalf("%s cannot reach %s", a.name, b.name)
 		}
 		if p, _ := a.path(b.name); p != "relay" {
@@ -196,7 +197,7 @@ func TestNATTraversal(t *testing.T) {
 	t.Logf("4. UDP blocked: relay after %v", d.Round(time.Millisecond))
 	e2V4, _ := e2.ips()
 	// Both sides notice within the trust window (two missed heartbeats).
-	if !poll(5*time.Second, func() bool { return e1.pingOnce(e2V4, time.Second) == nil }) {
+	if !wait.Poll(5*time.Second, func() bool { return e1.pingOnce(e2V4, time.Second) == nil }) {
 		t.Fatal("no traffic over the relay with UDP blocked")
 	}
 
@@ -209,7 +210,7 @@ func TestNATTraversal(t *testing.T) {
 	// keeps going over the relay; the gap is under 5 s.
 	needTool(t, "iperf3")
 	e2.ns.Start(t, "iperf3", "-s", "-1", "-B", e2V4)
-	waitFor(t, 5*time.Second, "iperf3 server listening", func() bool {
+	wait.For(t, 5*time.Second, "iperf3 server listening", func() bool {
 		out, err := e2.ns.Output("ss", "-Hltn", "sport = :5201")
 		return err == nil && strings.Contains(out, ":5201")
 	})

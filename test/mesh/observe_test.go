@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"warren/internal/nettest"
+	"warren/internal/testutil/wait"
 )
 
 // TestObserve checks issue #9's observability end to end on two nodes
@@ -55,7 +56,7 @@ func TestObserve(t *testing.T) {
 		t.Fatalf("ping: %v\n%s", err, o)
 	}
 	minBytes := float64(count * (size + 28))
-	waitFor(t, 5*time.Second, "direct path reported by both nodes' metrics", func() bool {
+	wait.For(t, 5*time.Second, "direct path reported by both nodes' metrics", func() bool {
 		ma, mb := scrape(t, a), scrape(t, b)
 		return ma.get(`warren_peer_path{key="`, `path="direct",peer="obsb"}`) == 1 &&
 			mb.get(`warren_peer_path{key="`, `path="direct",peer="obsa"}`) == 1
@@ -105,7 +106,7 @@ func TestObserve(t *testing.T) {
 	// Inner capture of obsb's traffic during a ping.
 	capFile := filepath.Join(t.TempDir(), "inner.pcap")
 	capCmd := startCapture(t, a, capFile, "--duration", "4s", "obsb")
-	waitFor(t, 5*time.Second, "capture header", func() bool {
+	wait.For(t, 5*time.Second, "capture header", func() bool {
 		fi, err := os.Stat(capFile)
 		return err == nil && fi.Size() >= 24
 	})
@@ -137,7 +138,7 @@ func TestObserve(t *testing.T) {
 	// Outer capture: pcapng, each message annotated with peer and path.
 	outerFile := filepath.Join(t.TempDir(), "outer.pcapng")
 	capCmd = startCapture(t, a, outerFile, "--outer", "-c", "4", "--duration", "5s", "obsb")
-	waitFor(t, 5*time.Second, "outer capture header", func() bool {
+	wait.For(t, 5*time.Second, "outer capture header", func() bool {
 		fi, err := os.Stat(outerFile)
 		return err == nil && fi.Size() >= 48
 	})

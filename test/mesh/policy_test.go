@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"warren/internal/testutil/wait"
 )
 
 // policyDB: group:eng (alice) may reach tag:db on TCP 5432 only.
@@ -139,7 +141,7 @@ func testPolicy(t *testing.T, db string) {
 
 	// A reaches tag:db on 5432, over IPv4 and IPv6: the replies come back
 	// through A's filter, which lets nothing else in.
-	waitFor(t, 10*time.Second, "laptop → db:5432", func() bool { return laptop.dial(dv4, 5432, 500*time.Millisecond) })
+	wait.For(t, 10*time.Second, "laptop → db:5432", func() bool { return laptop.dial(dv4, 5432, 500*time.Millisecond) })
 	if !laptop.dial(dv6, 5432, 2*time.Second) {
 		t.Fatal("laptop cannot reach db:5432 over IPv6")
 	}
@@ -176,17 +178,17 @@ func testPolicy(t *testing.T, db string) {
 	l.mustAdmin("policy", "set", swapped)
 	set := time.Now()
 	deadline := 2 * time.Second
-	if !poll(deadline, func() bool { return dbn.dial(lv4, 22, 200*time.Millisecond) }) {
+	if !wait.Poll(deadline, func() bool { return dbn.dial(lv4, 22, 200*time.Millisecond) }) {
 		t.Fatalf("db cannot reach laptop:22 %v after the policy change", deadline)
 	}
-	if !poll(deadline-time.Since(set), func() bool { return !laptop.dial(dv4, 5432, 200*time.Millisecond) }) {
+	if !wait.Poll(deadline-time.Since(set), func() bool { return !laptop.dial(dv4, 5432, 200*time.Millisecond) }) {
 		t.Fatalf("laptop still reaches db:5432 %v after the policy change", deadline)
 	}
 	t.Logf("policy change in force on both nodes %v after `policy set` returned", time.Since(set).Round(time.Millisecond))
 
 	// No policy: everything passes again.
 	l.mustAdmin("policy", "delete")
-	waitFor(t, 2*time.Second, "laptop → db:22 with no policy", func() bool { return laptop.dial(dv4, 22, 200*time.Millisecond) })
+	wait.For(t, 2*time.Second, "laptop → db:22 with no policy", func() bool { return laptop.dial(dv4, 22, 200*time.Millisecond) })
 	if err := dbn.pingOnce(lv6, time.Second); err != nil {
 		t.Fatalf("no policy, db cannot ping laptop: %v", err)
 	}

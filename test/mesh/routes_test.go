@@ -15,6 +15,7 @@ import (
 
 	"warren/internal/localapi"
 	"warren/internal/nettest"
+	"warren/internal/testutil/wait"
 )
 
 // upWith joins the node with key and extra `warren up` flags.
@@ -139,7 +140,7 @@ func testRoutesSubnet(t *testing.T, db string) {
 	waitPeers(t, []*node{r, c, d}, 2, 10*time.Second)
 
 	// Advertised, not approved: nobody reaches the LAN, R does not forward.
-	waitFor(t, 5*time.Second, "route advertised", func() bool {
+	wait.For(t, 5*time.Second, "route advertised", func() bool {
 		out, _ := l.admin("routes", "list")
 		return strings.Contains(out, "198.19.1.0/24")
 	})
@@ -162,12 +163,12 @@ func testRoutesSubnet(t *testing.T, db string) {
 
 	l.mustAdmin("routes", "approve", "router", "198.19.1.0/24")
 	approved := time.Now()
-	waitFor(t, 5*time.Second, "client pings the LAN host", func() bool { return c.pingOnce("198.19.1.2", 300*time.Millisecond) == nil })
+	wait.For(t, 5*time.Second, "client pings the LAN host", func() bool { return c.pingOnce("198.19.1.2", 300*time.Millisecond) == nil })
 	t.Logf("LAN host reachable %v after the approval", time.Since(approved).Round(time.Millisecond))
 	if !c.dial("198.19.1.2", 8080, 2*time.Second) {
 		t.Fatal("client cannot connect to the LAN host over TCP")
 	}
-	if !poll(2*time.Second, func() bool { return len(sink.seen()) > 0 }) || sink.seen()[0] != netip.MustParseAddr("198.19.1.1") {
+	if !wait.Poll(2*time.Second, func() bool { return len(sink.seen()) > 0 }) || sink.seen()[0] != netip.MustParseAddr("198.19.1.1") {
 		t.Fatalf("the LAN host saw %v, want the router's LAN address 198.19.1.1 (masquerade)", sink.seen())
 	}
 	if d.pingOnce("198.19.1.2", 500*time.Millisecond) == nil || d.dial("198.19.1.2", 8080, 500*time.Millisecond) {
@@ -196,7 +197,7 @@ func testRoutesSubnet(t *testing.T, db string) {
 	r.listen(t, 8080)
 	r4, _ := r.ips()
 	l.mustAdmin("policy", "set", pol)
-	waitFor(t, 5*time.Second, "policy in force on the router", func() bool { return c.pingOnce("198.19.1.2", 300*time.Millisecond) != nil })
+	wait.For(t, 5*time.Second, "policy in force on the router", func() bool { return c.pingOnce("198.19.1.2", 300*time.Millisecond) != nil })
 	if !c.dial("198.19.1.2", 8080, 2*time.Second) {
 		t.Fatal("with the policy, the client cannot reach the LAN host on 8080")
 	}
@@ -204,14 +205,14 @@ func testRoutesSubnet(t *testing.T, db string) {
 		t.Fatal("the policy's LAN rule opened the router itself")
 	}
 	l.mustAdmin("policy", "delete")
-	waitFor(t, 5*time.Second, "no policy: ping through the router again", func() bool { return c.pingOnce("198.19.1.2", 300*time.Millisecond) == nil })
+	wait.For(t, 5*time.Second, "no policy: ping through the router again", func() bool { return c.pingOnce("198.19.1.2", 300*time.Millisecond) == nil })
 
 	// Withdrawn: the client loses the LAN, the router stops forwarding.
 	l.mustAdmin("routes", "unapprove", "router", "198.19.1.0/24")
-	waitFor(t, 5*time.Second, "router stops forwarding", func() bool {
+	wait.For(t, 5*time.Second, "router stops forwarding", func() bool {
 		return !nftHasWarren(r.ns) && sysctl(t, r.ns, "net.ipv4.ip_forward") == fwdBefore
 	})
-	waitFor(t, 5*time.Second, "client loses the LAN", func() bool { return c.pingOnce("198.19.1.2", 300*time.Millisecond) != nil })
+	wait.For(t, 5*time.Second, "client loses the LAN", func() bool { return c.pingOnce("198.19.1.2", 300*time.Millisecond) != nil })
 	if strings.Contains(ipRules(t, c.ns), "lookup 52") {
 		t.Fatalf("client kept its tunnel rules without tunnel routes:\n%s", ipRules(t, c.ns))
 	}
@@ -275,7 +276,7 @@ func testExitNode(t *testing.T, db string) {
 	l.mustAdmin("routes", "approve", "exit1", "exit")
 	l.mustAdmin("routes", "approve", "exit2", "0.0.0.0/0", "::/0")
 
-	waitFor(t, 10*time.Second, "client reaches the internet host", func() bool { return c.pingOnce("198.19.20.1", 300*time.Millisecond) == nil })
+	wait.For(t, 10*time.Second, "client reaches the internet host", func() bool { return c.pingOnce("198.19.20.1", 300*time.Millisecond) == nil })
 	if !c.dial("198.19.20.1", 8080, 2*time.Second) {
 		t.Fatal("client cannot connect to the internet host over TCP")
 	}
@@ -289,7 +290,7 @@ func testExitNode(t *testing.T, db string) {
 		second = e2
 	}
 	want := netip.MustParseAddr(map[*node]string{e1: "198.19.10.1", e2: "198.19.11.1"}[first])
-	if !poll(2*time.Second, func() bool { return slices.Contains(sink.seen(), want) }) {
+	if !wait.Poll(2*time.Second, func() bool { return slices.Contains(sink.seen(), want) }) {
 		t.Fatalf("the internet host saw %v, not %s's address %s", sink.seen(), first.name, want)
 	}
 	// The tunnel's own traffic stays on the underlay: the control stream
@@ -318,7 +319,7 @@ func testExitNode(t *testing.T, db string) {
 		t.Fatal("client reached its LAN host through the exit node")
 	}
 	c.set(t, "--exit-node-allow-lan")
-	waitFor(t, 10*time.Second, "client reaches its LAN with --exit-node-allow-lan", func() bool { return c.pingOnce("198.19.30.2", 300*time.Millisecond) == nil })
+	wait.For(t, 10*time.Second, "client reaches its LAN with --exit-node-allow-lan", func() bool { return c.pingOnce("198.19.30.2", 300*time.Millisecond) == nil })
 	if !strings.Contains(ipRules(t, c.ns), "suppress_prefixlength 0") {
 		t.Fatalf("no LAN rule:\n%s", ipRules(t, c.ns))
 	}
@@ -329,7 +330,7 @@ func testExitNode(t *testing.T, db string) {
 	// Failover: SIGKILL the exit node's daemon.
 	first.kill()
 	killed := time.Now()
-	if !poll(10*time.Second, func() bool { return c.pingOnce("198.19.20.1", 300*time.Millisecond) == nil }) {
+	if !wait.Poll(10*time.Second, func() bool { return c.pingOnce("198.19.20.1", 300*time.Millisecond) == nil }) {
 		t.Fatalf("client did not reach the internet host through %s within 10 s of killing %s; routes %+v", second.name, first.name, c.routes(t))
 	}
 	failover := time.Since(killed)
@@ -337,7 +338,7 @@ func testExitNode(t *testing.T, db string) {
 	if rs := c.routes(t); rs.CurrentExitNode != second.name {
 		t.Fatalf("exit node after failover %q, want %s", rs.CurrentExitNode, second.name)
 	}
-	waitFor(t, 5*time.Second, "internet.test through the second exit node", func() bool {
+	wait.For(t, 5*time.Second, "internet.test through the second exit node", func() bool {
 		return c.dig("@100.100.100.100", "internet.test", "+short") == "198.19.20.53"
 	})
 
@@ -345,7 +346,7 @@ func testExitNode(t *testing.T, db string) {
 	// then the second's UDP is cut while its control stream stays up (the
 	// map still says online); the client notices that nothing comes back.
 	first.startDaemon()
-	waitFor(t, 10*time.Second, first.name+" back online", func() bool {
+	wait.For(t, 10*time.Second, first.name+" back online", func() bool {
 		for _, p := range c.routes(t).Peers {
 			if p.Name == first.name && p.Online {
 				return true
@@ -357,7 +358,7 @@ func testExitNode(t *testing.T, db string) {
 	second.ns.Run(t, "nft", "add chain inet cut out { type filter hook output priority 0 ; }")
 	second.ns.Run(t, "nft", "add rule inet cut out udp sport 41641 drop")
 	cut := time.Now()
-	if !poll(10*time.Second, func() bool { return c.pingOnce("198.19.20.1", 300*time.Millisecond) == nil }) {
+	if !wait.Poll(10*time.Second, func() bool { return c.pingOnce("198.19.20.1", 300*time.Millisecond) == nil }) {
 		t.Fatalf("no failover within 10 s of cutting %s's data path; routes %+v", second.name, c.routes(t))
 	}
 	t.Logf("failover from %s (data path cut, still online) to %s: %v", second.name, first.name, time.Since(cut).Round(time.Millisecond))

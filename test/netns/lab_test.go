@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"warren/internal/nettest"
+	"warren/internal/testutil/wait"
 )
 
 // Paths of the binaries TestMain builds.
@@ -194,11 +195,11 @@ func startNode(t *testing.T, ns *nettest.NS, im impl, ifname string, port int, a
 		n.stopFn = func(t *testing.T) { stopDaemon(t, n, pid) }
 	}
 	t.Cleanup(func() { n.stop(t) })
-	waitFor(t, 5*time.Second, "configuration socket of "+ifname, func() bool {
+	wait.For(t, 5*time.Second, "configuration socket of "+ifname, func() bool {
 		_, err := os.Stat(socketPath(ifname))
 		return err == nil
 	})
-	waitFor(t, 5*time.Second, "interface "+ifname, func() bool {
+	wait.For(t, 5*time.Second, "interface "+ifname, func() bool {
 		_, err := ns.Output("ip", "link", "show", "dev", ifname)
 		return err == nil
 	})
@@ -247,14 +248,14 @@ func stopDaemon(t *testing.T, n *node, pid int) {
 func checkGone(t *testing.T, n *node, pid int) bool {
 	t.Helper()
 	ok := true
-	if !poll(10*time.Second, func() bool {
+	if !wait.Poll(10*time.Second, func() bool {
 		_, err := os.Stat(socketPath(n.ifname))
 		return os.IsNotExist(err)
 	}) {
 		t.Errorf("%s %s: socket %s still there 10 s after stopping", n.impl, n.ifname, socketPath(n.ifname))
 		ok = false
 	}
-	if !poll(10*time.Second, func() bool { return exited(pid) }) {
+	if !wait.Poll(10*time.Second, func() bool { return exited(pid) }) {
 		t.Errorf("%s %s: process %d still running 10 s after stopping", n.impl, n.ifname, pid)
 		ok = false
 	}
@@ -307,13 +308,6 @@ func findDaemon(t *testing.T, ifname string) int {
 		t.Fatalf("want exactly one process `%s wg %s`, found %v", bin, ifname, pids)
 	}
 	return pids[0]
-}
-
-func poll(timeout time.Duration, cond func() bool) bool { return nettest.Poll(timeout, cond) }
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	nettest.WaitFor(t, timeout, what, cond)
 }
 
 // wg runs wg(8) with args in the node's namespace.
@@ -408,7 +402,7 @@ func iperf(t *testing.T, cli, srv *node, addr string) iperfResult {
 	t.Helper()
 	const port = "5201"
 	srv.ns.Start(t, "iperf3", "-s", "-1", "-p", port)
-	waitFor(t, 5*time.Second, "iperf3 server listening in "+srv.ns.Name, func() bool {
+	wait.For(t, 5*time.Second, "iperf3 server listening in "+srv.ns.Name, func() bool {
 		out, err := srv.ns.Output("ss", "-Hltn", "sport = :"+port)
 		return err == nil && strings.Contains(out, ":"+port)
 	})

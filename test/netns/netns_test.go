@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/blake2s"
 
 	"warren/internal/nettest"
+	"warren/internal/testutil/wait"
 )
 
 // pair sets up A (implementation imA) and B (imB) in two namespaces, each the
@@ -160,7 +161,7 @@ exec '%s' "$@"
 	t.Cleanup(func() {
 		if _, err := os.Stat(socketPath(a.ifname)); err == nil {
 			nsA.Output("ip", "link", "del", "dev", a.ifname)
-			poll(10*time.Second, func() bool { _, err := os.Stat(socketPath(a.ifname)); return err != nil })
+			wait.Poll(10*time.Second, func() bool { _, err := os.Stat(socketPath(a.ifname)); return err != nil })
 		}
 	})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"warren/internal/control/admin"
 	"warren/internal/netmap"
+	"warren/internal/testutil/wait"
 )
 
 func TestDNSResources(t *testing.T) {
@@ -64,11 +65,11 @@ func TestDNSResources(t *testing.T) {
 func TestDNSReachesNodes(t *testing.T) {
 	m := newMesh(t)
 	a, b := m.join("a"), m.join("b")
-	waitFor(t, "mesh", pushWait, func() bool { return len(peers(a)) == 1 && len(peers(b)) == 1 })
+	wait.For(t, pushWait, "mesh", func() bool { return len(peers(a)) == 1 && len(peers(b)) == 1 })
 	m.must(201, nil, "POST", "/api/v1/dns/zones", `{"name":"corp.example.com"}`)
 	m.must(201, nil, "POST", "/api/v1/dns/records", `{"name":"db.corp.example.com","type":"A","value":"node:a"}`)
 	for _, n := range []*runningNode{a, b} {
-		waitFor(t, "record in map", pushWait, func() bool {
+		wait.For(t, pushWait, "record in map", func() bool {
 			nm := n.c.NetworkMap()
 			return nm != nil && len(nm.DNS.Records) == 1 && nm.DNS.Records[0].Value == "node:a" &&
 				slices.Equal(nm.DNS.SearchDomains, []string{"warren.internal"})
@@ -76,7 +77,7 @@ func TestDNSReachesNodes(t *testing.T) {
 	}
 	// A node joining later gets it in its full map.
 	c := m.join("c")
-	waitFor(t, "record in c's full map", pushWait, func() bool {
+	wait.For(t, pushWait, "record in c's full map", func() bool {
 		nm := c.c.NetworkMap()
 		return nm != nil && len(nm.DNS.Records) == 1
 	})

@@ -18,6 +18,7 @@ import (
 	"warren/internal/noise"
 	"warren/internal/pubkey"
 	"warren/internal/store"
+	"warren/internal/testutil/wait"
 )
 
 // mesh is a control server and the admin API on one HTTP server, as
@@ -98,17 +99,6 @@ func (m *mesh) join(hostname string) *runningNode {
 // on two cores).
 const pushWait = 5 * time.Second
 
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func peers(n *runningNode) map[uint64]netmap.Node {
 	out := map[uint64]netmap.Node{}
 	if m := n.c.NetworkMap(); m != nil {
@@ -142,14 +132,14 @@ func refusal(t *testing.T, n *runningNode, within time.Duration) string {
 func TestStreamsFollowAdminChanges(t *testing.T) {
 	m := newMesh(t)
 	a, b, c := m.join("a"), m.join("b"), m.join("c")
-	waitFor(t, "full mesh", pushWait, func() bool { return len(peers(a)) == 2 && len(peers(b)) == 2 && len(peers(c)) == 2 })
+	wait.For(t, pushWait, "full mesh", func() bool { return len(peers(a)) == 2 && len(peers(b)) == 2 && len(peers(c)) == 2 })
 
 	m.must(200, nil, "PATCH", "/api/v1/nodes/b", `{"name":"bee"}`)
-	waitFor(t, "rename in a's map", pushWait, func() bool { return peers(a)[b.self.ID].Name == "bee" })
-	waitFor(t, "rename in b's self", pushWait, func() bool { nm := b.c.NetworkMap(); return nm != nil && nm.Self.Name == "bee" })
+	wait.For(t, pushWait, "rename in a's map", func() bool { return peers(a)[b.self.ID].Name == "bee" })
+	wait.For(t, pushWait, "rename in b's self", func() bool { nm := b.c.NetworkMap(); return nm != nil && nm.Self.Name == "bee" })
 
 	m.must(204, nil, "DELETE", "/api/v1/nodes/bee", "")
-	waitFor(t, "deleted node gone from a and c", pushWait, func() bool {
+	wait.For(t, pushWait, "deleted node gone from a and c", func() bool {
 		_, inA := peers(a)[b.self.ID]
 		_, inC := peers(c)[b.self.ID]
 		return !inA && !inC
@@ -165,13 +155,13 @@ func TestStreamsFollowAdminChanges(t *testing.T) {
 func TestStreamsFollowAdminExpire(t *testing.T) {
 	m := newMesh(t)
 	a, b := m.join("a"), m.join("b")
-	waitFor(t, "mesh", pushWait, func() bool { return len(peers(a)) == 1 && len(peers(b)) == 1 })
+	wait.For(t, pushWait, "mesh", func() bool { return len(peers(a)) == 1 && len(peers(b)) == 1 })
 	m.must(200, nil, "POST", fmt.Sprintf("/api/v1/nodes/%d/expire", b.self.ID), "")
 	code := refusal(t, b, pushWait)
 	if code != proto.CodeNodeExpired {
 		t.Fatalf("expired node: stream ended with code %q (want %q)", code, proto.CodeNodeExpired)
 	}
-	waitFor(t, "b marked expired in a's map", pushWait, func() bool {
+	wait.For(t, pushWait, "b marked expired in a's map", func() bool {
 		p, ok := peers(a)[b.self.ID]
 		return !ok || (!p.Expiry.IsZero() && !p.Expiry.After(time.Now()))
 	})
@@ -182,7 +172,7 @@ func TestStreamsFollowAdminExpire(t *testing.T) {
 func TestStreamsFollowUserRename(t *testing.T) {
 	m := newMesh(t)
 	a, b := m.join("a"), m.join("b")
-	waitFor(t, "mesh", pushWait, func() bool { return len(peers(a)) == 1 && len(peers(b)) == 1 })
+	wait.For(t, pushWait, "mesh", func() bool { return len(peers(a)) == 1 && len(peers(b)) == 1 })
 	m.must(200, nil, "PATCH", "/api/v1/users/alice", `{"name":"alicia"}`)
-	waitFor(t, "user rename in a's map", pushWait, func() bool { return peers(a)[b.self.ID].User == "alicia" })
+	wait.For(t, pushWait, "user rename in a's map", func() bool { return peers(a)[b.self.ID].User == "alicia" })
 }

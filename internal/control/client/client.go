@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
@@ -44,6 +45,9 @@ type Config struct {
 	// 30 s. Each failure doubles the delay up to MaxBackoff; the actual wait
 	// is jittered to between half and all of it.
 	MinBackoff, MaxBackoff time.Duration
+	// Clock times the reconnect waits; nil is the real clock (tests pass
+	// a clock.Fake).
+	Clock clock.Clock
 	// ReadTimeout drops a stream on which nothing (not even a keepalive)
 	// arrived for this long; default 2 minutes.
 	ReadTimeout time.Duration
@@ -95,6 +99,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = log.Printf
 	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	return &Client{cfg: cfg, routes: slices.Clone(cfg.Routes)}, nil
 }
 
@@ -251,12 +256,14 @@ func (c *Client) Run(ctx context.Context, onMap func(*netmap.NetworkMap)) error 
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		c.cfg.Logf("control: map stream: %v; reconnecting in %v", err, wait.Round(time.Millisecond))
-		t := time.NewTimer(wait)
+		fired := make(chan struct{})
+		t := c.cfg.Clock.NewTimer(func() { close(fired) })
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
-		case <-t.C:
+		case <-fired:
 		}
 		backoff = min(backoff*2, c.cfg.MaxBackoff)
 	}

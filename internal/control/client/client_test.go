@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
 	"warren/internal/pubkey"
+	"warren/internal/testutil/wait"
 )
 
 func key(t *testing.T) noise.PrivateKey {
@@ -74,16 +76,7 @@ func TestVersionGapResyncs(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx, func(*netmap.NetworkMap) {}) }()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		if m := c.NetworkMap(); m != nil && len(m.Peers) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no resync: %+v", c.NetworkMap())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.Until(t, "resync to the full map", func() bool { m := c.NetworkMap(); return m != nil && len(m.Peers) == 1 })
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run: %v", err)
@@ -99,31 +92,44 @@ func TestVersionGapResyncs(t *testing.T) {
 	wg.Wait()
 }
 
-// TestBackoffCappedAndJittered: with no server, attempts back off
-// exponentially up to MaxBackoff.
+// TestBackoffCappedAndJittered: with no server, each failed attempt waits
+// between half and all of a delay that doubles from MinBackoff up to
+// MaxBackoff. The waits are read off a virtual clock: no wall-clock window.
 func TestBackoffCappedAndJittered(t *testing.T) {
-	var mu sync.Mutex
-	var times []time.Time
+	clk := clock.NewFake(time.Unix(1000, 0))
+	var attempts atomic.Int32
 	c, err := New(Config{ServerURL: "http://127.0.0.1:1", ServerKey: pubkey.Server{PublicKey: key(t).PublicKey()}, NodeKey: key(t),
-		MinBackoff: 5 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
-		Logf: func(string, ...any) { mu.Lock(); times = append(times, time.Now()); mu.Unlock() }})
+		MinBackoff: time.Second, MaxBackoff: 8 * time.Second, Clock: clk,
+		Logf: func(string, ...any) { attempts.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
-	defer cancel()
-	if err := c.Run(ctx, func(*netmap.NetworkMap) { t.Error("map from nowhere") }); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Run: %v", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(times) < 8 {
-		t.Fatalf("only %d attempts in 600ms", len(times))
-	}
-	for i := 1; i < len(times); i++ {
-		if gap := times[i].Sub(times[i-1]); gap > 200*time.Millisecond {
-			t.Fatalf("gap %v exceeds the cap", gap)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, func(*netmap.NetworkMap) { t.Error("map from nowhere") }) }()
+	backoff, jittered := time.Second, 0
+	for i := range 10 {
+		var next time.Time
+		wait.Until(t, "reconnect timer armed", func() (ok bool) { next, ok = clk.Next(); return ok })
+		d := next.Sub(clk.Now())
+		if d < backoff/2 || d > backoff {
+			t.Fatalf("wait %d: %v, want between %v and %v", i, d, backoff/2, backoff)
 		}
+		if d != backoff {
+			jittered++
+		}
+		if n := attempts.Load(); n != int32(i+1) {
+			t.Fatalf("wait %d after %d failed attempts, want one attempt per wait", i, n)
+		}
+		clk.Advance(d)
+		backoff = min(2*backoff, 8*time.Second)
+	}
+	if jittered == 0 {
+		t.Fatal("no wait was jittered")
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
 	}
 	// Runs when MinBackoff > MaxBackoff are normalised.
 	if c2, _ := New(Config{ServerURL: "http://x", ServerKey: pubkey.Server{PublicKey: key(t).PublicKey()}, NodeKey: key(t), MinBackoff: time.Minute}); c2.cfg.MaxBackoff != time.Minute {

@@ -11,6 +11,7 @@ import (
 
 	"warren/internal/control/server"
 	"warren/internal/netmap"
+	"warren/internal/testutil/wait"
 )
 
 // TestEndpointFloodCoalesced: a node that reports its endpoints many times
@@ -96,7 +97,7 @@ func TestEndpointReportsKeptAtStreamEnd(t *testing.T) {
 	for i := range more {
 		last = report(10001 + i)
 	}
-	if !pollStore(func() bool { return e.srv.Stats().EndpointUpdates == more+1 }) {
+	if !wait.Poll(pushWait, func() bool { return e.srv.Stats().EndpointUpdates == more+1 }) {
 		t.Fatalf("server received %d reports, want %d", e.srv.Stats().EndpointUpdates, more+1)
 	}
 	if st := e.srv.Stats(); st.EndpointWrites != 1 || st.EndpointsCoalesced != more-1 {

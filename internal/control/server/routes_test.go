@@ -5,10 +5,10 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
-	"time"
 
 	"warren/internal/control/server"
 	"warren/internal/netmap"
+	"warren/internal/testutil/wait"
 )
 
 // A node's advertised routes reach its peers only once approved (as the
@@ -24,7 +24,7 @@ func TestRoutesReachPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if !pollStore(func() bool {
+	if !wait.Poll(pushWait, func() bool {
 		n, err := e.st.GetNode(ctx, int64(a.self.ID))
 		return err == nil && slices.Equal(n.AdvertisedRoutes, []netip.Prefix{lan})
 	}) {
@@ -60,15 +60,4 @@ func TestRoutesReachPeers(t *testing.T) {
 		p, ok := m.Peer(a.self.ID)
 		return ok && len(p.Routes) == 0
 	})
-}
-
-func pollStore(cond func() bool) bool {
-	deadline := time.Now().Add(pushWait)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return false
 }

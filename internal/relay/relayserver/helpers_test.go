@@ -155,17 +155,6 @@ func recvPacket(t *testing.T, c *relay.Conn, d time.Duration) (relay.Message, er
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 var errNoPacket = errors.New("no packet")
 
 func expectPacket(t *testing.T, ch chan packet, src noise.PublicKey, data string) {

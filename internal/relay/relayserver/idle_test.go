@@ -9,6 +9,7 @@ import (
 	"warren/internal/noise"
 	"warren/internal/pubkey"
 	"warren/internal/relay"
+	"warren/internal/testutil/wait"
 )
 
 // TestThousandIdleClients: 1000 vouched nodes hold idle sessions; the
@@ -53,7 +54,7 @@ func TestThousandIdleClients(t *testing.T) {
 			c.Close()
 		}
 	})
-	waitFor(t, "1000 clients", func() bool { return r.srv.Stats().Clients == n })
+	wait.Until(t, "1000 clients", func() bool { return r.srv.Stats().Clients == n })
 
 	runtime.GC()
 	var after runtime.MemStats

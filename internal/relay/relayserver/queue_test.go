@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"warren/internal/relay"
+	"warren/internal/testutil/wait"
 )
 
 // TestQueueAccountingControlFrames: pongs and peer-gone notices pass through
@@ -67,5 +68,5 @@ func TestQueueAccountingControlFrames(t *testing.T) {
 		t.Fatalf("queue-full drops: %+v", st)
 	}
 	// And nothing is left counted once everything is written.
-	waitFor(t, "queued bytes back to 0", func() bool { return r.srv.lookup(a.PublicKey()).qlen.Load() == 0 })
+	wait.Until(t, "queued bytes back to 0", func() bool { return r.srv.lookup(a.PublicKey()).qlen.Load() == 0 })
 }

@@ -12,6 +12,7 @@ import (
 	"warren/internal/noiseconn"
 	"warren/internal/pubkey"
 	"warren/internal/relay"
+	"warren/internal/testutil/wait"
 )
 
 func TestRelayBothWays(t *testing.T) {
@@ -48,7 +49,7 @@ func TestRelayBothWays(t *testing.T) {
 	}
 	// The relay counts a packet out after its write returns, which can be
 	// after the receiver has read it.
-	waitFor(t, "21 packets counted out", func() bool { return r.srv.Stats().PacketsOut >= 21 })
+	wait.Until(t, "21 packets counted out", func() bool { return r.srv.Stats().PacketsOut >= 21 })
 	st := r.srv.Stats()
 	if st.Clients != 2 || st.Accepted != 2 || st.PacketsOut != 21 || st.PacketsIn != 21 || st.DropsNoPeer != 0 {
 		t.Fatalf("stats %+v", st)
@@ -69,11 +70,11 @@ func TestPeerGone(t *testing.T) {
 	for range 20 {
 		ca.Send(b.PublicKey(), []byte("anyone?"))
 	}
-	waitFor(t, "peer gone notice", func() bool { return gone.Load() > 0 })
+	wait.Until(t, "peer gone notice", func() bool { return gone.Load() > 0 })
 	// The first notice may arrive before the relay has read the other 19
 	// packets: wait for all of them to be counted, then give a second
 	// notice (which must not come) time to arrive.
-	waitFor(t, "20 packets dropped", func() bool { return r.srv.Stats().DropsNoPeer == 20 })
+	wait.Until(t, "20 packets dropped", func() bool { return r.srv.Stats().DropsNoPeer == 20 })
 	time.Sleep(100 * time.Millisecond)
 	if g := gone.Load(); g != 1 {
 		t.Fatalf("%d notices for 20 packets within a second, want 1", g)
@@ -149,7 +150,7 @@ func TestOversizedFrameClosesClient(t *testing.T) {
 			t.Fatalf("unexpected frame type %#x", typ)
 		}
 	}
-	waitFor(t, "stats", func() bool { st := r.srv.Stats(); return st.ClosedOversize == 1 && st.Clients == 0 })
+	wait.Until(t, "stats", func() bool { st := r.srv.Stats(); return st.ClosedOversize == 1 && st.Clients == 0 })
 }
 
 func TestSlowReceiverDoesNotStallOthers(t *testing.T) {
@@ -180,7 +181,7 @@ func TestSlowReceiverDoesNotStallOthers(t *testing.T) {
 		}
 	}()
 	defer func() { close(stopFlood); <-flooded }()
-	waitFor(t, "queue-full drops", func() bool { return r.srv.Stats().DropsQueueFull > 100 })
+	wait.Until(t, "queue-full drops", func() bool { return r.srv.Stats().DropsQueueFull > 100 })
 	// Meanwhile another pair is served promptly.
 	for i := range 20 {
 		msg := fmt.Sprintf("b->d %d", i)
@@ -194,7 +195,7 @@ func TestSlowReceiverDoesNotStallOthers(t *testing.T) {
 		}
 	}
 	// The receiver that never reads is dropped after the write timeout.
-	waitFor(t, "write timeout", func() bool { return r.srv.Stats().ClosedWriteTimeout >= 1 })
+	wait.Until(t, "write timeout", func() bool { return r.srv.Stats().ClosedWriteTimeout >= 1 })
 }
 
 func TestRateLimitDrops(t *testing.T) {
@@ -215,10 +216,10 @@ func TestRateLimitDrops(t *testing.T) {
 	}
 	// The 64 KiB burst lets 8 packets through (a few more if the bucket
 	// refills meanwhile), the rest are dropped and counted.
-	waitFor(t, "all accounted", func() bool { st := r.srv.Stats(); return st.PacketsOut+st.DropsRateLimit == 20 })
+	wait.Until(t, "all accounted", func() bool { st := r.srv.Stats(); return st.PacketsOut+st.DropsRateLimit == 20 })
 	// PacketsOut counts a packet when the relay queues it for writing, before
 	// it reaches b: wait for b to have every packet counted.
-	waitFor(t, "b received what the relay sent", func() bool { return len(chb) >= int(r.srv.Stats().PacketsOut) })
+	wait.Until(t, "b received what the relay sent", func() bool { return len(chb) >= int(r.srv.Stats().PacketsOut) })
 	st := r.srv.Stats()
 	if st.PacketsOut < 8 || st.PacketsOut > 10 || len(chb) != int(st.PacketsOut) {
 		t.Fatalf("stats %+v, %d received", st, len(chb))
@@ -248,12 +249,12 @@ func TestReconnectAfterRelayRestart(t *testing.T) {
 	expectPacket(t, chb, a.PublicKey(), "before")
 
 	r.stop()
-	waitFor(t, "client noticing", func() bool { return downs.Load() == 1 && !ca.Connected() })
+	wait.Until(t, "client noticing", func() bool { return downs.Load() == 1 && !ca.Connected() })
 	if err := ca.Send(b.PublicKey(), []byte("x")); !errors.Is(err, relay.ErrNotConnected) {
 		t.Fatalf("send while down: %v", err)
 	}
 	r2 := startRelay(t, r.addr, rk, Options{Allowed: ks.allowed})
-	waitFor(t, "both back", func() bool { return r2.srv.Stats().Clients == 2 })
+	wait.Until(t, "both back", func() bool { return r2.srv.Stats().Clients == 2 })
 	if err := ca.WaitConnected(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}

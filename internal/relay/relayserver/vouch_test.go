@@ -22,6 +22,7 @@ import (
 	"warren/internal/pubkey"
 	"warren/internal/relay"
 	"warren/internal/store"
+	"warren/internal/testutil/wait"
 )
 
 // world is a coordination server as `warren server --relay` runs it: the
@@ -149,7 +150,7 @@ func TestAdminPollerVouching(t *testing.T) {
 	}
 	// A node that joins later is vouched for at the next poll.
 	n3, _ := w.addNode(t)
-	waitFor(t, "n3 vouched", func() bool { return dialErr(t, r.url, rk, n3) == nil })
+	wait.Until(t, "n3 vouched", func() bool { return dialErr(t, r.url, rk, n3) == nil })
 
 	// A wrong API key fails the poll, which keeps the last answer.
 	bad := &AdminPoller{ServerURL: w.hs.URL, APIKey: "wapi_nope"}
@@ -172,7 +173,7 @@ func TestEmbeddedStoreVouching(t *testing.T) {
 		t.Fatalf("stranger: %v", err)
 	}
 	w.expire(t, id1)
-	waitFor(t, "expired node refused", func() bool { return errors.Is(dialErr(t, w.hs.URL, sk, n1), relay.ErrNotVouched) })
+	wait.Until(t, "expired node refused", func() bool { return errors.Is(dialErr(t, w.hs.URL, sk, n1), relay.ErrNotVouched) })
 	if w.embed.Stats().Refused < 2 {
 		t.Fatalf("stats %+v", w.embed.Stats())
 	}
