@@ -22,10 +22,30 @@ const (
 	Stopping = "STOPPING=1"
 )
 
+// Notifier is the service manager's socket and watchdog interval, read
+// from the environment once, when the service starts.
+type Notifier struct {
+	socket   string        // "" outside systemd
+	watchdog time.Duration // 0: off
+}
+
+// FromEnv reads $NOTIFY_SOCKET, $WATCHDOG_USEC and $WATCHDOG_PID (a
+// watchdog meant for another process is off).
+func FromEnv() Notifier {
+	n := Notifier{socket: os.Getenv("NOTIFY_SOCKET")}
+	if pid := os.Getenv("WATCHDOG_PID"); pid != "" && pid != strconv.Itoa(os.Getpid()) {
+		return n
+	}
+	if us, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64); err == nil && us > 0 {
+		n.watchdog = time.Duration(us) * time.Microsecond
+	}
+	return n
+}
+
 // Notify sends state (newline-separated KEY=VALUE lines) to the service
-// manager. It reports false, nil when $NOTIFY_SOCKET is not set.
-func Notify(state string) (bool, error) {
-	name := os.Getenv("NOTIFY_SOCKET")
+// manager. It reports false, nil when there is none.
+func (n Notifier) Notify(state string) (bool, error) {
+	name := n.socket
 	if name == "" {
 		return false, nil
 	}
@@ -43,26 +63,17 @@ func Notify(state string) (bool, error) {
 	return true, nil
 }
 
-// WatchdogInterval returns how often WATCHDOG=1 must be sent ($WATCHDOG_USEC),
-// or 0 when the watchdog is off or meant for another process ($WATCHDOG_PID).
-func WatchdogInterval() time.Duration {
-	if pid := os.Getenv("WATCHDOG_PID"); pid != "" && pid != strconv.Itoa(os.Getpid()) {
-		return 0
-	}
-	us, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64)
-	if err != nil || us <= 0 {
-		return 0
-	}
-	return time.Duration(us) * time.Microsecond
-}
+// WatchdogInterval is how often WATCHDOG=1 must be sent, 0 when the
+// watchdog is off.
+func (n Notifier) WatchdogInterval() time.Duration { return n.watchdog }
 
 // RunWatchdog sends WATCHDOG=1 every half watchdog interval while healthy
 // returns nil, until ctx ends; a failing check is passed to logf and its
-// ping skipped, so that systemd restarts a service that stays unhealthy.
-// It returns at once when the watchdog is off.
-func RunWatchdog(ctx context.Context, healthy func(context.Context) error, logf func(string, ...any)) {
-	iv := WatchdogInterval() / 2
-	if iv <= 0 {
+// keep-alive skipped, so that systemd restarts a service that stays
+// unhealthy. It returns at once when the watchdog is off.
+func (n Notifier) RunWatchdog(ctx context.Context, healthy func(context.Context) error, logf func(string, ...any)) {
+	iv := n.watchdog / 2
+	if iv <= 0 || n.socket == "" {
 		return
 	}
 	t := time.NewTicker(iv)
@@ -76,7 +87,7 @@ func RunWatchdog(ctx context.Context, healthy func(context.Context) error, logf 
 		}
 		if err != nil {
 			logf("watchdog: not healthy, no keep-alive sent: %v", err)
-		} else if _, err := Notify(Watchdog); err != nil {
+		} else if _, err := n.Notify(Watchdog); err != nil {
 			logf("watchdog: %v", err)
 		}
 		select {

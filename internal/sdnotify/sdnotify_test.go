@@ -36,7 +36,7 @@ func TestNotifyPathAndAbstract(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "notify")
 	next := listen(t, path)
 	t.Setenv("NOTIFY_SOCKET", path)
-	if sent, err := Notify(Ready); !sent || err != nil {
+	if sent, err := FromEnv().Notify(Ready); !sent || err != nil {
 		t.Fatalf("Notify: %v %v", sent, err)
 	}
 	if got := next(); got != Ready {
@@ -46,7 +46,7 @@ func TestNotifyPathAndAbstract(t *testing.T) {
 	abstract := "warren-sdnotify-test-" + strconv.Itoa(int(time.Now().UnixNano()))
 	nextA := listen(t, "\x00"+abstract)
 	t.Setenv("NOTIFY_SOCKET", "@"+abstract)
-	if _, err := Notify(Stopping); err != nil {
+	if _, err := FromEnv().Notify(Stopping); err != nil {
 		t.Fatal(err)
 	}
 	if got := nextA(); got != Stopping {
@@ -56,11 +56,11 @@ func TestNotifyPathAndAbstract(t *testing.T) {
 
 func TestNotifyOutsideSystemd(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
-	if sent, err := Notify(Ready); sent || err != nil {
+	if sent, err := FromEnv().Notify(Ready); sent || err != nil {
 		t.Fatalf("without NOTIFY_SOCKET: %v %v", sent, err)
 	}
 	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "nobody-listens"))
-	if _, err := Notify(Ready); err == nil {
+	if _, err := FromEnv().Notify(Ready); err == nil {
 		t.Fatal("no error for a socket nobody listens on")
 	}
 }
@@ -83,7 +83,7 @@ func TestWatchdogInterval(t *testing.T) {
 		}
 		t.Setenv("WATCHDOG_USEC", tc.usec)
 		t.Setenv("WATCHDOG_PID", pid)
-		if got := WatchdogInterval(); got != tc.want {
+		if got := FromEnv().WatchdogInterval(); got != tc.want {
 			t.Errorf("USEC=%q PID=%q: %v, want %v", tc.usec, pid, got, tc.want)
 		}
 	}
@@ -105,7 +105,7 @@ func TestRunWatchdog(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		RunWatchdog(ctx, func(cctx context.Context) error {
+		FromEnv().RunWatchdog(ctx, func(cctx context.Context) error {
 			select {
 			case err := <-results:
 				return err
