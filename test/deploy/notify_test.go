@@ -2,7 +2,9 @@ package deploy
 
 import (
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -11,12 +13,39 @@ import (
 	"warren/internal/sdnotify"
 )
 
+// unitCaps returns the capabilities of a unit's CapabilityBoundingSet as
+// setpriv(1) takes them ("+net_admin,...").
+func unitCaps(t *testing.T, unit string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "packaging", "systemd", unit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapabilityBoundingSet="); ok {
+			var caps []string
+			for _, c := range strings.Fields(v) {
+				caps = append(caps, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+			}
+			return strings.Join(caps, ",")
+		}
+	}
+	t.Fatalf("%s has no CapabilityBoundingSet", unit)
+	return ""
+}
+
 // TestDaemonNotifiesSystemd runs `warren daemon` (the real binary) in a
-// network namespace as systemd would with Type=notify and WatchdogSec: it
-// sends READY=1 once its local API answers, WATCHDOG=1 while the API
-// keeps answering, and STOPPING=1 when SIGTERM starts its shutdown. (The
-// server's and relay's are tested in process in internal/cli.)
+// network namespace as warren-daemon.service does: root with only the
+// unit's capability bounding set and no new privileges, with Type=notify
+// and WatchdogSec. It starts with those capabilities, sends READY=1 once
+// its local API answers, WATCHDOG=1 while the API keeps answering, and
+// STOPPING=1 when SIGTERM starts its shutdown. (The server's and relay's
+// notifications are tested in process in internal/cli.)
 func TestDaemonNotifiesSystemd(t *testing.T) {
+	caps := unitCaps(t, "warren-daemon.service")
+	if !strings.Contains(caps, "+net_admin") {
+		t.Fatalf("the daemon's unit lacks CAP_NET_ADMIN: %q", caps)
+	}
 	ns := nettest.NewNS(t, "wdn")
 	dir := t.TempDir()
 	notify := filepath.Join(dir, "notify") // a path: abstract sockets are per namespace
@@ -38,8 +67,15 @@ func TestDaemonNotifiesSystemd(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", notify)
 	t.Setenv("WATCHDOG_USEC", "200000")
 	t.Setenv("WATCHDOG_PID", "")
-	cmd := ns.Start(t, warrenBin, "daemon", "--state-dir", filepath.Join(dir, "state"), "--socket", filepath.Join(dir, "sock"),
-		"--tun", "warren0", "--port", "0", "--resolv-conf", filepath.Join(dir, "resolv.conf"))
+	daemon := func(dir, bounding string) []string {
+		return []string{"--nnp", "--bounding-set=-all," + bounding, "--", warrenBin, "daemon", "--state-dir", filepath.Join(dir, "state"),
+			"--socket", filepath.Join(dir, "sock"), "--tun", "warren0", "--port", "0", "--resolv-conf", filepath.Join(dir, "resolv.conf")}
+	}
+	// Without CAP_NET_ADMIN it cannot start: the bounding set is real.
+	if out, err := ns.Output(append([]string{"setpriv"}, daemon(t.TempDir(), "+net_raw")...)...); err == nil || !strings.Contains(out, "warren0") {
+		t.Fatalf("daemon without CAP_NET_ADMIN: %v\n%s", err, out)
+	}
+	cmd := ns.Start(t, "setpriv", daemon(dir, caps)...)
 	if got := next(); got != sdnotify.Ready {
 		t.Fatalf("first message %q, want %s", got, sdnotify.Ready)
 	}
