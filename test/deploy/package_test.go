@@ -1,12 +1,18 @@
 package deploy
 
 import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // The files the package installs besides /usr/bin/warren and the units.
@@ -173,6 +179,7 @@ func TestDebianPackage(t *testing.T) {
 	if err == nil || !strings.Contains(string(out2), "no server key at") {
 		t.Errorf("the example config: %v %s", err, out2)
 	}
+	serverAsUnit(t)
 
 	run(t, "dpkg", "--purge", "warren")
 	if installed() {
@@ -186,4 +193,90 @@ func TestDebianPackage(t *testing.T) {
 	if _, err := os.Stat("/etc/warren"); !os.IsNotExist(err) {
 		t.Errorf("/etc/warren left after purge: %v", err)
 	}
+}
+
+// serverAsUnit runs the installed server as warren-server.service does
+// (user warren, no capabilities, no new privileges, Type=notify): it
+// creates its data, sends READY=1 and answers /healthz and /readyz.
+func serverAsUnit(t *testing.T) {
+	t.Helper()
+	uid, gid := lookupID(t, "passwd"), lookupID(t, "group")
+	dir, err := os.MkdirTemp("", "warren-deploy-server-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	notify := filepath.Join(dir, "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := os.Chown(notify, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("setpriv", "--reuid=warren", "--regid=warren", "--init-groups", "--nnp", "--bounding-set=-all", "--inh-caps=-all",
+		"--", "/usr/bin/warren", "server", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"))
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	sc := bufio.NewScanner(stderr)
+	var url string
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "warren server: listening on "); ok {
+			url, _, _ = strings.Cut(rest, ",")
+			break
+		}
+		t.Logf("server: %s", sc.Text())
+	}
+	if url == "" {
+		t.Fatalf("the server as user warren did not start: %v", sc.Err())
+	}
+	go io.Copy(io.Discard, stderr)
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	b := make([]byte, 64)
+	if n, err := c.Read(b); err != nil || string(b[:n]) != "READY=1" {
+		t.Fatalf("sd_notify: %q %v", b[:n], err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		resp, err := hc.Get(url + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok\n" {
+			t.Errorf("%s: %d %q", p, resp.StatusCode, body)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "data", "server.key")); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(uid) {
+		t.Errorf("server key not created by warren: %v", err)
+	}
+}
+
+// lookupID returns the warren user's uid ("passwd") or group's gid ("group").
+func lookupID(t *testing.T, db string) int {
+	t.Helper()
+	f := strings.Split(strings.TrimSpace(run(t, "getent", db, "warren")), ":")
+	if len(f) < 3 {
+		t.Fatalf("getent %s warren: %q", db, f)
+	}
+	id, err := strconv.Atoi(f[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
