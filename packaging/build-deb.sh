@@ -12,11 +12,16 @@ for t in dpkg-deb dpkg; do
 done
 [[ -x $bin ]] || { echo "$0: $bin is not an executable (run make build)" >&2; exit 1; }
 
-# A Debian version must start with a digit and use only [A-Za-z0-9.+~-]:
-# v1.2.3 -> 1.2.3; a commit (git describe --always) -> 0~git<commit>.
+# A Debian version must start with a digit, use only [A-Za-z0-9.+~-] and
+# grow from build to build: v1.2.3 -> 1.2.3; anything else (a commit from
+# git describe --always) -> 0~git<commit time>.<commit>, which sorts below
+# any release and in commit order.
 v=${version#v}
 v=$(printf '%s' "$v" | tr -c 'A-Za-z0-9.+~-' '.')
-[[ $v =~ ^[0-9] ]] || v="0~git$v"
+if [[ ! $v =~ ^[0-9]+\.[0-9]+ ]]; then
+	stamp=$(git -C "$here" log -1 --format=%cd --date=format:%Y%m%d%H%M%S 2>/dev/null || date -u +%Y%m%d%H%M%S)
+	v="0~git$stamp.$v"
+fi
 arch=$(dpkg --print-architecture)
 unitdir=$(pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || true)
 unitdir=${unitdir:-/lib/systemd/system}
