@@ -42,6 +42,13 @@ func installed() bool {
 	return err == nil && strings.Contains(string(out), "installed") && !strings.Contains(string(out), "not-installed")
 }
 
+// known reports whether dpkg knows the package at all (installed, or
+// removed with its configuration left).
+func known() bool {
+	out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "warren").Output()
+	return err == nil && !strings.HasSuffix(strings.TrimSpace(string(out)), "not-installed")
+}
+
 func userExists(name string) bool { return exec.Command("getent", "passwd", name).Run() == nil }
 
 // TestDebianPackage builds the .deb, installs it with dpkg -i, checks its
@@ -65,12 +72,12 @@ func TestDebianPackage(t *testing.T) {
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
-	if installed() {
+	if known() {
 		t.Fatal("a warren package is already installed on this machine; this test installs and purges its own and will not touch that one")
 	}
 	hadUser := userExists("warren")
 	t.Cleanup(func() {
-		if installed() {
+		if known() {
 			if out, err := exec.Command("dpkg", "--purge", "warren").CombinedOutput(); err != nil {
 				t.Errorf("cleanup: dpkg --purge warren: %v\n%s", err, out)
 			}
@@ -102,6 +109,7 @@ func TestDebianPackage(t *testing.T) {
 	if !installed() {
 		t.Fatal("dpkg -i succeeded but the package is not installed")
 	}
+	run(t, "dpkg", "-i", deb) // again: the upgrade path of the scripts, the user already there
 	// The files, with their modes, all owned by root; the units in
 	// systemd's unit directory (/lib/systemd/system on Debian 12).
 	listed := run(t, "dpkg", "-L", "warren")
@@ -181,9 +189,17 @@ func TestDebianPackage(t *testing.T) {
 	}
 	serverAsUnit(t)
 
+	// dpkg -r keeps the configuration, --purge removes it.
+	run(t, "dpkg", "-r", "warren")
+	if _, err := os.Stat("/usr/bin/warren"); !os.IsNotExist(err) {
+		t.Errorf("/usr/bin/warren left after dpkg -r: %v", err)
+	}
+	if _, err := os.Stat("/etc/warren/relay.env"); err != nil {
+		t.Errorf("dpkg -r removed the configuration: %v", err)
+	}
 	run(t, "dpkg", "--purge", "warren")
-	if installed() {
-		t.Fatal("still installed after dpkg --purge")
+	if known() {
+		t.Fatal("still known to dpkg after --purge")
 	}
 	for p := range files {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
