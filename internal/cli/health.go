@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,17 +11,20 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"warren/internal/sdnotify"
+	"warren/internal/store"
 )
 
 // Health endpoints and service-manager notifications of the long-running
 // commands. /healthz answers 200 "ok" while the process serves HTTP at
 // all; /readyz answers 200 "ok" when what the service depends on works
 // (the server: its store; the relay: the server vouching for its nodes),
-// else 503 and one line naming the reason. Both are on the public
-// listener, behind its Host check (probes by IP address pass) and say
+// else 503 and one line naming the reason in fixed words ("store
+// unreachable"; the detail goes to the log). Both are on the public
+// listener, behind its Host check (probes by IP address pass), and say
 // nothing a stranger may not know. Under systemd (Type=notify) the
 // service sends READY=1 once it serves, WATCHDOG=1 while it answers its
 // own /healthz (or, the daemon, its local API), and STOPPING=1 on shutdown.
@@ -32,26 +36,67 @@ const (
 	readyTimeout = 2 * time.Second
 )
 
+// notReady is a readiness failure: reason is what /readyz tells anyone
+// who asks (fixed words: the listener is public), err the detail only the
+// log gets.
+type notReady struct {
+	reason string
+	err    error
+}
+
+func (e notReady) Error() string { return e.reason + ": " + e.err.Error() }
+func (e notReady) Unwrap() error { return e.err }
+
 // mountHealth serves /healthz and /readyz on mux; ready reports why the
-// service is not ready (nil: it is).
-func mountHealth(mux *http.ServeMux, ready func(context.Context) error) {
+// service is not ready (nil: it is), and each change of that is logged.
+func mountHealth(mux *http.ServeMux, ready func(context.Context) error, logger *slog.Logger) {
 	mux.HandleFunc("GET "+healthPath, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		io.WriteString(w, "ok\n")
 	})
+	var mu sync.Mutex
+	last := "" // the last detail logged; "" while ready
 	mux.HandleFunc("GET "+readyPath, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
-		if err := ready(ctx); err != nil {
+		err := ready(ctx)
+		detail := ""
+		if err != nil {
+			detail = strings.ReplaceAll(err.Error(), "\n", "; ")
+		}
+		mu.Lock()
+		if detail != last {
+			if err != nil {
+				logger.Warn("not ready", "err", detail)
+			} else {
+				logger.Info("ready again")
+			}
+			last = detail
+		}
+		mu.Unlock()
+		if err != nil {
+			reason := "not ready"
+			var nr notReady
+			if errors.As(err, &nr) {
+				reason = nr.reason
+			}
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+			fmt.Fprintf(w, "not ready: %s\n", reason)
 			return
 		}
 		io.WriteString(w, "ok\n")
 	})
+}
+
+// storeReady pings the server's store.
+func storeReady(ctx context.Context, st *store.Store) error {
+	if err := st.Ping(ctx); err != nil {
+		return notReady{"store unreachable", err}
+	}
+	return nil
 }
 
 // selfProbe returns a check that GETs /healthz from the listener at addr

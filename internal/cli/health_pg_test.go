@@ -139,7 +139,7 @@ func TestServerReadyzPostgres(t *testing.T) {
 	if code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz with the database gone: %d %q", code, body)
 	}
-	oneLineReason(t, body, "store: ping")
+	oneLineReason(t, body, "store unreachable")
 	if code, body := get(t, ts.url+healthPath, ""); code != 200 || body != "ok\n" {
 		t.Fatalf("/healthz with the database gone: %d %q", code, body)
 	}

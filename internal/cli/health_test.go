@@ -77,7 +77,16 @@ func TestServerReadyz(t *testing.T) {
 	if code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz with the store gone: %d %q", code, body)
 	}
-	oneLineReason(t, body, "database file "+db+" is gone")
+	// The reason in fixed words for anyone; the detail (a path) only in
+	// the log, once.
+	oneLineReason(t, body, "store unreachable")
+	if strings.Contains(body, dir) {
+		t.Fatalf("/readyz tells a stranger the data path: %q", body)
+	}
+	get(t, ts.url+readyPath, "")
+	if logs := ts.stderr.String(); strings.Count(logs, "database file "+db+" is gone") != 1 {
+		t.Fatalf("the detail is not logged once:\n%s", logs)
+	}
 	if code, body := get(t, ts.url+healthPath, ""); code != 200 || body != "ok\n" {
 		t.Fatalf("/healthz with the store gone: %d %q", code, body)
 	}
@@ -86,6 +95,9 @@ func TestServerReadyz(t *testing.T) {
 	}
 	if code, body := get(t, ts.url+readyPath, ""); code != 200 || body != "ok\n" {
 		t.Fatalf("/readyz with the store back: %d %q", code, body)
+	}
+	if !strings.Contains(ts.stderr.String(), "ready again") {
+		t.Fatalf("recovery not logged:\n%s", ts.stderr.String())
 	}
 }
 
@@ -112,7 +124,7 @@ func TestRelayReadyz(t *testing.T) {
 	if code := ts.stop(); code != 0 {
 		t.Fatalf("server exit %d", code)
 	}
-	oneLineReason(t, waitStatus(t, rurl+readyPath, http.StatusServiceUnavailable), "poll nodes")
+	oneLineReason(t, waitStatus(t, rurl+readyPath, http.StatusServiceUnavailable), "vouching server unreachable")
 	if code, body := get(t, rurl+healthPath, ""); code != 200 || body != "ok\n" {
 		t.Fatalf("/healthz with the server down: %d %q", code, body)
 	}

@@ -208,7 +208,12 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	mux.Handle(relay.Path, rs)
 	// Ready while the server vouching for nodes answers its polls (the
 	// relay keeps serving with the last list when it does not).
-	mountHealth(mux, func(context.Context) error { return poller.Err() })
+	mountHealth(mux, func(context.Context) error {
+		if err := poller.Err(); err != nil {
+			return notReady{"vouching server unreachable", err}
+		}
+		return nil
+	}, logger.Logger)
 	hs := &http.Server{Handler: mux, ErrorLog: logger.std()}
 	l, err := net.Listen("tcp", c.listen)
 	if err != nil {

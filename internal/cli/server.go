@@ -440,7 +440,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain())))
-	mountHealth(mux, st.Ping) // health.go
+	mountHealth(mux, func(ctx context.Context) error { return storeReady(ctx, st) }, logger.Logger) // health.go
 	hosts := listenerHosts(c.Listen, c.PublicURL, c.TLSCert, c.AllowedHosts)
 	if c.MetricsListen != "" {
 		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), logger.Logger, hosts...); err != nil {
