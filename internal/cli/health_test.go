@@ -2,7 +2,13 @@ package cli
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -213,4 +219,37 @@ func TestRelayNotifiesSystemd(t *testing.T) {
 			t.Errorf("relay exit %d: %s", code, stderr.String())
 		}
 	})
+}
+
+// The watchdog's self-probe works over HTTPS too (the certificate does not
+// name the loopback address it dials).
+func TestServerTLSNotifiesSystemd(t *testing.T) {
+	dir := t.TempDir()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"warren.example"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	next := notifySocket(t)
+	ts := startServer(t, filepath.Join(dir, "data"), "--tls-cert", certPath, "--tls-key", keyPath)
+	if !strings.HasPrefix(ts.url, "https://") {
+		t.Fatalf("url %q", ts.url)
+	}
+	expectNotify(t, next, func() { ts.stop() })
 }
