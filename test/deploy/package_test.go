@@ -160,12 +160,19 @@ func TestDebianPackage(t *testing.T) {
 			t.Errorf("%s was enabled on install: %v", u, m)
 		}
 	}
-	// The units: systemd-analyze verify exits 0 and warns about nothing
-	// (it only warns about unknown keys or sections).
-	cmd := exec.Command("systemd-analyze", append([]string{"verify"}, paths...)...)
+	// The units: systemd-analyze verify exits 0 and warns about none of
+	// them (an unknown key is only a warning). The host's other units,
+	// which it loads as dependencies, are not this test's business:
+	// --recursive-errors=no, and only lines naming warren count.
+	cmd := exec.Command("systemd-analyze", append([]string{"verify", "--recursive-errors=no"}, paths...)...)
 	vout, err := cmd.CombinedOutput()
-	if err != nil || strings.TrimSpace(string(vout)) != "" {
+	if err != nil {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, vout)
+	}
+	for _, l := range strings.Split(string(vout), "\n") {
+		if strings.Contains(l, "warren") {
+			t.Errorf("systemd-analyze verify warns: %s", l)
+		}
 	}
 	for _, u := range paths {
 		b, err := os.ReadFile(u)
