@@ -108,16 +108,18 @@ func TestServerReadyz(t *testing.T) {
 }
 
 // TestRelayReadyz: a standalone relay is ready while the server vouching
-// for its nodes answers, not while it is down, and again once it is back.
+// for its nodes answers, not while it cannot be reached (a proxy in front
+// of it is cut), and again once it can.
 func TestRelayReadyz(t *testing.T) {
 	t.Setenv(envServer, "")
 	t.Setenv(envAPIKey, "")
 	dir := filepath.Join(t.TempDir(), "data")
 	ts := startServer(t, dir)
 	relayKey := strings.TrimSpace(ok(t, "server", "apikey", "create", "--scope", "relay", "--data-dir", dir))
+	proxy := newTCPCutProxy(t, strings.TrimPrefix(ts.url, "http://"))
 	fs, rc := relayFlags(&lockedBuffer{})
 	if err := fs.Parse([]string{"--listen", "127.0.0.1:0", "--stun-listen", "", "--data-dir", filepath.Join(t.TempDir(), "relay"),
-		"--server", ts.url, "--relay-key", relayKey, "--poll", "100ms"}); err != nil {
+		"--server", "http://" + proxy.l.Addr().String(), "--relay-key", relayKey, "--poll", "100ms"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := rc.check(); err != nil {
@@ -127,14 +129,12 @@ func TestRelayReadyz(t *testing.T) {
 	if code, body := get(t, rurl+readyPath, ""); code != 200 || body != "ok\n" {
 		t.Fatalf("/readyz: %d %q", code, body)
 	}
-	if code := ts.stop(); code != 0 {
-		t.Fatalf("server exit %d", code)
-	}
+	proxy.setCut(true)
 	oneLineReason(t, waitStatus(t, rurl+readyPath, http.StatusServiceUnavailable), "vouching server unreachable")
 	if code, body := get(t, rurl+healthPath, ""); code != 200 || body != "ok\n" {
-		t.Fatalf("/healthz with the server down: %d %q", code, body)
+		t.Fatalf("/healthz with the server away: %d %q", code, body)
 	}
-	startServer(t, dir, "--listen", strings.TrimPrefix(ts.url, "http://"))
+	proxy.setCut(false)
 	waitStatus(t, rurl+readyPath, http.StatusOK)
 }
 

@@ -14,11 +14,12 @@ import (
 	"warren/internal/store/storetest"
 )
 
-// pgProxy forwards connections to a PostgreSQL server until it is cut:
-// then it closes every connection and refuses new ones, as a server that
-// went away would, until restored. It makes "the database is gone"
-// deterministic without stopping a server other tests share.
-type pgProxy struct {
+// cutProxy forwards connections to a server until it is cut: then it
+// closes every connection and refuses new ones, as a server that went
+// away would, until restored. It makes "the database (or the server) is
+// gone" deterministic without stopping a server other tests share, and
+// without giving up a port another process could then take.
+type cutProxy struct {
 	l      net.Listener
 	target func() (net.Conn, error)
 
@@ -29,14 +30,14 @@ type pgProxy struct {
 
 // newPGProxy proxies dsn's server and returns the DSN that goes through
 // the proxy: over a unix socket (host=/dir, as storetest's servers) or TCP.
-func newPGProxy(t *testing.T, dsn string) (*pgProxy, string) {
+func newPGProxy(t *testing.T, dsn string) (*cutProxy, string) {
 	t.Helper()
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	q := u.Query()
-	p := &pgProxy{conns: map[net.Conn]bool{}}
+	p := &cutProxy{conns: map[net.Conn]bool{}}
 	if dir := q.Get("host"); strings.HasPrefix(dir, "/") {
 		port := q.Get("port")
 		if port == "" {
@@ -67,7 +68,20 @@ func newPGProxy(t *testing.T, dsn string) (*pgProxy, string) {
 	return p, u.String()
 }
 
-func (p *pgProxy) serve() {
+// newTCPCutProxy proxies the TCP address target on a loopback port.
+func newTCPCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{l: l, conns: map[net.Conn]bool{}, target: func() (net.Conn, error) { return net.Dial("tcp", target) }}
+	t.Cleanup(func() { p.l.Close(); p.setCut(true) })
+	go p.serve()
+	return p
+}
+
+func (p *cutProxy) serve() {
 	for {
 		c, err := p.l.Accept()
 		if err != nil {
@@ -97,7 +111,7 @@ func (p *pgProxy) serve() {
 	}
 }
 
-func (p *pgProxy) drop(c net.Conn) {
+func (p *cutProxy) drop(c net.Conn) {
 	c.Close()
 	p.mu.Lock()
 	delete(p.conns, c)
@@ -105,7 +119,7 @@ func (p *pgProxy) drop(c net.Conn) {
 }
 
 // setCut cuts (closing every connection) or restores the proxy.
-func (p *pgProxy) setCut(cut bool) {
+func (p *cutProxy) setCut(cut bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cut = cut
