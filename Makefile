@@ -1,11 +1,11 @@
-# Warren — see README.md. Targets: demo, demo-wg, test, build, vet, fuzz, bench, bench-go, clean.
+# Warren — see README.md. Targets: demo, demo-wg, test, build, package, vet, fuzz, bench, bench-go, clean.
 export PATH := $(PATH):/usr/local/go/bin
 GO      ?= go
 BIN     := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X warren/internal/cli.Version=$(VERSION)
 
-.PHONY: all build deps demo demo-wg test check vet fmt-check unit fuzz bench bench-go clean
+.PHONY: all build package deps demo demo-wg test check vet fmt-check unit fuzz bench bench-go clean
 
 all: build
 
@@ -15,6 +15,15 @@ build:
 # The pinned wireguard-go (a tool in go.mod), for side-by-side runs.
 $(BIN)/wireguard-go: go.mod go.sum
 	$(GO) build -o $@ golang.zx2c4.com/wireguard
+
+# A Debian package (bin/warren_VERSION_ARCH.deb): /usr/bin/warren, the
+# systemd units warren-server, warren-relay and warren-daemon, examples in
+# /etc/warren, a `warren` system user; nothing is enabled on install. See
+# packaging/. Built with dpkg-deb, which every Debian machine has, rather
+# than nfpm: no new Go dependency or tool for a tree of a dozen files and
+# a control file.
+package: build
+	./packaging/build-deb.sh $(BIN)/warren $(VERSION) $(BIN)
 
 deps:
 	./scripts/install-deps.sh

@@ -14,6 +14,11 @@ have nft     || need+=(nftables)
 have dig     || need+=(dnsutils)
 have conntrack || need+=(conntrack)
 have make    || need+=(make)
+# make package and its test (test/deploy): dpkg-deb comes with dpkg,
+# systemd-analyze (units verified) with systemd, useradd with passwd.
+have dpkg-deb || need+=(dpkg)
+have systemd-analyze || need+=(systemd)
+have useradd || need+=(passwd)
 if [[ "${WARREN_WITH_POSTGRES:-}" == 1 || "${1:-}" == --with-postgres ]]; then
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 fi

@@ -107,3 +107,11 @@ func printAPIKeys(w io.Writer, ks []admin.APIKey) {
 	}
 	table(w, "ID\tPREFIX\tSCOPE\tEXPIRATION\tLAST USED\tCREATED", rows)
 }
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}

@@ -69,7 +69,18 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := d.Run(ctx, nil); err != nil {
+	// Under systemd: READY=1 once the local API answers, WATCHDOG=1 while
+	// it does, STOPPING=1 when the daemon begins to shut down.
+	var stopNotify func()
+	ready := func() {
+		lc := localapi.NewClient(cfg.Socket)
+		stopNotify = notifyServing(ctx, cfg.Logger, func(ctx context.Context) error { _, err := lc.Status(ctx); return err })
+	}
+	err = d.Run(ctx, ready)
+	if stopNotify != nil {
+		stopNotify()
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "warren daemon: %v\n", oneLine(err))
 		return 1
 	}

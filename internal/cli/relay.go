@@ -208,6 +208,14 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 
 	mux := http.NewServeMux()
 	mux.Handle(relay.Path, rs)
+	// Ready while the server vouching for nodes answers its polls (the
+	// relay keeps serving with the last list when it does not).
+	mountHealth(mux, func(context.Context) error {
+		if err := poller.Err(); err != nil {
+			return notReady{"vouching server unreachable", err}
+		}
+		return nil
+	}, logger.Logger)
 	hs := &http.Server{Handler: mux, ErrorLog: logger.std()}
 	l, err := net.Listen("tcp", c.listen)
 	if err != nil {
@@ -228,6 +236,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "warren relay: STUN on udp %s\n", a)
 	}
+	defer notifyServing(ctx, logger.Logger, selfProbe(l.Addr(), c.tlsCert != ""))() // READY=1 now, STOPPING=1 when ctx ends
 	if err := serveUntil(ctx, hs, l, c.tlsCert, c.tlsKey, 5*time.Second); err != nil {
 		return fail("%v", err)
 	}

@@ -441,6 +441,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain())))
+	mountHealth(mux, func(ctx context.Context) error { return storeReady(ctx, st) }, logger.Logger) // health.go
 	hosts := listenerHosts(c.Listen, c.PublicURL, c.TLSCert, c.AllowedHosts)
 	if c.MetricsListen != "" {
 		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), logger.Logger, hosts...); err != nil {
@@ -469,6 +470,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	if stunAddr != nil {
 		fmt.Fprintf(stderr, "warren server: STUN on udp %s\n", stunAddr)
 	}
+	defer notifyServing(ctx, logger.Logger, selfProbe(l.Addr(), c.TLSCert != ""))() // READY=1 now, STOPPING=1 when ctx ends
 	if err := serveUntil(ctx, hs, l, c.TLSCert, c.TLSKey, 10*time.Second); err != nil {
 		return fail("%v", err)
 	}
@@ -589,12 +591,4 @@ func runServerKey(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout, k.PublicKey().String())
 	noise.Zero(k[:])
 	return 0
-}
-
-func optTime(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	t = t.UTC()
-	return &t
 }

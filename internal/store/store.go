@@ -61,6 +61,7 @@ type Store struct {
 	dialect dialect
 	v4, v6  netip.Prefix
 	now     func() time.Time
+	file    sqliteFile // SQLite: the database file opened (health.go)
 }
 
 // Open opens (creating if needed) the database named by dsn and applies any
@@ -86,6 +87,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 			"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_txlock=immediate")
 		if err == nil {
 			s.db.SetMaxOpenConns(8)
+			s.file.path = path
 		}
 	}
 	if err != nil {
@@ -94,6 +96,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err := s.db.PingContext(ctx); err != nil {
 		s.db.Close()
 		return nil, fmt.Errorf("store: connect: %w", err)
+	}
+	if err := s.file.remember(); err != nil {
+		s.db.Close()
+		return nil, err
 	}
 	if err := s.migrate(ctx); err != nil {
 		s.db.Close()

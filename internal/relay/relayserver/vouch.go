@@ -87,6 +87,7 @@ type AdminPoller struct {
 	ready   chan struct{}
 	once    sync.Once
 	lastErr string
+	pollErr error // the last poll's result, under mu
 }
 
 func (p *AdminPoller) init() {
@@ -108,8 +109,24 @@ func (p *AdminPoller) Ready() <-chan struct{} {
 	return p.ready
 }
 
+// Err returns the error of the last poll, nil when it succeeded (or none
+// was made yet): whether the server vouching for nodes is reachable.
+func (p *AdminPoller) Err() error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.pollErr
+}
+
 // Poll fetches the node list once and replaces the allowed set.
 func (p *AdminPoller) Poll(ctx context.Context) error {
+	err := p.poll(ctx)
+	p.mu.Lock()
+	p.pollErr = err
+	p.mu.Unlock()
+	return err
+}
+
+func (p *AdminPoller) poll(ctx context.Context) error {
 	p.init()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(p.ServerURL, "/")+admin.RelayNodesPath, nil)
 	if err != nil {

@@ -160,6 +160,12 @@ func TestAdminPollerVouching(t *testing.T) {
 	if bad.Allowed(n2.PublicKey()) {
 		t.Fatal("bad poller allows")
 	}
+	if err := bad.Err(); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("bad poller's Err: %v", err)
+	}
+	if err := p.Err(); err != nil {
+		t.Fatalf("good poller's Err: %v", err)
+	}
 }
 
 func TestEmbeddedStoreVouching(t *testing.T) {

@@ -1,0 +1,305 @@
+package deploy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The files the package installs besides /usr/bin/warren and the units.
+var (
+	units   = []string{"warren-server.service", "warren-relay.service", "warren-daemon.service"}
+	etcMode = map[string]os.FileMode{
+		"/etc/warren/server.env":          0o644,
+		"/etc/warren/daemon.env":          0o644,
+		"/etc/warren/relay.env":           0o600, // holds the relay key
+		"/etc/warren/server.json.example": 0o644,
+	}
+)
+
+// run runs a command and returns its combined output, failing the test
+// when it does not succeed.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func installed() bool {
+	out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "warren").Output()
+	return err == nil && strings.Contains(string(out), "installed") && !strings.Contains(string(out), "not-installed")
+}
+
+// known reports whether dpkg knows the package at all (installed, or
+// removed with its configuration left).
+func known() bool {
+	out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "warren").Output()
+	return err == nil && !strings.HasSuffix(strings.TrimSpace(string(out)), "not-installed")
+}
+
+func userExists(name string) bool { return exec.Command("getent", "passwd", name).Run() == nil }
+
+// TestDebianPackage builds the .deb, installs it with dpkg -i, checks its
+// files, its units (systemd-analyze verify, no warnings) and that
+// `warren version` runs, then purges it, all as CI does on a fresh Debian
+// machine. It leaves nothing behind: the package is purged and the warren
+// user (which a purge keeps on purpose) removed if this test created it,
+// even when it fails. Concurrent runs take turns on a lock file.
+func TestDebianPackage(t *testing.T) {
+	needRoot(t)
+	for _, tool := range []string{"dpkg", "dpkg-deb", "dpkg-query", "systemd-analyze", "useradd"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is missing (scripts/install-deps.sh installs it)", tool)
+		}
+	}
+	lock, err := os.OpenFile("/tmp/warren-package-test.lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if known() {
+		t.Fatal("a warren package is already installed on this machine; this test installs and purges its own and will not touch that one")
+	}
+	hadUser := userExists("warren")
+	t.Cleanup(func() {
+		if known() {
+			if out, err := exec.Command("dpkg", "--purge", "warren").CombinedOutput(); err != nil {
+				t.Errorf("cleanup: dpkg --purge warren: %v\n%s", err, out)
+			}
+		}
+		if !hadUser && userExists("warren") {
+			if out, err := exec.Command("userdel", "warren").CombinedOutput(); err != nil {
+				t.Errorf("cleanup: userdel warren: %v\n%s", err, out)
+			}
+		}
+	})
+
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, filepath.Join(root, "packaging", "build-deb.sh"), warrenBin, testVersion, t.TempDir())
+	deb := strings.TrimSpace(out)
+	if !strings.HasSuffix(deb, ".deb") || !strings.Contains(filepath.Base(deb), "warren_1.2.3-deploytest_") {
+		t.Fatalf("build-deb.sh printed %q", out)
+	}
+	info := run(t, "dpkg-deb", "--field", deb, "Package", "Version", "Depends")
+	for _, want := range []string{"Package: warren", "Version: 1.2.3-deploytest", "Depends: passwd"} {
+		if !strings.Contains(info, want) {
+			t.Fatalf("control fields lack %q:\n%s", want, info)
+		}
+	}
+
+	run(t, "dpkg", "-i", deb)
+	if !installed() {
+		t.Fatal("dpkg -i succeeded but the package is not installed")
+	}
+	run(t, "dpkg", "-i", deb) // again: the upgrade path of the scripts, the user already there
+	// The files, with their modes, all owned by root; the units in
+	// systemd's unit directory (/lib/systemd/system on Debian 12).
+	listed := run(t, "dpkg", "-L", "warren")
+	files := map[string]os.FileMode{"/usr/bin/warren": 0o755}
+	var paths []string
+	for _, u := range units {
+		for _, l := range strings.Split(listed, "\n") {
+			if strings.HasSuffix(l, "/systemd/system/"+u) {
+				paths = append(paths, l)
+				files[l] = 0o644
+			}
+		}
+	}
+	if len(paths) != len(units) {
+		t.Fatalf("units installed: %v, want %v; dpkg -L:\n%s", paths, units, listed)
+	}
+	for p, m := range etcMode {
+		files[p] = m
+	}
+	for p, mode := range files {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Errorf("installed file: %v", err)
+			continue
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode().Perm() != mode || st.Uid != 0 || st.Gid != 0 {
+			t.Errorf("%s: mode %04o owner %d:%d, want %04o root:root", p, fi.Mode().Perm(), st.Uid, st.Gid, mode)
+		}
+		if !strings.Contains(listed, p+"\n") {
+			t.Errorf("dpkg -L warren does not list %s", p)
+		}
+	}
+	conffiles := run(t, "dpkg-query", "-W", "-f=${Conffiles}", "warren")
+	for p := range etcMode {
+		if !strings.Contains(conffiles, p+" ") {
+			t.Errorf("%s is not a conffile: %q", p, conffiles)
+		}
+	}
+	// The system user for the server and relay: no login, no home.
+	pw := strings.Split(strings.TrimSpace(run(t, "getent", "passwd", "warren")), ":")
+	if len(pw) != 7 || pw[5] != "/nonexistent" || !strings.HasSuffix(pw[6], "nologin") {
+		t.Errorf("warren user: %q", pw)
+	}
+	// Nothing is enabled or started.
+	for _, u := range units {
+		if m, _ := filepath.Glob("/etc/systemd/system/*.wants/" + u); len(m) != 0 {
+			t.Errorf("%s was enabled on install: %v", u, m)
+		}
+	}
+	// The units: systemd-analyze verify exits 0 and warns about none of
+	// them (an unknown key is only a warning). The host's other units,
+	// which it loads as dependencies, are not this test's business:
+	// --recursive-errors=no, and only lines naming warren count.
+	cmd := exec.Command("systemd-analyze", append([]string{"verify", "--recursive-errors=no"}, paths...)...)
+	vout, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, vout)
+	}
+	for _, l := range strings.Split(string(vout), "\n") {
+		if strings.Contains(l, "warren") {
+			t.Errorf("systemd-analyze verify warns: %s", l)
+		}
+	}
+	for _, u := range paths {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"Type=notify", "WatchdogSec=", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "StateDirectory=", "RuntimeDirectory=", "ConfigurationDirectory=warren", "CapabilityBoundingSet="} {
+			if !strings.Contains(string(b), "\n"+want) {
+				t.Errorf("%s lacks %s", u, want)
+			}
+		}
+	}
+	// The binary runs, and the example config is one it accepts (the key
+	// is missing in a fresh data dir; a bad config would fail before).
+	if got := run(t, "/usr/bin/warren", "version"); !strings.Contains(got, testVersion) {
+		t.Errorf("warren version: %q", got)
+	}
+	out2, err := exec.Command("/usr/bin/warren", "server", "key", "--config", "/etc/warren/server.json.example", "--data-dir", t.TempDir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out2), "no server key at") {
+		t.Errorf("the example config: %v %s", err, out2)
+	}
+	serverAsUnit(t)
+
+	// dpkg -r keeps the configuration, --purge removes it.
+	run(t, "dpkg", "-r", "warren")
+	if _, err := os.Stat("/usr/bin/warren"); !os.IsNotExist(err) {
+		t.Errorf("/usr/bin/warren left after dpkg -r: %v", err)
+	}
+	if _, err := os.Stat("/etc/warren/relay.env"); err != nil {
+		t.Errorf("dpkg -r removed the configuration: %v", err)
+	}
+	run(t, "dpkg", "--purge", "warren")
+	if known() {
+		t.Fatal("still known to dpkg after --purge")
+	}
+	for p := range files {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left after purge: %v", p, err)
+		}
+	}
+	if _, err := os.Stat("/etc/warren"); !os.IsNotExist(err) {
+		t.Errorf("/etc/warren left after purge: %v", err)
+	}
+}
+
+// serverAsUnit runs the installed server as warren-server.service does
+// (user warren, no capabilities, no new privileges, Type=notify): it
+// creates its data, sends READY=1 and answers /healthz and /readyz.
+func serverAsUnit(t *testing.T) {
+	t.Helper()
+	uid, gid := lookupID(t, "passwd"), lookupID(t, "group")
+	dir, err := os.MkdirTemp("", "warren-deploy-server-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	notify := filepath.Join(dir, "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := os.Chown(notify, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("setpriv", "--reuid=warren", "--regid=warren", "--init-groups", "--nnp", "--bounding-set=-all", "--inh-caps=-all",
+		"--", "/usr/bin/warren", "server", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"))
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	sc := bufio.NewScanner(stderr)
+	var url string
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "warren server: listening on "); ok {
+			url, _, _ = strings.Cut(rest, ",")
+			break
+		}
+		t.Logf("server: %s", sc.Text())
+	}
+	if url == "" {
+		t.Fatalf("the server as user warren did not start: %v", sc.Err())
+	}
+	go io.Copy(io.Discard, stderr)
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	b := make([]byte, 64)
+	if n, err := c.Read(b); err != nil || string(b[:n]) != "READY=1" {
+		t.Fatalf("sd_notify: %q %v", b[:n], err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		resp, err := hc.Get(url + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok\n" {
+			t.Errorf("%s: %d %q", p, resp.StatusCode, body)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "data", "server.key")); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(uid) {
+		t.Errorf("server key not created by warren: %v", err)
+	}
+}
+
+// lookupID returns the warren user's uid ("passwd") or group's gid ("group").
+func lookupID(t *testing.T, db string) int {
+	t.Helper()
+	f := strings.Split(strings.TrimSpace(run(t, "getent", db, "warren")), ":")
+	if len(f) < 3 {
+		t.Fatalf("getent %s warren: %q", db, f)
+	}
+	id, err := strconv.Atoi(f[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
