@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/nettest"
 	"warren/internal/sdnotify"
+	"warren/internal/testutil/wait"
 )
 
 // get fetches url (with Host host when set) and returns status and body.
@@ -46,7 +46,7 @@ func waitStatus(t *testing.T, url string, want int) string {
 	t.Helper()
 	var code int
 	var body string
-	nettest.WaitFor(t, 15*time.Second, url+" answering "+http.StatusText(want), func() bool {
+	wait.For(t, 15*time.Second, url+" answering "+http.StatusText(want), func() bool {
 		code, body = get(t, url, "")
 		return code == want
 	})

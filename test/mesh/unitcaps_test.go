@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"warren/internal/nettest"
+	"warren/internal/testutil/wait"
 )
 
 // daemonUnitCaps returns the CapabilityBoundingSet of the packaged
@@ -71,11 +72,11 @@ func TestDaemonWithUnitCapabilities(t *testing.T) {
 	if out := l.must(a.ns, "ping", "--socket", a.sock, "-c", "1", "b"); !strings.Contains(out, "1 received") {
 		t.Errorf("warren ping with the unit's capabilities:\n%s", out)
 	}
-	waitFor(t, 10*time.Second, "MagicDNS on a", func() bool {
+	wait.For(t, 10*time.Second, "MagicDNS on a", func() bool {
 		return a.dig("+short", "@100.100.100.100", "b.warren.internal") == bV4
 	})
 	l.mustAdmin("routes", "approve", "a", "198.19.2.0/24")
-	waitFor(t, 10*time.Second, "b pings the LAN behind a", func() bool { return b.pingOnce("198.19.2.2", 300*time.Millisecond) == nil })
+	wait.For(t, 10*time.Second, "b pings the LAN behind a", func() bool { return b.pingOnce("198.19.2.2", 300*time.Millisecond) == nil })
 	if sysctl(t, a.ns, "net.ipv4.ip_forward") != "1" || !nftHasWarren(a.ns) {
 		t.Fatal("a: forwarding or masquerading not on")
 	}
