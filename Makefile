@@ -3,7 +3,9 @@ export PATH := $(PATH):/usr/local/go/bin
 GO      ?= go
 BIN     := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X warren/internal/cli.Version=$(VERSION)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILT   ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -X warren/internal/cli.Version=$(VERSION) -X warren/internal/cli.Commit=$(COMMIT) -X warren/internal/cli.BuildDate=$(BUILT)
 
 .PHONY: all build package deps demo demo-wg test check vet fmt-check unit fuzz bench bench-go clean
 

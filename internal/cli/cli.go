@@ -4,14 +4,25 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
 )
 
-// Version is set at build time with -ldflags "-X warren/internal/cli.Version=...".
-var Version = "dev"
+// Version, Commit and BuildDate are set at build time with -ldflags
+// "-X warren/internal/cli.Version=..." (see the Makefile); a plain go build
+// leaves them empty and `warren version` falls back on what the Go
+// toolchain recorded (the VCS revision and time, when it stamped them).
+var (
+	Version   = "dev"
+	Commit    = ""
+	BuildDate = ""
+)
 
 type command struct {
 	name  string
@@ -82,7 +93,71 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-func runVersion(_ []string, stdout, _ io.Writer) int {
-	fmt.Fprintf(stdout, "warren %s\n", Version)
+// versionInfo is what `warren version` prints.
+type versionInfo struct {
+	Version   string `json:"version"`
+	Commit    string `json:"commit,omitempty"`
+	Modified  bool   `json:"modified,omitempty"` // built from a tree with uncommitted changes
+	BuildDate string `json:"buildDate,omitempty"`
+	Go        string `json:"go"`
+	Platform  string `json:"platform"`
+}
+
+func currentVersion() versionInfo {
+	v := versionInfo{Version: Version, Commit: Commit, BuildDate: BuildDate, Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				if v.Commit == "" {
+					v.Commit = s.Value
+				}
+			case "vcs.time":
+				if v.BuildDate == "" {
+					v.BuildDate = s.Value
+				}
+			case "vcs.modified":
+				v.Modified = s.Value == "true"
+			}
+		}
+	}
+	if strings.HasSuffix(v.Version, "-dirty") {
+		v.Modified = true
+	}
+	return v
+}
+
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	asJSON := false
+	for _, a := range args {
+		switch a {
+		case "--json", "-json":
+			asJSON = true
+		case "-h", "--help":
+			fmt.Fprintln(stdout, "usage: warren version [--json]   the version, commit, build date and Go version")
+			return 0
+		default:
+			fmt.Fprintf(stderr, "warren version: unknown argument %q (usage: warren version [--json])\n", a)
+			return 2
+		}
+	}
+	v := currentVersion()
+	if asJSON {
+		b, _ := json.MarshalIndent(v, "", "  ")
+		fmt.Fprintf(stdout, "%s\n", b)
+		return 0
+	}
+	fmt.Fprintf(stdout, "warren %s\n", v.Version)
+	if v.Commit != "" {
+		mod := ""
+		if v.Modified {
+			mod = " (modified)"
+		}
+		fmt.Fprintf(stdout, "  commit  %s%s\n", v.Commit, mod)
+	}
+	if v.BuildDate != "" {
+		fmt.Fprintf(stdout, "  built   %s\n", v.BuildDate)
+	}
+	fmt.Fprintf(stdout, "  go      %s %s\n", v.Go, v.Platform)
 	return 0
 }
