@@ -214,7 +214,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	perSource, _ := parsePerSourceCap(c.maxConns) // checked by check
-	l = guardPublic(hs, l, hosts, perSource, "; add the name with --allowed-hosts", logger.Logf)
+	l = guardPublic(hs, l, hosts, perSource, "; add the name with --allowed-hosts", logger.Logger)
 	scheme := "http"
 	if c.tlsCert != "" {
 		scheme = "https"

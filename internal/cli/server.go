@@ -457,7 +457,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	l = guardPublic(hs, l, hosts, perSource, "; add the name with --public-url or --allowed-hosts", logger.Logf)
+	l = guardPublic(hs, l, hosts, perSource, "; add the name with --public-url or --allowed-hosts", logger.Logger)
 	scheme := "http"
 	if c.TLSCert != "" {
 		scheme = "https"

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"testing"
 )
 
 // Record is one logged record.
@@ -128,4 +129,10 @@ func (h *handler) WithGroup(name string) slog.Handler {
 	n := *h
 	n.prefix = h.prefix + name + "."
 	return &n
+}
+
+// T returns a debug-level logger writing text lines to tb's output (shown
+// for a failed or verbose test), the slog form of passing t.Logf.
+func T(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
