@@ -178,7 +178,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		cred = c.apiKey
 	}
 	poller := &relayserver.AdminPoller{ServerURL: c.server, APIKey: cred, Interval: c.poll,
-		HTTPClient: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirects}, Logf: logger.Logf}
+		HTTPClient: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirects}, Logger: logger.Logger}
 	// Fail fast on a wrong server or key; later failures keep the last list.
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = poller.Poll(pctx)
@@ -191,7 +191,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		rate = -1
 	}
 	rs, err := relayserver.NewServer(relayserver.Options{Key: key, Allowed: poller.Allowed, Rate: rate, Burst: c.burst,
-		QueuePackets: c.queue, Logf: logger.Logf})
+		QueuePackets: c.queue, Logger: logger.Logger})
 	if err != nil {
 		return fail("%v", err)
 	}

@@ -424,7 +424,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	defer st.Close()
 	logger := newServiceLog(stderr, "server", false)
 	mux := http.NewServeMux()
-	ropts := relayserver.Options{Key: key, Logf: logger.Logf}
+	ropts := relayserver.Options{Key: key, Logger: logger.Logger}
 	if c.Relay {
 		ropts.Allowed = relayserver.StoreAllowed(st, 5*time.Second)
 	}
