@@ -18,6 +18,7 @@ import (
 	"warren/internal/noise"
 	"warren/internal/pubkey"
 	"warren/internal/store"
+	"warren/internal/testutil/logtest"
 	"warren/internal/testutil/wait"
 )
 
@@ -76,7 +77,7 @@ func (m *mesh) join(hostname string) *runningNode {
 		m.t.Fatal(err)
 	}
 	c, err := client.New(client.Config{ServerURL: m.url, ServerKey: pubkey.Server{PublicKey: m.pub}, NodeKey: nk,
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logf: m.t.Logf})
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: logtest.T(m.t)})
 	if err != nil {
 		m.t.Fatal(err)
 	}
