@@ -424,7 +424,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	defer st.Close()
 	logger := newServiceLog(stderr, "server", false)
 	mux := http.NewServeMux()
-	ropts := relayserver.Options{Key: key, Logger: logger.Logger}
+	ropts := relayserver.Options{Key: key, Logger: logger}
 	if c.Relay {
 		ropts.Allowed = relayserver.StoreAllowed(st, 5*time.Second)
 	}
@@ -437,13 +437,13 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	srv := server.New(st, key, server.Options{Domain: c.Domain, EphemeralGrace: grace, Relays: regions, Logf: logger.Logf})
+	srv := server.New(st, key, server.Options{Domain: c.Domain, EphemeralGrace: grace, Relays: regions, Logger: logger})
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain())))
 	hosts := listenerHosts(c.Listen, c.PublicURL, c.TLSCert, c.AllowedHosts)
 	if c.MetricsListen != "" {
-		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), logger.Logger, hosts...); err != nil {
+		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), logger, hosts...); err != nil {
 			return fail("--metrics-listen: %v", err)
 		}
 	}
@@ -452,12 +452,12 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "warren server: %v\n", err)
 		return 2
 	}
-	hs := &http.Server{Handler: mux, ErrorLog: logger.std()}
+	hs := &http.Server{Handler: mux, ErrorLog: httpErrorLog(logger)}
 	l, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fail("%v", err)
 	}
-	l = guardPublic(hs, l, hosts, perSource, "; add the name with --public-url or --allowed-hosts", logger.Logger)
+	l = guardPublic(hs, l, hosts, perSource, "; add the name with --public-url or --allowed-hosts", logger)
 	scheme := "http"
 	if c.TLSCert != "" {
 		scheme = "https"

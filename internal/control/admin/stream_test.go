@@ -48,7 +48,7 @@ func newMesh(t *testing.T) *mesh {
 		t.Fatal(err)
 	}
 	// A long poll: every change must arrive through notify.
-	srv := server.New(st, sk, server.Options{PollInterval: time.Hour, Logf: t.Logf})
+	srv := server.New(st, sk, server.Options{PollInterval: time.Hour, Logger: logtest.T(t)})
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, func() { e.notified.Add(1); srv.Notify() }))
