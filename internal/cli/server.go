@@ -440,7 +440,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	srv := server.New(st, key, server.Options{Domain: c.Domain, EphemeralGrace: grace, Relays: regions, Logger: logger})
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
-	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain())))
+	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain()), admin.WithLogger(logger)))
 	hosts := listenerHosts(c.Listen, c.PublicURL, c.TLSCert, c.AllowedHosts)
 	if c.MetricsListen != "" {
 		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), logger, hosts...); err != nil {
