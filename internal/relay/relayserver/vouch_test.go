@@ -174,6 +174,9 @@ func TestAdminPollerVouching(t *testing.T) {
 	})
 	cancel()
 	<-done
+	if strings.Contains(rec.Text(), "wapi_nope") {
+		t.Fatalf("the API key is in the log:\n%s", rec.Text())
+	}
 }
 
 func TestEmbeddedStoreVouching(t *testing.T) {
