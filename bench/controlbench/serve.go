@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -77,11 +78,11 @@ func serve(o serveOpts) error {
 	if err != nil {
 		return err
 	}
-	logf := log.Printf
+	logger := slog.Default()
 	if o.quiet {
-		logf = func(string, ...any) {}
+		logger = slog.New(slog.DiscardHandler)
 	}
-	srv := server.New(st, key, server.Options{Logf: logf})
+	srv := server.New(st, key, server.Options{Logger: logger})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

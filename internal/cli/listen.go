@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -117,8 +118,8 @@ func certNames(certFile string) []string {
 // Host and cross-origin checks (names as for httpguard.Policy), the public
 // timeouts, and at most perSource connections from one source address on
 // the listener returned.
-func guardPublic(hs *http.Server, l net.Listener, names []string, perSource int, hint string, logf func(string, ...any)) net.Listener {
-	hs.Handler = httpguard.Wrap(hs.Handler, httpguard.Policy{Names: names, Logf: logf, Hint: hint})
+func guardPublic(hs *http.Server, l net.Listener, names []string, perSource int, hint string, log *slog.Logger) net.Listener {
+	hs.Handler = httpguard.Wrap(hs.Handler, httpguard.Policy{Names: names, Logger: log, Hint: hint})
 	publicTimeouts.Apply(hs)
-	return httpguard.LimitListener(l, perSource, logf)
+	return httpguard.LimitListener(l, perSource, log)
 }

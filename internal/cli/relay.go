@@ -178,7 +178,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		cred = c.apiKey
 	}
 	poller := &relayserver.AdminPoller{ServerURL: c.server, APIKey: cred, Interval: c.poll,
-		HTTPClient: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirects}, Logf: logger.Logf}
+		HTTPClient: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirects}, Logger: logger}
 	// Fail fast on a wrong server or key; later failures keep the last list.
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = poller.Poll(pctx)
@@ -191,7 +191,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		rate = -1
 	}
 	rs, err := relayserver.NewServer(relayserver.Options{Key: key, Allowed: poller.Allowed, Rate: rate, Burst: c.burst,
-		QueuePackets: c.queue, Logf: logger.Logf})
+		QueuePackets: c.queue, Logger: logger})
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -201,7 +201,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	go poller.Run(rctx)
 	hosts := listenerHosts(c.listen, "", c.tlsCert, c.allowedHosts)
 	if c.metricsListen != "" {
-		if _, err := metrics.Serve(rctx, c.metricsListen, metrics.Registry(servermetrics.Relay{R: rs}), logger.Logger, hosts...); err != nil {
+		if _, err := metrics.Serve(rctx, c.metricsListen, metrics.Registry(servermetrics.Relay{R: rs}), logger, hosts...); err != nil {
 			return fail("--metrics-listen: %v", err)
 		}
 	}
@@ -215,14 +215,14 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 			return notReady{"vouching server unreachable", err}
 		}
 		return nil
-	}, logger.Logger)
-	hs := &http.Server{Handler: mux, ErrorLog: logger.std()}
+	}, logger)
+	hs := &http.Server{Handler: mux, ErrorLog: httpErrorLog(logger)}
 	l, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fail("%v", err)
 	}
 	perSource, _ := parsePerSourceCap(c.maxConns) // checked by check
-	l = guardPublic(hs, l, hosts, perSource, "; add the name with --allowed-hosts", logger.Logf)
+	l = guardPublic(hs, l, hosts, perSource, "; add the name with --allowed-hosts", logger)
 	scheme := "http"
 	if c.tlsCert != "" {
 		scheme = "https"
@@ -236,7 +236,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "warren relay: STUN on udp %s\n", a)
 	}
-	defer notifyServing(ctx, logger.Logger, selfProbe(l.Addr(), c.tlsCert != ""))() // READY=1 now, STOPPING=1 when ctx ends
+	defer notifyServing(ctx, logger, selfProbe(l.Addr(), c.tlsCert != ""))() // READY=1 now, STOPPING=1 when ctx ends
 	if err := serveUntil(ctx, hs, l, c.tlsCert, c.tlsKey, 5*time.Second); err != nil {
 		return fail("%v", err)
 	}

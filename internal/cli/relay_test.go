@@ -16,6 +16,7 @@ import (
 	"warren/internal/pubkey"
 	"warren/internal/relay"
 	"warren/internal/stun"
+	"warren/internal/testutil/logtest"
 )
 
 func TestRelayUsageErrors(t *testing.T) {
@@ -153,7 +154,7 @@ func TestRelayEndToEnd(t *testing.T) {
 	}
 	join := func() noise.PrivateKey {
 		nk, _ := noise.GeneratePrivateKey()
-		cl, err := client.New(client.Config{ServerURL: ts.url, ServerKey: pubkey.Server{PublicKey: spub}, NodeKey: nk, Logf: t.Logf})
+		cl, err := client.New(client.Config{ServerURL: ts.url, ServerKey: pubkey.Server{PublicKey: spub}, NodeKey: nk, Logger: logtest.T(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -424,7 +424,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	defer st.Close()
 	logger := newServiceLog(stderr, "server", false)
 	mux := http.NewServeMux()
-	ropts := relayserver.Options{Key: key, Logf: logger.Logf}
+	ropts := relayserver.Options{Key: key, Logger: logger}
 	if c.Relay {
 		ropts.Allowed = relayserver.StoreAllowed(st, 5*time.Second)
 	}
@@ -437,14 +437,14 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	srv := server.New(st, key, server.Options{Domain: c.Domain, EphemeralGrace: grace, Relays: regions, Logf: logger.Logf})
+	srv := server.New(st, key, server.Options{Domain: c.Domain, EphemeralGrace: grace, Relays: regions, Logger: logger})
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
-	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain())))
-	mountHealth(mux, func(ctx context.Context) error { return storeReady(ctx, st) }, logger.Logger) // health.go
+	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain()), admin.WithLogger(logger)))
+	mountHealth(mux, func(ctx context.Context) error { return storeReady(ctx, st) }, logger) // health.go
 	hosts := listenerHosts(c.Listen, c.PublicURL, c.TLSCert, c.AllowedHosts)
 	if c.MetricsListen != "" {
-		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), logger.Logger, hosts...); err != nil {
+		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), logger, hosts...); err != nil {
 			return fail("--metrics-listen: %v", err)
 		}
 	}
@@ -453,12 +453,12 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "warren server: %v\n", err)
 		return 2
 	}
-	hs := &http.Server{Handler: mux, ErrorLog: logger.std()}
+	hs := &http.Server{Handler: mux, ErrorLog: httpErrorLog(logger)}
 	l, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fail("%v", err)
 	}
-	l = guardPublic(hs, l, hosts, perSource, "; add the name with --public-url or --allowed-hosts", logger.Logf)
+	l = guardPublic(hs, l, hosts, perSource, "; add the name with --public-url or --allowed-hosts", logger)
 	scheme := "http"
 	if c.TLSCert != "" {
 		scheme = "https"
@@ -470,7 +470,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	if stunAddr != nil {
 		fmt.Fprintf(stderr, "warren server: STUN on udp %s\n", stunAddr)
 	}
-	defer notifyServing(ctx, logger.Logger, selfProbe(l.Addr(), c.TLSCert != ""))() // READY=1 now, STOPPING=1 when ctx ends
+	defer notifyServing(ctx, logger, selfProbe(l.Addr(), c.TLSCert != ""))() // READY=1 now, STOPPING=1 when ctx ends
 	if err := serveUntil(ctx, hs, l, c.TLSCert, c.TLSKey, 10*time.Second); err != nil {
 		return fail("%v", err)
 	}

@@ -29,6 +29,7 @@ import (
 	"warren/internal/noise"
 	"warren/internal/pubkey"
 	"warren/internal/store"
+	"warren/internal/testutil/logtest"
 )
 
 // lockedBuffer is a bytes.Buffer safe to write from the server's goroutines
@@ -191,7 +192,7 @@ func TestServerAndAdminEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	nk, _ := noise.GeneratePrivateKey()
-	cl, err := client.New(client.Config{ServerURL: ts.url, ServerKey: pubkey.Server{PublicKey: pub}, NodeKey: nk, Logf: t.Logf})
+	cl, err := client.New(client.Config{ServerURL: ts.url, ServerKey: pubkey.Server{PublicKey: pub}, NodeKey: nk, Logger: logtest.T(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

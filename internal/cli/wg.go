@@ -200,7 +200,7 @@ func serveWG(name string, level slog.Level, stderr io.Writer) int {
 	}
 
 	uapiDone := make(chan error, 1)
-	go func() { uapiDone <- uapi.Serve(l, dev, func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) }) }()
+	go func() { uapiDone <- uapi.Serve(l, dev, log) }()
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)

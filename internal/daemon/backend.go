@@ -128,7 +128,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		}
 	}
 
-	cc, err := client.New(client.Config{ServerURL: serverURL, ServerKey: pubkey.Server{PublicKey: serverKey}, NodeKey: d.key})
+	cc, err := client.New(client.Config{ServerURL: serverURL, ServerKey: pubkey.Server{PublicKey: serverKey}, NodeKey: d.key, Logger: d.log})
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +317,7 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 	}
 	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: pubkey.Server{PublicKey: sk}, NodeKey: key,
 		DiscoKey: pubkey.Disco{PublicKey: d.eng.DiscoPublic()},
-		MapPath:  d.mapPath(), Logf: d.controlLog,
+		MapPath:  d.mapPath(), Logger: d.log,
 		Control: d.router.SocketControl, Routes: d.advertisedLocked(),
 		MinBackoff: d.backoff / 10, MaxBackoff: d.backoff})
 }
@@ -550,15 +550,4 @@ func (d *Daemon) pathString(k noise.PublicKey) string {
 		return ps.PathAddr
 	}
 	return ""
-}
-
-// controlLog logs the control client's messages: a lost or refused stream
-// (the client then reconnects with backoff) as a warning, the rest as info.
-func (d *Daemon) controlLog(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	if strings.Contains(msg, "reconnecting") || strings.Contains(msg, "refused") {
-		d.log.Warn(msg)
-		return
-	}
-	d.log.Info(msg)
 }

@@ -190,7 +190,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	defer ln.Close()
 	apiDone := make(chan error, 1)
 	go func() {
-		apiDone <- localapi.Serve(ln, d, gid, func(f string, a ...any) { d.log.Warn(fmt.Sprintf(f, a...)) })
+		apiDone <- localapi.Serve(ln, d, gid, d.log)
 	}()
 	mctx, mstop := context.WithCancel(ctx)
 	defer mstop()

@@ -87,7 +87,7 @@ func (d *Daemon) dropper() (*dropState, error) {
 			return
 		}
 		ds.srv = &drop.Server{Inbox: ds.inbox, Whois: d.dropWhois, Owner: d.dropOwner, Names: d.dropNames, Transfer: func() func() { return d.procs.begin() },
-			Logf: func(f string, a ...any) { d.log.Info(fmt.Sprintf(f, a...)) }}
+			Logger: d.log}
 		if st := os.Getenv(envDropStall); st != "" {
 			if v, err := time.ParseDuration(st); err == nil && v > 0 {
 				drop.StallTimeout = v

@@ -16,6 +16,7 @@ import (
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/pubkey"
+	"warren/internal/testutil/logtest"
 	"warren/internal/testutil/wait"
 )
 
@@ -34,7 +35,8 @@ type testDaemon struct {
 	eng    *fakeEngine
 	router *fakeRouter
 	cs     *controltest.Server
-	stop   func() // ends Run and waits for it
+	log    *logtest.Recorder // what the daemon logged
+	stop   func()            // ends Run and waits for it
 }
 
 // startDaemon runs a daemon with fakes, in a fresh state directory.
@@ -47,11 +49,12 @@ func startDaemon(t *testing.T, cs *controltest.Server) *testDaemon {
 // it (the test's cleanup too).
 func startDaemonIn(t *testing.T, cs *controltest.Server, dir string) *testDaemon {
 	t.Helper()
-	d, err := New(Config{StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "warren.sock"), TUN: "wtest0"})
+	log, rec := logtest.New()
+	d, err := New(Config{StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "warren.sock"), TUN: "wtest0", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	td := &testDaemon{t: t, d: d, eng: newFakeEngine(), router: &fakeRouter{}, cs: cs}
+	td := &testDaemon{t: t, d: d, eng: newFakeEngine(), router: &fakeRouter{}, cs: cs, log: rec}
 	d.eng, d.router = td.eng, td.router
 	d.backoff = 200 * time.Millisecond // reconnect at once when a test restarts the server
 	ctx, cancel := context.WithCancel(context.Background())
@@ -163,7 +166,7 @@ func joinPeer(t *testing.T, cs *controltest.Server, hostname string, routes ...n
 	}
 	c, err := client.New(client.Config{ServerURL: cs.URL(), ServerKey: pubkey.Server{PublicKey: cs.Key.PublicKey()}, NodeKey: k,
 		DiscoKey: pubkey.Disco{PublicKey: dk.PublicKey()}, Routes: routes, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
-		Logf: func(f string, a ...any) { t.Logf("peer "+hostname+": "+f, a...) }})
+		Logger: logtest.T(t).With("peer", hostname)})
 	if err != nil {
 		t.Fatal(err)
 	}

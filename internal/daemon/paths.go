@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -43,7 +42,7 @@ func (d *Daemon) applyPathsLocked(nm *netmap.NetworkMap, want map[noise.PublicKe
 	c := relay.NewClient(home.URL, home.Key, d.key, relay.ClientOptions{
 		Receive: d.eng.ReceiveRelayed,
 		OnState: func(up bool) { d.log.Info("relay session", "region", home.Code, "up", up) },
-		Logf:    func(f string, a ...any) { d.log.Debug(fmt.Sprintf(f, a...)) },
+		Logger:  d.log,
 		// The relay is underlay: it must not follow an exit node's route.
 		DialOptions: relay.DialOptions{Control: d.router.SocketControl},
 	})

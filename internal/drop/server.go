@@ -54,6 +54,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -90,7 +91,9 @@ type Server struct {
 	// Names, if set, returns the host names this node answers to besides
 	// its addresses (its MagicDNS names).
 	Names func() []string
-	Logf  func(format string, args ...any)
+	// Logger gets refusals (warning), failed and finished transfers;
+	// nil discards.
+	Logger *slog.Logger
 }
 
 type connKey struct{}
@@ -107,7 +110,7 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 // would otherwise push files as that machine: only IP literals and the
 // node's own names are served).
 func (s *Server) HTTPServer() *http.Server {
-	h := httpguard.Wrap(s.Handler(), httpguard.Policy{Also: s.ownName, Logf: s.Logf})
+	h := httpguard.Wrap(s.Handler(), httpguard.Policy{Also: s.ownName, Logger: s.Logger})
 	return &http.Server{Handler: h, ConnContext: ConnContext, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 }
 
@@ -124,10 +127,11 @@ func (s *Server) ownName(name string) bool {
 	return false
 }
 
-func (s *Server) logf(format string, args ...any) {
-	if s.Logf != nil {
-		s.Logf(format, args...)
+func (s *Server) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
 	}
+	return s.Logger
 }
 
 // Handler serves the peer API.
@@ -150,23 +154,23 @@ func (s *Server) sender(w http.ResponseWriter, r *http.Request) (Sender, bool) {
 	a := ap.Addr().Unmap()
 	name, user, ok := s.Whois(a)
 	if !ok {
-		s.logf("file drop: refused %s: not a peer", a)
+		s.log().Warn("file drop: refused: not a peer", "from", a)
 		writeError(w, http.StatusForbidden, fmt.Errorf("refused: %s is not a node of this warren", a))
 		return Sender{}, false
 	}
 	owner := s.Owner()
 	if owner == "" {
-		s.logf("file drop: refused %s (%s): this node is tagged", name, a)
+		s.log().Warn("file drop: refused: this node is tagged", "sender", name, "from", a)
 		writeError(w, http.StatusForbidden, errors.New("refused: this node is tagged (owned by its tags, not by a user); file drop works only between one user's own untagged machines"))
 		return Sender{}, false
 	}
 	if user == "" {
-		s.logf("file drop: refused %s (%s): a tagged node", name, a)
+		s.log().Warn("file drop: refused: a tagged node", "sender", name, "from", a)
 		writeError(w, http.StatusForbidden, fmt.Errorf("refused: node %s is a tagged node (owned by its tags, not by a user); only %s's own machines may send files here", name, owner))
 		return Sender{}, false
 	}
 	if user != owner {
-		s.logf("file drop: refused %s (%s, user %s): not user %s", name, a, user, owner)
+		s.log().Warn("file drop: refused: another user's node", "sender", name, "from", a, "user", user, "owner", owner)
 		writeError(w, http.StatusForbidden, fmt.Errorf("refused: node %s belongs to user %s; only %s's machines may send files here", name, user, owner))
 		return Sender{}, false
 	}
@@ -287,13 +291,13 @@ func (s *Server) servePut(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	f, err := s.Inbox.Receive(h, off, r.Body, from, cancel, func() { rc.SetReadDeadline(time.Now().Add(IdleTimeout)) })
 	if err != nil {
-		s.logf("file drop: %s from %s: %v", h.Name, from.Name, err)
+		s.log().Warn("file drop: receive failed", "file", h.Name, "sender", from.Name, "err", err)
 		writeError(w, errStatus(err), err)
 		return
 	}
 	el := time.Since(start)
-	s.logf("file drop: received %s (%d bytes, %d sent this time in %v, %.1f MB/s) from %s", f.Name, f.Size, h.Size-off,
-		el.Round(time.Millisecond), float64(h.Size-off)/el.Seconds()/1e6, from.Name)
+	s.log().Info("file drop: received", "file", f.Name, "bytes", f.Size, "sent", h.Size-off,
+		"in", el.Round(time.Millisecond), "MB/s", fmt.Sprintf("%.1f", float64(h.Size-off)/el.Seconds()/1e6), "sender", from.Name)
 	writeJSONResp(w, http.StatusOK, f)
 }
 

@@ -6,8 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"warren/internal/nettest"
+	"warren/internal/testutil/logtest"
 )
 
 // lab is a peer API on loopback: 127.0.0.1 is alice's node "a", 127.0.0.2
@@ -31,7 +32,7 @@ type lab struct {
 	addr  netip.AddrPort
 	alice *Client
 	evil  *Client
-	logs  chan string
+	log   *logtest.Recorder
 }
 
 func newLab(t *testing.T, dir string, quota int64) *lab {
@@ -40,7 +41,8 @@ func newLab(t *testing.T, dir string, quota int64) *lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &lab{in: in, logs: make(chan string, 100)}
+	logger, rec := logtest.New()
+	l := &lab{in: in, log: rec}
 	l.srv = &Server{Inbox: in, Owner: func() string { return "alice" },
 		Names: func() []string { return []string{"recv.warren.internal", "recv"} },
 		Whois: func(a netip.Addr) (string, string, bool) {
@@ -54,12 +56,7 @@ func newLab(t *testing.T, dir string, quota int64) *lab {
 			}
 			return "", "", false
 		},
-		Logf: func(f string, a ...any) {
-			select {
-			case l.logs <- fmt.Sprintf(f, a...):
-			default:
-			}
-		},
+		Logger: logger,
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -269,6 +266,10 @@ func TestRefusals(t *testing.T) {
 	if status(err) != http.StatusForbidden || !strings.Contains(err.Error(), "belongs to user mallory") {
 		t.Fatalf("mallory: %v", err)
 	}
+	if r, ok := l.log.Find("file drop: refused"); !ok || r.Level != slog.LevelWarn || r.Attrs["sender"] != "m" ||
+		r.Attrs["user"] != "mallory" || r.Attrs["owner"] != "alice" || r.Attrs["from"] != "127.0.0.2" {
+		t.Fatalf("refusal logged as %v; all:\n%s", r, l.log.Text())
+	}
 	// Corrupt data: the declared hash does not match.
 	bad := header("x.txt", append([]byte{}, data...))
 	data2 := append([]byte{}, data...)
@@ -344,12 +345,9 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("disk full midway: %v", err)
 	}
 	t.Logf("sender saw: %v", err)
-	var log string
-	for len(l.logs) > 0 {
-		log += <-l.logs + "\n"
-	}
-	if !strings.Contains(log, "disk is full") || !strings.Contains(log, "partial file was removed") {
-		t.Fatalf("receiver log: %s", log)
+	if r, ok := l.log.Find("file drop: receive failed"); !ok || r.Level != slog.LevelWarn || r.Attrs["sender"] != "a" ||
+		!strings.Contains(r.Attrs["err"], "disk is full") || !strings.Contains(r.Attrs["err"], "partial file was removed") {
+		t.Fatalf("receiver log: %s", l.log.Text())
 	}
 	if ents, _ := os.ReadDir(inbox); len(ents) != 0 {
 		t.Fatalf("inbox not empty: %v", ents)

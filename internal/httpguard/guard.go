@@ -18,6 +18,7 @@ package httpguard
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -36,9 +37,9 @@ type Policy struct {
 	// Also, if set, is asked about a (normalised) name not in Names, for
 	// names that change while the listener runs (a node's MagicDNS name).
 	Also func(name string) bool
-	// Logf, if set, reports refused requests (at most one line every
-	// few seconds).
-	Logf func(format string, args ...any)
+	// Logger reports refused requests at warning level (at most one line
+	// every few seconds); nil discards.
+	Logger *slog.Logger
 	// Hint is appended to the refusal, e.g. how to add a name.
 	Hint string
 }
@@ -47,7 +48,7 @@ type Policy struct {
 type Guard struct {
 	names   map[string]bool
 	also    func(string) bool
-	logf    func(string, ...any)
+	log     *slog.Logger
 	hint    string
 	cop     *http.CrossOriginProtection
 	refused atomic.Uint64
@@ -58,7 +59,7 @@ type Guard struct {
 
 // New compiles p.
 func New(p Policy) *Guard {
-	g := &Guard{names: map[string]bool{}, also: p.Also, logf: p.Logf, hint: p.Hint, cop: http.NewCrossOriginProtection()}
+	g := &Guard{names: map[string]bool{}, also: p.Also, log: orDiscard(p.Logger), hint: p.Hint, cop: http.NewCrossOriginProtection()}
 	for _, n := range p.Names {
 		if n = Hostname(n); n != "" {
 			g.names[n] = true
@@ -94,17 +95,15 @@ func (g *Guard) Refused() uint64 { return g.refused.Load() }
 
 func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	g.refused.Add(1)
-	if g.logf != nil {
-		g.mu.Lock()
-		now := time.Now()
-		log := now.Sub(g.lastLog) >= 5*time.Second
-		if log {
-			g.lastLog = now
-		}
-		g.mu.Unlock()
-		if log {
-			g.logf("http: refused %s %s from %s: %s", r.Method, r.URL.Path, r.RemoteAddr, msg)
-		}
+	g.mu.Lock()
+	now := time.Now()
+	log := now.Sub(g.lastLog) >= 5*time.Second
+	if log {
+		g.lastLog = now
+	}
+	g.mu.Unlock()
+	if log {
+		g.log.Warn("http: refused request", "method", r.Method, "path", r.URL.Path, "from", r.RemoteAddr, "reason", msg)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Connection", "close")
@@ -157,4 +156,13 @@ func hostOnly(s string) string {
 
 func normalise(h string) string {
 	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
+// orDiscard is l, or a logger that discards when l is nil (the rule of every
+// Logger option in Warren).
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
 }

@@ -1,13 +1,16 @@
 package httpguard
 
 import (
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"warren/internal/testutil/logtest"
 	"warren/internal/testutil/wait"
 )
 
@@ -29,9 +32,9 @@ func TestAllowedHosts(t *testing.T) {
 }
 
 func TestHandlerRefusesForeignHostAndCrossOrigin(t *testing.T) {
-	var logged []string
+	log, rec := logtest.New()
 	h := Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }),
-		Policy{Names: []string{"server.example"}, Logf: func(f string, a ...any) { logged = append(logged, f) }})
+		Policy{Names: []string{"server.example"}, Logger: log})
 	cases := []struct {
 		method, host string
 		hdr          map[string]string
@@ -59,8 +62,11 @@ func TestHandlerRefusesForeignHostAndCrossOrigin(t *testing.T) {
 			t.Errorf("%s Host %q %v: %d %q, want %d", c.method, c.host, c.hdr, w.Code, w.Body.String(), c.want)
 		}
 	}
-	if len(logged) == 0 {
-		t.Error("refusals not logged")
+	// The first refusal is logged (the next within seconds are only
+	// counted), at warning level, naming the request.
+	if r, ok := rec.Find("http: refused request"); !ok || r.Level != slog.LevelWarn || r.Attrs["method"] != "GET" ||
+		r.Attrs["path"] != "/p" || !strings.Contains(r.Attrs["reason"], `host "evil.example" is not served here`) || r.Attrs["from"] == "" {
+		t.Errorf("refusal logged as %v; all:\n%s", r, rec.Text())
 	}
 }
 
@@ -69,7 +75,8 @@ func TestLimitListenerPerSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := LimitListener(ln, 2, nil)
+	log, rec := logtest.New()
+	l := LimitListener(ln, 2, log)
 	defer l.Close()
 	accepted := make(chan net.Conn, 10)
 	go func() {
@@ -102,6 +109,10 @@ func TestLimitListenerPerSource(t *testing.T) {
 		t.Fatal("connection over the cap was served")
 	}
 	wait.For(t, 5*time.Second, "refusal counted", func() bool { return l.Refused() == 1 })
+	wait.For(t, 5*time.Second, "refusal logged", func() bool {
+		r, ok := rec.Find("refusing connections")
+		return ok && r.Level == slog.LevelWarn && r.Attrs["from"] == "127.0.0.1" && r.Attrs["open"] == "2"
+	})
 	// ...another source still gets in...
 	dial("127.0.0.2")
 	<-accepted

@@ -1,6 +1,7 @@
 package httpguard
 
 import (
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -47,15 +48,18 @@ const DefaultPerSource = 1024
 // connections from one source IP address (perSource <= 0: no cap). A
 // connection over the cap is closed at once and counted; one that ends
 // (Close, also after an HTTP hijack) frees its place.
-func LimitListener(l net.Listener, perSource int, logf func(string, ...any)) *Limited {
-	return &Limited{Listener: l, per: perSource, logf: logf, open: map[netip.Addr]int{}}
+//
+// Refusals are logged at warning level on log (nil discards), at most one
+// line every few seconds.
+func LimitListener(l net.Listener, perSource int, log *slog.Logger) *Limited {
+	return &Limited{Listener: l, per: perSource, log: orDiscard(log), open: map[netip.Addr]int{}}
 }
 
 // Limited is a listener with a per-source connection cap.
 type Limited struct {
 	net.Listener
 	per     int
-	logf    func(string, ...any)
+	log     *slog.Logger
 	refused atomic.Uint64
 
 	mu      sync.Mutex
@@ -102,8 +106,8 @@ func (l *Limited) Accept() (net.Conn, error) {
 		if over {
 			l.refused.Add(1)
 			c.Close()
-			if log && l.logf != nil {
-				l.logf("http: refusing connections from %s: %d already open (the cap per source address)", a, l.per)
+			if log {
+				l.log.Warn("http: refusing connections over the cap per source address", "from", a, "open", l.per)
 			}
 			continue
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"warren/internal/testutil/logtest"
 )
 
 // fileBackend answers a send with the bytes of the passed file.
@@ -49,7 +50,7 @@ func TestFileDescriptorPassing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go Serve(l, &fileBackend{backend{st: Status{Peers: []PeerStatus{}}}}, gid, t.Logf)
+	go Serve(l, &fileBackend{backend{st: Status{Peers: []PeerStatus{}}}}, gid, logtest.T(t))
 	t.Cleanup(func() { l.Close() })
 
 	src := filepath.Join(t.TempDir(), "src")

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"warren/internal/testutil/logtest"
 )
 
 // backend is a minimal Backend for exercising the HTTP layer. Requests
@@ -69,7 +70,7 @@ func serve(t *testing.T) (string, *backend) {
 		t.Fatal(err)
 	}
 	b := &backend{st: Status{BackendState: StateNeedsLogin, Peers: []PeerStatus{}}}
-	go Serve(l, b, gid, t.Logf)
+	go Serve(l, b, gid, logtest.T(t))
 	t.Cleanup(func() { l.Close() })
 	return path, b
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"warren/internal/testutil/logtest"
 )
 
 // routesBackend is backend plus the routes endpoints.
@@ -45,7 +46,7 @@ func TestRoutesRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := &routesBackend{backend: backend{st: Status{BackendState: StateRunning, Peers: []PeerStatus{}}}}
-	go Serve(l, b, gid, t.Logf)
+	go Serve(l, b, gid, logtest.T(t))
 	t.Cleanup(func() { l.Close() })
 	c := NewClient(path)
 	ctx := context.Background()

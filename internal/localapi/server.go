@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -111,22 +112,26 @@ const Host = "warrend"
 // Serve serves the API for b on l until l is closed. Each connection's peer
 // credentials are checked: root, the daemon's own user, or (when gid >= 0)
 // a process with that group among its groups; each request's Host must be
-// Host or localhost (package httpguard).
-func Serve(l net.Listener, b Backend, gid int, logf func(string, ...any)) error {
+// Host or localhost (package httpguard). Refusals are logged at warning
+// level on log (nil discards).
+func Serve(l net.Listener, b Backend, gid int, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	srv := &http.Server{
-		Handler:           httpguard.Wrap(Handler(b), httpguard.Policy{Names: []string{Host}, Logf: logf}),
+		Handler:           httpguard.Wrap(Handler(b), httpguard.Policy{Names: []string{Host}, Logger: log}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          nil,
 		ConnContext:       connContext,
 	}
-	return srv.Serve(&credListener{Listener: l, gid: gid, logf: logf})
+	return srv.Serve(&credListener{Listener: l, gid: gid, log: log})
 }
 
 // credListener drops connections from processes not allowed to use the API.
 type credListener struct {
 	net.Listener
-	gid  int
-	logf func(string, ...any)
+	gid int
+	log *slog.Logger
 }
 
 func (l *credListener) Accept() (net.Conn, error) {
@@ -136,9 +141,7 @@ func (l *credListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if err := l.check(c); err != nil {
-			if l.logf != nil {
-				l.logf("local API: refused connection: %v", err)
-			}
+			l.log.Warn("local API: refused connection", "err", err)
 			c.Close()
 			continue
 		}

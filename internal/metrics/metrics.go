@@ -11,7 +11,6 @@ package metrics
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -100,10 +99,9 @@ func Serve(ctx context.Context, addr string, g prometheus.Gatherer, log *slog.Lo
 	if h, err := os.Hostname(); err == nil {
 		hosts = append(hosts, h)
 	}
-	logf := func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) }
-	srv := &http.Server{Handler: httpguard.Wrap(mux, httpguard.Policy{Names: hosts, Logf: logf})}
+	srv := &http.Server{Handler: httpguard.Wrap(mux, httpguard.Policy{Names: hosts, Logger: log})}
 	listenerTimeouts.Apply(srv)
-	ln = httpguard.LimitListener(ln, MaxConnsPerSource, logf)
+	ln = httpguard.LimitListener(ln, MaxConnsPerSource, log)
 	go func() {
 		<-ctx.Done()
 		srv.Close()

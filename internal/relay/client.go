@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	mrand "math/rand/v2"
 	"sync"
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/noiseconn"
 	"warren/internal/pubkey"
 )
 
@@ -33,8 +35,10 @@ type ClientOptions struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential delay
 	// between connection attempts (defaults 250ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
-	// Logf logs connection events; nil: silent.
-	Logf func(format string, args ...any)
+	// Logger gets connection events: a session up at debug level (OnState
+	// is the caller's), a failed attempt at info, or at warning when the
+	// relay refused this node; nil discards.
+	Logger *slog.Logger
 }
 
 // Client keeps a session to one relay up, reconnecting after failures.
@@ -65,8 +69,8 @@ func NewClient(url string, relayKey pubkey.Relay, nodeKey noise.PrivateKey, o Cl
 		o.MaxBackoff = 30 * time.Second
 	}
 	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
-	if o.Logf == nil {
-		o.Logf = func(string, ...any) {}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{url: url, relayKey: relayKey, nodeKey: nodeKey, o: o, done: make(chan struct{}),
 		up: make(chan struct{}), pings: map[[8]byte]chan struct{}{}}
@@ -184,7 +188,11 @@ func (c *Client) run() {
 		c.mu.Unlock()
 		// Full jitter over the upper half: [backoff/2, backoff).
 		d := backoff/2 + time.Duration(mrand.Int64N(int64(backoff/2)+1))
-		c.o.Logf("relay %s: %v; retrying in %v", c.url, err, d.Round(time.Millisecond))
+		level := slog.LevelInfo
+		if refusal(err) {
+			level = slog.LevelWarn
+		}
+		c.o.Logger.Log(c.ctx, level, "relay: session failed; retrying", "url", c.url, "err", err, "in", d.Round(time.Millisecond))
 		backoff = min(2*backoff, c.o.MaxBackoff)
 		select {
 		case <-time.After(d):
@@ -204,7 +212,7 @@ func (c *Client) serve(conn *Conn) error {
 	c.conn = conn
 	close(c.up)
 	c.mu.Unlock()
-	c.o.Logf("relay %s: connected", c.url)
+	c.o.Logger.Debug("relay: connected", "url", c.url)
 	if c.o.OnState != nil {
 		c.o.OnState(true)
 	}
@@ -282,4 +290,12 @@ func closingReason(r byte) string {
 		return "relay shutting down"
 	}
 	return fmt.Sprintf("reason %d", r)
+}
+
+// refusal reports whether err is the relay (or something posing as it)
+// refusing this node rather than a network failure: retrying will not help
+// until someone changes a key or the server's node list.
+func refusal(err error) bool {
+	return errors.Is(err, ErrNotVouched) || errors.Is(err, noiseconn.ErrRefused) ||
+		errors.Is(err, noiseconn.ErrVersionMismatch) || errors.Is(err, noiseconn.ErrHandshake)
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
@@ -103,7 +104,7 @@ func FuzzServe(f *testing.F) {
 	f.Add([]byte("get=1\nx\n\n\n\nget=1\n\nhello\n\n"))
 	f.Add([]byte("set=1\nlisten_port=1\n\nget=1\n\nset=1\nbad\n\nget=1"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s := &server{dev: newTestDevice(), logf: func(string, ...any) {}}
+		s := &server{dev: newTestDevice(), log: slog.New(slog.DiscardHandler)}
 		var out bytes.Buffer
 		s.handle(struct {
 			io.Reader

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"warren/internal/testutil/logtest"
 )
 
 func TestSocketPath(t *testing.T) {
@@ -215,7 +216,7 @@ func TestServeRejectsOtherUsers(t *testing.T) {
 	defer l.Close()
 	os.Chmod(path, 0o666)
 	dev := newTestDevice()
-	go Serve(l, dev, t.Logf)
+	go Serve(l, dev, logtest.T(t))
 
 	run := func(uid uint32) string {
 		cmd := exec.Command(exe, "-test.run=^TestPeerCredHelper$", "-test.v")

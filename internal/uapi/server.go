@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -17,8 +18,8 @@ import (
 // the connections still open, waits for their handlers and returns nil (or
 // the accept error that stopped it). Connections are served concurrently,
 // the requests of one connection in order; calls into dev are serialised,
-// so dev never sees two at once from one Serve. logf (nil for silence)
-// receives one line per failed request.
+// so dev never sees two at once from one Serve. log (nil discards) gets a
+// debug line per failed request and a warning per refused client.
 //
 // Every request, known or not, is read up to its terminating blank line and
 // answered with "errno=N" and a blank line, N being 0 or the negated errno
@@ -27,11 +28,11 @@ import (
 // ignored. A connection is closed when its stream ends or fails in the
 // middle of a request, and when a unix-socket client is neither root nor
 // the server's own user.
-func Serve(l net.Listener, dev Device, logf func(string, ...any)) error {
-	if logf == nil {
-		logf = func(string, ...any) {}
+func Serve(l net.Listener, dev Device, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	s := &server{dev: dev, logf: logf}
+	s := &server{dev: dev, log: log}
 	var (
 		wg     sync.WaitGroup
 		connMu sync.Mutex
@@ -56,7 +57,7 @@ func Serve(l net.Listener, dev Device, logf func(string, ...any)) error {
 				return err
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			logf("uapi: accept: %v; retrying in %v", err, delay)
+			log.Warn("uapi: accept failed; retrying", "err", err, "in", delay)
 			time.Sleep(delay)
 			continue
 		}
@@ -85,21 +86,21 @@ func temporaryAcceptError(err error) bool {
 }
 
 type server struct {
-	dev  Device
-	logf func(string, ...any)
-	mu   sync.Mutex // serialises calls into dev
+	dev Device
+	log *slog.Logger
+	mu  sync.Mutex // serialises calls into dev
 }
 
 func (s *server) serveConn(c net.Conn) {
 	defer c.Close()
 	if uc, ok := c.(*net.UnixConn); ok {
 		if err := checkPeer(uc); err != nil {
-			s.logf("uapi: rejecting client: %v", err)
+			s.log.Warn("uapi: rejecting client", "err", err)
 			return
 		}
 	}
 	if err := s.handle(c); err != nil && !errors.Is(err, net.ErrClosed) {
-		s.logf("uapi: connection: %v", err)
+		s.log.Debug("uapi: connection failed", "err", err)
 	}
 }
 
@@ -190,7 +191,7 @@ func (s *server) handle(rw io.ReadWriter) error {
 		}
 		errno := errnoOf(reqErr)
 		if reqErr != nil {
-			s.logf("uapi: request failed (errno %d): %v", errno, reqErr)
+			s.log.Debug("uapi: request failed", "errno", errno, "err", reqErr)
 		}
 		w.WriteString("errno=")
 		w.WriteString(strconv.FormatInt(-errno, 10))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/testutil/logtest"
 )
 
 // startServer serves a fresh testDevice on a socket in a temporary
@@ -25,7 +26,7 @@ func startServer(t *testing.T) (*testDevice, string) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- Serve(l, dev, t.Logf) }()
+	go func() { done <- Serve(l, dev, logtest.T(t)) }()
 	t.Cleanup(func() {
 		l.Close()
 		select {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/testutil/logtest"
 )
 
 // Interoperability with wireguard-tools' wg(8), which finds userspace
@@ -53,7 +54,7 @@ func startWG(t *testing.T) (*testDevice, string) {
 	}
 	dev := newTestDevice()
 	done := make(chan error, 1)
-	go func() { done <- Serve(l, dev, t.Logf) }()
+	go func() { done <- Serve(l, dev, logtest.T(t)) }()
 	t.Cleanup(func() {
 		l.Close()
 		if err := <-done; err != nil {

@@ -168,9 +168,12 @@ func (t *Transport) logger() *slog.Logger {
 	if l := t.log.Load(); l != nil {
 		return l
 	}
-	return slog.Default()
+	return discard
 }
 
+var discard = slog.New(slog.DiscardHandler)
+
 // SetLogger sets where the transport reports trouble it works around, such
-// as an offload it had to switch off. Without it, slog.Default() is used.
+// as an offload it had to switch off. Without it (or with nil) such
+// reports are discarded, as with every Logger option in Warren.
 func (t *Transport) SetLogger(l *slog.Logger) { t.log.Store(l) }

@@ -15,7 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -36,6 +36,7 @@ type api struct {
 	notify func()
 	mux    *http.ServeMux
 	domain string // the MagicDNS domain (see WithDomain)
+	log    *slog.Logger
 }
 
 // Option configures the admin API.
@@ -55,6 +56,18 @@ func WithDomain(d string) Option {
 	}
 }
 
+// WithLogger gives the API a logger for internal errors (a failing store),
+// logged at error level with the request; without it (or with nil) they
+// are discarded. Refused requests are the client's business: the reply
+// says why.
+func WithLogger(l *slog.Logger) Option {
+	return func(a *api) {
+		if l != nil {
+			a.log = l
+		}
+	}
+}
+
 // route is one endpoint: a ServeMux pattern and its handler, which returns
 // the status and the JSON body, or an error.
 type route struct {
@@ -69,7 +82,7 @@ func New(st *store.Store, notify func(), opts ...Option) http.Handler {
 	if notify == nil {
 		notify = func() {}
 	}
-	a := &api{st: st, notify: notify, mux: http.NewServeMux(), domain: defaultDomain}
+	a := &api{st: st, notify: notify, mux: http.NewServeMux(), domain: defaultDomain, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(a)
 	}
@@ -105,7 +118,7 @@ func New(st *store.Store, notify func(), opts ...Option) http.Handler {
 		a.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
 			code, v, err := h(w, r)
 			if err != nil {
-				writeErr(w, err)
+				a.writeErr(w, r, err)
 				return
 			}
 			writeJSON(w, code, v)
@@ -128,7 +141,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	k, err := a.st.ValidateAPIKey(r.Context(), strings.TrimSpace(key))
 	if err != nil {
 		if !errors.Is(err, store.ErrAuthKeyInvalid) && !errors.Is(err, store.ErrAuthKeyExpired) {
-			log.Printf("admin: validate API key: %v", err)
+			a.log.Error("admin: validating an API key failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			writeJSON(w, http.StatusInternalServerError, errBody{"internal server error"})
 			return
 		}
@@ -198,13 +211,13 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 // writeErr writes err as a one-line JSON error with its status.
-func writeErr(w http.ResponseWriter, err error) {
+func (a *api) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		writeJSON(w, ae.code, errBody{oneLine(ae.msg)})
 		return
 	}
-	log.Printf("admin: %v", err)
+	a.log.Error("admin: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	writeJSON(w, http.StatusInternalServerError, errBody{"internal server error"})
 }
 

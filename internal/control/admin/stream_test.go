@@ -18,6 +18,7 @@ import (
 	"warren/internal/noise"
 	"warren/internal/pubkey"
 	"warren/internal/store"
+	"warren/internal/testutil/logtest"
 	"warren/internal/testutil/wait"
 )
 
@@ -47,7 +48,7 @@ func newMesh(t *testing.T) *mesh {
 		t.Fatal(err)
 	}
 	// A long poll: every change must arrive through notify.
-	srv := server.New(st, sk, server.Options{PollInterval: time.Hour, Logf: t.Logf})
+	srv := server.New(st, sk, server.Options{PollInterval: time.Hour, Logger: logtest.T(t)})
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, func() { e.notified.Add(1); srv.Notify() }))
@@ -76,7 +77,7 @@ func (m *mesh) join(hostname string) *runningNode {
 		m.t.Fatal(err)
 	}
 	c, err := client.New(client.Config{ServerURL: m.url, ServerKey: pubkey.Server{PublicKey: m.pub}, NodeKey: nk,
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logf: m.t.Logf})
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: logtest.T(m.t)})
 	if err != nil {
 		m.t.Fatal(err)
 	}

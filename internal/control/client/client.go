@@ -9,7 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -51,8 +51,11 @@ type Config struct {
 	// ReadTimeout drops a stream on which nothing (not even a keepalive)
 	// arrived for this long; default 2 minutes.
 	ReadTimeout time.Duration
-	// Logf logs; default log.Printf.
-	Logf func(format string, args ...any)
+	// Logger gets the client's events, each at its own level: a stream
+	// that ended and is retried at info, or at warning when the server
+	// refused it; a saved map that cannot be read or written at warning.
+	// nil discards.
+	Logger *slog.Logger
 	// Control, if set, is called on each TCP socket to the server before
 	// it connects (net.Dialer.Control).
 	Control func(network, address string, c syscall.RawConn) error
@@ -96,11 +99,24 @@ func New(cfg Config) (*Client, error) {
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 2 * time.Minute
 	}
-	if cfg.Logf == nil {
-		cfg.Logf = log.Printf
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Clock = clock.Or(cfg.Clock)
 	return &Client{cfg: cfg, routes: slices.Clone(cfg.Routes)}, nil
+}
+
+// refusal reports whether a map stream's error is the server (or something
+// posing as it) refusing this node, as opposed to the network or the
+// server going away: a refusal is logged as a warning, since retrying
+// helps only if someone fixes the cause.
+func refusal(err error) bool {
+	var pe *proto.Error
+	if errors.As(err, &pe) {
+		return pe.Code != proto.CodeInternal
+	}
+	return errors.Is(err, noiseconn.ErrRefused) || errors.Is(err, noiseconn.ErrHandshake) ||
+		errors.Is(err, noiseconn.ErrVersionMismatch) || errors.Is(err, noiseconn.ErrNotAuthorized)
 }
 
 // RegisterError is a registration the server refused.
@@ -231,7 +247,7 @@ func (c *Client) Run(ctx context.Context, onMap func(*netmap.NetworkMap)) error 
 			c.mu.Unlock()
 			onMap(m)
 		} else if !errors.Is(err, os.ErrNotExist) {
-			c.cfg.Logf("control: ignoring saved map: %v", err)
+			c.cfg.Logger.Warn("control: ignoring saved map", "path", c.cfg.MapPath, "err", err)
 		}
 	}
 	var save func(*netmap.NetworkMap)
@@ -255,7 +271,11 @@ func (c *Client) Run(ctx context.Context, onMap func(*netmap.NetworkMap)) error 
 			backoff = c.cfg.MinBackoff
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
-		c.cfg.Logf("control: map stream: %v; reconnecting in %v", err, wait.Round(time.Millisecond))
+		level := slog.LevelInfo
+		if refusal(err) {
+			level = slog.LevelWarn
+		}
+		c.cfg.Logger.Log(ctx, level, "control: map stream ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		fired := make(chan struct{})
 		t := c.cfg.Clock.NewTimer(func() { close(fired) })
 		t.Reset(wait)
@@ -373,7 +393,7 @@ func (c *Client) startSaver() (save func(*netmap.NetworkMap), stop func()) {
 		mu.Unlock()
 		if m != nil {
 			if err := netmap.Save(c.cfg.MapPath, m); err != nil {
-				c.cfg.Logf("control: %v", err)
+				c.cfg.Logger.Warn("control: saving the map failed", "err", err)
 			}
 		}
 	}

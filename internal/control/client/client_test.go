@@ -3,9 +3,11 @@ package client
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
 	"warren/internal/pubkey"
+	"warren/internal/testutil/logtest"
 	"warren/internal/testutil/wait"
 )
 
@@ -69,7 +72,7 @@ func TestVersionGapResyncs(t *testing.T) {
 	defer hs.Close()
 	mapPath := filepath.Join(t.TempDir(), "map.json")
 	c, err := New(Config{ServerURL: hs.URL, ServerKey: pubkey.Server{PublicKey: sk.PublicKey()}, NodeKey: nk, MapPath: mapPath,
-		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Logf: t.Logf})
+		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Logger: logtest.T(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,10 +100,9 @@ func TestVersionGapResyncs(t *testing.T) {
 // MaxBackoff. The waits are read off a virtual clock: no wall-clock window.
 func TestBackoffCappedAndJittered(t *testing.T) {
 	clk := clock.NewFake(time.Unix(1000, 0))
-	var attempts atomic.Int32
+	log, rec := logtest.New()
 	c, err := New(Config{ServerURL: "http://127.0.0.1:1", ServerKey: pubkey.Server{PublicKey: key(t).PublicKey()}, NodeKey: key(t),
-		MinBackoff: time.Second, MaxBackoff: 8 * time.Second, Clock: clk,
-		Logf: func(string, ...any) { attempts.Add(1) }})
+		MinBackoff: time.Second, MaxBackoff: 8 * time.Second, Clock: clk, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,14 +120,23 @@ func TestBackoffCappedAndJittered(t *testing.T) {
 		if d != backoff {
 			jittered++
 		}
-		if n := attempts.Load(); n != int32(i+1) {
-			t.Fatalf("wait %d after %d failed attempts, want one attempt per wait", i, n)
+		if n := len(rec.Records()); n != i+1 {
+			t.Fatalf("wait %d after %d failed attempts, want one attempt per wait:\n%s", i, n, rec.Text())
 		}
 		clk.Advance(d)
 		backoff = min(2*backoff, 8*time.Second)
 	}
 	if jittered == 0 {
 		t.Fatal("no wait was jittered")
+	}
+	// No server listening is the network, not a refusal: info, with the
+	// error and the wait as attributes (the old message-word guess made
+	// "connection refused" a warning).
+	for _, r := range rec.Records() {
+		if r.Msg != "control: map stream ended; reconnecting" || r.Level != slog.LevelInfo || r.Attrs["in"] == "" ||
+			!strings.Contains(r.Attrs["err"], "connection refused") {
+			t.Fatalf("attempt logged as %v", r)
+		}
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
@@ -137,5 +148,32 @@ func TestBackoffCappedAndJittered(t *testing.T) {
 	}
 	if c3, _ := New(Config{ServerURL: "http://x", ServerKey: pubkey.Server{PublicKey: key(t).PublicKey()}, NodeKey: key(t)}); c3.cfg.MaxBackoff != 30*time.Second {
 		t.Fatalf("default max backoff %v", c3.cfg.MaxBackoff)
+	}
+}
+
+// TestRefusalLoggedAsWarning: a server that refuses the node's key is
+// logged at warning level on each retry, with the refusal as the error.
+func TestRefusalLoggedAsWarning(t *testing.T) {
+	sk := key(t)
+	cb := &noiseconn.Server{Key: sk, Authorize: func(noise.PublicKey) error { return errors.New("unknown node") },
+		Handle: func(c *noiseconn.Conn) { t.Error("refused node served") }}
+	hs := httptest.NewServer(cb)
+	defer hs.Close()
+	log, rec := logtest.New()
+	c, err := New(Config{ServerURL: hs.URL, ServerKey: pubkey.Server{PublicKey: sk.PublicKey()}, NodeKey: key(t),
+		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, func(*netmap.NetworkMap) { t.Error("map from a refusing server") }) }()
+	wait.Until(t, "the refusal logged", func() bool { return len(rec.Records()) >= 2 })
+	cancel()
+	<-done
+	for _, r := range rec.Records() {
+		if r.Msg != "control: map stream ended; reconnecting" || r.Level != slog.LevelWarn || !strings.Contains(r.Attrs["err"], "refused") {
+			t.Fatalf("refusal logged as %v", r)
+		}
 	}
 }

@@ -9,13 +9,10 @@ package controltest
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +20,7 @@ import (
 	"warren/internal/noise"
 	"warren/internal/pubkey"
 	"warren/internal/store"
+	"warren/internal/testutil/logtest"
 )
 
 // Server is a control server under test.
@@ -31,9 +29,11 @@ type Server struct {
 	Store *store.Store
 	Key   noise.PrivateKey
 	// Opts are the server's options; change them before Start. Their
-	// Logf is replaced by one that keeps the lines (Logged), printed
-	// when the test fails.
+	// Logger is replaced by one that keeps the records (Log, Logged),
+	// printed when the test fails.
 	Opts server.Options
+	// Log holds what the server logged.
+	Log *logtest.Recorder
 	// User is the user nodes join as, with ReusableKey a reusable auth
 	// key of theirs.
 	User        *store.User
@@ -44,8 +44,6 @@ type Server struct {
 	srv     *server.Server
 	hs      *httptest.Server
 	addr    string
-	logMu   sync.Mutex
-	logs    []string
 	stopped bool
 }
 
@@ -72,20 +70,12 @@ func New(t testing.TB, opts server.Options) *Server {
 		t.Fatal(err)
 	}
 	s := &Server{t: t, Store: st, Key: key, Opts: opts, User: u, ReusableKey: reuse}
+	s.Opts.Logger, s.Log = logtest.New()
 	t.Cleanup(func() {
 		if t.Failed() {
-			s.logMu.Lock()
-			for _, l := range s.logs {
-				t.Log("server: " + l)
-			}
-			s.logMu.Unlock()
+			t.Log("server log:\n" + s.Log.Text())
 		}
 	})
-	s.Opts.Logf = func(f string, a ...any) {
-		s.logMu.Lock()
-		s.logs = append(s.logs, fmt.Sprintf(f, a...))
-		s.logMu.Unlock()
-	}
 	return s
 }
 
@@ -97,16 +87,11 @@ func Start(t testing.TB, opts server.Options) *Server {
 	return s
 }
 
-// Logged reports whether the server logged a line containing sub.
+// Logged reports whether the server logged a record whose message
+// contains sub.
 func (s *Server) Logged(sub string) bool {
-	s.logMu.Lock()
-	defer s.logMu.Unlock()
-	for _, l := range s.logs {
-		if strings.Contains(l, sub) {
-			return true
-		}
-	}
-	return false
+	_, ok := s.Log.Find(sub)
+	return ok
 }
 
 // Start starts (or restarts, on the same address) the server.

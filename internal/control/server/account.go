@@ -27,7 +27,7 @@ func (s *Server) rotateKey(key noise.PublicKey, req *proto.RotateKeyRequest) *pr
 	case errors.Is(err, store.ErrNotFound):
 		return refuse(proto.CodeNotRegistered, "this node is not registered")
 	case err != nil:
-		s.opts.Logf("control: rotate %s: %v", key, err)
+		s.log.Error("control: rotate key failed", "node", key, "err", err)
 		return refuse(proto.CodeInternal, "internal server error")
 	case !n.Expiry.IsZero() && !n.Expiry.After(time.Now()):
 		return refuse(proto.CodeNodeExpired, "this node has expired; join again with an auth key")
@@ -36,21 +36,21 @@ func (s *Server) rotateKey(key noise.PublicKey, req *proto.RotateKeyRequest) *pr
 		if errors.Is(err, store.ErrNodeKeyInUse) {
 			return refuse(proto.CodeNodeKeyInUse, "the new key belongs to another node")
 		}
-		s.opts.Logf("control: rotate %s: %v", key, err)
+		s.log.Error("control: rotate key failed", "node", key, "err", err)
 		return refuse(proto.CodeInternal, "internal server error")
 	}
 	n.NodeKey = pubkey.Node{PublicKey: req.NewKey}
 	s.mu.Lock()
 	nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID))
 	if err := s.updateNodeLocked(n.ID); err != nil {
-		s.opts.Logf("control: rotate %s: %v", key, err)
+		s.log.Error("control: rotate key failed", "node", key, "err", err)
 		s.Notify()
 	}
 	if ss := s.sessions[uint64(n.ID)]; ss != nil {
 		ss.kill()
 	}
 	s.mu.Unlock()
-	s.opts.Logf("control: node %d (%s) rotated its key", n.ID, n.Name)
+	s.log.Info("control: node rotated its key", "node", n.ID, "name", n.Name)
 	if !ok {
 		return refuse(proto.CodeInternal, "internal server error")
 	}
@@ -67,19 +67,19 @@ func (s *Server) logout(key noise.PublicKey) *proto.LogoutResponse {
 	case errors.Is(err, store.ErrNotFound):
 		return &proto.LogoutResponse{Code: proto.CodeNotRegistered, Error: "logout: this node is not registered"}
 	case err != nil:
-		s.opts.Logf("control: logout %s: %v", key, err)
+		s.log.Error("control: logout failed", "node", key, "err", err)
 		return &proto.LogoutResponse{Code: proto.CodeInternal, Error: "internal server error"}
 	}
 	if err := s.st.DeleteNode(ctx, n.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
-		s.opts.Logf("control: logout %s: %v", key, err)
+		s.log.Error("control: logout failed", "node", key, "err", err)
 		return &proto.LogoutResponse{Code: proto.CodeInternal, Error: "internal server error"}
 	}
 	s.mu.Lock()
 	if err := s.updateNodeLocked(n.ID); err != nil {
-		s.opts.Logf("control: logout %s: %v", key, err)
+		s.log.Error("control: logout failed", "node", key, "err", err)
 		s.Notify()
 	}
 	s.mu.Unlock()
-	s.opts.Logf("control: node %d (%s) logged out", n.ID, n.Name)
+	s.log.Info("control: node logged out", "node", n.ID, "name", n.Name)
 	return &proto.LogoutResponse{}
 }

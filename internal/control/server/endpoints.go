@@ -119,7 +119,7 @@ func (a *endpointApplier) apply(u *proto.EndpointUpdate) {
 	if err == nil && u.DiscoKey != nil {
 		if err = s.st.SetDiscoKey(ctx, id, *u.DiscoKey); errors.Is(err, store.ErrConflict) {
 			cancel()
-			s.opts.Logf("control: endpoints of node %d: refused, its disco key is another node's", id)
+			s.log.Warn("control: endpoints refused: the disco key is another node's", "node", id)
 			a.ss.refuse(proto.CodeDiscoKeyInUse, discoKeyInUse)
 			return
 		}
@@ -132,7 +132,7 @@ func (a *endpointApplier) apply(u *proto.EndpointUpdate) {
 		err = s.updateNodeLocked(id)
 	}
 	if err != nil {
-		s.opts.Logf("control: endpoints of node %d: %v", id, err)
+		s.log.Error("control: endpoints update failed", "node", id, "err", err)
 		s.Notify()
 	}
 }

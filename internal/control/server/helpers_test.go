@@ -21,6 +21,7 @@ import (
 	"warren/internal/noise"
 	"warren/internal/pubkey"
 	"warren/internal/store"
+	"warren/internal/testutil/logtest"
 )
 
 // env is a server on a real TCP listener over a SQLite store
@@ -84,9 +85,8 @@ func (e *env) client(key noise.PrivateKey, mapPath, url string) *client.Client {
 		url = e.url()
 	}
 	c, err := client.New(client.Config{ServerURL: url, ServerKey: pubkey.Server{PublicKey: e.key.PublicKey()}, NodeKey: key, MapPath: mapPath,
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logf: func(f string, a ...any) {
-			e.t.Logf("client %s: "+f, append([]any{key.PublicKey().String()[:6]}, a...)...)
-		}})
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		Logger: logtest.T(e.t).With("client", key.PublicKey().String()[:6])})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -51,7 +51,7 @@ func (s *Server) loadPolicyLocked(ctx context.Context) error {
 	if sp.Text != "" {
 		if p, err = policy.Parse([]byte(sp.Text)); err != nil {
 			// Stored policies were checked on upload; keep the last good one.
-			s.opts.Logf("control: stored policy %d does not parse, keeping the previous one: %v", sp.ID, err)
+			s.log.Error("control: stored policy does not parse; keeping the previous one", "policy", sp.ID, "err", err)
 			return nil
 		}
 	}
@@ -113,7 +113,7 @@ func (s *Server) compileLocked() {
 	for id, spec := range specs {
 		b, err := json.Marshal(spec)
 		if err != nil {
-			s.opts.Logf("control: encode filter of node %d: %v", id, err)
+			s.log.Error("control: encoding a filter failed", "node", id, "err", err)
 			b = []byte(`{"rules":[]}`) // nothing in: never fail open
 		}
 		if old, ok := s.pol.filters[id]; ok && bytes.Equal(old, b) {

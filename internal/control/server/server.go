@@ -32,7 +32,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -75,8 +75,11 @@ type Options struct {
 	EndpointInterval time.Duration
 	// Relays are the packet relays offered to every node (in their maps).
 	Relays []netmap.RelayRegion
-	// Logf logs; default log.Printf.
-	Logf func(format string, args ...any)
+	// Logger gets the server's events at their levels: store and encoding
+	// failures at error, refusals and dropped streams at warning, node
+	// lifecycle (key rotation, logout, ephemeral deletion) at info; nil
+	// discards.
+	Logger *slog.Logger
 }
 
 // Domain returns the deployment's MagicDNS domain.
@@ -91,6 +94,7 @@ type Server struct {
 	st   *store.Store
 	key  noise.PrivateKey
 	opts Options
+	log  *slog.Logger // opts.Logger
 	cb   *noiseconn.Server
 
 	kick   chan struct{}
@@ -147,11 +151,11 @@ func New(st *store.Store, key noise.PrivateKey, opts Options) *Server {
 	if opts.EndpointInterval <= 0 {
 		opts.EndpointInterval = DefaultEndpointInterval
 	}
-	if opts.Logf == nil {
-		opts.Logf = log.Printf
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		st: st, key: key, opts: opts,
+		st: st, key: key, opts: opts, log: opts.Logger,
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		world:    &netmap.NetworkMap{},
@@ -258,7 +262,7 @@ func (s *Server) worker() {
 		}
 		s.mu.Lock()
 		if err := s.refreshLocked(); err != nil {
-			s.opts.Logf("control: reload nodes: %v", err)
+			s.log.Error("control: reloading nodes failed", "err", err)
 		}
 		s.refuseExpiredLocked()
 		next := s.nextExpiryLocked()
@@ -312,14 +316,14 @@ func (s *Server) register(key noise.PublicKey, req *proto.RegisterRequest) *prot
 	if err != nil {
 		code, msg := errorCode(err)
 		if code == proto.CodeInternal {
-			s.opts.Logf("control: register %s: %v", key, err)
+			s.log.Error("control: register failed", "node", key, "err", err)
 		}
 		return &proto.RegisterResponse{Code: code, Error: msg}
 	}
 	s.mu.Lock()
 	nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID))
 	if err := s.updateNodeLocked(n.ID); err != nil {
-		s.opts.Logf("control: register %s: %v", key, err)
+		s.log.Error("control: register failed", "node", key, "err", err)
 		s.Notify()
 	}
 	s.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -364,6 +365,9 @@ func TestSlowClientDoesNotDelayOthers(t *testing.T) {
 			t.Fatal("the slow client's stream was not dropped")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if r, _ := e.Log.Find("too slow"); r.Level != slog.LevelWarn || r.Attrs["node"] == "" || r.Attrs["queued"] == "" {
+		t.Fatalf("the dropped stream logged as %v", r)
 	}
 	// With the slow client still stuck, one more change reaches the fast
 	// node promptly.

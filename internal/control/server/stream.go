@@ -36,7 +36,7 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 		s.writeError(c, proto.CodeNotRegistered, "this node key is not registered; register with an auth key first")
 		return
 	case err != nil:
-		s.opts.Logf("control: map request from %s: %v", key, err)
+		s.log.Error("control: map request failed", "node", key, "err", err)
 		s.writeError(c, proto.CodeInternal, "internal server error")
 		return
 	case !n.Expiry.IsZero() && time.Now().After(n.Expiry):
@@ -49,11 +49,11 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 		cancel()
 		switch {
 		case errors.Is(err, store.ErrConflict):
-			s.opts.Logf("control: map request from %s: refused, its disco key is another node's", key)
+			s.log.Warn("control: map request refused: the disco key is another node's", "node", key)
 			s.writeError(c, proto.CodeDiscoKeyInUse, discoKeyInUse)
 			return
 		case err != nil:
-			s.opts.Logf("control: map request from %s: %v", key, err)
+			s.log.Error("control: map request failed", "node", key, "err", err)
 			s.writeError(c, proto.CodeInternal, "internal server error")
 			return
 		}
@@ -91,7 +91,7 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 		delete(s.sessions, id)
 		s.mu.Unlock()
 		if err != nil {
-			s.opts.Logf("control: map request from %s: %v", key, err)
+			s.log.Error("control: map request failed", "node", key, "err", err)
 			s.writeError(c, proto.CodeInternal, "internal server error")
 		} else {
 			s.writeError(c, proto.CodeNodeDeleted, "this node was deleted from the deployment")
@@ -152,11 +152,11 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 		delete(s.sessions, id)
 		ctx, cancel := storeCtx()
 		if err := s.st.SetOnline(ctx, n.ID, false, time.Now()); err != nil && !errors.Is(err, store.ErrNotFound) {
-			s.opts.Logf("control: node %d offline: %v", id, err)
+			s.log.Error("control: marking the node offline failed", "node", id, "err", err)
 		}
 		cancel()
 		if err := s.updateNodeLocked(n.ID); err != nil {
-			s.opts.Logf("control: node %d offline: %v", id, err)
+			s.log.Error("control: marking the node offline failed", "node", id, "err", err)
 			s.Notify()
 		}
 		if n.Ephemeral {
@@ -212,7 +212,7 @@ func (ss *session) kill() {
 func (ss *session) send(m *proto.Message) {
 	b, err := proto.Encode(m)
 	if err != nil {
-		ss.s.opts.Logf("control: encode for node %d: %v", ss.id, err)
+		ss.s.log.Error("control: encoding a message failed", "node", ss.id, "err", err)
 		ss.kill()
 		return
 	}
@@ -224,7 +224,7 @@ func (ss *session) sendBytes(b []byte) {
 	select {
 	case ss.q <- b:
 	default:
-		ss.s.opts.Logf("control: node %d is too slow (%d messages queued); dropping its stream", ss.id, len(ss.q))
+		ss.s.log.Warn("control: node is too slow; dropping its stream", "node", ss.id, "queued", len(ss.q))
 		ss.kill()
 	}
 }

@@ -293,7 +293,7 @@ func (s *Server) fanoutLocked() {
 	if !d.IsEmpty() {
 		var err error
 		if tmpl, err = newDeltaTemplate(&netmap.Delta{PeersAdded: d.PeersAdded, PeersRemoved: d.PeersRemoved, PeersChanged: d.PeersChanged, DNS: dns}); err != nil {
-			s.opts.Logf("control: encode delta: %v", err) // each stream encodes its own below
+			s.log.Error("control: encoding a delta failed", "err", err) // each stream encodes its own below
 		}
 	}
 	for id, ss := range s.sessions {
@@ -324,7 +324,7 @@ func (s *Server) fanoutLocked() {
 		if sd == &d && tmpl != nil && !concerns(&d, id) && !filterChanged {
 			b, err := tmpl.encode(ss.version, ss.version+1)
 			if err != nil {
-				s.opts.Logf("control: encode for node %d: %v", id, err)
+				s.log.Error("control: encoding a message failed", "node", id, "err", err)
 				ss.kill()
 				continue
 			}
@@ -392,7 +392,7 @@ func (s *Server) sweepLocked(ctx context.Context, n *store.Node, now time.Time) 
 	}
 	if n.Online {
 		if err := s.st.SetOnline(ctx, n.ID, false, n.LastSeen); err != nil {
-			s.opts.Logf("control: mark node %d offline: %v", n.ID, err)
+			s.log.Error("control: marking the node offline failed", "node", n.ID, "err", err)
 		} else {
 			n.Online = false
 		}
@@ -408,10 +408,10 @@ func (s *Server) sweepLocked(ctx context.Context, n *store.Node, now time.Time) 
 		return true
 	}
 	if err := s.st.DeleteNode(ctx, n.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
-		s.opts.Logf("control: delete ephemeral node %d: %v", n.ID, err)
+		s.log.Error("control: deleting an ephemeral node failed", "node", n.ID, "err", err)
 		return true
 	}
-	s.opts.Logf("control: deleted ephemeral node %d (%s), offline since %v", n.ID, n.Name, since.Format(time.RFC3339))
+	s.log.Info("control: deleted ephemeral node", "node", n.ID, "name", n.Name, "offline_since", since.Format(time.RFC3339))
 	return false
 }
 

@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -67,8 +68,8 @@ type Options struct {
 	KeepAlive time.Duration
 	// WriteTimeout drops a client that does not take its data this long.
 	WriteTimeout time.Duration
-	// Logf logs connection events; nil: silent.
-	Logf func(format string, args ...any)
+	// Logger gets sessions connecting and ending (info); nil discards.
+	Logger *slog.Logger
 }
 
 // Stats are the relay's counters. Clients is a gauge; the rest count up.
@@ -138,8 +139,8 @@ func NewServer(o Options) (*Server, error) {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
-	if o.Logf == nil {
-		o.Logf = func(string, ...any) {}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{o: o, clients: map[noise.PublicKey][]*client{}}
 	s.cb = noiseconn.Server{Key: o.Key, Protocol: relay.RelayProtocol, Handle: s.handle, Authorize: s.authorize}
@@ -301,7 +302,7 @@ func (s *Server) handle(conn *noiseconn.Conn) {
 	}
 	s.c.accepted.Add(1)
 	s.c.clients.Add(1)
-	s.o.Logf("relay: %s connected from %s", c.key, conn.RemoteAddr())
+	s.o.Logger.Info("relay: node connected", "node", c.key, "from", conn.RemoteAddr())
 	wdone := make(chan struct{})
 	go func() {
 		defer close(wdone)
@@ -312,7 +313,7 @@ func (s *Server) handle(conn *noiseconn.Conn) {
 	c.close()
 	<-wdone
 	s.c.clients.Add(-1)
-	s.o.Logf("relay: %s disconnected: %v", c.key, err)
+	s.o.Logger.Info("relay: node disconnected", "node", c.key, "err", err)
 }
 
 func (c *client) readLoop() error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -79,8 +80,9 @@ type AdminPoller struct {
 	// HTTPClient makes the requests (default http.DefaultClient, which
 	// honours the proxy environment).
 	HTTPClient *http.Client
-	// Logf logs poll failures (once per change of error); nil: silent.
-	Logf func(format string, args ...any)
+	// Logger gets poll failures at warning level (once per change of
+	// error) and the recovery at info; nil discards.
+	Logger *slog.Logger
 
 	mu      sync.RWMutex
 	keys    map[noise.PublicKey]time.Time // node expiry; zero never
@@ -200,11 +202,11 @@ func (p *AdminPoller) Run(ctx context.Context) {
 		if err != nil {
 			msg = err.Error()
 		}
-		if msg != p.lastErr && p.Logf != nil {
+		if msg != p.lastErr && p.Logger != nil {
 			if err != nil {
-				p.Logf("%v (keeping the last node list)", err)
+				p.Logger.Warn("relay: polling nodes failed; keeping the last node list", "err", err)
 			} else {
-				p.Logf("relay: polling nodes works again")
+				p.Logger.Info("relay: polling nodes works again")
 			}
 		}
 		p.lastErr = msg

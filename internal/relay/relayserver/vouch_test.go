@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +23,7 @@ import (
 	"warren/internal/pubkey"
 	"warren/internal/relay"
 	"warren/internal/store"
+	"warren/internal/testutil/logtest"
 	"warren/internal/testutil/wait"
 )
 
@@ -165,6 +167,21 @@ func TestAdminPollerVouching(t *testing.T) {
 	}
 	if err := p.Err(); err != nil {
 		t.Fatalf("good poller's Err: %v", err)
+	}
+	// Running, it logs the failure once, at warning level.
+	log, rec := logtest.New()
+	bad = &AdminPoller{ServerURL: w.hs.URL, APIKey: "wapi_nope", Interval: 10 * time.Millisecond, Logger: log}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { bad.Run(rctx); close(done) }()
+	wait.Until(t, "the poll failure logged", func() bool {
+		r, ok := rec.Find("relay: polling nodes failed")
+		return ok && r.Level == slog.LevelWarn && strings.Contains(r.Attrs["err"], "401")
+	})
+	cancel()
+	<-done
+	if strings.Contains(rec.Text(), "wapi_nope") {
+		t.Fatalf("the API key is in the log:\n%s", rec.Text())
 	}
 }
 

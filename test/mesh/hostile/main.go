@@ -107,7 +107,7 @@ func join(server, authKey, hostname string, self netip.AddrPort) (*hostile, erro
 	if h.discoKey, err = noise.GeneratePrivateKey(); err != nil {
 		return nil, err
 	}
-	h.ccfg = client.Config{ServerURL: server, ServerKey: pubkey.Server{PublicKey: serverKey}, NodeKey: h.nodeKey, Logf: log.Printf}
+	h.ccfg = client.Config{ServerURL: server, ServerKey: pubkey.Server{PublicKey: serverKey}, NodeKey: h.nodeKey, Logger: slog.Default()}
 	reg, err := client.New(h.ccfg)
 	if err != nil {
 		return nil, err
