@@ -1,0 +1,45 @@
+package clock_test
+
+import (
+	"testing"
+	"time"
+
+	"warren/internal/clock"
+)
+
+// A ChanTimer delivers its firing on C, and Reset drops one not yet
+// received: after the reset only the new deadline fires.
+func TestChanTimerDeliversOnCAndResetDropsStale(t *testing.T) {
+	c := clock.NewFake(start)
+	ct := clock.NewChanTimer(c)
+	ct.Reset(time.Second)
+	c.Advance(time.Second)
+	select {
+	case <-ct.C:
+	default:
+		t.Fatal("no firing on C after the deadline passed")
+	}
+	ct.Reset(time.Second)
+	c.Advance(time.Second) // fires, not received
+	ct.Reset(2 * time.Second)
+	select {
+	case <-ct.C:
+		t.Fatal("a firing from before Reset was delivered")
+	default:
+	}
+	c.Advance(time.Second)
+	select {
+	case <-ct.C:
+		t.Fatal("fired before its new deadline")
+	default:
+	}
+	c.Advance(time.Second)
+	select {
+	case <-ct.C:
+	default:
+		t.Fatal("no firing at the new deadline")
+	}
+	if ct.Stop() {
+		t.Fatal("Stop of a fired timer reports it armed")
+	}
+}
