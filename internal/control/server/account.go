@@ -2,7 +2,6 @@ package server
 
 import (
 	"errors"
-	"time"
 
 	"warren/internal/control/proto"
 	"warren/internal/noise"
@@ -29,7 +28,7 @@ func (s *Server) rotateKey(key noise.PublicKey, req *proto.RotateKeyRequest) *pr
 	case err != nil:
 		s.log.Error("control: rotate key failed", "node", key, "err", err)
 		return refuse(proto.CodeInternal, "internal server error")
-	case !n.Expiry.IsZero() && !n.Expiry.After(time.Now()):
+	case !n.Expiry.IsZero() && !n.Expiry.After(s.clk.Now()):
 		return refuse(proto.CodeNodeExpired, "this node has expired; join again with an auth key")
 	}
 	if err := s.st.RotateNodeKey(ctx, n.ID, pubkey.Node{PublicKey: req.NewKey}); err != nil {

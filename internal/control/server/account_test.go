@@ -9,12 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/control/client"
 	"warren/internal/control/proto"
 	"warren/internal/control/server"
 	"warren/internal/netmap"
 	"warren/internal/noiseconn"
 	"warren/internal/store"
+	"warren/internal/testutil/wait"
 )
 
 func TestRotateKey(t *testing.T) {
@@ -96,16 +98,20 @@ func TestLogout(t *testing.T) {
 }
 
 // TestExpiryPassing: a node whose expiry time passes while it is connected
-// is refused at that moment (not at the next poll), and peers see it expired.
+// is refused at that moment (not at the next poll, an hour away), and
+// peers see it expired. On a fake clock: the server arms its expiry timer
+// for exactly the node's expiry, the stream stays open until then, and
+// is refused when the clock reaches it.
 func TestExpiryPassing(t *testing.T) {
 	checkLeaks(t)
-	e := newEnv(t, server.Options{PollInterval: time.Hour})
+	fc := clock.NewFake(time.Now().Truncate(time.Second))
+	e := newEnv(t, server.Options{PollInterval: time.Hour, Clock: fc})
 	e.start()
 	a := e.join("alpha", e.reuse)
 	b := e.join("bravo", e.reuse)
 	a.waitMap("bravo", pushWait, hasPeers(b))
 	ctx := context.Background()
-	at := time.Now().Add(500 * time.Millisecond)
+	at := fc.Now().Add(10 * time.Second) // before the first keepalive (30 s)
 	if err := e.st.SetNodeExpiry(ctx, int64(b.self.ID), at); err != nil {
 		t.Fatal(err)
 	}
@@ -114,18 +120,26 @@ func TestExpiryPassing(t *testing.T) {
 		p, ok := m.Peer(b.self.ID)
 		return ok && p.Expiry.Equal(at)
 	})
+	wait.For(t, pushWait, "the expiry timer armed for bravo's expiry", func() bool {
+		next, ok := fc.Next()
+		return ok && next.Equal(at.Add(time.Millisecond))
+	})
+	fc.Advance(at.Sub(fc.Now()) - time.Millisecond)
+	select {
+	case err := <-b.done:
+		t.Fatalf("bravo's stream ended before its expiry: %v", err)
+	default:
+	}
+	fc.Advance(2 * time.Millisecond)
 	select {
 	case err := <-b.done:
 		var pe *proto.Error
 		if !errors.As(err, &pe) || pe.Code != proto.CodeNodeExpired {
 			t.Fatalf("expired node's Run returned %v", err)
 		}
-		if late := time.Since(at); late > pushWait { // the next poll is an hour away
-			t.Fatalf("refused %v after the expiry", late)
-		}
 		b.cancel = nil
-	case <-time.After(2 * pushWait):
-		t.Fatal("expired node's stream still open")
+	case <-time.After(pushWait):
+		t.Fatal("expired node's stream still open after its expiry passed")
 	}
 }
 

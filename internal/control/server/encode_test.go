@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
@@ -98,7 +99,7 @@ func TestEncodeMatchesProto(t *testing.T) {
 // fanout, only what changed after its full map; every stream ends up with
 // the world as it is.
 func TestFanoutStartsFromFullMap(t *testing.T) {
-	s := &Server{opts: Options{Domain: "example.internal", QueueSize: 16}, world: &netmap.NetworkMap{},
+	s := &Server{clk: clock.Real, opts: Options{Domain: "example.internal", QueueSize: 16}, world: &netmap.NetworkMap{},
 		enc: map[uint64][]byte{}, dirty: map[uint64]*netmap.Node{}, sessions: map[uint64]*session{},
 		fanKick: make(chan struct{}, 1)}
 	for i := uint64(1); i <= 4; i++ {

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/control/proto"
 	"warren/internal/store"
 )
@@ -93,7 +94,8 @@ func (a *endpointApplier) loop() {
 			continue
 		}
 		a.apply(u)
-		t := time.NewTimer(a.s.opts.EndpointInterval)
+		t := clock.NewChanTimer(a.s.clk)
+		t.Reset(a.s.opts.EndpointInterval)
 		select {
 		case <-a.stop:
 			t.Stop()

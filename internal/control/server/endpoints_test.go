@@ -5,61 +5,69 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/control/server"
 	"warren/internal/netmap"
 	"warren/internal/testutil/wait"
 )
 
 // TestEndpointFloodCoalesced: a node that reports its endpoints many times
-// in a burst costs its peers at most one delta per second of the burst
-// (plus the first), and the last report wins: nothing is lost at the end.
+// in a burst costs its peers at most one store write and one delta per
+// EndpointInterval (the first at once), and the last report wins: nothing
+// is lost at the end. On a fake clock, so the interval is exact and the
+// test waits for no wall-clock second.
 func TestEndpointFloodCoalesced(t *testing.T) {
 	checkLeaks(t)
-	e := newEnv(t, server.Options{PollInterval: time.Hour})
+	fc := clock.NewFake(time.Now())
+	e := newEnv(t, server.Options{PollInterval: time.Hour, Clock: fc})
 	e.start()
 	a := e.join("alpha", e.reuse, ap("192.0.2.1:41641"))
-	// bravo records when it applied each map.
-	var mu sync.Mutex
-	var applied []time.Time
-	b := e.joinWith("bravo", e.reuse, func(*netmap.NetworkMap) {
-		mu.Lock()
-		applied = append(applied, time.Now())
-		mu.Unlock()
-	})
-	b.waitMap("alpha online", pushWait, func(m *netmap.NetworkMap) bool {
-		p := peerByKey(m, a.key.PublicKey())
-		return p != nil && p.Online && slices.Equal(p.Endpoints, []netip.AddrPort{ap("192.0.2.1:41641")})
-	})
-	mu.Lock()
-	before := len(applied)
-	mu.Unlock()
-	const updates = 100
-	var last []netip.AddrPort
-	for i := range updates {
-		last = []netip.AddrPort{ap(fmt.Sprintf("192.0.2.1:%d", 10000+i))}
-		if err := a.c.SetEndpoints(last); err != nil {
+	var deltas atomic.Int64 // maps bravo applied
+	b := e.joinWith("bravo", e.reuse, func(*netmap.NetworkMap) { deltas.Add(1) })
+	alphaHas := func(what string, eps []netip.AddrPort) {
+		t.Helper()
+		b.waitMap(what, pushWait, func(m *netmap.NetworkMap) bool {
+			p := peerByKey(m, a.key.PublicKey())
+			return p != nil && p.Online && slices.Equal(p.Endpoints, eps)
+		})
+	}
+	report := func(port int) []netip.AddrPort {
+		t.Helper()
+		eps := []netip.AddrPort{ap(fmt.Sprintf("192.0.2.1:%d", port))}
+		if err := a.c.SetEndpoints(eps); err != nil {
 			t.Fatal(err)
 		}
+		return eps
 	}
-	b.waitMap("alpha's last endpoints", 2*pushWait, func(m *netmap.NetworkMap) bool {
-		p := peerByKey(m, a.key.PublicKey())
-		return p != nil && slices.Equal(p.Endpoints, last)
+	alphaHas("alpha online", []netip.AddrPort{ap("192.0.2.1:41641")})
+	before := deltas.Load()
+	alphaHas("alpha's first report, applied at once", report(10000))
+	// The applier now waits one EndpointInterval of the fake clock (the
+	// earliest timer: keepalives are 30 s away, the poll an hour).
+	wait.For(t, pushWait, "the endpoint interval armed", func() bool {
+		next, ok := fc.Next()
+		return ok && next.Sub(fc.Now()) == server.DefaultEndpointInterval
 	})
-	mu.Lock()
-	got := applied[before:]
-	mu.Unlock()
-	// The server fans out at most one endpoint change of alpha per second:
-	// over the span bravo saw them arrive, 1 + span/1s deltas (one more
-	// for delivery jitter).
-	span := got[len(got)-1].Sub(got[0])
-	allowed := 2 + int(span/time.Second)
-	t.Logf("%d endpoint reports: bravo applied %d deltas over %v (at most %d allowed)", updates, len(got), span, allowed)
-	if len(got) > allowed {
-		t.Fatalf("bravo applied %d deltas over %v for %d endpoint reports; want at most %d", len(got), span, updates, allowed)
+	const more = 99
+	var last []netip.AddrPort
+	for i := range more {
+		last = report(10001 + i)
+	}
+	wait.For(t, pushWait, "every report received", func() bool { return e.srv.Stats().EndpointUpdates == more+1 })
+	if st := e.srv.Stats(); st.EndpointWrites != 1 || st.EndpointsCoalesced != more-1 {
+		t.Fatalf("within the interval: %d store writes, %d reports merged; want 1 and %d", st.EndpointWrites, st.EndpointsCoalesced, more-1)
+	}
+	fc.Advance(server.DefaultEndpointInterval)
+	alphaHas("alpha's last report after the interval", last)
+	if st := e.srv.Stats(); st.EndpointWrites != 2 {
+		t.Fatalf("%d store writes for %d reports over one interval, want 2", st.EndpointWrites, st.EndpointUpdates)
+	}
+	if got := deltas.Load() - before; got != 2 {
+		t.Fatalf("bravo applied %d maps for %d endpoint reports over one interval; want 2", got, more+1)
 	}
 }
 

@@ -41,6 +41,7 @@ import (
 	"time"
 	"unicode"
 
+	"warren/internal/clock"
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
@@ -75,6 +76,12 @@ type Options struct {
 	EndpointInterval time.Duration
 	// Relays are the packet relays offered to every node (in their maps).
 	Relays []netmap.RelayRegion
+	// Clock is the server's time for what depends on it: node expiry
+	// (checks and the timer refusing an expiring stream), the poll of the
+	// store, the ephemeral sweep, keepalives, the endpoint interval and
+	// online/last-seen times; nil is the real clock. Network deadlines
+	// and the fanout's pacing always use the real clock.
+	Clock clock.Clock
 	// Logger gets the server's events at their levels: store and encoding
 	// failures at error, refusals and dropped streams at warning, node
 	// lifecycle (key rotation, logout, ephemeral deletion) at info; nil
@@ -95,6 +102,7 @@ type Server struct {
 	key  noise.PrivateKey
 	opts Options
 	log  *slog.Logger // opts.Logger
+	clk  clock.Clock  // opts.Clock, or the real clock
 	cb   *noiseconn.Server
 
 	kick   chan struct{}
@@ -155,7 +163,7 @@ func New(st *store.Store, key noise.PrivateKey, opts Options) *Server {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		st: st, key: key, opts: opts, log: opts.Logger,
+		st: st, key: key, opts: opts, log: opts.Logger, clk: clock.Or(opts.Clock),
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		world:    &netmap.NetworkMap{},
@@ -246,18 +254,21 @@ func (s *Server) untrack(c *noiseconn.Conn) {
 
 func (s *Server) worker() {
 	defer s.wg.Done()
-	t := time.NewTicker(s.opts.PollInterval)
-	defer t.Stop()
+	poll := clock.NewChanTimer(s.clk)
+	poll.Reset(s.opts.PollInterval)
+	defer poll.Stop()
 	// expiry fires when the next node expiry passes, so that node's stream
 	// is refused at that moment rather than at the next poll.
-	expiry := time.NewTimer(time.Hour)
+	expiry := clock.NewChanTimer(s.clk)
+	expiry.Reset(time.Hour)
 	defer expiry.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-s.kick:
-		case <-t.C:
+		case <-poll.C:
+			poll.Reset(s.opts.PollInterval)
 		case <-expiry.C:
 		}
 		s.mu.Lock()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/control/client"
 	"warren/internal/control/proto"
 	"warren/internal/control/server"
@@ -20,6 +21,7 @@ import (
 	"warren/internal/noiseconn"
 	"warren/internal/pubkey"
 	"warren/internal/store"
+	"warren/internal/testutil/wait"
 )
 
 func TestMeshJoinDeltaEndpoints(t *testing.T) {
@@ -300,9 +302,14 @@ func TestServerDownAndBack(t *testing.T) {
 	}
 }
 
+// TestEphemeralNodeRemovedAfterOffline: an ephemeral node stays while it
+// is connected, however long (polls long past the grace change nothing),
+// and is deleted once it has been offline for the grace. On a fake clock:
+// the default grace of 2 minutes passes at once.
 func TestEphemeralNodeRemovedAfterOffline(t *testing.T) {
 	checkLeaks(t)
-	e := newEnv(t, server.Options{EphemeralGrace: 100 * time.Millisecond})
+	fc := clock.NewFake(time.Now())
+	e := newEnv(t, server.Options{Clock: fc})
 	e.start()
 	eph, _, err := e.st.CreatePreAuthKey(context.Background(), e.user.ID, store.PreAuthKeyOptions{Reusable: true, Ephemeral: true})
 	if err != nil {
@@ -314,15 +321,45 @@ func TestEphemeralNodeRemovedAfterOffline(t *testing.T) {
 		p := peerByKey(m, x.key.PublicKey())
 		return p != nil && p.Online
 	})
-	time.Sleep(200 * time.Millisecond) // connected nodes are never removed
+	// Ten polls (10 s each) past the 2-minute grace: each reload sweeps.
+	const poll = 10 * time.Second
+	for range 10 + int(2*time.Minute/poll) {
+		reads := storeReads(e.srv)
+		fc.Advance(poll)
+		wait.For(t, pushWait, "a reload of the world", func() bool { return storeReads(e.srv) > reads })
+	}
+	if _, err := e.st.GetNodeByKey(context.Background(), pubkey.Node{PublicKey: x.key.PublicKey()}); err != nil {
+		t.Fatalf("connected ephemeral node deleted: %v", err)
+	}
 	if peerByKey(a.c.NetworkMap(), x.key.PublicKey()) == nil {
-		t.Fatal("connected ephemeral node removed")
+		t.Fatal("connected ephemeral node removed from alpha's map")
 	}
 	x.stop()
+	a.waitMap("the ephemeral node offline", pushWait, func(m *netmap.NetworkMap) bool {
+		p := peerByKey(m, x.key.PublicKey())
+		return p != nil && !p.Online
+	})
+	// Just short of the grace it stays.
+	reads := storeReads(e.srv)
+	fc.Advance(2*time.Minute - time.Second)
+	wait.For(t, pushWait, "a reload of the world", func() bool { return storeReads(e.srv) > reads })
+	if _, err := e.st.GetNodeByKey(context.Background(), pubkey.Node{PublicKey: x.key.PublicKey()}); err != nil {
+		t.Fatalf("ephemeral node deleted before its grace passed: %v", err)
+	}
+	fc.Advance(2 * time.Second)
 	a.waitMap("the ephemeral node removed", pushWait, func(m *netmap.NetworkMap) bool { return len(m.Peers) == 0 })
 	if _, err := e.st.GetNodeByKey(context.Background(), pubkey.Node{PublicKey: x.key.PublicKey()}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("ephemeral node still stored: %v", err)
 	}
+}
+
+// storeReads counts the server's full reloads and node re-reads so far.
+func storeReads(s *server.Server) uint64 {
+	var n uint64
+	for _, c := range s.Stats().StoreRead.Counts {
+		n += c
+	}
+	return n
 }
 
 func TestSlowClientDoesNotDelayOthers(t *testing.T) {

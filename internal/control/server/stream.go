@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
@@ -39,7 +40,7 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 		s.log.Error("control: map request failed", "node", key, "err", err)
 		s.writeError(c, proto.CodeInternal, "internal server error")
 		return
-	case !n.Expiry.IsZero() && time.Now().After(n.Expiry):
+	case !n.Expiry.IsZero() && s.clk.Now().After(n.Expiry):
 		s.writeError(c, proto.CodeNodeExpired, "this node's key has expired; re-register")
 		return
 	}
@@ -71,7 +72,7 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 	}
 	s.sessions[id] = ss // version 0: refreshes skip it until its full map is queued
 	ctx, cancel = storeCtx()
-	err = s.st.SetOnline(ctx, n.ID, true, time.Now())
+	err = s.st.SetOnline(ctx, n.ID, true, s.clk.Now())
 	if err == nil && req.Endpoints != nil {
 		err = s.st.UpdateEndpoints(ctx, n.ID, endpointStrings(req.Endpoints))
 	}
@@ -151,7 +152,7 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 	if s.sessions[id] == ss {
 		delete(s.sessions, id)
 		ctx, cancel := storeCtx()
-		if err := s.st.SetOnline(ctx, n.ID, false, time.Now()); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := s.st.SetOnline(ctx, n.ID, false, s.clk.Now()); err != nil && !errors.Is(err, store.ErrNotFound) {
 			s.log.Error("control: marking the node offline failed", "node", id, "err", err)
 		}
 		cancel()
@@ -160,7 +161,7 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 			s.Notify()
 		}
 		if n.Ephemeral {
-			time.AfterFunc(s.opts.EphemeralGrace+10*time.Millisecond, s.Notify)
+			s.clk.NewTimer(s.Notify).Reset(s.opts.EphemeralGrace + 10*time.Millisecond)
 		}
 	}
 	s.mu.Unlock()
@@ -254,7 +255,8 @@ func (ss *session) refuse(code, msg string) {
 func (ss *session) writeLoop() {
 	defer ss.s.wg.Done()
 	defer close(ss.writerDone())
-	t := time.NewTicker(ss.s.opts.KeepAlive)
+	t := clock.NewChanTimer(ss.s.clk)
+	t.Reset(ss.s.opts.KeepAlive)
 	defer t.Stop()
 	ka, _ := proto.Encode(&proto.Message{MapResponse: &proto.MapResponse{KeepAlive: true}})
 	write := func(b []byte) bool {
@@ -280,6 +282,7 @@ func (ss *session) writeLoop() {
 				return
 			case b = <-ss.q:
 			case <-t.C:
+				t.Reset(ss.s.opts.KeepAlive)
 				if !write(ka) {
 					return
 				}

@@ -90,7 +90,7 @@ func (s *Server) refreshLocked() error {
 	}
 	nw := &netmap.NetworkMap{Peers: make([]netmap.Node, 0, len(nodes))}
 	idents := make(map[uint64]policy.Node, len(nodes))
-	now := time.Now()
+	now := s.clk.Now()
 	for _, n := range nodes {
 		if !s.sweepLocked(ctx, n, now) {
 			continue
@@ -311,7 +311,7 @@ func (s *Server) fanoutLocked() {
 			ss.refuse(proto.CodeNodeDeleted, "this node was deleted from the deployment")
 			continue
 		}
-		if self, ok := s.world.Peer(id); ok && expired(self, time.Now()) {
+		if self, ok := s.world.Peer(id); ok && expired(self, s.clk.Now()) {
 			ss.refuse(proto.CodeNodeExpired, expiredMessage)
 			continue
 		}
@@ -442,7 +442,7 @@ func expired(n *netmap.Node, now time.Time) bool {
 // Peers keep the expired node in their maps, marked by its expiry time, and
 // stop using it; s.mu held.
 func (s *Server) refuseExpiredLocked() {
-	now := time.Now()
+	now := s.clk.Now()
 	for id, ss := range s.sessions {
 		if n, ok := s.world.Peer(id); ok && expired(n, now) && !ss.isDead() {
 			ss.refuse(proto.CodeNodeExpired, expiredMessage)
@@ -453,7 +453,7 @@ func (s *Server) refuseExpiredLocked() {
 // nextExpiryLocked is how long until the next node expiry in the world
 // (capped at an hour); s.mu held.
 func (s *Server) nextExpiryLocked() time.Duration {
-	now := time.Now()
+	now := s.clk.Now()
 	next := time.Hour
 	for i := range s.world.Peers {
 		if e := s.world.Peers[i].Expiry; !e.IsZero() && e.After(now) {
