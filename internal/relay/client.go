@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
 	"warren/internal/pubkey"
@@ -35,6 +36,11 @@ type ClientOptions struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential delay
 	// between connection attempts (defaults 250ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
+	// Clock times the waits between connection attempts (and whether a
+	// session lasted long enough to reset the backoff) and the client's
+	// pings; nil is the real clock. Socket deadlines and the round trip
+	// Ping measures always use the real clock.
+	Clock clock.Clock
 	// Logger gets connection events: a session up at debug level (OnState
 	// is the caller's), a failed attempt at info, or at warning when the
 	// relay refused this node; nil discards.
@@ -72,6 +78,7 @@ func NewClient(url string, relayKey pubkey.Relay, nodeKey noise.PrivateKey, o Cl
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	o.Clock = clock.Or(o.Clock)
 	c := &Client{url: url, relayKey: relayKey, nodeKey: nodeKey, o: o, done: make(chan struct{}),
 		up: make(chan struct{}), pings: map[[8]byte]chan struct{}{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -174,9 +181,9 @@ func (c *Client) run() {
 		conn, err := Dial(dctx, c.url, c.relayKey, c.nodeKey, c.o.DialOptions)
 		cancel()
 		if err == nil {
-			start := time.Now()
+			start := c.o.Clock.Now()
 			err = c.serve(conn)
-			if time.Since(start) > 10*time.Second {
+			if c.o.Clock.Now().Sub(start) > 10*time.Second {
 				backoff = c.o.MinBackoff // it worked for a while: retry soon
 			}
 		}
@@ -194,9 +201,12 @@ func (c *Client) run() {
 		}
 		c.o.Logger.Log(c.ctx, level, "relay: session failed; retrying", "url", c.url, "err", err, "in", d.Round(time.Millisecond))
 		backoff = min(2*backoff, c.o.MaxBackoff)
+		t := clock.NewChanTimer(c.o.Clock)
+		t.Reset(d)
 		select {
-		case <-time.After(d):
+		case <-t.C:
 		case <-c.ctx.Done():
+			t.Stop()
 			return
 		}
 	}
@@ -221,11 +231,13 @@ func (c *Client) serve(conn *Conn) error {
 	// sides see traffic even when no packets flow.
 	pingDone := make(chan struct{})
 	go func() {
-		t := time.NewTicker(ka)
+		t := clock.NewChanTimer(c.o.Clock)
+		t.Reset(ka)
 		defer t.Stop()
 		for {
 			select {
 			case <-t.C:
+				t.Reset(ka)
 				if conn.Ping([8]byte{}) != nil {
 					conn.Close()
 					return
