@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
 	"warren/internal/pubkey"
@@ -56,31 +57,61 @@ func TestRelayBothWays(t *testing.T) {
 	}
 }
 
+// TestPeerGone: packets to a node not connected are dropped and counted,
+// and the sender hears so at most once a second per destination. On a
+// fake clock, so "within a second" is exact: 20 packets at one instant get
+// one notice, a packet a second later another. A ping after the packets
+// marks the end: the relay answers in order, so the notices for them all
+// come before its pong, and the test needs no pause to see none follows.
 func TestPeerGone(t *testing.T) {
 	var ks keySet
 	a, b := genKey(t), genKey(t)
 	ks.add(a, b)
-	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed})
-	var gone atomic.Int64
-	ca, _ := r.client(a, relay.ClientOptions{PeerGone: func(k noise.PublicKey) {
-		if k == b.PublicKey() {
-			gone.Add(1)
+	fc := clock.NewFake(time.Now())
+	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed, Clock: fc})
+	c := r.dial(a)
+	// notices sends n packets to b, then a ping, and counts the notices
+	// about b before the pong.
+	notices := func(n int) int {
+		t.Helper()
+		for range n {
+			if err := c.Send(b.PublicKey(), []byte("anyone?")); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}})
-	for range 20 {
-		ca.Send(b.PublicKey(), []byte("anyone?"))
+		if err := c.Ping([8]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for {
+			m, err := recvPacket(t, c, 5*time.Second)
+			if err != nil {
+				t.Fatalf("no pong: %v", err)
+			}
+			switch m.Type {
+			case relay.MsgPeerGone:
+				if m.Peer != b.PublicKey() {
+					t.Fatalf("notice about %s, want %s", m.Peer, b.PublicKey())
+				}
+				got++
+			case relay.MsgPong:
+				return got
+			}
+		}
 	}
-	wait.Until(t, "peer gone notice", func() bool { return gone.Load() > 0 })
-	// The first notice may arrive before the relay has read the other 19
-	// packets: wait for all of them to be counted, then give a second
-	// notice (which must not come) time to arrive.
-	wait.Until(t, "20 packets dropped", func() bool { return r.srv.Stats().DropsNoPeer == 20 })
-	time.Sleep(100 * time.Millisecond)
-	if g := gone.Load(); g != 1 {
-		t.Fatalf("%d notices for 20 packets within a second, want 1", g)
+	if g := notices(20); g != 1 {
+		t.Fatalf("%d notices for 20 packets at one instant, want 1", g)
 	}
-	if d := r.srv.Stats().DropsNoPeer; d != 20 {
-		t.Fatalf("DropsNoPeer %d", d)
+	fc.Advance(time.Second - time.Millisecond)
+	if g := notices(1); g != 0 {
+		t.Fatalf("%d notices within the second, want 0", g)
+	}
+	fc.Advance(time.Millisecond)
+	if g := notices(1); g != 1 {
+		t.Fatalf("%d notices a second later, want 1", g)
+	}
+	if d := r.srv.Stats().DropsNoPeer; d != 22 {
+		t.Fatalf("DropsNoPeer %d, want 22", d)
 	}
 }
 
@@ -198,32 +229,46 @@ func TestSlowReceiverDoesNotStallOthers(t *testing.T) {
 	wait.Until(t, "write timeout", func() bool { return r.srv.Stats().ClosedWriteTimeout >= 1 })
 }
 
+// TestRateLimitDrops: a session sending faster than Rate gets Burst bytes
+// through and the rest dropped and counted; the bucket refills at Rate.
+// On a fake clock the bucket does not refill while the burst is sent, so
+// the counts are exact: 8 of 20 packets of 8 KiB through a 64 KiB burst,
+// and after one second at 10 KiB/s one more.
 func TestRateLimitDrops(t *testing.T) {
 	var ks keySet
 	a, b := genKey(t), genKey(t)
 	ks.add(a, b)
-	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed, Rate: 10 << 10, Burst: relay.MaxPacketSize})
+	fc := clock.NewFake(time.Now())
+	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed, Rate: 10 << 10, Burst: relay.MaxPacketSize, Clock: fc})
 	if info := r.dial(genKeyAllowed(t, &ks)).Info(); info.Rate != 10<<10 || info.Burst != relay.MaxPacketSize || info.KeepAlive != DefaultKeepAlive {
 		t.Fatalf("info %+v", info)
 	}
 	ca, _ := r.client(a, relay.ClientOptions{})
 	_, chb := r.client(b, relay.ClientOptions{})
 	pkt := make([]byte, 8<<10)
-	for range 20 {
-		if err := ca.Send(b.PublicKey(), pkt); err != nil {
-			t.Fatal(err)
+	send := func(n int) {
+		t.Helper()
+		for range n {
+			if err := ca.Send(b.PublicKey(), pkt); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	// The 64 KiB burst lets 8 packets through (a few more if the bucket
-	// refills meanwhile), the rest are dropped and counted.
-	wait.Until(t, "all accounted", func() bool { st := r.srv.Stats(); return st.PacketsOut+st.DropsRateLimit == 20 })
-	// PacketsOut counts a packet when the relay queues it for writing, before
-	// it reaches b: wait for b to have every packet counted.
-	wait.Until(t, "b received what the relay sent", func() bool { return len(chb) >= int(r.srv.Stats().PacketsOut) })
-	st := r.srv.Stats()
-	if st.PacketsOut < 8 || st.PacketsOut > 10 || len(chb) != int(st.PacketsOut) {
-		t.Fatalf("stats %+v, %d received", st, len(chb))
+	check := func(sent, out int) {
+		t.Helper()
+		wait.Until(t, "all accounted", func() bool { st := r.srv.Stats(); return st.PacketsOut+st.DropsRateLimit == int64(sent) })
+		// PacketsOut counts a packet when the relay queues it for writing,
+		// before it reaches b: wait for b to have every packet counted.
+		wait.Until(t, "b received what the relay sent", func() bool { return len(chb) >= int(r.srv.Stats().PacketsOut) })
+		if st := r.srv.Stats(); st.PacketsOut != int64(out) || len(chb) != out {
+			t.Fatalf("after %d packets: stats %+v, %d received; want %d through", sent, st, len(chb), out)
+		}
 	}
+	send(20)
+	check(20, 8)
+	fc.Advance(time.Second) // 10 KiB: one 8 KiB packet, not two
+	send(2)
+	check(22, 9)
 }
 
 func genKeyAllowed(t *testing.T, ks *keySet) noise.PrivateKey {
@@ -288,13 +333,28 @@ func TestNewestSessionWins(t *testing.T) {
 	}
 }
 
+// TestUnvouchedWhileConnected: a node no longer vouched for is closed at
+// the next keepalive with the reason. On a fake clock: nothing happens
+// before the keepalive comes due, and the default 30 s keepalive passes
+// at once.
 func TestUnvouchedWhileConnected(t *testing.T) {
 	var ks keySet
 	a := genKey(t)
 	ks.add(a)
-	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed, KeepAlive: time.Second})
+	fc := clock.NewFake(time.Now())
+	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed, Clock: fc})
 	c := r.dial(a)
 	ks.remove(a)
+	var ka time.Time
+	wait.Until(t, "the session's keepalive timer armed", func() bool { var ok bool; ka, ok = fc.Next(); return ok })
+	if d := ka.Sub(fc.Now()); d != DefaultKeepAlive {
+		t.Fatalf("keepalive in %v, want %v", d, DefaultKeepAlive)
+	}
+	fc.Advance(DefaultKeepAlive - time.Millisecond)
+	if next, ok := fc.Next(); !ok || !next.Equal(ka) {
+		t.Fatal("the keepalive fired before it came due")
+	}
+	fc.Advance(time.Millisecond)
 	for {
 		m, err := recvPacket(t, c, 5*time.Second)
 		if err != nil {

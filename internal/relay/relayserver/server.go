@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
 	"warren/internal/relay"
@@ -70,6 +71,11 @@ type Options struct {
 	WriteTimeout time.Duration
 	// Logger gets sessions connecting and ending (info); nil discards.
 	Logger *slog.Logger
+	// Clock times the keepalives (and the re-checks of Allowed), the
+	// refill of the rate limit and the peer-gone notices' spacing; nil
+	// is the real clock. Socket deadlines (the idle and write timeouts)
+	// always use the real clock: the kernel enforces them.
+	Clock clock.Clock
 }
 
 // Stats are the relay's counters. Clients is a gauge; the rest count up.
@@ -119,6 +125,7 @@ func NewServer(o Options) (*Server, error) {
 	if o.Rate == 0 {
 		o.Rate = DefaultRate
 	}
+	o.Clock = clock.Or(o.Clock)
 	if o.Burst <= 0 {
 		o.Burst = DefaultBurst
 	}
@@ -320,7 +327,7 @@ func (c *client) readLoop() error {
 	s := c.s
 	br := bufio.NewReaderSize(c.conn, noiseconn.MaxPlaintext)
 	buf := make([]byte, relay.InitialReadBuf)
-	tokens, last := s.o.Burst, time.Now()
+	tokens, last := s.o.Burst, s.o.Clock.Now()
 	var gone map[noise.PublicKey]time.Time
 	for {
 		c.conn.SetReadDeadline(time.Now().Add(s.o.KeepAlive * 5 / 2))
@@ -341,7 +348,7 @@ func (c *client) readLoop() error {
 			s.c.packetsIn.Add(1)
 			s.c.bytesIn.Add(int64(len(pkt)))
 			if s.o.Rate > 0 {
-				now := time.Now()
+				now := s.o.Clock.Now()
 				tokens = min(s.o.Burst, tokens+int64(now.Sub(last).Seconds()*float64(s.o.Rate)))
 				last = now
 				if tokens < int64(len(pkt)) {
@@ -356,7 +363,7 @@ func (c *client) readLoop() error {
 				if gone == nil || len(gone) > maxGoneTracked {
 					gone = map[noise.PublicKey]time.Time{}
 				}
-				if now := time.Now(); now.Sub(gone[dst]) >= peerGoneEvery {
+				if now := s.o.Clock.Now(); now.Sub(gone[dst]) >= peerGoneEvery {
 					gone[dst] = now
 					c.enqueue(item{typ: relay.FramePeerGone, key: dst, data: []byte{relay.GoneNotHere}})
 				}
@@ -381,7 +388,8 @@ func (c *client) writeLoop() {
 	s := c.s
 	defer c.close()
 	bw := &batchWriter{w: c.conn}
-	tick := time.NewTicker(s.o.KeepAlive)
+	tick := clock.NewChanTimer(s.o.Clock)
+	tick.Reset(s.o.KeepAlive)
 	defer tick.Stop()
 	var hdr []byte
 	write := func(it item) error {
@@ -423,6 +431,7 @@ func (c *client) writeLoop() {
 			bw.Flush()
 			return
 		case <-tick.C:
+			tick.Reset(s.o.KeepAlive)
 			if !s.o.Allowed(c.key) {
 				s.c.closedNotVouched.Add(1)
 				c.closeWith(relay.ClosingNotVouched)
