@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/control/client"
 	"warren/internal/control/proto"
 	"warren/internal/localapi"
@@ -497,7 +498,8 @@ func (d *Daemon) localEndpoints() []netip.AddrPort {
 // endpointLoop reports endpoint changes to the server and re-applies the
 // map now and then (peers whose expiry passed leave the engine).
 func (d *Daemon) endpointLoop(ctx context.Context) {
-	t := time.NewTicker(15 * time.Second)
+	t := clock.NewChanTimer(d.clk)
+	t.Reset(15 * time.Second)
 	defer t.Stop()
 	var last []netip.AddrPort
 	for {
@@ -505,6 +507,7 @@ func (d *Daemon) endpointLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			t.Reset(15 * time.Second)
 		}
 		eps := d.endpoints()
 		d.eng.SetLocalEndpoints(eps)

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/control/client"
 	"warren/internal/control/proto"
 	"warren/internal/device"
@@ -47,6 +48,10 @@ type Config struct {
 	// MetricsListen, if set, serves Prometheus metrics on /metrics at this
 	// address (a bare port binds to loopback).
 	MetricsListen string
+	// Clock times the daemon's periodic checks (the auto exit node's
+	// liveness watch, the endpoint report and map re-apply loop); nil is
+	// the real clock.
+	Clock clock.Clock
 }
 
 // Defaults.
@@ -60,6 +65,7 @@ const (
 type Daemon struct {
 	cfg Config
 	log *slog.Logger
+	clk clock.Clock // cfg.Clock, or the real clock
 
 	eng    Engine         // the engine and the path layer (seams.go)
 	router Router         // the host's network configuration (seams.go)
@@ -118,7 +124,7 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("--state-dir: %w", err)
 	}
 	cfg.StateDir = abs
-	d := &Daemon{cfg: cfg, applied: map[noise.PublicKey]appliedPeer{}, state: localapi.StateNoState}
+	d := &Daemon{cfg: cfg, clk: clock.Or(cfg.Clock), applied: map[noise.PublicKey]appliedPeer{}, state: localapi.StateNoState}
 	d.log = d.obs.logs.wrap(cfg.Logger) // recent lines kept for `warren debug bundle`
 	d.cfg.Logger = d.log
 	return d, nil

@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/device"
 	"warren/internal/localapi"
 	"warren/internal/magicsock"
+	"warren/internal/testutil/wait"
 )
 
 // exitPeer joins a node offering to be an exit node, approved.
@@ -138,11 +140,14 @@ func TestExitNodeAuto(t *testing.T) {
 }
 
 // In auto mode an exit node that takes packets and sends none back for
-// exitDeadAfter is dropped for another (checked on virtual time: the
-// check takes its clock as an argument).
+// exitDeadAfter is dropped for another. The daemon's watcher runs on a
+// fake clock: each step sets the exit node's counters, advances the clock
+// to the watcher's next check and waits for the check to be done (its
+// timer re-armed), so the silence is measured on virtual time.
 func TestExitNodeAutoDeadPath(t *testing.T) {
 	cs := startServer(t)
-	td := startDaemon(t, cs)
+	fc := clock.NewFake(time.Now())
+	td := startDaemonClock(t, cs, t.TempDir(), fc)
 	td.up("node")
 	e1 := exitPeer(t, td, "exit1")
 	e2 := exitPeer(t, td, "exit2")
@@ -151,21 +156,33 @@ func TestExitNodeAutoDeadPath(t *testing.T) {
 	td.setExit("auto")
 	td.waitExit("auto", "exit1", e1, false)
 
-	now := time.Now().Add(time.Hour) // ahead of the watcher's own checks
-	check := func(at time.Time, tx, rx uint64) {
+	// watchArmed waits for the watcher's timer: the one due exitWatchEvery
+	// from now (the endpoint loop's is 15 s away).
+	watchArmed := func() {
+		t.Helper()
+		wait.Until(t, "the exit watcher's next check armed", func() bool {
+			next, ok := fc.Next()
+			return ok && next.Sub(fc.Now()) == exitWatchEvery
+		})
+	}
+	// step runs the watcher's checks over d with the counters at tx, rx.
+	step := func(d time.Duration, tx, rx uint64) {
+		t.Helper()
 		td.eng.setStats(e1.pub(), device.PeerStats{TxBytes: tx, RxBytes: rx})
-		td.d.mu.Lock()
-		td.d.checkExitLocked(at)
-		td.d.mu.Unlock()
+		for done := time.Duration(0); done < d; done += exitWatchEvery {
+			watchArmed()
+			fc.Advance(exitWatchEvery)
+		}
+		watchArmed()
 	}
-	check(now, 1000, 1000)
-	check(now.Add(time.Second), 2000, 2000) // answers: alive
-	check(now.Add(2*time.Second), 3000, 2000)
-	check(now.Add(2*time.Second+exitDeadAfter/2), 4000, 2000)
+	step(exitWatchEvery, 1000, 1000)
+	step(time.Second, 2000, 2000) // answers: alive
+	step(exitWatchEvery, 3000, 2000)
+	step(exitDeadAfter, 4000, 2000) // silent for exactly exitDeadAfter: not yet
 	if rs := td.d.RouteStatus(); rs.CurrentExitNode != "exit1" {
-		t.Fatalf("silent for %v: switched to %q already", exitDeadAfter/2, rs.CurrentExitNode)
+		t.Fatalf("silent for %v: switched to %q already", exitDeadAfter, rs.CurrentExitNode)
 	}
-	check(now.Add(3*time.Second+exitDeadAfter), 5000, 2000)
+	step(exitWatchEvery, 5000, 2000)
 	if rs := td.d.RouteStatus(); rs.CurrentExitNode != "exit2" {
 		t.Fatalf("silent for longer than %v: exit node %q, want exit2", exitDeadAfter, rs.CurrentExitNode)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/control/client"
 	"warren/internal/control/controltest"
 	"warren/internal/control/server"
@@ -49,8 +50,15 @@ func startDaemon(t *testing.T, cs *controltest.Server) *testDaemon {
 // it (the test's cleanup too).
 func startDaemonIn(t *testing.T, cs *controltest.Server, dir string) *testDaemon {
 	t.Helper()
+	return startDaemonClock(t, cs, dir, nil)
+}
+
+// startDaemonClock is startDaemonIn with the daemon's periodic checks on
+// clk (nil: the real clock).
+func startDaemonClock(t *testing.T, cs *controltest.Server, dir string, clk clock.Clock) *testDaemon {
+	t.Helper()
 	log, rec := logtest.New()
-	d, err := New(Config{StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "warren.sock"), TUN: "wtest0", Logger: log})
+	d, err := New(Config{StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "warren.sock"), TUN: "wtest0", Logger: log, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}

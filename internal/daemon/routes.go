@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/localapi"
 	"warren/internal/netmap"
 	"warren/internal/noise"
@@ -40,6 +41,9 @@ const exitBlockedHelp = "internet traffic blocked until you pick another exit no
 // exitDeadAfter is how long the exit node may take sent packets without
 // any coming back before auto mode treats its data path as dead.
 const exitDeadAfter = 4 * time.Second
+
+// exitWatchEvery is how often auto mode checks its exit node's data path.
+const exitWatchEvery = 500 * time.Millisecond
 
 // routeState is the daemon's routes side; under d.mu.
 type routeState struct {
@@ -260,7 +264,8 @@ func (d *Daemon) startExitWatchLocked() {
 	stop := make(chan struct{})
 	d.routes.loopStop = stop
 	go func() {
-		t := time.NewTicker(500 * time.Millisecond)
+		t := clock.NewChanTimer(d.clk)
+		t.Reset(exitWatchEvery)
 		defer t.Stop()
 		for {
 			select {
@@ -269,8 +274,9 @@ func (d *Daemon) startExitWatchLocked() {
 			case <-t.C:
 			}
 			d.mu.Lock()
-			d.checkExitLocked(time.Now())
+			d.checkExitLocked(d.clk.Now())
 			d.mu.Unlock()
+			t.Reset(exitWatchEvery) // after the check: a test on a fake clock sees it done
 		}
 	}()
 }
