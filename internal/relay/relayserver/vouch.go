@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/control/admin"
 	"warren/internal/noise"
 	"warren/internal/pubkey"
@@ -83,6 +84,9 @@ type AdminPoller struct {
 	// Logger gets poll failures at warning level (once per change of
 	// error) and the recovery at info; nil discards.
 	Logger *slog.Logger
+	// Clock times the polls and tells whether a known expiry has passed;
+	// nil is the real clock.
+	Clock clock.Clock
 
 	mu      sync.RWMutex
 	keys    map[noise.PublicKey]time.Time // node expiry; zero never
@@ -102,7 +106,7 @@ func (p *AdminPoller) Allowed(k noise.PublicKey) bool {
 	p.mu.RLock()
 	exp, ok := p.keys[k]
 	p.mu.RUnlock()
-	return ok && (exp.IsZero() || time.Now().Before(exp))
+	return ok && (exp.IsZero() || clock.Or(p.Clock).Now().Before(exp))
 }
 
 // Ready is closed after the first successful poll.
@@ -191,6 +195,8 @@ func (p *AdminPoller) Run(ctx context.Context) {
 	if iv <= 0 {
 		iv = 5 * time.Second
 	}
+	t := clock.NewChanTimer(p.Clock)
+	defer t.Stop()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, max(iv, 10*time.Second))
 		err := p.Poll(pctx)
@@ -210,8 +216,9 @@ func (p *AdminPoller) Run(ctx context.Context) {
 			}
 		}
 		p.lastErr = msg
+		t.Reset(iv)
 		select {
-		case <-time.After(iv):
+		case <-t.C:
 		case <-ctx.Done():
 			return
 		}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"warren/internal/clock"
 	"warren/internal/control/admin"
 	"warren/internal/control/server"
 	"warren/internal/noise"
@@ -182,6 +183,61 @@ func TestAdminPollerVouching(t *testing.T) {
 	<-done
 	if strings.Contains(rec.Text(), "wapi_nope") {
 		t.Fatalf("the API key is in the log:\n%s", rec.Text())
+	}
+}
+
+// TestAdminPollerOnFakeClock: the poller polls every Interval of its
+// clock (a node added meanwhile is vouched for only once the clock reaches
+// the next poll), and when a poll fails it keeps the last answer but still
+// honours the expiry it knows: a node is refused once the clock passes
+// its expiry, with no poll in between.
+func TestAdminPollerOnFakeClock(t *testing.T) {
+	w := newWorld(t)
+	fc := clock.NewFake(time.Now())
+	n1, id1 := w.addNode(t)
+	at := fc.Now().Add(time.Minute).Truncate(time.Second) // whatever precision the store keeps
+	if err := w.st.SetNodeExpiry(context.Background(), id1, at); err != nil {
+		t.Fatal(err)
+	}
+	const iv = 10 * time.Second
+	p := &AdminPoller{ServerURL: w.hs.URL, APIKey: w.apiKey, Interval: iv, Clock: fc}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	wait.Until(t, "the first poll", func() bool { return p.Allowed(n1.PublicKey()) })
+	pollArmed := func() {
+		t.Helper()
+		wait.Until(t, "the next poll armed", func() bool { next, ok := fc.Next(); return ok && next.Sub(fc.Now()) == iv })
+	}
+	pollArmed()
+	n2, _ := w.addNode(t)
+	if p.Allowed(n2.PublicKey()) {
+		t.Fatal("a node added after the poll vouched for before the next")
+	}
+	fc.Advance(iv)
+	wait.Until(t, "the node added vouched for at the next poll", func() bool { return p.Allowed(n2.PublicKey()) })
+	pollArmed()
+
+	// The server goes away: polls fail, the last answer stays, and n1's
+	// expiry still takes effect on the poller's clock.
+	w.hs.Close()
+	fc.Advance(iv)
+	wait.Until(t, "a failed poll", func() bool { return p.Err() != nil })
+	if !p.Allowed(n1.PublicKey()) || !p.Allowed(n2.PublicKey()) {
+		t.Fatal("a failed poll dropped the last answer")
+	}
+	pollArmed()
+	fc.Advance(at.Sub(fc.Now()) - time.Millisecond)
+	if !p.Allowed(n1.PublicKey()) {
+		t.Fatal("n1 refused before its expiry")
+	}
+	fc.Advance(time.Millisecond)
+	if p.Allowed(n1.PublicKey()) {
+		t.Fatal("n1 still allowed at its expiry, with the server away")
+	}
+	if !p.Allowed(n2.PublicKey()) {
+		t.Fatal("n2, which never expires, refused")
 	}
 }
 
