@@ -320,7 +320,7 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 		DiscoKey: pubkey.Disco{PublicKey: d.eng.DiscoPublic()},
 		MapPath:  d.mapPath(), Logger: d.log,
 		Control: d.router.SocketControl, Routes: d.advertisedLocked(),
-		MinBackoff: d.backoff / 10, MaxBackoff: d.backoff})
+		MinBackoff: d.backoff / 10, MaxBackoff: d.backoff, Clock: d.clk})
 }
 
 // rotateKey moves the node to a fresh key (warren up --force-reauth): the

@@ -49,8 +49,8 @@ type Config struct {
 	// address (a bare port binds to loopback).
 	MetricsListen string
 	// Clock times the daemon's periodic checks (the auto exit node's
-	// liveness watch, the endpoint report and map re-apply loop); nil is
-	// the real clock.
+	// liveness watch, the endpoint report and map re-apply loop) and the
+	// control client's reconnect waits; nil is the real clock.
 	Clock clock.Clock
 }
 
