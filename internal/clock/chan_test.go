@@ -43,3 +43,22 @@ func TestChanTimerDeliversOnCAndResetDropsStale(t *testing.T) {
 		t.Fatal("Stop of a fired timer reports it armed")
 	}
 }
+
+// On the real clock too, Stop keeps a firing from reaching C and Reset
+// re-arms it.
+func TestChanTimerRealClock(t *testing.T) {
+	ct := clock.NewChanTimer(nil)
+	ct.Reset(time.Millisecond)
+	<-ct.C
+	ct.Reset(time.Hour)
+	if !ct.Stop() {
+		t.Fatal("Stop of an armed timer reports it stopped")
+	}
+	select {
+	case <-ct.C:
+		t.Fatal("a stopped timer delivered a firing")
+	default:
+	}
+	ct.Reset(time.Millisecond)
+	<-ct.C
+}
