@@ -53,7 +53,7 @@ func (c *change) deliver(i int, now time.Time) {
 func (c *change) matchNode(n *netmap.Node) bool {
 	switch c.kind {
 	case "join":
-		return n.Key == c.key
+		return n.Key.PublicKey == c.key
 	case "endpoint":
 		return n.ID == c.id && hasPort(n.Endpoints, c.port)
 	case "leave":
@@ -141,8 +141,8 @@ func (in *interner) intern(n *netmap.Node) uint32 {
 	u64 := func(v uint64) { binary.LittleEndian.PutUint64(buf[:], v); h.Write(buf[:]) }
 	u64(n.ID)
 	h.WriteString(n.Name)
-	h.Write(n.Key[:])
-	h.Write(n.DiscoKey[:])
+	h.Write(n.Key.PublicKey[:])
+	h.Write(n.DiscoKey.PublicKey[:])
 	for _, e := range n.Endpoints {
 		a := e.Addr().As16()
 		h.Write(a[:])

@@ -421,16 +421,16 @@ func (d *Daemon) statusLocked() *localapi.Status {
 	st.Self = &self
 	for i := range nm.Peers {
 		p := &nm.Peers[i]
-		if p.Key == d.key.PublicKey() {
+		if p.Key.PublicKey == d.key.PublicKey() {
 			continue
 		}
 		ps := d.nodeStatus(nm, p)
-		if s, ok := d.eng.PeerStats(p.Key); ok {
+		if s, ok := d.eng.PeerStats(p.Key.PublicKey); ok {
 			ps.RxBytes, ps.TxBytes = s.RxBytes, s.TxBytes
 			ps.LastHandshake = s.LastHandshake
 			ps.CurrentAddr = s.Endpoint
 		}
-		d.fillPath(&ps, p.Key)
+		d.fillPath(&ps, p.Key.PublicKey)
 		st.Peers = append(st.Peers, ps)
 	}
 	return st

@@ -148,7 +148,7 @@ func (d *Daemon) peerNames() map[noise.PublicKey]string {
 	names := map[noise.PublicKey]string{}
 	if d.nm != nil {
 		for i := range d.nm.Peers {
-			names[d.nm.Peers[i].Key] = d.nm.Peers[i].Name
+			names[d.nm.Peers[i].Key.PublicKey] = d.nm.Peers[i].Name
 		}
 	}
 	return names
@@ -234,7 +234,7 @@ func (d *Daemon) captureFilter(sub *captureSub, q string) error {
 	d.mu.Unlock()
 	if nm != nil {
 		if p, _, err := resolvePeer(nm, q); err == nil {
-			sub.peer, sub.byPeer = p.Key, true
+			sub.peer, sub.byPeer = p.Key.PublicKey, true
 			return nil
 		}
 	}

@@ -21,7 +21,7 @@ type appliedPeer struct {
 
 // usable reports whether a peer belongs in the engine now.
 func usable(n *netmap.Node, self noise.PublicKey, now time.Time) bool {
-	if n.Key == self || n.Key.IsZero() {
+	if n.Key.PublicKey == self || n.Key.IsZero() {
 		return false
 	}
 	return n.Expiry.IsZero() || n.Expiry.After(now)
@@ -59,7 +59,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 	want := map[noise.PublicKey]*netmap.Node{}
 	for i := range nm.Peers {
 		if p := &nm.Peers[i]; usable(p, self, now) {
-			want[p.Key] = p
+			want[p.Key.PublicKey] = p
 		}
 	}
 	cfg := &uapi.Config{}
@@ -80,7 +80,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 			allowed = append(slices.Clone(p.AllowedIPs), extra...)
 		}
 		old, had := d.applied[k]
-		if had && !old.disco.IsZero() && old.disco != p.DiscoKey {
+		if had && !old.disco.IsZero() && old.disco != p.DiscoKey.PublicKey {
 			// The peer's daemon restarted (a new disco key): its sessions
 			// are gone, so drop ours too; the next packet handshakes at
 			// once instead of going unanswered until WireGuard's 15 s
@@ -102,7 +102,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 		if changed {
 			cfg.Peers = append(cfg.Peers, pc)
 		}
-		d.applied[k] = appliedPeer{endpoints: slices.Clone(p.Endpoints), allowed: slices.Clone(allowed), disco: p.DiscoKey}
+		d.applied[k] = appliedPeer{endpoints: slices.Clone(p.Endpoints), allowed: slices.Clone(allowed), disco: p.DiscoKey.PublicKey}
 	}
 	d.applyPathsLocked(nm, want)
 	// Removals first (they free allowed IPs a changed peer may take over).

@@ -26,7 +26,7 @@ type relayState struct {
 func (d *Daemon) applyPathsLocked(nm *netmap.NetworkMap, want map[noise.PublicKey]*netmap.Node) {
 	infos := make([]magicsock.PeerInfo, 0, len(want))
 	for _, p := range want {
-		infos = append(infos, magicsock.PeerInfo{Key: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints})
+		infos = append(infos, magicsock.PeerInfo{Key: p.Key.PublicKey, DiscoKey: p.DiscoKey.PublicKey, Endpoints: p.Endpoints})
 	}
 	d.eng.SetPeers(infos)
 

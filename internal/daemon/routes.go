@@ -79,7 +79,7 @@ func (d *Daemon) exitCandidate(p *netmap.Node, self noise.PublicKey, now time.Ti
 	if !usable(p, self, now) || !p.IsExitNode() || !p.Online {
 		return false
 	}
-	if until, ok := d.routes.dead[p.Key]; ok && now.Before(until) {
+	if until, ok := d.routes.dead[p.Key.PublicKey]; ok && now.Before(until) {
 		return false
 	}
 	return true
@@ -103,11 +103,11 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 			if !d.exitCandidate(p, self, now) {
 				continue
 			}
-			if p.Key == rs.exit { // keep the current one while it works
+			if p.Key.PublicKey == rs.exit { // keep the current one while it works
 				best = p
 				break
 			}
-			rtt := d.eng.PeerPath(p.Key).RTT
+			rtt := d.eng.PeerPath(p.Key.PublicKey).RTT
 			if rtt <= 0 {
 				rtt = time.Hour // unknown: after measured ones, in map order
 			}
@@ -144,7 +144,7 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 	rs.blocked = pref != "" && pick == nil
 	var key noise.PublicKey
 	if pick != nil {
-		key = pick.Key
+		key = pick.Key.PublicKey
 	}
 	if key != rs.exit {
 		if pick != nil {
@@ -176,7 +176,7 @@ func (d *Daemon) peerRoutesLocked(p *netmap.Node) []netip.Prefix {
 	var out []netip.Prefix
 	for _, r := range p.Routes {
 		if routeprefix.IsExit(r) {
-			if p.Key == d.routes.exit {
+			if p.Key.PublicKey == d.routes.exit {
 				out = append(out, r)
 			}
 		} else if d.prefs.AcceptRoutes {
@@ -427,11 +427,11 @@ func (d *Daemon) routeStatusLocked() *localapi.RouteStatus {
 	}
 	for i := range nm.Peers {
 		p := &nm.Peers[i]
-		if len(p.Routes) == 0 || p.Key == d.key.PublicKey() {
+		if len(p.Routes) == 0 || p.Key.PublicKey == d.key.PublicKey() {
 			continue
 		}
 		pr := localapi.PeerRoutes{Name: p.Name, Online: p.Online, Routes: slices.Clone(p.Routes), ExitNode: p.IsExitNode(),
-			InUse: p.Key == d.routes.exit}
+			InUse: p.Key.PublicKey == d.routes.exit}
 		for _, a := range p.Addresses {
 			if a.Addr().Is4() || !pr.Addr.IsValid() {
 				pr.Addr = a.Addr()

@@ -60,7 +60,7 @@ func TestRotateKey(t *testing.T) {
 	}
 	b.waitMap("alpha's new key", pushWait, func(m *netmap.NetworkMap) bool {
 		p, ok := m.Peer(a.self.ID)
-		return ok && p.Key == newKey.PublicKey()
+		return ok && p.Key.PublicKey == newKey.PublicKey()
 	})
 	// The old key is gone; the new one streams.
 	if _, err := a.c.RotateKey(ctx, genKey(t)); !errors.As(err, &re) || re.Code != proto.CodeNotRegistered {
