@@ -267,7 +267,7 @@ func (d *Daemon) forgetLocked() error {
 		return err
 	}
 	d.key = key
-	d.eng.SetNodeKey(key.PublicKey())
+	d.eng.SetNodeKey(pubkey.Node{PublicKey: key.PublicKey()})
 	d.prefs.Registered, d.prefs.WantRunning = false, false
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
 		return err
@@ -316,7 +316,7 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 		return nil, fmt.Errorf("pinned server key: %w", err)
 	}
 	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: pubkey.Server{PublicKey: sk}, NodeKey: key,
-		DiscoKey: pubkey.Disco{PublicKey: d.eng.DiscoPublic()},
+		DiscoKey: d.eng.DiscoPublic(),
 		MapPath:  d.mapPath(), Logger: d.log,
 		Control: d.router.SocketControl, Routes: d.advertisedLocked(),
 		MinBackoff: d.backoff / 10, MaxBackoff: d.backoff})
@@ -376,7 +376,7 @@ func (d *Daemon) rotateKey(ctx context.Context) error {
 	d.key = next
 	err = d.eng.Apply(&uapi.Config{PrivateKey: &next})
 	if err == nil {
-		d.eng.SetNodeKey(next.PublicKey())
+		d.eng.SetNodeKey(pubkey.Node{PublicKey: next.PublicKey()})
 		d.stopRelayLocked() // the relay session authenticated the old key
 	}
 	d.mu.Unlock()
@@ -421,7 +421,7 @@ func (d *Daemon) statusLocked() *localapi.Status {
 	st.Self = &self
 	for i := range nm.Peers {
 		p := &nm.Peers[i]
-		if p.Key.PublicKey == d.key.PublicKey() {
+		if p.Key == d.nodeKey() {
 			continue
 		}
 		ps := d.nodeStatus(nm, p)
@@ -430,7 +430,7 @@ func (d *Daemon) statusLocked() *localapi.Status {
 			ps.LastHandshake = s.LastHandshake
 			ps.CurrentAddr = s.Endpoint
 		}
-		d.fillPath(&ps, p.Key.PublicKey)
+		d.fillPath(&ps, p.Key)
 		st.Peers = append(st.Peers, ps)
 	}
 	return st
@@ -523,7 +523,7 @@ func (d *Daemon) endpointLoop(ctx context.Context) {
 }
 
 // fillPath describes the path layer's current path to peer k.
-func (d *Daemon) fillPath(ps *localapi.PeerStatus, k noise.PublicKey) {
+func (d *Daemon) fillPath(ps *localapi.PeerStatus, k pubkey.Node) {
 	path := d.eng.PeerPath(k)
 	ps.Path = string(path.Kind)
 	if path.Addr.IsValid() {
@@ -536,7 +536,7 @@ func (d *Daemon) fillPath(ps *localapi.PeerStatus, k noise.PublicKey) {
 }
 
 // pathString is a one-word-or-two description of the path to peer k.
-func (d *Daemon) pathString(k noise.PublicKey) string {
+func (d *Daemon) pathString(k pubkey.Node) string {
 	d.mu.Lock()
 	var ps localapi.PeerStatus
 	d.fillPath(&ps, k)

@@ -17,6 +17,7 @@ import (
 	"warren/internal/localapi"
 	"warren/internal/magicsock"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // captureQueue bounds the packets waiting for one capture's reader; beyond
@@ -129,7 +130,7 @@ func (d *Daemon) outerRecord(out bool, p *device.Peer, ep conn.Endpoint, pkt []b
 		if name := names[k]; name != "" {
 			comment = dir + " " + name
 		}
-		switch path := d.eng.PeerPath(k); path.Kind {
+		switch path := d.eng.PeerPath(pubkey.Node{PublicKey: k}); path.Kind {
 		case magicsock.PathDirect:
 			comment += " via direct " + path.Addr.String()
 		case magicsock.PathRelay:

@@ -120,12 +120,12 @@ func TestExitSelection(t *testing.T) {
 			byName := map[string]*netmap.Node{}
 			for i := range peers {
 				byName[peers[i].Name] = &peers[i]
-				eng.setPath(peers[i].Key.PublicKey, magicsock.Path{RTT: tc.rtt[peers[i].Name]})
+				eng.setPath(peers[i].Key, magicsock.Path{RTT: tc.rtt[peers[i].Name]})
 			}
 			d.mu.Lock()
 			d.prefs.ExitNode = tc.pref
 			for _, n := range tc.dead {
-				d.routes.dead = map[noise.PublicKey]time.Time{byName[n].Key.PublicKey: time.Now().Add(time.Hour)}
+				d.routes.dead = map[pubkey.Node]time.Time{byName[n].Key: time.Now().Add(time.Hour)}
 			}
 			d.applyMapLocked(nm)
 			d.mu.Unlock()
@@ -141,7 +141,7 @@ func TestExitSelection(t *testing.T) {
 			for i := range peers {
 				p := &peers[i]
 				got, ok := eng.allowed(p.Key.PublicKey)
-				if !usable(p, nm.Self.Key.PublicKey, time.Now()) {
+				if !usable(p, nm.Self.Key, time.Now()) {
 					if ok {
 						t.Errorf("%s (expired) in the engine", p.Name)
 					}
@@ -163,7 +163,7 @@ func TestExitSelection(t *testing.T) {
 				case tc.blocked:
 					wantUnreach = sorted(exitRoutes)
 					for i := range peers {
-						if usable(&peers[i], nm.Self.Key.PublicKey, time.Now()) {
+						if usable(&peers[i], nm.Self.Key, time.Now()) {
 							wantTunnel = append(wantTunnel, peers[i].AllowedIPs...)
 						}
 					}

@@ -87,7 +87,7 @@ func TestMapDiff(t *testing.T) {
 			for i := range next.Peers {
 				p := &next.Peers[i]
 				got, ok := eng.allowed(p.Key.PublicKey)
-				if !usable(p, self.Key.PublicKey, time.Now()) {
+				if !usable(p, self.Key, time.Now()) {
 					if ok {
 						t.Errorf("%s in the engine", p.Name)
 					}
@@ -102,8 +102,8 @@ func TestMapDiff(t *testing.T) {
 					t.Errorf("%s: allowed IPs %v, want %v", p.Name, got, sorted(want))
 				}
 				eng.mu.Lock()
-				i := slices.IndexFunc(eng.msPeers, func(x magicsock.PeerInfo) bool { return x.Key == p.Key.PublicKey })
-				if i < 0 || !slices.Equal(eng.msPeers[i].Endpoints, p.Endpoints) || eng.msPeers[i].DiscoKey != p.DiscoKey.PublicKey {
+				i := slices.IndexFunc(eng.msPeers, func(x magicsock.PeerInfo) bool { return x.Key == p.Key })
+				if i < 0 || !slices.Equal(eng.msPeers[i].Endpoints, p.Endpoints) || eng.msPeers[i].DiscoKey != p.DiscoKey {
 					t.Errorf("%s: path layer not given its endpoints and disco key", p.Name)
 				}
 				eng.mu.Unlock()

@@ -51,12 +51,12 @@ func (d *Daemon) metricPeers() []metrics.Peer {
 	if d.nm == nil {
 		return nil
 	}
-	self := d.key.PublicKey()
+	self := d.nodeKey()
 	out := make([]metrics.Peer, 0, len(d.nm.Peers))
 	for i := range d.nm.Peers {
 		p := &d.nm.Peers[i]
-		if p.Key.PublicKey != self {
-			out = append(out, metrics.Peer{Key: p.Key.PublicKey, Name: p.Name})
+		if p.Key != self {
+			out = append(out, metrics.Peer{Key: p.Key, Name: p.Name})
 		}
 	}
 	return out

@@ -117,7 +117,7 @@ func (d *Daemon) Ping(ctx context.Context, req localapi.PingRequest, report func
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			res.Endpoint = d.pathString(peer.Key.PublicKey)
+			res.Endpoint = d.pathString(peer.Key)
 			report(res)
 		}
 		if seq < req.Count {

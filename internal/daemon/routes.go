@@ -11,7 +11,7 @@ import (
 
 	"warren/internal/localapi"
 	"warren/internal/netmap"
-	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/routeprefix"
 )
 
@@ -46,7 +46,7 @@ type routeState struct {
 	fwdOn     bool           // forwarding for peers is on
 	fwdRoutes []netip.Prefix // for these routes
 
-	exit      noise.PublicKey // the exit node in use; zero: none
+	exit      pubkey.Node // the exit node in use; zero: none
 	exitName  string
 	exitIP    netip.Addr
 	exitSince time.Time
@@ -60,7 +60,7 @@ type routeState struct {
 	// coming back.
 	lastTx, lastRx uint64
 	silentSince    time.Time
-	dead           map[noise.PublicKey]time.Time // exit nodes judged dead, until
+	dead           map[pubkey.Node]time.Time // exit nodes judged dead, until
 	loopStop       chan struct{}
 }
 
@@ -75,11 +75,11 @@ func (d *Daemon) advertisedLocked() []netip.Prefix {
 }
 
 // exitCandidate reports whether peer p may be used as an exit node now.
-func (d *Daemon) exitCandidate(p *netmap.Node, self noise.PublicKey, now time.Time) bool {
+func (d *Daemon) exitCandidate(p *netmap.Node, self pubkey.Node, now time.Time) bool {
 	if !usable(p, self, now) || !p.IsExitNode() || !p.Online {
 		return false
 	}
-	if until, ok := d.routes.dead[p.Key.PublicKey]; ok && now.Before(until) {
+	if until, ok := d.routes.dead[p.Key]; ok && now.Before(until) {
 		return false
 	}
 	return true
@@ -91,7 +91,7 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 	rs := &d.routes
 	rs.health = ""
 	pref := d.prefs.ExitNode
-	self := d.key.PublicKey()
+	self := d.nodeKey()
 	var pick *netmap.Node
 	switch pref {
 	case "":
@@ -103,11 +103,11 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 			if !d.exitCandidate(p, self, now) {
 				continue
 			}
-			if p.Key.PublicKey == rs.exit { // keep the current one while it works
+			if p.Key == rs.exit { // keep the current one while it works
 				best = p
 				break
 			}
-			rtt := d.eng.PeerPath(p.Key.PublicKey).RTT
+			rtt := d.eng.PeerPath(p.Key).RTT
 			if rtt <= 0 {
 				rtt = time.Hour // unknown: after measured ones, in map order
 			}
@@ -142,9 +142,9 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 	// Fail closed: an exit node was asked for and none is usable, so
 	// internet traffic is blocked rather than sent out directly.
 	rs.blocked = pref != "" && pick == nil
-	var key noise.PublicKey
+	var key pubkey.Node
 	if pick != nil {
-		key = pick.Key.PublicKey
+		key = pick.Key
 	}
 	if key != rs.exit {
 		if pick != nil {
@@ -154,7 +154,7 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 		}
 		rs.exit, rs.exitSince = key, now
 		rs.silentSince, rs.lastTx, rs.lastRx = time.Time{}, 0, 0
-		if st, ok := d.eng.PeerStats(key); ok {
+		if st, ok := d.eng.PeerStats(key.PublicKey); ok {
 			rs.lastTx, rs.lastRx = st.TxBytes, st.RxBytes
 		}
 	}
@@ -176,7 +176,7 @@ func (d *Daemon) peerRoutesLocked(p *netmap.Node) []netip.Prefix {
 	var out []netip.Prefix
 	for _, r := range p.Routes {
 		if routeprefix.IsExit(r) {
-			if p.Key.PublicKey == d.routes.exit {
+			if p.Key == d.routes.exit {
 				out = append(out, r)
 			}
 		} else if d.prefs.AcceptRoutes {
@@ -242,7 +242,7 @@ func (d *Daemon) clearRoutesLocked() {
 	} else {
 		d.routes.fwdOn, d.routes.fwdRoutes = false, nil
 	}
-	d.routes.exit, d.routes.exitName, d.routes.exitIP = noise.PublicKey{}, "", netip.Addr{}
+	d.routes.exit, d.routes.exitName, d.routes.exitIP = pubkey.Node{}, "", netip.Addr{}
 	d.routes.blocked = false
 	d.stopExitWatchLocked()
 }
@@ -294,14 +294,14 @@ func (d *Daemon) checkExitLocked(now time.Time) {
 	}
 	if rs.exit.IsZero() {
 		for i := range d.nm.Peers {
-			if d.exitCandidate(&d.nm.Peers[i], d.key.PublicKey(), now) {
+			if d.exitCandidate(&d.nm.Peers[i], d.nodeKey(), now) {
 				d.applyMapLocked(d.nm)
 				return
 			}
 		}
 		return
 	}
-	st, ok := d.eng.PeerStats(rs.exit)
+	st, ok := d.eng.PeerStats(rs.exit.PublicKey)
 	if !ok {
 		return
 	}
@@ -314,7 +314,7 @@ func (d *Daemon) checkExitLocked(now time.Time) {
 	rs.lastTx, rs.lastRx = st.TxBytes, st.RxBytes
 	if !rs.silentSince.IsZero() && now.Sub(rs.silentSince) > exitDeadAfter {
 		if rs.dead == nil {
-			rs.dead = map[noise.PublicKey]time.Time{}
+			rs.dead = map[pubkey.Node]time.Time{}
 		}
 		rs.dead[rs.exit] = now.Add(30 * time.Second)
 		d.log.Warn("exit node's data path is dead: failing over", "peer", rs.exitName, "silent", now.Sub(rs.silentSince).Round(time.Millisecond))
@@ -427,11 +427,11 @@ func (d *Daemon) routeStatusLocked() *localapi.RouteStatus {
 	}
 	for i := range nm.Peers {
 		p := &nm.Peers[i]
-		if len(p.Routes) == 0 || p.Key.PublicKey == d.key.PublicKey() {
+		if len(p.Routes) == 0 || p.Key == d.nodeKey() {
 			continue
 		}
 		pr := localapi.PeerRoutes{Name: p.Name, Online: p.Online, Routes: slices.Clone(p.Routes), ExitNode: p.IsExitNode(),
-			InUse: p.Key.PublicKey == d.routes.exit}
+			InUse: p.Key == d.routes.exit}
 		for _, a := range p.Addresses {
 			if a.Addr().Is4() || !pr.Addr.IsValid() {
 				pr.Addr = a.Addr()

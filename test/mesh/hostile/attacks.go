@@ -128,7 +128,7 @@ func (h *hostile) claim(mode string, d time.Duration) (string, error) {
 					continue
 				}
 				msg := h.seal(p.DiscoKey, callMeMaybe(v.Endpoints))
-				if withCMM && rc != nil && rc.Send(p.Key.PublicKey, msg) == nil {
+				if withCMM && rc != nil && rc.Send(p.Key, msg) == nil {
 					relayed++
 				}
 				for _, to := range ipv4(p.Endpoints) {
