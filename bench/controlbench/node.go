@@ -18,6 +18,7 @@ import (
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 )
 
 // counters are the totals the simulated nodes received.
@@ -29,9 +30,9 @@ type counters struct {
 // with it and record when it arrived.
 type change struct {
 	kind     string
-	id       uint64          // node changed (endpoint, leave, delete)
-	key      noise.PublicKey // node joining
-	port     uint16          // new endpoint port
+	id       uint64      // node changed (endpoint, leave, delete)
+	key      pubkey.Node // node joining
+	port     uint16      // new endpoint port
 	start    time.Time
 	at       []time.Duration // per simulated node, 0 until delivered
 	left     atomic.Int64
@@ -53,7 +54,7 @@ func (c *change) deliver(i int, now time.Time) {
 func (c *change) matchNode(n *netmap.Node) bool {
 	switch c.kind {
 	case "join":
-		return n.Key.PublicKey == c.key
+		return n.Key == c.key
 	case "endpoint":
 		return n.ID == c.id && hasPort(n.Endpoints, c.port)
 	case "leave":

@@ -97,7 +97,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	if serverURL == "" {
 		return nil, errors.New("no coordination server: pass --server URL")
 	}
-	var serverKey noise.PublicKey
+	var serverKey pubkey.Server
 	fetchedOver := "" // the scheme, when the key is the one the server sent
 	switch {
 	case req.ServerKey != "":
@@ -108,13 +108,13 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		if p.ServerKey != "" && serverURL == p.ServerURL && p.ServerKey != k.String() && !req.ForceReauth {
 			return nil, fmt.Errorf("--server-key differs from the key pinned for %s; pass --force-reauth to replace it", serverURL)
 		}
-		serverKey = k
+		serverKey = pubkey.Server{PublicKey: k}
 	case p.ServerKey != "" && serverURL == p.ServerURL:
 		k, err := noise.ParsePublicKey(p.ServerKey)
 		if err != nil {
 			return nil, fmt.Errorf("pinned server key: %w", err)
 		}
-		serverKey = k
+		serverKey = pubkey.Server{PublicKey: k}
 	default:
 		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		k, err := noiseconn.FetchKey(fctx, serverURL)
@@ -122,13 +122,13 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		if err != nil {
 			return nil, err
 		}
-		serverKey = k
+		serverKey = pubkey.Server{PublicKey: k}
 		if u, err := url.Parse(serverURL); err == nil {
 			fetchedOver = u.Scheme
 		}
 	}
 
-	cc, err := client.New(client.Config{ServerURL: serverURL, ServerKey: pubkey.Server{PublicKey: serverKey}, NodeKey: d.key, Logger: d.log})
+	cc, err := client.New(client.Config{ServerURL: serverURL, ServerKey: serverKey, NodeKey: d.key, Logger: d.log})
 	if err != nil {
 		return nil, err
 	}

@@ -42,7 +42,7 @@ func (c *Client) RotateKey(ctx context.Context, newKey noise.PrivateKey) (*netma
 		return nil, fmt.Errorf("rotate key: %w", err)
 	}
 	r, err := c.request(ctx, "rotate key", &proto.Message{RotateKeyRequest: &proto.RotateKeyRequest{
-		NewKey: newKey.PublicKey(), Proof: proof}})
+		NewKey: pubkey.Node{PublicKey: newKey.PublicKey()}, Proof: proof}})
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"warren/internal/control/server"
 	"warren/internal/netmap"
 	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 )
 
@@ -34,7 +35,7 @@ func TestRotateKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := proto.Write(conn, &proto.Message{RotateKeyRequest: &proto.RotateKeyRequest{NewKey: b.key.PublicKey(), Proof: forged}}); err != nil {
+	if err := proto.Write(conn, &proto.Message{RotateKeyRequest: &proto.RotateKeyRequest{NewKey: pubkey.Node{PublicKey: b.key.PublicKey()}, Proof: forged}}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := proto.Read(conn, proto.MaxClientMessage)
