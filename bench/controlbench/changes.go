@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"warren/internal/control/proto"
+	"warren/internal/pubkey"
 )
 
 // changes makes and times o.changes changes, one at a time.
@@ -41,7 +42,7 @@ func (b *bench) changes(ctx context.Context, o runOpts, sims []*simNode, res *re
 			}
 		case "join":
 			extra = &simNode{b: b, idx: -1, key: nodeKey(b.seed, b.nodes+k), port: 41641}
-			c.key = extra.key.PublicKey()
+			c.key = pubkey.Node{PublicKey: extra.key.PublicKey()}
 			act = func() error {
 				id, err := b.join(ctx, extra)
 				extraID = id

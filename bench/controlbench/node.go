@@ -18,6 +18,7 @@ import (
 	"warren/internal/netmap"
 	"warren/internal/noise"
 	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 )
 
 // counters are the totals the simulated nodes received.
@@ -29,9 +30,9 @@ type counters struct {
 // with it and record when it arrived.
 type change struct {
 	kind     string
-	id       uint64          // node changed (endpoint, leave, delete)
-	key      noise.PublicKey // node joining
-	port     uint16          // new endpoint port
+	id       uint64      // node changed (endpoint, leave, delete)
+	key      pubkey.Node // node joining
+	port     uint16      // new endpoint port
 	start    time.Time
 	at       []time.Duration // per simulated node, 0 until delivered
 	left     atomic.Int64
@@ -141,8 +142,8 @@ func (in *interner) intern(n *netmap.Node) uint32 {
 	u64 := func(v uint64) { binary.LittleEndian.PutUint64(buf[:], v); h.Write(buf[:]) }
 	u64(n.ID)
 	h.WriteString(n.Name)
-	h.Write(n.Key[:])
-	h.Write(n.DiscoKey[:])
+	h.Write(n.Key.PublicKey[:])
+	h.Write(n.DiscoKey.PublicKey[:])
 	for _, e := range n.Endpoints {
 		a := e.Addr().As16()
 		h.Write(a[:])

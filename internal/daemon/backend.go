@@ -98,7 +98,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	if serverURL == "" {
 		return nil, errors.New("no coordination server: pass --server URL")
 	}
-	var serverKey noise.PublicKey
+	var serverKey pubkey.Server
 	fetchedOver := "" // the scheme, when the key is the one the server sent
 	switch {
 	case req.ServerKey != "":
@@ -109,13 +109,13 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		if p.ServerKey != "" && serverURL == p.ServerURL && p.ServerKey != k.String() && !req.ForceReauth {
 			return nil, fmt.Errorf("--server-key differs from the key pinned for %s; pass --force-reauth to replace it", serverURL)
 		}
-		serverKey = k
+		serverKey = pubkey.Server{PublicKey: k}
 	case p.ServerKey != "" && serverURL == p.ServerURL:
 		k, err := noise.ParsePublicKey(p.ServerKey)
 		if err != nil {
 			return nil, fmt.Errorf("pinned server key: %w", err)
 		}
-		serverKey = k
+		serverKey = pubkey.Server{PublicKey: k}
 	default:
 		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		k, err := noiseconn.FetchKey(fctx, serverURL)
@@ -123,13 +123,13 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		if err != nil {
 			return nil, err
 		}
-		serverKey = k
+		serverKey = pubkey.Server{PublicKey: k}
 		if u, err := url.Parse(serverURL); err == nil {
 			fetchedOver = u.Scheme
 		}
 	}
 
-	cc, err := client.New(client.Config{ServerURL: serverURL, ServerKey: pubkey.Server{PublicKey: serverKey}, NodeKey: d.key, Logger: d.log})
+	cc, err := client.New(client.Config{ServerURL: serverURL, ServerKey: serverKey, NodeKey: d.key, Logger: d.log})
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +268,7 @@ func (d *Daemon) forgetLocked() error {
 		return err
 	}
 	d.key = key
-	d.eng.SetNodeKey(key.PublicKey())
+	d.eng.SetNodeKey(pubkey.Node{PublicKey: key.PublicKey()})
 	d.prefs.Registered, d.prefs.WantRunning = false, false
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
 		return err
@@ -317,7 +317,7 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 		return nil, fmt.Errorf("pinned server key: %w", err)
 	}
 	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: pubkey.Server{PublicKey: sk}, NodeKey: key,
-		DiscoKey: pubkey.Disco{PublicKey: d.eng.DiscoPublic()},
+		DiscoKey: d.eng.DiscoPublic(),
 		MapPath:  d.mapPath(), Logger: d.log,
 		Control: d.router.SocketControl, Routes: d.advertisedLocked(),
 		MinBackoff: d.backoff / 10, MaxBackoff: d.backoff, Clock: d.clk})
@@ -377,7 +377,7 @@ func (d *Daemon) rotateKey(ctx context.Context) error {
 	d.key = next
 	err = d.eng.Apply(&uapi.Config{PrivateKey: &next})
 	if err == nil {
-		d.eng.SetNodeKey(next.PublicKey())
+		d.eng.SetNodeKey(pubkey.Node{PublicKey: next.PublicKey()})
 		d.stopRelayLocked() // the relay session authenticated the old key
 	}
 	d.mu.Unlock()
@@ -422,11 +422,11 @@ func (d *Daemon) statusLocked() *localapi.Status {
 	st.Self = &self
 	for i := range nm.Peers {
 		p := &nm.Peers[i]
-		if p.Key == d.key.PublicKey() {
+		if p.Key == d.nodeKey() {
 			continue
 		}
 		ps := d.nodeStatus(nm, p)
-		if s, ok := d.eng.PeerStats(p.Key); ok {
+		if s, ok := d.eng.PeerStats(p.Key.PublicKey); ok {
 			ps.RxBytes, ps.TxBytes = s.RxBytes, s.TxBytes
 			ps.LastHandshake = s.LastHandshake
 			ps.CurrentAddr = s.Endpoint
@@ -526,7 +526,7 @@ func (d *Daemon) endpointLoop(ctx context.Context) {
 }
 
 // fillPath describes the path layer's current path to peer k.
-func (d *Daemon) fillPath(ps *localapi.PeerStatus, k noise.PublicKey) {
+func (d *Daemon) fillPath(ps *localapi.PeerStatus, k pubkey.Node) {
 	path := d.eng.PeerPath(k)
 	ps.Path = string(path.Kind)
 	if path.Addr.IsValid() {
@@ -539,7 +539,7 @@ func (d *Daemon) fillPath(ps *localapi.PeerStatus, k noise.PublicKey) {
 }
 
 // pathString is a one-word-or-two description of the path to peer k.
-func (d *Daemon) pathString(k noise.PublicKey) string {
+func (d *Daemon) pathString(k pubkey.Node) string {
 	d.mu.Lock()
 	var ps localapi.PeerStatus
 	d.fillPath(&ps, k)

@@ -17,6 +17,7 @@ import (
 	"warren/internal/localapi"
 	"warren/internal/magicsock"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // captureQueue bounds the packets waiting for one capture's reader; beyond
@@ -129,7 +130,7 @@ func (d *Daemon) outerRecord(out bool, p *device.Peer, ep conn.Endpoint, pkt []b
 		if name := names[k]; name != "" {
 			comment = dir + " " + name
 		}
-		switch path := d.eng.PeerPath(k); path.Kind {
+		switch path := d.eng.PeerPath(pubkey.Node{PublicKey: k}); path.Kind {
 		case magicsock.PathDirect:
 			comment += " via direct " + path.Addr.String()
 		case magicsock.PathRelay:
@@ -148,7 +149,7 @@ func (d *Daemon) peerNames() map[noise.PublicKey]string {
 	names := map[noise.PublicKey]string{}
 	if d.nm != nil {
 		for i := range d.nm.Peers {
-			names[d.nm.Peers[i].Key] = d.nm.Peers[i].Name
+			names[d.nm.Peers[i].Key.PublicKey] = d.nm.Peers[i].Name
 		}
 	}
 	return names
@@ -234,7 +235,7 @@ func (d *Daemon) captureFilter(sub *captureSub, q string) error {
 	d.mu.Unlock()
 	if nm != nil {
 		if p, _, err := resolvePeer(nm, q); err == nil {
-			sub.peer, sub.byPeer = p.Key, true
+			sub.peer, sub.byPeer = p.Key.PublicKey, true
 			return nil
 		}
 	}

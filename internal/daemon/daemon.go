@@ -30,6 +30,7 @@ import (
 	"warren/internal/localapi"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/uapi"
 )
 
@@ -80,7 +81,7 @@ type Daemon struct {
 	key     noise.PrivateKey
 	prefs   prefs
 	nm      *netmap.NetworkMap // current map; nil when down or before the first
-	applied map[noise.PublicKey]appliedPeer
+	applied map[pubkey.Node]appliedPeer
 	cc      *client.Client
 	ccStop  context.CancelFunc
 	ccDone  chan struct{}
@@ -124,7 +125,7 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("--state-dir: %w", err)
 	}
 	cfg.StateDir = abs
-	d := &Daemon{cfg: cfg, clk: clock.Or(cfg.Clock), applied: map[noise.PublicKey]appliedPeer{}, state: localapi.StateNoState}
+	d := &Daemon{cfg: cfg, clk: clock.Or(cfg.Clock), applied: map[pubkey.Node]appliedPeer{}, state: localapi.StateNoState}
 	d.log = d.obs.logs.wrap(cfg.Logger) // recent lines kept for `warren debug bundle`
 	d.cfg.Logger = d.log
 	return d, nil

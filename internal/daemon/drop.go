@@ -106,7 +106,7 @@ func (d *Daemon) dropWhois(a netip.Addr) (name, user string, ok bool) {
 	if d.nm == nil {
 		return "", "", false
 	}
-	self, now := d.key.PublicKey(), time.Now()
+	self, now := d.nodeKey(), time.Now()
 	for i := range d.nm.Peers {
 		p := &d.nm.Peers[i]
 		if !usable(p, self, now) {

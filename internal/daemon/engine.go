@@ -8,7 +8,7 @@ import (
 	"warren/internal/localapi"
 	"warren/internal/magicsock"
 	"warren/internal/netmap"
-	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/uapi"
 )
 
@@ -16,11 +16,14 @@ import (
 type appliedPeer struct {
 	endpoints []netip.AddrPort // as reported in the map
 	allowed   []netip.Prefix
-	disco     noise.PublicKey // the peer's path-probe key: new with each run of its daemon
+	disco     pubkey.Disco // the peer's path-probe key: new with each run of its daemon
 }
 
+// nodeKey is this node's own key, as the map names it.
+func (d *Daemon) nodeKey() pubkey.Node { return pubkey.Node{PublicKey: d.key.PublicKey()} }
+
 // usable reports whether a peer belongs in the engine now.
-func usable(n *netmap.Node, self noise.PublicKey, now time.Time) bool {
+func usable(n *netmap.Node, self pubkey.Node, now time.Time) bool {
 	if n.Key == self || n.Key.IsZero() {
 		return false
 	}
@@ -52,11 +55,11 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 	d.setHealthLocked(healthControl, "")
 	d.setHealthLocked(healthLogout, "")
 	d.applyFilterLocked(nm) // before any new peer can send
-	self := d.key.PublicKey()
+	self := d.nodeKey()
 	now := time.Now()
 	d.selectExitLocked(nm, now) // which peer's default routes to use
 
-	want := map[noise.PublicKey]*netmap.Node{}
+	want := map[pubkey.Node]*netmap.Node{}
 	for i := range nm.Peers {
 		if p := &nm.Peers[i]; usable(p, self, now) {
 			want[p.Key] = p
@@ -65,7 +68,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 	cfg := &uapi.Config{}
 	for k := range d.applied {
 		if want[k] == nil {
-			cfg.Peers = append(cfg.Peers, uapi.PeerConfig{PublicKey: k, Remove: true})
+			cfg.Peers = append(cfg.Peers, uapi.PeerConfig{PublicKey: k.PublicKey, Remove: true})
 			delete(d.applied, k)
 		}
 	}
@@ -85,10 +88,10 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 			// are gone, so drop ours too; the next packet handshakes at
 			// once instead of going unanswered until WireGuard's 15 s
 			// rekey timeout (an exit node coming back, routes.go).
-			cfg.Peers = append(cfg.Peers, uapi.PeerConfig{PublicKey: k, Remove: true})
+			cfg.Peers = append(cfg.Peers, uapi.PeerConfig{PublicKey: k.PublicKey, Remove: true})
 			had = false
 		}
-		pc := uapi.PeerConfig{PublicKey: k}
+		pc := uapi.PeerConfig{PublicKey: k.PublicKey}
 		changed := !had
 		if !had {
 			// The path layer picks the address (direct or relay) per packet.
@@ -180,7 +183,7 @@ func (d *Daemon) clearMapLocked() {
 		if err := d.eng.Apply(cfg); err != nil {
 			d.log.Error("remove peers", "err", err)
 		}
-		d.applied = map[noise.PublicKey]appliedPeer{}
+		d.applied = map[pubkey.Node]appliedPeer{}
 	}
 	d.eng.SetPeers(nil)
 	d.stopRelayLocked()

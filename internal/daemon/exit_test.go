@@ -118,8 +118,8 @@ func TestExitNodeAuto(t *testing.T) {
 	e1 := exitPeer(t, td, "exit1")
 	e2 := exitPeer(t, td, "exit2")
 	// exit2 answers probes faster.
-	td.eng.setPath(e1.pub(), magicsock.Path{Kind: magicsock.PathDirect, RTT: 50 * time.Millisecond})
-	td.eng.setPath(e2.pub(), magicsock.Path{Kind: magicsock.PathDirect, RTT: 5 * time.Millisecond})
+	td.eng.setPath(e1.node(), magicsock.Path{Kind: magicsock.PathDirect, RTT: 50 * time.Millisecond})
+	td.eng.setPath(e2.node(), magicsock.Path{Kind: magicsock.PathDirect, RTT: 5 * time.Millisecond})
 
 	td.setExit("auto")
 	td.waitExit("auto", "exit2", e2, false)
@@ -151,8 +151,8 @@ func TestExitNodeAutoDeadPath(t *testing.T) {
 	td.up("node")
 	e1 := exitPeer(t, td, "exit1")
 	e2 := exitPeer(t, td, "exit2")
-	td.eng.setPath(e1.pub(), magicsock.Path{Kind: magicsock.PathDirect, RTT: 5 * time.Millisecond})
-	td.eng.setPath(e2.pub(), magicsock.Path{Kind: magicsock.PathDirect, RTT: 50 * time.Millisecond})
+	td.eng.setPath(e1.node(), magicsock.Path{Kind: magicsock.PathDirect, RTT: 5 * time.Millisecond})
+	td.eng.setPath(e2.node(), magicsock.Path{Kind: magicsock.PathDirect, RTT: 50 * time.Millisecond})
 	td.setExit("auto")
 	td.waitExit("auto", "exit1", e1, false)
 

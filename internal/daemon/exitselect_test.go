@@ -11,6 +11,7 @@ import (
 	"warren/internal/magicsock"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // bareDaemon is a daemon with fakes that is never Run: tests apply maps
@@ -43,8 +44,8 @@ func bareDaemon(t *testing.T) (*Daemon, *fakeEngine, *fakeRouter) {
 func testNode(i int, name string, exit, online bool) netmap.Node {
 	k, _ := noise.GeneratePrivateKey()
 	a := netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, 0, byte(i)}), 32)
-	n := netmap.Node{ID: uint64(i), Name: name, Key: k.PublicKey(), Addresses: []netip.Prefix{a},
-		AllowedIPs: []netip.Prefix{a}, Online: online, DiscoKey: k.PublicKey()}
+	n := netmap.Node{ID: uint64(i), Name: name, Key: pubkey.Node{PublicKey: k.PublicKey()}, Addresses: []netip.Prefix{a},
+		AllowedIPs: []netip.Prefix{a}, Online: online, DiscoKey: pubkey.Disco{PublicKey: k.PublicKey()}}
 	if exit {
 		n.Routes = slices.Clone(exitRoutes)
 	}
@@ -115,7 +116,7 @@ func TestExitSelection(t *testing.T) {
 			d, eng, r := bareDaemon(t)
 			peers := tc.peers()
 			nm := &netmap.NetworkMap{Self: testNode(1, "self", false, true), Peers: peers, Domain: "warren.test"}
-			nm.Self.Key = d.key.PublicKey()
+			nm.Self.Key = pubkey.Node{PublicKey: d.key.PublicKey()}
 			byName := map[string]*netmap.Node{}
 			for i := range peers {
 				byName[peers[i].Name] = &peers[i]
@@ -124,7 +125,7 @@ func TestExitSelection(t *testing.T) {
 			d.mu.Lock()
 			d.prefs.ExitNode = tc.pref
 			for _, n := range tc.dead {
-				d.routes.dead = map[noise.PublicKey]time.Time{byName[n].Key: time.Now().Add(time.Hour)}
+				d.routes.dead = map[pubkey.Node]time.Time{byName[n].Key: time.Now().Add(time.Hour)}
 			}
 			d.applyMapLocked(nm)
 			d.mu.Unlock()
@@ -139,7 +140,7 @@ func TestExitSelection(t *testing.T) {
 			}
 			for i := range peers {
 				p := &peers[i]
-				got, ok := eng.allowed(p.Key)
+				got, ok := eng.allowed(p.Key.PublicKey)
 				if !usable(p, nm.Self.Key, time.Now()) {
 					if ok {
 						t.Errorf("%s (expired) in the engine", p.Name)

@@ -14,6 +14,7 @@ import (
 	"warren/internal/filter"
 	"warren/internal/magicsock"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/uapi"
 )
 
@@ -32,9 +33,9 @@ type fakeEngine struct {
 	misordered bool
 	filter     *filter.Filter
 	stats      map[noise.PublicKey]device.PeerStats
-	paths      map[noise.PublicKey]magicsock.Path
-	node       noise.PublicKey // the path layer's node key
-	disco      noise.PublicKey
+	paths      map[pubkey.Node]magicsock.Path
+	node       pubkey.Node // the path layer's node key
+	disco      pubkey.Disco
 	msPeers    []magicsock.PeerInfo
 	gone       chan struct{}
 	closed     bool
@@ -48,7 +49,7 @@ type fakePeer struct {
 func newFakeEngine() *fakeEngine {
 	dk, _ := noise.GeneratePrivateKey()
 	return &fakeEngine{peers: map[noise.PublicKey]*fakePeer{}, stats: map[noise.PublicKey]device.PeerStats{},
-		paths: map[noise.PublicKey]magicsock.Path{}, disco: dk.PublicKey(), gone: make(chan struct{})}
+		paths: map[pubkey.Node]magicsock.Path{}, disco: pubkey.Disco{PublicKey: dk.PublicKey()}, gone: make(chan struct{})}
 }
 
 func (e *fakeEngine) Apply(c *uapi.Config) error {
@@ -161,7 +162,7 @@ func (e *fakeEngine) setStats(k noise.PublicKey, s device.PeerStats) {
 	e.mu.Unlock()
 }
 
-func (e *fakeEngine) setPath(k noise.PublicKey, p magicsock.Path) {
+func (e *fakeEngine) setPath(k pubkey.Node, p magicsock.Path) {
 	e.mu.Lock()
 	e.paths[k] = p
 	e.mu.Unlock()
@@ -195,22 +196,22 @@ func (e *fakeEngine) SetPeers(p []magicsock.PeerInfo) {
 	e.msPeers = slices.Clone(p)
 	e.mu.Unlock()
 }
-func (e *fakeEngine) PeerPath(k noise.PublicKey) magicsock.Path {
+func (e *fakeEngine) PeerPath(k pubkey.Node) magicsock.Path {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.paths[k]
 }
-func (e *fakeEngine) SetNodeKey(k noise.PublicKey) {
+func (e *fakeEngine) SetNodeKey(k pubkey.Node) {
 	e.mu.Lock()
 	e.node = k
 	e.mu.Unlock()
 }
-func (e *fakeEngine) DiscoPublic() noise.PublicKey                     { return e.disco }
+func (e *fakeEngine) DiscoPublic() pubkey.Disco                        { return e.disco }
 func (e *fakeEngine) SetLocalEndpoints([]netip.AddrPort)               {}
 func (e *fakeEngine) Discovered() []netip.AddrPort                     { return nil }
 func (e *fakeEngine) SetRelay(magicsock.Relay)                         {}
 func (e *fakeEngine) SetSTUN([]netip.AddrPort, func([]netip.AddrPort)) {}
-func (e *fakeEngine) ReceiveRelayed(noise.PublicKey, []byte)           {}
+func (e *fakeEngine) ReceiveRelayed(pubkey.Node, []byte)               {}
 
 // fakeRouter is an in-memory Router that records the host configuration
 // the daemon asked for.

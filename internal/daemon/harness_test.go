@@ -192,6 +192,9 @@ func joinPeer(t *testing.T, cs *controltest.Server, hostname string, routes ...n
 
 func (p *peer) pub() noise.PublicKey { return p.key.PublicKey() }
 
+// node is the peer's key as the map and the path layer name it.
+func (p *peer) node() pubkey.Node { return pubkey.Node{PublicKey: p.key.PublicKey()} }
+
 func (p *peer) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel, p.done = cancel, make(chan error, 1)

@@ -130,7 +130,7 @@ func TestLifecycle(t *testing.T) {
 	}
 	waitFor(t, "peer sees the new key", func() bool {
 		m := p.c.NetworkMap()
-		return m != nil && slices.ContainsFunc(m.Peers, func(n netmap.Node) bool { return n.Key == second })
+		return m != nil && slices.ContainsFunc(m.Peers, func(n netmap.Node) bool { return n.Key.PublicKey == second })
 	})
 	td.waitState(localapi.StateRunning)
 

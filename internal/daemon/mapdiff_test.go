@@ -9,6 +9,7 @@ import (
 	"warren/internal/magicsock"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // Each map is applied as a diff: the engine is told only what changed
@@ -38,7 +39,7 @@ func TestMapDiff(t *testing.T) {
 		{name: "online state only", change: func(nm *netmap.NetworkMap) { nm.Peers[0].Online = false }},
 		{name: "peer restarted (new disco key)", change: func(nm *netmap.NetworkMap) {
 			k, _ := noise.GeneratePrivateKey()
-			nm.Peers[0].DiscoKey = k.PublicKey()
+			nm.Peers[0].DiscoKey = pubkey.Disco{PublicKey: k.PublicKey()}
 		}, want: []string{"add a", "remove a"}},
 		{name: "peer expired", change: func(nm *netmap.NetworkMap) { nm.Peers[1].Expiry = time.Now().Add(-time.Second) }, want: []string{"remove b"}},
 		{name: "subnet route, not accepted", change: func(nm *netmap.NetworkMap) { nm.Peers[0].Routes = []netip.Prefix{sub} }},
@@ -48,12 +49,12 @@ func TestMapDiff(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d, eng, r := bareDaemon(t)
 			self := testNode(1, "self", false, true)
-			self.Key = d.key.PublicKey()
+			self.Key = pubkey.Node{PublicKey: d.key.PublicKey()}
 			nm := &netmap.NetworkMap{Self: self, Peers: []netmap.Node{testNode(2, "a", false, true), testNode(3, "b", false, true)},
 				DNS: netmap.DNSConfig{Nameservers: []netip.Addr{netip.MustParseAddr("100.100.100.100")}}}
 			names := map[noise.PublicKey]string{}
 			for _, p := range nm.Peers {
-				names[p.Key] = p.Name
+				names[p.Key.PublicKey] = p.Name
 			}
 			d.mu.Lock()
 			d.prefs.AcceptRoutes = tc.accept
@@ -67,8 +68,8 @@ func TestMapDiff(t *testing.T) {
 			next.Version++
 			tc.change(next)
 			for _, p := range next.Peers {
-				if _, ok := names[p.Key]; !ok {
-					names[p.Key] = p.Name
+				if _, ok := names[p.Key.PublicKey]; !ok {
+					names[p.Key.PublicKey] = p.Name
 				}
 			}
 			d.mu.Lock()
@@ -85,7 +86,7 @@ func TestMapDiff(t *testing.T) {
 			var wantRoutes []netip.Prefix
 			for i := range next.Peers {
 				p := &next.Peers[i]
-				got, ok := eng.allowed(p.Key)
+				got, ok := eng.allowed(p.Key.PublicKey)
 				if !usable(p, self.Key, time.Now()) {
 					if ok {
 						t.Errorf("%s in the engine", p.Name)

@@ -51,7 +51,7 @@ func (d *Daemon) metricPeers() []metrics.Peer {
 	if d.nm == nil {
 		return nil
 	}
-	self := d.key.PublicKey()
+	self := d.nodeKey()
 	out := make([]metrics.Peer, 0, len(d.nm.Peers))
 	for i := range d.nm.Peers {
 		p := &d.nm.Peers[i]

@@ -9,7 +9,7 @@ import (
 
 	"warren/internal/magicsock"
 	"warren/internal/netmap"
-	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/relay"
 )
 
@@ -23,7 +23,7 @@ type relayState struct {
 
 // applyPathsLocked gives the path layer the peers' probe keys and
 // addresses, and keeps a session to the home relay; d.mu held.
-func (d *Daemon) applyPathsLocked(nm *netmap.NetworkMap, want map[noise.PublicKey]*netmap.Node) {
+func (d *Daemon) applyPathsLocked(nm *netmap.NetworkMap, want map[pubkey.Node]*netmap.Node) {
 	infos := make([]magicsock.PeerInfo, 0, len(want))
 	for _, p := range want {
 		infos = append(infos, magicsock.PeerInfo{Key: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints})

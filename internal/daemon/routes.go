@@ -12,7 +12,7 @@ import (
 	"warren/internal/clock"
 	"warren/internal/localapi"
 	"warren/internal/netmap"
-	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/routeprefix"
 )
 
@@ -50,7 +50,7 @@ type routeState struct {
 	fwdOn     bool           // forwarding for peers is on
 	fwdRoutes []netip.Prefix // for these routes
 
-	exit      noise.PublicKey // the exit node in use; zero: none
+	exit      pubkey.Node // the exit node in use; zero: none
 	exitName  string
 	exitIP    netip.Addr
 	exitSince time.Time
@@ -64,7 +64,7 @@ type routeState struct {
 	// coming back.
 	lastTx, lastRx uint64
 	silentSince    time.Time
-	dead           map[noise.PublicKey]time.Time // exit nodes judged dead, until
+	dead           map[pubkey.Node]time.Time // exit nodes judged dead, until
 	loopStop       chan struct{}
 }
 
@@ -79,7 +79,7 @@ func (d *Daemon) advertisedLocked() []netip.Prefix {
 }
 
 // exitCandidate reports whether peer p may be used as an exit node now.
-func (d *Daemon) exitCandidate(p *netmap.Node, self noise.PublicKey, now time.Time) bool {
+func (d *Daemon) exitCandidate(p *netmap.Node, self pubkey.Node, now time.Time) bool {
 	if !usable(p, self, now) || !p.IsExitNode() || !p.Online {
 		return false
 	}
@@ -95,7 +95,7 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 	rs := &d.routes
 	rs.health = ""
 	pref := d.prefs.ExitNode
-	self := d.key.PublicKey()
+	self := d.nodeKey()
 	var pick *netmap.Node
 	switch pref {
 	case "":
@@ -146,7 +146,7 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 	// Fail closed: an exit node was asked for and none is usable, so
 	// internet traffic is blocked rather than sent out directly.
 	rs.blocked = pref != "" && pick == nil
-	var key noise.PublicKey
+	var key pubkey.Node
 	if pick != nil {
 		key = pick.Key
 	}
@@ -158,7 +158,7 @@ func (d *Daemon) selectExitLocked(nm *netmap.NetworkMap, now time.Time) *netmap.
 		}
 		rs.exit, rs.exitSince = key, now
 		rs.silentSince, rs.lastTx, rs.lastRx = time.Time{}, 0, 0
-		if st, ok := d.eng.PeerStats(key); ok {
+		if st, ok := d.eng.PeerStats(key.PublicKey); ok {
 			rs.lastTx, rs.lastRx = st.TxBytes, st.RxBytes
 		}
 	}
@@ -246,7 +246,7 @@ func (d *Daemon) clearRoutesLocked() {
 	} else {
 		d.routes.fwdOn, d.routes.fwdRoutes = false, nil
 	}
-	d.routes.exit, d.routes.exitName, d.routes.exitIP = noise.PublicKey{}, "", netip.Addr{}
+	d.routes.exit, d.routes.exitName, d.routes.exitIP = pubkey.Node{}, "", netip.Addr{}
 	d.routes.blocked = false
 	d.stopExitWatchLocked()
 }
@@ -300,14 +300,14 @@ func (d *Daemon) checkExitLocked(now time.Time) {
 	}
 	if rs.exit.IsZero() {
 		for i := range d.nm.Peers {
-			if d.exitCandidate(&d.nm.Peers[i], d.key.PublicKey(), now) {
+			if d.exitCandidate(&d.nm.Peers[i], d.nodeKey(), now) {
 				d.applyMapLocked(d.nm)
 				return
 			}
 		}
 		return
 	}
-	st, ok := d.eng.PeerStats(rs.exit)
+	st, ok := d.eng.PeerStats(rs.exit.PublicKey)
 	if !ok {
 		return
 	}
@@ -320,7 +320,7 @@ func (d *Daemon) checkExitLocked(now time.Time) {
 	rs.lastTx, rs.lastRx = st.TxBytes, st.RxBytes
 	if !rs.silentSince.IsZero() && now.Sub(rs.silentSince) > exitDeadAfter {
 		if rs.dead == nil {
-			rs.dead = map[noise.PublicKey]time.Time{}
+			rs.dead = map[pubkey.Node]time.Time{}
 		}
 		rs.dead[rs.exit] = now.Add(30 * time.Second)
 		d.log.Warn("exit node's data path is dead: failing over", "peer", rs.exitName, "silent", now.Sub(rs.silentSince).Round(time.Millisecond))
@@ -433,7 +433,7 @@ func (d *Daemon) routeStatusLocked() *localapi.RouteStatus {
 	}
 	for i := range nm.Peers {
 		p := &nm.Peers[i]
-		if len(p.Routes) == 0 || p.Key == d.key.PublicKey() {
+		if len(p.Routes) == 0 || p.Key == d.nodeKey() {
 			continue
 		}
 		pr := localapi.PeerRoutes{Name: p.Name, Online: p.Online, Routes: slices.Clone(p.Routes), ExitNode: p.IsExitNode(),

@@ -13,6 +13,7 @@ import (
 	"warren/internal/magicsock"
 	"warren/internal/netcfg"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/resolvconf"
 	"warren/internal/tun"
 	"warren/internal/uapi"
@@ -27,7 +28,10 @@ import (
 // linuxRouter) unless a test set others first.
 
 // Engine is what the daemon uses of the WireGuard engine (package device)
-// and of the path layer under it (package magicsock).
+// and of the path layer under it (package magicsock). The engine's half
+// names peers by noise.PublicKey, as WireGuard does (any peer's static
+// key); the path layer's half by the mesh's typed keys (pubkey.Node,
+// pubkey.Disco), as the network map does.
 type Engine interface {
 	// The engine.
 	Apply(*uapi.Config) error
@@ -41,14 +45,14 @@ type Engine interface {
 
 	// The path layer.
 	SetPeers([]magicsock.PeerInfo)
-	PeerPath(noise.PublicKey) magicsock.Path
-	SetNodeKey(noise.PublicKey)
-	DiscoPublic() noise.PublicKey
+	PeerPath(pubkey.Node) magicsock.Path
+	SetNodeKey(pubkey.Node)
+	DiscoPublic() pubkey.Disco
 	SetLocalEndpoints([]netip.AddrPort)
 	Discovered() []netip.AddrPort
 	SetRelay(magicsock.Relay)
 	SetSTUN([]netip.AddrPort, func([]netip.AddrPort))
-	ReceiveRelayed(noise.PublicKey, []byte)
+	ReceiveRelayed(pubkey.Node, []byte)
 }
 
 // Router is the host side of the node: the tunnel interface's addresses
@@ -112,7 +116,7 @@ func newDeviceEngine(cfg Config, key noise.PrivateKey, log *slog.Logger) (*devic
 		td.Close()
 		return nil, err
 	}
-	e.ms = magicsock.New(e.tr, magicsock.Options{NodeKey: key.PublicKey(), DiscoKey: disco, Logger: log})
+	e.ms = magicsock.New(e.tr, magicsock.Options{NodeKey: pubkey.Node{PublicKey: key.PublicKey()}, DiscoKey: disco, Logger: log})
 	e.inline, err = device.DatapathFromEnv()
 	if err != nil {
 		td.Close()
@@ -122,14 +126,14 @@ func newDeviceEngine(cfg Config, key noise.PrivateKey, log *slog.Logger) (*devic
 	return e, nil
 }
 
-func (e *deviceEngine) SetPeers(p []magicsock.PeerInfo)                { e.ms.SetPeers(p) }
-func (e *deviceEngine) PeerPath(k noise.PublicKey) magicsock.Path      { return e.ms.PeerPath(k) }
-func (e *deviceEngine) SetNodeKey(k noise.PublicKey)                   { e.ms.SetNodeKey(k) }
-func (e *deviceEngine) DiscoPublic() noise.PublicKey                   { return e.ms.DiscoPublic() }
-func (e *deviceEngine) SetLocalEndpoints(eps []netip.AddrPort)         { e.ms.SetLocalEndpoints(eps) }
-func (e *deviceEngine) Discovered() []netip.AddrPort                   { return e.ms.Discovered() }
-func (e *deviceEngine) SetRelay(r magicsock.Relay)                     { e.ms.SetRelay(r) }
-func (e *deviceEngine) ReceiveRelayed(src noise.PublicKey, pkt []byte) { e.ms.ReceiveRelayed(src, pkt) }
+func (e *deviceEngine) SetPeers(p []magicsock.PeerInfo)            { e.ms.SetPeers(p) }
+func (e *deviceEngine) PeerPath(k pubkey.Node) magicsock.Path      { return e.ms.PeerPath(k) }
+func (e *deviceEngine) SetNodeKey(k pubkey.Node)                   { e.ms.SetNodeKey(k) }
+func (e *deviceEngine) DiscoPublic() pubkey.Disco                  { return e.ms.DiscoPublic() }
+func (e *deviceEngine) SetLocalEndpoints(eps []netip.AddrPort)     { e.ms.SetLocalEndpoints(eps) }
+func (e *deviceEngine) Discovered() []netip.AddrPort               { return e.ms.Discovered() }
+func (e *deviceEngine) SetRelay(r magicsock.Relay)                 { e.ms.SetRelay(r) }
+func (e *deviceEngine) ReceiveRelayed(src pubkey.Node, pkt []byte) { e.ms.ReceiveRelayed(src, pkt) }
 func (e *deviceEngine) SetSTUN(servers []netip.AddrPort, f func([]netip.AddrPort)) {
 	e.ms.SetSTUN(servers, f)
 }

@@ -10,6 +10,7 @@ import (
 
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 func TestNodeKeyFile(t *testing.T) {
@@ -77,7 +78,7 @@ func TestResolvePeerAndEndpoint(t *testing.T) {
 	pfx := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 	k, _ := noise.GeneratePrivateKey()
 	nm := &netmap.NetworkMap{Domain: "warren.internal", Peers: []netmap.Node{
-		{ID: 2, Name: "bravo", Key: k.PublicKey(), Addresses: []netip.Prefix{pfx("fd00::2/128"), pfx("100.64.0.2/32")}},
+		{ID: 2, Name: "bravo", Key: pubkey.Node{PublicKey: k.PublicKey()}, Addresses: []netip.Prefix{pfx("fd00::2/128"), pfx("100.64.0.2/32")}},
 	}}
 	for q, want := range map[string]string{
 		"bravo": "100.64.0.2", "BRAVO.warren.internal.": "100.64.0.2", "fd00::2": "fd00::2",

@@ -8,6 +8,7 @@ import (
 
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 func TestParseRecord(t *testing.T) {
@@ -152,8 +153,8 @@ func TestFromNetmap(t *testing.T) {
 	pfx := func(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
 	nm := &netmap.NetworkMap{
 		Domain: "warren.internal",
-		Self:   netmap.Node{ID: 1, Name: "alpha", Key: key(1), Addresses: []netip.Prefix{pfx(alpha4), pfx(alpha6)}},
-		Peers:  []netmap.Node{{ID: 2, Name: "beta", Key: key(2), Addresses: []netip.Prefix{pfx(beta4)}}},
+		Self:   netmap.Node{ID: 1, Name: "alpha", Key: pubkey.Node{PublicKey: key(1)}, Addresses: []netip.Prefix{pfx(alpha4), pfx(alpha6)}},
+		Peers:  []netmap.Node{{ID: 2, Name: "beta", Key: pubkey.Node{PublicKey: key(2)}, Addresses: []netip.Prefix{pfx(beta4)}}},
 		DNS:    netmap.DNSConfig{SearchDomains: []string{"corp.example.com"}},
 	}
 	up := netip.MustParseAddrPort("192.0.2.53:53")

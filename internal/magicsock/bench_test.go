@@ -28,7 +28,7 @@ func benchConn(b *testing.B) (*Conn, *peerEP, []conn.ReceiveFunc) {
 		}
 	}()
 	k, _ := noise.GeneratePrivateKey()
-	c := New(udp.New(), Options{NodeKey: k.PublicKey(), DiscoKey: k})
+	c := New(udp.New(), Options{NodeKey: nodeOf(k), DiscoKey: k})
 	fns, _, err := c.Open(0)
 	if err != nil {
 		b.Fatal(err)
@@ -36,9 +36,9 @@ func benchConn(b *testing.B) (*Conn, *peerEP, []conn.ReceiveFunc) {
 	b.Cleanup(func() { c.Close() })
 	peer, _ := noise.GeneratePrivateKey()
 	addr := sink.LocalAddr().(*net.UDPAddr).AddrPort()
-	c.SetPeers([]PeerInfo{{Key: peer.PublicKey(), DiscoKey: peer.PublicKey(), Endpoints: []netip.AddrPort{addr}}})
+	c.SetPeers([]PeerInfo{{Key: nodeOf(peer), DiscoKey: discoOf(peer), Endpoints: []netip.AddrPort{addr}}})
 	c.mu.RLock()
-	p := c.peers[peer.PublicKey()]
+	p := c.peers[nodeOf(peer)]
 	c.mu.RUnlock()
 	p.mu.Lock()
 	p.cands[addr].lastPong = time.Now().Add(time.Hour) // trusted for the benchmark

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/crypto/nacl/box"
 
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // Disco messages are the path layer's own datagrams, sent on the same UDP
@@ -62,7 +63,7 @@ func isDisco(b []byte) bool {
 type discoMsg struct {
 	typ      byte
 	tx       txID
-	nodeKey  noise.PublicKey  // ping
+	nodeKey  pubkey.Node      // ping
 	clock    uint64           // ping: the sender's clock (0: none, an older sender)
 	observed netip.AddrPort   // pong
 	addrs    []netip.AddrPort // callMeMaybe
@@ -88,7 +89,7 @@ func (m *discoMsg) encode(b []byte) []byte {
 	switch m.typ {
 	case msgPing:
 		b = append(b, m.tx[:]...)
-		b = append(b, m.nodeKey[:]...)
+		b = append(b, m.nodeKey.PublicKey[:]...)
 		if m.clock != 0 {
 			b = binary.BigEndian.AppendUint64(b, m.clock)
 		}
@@ -119,7 +120,7 @@ func parseDisco(p []byte) (discoMsg, error) {
 			return m, errDisco
 		}
 		copy(m.tx[:], p)
-		copy(m.nodeKey[:], p[txIDLen:])
+		copy(m.nodeKey.PublicKey[:], p[txIDLen:])
 		if len(p) == txIDLen+32+pingClockLen {
 			if m.clock = binary.BigEndian.Uint64(p[txIDLen+32:]); m.clock == 0 {
 				return m, errDisco
@@ -148,21 +149,21 @@ func parseDisco(p []byte) (discoMsg, error) {
 
 // seal builds a whole disco packet from us (pub, with the precomputed
 // shared key for the receiver) carrying m.
-func seal(pub noise.PublicKey, shared *[32]byte, m *discoMsg) []byte {
+func seal(pub pubkey.Disco, shared *[32]byte, m *discoMsg) []byte {
 	var nonce [24]byte
 	rand.Read(nonce[:])
 	out := make([]byte, 0, discoHeaderLen+box.Overhead+1+maxCallMeMaybe*addrLen)
 	out = append(out, discoMagic...)
-	out = append(out, pub[:]...)
+	out = append(out, pub.PublicKey[:]...)
 	out = append(out, nonce[:]...)
 	payload := m.encode(make([]byte, 0, 64))
 	return box.SealAfterPrecomputation(out, payload, &nonce, shared)
 }
 
 // senderKey returns the sender's disco key of a packet isDisco accepted.
-func senderKey(b []byte) noise.PublicKey {
-	var k noise.PublicKey
-	copy(k[:], b[len(discoMagic):])
+func senderKey(b []byte) pubkey.Disco {
+	var k pubkey.Disco
+	copy(k.PublicKey[:], b[len(discoMagic):])
 	return k
 }
 
@@ -183,8 +184,8 @@ func open(b []byte, shared *[32]byte) (discoMsg, error) {
 
 // sharedKey precomputes the box key between our private and their public
 // disco key.
-func sharedKey(priv noise.PrivateKey, pub noise.PublicKey) *[32]byte {
+func sharedKey(priv noise.PrivateKey, pub pubkey.Disco) *[32]byte {
 	var k [32]byte
-	box.Precompute(&k, (*[32]byte)(&pub), (*[32]byte)(&priv))
+	box.Precompute(&k, (*[32]byte)(&pub.PublicKey), (*[32]byte)(&priv))
 	return &k
 }

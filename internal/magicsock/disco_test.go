@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 func discoKeys(t testing.TB) (a, b noise.PrivateKey) {
@@ -21,17 +22,17 @@ func discoKeys(t testing.TB) (a, b noise.PrivateKey) {
 
 func TestDiscoRoundTrip(t *testing.T) {
 	a, b := discoKeys(t)
-	ab, ba := sharedKey(a, b.PublicKey()), sharedKey(b, a.PublicKey())
+	ab, ba := sharedKey(a, discoOf(b)), sharedKey(b, discoOf(a))
 	msgs := []discoMsg{
-		{typ: msgPing, tx: txID{1, 2, 3}, nodeKey: noise.PublicKey{9, 9}},
-		{typ: msgPing, tx: txID{1, 2, 4}, nodeKey: noise.PublicKey{9, 8}, clock: 1<<40 + 7},
+		{typ: msgPing, tx: txID{1, 2, 3}, nodeKey: pubkey.Node{PublicKey: noise.PublicKey{9, 9}}},
+		{typ: msgPing, tx: txID{1, 2, 4}, nodeKey: pubkey.Node{PublicKey: noise.PublicKey{9, 8}}, clock: 1<<40 + 7},
 		{typ: msgPong, tx: txID{4}, observed: netip.MustParseAddrPort("198.18.0.7:41641")},
 		{typ: msgPong, tx: txID{5}, observed: netip.MustParseAddrPort("[fd00::7]:1")},
 		{typ: msgCallMeMaybe, addrs: []netip.AddrPort{netip.MustParseAddrPort("198.18.0.1:2"), netip.MustParseAddrPort("[fd00::1]:3")}},
 	}
 	for _, m := range msgs {
-		pkt := seal(a.PublicKey(), ab, &m)
-		if !isDisco(pkt) || senderKey(pkt) != a.PublicKey() {
+		pkt := seal(discoOf(a), ab, &m)
+		if !isDisco(pkt) || senderKey(pkt) != discoOf(a) {
 			t.Fatalf("%+v: header", m)
 		}
 		got, err := open(pkt, ba)
@@ -51,7 +52,7 @@ func TestDiscoRoundTrip(t *testing.T) {
 		}
 		// Another key pair cannot open it.
 		c, _ := discoKeys(t)
-		if _, err := open(pkt, sharedKey(c, a.PublicKey())); err == nil {
+		if _, err := open(pkt, sharedKey(c, discoOf(a))); err == nil {
 			t.Fatal("opened with the wrong key")
 		}
 	}
@@ -70,7 +71,7 @@ func TestDiscoRoundTrip(t *testing.T) {
 // parses must encode back to the same payload.
 func FuzzDisco(f *testing.F) {
 	a, b := discoKeys(f)
-	ab, ba := sharedKey(a, b.PublicKey()), sharedKey(b, a.PublicKey())
+	ab, ba := sharedKey(a, discoOf(b)), sharedKey(b, discoOf(a))
 	for _, m := range []discoMsg{
 		{typ: msgPing, tx: txID{1}},
 		{typ: msgPing, tx: txID{2}, clock: 12345},
@@ -78,7 +79,7 @@ func FuzzDisco(f *testing.F) {
 		{typ: msgCallMeMaybe, addrs: []netip.AddrPort{netip.MustParseAddrPort("198.18.0.1:2")}},
 	} {
 		f.Add(m.encode(nil))
-		f.Add(seal(a.PublicKey(), ab, &m))
+		f.Add(seal(discoOf(a), ab, &m))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if m, err := parseDisco(b); err == nil && m.typ != msgCallMeMaybe {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"warren/internal/conn"
-	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // Path timing.
@@ -84,11 +84,11 @@ type pendingPing struct {
 // check (==) sees one endpoint however the paths change.
 type peerEP struct {
 	c   *Conn
-	key noise.PublicKey
+	key pubkey.Node
 
 	mu         sync.Mutex
-	disco      noise.PublicKey // zero: the peer does not probe
-	shared     *[32]byte       // box key with disco
+	disco      pubkey.Disco // zero: the peer does not probe
+	shared     *[32]byte    // box key with disco
 	cands      map[netip.AddrPort]*candidate
 	reported   []netip.AddrPort // from the netmap
 	best       netip.AddrPort   // lowest-RTT trusted candidate
@@ -108,7 +108,7 @@ type peerEP struct {
 	pingSeen   map[txID]uint64 // accepted ping IDs within pingWindow, by clock
 }
 
-func newPeerEP(c *Conn, key noise.PublicKey) *peerEP {
+func newPeerEP(c *Conn, key pubkey.Node) *peerEP {
 	return &peerEP{c: c, key: key, cands: map[netip.AddrPort]*candidate{}, pings: map[txID]pendingPing{},
 		synthetic: syntheticAddr(key), pingSeen: map[txID]uint64{}}
 }
@@ -116,16 +116,16 @@ func newPeerEP(c *Conn, key noise.PublicKey) *peerEP {
 // syntheticAddr is a stable address standing for a node key where no UDP
 // address is known (display, per-source limits): fd77:6172:7265:6e00::/64
 // plus key bytes.
-func syntheticAddr(key noise.PublicKey) netip.AddrPort {
+func syntheticAddr(key pubkey.Node) netip.AddrPort {
 	var a [16]byte
 	copy(a[:], []byte{0xfd, 0x77, 0x61, 0x72, 0x72, 0x65, 0x6e, 0x00})
-	copy(a[8:], key[:8])
+	copy(a[8:], key.PublicKey[:8])
 	return netip.AddrPortFrom(netip.AddrFrom16(a), 0)
 }
 
 // PeerKey is the peer's public key (conn.PeerEndpoint): the engine never
 // moves another peer onto this endpoint.
-func (p *peerEP) PeerKey() [32]byte { return p.key }
+func (p *peerEP) PeerKey() [32]byte { return p.key.PublicKey }
 
 // acceptPingLocked reports whether a ping with ID tx and the sender clock
 // is new: not seen within the window and not older than it. It remembers
@@ -385,7 +385,7 @@ type rawEP struct {
 func (r *rawEP) String() string       { return r.udp.String() }
 func (r *rawEP) Addr() netip.AddrPort { return r.udp.Addr() }
 func (r *rawEP) FromPeer(key [32]byte) conn.Endpoint {
-	return r.c.learn(noise.PublicKey(key), r.udp)
+	return r.c.learn(pubkey.Node{PublicKey: key}, r.udp)
 }
 
 func (k PathKind) String() string { return string(k) }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // This file gives the external tests the means of a hostile member: disco
@@ -17,7 +18,7 @@ import (
 func SealPingForTest(from noise.PrivateKey, to, nodeKey noise.PublicKey, clock uint64) []byte {
 	var tx txID
 	rand.Read(tx[:])
-	return seal(from.PublicKey(), sharedKey(from, to), &discoMsg{typ: msgPing, tx: tx, nodeKey: nodeKey, clock: clock})
+	return seal(discoOf(from), sharedKey(from, pubkey.Disco{PublicKey: to}), &discoMsg{typ: msgPing, tx: tx, nodeKey: pubkey.Node{PublicKey: nodeKey}, clock: clock})
 }
 
 // PingClockForTest is c's ping clock now: what a ping c sent now carries.
@@ -25,14 +26,14 @@ func (c *Conn) PingClockForTest() uint64 { return c.pingClock(c.clock.Now()) }
 
 // SealCallMeMaybeForTest seals a call-me-maybe listing addrs.
 func SealCallMeMaybeForTest(from noise.PrivateKey, to noise.PublicKey, addrs []netip.AddrPort) []byte {
-	return seal(from.PublicKey(), sharedKey(from, to), &discoMsg{typ: msgCallMeMaybe, addrs: addrs})
+	return seal(discoOf(from), sharedKey(from, pubkey.Disco{PublicKey: to}), &discoMsg{typ: msgCallMeMaybe, addrs: addrs})
 }
 
 // OpenDiscoForTest opens a disco packet sealed for the disco key priv by
 // the disco key from; typ is 1 (ping), 2 (pong) or 3 (call me maybe), tx
 // the transaction ID of pings and pongs.
 func OpenDiscoForTest(priv noise.PrivateKey, from noise.PublicKey, b []byte) (typ byte, tx [12]byte, ok bool) {
-	m, err := open(b, sharedKey(priv, from))
+	m, err := open(b, sharedKey(priv, pubkey.Disco{PublicKey: from}))
 	if err != nil {
 		return 0, tx, false
 	}
@@ -44,3 +45,8 @@ func TxOfPingForTest(priv noise.PrivateKey, from noise.PublicKey, b []byte) [12]
 	_, tx, _ := OpenDiscoForTest(priv, from, b)
 	return tx
 }
+
+// nodeOf and discoOf are the typed public keys of a private key, for the
+// package's own tests.
+func nodeOf(k noise.PrivateKey) pubkey.Node   { return pubkey.Node{PublicKey: k.PublicKey()} }
+func discoOf(k noise.PrivateKey) pubkey.Disco { return pubkey.Disco{PublicKey: k.PublicKey()} }

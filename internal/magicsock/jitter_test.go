@@ -7,6 +7,7 @@ import (
 
 	"warren/internal/clock"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // TestJitter checks the RTT variation estimate of a direct path: steady
@@ -15,7 +16,7 @@ import (
 func TestJitter(t *testing.T) {
 	now := time.Unix(1000, 0)
 	clk := clock.NewFake(now)
-	p := newPeerEP(&Conn{clock: clk}, noise.PublicKey{1})
+	p := newPeerEP(&Conn{clock: clk}, pubkey.Node{PublicKey: noise.PublicKey{1}})
 	addr := netip.MustParseAddrPort("198.18.1.2:41641")
 	probe := func(rtt time.Duration) {
 		tx := p.newPingLocked(addr, now)

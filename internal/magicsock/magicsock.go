@@ -33,6 +33,7 @@ import (
 	"warren/internal/clock"
 	"warren/internal/conn"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/stun"
 )
 
@@ -43,19 +44,19 @@ const EndpointPrefix = "peer:"
 // Relay is what the layer needs from a relay client.
 type Relay interface {
 	// Send relays one packet to the node with key dst.
-	Send(dst noise.PublicKey, pkt []byte) error
+	Send(dst pubkey.Node, pkt []byte) error
 }
 
 // PeerInfo is what the netmap says about a peer.
 type PeerInfo struct {
-	Key       noise.PublicKey
-	DiscoKey  noise.PublicKey // zero: no probing
+	Key       pubkey.Node
+	DiscoKey  pubkey.Disco // zero: no probing
 	Endpoints []netip.AddrPort
 }
 
 // Options configure a Conn.
 type Options struct {
-	NodeKey  noise.PublicKey  // this node's key, sent in pings
+	NodeKey  pubkey.Node      // this node's key, sent in pings
 	DiscoKey noise.PrivateKey // this node's disco private key
 	Logger   *slog.Logger
 	// Clock is the layer's source of time: probes, heartbeats, the trust
@@ -79,7 +80,7 @@ type Stats struct {
 type Conn struct {
 	udp      conn.Transport
 	opts     Options
-	discoPub noise.PublicKey
+	discoPub pubkey.Disco
 	log      *slog.Logger
 	clock    clock.Clock
 
@@ -89,9 +90,9 @@ type Conn struct {
 	ticking bool
 
 	mu      sync.RWMutex
-	peers   map[noise.PublicKey]*peerEP
+	peers   map[pubkey.Node]*peerEP
 	byAddr  map[netip.AddrPort]*peerEP
-	byDisco map[noise.PublicKey]*peerEP
+	byDisco map[pubkey.Disco]*peerEP
 	raws    map[netip.AddrPort]*rawEP
 	// contested are addresses more than one peer proved (pongs from each):
 	// they are bound to no peer, so the engine's keys decide.
@@ -113,7 +114,7 @@ type Conn struct {
 }
 
 type relayPacket struct {
-	src noise.PublicKey // the sender (relayIn) or the destination (relayOut)
+	src pubkey.Node // the sender (relayIn) or the destination (relayOut)
 	b   []byte
 	buf *[]byte // relayOut: b's pooled buffer
 }
@@ -126,9 +127,9 @@ func New(udp conn.Transport, o Options) *Conn {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	clk := clock.Or(o.Clock)
-	return &Conn{udp: udp, opts: o, discoPub: o.DiscoKey.PublicKey(), log: o.Logger, clock: clk,
-		peers: map[noise.PublicKey]*peerEP{}, byAddr: map[netip.AddrPort]*peerEP{},
-		byDisco: map[noise.PublicKey]*peerEP{}, raws: map[netip.AddrPort]*rawEP{},
+	return &Conn{udp: udp, opts: o, discoPub: pubkey.Disco{PublicKey: o.DiscoKey.PublicKey()}, log: o.Logger, clock: clk,
+		peers: map[pubkey.Node]*peerEP{}, byAddr: map[netip.AddrPort]*peerEP{},
+		byDisco: map[pubkey.Disco]*peerEP{}, raws: map[netip.AddrPort]*rawEP{},
 		contested: map[netip.AddrPort]bool{}, limiter: newDiscoLimiter(), epoch: clk.Now(),
 		relayIn: make(chan relayPacket, 512), relayOut: make(chan relayPacket, relaySendQueue)}
 }
@@ -143,7 +144,7 @@ const relaySendQueue = 1024
 var relayBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // queueRelay copies pkt onto the relay send queue, or drops it.
-func (c *Conn) queueRelay(dst noise.PublicKey, pkt []byte) {
+func (c *Conn) queueRelay(dst pubkey.Node, pkt []byte) {
 	bp := relayBufs.Get().(*[]byte)
 	b := append((*bp)[:0], pkt...)
 	*bp = b
@@ -175,7 +176,7 @@ func (c *Conn) relayWriter(stop chan struct{}) {
 }
 
 // DiscoPublic is this node's disco public key (for the netmap).
-func (c *Conn) DiscoPublic() noise.PublicKey { return c.discoPub }
+func (c *Conn) DiscoPublic() pubkey.Disco { return c.discoPub }
 
 // udpPort is the bound UDP port (for tests), 0 if unknown.
 func (c *Conn) udpPort() uint16 {
@@ -236,15 +237,15 @@ func (c *Conn) ParseEndpoint(s string) (conn.Endpoint, error) {
 		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.peerLocked(key), nil
+		return c.peerLocked(pubkey.Node{PublicKey: key}), nil
 	}
 	return c.udp.ParseEndpoint(s)
 }
 
 // PeerEndpoint is the endpoint string for a peer.
-func PeerEndpoint(k noise.PublicKey) string { return EndpointPrefix + k.String() }
+func PeerEndpoint(k pubkey.Node) string { return EndpointPrefix + k.String() }
 
-func (c *Conn) peerLocked(key noise.PublicKey) *peerEP {
+func (c *Conn) peerLocked(key pubkey.Node) *peerEP {
 	p := c.peers[key]
 	if p == nil {
 		p = newPeerEP(c, key)
@@ -259,7 +260,7 @@ func (c *Conn) SetPeers(peers []PeerInfo) {
 	now := c.clock.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	keep := map[noise.PublicKey]bool{}
+	keep := map[pubkey.Node]bool{}
 	for _, pi := range peers {
 		keep[pi.Key] = true
 		p := c.peerLocked(pi.Key)
@@ -292,7 +293,7 @@ func (c *Conn) SetPeers(peers []PeerInfo) {
 }
 
 // SetNodeKey changes the node key sent in pings (after a key rotation).
-func (c *Conn) SetNodeKey(k noise.PublicKey) {
+func (c *Conn) SetNodeKey(k pubkey.Node) {
 	c.mu.Lock()
 	c.opts.NodeKey = k
 	c.mu.Unlock()
@@ -314,7 +315,7 @@ func (c *Conn) SetLocalEndpoints(eps []netip.AddrPort) {
 }
 
 // PeerPath reports the path to a peer (PathNone for an unknown peer).
-func (c *Conn) PeerPath(k noise.PublicKey) Path {
+func (c *Conn) PeerPath(k pubkey.Node) Path {
 	c.mu.RLock()
 	p, relay := c.peers[k], c.relay != nil
 	c.mu.RUnlock()
@@ -329,7 +330,7 @@ func (c *Conn) PeerPath(k noise.PublicKey) Path {
 // (and the best guess while nothing is proven), probed at once; it is not
 // bound to the peer: a packet can be replayed from anywhere, only a pong
 // proves a path.
-func (c *Conn) learn(key noise.PublicKey, udp conn.Endpoint) conn.Endpoint {
+func (c *Conn) learn(key pubkey.Node, udp conn.Endpoint) conn.Endpoint {
 	addr := udp.Addr()
 	c.mu.RLock()
 	p := c.peers[key]
@@ -393,7 +394,7 @@ func (c *Conn) othersProvedLocked(addr netip.AddrPort, p *peerEP, now time.Time)
 
 // ReceiveRelayed hands the layer a packet the relay delivered from src. It
 // does not block: when the engine is behind, the packet is dropped.
-func (c *Conn) ReceiveRelayed(src noise.PublicKey, pkt []byte) {
+func (c *Conn) ReceiveRelayed(src pubkey.Node, pkt []byte) {
 	c.Stats.RelayRecv.Add(1)
 	if isDisco(pkt) {
 		c.handleDisco(pkt, netip.AddrPort{}, src, c.clock.Now())
@@ -460,7 +461,7 @@ func (c *Conn) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				if isDisco(b) || stun.Is(b) {
 					c.mu.RUnlock()
 					if isDisco(b) {
-						c.handleDisco(b, eps[i].Addr(), noise.PublicKey{}, c.clock.Now())
+						c.handleDisco(b, eps[i].Addr(), pubkey.Node{}, c.clock.Now())
 					} else {
 						c.handleSTUN(b, eps[i].Addr())
 					}

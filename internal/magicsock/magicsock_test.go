@@ -45,7 +45,7 @@ func genKey(t *testing.T) noise.PrivateKey {
 
 func newNode(t *testing.T, i byte) *node {
 	n := &node{t: t, key: genKey(t), disco: genKey(t), tun: tuntest.New(1420), addr: netip.AddrFrom4([4]byte{100, 64, 0, i})}
-	n.ms = magicsock.New(udp.New(), magicsock.Options{NodeKey: n.key.PublicKey(), DiscoKey: n.disco})
+	n.ms = magicsock.New(udp.New(), magicsock.Options{NodeKey: nodeKeyOf(n.key), DiscoKey: n.disco})
 	n.dev = device.New(n.tun, n.ms, device.Options{})
 	t.Cleanup(n.dev.Close)
 	port := uint16(0)
@@ -63,9 +63,9 @@ func (n *node) udpAddr() netip.AddrPort {
 // peer makes o a peer of n, reported at eps.
 func (n *node) peer(o *node, eps ...netip.AddrPort) {
 	n.t.Helper()
-	n.ms.SetPeers([]magicsock.PeerInfo{{Key: o.key.PublicKey(), DiscoKey: o.disco.PublicKey(), Endpoints: eps}})
+	n.ms.SetPeers([]magicsock.PeerInfo{{Key: nodeKeyOf(o.key), DiscoKey: discoKeyOf(o.disco), Endpoints: eps}})
 	err := n.dev.Apply(&uapi.Config{Peers: []uapi.PeerConfig{{
-		PublicKey: o.key.PublicKey(), Endpoint: magicsock.PeerEndpoint(o.key.PublicKey()),
+		PublicKey: o.key.PublicKey(), Endpoint: magicsock.PeerEndpoint(nodeKeyOf(o.key)),
 		ReplaceAllowedIPs: true, AllowedIPs: []netip.Prefix{netip.PrefixFrom(o.addr, 32)},
 	}}})
 	if err != nil {
@@ -99,7 +99,7 @@ func flow(t *testing.T, a, b *node, d time.Duration) {
 	deadline := time.Now().Add(d)
 	for !send(a, b, 300*time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no packet from %v to %v within %v (a→b path %+v)", a.addr, b.addr, d, a.ms.PeerPath(b.key.PublicKey()))
+			t.Fatalf("no packet from %v to %v within %v (a→b path %+v)", a.addr, b.addr, d, a.ms.PeerPath(nodeKeyOf(b.key)))
 		}
 	}
 }
@@ -111,7 +111,7 @@ func TestDirectPath(t *testing.T) {
 	flow(t, a, b, 5*time.Second)
 	flow(t, b, a, 5*time.Second)
 	wait.For(t, 10*time.Second, "direct path", func() bool {
-		p := a.ms.PeerPath(b.key.PublicKey())
+		p := a.ms.PeerPath(nodeKeyOf(b.key))
 		return p.Kind == magicsock.PathDirect && p.Addr == b.udpAddr() && p.RTT > 0
 	})
 	if a.ms.Stats.DiscoBad.Load() != 0 || b.ms.Stats.DiscoBad.Load() != 0 {
@@ -129,7 +129,7 @@ func TestLearnsUnreportedAddress(t *testing.T) {
 	flow(t, a, b, 5*time.Second)
 	flow(t, b, a, 5*time.Second)
 	wait.For(t, 10*time.Second, "b's direct path to a", func() bool {
-		return b.ms.PeerPath(a.key.PublicKey()).Kind == magicsock.PathDirect
+		return b.ms.PeerPath(nodeKeyOf(a.key)).Kind == magicsock.PathDirect
 	})
 }
 
@@ -162,6 +162,10 @@ func relayEnv(t *testing.T) (url string, key noise.PublicKey) {
 	t.Cleanup(func() { hs.Close(); srv.Close() })
 	return hs.URL, k.PublicKey()
 }
+
+// nodeKeyOf and discoKeyOf are the typed public keys of a private key.
+func nodeKeyOf(k noise.PrivateKey) pubkey.Node   { return pubkey.Node{PublicKey: k.PublicKey()} }
+func discoKeyOf(k noise.PrivateKey) pubkey.Disco { return pubkey.Disco{PublicKey: k.PublicKey()} }
 
 func (n *node) useRelay(t *testing.T, url string, key noise.PublicKey) {
 	c := relay.NewClient(url, pubkey.Relay{PublicKey: key}, n.key, relay.ClientOptions{Receive: n.ms.ReceiveRelayed})
@@ -228,7 +232,7 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 	b.peer(a, dead)
 	flow(t, a, b, 5*time.Second)
 	flow(t, b, a, 5*time.Second)
-	if k := a.ms.PeerPath(b.key.PublicKey()).Kind; k != magicsock.PathRelay {
+	if k := a.ms.PeerPath(nodeKeyOf(b.key)).Kind; k != magicsock.PathRelay {
 		t.Fatalf("path with no direct address: %s", k)
 	}
 	if a.ms.Stats.RelaySent.Load() == 0 || b.ms.Stats.RelayRecv.Load() == 0 {
@@ -243,8 +247,8 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 	start := time.Now()
 	wait.For(t, 10*time.Second, "upgrade to direct", func() bool {
 		send(a, b, 100*time.Millisecond)
-		return a.ms.PeerPath(b.key.PublicKey()).Kind == magicsock.PathDirect &&
-			b.ms.PeerPath(a.key.PublicKey()).Kind == magicsock.PathDirect
+		return a.ms.PeerPath(nodeKeyOf(b.key)).Kind == magicsock.PathDirect &&
+			b.ms.PeerPath(nodeKeyOf(a.key)).Kind == magicsock.PathDirect
 	})
 	t.Logf("relay → direct in %v", time.Since(start).Round(time.Millisecond))
 	flow(t, a, b, 5*time.Second)
@@ -254,14 +258,14 @@ func TestRelayFallbackAndUpgrade(t *testing.T) {
 	m.cut.Store(true)
 	cut := time.Now()
 	wait.For(t, 10*time.Second, "fallback to the relay", func() bool {
-		return a.ms.PeerPath(b.key.PublicKey()).Kind == magicsock.PathRelay
+		return a.ms.PeerPath(nodeKeyOf(b.key)).Kind == magicsock.PathRelay
 	})
 	flow(t, a, b, 5*time.Second)
 	t.Logf("direct cut → traffic over the relay in %v", time.Since(cut).Round(time.Millisecond))
 	if got := a.dev.State().Peers[0].LastHandshake; !got.Equal(handshakes) {
 		t.Logf("a new handshake happened (%v → %v); allowed, but not needed", handshakes, got)
 	}
-	if !strings.Contains(a.ms.PeerPath(b.key.PublicKey()).Kind.String(), "relay") {
+	if !strings.Contains(a.ms.PeerPath(nodeKeyOf(b.key)).Kind.String(), "relay") {
 		t.Fatal("unexpected path")
 	}
 }

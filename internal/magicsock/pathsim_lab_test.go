@@ -14,6 +14,7 @@ import (
 	"warren/internal/device"
 	"warren/internal/netsim"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/testutil/wait"
 	"warren/internal/tun/tuntest"
 	"warren/internal/uapi"
@@ -41,15 +42,15 @@ var (
 // node's key is handed to that node's Conn.
 type memRelay struct {
 	mu    sync.Mutex
-	conns map[noise.PublicKey]*Conn
+	conns map[pubkey.Node]*Conn
 }
 
 type memRelayClient struct {
 	r    *memRelay
-	from noise.PublicKey
+	from pubkey.Node
 }
 
-func (rc memRelayClient) Send(dst noise.PublicKey, pkt []byte) error {
+func (rc memRelayClient) Send(dst pubkey.Node, pkt []byte) error {
 	rc.r.mu.Lock()
 	c := rc.r.conns[dst]
 	rc.r.mu.Unlock()
@@ -65,7 +66,7 @@ func (rc memRelayClient) Send(dst noise.PublicKey, pkt []byte) error {
 type labNode struct {
 	name  string
 	priv  noise.PrivateKey
-	key   noise.PublicKey
+	key   pubkey.Node
 	disco noise.PrivateKey
 	host  *netsim.Host
 	nat   *netsim.NAT
@@ -107,13 +108,13 @@ func setupPathLab(t *testing.T, natA, natB netsim.NATConfig, engine bool) *pathL
 	l := &pathLab{t: t, clk: clock.NewFake(labStart)}
 	l.net = netsim.New(l.clk)
 	l.net.AddSTUN(stunAddr)
-	relay := &memRelay{conns: map[noise.PublicKey]*Conn{}}
+	relay := &memRelay{conns: map[pubkey.Node]*Conn{}}
 	l.a = l.newNode("a", 1, natA, relay)
 	l.b = l.newNode("b", 2, natB, relay)
 	l.a.other, l.b.other = l.b, l.a
 	for _, n := range []*labNode{l.a, l.b} {
 		other := n.other
-		n.c.SetPeers([]PeerInfo{{Key: other.key, DiscoKey: other.disco.PublicKey()}})
+		n.c.SetPeers([]PeerInfo{{Key: other.key, DiscoKey: discoOf(other.disco)}})
 		ep, err := n.c.ParseEndpoint(PeerEndpoint(other.key))
 		if err != nil {
 			t.Fatal(err)
@@ -123,7 +124,7 @@ func setupPathLab(t *testing.T, natA, natB netsim.NATConfig, engine bool) *pathL
 		// discovery: announce it, and tell the peer.
 		n.c.SetSTUN([]netip.AddrPort{stunAddr}, func(eps []netip.AddrPort) {
 			n.c.SetLocalEndpoints(eps)
-			other.c.SetPeers([]PeerInfo{{Key: n.key, DiscoKey: n.disco.PublicKey(), Endpoints: eps}})
+			other.c.SetPeers([]PeerInfo{{Key: n.key, DiscoKey: discoOf(n.disco), Endpoints: eps}})
 		})
 		if engine {
 			n.startEngine(t)
@@ -141,7 +142,7 @@ func setupPathLab(t *testing.T, natA, natB netsim.NATConfig, engine bool) *pathL
 	if engine {
 		for _, n := range []*labNode{l.a, l.b} {
 			err := n.dev.Apply(&uapi.Config{Peers: []uapi.PeerConfig{{
-				PublicKey: n.other.key, Endpoint: PeerEndpoint(n.other.key),
+				PublicKey: n.other.key.PublicKey, Endpoint: PeerEndpoint(n.other.key),
 				ReplaceAllowedIPs: true, AllowedIPs: []netip.Prefix{netip.PrefixFrom(n.other.tunAddr, 32)},
 			}}})
 			if err != nil {
@@ -187,7 +188,7 @@ func (n *labNode) readTUN() {
 
 func (l *pathLab) newNode(name string, i byte, cfg netsim.NATConfig, relay *memRelay) *labNode {
 	key, disco := genKeyT(l.t), genKeyT(l.t)
-	n := &labNode{name: name, priv: key, key: key.PublicKey(), disco: disco, seen: map[uint32]bool{},
+	n := &labNode{name: name, priv: key, key: nodeOf(key), disco: disco, seen: map[uint32]bool{},
 		tunAddr: netip.AddrFrom4([4]byte{100, 64, 0, i})}
 	n.nat = l.net.NewNAT(netip.AddrFrom4([4]byte{198, 18, 0, i}), cfg)
 	n.host = l.net.NewHost(netip.AddrFrom4([4]byte{10, 0, i, 2}), n.nat)

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"warren/internal/conn"
-	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // probeTick is how often the prober looks for due probes.
@@ -98,7 +98,7 @@ func (c *Conn) probeDue(now time.Time) {
 }
 
 // Probe pings every candidate of the peer now (for tests and `warren ping`).
-func (c *Conn) Probe(k noise.PublicKey) {
+func (c *Conn) Probe(k pubkey.Node) {
 	c.mu.RLock()
 	p := c.peers[k]
 	c.mu.RUnlock()
@@ -165,7 +165,7 @@ func (c *Conn) pingClock(now time.Time) uint64 {
 // or through the relay from node relayFrom (src invalid). Nothing in it
 // binds an address to a peer except a pong answering our ping to that
 // address (see bindLocked).
-func (c *Conn) handleDisco(b []byte, src netip.AddrPort, relayFrom noise.PublicKey, now time.Time) {
+func (c *Conn) handleDisco(b []byte, src netip.AddrPort, relayFrom pubkey.Node, now time.Time) {
 	c.Stats.DiscoRecv.Add(1)
 	source := src
 	if !src.IsValid() {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"warren/internal/magicsock"
-	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/testutil/wait"
 	"warren/internal/udp"
 )
@@ -20,7 +20,7 @@ type stalledRelay struct {
 	sent    atomic.Int64
 }
 
-func (r *stalledRelay) Send(dst noise.PublicKey, pkt []byte) error {
+func (r *stalledRelay) Send(dst pubkey.Node, pkt []byte) error {
 	<-r.release
 	r.sent.Add(1)
 	return nil
@@ -36,7 +36,7 @@ func TestRelaySendNeverBlocks(t *testing.T) {
 	r := &stalledRelay{release: make(chan struct{})}
 	t.Cleanup(func() { r.once.Do(func() { close(r.release) }); ms.Close() })
 	ms.SetRelay(r)
-	peer := genKey(t).PublicKey()
+	peer := nodeKeyOf(genKey(t))
 	ms.SetPeers([]magicsock.PeerInfo{{Key: peer}}) // no address: relay only
 	ep, err := ms.ParseEndpoint(magicsock.PeerEndpoint(peer))
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"warren/internal/conn"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/udp"
 )
 
@@ -22,14 +23,14 @@ func newTestConn(t *testing.T) (*Conn, noise.PrivateKey) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(udp.New(), Options{NodeKey: k.PublicKey(), DiscoKey: d}), d
+	return New(udp.New(), Options{NodeKey: nodeOf(k), DiscoKey: d}), d
 }
 
 // TestPingReplayWindow: a peer's ping is accepted once; the same txid again,
 // or a ping older than the window behind the newest, is refused; a new
 // disco key starts afresh.
 func TestPingReplayWindow(t *testing.T) {
-	p := newPeerEP(nil, noise.PublicKey{1})
+	p := newPeerEP(nil, pubkey.Node{PublicKey: noise.PublicKey{1}})
 	base := uint64(time.Hour)
 	if !p.acceptPingLocked(txID{1}, base) {
 		t.Fatal("first ping refused")
@@ -77,7 +78,7 @@ func TestDiscoRateLimit(t *testing.T) {
 	now := time.Unix(1000, 0)
 	const flood = 1000
 	for range flood {
-		c.handleDisco(junk, src, noise.PublicKey{}, now)
+		c.handleDisco(junk, src, pubkey.Node{}, now)
 	}
 	if got := c.Stats.DiscoRateLimited.Load(); got != flood-discoBurst {
 		t.Fatalf("rate limited %d of %d at one instant, want %d", got, flood, flood-discoBurst)
@@ -86,20 +87,20 @@ func TestDiscoRateLimit(t *testing.T) {
 		t.Fatalf("handled %d, want the burst %d", got, discoBurst)
 	}
 	// Another source (another host behind another address) is served.
-	c.handleDisco(junk, netip.MustParseAddrPort("198.18.0.10:41641"), noise.PublicKey{}, now)
+	c.handleDisco(junk, netip.MustParseAddrPort("198.18.0.10:41641"), pubkey.Node{}, now)
 	if got := c.Stats.DiscoBad.Load(); got != discoBurst+1 {
 		t.Fatal("another source was limited")
 	}
 	// A second later the flooder has earned discoRate packets back.
 	limited := c.Stats.DiscoRateLimited.Load()
 	for range discoRate + 1 {
-		c.handleDisco(junk, src, noise.PublicKey{}, now.Add(time.Second))
+		c.handleDisco(junk, src, pubkey.Node{}, now.Add(time.Second))
 	}
 	if got := c.Stats.DiscoRateLimited.Load() - limited; got != 1 {
 		t.Fatalf("after a second: %d limited, want 1", got)
 	}
 	// Relayed disco is limited per sending node.
-	relayed := noise.PublicKey{7}
+	relayed := pubkey.Node{PublicKey: noise.PublicKey{7}}
 	for range discoBurst + 1 {
 		c.handleDisco(junk, netip.AddrPort{}, relayed, now)
 	}
@@ -141,9 +142,9 @@ func TestContestedAddress(t *testing.T) {
 	k1, _ := noise.GeneratePrivateKey()
 	k2, _ := noise.GeneratePrivateKey()
 	x := netip.MustParseAddrPort("192.168.1.10:41641")
-	c.SetPeers([]PeerInfo{{Key: k1.PublicKey(), Endpoints: []netip.AddrPort{x}}, {Key: k2.PublicKey(), Endpoints: []netip.AddrPort{x}}})
+	c.SetPeers([]PeerInfo{{Key: nodeOf(k1), Endpoints: []netip.AddrPort{x}}, {Key: nodeOf(k2), Endpoints: []netip.AddrPort{x}}})
 	c.mu.RLock()
-	p1, p2 := c.peers[k1.PublicKey()], c.peers[k2.PublicKey()]
+	p1, p2 := c.peers[nodeOf(k1)], c.peers[nodeOf(k2)]
 	bound := c.byAddr[x]
 	c.mu.RUnlock()
 	if bound != nil {
@@ -188,17 +189,17 @@ func TestCallMeMaybeThrottled(t *testing.T) {
 	c, ourDisco := newTestConn(t)
 	k, _ := noise.GeneratePrivateKey()
 	d, _ := noise.GeneratePrivateKey()
-	c.SetPeers([]PeerInfo{{Key: k.PublicKey(), DiscoKey: d.PublicKey()}})
-	shared := sharedKey(d, ourDisco.PublicKey())
+	c.SetPeers([]PeerInfo{{Key: nodeOf(k), DiscoKey: discoOf(d)}})
+	shared := sharedKey(d, discoOf(ourDisco))
 	call := func(a string) []byte {
-		return seal(d.PublicKey(), shared, &discoMsg{typ: msgCallMeMaybe, addrs: []netip.AddrPort{netip.MustParseAddrPort(a)}})
+		return seal(discoOf(d), shared, &discoMsg{typ: msgCallMeMaybe, addrs: []netip.AddrPort{netip.MustParseAddrPort(a)}})
 	}
 	src := netip.MustParseAddrPort("198.18.0.5:41641")
 	now := time.Unix(1000, 0)
-	c.handleDisco(call("203.0.113.1:1"), src, noise.PublicKey{}, now)
-	c.handleDisco(call("203.0.113.2:2"), src, noise.PublicKey{}, now.Add(callMinGap/2))
-	c.handleDisco(call("203.0.113.3:3"), src, noise.PublicKey{}, now.Add(callMinGap))
-	p := c.peers[k.PublicKey()]
+	c.handleDisco(call("203.0.113.1:1"), src, pubkey.Node{}, now)
+	c.handleDisco(call("203.0.113.2:2"), src, pubkey.Node{}, now.Add(callMinGap/2))
+	c.handleDisco(call("203.0.113.3:3"), src, pubkey.Node{}, now.Add(callMinGap))
+	p := c.peers[nodeOf(k)]
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for a, want := range map[string]bool{"203.0.113.1:1": true, "203.0.113.2:2": false, "203.0.113.3:3": true} {
@@ -222,22 +223,22 @@ func TestClaimsDoNotBind(t *testing.T) {
 	k, _ := noise.GeneratePrivateKey()
 	d, _ := noise.GeneratePrivateKey()
 	reported := netip.MustParseAddrPort("198.18.0.1:41641")
-	c.SetPeers([]PeerInfo{{Key: k.PublicKey(), DiscoKey: d.PublicKey(), Endpoints: []netip.AddrPort{reported}}})
-	shared := sharedKey(d, ourDisco.PublicKey())
+	c.SetPeers([]PeerInfo{{Key: nodeOf(k), DiscoKey: discoOf(d), Endpoints: []netip.AddrPort{reported}}})
+	shared := sharedKey(d, discoOf(ourDisco))
 	now := time.Now()
 	pingSrc := netip.MustParseAddrPort("198.18.0.2:41641")
-	c.handleDisco(seal(d.PublicKey(), shared, &discoMsg{typ: msgPing, tx: txID{1}, nodeKey: k.PublicKey(), clock: 1}), pingSrc, noise.PublicKey{}, now)
+	c.handleDisco(seal(discoOf(d), shared, &discoMsg{typ: msgPing, tx: txID{1}, nodeKey: nodeOf(k), clock: 1}), pingSrc, pubkey.Node{}, now)
 	called := netip.MustParseAddrPort("198.18.0.3:41641")
-	c.handleDisco(seal(d.PublicKey(), shared, &discoMsg{typ: msgCallMeMaybe, addrs: []netip.AddrPort{called}}), pingSrc, noise.PublicKey{}, now)
+	c.handleDisco(seal(discoOf(d), shared, &discoMsg{typ: msgCallMeMaybe, addrs: []netip.AddrPort{called}}), pingSrc, pubkey.Node{}, now)
 	heard := netip.MustParseAddrPort("198.18.0.4:41641")
 	udpEP, err := c.udp.ParseEndpoint(heard.String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ep := (&rawEP{c: c, udp: udpEP}).FromPeer(k.PublicKey()); ep != conn.Endpoint(c.peers[k.PublicKey()]) {
+	if ep := (&rawEP{c: c, udp: udpEP}).FromPeer(k.PublicKey()); ep != conn.Endpoint(c.peers[nodeOf(k)]) {
 		t.Fatal("FromPeer did not return the peer's endpoint")
 	}
-	p := c.peers[k.PublicKey()]
+	p := c.peers[nodeOf(k)]
 	for _, a := range []netip.AddrPort{reported, pingSrc, called, heard} {
 		if c.byAddr[a] != nil {
 			t.Errorf("%s bound on a claim", a)
@@ -250,7 +251,7 @@ func TestClaimsDoNotBind(t *testing.T) {
 		}
 	}
 	// A pong from an address we did not ping binds nothing either.
-	c.handleDisco(seal(d.PublicKey(), shared, &discoMsg{typ: msgPong, tx: txID{9}}), called, noise.PublicKey{}, now)
+	c.handleDisco(seal(discoOf(d), shared, &discoMsg{typ: msgPong, tx: txID{9}}), called, pubkey.Node{}, now)
 	if c.byAddr[called] != nil || c.Stats.DiscoBad.Load() != 1 {
 		t.Fatal("an unsolicited pong was taken as proof")
 	}
@@ -258,12 +259,12 @@ func TestClaimsDoNotBind(t *testing.T) {
 	p.mu.Lock()
 	tx := p.newPingLocked(called, now)
 	p.mu.Unlock()
-	c.handleDisco(seal(d.PublicKey(), shared, &discoMsg{typ: msgPong, tx: tx}), called, noise.PublicKey{}, now)
+	c.handleDisco(seal(discoOf(d), shared, &discoMsg{typ: msgPong, tx: tx}), called, pubkey.Node{}, now)
 	if c.byAddr[called] != p {
 		t.Fatal("not bound after the pong to our ping")
 	}
 	// The same pong again (replayed): nothing more, and counted as bad.
-	c.handleDisco(seal(d.PublicKey(), shared, &discoMsg{typ: msgPong, tx: tx}), heard, noise.PublicKey{}, now)
+	c.handleDisco(seal(discoOf(d), shared, &discoMsg{typ: msgPong, tx: tx}), heard, pubkey.Node{}, now)
 	if c.byAddr[heard] != nil {
 		t.Fatal("a replayed pong bound another address")
 	}

@@ -10,6 +10,7 @@ import (
 
 	"warren/internal/magicsock"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/testutil/wait"
 	"warren/internal/uapi"
 )
@@ -37,8 +38,8 @@ func (n *node) setPeers(ps ...peerSpec) {
 	var infos []magicsock.PeerInfo
 	var cfgs []uapi.PeerConfig
 	for _, p := range ps {
-		infos = append(infos, magicsock.PeerInfo{Key: p.key, DiscoKey: p.disco, Endpoints: p.eps})
-		cfgs = append(cfgs, uapi.PeerConfig{PublicKey: p.key, Endpoint: magicsock.PeerEndpoint(p.key),
+		infos = append(infos, magicsock.PeerInfo{Key: pubkey.Node{PublicKey: p.key}, DiscoKey: pubkey.Disco{PublicKey: p.disco}, Endpoints: p.eps})
+		cfgs = append(cfgs, uapi.PeerConfig{PublicKey: p.key, Endpoint: magicsock.PeerEndpoint(pubkey.Node{PublicKey: p.key}),
 			ReplaceAllowedIPs: true, AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.tunnel, 32)}})
 	}
 	n.ms.SetPeers(infos)
@@ -119,7 +120,7 @@ func directTo(t *testing.T, from, o *node) {
 	t.Helper()
 	wait.For(t, 10*time.Second, "direct path to the peer's real address", func() bool {
 		send(from, o, 50*time.Millisecond)
-		p := from.ms.PeerPath(o.key.PublicKey())
+		p := from.ms.PeerPath(nodeKeyOf(o.key))
 		return p.Kind == magicsock.PathDirect && p.Addr == o.udpAddr()
 	})
 }
@@ -164,7 +165,7 @@ func TestRogueClaimsCannotStealPeer(t *testing.T) {
 			if got := rogue.wg.Load(); got != 0 {
 				t.Fatalf("the rogue received %d WireGuard messages meant for V", got)
 			}
-			if p := n.ms.PeerPath(v.key.PublicKey()); p.Addr != v.udpAddr() {
+			if p := n.ms.PeerPath(nodeKeyOf(v.key)); p.Addr != v.udpAddr() {
 				t.Fatalf("N's path to V moved to %+v", p)
 			}
 			if r := n.dev.Stats.RoamRefused.Load(); r != 0 {
@@ -245,7 +246,7 @@ func TestReplayedPingChangesNothing(t *testing.T) {
 		}
 	}
 	flow(t, n, v, 5*time.Second)
-	if p := n.ms.PeerPath(v.key.PublicKey()); p.Kind != magicsock.PathDirect || p.Addr != v.udpAddr() {
+	if p := n.ms.PeerPath(nodeKeyOf(v.key)); p.Kind != magicsock.PathDirect || p.Addr != v.udpAddr() {
 		t.Fatalf("N's path to V after the replay: %+v", p)
 	}
 	if got := first.wg.Load() + replayer.wg.Load(); got != 0 {

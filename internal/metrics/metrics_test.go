@@ -12,6 +12,7 @@ import (
 	"warren/internal/device"
 	"warren/internal/magicsock"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/tun/tuntest"
 	"warren/internal/udp"
 )
@@ -22,13 +23,13 @@ import (
 func TestNode(t *testing.T) {
 	tr := udp.New()
 	priv, _ := noise.GeneratePrivateKey()
-	ms := magicsock.New(tr, magicsock.Options{NodeKey: priv.PublicKey(), DiscoKey: priv})
+	ms := magicsock.New(tr, magicsock.Options{NodeKey: pubkey.Node{PublicKey: priv.PublicKey()}, DiscoKey: priv})
 	dev := device.New(tuntest.New(1420), ms, device.Options{})
 	defer dev.Close()
 	dev.Stats.DropReplay.Add(3)
 	unknown, _ := noise.GeneratePrivateKey()
 	reg := Registry(&Node{Device: dev, Paths: ms, UDP: tr,
-		Peers:          func() []Peer { return []Peer{{Key: unknown.PublicKey(), Name: "gone"}} },
+		Peers:          func() []Peer { return []Peer{{Key: pubkey.Node{PublicKey: unknown.PublicKey()}, Name: "gone"}} },
 		CaptureDropped: func() uint64 { return 7 }})
 	var b bytes.Buffer
 	if err := WriteText(&b, reg); err != nil {

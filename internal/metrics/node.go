@@ -7,14 +7,14 @@ import (
 
 	"warren/internal/device"
 	"warren/internal/magicsock"
-	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/tun"
 	"warren/internal/udp"
 )
 
 // Peer names a peer for the per-peer metrics.
 type Peer struct {
-	Key  noise.PublicKey
+	Key  pubkey.Node
 	Name string
 }
 
@@ -107,13 +107,13 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	}
 	now := time.Now()
 	if n.Peers != nil {
-		seen := map[noise.PublicKey]bool{}
+		seen := map[pubkey.Node]bool{}
 		for _, p := range n.Peers() {
 			if seen[p.Key] {
 				continue
 			}
 			seen[p.Key] = true
-			s, ok := n.Device.PeerStats(p.Key)
+			s, ok := n.Device.PeerStats(p.Key.PublicKey)
 			if !ok {
 				continue
 			}

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // Delta turns the map at version From into the map at version To. Absent
@@ -35,14 +35,14 @@ type PeerChange struct {
 	ID         uint64
 	Name       *string
 	User       *string
-	Key        *noise.PublicKey
+	Key        *pubkey.Node
 	Addresses  *[]netip.Prefix
 	AllowedIPs *[]netip.Prefix
 	Endpoints  *[]netip.AddrPort
 	Online     *bool
 	LastSeen   *time.Time
 	Expiry     *time.Time
-	DiscoKey   *noise.PublicKey
+	DiscoKey   *pubkey.Disco
 	Routes     *[]netip.Prefix
 	Tags       *[]string
 }

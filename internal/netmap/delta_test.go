@@ -10,7 +10,7 @@ import (
 
 func testNode(id uint64, name string, keyByte byte, addr string) Node {
 	n := Node{ID: id, Name: name, User: "alice"}
-	n.Key[0] = keyByte
+	n.Key.PublicKey[0] = keyByte
 	if addr != "" {
 		p := netip.MustParsePrefix(addr)
 		n.Addresses = []netip.Prefix{p}
@@ -63,10 +63,10 @@ func TestDiffApplyTable(t *testing.T) {
 				t.Errorf("patch should carry only endpoints: %+v", c)
 			}
 		}},
-		{"online and key changed", func(m *NetworkMap) { m.Peers[1].Online = true; m.Peers[1].Key[0] = 9 },
+		{"online and key changed", func(m *NetworkMap) { m.Peers[1].Online = true; m.Peers[1].Key.PublicKey[0] = 9 },
 			func(t *testing.T, d Delta) {
 				c := d.PeersChanged[0]
-				if c.Online == nil || !*c.Online || c.Key == nil || c.Key[0] != 9 || c.Endpoints != nil {
+				if c.Online == nil || !*c.Online || c.Key == nil || c.Key.PublicKey[0] != 9 || c.Endpoints != nil {
 					t.Errorf("%+v", c)
 				}
 			}},

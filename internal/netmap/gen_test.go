@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // gen builds random but valid maps for property tests.
@@ -39,7 +40,7 @@ func (g *gen) node(id uint64) Node {
 		ID:     id,
 		Name:   fmt.Sprintf("n%d", id),
 		User:   []string{"alice", "bob", ""}[g.r.IntN(3)],
-		Key:    g.key(),
+		Key:    pubkey.Node{PublicKey: g.key()},
 		Online: g.r.IntN(2) == 0,
 	}
 	if g.r.IntN(3) == 0 {
@@ -64,7 +65,7 @@ func (g *gen) node(id uint64) Node {
 	}
 	n.LastSeen, n.Expiry = g.time(), g.time()
 	if g.r.IntN(2) == 0 {
-		n.DiscoKey = fresh32(g)
+		n.DiscoKey = pubkey.Disco{PublicKey: fresh32(g)}
 	}
 	n.Routes = g.routes()
 	return n
@@ -114,7 +115,7 @@ func (g *gen) mutate(n Node) Node {
 		case 8:
 			out.Expiry = fresh.Expiry
 		case 9:
-			out.DiscoKey = fresh32(g)
+			out.DiscoKey = pubkey.Disco{PublicKey: fresh32(g)}
 		case 10:
 			out.Routes = g.routes()
 		}

@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"warren/internal/dnsname"
-	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/routeprefix"
 )
 
@@ -61,7 +61,7 @@ type Node struct {
 	// Tags ("tag:NAME", sorted) make a tagged node: owned by its tags,
 	// not by User, so never treated as one of User's own machines.
 	Tags       []string
-	Key        noise.PublicKey  // WireGuard public key, unique
+	Key        pubkey.Node      // WireGuard public key, unique
 	Addresses  []netip.Prefix   // the node's own tunnel addresses (single hosts)
 	AllowedIPs []netip.Prefix   // prefixes routed to the node
 	Endpoints  []netip.AddrPort // UDP endpoints the node reported
@@ -70,7 +70,7 @@ type Node struct {
 	Expiry     time.Time // zero: never expires
 	// DiscoKey is the node's path-probe key (package magicsock): probes
 	// between nodes are sealed with it. Zero: the node does not probe.
-	DiscoKey noise.PublicKey
+	DiscoKey pubkey.Disco
 	// Routes are the prefixes the node routes for others: advertised by
 	// the node and approved by an admin, sorted. 0.0.0.0/0 and ::/0 make
 	// it an exit node. They are not in AllowedIPs: each peer's daemon
@@ -220,7 +220,7 @@ func (m *NetworkMap) Validate() error {
 		return fmt.Errorf("%w: nil map", ErrInvalid)
 	}
 	ids := map[uint64]bool{}
-	keys := map[noise.PublicKey]uint64{}
+	keys := map[pubkey.Node]uint64{}
 	names := map[string]uint64{}
 	addrs := map[netip.Addr]uint64{}
 	check := func(n *Node, what string) error {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"warren/internal/pubkey"
 )
 
 func TestJSONRoundTrip(t *testing.T) {
@@ -103,7 +105,7 @@ func TestValidate(t *testing.T) {
 		{"duplicate id", func(m *NetworkMap) { m.Peers[1].ID = 2 }, false},
 		{"peer with self id", func(m *NetworkMap) { m.Peers[0].ID = 1 }, false},
 		{"unsorted", func(m *NetworkMap) { m.Peers[0], m.Peers[1] = m.Peers[1], m.Peers[0] }, false},
-		{"zero key", func(m *NetworkMap) { m.Peers[0].Key = [32]byte{} }, false},
+		{"zero key", func(m *NetworkMap) { m.Peers[0].Key = pubkey.Node{} }, false},
 		{"duplicate key", func(m *NetworkMap) { m.Peers[0].Key = m.Peers[1].Key }, false},
 		{"key of self", func(m *NetworkMap) { m.Peers[0].Key = m.Self.Key }, false},
 		{"duplicate name", func(m *NetworkMap) { m.Peers[0].Name = "b" }, false},

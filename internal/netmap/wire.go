@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 // This file holds the JSON encoding. Wire structs fix the field names, and
@@ -26,6 +27,39 @@ func (k *wireKey) UnmarshalText(b []byte) error {
 	}
 	*k = wireKey(pk)
 	return nil
+}
+
+// The helpers below move typed key pointers to and from wireKey (nil
+// stays nil): the wire form is the wrapped key's base64.
+
+func nodeOut(k *pubkey.Node) *wireKey {
+	if k == nil {
+		return nil
+	}
+	w := wireKey(k.PublicKey)
+	return &w
+}
+
+func discoPtrOut(k *pubkey.Disco) *wireKey {
+	if k == nil {
+		return nil
+	}
+	w := wireKey(k.PublicKey)
+	return &w
+}
+
+func nodeIn(w *wireKey) *pubkey.Node {
+	if w == nil {
+		return nil
+	}
+	return &pubkey.Node{PublicKey: noise.PublicKey(*w)}
+}
+
+func discoPtrIn(w *wireKey) *pubkey.Disco {
+	if w == nil {
+		return nil
+	}
+	return &pubkey.Disco{PublicKey: noise.PublicKey(*w)}
 }
 
 func nonNil[T any](s []T) []T {
@@ -51,25 +85,25 @@ type wireNode struct {
 	Tags       []string         `json:"tags,omitempty"`
 }
 
-func discoOut(k noise.PublicKey) *wireKey {
+func discoOut(k pubkey.Disco) *wireKey {
 	if k.IsZero() {
 		return nil
 	}
-	w := wireKey(k)
+	w := wireKey(k.PublicKey)
 	return &w
 }
 
-func discoIn(w *wireKey) noise.PublicKey {
+func discoIn(w *wireKey) pubkey.Disco {
 	if w == nil {
-		return noise.PublicKey{}
+		return pubkey.Disco{}
 	}
-	return noise.PublicKey(*w)
+	return pubkey.Disco{PublicKey: noise.PublicKey(*w)}
 }
 
 // MarshalJSON implements json.Marshaler.
 func (n Node) MarshalJSON() ([]byte, error) {
 	return json.Marshal(wireNode{
-		ID: n.ID, Name: n.Name, User: n.User, Key: wireKey(n.Key),
+		ID: n.ID, Name: n.Name, User: n.User, Key: wireKey(n.Key.PublicKey),
 		Addresses: nonNil(n.Addresses), AllowedIPs: nonNil(n.AllowedIPs), Endpoints: nonNil(n.Endpoints),
 		Online: n.Online, LastSeen: n.LastSeen.UTC(), Expiry: n.Expiry.UTC(), DiscoKey: discoOut(n.DiscoKey),
 		Routes: n.Routes, Tags: n.Tags,
@@ -83,7 +117,7 @@ func (n *Node) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*n = Node{
-		ID: w.ID, Name: w.Name, User: w.User, Key: noise.PublicKey(w.Key),
+		ID: w.ID, Name: w.Name, User: w.User, Key: pubkey.Node{PublicKey: noise.PublicKey(w.Key)},
 		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
 		Online: w.Online, LastSeen: w.LastSeen.UTC(), Expiry: w.Expiry.UTC(), DiscoKey: discoIn(w.DiscoKey),
 		Routes: w.Routes, Tags: w.Tags,
@@ -190,9 +224,9 @@ func utcPtr(t *time.Time) *time.Time {
 // MarshalJSON implements json.Marshaler.
 func (c PeerChange) MarshalJSON() ([]byte, error) {
 	return json.Marshal(wirePeerChange{
-		ID: c.ID, Name: c.Name, User: c.User, Key: (*wireKey)(c.Key),
+		ID: c.ID, Name: c.Name, User: c.User, Key: nodeOut(c.Key),
 		Addresses: nonNilPtr(c.Addresses), AllowedIPs: nonNilPtr(c.AllowedIPs), Endpoints: nonNilPtr(c.Endpoints),
-		Online: c.Online, LastSeen: utcPtr(c.LastSeen), Expiry: utcPtr(c.Expiry), DiscoKey: (*wireKey)(c.DiscoKey),
+		Online: c.Online, LastSeen: utcPtr(c.LastSeen), Expiry: utcPtr(c.Expiry), DiscoKey: discoPtrOut(c.DiscoKey),
 		Routes: nonNilPtr(c.Routes), Tags: nonNilPtr(c.Tags),
 	})
 }
@@ -205,9 +239,9 @@ func (c *PeerChange) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*c = PeerChange{
-		ID: w.ID, Name: w.Name, User: w.User, Key: (*noise.PublicKey)(w.Key),
+		ID: w.ID, Name: w.Name, User: w.User, Key: nodeIn(w.Key),
 		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
-		Online: w.Online, LastSeen: utcPtr(w.LastSeen), Expiry: utcPtr(w.Expiry), DiscoKey: (*noise.PublicKey)(w.DiscoKey),
+		Online: w.Online, LastSeen: utcPtr(w.LastSeen), Expiry: utcPtr(w.Expiry), DiscoKey: discoPtrIn(w.DiscoKey),
 		Routes: w.Routes, Tags: w.Tags,
 	}
 	return nil

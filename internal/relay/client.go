@@ -25,11 +25,11 @@ type ClientOptions struct {
 	// Receive is called with each packet relayed to this node, from the
 	// client's single reader goroutine; pkt is valid only during the call
 	// and Receive must not block for long.
-	Receive func(src noise.PublicKey, pkt []byte)
+	Receive func(src pubkey.Node, pkt []byte)
 	// PeerGone is called when the relay says a destination is not
 	// connected (at most once a second per destination), so the caller
 	// can try another path. Same rules as Receive.
-	PeerGone func(peer noise.PublicKey)
+	PeerGone func(peer pubkey.Node)
 	// OnState is called with true when a session comes up and false when
 	// it goes down. Same rules as Receive.
 	OnState func(connected bool)
@@ -89,7 +89,7 @@ func NewClient(url string, relayKey pubkey.Relay, nodeKey noise.PrivateKey, o Cl
 // Send relays pkt to the node dst over the current session. It fails with
 // ErrNotConnected while reconnecting (the caller drops the packet, as it
 // would on a lossy path).
-func (c *Client) Send(dst noise.PublicKey, pkt []byte) error {
+func (c *Client) Send(dst pubkey.Node, pkt []byte) error {
 	if len(pkt) > MaxPacketSize {
 		return fmt.Errorf("relay: packet of %d bytes (at most %d)", len(pkt), MaxPacketSize)
 	}
@@ -99,7 +99,7 @@ func (c *Client) Send(dst noise.PublicKey, pkt []byte) error {
 	if conn == nil {
 		return ErrNotConnected
 	}
-	if err := conn.Send(dst, pkt); err != nil {
+	if err := conn.Send(dst.PublicKey, pkt); err != nil {
 		conn.Close() // the reader notices and reconnects
 		return err
 	}
@@ -271,11 +271,11 @@ func (c *Client) readLoop(conn *Conn, ka time.Duration) error {
 		switch m.Type {
 		case MsgPacket:
 			if c.o.Receive != nil {
-				c.o.Receive(m.Peer, m.Data)
+				c.o.Receive(pubkey.Node{PublicKey: m.Peer}, m.Data)
 			}
 		case MsgPeerGone:
 			if c.o.PeerGone != nil {
-				c.o.PeerGone(m.Peer)
+				c.o.PeerGone(pubkey.Node{PublicKey: m.Peer})
 			}
 		case MsgPong:
 			var id [8]byte

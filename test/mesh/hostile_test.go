@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"warren/internal/netmap"
-	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/testutil/wait"
 )
 
@@ -401,7 +401,7 @@ func checkDiscoKeysUnique(t *testing.T, nodes []*node, d time.Duration) {
 				continue
 			}
 			reads++
-			owner := map[noise.PublicKey]string{}
+			owner := map[pubkey.Disco]string{}
 			for _, p := range nm.Peers {
 				if p.DiscoKey.IsZero() {
 					continue

@@ -42,7 +42,7 @@ func (c *Client) RotateKey(ctx context.Context, newKey noise.PrivateKey) (*netma
 		return nil, fmt.Errorf("rotate key: %w", err)
 	}
 	r, err := c.request(ctx, "rotate key", &proto.Message{RotateKeyRequest: &proto.RotateKeyRequest{
-		NewKey: newKey.PublicKey(), Proof: proof}})
+		NewKey: pubkey.Node{PublicKey: newKey.PublicKey()}, Proof: proof}})
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +52,7 @@ func (c *Client) RotateKey(ctx context.Context, newKey noise.PrivateKey) (*netma
 		return nil, fmt.Errorf("rotate key: %w: unexpected reply", proto.ErrMalformed)
 	case resp.Error != "":
 		return nil, &RegisterError{Code: resp.Code, Message: resp.Error}
-	case resp.Node == nil || resp.Node.Key != newKey.PublicKey():
+	case resp.Node == nil || resp.Node.Key.PublicKey != newKey.PublicKey():
 		return nil, fmt.Errorf("rotate key: %w: reply without the node under its new key", proto.ErrMalformed)
 	}
 	return resp.Node, nil

@@ -166,7 +166,7 @@ func (c *Client) Register(ctx context.Context, authKey, hostname string, endpoin
 	case m.RegisterResponse.Node == nil:
 		return nil, fmt.Errorf("register: %w: reply without node", proto.ErrMalformed)
 	}
-	if n := m.RegisterResponse.Node; n.Key != c.cfg.NodeKey.PublicKey() {
+	if n := m.RegisterResponse.Node; n.Key.PublicKey != c.cfg.NodeKey.PublicKey() {
 		return nil, fmt.Errorf("register: server returned a node with another key")
 	}
 	c.mu.Lock()

@@ -33,7 +33,7 @@ func key(t *testing.T) noise.PrivateKey {
 
 func testNode(t *testing.T, id uint64, name string) netmap.Node {
 	a := netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, 0, byte(id)}), 32)
-	return netmap.Node{ID: id, Name: name, Key: key(t).PublicKey(), Addresses: []netip.Prefix{a}, AllowedIPs: []netip.Prefix{a}}
+	return netmap.Node{ID: id, Name: name, Key: pubkey.Node{PublicKey: key(t).PublicKey()}, Addresses: []netip.Prefix{a}, AllowedIPs: []netip.Prefix{a}}
 }
 
 // TestVersionGapResyncs: a delta that does not fit the map makes the client
@@ -41,7 +41,7 @@ func testNode(t *testing.T, id uint64, name string) netmap.Node {
 func TestVersionGapResyncs(t *testing.T) {
 	sk, nk := key(t), key(t)
 	self := testNode(t, 1, "self")
-	self.Key = nk.PublicKey()
+	self.Key = pubkey.Node{PublicKey: nk.PublicKey()}
 	peer := testNode(t, 2, "peer")
 	var streams atomic.Int32
 	var wg sync.WaitGroup

@@ -1,9 +1,11 @@
 package proto
 
 import (
+	"encoding/json"
 	"reflect"
 	"testing"
 
+	"warren/internal/noise"
 	"warren/internal/pubkey"
 )
 
@@ -32,5 +34,24 @@ func TestDiscoKeysTyped(t *testing.T) {
 		if got != want {
 			t.Errorf("%s is %v, want %v", what, got, want)
 		}
+	}
+}
+
+// TestRotateKeyRequestTyped: the new key of a rotation is a node key, and
+// its wire form is still the base64 string it was as a plain key.
+func TestRotateKeyRequestTyped(t *testing.T) {
+	if got, want := reflect.TypeOf(RotateKeyRequest{}.NewKey), reflect.TypeOf(pubkey.Node{}); got != want {
+		t.Errorf("RotateKeyRequest.NewKey is %v, want %v", got, want)
+	}
+	k, err := noise.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(RotateKeyRequest{NewKey: pubkey.Node{PublicKey: k.PublicKey()}, Proof: []byte{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"newKey":"` + k.PublicKey().String() + `","proof":"AQ=="}`; string(b) != want {
+		t.Errorf("encoded %s, want %s", b, want)
 	}
 }

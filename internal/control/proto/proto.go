@@ -41,7 +41,6 @@ import (
 	"time"
 
 	"warren/internal/netmap"
-	"warren/internal/noise"
 	"warren/internal/pubkey"
 	"warren/internal/routeprefix"
 )
@@ -136,8 +135,8 @@ type EndpointUpdate struct {
 // RotationProof) proves the sender also holds NewKey's private half, so no
 // node can take over a key that is not its own.
 type RotateKeyRequest struct {
-	NewKey noise.PublicKey `json:"newKey"`
-	Proof  []byte          `json:"proof"`
+	NewKey pubkey.Node `json:"newKey"`
+	Proof  []byte      `json:"proof"`
 }
 
 // RotateKeyResponse answers a RotateKeyRequest: the node under its new key,

@@ -135,7 +135,7 @@ func TestRotationProof(t *testing.T) {
 		t.Error("flipped proof accepted")
 	}
 	// Framing: a request with a short proof does not decode.
-	b, err := Encode(&Message{RotateKeyRequest: &RotateKeyRequest{NewKey: newK.PublicKey(), Proof: proof[:5]}})
+	b, err := Encode(&Message{RotateKeyRequest: &RotateKeyRequest{NewKey: pubkey.Node{PublicKey: newK.PublicKey()}, Proof: proof[:5]}})
 	if err != nil {
 		t.Fatal(err)
 	}

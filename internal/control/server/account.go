@@ -16,7 +16,7 @@ func (s *Server) rotateKey(key noise.PublicKey, req *proto.RotateKeyRequest) *pr
 	refuse := func(code, msg string) *proto.RotateKeyResponse {
 		return &proto.RotateKeyResponse{Code: code, Error: "key rotation refused: " + msg}
 	}
-	if err := proto.VerifyRotationProof(s.key, key, req.NewKey, req.Proof); err != nil {
+	if err := proto.VerifyRotationProof(s.key, key, req.NewKey.PublicKey, req.Proof); err != nil {
 		return refuse(proto.CodeBadRequest, "the proof of the new key does not verify")
 	}
 	ctx, cancel := storeCtx()
@@ -31,14 +31,14 @@ func (s *Server) rotateKey(key noise.PublicKey, req *proto.RotateKeyRequest) *pr
 	case !n.Expiry.IsZero() && !n.Expiry.After(s.clk.Now()):
 		return refuse(proto.CodeNodeExpired, "this node has expired; join again with an auth key")
 	}
-	if err := s.st.RotateNodeKey(ctx, n.ID, pubkey.Node{PublicKey: req.NewKey}); err != nil {
+	if err := s.st.RotateNodeKey(ctx, n.ID, req.NewKey); err != nil {
 		if errors.Is(err, store.ErrNodeKeyInUse) {
 			return refuse(proto.CodeNodeKeyInUse, "the new key belongs to another node")
 		}
 		s.log.Error("control: rotate key failed", "node", key, "err", err)
 		return refuse(proto.CodeInternal, "internal server error")
 	}
-	n.NodeKey = pubkey.Node{PublicKey: req.NewKey}
+	n.NodeKey = req.NewKey
 	s.mu.Lock()
 	nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID))
 	if err := s.updateNodeLocked(n.ID); err != nil {

@@ -15,6 +15,7 @@ import (
 	"warren/internal/control/server"
 	"warren/internal/netmap"
 	"warren/internal/noiseconn"
+	"warren/internal/pubkey"
 	"warren/internal/store"
 	"warren/internal/testutil/wait"
 )
@@ -36,7 +37,7 @@ func TestRotateKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := proto.Write(conn, &proto.Message{RotateKeyRequest: &proto.RotateKeyRequest{NewKey: b.key.PublicKey(), Proof: forged}}); err != nil {
+	if err := proto.Write(conn, &proto.Message{RotateKeyRequest: &proto.RotateKeyRequest{NewKey: pubkey.Node{PublicKey: b.key.PublicKey()}, Proof: forged}}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := proto.Read(conn, proto.MaxClientMessage)
@@ -62,7 +63,7 @@ func TestRotateKey(t *testing.T) {
 	}
 	b.waitMap("alpha's new key", pushWait, func(m *netmap.NetworkMap) bool {
 		p, ok := m.Peer(a.self.ID)
-		return ok && p.Key == newKey.PublicKey()
+		return ok && p.Key.PublicKey == newKey.PublicKey()
 	})
 	// The old key is gone; the new one streams.
 	if _, err := a.c.RotateKey(ctx, genKey(t)); !errors.As(err, &re) || re.Code != proto.CodeNotRegistered {

@@ -48,7 +48,7 @@ func TestDuplicateDiscoKeyRefused(t *testing.T) {
 	obs := e.join("observer", e.reuse)
 	obs.waitMap("the victim's disco key", pushWait, func(m *netmap.NetworkMap) bool {
 		p, ok := m.Peer(vself.ID)
-		return ok && p.DiscoKey == disco
+		return ok && p.DiscoKey.PublicKey == disco
 	})
 
 	rogue, rself := e.registerWithDisco("rogue", disco)
@@ -63,10 +63,10 @@ func TestDuplicateDiscoKeyRefused(t *testing.T) {
 		_, ok := m.Peer(rself.ID)
 		return ok
 	})
-	if p, _ := m.Peer(rself.ID); p.DiscoKey == disco {
+	if p, _ := m.Peer(rself.ID); p.DiscoKey.PublicKey == disco {
 		t.Fatal("the rogue's map entry carries the victim's disco key")
 	}
-	if p, ok := m.Peer(vself.ID); !ok || p.DiscoKey != disco {
+	if p, ok := m.Peer(vself.ID); !ok || p.DiscoKey.PublicKey != disco {
 		t.Fatalf("the victim's disco key changed: %+v", p)
 	}
 
@@ -100,7 +100,7 @@ func TestDuplicateDiscoKeyRefused(t *testing.T) {
 			break
 		}
 	}
-	if p, _ := obs.c.NetworkMap().Peer(rself.ID); p.DiscoKey == disco {
+	if p, _ := obs.c.NetworkMap().Peer(rself.ID); p.DiscoKey.PublicKey == disco {
 		t.Fatal("the rogue's map entry carries the victim's disco key")
 	}
 }

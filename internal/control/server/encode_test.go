@@ -10,6 +10,7 @@ import (
 	"warren/internal/control/proto"
 	"warren/internal/netmap"
 	"warren/internal/noise"
+	"warren/internal/pubkey"
 )
 
 func testNode(t *testing.T, id uint64, user string) netmap.Node {
@@ -19,7 +20,7 @@ func testNode(t *testing.T, id uint64, user string) netmap.Node {
 		t.Fatal(err)
 	}
 	a := netip.AddrFrom4([4]byte{100, 64, 0, byte(id)})
-	n := netmap.Node{ID: id, Name: "node-" + string(rune('a'+id)), User: user, Key: k.PublicKey(),
+	n := netmap.Node{ID: id, Name: "node-" + string(rune('a'+id)), User: user, Key: pubkey.Node{PublicKey: k.PublicKey()},
 		Addresses: []netip.Prefix{netip.PrefixFrom(a, 32)}, AllowedIPs: []netip.Prefix{netip.PrefixFrom(a, 32)},
 		Online: id%2 == 0, LastSeen: time.Unix(1700000000+int64(id), 123).In(time.FixedZone("x", 3600))}
 	if id%3 == 0 {

@@ -173,7 +173,7 @@ func (n *node) waitMap(what string, timeout time.Duration, cond func(*netmap.Net
 func peerKeys(m *netmap.NetworkMap) []noise.PublicKey {
 	var ks []noise.PublicKey
 	for _, p := range m.Peers {
-		ks = append(ks, p.Key)
+		ks = append(ks, p.Key.PublicKey)
 	}
 	return ks
 }
@@ -194,7 +194,7 @@ func hasPeers(nodes ...*node) func(*netmap.NetworkMap) bool {
 
 func peerByKey(m *netmap.NetworkMap, k noise.PublicKey) *netmap.Node {
 	for i := range m.Peers {
-		if m.Peers[i].Key == k {
+		if m.Peers[i].Key.PublicKey == k {
 			return &m.Peers[i]
 		}
 	}

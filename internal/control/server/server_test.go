@@ -40,7 +40,7 @@ func TestMeshJoinDeltaEndpoints(t *testing.T) {
 			}
 		}
 		m := n.waitMap("the two other peers", pushWait, hasPeers(others...))
-		if m.Self.Key != n.key.PublicKey() || m.Self.ID != n.self.ID || m.Domain != "mesh.test" {
+		if m.Self.Key.PublicKey != n.key.PublicKey() || m.Self.ID != n.self.ID || m.Domain != "mesh.test" {
 			t.Fatalf("%s: bad self/domain: %+v domain %q", n.self.Name, m.Self, m.Domain)
 		}
 		for _, o := range others {
@@ -184,7 +184,7 @@ func TestBoundToSessionKey(t *testing.T) {
 	if err != nil || m.RegisterResponse == nil || m.RegisterResponse.Node == nil {
 		t.Fatalf("register: %+v %v", m, err)
 	}
-	if got := m.RegisterResponse.Node.Key; got != mallory.PublicKey() {
+	if got := m.RegisterResponse.Node.Key.PublicKey; got != mallory.PublicKey() {
 		t.Fatalf("registered key %v, want the session's %v", got, mallory.PublicKey())
 	}
 	// Then on a stream, an endpoint update naming bravo changes mallory only.
@@ -192,7 +192,7 @@ func TestBoundToSessionKey(t *testing.T) {
 	if m, err = proto.Read(conn, proto.MaxClientMessage); err != nil || m.MapResponse == nil || m.MapResponse.Full == nil {
 		t.Fatalf("full map: %+v %v", m, err)
 	}
-	if m.MapResponse.Full.Self.Key != mallory.PublicKey() {
+	if m.MapResponse.Full.Self.Key.PublicKey != mallory.PublicKey() {
 		t.Fatal("full map for another node")
 	}
 	rawWrite(t, conn, fmt.Sprintf(`{"v":1,"endpointUpdate":{"endpoints":["203.0.113.66:666"],"nodeKey":%q,"id":%d}}`,
@@ -494,6 +494,6 @@ func TestDiscoKeyReachesPeers(t *testing.T) {
 	a.run()
 	b.waitMap("alpha's disco key", pushWait, func(m *netmap.NetworkMap) bool {
 		p, ok := m.Peer(self.ID)
-		return ok && p.DiscoKey == disco
+		return ok && p.DiscoKey.PublicKey == disco
 	})
 }

@@ -37,7 +37,7 @@ func (s *Server) userNameLocked(ctx context.Context, id int64) string {
 // toNetmap converts a stored node; ok is false for a node that cannot be
 // represented (a malformed key), which is left out of every map.
 func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
-	key := n.NodeKey.PublicKey // zero if the stored key did not parse
+	key := n.NodeKey // zero if the stored key did not parse
 	if key.IsZero() || !dnsname.IsLabel(n.Name) {
 		return netmap.Node{}, false
 	}
@@ -53,7 +53,7 @@ func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
 			eps = append(eps, ap)
 		}
 	}
-	disco := n.DiscoKey.PublicKey // zero if none or not usable (pubkey.ParseDisco)
+	disco := n.DiscoKey // zero if none or not usable (pubkey.ParseDisco)
 	return netmap.Node{
 		ID: uint64(n.ID), Name: n.Name, User: user, Key: key, DiscoKey: disco,
 		Addresses: addrs, AllowedIPs: addrs, Endpoints: eps,

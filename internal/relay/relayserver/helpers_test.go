@@ -118,14 +118,17 @@ type packet struct {
 	data []byte
 }
 
+// nodeOf is the node key of k, as relay clients address packets.
+func nodeOf(k noise.PrivateKey) pubkey.Node { return pubkey.Node{PublicKey: k.PublicKey()} }
+
 // client starts a reconnecting client for k whose packets arrive on the
 // returned channel (dropped if the test does not keep up).
 func (r *testRelay) client(k noise.PrivateKey, o relay.ClientOptions) (*relay.Client, chan packet) {
 	r.t.Helper()
 	ch := make(chan packet, 1024)
-	o.Receive = func(src noise.PublicKey, pkt []byte) {
+	o.Receive = func(src pubkey.Node, pkt []byte) {
 		select {
-		case ch <- packet{src, append([]byte(nil), pkt...)}:
+		case ch <- packet{src.PublicKey, append([]byte(nil), pkt...)}:
 		default:
 		}
 	}

@@ -25,12 +25,12 @@ func TestRelayBothWays(t *testing.T) {
 	cb, chb := r.client(b, relay.ClientOptions{})
 	for i := range 10 {
 		msg := fmt.Sprintf("a->b %d", i)
-		if err := ca.Send(b.PublicKey(), []byte(msg)); err != nil {
+		if err := ca.Send(nodeOf(b), []byte(msg)); err != nil {
 			t.Fatal(err)
 		}
 		expectPacket(t, chb, a.PublicKey(), msg)
 		msg = fmt.Sprintf("b->a %d", i)
-		if err := cb.Send(a.PublicKey(), []byte(msg)); err != nil {
+		if err := cb.Send(nodeOf(a), []byte(msg)); err != nil {
 			t.Fatal(err)
 		}
 		expectPacket(t, cha, b.PublicKey(), msg)
@@ -38,11 +38,11 @@ func TestRelayBothWays(t *testing.T) {
 	// The largest packet goes through whole; a larger one is refused
 	// before it leaves.
 	big := bytes.Repeat([]byte{0xa5}, relay.MaxPacketSize)
-	if err := ca.Send(b.PublicKey(), big); err != nil {
+	if err := ca.Send(nodeOf(b), big); err != nil {
 		t.Fatal(err)
 	}
 	expectPacket(t, chb, a.PublicKey(), string(big))
-	if err := ca.Send(b.PublicKey(), append(big, 0)); err == nil {
+	if err := ca.Send(nodeOf(b), append(big, 0)); err == nil {
 		t.Fatal("oversized packet sent")
 	}
 	if rtt, err := ca.Ping(ctxT(t, 5*time.Second)); err != nil || rtt <= 0 {
@@ -206,7 +206,7 @@ func TestSlowReceiverDoesNotStallOthers(t *testing.T) {
 				return
 			default:
 			}
-			if ca.Send(slow.PublicKey(), pkt) != nil {
+			if ca.Send(nodeOf(slow), pkt) != nil {
 				time.Sleep(time.Millisecond)
 			}
 		}
@@ -217,7 +217,7 @@ func TestSlowReceiverDoesNotStallOthers(t *testing.T) {
 	for i := range 20 {
 		msg := fmt.Sprintf("b->d %d", i)
 		start := time.Now()
-		if err := cb.Send(d.PublicKey(), []byte(msg)); err != nil {
+		if err := cb.Send(nodeOf(d), []byte(msg)); err != nil {
 			t.Fatal(err)
 		}
 		expectPacket(t, chd, b.PublicKey(), msg)
@@ -249,7 +249,7 @@ func TestRateLimitDrops(t *testing.T) {
 	send := func(n int) {
 		t.Helper()
 		for range n {
-			if err := ca.Send(b.PublicKey(), pkt); err != nil {
+			if err := ca.Send(nodeOf(b), pkt); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -290,12 +290,12 @@ func TestReconnectAfterRelayRestart(t *testing.T) {
 		}
 	}})
 	_, chb := r.client(b, relay.ClientOptions{})
-	ca.Send(b.PublicKey(), []byte("before"))
+	ca.Send(nodeOf(b), []byte("before"))
 	expectPacket(t, chb, a.PublicKey(), "before")
 
 	r.stop()
 	wait.Until(t, "client noticing", func() bool { return downs.Load() == 1 && !ca.Connected() })
-	if err := ca.Send(b.PublicKey(), []byte("x")); !errors.Is(err, relay.ErrNotConnected) {
+	if err := ca.Send(nodeOf(b), []byte("x")); !errors.Is(err, relay.ErrNotConnected) {
 		t.Fatalf("send while down: %v", err)
 	}
 	r2 := startRelay(t, r.addr, rk, Options{Allowed: ks.allowed})
@@ -303,7 +303,7 @@ func TestReconnectAfterRelayRestart(t *testing.T) {
 	if err := ca.WaitConnected(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if err := ca.Send(b.PublicKey(), []byte("after")); err != nil {
+	if err := ca.Send(nodeOf(b), []byte("after")); err != nil {
 		t.Fatal(err)
 	}
 	expectPacket(t, chb, a.PublicKey(), "after")

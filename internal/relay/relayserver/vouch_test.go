@@ -315,7 +315,7 @@ func TestThroughHTTPProxy(t *testing.T) {
 	proxy := func(*http.Request) (*url.URL, error) { return pu, nil }
 	ca, _ := r.client(a, relay.ClientOptions{DialOptions: relay.DialOptions{Proxy: proxy}})
 	_, chb := r.client(b, relay.ClientOptions{})
-	if err := ca.Send(b.PublicKey(), []byte("via proxy")); err != nil {
+	if err := ca.Send(nodeOf(b), []byte("via proxy")); err != nil {
 		t.Fatal(err)
 	}
 	expectPacket(t, chb, a.PublicKey(), "via proxy")

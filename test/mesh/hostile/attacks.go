@@ -13,7 +13,7 @@ import (
 	"golang.org/x/crypto/nacl/box"
 
 	"warren/internal/netmap"
-	"warren/internal/noise"
+	"warren/internal/pubkey"
 	"warren/internal/tun/tuntest"
 	"warren/internal/uapi"
 )
@@ -32,7 +32,7 @@ const (
 )
 
 // seal builds a disco packet from M to the holder of disco key to.
-func (h *hostile) seal(to noise.PublicKey, payload []byte) []byte {
+func (h *hostile) seal(to pubkey.Disco, payload []byte) []byte {
 	var nonce [24]byte
 	rand.Read(nonce[:])
 	pub := h.discoKey.PublicKey()
@@ -40,7 +40,7 @@ func (h *hostile) seal(to noise.PublicKey, payload []byte) []byte {
 	out = append(out, discoMagic...)
 	out = append(out, pub[:]...)
 	out = append(out, nonce[:]...)
-	return box.Seal(out, payload, &nonce, (*[32]byte)(&to), (*[32]byte)(&h.discoKey))
+	return box.Seal(out, payload, &nonce, (*[32]byte)(&to.PublicKey), (*[32]byte)(&h.discoKey))
 }
 
 func callMeMaybe(addrs []netip.AddrPort) []byte {
@@ -53,14 +53,14 @@ func callMeMaybe(addrs []netip.AddrPort) []byte {
 	return b
 }
 
-func (h *hostile) ping() []byte { return pingAs(h.nodeKey.PublicKey()) }
+func (h *hostile) ping() []byte { return pingAs(pubkey.Node{PublicKey: h.nodeKey.PublicKey()}) }
 
 // pingAs is a ping payload naming node key k as its sender.
-func pingAs(k noise.PublicKey) []byte {
+func pingAs(k pubkey.Node) []byte {
 	b := make([]byte, 1+12, 1+12+32)
 	b[0] = msgPing
 	rand.Read(b[1:13])
-	return append(b, k[:]...)
+	return append(b, k.PublicKey[:]...)
 }
 
 func ipv4(eps []netip.AddrPort) []netip.AddrPort {
@@ -118,7 +118,7 @@ func (h *hostile) claim(mode string, d time.Duration) (string, error) {
 	}
 	defer raw.close()
 	peers := h.peers()
-	replays := map[[2]noise.PublicKey][]byte{}
+	replays := map[[2]pubkey.Node][]byte{}
 	rc := h.relayClient()
 	var cmm, relayed, pings, replayed, impersonating, errs int
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(claimTick) {
@@ -154,7 +154,7 @@ func (h *hostile) claim(mode string, d time.Duration) (string, error) {
 						} else {
 							pings++
 						}
-						k := [2]noise.PublicKey{p.Key, v.Key}
+						k := [2]pubkey.Node{p.Key, v.Key}
 						if replays[k] == nil {
 							replays[k] = h.seal(p.DiscoKey, h.ping())
 						}
@@ -222,8 +222,8 @@ func (h *hostile) garbagePacket(i int, p, other netmap.Node) []byte {
 		rand.Read(b)
 		return b
 	}
-	header := func(sender noise.PublicKey) []byte {
-		b := append([]byte(discoMagic), sender[:]...)
+	header := func(sender pubkey.Disco) []byte {
+		b := append([]byte(discoMagic), sender.PublicKey[:]...)
 		return append(b, random(24)...)
 	}
 	n := 1 + int(random(1)[0])
@@ -231,14 +231,14 @@ func (h *hostile) garbagePacket(i int, p, other netmap.Node) []byte {
 	case 0: // magic, then noise
 		return append([]byte(discoMagic), random(32+24+16+n)...)
 	case 1: // M's key, a box that does not open
-		return append(header(h.discoKey.PublicKey()), random(16+n)...)
+		return append(header(h.discoPublic()), random(16+n)...)
 	case 2: // another peer's key, a box that does not open
 		return append(header(other.DiscoKey), random(16+n)...)
 	case 3: // a valid ping, truncated
 		pkt := h.seal(p.DiscoKey, h.ping())
 		return pkt[:discoHeaderLen+int(random(1)[0])%(len(pkt)-discoHeaderLen)]
 	case 4: // oversized
-		return append(header(h.discoKey.PublicKey()), random(1400)...)
+		return append(header(h.discoPublic()), random(1400)...)
 	case 5: // a box that opens, with a payload no parser accepts
 		return h.seal(p.DiscoKey, append([]byte{byte(4 + n%250)}, random(n)...))
 	default: // WireGuard type byte, then noise
@@ -348,7 +348,7 @@ func (h *hostile) stealDisco(args []string, d time.Duration) (string, error) {
 		return "", err
 	}
 	time.Sleep(d)
-	if err := h.runStream(h.discoKey.PublicKey()); err != nil {
+	if err := h.runStream(h.discoPublic()); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("victim=%s disco=%s", victim.Name, victim.DiscoKey), nil
@@ -374,7 +374,7 @@ func (h *hostile) beyond(via string, port uint16, dsts []netip.Addr, d time.Dura
 	if !src.IsValid() {
 		return "", fmt.Errorf("no IPv4 tunnel address")
 	}
-	cfg := &uapi.Config{Peers: []uapi.PeerConfig{{PublicKey: peer.Key, UpdateOnly: true}}}
+	cfg := &uapi.Config{Peers: []uapi.PeerConfig{{PublicKey: peer.Key.PublicKey, UpdateOnly: true}}}
 	for _, dst := range dsts {
 		cfg.Peers[0].AllowedIPs = append(cfg.Peers[0].AllowedIPs, netip.PrefixFrom(dst, dst.BitLen()))
 	}

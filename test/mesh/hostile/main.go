@@ -69,8 +69,8 @@ type hostile struct {
 
 	mu         sync.Mutex
 	nm         *netmap.NetworkMap
-	configured map[noise.PublicKey]bool // peers given to the engine
-	relay      *relay.Client            // to the map's first relay, once known
+	configured map[pubkey.Node]bool // peers given to the engine
+	relay      *relay.Client        // to the map's first relay, once known
 }
 
 func main() {
@@ -100,7 +100,7 @@ func join(server, authKey, hostname string, self netip.AddrPort) (*hostile, erro
 	if err != nil {
 		return nil, err
 	}
-	h := &hostile{self: self, configured: map[noise.PublicKey]bool{}}
+	h := &hostile{self: self, configured: map[pubkey.Node]bool{}}
 	if h.nodeKey, err = noise.GeneratePrivateKey(); err != nil {
 		return nil, err
 	}
@@ -129,21 +129,24 @@ func join(server, authKey, hostname string, self netip.AddrPort) (*hostile, erro
 		for range h.tun.Outbound {
 		}
 	}()
-	if err := h.runStream(h.discoKey.PublicKey()); err != nil {
+	if err := h.runStream(h.discoPublic()); err != nil {
 		return nil, err
 	}
 	return h, nil
 }
 
+// discoPublic is M's own disco key.
+func (h *hostile) discoPublic() pubkey.Disco { return pubkey.Disco{PublicKey: h.discoKey.PublicKey()} }
+
 // runStream (re)starts M's map stream, reporting disco as M's disco key.
-func (h *hostile) runStream(disco noise.PublicKey) error {
+func (h *hostile) runStream(disco pubkey.Disco) error {
 	h.streamMu.Lock()
 	defer h.streamMu.Unlock()
 	if h.stopStream != nil {
 		h.stopStream()
 	}
 	cfg := h.ccfg
-	cfg.DiscoKey = pubkey.Disco{PublicKey: disco}
+	cfg.DiscoKey = disco
 	cc, err := client.New(cfg)
 	if err != nil {
 		return err
@@ -193,7 +196,7 @@ func (h *hostile) onMap(nm *netmap.NetworkMap) {
 			}
 		}
 		h.configured[p.Key] = true
-		cfg.Peers = append(cfg.Peers, uapi.PeerConfig{PublicKey: p.Key, Endpoint: ep.String(),
+		cfg.Peers = append(cfg.Peers, uapi.PeerConfig{PublicKey: p.Key.PublicKey, Endpoint: ep.String(),
 			ReplaceAllowedIPs: true, AllowedIPs: p.AllowedIPs})
 	}
 	if len(cfg.Peers) > 0 {
