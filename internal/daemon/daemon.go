@@ -88,7 +88,7 @@ type Daemon struct {
 	health  healthSet // the node's problems (health.go)
 	state   string
 
-	expiryTimer *time.Timer   // re-applies the map when a peer expires
+	expiryTimer clock.Timer   // re-applies the map when a peer expires
 	drop        dropState     // file drop (drop.go)
 	dns         magicDNS      // the node's resolver (dns.go)
 	relay       relayState    // the relay client (paths.go)

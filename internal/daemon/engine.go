@@ -56,7 +56,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 	d.setHealthLocked(healthLogout, "")
 	d.applyFilterLocked(nm) // before any new peer can send
 	self := d.nodeKey()
-	now := time.Now()
+	now := d.clk.Now()
 	d.selectExitLocked(nm, now) // which peer's default routes to use
 
 	want := map[pubkey.Node]*netmap.Node{}
@@ -159,13 +159,14 @@ func (d *Daemon) armExpiryLocked(nm *netmap.NetworkMap, now time.Time) {
 	if next == 0 {
 		return
 	}
-	d.expiryTimer = time.AfterFunc(next+10*time.Millisecond, func() {
+	d.expiryTimer = d.clk.NewTimer(func() {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if d.nm == nm && d.cc != nil {
 			d.applyMapLocked(nm)
 		}
 	})
+	d.expiryTimer.Reset(next + 10*time.Millisecond)
 }
 
 // clearMapLocked removes every peer, address and route; d.mu held.

@@ -43,6 +43,7 @@ func (d *Daemon) applyPathsLocked(nm *netmap.NetworkMap, want map[pubkey.Node]*n
 		Receive: d.eng.ReceiveRelayed,
 		OnState: func(up bool) { d.log.Info("relay session", "region", home.Code, "up", up) },
 		Logger:  d.log,
+		Clock:   d.clk,
 		// The relay is underlay: it must not follow an exit node's route.
 		DialOptions: relay.DialOptions{Control: d.router.SocketControl},
 	})
