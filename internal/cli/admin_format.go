@@ -81,10 +81,10 @@ func printUsers(w io.Writer, us []admin.User) {
 func printAuthKeys(w io.Writer, ks []admin.AuthKey) {
 	rows := make([][]string, 0, len(ks))
 	for _, k := range ks {
-		rows = append(rows, []string{strconv.FormatInt(k.ID, 10), k.Prefix, k.User, yesNo(k.Reusable), yesNo(k.Ephemeral),
+		rows = append(rows, []string{strconv.FormatInt(k.ID, 10), k.Prefix, k.User, tagsCell(k.Tags), yesNo(k.Reusable), yesNo(k.Ephemeral),
 			strconv.FormatInt(k.UsedCount, 10), expiry(k.Expiration, k.Expired), when(&k.Created)})
 	}
-	table(w, "ID\tPREFIX\tUSER\tREUSABLE\tEPHEMERAL\tUSED\tEXPIRATION\tCREATED", rows)
+	table(w, "ID\tPREFIX\tUSER\tTAGS\tREUSABLE\tEPHEMERAL\tUSED\tEXPIRATION\tCREATED", rows)
 }
 
 func printNodes(w io.Writer, ns []admin.Node) {
@@ -94,11 +94,14 @@ func printNodes(w io.Writer, ns []admin.Node) {
 		if n.Online {
 			seen = "now"
 		}
-		rows = append(rows, []string{strconv.FormatInt(n.ID, 10), n.Name, n.User, dashIfEmpty(n.Hostname),
+		rows = append(rows, []string{strconv.FormatInt(n.ID, 10), n.Name, n.User, tagsCell(n.Tags), dashIfEmpty(n.Hostname),
 			dashIfEmpty(strings.Join(n.Addresses, ",")), yesNo(n.Online), seen, expiry(n.Expiry, n.Expired), yesNo(n.Ephemeral)})
 	}
-	table(w, "ID\tNAME\tUSER\tHOSTNAME\tADDRESSES\tONLINE\tLAST SEEN\tEXPIRY\tEPHEMERAL", rows)
+	table(w, "ID\tNAME\tUSER\tTAGS\tHOSTNAME\tADDRESSES\tONLINE\tLAST SEEN\tEXPIRY\tEPHEMERAL", rows)
 }
+
+// tagsCell is a node's or key's tags, comma-separated, "-" for none.
+func tagsCell(tags []string) string { return dashIfEmpty(strings.Join(tags, ",")) }
 
 func printAPIKeys(w io.Writer, ks []admin.APIKey) {
 	rows := make([][]string, 0, len(ks))
