@@ -130,6 +130,12 @@ func adminVerbs() []adminVerb {
 				return fmt.Sprintf("expired node %s (id %d)", n.Name, n.ID)
 			})
 		})},
+		{"nodes", "tag", "ID|NAME TAG[,TAG...]", "give a node these tags (each one its user may use per tagOwners); it is then owned by them, not its user", 2, noFlags(func(c *adminClient, p []string) error {
+			var n admin.Node
+			return c.mutate("PUT", "/nodes/"+url.PathEscape(p[0])+"/tags", admin.TagsRequest{Tags: strings.Split(p[1], ",")}, &n, func() string {
+				return fmt.Sprintf("node %s (id %d) now has tags %s", n.Name, n.ID, strings.Join(n.Tags, ","))
+			})
+		})},
 		{"nodes", "rename", "ID|NAME NEWNAME", "rename a node (a DNS label, unique in the deployment)", 2, noFlags(func(c *adminClient, p []string) error {
 			var n admin.Node
 			return c.mutate("PATCH", "/nodes/"+url.PathEscape(p[0]), admin.NameRequest{Name: p[1]}, &n, func() string {

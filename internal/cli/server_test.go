@@ -216,6 +216,21 @@ func TestServerAndAdminEndToEnd(t *testing.T) {
 	if code, _, errb := cmd(t, "admin", "nodes", "rename", "laptop", "Not_A_Label"); code != 1 || !strings.Contains(errb, "is not a DNS label") || strings.Count(errb, "\n") != 1 {
 		t.Fatalf("bad rename: %d %q", code, errb)
 	}
+	// Tags need a policy declaring them, and one the node's user owns.
+	if code, _, errb := cmd(t, "admin", "nodes", "tag", "laptop", "tag:db"); code != 1 || !strings.Contains(errb, "no policy is set") || strings.Count(errb, "\n") != 1 {
+		t.Fatalf("tag without a policy: %d %q", code, errb)
+	}
+	pol := filepath.Join(t.TempDir(), "policy.hujson")
+	if err := os.WriteFile(pol, []byte(`{"tagOwners": {"tag:db": ["alice@"]}, "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok(t, "admin", "policy", "set", pol)
+	if out := ok(t, "admin", "nodes", "tag", "laptop", "tag:db"); !strings.Contains(out, "now has tags tag:db") {
+		t.Fatalf("nodes tag: %q", out)
+	}
+	if out := ok(t, "admin", "nodes", "list"); !strings.Contains(out, "TAGS") || !strings.Contains(out, "tag:db") {
+		t.Fatalf("nodes list after tag:\n%s", out)
+	}
 	if out := ok(t, "admin", "nodes", "expire", "laptop"); !strings.Contains(out, "expired node laptop") {
 		t.Fatalf("nodes expire: %q", out)
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -38,4 +39,19 @@ func splitTags(s string) []string {
 		return nil
 	}
 	return strings.Split(s, ",")
+}
+
+// SetNodeTags gives a node a new set of tags (checked, sorted, without
+// duplicates): from then on it is owned by them (package policy). An empty
+// set is refused: a tagged node goes back to a user only by registering
+// again with that user's untagged key.
+func (s *Store) SetNodeTags(ctx context.Context, id int64, tags []string) error {
+	ts, err := normTags(tags)
+	if err != nil {
+		return fmt.Errorf("set node tags: %w", err)
+	}
+	if len(ts) == 0 {
+		return fmt.Errorf("set node tags: %w: no tags", ErrInvalid)
+	}
+	return s.exec(ctx, "set node tags", "UPDATE nodes SET tags = ? WHERE id = ?", joinTags(ts), id)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -154,4 +155,43 @@ func (a *api) checkTags(ctx context.Context, tags []string, user string) error {
 		}
 	}
 	return nil
+}
+
+// TagsRequest is the body of PUT /api/v1/nodes/{node}/tags.
+type TagsRequest struct {
+	Tags []string `json:"tags"`
+}
+
+// tagNode gives a node new tags: each must be one its user may use (as for
+// an auth key: the policy's tagOwners), and from then on the node is owned
+// by its tags. Untagging is refused: a node goes back to a user by
+// registering again with an untagged key.
+func (a *api) tagNode(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req TagsRequest
+	if err := decode(w, r, &req); err != nil {
+		return 0, nil, err
+	}
+	if len(req.Tags) == 0 {
+		return 0, nil, errorf(http.StatusBadRequest, "no tags given: a tagged node goes back to its user only by registering again with an untagged auth key")
+	}
+	n, err := a.nodeByRef(r.Context(), r.PathValue("node"))
+	if err != nil {
+		return 0, nil, err
+	}
+	names, err := a.userNames(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := a.checkTags(r.Context(), req.Tags, names[n.UserID]); err != nil {
+		return 0, nil, err
+	}
+	if err := a.st.SetNodeTags(r.Context(), n.ID, req.Tags); err != nil {
+		return 0, nil, storeErr(err, "node "+strconv.FormatInt(n.ID, 10))
+	}
+	a.notify()
+	got, err := a.st.GetNode(r.Context(), n.ID)
+	if err != nil {
+		return 0, nil, storeErr(err, "node "+strconv.FormatInt(n.ID, 10))
+	}
+	return http.StatusOK, a.nodeOut(r.Context(), got), nil
 }
