@@ -1,6 +1,10 @@
 package filter
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"warren/internal/routeprefix"
+)
 
 // Destinations is where a node lets its peers' packets go: its own
 // tunnel addresses (Local), and the routes an admin approved for it to
@@ -43,9 +47,9 @@ func compileDsts(d Destinations) *dstSet {
 		}
 		p = p.Masked()
 		switch {
-		case p.Bits() == 0 && p.Addr().Is4():
+		case routeprefix.IsExit(p) && p.Addr().Is4():
 			s.any4 = true
-		case p.Bits() == 0:
+		case routeprefix.IsExit(p):
 			s.any6 = true
 		default:
 			s.routes = append(s.routes, p)

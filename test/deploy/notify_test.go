@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -11,28 +10,8 @@ import (
 
 	"warren/internal/nettest"
 	"warren/internal/sdnotify"
+	"warren/internal/testutil/unitcaps"
 )
-
-// unitCaps returns the capabilities of a unit's CapabilityBoundingSet as
-// setpriv(1) takes them ("+net_admin,...").
-func unitCaps(t *testing.T, unit string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "packaging", "systemd", unit))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "CapabilityBoundingSet="); ok {
-			var caps []string
-			for _, c := range strings.Fields(v) {
-				caps = append(caps, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
-			}
-			return strings.Join(caps, ",")
-		}
-	}
-	t.Fatalf("%s has no CapabilityBoundingSet", unit)
-	return ""
-}
 
 // TestDaemonNotifiesSystemd runs `warren daemon` (the real binary) in a
 // network namespace as warren-daemon.service does: root with only the
@@ -42,7 +21,7 @@ func unitCaps(t *testing.T, unit string) string {
 // STOPPING=1 when SIGTERM starts its shutdown. (The server's and relay's
 // notifications are tested in process in internal/cli.)
 func TestDaemonNotifiesSystemd(t *testing.T) {
-	caps := unitCaps(t, "warren-daemon.service")
+	caps := unitcaps.Setpriv(t, "warren-daemon.service")
 	if !strings.Contains(caps, "+net_admin") {
 		t.Fatalf("the daemon's unit lacks CAP_NET_ADMIN: %q", caps)
 	}

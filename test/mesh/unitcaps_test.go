@@ -1,36 +1,15 @@
 package mesh
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"warren/internal/nettest"
+	"warren/internal/testutil/unitcaps"
 	"warren/internal/testutil/wait"
 )
-
-// daemonUnitCaps returns the CapabilityBoundingSet of the packaged
-// warren-daemon.service as setpriv(1) takes it ("+net_admin,...").
-func daemonUnitCaps(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "packaging", "systemd", "warren-daemon.service"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "CapabilityBoundingSet="); ok {
-			var caps []string
-			for _, c := range strings.Fields(v) {
-				caps = append(caps, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
-			}
-			return strings.Join(caps, ",")
-		}
-	}
-	t.Fatal("warren-daemon.service has no CapabilityBoundingSet")
-	return ""
-}
 
 // startNodeWithCaps starts a daemon as warren-daemon.service runs it:
 // root, but with only the capabilities in bounding and no new privileges.
@@ -55,7 +34,7 @@ func TestDaemonWithUnitCapabilities(t *testing.T) {
 	needDig(t)
 	l := newLab(t, "sqlite:"+filepath.Join(t.TempDir(), "warren.db"))
 	l.startServer()
-	caps := daemonUnitCaps(t)
+	caps := unitcaps.Setpriv(t, "warren-daemon.service")
 	l.mustAdmin("users", "create", "carol")
 	key := l.mustAdmin("authkeys", "create", "--user", "carol", "--reusable")
 	a, b := l.startNodeWithCaps("a", caps), l.startNodeWithCaps("b", caps)
