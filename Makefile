@@ -5,7 +5,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 BUILT   ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
-LDFLAGS := -X warren/internal/cli.Version=$(VERSION) -X warren/internal/cli.Commit=$(COMMIT) -X warren/internal/cli.BuildDate=$(BUILT)
+LDFLAGS := -X github.com/warrenmesh/warren/internal/cli.Version=$(VERSION) -X github.com/warrenmesh/warren/internal/cli.Commit=$(COMMIT) -X github.com/warrenmesh/warren/internal/cli.BuildDate=$(BUILT)
 
 .PHONY: all build package deps demo demo-wg test check vet fmt-check unit fuzz bench bench-go clean
 

@@ -1,4 +1,4 @@
-module warren
+module github.com/warrenmesh/warren
 
 go 1.26.8
 

@@ -9,8 +9,8 @@ import (
 	"slices"
 	"time"
 
-	"warren/internal/control/proto"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // changes makes and times o.changes changes, one at a time.

@@ -67,7 +67,7 @@ import (
 	"syscall"
 	"time"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 type bench struct {

@@ -19,10 +19,10 @@ import (
 	"strings"
 	"sync"
 
-	"warren/internal/control/server"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // nodeKey is simulated node i's private key, derived from the run's seed so

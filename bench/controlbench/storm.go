@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/control/proto"
 )
 
 // stormResult is the endpoint storm phase (-storm): K nodes report new

@@ -30,10 +30,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/relay"
-	"warren/internal/relay/relayserver"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/relay/relayserver"
 )
 
 func key(i int) noise.PrivateKey {

@@ -5,7 +5,7 @@ package main
 import (
 	"os"
 
-	"warren/internal/cli"
+	"github.com/warrenmesh/warren/internal/cli"
 )
 
 func main() {

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/admin"
 )
 
 func init() {

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/admin"
 )
 
 // `warren admin dns records|zones|routes VERB`: the resource is two words,

@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/admin"
 )
 
 // Tables and JSON for `warren admin` (and `warren server apikey list`).

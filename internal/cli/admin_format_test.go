@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/admin"
 )
 
 // TestTablesShowTags: the nodes and auth-key tables carry a TAGS column

@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/admin"
 )
 
 // rawBody is a request body sent as is (the policy's HuJSON text, so its

@@ -5,7 +5,7 @@ import (
 	"net/url"
 	"strings"
 
-	"warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/admin"
 )
 
 // `warren admin routes list|approve|unapprove`.

@@ -15,7 +15,7 @@ import (
 )
 
 // Version, Commit and BuildDate are set at build time with -ldflags
-// "-X warren/internal/cli.Version=..." (see the Makefile); a plain go build
+// "-X github.com/warrenmesh/warren/internal/cli.Version=..." (see the Makefile); a plain go build
 // leaves them empty and `warren version` falls back on what the Go
 // toolchain recorded (the VCS revision and time, when it stamped them).
 var (

@@ -12,8 +12,8 @@ import (
 	"strings"
 	"syscall"
 
-	"warren/internal/daemon"
-	"warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/daemon"
+	"github.com/warrenmesh/warren/internal/localapi"
 )
 
 func init() {

@@ -11,8 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	"warren/internal/capture"
-	"warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/capture"
+	"github.com/warrenmesh/warren/internal/localapi"
 )
 
 func init() {

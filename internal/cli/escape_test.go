@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/admin"
-	"warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/localapi"
 )
 
 // hostile is a name that clears the terminal and forges a line of output.

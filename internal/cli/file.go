@@ -17,8 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"warren/internal/drop"
-	"warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/drop"
+	"github.com/warrenmesh/warren/internal/localapi"
 )
 
 func init() {

@@ -14,8 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"warren/internal/drop"
-	"warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/drop"
+	"github.com/warrenmesh/warren/internal/localapi"
 )
 
 func runFileGet(args []string, stdout, stderr io.Writer) int {

@@ -14,8 +14,8 @@ import (
 	"sync"
 	"time"
 
-	"warren/internal/sdnotify"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/sdnotify"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // Health endpoints and service-manager notifications of the long-running

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	"warren/internal/store/storetest"
+	"github.com/warrenmesh/warren/internal/store/storetest"
 )
 
 // cutProxy forwards connections to a server until it is cut: then it

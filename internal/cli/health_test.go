@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/sdnotify"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/sdnotify"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // get fetches url (with Host host when set) and returns status and body.

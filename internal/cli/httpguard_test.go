@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/httpguard/guardtest"
-	"warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/httpguard/guardtest"
+	"github.com/warrenmesh/warren/internal/relay"
 )
 
 // hostStatus sends one request for path to the listener at base (a URL)

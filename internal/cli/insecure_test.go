@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/localapi"
 )
 
 // TestKeyNotSentInClear: the admin CLI and the standalone relay refuse to

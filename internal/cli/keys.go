@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 func runGenkey(args []string, stdout, stderr io.Writer) int {

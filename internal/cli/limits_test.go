@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // raiseNoFile lifts the soft RLIMIT_NOFILE to at least n (both ends of

@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"warren/internal/httpguard"
+	"github.com/warrenmesh/warren/internal/httpguard"
 )
 
 // The public listeners of `warren server` and `warren relay`: the host

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/client"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/testutil/logtest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/control/client"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // TestServerLogLevelNotFromWords: `warren server` logs each event at the

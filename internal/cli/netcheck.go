@@ -7,7 +7,7 @@ import (
 	"io"
 	"time"
 
-	"warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/localapi"
 )
 
 func init() {

@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"warren/internal/dnsname"
-	"warren/internal/localapi"
-	"warren/internal/routeprefix"
+	"github.com/warrenmesh/warren/internal/dnsname"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/routeprefix"
 )
 
 func init() {

@@ -16,12 +16,12 @@ import (
 	"syscall"
 	"time"
 
-	"warren/internal/httpguard"
-	"warren/internal/metrics"
-	"warren/internal/metrics/servermetrics"
-	"warren/internal/relay"
-	"warren/internal/relay/relayserver"
-	"warren/internal/stun"
+	"github.com/warrenmesh/warren/internal/httpguard"
+	"github.com/warrenmesh/warren/internal/metrics"
+	"github.com/warrenmesh/warren/internal/metrics/servermetrics"
+	"github.com/warrenmesh/warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/relay/relayserver"
+	"github.com/warrenmesh/warren/internal/stun"
 )
 
 func init() {

@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/client"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/relay"
-	"warren/internal/stun"
-	"warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/control/client"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/stun"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
 )
 
 func TestRelayUsageErrors(t *testing.T) {

@@ -18,14 +18,14 @@ import (
 	"syscall"
 	"time"
 
-	"warren/internal/control/admin"
-	"warren/internal/control/server"
-	"warren/internal/httpguard"
-	"warren/internal/metrics"
-	"warren/internal/noise"
-	"warren/internal/relay"
-	"warren/internal/relay/relayserver"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/httpguard"
+	"github.com/warrenmesh/warren/internal/metrics"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/relay/relayserver"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 func init() {

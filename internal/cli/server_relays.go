@@ -8,14 +8,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"warren/internal/control/server"
-	"warren/internal/metrics"
-	"warren/internal/metrics/servermetrics"
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/relay"
-	"warren/internal/relay/relayserver"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/metrics"
+	"github.com/warrenmesh/warren/internal/metrics/servermetrics"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/relay/relayserver"
 )
 
 // embeddedRegionID is the relay map ID of the relay `warren server --relay`

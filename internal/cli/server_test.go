@@ -24,12 +24,12 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/admin"
-	"warren/internal/control/client"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/store"
-	"warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/client"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/store"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
 )
 
 // lockedBuffer is a bytes.Buffer safe to write from the server's goroutines

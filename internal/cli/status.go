@@ -15,7 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/localapi"
 )
 
 func runStatus(args []string, stdout, stderr io.Writer) int {

@@ -17,10 +17,10 @@ import (
 	"syscall"
 	"time"
 
-	"warren/internal/device"
-	"warren/internal/tun"
-	"warren/internal/uapi"
-	"warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/device"
+	"github.com/warrenmesh/warren/internal/tun"
+	"github.com/warrenmesh/warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/udp"
 )
 
 // Environment understood by `warren wg`, as by wireguard-go.

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/clock"
 )
 
 // A ChanTimer delivers its firing on C, and Reset drops one not yet

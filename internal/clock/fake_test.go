@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/clock"
 )
 
 var start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

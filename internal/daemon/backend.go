@@ -13,16 +13,16 @@ import (
 	"strings"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/control/client"
-	"warren/internal/control/proto"
-	"warren/internal/localapi"
-	"warren/internal/magicsock"
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/noiseconn"
-	"warren/internal/pubkey"
-	"warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/control/client"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noiseconn"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/uapi"
 )
 
 var _ localapi.Backend = (*Daemon)(nil)

@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"warren/internal/metrics"
+	"github.com/warrenmesh/warren/internal/metrics"
 )
 
 // Log ring bounds: the bundle carries the last logRingLines lines, each cut

@@ -11,13 +11,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"warren/internal/capture"
-	"warren/internal/conn"
-	"warren/internal/device"
-	"warren/internal/localapi"
-	"warren/internal/magicsock"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/capture"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/device"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // captureQueue bounds the packets waiting for one capture's reader; beyond

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
 )
 
 // TestCaptureNeverBlocks checks that a capture whose reader does not read

@@ -23,15 +23,15 @@ import (
 	"sync"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/control/client"
-	"warren/internal/control/proto"
-	"warren/internal/device"
-	"warren/internal/localapi"
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/control/client"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/device"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/uapi"
 )
 
 // Config configures a Daemon.

@@ -13,21 +13,21 @@ import (
 // itself may appear: the Prometheus client's collectors import it; it is
 // the drivers and the store that must not.)
 func TestNodeDoesNotLinkServerStore(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "warren/internal/daemon").CombinedOutput()
+	out, err := exec.Command("go", "list", "-deps", "github.com/warrenmesh/warren/internal/daemon").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list -deps: %v\n%s", err, out)
 	}
 	forbidden := []string{
-		"warren/internal/store",
-		"warren/internal/control/server",
-		"warren/internal/relay/relayserver",
+		"github.com/warrenmesh/warren/internal/store",
+		"github.com/warrenmesh/warren/internal/control/server",
+		"github.com/warrenmesh/warren/internal/relay/relayserver",
 		"modernc.org/sqlite",
 		"github.com/jackc/pgx",
 	}
 	for dep := range strings.FieldsSeq(string(out)) {
 		for _, f := range forbidden {
 			if dep == f || strings.HasPrefix(dep, f+"/") {
-				t.Errorf("warren/internal/daemon depends on %s", dep)
+				t.Errorf("github.com/warrenmesh/warren/internal/daemon depends on %s", dep)
 			}
 		}
 	}

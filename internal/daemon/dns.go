@@ -6,8 +6,8 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"warren/internal/dns"
-	"warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/dns"
+	"github.com/warrenmesh/warren/internal/netmap"
 )
 
 // magicDNS is the node's own resolver: it answers at the map's nameserver

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/netmap"
 )
 
 // TestDNSRecordBoundsAgree: every record the server accepts (netmap's

@@ -20,9 +20,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"warren/internal/drop"
-	"warren/internal/localapi"
-	"warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/drop"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/netmap"
 )
 
 // File drop (package drop): the daemon keeps the inbox in STATEDIR/files,

@@ -5,11 +5,11 @@ import (
 	"slices"
 	"time"
 
-	"warren/internal/localapi"
-	"warren/internal/magicsock"
-	"warren/internal/netmap"
-	"warren/internal/pubkey"
-	"warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/uapi"
 )
 
 // appliedPeer is what the engine was last told about one peer.

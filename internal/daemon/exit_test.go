@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/device"
-	"warren/internal/localapi"
-	"warren/internal/magicsock"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/device"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // exitPeer joins a node offering to be an exit node, approved.

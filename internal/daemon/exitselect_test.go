@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/magicsock"
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // bareDaemon is a daemon with fakes that is never Run: tests apply maps

@@ -9,13 +9,13 @@ import (
 	"sync"
 	"syscall"
 
-	"warren/internal/device"
-	"warren/internal/dns"
-	"warren/internal/filter"
-	"warren/internal/magicsock"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/device"
+	"github.com/warrenmesh/warren/internal/dns"
+	"github.com/warrenmesh/warren/internal/filter"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/uapi"
 )
 
 // fakeEngine is an in-memory Engine: it keeps the peers the daemon

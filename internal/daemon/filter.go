@@ -5,8 +5,8 @@ import (
 	"net/netip"
 	"slices"
 
-	"warren/internal/filter"
-	"warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/filter"
+	"github.com/warrenmesh/warren/internal/netmap"
 )
 
 // filterState is the packet filter the daemon installed in the engine.

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/localapi"
 )
 
 // Each problem is its own condition in status: several at once are all

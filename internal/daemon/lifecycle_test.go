@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/localapi"
-	"warren/internal/netmap"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 func TestRoutesAndDNS(t *testing.T) {

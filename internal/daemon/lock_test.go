@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/localapi"
 )
 
 // silentServer accepts connections and never answers, like a server that

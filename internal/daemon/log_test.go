@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/localapi"
 )
 
 // TestControlLogLevels: the control client's lines reach the daemon's

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/localapi"
 )
 
 // A map's peers become engine peers and its addresses and routes the

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/magicsock"
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // Each map is applied as a diff: the engine is told only what changed

@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"warren/internal/metrics"
+	"github.com/warrenmesh/warren/internal/metrics"
 )
 
 // observability is the daemon's metrics registry, live captures and

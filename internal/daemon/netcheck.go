@@ -9,9 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"warren/internal/localapi"
-	"warren/internal/netmap"
-	"warren/internal/stun"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/stun"
 )
 
 // Netcheck measures this host's connectivity: whether UDP gets out, the

@@ -7,10 +7,10 @@ import (
 	"slices"
 	"time"
 
-	"warren/internal/magicsock"
-	"warren/internal/netmap"
-	"warren/internal/pubkey"
-	"warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
 )
 
 // relayState is the node's session with its home relay (the first region

@@ -14,9 +14,9 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
-	"warren/internal/dnsname"
-	"warren/internal/localapi"
-	"warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/dnsname"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/netmap"
 )
 
 // resolvePeer finds a peer by name, DNS name, tunnel address or public key,

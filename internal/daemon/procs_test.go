@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/drop"
+	"github.com/warrenmesh/warren/internal/drop"
 )
 
 func TestProcsGovernor(t *testing.T) {

@@ -9,11 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/localapi"
-	"warren/internal/netmap"
-	"warren/internal/pubkey"
-	"warren/internal/routeprefix"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/routeprefix"
 )
 
 // Subnet routes and exit nodes, on the node (see docs/ROUTES.md).

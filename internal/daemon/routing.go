@@ -9,7 +9,7 @@ import (
 	"slices"
 	"syscall"
 
-	"warren/internal/routeprefix"
+	"github.com/warrenmesh/warren/internal/routeprefix"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"

@@ -7,17 +7,17 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"warren/internal/device"
-	"warren/internal/dns"
-	"warren/internal/filter"
-	"warren/internal/magicsock"
-	"warren/internal/netcfg"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/resolvconf"
-	"warren/internal/tun"
-	"warren/internal/uapi"
-	"warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/device"
+	"github.com/warrenmesh/warren/internal/dns"
+	"github.com/warrenmesh/warren/internal/filter"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/netcfg"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/resolvconf"
+	"github.com/warrenmesh/warren/internal/tun"
+	"github.com/warrenmesh/warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/udp"
 )
 
 // The daemon reaches the data plane and the host through two seams, so

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 // Files in the state directory.

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 func TestNodeKeyFile(t *testing.T) {

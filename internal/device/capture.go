@@ -1,6 +1,6 @@
 package device
 
-import "warren/internal/conn"
+import "github.com/warrenmesh/warren/internal/conn"
 
 // Tap receives copies of packets for a live capture (warren debug
 // capture). Its functions run on the data plane's goroutines: they must

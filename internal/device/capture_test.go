@@ -5,8 +5,8 @@ import (
 	"sync"
 	"testing"
 
-	"warren/internal/conn"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 // TestTap checks the capture tap: with it set, a ping shows up on the

@@ -1,6 +1,6 @@
 package device
 
-import "warren/internal/clock"
+import "github.com/warrenmesh/warren/internal/clock"
 
 // Clock is the engine's source of time (package clock). Tests drive a
 // virtual clock to check the protocol's timers (rekey at 120 s, reject at

@@ -3,7 +3,7 @@ package device
 import (
 	"time"
 
-	"warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/clock"
 )
 
 // The timer tests drive the engine with package clock's virtual clock.

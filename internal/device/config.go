@@ -5,8 +5,8 @@ import (
 	"sort"
 	"time"
 
-	"warren/internal/noise"
-	"warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/uapi"
 )
 
 // Apply applies a configuration request (uapi.Device). Changes before an

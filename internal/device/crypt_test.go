@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 // newCryptPair returns two keypairs that are each other's mirror.

@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/noise"
-	"warren/internal/tun"
-	"warren/internal/tun/tuntest"
-	"warren/internal/uapi"
-	"warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/tun"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/udp"
 )
 
 // benchTUN is a tun.Device for benchmarks that allocates nothing: each Read

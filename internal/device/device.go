@@ -29,13 +29,13 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"warren/internal/allowedips"
-	"warren/internal/clock"
-	"warren/internal/conn"
-	"warren/internal/filter"
-	"warren/internal/noise"
-	"warren/internal/ratelimit"
-	"warren/internal/tun"
+	"github.com/warrenmesh/warren/internal/allowedips"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/filter"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/ratelimit"
+	"github.com/warrenmesh/warren/internal/tun"
 )
 
 // Options configure a Device. The zero value is usable.

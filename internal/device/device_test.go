@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/noise"
-	"warren/internal/tai64n"
-	"warren/internal/testutil/wait"
-	"warren/internal/tun/tuntest"
-	"warren/internal/uapi"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/tai64n"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 func TestTwoDevicePing(t *testing.T) {

@@ -1,6 +1,6 @@
 package device
 
-import "warren/internal/filter"
+import "github.com/warrenmesh/warren/internal/filter"
 
 // SetFilter installs the inbound packet filter (nil removes it: everything
 // the cryptokey routing accepts is delivered). With a filter, each packet

@@ -5,10 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/filter"
-	"warren/internal/testutil/wait"
-	"warren/internal/tun/tuntest"
-	"warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/filter"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/uapi"
 )
 
 // With a filter, b delivers only what its rules allow and the replies to

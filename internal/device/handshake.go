@@ -6,10 +6,10 @@ import (
 	mrand "math/rand/v2"
 	"time"
 
-	"warren/internal/conn"
-	"warren/internal/noise"
-	"warren/internal/tai64n"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/tai64n"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 func randUint32() uint32 {

@@ -11,14 +11,14 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/conn"
-	"warren/internal/noise"
-	"warren/internal/testutil/wait"
-	"warren/internal/tun"
-	"warren/internal/tun/tuntest"
-	"warren/internal/uapi"
-	"warren/internal/udp"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/tun"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 // watchedTransport wraps a real UDP transport, counting what is sent by

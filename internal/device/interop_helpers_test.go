@@ -26,13 +26,13 @@ import (
 	wgdevice "golang.zx2c4.com/wireguard/device"
 	wgtuntest "golang.zx2c4.com/wireguard/tun/tuntest"
 
-	"warren/internal/conn"
-	"warren/internal/noise"
-	"warren/internal/testutil/wait"
-	"warren/internal/tun/tuntest"
-	"warren/internal/uapi"
-	"warren/internal/udp"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 const interopTimeout = 5 * time.Second

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/testutil/wait"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 // Warren initiates: its initiation is accepted by wireguard-go, which learns

@@ -8,8 +8,8 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
-	"warren/internal/noise"
-	"warren/internal/replay"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/replay"
 )
 
 // Keypair is one session: the transport keys derived from a handshake.

@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/noise"
-	"warren/internal/ratelimit"
-	"warren/internal/tai64n"
-	"warren/internal/testutil/wait"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/ratelimit"
+	"github.com/warrenmesh/warren/internal/tai64n"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 // Tests of the protocol's limits: message counters, replayed and flooded

@@ -6,8 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"warren/internal/conn"
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 // Peer is one remote WireGuard peer.

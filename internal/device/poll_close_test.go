@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/tun"
-	"warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/tun"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
 )
 
 // gatedTUN is parkedTUN whose TryRead, once armed, waits for the test

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/tun"
-	"warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/tun"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
 )
 
 // parkedTUN is a ChannelTUN that is a tun.Poller whose WaitRead never

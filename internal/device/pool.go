@@ -3,7 +3,7 @@ package device
 import (
 	"sync"
 
-	"warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/conn"
 )
 
 // elem is one packet moving through a pipeline. Its buffer is big enough for

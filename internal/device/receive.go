@@ -6,9 +6,9 @@ import (
 	"net"
 	"time"
 
-	"warren/internal/conn"
-	"warren/internal/filter"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/filter"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 // The inbound pipeline:

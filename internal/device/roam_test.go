@@ -5,12 +5,12 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"warren/internal/conn"
-	"warren/internal/noise"
-	"warren/internal/testutil/wait"
-	"warren/internal/tun/tuntest"
-	"warren/internal/uapi"
-	"warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/udp"
 )
 
 // otherPeersEndpoint is a path layer's endpoint standing for another peer

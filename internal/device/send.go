@@ -5,8 +5,8 @@ import (
 	"net/netip"
 	"sync"
 
-	"warren/internal/tun"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/tun"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 // The outbound pipeline:

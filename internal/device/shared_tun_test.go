@@ -8,9 +8,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"warren/internal/nettest"
-	"warren/internal/tun"
-	"warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/tun"
+	"github.com/warrenmesh/warren/internal/udp"
 )
 
 // TestSharedTUNInline: a queue passed in by file (tun.CreateFromFile, not

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/testutil/wait"
-	"warren/internal/tun/tuntest"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 // Timer tests. Both devices of a pair share one fakeClock: time moves only

@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/noise"
-	"warren/internal/testutil/wait"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 // Timer tests. Both devices of a pair share one fakeClock: time moves only

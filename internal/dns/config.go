@@ -19,8 +19,8 @@ import (
 	"strconv"
 	"strings"
 
-	"warren/internal/dnsname"
-	"warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/dnsname"
+	"github.com/warrenmesh/warren/internal/netmap"
 )
 
 // Record types supported as custom records.

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 func TestParseRecord(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"testing"
 
-	"warren/internal/httpguard/guardtest"
+	"github.com/warrenmesh/warren/internal/httpguard/guardtest"
 )
 
 // putWithHost sends a v1 PUT of data as name from 127.0.0.1 (alice's node

@@ -62,7 +62,7 @@ import (
 	"strconv"
 	"time"
 
-	"warren/internal/httpguard"
+	"github.com/warrenmesh/warren/internal/httpguard"
 )
 
 // PeerAPIPort is the TCP port of the peer API on tunnel addresses.

@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/nettest"
-	"warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
 )
 
 // lab is a peer API on loopback: 127.0.0.1 is alice's node "a", 127.0.0.2

@@ -3,7 +3,7 @@ package filter
 import (
 	"net/netip"
 
-	"warren/internal/routeprefix"
+	"github.com/warrenmesh/warren/internal/routeprefix"
 )
 
 // Destinations is where a node lets its peers' packets go: its own

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/testutil/logtest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 func TestAllowedHosts(t *testing.T) {

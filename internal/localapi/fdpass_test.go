@@ -8,7 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"warren/internal/testutil/logtest"
+
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
 )
 
 // fileBackend answers a send with the bytes of the passed file.

@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"testing"
 
-	"warren/internal/httpguard/guardtest"
+	"github.com/warrenmesh/warren/internal/httpguard/guardtest"
 )
 
 // TestServeChecksHost: the local API answers only requests for its own

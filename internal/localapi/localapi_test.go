@@ -15,7 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"warren/internal/testutil/logtest"
+
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
 )
 
 // backend is a minimal Backend for exercising the HTTP layer. Requests

@@ -7,7 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-	"warren/internal/testutil/logtest"
+
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
 )
 
 // routesBackend is backend plus the routes endpoints.

@@ -36,7 +36,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"warren/internal/httpguard"
+	"github.com/warrenmesh/warren/internal/httpguard"
 )
 
 // DefaultSocket is where the daemon listens unless told otherwise.

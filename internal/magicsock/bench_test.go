@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/conn"
-	"warren/internal/noise"
-	"warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/udp"
 )
 
 // benchConn opens a path layer with one peer whose direct path to a

@@ -8,8 +8,8 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // Disco messages are the path layer's own datagrams, sent on the same UDP

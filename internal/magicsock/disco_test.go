@@ -5,8 +5,8 @@ import (
 	"net/netip"
 	"testing"
 
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 func discoKeys(t testing.TB) (a, b noise.PrivateKey) {

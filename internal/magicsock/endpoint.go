@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"warren/internal/conn"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // Path timing.

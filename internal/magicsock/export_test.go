@@ -4,8 +4,8 @@ import (
 	"crypto/rand"
 	"net/netip"
 
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // This file gives the external tests the means of a hostile member: disco

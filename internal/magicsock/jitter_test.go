@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // TestJitter checks the RTT variation estimate of a direct path: steady

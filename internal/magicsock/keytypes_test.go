@@ -4,9 +4,9 @@ import (
 	"reflect"
 	"testing"
 
-	"warren/internal/magicsock"
-	"warren/internal/pubkey"
-	"warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
 )
 
 // TestKeysTyped: the path layer names peers by their node key and probes

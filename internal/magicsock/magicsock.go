@@ -30,11 +30,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/conn"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/stun"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/stun"
 )
 
 // EndpointPrefix starts the endpoint strings that name a peer rather than

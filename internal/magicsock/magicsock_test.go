@@ -12,17 +12,17 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/device"
-	"warren/internal/magicsock"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/relay"
-	"warren/internal/relay/relayserver"
-	"warren/internal/stun"
-	"warren/internal/testutil/wait"
-	"warren/internal/tun/tuntest"
-	"warren/internal/uapi"
-	"warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/device"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/relay/relayserver"
+	"github.com/warrenmesh/warren/internal/stun"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/udp"
 )
 
 type node struct {

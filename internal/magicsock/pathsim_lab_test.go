@@ -9,15 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/conn"
-	"warren/internal/device"
-	"warren/internal/netsim"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/testutil/wait"
-	"warren/internal/tun/tuntest"
-	"warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/device"
+	"github.com/warrenmesh/warren/internal/netsim"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/uapi"
 )
 
 // The path lab: two Conns on hosts behind NATs of a virtual internet

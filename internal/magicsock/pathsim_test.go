@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/netsim"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/netsim"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // Path-layer transitions on the virtual internet (see pathsim_lab_test.go):

@@ -4,8 +4,8 @@ import (
 	"net/netip"
 	"time"
 
-	"warren/internal/conn"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // probeTick is how often the prober looks for due probes.

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/magicsock"
-	"warren/internal/pubkey"
-	"warren/internal/testutil/wait"
-	"warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/udp"
 )
 
 // stalledRelay is a relay whose writes hang until released, as a relay

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"warren/internal/stun"
+	"github.com/warrenmesh/warren/internal/stun"
 )
 
 // stunEvery is how often the STUN servers are asked for our public

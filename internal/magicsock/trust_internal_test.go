@@ -5,10 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/conn"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/udp"
 )
 
 // newTestConn is a path layer that is never opened: the tests drive its

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/magicsock"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/testutil/wait"
-	"warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/uapi"
 )
 
 // These tests play a hostile member of the mesh against the path layer: a

@@ -12,8 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"warren/internal/httpguard"
-	"warren/internal/httpguard/guardtest"
+	"github.com/warrenmesh/warren/internal/httpguard"
+	"github.com/warrenmesh/warren/internal/httpguard/guardtest"
 )
 
 func hostStatus(t *testing.T, addr, method, host string, hdr map[string]string) int {

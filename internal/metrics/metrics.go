@@ -22,7 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
 
-	"warren/internal/httpguard"
+	"github.com/warrenmesh/warren/internal/httpguard"
 )
 
 // Registry returns a registry with cs and the Go runtime and process

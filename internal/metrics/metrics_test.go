@@ -9,12 +9,12 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/device"
-	"warren/internal/magicsock"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/tun/tuntest"
-	"warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/device"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/udp"
 )
 
 // TestNode gathers a node's collectors through a pedantic registry (every

@@ -5,11 +5,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"warren/internal/device"
-	"warren/internal/magicsock"
-	"warren/internal/pubkey"
-	"warren/internal/tun"
-	"warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/device"
+	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/tun"
+	"github.com/warrenmesh/warren/internal/udp"
 )
 
 // Peer names a peer for the per-peer metrics.

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/netcfg"
-	"warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/netcfg"
+	"github.com/warrenmesh/warren/internal/nettest"
 )
 
 func pfx(ss ...string) []netip.Prefix {

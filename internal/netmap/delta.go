@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // Delta turns the map at version From into the map at version To. Absent

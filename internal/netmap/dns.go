@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"warren/internal/dnsname"
+	"github.com/warrenmesh/warren/internal/dnsname"
 )
 
 // DNSRecord is one custom record the server pushes to every node, answered

@@ -8,8 +8,8 @@ import (
 	"slices"
 	"time"
 
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // gen builds random but valid maps for property tests.

@@ -4,7 +4,7 @@ import (
 	"reflect"
 	"testing"
 
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // TestKeyFieldsTyped: every key in the map has the type of its kind, so a

@@ -23,9 +23,9 @@ import (
 	"slices"
 	"time"
 
-	"warren/internal/dnsname"
-	"warren/internal/pubkey"
-	"warren/internal/routeprefix"
+	"github.com/warrenmesh/warren/internal/dnsname"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/routeprefix"
 )
 
 // ProtocolVersion is the version of the netmap wire format. It changes

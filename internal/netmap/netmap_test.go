@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 func TestJSONRoundTrip(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 	"net/url"
 	"slices"
 
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // RelayRegion is one packet relay the server offers its nodes (package

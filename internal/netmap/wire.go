@@ -6,8 +6,8 @@ import (
 	"net/netip"
 	"time"
 
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // This file holds the JSON encoding. Wire structs fix the field names, and

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/conn"
 )
 
 // Host is a machine on the network with one address and (while open) one

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/conn"
-	"warren/internal/netsim"
-	"warren/internal/stun"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/netsim"
+	"github.com/warrenmesh/warren/internal/stun"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // lab is a network with one host behind a NAT and two servers on the

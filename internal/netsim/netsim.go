@@ -20,8 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"warren/internal/clock"
-	"warren/internal/stun"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/stun"
 )
 
 // Network is the virtual internet: public addresses route to hosts on it

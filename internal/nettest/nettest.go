@@ -27,7 +27,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // RequireEnv is the environment variable that turns a missing namespace

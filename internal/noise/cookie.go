@@ -9,7 +9,7 @@ import (
 	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/chacha20poly1305"
 
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 // CookieRefreshTime is how long a cookie secret, and a cookie, are valid.

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/tai64n"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/tai64n"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 // FuzzConsumeMessages feeds arbitrary bytes to the responder and initiator

@@ -7,8 +7,8 @@ import (
 	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/chacha20poly1305"
 
-	"warren/internal/tai64n"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/tai64n"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 // State is where a Handshake stands.

@@ -11,8 +11,8 @@ import (
 	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/hkdf"
 
-	"warren/internal/tai64n"
-	"warren/internal/wire"
+	"github.com/warrenmesh/warren/internal/tai64n"
+	"github.com/warrenmesh/warren/internal/wire"
 )
 
 func mustHex(t *testing.T, s string) []byte {

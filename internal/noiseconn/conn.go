@@ -11,7 +11,7 @@ import (
 
 	flynn "github.com/flynn/noise"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 // frameReader reads length-prefixed frames into a fixed buffer. It can be

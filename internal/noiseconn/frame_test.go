@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 // tcpPair returns two ends of a control connection over loopback TCP,

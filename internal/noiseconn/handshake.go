@@ -20,7 +20,7 @@ import (
 
 	flynn "github.com/flynn/noise"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 func newHandshake(initiator bool, version uint16, key noise.PrivateKey, peer []byte, rng io.Reader) (*flynn.HandshakeState, error) {

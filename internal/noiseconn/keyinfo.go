@@ -9,7 +9,7 @@ import (
 	"strings"
 	"unicode"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 // FetchKey asks the server at serverURL for its static public key (GET

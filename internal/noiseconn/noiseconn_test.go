@@ -24,7 +24,7 @@ import (
 
 	flynn "github.com/flynn/noise"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 func genKey(t testing.TB) noise.PrivateKey {

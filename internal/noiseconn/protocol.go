@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 // Protocol names one use of this transport. Sessions of different

@@ -6,8 +6,8 @@ import (
 	"slices"
 	"strings"
 
-	"warren/internal/filter"
-	"warren/internal/tagname"
+	"github.com/warrenmesh/warren/internal/filter"
+	"github.com/warrenmesh/warren/internal/tagname"
 )
 
 type aliasKind int

@@ -7,8 +7,8 @@ import (
 	"slices"
 	"strings"
 
-	"warren/internal/filter"
-	"warren/internal/routeprefix"
+	"github.com/warrenmesh/warren/internal/filter"
+	"github.com/warrenmesh/warren/internal/routeprefix"
 )
 
 // Node is what the policy needs to know about a node.

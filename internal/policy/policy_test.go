@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/filter"
+	"github.com/warrenmesh/warren/internal/filter"
 )
 
 const example = `{

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"warren/internal/filter"
+	"github.com/warrenmesh/warren/internal/filter"
 )
 
 const routesPolicy = `{

@@ -11,7 +11,7 @@ package pubkey
 import (
 	"fmt"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 // Node is a node's static public key: its WireGuard identity, the key

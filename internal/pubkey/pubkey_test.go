@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"testing"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 func TestParseAndText(t *testing.T) {

@@ -10,10 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/noise"
-	"warren/internal/noiseconn"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noiseconn"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // ErrNotConnected is returned by Client.Send while no session is up.

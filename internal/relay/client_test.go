@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/relay"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // TestClientBackoffOnFakeClock: a client whose relay keeps failing (a real

@@ -12,9 +12,9 @@ import (
 	"syscall"
 	"time"
 
-	"warren/internal/noise"
-	"warren/internal/noiseconn"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noiseconn"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // DialOptions are the optional parts of Dial.

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 func genKey(t testing.TB) noise.PrivateKey {

@@ -4,8 +4,8 @@ import (
 	"reflect"
 	"testing"
 
-	"warren/internal/netmap"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // TestRelayKeyTyped: a relay's key has its own type from the map to the

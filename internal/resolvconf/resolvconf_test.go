@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/nettest"
 )
 
 const original = "# the host's own\nnameserver 198.18.9.53\nnameserver fd00::53%eth0\nsearch lan\noptions ndots:2\n"

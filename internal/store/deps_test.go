@@ -11,14 +11,14 @@ import (
 // the access policy (conversions live in control/server and
 // control/admin), so neither can pull the database into a node.
 func TestStoreImportsNoProtocolPackages(t *testing.T) {
-	out, err := exec.Command("go", "list", "-f", `{{join .Imports "\n"}}`, "warren/internal/store").CombinedOutput()
+	out, err := exec.Command("go", "list", "-f", `{{join .Imports "\n"}}`, "github.com/warrenmesh/warren/internal/store").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
 	for imp := range strings.FieldsSeq(string(out)) {
 		switch imp {
-		case "warren/internal/netmap", "warren/internal/policy":
-			t.Errorf("warren/internal/store imports %s", imp)
+		case "github.com/warrenmesh/warren/internal/netmap", "github.com/warrenmesh/warren/internal/policy":
+			t.Errorf("github.com/warrenmesh/warren/internal/store imports %s", imp)
 		}
 	}
 }

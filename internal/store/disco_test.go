@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // TestDiscoKeyHeldOnce: a disco key another node holds is refused with

@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"time"
 
-	"warren/internal/dnsname"
+	"github.com/warrenmesh/warren/internal/dnsname"
 )
 
 // DNSRecordData is what a custom DNS record says. It has the fields of

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/store/storetest"
+	"github.com/warrenmesh/warren/internal/store/storetest"
 )
 
 func TestPing(t *testing.T) {

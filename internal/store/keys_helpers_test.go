@@ -3,8 +3,8 @@ package store
 import (
 	"crypto/sha256"
 
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // nodeKeyOf derives a distinct, valid node key from a test's name for it.

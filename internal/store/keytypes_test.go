@@ -6,7 +6,7 @@ import (
 	"reflect"
 	"testing"
 
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // TestNodeKeysTyped: the store hands out a node's key and its disco key

@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"warren/internal/dnsname"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/dnsname"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // Node is a registered machine.

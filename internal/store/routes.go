@@ -8,7 +8,7 @@ import (
 	"slices"
 	"strings"
 
-	"warren/internal/routeprefix"
+	"github.com/warrenmesh/warren/internal/routeprefix"
 )
 
 // MaxRoutes bounds the advertised or approved routes of one node.

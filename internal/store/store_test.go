@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/store/storetest"
+	"github.com/warrenmesh/warren/internal/store/storetest"
 )
 
 // eachBackend runs f once per backend with a fresh, open store.

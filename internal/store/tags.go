@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"warren/internal/tagname"
+	"github.com/warrenmesh/warren/internal/tagname"
 )
 
 // MaxTags bounds the tags of one key or node.

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/nettest"
 )
 
 // TestPollerHeldLost: a reader parked waiting for the queue (the engine's

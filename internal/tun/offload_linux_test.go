@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/nettest"
 )
 
 // Offloads against the kernel: a TCP connection of the namespace's stack to

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/nettest"
 )
 
 // sendUDP sends count one-byte datagrams 0, 1, ... from ns to dst (routed

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/nettest"
 )
 
 const offset = 16 // room a caller leaves in front of each packet

@@ -10,7 +10,7 @@ import (
 	"net/netip"
 	"time"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 // Config is one "set=1" request, applied as a whole. Nil pointers and empty

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 // testDevice is an in-memory Device: it records every applied Config and

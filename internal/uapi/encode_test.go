@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 func TestWriteState(t *testing.T) {

@@ -13,7 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"warren/internal/testutil/logtest"
+
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
 )
 
 func TestSocketPath(t *testing.T) {

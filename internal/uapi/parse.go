@@ -9,7 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 // MaxLineLen is the longest request line accepted, newline excluded. Longer

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noise"
 )
 
 // hexKey is a 64-digit hex key made of one repeated byte.

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/noise"
-	"warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
 )
 
 // startServer serves a fresh testDevice on a socket in a temporary

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/noise"
-	"warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
 )
 
 // Interoperability with wireguard-tools' wg(8), which finds userspace

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/conn"
 )
 
 // socket is one bound UDP socket of one address family.

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/conn"
 )
 
 // loop is a sender and a receiver transport on loopback with one batch of

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/conn"
 )
 
 // Endpoint is a remote UDP address. A Transport hands out one *Endpoint per

@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"testing"
 
-	"warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
 )
 
 // TestLoggerDefaultsToDiscard: without SetLogger the transport's reports

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/conn"
 )
 
 // openMode opens a transport with the offloads on or off.

@@ -26,7 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/conn"
 )
 
 // BatchSize is the number of datagrams one receive or send call moves.

@@ -13,8 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"warren/internal/conn"
-	"warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/conn"
+	"github.com/warrenmesh/warren/internal/nettest"
 )
 
 // open opens a fresh transport on an ephemeral port, closed at the end.

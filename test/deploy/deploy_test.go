@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/nettest"
 )
 
 // warrenBin is the binary TestMain builds (as root only).
@@ -33,7 +33,7 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	warrenBin = filepath.Join(dir, "warren")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-X warren/internal/cli.Version="+testVersion, "-o", warrenBin, "warren/cmd/warren")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-X github.com/warrenmesh/warren/internal/cli.Version="+testVersion, "-o", warrenBin, "github.com/warrenmesh/warren/cmd/warren")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		return 1

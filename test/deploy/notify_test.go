@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/nettest"
-	"warren/internal/sdnotify"
-	"warren/internal/testutil/unitcaps"
+	"github.com/warrenmesh/warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/sdnotify"
+	"github.com/warrenmesh/warren/internal/testutil/unitcaps"
 )
 
 // TestDaemonNotifiesSystemd runs `warren daemon` (the real binary) in a

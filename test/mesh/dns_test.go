@@ -12,8 +12,8 @@ import (
 
 	mdns "github.com/miekg/dns"
 
-	"warren/internal/nettest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // netnsResolvConf gives ns its own /etc/resolv.conf: `ip netns exec`

@@ -12,7 +12,7 @@ import (
 	mdns "github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // udpNoPorts reads the datagrams ns received for no socket (/proc/net/snmp,

@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/localapi"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // fileCmd runs `warren file ARGS --socket SOCK` on n.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // TestDropTagged: file drop is between one user's own machines, and a

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/netmap"
-	"warren/internal/nettest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // What a subnet router forwards (issue #16): only to its approved routes,

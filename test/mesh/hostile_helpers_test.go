@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/nettest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // attacker drives the rogue member (test/mesh/hostile) over its stdin and
@@ -118,7 +118,7 @@ func (b *syncBuffer) String() string {
 func (l *lab) startAttacker(ns *nettest.NS, under, key string) *attacker {
 	t := l.t
 	bin := filepath.Join(t.TempDir(), "hostile")
-	if out, err := exec.Command("go", "build", "-o", bin, "warren/test/mesh/hostile").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/warrenmesh/warren/test/mesh/hostile").CombinedOutput(); err != nil {
 		t.Fatalf("go build hostile: %v\n%s", err, out)
 	}
 	cmd := exec.Command("ip", "netns", "exec", ns.Name, bin, "--server", l.srv.url, "--auth-key", key,

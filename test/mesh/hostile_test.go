@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/netmap"
-	"warren/internal/pubkey"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // TestHostilePeer puts a rogue member M (test/mesh/hostile: a node joined

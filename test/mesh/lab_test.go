@@ -21,10 +21,10 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 
-	"warren/internal/localapi"
-	"warren/internal/nettest"
-	"warren/internal/store/storetest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/store/storetest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 var warrenBin string
@@ -42,7 +42,7 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	warrenBin = filepath.Join(dir, "warren")
-	if out, err := exec.Command("go", "build", "-o", warrenBin, "warren/cmd/warren").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", warrenBin, "github.com/warrenmesh/warren/cmd/warren").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		return 1
 	}

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/localapi"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 func peerNamed(st *localapi.Status, name string) *localapi.PeerStatus {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // TestMesh is the mesh's end-to-end story, on each store: four nodes join

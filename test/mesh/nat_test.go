@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/localapi"
-	"warren/internal/nettest"
-	"warren/internal/stun"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/stun"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // natKind is how a NAT router maps a LAN node's UDP flows.

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/nettest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // TestObserve checks issue #9's observability end to end on two nodes

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // policyDB: group:eng (alice) may reach tag:db on TCP 5432 only.

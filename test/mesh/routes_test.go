@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/localapi"
-	"warren/internal/nettest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // upWith joins the node with key and extra `warren up` flags.

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/nettest"
-	"warren/internal/testutil/unitcaps"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/testutil/unitcaps"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // startNodeWithCaps starts a daemon as warren-daemon.service runs it:

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/nettest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // Paths of the binaries TestMain builds.
@@ -52,7 +52,7 @@ func runMain(m *testing.M) int {
 	warrenBin = filepath.Join(dir, "warren")
 	wggoBin = filepath.Join(dir, "wireguard-go")
 	for _, b := range []struct{ out, pkg string }{
-		{warrenBin, "warren/cmd/warren"},
+		{warrenBin, "github.com/warrenmesh/warren/cmd/warren"},
 		{wggoBin, "golang.zx2c4.com/wireguard"}, // pinned in go.mod as a tool
 	} {
 		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)

@@ -17,8 +17,8 @@ import (
 
 	"golang.org/x/crypto/blake2s"
 
-	"warren/internal/nettest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/nettest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // pair sets up A (implementation imA) and B (imB) in two namespaces, each the

@@ -21,8 +21,8 @@ import (
 	"strings"
 	"time"
 
-	"warren/internal/dnsname"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/dnsname"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // MaxBody bounds a request body.

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/admin"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 func TestAuthRefused(t *testing.T) {

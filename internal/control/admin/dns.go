@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"warren/internal/dnsname"
-	"warren/internal/netmap"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/dnsname"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // DNSRecord is a custom record as the API shows it.

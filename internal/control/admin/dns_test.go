@@ -5,9 +5,9 @@ import (
 	"strconv"
 	"testing"
 
-	"warren/internal/control/admin"
-	"warren/internal/netmap"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 func TestDNSResources(t *testing.T) {

@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/admin"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/store"
-	"warren/internal/store/storetest"
+	"github.com/warrenmesh/warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/store"
+	"github.com/warrenmesh/warren/internal/store/storetest"
 )
 
 // env is the admin API over a real store, behind a real HTTP server.

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/admin"
-	"warren/internal/store"
-	"warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/store"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
 )
 
 // TestInternalErrorLogged: a store failure behind a request is answered

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"warren/internal/policy"
-	"warren/internal/tagname"
+	"github.com/warrenmesh/warren/internal/policy"
+	"github.com/warrenmesh/warren/internal/tagname"
 )
 
 // Policy is the access policy in force as the API shows it.

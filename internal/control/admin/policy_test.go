@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/admin"
 )
 
 const testPolicy = `{

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/admin"
 )
 
 // TestRelayKeyScope: a relay key (scope "relay") lists the node keys a

@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"time"
 
-	"warren/internal/dnsname"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/dnsname"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // The JSON shapes of the API. Times are RFC 3339 and left out when unset

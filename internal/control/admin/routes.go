@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"strings"
 
-	"warren/internal/routeprefix"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/routeprefix"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // NodeRoutes are one node's routes: what it advertises, what an admin

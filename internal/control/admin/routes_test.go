@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/admin"
 )
 
 func TestRoutesResource(t *testing.T) {

@@ -10,16 +10,16 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/admin"
-	"warren/internal/control/client"
-	"warren/internal/control/proto"
-	"warren/internal/control/server"
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/store"
-	"warren/internal/testutil/logtest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/client"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/store"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // mesh is a control server and the admin API on one HTTP server, as

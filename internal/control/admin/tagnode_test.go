@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/admin"
 )
 
 // TestTagNode: PUT /nodes/{node}/tags gives a node tags its user may use

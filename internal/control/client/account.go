@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 
-	"warren/internal/control/proto"
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // request sends one message on a fresh session and returns the answer.

@@ -13,14 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/control/proto"
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/noiseconn"
-	"warren/internal/pubkey"
-	"warren/internal/testutil/logtest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noiseconn"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 func key(t *testing.T) noise.PrivateKey {

@@ -4,7 +4,7 @@ import (
 	"reflect"
 	"testing"
 
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // TestServerKeyTyped: the pinned server key has its own type, so a relay's

@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/server"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/store"
-	"warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/store"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
 )
 
 // Server is a control server under test.

@@ -5,8 +5,8 @@ import (
 	"reflect"
 	"testing"
 
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // TestRotationProofKeysTyped: RotationProof takes the server's key and

@@ -40,9 +40,9 @@ import (
 	"net/netip"
 	"time"
 
-	"warren/internal/netmap"
-	"warren/internal/pubkey"
-	"warren/internal/routeprefix"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/routeprefix"
 )
 
 // Version is the message protocol version carried in every Message. A peer

@@ -6,8 +6,8 @@ import (
 
 	"golang.org/x/crypto/blake2s"
 
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // ProofSize is the length of a key rotation proof.

@@ -3,10 +3,10 @@ package server
 import (
 	"errors"
 
-	"warren/internal/control/proto"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // rotateKey moves the session's node to a new key, proven by the request.

@@ -9,15 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/control/client"
-	"warren/internal/control/proto"
-	"warren/internal/control/server"
-	"warren/internal/netmap"
-	"warren/internal/noiseconn"
-	"warren/internal/pubkey"
-	"warren/internal/store"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/control/client"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noiseconn"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/store"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 func TestRotateKey(t *testing.T) {

@@ -1,8 +1,8 @@
 package server
 
 import (
-	"warren/internal/netmap"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // The store keeps its own plain types so it imports no protocol package;

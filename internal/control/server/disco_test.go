@@ -6,13 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/client"
-	"warren/internal/control/proto"
-	"warren/internal/control/server"
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/noiseconn"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/control/client"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noiseconn"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // registerWithDisco registers a new node and returns a client that reports

@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"strconv"
 
-	"warren/internal/control/proto"
-	"warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/netmap"
 )
 
 // This file builds the map stream's messages without running encoding/json

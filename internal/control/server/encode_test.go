@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/control/proto"
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 func testNode(t *testing.T, id uint64, user string) netmap.Node {

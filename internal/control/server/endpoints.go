@@ -5,9 +5,9 @@ import (
 	"sync"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/control/proto"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // DefaultEndpointInterval is Options.EndpointInterval's default.

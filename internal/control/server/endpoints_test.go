@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/control/server"
-	"warren/internal/netmap"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // TestEndpointFloodCoalesced: a node that reports its endpoints many times

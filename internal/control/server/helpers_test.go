@@ -14,14 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/client"
-	"warren/internal/control/controltest"
-	"warren/internal/control/server"
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/store"
-	"warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/control/client"
+	"github.com/warrenmesh/warren/internal/control/controltest"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/store"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
 )
 
 // env is a server on a real TCP listener over a SQLite store

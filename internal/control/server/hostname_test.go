@@ -6,10 +6,10 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/control/client"
-	"warren/internal/control/proto"
-	"warren/internal/control/server"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/control/client"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // TestHostnameControlCharsRefused: a host name is shown to admins (`admin

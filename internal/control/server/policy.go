@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"slices"
 
-	"warren/internal/netmap"
-	"warren/internal/policy"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/policy"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // The access policy (package policy) is loaded on each full reload, like

@@ -5,10 +5,10 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/control/server"
-	"warren/internal/filter"
-	"warren/internal/netmap"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/filter"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 func filterOf(t *testing.T, m *netmap.NetworkMap) *filter.Spec {

@@ -6,9 +6,9 @@ import (
 	"slices"
 	"testing"
 
-	"warren/internal/control/server"
-	"warren/internal/netmap"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // A node's advertised routes reach its peers only once approved (as the

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/control/server"
 )
 
 // TestStats checks the counters behind the server's metrics: streams

@@ -7,14 +7,14 @@ import (
 	"sync"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/control/proto"
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/noiseconn"
-	"warren/internal/pubkey"
-	"warren/internal/routeprefix"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noiseconn"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/routeprefix"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // stream runs a node's map stream until it ends.

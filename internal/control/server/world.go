@@ -10,11 +10,11 @@ import (
 	"slices"
 	"time"
 
-	"warren/internal/control/proto"
-	"warren/internal/dnsname"
-	"warren/internal/netmap"
-	"warren/internal/policy"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/control/proto"
+	"github.com/warrenmesh/warren/internal/dnsname"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/policy"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 func storeCtx() (context.Context, context.CancelFunc) {

@@ -8,9 +8,9 @@ package servermetrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"warren/internal/control/server"
-	"warren/internal/metrics"
-	"warren/internal/relay/relayserver"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/metrics"
+	"github.com/warrenmesh/warren/internal/relay/relayserver"
 )
 
 // Server is the coordination server's collector.

@@ -5,9 +5,9 @@ import (
 	"strings"
 	"testing"
 
-	"warren/internal/metrics"
-	"warren/internal/noise"
-	"warren/internal/relay/relayserver"
+	"github.com/warrenmesh/warren/internal/metrics"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/relay/relayserver"
 )
 
 // TestRelay gathers a relay server's collector through the pedantic

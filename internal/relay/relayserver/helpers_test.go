@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
 )
 
 func genKey(t testing.TB) noise.PrivateKey {

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/relay"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // TestThousandIdleClients: 1000 vouched nodes hold idle sessions; the

@@ -5,10 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/pubkey"
-	"warren/internal/relay"
-	"warren/internal/testutil/logtest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // TestLogLevels: each side logs its events at their own level with the

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/relay"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // TestQueueAccountingControlFrames: pongs and peer-gone notices pass through

@@ -20,10 +20,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/noise"
-	"warren/internal/noiseconn"
-	"warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noiseconn"
+	"github.com/warrenmesh/warren/internal/relay"
 )
 
 // Defaults of Options. The keepalive and write timeout are the protocol's

@@ -12,11 +12,11 @@ import (
 	"sync"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/control/admin"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/store"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // StoreAllowed vouches from the coordination server's store (the relay

@@ -17,15 +17,15 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/clock"
-	"warren/internal/control/admin"
-	"warren/internal/control/server"
-	"warren/internal/noise"
-	"warren/internal/pubkey"
-	"warren/internal/relay"
-	"warren/internal/store"
-	"warren/internal/testutil/logtest"
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/store"
+	"github.com/warrenmesh/warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // world is a coordination server as `warren server --relay` runs it: the

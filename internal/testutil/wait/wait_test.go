@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"warren/internal/testutil/wait"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 func TestPollWaitsForAConditionAnotherGoroutineMakesTrue(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"warren/internal/tun"
+	"github.com/warrenmesh/warren/internal/tun"
 )
 
 // ChannelTUN is a tun.Device: packets written to Inbound are read by the

@@ -12,10 +12,10 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
-	"warren/internal/netmap"
-	"warren/internal/pubkey"
-	"warren/internal/tun/tuntest"
-	"warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/uapi"
 )
 
 // The disco wire format, written from internal/magicsock/disco.go with the

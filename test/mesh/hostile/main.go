@@ -42,16 +42,16 @@ import (
 	"sync"
 	"time"
 
-	"warren/internal/control/client"
-	"warren/internal/device"
-	"warren/internal/netmap"
-	"warren/internal/noise"
-	"warren/internal/noiseconn"
-	"warren/internal/pubkey"
-	"warren/internal/relay"
-	"warren/internal/tun/tuntest"
-	"warren/internal/uapi"
-	"warren/internal/udp"
+	"github.com/warrenmesh/warren/internal/control/client"
+	"github.com/warrenmesh/warren/internal/device"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/noiseconn"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
+	"github.com/warrenmesh/warren/internal/tun/tuntest"
+	"github.com/warrenmesh/warren/internal/uapi"
+	"github.com/warrenmesh/warren/internal/udp"
 )
 
 // hostile is the rogue node's state.
