@@ -297,9 +297,10 @@ func (c *Client) putV2(ctx context.Context, peer netip.AddrPort, h Header, off i
 	if _, err := io.WriteString(conn, head); err != nil {
 		return fail(err)
 	}
-	br := bufio.NewReader(conn)
+	lim := &answerLimit{r: conn}
+	br := bufio.NewReader(lim)
 	conn.SetReadDeadline(time.Now().Add(time.Minute))
-	resp, err := http.ReadResponse(br, nil)
+	resp, err := lim.readResponse(br)
 	if err != nil {
 		return fail(err)
 	}
@@ -311,7 +312,7 @@ func (c *Client) putV2(ctx context.Context, peer netip.AddrPort, h Header, off i
 	// it hung up (disk full), else err.
 	writeFailed := func(err error) (*File, error) {
 		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-		if resp, rerr := http.ReadResponse(br, nil); rerr == nil && resp.StatusCode != http.StatusOK {
+		if resp, rerr := lim.readResponse(br); rerr == nil && resp.StatusCode != http.StatusOK {
 			return fail(decodeAnswer(resp, nil))
 		}
 		return fail(err)
@@ -344,7 +345,7 @@ func (c *Client) putV2(ctx context.Context, peer netip.AddrPort, h Header, off i
 	}
 	// The receiver syncs the file to its disk before it answers.
 	conn.SetReadDeadline(time.Now().Add(2 * time.Minute))
-	if resp, err = http.ReadResponse(br, nil); err != nil {
+	if resp, err = lim.readResponse(br); err != nil {
 		return fail(err)
 	}
 	var file File
@@ -352,4 +353,39 @@ func (c *Client) putV2(ctx context.Context, peer netip.AddrPort, h Header, off i
 		return fail(err)
 	}
 	return &file, nil
+}
+
+// maxAnswer bounds what the sender reads of one answer of the receiver
+// (head and JSON body): the receiver is a mesh member, not trusted to
+// keep its answers small.
+const maxAnswer = 16<<10 + 64<<10
+
+// answerLimit reads at most n bytes from r, then fails; readResponse
+// grants each answer its own allowance.
+type answerLimit struct {
+	r io.Reader
+	n int
+}
+
+func (l *answerLimit) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errAnswerTooLarge
+	}
+	if len(p) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= n
+	return n, err
+}
+
+var errAnswerTooLarge = errors.New("the receiver's answer (header and body) is over 80 KiB")
+
+func (l *answerLimit) readResponse(br *bufio.Reader) (*http.Response, error) {
+	l.n = maxAnswer
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil && l.n <= 0 {
+		return nil, errAnswerTooLarge
+	}
+	return resp, err
 }

@@ -369,12 +369,13 @@ func NewClient(dial func(ctx context.Context, network, addr string) (net.Conn, e
 			}
 			return &stallConn{Conn: c}, nil
 		},
-		ExpectContinueTimeout: 5 * time.Second,
-		ResponseHeaderTimeout: time.Minute,
-		WriteBufferSize:       256 << 10,
-		ReadBufferSize:        64 << 10,
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       30 * time.Second,
+		ExpectContinueTimeout:  5 * time.Second,
+		ResponseHeaderTimeout:  time.Minute,
+		MaxResponseHeaderBytes: 16 << 10, // the receiver is a member, not trusted to keep it small
+		WriteBufferSize:        256 << 10,
+		ReadBufferSize:         64 << 10,
+		MaxIdleConnsPerHost:    2,
+		IdleConnTimeout:        30 * time.Second,
 	}
 	return &Client{hc: &http.Client{Transport: tr}, dial: dial}
 }
