@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/warrenmesh/warren/internal/httpguard"
 	"github.com/warrenmesh/warren/internal/metrics"
 )
 
@@ -40,7 +41,7 @@ func (d *Daemon) startMetrics(ctx context.Context) error {
 	if d.cfg.MetricsListen == "" {
 		return nil
 	}
-	_, err := metrics.Serve(ctx, d.cfg.MetricsListen, d.obs.reg, d.log)
+	_, err := metrics.ServeNamed(ctx, d.cfg.MetricsListen, d.obs.reg, d.log, d.ownName)
 	return err
 }
 
@@ -70,4 +71,15 @@ func (d *Daemon) DebugHandler() http.Handler {
 	mux.HandleFunc("GET /localapi/v1/debug/capture", d.serveCapture)
 	mux.HandleFunc("GET /localapi/v1/debug/bundle", d.serveBundle)
 	return mux
+}
+
+// ownName reports whether name (normalised by httpguard) is one of the
+// node's MagicDNS names, so that its metrics listener serves them.
+func (d *Daemon) ownName(name string) bool {
+	for _, n := range d.dropNames() {
+		if httpguard.Hostname(n) == name {
+			return true
+		}
+	}
+	return false
 }

@@ -49,6 +49,37 @@ func TestServeChecksHost(t *testing.T) {
 	}
 }
 
+// TestServeNamedAsksAboutChangingNames: a node's metrics are reachable by
+// its MagicDNS name (which changes while the listener runs), still not
+// by any other name (before, the daemon's listener answered 421 to its
+// own name).
+func TestServeNamedAsksAboutChangingNames(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	own := "alpha.mesh.example"
+	also := func(name string) bool { return name == own || name == "alpha" }
+	a, err := ServeNamed(ctx, "127.0.0.1:0", prometheus.NewRegistry(), nil, also)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := a.String()
+	_, port, _ := net.SplitHostPort(addr)
+	for _, host := range []string{"alpha.mesh.example:" + port, "ALPHA.mesh.example.", "alpha"} {
+		if code := hostStatus(t, addr, "GET", host, nil); code != http.StatusOK {
+			t.Errorf("Host %q: %d, want 200", host, code)
+		}
+	}
+	own = "renamed.mesh.example"
+	for _, host := range []string{"alpha.mesh.example:" + port, "beta.mesh.example", "evil.example"} {
+		if code := hostStatus(t, addr, "GET", host, nil); code != http.StatusMisdirectedRequest {
+			t.Errorf("Host %q: %d, want 421", host, code)
+		}
+	}
+	if code := hostStatus(t, addr, "GET", "renamed.mesh.example", nil); code != http.StatusOK {
+		t.Errorf("after the rename: %d, want 200", code)
+	}
+}
+
 // TestServeTimesOutIdleConnections: a keep-alive connection that sends
 // nothing more is closed by the listener (before, it was held for ever).
 func TestServeTimesOutIdleConnections(t *testing.T) {

@@ -81,6 +81,17 @@ var listenerTimeouts = httpguard.PublicTimeouts
 // for an IP address, localhost, the machine's host name or one of hosts
 // (package httpguard).
 func Serve(ctx context.Context, addr string, g prometheus.Gatherer, log *slog.Logger, hosts ...string) (net.Addr, error) {
+	return ServeNamed(ctx, addr, g, log, nil, hosts...)
+}
+
+// ServeNamed is Serve for a listener whose names change while it runs
+// (a node's MagicDNS names): also, if not nil, is asked about a Host
+// name that is not an IP literal, localhost, the machine's name or one
+// of hosts.
+func ServeNamed(ctx context.Context, addr string, g prometheus.Gatherer, log *slog.Logger, also func(name string) bool, hosts ...string) (net.Addr, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	addr, err := ListenAddr(addr)
 	if err != nil {
 		return nil, err
@@ -99,7 +110,7 @@ func Serve(ctx context.Context, addr string, g prometheus.Gatherer, log *slog.Lo
 	if h, err := os.Hostname(); err == nil {
 		hosts = append(hosts, h)
 	}
-	srv := &http.Server{Handler: httpguard.Wrap(mux, httpguard.Policy{Names: hosts, Logger: log})}
+	srv := &http.Server{Handler: httpguard.Wrap(mux, httpguard.Policy{Names: hosts, Also: also, Logger: log})}
 	listenerTimeouts.Apply(srv)
 	ln = httpguard.LimitListener(ln, MaxConnsPerSource, log)
 	go func() {
