@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -200,5 +201,45 @@ func TestDeclarations(t *testing.T) {
 				t.Errorf("%s %s: %+v", sc.Command, k.Name, k)
 			}
 		}
+	}
+}
+
+// TestReloadKeepsUnreloadable: a SIGHUP applies only reloadable keys, and
+// a bad file keeps the running config.
+func TestReloadKeepsUnreloadable(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "server.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("log_level: info\nlisten: \":1\"\n")
+	fs := newFS()
+	f := Server.Bind(fs)
+	f.Environ = func() []string { return nil }
+	if err := fs.Parse([]string{"--config", p}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.Load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	write("log_level: debug\nlisten: \":2\"\n")
+	c = f.Reload(c, log)
+	if Get(c, ServerTLS.Cert) != "" || Get(c, ServerLog.Level) != "debug" || Get(c, ServerListen) != ":1" {
+		t.Errorf("after reload: level %q listen %q", Get(c, ServerLog.Level), Get(c, ServerListen))
+	}
+	if !strings.Contains(logs.String(), "restart_needed=[listen]") || !strings.Contains(logs.String(), "applied=[log_level]") {
+		t.Errorf("log %q", logs.String())
+	}
+	logs.Reset()
+	write("log_level: loud\n")
+	if c2 := f.Reload(c, log); c2 != c {
+		t.Error("a bad file replaced the config")
+	}
+	if !strings.Contains(logs.String(), `server.yaml:1: log_level: \"loud\" is not one of`) || strings.Count(logs.String(), "\n") != 1 {
+		t.Errorf("log %q", logs.String())
 	}
 }
