@@ -113,7 +113,17 @@ func (c *Certs) TLSConfig() *tls.Config {
 // tried. With certificate files it is fallback (or the redirect).
 func (c *Certs) HTTPHandler(fallback http.Handler) http.Handler {
 	if c.acme != nil {
-		return c.acme.HTTPHandler(fallback)
+		h := c.acme.HTTPHandler(fallback)
+		// autocert checks the Host header, port included, against the
+		// names: strip the port, so that the challenge is also answered
+		// on a port 80 forwarded to another one.
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if host := redirectHost(r.Host); host != r.Host && strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
+				r = r.Clone(r.Context())
+				r.Host = host
+			}
+			h.ServeHTTP(w, r)
+		})
 	}
 	if fallback != nil {
 		return fallback
