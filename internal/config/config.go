@@ -20,7 +20,7 @@
 // then hold canonical text, merged by koanf, and parsed into typed values
 // by Get.
 //
-// A JSON file (the config format before YAML; a name ending in .json) is
+// A JSON file (the config format before YAML; named *.json*) is
 // still read, with the same keys, for one release, and a deprecation
 // warning is logged once.
 package config

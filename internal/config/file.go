@@ -19,7 +19,7 @@ var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 // key. In a JSON file (the old format) an empty string or null leaves a
 // key at its default, as it did; in YAML null does.
 func (sc *Schema) parseFile(path string, b []byte) (map[string]any, bool, error) {
-	isJSON := strings.EqualFold(filepath.Ext(path), ".json")
+	isJSON := strings.Contains(strings.ToLower(filepath.Base(path)), ".json") // server.json, server.json.example
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		msg := strings.TrimPrefix(err.Error(), "yaml: ")

@@ -2,6 +2,7 @@ package tlsserve
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -203,6 +204,20 @@ func acmeListener(t *testing.T, c *Certs, l net.Listener) *atomic.Int64 {
 	return &alpn
 }
 
+// countingListener counts the connections accepted.
+type countingListener struct {
+	net.Listener
+	n atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
 func port(l net.Listener) int { return l.Addr().(*net.TCPAddr).Port }
 
 // TestACMETLSALPNObtainAndRenew: the listener obtains a certificate from
@@ -277,23 +292,20 @@ func TestACMEHTTP01(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var challenges atomic.Int64
-	h := c.HTTPHandler(nil)
-	hs := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
-			challenges.Add(1)
-		}
-		h.ServeHTTP(w, r)
-	})}
-	go hs.Serve(hl)
-	t.Cleanup(func() { hs.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	counted := &countingListener{Listener: hl}
+	go c.ServeHTTP01(ctx, counted)
 	acmeListener(t, c, l)
 	chain, err := handshake(l.Addr().String(), p.roots)
 	if err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
-	if !slices.Contains(chain[0].DNSNames, testName) || challenges.Load() == 0 {
-		t.Errorf("served %v after %d HTTP-01 requests", chain[0].DNSNames, challenges.Load())
+	if !slices.Contains(chain[0].DNSNames, testName) || counted.n.Load() == 0 {
+		t.Errorf("served %v after %d connections to the HTTP-01 listener", chain[0].DNSNames, counted.n.Load())
+	}
+	if !strings.Contains(p.out.String(), "Attempting to validate w/ HTTP: http://"+testName) {
+		t.Error("pebble did not validate HTTP-01")
 	}
 	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).
 		Get("http://" + hl.Addr().String() + "/x")
