@@ -250,6 +250,17 @@ func TestACMETLSALPNObtainAndRenew(t *testing.T) {
 	if alpn.Load() == 0 {
 		t.Error("no TLS-ALPN-01 challenge handshake reached the listener")
 	}
+	// A client naming no host (the readiness self-probe by IP address)
+	// still completes a handshake, with a certificate nobody trusts.
+	conn, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Errorf("handshake without a server name: %v", err)
+	} else {
+		if cn := conn.ConnectionState().PeerCertificates[0].Subject.CommonName; !strings.Contains(cn, "no server name") {
+			t.Errorf("without a server name: served %q", cn)
+		}
+		conn.Close()
+	}
 	if names := c.Names(); len(names) != 1 || names[0] != testName {
 		t.Errorf("names %v", names)
 	}

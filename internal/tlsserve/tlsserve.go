@@ -10,10 +10,16 @@
 package tlsserve
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -58,6 +64,11 @@ type Certs struct {
 	files *CertFiles
 	acme  *autocert.Manager
 	hosts []string
+	// noSNI is served (with ACME) to clients that name no host, such as
+	// the readiness self-probe and health checks by IP address: a
+	// self-signed certificate no client trusts, where autocert would
+	// fail the handshake.
+	noSNI *tls.Certificate
 	log   *slog.Logger
 }
 
@@ -89,7 +100,11 @@ func New(o Options) (*Certs, error) {
 			RenewBefore: o.RenewBefore,
 			Client:      &acme.Client{DirectoryURL: o.ACMEDirectory, HTTPClient: o.ACMEHTTPClient, UserAgent: "warren"},
 		}
-		return &Certs{acme: m, hosts: append([]string(nil), o.ACMEHosts...), log: log}, nil
+		noSNI, err := selfSigned()
+		if err != nil {
+			return nil, err
+		}
+		return &Certs{acme: m, hosts: append([]string(nil), o.ACMEHosts...), noSNI: noSNI, log: log}, nil
 	}
 	return nil, nil
 }
@@ -101,6 +116,12 @@ func (c *Certs) TLSConfig() *tls.Config {
 	if c.acme != nil {
 		tc := c.acme.TLSConfig()
 		tc.MinVersion = tls.VersionTLS12
+		tc.GetCertificate = func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if h.ServerName == "" {
+				return c.noSNI, nil
+			}
+			return c.acme.GetCertificate(h)
+		}
 		return tc
 	}
 	return &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}, GetCertificate: c.files.GetCertificate}
@@ -179,4 +200,25 @@ func (c *Certs) Reload(certFile, keyFile string) error {
 	c.log.Info("tls: certificate reloaded", "names", c.files.Names(), "serial", fmt.Sprintf("%x", leaf.SerialNumber),
 		"expires", leaf.NotAfter.UTC().Format(time.RFC3339))
 	return nil
+}
+
+// selfSigned makes the certificate for clients without SNI.
+func selfSigned() (*tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: "warren (no server name given)"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(100 * 365 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
