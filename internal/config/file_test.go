@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -160,6 +161,29 @@ func TestExamplesDocumentEveryKey(t *testing.T) {
 			}
 			if got := sc.byName[k.Name].kind.format(c.vals[k.Name]); got != k.Default {
 				t.Errorf("%s shows %s: %s, the default is %q", path, k.Name, got, k.Default)
+			}
+		}
+	}
+}
+
+// TestConfigDocListsEveryKey: docs/CONFIG.md has a row for every key,
+// with its default.
+func TestConfigDocListsEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../../docs/CONFIG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, sc := range []*Schema{Server, Relay} {
+		sec := doc[strings.Index(doc, "### "+sc.Command):]
+		for _, k := range sc.Keys() {
+			d := k.Default
+			if d == "" {
+				d = `""`
+			}
+			row := fmt.Sprintf("| `%s` | `--%s` | `%s` |", k.Name, k.Flag, k.Env)
+			if i := strings.Index(sec, row); i < 0 || !strings.Contains(strings.SplitN(sec[i:], "\n", 2)[0], "`"+d+"`") {
+				t.Errorf("docs/CONFIG.md (%s) has no row %s with default %s", sc.Command, row, d)
 			}
 		}
 	}

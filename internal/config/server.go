@@ -33,7 +33,7 @@ var (
 	ServerEphemeralGrace = declare[time.Duration](Server, "ephemeral_grace", durationKind{min: time.Second}, "2m",
 		"how long an ephemeral node may stay offline before it is deleted", nil)
 	ServerRelay = Server.boolean("relay",
-		"also serve a packet relay (at /warren/relay, with the server key) for the nodes in the store")
+		"also serve a packet relay (at /warren/v1/relay, with the server key) for the nodes in the store")
 	ServerSTUNListen = Server.str("stun_listen", "",
 		`UDP address to answer STUN on, e.g. ":3478" (default off)`)
 	ServerRelayMap = Server.str("relay_map", "",
