@@ -243,3 +243,47 @@ func TestReloadKeepsUnreloadable(t *testing.T) {
 		t.Errorf("log %q", logs.String())
 	}
 }
+
+// TestRelayAdminKeyFromEnvIgnored: the admin commands' WARREN_API_KEY in
+// the environment does not clash with a relay key, as before; given on
+// the same layer as the relay key, the two are an error.
+func TestRelayAdminKeyFromEnvIgnored(t *testing.T) {
+	c, err := load(t, Relay, "", []string{"WARREN_API_KEY=wapi_admin", "WARREN_RELAY_KEY=wrly_relay"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Get(c, RelayAPIKey) != "" || Get(c, RelayRelayKey) != "wrly_relay" {
+		t.Errorf("api key %q relay key %q", Get(c, RelayAPIKey), Get(c, RelayRelayKey))
+	}
+	if _, err := load(t, Relay, "", nil, "--api-key", "wapi_a", "--relay-key", "wrly_b"); err == nil || !strings.Contains(err.Error(), "give one") {
+		t.Errorf("both as flags: %v", err)
+	}
+}
+
+// TestBindSome: a subcommand binds a few keys as flags; the file is still
+// read whole (and checked), and the other keys are no flags.
+func TestBindSome(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "server.yaml")
+	if err := os.WriteFile(p, []byte("data_dir: /srv/warren\nlisten: \":1\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := newFS()
+	f := Server.Bind(fs, "data_dir", "db")
+	f.Environ = func() []string { return nil }
+	if fs.Lookup("listen") != nil || fs.Lookup("data-dir") == nil {
+		t.Fatal("wrong flags bound")
+	}
+	if err := fs.Parse([]string{"--config", p, "--db", "sqlite:/x.db"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.Load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Get(c, ServerDataDir) != "/srv/warren" || Get(c, ServerDB) != "sqlite:/x.db" || Get(c, ServerListen) != ":1" {
+		t.Errorf("data_dir %q db %q listen %q", Get(c, ServerDataDir), Get(c, ServerDB), Get(c, ServerListen))
+	}
+	if err := fs.Parse([]string{"--listen", ":2"}); err == nil {
+		t.Error("--listen accepted")
+	}
+}

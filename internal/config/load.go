@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -58,11 +59,22 @@ func (v *flagValue) Set(a string) error {
 	return nil
 }
 
-// Bind adds --config and a flag for every key of sc to fs.
-func (sc *Schema) Bind(fs *pflag.FlagSet) *Flags {
+// Bind adds --config and a flag for every key of sc to fs, or, when only
+// names keys, for those keys alone (a subcommand such as `server key`
+// needs only data_dir; Load still reads and checks every key of the file
+// and the environment).
+func (sc *Schema) Bind(fs *pflag.FlagSet, only ...string) *Flags {
 	f := &Flags{schema: sc, fs: fs, Environ: os.Environ}
 	f.config = fs.String("config", "", fmt.Sprintf("YAML config file (default %s if it exists; flags and %s* variables override it)", sc.DefaultFile, EnvPrefix))
+	for _, name := range only {
+		if sc.byName[name] == nil {
+			panic("config: Bind: no key " + name)
+		}
+	}
 	for _, s := range sc.specs {
+		if len(only) > 0 && !slices.Contains(only, s.name) {
+			continue
+		}
 		v := &flagValue{s: s, txt: s.kind.format(s.def)}
 		fl := fs.VarPF(v, s.FlagName(), "", s.help+envNote(s))
 		if _, ok := s.kind.(boolKind); ok {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/warrenmesh/warren/internal/httpguard"
@@ -55,7 +56,13 @@ func init() {
 			return errors.New("config: data_dir is empty")
 		}
 		if Get(c, RelayRelayKey) != "" && Get(c, RelayAPIKey) != "" {
-			return errors.New("config: relay_key and api_key: give one (a relay key is enough)")
+			if strings.HasPrefix(c.From(RelayAPIKey.Name()), "$") {
+				// WARREN_API_KEY is also the admin commands' key: with a
+				// relay key set it was always ignored, and still is.
+				c.vals[RelayAPIKey.Name()], c.from[RelayAPIKey.Name()] = "", "default"
+			} else {
+				return errors.New("config: relay_key and api_key: give one (a relay key is enough)")
+			}
 		}
 		if Get(c, RelayBurst) == 0 || Get(c, RelayQueue) == 0 {
 			return errors.New("config: burst and queue must be positive")
