@@ -188,3 +188,34 @@ type recorder struct {
 func (r *recorder) Header() http.Header         { return r.h }
 func (r *recorder) Write(b []byte) (int, error) { return len(b), nil }
 func (r *recorder) WriteHeader(code int)        { r.code = code }
+
+// TestOptionsFrom: the relay's TLS keys become Options, and an ACME
+// config gives Certs whose names are the ACME hosts.
+func TestOptionsFrom(t *testing.T) {
+	c, err := config.Relay.Check(writeConfig(t, "tls_acme: [relay.example, relay2.example]\ntls_acme_email: ops@example.com\ntls_acme_directory: https://ca.example/dir\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	o := OptionsFrom(c, config.RelayTLS, state, nil)
+	if strings.Join(o.ACMEHosts, ",") != "relay.example,relay2.example" || o.ACMEEmail != "ops@example.com" ||
+		o.ACMEDirectory != "https://ca.example/dir" || o.StateDir != state || o.CertFile != "" {
+		t.Errorf("options %+v", o)
+	}
+	certs, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !certs.ACME() || strings.Join(certs.Names(), ",") != "relay.example,relay2.example" {
+		t.Errorf("acme %v names %v", certs.ACME(), certs.Names())
+	}
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

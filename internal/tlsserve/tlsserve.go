@@ -28,6 +28,8 @@ import (
 
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
+
+	"github.com/warrenmesh/warren/internal/config"
 )
 
 // ACMECacheDir is the directory under the state directory that holds the
@@ -221,4 +223,14 @@ func selfSigned() (*tls.Certificate, error) {
 		return nil, err
 	}
 	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// OptionsFrom reads the TLS keys k (config.ServerTLS or config.RelayTLS)
+// of a loaded config; the ACME cache goes under stateDir (the data_dir).
+func OptionsFrom(c *config.Config, k config.TLSKeys, stateDir string, log *slog.Logger) Options {
+	return Options{
+		CertFile: config.Get(c, k.Cert), KeyFile: config.Get(c, k.Key),
+		ACMEHosts: config.Get(c, k.ACME), ACMEEmail: config.Get(c, k.ACMEEmail),
+		ACMEDirectory: config.Get(c, k.ACMEDirectory), StateDir: stateDir, Logger: log,
+	}
 }
