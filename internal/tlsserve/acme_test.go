@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -59,14 +60,28 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// pebbleDir holds the pebble binary the tests built (removed by TestMain).
+var pebbleDir string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if pebbleDir != "" {
+		os.RemoveAll(pebbleDir)
+	}
+	os.Exit(code)
+}
+
 // buildPebble builds the pebble of go.mod's tool line once per test binary.
 var buildPebble = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "warren-pebble-")
+	goBin, err := exec.LookPath("go")
 	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	if pebbleDir, err = os.MkdirTemp("", "warren-pebble-"); err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "pebble")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/letsencrypt/pebble/v2/cmd/pebble").CombinedOutput()
+	bin := filepath.Join(pebbleDir, "pebble")
+	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/letsencrypt/pebble/v2/cmd/pebble").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("building pebble: %v\n%s", err, out)
 	}
