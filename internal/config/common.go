@@ -36,8 +36,8 @@ func tlsKeys(sc *Schema) TLSKeys {
 			"contact address given to the ACME CA (optional; expiry warnings go there)"),
 		ACMEDirectory: declare[string](sc, "tls_acme_directory", urlKind{}, autocert.DefaultACMEDirectory,
 			"the ACME CA's directory URL", nil),
-		ACMEHTTPListen: sc.str("tls_acme_http_listen", "",
-			`also answer ACME HTTP-01 challenges on this address, e.g. ":80" (other requests there are redirected to https); TLS-ALPN-01 on the HTTPS listener needs nothing`),
+		ACMEHTTPListen: sc.checked("tls_acme_http_listen", "",
+			`also answer ACME HTTP-01 challenges on this address, e.g. ":80" (other requests there are redirected to https); TLS-ALPN-01 on the HTTPS listener needs nothing`, checkListen(false)),
 	}
 }
 

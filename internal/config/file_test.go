@@ -39,6 +39,9 @@ func TestCheckBadFiles(t *testing.T) {
 		{"duplicate", "domain: a.example\ndomain: b.example\n", `server.yaml:2: key "domain" given twice (first on line 1)`},
 		{"not a mapping", "- listen\n", `server.yaml:1: want a mapping of keys to values`},
 		{"syntax", "listen: \":1\"\n  bad indent: x\n", `server.yaml:1: did not find expected key`},
+		{"bad listen", "listen: 8080\n", `server.yaml:1: listen: "8080" is not a HOST:PORT address`},
+		{"bad port", "stun_listen: \":70000\"\n", `server.yaml:1: stun_listen: ":70000" is not a HOST:PORT address`},
+		{"bad metrics", "metrics_listen: a b\n", `server.yaml:1: metrics_listen: "a b" is not a PORT or HOST:PORT address`},
 		{"bad level", "log_level: verbose\n", `server.yaml:1: log_level: "verbose" is not one of debug, info, warn, error`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -65,7 +68,7 @@ db: postgres://warren@db.internal/warren
 ipv4_prefix: 100.100.0.0/16
 ephemeral_grace: 1d
 relay: true
-stun_listen: 3478
+stun_listen: ":3478"
 max_conns_per_ip: 0
 tls_acme: [warren.example.com]
 tls_acme_http_listen: ":80"
@@ -75,13 +78,13 @@ empty:
 	if err == nil || !strings.Contains(err.Error(), `server.yaml:15: unknown key "empty"`) {
 		t.Fatalf("want the unknown key reported, got %v", err)
 	}
-	p := writeFile(t, "server.yaml", "listen: \":443\"\nallowed_hosts: [a.example, b.example]\nrelay: true\nstun_listen: 3478\ndomain:\ntls_acme: w.example\n")
+	p := writeFile(t, "server.yaml", "listen: \":443\"\nallowed_hosts: [a.example, b.example]\nrelay: true\nstun_listen: \":3478\"\ndomain:\ntls_acme: w.example\nmetrics_listen: 9101\n")
 	c, err = Server.Check(p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := Get(c, ServerAllowedHosts); strings.Join(got, " ") != "a.example b.example" || !Get(c, ServerRelay) ||
-		Get(c, ServerSTUNListen) != "3478" || Get(c, ServerDomain) != "" || Get(c, ServerTLS.ACME)[0] != "w.example" {
+		Get(c, ServerSTUNListen) != ":3478" || Get(c, ServerDomain) != "" || Get(c, ServerTLS.ACME)[0] != "w.example" {
 		t.Errorf("read %v", c.vals)
 	}
 	if c.From("relay") != p+":3" || c.From("domain") != "default" || c.File != p {

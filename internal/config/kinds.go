@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -166,5 +167,24 @@ func checkPrefix(what string, prefixes ...string) func(string) error {
 			}
 		}
 		return errors.New("does not look like " + what)
+	}
+}
+
+// checkListen checks a TCP or UDP listen address, HOST:PORT (HOST may be
+// empty: all addresses); bare allows a bare PORT too (metrics_listen).
+func checkListen(bare bool) func(string) error {
+	return func(s string) error {
+		host, port, err := net.SplitHostPort(s)
+		if err != nil && bare {
+			host, port, err = "", s, nil
+		}
+		n, perr := strconv.ParseUint(port, 10, 16)
+		if err != nil || perr != nil || strings.ContainsAny(host, "/ ") || (bare && n == 0 && host == "") {
+			if bare {
+				return fmt.Errorf("%q is not a PORT or HOST:PORT address", s)
+			}
+			return fmt.Errorf("%q is not a HOST:PORT address (e.g. \":8080\" or \"127.0.0.1:8080\")", s)
+		}
+		return nil
 	}
 }

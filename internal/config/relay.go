@@ -26,10 +26,10 @@ var (
 		checkPrefix("an API key (wapi_... or wrly_...)", "wapi_", "wrly_"), Secret)
 	RelayInsecure = Relay.boolean("insecure",
 		"send the key over plain http to a remote (not loopback) server")
-	RelayListen = Relay.str("listen", ":8443",
-		"address to serve the relay on (HTTP, or HTTPS with tls_cert or tls_acme)")
-	RelaySTUNListen = Relay.str("stun_listen", ":3478",
-		`UDP address to answer STUN on ("" disables)`)
+	RelayListen = Relay.checked("listen", ":8443",
+		"address to serve the relay on (HTTP, or HTTPS with tls_cert or tls_acme)", checkListen(false))
+	RelaySTUNListen = Relay.checked("stun_listen", ":3478",
+		`UDP address to answer STUN on ("" disables)`, checkListen(false))
 	RelayDataDir = Relay.str("data_dir", "/var/lib/warren-relay",
 		"directory for the relay key and the ACME certificate cache (created 0700)")
 	RelayPoll = declare[time.Duration](Relay, "poll", durationKind{min: 100 * time.Millisecond}, "5s",
@@ -44,8 +44,8 @@ var (
 		"host names nodes reach this relay by (its name in the relay map; IP addresses, localhost, the TLS certificate's names and the machine's host name are always served); requests for other names are refused (DNS rebinding protection)")
 	RelayMaxConnsPerIP = Relay.integer("max_conns_per_ip", itoa(httpguard.DefaultPerSource),
 		"concurrent connections accepted from one source address (0: no cap)")
-	RelayMetricsListen = Relay.str("metrics_listen", "",
-		"serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)")
+	RelayMetricsListen = Relay.checked("metrics_listen", "",
+		"serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)", checkListen(true))
 	RelayTLS = tlsKeys(Relay)
 	RelayLog = logKeys(Relay)
 )

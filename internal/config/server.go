@@ -14,8 +14,8 @@ var Server = newSchema("server")
 // The keys of `warren server`, in the order --help and the example file
 // show them.
 var (
-	ServerListen = Server.str("listen", ":8080",
-		"address to serve HTTP(S) on")
+	ServerListen = Server.checked("listen", ":8080",
+		"address to serve HTTP(S) on", checkListen(false))
 	ServerPublicURL = Server.url("public_url",
 		"the URL nodes reach this server at, for the relay map (default: http(s)://LISTEN when it names a host)")
 	ServerAllowedHosts = Server.hosts("allowed_hosts",
@@ -34,12 +34,12 @@ var (
 		"how long an ephemeral node may stay offline before it is deleted", nil)
 	ServerRelay = Server.boolean("relay",
 		"also serve a packet relay (at /warren/v1/relay, with the server key) for the nodes in the store")
-	ServerSTUNListen = Server.str("stun_listen", "",
-		`UDP address to answer STUN on, e.g. ":3478" (default off)`)
+	ServerSTUNListen = Server.checked("stun_listen", "",
+		`UDP address to answer STUN on, e.g. ":3478" (default off)`, checkListen(false))
 	ServerRelayMap = Server.str("relay_map", "",
 		`JSON file of further relays offered to nodes ({"regions":[{id,code,url,public_key,stun}]})`)
-	ServerMetricsListen = Server.str("metrics_listen", "",
-		"serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)")
+	ServerMetricsListen = Server.checked("metrics_listen", "",
+		"serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)", checkListen(true))
 	ServerMaxConnsPerIP = Server.integer("max_conns_per_ip", itoa(httpguard.DefaultPerSource),
 		"concurrent connections accepted from one source address (0: no cap)")
 	ServerTLS = tlsKeys(Server)
