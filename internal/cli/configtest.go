@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/warrenmesh/warren/internal/config"
+	"github.com/warrenmesh/warren/internal/tlsserve"
 )
 
 // runConfigtest: `warren server configtest` and `warren relay configtest`
@@ -33,6 +34,17 @@ func runConfigtest(sc *config.Schema, args []string, stdout, stderr io.Writer) i
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", who, err)
 		return 1
+	}
+	// Like nginx -t: the certificate files named must load too.
+	tk := config.ServerTLS
+	if sc == config.Relay {
+		tk = config.RelayTLS
+	}
+	if cert := config.Get(c, tk.Cert); cert != "" {
+		if _, err := tlsserve.LoadCertFiles(cert, config.Get(c, tk.Key)); err != nil {
+			fmt.Fprintf(stderr, "%s: %s: %v\n", who, c.From(tk.Cert.Name()), err)
+			return 1
+		}
 	}
 	fmt.Fprintf(stdout, "%s: configuration OK\n", *path)
 	if *show {

@@ -45,6 +45,11 @@ func TestConfigtest(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "configuration OK") || !strings.Contains(stderr, "warning: config ../../packaging/etc/server.json.example: JSON config files are deprecated") {
 		t.Errorf("json: exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
+	// The certificate files named must load.
+	code, _, stderr = cmd(t, "server", "configtest", "--config", write("tls.yaml", "tls_cert: "+filepath.Join(dir, "nocert.pem")+"\ntls_key: "+filepath.Join(dir, "nokey.pem")+"\n"))
+	if code != 1 || !strings.Contains(stderr, "tls.yaml:1: tls: "+filepath.Join(dir, "nocert.pem")) || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("missing certificate: exit %d, stderr %q", code, stderr)
+	}
 	if code, _, stderr := cmd(t, "server", "configtest", "--config", filepath.Join(dir, "missing.yaml")); code != 1 || !strings.Contains(stderr, "no such file") {
 		t.Errorf("missing file: exit %d, stderr %q", code, stderr)
 	}
