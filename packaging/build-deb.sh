@@ -34,7 +34,8 @@ install -m 0755 "$bin" "$root/usr/bin/warren"
 for u in warren-server warren-relay warren-daemon; do
 	install -m 0644 "$here/systemd/$u.service" "$root$unitdir/$u.service"
 done
-install -m 0644 "$here/etc/server.env" "$here/etc/daemon.env" "$here/etc/server.json.example" "$root/etc/warren/"
+install -m 0644 "$here/etc/server.env" "$here/etc/daemon.env" "$here/etc/server.json.example" \
+	"$here/etc/server.yaml.example" "$here/etc/relay.yaml.example" "$root/etc/warren/"
 install -m 0600 "$here/etc/relay.env" "$root/etc/warren/" # will hold the relay key
 install -m 0644 "$here/../README.md" "$root/usr/share/doc/warren/README.md"
 install -m 0644 "$here/debian/conffiles" "$root/DEBIAN/conffiles"

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/warrenmesh/warren/internal/config"
 	"github.com/warrenmesh/warren/internal/httpguard"
 	"github.com/warrenmesh/warren/internal/metrics"
 	"github.com/warrenmesh/warren/internal/metrics/servermetrics"
@@ -137,6 +138,9 @@ func (c *relayConfig) check() error {
 func runRelay(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "key" {
 		return runRelayKey(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "configtest" {
+		return runConfigtest(config.Relay, args[1:], stdout, stderr) // configtest.go
 	}
 	fs, c := relayFlags(stderr)
 	if code, done := quietParse(fs, func() error { return fs.Parse(args) }, "warren relay", stdout, stderr, func(w io.Writer) { relayUsage(w, fs) }); done {

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/warrenmesh/warren/internal/config"
 	"github.com/warrenmesh/warren/internal/control/admin"
 	"github.com/warrenmesh/warren/internal/control/server"
 	"github.com/warrenmesh/warren/internal/httpguard"
@@ -358,6 +359,8 @@ func serverUsage(w io.Writer, fs *flag.FlagSet) {
                                                 read-only relay key for 'warren relay --relay-key')
        warren server apikey list [--json] [--config F] [--data-dir D] [--db DSN]
        warren server key [--config F] [--data-dir D] print the server's public key
+       warren server configtest [--config F] [--print]
+                                                check a YAML config file without starting
 One HTTP server serves the control protocol (/warren/v1/) and the admin API
 (/api/v1/, see 'warren admin --help'). The subcommands use the store directly,
 on the server host, and only an existing one (start the server once first).
@@ -372,6 +375,8 @@ func runServer(args []string, stdout, stderr io.Writer) int {
 			return runServerAPIKey(args[1:], stdout, stderr)
 		case "key":
 			return runServerKey(args[1:], stdout, stderr)
+		case "configtest":
+			return runConfigtest(config.Server, args[1:], stdout, stderr) // configtest.go
 		}
 	}
 	sf := newServerFlags("server", stderr, true)
@@ -379,7 +384,7 @@ func runServer(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if sf.fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "warren server: unexpected argument %q (subcommands: apikey, key)\n", sf.fs.Arg(0))
+		fmt.Fprintf(stderr, "warren server: unexpected argument %q (subcommands: apikey, key, configtest)\n", sf.fs.Arg(0))
 		return 2
 	}
 	c, err := sf.resolve()

@@ -23,6 +23,8 @@ var (
 		"/etc/warren/daemon.env":          0o644,
 		"/etc/warren/relay.env":           0o600, // holds the relay key
 		"/etc/warren/server.json.example": 0o644,
+		"/etc/warren/server.yaml.example": 0o644,
+		"/etc/warren/relay.yaml.example":  0o644,
 	}
 )
 
@@ -193,6 +195,9 @@ func TestDebianPackage(t *testing.T) {
 	out2, err := exec.Command("/usr/bin/warren", "server", "key", "--config", "/etc/warren/server.json.example", "--data-dir", t.TempDir()).CombinedOutput()
 	if err == nil || !strings.Contains(string(out2), "no server key at") {
 		t.Errorf("the example config: %v %s", err, out2)
+	}
+	for _, c := range []string{"server", "relay"} {
+		run(t, "/usr/bin/warren", c, "configtest", "--config", "/etc/warren/"+c+".yaml.example")
 	}
 	serverAsUnit(t)
 

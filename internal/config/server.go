@@ -1,0 +1,72 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/warrenmesh/warren/internal/httpguard"
+)
+
+// Server is the schema of `warren server`.
+var Server = newSchema("server")
+
+// The keys of `warren server`, in the order --help and the example file
+// show them.
+var (
+	ServerListen = Server.checked("listen", ":8080",
+		"address to serve HTTP(S) on", checkListen(false))
+	ServerPublicURL = Server.url("public_url",
+		"the URL nodes reach this server at, for the relay map (default: http(s)://LISTEN when it names a host)")
+	ServerAllowedHosts = Server.hosts("allowed_hosts",
+		"further host names clients reach this server by (besides IP addresses, localhost, the public URL's host and the TLS certificate's names); requests for other names are refused (DNS rebinding protection)")
+	ServerDataDir = Server.str("data_dir", "/var/lib/warren-server",
+		"directory for the server key, the SQLite database and the ACME certificate cache (created 0700)")
+	ServerDB = Server.checked("db", "",
+		`database: "sqlite:PATH" or "postgres://..." (default "sqlite:DATA_DIR/warren.db")`, checkDSN, Secret)
+	ServerIPv4Prefix = declare[netipPrefix](Server, "ipv4_prefix", prefixKind{}, "",
+		"IPv4 prefix node addresses come from, fixed at first start (default 100.64.0.0/10)", nil)
+	ServerIPv6Prefix = declare[netipPrefix](Server, "ipv6_prefix", prefixKind{v6: true}, "",
+		"IPv6 prefix node addresses come from, fixed at first start (default a random ULA /48)", nil)
+	ServerDomain = Server.checked("domain", "",
+		"the deployment's DNS domain (default warren.internal)", checkDomain)
+	ServerEphemeralGrace = declare[time.Duration](Server, "ephemeral_grace", durationKind{min: time.Second}, "2m",
+		"how long an ephemeral node may stay offline before it is deleted", nil)
+	ServerRelay = Server.boolean("relay",
+		"also serve a packet relay (at /warren/v1/relay, with the server key) for the nodes in the store")
+	ServerSTUNListen = Server.checked("stun_listen", "",
+		`UDP address to answer STUN on, e.g. ":3478" (default off)`, checkListen(false))
+	ServerRelayMap = Server.str("relay_map", "",
+		`JSON file of further relays offered to nodes ({"regions":[{id,code,url,public_key,stun}]})`)
+	ServerMetricsListen = Server.checked("metrics_listen", "",
+		"serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)", checkListen(true))
+	ServerMaxConnsPerIP = Server.integer("max_conns_per_ip", itoa(httpguard.DefaultPerSource),
+		"concurrent connections accepted from one source address (0: no cap)")
+	ServerTLS = tlsKeys(Server)
+	ServerLog = logKeys(Server)
+)
+
+func init() {
+	Server.validate = func(c *Config) error {
+		if Get(c, ServerDataDir) == "" {
+			return errors.New("config: data_dir is empty")
+		}
+		return checkTLS(c, ServerTLS)
+	}
+}
+
+func checkDSN(s string) error {
+	for _, p := range []string{"sqlite:", "postgres://", "postgresql://"} {
+		if strings.HasPrefix(s, p) && len(s) > len(p) {
+			return nil
+		}
+	}
+	return errors.New(`want "sqlite:PATH" or "postgres://..."`)
+}
+
+func checkDomain(s string) error {
+	if _, err := (hostsKind{}).parse(s); err != nil || strings.ContainsAny(s, ", :") {
+		return errors.New(strings.TrimSpace(s) + " is not a DNS domain")
+	}
+	return nil
+}
