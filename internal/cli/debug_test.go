@@ -14,8 +14,8 @@ func TestDebugUsageErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"debug"}, 2, "usage: warren debug capture"},
-		{[]string{"debug", "bogus"}, 2, `unknown subcommand "bogus"`},
+		{[]string{"debug"}, 2, "warren debug: missing verb (want capture, bundle)"},
+		{[]string{"debug", "bogus"}, 2, `warren debug: unknown verb "bogus"`},
 		{[]string{"debug", "capture", "a", "b"}, 2, "at most one peer"},
 		{[]string{"debug", "capture", "-c", "-1"}, 2, "must not be negative"},
 		{[]string{"debug", "bundle", "x"}, 2, `unexpected argument "x"`},

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,4 +60,40 @@ func TestServerLogLevelNotFromWords(t *testing.T) {
 	if !strings.Contains(line, "level=INFO") || !strings.Contains(line, "name=failed-disk") || !strings.Contains(line, "component=server") {
 		t.Fatalf("logout logged as %q", line)
 	}
+}
+
+// logRecord finds the first text log line of output with message msg and
+// returns its attributes (nil if there is none yet).
+func logRecord(output, msg string) map[string]string {
+	for line := range strings.SplitSeq(output, "\n") {
+		rec := parseLogfmt(line)
+		if rec["msg"] == msg {
+			return rec
+		}
+	}
+	return nil
+}
+
+// parseLogfmt reads the key=value pairs slog's text handler writes (values
+// with spaces or quotes are Go-quoted).
+func parseLogfmt(line string) map[string]string {
+	rec := map[string]string{}
+	for line = strings.TrimSpace(line); line != ""; line = strings.TrimSpace(line) {
+		k, rest, ok := strings.Cut(line, "=")
+		if !ok || strings.ContainsAny(k, " \"") {
+			return rec
+		}
+		if strings.HasPrefix(rest, `"`) {
+			q, err := strconv.QuotedPrefix(rest)
+			if err != nil {
+				return rec
+			}
+			rec[k], _ = strconv.Unquote(q)
+			line = rest[len(q):]
+			continue
+		}
+		v, after, _ := strings.Cut(rest, " ")
+		rec[k], line = v, after
+	}
+	return rec
 }

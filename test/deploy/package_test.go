@@ -258,8 +258,10 @@ func serverAsUnit(t *testing.T) {
 	sc := bufio.NewScanner(stderr)
 	var url string
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "warren server: listening on "); ok {
-			url, _, _ = strings.Cut(rest, ",")
+		// The server logs "level=INFO msg=listening component=server url=URL ..."
+		if line := sc.Text(); strings.Contains(line, " msg=listening ") {
+			_, rest, _ := strings.Cut(line, " url=")
+			url, _, _ = strings.Cut(rest, " ")
 			break
 		}
 		t.Logf("server: %s", sc.Text())
