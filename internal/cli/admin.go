@@ -73,11 +73,11 @@ func adminVerbs() []adminVerb {
 
 		{"authkeys", "create", "", "create a pre-auth key for --user; prints only the key (--json: the whole object)", 0, func(fs *pflag.FlagSet) func(*adminClient, []string) error {
 			var req admin.AuthKeyRequest
-			fs.StringVar(&req.User, "user", "", "the user whose nodes join with this key (required)")
+			fs.StringVar(&req.User, "user", "", "the `USER` whose nodes join with this key (required)")
 			fs.BoolVar(&req.Reusable, "reusable", false, "the key can register any number of nodes (default: one)")
 			fs.BoolVar(&req.Ephemeral, "ephemeral", false, "nodes joining with it are deleted when offline for a while")
-			fs.StringVar(&req.Expiration, "expiration", "", "the key stops working after this long (e.g. 1h, 30d; default never)")
-			fs.Func("tags", "comma-separated tags (tag:db,tag:web) for the nodes joining with it; the policy's tagOwners must allow the user", func(v string) error {
+			fs.StringVar(&req.Expiration, "expiration", "", "the key stops working after this long (`DURATION`, e.g. 1h, 30d; default never)")
+			fs.Func("tags", "comma-separated `TAGS` (tag:db,tag:web) for the nodes joining with it; the policy's tagOwners must allow the user", func(v string) error {
 				for _, t := range strings.Split(v, ",") {
 					if t = strings.TrimSpace(t); t != "" {
 						req.Tags = append(req.Tags, t)
@@ -99,7 +99,7 @@ func adminVerbs() []adminVerb {
 			}
 		}},
 		{"authkeys", "list", "", "list pre-auth keys (secrets are never shown again)", 0, func(fs *pflag.FlagSet) func(*adminClient, []string) error {
-			user := fs.String("user", "", "only this user's keys")
+			user := fs.String("user", "", "only this `USER`'s keys")
 			return func(c *adminClient, _ []string) error {
 				var ks []admin.AuthKey
 				return c.list("/authkeys"+userQuery(*user), &ks, func() { printAuthKeys(c.stdout, ks) })
@@ -114,7 +114,7 @@ func adminVerbs() []adminVerb {
 		})},
 
 		{"nodes", "list", "", "list nodes", 0, func(fs *pflag.FlagSet) func(*adminClient, []string) error {
-			user := fs.String("user", "", "only this user's nodes")
+			user := fs.String("user", "", "only this `USER`'s nodes")
 			return func(c *adminClient, _ []string) error {
 				var ns []admin.Node
 				return c.list("/nodes"+userQuery(*user), &ns, func() { printNodes(c.stdout, ns) })
@@ -144,8 +144,8 @@ func adminVerbs() []adminVerb {
 
 		{"apikeys", "create", "", "create an admin API key; prints only the key (--json: the whole object)", 0, func(fs *pflag.FlagSet) func(*adminClient, []string) error {
 			var req admin.APIKeyRequest
-			fs.StringVar(&req.Expiration, "expiration", "", "the key stops working after this long (e.g. 90d; default never)")
-			fs.StringVar(&req.Scope, "scope", "admin", "admin (everything) or relay (read-only: lists node keys for 'warren relay --relay-key')")
+			fs.StringVar(&req.Expiration, "expiration", "", "the key stops working after this long (`DURATION`, e.g. 90d; default never)")
+			fs.StringVar(&req.Scope, "scope", "admin", "`SCOPE`: admin (everything) or relay (read-only: lists node keys for 'warren relay --relay-key')")
 			return func(c *adminClient, _ []string) error {
 				if req.Scope != "admin" && req.Scope != "relay" {
 					return usageError("--scope: want admin or relay")
@@ -211,7 +211,6 @@ func adminCmd(s *streams) *cobra.Command {
 	admin := groupOf("resource", "admin", "manage users, auth keys, nodes, API keys, routes, policy, DNS",
 		fmt.Sprintf(`Talks to the server's admin API; --server and --api-key default to $%s
 and $%s. The flags may come before or after RESOURCE VERB.`, envServer, envAPIKey))
-	admin.Use = "admin [flags] RESOURCE VERB [ARGS]"
 	o.bind(admin.PersistentFlags())
 	groups := map[string]*cobra.Command{"": admin}
 	for _, r := range adminResources {

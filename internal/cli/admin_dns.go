@@ -19,7 +19,7 @@ func adminDNSVerbs() []adminVerb {
 	return []adminVerb{
 		{"dns records", "add", "NAME TYPE VALUE", "add a custom record (A/AAAA: address or node:NAME; CNAME; TXT; SRV \"PRIO WEIGHT PORT TARGET\"; MX \"PREF HOST\")", 3,
 			func(fs *pflag.FlagSet) func(*adminClient, []string) error {
-				ttl := fs.Uint("ttl", 0, "time to live in seconds (default 300)")
+				ttl := fs.Uint("ttl", 0, "time to live in `SECONDS` (default 300)")
 				return func(c *adminClient, p []string) error {
 					if *ttl > 7*24*3600 {
 						return usageError("--ttl: at most 604800")

@@ -58,7 +58,7 @@ Ctrl-C, --duration or -c.`,
 	var req localapi.CaptureRequest
 	fs.BoolVar(&req.Outer, "outer", false, "capture the encrypted messages (pcapng, with peer and path) instead of the inner packets")
 	fs.DurationVar(&req.Duration, "duration", 0, "stop after this long")
-	fs.IntVarP(&req.Count, "count", "c", 0, "stop after this many packets")
+	fs.IntVarP(&req.Count, "count", "c", 0, "stop after `N` packets")
 	c.RunE = func(_ *cobra.Command, args []string) error {
 		if len(args) == 1 {
 			req.Peer = args[0]

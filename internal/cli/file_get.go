@@ -33,7 +33,7 @@ func fileGetCmd(s *streams) *cobra.Command {
 	fs := c.Flags()
 	sock := socketFlag(fs)
 	wait := fs.Bool("wait", false, "wait for a file if none is waiting")
-	conflict := fs.String("conflict", "skip", "when DIR already has a file of that name: skip (leave it waiting), overwrite, or rename (NAME (1).EXT)")
+	conflict := fs.String("conflict", "skip", "`MODE` when DIR already has a file of that name: skip (leave it waiting), overwrite, or rename (NAME (1).EXT)")
 	c.RunE = func(_ *cobra.Command, args []string) error {
 		return exit(runFileGet(*sock, args[0], *wait, *conflict, s.stdout, s.stderr))
 	}

@@ -63,9 +63,9 @@ func relayFlags() (*pflag.FlagSet, *relayConfig) {
 	fs.StringVar(&c.apiKey, "api-key", "", "an admin API `KEY` wapi_... instead of --relay-key: works, but over-privileged (default $"+envAPIKey+")")
 	fs.BoolVar(&c.insecure, "insecure", false, "send the key over plain http to a remote (not loopback) server")
 	fs.DurationVar(&c.poll, "poll", 5*time.Second, "how often to fetch the node list")
-	fs.Int64Var(&c.rate, "rate", relayserver.DefaultRate, "bytes per second one node may send (0: unlimited)")
-	fs.Int64Var(&c.burst, "burst", relayserver.DefaultBurst, "bytes one node may send in a burst")
-	fs.IntVar(&c.queue, "queue", relayserver.DefaultQueuePackets, "packets queued towards one node before new ones are dropped")
+	fs.Int64Var(&c.rate, "rate", relayserver.DefaultRate, "`BYTES` per second one node may send (0: unlimited)")
+	fs.Int64Var(&c.burst, "burst", relayserver.DefaultBurst, "`BYTES` one node may send in a burst")
+	fs.IntVar(&c.queue, "queue", relayserver.DefaultQueuePackets, "`PACKETS` queued towards one node before new ones are dropped")
 	fs.StringVar(&c.allowedHosts, "allowed-hosts", "", "comma-separated `HOSTS` nodes reach this relay by (its name in the relay map; IP addresses, localhost, the TLS certificate's names and the machine's host name are always served); requests for other names are refused (DNS rebinding protection)")
 	fs.StringVar(&c.maxConns, "max-conns-per-ip", "", fmt.Sprintf("concurrent connections accepted from one source address (`N`, default %d; 0: no cap)", httpguard.DefaultPerSource))
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics on http://`ADDR`/metrics (a bare PORT binds to 127.0.0.1; off by default)")
@@ -82,6 +82,9 @@ func (c *relayConfig) check() error {
 	}
 	if c.dataDir == "" {
 		return errors.New("--data-dir is empty")
+	}
+	if _, err := c.log.logger(io.Discard); err != nil {
+		return err
 	}
 	if c.server == "" {
 		c.server = strings.TrimSpace(os.Getenv(envServer))

@@ -105,11 +105,31 @@ admin), a packet relay (warren relay) and a userspace WireGuard interface
 	add(groupTools, wgCmd(s), genkeyCmd(s), pubkeyCmd(s), versionCmd(s))
 	root.AddCommand(manCmd(s))
 	root.InitDefaultCompletionCmd()
+	if c := subcommand(root, "completion"); c != nil {
+		c.Short = "print a shell completion script (bash, zsh, fish, powershell)"
+		c.Args, c.RunE = cobra.ArbitraryArgs, groupRunE("shell")
+	}
+	root.SetUsageTemplate(usageTemplate(root.UsageTemplate()))
 	walk(root, func(c *cobra.Command) {
 		c.InitDefaultHelpFlag()
 		c.Flags().SortFlags = false
+		c.PersistentFlags().SortFlags = false
 	})
 	return root
+}
+
+// usageTemplate adapts cobra's usage template: a group of verbs shows no
+// usage line of its own (it runs no verb), and subcommands are called
+// VERB, as in 'warren help VERB'.
+func usageTemplate(t string) string {
+	for _, r := range [][2]string{
+		{"Usage:{{if .Runnable}}", `Usage:{{if and .Runnable (not (index .Annotations "group"))}}`},
+		{"{{.CommandPath}} [command]", "{{.CommandPath}} VERB"},
+		{"Available Commands:", "Verbs:"},
+	} {
+		t = strings.ReplaceAll(t, r[0], r[1])
+	}
+	return t
 }
 
 // walk calls fn on c and every command below it.
@@ -129,8 +149,15 @@ func groupCmd(use, short, long string, verbs ...*cobra.Command) *cobra.Command {
 
 // groupOf is groupCmd whose subcommands are called noun (verb, resource).
 func groupOf(noun, use, short, long string, verbs ...*cobra.Command) *cobra.Command {
-	c := &cobra.Command{Use: use, Short: short, Long: long, Args: cobra.ArbitraryArgs}
-	c.RunE = func(cmd *cobra.Command, args []string) error {
+	c := &cobra.Command{Use: use, Short: short, Long: long, Args: cobra.ArbitraryArgs, Annotations: map[string]string{"group": noun}}
+	c.RunE = groupRunE(noun)
+	c.AddCommand(verbs...)
+	return c
+}
+
+// groupRunE runs a group named without one of its verbs.
+func groupRunE(noun string) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
 		var names []string
 		for _, v := range cmd.Commands() {
 			if v.IsAvailableCommand() {
@@ -145,8 +172,6 @@ func groupOf(noun, use, short, long string, verbs ...*cobra.Command) *cobra.Comm
 		}
 		return usagef("unknown %s %q (want %s)", noun, args[0], strings.Join(names, ", "))
 	}
-	c.AddCommand(verbs...)
-	return c
 }
 
 // helpCmd is `warren help [VERB...]`: the help of a verb on stdout; an

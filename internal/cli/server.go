@@ -154,6 +154,9 @@ func (sf *serverFlags) resolve() (serverConfig, error) {
 	if c.DataDir == "" {
 		return c, errors.New("--data-dir is empty")
 	}
+	if _, err := c.Log.logger(io.Discard); err != nil {
+		return c, err
+	}
 	if c.DB == "" {
 		c.DB = "sqlite:" + filepath.Join(c.DataDir, "warren.db")
 	}
@@ -496,7 +499,7 @@ func serverAPIKeyCreateCmd(s *streams) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&expiration, "expiration", "", "the key stops working after this long (`DURATION`, e.g. 90d, 12h; default never)")
-	c.Flags().StringVar(&scope, "scope", "admin", "admin (everything) or relay (read-only: lists node keys for 'warren relay --relay-key')")
+	c.Flags().StringVar(&scope, "scope", "admin", "`SCOPE`: admin (everything) or relay (read-only: lists node keys for 'warren relay --relay-key')")
 	c.Flags().AddFlagSet(sf.fs)
 	return c
 }

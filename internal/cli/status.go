@@ -210,7 +210,7 @@ relay) the reply came over.`,
 	sock := socketFlag(fs)
 	var req localapi.PingRequest
 	asJSON := fs.Bool("json", false, "print one JSON object per probe")
-	fs.IntVarP(&req.Count, "count", "c", 4, "number of probes (with --until-direct: at most; default 30)")
+	fs.IntVarP(&req.Count, "count", "c", 4, "send `N` probes (with --until-direct: at most N, default 30)")
 	untilDirect := fs.Bool("until-direct", false, "stop at the first reply over a direct path; fail if none comes")
 	fs.DurationVar(&req.Interval, "interval", time.Second, "time between probes")
 	fs.DurationVar(&req.Timeout, "timeout", 2*time.Second, "how long to wait for each reply")
