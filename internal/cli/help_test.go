@@ -125,7 +125,7 @@ func TestNormalizeArgs(t *testing.T) {
 		{"status -socket=/s", "status --socket=/s"},
 		{"up -server http://h:8080 -auth-key k -hostname a", "up --server http://h:8080 --auth-key k --hostname a"},
 		{"up -timeout 5s", "up --timeout 5s"},
-		{"up --exit-node -json", "up --exit-node -json"},           // a value is kept as given
+		{"up --exit-node -json", "up --exit-node -json"}, // a value is kept as given
 		{"admin -server U -api-key K -json users list", "admin --server U --api-key K --json users list"},
 		{"admin users list -json -server U", "admin users list --json --server U"},
 		{"admin -json nodes tag n tag:a", "admin --json nodes tag n tag:a"},
