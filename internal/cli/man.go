@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
@@ -30,6 +32,10 @@ func manCmd(s *streams) *cobra.Command {
 			root := cmd.Root()
 			root.DisableAutoGenTag = true // reproducible pages
 			hdr := &doc.GenManHeader{Title: "WARREN", Section: "1", Source: "Warren " + Version, Manual: "Warren manual"}
+			if sec, err := strconv.ParseInt(os.Getenv("SOURCE_DATE_EPOCH"), 10, 64); err == nil {
+				d := time.Unix(sec, 0).UTC() // reproducible builds
+				hdr.Date = &d
+			}
 			if err := doc.GenManTree(root, hdr, args[0]); err != nil {
 				fmt.Fprintf(s.stderr, "warren man: %v\n", err)
 				return exitCode(1)
