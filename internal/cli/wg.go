@@ -31,6 +31,7 @@ const (
 	envUAPIFD     = "WG_UAPI_FD"            // an already-listening UAPI socket
 	envLogLevel   = "LOG_LEVEL"             // verbose|debug, error, silent
 	envReadyFD    = "WARREN_WG_READY_FD"    // internal: pipe to report start-up to the parent
+	envLogOpts    = "WARREN_WG_LOG"         // internal: the parent's --log-level,--log-format
 	envCPUProfile = "WARREN_CPUPROFILE"     // write a pprof CPU profile here until exit
 )
 
@@ -65,6 +66,14 @@ WG_QUICK_USERSPACE_IMPLEMENTATION. Without --log-level, LOG_LEVEL
 }
 
 func runWG(name string, foreground, levelFlag bool, lo logOptions, stderr io.Writer) int {
+	if v, ok := os.LookupEnv(envLogOpts); ok && os.Getenv(envReadyFD) != "" {
+		level, format, _ := strings.Cut(v, ",")
+		if level != "" {
+			lo.level, levelFlag = level, true
+		}
+		lo.format = format
+		os.Unsetenv(envLogOpts)
+	}
 	if os.Getenv(envForeground) == "1" {
 		foreground = true
 	}
@@ -114,12 +123,14 @@ func daemonize(name string, levelFlag bool, lo logOptions, stderr io.Writer) int
 		fmt.Fprintf(stderr, "warren wg: %v\n", err)
 		return 1
 	}
-	args := []string{"wg", "--log-format", lo.format}
+	// The child's command line stays `warren wg IFNAME` (what ps and
+	// scripts look for); the log options go in the environment.
+	level := ""
 	if levelFlag {
-		args = append(args, "--log-level", lo.level)
+		level = lo.level
 	}
-	cmd := exec.Command(self, append(args, "--", name)...)
-	cmd.Env = append(os.Environ(), envReadyFD+"=3")
+	cmd := exec.Command(self, "wg", name)
+	cmd.Env = append(os.Environ(), envReadyFD+"=3", envLogOpts+"="+level+","+lo.format)
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if logging(levelFlag) {
