@@ -92,7 +92,7 @@ func runDaemon(cfg daemon.Config, port uint, lo logOptions, stderr io.Writer) in
 		stopNotify()
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "warren daemon: %v\n", oneLine(err))
+		logger.Error("daemon failed", "err", oneLine(err))
 		return 1
 	}
 	return 0

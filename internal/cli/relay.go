@@ -159,8 +159,15 @@ with a relay key (read-only; 'warren server apikey create --scope relay' or
 
 // serveRelay runs a standalone relay until ctx ends.
 func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
+	logger, err := c.log.logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "warren relay: %v\n", err)
+		return 2
+	}
+	logger = logger.With("component", "relay")
+	// Once the logger exists, a failure is its last record.
 	fail := func(format string, args ...any) int {
-		fmt.Fprintf(stderr, "warren relay: "+format+"\n", args...)
+		logger.Error("relay failed: " + fmt.Sprintf(format, args...))
 		return 1
 	}
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
@@ -170,12 +177,6 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	logger, err := c.log.logger(stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "warren relay: %v\n", err)
-		return 2
-	}
-	logger = logger.With("component", "relay")
 	cred := c.relayKey
 	if c.apiKey != "" {
 		// Still accepted, so that relays set up before relay keys existed

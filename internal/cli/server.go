@@ -396,16 +396,17 @@ once first).`,
 
 // serve runs the server until ctx ends, then shuts it down gracefully.
 func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
-	fail := func(format string, args ...any) int {
-		fmt.Fprintf(stderr, "warren server: "+format+"\n", args...)
-		return 1
-	}
 	logger, err := c.Log.logger(stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "warren server: %v\n", err)
 		return 2
 	}
 	logger = logger.With("component", "server")
+	// Once the logger exists, a failure is its last record.
+	fail := func(format string, args ...any) int {
+		logger.Error("server failed: " + fmt.Sprintf(format, args...))
+		return 1
+	}
 	var grace time.Duration
 	if c.EphemeralGrace != "" {
 		var err error

@@ -405,7 +405,7 @@ func TestServerAdminUsageErrors(t *testing.T) {
 		{[]string{"server", "--tls-cert", "c.pem"}, 2, "--tls-cert and --tls-key go together"},
 		{[]string{"server", "--data-dir", dir, "--ephemeral-grace", "soon"}, 2, `--ephemeral-grace: invalid duration "soon"`},
 		{[]string{"server", "--data-dir", dir, "--ipv4-prefix", "fd00::/64"}, 2, "is not an IPv4 prefix"},
-		{[]string{"server", "--data-dir", dir, "--listen", "256.0.0.1:1"}, 1, "warren server: "},
+		{[]string{"server", "--data-dir", dir, "--listen", "256.0.0.1:1"}, 1, `level=ERROR msg="server failed: listen tcp: `},
 		{[]string{"server", "--config", filepath.Join(dir, "none.json")}, 2, "no such file"},
 		{[]string{"server", "apikey"}, 2, "warren server apikey: missing verb (want create, list)"},
 		{[]string{"server", "apikey", "create", "--data-dir", dir, "--expiration", "x"}, 2, `invalid duration "x"`},
