@@ -47,6 +47,10 @@ func TestCompleteVerbs(t *testing.T) {
 		{[]string{"help", "st"}, "status"},
 		{[]string{"up", "--adv"}, "--advertise-routes"},
 		{[]string{"completion", "f"}, "fish"},
+		{[]string{"server", "--log-level", ""}, "warn"},
+		{[]string{"relay", "--log-format", "j"}, "json"},
+		{[]string{"admin", "apikeys", "create", "--scope", ""}, "relay"},
+		{[]string{"file", "get", "--conflict", ""}, "rename"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(append([]string{"__complete"}, tc.args...), &out, &errb); code != 0 {

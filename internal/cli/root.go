@@ -114,8 +114,22 @@ admin), a packet relay (warren relay) and a userspace WireGuard interface
 		c.InitDefaultHelpFlag()
 		c.Flags().SortFlags = false
 		c.PersistentFlags().SortFlags = false
+		for name, values := range flagValues {
+			if c.Flags().Lookup(name) != nil {
+				c.RegisterFlagCompletionFunc(name, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
+			}
+		}
 	})
 	return root
+}
+
+// flagValues are the values shells complete for flags that take one of a
+// few words.
+var flagValues = map[string][]string{
+	"log-level":  {"debug", "info", "warn", "error"},
+	"log-format": {"text", "json"},
+	"scope":      {"admin", "relay"},
+	"conflict":   {"skip", "overwrite", "rename"},
 }
 
 // usageTemplate adapts cobra's usage template: a group of verbs shows no

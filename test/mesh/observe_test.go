@@ -1,10 +1,10 @@
 package mesh
 
 import (
-	"encoding/json"
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
