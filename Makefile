@@ -1,4 +1,4 @@
-# Warren — see README.md. Targets: demo, demo-wg, test, build, package, vet, fuzz, bench, bench-go, clean.
+# Warren — see README.md. Targets: demo, demo-wg, test, build, man, package, vet, fuzz, bench, bench-go, clean.
 export PATH := $(PATH):/usr/local/go/bin
 GO      ?= go
 BIN     := bin
@@ -7,12 +7,17 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 BUILT   ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -X github.com/warrenmesh/warren/internal/cli.Version=$(VERSION) -X github.com/warrenmesh/warren/internal/cli.Commit=$(COMMIT) -X github.com/warrenmesh/warren/internal/cli.BuildDate=$(BUILT)
 
-.PHONY: all build package deps demo demo-wg test check vet fmt-check unit fuzz bench bench-go clean
+.PHONY: all build man package deps demo demo-wg test check vet fmt-check unit fuzz bench bench-go clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/warren ./cmd/warren
+
+# Man pages (section 1) of every command into bin/man, generated from the
+# same definitions as the help (the package ships them, gzipped).
+man: build
+	$(BIN)/warren man $(BIN)/man
 
 # The pinned wireguard-go (a tool in go.mod), for side-by-side runs.
 $(BIN)/wireguard-go: go.mod go.sum

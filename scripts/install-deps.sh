@@ -19,6 +19,9 @@ have make    || need+=(make)
 have dpkg-deb || need+=(dpkg)
 have systemd-analyze || need+=(systemd)
 have useradd || need+=(passwd)
+# The bash completion test (internal/cli) completes through bash-completion's
+# helpers, as an interactive shell does.
+[[ -r /usr/share/bash-completion/bash_completion ]] || need+=(bash-completion)
 if [[ "${WARREN_WITH_POSTGRES:-}" == 1 || "${1:-}" == --with-postgres ]]; then
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 fi

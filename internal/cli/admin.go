@@ -4,21 +4,20 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/warrenmesh/warren/internal/control/admin"
 )
-
-func init() {
-	register(command{"admin", "admin RES VERB [ARGS] manage users, auth keys, nodes, API keys, DNS (see 'warren admin --help')", runAdmin})
-}
 
 // Environment defaults for `warren admin`.
 const (
@@ -35,9 +34,9 @@ type adminOpts struct {
 	json, insecure bool
 }
 
-func (o *adminOpts) bind(fs *flag.FlagSet) {
-	fs.StringVar(&o.server, "server", o.server, "server URL (default $"+envServer+", else "+defaultAdminServer+")")
-	fs.StringVar(&o.key, "api-key", o.key, "admin API key wapi_... (default $"+envAPIKey+")")
+func (o *adminOpts) bind(fs *pflag.FlagSet) {
+	fs.StringVar(&o.server, "server", o.server, "server `URL` (default $"+envServer+", else "+defaultAdminServer+")")
+	fs.StringVar(&o.key, "api-key", o.key, "admin API `KEY` wapi_... (default $"+envAPIKey+")")
 	fs.BoolVar(&o.json, "json", o.json, "print JSON instead of a table or a message")
 	fs.BoolVar(&o.insecure, "insecure", o.insecure, "send the API key over plain http to a remote (not loopback) server")
 }
@@ -47,7 +46,7 @@ func (o *adminOpts) bind(fs *flag.FlagSet) {
 type adminVerb struct {
 	res, name, args, help string
 	nargs                 int // -N: N or more
-	setup                 func(fs *flag.FlagSet) func(c *adminClient, pos []string) error
+	setup                 func(fs *pflag.FlagSet) func(c *adminClient, pos []string) error
 }
 
 func adminVerbs() []adminVerb {
@@ -72,13 +71,13 @@ func adminVerbs() []adminVerb {
 			return c.remove("/users/"+url.PathEscape(p[0]), "user "+p[0])
 		})},
 
-		{"authkeys", "create", "", "create a pre-auth key for --user; prints only the key (--json: the whole object)", 0, func(fs *flag.FlagSet) func(*adminClient, []string) error {
+		{"authkeys", "create", "", "create a pre-auth key for --user; prints only the key (--json: the whole object)", 0, func(fs *pflag.FlagSet) func(*adminClient, []string) error {
 			var req admin.AuthKeyRequest
-			fs.StringVar(&req.User, "user", "", "the user whose nodes join with this key (required)")
+			fs.StringVar(&req.User, "user", "", "the `USER` whose nodes join with this key (required)")
 			fs.BoolVar(&req.Reusable, "reusable", false, "the key can register any number of nodes (default: one)")
 			fs.BoolVar(&req.Ephemeral, "ephemeral", false, "nodes joining with it are deleted when offline for a while")
-			fs.StringVar(&req.Expiration, "expiration", "", "the key stops working after this long (e.g. 1h, 30d; default never)")
-			fs.Func("tags", "comma-separated tags (tag:db,tag:web) for the nodes joining with it; the policy's tagOwners must allow the user", func(v string) error {
+			fs.StringVar(&req.Expiration, "expiration", "", "the key stops working after this long (`DURATION`, e.g. 1h, 30d; default never)")
+			fs.Func("tags", "comma-separated `TAGS` (tag:db,tag:web) for the nodes joining with it; the policy's tagOwners must allow the user", func(v string) error {
 				for _, t := range strings.Split(v, ",") {
 					if t = strings.TrimSpace(t); t != "" {
 						req.Tags = append(req.Tags, t)
@@ -88,19 +87,19 @@ func adminVerbs() []adminVerb {
 			})
 			return func(c *adminClient, _ []string) error {
 				if req.User == "" {
-					return usageError("authkeys create: --user is required")
+					return usageError("--user is required")
 				}
 				if req.Expiration != "" {
 					if _, err := admin.ParseDuration(req.Expiration); err != nil {
-						return usageError("authkeys create: --expiration: " + err.Error())
+						return usageError("--expiration: " + err.Error())
 					}
 				}
 				var k admin.AuthKey
 				return c.mutate("POST", "/authkeys", req, &k, func() string { return k.Key })
 			}
 		}},
-		{"authkeys", "list", "", "list pre-auth keys (secrets are never shown again)", 0, func(fs *flag.FlagSet) func(*adminClient, []string) error {
-			user := fs.String("user", "", "only this user's keys")
+		{"authkeys", "list", "", "list pre-auth keys (secrets are never shown again)", 0, func(fs *pflag.FlagSet) func(*adminClient, []string) error {
+			user := fs.String("user", "", "only this `USER`'s keys")
 			return func(c *adminClient, _ []string) error {
 				var ks []admin.AuthKey
 				return c.list("/authkeys"+userQuery(*user), &ks, func() { printAuthKeys(c.stdout, ks) })
@@ -114,8 +113,8 @@ func adminVerbs() []adminVerb {
 			return c.remove("/authkeys/"+url.PathEscape(p[0]), "auth key "+p[0])
 		})},
 
-		{"nodes", "list", "", "list nodes", 0, func(fs *flag.FlagSet) func(*adminClient, []string) error {
-			user := fs.String("user", "", "only this user's nodes")
+		{"nodes", "list", "", "list nodes", 0, func(fs *pflag.FlagSet) func(*adminClient, []string) error {
+			user := fs.String("user", "", "only this `USER`'s nodes")
 			return func(c *adminClient, _ []string) error {
 				var ns []admin.Node
 				return c.list("/nodes"+userQuery(*user), &ns, func() { printNodes(c.stdout, ns) })
@@ -143,17 +142,17 @@ func adminVerbs() []adminVerb {
 			})
 		})},
 
-		{"apikeys", "create", "", "create an admin API key; prints only the key (--json: the whole object)", 0, func(fs *flag.FlagSet) func(*adminClient, []string) error {
+		{"apikeys", "create", "", "create an admin API key; prints only the key (--json: the whole object)", 0, func(fs *pflag.FlagSet) func(*adminClient, []string) error {
 			var req admin.APIKeyRequest
-			fs.StringVar(&req.Expiration, "expiration", "", "the key stops working after this long (e.g. 90d; default never)")
-			fs.StringVar(&req.Scope, "scope", "admin", "admin (everything) or relay (read-only: lists node keys for 'warren relay --relay-key')")
+			fs.StringVar(&req.Expiration, "expiration", "", "the key stops working after this long (`DURATION`, e.g. 90d; default never)")
+			fs.StringVar(&req.Scope, "scope", "admin", "`SCOPE`: admin (everything) or relay (read-only: lists node keys for 'warren relay --relay-key')")
 			return func(c *adminClient, _ []string) error {
 				if req.Scope != "admin" && req.Scope != "relay" {
-					return usageError("apikeys create: --scope: want admin or relay")
+					return usageError("--scope: want admin or relay")
 				}
 				if req.Expiration != "" {
 					if _, err := admin.ParseDuration(req.Expiration); err != nil {
-						return usageError("apikeys create: --expiration: " + err.Error())
+						return usageError("--expiration: " + err.Error())
 					}
 				}
 				var k admin.APIKey
@@ -177,8 +176,8 @@ func adminVerbs() []adminVerb {
 	return append(verbs, adminPolicyVerbs()...)
 }
 
-func noFlags(run func(c *adminClient, pos []string) error) func(*flag.FlagSet) func(*adminClient, []string) error {
-	return func(*flag.FlagSet) func(*adminClient, []string) error { return run }
+func noFlags(run func(c *adminClient, pos []string) error) func(*pflag.FlagSet) func(*adminClient, []string) error {
+	return func(*pflag.FlagSet) func(*adminClient, []string) error { return run }
 }
 
 func userQuery(user string) string {
@@ -193,142 +192,78 @@ type usageError string
 
 func (e usageError) Error() string { return string(e) }
 
-func adminUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: warren admin [--server URL] [--api-key KEY] [--json] RESOURCE VERB [ARGS]")
-	fmt.Fprintf(w, "Talks to the server's admin API; --server and --api-key default to $%s and $%s.\n", envServer, envAPIKey)
-	fmt.Fprintln(w, "Global flags may also follow RESOURCE VERB. Verbs:")
-	for _, v := range adminVerbs() {
-		fmt.Fprintf(w, "  %-38s %s\n", strings.TrimSpace(v.res+" "+v.name+" "+v.args), v.help)
-	}
+// adminResources are the resources of `warren admin`, in help order.
+var adminResources = []struct{ name, short string }{
+	{"users", "manage users"},
+	{"authkeys", "manage pre-auth keys (nodes join with them)"},
+	{"nodes", "list, rename, tag, expire and delete nodes"},
+	{"apikeys", "manage admin API keys"},
+	{"routes", "approve the subnet routes and exit nodes nodes advertise"},
+	{"policy", "get, check and set the access policy"},
+	{"dns", "MagicDNS: custom records, zones and split-DNS routes"},
+	{"dns records", "custom DNS records"},
+	{"dns zones", "custom DNS zones every node answers"},
+	{"dns routes", "split DNS: send a domain's queries to given resolvers"},
 }
 
-func runAdmin(args []string, stdout, stderr io.Writer) int {
+func adminCmd(s *streams) *cobra.Command {
 	o := &adminOpts{} // the environment applies after parsing, so --help never shows the key
-	top := flag.NewFlagSet("admin", flag.ContinueOnError)
-	o.bind(top)
-	if code, done := quietParse(top, func() error { return top.Parse(args) }, "warren admin", stdout, stderr, adminUsage); done {
-		return code
-	}
-	rest := top.Args()
-	if len(rest) >= 2 && rest[0] == "dns" && !strings.HasPrefix(rest[1], "-") {
-		rest = append([]string{"dns " + rest[1]}, rest[2:]...) // two-word resources
-	}
-	if len(rest) == 0 || rest[0] == "help" {
-		if len(rest) == 0 {
-			adminUsage(stderr)
-			return 2
+	admin := groupOf("resource", "admin", "manage users, auth keys, nodes, API keys, routes, policy, DNS",
+		fmt.Sprintf(`Talks to the server's admin API; --server and --api-key default to $%s
+and $%s. The flags may come before or after RESOURCE VERB.`, envServer, envAPIKey))
+	o.bind(admin.PersistentFlags())
+	groups := map[string]*cobra.Command{"": admin}
+	for _, r := range adminResources {
+		parent, name := "", r.name
+		if i := strings.LastIndexByte(r.name, ' '); i >= 0 {
+			parent, name = r.name[:i], r.name[i+1:]
 		}
-		adminUsage(stdout)
-		return 0
+		g := groupCmd(name, r.short, "")
+		groups[parent].AddCommand(g)
+		groups[r.name] = g
 	}
-	var names []string
-	var verb *adminVerb
 	for _, v := range adminVerbs() {
-		if v.res != rest[0] {
-			continue
-		}
-		names = append(names, v.name)
-		if len(rest) > 1 && v.name == rest[1] {
-			verb = &v
-		}
+		groups[v.res].AddCommand(adminVerbCmd(s, o, v))
 	}
-	switch {
-	case names == nil:
-		fmt.Fprintf(stderr, "warren admin: unknown resource %q (want users, authkeys, nodes, apikeys, policy or dns records|zones|routes)\n", rest[0])
-		return 2
-	case len(rest) > 1 && (rest[1] == "-h" || rest[1] == "--help" || rest[1] == "help"):
-		for _, v := range adminVerbs() {
-			if v.res == rest[0] {
-				fmt.Fprintf(stdout, "  warren admin %-30s %s\n", strings.TrimSpace(v.res+" "+v.name+" "+v.args), v.help)
+	return admin
+}
+
+// adminVerbCmd makes the command of one RESOURCE VERB.
+func adminVerbCmd(s *streams, o *adminOpts, v adminVerb) *cobra.Command {
+	c := &cobra.Command{
+		Use:   strings.TrimSpace(v.name + " [flags] " + v.args),
+		Short: v.help,
+		Args: func(_ *cobra.Command, pos []string) error {
+			if len(pos) != v.nargs && (v.nargs >= 0 || len(pos) < -v.nargs) { // nargs -N: at least N
+				want := "no arguments"
+				if v.nargs != 0 {
+					want = v.args
+				}
+				return usagef("want %s, got %d argument(s)", want, len(pos))
 			}
+			if slices.Contains(pos, "") {
+				return usagef("empty argument")
+			}
+			return nil
+		},
+	}
+	run := v.setup(c.Flags())
+	c.RunE = func(cmd *cobra.Command, pos []string) error {
+		cl, err := newAdminClient(o, s.stdout)
+		if err == nil {
+			err = run(cl, pos)
 		}
-		return 0
-	case verb == nil && len(rest) == 1:
-		fmt.Fprintf(stderr, "warren admin: %s: missing verb (want %s)\n", rest[0], strings.Join(names, ", "))
-		return 2
-	case verb == nil:
-		fmt.Fprintf(stderr, "warren admin: %s: unknown verb %q (want %s)\n", rest[0], rest[1], strings.Join(names, ", "))
-		return 2
-	}
-	who := verb.res + " " + verb.name
-	fs := flag.NewFlagSet(who, flag.ContinueOnError)
-	run := verb.setup(fs)
-	o.bind(fs)
-	usage := func(w io.Writer) {
-		fmt.Fprintf(w, "usage: warren admin %s [FLAGS]\n%s\nFlags:\n", strings.TrimSpace(who+" "+verb.args), verb.help)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-	}
-	var pos []string
-	if code, done := quietParse(fs, func() (err error) { pos, err = parseInterspersed(fs, rest[2:]); return err }, "warren admin: "+who, stdout, stderr, usage); done {
-		return code
-	}
-	if len(pos) != verb.nargs && (verb.nargs >= 0 || len(pos) < -verb.nargs) { // nargs -N: at least N
-		want := "no arguments"
-		if verb.nargs != 0 {
-			want = verb.args
+		var ue usageError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &ue):
+			return usageErr{adminOneLine(ue.Error())}
 		}
-		fmt.Fprintf(stderr, "warren admin: %s: want %s, got %d argument(s)\n", who, want, len(pos))
-		return 2
+		fmt.Fprintf(s.stderr, "%s: %s\n", cmd.CommandPath(), adminOneLine(err.Error()))
+		return exitCode(1)
 	}
-	for _, p := range pos {
-		if p == "" {
-			fmt.Fprintf(stderr, "warren admin: %s: empty argument\n", who)
-			return 2
-		}
-	}
-	c, err := newAdminClient(o, stdout)
-	if err == nil {
-		err = run(c, pos)
-	}
-	var ue usageError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "warren admin: %s\n", adminOneLine(ue.Error()))
-		return 2
-	}
-	fmt.Fprintf(stderr, "warren admin: %s\n", adminOneLine(err.Error()))
-	return 1
-}
-
-// quietParse runs parse on fs without the flag package's own output: a
-// bad flag is one line on stderr (exit 2), -h/--help prints usage on stdout
-// (exit 0). done reports whether the command should return code now.
-func quietParse(fs *flag.FlagSet, parse func() error, who string, stdout, stderr io.Writer, usage func(io.Writer)) (code int, done bool) {
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	err := parse()
-	switch {
-	case err == nil:
-		return 0, false
-	case errors.Is(err, flag.ErrHelp):
-		usage(stdout)
-		return 0, true
-	}
-	fmt.Fprintf(stderr, "%s: %v (see --help)\n", who, err)
-	return 2, true
-}
-
-// parseInterspersed parses flags that may come between positional
-// arguments; everything after "--" is positional.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
+	return c
 }
 
 func adminOneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

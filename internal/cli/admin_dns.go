@@ -1,12 +1,13 @@
 package cli
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/spf13/pflag"
 
 	"github.com/warrenmesh/warren/internal/control/admin"
 )
@@ -17,11 +18,11 @@ import (
 func adminDNSVerbs() []adminVerb {
 	return []adminVerb{
 		{"dns records", "add", "NAME TYPE VALUE", "add a custom record (A/AAAA: address or node:NAME; CNAME; TXT; SRV \"PRIO WEIGHT PORT TARGET\"; MX \"PREF HOST\")", 3,
-			func(fs *flag.FlagSet) func(*adminClient, []string) error {
-				ttl := fs.Uint("ttl", 0, "time to live in seconds (default 300)")
+			func(fs *pflag.FlagSet) func(*adminClient, []string) error {
+				ttl := fs.Uint("ttl", 0, "time to live in `SECONDS` (default 300)")
 				return func(c *adminClient, p []string) error {
 					if *ttl > 7*24*3600 {
-						return usageError("dns records add: --ttl: at most 604800")
+						return usageError("--ttl: at most 604800")
 					}
 					var r admin.DNSRecord
 					req := admin.DNSRecordRequest{Name: p[0], Type: p[1], TTL: uint32(*ttl), Value: p[2]}

@@ -1,11 +1,12 @@
 package cli
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+
+	"github.com/spf13/pflag"
 
 	"github.com/warrenmesh/warren/internal/control/admin"
 )
@@ -67,7 +68,7 @@ func adminPolicyVerbs() []adminVerb {
 				return fmt.Sprintf("policy OK (%d tests passed)", out.Tests)
 			})
 		})},
-		{"policy", "delete", "", "remove the policy: every node allows everything again", 0, func(fs *flag.FlagSet) func(*adminClient, []string) error {
+		{"policy", "delete", "", "remove the policy: every node allows everything again", 0, func(fs *pflag.FlagSet) func(*adminClient, []string) error {
 			return func(c *adminClient, _ []string) error {
 				var out admin.Policy
 				return c.mutate("DELETE", "/policy", nil, &out, func() string { return "policy removed: every node allows everything" })

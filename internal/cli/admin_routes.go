@@ -13,7 +13,7 @@ func adminRoutesVerbs() []adminVerb {
 	change := func(verb string) func(c *adminClient, p []string) error {
 		return func(c *adminClient, p []string) error {
 			if _, err := admin.ParseRoutes(p[1:]); err != nil {
-				return usageError("routes " + verb + ": " + err.Error())
+				return usageError(err.Error())
 			}
 			var out admin.NodeRoutes
 			return c.mutate("POST", "/nodes/"+url.PathEscape(p[0])+"/routes/"+verb, admin.RoutesRequest{Routes: p[1:]}, &out, func() string {

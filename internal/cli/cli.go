@@ -1,17 +1,27 @@
-// Package cli owns Warren's command line: it parses the subcommand and its
-// flags, turns bad input into one-line errors naming the problem, and hands
-// off to the package that does the work.
+// Package cli owns Warren's command line: the command tree (built with
+// github.com/spf13/cobra, see root.go), its flags, bad input turned into
+// one-line errors naming the problem (exit code 2), and the hand-off to the
+// package that does the work.
+//
+// Cobra rather than the standard flag package: the help of every verb, the
+// `warren help VERB` topics, the bash/zsh/fish completion scripts and the
+// man pages are all generated from the one definition of each command, so
+// they cannot drift apart; its flags are pflag FlagSets, which the
+// configuration layer binds to (flags > environment > file); and it is what
+// headscale uses. Go's flag package accepted long flags with a single dash
+// (-server URL, -json), pflag does not: normalizeArgs rewrites them before
+// cobra parses, so every command line that worked keeps working.
 package cli
 
 import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/spf13/cobra"
 )
 
 // Version, Commit and BuildDate are set at build time with -ldflags
@@ -23,75 +33,6 @@ var (
 	Commit    = ""
 	BuildDate = ""
 )
-
-type command struct {
-	name  string
-	usage string
-	run   func(args []string, stdout, stderr io.Writer) int
-}
-
-// registered holds commands added by register from the files that
-// implement them (server, admin, daemon, node verbs), in usage order.
-var registered []command
-
-// register adds a command; call it from an init function. Commands are
-// listed in usage in the order they were registered.
-func register(c command) { registered = append(registered, c) }
-
-func commands() []command {
-	base := []command{
-		{"wg", "wg [-f] IFNAME       run a WireGuard interface (drop-in for wireguard-go)", runWG},
-		{"genkey", "genkey               print a new private key (base64)", runGenkey},
-		{"pubkey", "pubkey               read a private key on stdin, print its public key", runPubkey},
-		{"version", "version              print the version", runVersion},
-	}
-	return append(base, registered...)
-}
-
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: warren COMMAND [ARGS]")
-	fmt.Fprintln(w, "commands:")
-	for _, c := range commands() {
-		fmt.Fprintln(w, "  "+c.usage)
-	}
-}
-
-// Main runs a whole argv. Invoked under the name "warren-wg" (a symlink),
-// the binary acts as `warren wg`, so that wg-quick can use it through
-// WG_QUICK_USERSPACE_IMPLEMENTATION, which passes only the interface name.
-func Main(argv []string) int {
-	if len(argv) > 0 && filepath.Base(argv[0]) == "warren-wg" {
-		return Run(append([]string{"wg"}, argv[1:]...))
-	}
-	return Run(argv[1:])
-}
-
-// Run runs the command line args (without the program name) and returns the
-// exit code.
-func Run(args []string) int {
-	return run(args, os.Stdout, os.Stderr)
-}
-
-func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		usage(stderr)
-		return 2
-	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		usage(stdout)
-		return 0
-	case "--version":
-		return runVersion(nil, stdout, stderr)
-	}
-	for _, c := range commands() {
-		if c.name == args[0] {
-			return c.run(args[1:], stdout, stderr)
-		}
-	}
-	fmt.Fprintf(stderr, "warren: unknown command %q (see 'warren help')\n", args[0])
-	return 2
-}
 
 // versionInfo is what `warren version` prints.
 type versionInfo struct {
@@ -127,20 +68,19 @@ func currentVersion() versionInfo {
 	return v
 }
 
-func runVersion(args []string, stdout, stderr io.Writer) int {
-	asJSON := false
-	for _, a := range args {
-		switch a {
-		case "--json", "-json":
-			asJSON = true
-		case "-h", "--help":
-			fmt.Fprintln(stdout, "usage: warren version [--json]   the version, commit, build date and Go version")
-			return 0
-		default:
-			fmt.Fprintf(stderr, "warren version: unknown argument %q (usage: warren version [--json])\n", a)
-			return 2
-		}
+func versionCmd(s *streams) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "version",
+		Short: "print the version, commit, build date and Go version",
+		Args:  noArgs,
+		RunE:  func(*cobra.Command, []string) error { return exit(runVersion(asJSON, s.stdout)) },
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the version as a JSON object")
+	return c
+}
+
+func runVersion(asJSON bool, stdout io.Writer) int {
 	v := currentVersion()
 	if asJSON {
 		b, _ := json.MarshalIndent(v, "", "  ")

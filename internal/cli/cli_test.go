@@ -14,16 +14,16 @@ func TestUsageErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{nil, 2, "usage"},
+		{nil, 2, "warren: missing command"},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 		{[]string{"wg"}, 2, "exactly one interface name"},
 		{[]string{"wg", "a", "b"}, 2, "exactly one interface name"},
 		{[]string{"wg", "a/b"}, 2, "contains '/'"},
 		{[]string{"wg", "waytoolonginterfacename"}, 2, "1 to 15 bytes"},
-		{[]string{"wg", "--bogus", "wg0"}, 2, "flag provided but not defined"},
-		{[]string{"genkey", "x"}, 2, "takes no arguments"},
-		{[]string{"up", "--bogus"}, 2, "warren up: flag provided but not defined: -bogus"},
-		{[]string{"up", "--timeout", "soon"}, 2, `warren up: invalid value "soon" for flag -timeout`},
+		{[]string{"wg", "--bogus", "wg0"}, 2, "warren wg: unknown flag: --bogus"},
+		{[]string{"genkey", "x"}, 2, `warren genkey: unexpected argument "x"`},
+		{[]string{"up", "--bogus"}, 2, "warren up: unknown flag: --bogus"},
+		{[]string{"up", "--timeout", "soon"}, 2, `warren up: invalid argument "soon" for "--timeout" flag`},
 		{[]string{"daemon", "--port", "70000"}, 2, "--port 70000: must be 0..65535"},
 		{[]string{"daemon", "--tun", "a/b"}, 2, "--tun"},
 		{[]string{"daemon", "--mtu", "100"}, 2, "--mtu 100"},
@@ -33,7 +33,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"ping"}, 2, "exactly one peer"},
 		{[]string{"ping", "-c", "0", "b"}, 2, "-c must be at least 1"},
 		{[]string{"down", "x"}, 2, `unexpected argument "x"`},
-		{[]string{"netcheck", "--what"}, 2, "flag provided but not defined"},
+		{[]string{"netcheck", "--what"}, 2, "warren netcheck: unknown flag: --what"},
 		{[]string{"status", "--socket", "/nonexistent/warrend.sock"}, 1, "is `warren daemon` running?"},
 	} {
 		var out, errb bytes.Buffer
@@ -58,14 +58,14 @@ func TestKeyCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pub bytes.Buffer
-	if pubkeyFrom(nil, strings.NewReader(priv+"\n"), &pub, &errb) != 0 {
+	if pubkeyFrom(strings.NewReader(priv+"\n"), &pub, &errb) != 0 {
 		t.Fatal(errb.String())
 	}
 	if strings.TrimSpace(pub.String()) != k.PublicKey().String() {
 		t.Fatal("pubkey mismatch")
 	}
 	errb.Reset()
-	if pubkeyFrom(nil, strings.NewReader("not a key\n"), &pub, &errb) != 1 || !strings.Contains(errb.String(), "invalid private key") {
+	if pubkeyFrom(strings.NewReader("not a key\n"), &pub, &errb) != 1 || !strings.Contains(errb.String(), "invalid private key") {
 		t.Fatalf("bad key accepted: %q", errb.String())
 	}
 }

@@ -1,36 +1,38 @@
 package cli
 
 import (
-	"flag"
 	"fmt"
 	"io"
+
+	"github.com/spf13/cobra"
 
 	"github.com/warrenmesh/warren/internal/config"
 	"github.com/warrenmesh/warren/internal/tlsserve"
 )
 
-// runConfigtest: `warren server configtest` and `warren relay configtest`
+// configtestCmd: `warren server configtest` and `warren relay configtest`
 // check a config file (YAML, or the deprecated JSON) without starting:
 // unknown keys and bad values are one-line errors naming file, line and
 // key (package config).
-func runConfigtest(sc *config.Schema, args []string, stdout, stderr io.Writer) int {
+func configtestCmd(s *streams, sc *config.Schema) *cobra.Command {
+	var path string
+	var show bool
+	c := &cobra.Command{
+		Use:   "configtest",
+		Short: "check a config file without starting; exit status 1 names the first problem",
+		Args:  noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return exit(runConfigtest(sc, path, show, s.stdout, s.stderr))
+		},
+	}
+	c.Flags().StringVar(&path, "config", sc.DefaultFile, "the config `FILE` to check")
+	c.Flags().BoolVar(&show, "print", false, "also print the settings the file gives, with the line each came from")
+	return c
+}
+
+func runConfigtest(sc *config.Schema, path string, show bool, stdout, stderr io.Writer) int {
 	who := "warren " + sc.Command + " configtest"
-	fs := flag.NewFlagSet(sc.Command+" configtest", flag.ContinueOnError)
-	path := fs.String("config", sc.DefaultFile, "the config file to check")
-	show := fs.Bool("print", false, "also print the settings the file gives, with the line each came from")
-	usage := func(w io.Writer) {
-		fmt.Fprintf(w, "usage: %s [--config FILE] [--print]\nChecks a config file without starting; exit status 1 names the first problem.\nFlags:\n", who)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-	}
-	if code, done := quietParse(fs, func() error { return fs.Parse(args) }, who, stdout, stderr, usage); done {
-		return code
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", who, fs.Arg(0))
-		return 2
-	}
-	c, err := sc.Check(*path, func(w string) { fmt.Fprintf(stderr, "%s: warning: %s\n", who, w) })
+	c, err := sc.Check(path, func(w string) { fmt.Fprintf(stderr, "%s: warning: %s\n", who, w) })
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", who, err)
 		return 1
@@ -46,8 +48,8 @@ func runConfigtest(sc *config.Schema, args []string, stdout, stderr io.Writer) i
 			return 1
 		}
 	}
-	fmt.Fprintf(stdout, "%s: configuration OK\n", *path)
-	if *show {
+	fmt.Fprintf(stdout, "%s: configuration OK\n", path)
+	if show {
 		c.Print(stdout)
 	}
 	return 0

@@ -3,10 +3,8 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,59 +13,41 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"github.com/warrenmesh/warren/internal/drop"
 	"github.com/warrenmesh/warren/internal/localapi"
 )
 
-func init() {
-	register(command{"file", "file cp|get|list     send files to your machines, collect received ones (see 'warren file --help')", runFile})
+func fileCmd(s *streams) *cobra.Command {
+	c := groupCmd("file", "send files to your machines, collect received ones",
+		"Sends files to the machines of your user and collects the ones received.\nInterrupted sends resume where they stopped when run again.",
+		fileCpCmd(s), fileGetCmd(s), fileListCmd(s))
+	return c
 }
 
-const fileUsage = `usage:
-  warren file cp [--name NAME] FILE... PEER:   send files to a peer (a machine of your user)
-  warren file get [--wait] [--conflict skip|overwrite|rename] DIR
-                                              move received files into DIR
-  warren file list [--json]                   show received files waiting
-Every verb takes --socket. Interrupted sends resume where they stopped when
-run again.`
-
-func runFile(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, fileUsage)
-		return 2
+func fileCpCmd(s *streams) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "cp [flags] FILE... PEER:",
+		Short: "send files to a peer (a machine of your user)",
+		Long:  "Sends files to PEER (name, DNS name or tunnel address; note the colon).",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) < 2 || !strings.HasSuffix(args[len(args)-1], ":") {
+				return usagef("want FILE... PEER: (the peer with a trailing colon)")
+			}
+			if args[len(args)-1] == ":" {
+				return usagef("empty peer name before the colon")
+			}
+			return nil
+		},
 	}
-	switch args[0] {
-	case "cp":
-		return runFileCp(args[1:], stdout, stderr)
-	case "get":
-		return runFileGet(args[1:], stdout, stderr)
-	case "list", "ls":
-		return runFileList(args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprintln(stdout, fileUsage)
-		return 0
+	sock := socketFlag(c.Flags())
+	name := c.Flags().String("name", "", "send the (single) file under this `NAME`")
+	c.RunE = func(_ *cobra.Command, args []string) error {
+		return exit(runFileCp(*sock, *name, args, s.stdout, s.stderr))
 	}
-	fmt.Fprintf(stderr, "warren file: unknown verb %q (cp, get or list)\n", args[0])
-	return 2
-}
-
-// parseInterleaved parses flags that may come before, between or after
-// the positional arguments.
-func parseInterleaved(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string, int, bool) {
-	var rest []string
-	for len(args) > 0 {
-		if code, ok := parseVerb(fs, args, math.MaxInt, stderr); !ok {
-			return nil, code, false
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		rest = append(rest, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	return rest, 0, true
+	return c
 }
 
 func isTerminal(w io.Writer) bool {
@@ -79,38 +59,18 @@ func isTerminal(w io.Writer) bool {
 	return err == nil
 }
 
-func runFileCp(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("file cp", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sock := socketFlag(fs)
-	name := fs.String("name", "", "send the (single) file under this name")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: warren file cp [--name NAME] FILE... PEER:\n\nSends files to PEER (name, DNS name or tunnel address; note the colon). Flags:")
-		fs.PrintDefaults()
-	}
-	rest, code, ok := parseInterleaved(fs, args, stderr)
-	if !ok {
-		return code
-	}
-	if len(rest) < 2 || !strings.HasSuffix(rest[len(rest)-1], ":") {
-		fmt.Fprintln(stderr, "warren file cp: want FILE... PEER: (the peer with a trailing colon)")
-		return 2
-	}
+func runFileCp(sock, name string, rest []string, stdout, stderr io.Writer) int {
 	peer := strings.TrimSuffix(rest[len(rest)-1], ":")
 	files := rest[:len(rest)-1]
-	if peer == "" {
-		fmt.Fprintln(stderr, "warren file cp: empty peer name before the colon")
-		return 2
-	}
-	if *name != "" && len(files) != 1 {
+	if name != "" && len(files) != 1 {
 		fmt.Fprintln(stderr, "warren file cp: --name needs exactly one file")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	lc := localapi.NewClient(*sock)
+	lc := localapi.NewClient(sock)
 	for _, path := range files {
-		n := *name
+		n := name
 		if n == "" {
 			n = filepath.Base(path)
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,42 +13,47 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/warrenmesh/warren/internal/drop"
 	"github.com/warrenmesh/warren/internal/localapi"
 )
 
-func runFileGet(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("file get", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func fileGetCmd(s *streams) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "get [flags] DIR",
+		Short: "move received files into DIR",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("want exactly one directory")
+			}
+			return nil
+		},
+	}
+	fs := c.Flags()
 	sock := socketFlag(fs)
 	wait := fs.Bool("wait", false, "wait for a file if none is waiting")
-	conflict := fs.String("conflict", "skip", "when DIR already has a file of that name: skip (leave it waiting), overwrite, or rename (NAME (1).EXT)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: warren file get [--wait] [--conflict skip|overwrite|rename] DIR\n\nMoves received files into DIR. Flags:")
-		fs.PrintDefaults()
+	conflict := fs.String("conflict", "skip", "`MODE` when DIR already has a file of that name: skip (leave it waiting), overwrite, or rename (NAME (1).EXT)")
+	c.RunE = func(_ *cobra.Command, args []string) error {
+		return exit(runFileGet(*sock, args[0], *wait, *conflict, s.stdout, s.stderr))
 	}
-	rest, code, ok := parseInterleaved(fs, args, stderr)
-	if !ok {
-		return code
-	}
-	if len(rest) != 1 {
-		fmt.Fprintln(stderr, "warren file get: want exactly one directory")
-		return 2
-	}
-	switch *conflict {
+	return c
+}
+
+func runFileGet(sock, dir string, wait bool, conflict string, stdout, stderr io.Writer) int {
+	switch conflict {
 	case "skip", "overwrite", "rename":
 	default:
-		fmt.Fprintf(stderr, "warren file get: --conflict %q: want skip, overwrite or rename\n", *conflict)
+		fmt.Fprintf(stderr, "warren file get: --conflict %q: want skip, overwrite or rename\n", conflict)
 		return 2
 	}
-	dir := rest[0]
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		fmt.Fprintf(stderr, "warren file get: %s is not a directory\n", dir)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	lc := localapi.NewClient(*sock)
+	lc := localapi.NewClient(sock)
 	var files []localapi.WaitingFile
 	for {
 		l, err := lc.FileList(ctx)
@@ -58,7 +62,7 @@ func runFileGet(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		files = l.Files
-		if len(files) > 0 || !*wait {
+		if len(files) > 0 || !wait {
 			break
 		}
 		select {
@@ -69,7 +73,7 @@ func runFileGet(args []string, stdout, stderr io.Writer) int {
 	}
 	skipped := 0
 	for _, f := range files {
-		target, err := getOne(ctx, lc, f, dir, *conflict)
+		target, err := getOne(ctx, lc, f, dir, conflict)
 		if err != nil {
 			fmt.Fprintf(stderr, "warren file get: %s: %v\n", f.Name, oneLine(err))
 			return 1
@@ -148,22 +152,23 @@ func umask() os.FileMode {
 	return os.FileMode(m)
 }
 
-func runFileList(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("file list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sock := socketFlag(fs)
-	asJSON := fs.Bool("json", false, "print the inbox as JSON")
-	if code, ok := parseVerb(fs, args, 0, stderr); !ok {
-		return code
-	}
+func fileListCmd(s *streams) *cobra.Command {
+	c := &cobra.Command{Use: "list [flags]", Aliases: []string{"ls"}, Short: "show received files waiting", Args: noArgs}
+	sock := socketFlag(c.Flags())
+	asJSON := c.Flags().Bool("json", false, "print the inbox as JSON")
+	c.RunE = func(*cobra.Command, []string) error { return exit(runFileList(*sock, *asJSON, s.stdout, s.stderr)) }
+	return c
+}
+
+func runFileList(sock string, asJSON bool, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	l, err := localapi.NewClient(*sock).FileList(ctx)
+	l, err := localapi.NewClient(sock).FileList(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "warren file list: %v\n", err)
 		return 1
 	}
-	if *asJSON {
+	if asJSON {
 		emitJSON(stdout, l)
 		return 0
 	}

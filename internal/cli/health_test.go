@@ -117,7 +117,7 @@ func TestRelayReadyz(t *testing.T) {
 	ts := startServer(t, dir)
 	relayKey := strings.TrimSpace(ok(t, "server", "apikey", "create", "--scope", "relay", "--data-dir", dir))
 	proxy := newTCPCutProxy(t, strings.TrimPrefix(ts.url, "http://"))
-	fs, rc := relayFlags(&lockedBuffer{})
+	fs, rc := relayFlags()
 	if err := fs.Parse([]string{"--listen", "127.0.0.1:0", "--stun-listen", "", "--data-dir", filepath.Join(t.TempDir(), "relay"),
 		"--server", "http://" + proxy.l.Addr().String(), "--relay-key", relayKey, "--poll", "100ms"}); err != nil {
 		t.Fatal(err)
@@ -200,7 +200,7 @@ func TestRelayNotifiesSystemd(t *testing.T) {
 	ts := startServer(t, dir) // before $NOTIFY_SOCKET is set: only the relay notifies
 	relayKey := strings.TrimSpace(ok(t, "server", "apikey", "create", "--scope", "relay", "--data-dir", dir))
 	next := notifySocket(t)
-	fs, rc := relayFlags(&lockedBuffer{})
+	fs, rc := relayFlags()
 	if err := fs.Parse([]string{"--listen", "127.0.0.1:0", "--stun-listen", "", "--data-dir", filepath.Join(t.TempDir(), "relay"),
 		"--server", ts.url, "--relay-key", relayKey}); err != nil {
 		t.Fatal(err)

@@ -1,20 +1,66 @@
 package cli
 
 import (
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"strings"
+
+	"github.com/spf13/pflag"
 )
 
-// newServiceLog returns the logger of `warren server` and `warren relay`:
-// slog text lines on stderr with a component attribute, at info level (or
-// debug). The packages they run log through it at the levels they choose.
-func newServiceLog(w io.Writer, component string, debug bool) *slog.Logger {
-	level := slog.LevelInfo
-	if debug {
-		level = slog.LevelDebug
+// logOptions are --log-level and --log-format of the long-running commands
+// (server, relay, daemon, wg): they build the one *slog.Logger the command
+// passes down to the packages it runs, which log at the levels they choose.
+type logOptions struct {
+	level, format string
+}
+
+// bind adds --log-level (default def) and --log-format to fs.
+func (o *logOptions) bind(fs *pflag.FlagSet, def string) {
+	fs.StringVar(&o.level, "log-level", def, "log messages at this `LEVEL` and above: debug, info, warn or error")
+	fs.StringVar(&o.format, "log-format", "text", "log lines as `FORMAT`: text (logfmt key=value) or json (one object per line)")
+}
+
+// parseLevel reads a --log-level value.
+func parseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "", "info": // "": the zero logOptions
+		return slog.LevelInfo, nil
+	case "debug":
+		return slog.LevelDebug, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})).With("component", component)
+	return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+}
+
+// handler checks the options and returns the handler writing to w at level.
+func (o *logOptions) handler(w io.Writer, level slog.Level) (slog.Handler, error) {
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(o.format) {
+	case "text", "":
+		return slog.NewTextHandler(w, opts), nil
+	case "json":
+		return slog.NewJSONHandler(w, opts), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", o.format)
+}
+
+// logger checks the options and returns the command's logger on w.
+func (o *logOptions) logger(w io.Writer) (*slog.Logger, error) {
+	level, err := parseLevel(o.level)
+	if err != nil {
+		return nil, err
+	}
+	h, err := o.handler(w, level)
+	if err != nil {
+		return nil, err
+	}
+	return slog.New(h), nil
 }
 
 // httpErrorLog is a log.Logger for net/http's ErrorLog: its lines go to l

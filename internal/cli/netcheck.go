@@ -2,34 +2,32 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/warrenmesh/warren/internal/localapi"
 )
 
-func init() {
-	register(command{"netcheck", "netcheck [--json]   check UDP, public addresses, NAT type and relay latency", runNetcheck})
+func netcheckCmd(s *streams) *cobra.Command {
+	c := &cobra.Command{Use: "netcheck [flags]", Short: "check UDP, public addresses, NAT type and relay latency", Args: noArgs}
+	sock := socketFlag(c.Flags())
+	asJSON := c.Flags().Bool("json", false, "print the report as JSON")
+	c.RunE = func(*cobra.Command, []string) error { return exit(runNetcheck(*sock, *asJSON, s.stdout, s.stderr)) }
+	return c
 }
 
-func runNetcheck(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("netcheck", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sock := socketFlag(fs)
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if code, ok := parseVerb(fs, args, 0, stderr); !ok {
-		return code
-	}
+func runNetcheck(sock string, asJSON bool, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rep, err := localapi.NewClient(*sock).Netcheck(ctx)
+	rep, err := localapi.NewClient(sock).Netcheck(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "warren netcheck: %v\n", err)
 		return 1
 	}
-	if *asJSON {
+	if asJSON {
 		emitJSON(stdout, rep)
 		return 0
 	}

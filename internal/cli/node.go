@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -12,19 +11,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/warrenmesh/warren/internal/dnsname"
 	"github.com/warrenmesh/warren/internal/localapi"
 	"github.com/warrenmesh/warren/internal/routeprefix"
 )
-
-func init() {
-	register(command{"up", "up [FLAGS]           join a warren (--server URL --auth-key KEY) and bring the node up", runUp})
-	register(command{"down", "down                 take this node off the mesh (it stays registered)", runDown})
-	register(command{"logout", "logout               take the node down and forget its registration and key", runLogout})
-	register(command{"status", "status [--json]      show this node and its peers", runStatus})
-	register(command{"ip", "ip [-4|-6] [PEER]    print this node's (or a peer's) tunnel addresses (--json)", runIP})
-	register(command{"ping", "ping [-c N] PEER     ping a peer over the tunnel, one line per probe", runPing})
-}
 
 func emitJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
@@ -44,33 +37,57 @@ func readAuthKey(s string) (string, error) {
 	return s, nil
 }
 
-func runUp(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("up", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sock := socketFlag(fs)
-	var req localapi.UpRequest
-	var asJSON bool
-	var timeout time.Duration
-	fs.StringVar(&req.ServerURL, "server", "", "coordination server URL (http://HOST:PORT or https://...)")
-	fs.StringVar(&req.AuthKey, "auth-key", "", "pre-auth key to join with (or file:PATH)")
-	fs.StringVar(&req.Hostname, "hostname", "", "name to register (default: the host name)")
-	fs.StringVar(&req.ServerKey, "server-key", "", "pin this server public key instead of fetching it on first join")
-	fs.BoolVar(&req.ForceReauth, "force-reauth", false, "join again even if already registered")
-	fs.BoolVar(&asJSON, "json", false, "print the resulting status as JSON")
-	acceptDNS := fs.Bool("accept-dns", false, "point this host's resolver at the node's MagicDNS (kept until --accept-dns=false)")
-	fs.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the network map")
-	advRoutes := fs.String("advertise-routes", "", "offer to route these subnets for peers (CIDR,...; an admin approves them; \"\" withdraws)")
-	advExit := fs.Bool("advertise-exit-node", false, "offer to be an exit node (0.0.0.0/0 and ::/0; an admin approves)")
-	acceptRoutes := fs.Bool("accept-routes", false, "use the subnet routes peers offer")
-	exitNode := fs.String("exit-node", "", "send all traffic through this peer (name or tunnel address), auto (the best online exit node, with failover), or \"\" for none; while none is usable, internet traffic is blocked")
-	allowLAN := fs.Bool("exit-node-allow-lan", false, "with an exit node, keep the local networks reachable directly")
-	if code, ok := parseVerb(fs, args, 0, stderr); !ok {
-		return code
+func upCmd(s *streams) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "up [flags]",
+		Short: "join a warren (--server URL --auth-key KEY) and bring the node up",
+		Long: `Joins a warren (the first time: --server URL --auth-key KEY) and brings
+the node up; later runs change its preferences (routes, exit node, DNS).
+Waits until the node has its network map.`,
+		Example: "  warren up --server https://warren.example.com --auth-key file:/etc/warren/authkey\n  warren up --exit-node auto",
+		Args:    noArgs,
 	}
+	fs := c.Flags()
+	o := &upOptions{}
+	fs.StringVar(&o.sock, "socket", defaultSocket(), "the daemon's local API socket `PATH` (env "+envSocket+")")
+	req := &o.req
+	fs.StringVar(&req.ServerURL, "server", "", "coordination server `URL` (http://HOST:PORT or https://...)")
+	fs.StringVar(&req.AuthKey, "auth-key", "", "pre-auth `KEY` to join with (or file:PATH)")
+	fs.StringVar(&req.Hostname, "hostname", "", "`NAME` to register (default: the host name)")
+	fs.StringVar(&req.ServerKey, "server-key", "", "pin this server public `KEY` instead of fetching it on first join")
+	fs.BoolVar(&req.ForceReauth, "force-reauth", false, "join again even if already registered")
+	fs.BoolVar(&o.asJSON, "json", false, "print the resulting status as JSON")
+	fs.BoolVar(&o.acceptDNS, "accept-dns", false, "point this host's resolver at the node's MagicDNS (kept until --accept-dns=false)")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for the network map")
+	fs.StringVar(&o.advRoutes, "advertise-routes", "", "offer to route these subnets for peers (`CIDR,...`; an admin approves them; \"\" withdraws)")
+	fs.BoolVar(&o.advExit, "advertise-exit-node", false, "offer to be an exit node (0.0.0.0/0 and ::/0; an admin approves)")
+	fs.BoolVar(&o.acceptRoutes, "accept-routes", false, "use the subnet routes peers offer")
+	fs.StringVar(&o.exitNode, "exit-node", "", "send all traffic through this `PEER` (name or tunnel address), auto (the best online exit node, with failover), or \"\" for none; while none is usable, internet traffic is blocked")
+	fs.BoolVar(&o.allowLAN, "exit-node-allow-lan", false, "with an exit node, keep the local networks reachable directly")
+	c.RunE = func(*cobra.Command, []string) error {
+		return exit(runUp(fs, o, s.stdout, s.stderr))
+	}
+	return c
+}
+
+// upOptions are the flags of `warren up`.
+type upOptions struct {
+	sock                                       string
+	req                                        localapi.UpRequest
+	asJSON                                     bool
+	timeout                                    time.Duration
+	acceptDNS, advExit, acceptRoutes, allowLAN bool
+	advRoutes, exitNode                        string
+}
+
+func runUp(fs *pflag.FlagSet, o *upOptions, stdout, stderr io.Writer) int {
+	req, asJSON, timeout := o.req, o.asJSON, o.timeout
+	acceptDNS, advExit, acceptRoutes, allowLAN, exitNode := &o.acceptDNS, &o.advExit, &o.acceptRoutes, &o.allowLAN, &o.exitNode
+	advRoutes, sock := &o.advRoutes, o.sock
 	var rp localapi.RoutePrefs
 	var rpSet, exitSet bool
 	var routesErr error
-	fs.Visit(func(f *flag.Flag) {
+	fs.Visit(func(f *pflag.Flag) {
 		switch f.Name {
 		case "accept-dns":
 			req.AcceptDNS = acceptDNS
@@ -99,7 +116,7 @@ func runUp(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+30*time.Second)
 	defer cancel()
-	lc := localapi.NewClient(*sock)
+	lc := localapi.NewClient(sock)
 	// Route preferences go first, so the node advertises its routes on
 	// its first map stream; a named exit node is checked against the map,
 	// so it is set once the node runs.
@@ -188,54 +205,69 @@ func joinAddrs(p *localapi.PeerStatus) string {
 	return strings.Join(s, " ")
 }
 
-func simpleVerb(name string, call func(*localapi.Client, context.Context) error, done string) func([]string, io.Writer, io.Writer) int {
-	return func(args []string, stdout, stderr io.Writer) int {
-		fs := flag.NewFlagSet(name, flag.ContinueOnError)
-		fs.SetOutput(stderr)
-		sock := socketFlag(fs)
-		if code, ok := parseVerb(fs, args, 0, stderr); !ok {
-			return code
-		}
+func simpleVerb(s *streams, name, short string, call func(*localapi.Client, context.Context) error, done string) *cobra.Command {
+	c := &cobra.Command{Use: name, Short: short, Args: noArgs}
+	sock := socketFlag(c.Flags())
+	c.RunE = func(*cobra.Command, []string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := call(localapi.NewClient(*sock), ctx); err != nil {
-			fmt.Fprintf(stderr, "warren %s: %v\n", name, err)
-			return 1
+			fmt.Fprintf(s.stderr, "warren %s: %v\n", name, err)
+			return exitCode(1)
 		}
-		fmt.Fprintln(stdout, done)
-		return 0
+		fmt.Fprintln(s.stdout, done)
+		return nil
 	}
+	return c
 }
 
-var (
-	runDown   = simpleVerb("down", (*localapi.Client).Down, "warren is down")
-	runLogout = simpleVerb("logout", (*localapi.Client).Logout, "logged out: the next `warren up --auth-key` joins as a new node")
-)
+func downCmd(s *streams) *cobra.Command {
+	return simpleVerb(s, "down", "take this node off the mesh (it stays registered)", (*localapi.Client).Down, "warren is down")
+}
 
-func runIP(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("ip", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sock := socketFlag(fs)
-	only4 := fs.Bool("4", false, "IPv4 only")
-	only6 := fs.Bool("6", false, "IPv6 only")
-	asJSON := fs.Bool("json", false, "print the addresses as a JSON list")
-	if code, ok := parseVerb(fs, args, 1, stderr); !ok {
-		return code
+func logoutCmd(s *streams) *cobra.Command {
+	return simpleVerb(s, "logout", "take the node down and forget its registration and key", (*localapi.Client).Logout,
+		"logged out: the next `warren up --auth-key` joins as a new node")
+}
+
+func ipCmd(s *streams) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "ip [flags] [PEER]",
+		Short: "print this node's (or a peer's) tunnel addresses",
+		Long:  "Prints this node's tunnel addresses, or those of PEER (a name, DNS name, tunnel address or key).",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usagef("unexpected argument %q", args[1])
+			}
+			return nil
+		},
 	}
-	if *only4 && *only6 {
+	fs := c.Flags()
+	sock := socketFlag(fs)
+	only4 := fs.BoolP("ipv4", "4", false, "IPv4 only")
+	only6 := fs.BoolP("ipv6", "6", false, "IPv6 only")
+	asJSON := fs.Bool("json", false, "print the addresses as a JSON list")
+	c.RunE = func(_ *cobra.Command, args []string) error {
+		return exit(runIP(*sock, args, *only4, *only6, *asJSON, s.stdout, s.stderr))
+	}
+	return c
+}
+
+func runIP(sock string, args []string, only4, only6, asJSON bool, stdout, stderr io.Writer) int {
+	if only4 && only6 {
 		fmt.Fprintln(stderr, "warren ip: -4 and -6 exclude each other")
 		return 2
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := localapi.NewClient(*sock).Status(ctx)
+	st, err := localapi.NewClient(sock).Status(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "warren ip: %v\n", err)
 		return 1
 	}
 	p := st.Self
-	if fs.NArg() == 1 {
-		p, err = findPeer(st, fs.Arg(0))
+	if len(args) == 1 {
+		p, err = findPeer(st, args[0])
 		if err != nil {
 			fmt.Fprintf(stderr, "warren ip: %v\n", err)
 			return 1
@@ -247,12 +279,12 @@ func runIP(args []string, stdout, stderr io.Writer) int {
 	}
 	out := []string{}
 	for _, a := range p.Addresses {
-		if (*only4 && !a.Is4()) || (*only6 && !a.Is6()) {
+		if (only4 && !a.Is4()) || (only6 && !a.Is6()) {
 			continue
 		}
 		out = append(out, a.String())
 	}
-	if *asJSON {
+	if asJSON {
 		emitJSON(stdout, out)
 		return 0
 	}

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +15,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/warrenmesh/warren/internal/config"
 	"github.com/warrenmesh/warren/internal/httpguard"
 	"github.com/warrenmesh/warren/internal/metrics"
@@ -24,10 +26,6 @@ import (
 	"github.com/warrenmesh/warren/internal/relay/relayserver"
 	"github.com/warrenmesh/warren/internal/stun"
 )
-
-func init() {
-	register(command{"relay", "relay [FLAGS]        run a packet relay and STUN responder (see 'warren relay --help')", runRelay})
-}
 
 const (
 	defaultRelayListen  = ":8443"
@@ -47,46 +45,37 @@ type relayConfig struct {
 	queue                       int
 	metricsListen               string
 	allowedHosts, maxConns      string
+	log                         logOptions
 }
 
-func relayFlags(stderr io.Writer) (*flag.FlagSet, *relayConfig) {
+// relayFlags makes the flag set of `warren relay`; the cobra command adds
+// it to its own flags.
+func relayFlags() (*pflag.FlagSet, *relayConfig) {
 	c := &relayConfig{}
-	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&c.listen, "listen", defaultRelayListen, "address to serve the relay on (HTTP, or HTTPS with --tls-cert)")
-	fs.StringVar(&c.stunListen, "stun-listen", defaultSTUNListen, `UDP address to answer STUN on ("" disables)`)
-	fs.StringVar(&c.dataDir, "data-dir", defaultRelayDataDir, "directory for the relay key (created 0700)")
-	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; needs --tls-key)")
-	fs.StringVar(&c.tlsKey, "tls-key", "", "private key for --tls-cert (PEM)")
-	fs.StringVar(&c.server, "server", "", "coordination server URL; nodes it knows may use the relay (default $"+envServer+")")
-	fs.StringVar(&c.relayKey, "relay-key", "", "relay key wrly_... to list nodes with, read-only (default $"+envRelayKey+"; create it with 'warren server apikey create --scope relay')")
-	fs.StringVar(&c.apiKey, "api-key", "", "an admin API key wapi_... instead of --relay-key: works, but over-privileged (default $"+envAPIKey+")")
+	fs := pflag.NewFlagSet("relay", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.StringVar(&c.listen, "listen", defaultRelayListen, "`ADDR` to serve the relay on (HTTP, or HTTPS with --tls-cert)")
+	fs.StringVar(&c.stunListen, "stun-listen", defaultSTUNListen, "UDP `ADDR` to answer STUN on (\"\" disables)")
+	fs.StringVar(&c.dataDir, "data-dir", defaultRelayDataDir, "`DIR` for the relay key (created 0700)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve HTTPS with this certificate `FILE` (PEM; needs --tls-key)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "private key `FILE` for --tls-cert (PEM)")
+	fs.StringVar(&c.server, "server", "", "coordination server `URL`; nodes it knows may use the relay (default $"+envServer+")")
+	fs.StringVar(&c.relayKey, "relay-key", "", "relay `KEY` wrly_... to list nodes with, read-only (default $"+envRelayKey+"; create it with 'warren server apikey create --scope relay')")
+	fs.StringVar(&c.apiKey, "api-key", "", "an admin API `KEY` wapi_... instead of --relay-key: works, but over-privileged (default $"+envAPIKey+")")
 	fs.BoolVar(&c.insecure, "insecure", false, "send the key over plain http to a remote (not loopback) server")
 	fs.DurationVar(&c.poll, "poll", 5*time.Second, "how often to fetch the node list")
-	fs.Int64Var(&c.rate, "rate", relayserver.DefaultRate, "bytes per second one node may send (0: unlimited)")
-	fs.Int64Var(&c.burst, "burst", relayserver.DefaultBurst, "bytes one node may send in a burst")
-	fs.IntVar(&c.queue, "queue", relayserver.DefaultQueuePackets, "packets queued towards one node before new ones are dropped")
-	fs.StringVar(&c.allowedHosts, "allowed-hosts", "", "comma-separated host names nodes reach this relay by (its name in the relay map; IP addresses, localhost, the TLS certificate's names and the machine's host name are always served); requests for other names are refused (DNS rebinding protection)")
-	fs.StringVar(&c.maxConns, "max-conns-per-ip", "", fmt.Sprintf("concurrent connections accepted from one source address (default %d; 0: no cap)", httpguard.DefaultPerSource))
-	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)")
+	fs.Int64Var(&c.rate, "rate", relayserver.DefaultRate, "`BYTES` per second one node may send (0: unlimited)")
+	fs.Int64Var(&c.burst, "burst", relayserver.DefaultBurst, "`BYTES` one node may send in a burst")
+	fs.IntVar(&c.queue, "queue", relayserver.DefaultQueuePackets, "`PACKETS` queued towards one node before new ones are dropped")
+	fs.StringVar(&c.allowedHosts, "allowed-hosts", "", "comma-separated `HOSTS` nodes reach this relay by (its name in the relay map; IP addresses, localhost, the TLS certificate's names and the machine's host name are always served); requests for other names are refused (DNS rebinding protection)")
+	fs.StringVar(&c.maxConns, "max-conns-per-ip", "", fmt.Sprintf("concurrent connections accepted from one source address (`N`, default %d; 0: no cap)", httpguard.DefaultPerSource))
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics on http://`ADDR`/metrics (a bare PORT binds to 127.0.0.1; off by default)")
+	c.log.bind(fs, "info")
 	return fs, c
 }
 
 // envRelayKey is the environment default of `warren relay --relay-key`.
 const envRelayKey = "WARREN_RELAY_KEY"
-
-func relayUsage(w io.Writer, fs *flag.FlagSet) {
-	fs.SetOutput(w)
-	fmt.Fprintln(w, `usage: warren relay --server URL --relay-key KEY [FLAGS]   run a relay in the foreground
-       warren relay key [--data-dir D]                       print the relay's public key
-The relay forwards WireGuard packets between nodes over HTTP(S) (path
-`+relay.Path+`) for nodes that cannot reach each other directly, and
-answers STUN on UDP. Only nodes the coordination server lists (and has not
-expired) may connect; it polls the server's node keys with a relay key
-(read-only; 'warren server apikey create --scope relay' or 'warren admin
-apikeys create --scope relay' makes one). Flags:`)
-	fs.PrintDefaults()
-}
 
 func (c *relayConfig) check() error {
 	if (c.tlsCert == "") != (c.tlsKey == "") {
@@ -94,6 +83,9 @@ func (c *relayConfig) check() error {
 	}
 	if c.dataDir == "" {
 		return errors.New("--data-dir is empty")
+	}
+	if _, err := c.log.logger(io.Discard); err != nil {
+		return err
 	}
 	if c.server == "" {
 		c.server = strings.TrimSpace(os.Getenv(envServer))
@@ -135,34 +127,48 @@ func (c *relayConfig) check() error {
 	return checkKeyTransport(u, "--server", c.insecure)
 }
 
-func runRelay(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "key" {
-		return runRelayKey(args[1:], stdout, stderr)
+func relayCmd(s *streams) *cobra.Command {
+	fs, rc := relayFlags()
+	c := &cobra.Command{
+		Use:   "relay --server URL --relay-key KEY [flags]",
+		Short: "run a packet relay and STUN responder (and its subcommands: key, configtest)",
+		Long: `Runs a relay in the foreground. The relay forwards WireGuard packets between
+nodes over HTTP(S) (path ` + relay.Path + `) for nodes that cannot reach each
+other directly, and answers STUN on UDP. Only nodes the coordination server
+lists (and has not expired) may connect; it polls the server's node keys
+with a relay key (read-only; 'warren server apikey create --scope relay' or
+'warren admin apikeys create --scope relay' makes one).`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unexpected argument %q (subcommands: key, configtest)", args[0])
+			}
+			return nil
+		},
+		RunE: func(*cobra.Command, []string) error {
+			if err := rc.check(); err != nil {
+				return usageErr{err.Error()}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return exit(serveRelay(ctx, rc, s.stderr))
+		},
 	}
-	if len(args) > 0 && args[0] == "configtest" {
-		return runConfigtest(config.Relay, args[1:], stdout, stderr) // configtest.go
-	}
-	fs, c := relayFlags(stderr)
-	if code, done := quietParse(fs, func() error { return fs.Parse(args) }, "warren relay", stdout, stderr, func(w io.Writer) { relayUsage(w, fs) }); done {
-		return code
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "warren relay: unexpected argument %q (subcommand: key)\n", fs.Arg(0))
-		return 2
-	}
-	if err := c.check(); err != nil {
-		fmt.Fprintf(stderr, "warren relay: %v\n", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return serveRelay(ctx, c, stderr)
+	c.Flags().AddFlagSet(fs)
+	c.AddCommand(relayKeyCmd(s), configtestCmd(s, config.Relay))
+	return c
 }
 
 // serveRelay runs a standalone relay until ctx ends.
 func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
+	logger, err := c.log.logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "warren relay: %v\n", err)
+		return 2
+	}
+	logger = logger.With("component", "relay")
+	// Once the logger exists, a failure is its last record.
 	fail := func(format string, args ...any) int {
-		fmt.Fprintf(stderr, "warren relay: "+format+"\n", args...)
+		logger.Error("relay failed: " + fmt.Sprintf(format, args...))
 		return 1
 	}
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
@@ -172,13 +178,12 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	logger := newServiceLog(stderr, "relay", false)
 	cred := c.relayKey
 	if c.apiKey != "" {
 		// Still accepted, so that relays set up before relay keys existed
 		// keep working; it only ever reads the relay's node list, but a
 		// stolen copy could do anything.
-		fmt.Fprintln(stderr, "warren relay: warning: --api-key is a full admin key; the relay needs only a read-only relay key ('warren server apikey create --scope relay', then --relay-key)")
+		logger.Warn("--api-key is a full admin key; the relay needs only a read-only relay key ('warren server apikey create --scope relay', then --relay-key)")
 		cred = c.apiKey
 	}
 	poller := &relayserver.AdminPoller{ServerURL: c.server, APIKey: cred, Interval: c.poll,
@@ -231,36 +236,34 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	if c.tlsCert != "" {
 		scheme = "https"
 	}
-	fmt.Fprintf(stderr, "warren relay: listening on %s://%s, public key %s\n", scheme, l.Addr(), rs.PublicKey())
+	logger.Info("listening", "url", fmt.Sprintf("%s://%s", scheme, l.Addr()), "public_key", rs.PublicKey().String())
 	if c.stunListen != "" {
 		a, _, err := stun.Listen(rctx, c.stunListen)
 		if err != nil {
 			l.Close()
 			return fail("%v", err)
 		}
-		fmt.Fprintf(stderr, "warren relay: STUN on udp %s\n", a)
+		logger.Info("STUN", "udp", a.String())
 	}
 	defer notifyServing(ctx, logger, selfProbe(l.Addr(), c.tlsCert != ""))() // READY=1 now, STOPPING=1 when ctx ends
 	if err := serveUntil(ctx, hs, l, c.tlsCert, c.tlsKey, 5*time.Second); err != nil {
 		return fail("%v", err)
 	}
-	fmt.Fprintln(stderr, "warren relay: shutting down")
+	logger.Info("shutting down")
 	rs.Close() // sessions are hijacked: Shutdown does not see them
 	return 0
 }
 
+func relayKeyCmd(s *streams) *cobra.Command {
+	c := &cobra.Command{Use: "key [flags]", Short: "print the relay's public key (for the relay map)", Args: noArgs}
+	dataDir := c.Flags().String("data-dir", defaultRelayDataDir, "`DIR` holding the relay key")
+	c.RunE = func(*cobra.Command, []string) error { return exit(runRelayKey(*dataDir, s.stdout, s.stderr)) }
+	return c
+}
+
 // runRelayKey: `warren relay key` prints the public key for the relay map.
-func runRelayKey(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("relay key", flag.ContinueOnError)
-	dataDir := fs.String("data-dir", defaultRelayDataDir, "directory holding the relay key")
-	if code, done := quietParse(fs, func() error { return fs.Parse(args) }, "warren relay key", stdout, stderr, func(w io.Writer) { relayUsage(w, fs) }); done {
-		return code
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "warren relay key: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	path := filepath.Join(*dataDir, relayKeyFile)
+func runRelayKey(dataDir string, stdout, stderr io.Writer) int {
+	path := filepath.Join(dataDir, relayKeyFile)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(stderr, "warren relay key: no relay key at %s (start `warren relay` once to create it)\n", path)
 		return 1

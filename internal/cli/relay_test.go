@@ -17,6 +17,7 @@ import (
 	"github.com/warrenmesh/warren/internal/relay"
 	"github.com/warrenmesh/warren/internal/stun"
 	"github.com/warrenmesh/warren/internal/testutil/logtest"
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 func TestRelayUsageErrors(t *testing.T) {
@@ -37,7 +38,7 @@ func TestRelayUsageErrors(t *testing.T) {
 		{[]string{"relay", "--server", "http://x", "--api-key", "wapi_x", "--rate", "-1"}, "--rate must not be negative"},
 		{[]string{"relay", "--server", "http://x", "--api-key", "wapi_x"}, "pass --insecure"},
 		{[]string{"relay", "extra"}, `unexpected argument "extra"`},
-		{[]string{"relay", "--bogus"}, "flag provided but not defined"},
+		{[]string{"relay", "--bogus"}, "warren relay: unknown flag: --bogus"},
 	} {
 		code, _, errb := cmd(t, tc.args...)
 		if code != 2 || !strings.Contains(errb, tc.want) || strings.Count(errb, "\n") != 1 {
@@ -71,18 +72,15 @@ func startRelayCmd(t *testing.T, c *relayConfig) (url string, pub noise.PublicKe
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		for _, line := range strings.Split(stderr.String(), "\n") {
-			if rest, ok := strings.CutPrefix(line, "warren relay: listening on "); ok {
-				u, k, _ := strings.Cut(rest, ", public key ")
-				var err error
-				if pub, err = noise.ParsePublicKey(k); err != nil {
-					t.Fatal(err)
-				}
-				url = u
+		if rec := logRecord(stderr.String(), "listening"); rec != nil {
+			var err error
+			if pub, err = noise.ParsePublicKey(rec["public_key"]); err != nil {
+				t.Fatal(err)
 			}
-			if rest, ok := strings.CutPrefix(line, "warren relay: STUN on udp "); ok {
-				stunAddr = rest
-			}
+			url = rec["url"]
+		}
+		if rec := logRecord(stderr.String(), "STUN"); rec != nil {
+			stunAddr = rec["udp"]
 		}
 		if url != "" && (stunAddr != "" || c.stunListen == "") {
 			return url, pub, stunAddr
@@ -124,22 +122,17 @@ func TestRelayEndToEnd(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	ts := startServer(t, dir, "--relay", "--stun-listen", "127.0.0.1:0")
 	apiKey := strings.TrimSpace(ok(t, "server", "apikey", "create", "--data-dir", dir))
-	// startServer returns on the "listening on" line; the relay and STUN
-	// lines are written after it.
-	var srvLines string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if srvLines = ts.stderr.String(); strings.Contains(srvLines, "warren server: STUN on udp ") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no STUN line: %s", srvLines)
-		}
+	// startServer returns on the "listening" line; the relay and STUN
+	// lines are logged after it.
+	var stunRec map[string]string
+	wait.Until(t, "the server logs its STUN address", func() bool {
+		stunRec = logRecord(ts.stderr.String(), "STUN")
+		return stunRec != nil
+	})
+	if rec := logRecord(ts.stderr.String(), "relay"); rec == nil || rec["url"] != ts.url+relay.Path {
+		t.Fatalf("server output: %s", ts.stderr.String())
 	}
-	if !strings.Contains(srvLines, "warren server: relay on "+ts.url+relay.Path+"\n") {
-		t.Fatalf("server output: %s", srvLines)
-	}
-	_, stunLine, _ := strings.Cut(srvLines, "warren server: STUN on udp ")
-	stunCheck(t, strings.TrimSpace(strings.SplitN(stunLine, "\n", 2)[0]))
+	stunCheck(t, stunRec["udp"])
 
 	// A node joins through the control protocol.
 	a := func(args ...string) string {
@@ -197,7 +190,7 @@ func TestRelayEndToEnd(t *testing.T) {
 		t.Fatalf("apikeys list:\n%s", list)
 	}
 	rdir := filepath.Join(t.TempDir(), "relay")
-	fs, rc := relayFlags(&lockedBuffer{})
+	fs, rc := relayFlags()
 	if err := fs.Parse([]string{"--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0", "--data-dir", rdir,
 		"--server", ts.url, "--relay-key", relayKey, "--poll", "200ms"}); err != nil {
 		t.Fatal(err)
@@ -249,7 +242,7 @@ func TestRelayEndToEnd(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// A wrong API key fails at start.
-	fs, bad := relayFlags(&lockedBuffer{})
+	fs, bad := relayFlags()
 	fs.Parse([]string{"--listen", "127.0.0.1:0", "--stun-listen", "", "--data-dir", rdir, "--server", ts.url, "--api-key", "wapi_wrong"})
 	var errb lockedBuffer
 	if code := serveRelay(context.Background(), bad, &errb); code != 1 || !strings.Contains(errb.String(), "401") {
@@ -257,7 +250,7 @@ func TestRelayEndToEnd(t *testing.T) {
 	}
 	// An admin key still works, with a warning that it is more than the
 	// relay needs.
-	if !strings.Contains(errb.String(), "warning: --api-key is a full admin key") {
+	if !strings.Contains(errb.String(), `level=WARN msg="--api-key is a full admin key`) {
 		t.Fatalf("no over-privilege warning: %q", errb.String())
 	}
 }
@@ -272,7 +265,7 @@ func startRelayWithServer(t *testing.T, extra ...string) string {
 	dir := filepath.Join(t.TempDir(), "data")
 	ts := startServer(t, dir)
 	relayKey := strings.TrimSpace(ok(t, "server", "apikey", "create", "--scope", "relay", "--data-dir", dir))
-	fs, rc := relayFlags(&lockedBuffer{})
+	fs, rc := relayFlags()
 	args := []string{"--listen", "127.0.0.1:0", "--stun-listen", "", "--data-dir", filepath.Join(t.TempDir(), "relay"),
 		"--server", ts.url, "--relay-key", relayKey}
 	if err := fs.Parse(append(args, extra...)); err != nil {

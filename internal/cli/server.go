@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +17,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/warrenmesh/warren/internal/config"
 	"github.com/warrenmesh/warren/internal/control/admin"
 	"github.com/warrenmesh/warren/internal/control/server"
@@ -28,10 +30,6 @@ import (
 	"github.com/warrenmesh/warren/internal/relay/relayserver"
 	"github.com/warrenmesh/warren/internal/store"
 )
-
-func init() {
-	register(command{"server", "server [FLAGS]       run the coordination server (see 'warren server --help')", runServer})
-}
 
 // serverConfig is what `warren server` runs with: flags, or the same
 // settings as snake_case keys of a JSON --config file (flags win).
@@ -54,6 +52,8 @@ type serverConfig struct {
 	// Relay is "true" in the config file (a JSON boolean), --relay on the
 	// command line.
 	Relay bool `json:"relay"`
+	// Log is --log-level and --log-format (flags only).
+	Log logOptions `json:"-"`
 }
 
 const (
@@ -66,33 +66,37 @@ const (
 // subcommands; all=false binds only those locating the data (config,
 // data dir, database, prefixes).
 type serverFlags struct {
-	fs     *flag.FlagSet
+	fs     *pflag.FlagSet
 	config string
 	c      serverConfig
 }
 
-func newServerFlags(name string, stderr io.Writer, all bool) *serverFlags {
-	sf := &serverFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+// newServerFlags makes the flag set of `warren server` (all) or of its
+// subcommands (only the flags locating the data); the cobra command adds
+// it to its own flags.
+func newServerFlags(name string, all bool) *serverFlags {
+	sf := &serverFlags{fs: pflag.NewFlagSet(name, pflag.ContinueOnError)}
 	fs := sf.fs
-	fs.SetOutput(stderr)
-	fs.StringVar(&sf.config, "config", "", "JSON config file with the same settings as snake_case keys (flags override it)")
-	fs.StringVar(&sf.c.DataDir, "data-dir", defaultDataDir, "directory for the server key and the SQLite database (created 0700)")
-	fs.StringVar(&sf.c.DB, "db", "", `database: "sqlite:PATH" or "postgres://..." (default "sqlite:DATA-DIR/warren.db")`)
-	fs.StringVar(&sf.c.IPv4Prefix, "ipv4-prefix", "", "IPv4 prefix node addresses come from, fixed at first start (default 100.64.0.0/10)")
-	fs.StringVar(&sf.c.IPv6Prefix, "ipv6-prefix", "", "IPv6 prefix node addresses come from, fixed at first start (default a random ULA /48)")
+	fs.SortFlags = false
+	fs.StringVar(&sf.config, "config", "", "JSON config `FILE` with the same settings as snake_case keys (flags override it)")
+	fs.StringVar(&sf.c.DataDir, "data-dir", defaultDataDir, "`DIR` for the server key and the SQLite database (created 0700)")
+	fs.StringVar(&sf.c.DB, "db", "", `database `+"`DSN`"+`: "sqlite:PATH" or "postgres://..." (default "sqlite:DATA-DIR/warren.db")`)
+	fs.StringVar(&sf.c.IPv4Prefix, "ipv4-prefix", "", "IPv4 `PREFIX` node addresses come from, fixed at first start (default 100.64.0.0/10)")
+	fs.StringVar(&sf.c.IPv6Prefix, "ipv6-prefix", "", "IPv6 `PREFIX` node addresses come from, fixed at first start (default a random ULA /48)")
 	if all {
-		fs.StringVar(&sf.c.Listen, "listen", defaultListen, "address to serve HTTP(S) on")
-		fs.StringVar(&sf.c.Domain, "domain", "", "the deployment's DNS domain (default "+server.DefaultDomain+")")
-		fs.StringVar(&sf.c.EphemeralGrace, "ephemeral-grace", "", "how long an ephemeral node may stay offline before it is deleted (default 2m)")
-		fs.StringVar(&sf.c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; needs --tls-key)")
-		fs.StringVar(&sf.c.TLSKey, "tls-key", "", "private key for --tls-cert (PEM)")
+		fs.StringVar(&sf.c.Listen, "listen", defaultListen, "`ADDR` to serve HTTP(S) on")
+		fs.StringVar(&sf.c.Domain, "domain", "", "the deployment's DNS `DOMAIN` (default "+server.DefaultDomain+")")
+		fs.StringVar(&sf.c.EphemeralGrace, "ephemeral-grace", "", "how long an ephemeral node may stay offline before it is deleted (`DURATION`, default 2m)")
+		fs.StringVar(&sf.c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate `FILE` (PEM; needs --tls-key)")
+		fs.StringVar(&sf.c.TLSKey, "tls-key", "", "private key `FILE` for --tls-cert (PEM)")
 		fs.BoolVar(&sf.c.Relay, "relay", false, "also serve a packet relay (at "+relay.Path+", with the server key) for the nodes in the store")
-		fs.StringVar(&sf.c.STUNListen, "stun-listen", "", `UDP address to answer STUN on, e.g. ":3478" (default off)`)
-		fs.StringVar(&sf.c.PublicURL, "public-url", "", "the URL nodes reach this server at, for the relay map (default: http(s)://LISTEN when it names a host)")
-		fs.StringVar(&sf.c.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)")
-		fs.StringVar(&sf.c.AllowedHosts, "allowed-hosts", "", "comma-separated further host names clients reach this server by (besides IP addresses, localhost, the --public-url host and the TLS certificate's names); requests for other names are refused (DNS rebinding protection)")
-		fs.StringVar(&sf.c.MaxConnsPerIP, "max-conns-per-ip", "", fmt.Sprintf("concurrent connections accepted from one source address (default %d; 0: no cap)", httpguard.DefaultPerSource))
-		fs.StringVar(&sf.c.RelayMap, "relay-map", "", "JSON file of further relays offered to nodes ({\"regions\":[{id,code,url,public_key,stun}]})")
+		fs.StringVar(&sf.c.STUNListen, "stun-listen", "", "UDP `ADDR` to answer STUN on, e.g. \":3478\" (default off)")
+		fs.StringVar(&sf.c.PublicURL, "public-url", "", "the `URL` nodes reach this server at, for the relay map (default: http(s)://LISTEN when it names a host)")
+		fs.StringVar(&sf.c.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on http://`ADDR`/metrics (a bare PORT binds to 127.0.0.1; off by default)")
+		fs.StringVar(&sf.c.AllowedHosts, "allowed-hosts", "", "comma-separated further `HOSTS` clients reach this server by (besides IP addresses, localhost, the --public-url host and the TLS certificate's names); requests for other names are refused (DNS rebinding protection)")
+		fs.StringVar(&sf.c.MaxConnsPerIP, "max-conns-per-ip", "", fmt.Sprintf("concurrent connections accepted from one source address (`N`, default %d; 0: no cap)", httpguard.DefaultPerSource))
+		fs.StringVar(&sf.c.RelayMap, "relay-map", "", "JSON `FILE` of further relays offered to nodes ({\"regions\":[{id,code,url,public_key,stun}]})")
+		sf.c.Log.bind(fs, "info")
 	}
 	return sf
 }
@@ -108,7 +112,11 @@ func (sf *serverFlags) resolve() (serverConfig, error) {
 		}
 		mergeConfig(&c, fc)
 	}
-	sf.fs.Visit(func(f *flag.Flag) {
+	c.Log = sf.c.Log
+	sf.fs.VisitAll(func(f *pflag.Flag) {
+		if !f.Changed {
+			return
+		}
 		switch f.Name {
 		case "listen":
 			c.Listen = sf.c.Listen
@@ -146,6 +154,9 @@ func (sf *serverFlags) resolve() (serverConfig, error) {
 	})
 	if c.DataDir == "" {
 		return c, errors.New("--data-dir is empty")
+	}
+	if _, err := c.Log.logger(io.Discard); err != nil {
+		return c, err
 	}
 	if c.DB == "" {
 		c.DB = "sqlite:" + filepath.Join(c.DataDir, "warren.db")
@@ -351,56 +362,50 @@ func createServerKey(path string) (noise.PrivateKey, error) {
 	return k, nil
 }
 
-func serverUsage(w io.Writer, fs *flag.FlagSet) {
-	fs.SetOutput(w)
-	fmt.Fprintln(w, `usage: warren server [FLAGS]                  run the coordination server in the foreground
-       warren server apikey create [--scope admin|relay] [--expiration D] [--config F] [--data-dir D] [--db DSN]
-                                                print a new admin API key (--scope relay: a
-                                                read-only relay key for 'warren relay --relay-key')
-       warren server apikey list [--json] [--config F] [--data-dir D] [--db DSN]
-       warren server key [--config F] [--data-dir D] print the server's public key
-       warren server configtest [--config F] [--print]
-                                                check a YAML config file without starting
-One HTTP server serves the control protocol (/warren/v1/) and the admin API
-(/api/v1/, see 'warren admin --help'). The subcommands use the store directly,
-on the server host, and only an existing one (start the server once first).
-Flags:`)
-	fs.PrintDefaults()
-}
-
-func runServer(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		switch args[0] {
-		case "apikey", "apikeys":
-			return runServerAPIKey(args[1:], stdout, stderr)
-		case "key":
-			return runServerKey(args[1:], stdout, stderr)
-		case "configtest":
-			return runConfigtest(config.Server, args[1:], stdout, stderr) // configtest.go
-		}
+func serverCmd(s *streams) *cobra.Command {
+	sf := newServerFlags("server", true)
+	c := &cobra.Command{
+		Use:   "server [flags]",
+		Short: "run the coordination server (and its subcommands: apikey, key, configtest)",
+		Long: `Runs the coordination server in the foreground. One HTTP server serves the
+control protocol (/warren/v1/), the admin API (/api/v1/, see 'warren admin
+--help') and, with --relay, a packet relay. The subcommands use the store
+directly, on the server host, and only an existing one (start the server
+once first).`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unexpected argument %q (subcommands: apikey, key, configtest)", args[0])
+			}
+			return nil
+		},
+		RunE: func(*cobra.Command, []string) error {
+			c, err := sf.resolve()
+			if err != nil {
+				return usageErr{err.Error()}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return exit(serve(ctx, c, s.stderr))
+		},
 	}
-	sf := newServerFlags("server", stderr, true)
-	if code, done := quietParse(sf.fs, func() error { return sf.fs.Parse(args) }, "warren server", stdout, stderr, func(w io.Writer) { serverUsage(w, sf.fs) }); done {
-		return code
-	}
-	if sf.fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "warren server: unexpected argument %q (subcommands: apikey, key, configtest)\n", sf.fs.Arg(0))
-		return 2
-	}
-	c, err := sf.resolve()
-	if err != nil {
-		fmt.Fprintf(stderr, "warren server: %v\n", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return serve(ctx, c, stderr)
+	c.Flags().AddFlagSet(sf.fs)
+	apikey := groupCmd("apikey", "create and list admin API keys in the store", "", serverAPIKeyCreateCmd(s), serverAPIKeyListCmd(s))
+	apikey.Aliases = []string{"apikeys"}
+	c.AddCommand(apikey, serverKeyCmd(s), configtestCmd(s, config.Server))
+	return c
 }
 
 // serve runs the server until ctx ends, then shuts it down gracefully.
 func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
+	logger, err := c.Log.logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "warren server: %v\n", err)
+		return 2
+	}
+	logger = logger.With("component", "server")
+	// Once the logger exists, a failure is its last record.
 	fail := func(format string, args ...any) int {
-		fmt.Fprintf(stderr, "warren server: "+format+"\n", args...)
+		logger.Error("server failed: " + fmt.Sprintf(format, args...))
 		return 1
 	}
 	var grace time.Duration
@@ -427,7 +432,6 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	defer st.Close()
-	logger := newServiceLog(stderr, "server", false)
 	mux := http.NewServeMux()
 	ropts := relayserver.Options{Key: key, Logger: logger}
 	if c.Relay {
@@ -468,132 +472,19 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	if c.TLSCert != "" {
 		scheme = "https"
 	}
-	fmt.Fprintf(stderr, "warren server: listening on %s://%s, public key %s\n", scheme, l.Addr(), srv.PublicKey())
+	logger.Info("listening", "url", fmt.Sprintf("%s://%s", scheme, l.Addr()), "public_key", srv.PublicKey().String())
 	if c.Relay {
-		fmt.Fprintf(stderr, "warren server: relay on %s://%s%s\n", scheme, l.Addr(), relay.Path)
+		logger.Info("relay", "url", fmt.Sprintf("%s://%s%s", scheme, l.Addr(), relay.Path))
 	}
 	if stunAddr != nil {
-		fmt.Fprintf(stderr, "warren server: STUN on udp %s\n", stunAddr)
+		logger.Info("STUN", "udp", stunAddr.String())
 	}
 	defer notifyServing(ctx, logger, selfProbe(l.Addr(), c.TLSCert != ""))() // READY=1 now, STOPPING=1 when ctx ends
 	if err := serveUntil(ctx, hs, l, c.TLSCert, c.TLSKey, 10*time.Second); err != nil {
 		return fail("%v", err)
 	}
-	fmt.Fprintln(stderr, "warren server: shutting down")
+	logger.Info("shutting down")
 	srv.Close() // control streams are hijacked: Shutdown does not see them
 	closeRelay()
-	return 0
-}
-
-// runServerAPIKey: `warren server apikey create|list`.
-func runServerAPIKey(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || (args[0] != "create" && args[0] != "list") {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprintln(stdout, "usage: warren server apikey create [--scope admin|relay] [--expiration D] [--config F] [--data-dir D] [--db DSN]\n       warren server apikey list [--json] [--config F] [--data-dir D] [--db DSN]")
-			return 0
-		}
-		fmt.Fprintln(stderr, "warren server apikey: want 'create' or 'list'")
-		return 2
-	}
-	verb := args[0]
-	sf := newServerFlags("server apikey "+verb, stderr, false)
-	var expiration, scope string
-	var asJSON bool
-	if verb == "create" {
-		sf.fs.StringVar(&expiration, "expiration", "", "the key stops working after this long (e.g. 90d, 12h; default never)")
-		sf.fs.StringVar(&scope, "scope", "admin", "admin (everything) or relay (read-only: lists node keys for 'warren relay --relay-key')")
-	} else {
-		sf.fs.BoolVar(&asJSON, "json", false, "print JSON")
-	}
-	if code, done := quietParse(sf.fs, func() error { return sf.fs.Parse(args[1:]) }, "warren server apikey "+verb, stdout, stderr, func(w io.Writer) { serverUsage(w, sf.fs) }); done {
-		return code
-	}
-	if sf.fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "warren server apikey %s: unexpected argument %q\n", verb, sf.fs.Arg(0))
-		return 2
-	}
-	c, err := sf.resolve()
-	if err != nil {
-		fmt.Fprintf(stderr, "warren server apikey %s: %v\n", verb, err)
-		return 2
-	}
-	if verb == "create" && scope != "admin" && scope != store.ScopeRelay {
-		fmt.Fprintf(stderr, "warren server apikey create: --scope %q: want admin or relay\n", scope)
-		return 2
-	}
-	if scope == "admin" {
-		scope = store.ScopeAdmin
-	}
-	var exp time.Time
-	if expiration != "" {
-		d, err := admin.ParseDuration(expiration)
-		if err != nil {
-			fmt.Fprintf(stderr, "warren server apikey create: --expiration: %v\n", err)
-			return 2
-		}
-		exp = time.Now().Add(d)
-	}
-	if err := c.storeExists(); err != nil {
-		fmt.Fprintf(stderr, "warren server apikey %s: %v\n", verb, err)
-		return 1
-	}
-	st, err := c.openStore(context.Background())
-	if err != nil {
-		fmt.Fprintf(stderr, "warren server apikey %s: %v\n", verb, err)
-		return 1
-	}
-	defer st.Close()
-	ctx := context.Background()
-	if verb == "create" {
-		secret, _, err := st.CreateScopedAPIKey(ctx, scope, exp)
-		if err != nil {
-			fmt.Fprintf(stderr, "warren server apikey create: %v\n", err)
-			return 1
-		}
-		fmt.Fprintln(stdout, secret)
-		return 0
-	}
-	ks, err := st.ListAPIKeys(ctx)
-	if err != nil {
-		fmt.Fprintf(stderr, "warren server apikey list: %v\n", err)
-		return 1
-	}
-	now := time.Now()
-	out := make([]admin.APIKey, 0, len(ks))
-	for _, k := range ks {
-		a := admin.APIKey{ID: k.ID, Prefix: k.Prefix, Expired: !k.Expiry.IsZero() && !now.Before(k.Expiry), Created: k.Created.UTC(), Scope: admin.ScopeName(k.Scope)}
-		a.Expiration, a.LastUsed = optTime(k.Expiry), optTime(k.LastUsed)
-		out = append(out, a)
-	}
-	if asJSON {
-		return printJSON(stdout, stderr, "warren server apikey list", out)
-	}
-	printAPIKeys(stdout, out)
-	return 0
-}
-
-// runServerKey: `warren server key` prints the public key of an existing
-// server key.
-func runServerKey(args []string, stdout, stderr io.Writer) int {
-	sf := newServerFlags("server key", stderr, false)
-	if code, done := quietParse(sf.fs, func() error { return sf.fs.Parse(args) }, "warren server key", stdout, stderr, func(w io.Writer) { serverUsage(w, sf.fs) }); done {
-		return code
-	}
-	if sf.fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "warren server key: unexpected argument %q\n", sf.fs.Arg(0))
-		return 2
-	}
-	c, err := sf.resolve()
-	if err != nil {
-		fmt.Fprintf(stderr, "warren server key: %v\n", err)
-		return 2
-	}
-	k, err := loadServerKey(c.keyPath(), false)
-	if err != nil {
-		fmt.Fprintf(stderr, "warren server key: %v\n", err)
-		return 1
-	}
-	fmt.Fprintln(stdout, k.PublicKey().String())
-	noise.Zero(k[:])
 	return 0
 }

@@ -43,7 +43,7 @@ func TestAdminDNSRecordOutsideZones(t *testing.T) {
 	adm := []string{"admin", "--server", ts.url, "--api-key", key, "dns", "records", "add"}
 	code, out, errb := cmd(t, append(adm, "stray.example.org", "A", "198.18.0.9")...)
 	if code != 1 || out != "" || strings.Count(errb, "\n") != 1 ||
-		!strings.HasPrefix(errb, "warren admin: stray.example.org is outside the MagicDNS domain mesh.example.net and every custom zone (none)") {
+		!strings.HasPrefix(errb, "warren admin dns records add: stray.example.org is outside the MagicDNS domain mesh.example.net and every custom zone (none)") {
 		t.Fatalf("stray record: exit %d, stdout %q, stderr %q", code, out, errb)
 	}
 	ok(t, append(adm, "db.mesh.example.net", "A", "198.18.0.9")...)

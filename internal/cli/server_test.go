@@ -78,7 +78,7 @@ type testServer struct {
 
 func startServer(t *testing.T, dataDir string, extra ...string) *testServer {
 	t.Helper()
-	sf := newServerFlags("server", io.Discard, true)
+	sf := newServerFlags("server", true)
 	if err := sf.fs.Parse(append([]string{"--data-dir", dataDir, "--listen", "127.0.0.1:0"}, extra...)); err != nil {
 		t.Fatal(err)
 	}
@@ -99,9 +99,8 @@ func startServer(t *testing.T, dataDir string, extra ...string) *testServer {
 	t.Cleanup(func() { ts.stop() })
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		line, _, _ := strings.Cut(ts.stderr.String(), "\n")
-		if rest, found := strings.CutPrefix(line, "warren server: listening on "); found {
-			ts.url, ts.pub, _ = strings.Cut(rest, ", public key ")
+		if rec := logRecord(ts.stderr.String(), "listening"); rec != nil {
+			ts.url, ts.pub = rec["url"], rec["public_key"]
 			return ts
 		}
 		select {
@@ -160,7 +159,7 @@ func TestServerAndAdminEndToEnd(t *testing.T) {
 		t.Fatalf("users create: %q", out)
 	}
 	code, _, errb := cmd(t, "admin", "--server", ts.url, "--api-key", key, "users", "create", "alice")
-	if code != 1 || errb != "warren admin: user \"alice\" already exists\n" {
+	if code != 1 || errb != "warren admin users create: user \"alice\" already exists\n" {
 		t.Fatalf("duplicate user: %d %q", code, errb)
 	}
 	// Global flags after RESOURCE VERB, and from the environment.
@@ -263,7 +262,7 @@ func TestServerAndAdminEndToEnd(t *testing.T) {
 
 	// An expired key is refused like a wrong one.
 	t.Setenv(envAPIKey, k2.Key)
-	if code, _, errb := cmd(t, "admin", "users", "list"); code != 1 || errb != "warren admin: invalid or expired API key\n" {
+	if code, _, errb := cmd(t, "admin", "users", "list"); code != 1 || errb != "warren admin users list: invalid or expired API key\n" {
 		t.Fatalf("deleted key: %d %q", code, errb)
 	}
 
@@ -323,7 +322,7 @@ func TestServerConfigFile(t *testing.T) {
 		return p
 	}
 	resolve := func(args ...string) (serverConfig, error) {
-		sf := newServerFlags("server", io.Discard, true)
+		sf := newServerFlags("server", true)
 		if err := sf.fs.Parse(args); err != nil {
 			t.Fatal(err)
 		}
@@ -401,34 +400,34 @@ func TestServerAdminUsageErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"server", "--bogus"}, 2, "warren server: flag provided but not defined: -bogus"},
+		{[]string{"server", "--bogus"}, 2, "warren server: unknown flag: --bogus"},
 		{[]string{"server", "extra"}, 2, `warren server: unexpected argument "extra"`},
 		{[]string{"server", "--tls-cert", "c.pem"}, 2, "--tls-cert and --tls-key go together"},
 		{[]string{"server", "--data-dir", dir, "--ephemeral-grace", "soon"}, 2, `--ephemeral-grace: invalid duration "soon"`},
 		{[]string{"server", "--data-dir", dir, "--ipv4-prefix", "fd00::/64"}, 2, "is not an IPv4 prefix"},
-		{[]string{"server", "--data-dir", dir, "--listen", "256.0.0.1:1"}, 1, "warren server: "},
+		{[]string{"server", "--data-dir", dir, "--listen", "256.0.0.1:1"}, 1, `level=ERROR msg="server failed: listen tcp: `},
 		{[]string{"server", "--config", filepath.Join(dir, "none.json")}, 2, "no such file"},
-		{[]string{"server", "apikey"}, 2, "want 'create' or 'list'"},
+		{[]string{"server", "apikey"}, 2, "warren server apikey: missing verb (want create, list)"},
 		{[]string{"server", "apikey", "create", "--data-dir", dir, "--expiration", "x"}, 2, `invalid duration "x"`},
 		{[]string{"server", "apikey", "create", "--data-dir", dir, "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"server", "key", "--data-dir", t.TempDir()}, 1, "no server key at"},
-		{[]string{"admin"}, 2, "usage: warren admin"},
-		{[]string{"admin", "--bogus"}, 2, "warren admin: flag provided but not defined: -bogus"},
+		{[]string{"admin"}, 2, "warren admin: missing resource (want users, authkeys, nodes, apikeys, routes, policy, dns)"},
+		{[]string{"admin", "--bogus"}, 2, "warren admin: unknown flag: --bogus"},
 		{[]string{"admin", "widgets", "list"}, 2, `warren admin: unknown resource "widgets"`},
-		{[]string{"admin", "users"}, 2, "warren admin: users: missing verb (want create, list, rename, delete)"},
-		{[]string{"admin", "users", "frob"}, 2, `warren admin: users: unknown verb "frob"`},
-		{[]string{"admin", "users", "create"}, 2, "warren admin: users create: want NAME, got 0 argument(s)"},
+		{[]string{"admin", "users"}, 2, "warren admin users: missing verb (want create, list, rename, delete)"},
+		{[]string{"admin", "users", "frob"}, 2, `warren admin users: unknown verb "frob"`},
+		{[]string{"admin", "users", "create"}, 2, "warren admin users create: want NAME, got 0 argument(s)"},
 		{[]string{"admin", "users", "create", "a", "b"}, 2, "want NAME, got 2"},
 		{[]string{"admin", "users", "list", "x"}, 2, "want no arguments"},
 		{[]string{"admin", "users", "create", ""}, 2, "empty argument"},
-		{[]string{"admin", "nodes", "list", "--bogus"}, 2, "warren admin: nodes list: flag provided but not defined: -bogus"},
-		{[]string{"admin", "users", "list"}, 2, "warren admin: no API key"},
+		{[]string{"admin", "nodes", "list", "--bogus"}, 2, "warren admin nodes list: unknown flag: --bogus"},
+		{[]string{"admin", "users", "list"}, 2, "warren admin users list: no API key"},
 		{[]string{"admin", "--api-key", "nope", "users", "list"}, 2, "does not look like an admin API key"},
 		{[]string{"admin", "--api-key", "wapi_x", "--server", "ftp://h", "users", "list"}, 2, "is not an http(s) URL"},
-		{[]string{"admin", "--api-key", "wapi_x", "--server", "http://h:8080", "users", "list"}, 2, "warren admin: --server http://h:8080: plain http to a host that is not loopback would send the key in clear; use https://, or pass --insecure"},
-		{[]string{"admin", "--api-key", "wapi_x", "authkeys", "create"}, 2, "warren admin: authkeys create: --user is required"},
+		{[]string{"admin", "--api-key", "wapi_x", "--server", "http://h:8080", "users", "list"}, 2, "warren admin users list: --server http://h:8080: plain http to a host that is not loopback would send the key in clear; use https://, or pass --insecure"},
+		{[]string{"admin", "--api-key", "wapi_x", "authkeys", "create"}, 2, "warren admin authkeys create: --user is required"},
 		{[]string{"admin", "--api-key", "wapi_x", "authkeys", "create", "--user", "a", "--expiration", "1y"}, 2, "--expiration: invalid duration"},
-		{[]string{"admin", "--api-key", "wapi_x", "--server", "127.0.0.1:1", "users", "list"}, 1, "warren admin: cannot reach the server at http://127.0.0.1:1"},
+		{[]string{"admin", "--api-key", "wapi_x", "--server", "127.0.0.1:1", "users", "list"}, 1, "warren admin users list: cannot reach the server at http://127.0.0.1:1"},
 	} {
 		code, out, errb := cmd(t, tc.args...)
 		lines := strings.Count(errb, "\n")
@@ -478,7 +477,7 @@ func TestServerSignal(t *testing.T) {
 	}
 	defer c.Process.Kill()
 	sc := bufio.NewScanner(stderr)
-	if !sc.Scan() || !strings.HasPrefix(sc.Text(), "warren server: listening on http://127.0.0.1:") {
+	if !sc.Scan() || !strings.HasPrefix(parseLogfmt(sc.Text())["url"], "http://127.0.0.1:") {
 		t.Fatalf("startup line: %q %v", sc.Text(), sc.Err())
 	}
 	if err := c.Process.Signal(syscall.SIGTERM); err != nil {

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -15,31 +14,34 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/warrenmesh/warren/internal/localapi"
 )
 
-func runStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sock := socketFlag(fs)
-	asJSON := fs.Bool("json", false, "print the full status as JSON")
-	if code, ok := parseVerb(fs, args, 0, stderr); !ok {
-		return code
-	}
+func statusCmd(s *streams) *cobra.Command {
+	c := &cobra.Command{Use: "status [flags]", Short: "show this node and its peers", Args: noArgs}
+	sock := socketFlag(c.Flags())
+	asJSON := c.Flags().Bool("json", false, "print the full status as JSON")
+	c.RunE = func(*cobra.Command, []string) error { return exit(runStatus(*sock, *asJSON, s.stdout, s.stderr)) }
+	return c
+}
+
+func runStatus(sock string, asJSON bool, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := localapi.NewClient(*sock).Status(ctx)
+	st, err := localapi.NewClient(sock).Status(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "warren status: %v\n", err)
 		return 1
 	}
-	if *asJSON {
+	if asJSON {
 		emitJSON(stdout, st)
 		return 0
 	}
 	writeStatus(stdout, st, time.Now())
 	if st.BackendState == localapi.StateRunning {
-		if rs, err := localapi.NewClient(*sock).Routes(ctx); err == nil {
+		if rs, err := localapi.NewClient(sock).Routes(ctx); err == nil {
 			writeRoutes(stdout, rs)
 		}
 	}
@@ -190,38 +192,41 @@ func bytesIEC(n uint64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }
 
-func runPing(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("ping", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func pingCmd(s *streams) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "ping [flags] PEER",
+		Short: "ping a peer over the tunnel, one line per probe",
+		Long: `Pings PEER (a name, DNS name or tunnel address) over the tunnel with the
+daemon's own probes, one line per probe saying which path (direct or
+relay) the reply came over.`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("exactly one peer expected (a name, DNS name or tunnel address)")
+			}
+			return nil
+		},
+	}
+	fs := c.Flags()
 	sock := socketFlag(fs)
 	var req localapi.PingRequest
 	asJSON := fs.Bool("json", false, "print one JSON object per probe")
-	fs.IntVar(&req.Count, "c", 4, "number of probes (with --until-direct: at most; default 30)")
+	fs.IntVarP(&req.Count, "count", "c", 4, "send `N` probes (with --until-direct: at most N, default 30)")
 	untilDirect := fs.Bool("until-direct", false, "stop at the first reply over a direct path; fail if none comes")
 	fs.DurationVar(&req.Interval, "interval", time.Second, "time between probes")
 	fs.DurationVar(&req.Timeout, "timeout", 2*time.Second, "how long to wait for each reply")
-	// Accept flags after the peer name too (warren ping PEER -c 3).
-	var rest []string
-	for len(args) > 0 {
-		if code, ok := parseVerb(fs, args, math.MaxInt, stderr); !ok {
-			return code
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		rest = append(rest, fs.Arg(0))
-		args = fs.Args()[1:]
+	c.RunE = func(_ *cobra.Command, args []string) error {
+		req.Peer = args[0]
+		return exit(runPing(*sock, req, fs.Changed("count"), *asJSON, *untilDirect, s.stdout, s.stderr))
 	}
-	if len(rest) != 1 {
-		fmt.Fprintln(stderr, "warren ping: exactly one peer expected (a name, DNS name or tunnel address)")
-		return 2
-	}
+	return c
+}
+
+func runPing(sock string, req localapi.PingRequest, countSet, asJSON, untilDirect bool, stdout, stderr io.Writer) int {
 	if req.Count <= 0 {
 		fmt.Fprintln(stderr, "warren ping: -c must be at least 1")
 		return 2
 	}
-	req.Peer = rest[0]
-	if *untilDirect && !flagSet(fs, "c") {
+	if untilDirect && !countSet {
 		req.Count = 30
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -230,12 +235,12 @@ func runPing(args []string, stdout, stderr io.Writer) int {
 	defer direct()
 	var rtts []time.Duration
 	sent, wentDirect := 0, false
-	err := localapi.NewClient(*sock).Ping(pctx, req, func(r localapi.PingResult) {
+	err := localapi.NewClient(sock).Ping(pctx, req, func(r localapi.PingResult) {
 		if wentDirect {
 			return
 		}
 		sent++
-		if *asJSON {
+		if asJSON {
 			printJSONLine(stdout, r)
 		} else if r.Err != "" {
 			fmt.Fprintf(stdout, "no reply from %s (%s) seq=%d: %s\n", r.Peer, r.IP, r.Seq, r.Err)
@@ -248,7 +253,7 @@ func runPing(args []string, stdout, stderr io.Writer) int {
 		}
 		if r.Err == "" {
 			rtts = append(rtts, r.RTT)
-			if *untilDirect && strings.HasPrefix(r.Endpoint, "direct ") {
+			if untilDirect && strings.HasPrefix(r.Endpoint, "direct ") {
 				wentDirect = true
 				direct()
 			}
@@ -258,7 +263,7 @@ func runPing(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "warren ping: %v\n", err)
 		return 1
 	}
-	if !*asJSON && sent > 0 {
+	if !asJSON && sent > 0 {
 		fmt.Fprintf(stdout, "--- %s: %d sent, %d received, %.0f%% loss", req.Peer, sent, len(rtts), 100*float64(sent-len(rtts))/float64(sent))
 		if len(rtts) > 0 {
 			mn, mx, sum := rtts[0], rtts[0], time.Duration(0)
@@ -278,20 +283,13 @@ func runPing(args []string, stdout, stderr io.Writer) int {
 	if len(rtts) == 0 {
 		return 1
 	}
-	if *untilDirect && !wentDirect {
-		if !*asJSON {
+	if untilDirect && !wentDirect {
+		if !asJSON {
 			fmt.Fprintf(stdout, "%s: no direct path after %d probes\n", req.Peer, sent)
 		}
 		return 1
 	}
 	return 0
-}
-
-// flagSet reports whether flag name was given on the command line.
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
 }
 
 func printJSONLine(w io.Writer, v any) {

@@ -35,7 +35,7 @@ func TestVersion(t *testing.T) {
 		t.Errorf("--json: %+v", v)
 	}
 	errb.Reset()
-	if code := run([]string{"version", "--bogus"}, &out, &errb); code != 2 || strings.Count(errb.String(), "\n") != 1 || !strings.Contains(errb.String(), `"--bogus"`) {
+	if code := run([]string{"version", "--bogus"}, &out, &errb); code != 2 || strings.Count(errb.String(), "\n") != 1 || !strings.Contains(errb.String(), "unknown flag: --bogus") {
 		t.Errorf("bad argument: exit %d, stderr %q", code, errb.String())
 	}
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/warrenmesh/warren/internal/device"
 	"github.com/warrenmesh/warren/internal/tun"
 	"github.com/warrenmesh/warren/internal/uapi"
@@ -30,48 +31,70 @@ const (
 	envUAPIFD     = "WG_UAPI_FD"            // an already-listening UAPI socket
 	envLogLevel   = "LOG_LEVEL"             // verbose|debug, error, silent
 	envReadyFD    = "WARREN_WG_READY_FD"    // internal: pipe to report start-up to the parent
+	envLogOpts    = "WARREN_WG_LOG"         // internal: the parent's --log-level,--log-format
 	envCPUProfile = "WARREN_CPUPROFILE"     // write a pprof CPU profile here until exit
 )
 
-func runWG(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("wg", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func wgCmd(s *streams) *cobra.Command {
 	var foreground bool
-	fs.BoolVar(&foreground, "f", false, "stay in the foreground")
-	fs.BoolVar(&foreground, "foreground", false, "stay in the foreground")
-	fs.Usage = func() {}
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			fmt.Fprintln(stderr, "usage: warren wg [-f|--foreground] IFNAME")
-			return 0
+	var lo logOptions
+	c := &cobra.Command{
+		Use:   "wg [flags] IFNAME",
+		Short: "run a WireGuard interface (drop-in for wireguard-go)",
+		Long: `Creates the TUN interface IFNAME and serves its WireGuard configuration
+socket (/var/run/wireguard/IFNAME.sock) for wg(8) and wg-quick(8), like
+wireguard-go: in the background unless -f (or WG_PROCESS_FOREGROUND=1).
+Invoked as warren-wg (a symlink), the binary acts as 'warren wg', for
+WG_QUICK_USERSPACE_IMPLEMENTATION. Without --log-level, LOG_LEVEL
+(verbose|debug, info, error, silent) sets the level, as for wireguard-go.`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("exactly one interface name expected")
+			}
+			if err := uapi.CheckIfname(args[0]); err != nil {
+				return usageErr{err.Error()}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return exit(runWG(args[0], foreground, cmd.Flags().Changed("log-level"), lo, s.stderr))
+		},
+	}
+	c.Flags().BoolVarP(&foreground, "foreground", "f", false, "stay in the foreground")
+	lo.bind(c.Flags(), "error")
+	return c
+}
+
+func runWG(name string, foreground, levelFlag bool, lo logOptions, stderr io.Writer) int {
+	if v, ok := os.LookupEnv(envLogOpts); ok && os.Getenv(envReadyFD) != "" {
+		level, format, _ := strings.Cut(v, ",")
+		if level != "" {
+			lo.level, levelFlag = level, true
 		}
-		fmt.Fprintf(stderr, "warren wg: %v (usage: warren wg [-f|--foreground] IFNAME)\n", err)
-		return 2
-	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "warren wg: exactly one interface name expected")
-		return 2
-	}
-	name := fs.Arg(0)
-	if err := uapi.CheckIfname(name); err != nil {
-		fmt.Fprintf(stderr, "warren wg: %v\n", err)
-		return 2
+		lo.format = format
+		os.Unsetenv(envLogOpts)
 	}
 	if os.Getenv(envForeground) == "1" {
 		foreground = true
 	}
-	level, err := parseLogLevel(os.Getenv(envLogLevel))
+	level, err := parseLevel(lo.level)
+	if !levelFlag {
+		level, err = parseLogLevel(os.Getenv(envLogLevel))
+	}
+	if err == nil {
+		_, err = lo.handler(io.Discard, level)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "warren wg: %v\n", err)
 		return 2
 	}
 	if !foreground && os.Getenv(envReadyFD) == "" {
-		return daemonize(name, stderr)
+		return daemonize(name, levelFlag, lo, stderr)
 	}
-	return serveWG(name, level, stderr)
+	return serveWG(name, level, levelFlag, lo, stderr)
 }
 
+// parseLogLevel reads wireguard-go's LOG_LEVEL.
 func parseLogLevel(s string) (slog.Level, error) {
 	switch strings.ToLower(s) {
 	case "", "error":
@@ -89,7 +112,7 @@ func parseLogLevel(s string) (slog.Level, error) {
 // daemonize starts this program again in the background and waits until it
 // reports that the interface and its socket exist (so that wg-quick can
 // configure it as soon as we return), or why it could not start.
-func daemonize(name string, stderr io.Writer) int {
+func daemonize(name string, levelFlag bool, lo logOptions, stderr io.Writer) int {
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(stderr, "warren wg: cannot find own executable: %v\n", err)
@@ -100,11 +123,17 @@ func daemonize(name string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "warren wg: %v\n", err)
 		return 1
 	}
+	// The child's command line stays `warren wg IFNAME` (what ps and
+	// scripts look for); the log options go in the environment.
+	level := ""
+	if levelFlag {
+		level = lo.level
+	}
 	cmd := exec.Command(self, "wg", name)
-	cmd.Env = append(os.Environ(), envReadyFD+"=3")
+	cmd.Env = append(os.Environ(), envReadyFD+"=3", envLogOpts+"="+level+","+lo.format)
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if os.Getenv(envLogLevel) != "" {
+	if logging(levelFlag) {
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	}
 	if err := cmd.Start(); err != nil {
@@ -127,7 +156,11 @@ func daemonize(name string, stderr io.Writer) int {
 	return 0
 }
 
-func serveWG(name string, level slog.Level, stderr io.Writer) int {
+// logging reports whether a background `warren wg` keeps logging to the
+// terminal it was started from: when a level was asked for.
+func logging(levelFlag bool) bool { return levelFlag || os.Getenv(envLogLevel) != "" }
+
+func serveWG(name string, level slog.Level, levelFlag bool, lo logOptions, stderr io.Writer) int {
 	var ready *os.File
 	if fd := os.Getenv(envReadyFD); fd != "" {
 		n, err := strconv.Atoi(fd)
@@ -145,7 +178,8 @@ func serveWG(name string, level slog.Level, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "warren wg: %s\n", msg)
 		return 1
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("interface", name)
+	h, _ := lo.handler(stderr, level) // checked by runWG
+	log := slog.New(h).With("interface", name)
 
 	td, err := openTUN(name)
 	if err != nil {
@@ -192,7 +226,7 @@ func serveWG(name string, level slog.Level, stderr io.Writer) int {
 		fmt.Fprint(ready, "ok\n")
 		ready.Close()
 		// Detach from the parent's terminal: nothing more goes to it.
-		if devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0); err == nil && os.Getenv(envLogLevel) == "" {
+		if devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0); err == nil && !logging(levelFlag) {
 			syscall.Dup2(int(devnull.Fd()), 0)
 			syscall.Dup2(int(devnull.Fd()), 1)
 			syscall.Dup2(int(devnull.Fd()), 2)

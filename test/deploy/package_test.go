@@ -131,6 +131,19 @@ func TestDebianPackage(t *testing.T) {
 	for p, m := range etcMode {
 		files[p] = m
 	}
+	// Man pages and shell completion, generated from the command
+	// definitions at build time.
+	for _, p := range []string{"/usr/share/man/man1/warren.1.gz", "/usr/share/man/man1/warren-admin-nodes-tag.1.gz",
+		"/usr/share/man/man1/warren-server.1.gz", "/usr/share/bash-completion/completions/warren",
+		"/usr/share/zsh/vendor-completions/_warren", "/usr/share/fish/vendor_completions.d/warren.fish"} {
+		files[p] = 0o644
+	}
+	if page := run(t, "sh", "-c", "gzip -dc /usr/share/man/man1/warren-server.1.gz"); !strings.Contains(page, ".TH \"WARREN\" \"1\"") || !strings.Contains(page, `\fB--log-level\fP="info"`) {
+		t.Errorf("warren-server.1:\n%.600s", page)
+	}
+	if out := run(t, "bash", "--norc", "--noprofile", "-c", "set -e; source /usr/share/bash-completion/completions/warren; declare -F __start_warren"); strings.TrimSpace(out) != "__start_warren" {
+		t.Errorf("the installed bash completion does not load: %q", out)
+	}
 	for p, mode := range files {
 		fi, err := os.Stat(p)
 		if err != nil {
@@ -263,8 +276,10 @@ func serverAsUnit(t *testing.T) {
 	sc := bufio.NewScanner(stderr)
 	var url string
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "warren server: listening on "); ok {
-			url, _, _ = strings.Cut(rest, ",")
+		// The server logs "level=INFO msg=listening component=server url=URL ..."
+		if line := sc.Text(); strings.Contains(line, " msg=listening ") {
+			_, rest, _ := strings.Cut(line, " url=")
+			url, _, _ = strings.Cut(rest, " ")
 			break
 		}
 		t.Logf("server: %s", sc.Text())

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -208,6 +209,27 @@ func TestObserve(t *testing.T) {
 	for _, want := range []string{"===== status", "===== netmap (keys redacted)", "===== metrics", "warren_peer_rx_bytes_total", "===== logs", "daemon started", `"name": "obsb"`} {
 		if !bytes.Contains(bb, []byte(want)) {
 			t.Errorf("bundle lacks %q", want)
+		}
+	}
+	// The same bundle as one JSON object (-json, single dash: the old
+	// flag syntax keeps working).
+	var jb struct {
+		Header   map[string]string
+		Sections map[string]json.RawMessage
+		Logs     []string
+	}
+	jout := l.must(a.ns, "debug", "bundle", "-socket", a.sock, "-json")
+	if err := json.Unmarshal([]byte(jout), &jb); err != nil {
+		t.Fatalf("debug bundle --json: %v\n%.500s", err, jout)
+	}
+	var bst struct{ BackendState string }
+	if err := json.Unmarshal(jb.Sections["status"], &bst); err != nil || bst.BackendState != "Running" || jb.Header["go"] == "" ||
+		!bytes.Contains(jb.Sections["netmap"], []byte(`"obsb"`)) || !bytes.Contains(jb.Sections["metrics"], []byte("warren_peer_rx_bytes_total")) || len(jb.Logs) == 0 {
+		t.Errorf("debug bundle --json: state %q (%v), header %v, %d log lines", bst.BackendState, err, jb.Header, len(jb.Logs))
+	}
+	for _, secret := range []string{privB64, "wkey_", "wapi_", key, l.srv.apiKey} {
+		if strings.Contains(jout, secret) {
+			t.Errorf("JSON bundle contains a secret (%.8s...)", secret)
 		}
 	}
 }
