@@ -30,7 +30,7 @@ type fakeGateway struct {
 	// of each real reply (forgeries that do come from the gateway port).
 	before func(req []byte) [][]byte
 	// nonces seen in PCP MAP requests, in order.
-	nonces []pcpNonce
+	nonces   []pcpNonce
 	lastFrom netip.AddrPort // the last request's source
 }
 
