@@ -30,6 +30,7 @@ import (
 	"github.com/warrenmesh/warren/internal/localapi"
 	"github.com/warrenmesh/warren/internal/netmap"
 	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/portmap"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/uapi"
 )
@@ -53,6 +54,9 @@ type Config struct {
 	// liveness watch, the endpoint report and map re-apply loop) and the
 	// control client's reconnect waits; nil is the real clock.
 	Clock clock.Clock
+	// NoPortMap turns off asking the LAN's gateway to map the UDP port
+	// (PCP, NAT-PMP, UPnP-IGD; `warren daemon --no-portmap`).
+	NoPortMap bool
 }
 
 // Defaults.
@@ -88,13 +92,14 @@ type Daemon struct {
 	health  healthSet // the node's problems (health.go)
 	state   string
 
-	expiryTimer clock.Timer   // re-applies the map when a peer expires
-	drop        dropState     // file drop (drop.go)
-	dns         magicDNS      // the node's resolver (dns.go)
-	relay       relayState    // the relay client (paths.go)
-	obs         observability // metrics, captures, recent logs (metrics.go)
-	filter      filterState   // the engine's packet filter (filter.go)
-	routes      routeState    // subnet routes and exit nodes (routes.go)
+	expiryTimer clock.Timer     // re-applies the map when a peer expires
+	drop        dropState       // file drop (drop.go)
+	dns         magicDNS        // the node's resolver (dns.go)
+	relay       relayState      // the relay client (paths.go)
+	obs         observability   // metrics, captures, recent logs (metrics.go)
+	filter      filterState     // the engine's packet filter (filter.go)
+	routes      routeState      // subnet routes and exit nodes (routes.go)
+	pm          *portmap.Client // the gateway's mapping of our port (portmap.go); nil when off
 }
 
 // New checks cfg and fills in defaults; Run does the work.
@@ -225,6 +230,8 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	}
 
 	go d.endpointLoop(ctx)
+	stopPortMap := d.startPortMap(ctx)
+	defer stopPortMap() // deletes the mapping on the gateway
 
 	select {
 	case <-ctx.Done():

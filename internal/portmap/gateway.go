@@ -25,7 +25,7 @@ var errNoGateway = errors.New("no IPv4 default gateway")
 // reach it. control, if not nil, is applied to the socket used to find
 // that address (the daemon's underlay mark).
 func DefaultGateway(control func(network, address string, c syscall.RawConn) error) (gw, self netip.Addr, err error) {
-	f, err := os.Open("/proc/net/route")
+	f, err := os.Open("/proc/thread-self/net/route") // this thread's namespace, as the sockets
 	if err != nil {
 		return gw, self, err
 	}
