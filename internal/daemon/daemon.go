@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/warrenmesh/warren/internal/clock"
@@ -92,14 +93,17 @@ type Daemon struct {
 	health  healthSet // the node's problems (health.go)
 	state   string
 
-	expiryTimer clock.Timer     // re-applies the map when a peer expires
-	drop        dropState       // file drop (drop.go)
-	dns         magicDNS        // the node's resolver (dns.go)
-	relay       relayState      // the relay client (paths.go)
-	obs         observability   // metrics, captures, recent logs (metrics.go)
-	filter      filterState     // the engine's packet filter (filter.go)
-	routes      routeState      // subnet routes and exit nodes (routes.go)
-	pm          *portmap.Client // the gateway's mapping of our port (portmap.go); nil when off
+	expiryTimer clock.Timer   // re-applies the map when a peer expires
+	drop        dropState     // file drop (drop.go)
+	dns         magicDNS      // the node's resolver (dns.go)
+	relay       relayState    // the relay client (paths.go)
+	obs         observability // metrics, captures, recent logs (metrics.go)
+	filter      filterState   // the engine's packet filter (filter.go)
+	routes      routeState    // subnet routes and exit nodes (routes.go)
+
+	// pm keeps the gateway's mapping of our port (portmap.go); nil when
+	// off. Read without d.mu: endpoints runs both with and without it.
+	pm atomic.Pointer[portmap.Client]
 }
 
 // New checks cfg and fills in defaults; Run does the work.

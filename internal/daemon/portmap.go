@@ -24,9 +24,7 @@ func (d *Daemon) startPortMap(ctx context.Context) (stop func()) {
 		Logger:   d.log,
 		OnChange: func() { go d.reportEndpoints() },
 	})
-	d.mu.Lock()
-	d.pm = pm
-	d.mu.Unlock()
+	d.pm.Store(pm)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); pm.Run(ctx) }()
@@ -43,9 +41,7 @@ func (d *Daemon) startPortMap(ctx context.Context) (stop func()) {
 
 // mappedEndpoint is the gateway's mapping of our port, if there is one.
 func (d *Daemon) mappedEndpoint() (netip.AddrPort, bool) {
-	d.mu.Lock()
-	pm := d.pm
-	d.mu.Unlock()
+	pm := d.pm.Load()
 	if pm == nil {
 		return netip.AddrPort{}, false
 	}
@@ -56,9 +52,7 @@ func (d *Daemon) mappedEndpoint() (netip.AddrPort, bool) {
 // netcheckPortMap asks the gateway which port mapping protocols it
 // answers, and reports the mapping the node holds.
 func (d *Daemon) netcheckPortMap(ctx context.Context) *localapi.NetcheckPortMap {
-	d.mu.Lock()
-	pm := d.pm
-	d.mu.Unlock()
+	pm := d.pm.Load()
 	if pm == nil {
 		return &localapi.NetcheckPortMap{Disabled: true}
 	}
@@ -75,8 +69,4 @@ func (d *Daemon) netcheckPortMap(ctx context.Context) *localapi.NetcheckPortMap 
 }
 
 // portMapClient is the port mapping client, nil when off or not started.
-func (d *Daemon) portMapClient() *portmap.Client {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.pm
-}
+func (d *Daemon) portMapClient() *portmap.Client { return d.pm.Load() }
