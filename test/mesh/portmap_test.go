@@ -126,6 +126,15 @@ func TestPortMapHardNAT(t *testing.T) {
 		t.Logf("%s → mapped: direct after %v", peer.name, d.Round(time.Millisecond))
 		d = waitPath(t, mapped.node, peer, "direct", 10*time.Second)
 		t.Logf("mapped → %s: direct after %v", peer.name, d.Round(time.Millisecond))
+		// The peer's direct path is the mapped endpoint (STUN saw another
+		// port, which the hard NAT keeps for the STUN server only).
+		st, err := peer.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := peerNamed(st, "mapped"); p == nil || p.PathAddr != ext+":41641" {
+			t.Errorf("%s → mapped: path %+v, want direct to %s:41641", peer.name, peerStatus(st, "mapped"), ext)
+		}
 	}
 
 	// Without port mapping the hard/hard pair stays on the relay.
