@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,12 +32,14 @@ import (
 // it needs a "public" one. 11.19.77.1/32 exists only inside these
 // namespaces; the outside host routes it to the router.
 const (
-	labPort    = 41641
-	labExt     = "11.19.77.1"
-	labLANNet  = "198.19.77.0/24"
-	helperEnv  = "WARREN_PORTMAP_HELPER"
-	helperDir  = "WARREN_PORTMAP_DIR"
-	helperTest = "TestMiniupnpdHelperProcess"
+	labPort   = 41641
+	labExt    = "11.19.77.1"
+	labLANNet = "198.19.77.0/24"
+	helperEnv = "WARREN_PORTMAP_HELPER"
+	helperDir = "WARREN_PORTMAP_DIR"
+	// helperRefresh shortens the helper's renewal interval.
+	helperRefresh = "WARREN_PORTMAP_REFRESH"
+	helperTest    = "TestMiniupnpdHelperProcess"
 )
 
 // miniupnpdRules are the router's nftables: the tables and chains
@@ -84,6 +87,8 @@ func needTool(t *testing.T, name, pkg string) {
 
 type upnpLab struct {
 	node, router, outside *nettest.NS
+	miniupnpd             *exec.Cmd
+	conf, pid             string
 }
 
 func newUPnPLab(t *testing.T) *upnpLab {
@@ -106,13 +111,38 @@ func newUPnPLab(t *testing.T) *upnpLab {
 		t.Fatal(err)
 	}
 	l.router.Run(t, "nft", "-f", rules)
-	// -d: foreground, logs on stderr; -4: no IPv6; its own pid file.
-	l.router.Start(t, "miniupnpd", "-d", "-4", "-f", conf, "-P", filepath.Join(dir, "miniupnpd.pid"))
-	wait.For(t, 10*time.Second, "miniupnpd listening on 5351", func() bool {
-		out, _ := l.router.Output("ss", "-Hlun", "sport = :5351")
-		return strings.Contains(out, "5351")
-	})
+	l.conf, l.pid = conf, filepath.Join(dir, "miniupnpd.pid")
+	l.startMiniupnpd(t)
 	return l
+}
+
+// startMiniupnpd runs miniupnpd in the router and waits until it listens.
+func (l *upnpLab) startMiniupnpd(t *testing.T) {
+	t.Helper()
+	// -d: foreground, logs on stderr; -4: no IPv6; its own pid file.
+	l.miniupnpd = l.router.Start(t, "miniupnpd", "-d", "-4", "-f", l.conf, "-P", l.pid)
+	wait.For(t, 10*time.Second, "miniupnpd listening on 5351", func() bool {
+		return l.listening()
+	})
+}
+
+func (l *upnpLab) listening() bool {
+	out, _ := l.router.Output("ss", "-Hlun", "sport = :5351")
+	return strings.Contains(out, "5351")
+}
+
+// restartMiniupnpd reboots the gateway as far as port mapping goes:
+// miniupnpd stops (it leaves its rules behind), its chains are flushed (a
+// reboot loses them), and it starts again with a new epoch and no mappings.
+func (l *upnpLab) restartMiniupnpd(t *testing.T) {
+	t.Helper()
+	if err := l.miniupnpd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "miniupnpd stopped", func() bool { return !l.listening() })
+	l.router.Run(t, "nft", "flush", "chain", "inet", "nat", "prerouting_miniupnpd")
+	l.router.Run(t, "nft", "flush", "chain", "inet", "filter", "miniupnpd")
+	l.startMiniupnpd(t)
 }
 
 // TestMiniupnpd maps the node's port through a real miniupnpd with each
@@ -126,20 +156,7 @@ func TestMiniupnpd(t *testing.T) {
 	for _, p := range []Protocol{PCP, NATPMP, UPnP} {
 		t.Run(string(p), func(t *testing.T) {
 			dir := t.TempDir()
-			exe, err := os.Executable()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd := l.node.Start(t, "env", helperEnv+"="+string(p), helperDir+"="+dir, exe, "-test.run=^"+helperTest+"$", "-test.v")
-			var ext netip.AddrPort
-			wait.For(t, 20*time.Second, "a mapping from miniupnpd", func() bool {
-				b, err := os.ReadFile(filepath.Join(dir, "mapped"))
-				if err != nil {
-					return false
-				}
-				ext, err = netip.ParseAddrPort(string(b))
-				return err == nil
-			})
+			cmd, ext := l.startHelper(t, p, dir, "")
 			if ext.Addr() != netip.MustParseAddr(labExt) {
 				t.Fatalf("mapped %v, want on %s", ext, labExt)
 			}
@@ -165,6 +182,81 @@ func TestMiniupnpd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startHelper runs TestMiniupnpdHelperProcess in the node's namespace
+// with protocol p and waits for its mapping.
+func (l *upnpLab) startHelper(t *testing.T, p Protocol, dir, refresh string) (*exec.Cmd, netip.AddrPort) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := l.node.Start(t, "env", helperEnv+"="+string(p), helperDir+"="+dir, helperRefresh+"="+refresh,
+		exe, "-test.run=^"+helperTest+"$", "-test.v")
+	// Gone with the subtest, so that the next one can bind the port even
+	// when this one failed before stopping it.
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	var ext netip.AddrPort
+	wait.For(t, 20*time.Second, "a mapping from miniupnpd", func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, "mapped"))
+		if err != nil {
+			return false
+		}
+		ext, err = netip.ParseAddrPort(string(b))
+		return err == nil
+	})
+	return cmd, ext
+}
+
+// dnatRule reports whether miniupnpd's DNAT rule for port is installed.
+func (l *upnpLab) dnatRule(port uint16) bool {
+	rule, _ := l.router.Output("nft", "list", "chain", "inet", "nat", "prerouting_miniupnpd")
+	return strings.Contains(rule, fmt.Sprintf("dport %d ", port))
+}
+
+// TestMiniupnpdRestart: the gateway restarts (miniupnpd's epoch starts
+// again, its mappings are gone); the client's next renewal sees the epoch go back,
+// counts it and maps again, and the port is reachable again.
+func TestMiniupnpdRestart(t *testing.T) {
+	l := newUPnPLab(t)
+	for _, p := range []Protocol{PCP, NATPMP} {
+		t.Run(string(p), func(t *testing.T) {
+			dir := t.TempDir()
+			cmd, ext := l.startHelper(t, p, dir, "2s")
+			l.checkReaches(t, ext)
+			// A few renewals with consistent epochs first: none counted.
+			wait.For(t, 15*time.Second, "three renewals", func() bool { return helperCount(dir, "renewals") >= 3 })
+			if n := helperCount(dir, "badepoch"); n != 0 {
+				t.Fatalf("%d inconsistent epochs before any restart", n)
+			}
+			l.restartMiniupnpd(t)
+			wait.For(t, 15*time.Second, "the restart's epoch noticed", func() bool { return helperCount(dir, "badepoch") >= 1 })
+			wait.For(t, 15*time.Second, "the mapping re-created after the restart", func() bool { return l.dnatRule(ext.Port()) })
+			l.checkReaches(t, ext)
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			wait.For(t, 10*time.Second, "the helper done", func() bool {
+				b, err := os.ReadFile(filepath.Join(dir, "deleted"))
+				return err == nil && len(b) > 0
+			})
+			t.Logf("%s: inconsistent epochs counted: %d", p, helperCount(dir, "badepoch"))
+		})
+	}
+}
+
+// helperCount reads a counter the helper process writes to dir.
+func helperCount(dir, name string) int {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.Atoi(string(b))
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // checkHardNAT shows the router is a hard NAT: two flows from the node to
@@ -258,9 +350,9 @@ func TestMiniupnpdHelperProcess(t *testing.T) {
 	}()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	c := New(Options{Port: labPort, Protocols: []Protocol{Protocol(proto)}, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		OnChange: func() {},
-	})
+	refresh, _ := time.ParseDuration(os.Getenv(helperRefresh)) // 0: the default
+	c := New(Options{Port: labPort, Protocols: []Protocol{Protocol(proto)}, Refresh: refresh,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx) }()
 	if !wait.Poll(15*time.Second, func() bool { _, ok := c.Mapping(); return ok }) {
@@ -270,7 +362,25 @@ func TestMiniupnpdHelperProcess(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "mapped"), []byte(m.External.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	<-ctx.Done()
+	// Counters for the test: renewals (a new Obtained time) and the
+	// inconsistent epochs seen, written as they change.
+	renewals, last := 0, m.Obtained
+	write := func(name string, n int) {
+		tmp := filepath.Join(dir, name+".tmp")
+		if os.WriteFile(tmp, []byte(strconv.Itoa(n)), 0o644) == nil {
+			_ = os.Rename(tmp, filepath.Join(dir, name))
+		}
+	}
+	write("renewals", 0)
+	write("badepoch", 0)
+	for ctx.Err() == nil {
+		wait.Poll(100*time.Millisecond, func() bool { return ctx.Err() != nil })
+		if m, ok := c.Mapping(); ok && !m.Obtained.Equal(last) {
+			renewals, last = renewals+1, m.Obtained
+			write("renewals", renewals)
+		}
+		write("badepoch", int(c.Stats.BadEpoch.Load()))
+	}
 	<-done
 	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
