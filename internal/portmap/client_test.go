@@ -241,7 +241,7 @@ func TestProbeReportsWhatTheGatewayAnswers(t *testing.T) {
 
 func TestNoGatewayNoMapping(t *testing.T) {
 	clk := clock.NewFake(t0)
-	c := New(Options{Port: 41641, Clock: clk, Gateway: func() (netip.Addr, netip.Addr, error) {
+	c := New(Options{Port: 41641, Clock: clk, AnnounceAddr: "127.0.0.1:0", Gateway: func() (netip.Addr, netip.Addr, error) {
 		return netip.Addr{}, netip.Addr{}, errNoGateway
 	}})
 	run(t, c, clk)
@@ -250,5 +250,50 @@ func TestNoGatewayNoMapping(t *testing.T) {
 	}
 	if next, _ := clk.Next(); next.Sub(clk.Now()) != retryMin {
 		t.Errorf("retry in %v, want %v", next.Sub(clk.Now()), retryMin)
+	}
+}
+
+// An announcement from the gateway (it restarted) refreshes the mapping at
+// once, long before the renewal is due; one from another port does not.
+func TestAnnouncementRemapsAtOnce(t *testing.T) {
+	for _, p := range []Protocol{PCP, NATPMP} {
+		t.Run(string(p), func(t *testing.T) {
+			clk := clock.NewFake(t0)
+			g := newFakeGateway(t, clk, p == PCP, true)
+			c := newTestClient(t, g, clk, p)
+			c.opts.Lifetime = 2 * time.Hour
+			run(t, c, clk)
+			wait.Until(t, "the announcement listener", func() bool { return c.annPort.Load() != 0 })
+			clk.Advance(20 * time.Second)
+			g.restart()
+			var ann []byte
+			if p == PCP {
+				ann = make([]byte, 24)
+				ann[0], ann[1] = 2, 0x80 // ANNOUNCE response, epoch 0
+			} else {
+				ann = make([]byte, 12)
+				ann[1] = 128 // public address notification, epoch 0
+				ip := g.ext.As4()
+				copy(ann[8:], ip[:])
+			}
+			// From another port first: ignored and counted.
+			rogue, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rogue.Close()
+			if _, err := rogue.WriteToUDPAddrPort(ann, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(c.annPort.Load()))); err != nil {
+				t.Fatal(err)
+			}
+			wait.Until(t, "the forged announcement counted", func() bool { return c.Stats.WrongSource.Load() == 1 })
+			if _, ok := g.mapped(41641); ok {
+				t.Fatal("a forged announcement triggered a refresh")
+			}
+			g.announce(t, c, ann)
+			wait.Until(t, "the mapping re-created", func() bool { _, ok := g.mapped(41641); return ok })
+			if n := c.Stats.BadEpoch.Load(); n != 1 {
+				t.Errorf("BadEpoch = %d, want 1 (the restart seen by the refresh)", n)
+			}
+		})
 	}
 }

@@ -218,13 +218,27 @@ func (g *fakeGateway) answerPCP(req []byte) []byte {
 func newTestClient(t *testing.T, g *fakeGateway, clk clock.Clock, protos ...Protocol) *Client {
 	lo := netip.MustParseAddr("127.0.0.1")
 	return New(Options{
-		Port:       41641,
-		Gateway:    func() (netip.Addr, netip.Addr, error) { return lo, lo, nil },
-		Protocols:  protos,
-		Lifetime:   time.Minute,
-		ServerPort: g.port(),
-		Clock:      clk,
+		Port:         41641,
+		Gateway:      func() (netip.Addr, netip.Addr, error) { return lo, lo, nil },
+		Protocols:    protos,
+		Lifetime:     time.Minute,
+		ServerPort:   g.port(),
+		AnnounceAddr: "127.0.0.1:0",
+		Clock:        clk,
 	})
+}
+
+// announce sends b from the gateway's port to the client's announcement
+// port, as the gateway's multicast would arrive.
+func (g *fakeGateway) announce(t *testing.T, c *Client, b []byte) {
+	t.Helper()
+	port := uint16(c.annPort.Load())
+	if port == 0 {
+		t.Fatal("the client is not listening for announcements")
+	}
+	if _, err := g.conn.WriteToUDPAddrPort(b, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // rogueSend sends b from another socket to the client that just asked.

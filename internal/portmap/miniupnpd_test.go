@@ -246,6 +246,21 @@ func TestMiniupnpdRestart(t *testing.T) {
 	}
 }
 
+// TestMiniupnpdAnnouncesRestart: with the default renewal (5 minutes away)
+// a gateway reboot is still noticed at once — miniupnpd announces its
+// start to 224.0.0.1:5350 (PCP ANNOUNCE, NAT-PMP address notification)
+// and the client maps again: nothing else would send a MAP request before
+// the renewal. (The epoch may not even have moved: the restart comes
+// within a second of the first mapping.)
+func TestMiniupnpdAnnouncesRestart(t *testing.T) {
+	l := newUPnPLab(t)
+	dir := t.TempDir()
+	_, ext := l.startHelper(t, PCP, dir, "")
+	l.restartMiniupnpd(t)
+	wait.For(t, 15*time.Second, "the mapping re-created after the announced restart", func() bool { return l.dnatRule(ext.Port()) })
+	l.checkReaches(t, ext)
+}
+
 // helperCount reads a counter the helper process writes to dir.
 func helperCount(dir, name string) int {
 	b, err := os.ReadFile(filepath.Join(dir, name))

@@ -91,6 +91,9 @@ type Options struct {
 	ServerPort uint16
 	// SSDPPort is the gateway's SSDP port (tests); default 1900.
 	SSDPPort uint16
+	// AnnounceAddr is where the gateway's restart announcements arrive
+	// (tests); default ":5350".
+	AnnounceAddr string
 	// Attempts is how many times a PCP/NAT-PMP request is sent (waiting
 	// 250 ms, then twice as long each time, RFC 6886 §3.1); default 3.
 	Attempts int
@@ -108,8 +111,9 @@ type Client struct {
 	log   *slog.Logger
 	Stats Stats
 
-	kick  chan struct{}
-	nonce pcpNonce // the PCP mapping nonce, kept for renewals and delete
+	kick    chan struct{}
+	nonce   pcpNonce      // the PCP mapping nonce, kept for renewals and delete
+	annPort atomic.Uint32 // the bound announcement port (tests)
 
 	mu       sync.Mutex
 	cur      *Mapping
@@ -139,6 +143,9 @@ func New(opts Options) *Client {
 	}
 	if opts.SSDPPort == 0 {
 		opts.SSDPPort = 1900
+	}
+	if opts.AnnounceAddr == "" {
+		opts.AnnounceAddr = ":5350"
 	}
 	if opts.Attempts <= 0 {
 		opts.Attempts = 3
@@ -174,6 +181,9 @@ func (c *Client) External() netip.AddrPort {
 func (c *Client) Run(ctx context.Context) {
 	t := c.clk.NewTimer(c.poke)
 	defer t.Stop()
+	annDone := make(chan struct{})
+	go func() { defer close(annDone); c.listenAnnouncements(ctx) }()
+	defer func() { <-annDone }()
 	c.poke()
 	for {
 		select {

@@ -126,12 +126,13 @@ func (g *fakeIGD) mapping(ext uint16) string {
 func newUPnPClient(g *fakeIGD, clk clock.Clock) *Client {
 	lo := netip.MustParseAddr("127.0.0.1")
 	return New(Options{
-		Port:      41641,
-		Gateway:   func() (netip.Addr, netip.Addr, error) { return lo, lo, nil },
-		Protocols: []Protocol{UPnP},
-		Lifetime:  10 * time.Minute,
-		SSDPPort:  g.port(),
-		Clock:     clk,
+		Port:         41641,
+		Gateway:      func() (netip.Addr, netip.Addr, error) { return lo, lo, nil },
+		Protocols:    []Protocol{UPnP},
+		Lifetime:     10 * time.Minute,
+		SSDPPort:     g.port(),
+		AnnounceAddr: "127.0.0.1:0",
+		Clock:        clk,
 	})
 }
 
