@@ -48,20 +48,18 @@ var (
 	peerRTT       = Desc("warren_peer_path_rtt_seconds", "RTT of the last probe on the peer's direct path (absent when not direct).", peerLabels...)
 	peerJitter    = Desc("warren_peer_path_jitter_seconds", "Smoothed variation of probe RTTs on the peer's direct path (absent when not direct).", peerLabels...)
 
-	drops          = Desc("warren_drops_total", "Packets the engine dropped, by reason.", "reason")
-	handshakes     = Desc("warren_handshakes_total", "Handshakes, by event: initiations sent, completed (either role), cookie replies sent.", "event")
-	queueDepth     = Desc("warren_queue_depth", "Entries waiting in the engine's device-wide queues (batches for encrypt/decrypt, messages for handshake).", "queue")
-	udpDatagrams   = Desc("warren_udp_datagrams_total", "UDP datagrams moved by the transport, by direction.", "dir")
-	udpMessages    = Desc("warren_udp_messages_total", "sendmmsg/recvmmsg entries (a GSO/GRO message carries several datagrams), by direction: datagrams/messages is the mean offload batch.", "dir")
-	udpOffloaded   = Desc("warren_udp_offload_messages_total", "Messages that carried several datagrams (GSO on send, GRO on receive).", "dir")
-	discoMessages  = Desc("warren_disco_messages_total", "Path probes (disco messages), by event: sent, received, bad, replayed (pings refused as replays), rate_limited (dropped by the per-source limit).", "event")
-	roamRefused    = Desc("warren_roam_refused_total", "Authenticated packet batches that arrived labelled with another peer's path; the sender's endpoint did not move there.")
-	relayPackets   = Desc("warren_relay_packets_total", "Packets through the relay, by event: sent, received, dropped.", "event")
-	tunCalls       = Desc("warren_tun_calls_total", "Reads and writes of the TUN device in offload mode, by direction.", "dir")
-	tunPackets     = Desc("warren_tun_packets_total", "Packets through the TUN device in offload mode, by direction: packets/calls is the mean offload batch (segments per super-packet read, packets per coalesced write).", "dir")
-	captureDrops   = Desc("warren_capture_dropped_total", "Packets a live capture dropped because its reader was too slow.")
-	portmapIgnored = Desc("warren_portmap_replies_ignored_total", "Port mapping replies ignored, by reason: source (not the gateway's address and port), nonce (PCP), mismatch (opcode, port, protocol; a UPnP service off the gateway), epoch (inconsistent with the last: a gateway restart or a forgery), malformed.", "reason")
-	portmapMapped  = Desc("warren_portmap_mapped", "1 while the gateway maps the node's UDP port with the protocol, 0 for the others.", "protocol")
+	drops         = Desc("warren_drops_total", "Packets the engine dropped, by reason.", "reason")
+	handshakes    = Desc("warren_handshakes_total", "Handshakes, by event: initiations sent, completed (either role), cookie replies sent.", "event")
+	queueDepth    = Desc("warren_queue_depth", "Entries waiting in the engine's device-wide queues (batches for encrypt/decrypt, messages for handshake).", "queue")
+	udpDatagrams  = Desc("warren_udp_datagrams_total", "UDP datagrams moved by the transport, by direction.", "dir")
+	udpMessages   = Desc("warren_udp_messages_total", "sendmmsg/recvmmsg entries (a GSO/GRO message carries several datagrams), by direction: datagrams/messages is the mean offload batch.", "dir")
+	udpOffloaded  = Desc("warren_udp_offload_messages_total", "Messages that carried several datagrams (GSO on send, GRO on receive).", "dir")
+	discoMessages = Desc("warren_disco_messages_total", "Path probes (disco messages), by event: sent, received, bad, replayed (pings refused as replays), rate_limited (dropped by the per-source limit).", "event")
+	roamRefused   = Desc("warren_roam_refused_total", "Authenticated packet batches that arrived labelled with another peer's path; the sender's endpoint did not move there.")
+	relayPackets  = Desc("warren_relay_packets_total", "Packets through the relay, by event: sent, received, dropped.", "event")
+	tunCalls      = Desc("warren_tun_calls_total", "Reads and writes of the TUN device in offload mode, by direction.", "dir")
+	tunPackets    = Desc("warren_tun_packets_total", "Packets through the TUN device in offload mode, by direction: packets/calls is the mean offload batch (segments per super-packet read, packets per coalesced write).", "dir")
+	captureDrops  = Desc("warren_capture_dropped_total", "Packets a live capture dropped because its reader was too slow.")
 )
 
 // dropReasons maps each reason label onto its device.Stats counter.
@@ -98,9 +96,10 @@ var pathKinds = []magicsock.PathKind{magicsock.PathDirect, magicsock.PathRelay, 
 func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{peerRxBytes, peerTxBytes, peerRxPackets, peerTxPackets, peerHandshake, peerHSAge,
 		peerPath, peerRTT, peerJitter, drops, handshakes, queueDepth, udpDatagrams, udpMessages, udpOffloaded,
-		discoMessages, roamRefused, relayPackets, captureDrops, tunCalls, tunPackets, portmapIgnored, portmapMapped} {
+		discoMessages, roamRefused, relayPackets, captureDrops, tunCalls, tunPackets} {
 		ch <- d
 	}
+	describePortMap(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -183,21 +182,7 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 		counter(captureDrops, n.CaptureDropped())
 	}
 	if n.PortMap != nil {
-		if pm := n.PortMap(); pm != nil {
-			counter(portmapIgnored, pm.Stats.WrongSource.Load(), "source")
-			counter(portmapIgnored, pm.Stats.WrongNonce.Load(), "nonce")
-			counter(portmapIgnored, pm.Stats.Mismatch.Load(), "mismatch")
-			counter(portmapIgnored, pm.Stats.BadEpoch.Load(), "epoch")
-			counter(portmapIgnored, pm.Stats.Malformed.Load(), "malformed")
-			m, ok := pm.Mapping()
-			for _, p := range []portmap.Protocol{portmap.PCP, portmap.NATPMP, portmap.UPnP} {
-				v := 0.0
-				if ok && m.Protocol == p {
-					v = 1
-				}
-				gauge(portmapMapped, v, string(p))
-			}
-		}
+		collectPortMap(n.PortMap(), ch)
 	}
 	if t := n.TUN; t != nil {
 		counter(tunCalls, t.Reads.Load(), "read")
