@@ -234,10 +234,31 @@ func (c *Client) gatewayIGD(ctx context.Context, gw netip.Addr) (*upnpGateway, e
 	return g, nil
 }
 
-// mapUPnP adds (or re-adds, which renews) the port mapping. A gateway that
-// only takes permanent leases (error 725) gets lease 0, and a taken
-// external port one random other.
+// mapUPnP adds (or re-adds, which renews) the port mapping. When the
+// service found before fails, it is looked for again at once: a gateway
+// that restarted may serve it on another port.
 func (c *Client) mapUPnP(ctx context.Context, gw, self netip.Addr, prev *Mapping) (Mapping, error) {
+	c.mu.Lock()
+	cached := c.upnp != nil
+	c.mu.Unlock()
+	m, err := c.mapUPnPOnce(ctx, gw, self, prev)
+	if err != nil && cached && ctx.Err() == nil {
+		m, err = c.mapUPnPOnce(ctx, gw, self, prev)
+	}
+	return m, err
+}
+
+// forgetIGD drops the service found, so the next use looks again.
+func (c *Client) forgetIGD() {
+	c.mu.Lock()
+	c.upnp = nil
+	c.mu.Unlock()
+}
+
+// mapUPnPOnce adds the mapping through the gateway's service (found first
+// if need be). A gateway that only takes permanent leases (error 725) gets
+// lease 0, and a taken external port one random other.
+func (c *Client) mapUPnPOnce(ctx context.Context, gw, self netip.Addr, prev *Mapping) (Mapping, error) {
 	ctx, cancel := context.WithTimeout(ctx, 4*upnpTimeout)
 	defer cancel()
 	g, err := c.gatewayIGD(ctx, gw)
@@ -259,13 +280,12 @@ func (c *Client) mapUPnP(ctx context.Context, gw, self netip.Addr, prev *Mapping
 		err = add(ext, lease)
 	}
 	if err != nil {
-		c.mu.Lock()
-		c.upnp = nil // look again next time
-		c.mu.Unlock()
+		c.forgetIGD()
 		return Mapping{}, err
 	}
 	ipText, err := g.client.GetExternalIPAddressCtx(ctx)
 	if err != nil {
+		c.forgetIGD()
 		return Mapping{}, err
 	}
 	ip, err := netip.ParseAddr(strings.TrimSpace(ipText))
