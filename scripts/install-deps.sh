@@ -13,6 +13,9 @@ have ping    || need+=(iputils-ping)
 have nft     || need+=(nftables)
 have dig     || need+=(dnsutils)
 have conntrack || need+=(conntrack)
+# The port mapping lab (internal/portmap TestMiniupnpd): a real gateway
+# speaking PCP, NAT-PMP and UPnP-IGD, on nftables.
+have miniupnpd || need+=(miniupnpd-nftables)
 have make    || need+=(make)
 # make package and its test (test/deploy): dpkg-deb comes with dpkg,
 # systemd-analyze (units verified) with systemd, useradd with passwd.

@@ -54,6 +54,7 @@ talk to it over its local API socket.`,
 	fs.StringVar(&cfg.TUN, "tun", daemon.DefaultTUN, "tunnel interface `NAME`")
 	fs.UintVar(&port, "port", daemon.DefaultPort, "UDP `PORT` for WireGuard traffic (0 = any)")
 	fs.IntVar(&cfg.MTU, "mtu", 0, "tunnel `MTU` (default 1420)")
+	fs.BoolVar(&cfg.NoPortMap, "no-portmap", false, "do not ask the LAN's gateway (PCP, NAT-PMP, UPnP-IGD) to map the UDP port")
 	fs.StringVar(&cfg.ResolvConf, "resolv-conf", "/etc/resolv.conf", "host resolver `FILE` that 'up --accept-dns' points at MagicDNS")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on http://`ADDR`/metrics (a bare PORT binds to 127.0.0.1; off by default)")
 	lo.bind(fs, "info")

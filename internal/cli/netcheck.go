@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -46,6 +47,9 @@ func runNetcheck(sock string, asJSON bool, stdout, stderr io.Writer) int {
 	nat := map[string]string{"yes": " (hard NAT: peers behind another NAT go through a relay)",
 		"no": " (easy NAT: direct paths work)", "unknown": " (needs two STUN servers)"}[rep.MappingVaries]
 	fmt.Fprintf(stdout, "  * Mapping varies by destination: %s%s\n", rep.MappingVaries, nat)
+	if pm := rep.PortMap; pm != nil {
+		fmt.Fprintf(stdout, "  * Port mapping: %s\n", portMapLine(pm))
+	}
 	fmt.Fprintln(stdout, "  * Relay regions:")
 	for _, r := range rep.Regions {
 		line := fmt.Sprintf("    - %s (%d): ", r.Code, r.ID)
@@ -63,4 +67,33 @@ func runNetcheck(sock string, asJSON bool, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, line)
 	}
 	return 0
+}
+
+// portMapLine says which protocols the gateway answered and the mapping.
+func portMapLine(pm *localapi.NetcheckPortMap) string {
+	if pm.Disabled {
+		return "off (--no-portmap)"
+	}
+	if pm.Error != "" {
+		return pm.Error
+	}
+	var ans []string
+	for _, p := range []struct {
+		name string
+		ok   bool
+	}{{"PCP", pm.PCP}, {"NAT-PMP", pm.NATPMP}, {"UPnP", pm.UPnP}} {
+		if p.ok {
+			ans = append(ans, p.name)
+		}
+	}
+	line := "gateway " + pm.Gateway.String() + " answered "
+	if len(ans) == 0 {
+		line += "none"
+	} else {
+		line += strings.Join(ans, ", ")
+	}
+	if pm.Mapped.IsValid() {
+		line += fmt.Sprintf("; mapped %s (%s)", pm.Mapped, pm.Protocol)
+	}
+	return line
 }

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/warrenmesh/warren/internal/clock"
@@ -30,6 +31,7 @@ import (
 	"github.com/warrenmesh/warren/internal/localapi"
 	"github.com/warrenmesh/warren/internal/netmap"
 	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/portmap"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/uapi"
 )
@@ -53,6 +55,9 @@ type Config struct {
 	// liveness watch, the endpoint report and map re-apply loop) and the
 	// control client's reconnect waits; nil is the real clock.
 	Clock clock.Clock
+	// NoPortMap turns off asking the LAN's gateway to map the UDP port
+	// (PCP, NAT-PMP, UPnP-IGD; `warren daemon --no-portmap`).
+	NoPortMap bool
 }
 
 // Defaults.
@@ -95,6 +100,10 @@ type Daemon struct {
 	obs         observability // metrics, captures, recent logs (metrics.go)
 	filter      filterState   // the engine's packet filter (filter.go)
 	routes      routeState    // subnet routes and exit nodes (routes.go)
+
+	// pm keeps the gateway's mapping of our port (portmap.go); nil when
+	// off. Read without d.mu: endpoints runs both with and without it.
+	pm atomic.Pointer[portmap.Client]
 }
 
 // New checks cfg and fills in defaults; Run does the work.
@@ -225,6 +234,8 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	}
 
 	go d.endpointLoop(ctx)
+	stopPortMap := d.startPortMap(ctx)
+	defer stopPortMap() // deletes the mapping on the gateway
 
 	select {
 	case <-ctx.Done():

@@ -58,7 +58,7 @@ func startDaemonIn(t *testing.T, cs *controltest.Server, dir string) *testDaemon
 func startDaemonClock(t *testing.T, cs *controltest.Server, dir string, clk clock.Clock) *testDaemon {
 	t.Helper()
 	log, rec := logtest.New()
-	d, err := New(Config{StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "warren.sock"), TUN: "wtest0", Logger: log, Clock: clk})
+	d, err := New(Config{StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "warren.sock"), TUN: "wtest0", Logger: log, Clock: clk, NoPortMap: true})
 	if err != nil {
 		t.Fatal(err)
 	}

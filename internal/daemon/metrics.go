@@ -33,6 +33,7 @@ func (d *Daemon) initMetrics() {
 		TUN:            de.tunStats,
 		Peers:          d.metricPeers,
 		CaptureDropped: d.obs.capture.dropped.Load,
+		PortMap:        d.portMapClient,
 	})
 }
 

@@ -111,6 +111,12 @@ func (d *Daemon) Netcheck(ctx context.Context) (*localapi.NetcheckReport, error)
 			mu.Unlock()
 		}
 	}
+	wg.Go(func() {
+		pm := d.netcheckPortMap(ctx)
+		mu.Lock()
+		rep.PortMap = pm
+		mu.Unlock()
+	})
 	wg.Wait()
 	rep.MappingVaries = mappingVaries(rep.Regions)
 	return rep, nil

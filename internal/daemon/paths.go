@@ -97,13 +97,17 @@ func (d *Daemon) stopRelayLocked() {
 }
 
 // endpoints is what this node announces: its interface addresses and the
-// public addresses STUN found, with the engine's port.
+// public addresses STUN found, with the engine's port, and the gateway's
+// port mapping (portmap.go).
 func (d *Daemon) endpoints() []netip.AddrPort {
 	eps := d.localEndpoints()
 	for _, a := range d.eng.Discovered() {
 		if !slices.Contains(eps, a) {
 			eps = append(eps, a)
 		}
+	}
+	if a, ok := d.mappedEndpoint(); ok && !slices.Contains(eps, a) {
+		eps = append(eps, a)
 	}
 	return eps
 }

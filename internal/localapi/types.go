@@ -111,6 +111,21 @@ type NetcheckReport struct {
 	// they agreed, "unknown" with fewer than two answers.
 	MappingVaries string           `json:"mappingVariesByDestination"`
 	Regions       []NetcheckRegion `json:"regions"`
+	// PortMap is what the LAN's gateway answered to port mapping.
+	PortMap *NetcheckPortMap `json:"portMap,omitempty"`
+}
+
+// NetcheckPortMap is which port mapping protocols the gateway answered
+// and the mapping the node holds.
+type NetcheckPortMap struct {
+	Disabled bool           `json:"disabled,omitempty"` // daemon --no-portmap
+	Gateway  netip.Addr     `json:"gateway,omitzero"`
+	PCP      bool           `json:"pcp"`
+	NATPMP   bool           `json:"natpmp"`
+	UPnP     bool           `json:"upnp"`
+	Protocol string         `json:"protocol,omitempty"` // of the mapping held
+	Mapped   netip.AddrPort `json:"mapped,omitzero"`
+	Error    string         `json:"error,omitempty"` // e.g. no default gateway
 }
 
 // NetcheckRegion is one relay region's measurements.

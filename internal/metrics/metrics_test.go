@@ -12,6 +12,7 @@ import (
 	"github.com/warrenmesh/warren/internal/device"
 	"github.com/warrenmesh/warren/internal/magicsock"
 	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/portmap"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/tun/tuntest"
 	"github.com/warrenmesh/warren/internal/udp"
@@ -28,9 +29,12 @@ func TestNode(t *testing.T) {
 	defer dev.Close()
 	dev.Stats.DropReplay.Add(3)
 	unknown, _ := noise.GeneratePrivateKey()
+	pm := portmap.New(portmap.Options{Port: 41641})
+	pm.Stats.WrongNonce.Add(2)
 	reg := Registry(&Node{Device: dev, Paths: ms, UDP: tr,
 		Peers:          func() []Peer { return []Peer{{Key: pubkey.Node{PublicKey: unknown.PublicKey()}, Name: "gone"}} },
-		CaptureDropped: func() uint64 { return 7 }})
+		CaptureDropped: func() uint64 { return 7 },
+		PortMap:        func() *portmap.Client { return pm }})
 	var b bytes.Buffer
 	if err := WriteText(&b, reg); err != nil {
 		t.Fatal(err)
@@ -42,6 +46,7 @@ func TestNode(t *testing.T) {
 		`warren_drops_total{reason="no_session"} 0`, `warren_drops_total{reason="queue_full"} 0`,
 		`warren_queue_depth{queue="handshake"} 0`, `warren_capture_dropped_total 7`,
 		`warren_udp_messages_total{dir="tx"} 0`, "go_goroutines",
+		`warren_portmap_replies_ignored_total{reason="nonce"} 2`, `warren_portmap_mapped{protocol="pcp"} 0`,
 	} {
 		if !strings.Contains(text, want+"\n") && !strings.Contains(text, want) {
 			t.Errorf("metrics lack %q", want)

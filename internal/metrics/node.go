@@ -7,6 +7,7 @@ import (
 
 	"github.com/warrenmesh/warren/internal/device"
 	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/portmap"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/tun"
 	"github.com/warrenmesh/warren/internal/udp"
@@ -29,6 +30,9 @@ type Node struct {
 	// CaptureDropped counts packets a live capture dropped because its
 	// reader was slow; may be nil.
 	CaptureDropped func() uint64
+	// PortMap returns the gateway port mapping client; may be nil, and
+	// may return nil (port mapping off).
+	PortMap func() *portmap.Client
 }
 
 var (
@@ -95,6 +99,7 @@ func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 		discoMessages, roamRefused, relayPackets, captureDrops, tunCalls, tunPackets} {
 		ch <- d
 	}
+	describePortMap(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -175,6 +180,9 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	}
 	if n.CaptureDropped != nil {
 		counter(captureDrops, n.CaptureDropped())
+	}
+	if n.PortMap != nil {
+		collectPortMap(n.PortMap(), ch)
 	}
 	if t := n.TUN; t != nil {
 		counter(tunCalls, t.Reads.Load(), "read")
