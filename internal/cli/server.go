@@ -315,7 +315,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	logger.Info("listening", "url", fmt.Sprintf("%s://%s", scheme, l.Addr()), "public_key", srv.PublicKey().String(),
 		"config", cfg.File, "ephemeral_grace", config.Get(cfg, config.ServerEphemeralGrace).String())
 	if withRelay {
-		logger.Info("relay", "url", fmt.Sprintf("%s://%s%s", scheme, l.Addr(), relay.Path))
+		logger.Info("relay", "url", fmt.Sprintf("%s://%s%s", scheme, l.Addr(), relay.Path), "public_url", regions[0].URL)
 	}
 	if stunAddr != nil {
 		logger.Info("STUN", "udp", stunAddr.String())
