@@ -37,14 +37,14 @@ const testName = "warren.test"
 
 // pebble is a running pebble.
 type pebble struct {
-	dir    string // its directory URL
+	dir string // its directory URL
 	// apiPort is the port of the directory; caFile the PEM file of the
 	// certificate it serves the API with (for localhost).
 	apiPort int
 	caFile  string
-	client *http.Client
-	roots  *x509.CertPool // the root of the certificates it issues
-	out    *lockedBuffer
+	client  *http.Client
+	roots   *x509.CertPool // the root of the certificates it issues
+	out     *lockedBuffer
 }
 
 type lockedBuffer struct {
