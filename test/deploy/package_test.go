@@ -142,7 +142,7 @@ func TestDebianPackage(t *testing.T) {
 		"/usr/share/zsh/vendor-completions/_warren", "/usr/share/fish/vendor_completions.d/warren.fish"} {
 		files[p] = 0o644
 	}
-	if page := run(t, "sh", "-c", "gzip -dc /usr/share/man/man1/warren-server.1.gz"); !strings.Contains(page, ".TH \"WARREN\" \"1\"") || !strings.Contains(page, `\fB--log-level\fP="info"`) {
+	if page := run(t, "sh", "-c", "gzip -dc /usr/share/man/man1/warren-server.1.gz"); !strings.Contains(page, ".TH \"WARREN\" \"1\"") || !strings.Contains(page, `\fB--log-level\fP=info`) {
 		t.Errorf("warren-server.1:\n%.600s", page)
 	}
 	if out := run(t, "bash", "--norc", "--noprofile", "-c", "set -e; source /usr/share/bash-completion/completions/warren; declare -F __start_warren"); strings.TrimSpace(out) != "__start_warren" {
