@@ -304,3 +304,37 @@ func TestServerSIGHUP(t *testing.T) {
 	}
 	p.stop(t)
 }
+
+// TestRelayConfigFileAndSIGHUP: `warren relay` (the real binary) as the
+// unit runs it: the server URL and relay key from WARREN_SERVER and
+// WARREN_RELAY_KEY (relay.env), everything else from its YAML file; a
+// SIGHUP re-reads the file and the relay keeps serving.
+func TestRelayConfigFileAndSIGHUP(t *testing.T) {
+	t.Setenv(envServer, "")
+	t.Setenv(envAPIKey, "")
+	dir := t.TempDir()
+	ts := startServer(t, filepath.Join(dir, "server"))
+	relayKey := strings.TrimSpace(ok(t, "server", "apikey", "create", "--scope", "relay", "--data-dir", filepath.Join(dir, "server")))
+	addr := freeAddr(t)
+	body := "listen: \"" + addr + "\"\nstun_listen: \"\"\ndata_dir: " + filepath.Join(dir, "relay") + "\npoll: 200ms\n"
+	cfg := writeFile(t, filepath.Join(dir, "relay.yaml"), body)
+	p := startWarren(t, []string{"WARREN_SERVER=" + ts.url, "WARREN_RELAY_KEY=" + relayKey}, "relay", "--config", cfg)
+	var rec map[string]string
+	wait.Until(t, "the relay started", func() bool { rec = logRecord(p.stderr.String(), "listening"); return rec != nil || !p.running() })
+	if rec == nil || rec["url"] != "http://"+addr || rec["config"] != cfg {
+		t.Fatalf("relay: %v\n%s", rec, p.stderr.String())
+	}
+	if code, body := get(t, "http://"+addr+readyPath, ""); code != http.StatusOK {
+		t.Fatalf("readyz: %d %q", code, body)
+	}
+	writeFile(t, cfg, body+"log_level: warn\n")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	wait.Until(t, "the reload logged", func() bool {
+		r := logRecord(p.stderr.String(), "config: reloaded")
+		return r != nil && r["applied"] == "[log_level]"
+	})
+	if code, _ := get(t, "http://"+addr+readyPath, ""); code != http.StatusOK || !p.running() {
+		t.Fatalf("after SIGHUP: %d running=%v\n%s", code, p.running(), p.stderr.String())
+	}
+	p.stop(t)
+}
