@@ -38,28 +38,23 @@ var buildWarren = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
-// TestServerACMEEndToEnd: `warren server --tls-acme NAME` (the real
-// binary) obtains its certificate from pebble with TLS-ALPN-01 on its own
-// listener, caches it in DATA_DIR/acme, serves it (its Host check serves
-// the name), and serves the renewed certificate without a restart.
-func TestServerACMEEndToEnd(t *testing.T) {
+// runWarrenServer starts the warren binary as `warren server` with
+// args, trusting pebble's API certificate (SSL_CERT_FILE); it is stopped
+// at the end of the test. stop sends SIGTERM and returns the exit error.
+func runWarrenServer(t *testing.T, p *pebble, args ...string) (out *lockedBuffer, stop func() error) {
+	t.Helper()
 	bin, err := buildWarren()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsPort := freePort(t)
-	p := startPebble(t, freePort(t), tlsPort, 30*time.Second)
-	data := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", tlsPort)
-	cmd := exec.Command(bin, "server", "--data-dir", data, "--listen", addr, "--tls-acme", testName,
-		"--tls-acme-directory", fmt.Sprintf("https://localhost:%d/dir", p.apiPort))
+	cmd := exec.Command(bin, append([]string{"server"}, args...)...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "WARREN_") && !strings.HasPrefix(kv, "NOTIFY_SOCKET=") && !strings.HasPrefix(kv, "SSL_CERT") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	cmd.Env = append(cmd.Env, "SSL_CERT_FILE="+p.caFile) // the server trusts pebble's API certificate
-	out := &lockedBuffer{}
+	cmd.Env = append(cmd.Env, "SSL_CERT_FILE="+p.caFile)
+	out = &lockedBuffer{}
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -74,6 +69,24 @@ func TestServerACMEEndToEnd(t *testing.T) {
 			t.Logf("warren server's output:\n%s", out)
 		}
 	})
+	return out, func() error {
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+		return exitErr
+	}
+}
+
+// TestServerACMEEndToEnd: `warren server --tls-acme NAME` (the real
+// binary) obtains its certificate from pebble with TLS-ALPN-01 on its own
+// listener, caches it in DATA_DIR/acme, serves it (its Host check serves
+// the name), and serves the renewed certificate without a restart.
+func TestServerACMEEndToEnd(t *testing.T) {
+	tlsPort := freePort(t)
+	p := startPebble(t, freePort(t), tlsPort, 30*time.Second)
+	data := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", tlsPort)
+	out, stop := runWarrenServer(t, p, "--data-dir", data, "--listen", addr, "--tls-acme", testName,
+		"--tls-acme-directory", fmt.Sprintf("https://localhost:%d/dir", p.apiPort))
 	wait.Until(t, "the server listening", func() bool { return strings.Contains(out.String(), "msg=listening") })
 	if !strings.Contains(out.String(), "url=https://"+addr) {
 		t.Fatalf("not https: %s", out)
@@ -114,9 +127,45 @@ func TestServerACMEEndToEnd(t *testing.T) {
 		c, err := handshake(addr, p.roots)
 		return err == nil && c[0].SerialNumber.Cmp(first.SerialNumber) != 0
 	})
-	cmd.Process.Signal(syscall.SIGTERM)
-	<-exited
-	if exitErr != nil {
-		t.Fatalf("server exit: %v", exitErr)
+	if err := stop(); err != nil {
+		t.Fatalf("server exit: %v", err)
+	}
+}
+
+// TestServerACMEHTTP01EndToEnd: with TLS-ALPN-01 impossible (pebble
+// validates it on a port nothing listens on), `warren server
+// --tls-acme-http-listen ADDR` answers HTTP-01 there and gets its
+// certificate; other requests on that listener are redirected to https.
+func TestServerACMEHTTP01EndToEnd(t *testing.T) {
+	httpPort := freePort(t)
+	p := startPebble(t, httpPort, freePort(t), time.Hour)
+	addr, httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", httpPort)
+	out, stop := runWarrenServer(t, p, "--data-dir", t.TempDir(), "--listen", addr, "--tls-acme", testName,
+		"--tls-acme-directory", fmt.Sprintf("https://localhost:%d/dir", p.apiPort), "--tls-acme-http-listen", httpAddr)
+	wait.Until(t, "the HTTP-01 listener", func() bool { return strings.Contains(out.String(), "url=http://"+httpAddr) })
+	var chain []*x509.Certificate
+	wait.For(t, 90*time.Second, "a certificate from pebble served", func() bool {
+		c, err := handshake(addr, p.roots)
+		chain = c
+		return err == nil
+	})
+	if !slices.Contains(chain[0].DNSNames, testName) {
+		t.Fatalf("served %v", chain[0].DNSNames)
+	}
+	if !strings.Contains(p.out.String(), "Attempting to validate w/ HTTP: http://"+testName) {
+		t.Error("pebble did not validate HTTP-01")
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+httpAddr+"/x", nil)
+	req.Host = testName
+	resp, err := (&http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "https://"+testName+"/x" {
+		t.Errorf("plain request: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("server exit: %v", err)
 	}
 }
