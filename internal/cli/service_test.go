@@ -338,3 +338,32 @@ func TestRelayConfigFileAndSIGHUP(t *testing.T) {
 	}
 	p.stop(t)
 }
+
+// TestServerRelayFlagsKept: every flag `warren server`, `warren relay`
+// and their key subcommands had before their settings moved to package
+// config is still there.
+func TestServerRelayFlagsKept(t *testing.T) {
+	root := newRoot(&streams{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}})
+	for path, flags := range map[string][]string{
+		"server": {"config", "data-dir", "db", "ipv4-prefix", "ipv6-prefix", "listen", "domain", "ephemeral-grace", "tls-cert", "tls-key",
+			"relay", "stun-listen", "public-url", "metrics-listen", "allowed-hosts", "max-conns-per-ip", "relay-map", "log-level", "log-format"},
+		"server key":           {"config", "data-dir", "db", "ipv4-prefix", "ipv6-prefix"},
+		"server apikey create": {"config", "data-dir", "db", "ipv4-prefix", "ipv6-prefix", "expiration", "scope"},
+		"server apikey list":   {"config", "data-dir", "db", "ipv4-prefix", "ipv6-prefix", "json"},
+		"relay key":            {"data-dir"},
+		"server configtest":    {"config", "print"},
+		"relay configtest":     {"config", "print"},
+		"relay": {"listen", "stun-listen", "data-dir", "tls-cert", "tls-key", "server", "relay-key", "api-key", "insecure", "poll",
+			"rate", "burst", "queue", "allowed-hosts", "max-conns-per-ip", "metrics-listen", "log-level", "log-format"},
+	} {
+		c, _, err := root.Find(strings.Fields(path))
+		if err != nil || c.CommandPath() != "warren "+path {
+			t.Fatalf("%s: %v", path, err)
+		}
+		for _, f := range flags {
+			if c.Flags().Lookup(f) == nil {
+				t.Errorf("warren %s lost --%s", path, f)
+			}
+		}
+	}
+}
