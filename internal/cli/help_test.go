@@ -234,9 +234,9 @@ func TestBadInputOneLine(t *testing.T) {
 		{[]string{"relay", "key", "x"}, `warren relay key: unexpected argument "x"`},
 		{[]string{"completion", "tcsh"}, "warren completion: "},
 		{[]string{"man"}, "warren man: want exactly one directory"},
-		{[]string{"server", "--log-level", "loud"}, `warren server: --log-level "loud": want debug, info, warn or error`},
-		{[]string{"server", "--log-format", "xml"}, `warren server: --log-format "xml": want text or json`},
-		{[]string{"relay", "--server", "http://127.0.0.1:1", "--relay-key", "wrly_x", "--log-level", "loud"}, `warren relay: --log-level "loud"`},
+		{[]string{"server", "--log-level", "loud"}, `warren server: invalid argument "loud" for "--log-level" flag: "loud" is not one of debug, info, warn, error`},
+		{[]string{"server", "--log-format", "xml"}, `warren server: invalid argument "xml" for "--log-format" flag: "xml" is not one of text, json`},
+		{[]string{"relay", "--server", "http://127.0.0.1:1", "--relay-key", "wrly_x", "--log-level", "loud"}, `warren relay: invalid argument "loud" for "--log-level" flag`},
 		{[]string{"daemon", "--log-format", "xml"}, `warren daemon: --log-format "xml"`},
 		{[]string{"wg", "--log-level", "loud", "wg0"}, `warren wg: --log-level "loud"`},
 	} {

@@ -11,7 +11,8 @@ import (
 )
 
 // logOptions are --log-level and --log-format of the long-running commands
-// (server, relay, daemon, wg): they build the one *slog.Logger the command
+// daemon and wg (server and relay declare theirs, log_level and log_format,
+// in package config; serviceLogger builds their logger): they build the one *slog.Logger the command
 // passes down to the packages it runs, which log at the levels they choose.
 type logOptions struct {
 	level, format string
@@ -40,14 +41,20 @@ func parseLevel(s string) (slog.Level, error) {
 
 // handler checks the options and returns the handler writing to w at level.
 func (o *logOptions) handler(w io.Writer, level slog.Level) (slog.Handler, error) {
+	return logHandler(w, o.format, level)
+}
+
+// logHandler is the handler of format (text or json) writing to w at
+// level (a *slog.LevelVar where a SIGHUP may change it).
+func logHandler(w io.Writer, format string, level slog.Leveler) (slog.Handler, error) {
 	opts := &slog.HandlerOptions{Level: level}
-	switch strings.ToLower(o.format) {
+	switch strings.ToLower(format) {
 	case "text", "":
 		return slog.NewTextHandler(w, opts), nil
 	case "json":
 		return slog.NewJSONHandler(w, opts), nil
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", o.format)
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
 // logger checks the options and returns the command's logger on w.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,7 +20,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/warrenmesh/warren/internal/config"
-	"github.com/warrenmesh/warren/internal/httpguard"
 	"github.com/warrenmesh/warren/internal/metrics"
 	"github.com/warrenmesh/warren/internal/metrics/servermetrics"
 	"github.com/warrenmesh/warren/internal/relay"
@@ -27,75 +27,43 @@ import (
 	"github.com/warrenmesh/warren/internal/stun"
 )
 
-const (
-	defaultRelayListen  = ":8443"
-	defaultRelayDataDir = "/var/lib/warren-relay"
-	defaultSTUNListen   = ":3478"
-	relayKeyFile        = "relay.key"
-)
+const relayKeyFile = "relay.key"
 
-// relayConfig is what `warren relay` runs with.
+// relayConfig is what `warren relay` runs with: the keys of config.Relay
+// from flags, WARREN_* variables (WARREN_SERVER, WARREN_RELAY_KEY and
+// WARREN_API_KEY among them) and the YAML config file, read by check.
 type relayConfig struct {
-	listen, stunListen, dataDir string
-	tlsCert, tlsKey             string
-	server, apiKey, relayKey    string
-	insecure                    bool
-	poll                        time.Duration
-	rate, burst                 int64
-	queue                       int
-	metricsListen               string
-	allowedHosts, maxConns      string
-	log                         logOptions
+	flags    *config.Flags
+	cfg      *config.Config
+	warnings []string // logged once the logger exists
+	// The credential and rate check settles (a relay key given as
+	// api_key is used as the relay key; rate 0 is unlimited, -1).
+	server, apiKey, relayKey string
+	rate                     int64
 }
 
-// relayFlags makes the flag set of `warren relay`; the cobra command adds
-// it to its own flags.
+// relayFlags makes the flag set of `warren relay` (every key of
+// config.Relay); the cobra command adds it to its own flags.
 func relayFlags() (*pflag.FlagSet, *relayConfig) {
-	c := &relayConfig{}
 	fs := pflag.NewFlagSet("relay", pflag.ContinueOnError)
 	fs.SortFlags = false
-	fs.StringVar(&c.listen, "listen", defaultRelayListen, "`ADDR` to serve the relay on (HTTP, or HTTPS with --tls-cert)")
-	fs.StringVar(&c.stunListen, "stun-listen", defaultSTUNListen, "UDP `ADDR` to answer STUN on (\"\" disables)")
-	fs.StringVar(&c.dataDir, "data-dir", defaultRelayDataDir, "`DIR` for the relay key (created 0700)")
-	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve HTTPS with this certificate `FILE` (PEM; needs --tls-key)")
-	fs.StringVar(&c.tlsKey, "tls-key", "", "private key `FILE` for --tls-cert (PEM)")
-	fs.StringVar(&c.server, "server", "", "coordination server `URL`; nodes it knows may use the relay (default $"+envServer+")")
-	fs.StringVar(&c.relayKey, "relay-key", "", "relay `KEY` wrly_... to list nodes with, read-only (default $"+envRelayKey+"; create it with 'warren server apikey create --scope relay')")
-	fs.StringVar(&c.apiKey, "api-key", "", "an admin API `KEY` wapi_... instead of --relay-key: works, but over-privileged (default $"+envAPIKey+")")
-	fs.BoolVar(&c.insecure, "insecure", false, "send the key over plain http to a remote (not loopback) server")
-	fs.DurationVar(&c.poll, "poll", 5*time.Second, "how often to fetch the node list")
-	fs.Int64Var(&c.rate, "rate", relayserver.DefaultRate, "`BYTES` per second one node may send (0: unlimited)")
-	fs.Int64Var(&c.burst, "burst", relayserver.DefaultBurst, "`BYTES` one node may send in a burst")
-	fs.IntVar(&c.queue, "queue", relayserver.DefaultQueuePackets, "`PACKETS` queued towards one node before new ones are dropped")
-	fs.StringVar(&c.allowedHosts, "allowed-hosts", "", "comma-separated `HOSTS` nodes reach this relay by (its name in the relay map; IP addresses, localhost, the TLS certificate's names and the machine's host name are always served); requests for other names are refused (DNS rebinding protection)")
-	fs.StringVar(&c.maxConns, "max-conns-per-ip", "", fmt.Sprintf("concurrent connections accepted from one source address (`N`, default %d; 0: no cap)", httpguard.DefaultPerSource))
-	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics on http://`ADDR`/metrics (a bare PORT binds to 127.0.0.1; off by default)")
-	c.log.bind(fs, "info")
-	return fs, c
+	return fs, &relayConfig{flags: config.Relay.Bind(fs)}
 }
 
-// envRelayKey is the environment default of `warren relay --relay-key`.
-const envRelayKey = "WARREN_RELAY_KEY"
+// envRelayKey is the environment variable of `warren relay --relay-key`.
+var envRelayKey = config.RelayRelayKey.Env()
 
+// check reads the layers and checks what goes together beyond the
+// schema: a server, and a credential fit to send to it.
 func (c *relayConfig) check() error {
-	if (c.tlsCert == "") != (c.tlsKey == "") {
-		return errors.New("--tls-cert and --tls-key go together")
-	}
-	if c.dataDir == "" {
-		return errors.New("--data-dir is empty")
-	}
-	if _, err := c.log.logger(io.Discard); err != nil {
+	c.warnings = nil
+	cfg, err := c.flags.Load(func(w string) { c.warnings = append(c.warnings, w) })
+	if err != nil {
 		return err
 	}
-	if c.server == "" {
-		c.server = strings.TrimSpace(os.Getenv(envServer))
-	}
-	if c.relayKey == "" && c.apiKey == "" {
-		c.relayKey = strings.TrimSpace(os.Getenv(envRelayKey))
-	}
-	if c.relayKey == "" && c.apiKey == "" {
-		c.apiKey = strings.TrimSpace(os.Getenv(envAPIKey))
-	}
+	c.cfg = cfg
+	c.server = config.Get(cfg, config.RelayServer)
+	c.relayKey, c.apiKey = config.Get(cfg, config.RelayRelayKey), config.Get(cfg, config.RelayAPIKey)
 	if c.server == "" {
 		return fmt.Errorf("--server is required (the coordination server vouching for nodes; or $%s)", envServer)
 	}
@@ -104,27 +72,15 @@ func (c *relayConfig) check() error {
 		return fmt.Errorf("--server %q is not an http(s) URL", c.server)
 	}
 	switch {
-	case c.relayKey != "" && c.apiKey != "":
-		return errors.New("--relay-key and --api-key: give one (a relay key is enough)")
 	case c.relayKey == "" && c.apiKey == "":
 		return fmt.Errorf("--relay-key is required (or $%s; create one with 'warren server apikey create --scope relay')", envRelayKey)
-	case c.relayKey != "" && !strings.HasPrefix(c.relayKey, "wrly_"):
-		return errors.New("--relay-key does not look like a relay key (wrly_...)")
 	case strings.HasPrefix(c.apiKey, "wrly_"):
 		c.relayKey, c.apiKey = c.apiKey, "" // a relay key given as --api-key
-	case c.apiKey != "" && !strings.HasPrefix(c.apiKey, "wapi_"):
-		return errors.New("--api-key does not look like an admin API key (wapi_...)")
 	}
-	if c.poll < 100*time.Millisecond {
-		return errors.New("--poll must be at least 100ms")
+	if c.rate = config.Get(cfg, config.RelayRate); c.rate == 0 {
+		c.rate = -1 // unlimited
 	}
-	if _, err := parsePerSourceCap(c.maxConns); err != nil {
-		return err
-	}
-	if c.rate < 0 || c.burst <= 0 || c.queue <= 0 {
-		return errors.New("--rate must not be negative, --burst and --queue must be positive")
-	}
-	return checkKeyTransport(u, "--server", c.insecure)
+	return checkKeyTransport(u, "--server", config.Get(cfg, config.RelayInsecure))
 }
 
 func relayCmd(s *streams) *cobra.Command {
@@ -158,23 +114,34 @@ with a relay key (read-only; 'warren server apikey create --scope relay' or
 	return c
 }
 
-// serveRelay runs a standalone relay until ctx ends.
+// serveRelay runs a standalone relay until ctx ends (c checked). A
+// SIGHUP re-reads the config's reloadable keys and the certificate files.
 func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
-	logger, err := c.log.logger(stderr)
+	cfg := c.cfg
+	var level slog.LevelVar
+	logger, err := serviceLogger(stderr, cfg, config.RelayLog, &level)
 	if err != nil {
 		fmt.Fprintf(stderr, "warren relay: %v\n", err)
 		return 2
 	}
 	logger = logger.With("component", "relay")
+	for _, w := range c.warnings {
+		logger.Warn(w)
+	}
 	// Once the logger exists, a failure is its last record.
 	fail := func(format string, args ...any) int {
 		logger.Error("relay failed: " + fmt.Sprintf(format, args...))
 		return 1
 	}
-	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+	dataDir := config.Get(cfg, config.RelayDataDir)
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fail("data dir: %v", err)
 	}
-	key, err := loadServerKey(filepath.Join(c.dataDir, relayKeyFile), true)
+	key, err := loadServerKey(filepath.Join(dataDir, relayKeyFile), true)
+	if err != nil {
+		return fail("%v", err)
+	}
+	certs, err := serviceCerts(cfg, config.RelayTLS, dataDir, logger)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -186,7 +153,7 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		logger.Warn("--api-key is a full admin key; the relay needs only a read-only relay key ('warren server apikey create --scope relay', then --relay-key)")
 		cred = c.apiKey
 	}
-	poller := &relayserver.AdminPoller{ServerURL: c.server, APIKey: cred, Interval: c.poll,
+	poller := &relayserver.AdminPoller{ServerURL: c.server, APIKey: cred, Interval: config.Get(cfg, config.RelayPoll),
 		HTTPClient: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirects}, Logger: logger}
 	// Fail fast on a wrong server or key; later failures keep the last list.
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -195,12 +162,8 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	rate := c.rate
-	if rate == 0 {
-		rate = -1
-	}
-	rs, err := relayserver.NewServer(relayserver.Options{Key: key, Allowed: poller.Allowed, Rate: rate, Burst: c.burst,
-		QueuePackets: c.queue, Logger: logger})
+	rs, err := relayserver.NewServer(relayserver.Options{Key: key, Allowed: poller.Allowed, Rate: c.rate,
+		Burst: config.Get(cfg, config.RelayBurst), QueuePackets: int(config.Get(cfg, config.RelayQueue)), Logger: logger})
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -208,11 +171,18 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	rctx, rcancel := context.WithCancel(ctx)
 	defer rcancel()
 	go poller.Run(rctx)
-	hosts := listenerHosts(c.listen, "", c.tlsCert, c.allowedHosts)
-	if c.metricsListen != "" {
-		if _, err := metrics.Serve(rctx, c.metricsListen, metrics.Registry(servermetrics.Relay{R: rs}), logger, hosts...); err != nil {
-			return fail("--metrics-listen: %v", err)
+	listen := config.Get(cfg, config.RelayListen)
+	hosts := listenerHosts(listen, "", config.Get(cfg, config.RelayAllowedHosts))
+	if certs != nil {
+		hosts = append(hosts, certs.Names()...)
+	}
+	if m := config.Get(cfg, config.RelayMetricsListen); m != "" {
+		if _, err := metrics.Serve(rctx, m, metrics.Registry(servermetrics.Relay{R: rs}), logger, hosts...); err != nil {
+			return fail("metrics_listen: %v", err)
 		}
+	}
+	if err := serveHTTP01(rctx, certs, config.Get(cfg, config.RelayTLS.ACMEHTTPListen), hosts, logger); err != nil {
+		return fail("%v", err)
 	}
 
 	mux := http.NewServeMux()
@@ -226,27 +196,29 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 		return nil
 	}, logger)
 	hs := &http.Server{Handler: mux, ErrorLog: httpErrorLog(logger)}
-	l, err := net.Listen("tcp", c.listen)
+	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fail("%v", err)
 	}
-	perSource, _ := parsePerSourceCap(c.maxConns) // checked by check
-	l = guardPublic(hs, l, hosts, perSource, "; add the name with --allowed-hosts", logger)
+	l = guardPublic(hs, l, hosts, certNamesNow(certs), int(config.Get(cfg, config.RelayMaxConnsPerIP)),
+		"; add the name with allowed_hosts", logger)
 	scheme := "http"
-	if c.tlsCert != "" {
+	if certs != nil {
 		scheme = "https"
+		hs.TLSConfig = certs.TLSConfig()
 	}
-	logger.Info("listening", "url", fmt.Sprintf("%s://%s", scheme, l.Addr()), "public_key", rs.PublicKey().String())
-	if c.stunListen != "" {
-		a, _, err := stun.Listen(rctx, c.stunListen)
+	logger.Info("listening", "url", fmt.Sprintf("%s://%s", scheme, l.Addr()), "public_key", rs.PublicKey().String(), "config", cfg.File)
+	if sl := config.Get(cfg, config.RelaySTUNListen); sl != "" {
+		a, _, err := stun.Listen(rctx, sl)
 		if err != nil {
 			l.Close()
 			return fail("%v", err)
 		}
 		logger.Info("STUN", "udp", a.String())
 	}
-	defer notifyServing(ctx, logger, selfProbe(l.Addr(), c.tlsCert != ""))() // READY=1 now, STOPPING=1 when ctx ends
-	if err := serveUntil(ctx, hs, l, c.tlsCert, c.tlsKey, 5*time.Second); err != nil {
+	reloadOnSIGHUP(ctx, c.flags, cfg, config.RelayLog, config.RelayTLS, &level, certs, logger)
+	defer notifyServing(ctx, logger, selfProbe(l.Addr(), certs != nil))() // READY=1 now, STOPPING=1 when ctx ends
+	if err := serveUntil(ctx, hs, l, 5*time.Second); err != nil {
 		return fail("%v", err)
 	}
 	logger.Info("shutting down")
@@ -256,8 +228,14 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 
 func relayKeyCmd(s *streams) *cobra.Command {
 	c := &cobra.Command{Use: "key [flags]", Short: "print the relay's public key (for the relay map)", Args: noArgs}
-	dataDir := c.Flags().String("data-dir", defaultRelayDataDir, "`DIR` holding the relay key")
-	c.RunE = func(*cobra.Command, []string) error { return exit(runRelayKey(*dataDir, s.stdout, s.stderr)) }
+	flags := config.Relay.Bind(c.Flags(), "data_dir")
+	c.RunE = func(*cobra.Command, []string) error {
+		cfg, err := flags.Load(nil)
+		if err != nil {
+			return usageErr{err.Error()}
+		}
+		return exit(runRelayKey(config.Get(cfg, config.RelayDataDir), s.stdout, s.stderr))
+	}
 	return c
 }
 

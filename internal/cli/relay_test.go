@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warrenmesh/warren/internal/config"
 	"github.com/warrenmesh/warren/internal/control/client"
 	"github.com/warrenmesh/warren/internal/noise"
 	"github.com/warrenmesh/warren/internal/pubkey"
@@ -32,10 +33,10 @@ func TestRelayUsageErrors(t *testing.T) {
 		{[]string{"relay", "--server", "http://x"}, "warren relay: --relay-key is required"},
 		{[]string{"relay", "--server", "http://x", "--relay-key", "wapi_x"}, "does not look like a relay key"},
 		{[]string{"relay", "--server", "http://x", "--relay-key", "wrly_x", "--api-key", "wapi_x"}, "give one"},
-		{[]string{"relay", "--server", "ftp://x", "--api-key", "wapi_x"}, "is not an http(s) URL"},
-		{[]string{"relay", "--server", "http://x", "--api-key", "nope"}, "does not look like an admin API key"},
-		{[]string{"relay", "--server", "http://x", "--api-key", "wapi_x", "--tls-cert", "c"}, "--tls-cert and --tls-key go together"},
-		{[]string{"relay", "--server", "http://x", "--api-key", "wapi_x", "--rate", "-1"}, "--rate must not be negative"},
+		{[]string{"relay", "--server", "ftp://x", "--api-key", "wapi_x"}, `"ftp://x" is not an http(s)://HOST[:PORT] URL`},
+		{[]string{"relay", "--server", "http://x", "--api-key", "nope"}, "--api-key: does not look like an API key (wapi_... or wrly_...)"},
+		{[]string{"relay", "--server", "http://x", "--api-key", "wapi_x", "--tls-cert", "c"}, "tls_cert and tls_key go together"},
+		{[]string{"relay", "--server", "http://x", "--api-key", "wapi_x", "--rate", "-1"}, `"-1" is not a whole number >= 0`},
 		{[]string{"relay", "--server", "http://x", "--api-key", "wapi_x"}, "pass --insecure"},
 		{[]string{"relay", "extra"}, `unexpected argument "extra"`},
 		{[]string{"relay", "--bogus"}, "warren relay: unknown flag: --bogus"},
@@ -82,7 +83,7 @@ func startRelayCmd(t *testing.T, c *relayConfig) (url string, pub noise.PublicKe
 		if rec := logRecord(stderr.String(), "STUN"); rec != nil {
 			stunAddr = rec["udp"]
 		}
-		if url != "" && (stunAddr != "" || c.stunListen == "") {
+		if url != "" && (stunAddr != "" || config.Get(c.cfg, config.RelaySTUNListen) == "") {
 			return url, pub, stunAddr
 		}
 		select {
@@ -244,6 +245,9 @@ func TestRelayEndToEnd(t *testing.T) {
 	// A wrong API key fails at start.
 	fs, bad := relayFlags()
 	fs.Parse([]string{"--listen", "127.0.0.1:0", "--stun-listen", "", "--data-dir", rdir, "--server", ts.url, "--api-key", "wapi_wrong"})
+	if err := bad.check(); err != nil {
+		t.Fatal(err)
+	}
 	var errb lockedBuffer
 	if code := serveRelay(context.Background(), bad, &errb); code != 1 || !strings.Contains(errb.String(), "401") {
 		t.Fatalf("wrong API key: %d %q", code, errb.String())

@@ -7,14 +7,15 @@ import (
 	"time"
 )
 
-// serveUntil serves hs on l (HTTPS when cert is set) until ctx ends, then
-// shuts it down gracefully within grace. It returns the error that stopped
-// serving early, or nil after a shutdown.
-func serveUntil(ctx context.Context, hs *http.Server, l net.Listener, cert, key string, grace time.Duration) error {
+// serveUntil serves hs on l (HTTPS with the certificates of hs.TLSConfig
+// when it is set) until ctx ends, then shuts it down gracefully within
+// grace. It returns the error that stopped serving early, or nil after a
+// shutdown.
+func serveUntil(ctx context.Context, hs *http.Server, l net.Listener, grace time.Duration) error {
 	errc := make(chan error, 1)
 	go func() {
-		if cert != "" {
-			errc <- hs.ServeTLS(l, cert, key)
+		if hs.TLSConfig != nil {
+			errc <- hs.ServeTLS(l, "", "")
 		} else {
 			errc <- hs.Serve(l)
 		}

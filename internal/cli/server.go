@@ -2,17 +2,15 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -23,7 +21,6 @@ import (
 	"github.com/warrenmesh/warren/internal/config"
 	"github.com/warrenmesh/warren/internal/control/admin"
 	"github.com/warrenmesh/warren/internal/control/server"
-	"github.com/warrenmesh/warren/internal/httpguard"
 	"github.com/warrenmesh/warren/internal/metrics"
 	"github.com/warrenmesh/warren/internal/noise"
 	"github.com/warrenmesh/warren/internal/relay"
@@ -31,234 +28,70 @@ import (
 	"github.com/warrenmesh/warren/internal/store"
 )
 
-// serverConfig is what `warren server` runs with: flags, or the same
-// settings as snake_case keys of a JSON --config file (flags win).
+// serverConfig is what `warren server` and its subcommands run with: the
+// keys of config.Server, from flags, WARREN_* variables and the YAML
+// config file (package config does the layering and the checks).
 type serverConfig struct {
-	Listen         string `json:"listen"`
-	DataDir        string `json:"data_dir"`
-	DB             string `json:"db"`
-	IPv4Prefix     string `json:"ipv4_prefix"`
-	IPv6Prefix     string `json:"ipv6_prefix"`
-	Domain         string `json:"domain"`
-	EphemeralGrace string `json:"ephemeral_grace"`
-	TLSCert        string `json:"tls_cert"`
-	TLSKey         string `json:"tls_key"`
-	STUNListen     string `json:"stun_listen"`
-	PublicURL      string `json:"public_url"`
-	RelayMap       string `json:"relay_map"`
-	MetricsListen  string `json:"metrics_listen"`
-	AllowedHosts   string `json:"allowed_hosts"`
-	MaxConnsPerIP  string `json:"max_conns_per_ip"`
-	// Relay is "true" in the config file (a JSON boolean), --relay on the
-	// command line.
-	Relay bool `json:"relay"`
-	// Log is --log-level and --log-format (flags only).
-	Log logOptions `json:"-"`
+	cfg *config.Config
+	// flags re-read the layers on SIGHUP.
+	flags *config.Flags
+	// warnings (a deprecated JSON file) are logged once the logger exists.
+	warnings []string
 }
 
-const (
-	defaultListen  = ":8080"
-	defaultDataDir = "/var/lib/warren-server"
-	serverKeyFile  = "server.key"
-)
+const serverKeyFile = "server.key"
 
-// serverFlags binds the flags shared by `warren server` and its
-// subcommands; all=false binds only those locating the data (config,
-// data dir, database, prefixes).
+// serverFlags binds config.Server onto a command's flags: all its keys
+// (`warren server`), or those locating the data (the subcommands: data
+// dir, database, prefixes; they still read the rest of the file and the
+// environment, and check it).
 type serverFlags struct {
-	fs     *pflag.FlagSet
-	config string
-	c      serverConfig
+	fs    *pflag.FlagSet
+	flags *config.Flags
 }
 
-// newServerFlags makes the flag set of `warren server` (all) or of its
-// subcommands (only the flags locating the data); the cobra command adds
-// it to its own flags.
 func newServerFlags(name string, all bool) *serverFlags {
 	sf := &serverFlags{fs: pflag.NewFlagSet(name, pflag.ContinueOnError)}
-	fs := sf.fs
-	fs.SortFlags = false
-	fs.StringVar(&sf.config, "config", "", "JSON config `FILE` with the same settings as snake_case keys (flags override it)")
-	fs.StringVar(&sf.c.DataDir, "data-dir", defaultDataDir, "`DIR` for the server key and the SQLite database (created 0700)")
-	fs.StringVar(&sf.c.DB, "db", "", `database `+"`DSN`"+`: "sqlite:PATH" or "postgres://..." (default "sqlite:DATA-DIR/warren.db")`)
-	fs.StringVar(&sf.c.IPv4Prefix, "ipv4-prefix", "", "IPv4 `PREFIX` node addresses come from, fixed at first start (default 100.64.0.0/10)")
-	fs.StringVar(&sf.c.IPv6Prefix, "ipv6-prefix", "", "IPv6 `PREFIX` node addresses come from, fixed at first start (default a random ULA /48)")
+	sf.fs.SortFlags = false
 	if all {
-		fs.StringVar(&sf.c.Listen, "listen", defaultListen, "`ADDR` to serve HTTP(S) on")
-		fs.StringVar(&sf.c.Domain, "domain", "", "the deployment's DNS `DOMAIN` (default "+server.DefaultDomain+")")
-		fs.StringVar(&sf.c.EphemeralGrace, "ephemeral-grace", "", "how long an ephemeral node may stay offline before it is deleted (`DURATION`, default 2m)")
-		fs.StringVar(&sf.c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate `FILE` (PEM; needs --tls-key)")
-		fs.StringVar(&sf.c.TLSKey, "tls-key", "", "private key `FILE` for --tls-cert (PEM)")
-		fs.BoolVar(&sf.c.Relay, "relay", false, "also serve a packet relay (at "+relay.Path+", with the server key) for the nodes in the store")
-		fs.StringVar(&sf.c.STUNListen, "stun-listen", "", "UDP `ADDR` to answer STUN on, e.g. \":3478\" (default off)")
-		fs.StringVar(&sf.c.PublicURL, "public-url", "", "the `URL` nodes reach this server at, for the relay map (default: http(s)://LISTEN when it names a host)")
-		fs.StringVar(&sf.c.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on http://`ADDR`/metrics (a bare PORT binds to 127.0.0.1; off by default)")
-		fs.StringVar(&sf.c.AllowedHosts, "allowed-hosts", "", "comma-separated further `HOSTS` clients reach this server by (besides IP addresses, localhost, the --public-url host and the TLS certificate's names); requests for other names are refused (DNS rebinding protection)")
-		fs.StringVar(&sf.c.MaxConnsPerIP, "max-conns-per-ip", "", fmt.Sprintf("concurrent connections accepted from one source address (`N`, default %d; 0: no cap)", httpguard.DefaultPerSource))
-		fs.StringVar(&sf.c.RelayMap, "relay-map", "", "JSON `FILE` of further relays offered to nodes ({\"regions\":[{id,code,url,public_key,stun}]})")
-		sf.c.Log.bind(fs, "info")
+		sf.flags = config.Server.Bind(sf.fs)
+	} else {
+		sf.flags = config.Server.Bind(sf.fs, "data_dir", "db", "ipv4_prefix", "ipv6_prefix")
 	}
 	return sf
 }
 
-// resolve merges defaults, the config file and the flags given on the
-// command line, and checks the result.
+// resolve reads the layers: defaults, the config file, the environment,
+// the flags given on the command line.
 func (sf *serverFlags) resolve() (serverConfig, error) {
-	c := serverConfig{Listen: defaultListen, DataDir: defaultDataDir}
-	if sf.config != "" {
-		fc, err := loadServerConfig(sf.config)
-		if err != nil {
-			return c, err
-		}
-		mergeConfig(&c, fc)
-	}
-	c.Log = sf.c.Log
-	sf.fs.VisitAll(func(f *pflag.Flag) {
-		if !f.Changed {
-			return
-		}
-		switch f.Name {
-		case "listen":
-			c.Listen = sf.c.Listen
-		case "data-dir":
-			c.DataDir = sf.c.DataDir
-		case "db":
-			c.DB = sf.c.DB
-		case "ipv4-prefix":
-			c.IPv4Prefix = sf.c.IPv4Prefix
-		case "ipv6-prefix":
-			c.IPv6Prefix = sf.c.IPv6Prefix
-		case "domain":
-			c.Domain = sf.c.Domain
-		case "ephemeral-grace":
-			c.EphemeralGrace = sf.c.EphemeralGrace
-		case "tls-cert":
-			c.TLSCert = sf.c.TLSCert
-		case "tls-key":
-			c.TLSKey = sf.c.TLSKey
-		case "relay":
-			c.Relay = sf.c.Relay
-		case "stun-listen":
-			c.STUNListen = sf.c.STUNListen
-		case "public-url":
-			c.PublicURL = sf.c.PublicURL
-		case "relay-map":
-			c.RelayMap = sf.c.RelayMap
-		case "metrics-listen":
-			c.MetricsListen = sf.c.MetricsListen
-		case "allowed-hosts":
-			c.AllowedHosts = sf.c.AllowedHosts
-		case "max-conns-per-ip":
-			c.MaxConnsPerIP = sf.c.MaxConnsPerIP
-		}
-	})
-	if c.DataDir == "" {
-		return c, errors.New("--data-dir is empty")
-	}
-	if _, err := c.Log.logger(io.Discard); err != nil {
-		return c, err
-	}
-	if c.DB == "" {
-		c.DB = "sqlite:" + filepath.Join(c.DataDir, "warren.db")
-	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return c, errors.New("--tls-cert and --tls-key go together")
-	}
-	if _, err := c.perSourceCap(); err != nil {
-		return c, err
-	}
-	return c, nil
-}
-
-func mergeConfig(c *serverConfig, fc serverConfig) {
-	for _, p := range []struct {
-		dst *string
-		src string
-	}{
-		{&c.Listen, fc.Listen}, {&c.DataDir, fc.DataDir}, {&c.DB, fc.DB}, {&c.IPv4Prefix, fc.IPv4Prefix},
-		{&c.IPv6Prefix, fc.IPv6Prefix}, {&c.Domain, fc.Domain}, {&c.EphemeralGrace, fc.EphemeralGrace},
-		{&c.TLSCert, fc.TLSCert}, {&c.TLSKey, fc.TLSKey}, {&c.STUNListen, fc.STUNListen},
-		{&c.PublicURL, fc.PublicURL}, {&c.RelayMap, fc.RelayMap}, {&c.MetricsListen, fc.MetricsListen},
-		{&c.AllowedHosts, fc.AllowedHosts}, {&c.MaxConnsPerIP, fc.MaxConnsPerIP},
-	} {
-		if p.src != "" {
-			*p.dst = p.src
-		}
-	}
-	c.Relay = c.Relay || fc.Relay
-}
-
-// loadServerConfig reads a JSON config file; unknown keys and values that
-// are not strings are errors naming the key.
-func loadServerConfig(path string) (serverConfig, error) {
-	var c serverConfig
-	b, err := os.ReadFile(path)
+	c := serverConfig{flags: sf.flags}
+	cfg, err := sf.flags.Load(func(w string) { c.warnings = append(c.warnings, w) })
 	if err != nil {
-		return c, fmt.Errorf("config: %w", err)
+		return c, err
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return c, fmt.Errorf("config %s: not a JSON object: %v", path, err)
-	}
-	fields := map[string]*string{
-		"listen": &c.Listen, "data_dir": &c.DataDir, "db": &c.DB, "ipv4_prefix": &c.IPv4Prefix,
-		"ipv6_prefix": &c.IPv6Prefix, "domain": &c.Domain, "ephemeral_grace": &c.EphemeralGrace,
-		"tls_cert": &c.TLSCert, "tls_key": &c.TLSKey, "stun_listen": &c.STUNListen,
-		"public_url": &c.PublicURL, "relay_map": &c.RelayMap, "metrics_listen": &c.MetricsListen,
-		"allowed_hosts": &c.AllowedHosts, "max_conns_per_ip": &c.MaxConnsPerIP,
-	}
-	keys := make([]string, 0, len(raw))
-	for k := range raw {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		if k == "relay" {
-			if err := json.Unmarshal(raw[k], &c.Relay); err != nil {
-				return c, fmt.Errorf("config %s: key %q: want true or false", path, k)
-			}
-			continue
-		}
-		dst, ok := fields[k]
-		if !ok {
-			return c, fmt.Errorf("config %s: unknown key %q", path, k)
-		}
-		if v, ok := listenerSetting(k, raw[k]); ok { // listen.go
-			*dst = v
-			continue
-		}
-		if err := json.Unmarshal(raw[k], dst); err != nil {
-			return c, fmt.Errorf("config %s: key %q: want a string", path, k)
-		}
-	}
+	c.cfg = cfg
 	return c, nil
 }
 
-// storeOptions parses the address prefixes.
-func (c serverConfig) storeOptions() (store.Options, error) {
-	var o store.Options
-	var err error
-	if c.IPv4Prefix != "" {
-		if o.IPv4Prefix, err = netip.ParsePrefix(c.IPv4Prefix); err != nil || !o.IPv4Prefix.Addr().Is4() {
-			return o, fmt.Errorf("--ipv4-prefix %q is not an IPv4 prefix", c.IPv4Prefix)
-		}
+func (c serverConfig) dataDir() string { return config.Get(c.cfg, config.ServerDataDir) }
+
+// db is the database DSN: db, or SQLite in the data dir.
+func (c serverConfig) db() string {
+	if db := config.Get(c.cfg, config.ServerDB); db != "" {
+		return db
 	}
-	if c.IPv6Prefix != "" {
-		if o.IPv6Prefix, err = netip.ParsePrefix(c.IPv6Prefix); err != nil || !o.IPv6Prefix.Addr().Is6() {
-			return o, fmt.Errorf("--ipv6-prefix %q is not an IPv6 prefix", c.IPv6Prefix)
-		}
-	}
-	return o, nil
+	return "sqlite:" + filepath.Join(c.dataDir(), "warren.db")
+}
+
+// storeOptions are the address prefixes (zero: the store's defaults).
+func (c serverConfig) storeOptions() store.Options {
+	return store.Options{IPv4Prefix: config.Get(c.cfg, config.ServerIPv4Prefix), IPv6Prefix: config.Get(c.cfg, config.ServerIPv6Prefix)}
 }
 
 func (c serverConfig) openStore(ctx context.Context) (*store.Store, error) {
-	o, err := c.storeOptions()
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return store.Open(ctx, c.DB, o)
+	return store.Open(ctx, c.db(), c.storeOptions())
 }
 
 // storeExists checks, for the subcommands that use an existing store,
@@ -267,15 +100,16 @@ func (c serverConfig) openStore(ctx context.Context) (*store.Store, error) {
 // `warren server` creates them. A PostgreSQL database that does not exist
 // fails when opened.
 func (c serverConfig) storeExists() error {
-	if strings.HasPrefix(c.DB, "postgres://") || strings.HasPrefix(c.DB, "postgresql://") {
+	db := c.db()
+	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
 		return nil
 	}
-	path := strings.TrimPrefix(c.DB, "sqlite:")
+	path := strings.TrimPrefix(db, "sqlite:")
 	if _, err := os.Stat(path); err == nil || !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	hint := "check --data-dir, --db or the config; `warren server` creates it on its first start"
-	if dir := filepath.Dir(path); dir == c.DataDir {
+	if dir := filepath.Dir(path); dir == c.dataDir() {
 		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("data dir %s does not exist (%s)", dir, hint)
 		}
@@ -283,7 +117,7 @@ func (c serverConfig) storeExists() error {
 	return fmt.Errorf("database %s does not exist (%s)", path, hint)
 }
 
-func (c serverConfig) keyPath() string { return filepath.Join(c.DataDir, serverKeyFile) }
+func (c serverConfig) keyPath() string { return filepath.Join(c.dataDir(), serverKeyFile) }
 
 // loadServerKey reads the server's static private key, refusing a file
 // that group or others may read. With create, a missing key is generated
@@ -396,34 +230,34 @@ once first).`,
 }
 
 // serve runs the server until ctx ends, then shuts it down gracefully.
+// A SIGHUP re-reads the config's reloadable keys and the certificate
+// files.
 func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
-	logger, err := c.Log.logger(stderr)
+	cfg := c.cfg
+	var level slog.LevelVar
+	logger, err := serviceLogger(stderr, cfg, config.ServerLog, &level)
 	if err != nil {
 		fmt.Fprintf(stderr, "warren server: %v\n", err)
 		return 2
 	}
 	logger = logger.With("component", "server")
+	for _, w := range c.warnings {
+		logger.Warn(w)
+	}
 	// Once the logger exists, a failure is its last record.
 	fail := func(format string, args ...any) int {
 		logger.Error("server failed: " + fmt.Sprintf(format, args...))
 		return 1
 	}
-	var grace time.Duration
-	if c.EphemeralGrace != "" {
-		var err error
-		if grace, err = admin.ParseDuration(c.EphemeralGrace); err != nil {
-			fmt.Fprintf(stderr, "warren server: --ephemeral-grace: %v\n", err)
-			return 2
-		}
-	}
-	if _, err := c.storeOptions(); err != nil {
-		fmt.Fprintf(stderr, "warren server: %v\n", err)
-		return 2
-	}
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+	dataDir := c.dataDir()
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fail("data dir: %v", err)
 	}
 	key, err := loadServerKey(c.keyPath(), true)
+	if err != nil {
+		return fail("%v", err)
+	}
+	certs, err := serviceCerts(cfg, config.ServerTLS, dataDir, logger)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -434,53 +268,61 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	defer st.Close()
 	mux := http.NewServeMux()
 	ropts := relayserver.Options{Key: key, Logger: logger}
-	if c.Relay {
+	withRelay := config.Get(cfg, config.ServerRelay)
+	if withRelay {
 		ropts.Allowed = relayserver.StoreAllowed(st, 5*time.Second)
 	}
-	closeRelay, stunAddr, rs, err := embeddedRelay(ctx, mux, ropts, c.STUNListen)
+	closeRelay, stunAddr, rs, err := embeddedRelay(ctx, mux, ropts, config.Get(cfg, config.ServerSTUNListen))
 	if err != nil {
 		return fail("%v", err)
 	}
 	defer closeRelay()
-	regions, err := c.relayRegions(key.PublicKey(), stunAddr)
+	listen, publicURL := config.Get(cfg, config.ServerListen), config.Get(cfg, config.ServerPublicURL)
+	regions, err := relayRegions(withRelay, listen, publicURL, config.Get(cfg, config.ServerRelayMap), certs != nil, key.PublicKey(), stunAddr)
 	if err != nil {
 		return fail("%v", err)
 	}
-	srv := server.New(st, key, server.Options{Domain: c.Domain, EphemeralGrace: grace, Relays: regions, Logger: logger})
+	srv := server.New(st, key, server.Options{Domain: config.Get(cfg, config.ServerDomain),
+		EphemeralGrace: config.Get(cfg, config.ServerEphemeralGrace), Relays: regions, Logger: logger})
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain()), admin.WithLogger(logger)))
 	mountHealth(mux, func(ctx context.Context) error { return storeReady(ctx, st) }, logger) // health.go
-	hosts := listenerHosts(c.Listen, c.PublicURL, c.TLSCert, c.AllowedHosts)
-	if c.MetricsListen != "" {
-		if _, err := metrics.Serve(ctx, c.MetricsListen, serverCollectors(srv, rs), logger, hosts...); err != nil {
-			return fail("--metrics-listen: %v", err)
+	hosts := listenerHosts(listen, publicURL, config.Get(cfg, config.ServerAllowedHosts))
+	if certs != nil {
+		hosts = append(hosts, certs.Names()...)
+	}
+	if m := config.Get(cfg, config.ServerMetricsListen); m != "" {
+		if _, err := metrics.Serve(ctx, m, serverCollectors(srv, rs), logger, hosts...); err != nil {
+			return fail("metrics_listen: %v", err)
 		}
 	}
-	perSource, err := c.perSourceCap()
-	if err != nil {
-		fmt.Fprintf(stderr, "warren server: %v\n", err)
-		return 2
+	if err := serveHTTP01(ctx, certs, config.Get(cfg, config.ServerTLS.ACMEHTTPListen), hosts, logger); err != nil {
+		return fail("%v", err)
 	}
 	hs := &http.Server{Handler: mux, ErrorLog: httpErrorLog(logger)}
-	l, err := net.Listen("tcp", c.Listen)
+	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fail("%v", err)
 	}
-	l = guardPublic(hs, l, hosts, perSource, "; add the name with --public-url or --allowed-hosts", logger)
+	l = guardPublic(hs, l, hosts, certNamesNow(certs), int(config.Get(cfg, config.ServerMaxConnsPerIP)),
+		"; add the name with public_url or allowed_hosts", logger)
 	scheme := "http"
-	if c.TLSCert != "" {
+	if certs != nil {
 		scheme = "https"
+		hs.TLSConfig = certs.TLSConfig()
 	}
-	logger.Info("listening", "url", fmt.Sprintf("%s://%s", scheme, l.Addr()), "public_key", srv.PublicKey().String())
-	if c.Relay {
-		logger.Info("relay", "url", fmt.Sprintf("%s://%s%s", scheme, l.Addr(), relay.Path))
+	logger.Info("listening", "url", fmt.Sprintf("%s://%s", scheme, l.Addr()), "public_key", srv.PublicKey().String(),
+		"config", cfg.File, "ephemeral_grace", config.Get(cfg, config.ServerEphemeralGrace).String())
+	if withRelay {
+		logger.Info("relay", "url", fmt.Sprintf("%s://%s%s", scheme, l.Addr(), relay.Path), "public_url", regions[0].URL)
 	}
 	if stunAddr != nil {
 		logger.Info("STUN", "udp", stunAddr.String())
 	}
-	defer notifyServing(ctx, logger, selfProbe(l.Addr(), c.TLSCert != ""))() // READY=1 now, STOPPING=1 when ctx ends
-	if err := serveUntil(ctx, hs, l, c.TLSCert, c.TLSKey, 10*time.Second); err != nil {
+	reloadOnSIGHUP(ctx, c.flags, cfg, config.ServerLog, config.ServerTLS, &level, certs, logger)
+	defer notifyServing(ctx, logger, selfProbe(l.Addr(), certs != nil))() // READY=1 now, STOPPING=1 when ctx ends
+	if err := serveUntil(ctx, hs, l, 10*time.Second); err != nil {
 		return fail("%v", err)
 	}
 	logger.Info("shutting down")

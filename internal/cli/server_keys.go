@@ -56,6 +56,9 @@ func runServerAPIKey(sf *serverFlags, verb, expiration, scope string, asJSON boo
 		fmt.Fprintf(stderr, "warren server apikey %s: %v\n", verb, err)
 		return 2
 	}
+	for _, w := range c.warnings {
+		fmt.Fprintf(stderr, "warren server apikey %s: warning: %s\n", verb, w)
+	}
 	if verb == "create" && scope != "admin" && scope != store.ScopeRelay {
 		fmt.Fprintf(stderr, "warren server apikey create: --scope %q: want admin or relay\n", scope)
 		return 2
@@ -130,6 +133,9 @@ func runServerKey(sf *serverFlags, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "warren server key: %v\n", err)
 		return 2
+	}
+	for _, w := range c.warnings {
+		fmt.Fprintf(stderr, "warren server key: warning: %s\n", w)
 	}
 	k, err := loadServerKey(c.keyPath(), false)
 	if err != nil {

@@ -23,18 +23,19 @@ import (
 const embeddedRegionID = 1
 
 // relayRegions builds the relay map nodes get: the embedded relay (with
-// --relay) first, then the regions of --relay-map.
-func (c serverConfig) relayRegions(serverKey noise.PublicKey, stunAddr net.Addr) ([]netmap.RelayRegion, error) {
+// relay; at publicURL, or at listen's host when it names one, https with
+// useTLS) first, then the regions of the relayMap file.
+func relayRegions(withRelay bool, listen, publicURL, relayMap string, useTLS bool, serverKey noise.PublicKey, stunAddr net.Addr) ([]netmap.RelayRegion, error) {
 	var out []netmap.RelayRegion
-	if c.Relay {
-		pub := c.PublicURL
+	if withRelay {
+		pub := publicURL
 		if pub == "" {
-			host, port, err := net.SplitHostPort(c.Listen)
+			host, port, err := net.SplitHostPort(listen)
 			if err != nil || host == "" || net.ParseIP(host).IsUnspecified() {
-				return nil, fmt.Errorf("--relay needs --public-url when --listen %q names no host", c.Listen)
+				return nil, fmt.Errorf("--relay needs --public-url when --listen %q names no host", listen)
 			}
 			scheme := "http"
-			if c.TLSCert != "" {
+			if useTLS {
 				scheme = "https"
 			}
 			pub = scheme + "://" + net.JoinHostPort(host, port)
@@ -49,13 +50,13 @@ func (c serverConfig) relayRegions(serverKey noise.PublicKey, stunAddr net.Addr)
 		}
 		out = append(out, r)
 	}
-	if c.RelayMap != "" {
-		m, err := relay.LoadMap(c.RelayMap)
+	if relayMap != "" {
+		m, err := relay.LoadMap(relayMap)
 		if err != nil {
 			return nil, fmt.Errorf("--relay-map: %w", err)
 		}
 		for _, reg := range m.Regions {
-			if c.Relay && reg.ID == embeddedRegionID {
+			if withRelay && reg.ID == embeddedRegionID {
 				return nil, fmt.Errorf("--relay-map: region ID %d is the embedded relay's; use another", reg.ID)
 			}
 			k, _ := reg.Key() // validated by LoadMap

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warrenmesh/warren/internal/config"
 	"github.com/warrenmesh/warren/internal/control/admin"
 	"github.com/warrenmesh/warren/internal/control/client"
 	"github.com/warrenmesh/warren/internal/noise"
@@ -312,10 +313,13 @@ func TestServerKeyFile(t *testing.T) {
 	}
 }
 
+// TestServerConfigFile: `warren server` and its subcommands read the YAML
+// config file (flags win over it), the deprecated JSON file still works
+// with a warning, and a bad file is one line naming file, line and key.
 func TestServerConfigFile(t *testing.T) {
 	dir := t.TempDir()
-	write := func(s string) string {
-		p := filepath.Join(dir, "config.json")
+	write := func(name, s string) string {
+		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -323,56 +327,55 @@ func TestServerConfigFile(t *testing.T) {
 	}
 	resolve := func(args ...string) (serverConfig, error) {
 		sf := newServerFlags("server", true)
+		sf.flags.Environ = func() []string { return nil }
 		if err := sf.fs.Parse(args); err != nil {
 			t.Fatal(err)
 		}
 		return sf.resolve()
 	}
-	cfg := write(`{"listen":"127.0.0.1:9999","data_dir":"/from/config","domain":"corp.example","ephemeral_grace":"5m","ipv4_prefix":"10.9.0.0/16"}`)
+	listen := func(c serverConfig) string { return config.Get(c.cfg, config.ServerListen) }
+	cfg := write("server.yaml", "listen: 127.0.0.1:9999\ndata_dir: /from/config\ndomain: corp.example\nephemeral_grace: 5m\nipv4_prefix: 10.9.0.0/16\n")
 	c, err := resolve("--config", cfg)
-	if err != nil || c.Listen != "127.0.0.1:9999" || c.DataDir != "/from/config" || c.DB != "sqlite:/from/config/warren.db" ||
-		c.Domain != "corp.example" || c.EphemeralGrace != "5m" || c.IPv4Prefix != "10.9.0.0/16" {
+	if err != nil || listen(c) != "127.0.0.1:9999" || c.dataDir() != "/from/config" || c.db() != "sqlite:/from/config/warren.db" ||
+		config.Get(c.cfg, config.ServerDomain) != "corp.example" || config.Get(c.cfg, config.ServerEphemeralGrace) != 5*time.Minute ||
+		c.storeOptions().IPv4Prefix.String() != "10.9.0.0/16" || len(c.warnings) != 0 {
 		t.Fatalf("config only: %v %+v", err, c)
 	}
 	c, err = resolve("--config", cfg, "--data-dir", "/from/flag", "--listen", ":1")
-	if err != nil || c.Listen != ":1" || c.DataDir != "/from/flag" || c.DB != "sqlite:/from/flag/warren.db" || c.Domain != "corp.example" {
+	if err != nil || listen(c) != ":1" || c.dataDir() != "/from/flag" || c.db() != "sqlite:/from/flag/warren.db" ||
+		config.Get(c.cfg, config.ServerDomain) != "corp.example" {
 		t.Fatalf("flags over config: %v %+v", err, c)
 	}
 	// A flag given with its default value still wins over the file.
 	c, err = resolve("--listen", ":8080", "--config", cfg)
-	if err != nil || c.Listen != ":8080" {
+	if err != nil || listen(c) != ":8080" {
 		t.Fatalf("explicit default: %v %+v", err, c)
 	}
-	c, err = resolve("--config", write(`{"allowed_hosts":["vpn.example.com","alias.example.com"],"max_conns_per_ip":7}`))
-	if err != nil || c.AllowedHosts != "vpn.example.com,alias.example.com" || c.MaxConnsPerIP != "7" {
-		t.Fatalf("listener settings: %v %+v", err, c)
-	}
-	c, err = resolve("--config", write(`{"allowed_hosts":"vpn.example.com","max_conns_per_ip":"7"}`))
-	if err != nil || c.AllowedHosts != "vpn.example.com" || c.MaxConnsPerIP != "7" {
-		t.Fatalf("listener settings as strings: %v %+v", err, c)
+	// The JSON file of the previous release: same keys, a warning.
+	c, err = resolve("--config", write("config.json", `{"allowed_hosts":["vpn.example.com","alias.example.com"],"max_conns_per_ip":7}`))
+	if err != nil || strings.Join(config.Get(c.cfg, config.ServerAllowedHosts), ",") != "vpn.example.com,alias.example.com" ||
+		config.Get(c.cfg, config.ServerMaxConnsPerIP) != 7 || len(c.warnings) != 1 || !strings.Contains(c.warnings[0], "deprecated") {
+		t.Fatalf("JSON file: %v %+v", err, c)
 	}
 	c, err = resolve()
-	if err != nil || c.Listen != defaultListen || c.DataDir != defaultDataDir || c.DB != "sqlite:"+defaultDataDir+"/warren.db" {
+	if err != nil || listen(c) != ":8080" || c.dataDir() != "/var/lib/warren-server" || c.db() != "sqlite:/var/lib/warren-server/warren.db" {
 		t.Fatalf("defaults: %v %+v", err, c)
 	}
 	for body, msg := range map[string]string{
-		`{"listen":":1","data-dir":"/x"}`: `unknown key "data-dir"`,
-		`{"domain":3}`:                    `key "domain": want a string`,
-		`[1]`:                             "not a JSON object",
-		`{"listen":`:                      "not a JSON object",
+		"listen: \":1\"\ndata-dir: /x\n": `:2: unknown key "data-dir" (did you mean "data_dir"?)`,
+		"domain: [a, b]\n":               `:1: domain: want a single string, not a list`,
+		"max_conns_per_ip: -1\n":         `:1: max_conns_per_ip: "-1" is not a whole number >= 0`,
+		"ephemeral_grace: 5 minutes\n":   `:1: ephemeral_grace: "5 minutes" is not a duration`,
 	} {
-		p := write(body)
+		p := write("bad.yaml", body)
 		code, _, errb := cmd(t, "server", "--config", p)
-		if code != 2 || !strings.HasPrefix(errb, "warren server: config "+p) || !strings.Contains(errb, msg) || strings.Count(errb, "\n") != 1 {
-			t.Errorf("%s: %d %q", body, code, errb)
+		if code != 2 || !strings.HasPrefix(errb, "warren server: ") || !strings.Contains(errb, p+msg) || strings.Count(errb, "\n") != 1 {
+			t.Errorf("%q: %d %q", body, code, errb)
 		}
-	}
-	if code, _, errb := cmd(t, "server", "--config", write(`{"max_conns_per_ip":-1}`)); code != 2 || errb != "warren server: --max-conns-per-ip \"-1\": want a number, 0 for no cap\n" {
-		t.Errorf("negative max_conns_per_ip: %d %q", code, errb)
 	}
 	// The subcommands read the same file: the key lands in its data dir.
 	data := filepath.Join(dir, "data")
-	cfg = write(`{"data_dir":"` + data + `","listen":":0"}`)
+	cfg = write("sub.yaml", "data_dir: "+data+"\nlisten: \":0\"\n")
 	if code, _, errb := cmd(t, "server", "apikey", "create", "--config", cfg); code != 1 || !strings.Contains(errb, "data dir "+data+" does not exist") {
 		t.Fatalf("apikey create before the store exists: %d %q", code, errb)
 	}
@@ -402,8 +405,8 @@ func TestServerAdminUsageErrors(t *testing.T) {
 	}{
 		{[]string{"server", "--bogus"}, 2, "warren server: unknown flag: --bogus"},
 		{[]string{"server", "extra"}, 2, `warren server: unexpected argument "extra"`},
-		{[]string{"server", "--tls-cert", "c.pem"}, 2, "--tls-cert and --tls-key go together"},
-		{[]string{"server", "--data-dir", dir, "--ephemeral-grace", "soon"}, 2, `--ephemeral-grace: invalid duration "soon"`},
+		{[]string{"server", "--tls-cert", "c.pem"}, 2, "tls_cert and tls_key go together"},
+		{[]string{"server", "--data-dir", dir, "--ephemeral-grace", "soon"}, 2, `"soon" is not a duration`},
 		{[]string{"server", "--data-dir", dir, "--ipv4-prefix", "fd00::/64"}, 2, "is not an IPv4 prefix"},
 		{[]string{"server", "--data-dir", dir, "--listen", "256.0.0.1:1"}, 1, `level=ERROR msg="server failed: listen tcp: `},
 		{[]string{"server", "--config", filepath.Join(dir, "none.json")}, 2, "no such file"},

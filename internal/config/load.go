@@ -44,7 +44,7 @@ type flagValue struct {
 }
 
 func (v *flagValue) String() string { return v.txt }
-func (v *flagValue) Type() string   { return v.s.kind.typeName() }
+func (v *flagValue) Type() string   { return v.s.argName() }
 func (v *flagValue) Set(a string) error {
 	x, err := v.s.kind.parse(a)
 	if err != nil && v.s.secret {
@@ -65,7 +65,7 @@ func (v *flagValue) Set(a string) error {
 // and the environment).
 func (sc *Schema) Bind(fs *pflag.FlagSet, only ...string) *Flags {
 	f := &Flags{schema: sc, fs: fs, Environ: os.Environ}
-	f.config = fs.String("config", "", fmt.Sprintf("YAML config file (default %s if it exists; flags and %s* variables override it)", sc.DefaultFile, EnvPrefix))
+	f.config = fs.String("config", "", fmt.Sprintf("YAML config `FILE` (default %s if it exists; flags and %s* variables override it)", sc.DefaultFile, EnvPrefix))
 	for _, name := range only {
 		if sc.byName[name] == nil {
 			panic("config: Bind: no key " + name)
@@ -82,6 +82,47 @@ func (sc *Schema) Bind(fs *pflag.FlagSet, only ...string) *Flags {
 		}
 	}
 	return f
+}
+
+// argName is the name of the flag's argument in --help (pflag prints
+// Type(); "bool" prints none).
+func (s *spec) argName() string {
+	switch {
+	case s.kind.typeName() == "bool":
+		return "bool"
+	case strings.HasSuffix(s.name, "listen"):
+		return "ADDR"
+	case strings.HasSuffix(s.name, "_dir"):
+		return "DIR"
+	case s.name == "tls_cert" || s.name == "tls_key" || s.name == "relay_map":
+		return "FILE"
+	case s.secret && strings.HasSuffix(s.name, "_key"):
+		return "KEY"
+	}
+	switch s.name {
+	case "db":
+		return "DSN"
+	case "domain":
+		return "DOMAIN"
+	case "tls_acme_email":
+		return "EMAIL"
+	case "rate", "burst":
+		return "BYTES"
+	case "queue":
+		return "PACKETS"
+	case "log_level":
+		return "LEVEL"
+	case "log_format":
+		return "FORMAT"
+	}
+	switch t := s.kind.typeName(); t {
+	case "names":
+		return "HOSTS"
+	case "int":
+		return "N"
+	default:
+		return strings.ToUpper(t)
+	}
 }
 
 func envNote(s *spec) string {
@@ -162,8 +203,11 @@ func (f *Flags) Load(warn func(string)) (*Config, error) {
 		return nil, err
 	}
 	var flagErr error
-	f.fs.Visit(func(fl *pflag.Flag) {
-		if v, ok := fl.Value.(*flagValue); ok && v.err != nil && flagErr == nil {
+	// VisitAll and Changed, not Visit: a cobra command that adds this
+	// FlagSet to its own parses that one, and only the flags (shared)
+	// know they were set.
+	f.fs.VisitAll(func(fl *pflag.Flag) {
+		if v, ok := fl.Value.(*flagValue); ok && fl.Changed && v.err != nil && flagErr == nil {
 			flagErr = fmt.Errorf("--%s: %v", fl.Name, v.err)
 		}
 	})

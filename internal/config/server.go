@@ -61,6 +61,9 @@ func checkDSN(s string) error {
 			return nil
 		}
 	}
+	if s != "" && !strings.Contains(s, "://") {
+		return nil // a bare PATH is SQLite, as --db always took it
+	}
 	return errors.New(`want "sqlite:PATH" or "postgres://..."`)
 }
 

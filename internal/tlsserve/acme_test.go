@@ -37,10 +37,14 @@ const testName = "warren.test"
 
 // pebble is a running pebble.
 type pebble struct {
-	dir    string // its directory URL
-	client *http.Client
-	roots  *x509.CertPool // the root of the certificates it issues
-	out    *lockedBuffer
+	dir string // its directory URL
+	// apiPort is the port of the directory; caFile the PEM file of the
+	// certificate it serves the API with (for localhost).
+	apiPort int
+	caFile  string
+	client  *http.Client
+	roots   *x509.CertPool // the root of the certificates it issues
+	out     *lockedBuffer
 }
 
 type lockedBuffer struct {
@@ -169,7 +173,7 @@ func startPebble(t *testing.T, httpPort, tlsPort int, validity time.Duration) *p
 	})
 	trust := x509.NewCertPool()
 	trust.AddCert(wfeCert)
-	p := &pebble{dir: fmt.Sprintf("https://127.0.0.1:%d/dir", apiPort), out: out,
+	p := &pebble{dir: fmt.Sprintf("https://127.0.0.1:%d/dir", apiPort), apiPort: apiPort, caFile: certFile, out: out,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: trust, ServerName: "localhost"}}}}
 	var root []byte
 	wait.For(t, 60*time.Second, "pebble serving its root", func() bool {

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"net/http"
@@ -10,9 +11,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
 // The files the package installs besides /usr/bin/warren and the units.
@@ -138,7 +142,7 @@ func TestDebianPackage(t *testing.T) {
 		"/usr/share/zsh/vendor-completions/_warren", "/usr/share/fish/vendor_completions.d/warren.fish"} {
 		files[p] = 0o644
 	}
-	if page := run(t, "sh", "-c", "gzip -dc /usr/share/man/man1/warren-server.1.gz"); !strings.Contains(page, ".TH \"WARREN\" \"1\"") || !strings.Contains(page, `\fB--log-level\fP="info"`) {
+	if page := run(t, "sh", "-c", "gzip -dc /usr/share/man/man1/warren-server.1.gz"); !strings.Contains(page, ".TH \"WARREN\" \"1\"") || !strings.Contains(page, `\fB--log-level\fP=info`) {
 		t.Errorf("warren-server.1:\n%.600s", page)
 	}
 	if out := run(t, "bash", "--norc", "--noprofile", "-c", "set -e; source /usr/share/bash-completion/completions/warren; declare -F __start_warren"); strings.TrimSpace(out) != "__start_warren" {
@@ -194,7 +198,11 @@ func TestDebianPackage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"Type=notify", "WatchdogSec=", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "StateDirectory=", "RuntimeDirectory=", "ConfigurationDirectory=warren", "CapabilityBoundingSet="} {
+		wants := []string{"Type=notify", "WatchdogSec=", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "StateDirectory=", "RuntimeDirectory=", "ConfigurationDirectory=warren", "CapabilityBoundingSet="}
+		if !strings.HasSuffix(u, "warren-daemon.service") {
+			wants = append(wants, "ExecReload=/bin/kill -HUP $MAINPID") // SIGHUP re-reads the config and certificates
+		}
+		for _, want := range wants {
 			if !strings.Contains(string(b), "\n"+want) {
 				t.Errorf("%s lacks %s", u, want)
 			}
@@ -259,8 +267,21 @@ func serverAsUnit(t *testing.T) {
 	if err := os.Chown(notify, uid, gid); err != nil {
 		t.Fatal(err)
 	}
+	// Its settings from a YAML file, readable by the warren group as
+	// /etc/warren/server.yaml would be.
+	cfg := filepath.Join(dir, "server.yaml")
+	writeCfg := func(level string) {
+		body := "listen: \"127.0.0.1:0\"\ndata_dir: " + filepath.Join(dir, "data") + "\nlog_level: " + level + "\n"
+		if err := os.WriteFile(cfg, []byte(body), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(cfg, 0, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCfg("info")
 	cmd := exec.Command("setpriv", "--reuid=warren", "--regid=warren", "--init-groups", "--nnp", "--bounding-set=-all", "--inh-caps=-all",
-		"--", "/usr/bin/warren", "server", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"))
+		"--", "/usr/bin/warren", "server", "--config", cfg)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -287,7 +308,8 @@ func serverAsUnit(t *testing.T) {
 	if url == "" {
 		t.Fatalf("the server as user warren did not start: %v", sc.Err())
 	}
-	go io.Copy(io.Discard, stderr)
+	var rest lockedBuffer
+	go io.Copy(&rest, stderr)
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	b := make([]byte, 64)
 	if n, err := c.Read(b); err != nil || string(b[:n]) != "READY=1" {
@@ -308,6 +330,38 @@ func serverAsUnit(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "data", "server.key")); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(uid) {
 		t.Errorf("server key not created by warren: %v", err)
 	}
+	// systemctl reload (ExecReload=/bin/kill -HUP $MAINPID): the file is
+	// read again, the process keeps serving.
+	writeCfg("debug")
+	if out, err := exec.Command("/bin/kill", "-HUP", strconv.Itoa(cmd.Process.Pid)).CombinedOutput(); err != nil {
+		t.Fatalf("kill -HUP: %v %s", err, out)
+	}
+	wait.Until(t, "the reload logged", func() bool {
+		return strings.Contains(rest.String(), `msg="config: reloaded" component=server file=`+cfg+" applied=[log_level]")
+	})
+	resp, err := hc.Get(url + "/healthz")
+	if err != nil {
+		t.Fatalf("after SIGHUP: %v", err)
+	}
+	resp.Body.Close()
+}
+
+// lockedBuffer is a bytes.Buffer written by one goroutine, read by the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // lookupID returns the warren user's uid ("passwd") or group's gid ("group").
