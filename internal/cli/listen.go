@@ -44,10 +44,11 @@ func parsePerSourceCap(s string) (int, error) {
 }
 
 // listenerSetting reads the config keys that may also be given as a number
-// (max_conns_per_ip) or a list of strings (allowed_hosts).
+// (max_conns_per_ip, relay_rate, relay_burst, relay_queue) or a list of
+// strings (allowed_hosts).
 func listenerSetting(key string, raw json.RawMessage) (string, bool) {
 	switch key {
-	case "max_conns_per_ip":
+	case "max_conns_per_ip", "relay_rate", "relay_burst", "relay_queue":
 		var n json.Number
 		if err := json.Unmarshal(raw, &n); err == nil {
 			return n.String(), true

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -42,8 +43,7 @@ type relayConfig struct {
 	server, apiKey, relayKey    string
 	insecure                    bool
 	poll                        time.Duration
-	rate, burst                 int64
-	queue                       int
+	limits                      relayLimits
 	metricsListen               string
 	allowedHosts, maxConns      string
 }
@@ -62,9 +62,9 @@ func relayFlags(stderr io.Writer) (*flag.FlagSet, *relayConfig) {
 	fs.StringVar(&c.apiKey, "api-key", "", "an admin API key wapi_... instead of --relay-key: works, but over-privileged (default $"+envAPIKey+")")
 	fs.BoolVar(&c.insecure, "insecure", false, "send the key over plain http to a remote (not loopback) server")
 	fs.DurationVar(&c.poll, "poll", 5*time.Second, "how often to fetch the node list")
-	fs.Int64Var(&c.rate, "rate", relayserver.DefaultRate, "bytes per second one node may send (0: unlimited)")
-	fs.Int64Var(&c.burst, "burst", relayserver.DefaultBurst, "bytes one node may send in a burst")
-	fs.IntVar(&c.queue, "queue", relayserver.DefaultQueuePackets, "packets queued towards one node before new ones are dropped")
+	fs.StringVar(&c.limits.rate, "rate", "", "limit each node to this many bytes per second sent through the relay, e.g. 50M (K, M, G: KiB, MiB, GiB); default no limit")
+	fs.StringVar(&c.limits.burst, "burst", "", fmt.Sprintf("with --rate: bytes a node may send at once above its rate (default %dM)", relayserver.DefaultBurst>>20))
+	fs.StringVar(&c.limits.queue, "queue", strconv.Itoa(relayserver.DefaultQueuePackets), "packets queued towards one node before new ones are dropped")
 	fs.StringVar(&c.allowedHosts, "allowed-hosts", "", "comma-separated host names nodes reach this relay by (its name in the relay map; IP addresses, localhost, the TLS certificate's names and the machine's host name are always served); requests for other names are refused (DNS rebinding protection)")
 	fs.StringVar(&c.maxConns, "max-conns-per-ip", "", fmt.Sprintf("concurrent connections accepted from one source address (default %d; 0: no cap)", httpguard.DefaultPerSource))
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)")
@@ -128,8 +128,8 @@ func (c *relayConfig) check() error {
 	if _, err := parsePerSourceCap(c.maxConns); err != nil {
 		return err
 	}
-	if c.rate < 0 || c.burst <= 0 || c.queue <= 0 {
-		return errors.New("--rate must not be negative, --burst and --queue must be positive")
+	if err := c.limits.options(&relayserver.Options{}, ""); err != nil {
+		return err
 	}
 	return checkKeyTransport(u, "--server", c.insecure)
 }
@@ -186,12 +186,11 @@ func serveRelay(ctx context.Context, c *relayConfig, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	rate := c.rate
-	if rate == 0 {
-		rate = -1
+	ropts := relayserver.Options{Key: key, Allowed: poller.Allowed, Logger: logger}
+	if err := c.limits.options(&ropts, ""); err != nil { // checked by check
+		return fail("%v", err)
 	}
-	rs, err := relayserver.NewServer(relayserver.Options{Key: key, Allowed: poller.Allowed, Rate: rate, Burst: c.burst,
-		QueuePackets: c.queue, Logger: logger})
+	rs, err := relayserver.NewServer(ropts)
 	if err != nil {
 		return fail("%v", err)
 	}

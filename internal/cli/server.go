@@ -50,6 +50,11 @@ type serverConfig struct {
 	MetricsListen  string `json:"metrics_listen"`
 	AllowedHosts   string `json:"allowed_hosts"`
 	MaxConnsPerIP  string `json:"max_conns_per_ip"`
+	// RelayRate, RelayBurst and RelayQueue are the embedded relay's
+	// per-node limits (relayLimits): no rate limit unless set.
+	RelayRate  string `json:"relay_rate"`
+	RelayBurst string `json:"relay_burst"`
+	RelayQueue string `json:"relay_queue"`
 	// Relay is "true" in the config file (a JSON boolean), --relay on the
 	// command line.
 	Relay bool `json:"relay"`
@@ -91,6 +96,9 @@ func newServerFlags(name string, stderr io.Writer, all bool) *serverFlags {
 		fs.StringVar(&sf.c.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)")
 		fs.StringVar(&sf.c.AllowedHosts, "allowed-hosts", "", "comma-separated further host names clients reach this server by (besides IP addresses, localhost, the --public-url host and the TLS certificate's names); requests for other names are refused (DNS rebinding protection)")
 		fs.StringVar(&sf.c.MaxConnsPerIP, "max-conns-per-ip", "", fmt.Sprintf("concurrent connections accepted from one source address (default %d; 0: no cap)", httpguard.DefaultPerSource))
+		fs.StringVar(&sf.c.RelayRate, "relay-rate", "", "with --relay: limit each node to this many bytes per second sent through the relay, e.g. 50M (K, M, G: KiB, MiB, GiB); default no limit")
+		fs.StringVar(&sf.c.RelayBurst, "relay-burst", "", fmt.Sprintf("with --relay-rate: bytes a node may send at once above its rate (default %dM)", relayserver.DefaultBurst>>20))
+		fs.StringVar(&sf.c.RelayQueue, "relay-queue", "", fmt.Sprintf("with --relay: packets queued towards one node before new ones are dropped (default %d)", relayserver.DefaultQueuePackets))
 		fs.StringVar(&sf.c.RelayMap, "relay-map", "", "JSON file of further relays offered to nodes ({\"regions\":[{id,code,url,public_key,stun}]})")
 	}
 	return sf
@@ -141,6 +149,12 @@ func (sf *serverFlags) resolve() (serverConfig, error) {
 			c.AllowedHosts = sf.c.AllowedHosts
 		case "max-conns-per-ip":
 			c.MaxConnsPerIP = sf.c.MaxConnsPerIP
+		case "relay-rate":
+			c.RelayRate = sf.c.RelayRate
+		case "relay-burst":
+			c.RelayBurst = sf.c.RelayBurst
+		case "relay-queue":
+			c.RelayQueue = sf.c.RelayQueue
 		}
 	})
 	if c.DataDir == "" {
@@ -155,7 +169,23 @@ func (sf *serverFlags) resolve() (serverConfig, error) {
 	if _, err := c.perSourceCap(); err != nil {
 		return c, err
 	}
+	if _, err := c.relayOptions(); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// relayLimits are the embedded relay's per-node limits.
+func (c serverConfig) relayLimits() relayLimits {
+	return relayLimits{rate: c.RelayRate, burst: c.RelayBurst, queue: c.RelayQueue}
+}
+
+// relayOptions are the embedded relay's options but for its key, vouching
+// and logger.
+func (c serverConfig) relayOptions() (relayserver.Options, error) {
+	var o relayserver.Options
+	err := c.relayLimits().options(&o, "relay-")
+	return o, err
 }
 
 func mergeConfig(c *serverConfig, fc serverConfig) {
@@ -168,6 +198,7 @@ func mergeConfig(c *serverConfig, fc serverConfig) {
 		{&c.TLSCert, fc.TLSCert}, {&c.TLSKey, fc.TLSKey}, {&c.STUNListen, fc.STUNListen},
 		{&c.PublicURL, fc.PublicURL}, {&c.RelayMap, fc.RelayMap}, {&c.MetricsListen, fc.MetricsListen},
 		{&c.AllowedHosts, fc.AllowedHosts}, {&c.MaxConnsPerIP, fc.MaxConnsPerIP},
+		{&c.RelayRate, fc.RelayRate}, {&c.RelayBurst, fc.RelayBurst}, {&c.RelayQueue, fc.RelayQueue},
 	} {
 		if p.src != "" {
 			*p.dst = p.src
@@ -194,6 +225,7 @@ func loadServerConfig(path string) (serverConfig, error) {
 		"tls_cert": &c.TLSCert, "tls_key": &c.TLSKey, "stun_listen": &c.STUNListen,
 		"public_url": &c.PublicURL, "relay_map": &c.RelayMap, "metrics_listen": &c.MetricsListen,
 		"allowed_hosts": &c.AllowedHosts, "max_conns_per_ip": &c.MaxConnsPerIP,
+		"relay_rate": &c.RelayRate, "relay_burst": &c.RelayBurst, "relay_queue": &c.RelayQueue,
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {
@@ -424,7 +456,12 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	defer st.Close()
 	logger := newServiceLog(stderr, "server", false)
 	mux := http.NewServeMux()
-	ropts := relayserver.Options{Key: key, Logger: logger}
+	ropts, err := c.relayOptions()
+	if err != nil {
+		fmt.Fprintf(stderr, "warren server: %v\n", err)
+		return 2
+	}
+	ropts.Key, ropts.Logger = key, logger
 	if c.Relay {
 		ropts.Allowed = relayserver.StoreAllowed(st, 5*time.Second)
 	}

@@ -2,8 +2,10 @@
 // protocol and the client are package relay): it forwards packets between
 // the sessions of vouched node keys. Each client has a bounded queue
 // towards it (the newest packet is dropped when full, so a slow receiver
-// stalls only itself), a token-bucket limit on the bytes it sends, and at
-// most MaxClientsPerKey sessions per key (the newest wins). It owns the two
+// stalls only itself), at most MaxClientsPerKey sessions per key (the
+// newest wins) and, when the operator asks for one (Options.Rate), a
+// token-bucket limit on the bytes it sends: by default a relay does not
+// throttle the nodes it serves. It owns the two
 // ways a relay learns which nodes the coordination server vouches for: the
 // store, when embedded in `warren server` (StoreAllowed), and the admin
 // API, when standalone (AdminPoller).
@@ -29,7 +31,7 @@ import (
 // Defaults of Options. The keepalive and write timeout are the protocol's
 // (package relay), which a client uses too.
 const (
-	DefaultRate             = 10 << 20 // bytes per second a client may send
+	// DefaultBurst is the bucket size of a rate limit set without one.
 	DefaultBurst            = 1 << 20
 	DefaultQueuePackets     = 128
 	DefaultQueueBytes       = 2 << 20
@@ -52,10 +54,11 @@ type Options struct {
 	// It is asked when a node connects and again at every keepalive; it
 	// must be fast (cache). Required.
 	Allowed func(nodeKey noise.PublicKey) bool
-	// Rate is the sustained bytes per second one session may send
-	// (DefaultRate); negative: unlimited. Burst is the bucket size
-	// (DefaultBurst, at least MaxPacketSize). Over the limit packets are
-	// dropped and counted.
+	// Rate is the sustained bytes per second one session may send; zero
+	// or negative: no limit (the default: a relay does not throttle its
+	// own users unless its operator asks). Burst is the bucket size
+	// (DefaultBurst, at least MaxPacketSize); it matters only with a
+	// Rate. Over the limit packets are dropped and counted.
 	Rate, Burst int64
 	// QueuePackets and QueueBytes bound the queue towards one session;
 	// when either is full, new packets for it are dropped.
@@ -122,14 +125,15 @@ func NewServer(o Options) (*Server, error) {
 	if o.Allowed == nil {
 		return nil, errors.New("relay: no Allowed function (who vouches for nodes?)")
 	}
-	if o.Rate == 0 {
-		o.Rate = DefaultRate
-	}
 	o.Clock = clock.Or(o.Clock)
-	if o.Burst <= 0 {
-		o.Burst = DefaultBurst
+	if o.Rate <= 0 {
+		o.Rate, o.Burst = 0, 0
+	} else {
+		if o.Burst <= 0 {
+			o.Burst = DefaultBurst
+		}
+		o.Burst = max(o.Burst, relay.MaxPacketSize)
 	}
-	o.Burst = max(o.Burst, relay.MaxPacketSize)
 	if o.QueuePackets <= 0 {
 		o.QueuePackets = DefaultQueuePackets
 	}
@@ -300,7 +304,7 @@ func (s *Server) handle(conn *noiseconn.Conn) {
 	c := &client{s: s, key: conn.Peer(), conn: conn, queue: make(chan item, s.o.QueuePackets),
 		closing: make(chan byte, 1), done: make(chan struct{})}
 	info := binary.BigEndian.AppendUint32(nil, uint32(s.o.KeepAlive/time.Second))
-	info = binary.BigEndian.AppendUint64(info, uint64(max(s.o.Rate, 0)))
+	info = binary.BigEndian.AppendUint64(info, uint64(s.o.Rate))
 	info = binary.BigEndian.AppendUint64(info, uint64(s.o.Burst))
 	c.qlen.Add(int64(len(info)))
 	c.queue <- item{typ: relay.FrameInfo, data: info} // first, before anyone can route to c
