@@ -81,6 +81,7 @@ func mainErr() error {
 	flag.StringVar(&mc.tailscale, "tailscale", "bin/bench/tailscale", "relay mode: tailscale CLI binary")
 	flag.StringVar(&mc.warrenRate, "warren-relay-rate", "", "relay mode: run Warren's relays with this per-node rate limit, e.g. 10M (the old default)")
 	flag.StringVar(&mc.csv, "csv", "", "relay mode: CSV file for the results")
+	flag.StringVar(&mc.profile, "profile", "", "relay mode: directory where Warren's server, relay and daemons write CPU profiles (SETUP-PROCESS.prof)")
 	flag.StringVar(&mtests, "tests", "tcp1_ab,tcp1_ba", "relay mode: iperf3 tests ("+tcpTestKeys()+")")
 	flag.Parse()
 	if flag.NArg() > 0 {

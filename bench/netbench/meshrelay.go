@@ -34,6 +34,7 @@ type meshConfig struct {
 	headscale, tailscaled, tailscale string
 	warrenRate                       string // a rate limit for Warren's relays ("" none)
 	csv                              string
+	profile                          string // directory for Warren's CPU profiles ("" none)
 	tests                            []tcpTest
 }
 
@@ -121,9 +122,9 @@ func (l *lab) measureMesh(ctx context.Context, mc meshConfig, setup string, roun
 	var err error
 	switch setup {
 	case "warren-server":
-		m, err = l.startWarren(ctx, mc.warren, setup, false, mc.warrenRate)
+		m, err = l.startWarren(ctx, mc.warren, setup, false, mc.warrenRate, mc.profile)
 	case "warren-relay":
-		m, err = l.startWarren(ctx, mc.warren, setup, true, mc.warrenRate)
+		m, err = l.startWarren(ctx, mc.warren, setup, true, mc.warrenRate, mc.profile)
 	case "derp":
 		m, err = l.startDERP(ctx, mc.headscale, mc.tailscaled, mc.tailscale)
 	default:

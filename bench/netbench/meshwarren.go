@@ -55,8 +55,9 @@ const (
 // with its embedded relay (standalone false: `warren server --relay`) or
 // with a standalone `warren relay` beside it as the only relay of the map,
 // and a daemon in A and in B joined to it. rate, if set, is the relays'
-// per-node rate limit (--relay-rate / --rate).
-func (l *lab) startWarren(ctx context.Context, bin, name string, standalone bool, rate string) (m *meshSetup, err error) {
+// per-node rate limit (--relay-rate / --rate). With profDir, each Warren
+// process writes a CPU profile there (WARREN_CPUPROFILE) when stopped.
+func (l *lab) startWarren(ctx context.Context, bin, name string, standalone bool, rate, profDir string) (m *meshSetup, err error) {
 	m = &meshSetup{name: name}
 	defer func() {
 		if err != nil {
@@ -74,8 +75,14 @@ func (l *lab) startWarren(ctx context.Context, bin, name string, standalone bool
 	if rate != "" {
 		embedded = append(embedded, "--relay-rate", rate)
 	}
+	prof := func(what string) []string {
+		if profDir == "" {
+			return nil
+		}
+		return []string{"WARREN_CPUPROFILE=" + filepath.Join(profDir, name+"-"+what+".prof")}
+	}
 	startServer := func(extra ...string) (*proc, error) {
-		p, err := l.startMeshProc(m, l.nsS, "warren server", nil, append(server, extra...)...)
+		p, err := l.startMeshProc(m, l.nsS, "warren server", prof("server"), append(server, extra...)...)
 		if err != nil {
 			return nil, err
 		}
@@ -116,7 +123,7 @@ func (l *lab) startWarren(ctx context.Context, bin, name string, standalone bool
 		if rate != "" {
 			args = append(args, "--rate", rate)
 		}
-		rp, err := l.startMeshProc(m, l.nsS, "warren relay", nil, args...)
+		rp, err := l.startMeshProc(m, l.nsS, "warren relay", prof("relay"), args...)
 		if err != nil {
 			return m, err
 		}
@@ -145,7 +152,7 @@ func (l *lab) startWarren(ctx context.Context, bin, name string, standalone bool
 		host := []string{"a", "b"}[i]
 		socks[i] = filepath.Join(dir, host+".sock")
 		tun := fmt.Sprintf("wrb%s%d", host, os.Getpid()%100000)
-		p, err := l.startMeshProc(m, ns, "warren daemon "+host, nil, bin, "daemon", "--state-dir", filepath.Join(dir, host),
+		p, err := l.startMeshProc(m, ns, "warren daemon "+host, prof("daemon-"+host), bin, "daemon", "--state-dir", filepath.Join(dir, host),
 			"--socket", socks[i], "--tun", tun)
 		if err != nil {
 			return m, err

@@ -152,6 +152,7 @@ func runRelay(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer profileFromEnv(stderr)()
 	return serveRelay(ctx, c, stderr)
 }
 

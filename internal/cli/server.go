@@ -421,6 +421,7 @@ func runServer(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer profileFromEnv(stderr)()
 	return serve(ctx, c, stderr)
 }
 
