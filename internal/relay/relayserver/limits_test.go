@@ -1,11 +1,14 @@
 package relayserver
 
 import (
+	"bytes"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/warrenmesh/warren/internal/clock"
+	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/relay"
 	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
@@ -65,5 +68,40 @@ func TestDefaultHasNoRateLimit(t *testing.T) {
 	}
 	if got.Load() <= oldDefaultBurst+oldDefaultRate {
 		t.Fatalf("received %d bytes; want more than the old limiter's %d in one second", got.Load(), oldDefaultBurst+oldDefaultRate)
+	}
+}
+
+// TestSendBatch: a client's batch reaches each destination whole and in
+// order, across destinations, through a real relay.
+func TestSendBatch(t *testing.T) {
+	var ks keySet
+	a, b, c := genKey(t), genKey(t), genKey(t)
+	ks.add(a, b, c)
+	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: ks.allowed})
+	ca, _ := r.client(a, relay.ClientOptions{})
+	_, chb := r.client(b, relay.ClientOptions{})
+	_, chc := r.client(c, relay.ClientOptions{})
+	var dsts []pubkey.Node
+	var pkts [][]byte
+	for i := range 100 {
+		to := nodeOf(b)
+		if i%3 == 0 {
+			to = nodeOf(c)
+		}
+		dsts = append(dsts, to)
+		pkts = append(pkts, []byte(fmt.Sprintf("packet %d %s", i, bytes.Repeat([]byte{'x'}, 1300))))
+	}
+	if err := ca.SendBatch(dsts, pkts); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		ch := chb
+		if i%3 == 0 {
+			ch = chc
+		}
+		expectPacket(t, ch, a.PublicKey(), string(pkts[i]))
+	}
+	if err := ca.SendBatch([]pubkey.Node{nodeOf(b)}, [][]byte{make([]byte, relay.MaxPacketSize+1)}); err == nil {
+		t.Fatal("oversized packet in a batch accepted")
 	}
 }
