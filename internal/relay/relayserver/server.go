@@ -15,7 +15,6 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -199,13 +198,6 @@ func (s *Server) authorize(k noise.PublicKey) error {
 	return nil
 }
 
-// item is one frame queued towards a client.
-type item struct {
-	typ  byte
-	key  noise.PublicKey
-	data []byte // packet (relay.FrameRecv) or the other payload after the key
-}
-
 type client struct {
 	s     *Server
 	key   noise.PublicKey
@@ -234,22 +226,6 @@ func (c *client) closeWith(reason byte) {
 	select {
 	case c.closing <- reason:
 	default:
-	}
-}
-
-// enqueue queues a frame without blocking; false if the queue is full.
-func (c *client) enqueue(it item) bool {
-	n := int64(len(it.data))
-	if c.qlen.Add(n) > c.s.o.QueueBytes {
-		c.qlen.Add(-n)
-		return false
-	}
-	select {
-	case c.queue <- it:
-		return true
-	default:
-		c.qlen.Add(-n)
-		return false
 	}
 }
 
@@ -331,10 +307,15 @@ func (c *client) readLoop() error {
 	s := c.s
 	br := bufio.NewReaderSize(c.conn, noiseconn.MaxPlaintext)
 	buf := make([]byte, relay.InitialReadBuf)
-	tokens, last := s.o.Burst, s.o.Clock.Now()
-	var gone map[noise.PublicKey]time.Time
+	st := sendState{tokens: s.o.Burst, last: s.o.Clock.Now()}
+	var extended time.Time
 	for {
-		c.conn.SetReadDeadline(time.Now().Add(s.o.KeepAlive * 5 / 2))
+		// Push the idle deadline out at most once a second, not per frame
+		// (each move is a timer update in the runtime).
+		if now := time.Now(); now.Sub(extended) >= time.Second {
+			extended = now
+			c.conn.SetReadDeadline(now.Add(s.o.KeepAlive * 5 / 2))
+		}
 		typ, p, err := relay.ReadFrame(br, &buf)
 		if err != nil {
 			if errors.Is(err, relay.ErrFrameTooLarge) {
@@ -344,37 +325,8 @@ func (c *client) readLoop() error {
 		}
 		switch typ {
 		case relay.FrameSend:
-			dst, pkt, ok := relay.SplitKey(p)
-			if !ok {
-				s.c.closedProtocol.Add(1)
-				return errors.New("short send frame")
-			}
-			s.c.packetsIn.Add(1)
-			s.c.bytesIn.Add(int64(len(pkt)))
-			if s.o.Rate > 0 {
-				now := s.o.Clock.Now()
-				tokens = min(s.o.Burst, tokens+int64(now.Sub(last).Seconds()*float64(s.o.Rate)))
-				last = now
-				if tokens < int64(len(pkt)) {
-					s.c.dropsRate.Add(1)
-					continue
-				}
-				tokens -= int64(len(pkt))
-			}
-			to := s.lookup(dst)
-			if to == nil {
-				s.c.dropsNoPeer.Add(1)
-				if gone == nil || len(gone) > maxGoneTracked {
-					gone = map[noise.PublicKey]time.Time{}
-				}
-				if now := s.o.Clock.Now(); now.Sub(gone[dst]) >= peerGoneEvery {
-					gone[dst] = now
-					c.enqueue(item{typ: relay.FramePeerGone, key: dst, data: []byte{relay.GoneNotHere}})
-				}
-				continue
-			}
-			if !to.enqueue(item{typ: relay.FrameRecv, key: c.key, data: append([]byte(nil), pkt...)}) {
-				s.c.dropsQueueFull.Add(1)
+			if err := c.handleSend(&st, p); err != nil {
+				return err
 			}
 		case relay.FramePing:
 			if len(p) != 8 {
@@ -395,26 +347,8 @@ func (c *client) writeLoop() {
 	tick := clock.NewChanTimer(s.o.Clock)
 	tick.Reset(s.o.KeepAlive)
 	defer tick.Stop()
-	var hdr []byte
-	write := func(it item) error {
-		n := len(it.data)
-		if it.typ == relay.FrameRecv || it.typ == relay.FramePeerGone {
-			n += relay.KeyLen
-		}
-		hdr = relay.AppendFrameHeader(hdr[:0], it.typ, n)
-		if it.typ == relay.FrameRecv || it.typ == relay.FramePeerGone {
-			hdr = append(hdr, it.key[:]...)
-		}
-		bw.Write(hdr)
-		_, err := bw.Write(it.data)
-		if it.typ == relay.FrameRecv {
-			if err == nil {
-				s.c.packetsOut.Add(1)
-				s.c.bytesOut.Add(int64(len(it.data)))
-			}
-		}
-		return err
-	}
+	defer c.drain()
+	write := func(it item) error { return c.writeItem(bw, it) }
 	// dequeued writes a frame taken off the queue and stops counting it.
 	dequeued := func(it item) error {
 		c.qlen.Add(-int64(len(it.data)))
@@ -471,36 +405,6 @@ func (c *client) writeLoop() {
 			}
 		}
 	}
-}
-
-// batchWriter gathers the frames of one queue drain and writes them with
-// one call, so the session encrypts and sends them as a few large writes
-// (noiseconn batches frames per system call) instead of one per packet.
-// Its buffer grows only when a session is busy: idle sessions keep none.
-type batchWriter struct {
-	w   io.Writer
-	buf []byte
-}
-
-// batchLimit flushes a drain early so one write stays bounded.
-const batchLimit = 64 << 10
-
-func (b *batchWriter) Write(p []byte) (int, error) {
-	b.buf = append(b.buf, p...)
-	if len(b.buf) >= batchLimit {
-		return len(p), b.Flush()
-	}
-	return len(p), nil
-}
-
-// Flush writes what is gathered.
-func (b *batchWriter) Flush() error {
-	if len(b.buf) == 0 {
-		return nil
-	}
-	_, err := b.w.Write(b.buf)
-	b.buf = b.buf[:0]
-	return err
 }
 
 func isTimeout(err error) bool {
