@@ -288,8 +288,14 @@ func (c *Client) serve(conn *Conn) error {
 }
 
 func (c *Client) readLoop(conn *Conn, ka time.Duration) error {
+	var extended time.Time
 	for {
-		conn.SetReadDeadline(time.Now().Add(ka * 5 / 2))
+		// Push the idle deadline out at most once a second, not per
+		// packet (each move is a timer update in the runtime).
+		if now := time.Now(); now.Sub(extended) >= time.Second {
+			extended = now
+			conn.SetReadDeadline(now.Add(ka * 5 / 2))
+		}
 		m, err := conn.Recv()
 		if err != nil {
 			return err
