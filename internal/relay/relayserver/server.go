@@ -12,7 +12,6 @@
 package relayserver
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"log/slog"
@@ -305,7 +304,6 @@ func (s *Server) handle(conn *noiseconn.Conn) {
 
 func (c *client) readLoop() error {
 	s := c.s
-	br := bufio.NewReaderSize(c.conn, noiseconn.MaxPlaintext)
 	buf := make([]byte, relay.InitialReadBuf)
 	st := sendState{tokens: s.o.Burst, last: s.o.Clock.Now()}
 	var extended time.Time
@@ -316,7 +314,7 @@ func (c *client) readLoop() error {
 			extended = now
 			c.conn.SetReadDeadline(now.Add(s.o.KeepAlive * 5 / 2))
 		}
-		typ, p, err := relay.ReadFrame(br, &buf)
+		typ, p, err := relay.ReadFrame(c.conn, &buf) // the session buffers a decrypted frame: no bufio
 		if err != nil {
 			if errors.Is(err, relay.ErrFrameTooLarge) {
 				s.c.closedOversize.Add(1)
