@@ -163,6 +163,9 @@ func (l *lab) measureMesh(ctx context.Context, mc meshConfig, setup string, roun
 		}
 		out = append(out, r)
 	}
+	if m.drops != nil {
+		logf("  %s counters: %s", setup, m.drops())
+	}
 	return out
 }
 

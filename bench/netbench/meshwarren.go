@@ -22,6 +22,9 @@ type meshSetup struct {
 	path    string // how A reaches B, as the product itself reports it
 	procs   []*proc
 	cleanup []func()
+	// drops reads the product's own drop counters on the relayed path
+	// (empty if it has none to show).
+	drops func() string
 }
 
 func (m *meshSetup) pids() []int {
@@ -70,7 +73,8 @@ func (l *lab) startWarren(ctx context.Context, bin, name string, standalone bool
 	}
 	m.cleanup = append(m.cleanup, func() { os.RemoveAll(dir) })
 	srvDir := filepath.Join(dir, "server")
-	server := []string{bin, "server", "--listen", meshServer + ":8080", "--data-dir", srvDir, "--public-url", warrenServerURL}
+	server := []string{bin, "server", "--listen", meshServer + ":8080", "--data-dir", srvDir, "--public-url", warrenServerURL,
+		"--metrics-listen", "127.0.0.1:9091"}
 	embedded := []string{"--relay", "--stun-listen", meshServer + ":3478"}
 	if rate != "" {
 		embedded = append(embedded, "--relay-rate", rate)
@@ -119,7 +123,7 @@ func (l *lab) startWarren(ctx context.Context, bin, name string, standalone bool
 		}
 		args := []string{bin, "relay", "--listen", meshServer + ":8443", "--stun-listen", meshServer + ":3478",
 			"--data-dir", filepath.Join(dir, "relay"), "--server", warrenServerURL, "--relay-key", strings.TrimSpace(relayKey),
-			"--insecure", "--poll", "500ms"}
+			"--insecure", "--poll", "500ms", "--metrics-listen", "127.0.0.1:9092"}
 		if rate != "" {
 			args = append(args, "--rate", rate)
 		}
@@ -176,6 +180,19 @@ func (l *lab) startWarren(ctx context.Context, bin, name string, standalone bool
 			m.nodeB = p
 		}
 	}
+	relayMetrics := "127.0.0.1:9091"
+	if standalone {
+		relayMetrics = "127.0.0.1:9092"
+	}
+	m.drops = func() string {
+		var parts []string
+		for i, ns := range []string{l.nsA, l.nsB} {
+			out, _ := inNSOutput(ctx, ns, bin, "metrics", "--socket", socks[i])
+			parts = append(parts, []string{"A", "B"}[i]+": "+metricLines(out, "warren_relay_packets_total"))
+		}
+		out, _ := inNSOutput(ctx, l.nsS, "curl", "-s", "http://"+relayMetrics+"/metrics")
+		return strings.Join(append(parts, "relay: "+metricLines(out, "warren_relay_server_drops_total")), "; ")
+	}
 	if m.targetB, err = inNSOutput(ctx, l.nsB, bin, "ip", "-4", "--socket", socks[1]); err != nil {
 		return m, err
 	}
@@ -209,4 +226,19 @@ func warrenPath(ctx context.Context, ns, bin, sock string) string {
 	}
 	p := st.Peers[0]
 	return strings.TrimSpace(p.Path + " " + p.PathRelay + p.PathAddr)
+}
+
+// metricLines condenses the Prometheus lines of one metric to
+// "label=value ...".
+func metricLines(text, name string) string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		_, rest, _ := strings.Cut(line, "=\"")
+		label, value, _ := strings.Cut(rest, "\"} ")
+		out = append(out, label+"="+value)
+	}
+	return strings.Join(out, " ")
 }

@@ -38,29 +38,38 @@ func (it item) release() {
 // (the caller still owns it.buf).
 func (c *client) enqueue(it item) bool {
 	n := int64(len(it.data))
-	if c.qlen.Add(n) > c.s.o.QueueBytes {
-		c.qlen.Add(-n)
+	c.qmu.Lock()
+	if len(c.queue) >= c.s.o.QueuePackets || c.qlen.Load()+n > c.s.o.QueueBytes {
+		c.qmu.Unlock()
 		return false
 	}
-	select {
-	case c.queue <- it:
-		return true
-	default:
-		c.qlen.Add(-n)
-		return false
+	c.queue = append(c.queue, it)
+	c.qlen.Add(n)
+	first := len(c.queue) == 1
+	c.qmu.Unlock()
+	if first {
+		select {
+		case c.wake <- struct{}{}:
+		default: // the writer has been told already
+		}
 	}
+	return true
+}
+
+// take moves every queued frame into buf (emptied first) for the writer
+// and hands the queue buf's old array, so the two slices are reused.
+func (c *client) take(buf []item) []item {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	buf, c.queue = c.queue, buf[:0]
+	c.qlen.Store(0)
+	return buf
 }
 
 // drain releases what is left in the queue once the writer has stopped.
 func (c *client) drain() {
-	for {
-		select {
-		case it := <-c.queue:
-			c.qlen.Add(-int64(len(it.data)))
-			it.release()
-		default:
-			return
-		}
+	for _, it := range c.take(nil) {
+		it.release()
 	}
 }
 

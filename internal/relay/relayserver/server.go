@@ -30,8 +30,12 @@ import (
 // (package relay), which a client uses too.
 const (
 	// DefaultBurst is the bucket size of a rate limit set without one.
-	DefaultBurst            = 1 << 20
-	DefaultQueuePackets     = 128
+	DefaultBurst = 1 << 20
+	// DefaultQueuePackets and DefaultQueueBytes bound the queue towards
+	// one session: deep enough for a Gbit/s TCP flow's bursts (about
+	// 10 ms of it), and 2 MiB of memory at most for a session that
+	// does not keep up. An idle session's queue holds no memory.
+	DefaultQueuePackets     = 1024
 	DefaultQueueBytes       = 2 << 20
 	DefaultMaxClientsPerKey = 1
 	DefaultKeepAlive        = relay.DefaultKeepAlive
@@ -198,13 +202,19 @@ func (s *Server) authorize(k noise.PublicKey) error {
 }
 
 type client struct {
-	s     *Server
-	key   noise.PublicKey
-	conn  *noiseconn.Conn
-	queue chan item
+	s    *Server
+	key  noise.PublicKey
+	conn *noiseconn.Conn
+	// queue holds the frames waiting for the writer, oldest first (at
+	// most QueuePackets); the writer takes all of them at once. Its
+	// slices grow only while the session is busy.
+	qmu   sync.Mutex
+	queue []item
+	// wake (capacity 1) tells the writer the queue is no longer empty.
+	wake chan struct{}
 	// qlen counts the payload bytes of every frame in queue, packets and
 	// control frames (pongs, peer-gone notices) alike: enqueue adds them,
-	// the writer subtracts them as it takes each frame off the queue.
+	// the writer subtracts them as it takes the frames off the queue.
 	qlen atomic.Int64
 	// closing carries a reason for the writer to send before closing.
 	closing chan byte
@@ -276,13 +286,12 @@ func (s *Server) lookup(k noise.PublicKey) *client {
 // handle runs one session: the writer in its own goroutine, the reader
 // here.
 func (s *Server) handle(conn *noiseconn.Conn) {
-	c := &client{s: s, key: conn.Peer(), conn: conn, queue: make(chan item, s.o.QueuePackets),
+	c := &client{s: s, key: conn.Peer(), conn: conn, wake: make(chan struct{}, 1),
 		closing: make(chan byte, 1), done: make(chan struct{})}
 	info := binary.BigEndian.AppendUint32(nil, uint32(s.o.KeepAlive/time.Second))
 	info = binary.BigEndian.AppendUint64(info, uint64(s.o.Rate))
 	info = binary.BigEndian.AppendUint64(info, uint64(s.o.Burst))
-	c.qlen.Add(int64(len(info)))
-	c.queue <- item{typ: relay.FrameInfo, data: info} // first, before anyone can route to c
+	c.enqueue(item{typ: relay.FrameInfo, data: info}) // first, before anyone can route to c
 	if !s.register(c) {
 		return
 	}
@@ -347,11 +356,7 @@ func (c *client) writeLoop() {
 	defer tick.Stop()
 	defer c.drain()
 	write := func(it item) error { return c.writeItem(bw, it) }
-	// dequeued writes a frame taken off the queue and stops counting it.
-	dequeued := func(it item) error {
-		c.qlen.Add(-int64(len(it.data)))
-		return write(it)
-	}
+	var batch []item // the frames taken off the queue, reused
 	fail := func(err error) {
 		if isTimeout(err) {
 			s.c.closedWriteTimeout.Add(1)
@@ -382,17 +387,21 @@ func (c *client) writeLoop() {
 				fail(err)
 				return
 			}
-		case it := <-c.queue:
+		case <-c.wake:
 			// Write what is queued now, then flush once.
+			batch = c.take(batch)
+			if len(batch) == 0 {
+				continue
+			}
 			c.conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
-			err := dequeued(it)
-			for more := true; more && err == nil; {
-				select {
-				case it = <-c.queue:
-					err = dequeued(it)
-				default:
-					more = false
+			var err error
+			for i, it := range batch {
+				if err == nil {
+					err = write(it)
+				} else {
+					it.release()
 				}
+				batch[i] = item{}
 			}
 			if err == nil {
 				err = bw.Flush()
