@@ -1,4 +1,4 @@
-# Warren — see README.md. Targets: demo, demo-wg, test, build, man, package, vet, fuzz, bench, bench-go, clean.
+# Warren — see README.md. Targets: demo, demo-wg, test, build, man, package, vet, fuzz, bench, bench-go, bench-relay-mesh, clean.
 export PATH := $(PATH):/usr/local/go/bin
 GO      ?= go
 BIN     := bin
@@ -97,3 +97,12 @@ bench-relay:
 	$(GO) build -o $(BIN)/relaybench ./bench/relaybench
 	$(BIN)/relaybench -pairs 1 $(RELAYBENCHFLAGS)
 	$(BIN)/relaybench -pairs 4 $(RELAYBENCHFLAGS)
+
+# The relay through the mesh, as users run it: Warren's embedded and
+# standalone relays against headscale's embedded DERP with tailscaled
+# (built once into bin/bench from a throwaway module), direct UDP blocked,
+# iperf3 through the mesh (bench/relaymesh.sh; root, netns). Run it alone.
+# Flags: make bench-relay-mesh RELAYMESHFLAGS="-rounds 3 -duration 20s".
+.PHONY: bench-relay-mesh
+bench-relay-mesh:
+	./bench/relaymesh.sh $(RELAYMESHFLAGS)

@@ -28,6 +28,7 @@ const (
 // processes started in them. close removes all of it.
 type lab struct {
 	nsA, nsB string
+	nsS      string // the relay lab's router and servers (meshlab.go); "" otherwise
 	tmp      string // keys, mode 0700 directory
 
 	mu          sync.Mutex
@@ -96,7 +97,7 @@ func (l *lab) close() {
 	for _, p := range procs {
 		p.stop(3 * time.Second)
 	}
-	for _, ns := range []string{l.nsA, l.nsB} {
+	for _, ns := range []string{l.nsA, l.nsB, l.nsS} {
 		if ns == "" {
 			continue
 		}

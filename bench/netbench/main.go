@@ -60,6 +60,9 @@ func mainErr() error {
 		out    string
 		quick  bool
 		prefix string
+		mc     meshConfig
+		mesh   bool
+		mtests string
 	)
 	flag.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of each iperf3 test")
 	flag.IntVar(&cfg.rounds, "rounds", 2, "rounds; each runs every setup once, interleaved")
@@ -72,12 +75,41 @@ func mainErr() error {
 	flag.StringVar(&cfg.warren, "warren", "bin/warren", "warren binary")
 	flag.StringVar(&cfg.wireguardGo, "wireguard-go", "bin/wireguard-go", "wireguard-go binary")
 	flag.StringVar(&prefix, "ns-prefix", "netbench", "prefix of the namespace names (the pid is appended)")
+	flag.BoolVar(&mesh, "relay-mesh", false, "relay mode (meshrelay.go): Warren's relays against headscale's DERP through the mesh, setups warren-server,warren-relay,derp")
+	flag.StringVar(&mc.headscale, "headscale", "bin/bench/headscale", "relay mode: headscale binary")
+	flag.StringVar(&mc.tailscaled, "tailscaled", "bin/bench/tailscaled", "relay mode: tailscaled binary")
+	flag.StringVar(&mc.tailscale, "tailscale", "bin/bench/tailscale", "relay mode: tailscale CLI binary")
+	flag.StringVar(&mc.warrenRate, "warren-relay-rate", "", "relay mode: run Warren's relays with this per-node rate limit, e.g. 10M (the old default)")
+	flag.StringVar(&mc.csv, "csv", "", "relay mode: CSV file for the results")
+	flag.StringVar(&mc.profile, "profile", "", "relay mode: directory where Warren's server, relay and daemons write CPU profiles (SETUP-PROCESS.prof)")
+	flag.StringVar(&mtests, "tests", "tcp1_ab,tcp1_ba", "relay mode: iperf3 tests ("+tcpTestKeys()+")")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
 	}
 	if quick {
 		cfg.duration, cfg.rounds = 2*time.Second, 1
+	}
+	if mesh {
+		if !isFlagSet("setups") {
+			setups = "warren-server,warren-relay,derp"
+		}
+		mc.config, mc.setups = cfg, strings.Split(setups, ",")
+		mc.clkTck = clockTicks()
+		for _, k := range strings.Split(mtests, ",") {
+			i := slices.IndexFunc(tcpTests, func(t tcpTest) bool { return t.key == k })
+			if i < 0 {
+				return fmt.Errorf("-tests: unknown test %q (want %s)", k, tcpTestKeys())
+			}
+			mc.tests = append(mc.tests, tcpTests[i])
+		}
+		if os.Geteuid() != 0 {
+			return fmt.Errorf("must run as root (network namespaces)")
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		logf("netbench -relay-mesh: %d round(s) of %s; %s per iperf3 test; load %.2f", mc.rounds, setups, mc.duration, loadAverage())
+		return relayMeshMain(ctx, mc, prefix)
 	}
 	cfg.setups = strings.Split(setups, ",")
 	if err := checkConfig(&cfg); err != nil {
@@ -227,6 +259,20 @@ func machine() host {
 }
 
 func flagValue(name string) string { return flag.Lookup(name).Value.String() }
+
+func isFlagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func tcpTestKeys() string {
+	var ks []string
+	for _, t := range tcpTests {
+		ks = append(ks, t.key)
+	}
+	return strings.Join(ks, ",")
+}
 
 // wireguardGoVersion is the pinned module version from go.mod's build info
 // of the binary, or its --version output.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseIperfTCP(t *testing.T) {
@@ -228,5 +229,25 @@ func TestRenderTable(t *testing.T) {
 func TestShellQuote(t *testing.T) {
 	if got := shellQuote([]string{"bin/netbench", "-setups", "raw,warren", "it's", ""}); got != `bin/netbench -setups raw,warren 'it'\''s' ''` {
 		t.Errorf("got %s", got)
+	}
+}
+
+func TestMeshTableRatios(t *testing.T) {
+	mc := meshConfig{config: config{rounds: 2, duration: 10 * time.Second, setups: []string{"warren-server", "derp"}}, tests: tcpTests[:1]}
+	res := func(round int, setup string, gbps, gb, cpu float64) meshResult {
+		return meshResult{round: round, setup: setup, test: "tcp1_ab", res: iperfResult{BitsPerSecond: gbps * 1e9, Bytes: gb * 1e9}, relayCPU: cpu / 2, nodeCPU: cpu / 2}
+	}
+	// Best of rounds: the maximum throughput, the minimum CPU per GB, each on its own.
+	results := []meshResult{res(1, "warren-server", 0.6, 1, 10), res(2, "warren-server", 0.5, 1, 8),
+		res(1, "derp", 0.3, 1, 20), res(2, "derp", 0.4, 1, 24)}
+	got := meshTable(results, mc)
+	for _, want := range []string{"| TCP 1 stream A→B | warren-server | 0.600 | 8.00 | 1.50× | 0.40× |", "| TCP 1 stream A→B | derp | 0.400 | 20.00 |  |  |"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
+	csv := meshCSV(results, mc)
+	if !strings.Contains(csv, ",ratio_to_derp,,warren-server,tcp1_ab,1.500,0.400,") {
+		t.Errorf("CSV lacks the ratio row:\n%s", csv)
 	}
 }

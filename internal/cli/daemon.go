@@ -80,6 +80,7 @@ func runDaemon(cfg daemon.Config, port uint, lo logOptions, stderr io.Writer) in
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer profileFromEnv(stderr)()
 	defer stop()
 	// Under systemd: READY=1 once the local API answers, WATCHDOG=1 while
 	// it does, STOPPING=1 when the daemon begins to shut down.

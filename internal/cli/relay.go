@@ -37,7 +37,7 @@ type relayConfig struct {
 	cfg      *config.Config
 	warnings []string // logged once the logger exists
 	// The credential and rate check settles (a relay key given as
-	// api_key is used as the relay key; rate 0 is unlimited, -1).
+	// api_key is used as the relay key; rate 0: no limit).
 	server, apiKey, relayKey string
 	rate                     int64
 }
@@ -77,9 +77,7 @@ func (c *relayConfig) check() error {
 	case strings.HasPrefix(c.apiKey, "wrly_"):
 		c.relayKey, c.apiKey = c.apiKey, "" // a relay key given as --api-key
 	}
-	if c.rate = config.Get(cfg, config.RelayRate); c.rate == 0 {
-		c.rate = -1 // unlimited
-	}
+	c.rate = config.Get(cfg, config.RelayRate) // 0: no limit
 	return checkKeyTransport(u, "--server", config.Get(cfg, config.RelayInsecure))
 }
 
@@ -106,6 +104,7 @@ with a relay key (read-only; 'warren server apikey create --scope relay' or
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			defer profileFromEnv(s.stderr)()
 			return exit(serveRelay(ctx, rc, s.stderr))
 		},
 	}

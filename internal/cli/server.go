@@ -219,6 +219,7 @@ once first).`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			defer profileFromEnv(s.stderr)()
 			return exit(serve(ctx, c, s.stderr))
 		},
 	}
@@ -267,7 +268,8 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	}
 	defer st.Close()
 	mux := http.NewServeMux()
-	ropts := relayserver.Options{Key: key, Logger: logger}
+	ropts := relayserver.Options{Key: key, Logger: logger, Rate: config.Get(cfg, config.ServerRelayRate),
+		Burst: config.Get(cfg, config.ServerRelayBurst), QueuePackets: int(config.Get(cfg, config.ServerRelayQueue))}
 	withRelay := config.Get(cfg, config.ServerRelay)
 	if withRelay {
 		ropts.Allowed = relayserver.StoreAllowed(st, 5*time.Second)

@@ -261,6 +261,22 @@ func serveWG(name string, level slog.Level, levelFlag bool, lo logOptions, stder
 	return 0
 }
 
+// profileFromEnv starts a CPU profile into $WARREN_CPUPROFILE, if set,
+// for the long-running commands (server, relay, daemon; wg has its own),
+// and returns what stops it (written on a clean exit: SIGINT or SIGTERM).
+func profileFromEnv(stderr io.Writer) func() {
+	path := os.Getenv(envCPUProfile)
+	if path == "" {
+		return func() {}
+	}
+	stop, err := startCPUProfile(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "warren: cannot start the CPU profile: %v\n", err)
+		return func() {}
+	}
+	return stop
+}
+
 func startCPUProfile(path string) (stop func(), err error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {

@@ -287,3 +287,17 @@ func TestBindSome(t *testing.T) {
 		t.Error("--listen accepted")
 	}
 }
+
+func TestParseByteSize(t *testing.T) {
+	for in, want := range map[string]int64{"": 0, "0": 0, "1500": 1500, "64K": 64 << 10, "50M": 50 << 20,
+		"50MiB": 50 << 20, "2m": 2 << 20, "1G": 1 << 30, "3GB": 3 << 30} {
+		if got, err := ParseByteSize(in); err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"-1", "5X", "M", "1.5M", "10KM", "99999999999G"} {
+		if got, err := ParseByteSize(in); err == nil {
+			t.Errorf("ParseByteSize(%q) = %d; want an error", in, got)
+		}
+	}
+}

@@ -59,6 +59,33 @@ func (intKind) parse(s string) (any, error) {
 }
 func (intKind) format(v any) string { return strconv.FormatInt(v.(int64), 10) }
 
+// byteSizeKind is a non-negative byte count: digits with an optional
+// suffix K, M or G (KiB, MiB, GiB; a trailing "iB" or "B" is accepted).
+type byteSizeKind struct{}
+
+func (byteSizeKind) typeName() string            { return "bytes" }
+func (byteSizeKind) parse(s string) (any, error) { return ParseByteSize(s) }
+func (byteSizeKind) format(v any) string         { return strconv.FormatInt(v.(int64), 10) }
+
+// ParseByteSize reads a byte count as byteSizeKind does ("" is 0).
+func ParseByteSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	num := strings.TrimRight(strings.TrimSuffix(strings.TrimSuffix(s, "B"), "i"), "KMGkmg")
+	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s, "B"), "i")[len(num):])
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || len(unit) > 1 {
+		return 0, fmt.Errorf("%q is not a byte count (e.g. 50M: digits, optionally K, M or G for KiB, MiB, GiB)", s)
+	}
+	shift := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30}[unit]
+	if n > (1<<62)>>shift {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n << shift, nil
+}
+
 // durationKind is a Go duration (90s, 5m, 1h30m) or a number of days
 // (30d); zero only where min is zero.
 type durationKind struct{ min time.Duration }

@@ -106,9 +106,9 @@ func (s *spec) argName() string {
 		return "DOMAIN"
 	case "tls_acme_email":
 		return "EMAIL"
-	case "rate", "burst":
+	case "rate", "burst", "relay_rate", "relay_burst":
 		return "BYTES"
-	case "queue":
+	case "queue", "relay_queue":
 		return "PACKETS"
 	case "log_level":
 		return "LEVEL"

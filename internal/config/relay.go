@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -34,10 +35,10 @@ var (
 		"directory for the relay key and the ACME certificate cache (created 0700)")
 	RelayPoll = declare[time.Duration](Relay, "poll", durationKind{min: 100 * time.Millisecond}, "5s",
 		"how often to fetch the node list", nil)
-	RelayRate = Relay.integer("rate", itoa(relayserver.DefaultRate),
-		"bytes per second one node may send (0: unlimited)")
-	RelayBurst = Relay.integer("burst", itoa(relayserver.DefaultBurst),
-		"bytes one node may send in a burst")
+	RelayRate = declare[int64](Relay, "rate", byteSizeKind{}, "0",
+		"limit each node to this many bytes per second sent through the relay, e.g. 50M (K, M, G: KiB, MiB, GiB; 0: no limit)", nil)
+	RelayBurst = declare[int64](Relay, "burst", byteSizeKind{}, "0",
+		fmt.Sprintf("with rate: bytes a node may send at once above its rate (0: %dM)", relayserver.DefaultBurst>>20), nil)
 	RelayQueue = Relay.integer("queue", itoa(relayserver.DefaultQueuePackets),
 		"packets queued towards one node before new ones are dropped")
 	RelayAllowedHosts = Relay.hosts("allowed_hosts",
@@ -64,9 +65,21 @@ func init() {
 				return errors.New("config: relay_key and api_key: give one (a relay key is enough)")
 			}
 		}
-		if Get(c, RelayBurst) == 0 || Get(c, RelayQueue) == 0 {
-			return errors.New("config: burst and queue must be positive")
+		if err := checkRelayLimits(c, RelayRate, RelayBurst, RelayQueue); err != nil {
+			return err
 		}
 		return checkTLS(c, RelayTLS)
 	}
+}
+
+// checkRelayLimits: a burst needs a rate (without one nothing is limited)
+// and the queue holds at least one packet.
+func checkRelayLimits(c *Config, rate, burst, queue Key[int64]) error {
+	if Get(c, burst) > 0 && Get(c, rate) == 0 {
+		return fmt.Errorf("config: %s needs %s (without a rate nothing is limited)", burst.Name(), rate.Name())
+	}
+	if Get(c, queue) == 0 {
+		return fmt.Errorf("config: %s must be at least 1 packet", queue.Name())
+	}
+	return nil
 }

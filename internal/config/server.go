@@ -2,10 +2,12 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/warrenmesh/warren/internal/httpguard"
+	"github.com/warrenmesh/warren/internal/relay/relayserver"
 )
 
 // Server is the schema of `warren server`.
@@ -34,6 +36,12 @@ var (
 		"how long an ephemeral node may stay offline before it is deleted", nil)
 	ServerRelay = Server.boolean("relay",
 		"also serve a packet relay (at /warren/v1/relay, with the server key) for the nodes in the store")
+	ServerRelayRate = declare[int64](Server, "relay_rate", byteSizeKind{}, "0",
+		"with relay: limit each node to this many bytes per second sent through the relay, e.g. 50M (K, M, G: KiB, MiB, GiB; 0: no limit)", nil)
+	ServerRelayBurst = declare[int64](Server, "relay_burst", byteSizeKind{}, "0",
+		fmt.Sprintf("with relay_rate: bytes a node may send at once above its rate (0: %dM)", relayserver.DefaultBurst>>20), nil)
+	ServerRelayQueue = Server.integer("relay_queue", itoa(relayserver.DefaultQueuePackets),
+		"with relay: packets queued towards one node before new ones are dropped")
 	ServerSTUNListen = Server.checked("stun_listen", "",
 		`UDP address to answer STUN on, e.g. ":3478" (default off)`, checkListen(false))
 	ServerRelayMap = Server.str("relay_map", "",
@@ -50,6 +58,9 @@ func init() {
 	Server.validate = func(c *Config) error {
 		if Get(c, ServerDataDir) == "" {
 			return errors.New("config: data_dir is empty")
+		}
+		if err := checkRelayLimits(c, ServerRelayRate, ServerRelayBurst, ServerRelayQueue); err != nil {
+			return err
 		}
 		return checkTLS(c, ServerTLS)
 	}

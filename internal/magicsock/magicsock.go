@@ -47,6 +47,15 @@ type Relay interface {
 	Send(dst pubkey.Node, pkt []byte) error
 }
 
+// BatchRelay is a Relay that can also write many packets at once; the
+// layer then sends what has queued up for the relay as one batch (one
+// write to the relay session instead of one per packet).
+type BatchRelay interface {
+	Relay
+	// SendBatch relays pkts[i] to the node dsts[i].
+	SendBatch(dsts []pubkey.Node, pkts [][]byte) error
+}
+
 // PeerInfo is what the netmap says about a peer.
 type PeerInfo struct {
 	Key       pubkey.Node
@@ -116,7 +125,7 @@ type Conn struct {
 type relayPacket struct {
 	src pubkey.Node // the sender (relayIn) or the destination (relayOut)
 	b   []byte
-	buf *[]byte // relayOut: b's pooled buffer
+	buf *[]byte // b's pooled buffer (relayBufs)
 }
 
 var _ conn.Transport = (*Conn)(nil)
@@ -156,9 +165,15 @@ func (c *Conn) queueRelay(dst pubkey.Node, pkt []byte) {
 	}
 }
 
-// relayWriter writes queued packets to the relay until stop.
+// relayBatchPackets bounds one batch of the relay writer (and, with
+// relay.MaxBatchBytes, its bytes).
+const relayBatchPackets = 64
+
+// relayWriter writes queued packets to the relay until stop: to a
+// BatchRelay, what has queued up meanwhile as one batch.
 func (c *Conn) relayWriter(stop chan struct{}) {
 	defer c.running.Done()
+	var batch relayBatch
 	for {
 		select {
 		case <-stop:
@@ -167,12 +182,57 @@ func (c *Conn) relayWriter(stop chan struct{}) {
 			c.mu.RLock()
 			relay := c.relay
 			c.mu.RUnlock()
-			if relay != nil && relay.Send(rp.src, rp.b) == nil {
-				c.Stats.RelaySent.Add(1)
+			br, ok := relay.(BatchRelay)
+			if !ok {
+				if relay != nil && relay.Send(rp.src, rp.b) == nil {
+					c.Stats.RelaySent.Add(1)
+				}
+				relayBufs.Put(rp.buf)
+				continue
 			}
-			relayBufs.Put(rp.buf)
+			batch.add(rp)
+			for more := true; more && len(batch.pkts) < relayBatchPackets && batch.bytes < relayBatchBytes; {
+				select {
+				case rp = <-c.relayOut:
+					batch.add(rp)
+				default:
+					more = false
+				}
+			}
+			if br.SendBatch(batch.dsts, batch.pkts) == nil {
+				c.Stats.RelaySent.Add(uint64(len(batch.pkts)))
+			}
+			batch.reset()
 		}
 	}
+}
+
+// relayBatchBytes is relay.MaxBatchBytes (package relay is not imported
+// here: the layer takes any Relay).
+const relayBatchBytes = 64 << 10
+
+// relayBatch is one batch of the relay writer; its slices are reused.
+type relayBatch struct {
+	dsts  []pubkey.Node
+	pkts  [][]byte
+	bufs  []*[]byte
+	bytes int
+}
+
+func (b *relayBatch) add(rp relayPacket) {
+	b.dsts = append(b.dsts, rp.src)
+	b.pkts = append(b.pkts, rp.b)
+	b.bufs = append(b.bufs, rp.buf)
+	b.bytes += len(rp.b)
+}
+
+// reset returns the batch's buffers to the pool.
+func (b *relayBatch) reset() {
+	for i, bp := range b.bufs {
+		relayBufs.Put(bp)
+		b.bufs[i], b.pkts[i] = nil, nil
+	}
+	b.dsts, b.pkts, b.bufs, b.bytes = b.dsts[:0], b.pkts[:0], b.bufs[:0], 0
 }
 
 // DiscoPublic is this node's disco public key (for the netmap).
@@ -400,9 +460,12 @@ func (c *Conn) ReceiveRelayed(src pubkey.Node, pkt []byte) {
 		c.handleDisco(pkt, netip.AddrPort{}, src, c.clock.Now())
 		return
 	}
+	bp := relayBufs.Get().(*[]byte)
+	*bp = append((*bp)[:0], pkt...)
 	select {
-	case c.relayIn <- relayPacket{src: src, b: append([]byte(nil), pkt...)}:
+	case c.relayIn <- relayPacket{src: src, b: *bp, buf: bp}:
 	default:
+		relayBufs.Put(bp)
 		c.Stats.RelayDrops.Add(1)
 	}
 }
@@ -423,6 +486,7 @@ func (c *Conn) receiveRelay(stop chan struct{}) conn.ReceiveFunc {
 					eps[n] = p
 					n++
 				}
+				relayBufs.Put(rp.buf)
 				if n == len(bufs) {
 					return n, nil
 				}

@@ -68,3 +68,64 @@ func TestRelaySendNeverBlocks(t *testing.T) {
 		t.Fatalf("RelaySent %d, relay got %d, want %d", got, sent, uint64(total)-dropped)
 	}
 }
+
+// batchingRelay records the batches the layer hands a BatchRelay; its
+// first write hangs until released, so packets queue up behind it.
+type batchingRelay struct {
+	release chan struct{}
+	mu      sync.Mutex
+	batches []int
+	got     [][]byte
+}
+
+func (r *batchingRelay) Send(dst pubkey.Node, pkt []byte) error {
+	return r.SendBatch([]pubkey.Node{dst}, [][]byte{pkt})
+}
+
+func (r *batchingRelay) SendBatch(dsts []pubkey.Node, pkts [][]byte) error {
+	<-r.release
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.batches = append(r.batches, len(pkts))
+	for _, p := range pkts {
+		r.got = append(r.got, append([]byte(nil), p...))
+	}
+	return nil
+}
+
+// Packets that queue up for a BatchRelay go out as batches (one write to
+// the relay session each), whole and in order, none lost.
+func TestRelaySendsBatches(t *testing.T) {
+	ms := magicsock.New(udp.New(), magicsock.Options{DiscoKey: genKey(t)})
+	if _, _, err := ms.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	r := &batchingRelay{release: make(chan struct{})}
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(r.release) }); ms.Close() })
+	ms.SetRelay(r)
+	peer := nodeKeyOf(genKey(t))
+	ms.SetPeers([]magicsock.PeerInfo{{Key: peer}}) // no address: relay only
+	ep, err := ms.ParseEndpoint(magicsock.PeerEndpoint(peer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 200 // fits the send queue: none dropped
+	for i := range total {
+		pkt := make([]byte, 1400)
+		pkt[0], pkt[1] = byte(i>>8), byte(i)
+		ms.Send([][]byte{pkt}, ep)
+	}
+	once.Do(func() { close(r.release) })
+	wait.For(t, 5*time.Second, "every packet relayed", func() bool { return ms.Stats.RelaySent.Load() == total })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, p := range r.got {
+		if len(p) != 1400 || int(p[0])<<8|int(p[1]) != i {
+			t.Fatalf("packet %d: %d bytes, number %d", i, len(p), int(p[0])<<8|int(p[1]))
+		}
+	}
+	if len(r.got) != total || len(r.batches) >= total/4 {
+		t.Fatalf("%d packets in %d batches %v; want %d in few batches", len(r.got), len(r.batches), r.batches, total)
+	}
+}

@@ -14,51 +14,86 @@ import (
 	"github.com/warrenmesh/warren/internal/noise"
 )
 
-// frameReader reads length-prefixed frames into a fixed buffer. It can be
-// resumed after a timeout in the middle of a frame, so read deadlines are
-// safe to use for polling.
+// frameReader reads length-prefixed frames. It reads ahead: each read
+// takes as much as the buffer holds, so a busy session gets many frames
+// per system call instead of two calls (header, body) per frame. The
+// buffer starts at one frame, allocated on first use, and grows to
+// readAheadMax only when a read fills it (the peer sends faster than we
+// read): idle sessions keep a small one. It can be resumed after a
+// timeout in the middle of a frame, so read deadlines are safe to use for
+// polling.
 type frameReader struct {
-	buf  [frameHeaderLen + MaxCiphertext]byte
-	have int // bytes of the current frame in buf
+	buf  []byte
+	r, w int // unread bytes: buf[r:w]
 }
+
+const (
+	maxFrame = frameHeaderLen + MaxCiphertext
+	// readAheadMax bounds the read-ahead buffer of a busy session.
+	readAheadMax = 16 * maxFrame
+)
 
 // next returns the body of the next frame, aliasing the reader's buffer and
 // valid until the following call. A frame is never longer than
 // MaxCiphertext: a larger claimed length fails before anything else is read.
 // At a clean end of stream between frames it returns io.EOF.
 func (f *frameReader) next(r io.Reader) ([]byte, error) {
-	for f.have < frameHeaderLen {
-		n, err := r.Read(f.buf[f.have:frameHeaderLen])
-		f.have += n
-		if f.have < frameHeaderLen && err != nil {
-			if err == io.EOF && f.have > 0 {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
+	if err := f.fill(r, frameHeaderLen); err != nil {
+		if err == io.EOF && f.w > f.r {
+			err = io.ErrUnexpectedEOF
 		}
+		return nil, err
 	}
-	size := int(binary.BigEndian.Uint16(f.buf[:frameHeaderLen]))
+	size := int(binary.BigEndian.Uint16(f.buf[f.r:]))
 	if size < tagSize || size > MaxCiphertext {
 		return nil, fmt.Errorf("%w: %d bytes (want %d..%d)", ErrFrameSize, size, tagSize, MaxCiphertext)
 	}
 	end := frameHeaderLen + size
-	for f.have < end {
-		n, err := r.Read(f.buf[f.have:end])
-		f.have += n
-		if f.have < end && err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
+	if err := f.fill(r, end); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	body := f.buf[f.r+frameHeaderLen : f.r+end]
+	f.r += end
+	return body, nil
+}
+
+// fill makes at least n (at most maxFrame) unread bytes available.
+func (f *frameReader) fill(r io.Reader, n int) error {
+	if f.buf == nil {
+		f.buf = make([]byte, maxFrame)
+	}
+	for f.w-f.r < n {
+		if f.r+n > len(f.buf) || f.w == len(f.buf) {
+			// Move the unread bytes to the front; the caller is done
+			// with the frames before them.
+			f.w = copy(f.buf, f.buf[f.r:f.w])
+			f.r = 0
+		}
+		m, err := r.Read(f.buf[f.w:])
+		f.w += m
+		if f.w == len(f.buf) && len(f.buf) < readAheadMax {
+			// The peer keeps us busy: read more per call from now on.
+			nb := make([]byte, readAheadMax)
+			f.w = copy(nb, f.buf[f.r:f.w])
+			f.buf, f.r = nb, 0
+		}
+		if f.w-f.r >= n {
+			return nil
+		}
+		if err != nil {
+			return err
 		}
 	}
-	f.have = 0
-	return f.buf[frameHeaderLen:end], nil
+	return nil
 }
 
 // Conn is an established control connection. It implements net.Conn; Read
-// and Write may be used concurrently with each other. Its memory is fixed:
-// one frame buffer per direction.
+// and Write may be used concurrently with each other. Its memory is
+// bounded: one frame buffer per direction, and while busy a read-ahead
+// buffer and a write batch of 16 frames each.
 type Conn struct {
 	nc      net.Conn
 	r       io.Reader // nc, or nc behind bytes the HTTP reader had buffered

@@ -158,7 +158,7 @@ func TestReadFrameBounds(t *testing.T) {
 		if _, err := f.next(huge); !errors.Is(err, ErrFrameSize) {
 			t.Fatal(err)
 		}
-		f.have = 0
+		f.r, f.w = 0, 0
 	}
 	runtime.ReadMemStats(&after)
 	// Only the error value is allocated, never a buffer for the claim.

@@ -63,6 +63,9 @@ type Client struct {
 	up      chan struct{} // closed while connected; replaced when down
 	pings   map[[8]byte]chan struct{}
 	lastErr error
+
+	batchMu   sync.Mutex
+	batchKeys []noise.PublicKey // SendBatch's keys, reused
 }
 
 // NewClient starts a client for the relay at url with key relayKey,
@@ -100,6 +103,29 @@ func (c *Client) Send(dst pubkey.Node, pkt []byte) error {
 		return ErrNotConnected
 	}
 	if err := conn.Send(dst.PublicKey, pkt); err != nil {
+		conn.Close() // the reader notices and reconnects
+		return err
+	}
+	return nil
+}
+
+// SendBatch relays pkts[i] to the node dsts[i] with one write to the
+// current session (see Conn.SendBatch); like Send, it fails with
+// ErrNotConnected while reconnecting.
+func (c *Client) SendBatch(dsts []pubkey.Node, pkts [][]byte) error {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return ErrNotConnected
+	}
+	c.batchMu.Lock()
+	defer c.batchMu.Unlock()
+	c.batchKeys = c.batchKeys[:0]
+	for _, d := range dsts {
+		c.batchKeys = append(c.batchKeys, d.PublicKey)
+	}
+	if err := conn.SendBatch(c.batchKeys, pkts); err != nil {
 		conn.Close() // the reader notices and reconnects
 		return err
 	}
@@ -262,8 +288,14 @@ func (c *Client) serve(conn *Conn) error {
 }
 
 func (c *Client) readLoop(conn *Conn, ka time.Duration) error {
+	var extended time.Time
 	for {
-		conn.SetReadDeadline(time.Now().Add(ka * 5 / 2))
+		// Push the idle deadline out at most once a second, not per
+		// packet (each move is a timer update in the runtime).
+		if now := time.Now(); now.Sub(extended) >= time.Second {
+			extended = now
+			conn.SetReadDeadline(now.Add(ka * 5 / 2))
+		}
 		m, err := conn.Recv()
 		if err != nil {
 			return err

@@ -2,18 +2,18 @@
 // protocol and the client are package relay): it forwards packets between
 // the sessions of vouched node keys. Each client has a bounded queue
 // towards it (the newest packet is dropped when full, so a slow receiver
-// stalls only itself), a token-bucket limit on the bytes it sends, and at
-// most MaxClientsPerKey sessions per key (the newest wins). It owns the two
+// stalls only itself), at most MaxClientsPerKey sessions per key (the
+// newest wins) and, when the operator asks for one (Options.Rate), a
+// token-bucket limit on the bytes it sends: by default a relay does not
+// throttle the nodes it serves. It owns the two
 // ways a relay learns which nodes the coordination server vouches for: the
 // store, when embedded in `warren server` (StoreAllowed), and the admin
 // API, when standalone (AdminPoller).
 package relayserver
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -29,9 +29,13 @@ import (
 // Defaults of Options. The keepalive and write timeout are the protocol's
 // (package relay), which a client uses too.
 const (
-	DefaultRate             = 10 << 20 // bytes per second a client may send
-	DefaultBurst            = 1 << 20
-	DefaultQueuePackets     = 128
+	// DefaultBurst is the bucket size of a rate limit set without one.
+	DefaultBurst = 1 << 20
+	// DefaultQueuePackets and DefaultQueueBytes bound the queue towards
+	// one session: deep enough for a Gbit/s TCP flow's bursts (about
+	// 10 ms of it), and 2 MiB of memory at most for a session that
+	// does not keep up. An idle session's queue holds no memory.
+	DefaultQueuePackets     = 1024
 	DefaultQueueBytes       = 2 << 20
 	DefaultMaxClientsPerKey = 1
 	DefaultKeepAlive        = relay.DefaultKeepAlive
@@ -52,10 +56,11 @@ type Options struct {
 	// It is asked when a node connects and again at every keepalive; it
 	// must be fast (cache). Required.
 	Allowed func(nodeKey noise.PublicKey) bool
-	// Rate is the sustained bytes per second one session may send
-	// (DefaultRate); negative: unlimited. Burst is the bucket size
-	// (DefaultBurst, at least MaxPacketSize). Over the limit packets are
-	// dropped and counted.
+	// Rate is the sustained bytes per second one session may send; zero
+	// or negative: no limit (the default: a relay does not throttle its
+	// own users unless its operator asks). Burst is the bucket size
+	// (DefaultBurst, at least MaxPacketSize); it matters only with a
+	// Rate. Over the limit packets are dropped and counted.
 	Rate, Burst int64
 	// QueuePackets and QueueBytes bound the queue towards one session;
 	// when either is full, new packets for it are dropped.
@@ -122,14 +127,15 @@ func NewServer(o Options) (*Server, error) {
 	if o.Allowed == nil {
 		return nil, errors.New("relay: no Allowed function (who vouches for nodes?)")
 	}
-	if o.Rate == 0 {
-		o.Rate = DefaultRate
-	}
 	o.Clock = clock.Or(o.Clock)
-	if o.Burst <= 0 {
-		o.Burst = DefaultBurst
+	if o.Rate <= 0 {
+		o.Rate, o.Burst = 0, 0
+	} else {
+		if o.Burst <= 0 {
+			o.Burst = DefaultBurst
+		}
+		o.Burst = max(o.Burst, relay.MaxPacketSize)
 	}
-	o.Burst = max(o.Burst, relay.MaxPacketSize)
 	if o.QueuePackets <= 0 {
 		o.QueuePackets = DefaultQueuePackets
 	}
@@ -195,21 +201,20 @@ func (s *Server) authorize(k noise.PublicKey) error {
 	return nil
 }
 
-// item is one frame queued towards a client.
-type item struct {
-	typ  byte
-	key  noise.PublicKey
-	data []byte // packet (relay.FrameRecv) or the other payload after the key
-}
-
 type client struct {
-	s     *Server
-	key   noise.PublicKey
-	conn  *noiseconn.Conn
-	queue chan item
+	s    *Server
+	key  noise.PublicKey
+	conn *noiseconn.Conn
+	// queue holds the frames waiting for the writer, oldest first (at
+	// most QueuePackets); the writer takes all of them at once. Its
+	// slices grow only while the session is busy.
+	qmu   sync.Mutex
+	queue []item
+	// wake (capacity 1) tells the writer the queue is no longer empty.
+	wake chan struct{}
 	// qlen counts the payload bytes of every frame in queue, packets and
 	// control frames (pongs, peer-gone notices) alike: enqueue adds them,
-	// the writer subtracts them as it takes each frame off the queue.
+	// the writer subtracts them as it takes the frames off the queue.
 	qlen atomic.Int64
 	// closing carries a reason for the writer to send before closing.
 	closing chan byte
@@ -230,22 +235,6 @@ func (c *client) closeWith(reason byte) {
 	select {
 	case c.closing <- reason:
 	default:
-	}
-}
-
-// enqueue queues a frame without blocking; false if the queue is full.
-func (c *client) enqueue(it item) bool {
-	n := int64(len(it.data))
-	if c.qlen.Add(n) > c.s.o.QueueBytes {
-		c.qlen.Add(-n)
-		return false
-	}
-	select {
-	case c.queue <- it:
-		return true
-	default:
-		c.qlen.Add(-n)
-		return false
 	}
 }
 
@@ -297,13 +286,12 @@ func (s *Server) lookup(k noise.PublicKey) *client {
 // handle runs one session: the writer in its own goroutine, the reader
 // here.
 func (s *Server) handle(conn *noiseconn.Conn) {
-	c := &client{s: s, key: conn.Peer(), conn: conn, queue: make(chan item, s.o.QueuePackets),
+	c := &client{s: s, key: conn.Peer(), conn: conn, wake: make(chan struct{}, 1),
 		closing: make(chan byte, 1), done: make(chan struct{})}
 	info := binary.BigEndian.AppendUint32(nil, uint32(s.o.KeepAlive/time.Second))
-	info = binary.BigEndian.AppendUint64(info, uint64(max(s.o.Rate, 0)))
+	info = binary.BigEndian.AppendUint64(info, uint64(s.o.Rate))
 	info = binary.BigEndian.AppendUint64(info, uint64(s.o.Burst))
-	c.qlen.Add(int64(len(info)))
-	c.queue <- item{typ: relay.FrameInfo, data: info} // first, before anyone can route to c
+	c.enqueue(item{typ: relay.FrameInfo, data: info}) // first, before anyone can route to c
 	if !s.register(c) {
 		return
 	}
@@ -325,13 +313,17 @@ func (s *Server) handle(conn *noiseconn.Conn) {
 
 func (c *client) readLoop() error {
 	s := c.s
-	br := bufio.NewReaderSize(c.conn, noiseconn.MaxPlaintext)
 	buf := make([]byte, relay.InitialReadBuf)
-	tokens, last := s.o.Burst, s.o.Clock.Now()
-	var gone map[noise.PublicKey]time.Time
+	st := sendState{tokens: s.o.Burst, last: s.o.Clock.Now()}
+	var extended time.Time
 	for {
-		c.conn.SetReadDeadline(time.Now().Add(s.o.KeepAlive * 5 / 2))
-		typ, p, err := relay.ReadFrame(br, &buf)
+		// Push the idle deadline out at most once a second, not per frame
+		// (each move is a timer update in the runtime).
+		if now := time.Now(); now.Sub(extended) >= time.Second {
+			extended = now
+			c.conn.SetReadDeadline(now.Add(s.o.KeepAlive * 5 / 2))
+		}
+		typ, p, err := relay.ReadFrame(c.conn, &buf) // the session buffers a decrypted frame: no bufio
 		if err != nil {
 			if errors.Is(err, relay.ErrFrameTooLarge) {
 				s.c.closedOversize.Add(1)
@@ -340,37 +332,8 @@ func (c *client) readLoop() error {
 		}
 		switch typ {
 		case relay.FrameSend:
-			dst, pkt, ok := relay.SplitKey(p)
-			if !ok {
-				s.c.closedProtocol.Add(1)
-				return errors.New("short send frame")
-			}
-			s.c.packetsIn.Add(1)
-			s.c.bytesIn.Add(int64(len(pkt)))
-			if s.o.Rate > 0 {
-				now := s.o.Clock.Now()
-				tokens = min(s.o.Burst, tokens+int64(now.Sub(last).Seconds()*float64(s.o.Rate)))
-				last = now
-				if tokens < int64(len(pkt)) {
-					s.c.dropsRate.Add(1)
-					continue
-				}
-				tokens -= int64(len(pkt))
-			}
-			to := s.lookup(dst)
-			if to == nil {
-				s.c.dropsNoPeer.Add(1)
-				if gone == nil || len(gone) > maxGoneTracked {
-					gone = map[noise.PublicKey]time.Time{}
-				}
-				if now := s.o.Clock.Now(); now.Sub(gone[dst]) >= peerGoneEvery {
-					gone[dst] = now
-					c.enqueue(item{typ: relay.FramePeerGone, key: dst, data: []byte{relay.GoneNotHere}})
-				}
-				continue
-			}
-			if !to.enqueue(item{typ: relay.FrameRecv, key: c.key, data: append([]byte(nil), pkt...)}) {
-				s.c.dropsQueueFull.Add(1)
+			if err := c.handleSend(&st, p); err != nil {
+				return err
 			}
 		case relay.FramePing:
 			if len(p) != 8 {
@@ -391,31 +354,9 @@ func (c *client) writeLoop() {
 	tick := clock.NewChanTimer(s.o.Clock)
 	tick.Reset(s.o.KeepAlive)
 	defer tick.Stop()
-	var hdr []byte
-	write := func(it item) error {
-		n := len(it.data)
-		if it.typ == relay.FrameRecv || it.typ == relay.FramePeerGone {
-			n += relay.KeyLen
-		}
-		hdr = relay.AppendFrameHeader(hdr[:0], it.typ, n)
-		if it.typ == relay.FrameRecv || it.typ == relay.FramePeerGone {
-			hdr = append(hdr, it.key[:]...)
-		}
-		bw.Write(hdr)
-		_, err := bw.Write(it.data)
-		if it.typ == relay.FrameRecv {
-			if err == nil {
-				s.c.packetsOut.Add(1)
-				s.c.bytesOut.Add(int64(len(it.data)))
-			}
-		}
-		return err
-	}
-	// dequeued writes a frame taken off the queue and stops counting it.
-	dequeued := func(it item) error {
-		c.qlen.Add(-int64(len(it.data)))
-		return write(it)
-	}
+	defer c.drain()
+	write := func(it item) error { return c.writeItem(bw, it) }
+	var batch []item // the frames taken off the queue, reused
 	fail := func(err error) {
 		if isTimeout(err) {
 			s.c.closedWriteTimeout.Add(1)
@@ -446,17 +387,21 @@ func (c *client) writeLoop() {
 				fail(err)
 				return
 			}
-		case it := <-c.queue:
+		case <-c.wake:
 			// Write what is queued now, then flush once.
+			batch = c.take(batch)
+			if len(batch) == 0 {
+				continue
+			}
 			c.conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
-			err := dequeued(it)
-			for more := true; more && err == nil; {
-				select {
-				case it = <-c.queue:
-					err = dequeued(it)
-				default:
-					more = false
+			var err error
+			for i, it := range batch {
+				if err == nil {
+					err = write(it)
+				} else {
+					it.release()
 				}
+				batch[i] = item{}
 			}
 			if err == nil {
 				err = bw.Flush()
@@ -467,36 +412,6 @@ func (c *client) writeLoop() {
 			}
 		}
 	}
-}
-
-// batchWriter gathers the frames of one queue drain and writes them with
-// one call, so the session encrypts and sends them as a few large writes
-// (noiseconn batches frames per system call) instead of one per packet.
-// Its buffer grows only when a session is busy: idle sessions keep none.
-type batchWriter struct {
-	w   io.Writer
-	buf []byte
-}
-
-// batchLimit flushes a drain early so one write stays bounded.
-const batchLimit = 64 << 10
-
-func (b *batchWriter) Write(p []byte) (int, error) {
-	b.buf = append(b.buf, p...)
-	if len(b.buf) >= batchLimit {
-		return len(p), b.Flush()
-	}
-	return len(p), nil
-}
-
-// Flush writes what is gathered.
-func (b *batchWriter) Flush() error {
-	if len(b.buf) == 0 {
-		return nil
-	}
-	_, err := b.w.Write(b.buf)
-	b.buf = b.buf[:0]
-	return err
 }
 
 func isTimeout(err error) bool {

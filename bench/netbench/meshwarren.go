@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// meshSetup is one product running in the relay lab: whatever relays in
+// S (charged with the nodes' CPU time) and a node in A and in B.
+type meshSetup struct {
+	name    string
+	relay   *proc // the process forwarding the relayed packets
+	nodeA   *proc
+	nodeB   *proc
+	targetB string // B's tunnel IPv4 address, the iperf3 target
+	path    string // how A reaches B, as the product itself reports it
+	procs   []*proc
+	cleanup []func()
+	// drops reads the product's own drop counters on the relayed path
+	// (empty if it has none to show).
+	drops func() string
+}
+
+func (m *meshSetup) pids() []int {
+	return []int{m.relay.cmd.Process.Pid, m.nodeA.cmd.Process.Pid, m.nodeB.cmd.Process.Pid}
+}
+
+// stop stops every process of the setup and removes what they left.
+func (l *lab) stopMesh(m *meshSetup) {
+	for i := len(m.procs) - 1; i >= 0; i-- {
+		l.stopProc(m.procs[i])
+	}
+	for _, f := range m.cleanup {
+		f()
+	}
+}
+
+func (l *lab) startMeshProc(m *meshSetup, ns, name string, env []string, args ...string) (*proc, error) {
+	p, err := l.start(ns, name, env, args...)
+	if err == nil {
+		m.procs = append(m.procs, p)
+	}
+	return p, err
+}
+
+const (
+	warrenServerURL = "http://" + meshServer + ":8080"
+	warrenRelayURL  = "http://" + meshServer + ":8443"
+)
+
+// startWarren runs Warren in the relay lab: the coordination server in S
+// with its embedded relay (standalone false: `warren server --relay`) or
+// with a standalone `warren relay` beside it as the only relay of the map,
+// and a daemon in A and in B joined to it. rate, if set, is the relays'
+// per-node rate limit (--relay-rate / --rate). With profDir, each Warren
+// process writes a CPU profile there (WARREN_CPUPROFILE) when stopped.
+func (l *lab) startWarren(ctx context.Context, bin, name string, standalone bool, rate, profDir string) (m *meshSetup, err error) {
+	m = &meshSetup{name: name}
+	defer func() {
+		if err != nil {
+			l.stopMesh(m)
+		}
+	}()
+	dir := filepath.Join(l.tmp, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return m, err
+	}
+	m.cleanup = append(m.cleanup, func() { os.RemoveAll(dir) })
+	srvDir := filepath.Join(dir, "server")
+	server := []string{bin, "server", "--listen", meshServer + ":8080", "--data-dir", srvDir, "--public-url", warrenServerURL,
+		"--metrics-listen", "127.0.0.1:9091"}
+	embedded := []string{"--relay", "--stun-listen", meshServer + ":3478"}
+	if rate != "" {
+		embedded = append(embedded, "--relay-rate", rate)
+	}
+	prof := func(what string) []string {
+		if profDir == "" {
+			return nil
+		}
+		return []string{"WARREN_CPUPROFILE=" + filepath.Join(profDir, name+"-"+what+".prof")}
+	}
+	startServer := func(extra ...string) (*proc, error) {
+		p, err := l.startMeshProc(m, l.nsS, "warren server", prof("server"), append(server, extra...)...)
+		if err != nil {
+			return nil, err
+		}
+		return p, waitTCP(ctx, l.nsS, meshServer+":8080", "warren server listening", p)
+	}
+	var srv *proc
+	if !standalone {
+		srv, err = startServer(embedded...)
+	} else {
+		srv, err = startServer()
+	}
+	if err != nil {
+		return m, err
+	}
+	m.relay = srv
+	apiKey, err := output(ctx, nil, bin, "server", "apikey", "create", "--data-dir", srvDir)
+	if err != nil {
+		return m, err
+	}
+	admin := func(args ...string) (string, error) {
+		return inNSOutput(ctx, l.nsS, append([]string{bin, "admin", "--server", warrenServerURL, "--api-key", strings.TrimSpace(apiKey), "--insecure"}, args...)...)
+	}
+	if _, err := admin("users", "create", "bench"); err != nil {
+		return m, err
+	}
+	authKey, err := admin("authkeys", "create", "--user", "bench", "--reusable", "--expiration", "2h")
+	if err != nil {
+		return m, err
+	}
+	if standalone {
+		relayKey, err := output(ctx, nil, bin, "server", "apikey", "create", "--scope", "relay", "--data-dir", srvDir)
+		if err != nil {
+			return m, err
+		}
+		args := []string{bin, "relay", "--listen", meshServer + ":8443", "--stun-listen", meshServer + ":3478",
+			"--data-dir", filepath.Join(dir, "relay"), "--server", warrenServerURL, "--relay-key", strings.TrimSpace(relayKey),
+			"--insecure", "--poll", "500ms", "--metrics-listen", "127.0.0.1:9092"}
+		if rate != "" {
+			args = append(args, "--rate", rate)
+		}
+		rp, err := l.startMeshProc(m, l.nsS, "warren relay", prof("relay"), args...)
+		if err != nil {
+			return m, err
+		}
+		if err := waitTCP(ctx, l.nsS, meshServer+":8443", "warren relay listening", rp); err != nil {
+			return m, err
+		}
+		_, pub, ok := strings.Cut(rp.out.String(), ", public key ")
+		pub, _, _ = strings.Cut(pub, "\n")
+		if !ok || pub == "" {
+			return m, fmt.Errorf("warren relay printed no public key:\n%s", rp.out.String())
+		}
+		// The map offers only the standalone relay: restart the server with it.
+		mapFile := filepath.Join(dir, "relays.json")
+		rm := fmt.Sprintf(`{"regions":[{"id":2,"code":"bench","url":%q,"public_key":%q,"stun":%q}]}`, warrenRelayURL, pub, meshServer+":3478")
+		if err := os.WriteFile(mapFile, []byte(rm), 0o600); err != nil {
+			return m, err
+		}
+		l.stopProc(srv)
+		if _, err := startServer("--relay-map", mapFile); err != nil {
+			return m, err
+		}
+		m.relay = rp
+	}
+	var socks [2]string
+	for i, ns := range []string{l.nsA, l.nsB} {
+		host := []string{"a", "b"}[i]
+		socks[i] = filepath.Join(dir, host+".sock")
+		tun := fmt.Sprintf("wrb%s%d", host, os.Getpid()%100000)
+		p, err := l.startMeshProc(m, ns, "warren daemon "+host, prof("daemon-"+host), bin, "daemon", "--state-dir", filepath.Join(dir, host),
+			"--socket", socks[i], "--tun", tun)
+		if err != nil {
+			return m, err
+		}
+		if err := waitFor(ctx, 15*time.Second, "daemon socket "+host, func() bool {
+			c, err := net.Dial("unix", socks[i])
+			if err == nil {
+				c.Close()
+			}
+			return err == nil || p.exited()
+		}); err != nil || p.exited() {
+			return m, fmt.Errorf("daemon %s: %v\n%s", host, err, p.out.String())
+		}
+		if _, err := inNSOutput(ctx, ns, bin, "up", "--socket", socks[i], "--server", warrenServerURL, "--auth-key", authKey,
+			"--hostname", host, "--timeout", "30s"); err != nil {
+			return m, err
+		}
+		if i == 0 {
+			m.nodeA = p
+		} else {
+			m.nodeB = p
+		}
+	}
+	relayMetrics := "127.0.0.1:9091"
+	if standalone {
+		relayMetrics = "127.0.0.1:9092"
+	}
+	m.drops = func() string {
+		var parts []string
+		for i, ns := range []string{l.nsA, l.nsB} {
+			out, _ := inNSOutput(ctx, ns, bin, "metrics", "--socket", socks[i])
+			parts = append(parts, []string{"A", "B"}[i]+": "+metricLines(out, "warren_relay_packets_total"))
+		}
+		out, _ := inNSOutput(ctx, l.nsS, "curl", "-s", "http://"+relayMetrics+"/metrics")
+		return strings.Join(append(parts, "relay: "+metricLines(out, "warren_relay_server_drops_total")), "; ")
+	}
+	if m.targetB, err = inNSOutput(ctx, l.nsB, bin, "ip", "-4", "--socket", socks[1]); err != nil {
+		return m, err
+	}
+	if err := waitFor(ctx, 30*time.Second, "A pinging B through Warren", func() bool {
+		return l.inA(ctx, "ping", "-c", "1", "-W", "1", m.targetB).Run() == nil
+	}); err != nil {
+		return m, err
+	}
+	// The path as Warren reports it: it must be the relay.
+	err = waitFor(ctx, 20*time.Second, "Warren's status saying A reaches B over the relay", func() bool {
+		m.path = warrenPath(ctx, l.nsA, bin, socks[0])
+		return strings.HasPrefix(m.path, "relay")
+	})
+	return m, err
+}
+
+// warrenPath is the path to the first peer in `warren status --json`,
+// e.g. "relay home" or "direct 198.18.2.2:41641".
+func warrenPath(ctx context.Context, ns, bin, sock string) string {
+	out, err := inNSOutput(ctx, ns, bin, "status", "--json", "--socket", sock)
+	if err != nil {
+		return "?"
+	}
+	var st struct {
+		Peers []struct {
+			Path, PathAddr, PathRelay string
+		}
+	}
+	if json.Unmarshal([]byte(out), &st) != nil || len(st.Peers) == 0 {
+		return "?"
+	}
+	p := st.Peers[0]
+	return strings.TrimSpace(p.Path + " " + p.PathRelay + p.PathAddr)
+}
+
+// metricLines condenses the Prometheus lines of one metric to
+// "label=value ...".
+func metricLines(text, name string) string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		_, rest, _ := strings.Cut(line, "=\"")
+		label, value, _ := strings.Cut(rest, "\"} ")
+		out = append(out, label+"="+value)
+	}
+	return strings.Join(out, " ")
+}
