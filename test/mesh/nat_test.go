@@ -36,6 +36,7 @@ const (
 type natNode struct {
 	*node
 	nat *nettest.NS
+	wan string // the router's public address
 }
 
 func needNft(t *testing.T) {

@@ -73,6 +73,9 @@ func TestNATCollidingMappings(t *testing.T) {
 			d := waitPath(t, a.node, b.node, "direct", 10*time.Second)
 			t.Logf("%s → %s direct after %v (%s sent first)", a.name, b.name, d.Round(time.Millisecond), order)
 			waitPath(t, b.node, a.node, "direct", 3*time.Second)
+			if a.keptFrom(b) || b.keptFrom(a) {
+				t.Errorf("a router keeps an unsolicited probe of the other's as a flow to itself")
+			}
 		})
 	}
 }
@@ -89,4 +92,49 @@ func keyLess(t *testing.T, a, b *node) bool {
 		t.Fatal(err)
 	}
 	return bytes.Compare(ka, kb) < 0
+}
+
+// TestNATAdjacentCollide: the same routers with no router between them
+// (their WAN ports on one segment). A probe that passes its own NAT
+// arrives at the other with its time to live left, whatever it was set
+// to, so the first probe either way is kept by the far router and the
+// node's own flow is given another port: the pair stays on the relay
+// (data flows there), and the routers' conntrack shows the collision (a
+// flow to the router itself, and the node's flow on another port).
+func TestNATAdjacentCollide(t *testing.T) {
+	needConntrack(t)
+	l := newLab(t, "")
+	l.db = "sqlite:" + t.TempDir() + "/warren.db"
+	l.startServer("--relay", "--stun-listen", ":3478")
+	l.mustAdmin("users", "create", "nat")
+	key := l.mustAdmin("authkeys", "create", "--user", "nat", "--reusable")
+	spec := natSpec{kind: easyNAT, uplink: uplinkShared}
+	a := l.startNodeBehind("adja", spec)
+	b := l.startNodeBehind("adjb", spec)
+	all := []*node{a.node, b.node}
+	parallel(t, all, func(n *node) error { _, err := n.up(key); return err })
+	waitPeers(t, all, 1, 15*time.Second)
+	waitEndpoints(t, all, 10*time.Second)
+	defer func() {
+		t.Logf("conntrack of %s's router:\n%s", a.name, a.conntrack())
+		t.Logf("conntrack of %s's router:\n%s", b.name, b.conntrack())
+	}()
+	bV4, _ := b.ips()
+	for start := time.Now(); time.Since(start) < 10*time.Second; {
+		a.pingOnce(bV4, 200*time.Millisecond)
+		if p, _ := a.path(b.name); p == "direct" {
+			t.Fatalf("direct between adjacent colliding NATs after %v", time.Since(start))
+		}
+	}
+	if a.pingOnce(bV4, 2*time.Second) != nil {
+		t.Fatal("no traffic over the relay")
+	}
+	if p, _ := a.path(b.name); p != "relay" {
+		t.Fatalf("path %q, want relay", p)
+	}
+	// The collision: each router keeps the other's probe as a flow to
+	// itself on the node's port, and the node's flow leaves from another.
+	if !a.keptFrom(b) && !b.keptFrom(a) {
+		t.Errorf("neither router keeps an unsolicited flow from the other to port 41641")
+	}
 }

@@ -53,8 +53,9 @@ func (s natSpec) String() string {
 }
 
 // attachWAN creates the NAT router namespace and connects its eth0 to the
-// lab as spec.uplink says; it returns the namespace and the LAN index.
-func (l *lab) attachWAN(spec natSpec) (*nettest.NS, int) {
+// lab as spec.uplink says; it returns the namespace, the LAN index and the
+// router's public (WAN) address.
+func (l *lab) attachWAN(spec natSpec) (*nettest.NS, int, string) {
 	t := l.t
 	switch spec.uplink {
 	case uplinkISP:
@@ -66,7 +67,7 @@ func (l *lab) attachWAN(spec natSpec) (*nettest.NS, int) {
 		nettest.Veth(t, isp, "down0", []string{down + ".1/24"}, nat, "eth0", []string{down + ".2/24"})
 		nat.Run(t, "ip", "route", "add", "default", "via", down+".1")
 		l.router.Run(t, "ip", "route", "add", down+".0/24", "via", ispAddr)
-		return nat, n
+		return nat, n, down + ".2"
 	case uplinkShared:
 		l.nets++
 		n := l.nets
@@ -81,17 +82,17 @@ func (l *lab) attachWAN(spec natSpec) (*nettest.NS, int) {
 		nettest.Veth(t, l.router, port, nil, nat, "eth0", []string{fmt.Sprintf("198.18.250.%d/24", 10+n)})
 		l.router.Run(t, "ip", "link", "set", port, "master", "shared0")
 		nat.Run(t, "ip", "route", "add", "default", "via", "198.18.250.1")
-		return nat, n
+		return nat, n, fmt.Sprintf("198.18.250.%d", 10+n)
 	}
-	nat, _ := l.attach("mnat")
-	return nat, l.nets
+	nat, wan := l.attach("mnat")
+	return nat, l.nets, wan
 }
 
 // startNodeBehind starts a daemon (not yet joined) in a LAN namespace
 // behind a NAT router built as spec says.
 func (l *lab) startNodeBehind(name string, spec natSpec) *natNode {
 	t := l.t
-	nat, n := l.attachWAN(spec)
+	nat, n, wan := l.attachWAN(spec)
 	lan := nettest.NewNS(t, "mlan")
 	nettest.Veth(t, nat, "lan0", []string{fmt.Sprintf("198.19.%d.1/24", n)}, lan, "eth0", []string{fmt.Sprintf("198.19.%d.2/24", n)})
 	lan.Run(t, "ip", "route", "add", "default", "via", fmt.Sprintf("198.19.%d.1", n))
@@ -121,7 +122,19 @@ table inet filter {
 	nd := &node{l: l, name: name, ns: lan, dir: dir, sock: filepath.Join(dir, "warrend.sock"), under: fmt.Sprintf("198.19.%d.2", n)}
 	nd.startDaemon()
 	l.nodes = append(l.nodes, nd)
-	return &natNode{node: nd, nat: nat}
+	return &natNode{node: nd, nat: nat, wan: wan}
+}
+
+// keptFrom reports whether the router's conntrack keeps a flow from the
+// other router to the node's port that nobody answered: an unsolicited
+// probe held as a flow to the router itself.
+func (n *natNode) keptFrom(other *natNode) bool {
+	for _, line := range strings.Split(n.conntrack(), "\n") {
+		if strings.Contains(line, "src="+other.wan+" dst="+n.wan+" ") && strings.Contains(line, "dport=41641 [UNREPLIED]") {
+			return true
+		}
+	}
+	return false
 }
 
 // conntrack lists the router's UDP conntrack entries.
