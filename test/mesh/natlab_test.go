@@ -41,6 +41,9 @@ type natSpec struct {
 	// flow to that peer is then given another port.
 	inputFilter bool
 	uplink      uplink
+	// blockUDP drops every UDP datagram the router would forward, from
+	// the start (the node still reaches the server and relay over TCP).
+	blockUDP bool
 }
 
 func (s natSpec) String() string {
@@ -49,6 +52,9 @@ func (s natSpec) String() string {
 		f = "input filter"
 	}
 	u := map[uplink]string{uplinkCore: "core", uplinkISP: "via ISP", uplinkShared: "shared segment"}[s.uplink]
+	if s.blockUDP {
+		u += ", UDP blocked"
+	}
 	return fmt.Sprintf("%s, %s, %s", s.kind, f, u)
 }
 
@@ -101,7 +107,10 @@ func (l *lab) startNodeBehind(name string, spec natSpec) *natNode {
 	if spec.kind == hardNAT {
 		masq = "masquerade random"
 	}
-	input := ""
+	gate, input := "", ""
+	if spec.blockUDP {
+		gate = "meta l4proto udp drop;"
+	}
 	if spec.inputFilter {
 		input = `iifname "eth0" ct state new meta l4proto udp drop;`
 	}
@@ -109,10 +118,10 @@ func (l *lab) startNodeBehind(name string, spec natSpec) *natNode {
 	chain post { type nat hook postrouting priority srcnat; oifname "eth0" %s; }
 }
 table inet filter {
-	chain gate { type filter hook forward priority filter; }
+	chain gate { type filter hook forward priority filter; %s }
 	chain input { type filter hook input priority filter; %s }
 }
-`, masq, input)
+`, masq, gate, input)
 	path := filepath.Join(t.TempDir(), "nat.nft")
 	if err := os.WriteFile(path, []byte(rules), 0o644); err != nil {
 		t.Fatal(err)
