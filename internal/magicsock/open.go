@@ -50,8 +50,8 @@ const (
 // peer's NAT has a mapping towards us, so it cannot be the first datagram
 // of the flow to reach it. p.mu is held.
 func (p *peerEP) crossesLocked(addr netip.AddrPort, now time.Time) bool {
-	if p.c.ttl == nil || p.callFailed {
-		return true
+	if p.c.ttl == nil || p.callFailed || p.shared == nil {
+		return true // nothing to sequence with: no short probes, or no call
 	}
 	recent := func(t time.Time) bool { return !t.IsZero() && now.Sub(t) < openFor }
 	if c := p.cands[addr]; c != nil && (recent(c.lastPong) || recent(c.heard) || recent(c.pingRecv)) {

@@ -1,10 +1,12 @@
 package magicsock
 
 import (
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/warrenmesh/warren/internal/netsim"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // keepingNAT is a Linux router doing port-preserving masquerade without
@@ -94,4 +96,27 @@ func TestPathCollidingMappings(t *testing.T) {
 			t.Fatal("no flow diverted: the NATs did not collide")
 		}
 	})
+}
+
+// downRelay is a relay that takes nothing (not connected).
+type downRelay struct{}
+
+func (downRelay) Send(pubkey.Node, []byte) error { return errors.New("relay: not connected") }
+
+// TestPathRelayDownProbesFull: when the relay does not take the call, the
+// layer cannot ask the peer to probe first, so it probes with a full time
+// to live as before opening existed: two nodes behind NATs that filter
+// their input (one router each towards the core, so opening probes would
+// never arrive) go direct by probing each other.
+func TestPathRelayDownProbesFull(t *testing.T) {
+	filtering := easyNAT
+	filtering.Hops = 1
+	l := newPathLab(t, filtering, filtering)
+	l.idle(2 * probeTick)
+	l.a.c.SetRelay(downRelay{})
+	l.b.c.SetRelay(downRelay{})
+	bound := 2*probeEvery + probeTick
+	if !l.run(bound, l.both(PathDirect)) {
+		t.Fatalf("not direct %v with the relay down: a→b %s, b→a %s", bound, l.pathOf(l.a, l.b), l.pathOf(l.b, l.a))
+	}
 }
