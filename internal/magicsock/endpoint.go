@@ -101,6 +101,7 @@ type peerEP struct {
 	wasTrusted bool      // the path was trusted at the prober's last round
 	lastCall   time.Time // last call-me-maybe we sent
 	calledAt   time.Time // last call-me-maybe the relay took
+	calledPrev time.Time // the one before it
 	callFailed bool      // the last call could not be sent (no opening, see open.go)
 	// lastCallRecv is the last call-me-maybe from the peer acted on.
 	lastCallRecv time.Time

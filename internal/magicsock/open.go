@@ -60,5 +60,9 @@ func (p *peerEP) crossesLocked(addr netip.AddrPort, now time.Time) bool {
 	if recent(p.lastCallRecv) {
 		return true
 	}
-	return recent(p.calledAt) && now.Sub(p.calledAt) >= callSettle
+	// A call that has settled: the last one, or the one before it (calls
+	// repeat while the path is not direct; the engine's handshake retries
+	// may keep falling just after the latest).
+	settled := func(t time.Time) bool { return recent(t) && now.Sub(t) >= callSettle }
+	return settled(p.calledAt) || settled(p.calledPrev)
 }

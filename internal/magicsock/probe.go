@@ -95,7 +95,7 @@ func (c *Conn) probeDue(now time.Time) {
 			p.mu.Lock()
 			p.callFailed = !sent
 			if sent {
-				p.calledAt = now
+				p.calledPrev, p.calledAt = p.calledAt, now
 			}
 			p.mu.Unlock()
 		}
