@@ -2,9 +2,12 @@ package magicsock
 
 import (
 	"errors"
+	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/warrenmesh/warren/internal/conn"
 	"github.com/warrenmesh/warren/internal/netsim"
 	"github.com/warrenmesh/warren/internal/pubkey"
 )
@@ -118,5 +121,75 @@ func TestPathRelayDownProbesFull(t *testing.T) {
 	bound := 2*probeEvery + probeTick
 	if !l.run(bound, l.both(PathDirect)) {
 		t.Fatalf("not direct %v with the relay down: a→b %s, b→a %s", bound, l.pathOf(l.a, l.b), l.pathOf(l.b, l.a))
+	}
+}
+
+// takingRelay takes packets for one more node (a peer whose engine reads
+// nothing from the relay) and drops them; the rest go to the lab's relay.
+type takingRelay struct {
+	Relay
+	silent pubkey.Node
+}
+
+func (r takingRelay) Send(dst pubkey.Node, pkt []byte) error {
+	if dst == r.silent {
+		return nil
+	}
+	return r.Relay.Send(dst, pkt)
+}
+
+// TestPathDataReachesSilentPeerDirectly: a peer on the internet that
+// answers no probe and reads nothing from the relay (a WireGuard engine
+// without a path layer) gets a node's data directly once a call to it
+// has settled, even when the data (the engine's handshake retries, every
+// 5 s) keeps falling just after the node's calls (every 5 s too).
+func TestPathDataReachesSilentPeerDirectly(t *testing.T) {
+	l := newPathLab(t, keepingNAT, keepingNAT)
+	l.idle(2 * probeTick)
+	mKey, mDisco := nodeOf(genKeyT(t)), genKeyT(t)
+	m := l.net.NewHost(netip.MustParseAddr("198.18.77.1"), nil)
+	fns, port, err := m.Open(41641)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	var got atomic.Int64
+	go func() {
+		bufs, sizes, eps := [][]byte{make([]byte, 1500)}, []int{0}, []conn.Endpoint{nil}
+		for {
+			n, err := fns[0](bufs, sizes, eps)
+			if err != nil {
+				return
+			}
+			if n == 1 && sizes[0] == 16 && bufs[0][0] == 4 {
+				got.Add(1)
+			}
+		}
+	}()
+	l.a.c.SetRelay(takingRelay{Relay: memRelayClient{r: l.relay, from: l.a.key}, silent: mKey})
+	l.a.c.SetPeers([]PeerInfo{{Key: mKey, DiscoKey: discoOf(mDisco), Endpoints: []netip.AddrPort{netip.AddrPortFrom(m.Addr(), port)}}})
+	ep, err := l.a.c.ParseEndpoint(PeerEndpoint(mKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func() {
+		b := make([]byte, 16)
+		b[0] = 4
+		l.a.c.Send([][]byte{b}, ep)
+	}
+	// The first data at tick 0; the first call goes out at tick 1, and
+	// the next every callEvery (20 ticks) after it; the data again one
+	// tick after each call.
+	ticks := int(callEvery / probeTick)
+	for i := 0; i <= 3*ticks+2; i++ {
+		if i == 0 || (i > 2 && (i-2)%ticks == 0) {
+			send()
+		}
+		l.settle()
+		l.clk.Advance(probeTick)
+		l.settle()
+	}
+	if got.Load() == 0 {
+		t.Fatalf("no data reached the silent peer directly in %v (opening probes %d)", 3*callEvery, l.a.c.Stats.DiscoOpening.Load())
 	}
 }
