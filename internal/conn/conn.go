@@ -72,3 +72,11 @@ type Transport interface {
 	// BatchSize is the largest batch Send and ReceiveFunc handle at once.
 	BatchSize() int
 }
+
+// TTLSender is implemented by transports that can send one datagram with
+// a chosen IP time to live (IPv4) or hop limit (IPv6), so that it dies a
+// few routers out. The path layer uses it to open its own NAT towards a
+// peer with a probe that does not reach the peer's NAT (see magicsock).
+type TTLSender interface {
+	SendTTL(b []byte, ep Endpoint, ttl int) error
+}

@@ -70,6 +70,7 @@ type candidate struct {
 	rtt      time.Duration
 	jitter   time.Duration // EWMA of |rtt - previous rtt|
 	heard    time.Time     // last packet the engine authenticated from it (a guess, not a proof)
+	pingRecv time.Time     // last fresh ping from it
 	pinged   time.Time     // last ping we sent to it
 	udp      conn.Endpoint
 }
@@ -99,6 +100,9 @@ type peerEP struct {
 	lastProbe  time.Time
 	wasTrusted bool      // the path was trusted at the prober's last round
 	lastCall   time.Time // last call-me-maybe we sent
+	calledAt   time.Time // last call-me-maybe the relay took
+	calledPrev time.Time // the one before it
+	callFailed bool      // the last call could not be sent (no opening, see open.go)
 	// lastCallRecv is the last call-me-maybe from the peer acted on.
 	lastCallRecv time.Time
 	synthetic    netip.AddrPort

@@ -77,6 +77,7 @@ type Options struct {
 // Stats counts the layer's own traffic.
 type Stats struct {
 	DiscoSent, DiscoRecv, DiscoBad atomic.Uint64
+	DiscoOpening                   atomic.Uint64 // of DiscoSent: pings with a short time to live, opening our NAT (open.go)
 	DiscoReplayed                  atomic.Uint64 // pings refused as replays (seen, or older than the window)
 	DiscoRateLimited               atomic.Uint64 // disco packets dropped by the per-source limit
 	RelaySent, RelayRecv           atomic.Uint64
@@ -88,6 +89,7 @@ type Stats struct {
 // Conn is the path layer. It implements conn.Transport.
 type Conn struct {
 	udp      conn.Transport
+	ttl      conn.TTLSender // udp, if it can send with a chosen time to live (nil: it cannot)
 	opts     Options
 	discoPub pubkey.Disco
 	log      *slog.Logger
@@ -136,7 +138,8 @@ func New(udp conn.Transport, o Options) *Conn {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	clk := clock.Or(o.Clock)
-	return &Conn{udp: udp, opts: o, discoPub: pubkey.Disco{PublicKey: o.DiscoKey.PublicKey()}, log: o.Logger, clock: clk,
+	ttl, _ := udp.(conn.TTLSender)
+	return &Conn{udp: udp, ttl: ttl, opts: o, discoPub: pubkey.Disco{PublicKey: o.DiscoKey.PublicKey()}, log: o.Logger, clock: clk,
 		peers: map[pubkey.Node]*peerEP{}, byAddr: map[netip.AddrPort]*peerEP{},
 		byDisco: map[pubkey.Disco]*peerEP{}, raws: map[netip.AddrPort]*rawEP{},
 		contested: map[netip.AddrPort]bool{}, limiter: newDiscoLimiter(), epoch: clk.Now(),
@@ -594,6 +597,7 @@ func (c *Conn) sendPeer(bufs [][]byte, p *peerEP) error {
 	if ok {
 		udp = p.udpLocked(c, addr)
 	}
+	crosses := trusted || (ok && p.crossesLocked(addr, now))
 	p.mu.Unlock()
 	if trusted {
 		return c.udp.Send(bufs, udp)
@@ -609,9 +613,13 @@ func (c *Conn) sendPeer(bufs [][]byte, p *peerEP) error {
 	}
 	if ok && udp != nil {
 		// Also try the best guess: on a LAN or an open path data flows at
-		// once, before any probe has been answered.
-		if uerr := c.udp.Send(bufs, udp); relay == nil {
-			err = uerr
+		// once, before any probe has been answered. Not while the peer's
+		// NAT may still have to be opened: through a NAT that keeps
+		// unsolicited datagrams the guess would take our port there.
+		if relay == nil {
+			err = c.udp.Send(bufs, udp)
+		} else if crosses {
+			c.udp.Send(bufs, udp)
 		}
 	} else if relay == nil {
 		err = errNoPath

@@ -87,10 +87,11 @@ type labNode struct {
 }
 
 type pathLab struct {
-	t    *testing.T
-	clk  *clock.Fake
-	net  *netsim.Network
-	a, b *labNode
+	t     *testing.T
+	clk   *clock.Fake
+	net   *netsim.Network
+	relay *memRelay
+	a, b  *labNode
 }
 
 func newPathLab(t *testing.T, natA, natB netsim.NATConfig) *pathLab {
@@ -109,6 +110,7 @@ func setupPathLab(t *testing.T, natA, natB netsim.NATConfig, engine bool) *pathL
 	l.net = netsim.New(l.clk)
 	l.net.AddSTUN(stunAddr)
 	relay := &memRelay{conns: map[pubkey.Node]*Conn{}}
+	l.relay = relay
 	l.a = l.newNode("a", 1, natA, relay)
 	l.b = l.newNode("b", 2, natB, relay)
 	l.a.other, l.b.other = l.b, l.a

@@ -74,8 +74,15 @@ func (c *Conn) probeDue(now time.Time) {
 			lost = true // in use, and its direct path stopped answering
 		}
 		p.wasTrusted = trusted
+		// Probes that only open our NAT need the call right after them
+		// (open.go): the peer's answering probes are what crosses.
+		opening := false
+		for _, a := range due {
+			opening = opening || (relay != nil && !p.crossesLocked(a, now))
+		}
 		call := relay != nil && !trusted && p.shared != nil && len(local) > 0 &&
-			now.Sub(p.lastActive) < activeFor && now.Sub(p.lastCall) >= callEvery
+			now.Sub(p.lastActive) < activeFor &&
+			(now.Sub(p.lastCall) >= callEvery || (opening && now.Sub(p.lastCall) >= callMinGap))
 		if call {
 			p.lastCall = now
 		}
@@ -84,7 +91,13 @@ func (c *Conn) probeDue(now time.Time) {
 			c.ping(p, a, now)
 		}
 		if call {
-			c.sendDiscoRelay(p, &discoMsg{typ: msgCallMeMaybe, addrs: local})
+			sent := c.sendDiscoRelay(p, &discoMsg{typ: msgCallMeMaybe, addrs: local})
+			p.mu.Lock()
+			p.callFailed = !sent
+			if sent {
+				p.calledPrev, p.calledAt = p.calledAt, now
+			}
+			p.mu.Unlock()
 		}
 	}
 	if lost {
@@ -118,7 +131,13 @@ func (c *Conn) Probe(k pubkey.Node) {
 	}
 }
 
+// ping sends a ping to one of the peer's candidates: with a full time to
+// live where it cannot be the first datagram of the flow to reach the
+// peer's NAT, else with openTTL, opening our own NAT only (open.go).
 func (c *Conn) ping(p *peerEP, to netip.AddrPort, now time.Time) {
+	c.mu.RLock()
+	nodeKey, relay := c.opts.NodeKey, c.relay
+	c.mu.RUnlock()
 	p.mu.Lock()
 	if p.shared == nil {
 		p.mu.Unlock()
@@ -127,20 +146,27 @@ func (c *Conn) ping(p *peerEP, to netip.AddrPort, now time.Time) {
 	tx := p.newPingLocked(to, now)
 	shared := p.shared
 	udp := p.udpLocked(c, to)
+	full := relay == nil || p.crossesLocked(to, now)
 	p.mu.Unlock()
 	if udp == nil {
 		return
 	}
-	c.mu.RLock()
-	nodeKey := c.opts.NodeKey
-	c.mu.RUnlock()
 	pkt := seal(c.discoPub, shared, &discoMsg{typ: msgPing, tx: tx, nodeKey: nodeKey, clock: c.pingClock(now)})
-	if c.udp.Send([][]byte{pkt}, udp) == nil {
+	if full {
+		if c.udp.Send([][]byte{pkt}, udp) == nil {
+			c.Stats.DiscoSent.Add(1)
+		}
+		return
+	}
+	if c.ttl.SendTTL(pkt, udp, openTTL) == nil {
 		c.Stats.DiscoSent.Add(1)
+		c.Stats.DiscoOpening.Add(1)
 	}
 }
 
-func (c *Conn) sendDiscoRelay(p *peerEP, m *discoMsg) {
+// sendDiscoRelay sends a disco message through the relay; it reports
+// whether the relay took it.
+func (c *Conn) sendDiscoRelay(p *peerEP, m *discoMsg) bool {
 	c.mu.RLock()
 	relay := c.relay
 	c.mu.RUnlock()
@@ -148,11 +174,13 @@ func (c *Conn) sendDiscoRelay(p *peerEP, m *discoMsg) {
 	shared := p.shared
 	p.mu.Unlock()
 	if relay == nil || shared == nil {
-		return
+		return false
 	}
-	if relay.Send(p.key, seal(c.discoPub, shared, m)) == nil {
-		c.Stats.DiscoSent.Add(1)
+	if relay.Send(p.key, seal(c.discoPub, shared, m)) != nil {
+		return false
 	}
+	c.Stats.DiscoSent.Add(1)
+	return true
 }
 
 // pingClock is our ping clock at now: nanoseconds since the layer started
@@ -266,7 +294,7 @@ func (c *Conn) handlePing(p *peerEP, shared *[32]byte, m *discoMsg, src netip.Ad
 		udp, _ = c.udp.ParseEndpoint(src.String())
 	} else {
 		p.mu.Lock()
-		p.candidateLocked(src)
+		p.candidateLocked(src).pingRecv = now // the peer's NAT sends from there: it has a mapping towards us
 		udp = p.udpLocked(c, src)
 		p.mu.Unlock()
 	}

@@ -54,7 +54,7 @@ var (
 	udpDatagrams  = Desc("warren_udp_datagrams_total", "UDP datagrams moved by the transport, by direction.", "dir")
 	udpMessages   = Desc("warren_udp_messages_total", "sendmmsg/recvmmsg entries (a GSO/GRO message carries several datagrams), by direction: datagrams/messages is the mean offload batch.", "dir")
 	udpOffloaded  = Desc("warren_udp_offload_messages_total", "Messages that carried several datagrams (GSO on send, GRO on receive).", "dir")
-	discoMessages = Desc("warren_disco_messages_total", "Path probes (disco messages), by event: sent, received, bad, replayed (pings refused as replays), rate_limited (dropped by the per-source limit).", "event")
+	discoMessages = Desc("warren_disco_messages_total", "Path probes (disco messages), by event: sent, opening (of sent: pings with a short time to live that open the node's own NAT before the peer probes back), received, bad, replayed (pings refused as replays), rate_limited (dropped by the per-source limit).", "event")
 	roamRefused   = Desc("warren_roam_refused_total", "Authenticated packet batches that arrived labelled with another peer's path; the sender's endpoint did not move there.")
 	relayPackets  = Desc("warren_relay_packets_total", "Packets through the relay, by event: sent, received, dropped.", "event")
 	tunCalls      = Desc("warren_tun_calls_total", "Reads and writes of the TUN device in offload mode, by direction.", "dir")
@@ -169,6 +169,7 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	}
 	if m := n.Paths; m != nil {
 		counter(discoMessages, m.Stats.DiscoSent.Load(), "sent")
+		counter(discoMessages, m.Stats.DiscoOpening.Load(), "opening")
 		counter(discoMessages, m.Stats.DiscoRecv.Load(), "received")
 		counter(discoMessages, m.Stats.DiscoBad.Load(), "bad")
 		counter(discoMessages, m.Stats.DiscoReplayed.Load(), "replayed")

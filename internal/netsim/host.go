@@ -23,7 +23,10 @@ type Host struct {
 	nextPort uint16
 }
 
-var _ conn.Transport = (*Host)(nil)
+var (
+	_ conn.Transport = (*Host)(nil)
+	_ conn.TTLSender = (*Host)(nil)
+)
 
 // queueLen bounds the datagrams waiting at a socket.
 const queueLen = 1024
@@ -135,7 +138,8 @@ func (h *Host) ParseEndpoint(s string) (conn.Endpoint, error) {
 	return h.endpointLocked(ap), nil
 }
 
-// Send sends each buffer as one datagram to ep from the open socket.
+// Send sends each buffer as one datagram to ep from the open socket, with
+// time to live DefaultTTL.
 func (h *Host) Send(bufs [][]byte, ep conn.Endpoint) error {
 	h.net.mu.Lock()
 	defer h.net.mu.Unlock()
@@ -145,8 +149,21 @@ func (h *Host) Send(bufs [][]byte, ep conn.Endpoint) error {
 	src := netip.AddrPortFrom(h.addr, h.sock.port)
 	dst := ep.Addr()
 	for _, b := range bufs {
-		h.net.route(h, src, dst, append([]byte(nil), b...))
+		h.net.route(h, src, dst, append([]byte(nil), b...), DefaultTTL)
 	}
+	return nil
+}
+
+// SendTTL sends b as one datagram to ep with time to live ttl: the host's
+// NAT forwards it only with a ttl of 2 or more, and it reaches another NAT
+// only with more than the routers between them (their Hops) left.
+func (h *Host) SendTTL(b []byte, ep conn.Endpoint, ttl int) error {
+	h.net.mu.Lock()
+	defer h.net.mu.Unlock()
+	if h.sock == nil {
+		return net.ErrClosed
+	}
+	h.net.route(h, netip.AddrPortFrom(h.addr, h.sock.port), ep.Addr(), append([]byte(nil), b...), ttl)
 	return nil
 }
 

@@ -46,6 +46,12 @@ type NAT struct {
 	// datagram (0: for ever).
 	timeout time.Duration
 	blocked bool
+	hops    int
+	// keeps: unsolicited inbound datagrams are kept as flows to the NAT
+	// itself (see NATConfig.KeepsUnsolicited), by source and public port,
+	// with the time of the last one.
+	keeps bool
+	kept  map[keptFlow]time.Time
 
 	byPort map[uint16]*natMapping
 	byFlow map[flow]*natMapping
@@ -53,6 +59,22 @@ type NAT struct {
 	// Blocked counts datagrams dropped because UDP is blocked; Filtered
 	// inbound ones no mapping let in (none, expired, or filtered).
 	Blocked, Filtered atomic.Uint64
+	// Kept counts unsolicited inbound datagrams kept as a flow to the NAT
+	// itself; Diverted the LAN flows given another public port because
+	// such a flow held theirs.
+	Kept, Diverted atomic.Uint64
+}
+
+// UnsolicitedTimeout is how long a NAT that keeps unsolicited datagrams
+// keeps their flow after the last one: Linux conntrack's timeout of a UDP
+// flow that was never answered (nf_conntrack_udp_timeout).
+const UnsolicitedTimeout = 30 * time.Second
+
+// keptFlow is an unsolicited flow a NAT keeps: from a remote address to
+// one of its public ports.
+type keptFlow struct {
+	from netip.AddrPort
+	port uint16
 }
 
 // flow keys a mapping: the private source, and for endpoint-dependent
@@ -74,6 +96,18 @@ type NATConfig struct {
 	// Timeout is how long a mapping lives after its last outgoing
 	// datagram; 0 keeps mappings for ever.
 	Timeout time.Duration
+	// Hops is the number of routers between the NAT and the internet's
+	// core: a datagram from one NAT to another passes the sum of their
+	// Hops (0 and 0: the NATs are adjacent), each taking one from its
+	// time to live (see Host.SendTTL).
+	Hops int
+	// KeepsUnsolicited makes the NAT behave as a Linux router doing
+	// masquerade without filtering its own input: an inbound datagram no
+	// mapping lets in is kept (by conntrack) as a flow from its source to
+	// the router itself, for UnsolicitedTimeout after the last one; while
+	// it lives, a LAN host's flow to that source cannot have the public
+	// port it holds and is given another (random) one.
+	KeepsUnsolicited bool
 }
 
 // NewNAT adds a NAT with public address public.
@@ -84,6 +118,7 @@ func (n *Network) NewNAT(public netip.Addr, cfg NATConfig) *NAT {
 		panic("netsim: address " + public.String() + " in use")
 	}
 	nat := &NAT{net: n, public: public, mapping: cfg.Mapping, filtering: cfg.Filtering, timeout: cfg.Timeout,
+		hops: cfg.Hops, keeps: cfg.KeepsUnsolicited, kept: map[keptFlow]time.Time{},
 		byPort: map[uint16]*natMapping{}, byFlow: map[flow]*natMapping{}}
 	n.nats[public] = nat
 	return nat
@@ -131,19 +166,56 @@ func (nat *NAT) outboundLocked(src, dst netip.AddrPort) (netip.AddrPort, bool) {
 	if nat.mapping == EndpointDependent {
 		key.dst = dst
 	}
+	if d := nat.byFlow[flow{src: src, dst: dst}]; key.dst != dst && d != nil {
+		if nat.expired(d, now) {
+			nat.dropLocked(d)
+		} else {
+			key = d.key // a flow diverted to a port of its own
+		}
+	}
 	m := nat.byFlow[key]
 	if m != nil && nat.expired(m, now) {
 		nat.dropLocked(m)
 		m = nil
 	}
 	if m == nil {
-		m = &natMapping{key: key, private: src, port: nat.newPortLocked(src.Port(), now), sentTo: map[netip.AddrPort]bool{}}
-		nat.byFlow[key] = m
-		nat.byPort[m.port] = m
+		m = nat.newMappingLocked(key, src, nat.newPortLocked(src.Port(), now))
+	}
+	if !m.sentTo[dst] && nat.keptLocked(dst, m.port, now) {
+		// Conntrack holds dst → public:port as a flow to the router: this
+		// flow's reply would collide with it, so it gets another port.
+		nat.Diverted.Add(1)
+		m = nat.newMappingLocked(flow{src: src, dst: dst}, src, nat.randomPortLocked(now))
 	}
 	m.sentTo[dst] = true
 	m.lastOut = now
 	return netip.AddrPortFrom(nat.public, m.port), true
+}
+
+func (nat *NAT) newMappingLocked(key flow, src netip.AddrPort, port uint16) *natMapping {
+	m := &natMapping{key: key, private: src, port: port, sentTo: map[netip.AddrPort]bool{}}
+	nat.byFlow[key] = m
+	nat.byPort[port] = m
+	return m
+}
+
+// keptLocked reports whether an unsolicited flow from src to port is kept.
+func (nat *NAT) keptLocked(src netip.AddrPort, port uint16, now time.Time) bool {
+	t, ok := nat.kept[keptFlow{src, port}]
+	return ok && now.Sub(t) < UnsolicitedTimeout
+}
+
+// keepLocked keeps (or refreshes) an unsolicited flow from src to port.
+func (nat *NAT) keepLocked(src netip.AddrPort, port uint16, now time.Time) {
+	if len(nat.kept) >= 4096 {
+		for k, t := range nat.kept {
+			if now.Sub(t) >= UnsolicitedTimeout {
+				delete(nat.kept, k)
+			}
+		}
+	}
+	nat.kept[keptFlow{src, port}] = now
+	nat.Kept.Add(1)
 }
 
 // newPortLocked picks a free public port: the private one when an
@@ -161,8 +233,19 @@ func (nat *NAT) newPortLocked(want uint16, now time.Time) uint16 {
 	if nat.mapping == EndpointIndependent && free(want) {
 		return want
 	}
+	return nat.randomPortLocked(now)
+}
+
+// randomPortLocked picks a free random public port.
+func (nat *NAT) randomPortLocked(now time.Time) uint16 {
 	for {
-		if p := uint16(1024 + nat.net.rng.IntN(65536-1024)); free(p) {
+		p := uint16(1024 + nat.net.rng.IntN(65536-1024))
+		m := nat.byPort[p]
+		if m != nil && nat.expired(m, now) {
+			nat.dropLocked(m)
+			m = nil
+		}
+		if m == nil {
 			return p
 		}
 	}
@@ -180,9 +263,13 @@ func (nat *NAT) inboundLocked(src netip.AddrPort, port uint16) (netip.AddrPort, 
 		nat.Blocked.Add(1)
 		return netip.AddrPort{}, false
 	}
+	now := nat.net.clock.Now()
 	m := nat.byPort[port]
-	if m == nil || nat.expired(m, nat.net.clock.Now()) || !nat.lets(m, src) {
+	if m == nil || nat.expired(m, now) || !nat.lets(m, src) {
 		nat.Filtered.Add(1)
+		if nat.keeps {
+			nat.keepLocked(src, port, now)
+		}
 		return netip.AddrPort{}, false
 	}
 	return m.private, true

@@ -3,7 +3,11 @@
 // filtering behaviours are chosen (RFC 4787: endpoint-independent or
 // endpoint-dependent mapping; endpoint-independent, address-dependent or
 // address-and-port-dependent filtering), NATs that block UDP altogether,
-// and STUN responders. Each Host is a conn.Transport, so a magicsock.Conn
+// NATs that keep an unsolicited datagram as a flow to themselves and so
+// give their host's own flow to its source another port (a Linux router
+// doing masquerade without filtering its input), routers between NATs
+// that a datagram's time to live must last through (Host.SendTTL), and
+// STUN responders. Each Host is a conn.Transport, so a magicsock.Conn
 // (or the engine itself) runs over it unchanged.
 //
 // Delivery is immediate and in order (no latency, no loss but what a NAT
@@ -42,8 +46,9 @@ type Network struct {
 	inflight atomic.Int64
 
 	// NoRoute counts datagrams to an address nothing has (or to a port no
-	// socket is bound to); QueueFull those dropped at a full socket queue.
-	NoRoute, QueueFull atomic.Uint64
+	// socket is bound to); QueueFull those dropped at a full socket queue;
+	// TimeExceeded those whose time to live ran out on the way.
+	NoRoute, QueueFull, TimeExceeded atomic.Uint64
 }
 
 // New returns an empty network running on c (nil: the real clock). Port
@@ -115,31 +120,54 @@ func (n *Network) MoveHost(h *Host, addr netip.Addr, nat *NAT) {
 	}
 }
 
+// DefaultTTL is the time to live of datagrams sent with Send.
+const DefaultTTL = 64
+
 // route carries one datagram from src, sent by host from (nil: the
-// network itself, a STUN answer) to dst. n.mu is held.
-func (n *Network) route(from *Host, src, dst netip.AddrPort, pkt []byte) {
+// network itself, a STUN answer) to dst, with time to live ttl: each NAT
+// forwarding it and each router between the NATs (their Hops) takes one,
+// and one that reaches 0 on the way is dropped and counted in
+// TimeExceeded. A NAT creates a mapping only for a datagram it forwards,
+// and receives one for itself (keeping it, see KeepsUnsolicited) with any
+// ttl left. n.mu is held.
+func (n *Network) route(from *Host, src, dst netip.AddrPort, pkt []byte, ttl int) {
+	var srcNAT *NAT
 	if from != nil && from.nat != nil {
 		nat := from.nat
 		if h := n.lan[dst.Addr()]; h != nil && h.nat == nat {
 			h.deliverLocked(src, dst.Port(), pkt) // same LAN: no translation
 			return
 		}
+		if ttl < 2 {
+			n.TimeExceeded.Add(1)
+			return
+		}
+		ttl--
 		var ok bool
 		if src, ok = nat.outboundLocked(src, dst); !ok {
 			return
 		}
+		srcNAT = nat
 	}
+	dstNAT := n.nats[dst.Addr()]
+	hops := hopsOf(srcNAT) + hopsOf(dstNAT)
+	if ttl-hops < 1 {
+		n.TimeExceeded.Add(1)
+		return
+	}
+	ttl -= hops
 	switch {
 	case n.stun[dst]:
 		if m, err := stun.Parse(pkt); err == nil && m.IsBindingRequest() {
-			n.route(nil, dst, src, stun.AppendResponse(nil, m.TxID, src))
+			n.route(nil, dst, src, stun.AppendResponse(nil, m.TxID, src), DefaultTTL)
 		}
 	case n.hosts[dst.Addr()] != nil:
 		n.hosts[dst.Addr()].deliverLocked(src, dst.Port(), pkt)
-	case n.nats[dst.Addr()] != nil:
-		nat := n.nats[dst.Addr()]
-		if to, ok := nat.inboundLocked(src, dst.Port()); ok {
-			if h := n.lan[to.Addr()]; h != nil && h.nat == nat {
+	case dstNAT != nil:
+		if to, ok := dstNAT.inboundLocked(src, dst.Port()); ok {
+			if ttl < 2 {
+				n.TimeExceeded.Add(1)
+			} else if h := n.lan[to.Addr()]; h != nil && h.nat == dstNAT {
 				h.deliverLocked(src, to.Port(), pkt)
 			} else {
 				n.NoRoute.Add(1) // the host left the NAT's LAN
@@ -148,4 +176,11 @@ func (n *Network) route(from *Host, src, dst netip.AddrPort, pkt []byte) {
 	default:
 		n.NoRoute.Add(1)
 	}
+}
+
+func hopsOf(nat *NAT) int {
+	if nat == nil {
+		return 0
+	}
+	return nat.hops
 }

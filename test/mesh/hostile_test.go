@@ -191,10 +191,23 @@ func TestHostilePeer(t *testing.T) {
 	}
 	// Every honest node sends to M first, so that M has a session with
 	// each, also with b behind its NAT (the ping is not answered: M's
-	// engine reads nothing back).
+	// engine reads nothing back). M's engine takes no relayed packets, so
+	// the handshake must go directly, which a node's path layer does only
+	// once it has called M through the relay a second before (so that a
+	// peer's NAT is open, docs/NAT.md): ping until the handshake is done.
 	mAddr := m.tunnelAddr()
 	for _, n := range honest {
-		n.pingOnce(mAddr, 500*time.Millisecond)
+		if !wait.Poll(15*time.Second, func() bool {
+			n.pingOnce(mAddr, 500*time.Millisecond)
+			st, err := n.status()
+			if err != nil {
+				return false
+			}
+			p := peerNamed(st, "m")
+			return p != nil && !p.LastHandshake.IsZero()
+		}) {
+			t.Errorf("spoof: %s has no session with M", n.name)
+		}
 	}
 	t.Logf("attacker: %s", m.must(fmt.Sprintf("spoof %d", port), 30*time.Second))
 	for _, n := range honest {

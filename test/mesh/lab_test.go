@@ -59,6 +59,7 @@ type lab struct {
 	db     string // store DSN
 	nets   int
 	resolv string // if set, each new node's namespace gets this resolv.conf
+	shared bool   // the core has the shared segment of adjacent NATs (natlab_test.go)
 }
 
 type server struct {

@@ -36,6 +36,7 @@ const (
 type natNode struct {
 	*node
 	nat *nettest.NS
+	wan string // the router's public address
 }
 
 func needNft(t *testing.T) {
@@ -47,39 +48,12 @@ func needNft(t *testing.T) {
 	}
 }
 
+// startNodeBehindNAT starts a daemon behind a NAT router on its own link
+// to the core that drops unsolicited UDP to itself, like a home router's
+// firewall: such datagrams never hold a conntrack entry that would make
+// the NAT pick another port for its node's outgoing flow.
 func (l *lab) startNodeBehindNAT(name string, kind natKind) *natNode {
-	t := l.t
-	nat, _ := l.attach("mnat")
-	n := l.nets
-	lan := nettest.NewNS(t, "mlan")
-	nettest.Veth(t, nat, "lan0", []string{fmt.Sprintf("198.19.%d.1/24", n)}, lan, "eth0", []string{fmt.Sprintf("198.19.%d.2/24", n)})
-	lan.Run(t, "ip", "route", "add", "default", "via", fmt.Sprintf("198.19.%d.1", n))
-	nat.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	masq := "masquerade"
-	if kind == hardNAT {
-		masq = "masquerade random"
-	}
-	rules := fmt.Sprintf(`table ip nat {
-	chain post { type nat hook postrouting priority srcnat; oifname "eth0" %s; }
-}
-table inet filter {
-	chain gate { type filter hook forward priority filter; }
-	# Like a home router's firewall: unsolicited datagrams to the router
-	# itself are dropped, so they never hold a conntrack entry that would
-	# make the NAT pick another port for its node's outgoing flow.
-	chain input { type filter hook input priority filter; iifname "eth0" ct state new meta l4proto udp drop; }
-}
-`, masq)
-	path := filepath.Join(t.TempDir(), "nat.nft")
-	if err := os.WriteFile(path, []byte(rules), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	nat.Run(t, "nft", "-f", path)
-	dir := t.TempDir()
-	nd := &node{l: l, name: name, ns: lan, dir: dir, sock: filepath.Join(dir, "warrend.sock"), under: fmt.Sprintf("198.19.%d.2", n)}
-	nd.startDaemon()
-	l.nodes = append(l.nodes, nd)
-	return &natNode{node: nd, nat: nat}
+	return l.startNodeBehind(name, natSpec{kind: kind, inputFilter: true, uplink: uplinkCore})
 }
 
 // blockUDP drops (or with false, lets through again) every UDP datagram
