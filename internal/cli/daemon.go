@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/warrenmesh/warren/internal/daemon"
 	"github.com/warrenmesh/warren/internal/localapi"
@@ -27,7 +29,42 @@ func defaultSocket() string {
 	if s := os.Getenv(envSocket); s != "" {
 		return s
 	}
+	if os.Geteuid() != 0 {
+		// An ordinary user's userspace daemon, if one runs.
+		if dir, err := userStateDir(); err == nil {
+			if s := userSocket(dir); socketExists(s) {
+				return s
+			}
+		}
+	}
 	return localapi.DefaultSocket
+}
+
+// userStateDir is a userspace daemon's default state directory:
+// $XDG_STATE_HOME/warren, else ~/.local/state/warren.
+func userStateDir() (string, error) {
+	if x := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "warren"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no state directory: %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "warren"), nil
+}
+
+// userSocket is a userspace daemon's default local API socket:
+// $XDG_RUNTIME_DIR/warren/warrend.sock, else in its state directory.
+func userSocket(stateDir string) string {
+	if x := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(x) {
+		return filepath.Join(x, "warren", "warrend.sock")
+	}
+	return filepath.Join(stateDir, "warrend.sock")
+}
+
+func socketExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode()&os.ModeSocket != 0
 }
 
 func runDaemon(args []string, stdout, stderr io.Writer) int {
@@ -44,9 +81,14 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.MTU, "mtu", 0, "tunnel MTU (default 1420)")
 	fs.BoolVar(&verbose, "verbose", false, "log debug messages")
 	fs.StringVar(&cfg.ResolvConf, "resolv-conf", "/etc/resolv.conf", "host resolver file that `up --accept-dns` points at MagicDNS")
+	fs.BoolVar(&cfg.Userspace, "userspace", false, "run without TUN, netlink, nftables or root: a userspace network stack; programs reach the mesh through --socks5/--http-proxy (state and socket default to the user's directories)")
+	fs.StringVar(&cfg.SOCKS5, "socks5", "", "userspace: serve a SOCKS5 proxy to the mesh on this loopback IP:PORT (e.g. 127.0.0.1:1055)")
+	fs.StringVar(&cfg.HTTPProxy, "http-proxy", "", "userspace: serve an HTTP proxy (CONNECT and plain HTTP) to the mesh on this loopback IP:PORT (e.g. 127.0.0.1:1056)")
+	fs.BoolVar(&cfg.ForwardInbound, "forward-inbound", false, "userspace: forward TCP connections from the mesh to the node's addresses to the same port on the host's 127.0.0.1")
+	fs.DurationVar(&cfg.ProxyDialTimeout, "proxy-dial-timeout", 30*time.Second, "userspace: how long a proxy waits for a mesh destination to answer")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: warren daemon [FLAGS]\n\nRuns the node agent in the foreground (as root). Flags:")
+		fmt.Fprintln(stderr, "usage: warren daemon [FLAGS]\n\nRuns the node agent in the foreground (as root, or as any user with --userspace). Flags:")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseVerb(fs, args, 0, stderr); !ok {
@@ -57,6 +99,21 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Port = uint16(port)
+	if cfg.Userspace {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["state-dir"] {
+			dir, err := userStateDir()
+			if err != nil {
+				fmt.Fprintf(stderr, "warren daemon: --userspace: %v; pass --state-dir\n", err)
+				return 2
+			}
+			cfg.StateDir = dir
+		}
+		if !set["socket"] && os.Getenv(envSocket) == "" {
+			cfg.Socket = userSocket(cfg.StateDir)
+		}
+	}
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug

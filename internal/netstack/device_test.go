@@ -217,3 +217,17 @@ func BenchmarkDeviceTransfer(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(ps.packets.Load()-p0)/float64(b.N), "packets/op")
 }
+
+// TestPing: an echo request from one stack is answered by the other,
+// over IPv4 and IPv6.
+func TestPing(t *testing.T) {
+	a, _, ba, _ := newPair(t)
+	for i, dst := range []netip.Addr{ba, netip.MustParseAddr("fd7a::2")} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		rtt, err := a.Ping(ctx, dst, uint16(i+1))
+		cancel()
+		if err != nil || rtt <= 0 {
+			t.Fatalf("ping %s: %v %v", dst, rtt, err)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -240,4 +241,65 @@ func AddrPortOf(a net.Addr) netip.AddrPort {
 		return a.AddrPort()
 	}
 	return netip.AddrPort{}
+}
+
+// Ping sends one ICMP echo request to dst through the mesh and waits for
+// its reply until ctx ends, returning the round-trip time.
+func (st *Stack) Ping(ctx context.Context, dst netip.Addr, seq uint16) (time.Duration, error) {
+	dst = dst.Unmap()
+	netProto, tproto := ipv4.ProtocolNumber, icmp.ProtocolNumber4
+	var req []byte
+	if dst.Is6() {
+		netProto, tproto = ipv6.ProtocolNumber, icmp.ProtocolNumber6
+		h := header.ICMPv6(make([]byte, header.ICMPv6EchoMinimumSize+8))
+		h.SetType(header.ICMPv6EchoRequest)
+		h.SetSequence(seq)
+		req = h
+	} else {
+		h := header.ICMPv4(make([]byte, header.ICMPv4MinimumSize+8))
+		h.SetType(header.ICMPv4Echo)
+		h.SetSequence(seq)
+		req = h
+	}
+	copy(req[len(req)-8:], "warren!!")
+	var wq waiter.Queue
+	ep, terr := st.s.NewEndpoint(tproto, netProto, &wq)
+	if terr != nil {
+		return 0, fmt.Errorf("netstack: ICMP endpoint: %v", terr)
+	}
+	c := gonet.NewUDPConn(&wq, ep)
+	defer c.Close()
+	if terr := ep.Connect(tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(dst.AsSlice())}); terr != nil {
+		return 0, fmt.Errorf("netstack: ping %s: %v", dst, terr)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	start := time.Now()
+	if _, err := c.Write(req); err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 1500)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			return 0, err
+		}
+		if dst.Is6() {
+			h := header.ICMPv6(buf[:n])
+			if n >= header.ICMPv6EchoMinimumSize && h.Type() == header.ICMPv6EchoReply && h.Sequence() == seq {
+				return time.Since(start), nil
+			}
+		} else {
+			h := header.ICMPv4(buf[:n])
+			if n >= header.ICMPv4MinimumSize && h.Type() == header.ICMPv4EchoReply && h.Sequence() == seq {
+				return time.Since(start), nil
+			}
+		}
+	}
 }
