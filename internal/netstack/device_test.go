@@ -132,8 +132,8 @@ func transfer(t *testing.T, a, b *Stack, dst netip.AddrPort, size int) {
 // MTU-sized packets (GSO), none larger than the MTU.
 func TestTCPTransferSuperPackets(t *testing.T) {
 	a, b, ba, ps := newPair(t)
-	transfer(t, a, b, netip.AddrPortFrom(ba, 8080), 32<<20)
-	transfer(t, a, b, netip.MustParseAddrPort("[fd7a::2]:8081"), 8<<20)
+	transfer(t, a, b, netip.AddrPortFrom(ba, 8080), 8<<20)
+	transfer(t, a, b, netip.MustParseAddrPort("[fd7a::2]:8081"), 4<<20)
 	st := a.Device().Stats()
 	if st.OutSuper.Load() == 0 {
 		t.Fatalf("no super-packet was split: %d packets out", st.OutPackets.Load())
