@@ -126,6 +126,12 @@ func (st *Stack) SetAddresses(addrs []netip.Prefix) error {
 	return errors.Join(errs...)
 }
 
+// RxPackets is how many packets the stack's IP layer received: fewer
+// than the device's InPackets when GRO coalesced segments.
+func (st *Stack) RxPackets() uint64 {
+	return st.s.NICInfo()[nicID].Stats.Rx.Packets.Value()
+}
+
 // Addresses returns the addresses the stack holds.
 func (st *Stack) Addresses() []netip.Prefix {
 	st.mu.Lock()
