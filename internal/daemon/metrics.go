@@ -33,6 +33,9 @@ func (d *Daemon) initMetrics() {
 		Peers:          d.metricPeers,
 		CaptureDropped: d.obs.capture.dropped.Load,
 	})
+	if d.us.st != nil {
+		d.registerNetstackMetrics()
+	}
 }
 
 // startMetrics serves /metrics on --metrics-listen, if set, until ctx ends.

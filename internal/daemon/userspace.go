@@ -11,10 +11,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/warrenmesh/warren/internal/dns"
 	"github.com/warrenmesh/warren/internal/httpproxy"
@@ -374,4 +376,23 @@ func (d *Daemon) pingUserspace(ctx context.Context, req localapi.PingRequest, pe
 		}
 	}
 	return nil
+}
+
+// registerNetstackMetrics adds the userspace packet device's counters to
+// the metrics registry, read at scrape time.
+func (d *Daemon) registerNetstackMetrics() {
+	st := d.us.st.Device().Stats()
+	for name, c := range map[string]struct {
+		help string
+		v    *atomic.Uint64
+	}{
+		"warren_netstack_out_packets_total":       {"Packets the userspace network stack handed to the engine (after splitting super-packets).", &st.OutPackets},
+		"warren_netstack_out_super_packets_total": {"TCP super-packets of the userspace network stack split for the engine.", &st.OutSuper},
+		"warren_netstack_out_dropped_total":       {"Packets of the userspace network stack dropped: they did not fit the engine's buffers.", &st.OutDropped},
+		"warren_netstack_in_packets_total":        {"Packets from the engine given to the userspace network stack.", &st.InPackets},
+		"warren_netstack_in_malformed_total":      {"Packets from the engine dropped: not one well-formed IP packet.", &st.InMalformed},
+	} {
+		v := c.v
+		d.obs.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: c.help}, func() float64 { return float64(v.Load()) }))
+	}
 }

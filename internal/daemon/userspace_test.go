@@ -140,6 +140,22 @@ func TestUserspaceProxiesBadInput(t *testing.T) {
 		}
 	}
 
+	// The userspace device's counters are metrics: the SYNs to the
+	// silent peer went out through it.
+	mfs, err := d.obs.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out float64
+	for _, mf := range mfs {
+		if mf.GetName() == "warren_netstack_out_packets_total" {
+			out = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if out == 0 {
+		t.Error("warren_netstack_out_packets_total is 0 or missing")
+	}
+
 	// A client that connects and says nothing holds a goroutine only
 	// until the daemon stops.
 	silent, err := net.Dial("tcp", socks)
