@@ -205,12 +205,16 @@ type Server struct {
 	HandshakeTimeout time.Duration
 	// DialTimeout bounds Dial; default 30 s.
 	DialTimeout time.Duration
-	Logger      *slog.Logger
+	// MaxClients bounds the clients served at once (default 1024); one
+	// more is disconnected at once.
+	MaxClients int
+	Logger     *slog.Logger
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	clients int
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 // Serve accepts clients on l until it is closed.
@@ -220,14 +224,20 @@ func (s *Server) Serve(l net.Listener) error {
 		if err != nil {
 			return err
 		}
-		if !s.track(c, true) {
+		ok, full := s.admit(c)
+		if !ok {
 			c.Close()
 			return net.ErrClosed
+		}
+		if full {
+			s.log().Warn("socks5: too many clients, one refused", "from", c.RemoteAddr().String())
+			c.Close()
+			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer s.track(c, false)
+			defer s.release(c)
 			defer c.Close()
 			s.handle(c)
 		}()
@@ -243,6 +253,36 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+}
+
+// admit tracks a new client; ok false: the server is closed; full: too
+// many clients.
+func (s *Server) admit(c net.Conn) (ok, full bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	max := s.MaxClients
+	if max <= 0 {
+		max = 1024
+	}
+	switch {
+	case s.closed:
+		return false, false
+	case s.clients >= max:
+		return true, true
+	}
+	s.clients++
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	return true, false
+}
+
+func (s *Server) release(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clients--
+	delete(s.conns, c)
 }
 
 func (s *Server) track(c net.Conn, add bool) bool {

@@ -233,3 +233,29 @@ func FuzzReadRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestMaxClients: a client beyond the bound is disconnected at once; the
+// others are served.
+func TestMaxClients(t *testing.T) {
+	dial := meshDial(t)
+	before := runtime.NumGoroutine()
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	s := &Server{Dial: dial, MaxClients: 1}
+	go s.Serve(l)
+	defer func() {
+		l.Close()
+		s.Close()
+		wait.For(t, 10*time.Second, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+	}()
+	first, _ := net.Dial("tcp", l.Addr().String())
+	defer first.Close()
+	first.Write([]byte{5, 1, 0})
+	io.ReadFull(first, make([]byte, 2)) // served: it got its method selection
+	second, _ := net.Dial("tcp", l.Addr().String())
+	defer second.Close()
+	second.SetReadDeadline(time.Now().Add(30 * time.Second))
+	second.Write([]byte{5, 1, 0})
+	if n, err := second.Read(make([]byte, 2)); err == nil {
+		t.Fatalf("second client served (%d bytes) beyond MaxClients 1", n)
+	}
+}
