@@ -174,3 +174,27 @@ func TestUserspaceProxiesBadInput(t *testing.T) {
 		t.Fatalf("%d goroutines left, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// TestUserspaceFlagsChecked: the proxies need --userspace and a loopback
+// address; each refusal names the flag.
+func TestUserspaceFlagsChecked(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{SOCKS5: "127.0.0.1:1055"}, "need --userspace"},
+		{Config{ForwardInbound: true}, "need --userspace"},
+		{Config{Userspace: true, SOCKS5: "0.0.0.0:1055"}, "--socks5 \"0.0.0.0:1055\": only a loopback address"},
+		{Config{Userspace: true, HTTPProxy: "198.18.0.1:1056"}, "--http-proxy \"198.18.0.1:1056\": only a loopback address"},
+		{Config{Userspace: true, HTTPProxy: "localhost:1056"}, "--http-proxy \"localhost:1056\": want IP:PORT"},
+	} {
+		tc.cfg.StateDir = dir
+		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+	if _, err := New(Config{StateDir: dir, Userspace: true, SOCKS5: "[::1]:1055", HTTPProxy: "127.0.0.1:1056", ForwardInbound: true}); err != nil {
+		t.Fatal(err)
+	}
+}
