@@ -196,6 +196,10 @@ func (d *Daemon) stopUserspace() {
 // on the host's 127.0.0.1 (--forward-inbound); the mesh side is accepted
 // only once the host side answered, and reset if it does not.
 func (d *Daemon) forwardInbound(local, remote netip.AddrPort, accept func() (net.Conn, error), reject func()) {
+	if !d.isSelfAddr(local.Addr()) {
+		reject() // a service address (MagicDNS's), not the node's own
+		return
+	}
 	var dl net.Dialer
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	host, err := dl.DialContext(ctx, "tcp", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), local.Port()).String())
@@ -325,17 +329,28 @@ func (d *Daemon) resolveMesh(ctx context.Context, host string) (netip.Addr, erro
 	return netip.Addr{}, socks5.Errorf(socks5.ReplyHostUnreachable, "no such name: "+host)
 }
 
-// routable reports whether ip is this node's or some peer routes it.
-func (d *Daemon) routable(ip netip.Addr) bool {
+// isSelfAddr reports whether ip is one of the node's tunnel addresses.
+func (d *Daemon) isSelfAddr(ip netip.Addr) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.nm != nil {
-		for _, p := range d.nm.Self.Addresses {
-			if p.Addr() == ip {
-				return true
-			}
+	if d.nm == nil {
+		return false
+	}
+	for _, p := range d.nm.Self.Addresses {
+		if p.Addr() == ip {
+			return true
 		}
 	}
+	return false
+}
+
+// routable reports whether ip is this node's or some peer routes it.
+func (d *Daemon) routable(ip netip.Addr) bool {
+	if d.isSelfAddr(ip) {
+		return true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	for _, p := range d.applied {
 		for _, a := range p.allowed {
 			if a.Contains(ip) {
