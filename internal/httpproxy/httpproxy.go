@@ -34,6 +34,7 @@ type Proxy struct {
 
 	once sync.Once
 	rp   *httputil.ReverseProxy
+	tr   *http.Transport
 
 	mu     sync.Mutex
 	tunnel map[net.Conn]struct{}
@@ -79,6 +80,7 @@ func (p *Proxy) init() {
 			ResponseHeaderTimeout: 60 * time.Second,
 			ForceAttemptHTTP2:     false,
 		}
+		p.tr = tr
 		p.rp = &httputil.ReverseProxy{
 			Rewrite: func(r *httputil.ProxyRequest) {
 				r.Out.URL = r.In.URL
@@ -170,13 +172,16 @@ func (p *Proxy) track(a, b net.Conn, add bool) {
 }
 
 // CloseTunnels cuts the CONNECT tunnels (hijacked connections, which
-// http.Server.Close does not know).
+// http.Server.Close does not know) and the idle connections kept to
+// destinations of plain-HTTP requests.
 func (p *Proxy) CloseTunnels() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for c := range p.tunnel {
 		c.Close()
 	}
+	p.init()
+	p.tr.CloseIdleConnections()
 }
 
 // Server returns an http.Server for p with timeouts.
