@@ -301,27 +301,27 @@ func (d *Daemon) resolveMesh(ctx context.Context, host string) (netip.Addr, erro
 		return netip.Addr{}, socks5.Errorf(socks5.ReplyHostUnreachable, "this node is not on the mesh (run `warren up`)")
 	}
 	name := strings.ToLower(strings.TrimSuffix(host, "."))
-	var names []string
-	if !strings.Contains(name, ".") && nm.Domain != "" {
-		names = append(names, name+"."+nm.Domain)
+	if name == "" {
+		return netip.Addr{}, socks5.Errorf(socks5.ReplyHostUnreachable, "no name given")
 	}
-	names = append(names, name)
-	for _, n := range names {
-		for _, qt := range []uint16{mdns.TypeA, mdns.TypeAAAA} {
-			msg := res.Resolve(ctx, mdns.Question{Name: mdns.Fqdn(n), Qtype: qt, Qclass: mdns.ClassINET})
-			if msg == nil {
-				continue
-			}
-			for _, rr := range msg.Answer {
-				switch rr := rr.(type) {
-				case *mdns.A:
-					if ip, ok := netip.AddrFromSlice(rr.A.To4()); ok {
-						return ip, nil
-					}
-				case *mdns.AAAA:
-					if ip, ok := netip.AddrFromSlice(rr.AAAA); ok {
-						return ip.Unmap(), nil
-					}
+	if !strings.Contains(name, ".") && nm.Domain != "" {
+		// A bare name is a node's (never asked upstream).
+		name += "." + nm.Domain
+	}
+	for _, qt := range []uint16{mdns.TypeA, mdns.TypeAAAA} {
+		msg := res.Resolve(ctx, mdns.Question{Name: mdns.Fqdn(name), Qtype: qt, Qclass: mdns.ClassINET})
+		if msg == nil {
+			continue
+		}
+		for _, rr := range msg.Answer {
+			switch rr := rr.(type) {
+			case *mdns.A:
+				if ip, ok := netip.AddrFromSlice(rr.A.To4()); ok {
+					return ip, nil
+				}
+			case *mdns.AAAA:
+				if ip, ok := netip.AddrFromSlice(rr.AAAA); ok {
+					return ip.Unmap(), nil
 				}
 			}
 		}
