@@ -126,6 +126,7 @@ func TestUserspace(t *testing.T) {
 	if out, err := us.warrenAs("status", "--socket", us.sock); err != nil || !strings.Contains(out, "web") {
 		t.Fatalf("status as %s: %v\n%s", usUser, err, out)
 	}
+	us.captureDuringPing(t, "web", wv4)
 
 	// --forward-inbound: a service on the userspace host's loopback,
 	// reached from web (allowed, port 8000) but not from other.
@@ -283,4 +284,46 @@ func (n *node) domain(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return st.Domain
+}
+
+// captureDuringPing: `warren debug capture`, run as the user, records the
+// echo requests and replies of a `warren ping` to peer: the capture taps
+// the packet device in userspace mode as in TUN mode.
+func (n *node) captureDuringPing(t *testing.T, peer, peerIP string) {
+	file := filepath.Join(n.dir, "inner.pcap")
+	args := append([]string{"netns", "exec", n.ns.Name}, asUser(warrenBin, "debug", "capture", "--socket", n.sock, "-o", file, "--duration", "4s", peer)...)
+	cmd := exec.Command("ip", args...)
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	wait.For(t, 5*time.Second, "capture header", func() bool {
+		fi, err := os.Stat(file)
+		return err == nil && fi.Size() >= 24
+	})
+	if out, err := n.warrenAs("ping", "--socket", n.sock, "-c", "2", "--interval", "200ms", peer); err != nil {
+		t.Fatalf("ping %s: %v\n%s", peer, err, out)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("capture as %s: %v: %s", usUser, err, errb.String())
+	}
+	my, _ := n.ipsAs(t)
+	var echo, reply int
+	for _, p := range readPcap(t, file) {
+		if len(p) < 28 || p[0]>>4 != 4 || p[9] != 1 {
+			continue
+		}
+		src, dst := net.IP(p[12:16]).String(), net.IP(p[16:20]).String()
+		switch {
+		case p[20] == 8 && src == my && dst == peerIP:
+			echo++
+		case p[20] == 0 && src == peerIP && dst == my:
+			reply++
+		}
+	}
+	if echo < 2 || reply < 2 {
+		t.Fatalf("capture: %d echo requests %s→%s, %d replies; want 2 each", echo, my, peerIP, reply)
+	}
 }
