@@ -93,7 +93,7 @@ func (d *Daemon) dropper() (*dropState, error) {
 				drop.StallTimeout = v
 			}
 		}
-		ds.client = drop.NewClient(nil)
+		ds.client = drop.NewClient(d.dropDial())
 		ds.lns = map[netip.Addr]net.Listener{}
 	})
 	return ds, ds.err

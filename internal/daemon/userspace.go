@@ -225,6 +225,24 @@ func (d *Daemon) forwardInbound(local, remote netip.AddrPort, accept func() (net
 	socks5.Splice(mesh, host)
 }
 
+// dropDial is file drop's dialer: through the netstack in userspace mode
+// (the host has no route to the mesh), nil (the host's) otherwise.
+func (d *Daemon) dropDial() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	st := d.us.st
+	if st == nil {
+		return nil
+	}
+	return func(ctx context.Context, _, addr string) (net.Conn, error) {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return st.DialTCP(ctx, ap)
+	}
+}
+
 // connSet tracks connections to cut at shutdown.
 type connSet struct {
 	mu     sync.Mutex

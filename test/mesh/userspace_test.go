@@ -327,3 +327,53 @@ func (n *node) captureDuringPing(t *testing.T, peer, peerIP string) {
 		t.Fatalf("capture: %d echo requests %s→%s, %d replies; want 2 each", echo, my, peerIP, reply)
 	}
 }
+
+// TestUserspaceFileDrop: file drop both ways between a TUN node and a
+// userspace node run as the unprivileged user (its daemon sends and
+// receives through its netstack).
+func TestUserspaceFileDrop(t *testing.T) {
+	l := newLab(t, backends(t)[0].DSN(t))
+	l.startServer()
+	l.mustAdmin("users", "create", "alice")
+	key := l.mustAdmin("authkeys", "create", "--user", "alice", "--reusable")
+	a := l.startNode("a")
+	u := l.startUserspaceNode(t, "u")
+	if out, err := u.warrenAs("up", "--socket", u.sock, "--server", l.srv.url, "--auth-key", key, "--hostname", "u", "--timeout", "20s"); err != nil {
+		t.Fatalf("up as %s: %v\n%s", usUser, err, out)
+	}
+	if _, err := a.up(key); err != nil {
+		t.Fatal(err)
+	}
+	waitPeers(t, []*node{a, u}, 1, 20*time.Second)
+	uid, gid := lookupIDs(t)
+
+	// TUN → userspace.
+	src := filepath.Join(t.TempDir(), "to-u.bin")
+	sum := genFile(t, src, 3<<20, 7)
+	if out, err := warren(a.ns, "file", "cp", src, "u:", "--socket", a.sock); err != nil {
+		t.Fatalf("file cp to the userspace node: %v\n%s", err, out)
+	}
+	inbox := filepath.Join(u.dir, "got")
+	os.Mkdir(inbox, 0o755)
+	os.Chown(inbox, uid, gid)
+	got, err := u.warrenAs("file", "get", "--socket", u.sock, inbox)
+	if err != nil {
+		t.Fatalf("file get as %s: %v\n%s", usUser, err, got)
+	}
+	if p := strings.TrimSpace(got); p != filepath.Join(inbox, "to-u.bin") || sha256File(t, p) != sum {
+		t.Fatalf("file get printed %q; missing or changed", got)
+	}
+
+	// Userspace → TUN, sent by the user.
+	src = filepath.Join(u.dir, "to-a.bin")
+	sum = genFile(t, src, 3<<20, 9)
+	os.Chown(src, uid, gid)
+	if out, err := u.warrenAs("file", "cp", "--socket", u.sock, src, "a:"); err != nil {
+		t.Fatalf("file cp from the userspace node: %v\n%s", err, out)
+	}
+	out := t.TempDir()
+	p := l.must(a.ns, "file", "get", "--socket", a.sock, out)
+	if p != filepath.Join(out, "to-a.bin") || sha256File(t, p) != sum {
+		t.Fatalf("file get on a printed %q; missing or changed", p)
+	}
+}
