@@ -243,6 +243,22 @@ func (d *Daemon) dropDial() func(ctx context.Context, network, addr string) (net
 	}
 }
 
+// dnsDial opens MagicDNS's connections to upstream resolvers in
+// userspace mode: through the netstack to a resolver on the mesh (the exit
+// node's, a split-DNS route's on a peer), through the host's sockets to
+// the others.
+func (d *Daemon) dnsDial(ctx context.Context, network, addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !d.routable(ap.Addr().Unmap()) {
+		var dl net.Dialer
+		return dl.DialContext(ctx, network, addr)
+	}
+	if network == "tcp" {
+		return d.us.st.DialTCP(ctx, ap)
+	}
+	return d.us.st.DialUDP(ap)
+}
+
 // connSet tracks connections to cut at shutdown.
 type connSet struct {
 	mu     sync.Mutex
