@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warrenmesh/warren/internal/nettest"
 	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
@@ -375,5 +376,53 @@ func TestUserspaceFileDrop(t *testing.T) {
 	p := l.must(a.ns, "file", "get", "--socket", a.sock, out)
 	if p != filepath.Join(out, "to-a.bin") || sha256File(t, p) != sum {
 		t.Fatalf("file get on a printed %q; missing or changed", p)
+	}
+}
+
+// TestUserspaceExitNode: a userspace node (as the user) using a TUN exit
+// node reaches an internet host beyond it through its SOCKS5 proxy, by a
+// name only the exit node's resolver knows (MagicDNS forwards to the exit
+// node through the netstack).
+func TestUserspaceExitNode(t *testing.T) {
+	l := newLab(t, backends(t)[0].DSN(t))
+	l.startServer()
+	l.mustAdmin("users", "create", "alice")
+	key := l.mustAdmin("authkeys", "create", "--user", "alice", "--reusable")
+
+	inet := nettest.NewNS(t, "mrinet")
+	inet.Run(t, "ip", "addr", "add", "198.19.20.1/32", "dev", "lo")
+	testResolver(t, inet, "198.19.20.1", 53, map[string]string{"internet.test.": "198.19.20.1"})
+	host := &node{ns: inet}
+	host.serveHTTP(t, 8080, "hello from the internet")
+
+	l.resolv = "nameserver 198.19.20.1\n" // the exit node's resolver
+	e := l.startNode("exit1")
+	l.resolv = ""
+	nettest.Veth(t, e.ns, "inet0", []string{"198.19.10.1/24"}, inet, "e1", []string{"198.19.10.2/24"})
+	e.ns.Run(t, "ip", "route", "add", "198.19.20.0/24", "via", "198.19.10.2")
+	u := l.startUserspaceNode(t, "u")
+	if _, err := e.upWith(key, "--advertise-exit-node"); err != nil {
+		t.Fatal(err)
+	}
+	l.mustAdmin("routes", "approve", "exit1", "exit")
+	if out, err := u.warrenAs("up", "--socket", u.sock, "--server", l.srv.url, "--auth-key", key, "--hostname", "u", "--timeout", "20s"); err != nil {
+		t.Fatalf("up as %s: %v\n%s", usUser, err, out)
+	}
+	waitPeers(t, []*node{e, u}, 1, 20*time.Second)
+	// Without an exit node the internet host is off the mesh.
+	if out, err := u.curl("--socks5", "127.0.0.1:1055", "http://198.19.20.1:8080/"); err == nil {
+		t.Fatalf("reached the internet host with no exit node: %q", out)
+	}
+	if out, err := u.warrenAs("up", "--socket", u.sock, "--exit-node", "exit1", "--timeout", "20s"); err != nil {
+		t.Fatalf("up --exit-node as %s: %v\n%s", usUser, err, out)
+	}
+	var out string
+	wait.For(t, 20*time.Second, "curl through SOCKS5 and the exit node", func() bool {
+		o, err := u.curl("--socks5-hostname", "127.0.0.1:1055", "http://internet.test:8080/")
+		out = o
+		return err == nil
+	})
+	if out != "hello from the internet" {
+		t.Fatalf("through the exit node: %q", out)
 	}
 }
