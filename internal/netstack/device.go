@@ -58,6 +58,7 @@ var ErrClosed = errors.New("netstack: device closed")
 type Device struct {
 	mtu    atomic.Uint32
 	out    chan *stack.PacketBuffer // netstack → engine
+	queued chan struct{}            // a token after packets were queued on out (WaitRead)
 	closed chan struct{}
 	once   sync.Once
 	events chan tun.Event
@@ -86,6 +87,7 @@ var (
 func NewDevice(mtu int) *Device {
 	d := &Device{
 		out:     make(chan *stack.PacketBuffer, queueLen),
+		queued:  make(chan struct{}, 1),
 		closed:  make(chan struct{}),
 		events:  make(chan tun.Event, 1),
 		scratch: make([]byte, 65536),
@@ -136,35 +138,28 @@ func (d *Device) TryRead(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return d.readLocked(bufs, sizes, offset), nil
 }
 
-// WaitRead waits until a packet is queued (tun.Poller).
+// WaitRead waits until a packet may be queued (tun.Poller). It takes
+// nothing from the queue: a packet taken here could be overtaken by the
+// ones a concurrent TryRead takes meanwhile.
 func (d *Device) WaitRead() error {
-	d.rmu.Lock()
-	if d.pending != nil {
-		d.rmu.Unlock()
-		return nil
-	}
-	d.rmu.Unlock()
-	select {
-	case pkt := <-d.out:
-		d.rmu.Lock()
-		if d.pending == nil {
-			d.pending = pkt
-			d.rmu.Unlock()
+	for {
+		if len(d.out) > 0 || d.hasPending() {
 			return nil
 		}
-		d.rmu.Unlock()
-		// Another reader kept one meanwhile: put this one back; the
-		// queue may be full, so wait for room or the end.
 		select {
-		case d.out <- pkt:
+		case <-d.queued:
+			// A token may be older than packets another reader took;
+			// look again.
 		case <-d.closed:
-			pkt.DecRef()
 			return ErrClosed
 		}
-		return nil
-	case <-d.closed:
-		return ErrClosed
 	}
+}
+
+func (d *Device) hasPending() bool {
+	d.rmu.Lock()
+	defer d.rmu.Unlock()
+	return d.pending != nil
 }
 
 // CanPoll reports that TryRead and WaitRead work.
@@ -374,6 +369,10 @@ func (d *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 		select {
 		case d.out <- pkt.IncRef():
 			n++
+			select {
+			case d.queued <- struct{}{}:
+			default:
+			}
 		case <-d.closed:
 			if n == 0 {
 				return 0, &tcpip.ErrClosedForSend{}
