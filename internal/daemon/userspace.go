@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/warrenmesh/warren/internal/dns"
 	"github.com/warrenmesh/warren/internal/httpproxy"
 	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/loopowner"
 	"github.com/warrenmesh/warren/internal/netmap"
 	"github.com/warrenmesh/warren/internal/netstack"
 	"github.com/warrenmesh/warren/internal/noise"
@@ -144,11 +146,10 @@ func (d *Daemon) startUserspace() error {
 	u := &d.us
 	timeout := d.cfg.ProxyDialTimeout
 	if d.cfg.SOCKS5 != "" {
-		l, err := net.Listen("tcp", d.cfg.SOCKS5)
+		l, err := d.listenProxy(d.cfg.SOCKS5)
 		if err != nil {
 			return fmt.Errorf("--socks5: %w", err)
 		}
-		u.lns = append(u.lns, l)
 		u.socks = &socks5.Server{Dial: func(ctx context.Context, r *socks5.Request) (net.Conn, error) {
 			return d.dialMesh(ctx, r.Host(), r.Port)
 		}, DialTimeout: timeout, Logger: d.log}
@@ -156,11 +157,10 @@ func (d *Daemon) startUserspace() error {
 		d.log.Info("SOCKS5 proxy listening", "addr", l.Addr().String())
 	}
 	if d.cfg.HTTPProxy != "" {
-		l, err := net.Listen("tcp", d.cfg.HTTPProxy)
+		l, err := d.listenProxy(d.cfg.HTTPProxy)
 		if err != nil {
 			return fmt.Errorf("--http-proxy: %w", err)
 		}
-		u.lns = append(u.lns, l)
 		u.proxy = &httpproxy.Proxy{Dial: d.dialMesh, DialTimeout: timeout, Logger: d.log}
 		u.http = u.proxy.Server()
 		go u.http.Serve(l)
@@ -170,6 +170,23 @@ func (d *Daemon) startUserspace() error {
 		u.st.SetInboundTCP(d.forwardInbound)
 	}
 	return nil
+}
+
+// listenProxy listens for a proxy on addr (loopback): only connections
+// from the daemon's own user and root are served, so that on a shared
+// host another user cannot reach the mesh with this node's rights.
+func (d *Daemon) listenProxy(addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	d.us.lns = append(d.us.lns, l)
+	return d.proxyListener(l), nil
+}
+
+// proxyListener wraps a proxy's listener with the owner check.
+func (d *Daemon) proxyListener(l net.Listener) net.Listener {
+	return &loopowner.Listener{Listener: l, UID: os.Geteuid(), Logger: d.log}
 }
 
 // stopUserspace stops the proxies and forwarded connections.

@@ -46,7 +46,8 @@ func asUser(args ...string) []string {
 // web server by MagicDNS name; a TUN node reaches a service on the
 // userspace host's loopback through --forward-inbound; the policy denies
 // what it should both ways; ping and status work; its state and API
-// socket belong to the user, the socket 0600.
+// socket belong to the user, the socket 0600; another user of the host
+// cannot use its proxies.
 func TestUserspace(t *testing.T) {
 	l := newLab(t, backends(t)[0].DSN(t))
 	for _, tool := range []string{"curl", "setpriv"} {
@@ -105,6 +106,20 @@ func TestUserspace(t *testing.T) {
 			t.Fatalf("curl %v: %q %v", args, out, err)
 		}
 	}
+	// Another user of the host cannot use the proxies (root can).
+	for _, args := range [][]string{
+		{"--socks5-hostname", "127.0.0.1:1055", "http://web/"},
+		{"--proxy", "http://127.0.0.1:1056", "http://web/"},
+	} {
+		cmd := append([]string{"setpriv", "--reuid=daemon", "--regid=daemon", "--clear-groups", "curl", "-sS", "--fail", "--max-time", "8"}, args...)
+		if out, err := us.ns.Output(cmd...); err == nil {
+			t.Fatalf("another user reached the mesh through the proxy: curl %v: %q", args, out)
+		}
+	}
+	if out, err := us.ns.Output("curl", "-sS", "--fail", "--max-time", "8", "--socks5-hostname", "127.0.0.1:1055", "http://web/"); err != nil || out != "hello from web" {
+		t.Fatalf("root through the proxy: %q %v", out, err)
+	}
+
 	// Policy, outbound: web's filter drops the SYN to 81, other's to 80.
 	for _, args := range [][]string{
 		{"--socks5-hostname", "127.0.0.1:1055", "http://web:81/"},
