@@ -142,6 +142,10 @@ func TestUserspace(t *testing.T) {
 	if out, err := us.warrenAs("status", "--socket", us.sock); err != nil || !strings.Contains(out, "web") {
 		t.Fatalf("status as %s: %v\n%s", usUser, err, out)
 	}
+	// The user's CLI finds the user's daemon without --socket.
+	if out, err := us.ns.Output(asUser("env", "-u", "XDG_RUNTIME_DIR", "-u", "WARREN_SOCKET", "HOME="+us.dir, "XDG_STATE_HOME="+filepath.Join(us.dir, "state"), warrenBin, "status")...); err != nil || !strings.Contains(out, "web") {
+		t.Fatalf("status as %s without --socket: %v\n%s", usUser, err, out)
+	}
 	us.captureDuringPing(t, "web", wv4)
 
 	// --forward-inbound: a service on the userspace host's loopback,
