@@ -12,6 +12,8 @@ have iperf3  || need+=(iperf3)
 have ping    || need+=(iputils-ping)
 have nft     || need+=(nftables)
 have dig     || need+=(dnsutils)
+have curl    || need+=(curl)
+have setpriv || need+=(util-linux)
 have conntrack || need+=(conntrack)
 # The port mapping lab (internal/portmap TestMiniupnpd): a real gateway
 # speaking PCP, NAT-PMP and UPnP-IGD, on nftables.

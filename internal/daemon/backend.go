@@ -401,7 +401,7 @@ func (d *Daemon) statusLocked() *localapi.Status {
 		BackendState: d.state,
 		ServerURL:    d.prefs.ServerURL,
 		ServerKey:    d.prefs.ServerKey,
-		TUN:          d.cfg.TUN,
+		TUN:          d.tunName(),
 		ListenPort:   d.eng.Port(),
 		Peers:        []localapi.PeerStatus{},
 		Health:       d.health.list(),

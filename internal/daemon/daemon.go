@@ -51,6 +51,17 @@ type Config struct {
 	// MetricsListen, if set, serves Prometheus metrics on /metrics at this
 	// address (a bare port binds to loopback).
 	MetricsListen string
+	// Userspace runs the node without TUN, netlink, nftables or root:
+	// the engine's packet device is a netstack (userspace.go). SOCKS5
+	// and HTTPProxy, if set, are the loopback addresses of its proxies
+	// to the mesh; ForwardInbound forwards TCP connections from the mesh
+	// to the same port on the host's 127.0.0.1; ProxyDialTimeout bounds
+	// a proxy's connection attempt (default 30 s).
+	Userspace        bool
+	SOCKS5           string
+	HTTPProxy        string
+	ForwardInbound   bool
+	ProxyDialTimeout time.Duration
 	// Clock times the daemon's periodic checks (the auto exit node's
 	// liveness watch, the endpoint report and map re-apply loop) and the
 	// control client's reconnect waits; nil is the real clock.
@@ -100,6 +111,7 @@ type Daemon struct {
 	obs         observability // metrics, captures, recent logs (metrics.go)
 	filter      filterState   // the engine's packet filter (filter.go)
 	routes      routeState    // subnet routes and exit nodes (routes.go)
+	us          userspace     // userspace mode's netstack and proxies (userspace.go)
 
 	// pm keeps the gateway's mapping of our port (portmap.go); nil when
 	// off. Read without d.mu: endpoints runs both with and without it.
@@ -129,6 +141,16 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if !cfg.Userspace && (cfg.SOCKS5 != "" || cfg.HTTPProxy != "" || cfg.ForwardInbound) {
+		return nil, errors.New("--socks5, --http-proxy and --forward-inbound need --userspace")
+	}
+	for flag, addr := range map[string]string{"--socks5": cfg.SOCKS5, "--http-proxy": cfg.HTTPProxy} {
+		if addr != "" {
+			if err := checkProxyListen(flag, addr); err != nil {
+				return nil, err
+			}
+		}
+	}
 	abs, err := filepath.Abs(cfg.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("--state-dir: %w", err)
@@ -155,6 +177,13 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	d.key, d.prefs = key, p
+	var usEngine *deviceEngine
+	if d.cfg.Userspace && d.eng == nil {
+		if usEngine, err = d.initUserspace(key); err != nil {
+			return err
+		}
+		defer d.us.st.Close() // after the engine closed (deferred below)
+	}
 	if d.router == nil {
 		d.router = newLinuxRouter(d.cfg)
 	}
@@ -165,6 +194,9 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	}
 
 	inline := false
+	if usEngine != nil {
+		d.eng, inline = usEngine, usEngine.inline
+	}
 	if d.eng == nil {
 		de, err := newDeviceEngine(d.cfg, key, d.log)
 		if err != nil {
@@ -186,7 +218,11 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	}()
 	port := d.cfg.Port
 	mark := uint32(RouteMark) // the underlay socket bypasses the tunnel routes (routing.go)
-	if err := d.eng.Apply(&uapi.Config{PrivateKey: &key, ListenPort: &port, FwMark: &mark}); err != nil {
+	ecfg := &uapi.Config{PrivateKey: &key, ListenPort: &port, FwMark: &mark}
+	if d.cfg.Userspace {
+		ecfg.FwMark = nil // no tunnel routes to bypass, and no CAP_NET_ADMIN to mark with
+	}
+	if err := d.eng.Apply(ecfg); err != nil {
 		return fmt.Errorf("configure engine: %w", err)
 	}
 	if err := d.router.Up(d.cfg.MTU); err != nil {
@@ -213,6 +249,12 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	if err := d.startMetrics(mctx); err != nil {
 		return fmt.Errorf("--metrics-listen: %w", err)
 	}
+	if d.us.st != nil {
+		defer d.stopUserspace()
+		if err := d.startUserspace(); err != nil {
+			return err
+		}
+	}
 
 	d.mu.Lock()
 	switch {
@@ -228,7 +270,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		}
 	}
 	d.mu.Unlock()
-	d.log.Info("daemon started", "tun", d.cfg.TUN, "port", d.eng.Port(), "socket", d.cfg.Socket, "key", key.PublicKey().String())
+	d.log.Info("daemon started", "tun", d.tunName(), "port", d.eng.Port(), "socket", d.cfg.Socket, "key", key.PublicKey().String())
 	if ready != nil {
 		ready()
 	}
@@ -335,4 +377,12 @@ func (d *Daemon) onMap(nm *netmap.NetworkMap) {
 		return // stopped meanwhile
 	}
 	d.applyMapLocked(nm)
+}
+
+// tunName names the packet device in logs and status.
+func (d *Daemon) tunName() string {
+	if d.cfg.Userspace {
+		return "userspace-networking"
+	}
+	return d.cfg.TUN
 }

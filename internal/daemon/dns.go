@@ -107,7 +107,13 @@ func (d *Daemon) applyDNSLocked(nm *netmap.NetworkMap) {
 	}
 	cfg := toDNSConfig(nm, ups)
 	if m.res == nil {
-		res, err := dns.NewResolver(cfg, dns.Options{})
+		opts := dns.Options{}
+		if d.us.st != nil {
+			// Resolvers on the mesh (an exit node, split DNS) are
+			// reached through the netstack.
+			opts.Dial = d.dnsDial
+		}
+		res, err := dns.NewResolver(cfg, opts)
 		if err != nil {
 			d.log.Error("DNS configuration refused", "err", err)
 			d.setHealthLocked(healthDNS, "MagicDNS: "+err.Error())

@@ -93,7 +93,7 @@ func (d *Daemon) dropper() (*dropState, error) {
 				drop.StallTimeout = v
 			}
 		}
-		ds.client = drop.NewClient(nil)
+		ds.client = drop.NewClient(d.dropDial())
 		ds.lns = map[netip.Addr]net.Listener{}
 	})
 	return ds, ds.err
@@ -194,6 +194,9 @@ func (d *Daemon) dropMapLocked(nm *netmap.NetworkMap) {
 // (not ones from another interface or a local process claiming a tunnel
 // address).
 func (d *Daemon) listenTunnel(a netip.Addr) (net.Listener, error) {
+	if tl, ok := d.router.(tunnelListener); ok {
+		return tl.ListenTunnel(drop.PeerAddr(a))
+	}
 	lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {

@@ -35,6 +35,9 @@ func (d *Daemon) initMetrics() {
 		CaptureDropped: d.obs.capture.dropped.Load,
 		PortMap:        d.portMapClient,
 	})
+	if d.us.st != nil {
+		d.registerNetstackMetrics()
+	}
 }
 
 // startMetrics serves /metrics on --metrics-listen, if set, until ctx ends.

@@ -82,6 +82,10 @@ func (d *Daemon) Ping(ctx context.Context, req localapi.PingRequest, report func
 		req.Timeout = 2 * time.Second
 	}
 
+	if d.us.st != nil {
+		return d.pingUserspace(ctx, req, peer, ip, report)
+	}
+
 	network, proto, typ, reply := "ip4:icmp", 1, icmp.Type(ipv4.ICMPTypeEcho), icmp.Type(ipv4.ICMPTypeEchoReply)
 	if ip.Is6() {
 		network, proto, typ, reply = "ip6:ipv6-icmp", 58, ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply

@@ -105,6 +105,13 @@ func newDeviceEngine(cfg Config, key noise.PrivateKey, log *slog.Logger) (*devic
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", cfg.TUN, err)
 	}
+	return newEngineOn(td, key, log)
+}
+
+// newEngineOn creates the engine on a packet device (the TUN device, or
+// the userspace netstack's); it closes td if it fails.
+func newEngineOn(td tun.Device, key noise.PrivateKey, log *slog.Logger) (*deviceEngine, error) {
+	var err error
 	e := &deviceEngine{}
 	if sd, ok := td.(tun.StatsDevice); ok {
 		e.tunStats = sd.Stats()

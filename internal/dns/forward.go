@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ type forwarder struct {
 	timeout time.Duration // per resolver attempt
 	cache   *cache        // nil: no caching
 	now     func() time.Time
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error) // nil: the host's
 }
 
 // forward resolves q through servers; key identifies the route (cache
@@ -88,10 +90,10 @@ func (f *forwarder) exchange(ctx context.Context, req *mdns.Msg, s netip.AddrPor
 	req = req.Copy()
 	req.Id = mdns.Id()
 	c := &mdns.Client{Net: "udp", Timeout: f.timeout, UDPSize: EDNSSize}
-	resp, _, err := c.ExchangeContext(ctx, req, s.String())
+	resp, err := f.ask(ctx, c, req, s)
 	if err == nil && resp.Truncated {
 		c.Net = "tcp"
-		resp, _, err = c.ExchangeContext(ctx, req, s.String())
+		resp, err = f.ask(ctx, c, req, s)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dns: upstream %s: %w", s, err)
@@ -104,6 +106,23 @@ func (f *forwarder) exchange(ctx context.Context, req *mdns.Msg, s netip.AddrPor
 		return nil, fmt.Errorf("dns: upstream %s: truncated over TCP", s)
 	}
 	return resp, nil
+}
+
+// ask sends req to s over c.Net, on a connection from f.dial if set.
+func (f *forwarder) ask(ctx context.Context, c *mdns.Client, req *mdns.Msg, s netip.AddrPort) (*mdns.Msg, error) {
+	if f.dial == nil {
+		resp, _, err := c.ExchangeContext(ctx, req, s.String())
+		return resp, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	conn, err := f.dial(dctx, c.Net, s.String())
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	resp, _, err := c.ExchangeWithConnContext(ctx, req, &mdns.Conn{Conn: conn, UDPSize: EDNSSize})
+	return resp, err
 }
 
 func stripOPT(m *mdns.Msg) {

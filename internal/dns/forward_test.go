@@ -1,9 +1,11 @@
 package dns
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -194,5 +196,45 @@ func TestUpstreamFailover(t *testing.T) {
 	_, addr = serve(t, c, Options{Timeout: 300 * time.Millisecond}, nil)
 	if m = query(t, addr, "udp", "www.example.org.", mdns.TypeA, 0); m.Rcode != mdns.RcodeServerFailure {
 		t.Fatalf("all failing: %v", m)
+	}
+}
+
+// TestForwardThroughDial: with Options.Dial, queries to upstreams go over
+// the connections it opens (UDP, then TCP for a truncated answer), as the
+// userspace daemon's go through its netstack.
+func TestForwardThroughDial(t *testing.T) {
+	up := startUpstream(t, func(w mdns.ResponseWriter, r *mdns.Msg) {
+		m := new(mdns.Msg)
+		m.SetReply(r)
+		if _, udp := w.LocalAddr().(*net.UDPAddr); udp {
+			m.Truncated = true
+		} else {
+			m.Answer = []mdns.RR{mustRR(t, r.Question[0].Name+" 60 IN A 192.0.2.7")}
+		}
+		w.WriteMsg(m)
+	})
+	var mu sync.Mutex
+	var dialed []string
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		dialed = append(dialed, network+" "+addr)
+		mu.Unlock()
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	c := baseConfig()
+	c.Upstreams = []netip.AddrPort{up.addr}
+	r, err := NewResolver(c, Options{Dial: dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := r.Resolve(context.Background(), mdns.Question{Name: "www.example.org.", Qtype: mdns.TypeA, Qclass: mdns.ClassINET})
+	if m == nil || len(m.Answer) != 1 || m.Answer[0].(*mdns.A).A.String() != "192.0.2.7" {
+		t.Fatalf("answer %v", m)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"udp " + up.addr.String(), "tcp " + up.addr.String()}; !slices.Equal(dialed, want) {
+		t.Fatalf("dialed %v, want %v", dialed, want)
 	}
 }

@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -21,6 +22,10 @@ type Options struct {
 	Timeout      time.Duration    // per upstream attempt; default 2 s
 	CacheEntries int              // default DefaultCacheEntries; negative: no cache
 	CacheBytes   int              // default DefaultCacheBytes
+	// Dial, if set, opens the connections to upstream resolvers
+	// (network "udp" or "tcp"), e.g. through a userspace network stack
+	// for resolvers on the mesh; nil: the host's sockets.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Resolver answers questions from its current Config: authoritatively for
@@ -49,7 +54,7 @@ func NewResolver(c Config, o Options) (*Resolver, error) {
 	if o.CacheBytes <= 0 {
 		o.CacheBytes = DefaultCacheBytes
 	}
-	r := &Resolver{fwd: &forwarder{timeout: o.Timeout, now: o.Now}}
+	r := &Resolver{fwd: &forwarder{timeout: o.Timeout, now: o.Now, dial: o.Dial}}
 	if o.CacheEntries > 0 {
 		r.fwd.cache = newCache(o.CacheEntries, o.CacheBytes)
 	}
