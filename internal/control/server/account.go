@@ -39,16 +39,15 @@ func (s *Server) rotateKey(key noise.PublicKey, req *proto.RotateKeyRequest) *pr
 		return refuse(proto.CodeInternal, "internal server error")
 	}
 	n.NodeKey = req.NewKey
-	s.mu.Lock()
-	nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID))
-	if err := s.updateNodeLocked(n.ID); err != nil {
+	if err := s.sync(); err != nil {
 		s.log.Error("control: rotate key failed", "node", key, "err", err)
-		s.Notify()
 	}
+	s.mu.Lock()
 	if ss := s.sessions[uint64(n.ID)]; ss != nil {
 		ss.kill()
 	}
 	s.mu.Unlock()
+	nn, ok := toNetmap(n, s.storedUserName(ctx, n.UserID))
 	s.log.Info("control: node rotated its key", "node", n.ID, "name", n.Name)
 	if !ok {
 		return refuse(proto.CodeInternal, "internal server error")
@@ -73,12 +72,9 @@ func (s *Server) logout(key noise.PublicKey) *proto.LogoutResponse {
 		s.log.Error("control: logout failed", "node", key, "err", err)
 		return &proto.LogoutResponse{Code: proto.CodeInternal, Error: "internal server error"}
 	}
-	s.mu.Lock()
-	if err := s.updateNodeLocked(n.ID); err != nil {
+	if err := s.sync(); err != nil {
 		s.log.Error("control: logout failed", "node", key, "err", err)
-		s.Notify()
 	}
-	s.mu.Unlock()
 	s.log.Info("control: node logged out", "node", n.ID, "name", n.Name)
 	return &proto.LogoutResponse{}
 }
