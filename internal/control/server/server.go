@@ -200,7 +200,7 @@ func New(st Store, key noise.PrivateKey, opts Options) *Server {
 }
 
 // PublicKey is the server's static public key, which nodes pin.
-func (s *Server) PublicKey() noise.PublicKey { return s.key.PublicKey() }
+func (s *Server) PublicKey() pubkey.Server { return pubkey.Server{PublicKey: s.key.PublicKey()} }
 
 // Handler serves the control protocol at noiseconn.Path and the server's
 // public key at noiseconn.KeyPath (what a node pins on first join).
@@ -326,7 +326,7 @@ func endpointStrings(eps []netip.AddrPort) []string {
 }
 
 // register joins the session's key (never one from the message).
-func (s *Server) register(key noise.PublicKey, req *proto.RegisterRequest) *proto.RegisterResponse {
+func (s *Server) register(key pubkey.Node, req *proto.RegisterRequest) *proto.RegisterResponse {
 	if err := proto.CheckEndpoints(req.Endpoints); err != nil {
 		return &proto.RegisterResponse{Code: proto.CodeBadRequest, Error: "registration refused: " + err.Error()}
 	}
@@ -339,7 +339,7 @@ func (s *Server) register(key noise.PublicKey, req *proto.RegisterRequest) *prot
 	}
 	ctx, cancel := storeCtx()
 	defer cancel()
-	n, err := s.st.RegisterNode(ctx, req.AuthKey, pubkey.Node{PublicKey: key}, req.Hostname, store.RegisterOptions{Endpoints: endpointStrings(req.Endpoints)})
+	n, err := s.st.RegisterNode(ctx, req.AuthKey, key, req.Hostname, store.RegisterOptions{Endpoints: endpointStrings(req.Endpoints)})
 	if err != nil {
 		code, msg := errorCode(err)
 		if code == proto.CodeInternal {
@@ -373,7 +373,7 @@ func (s *Server) handle(c *noiseconn.Conn) {
 		return
 	}
 	defer s.untrack(c)
-	key := c.Peer()
+	key := pubkey.Node{PublicKey: c.Peer()} // the node key the session proved
 	for {
 		c.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
 		m, err := proto.Read(c, proto.MaxServerMessage)

@@ -10,7 +10,6 @@ import (
 	"github.com/warrenmesh/warren/internal/clock"
 	"github.com/warrenmesh/warren/internal/control/proto"
 	"github.com/warrenmesh/warren/internal/netmap"
-	"github.com/warrenmesh/warren/internal/noise"
 	"github.com/warrenmesh/warren/internal/noiseconn"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/routeprefix"
@@ -18,7 +17,7 @@ import (
 )
 
 // stream runs a node's map stream until it ends.
-func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRequest) {
+func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapRequest) {
 	if err := proto.CheckEndpoints(req.Endpoints); err != nil {
 		s.writeError(c, proto.CodeBadRequest, err.Error())
 		return
@@ -30,7 +29,7 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 		}
 	}
 	ctx, cancel := storeCtx()
-	n, err := s.st.GetNodeByKey(ctx, pubkey.Node{PublicKey: key})
+	n, err := s.st.GetNodeByKey(ctx, key)
 	cancel()
 	switch {
 	case errors.Is(err, store.ErrNotFound):

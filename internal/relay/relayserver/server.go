@@ -23,6 +23,7 @@ import (
 	"github.com/warrenmesh/warren/internal/clock"
 	"github.com/warrenmesh/warren/internal/noise"
 	"github.com/warrenmesh/warren/internal/noiseconn"
+	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/relay"
 )
 
@@ -51,7 +52,7 @@ type Options struct {
 	// Allowed says whether the coordination server vouches for a node key.
 	// It is asked when a node connects and again at every keepalive; it
 	// must be fast (cache). Required.
-	Allowed func(nodeKey noise.PublicKey) bool
+	Allowed func(nodeKey pubkey.Node) bool
 	// Rate is the sustained bytes per second one session may send
 	// (DefaultRate); negative: unlimited. Burst is the bucket size
 	// (DefaultBurst, at least MaxPacketSize). Over the limit packets are
@@ -108,7 +109,7 @@ type Server struct {
 	cb noiseconn.Server
 
 	mu      sync.RWMutex
-	clients map[noise.PublicKey][]*client // oldest first
+	clients map[pubkey.Node][]*client // oldest first
 	closed  bool
 	c       counters
 }
@@ -149,13 +150,13 @@ func NewServer(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{o: o, clients: map[noise.PublicKey][]*client{}}
+	s := &Server{o: o, clients: map[pubkey.Node][]*client{}}
 	s.cb = noiseconn.Server{Key: o.Key, Protocol: relay.RelayProtocol, Handle: s.handle, Authorize: s.authorize}
 	return s, nil
 }
 
 // PublicKey is the key nodes pin for this relay.
-func (s *Server) PublicKey() noise.PublicKey { return s.o.Key.PublicKey() }
+func (s *Server) PublicKey() pubkey.Relay { return pubkey.Relay{PublicKey: s.o.Key.PublicKey()} }
 
 // ServeHTTP upgrades the request to a relay session.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.cb.ServeHTTP(w, r) }
@@ -187,8 +188,10 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) authorize(k noise.PublicKey) error {
-	if !s.o.Allowed(k) {
+// authorize vets the key a connecting node proved (noiseconn's peer, the
+// node's key).
+func (s *Server) authorize(peer noise.PublicKey) error {
+	if !s.o.Allowed(pubkey.Node{PublicKey: peer}) {
 		s.c.refused.Add(1)
 		return errors.New("node key not known to the coordination server, or expired")
 	}
@@ -198,13 +201,13 @@ func (s *Server) authorize(k noise.PublicKey) error {
 // item is one frame queued towards a client.
 type item struct {
 	typ  byte
-	key  noise.PublicKey
-	data []byte // packet (relay.FrameRecv) or the other payload after the key
+	key  pubkey.Node // the source (FrameRecv) or the absent node (FramePeerGone)
+	data []byte      // packet (relay.FrameRecv) or the other payload after the key
 }
 
 type client struct {
 	s     *Server
-	key   noise.PublicKey
+	key   pubkey.Node
 	conn  *noiseconn.Conn
 	queue chan item
 	// qlen counts the payload bytes of every frame in queue, packets and
@@ -284,7 +287,7 @@ func (s *Server) unregister(c *client) {
 }
 
 // lookup returns the newest session of k.
-func (s *Server) lookup(k noise.PublicKey) *client {
+func (s *Server) lookup(k pubkey.Node) *client {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	cs := s.clients[k]
@@ -297,7 +300,7 @@ func (s *Server) lookup(k noise.PublicKey) *client {
 // handle runs one session: the writer in its own goroutine, the reader
 // here.
 func (s *Server) handle(conn *noiseconn.Conn) {
-	c := &client{s: s, key: conn.Peer(), conn: conn, queue: make(chan item, s.o.QueuePackets),
+	c := &client{s: s, key: pubkey.Node{PublicKey: conn.Peer()}, conn: conn, queue: make(chan item, s.o.QueuePackets),
 		closing: make(chan byte, 1), done: make(chan struct{})}
 	info := binary.BigEndian.AppendUint32(nil, uint32(s.o.KeepAlive/time.Second))
 	info = binary.BigEndian.AppendUint64(info, uint64(max(s.o.Rate, 0)))
@@ -328,7 +331,7 @@ func (c *client) readLoop() error {
 	br := bufio.NewReaderSize(c.conn, noiseconn.MaxPlaintext)
 	buf := make([]byte, relay.InitialReadBuf)
 	tokens, last := s.o.Burst, s.o.Clock.Now()
-	var gone map[noise.PublicKey]time.Time
+	var gone map[pubkey.Node]time.Time
 	for {
 		c.conn.SetReadDeadline(time.Now().Add(s.o.KeepAlive * 5 / 2))
 		typ, p, err := relay.ReadFrame(br, &buf)
@@ -361,7 +364,7 @@ func (c *client) readLoop() error {
 			if to == nil {
 				s.c.dropsNoPeer.Add(1)
 				if gone == nil || len(gone) > maxGoneTracked {
-					gone = map[noise.PublicKey]time.Time{}
+					gone = map[pubkey.Node]time.Time{}
 				}
 				if now := s.o.Clock.Now(); now.Sub(gone[dst]) >= peerGoneEvery {
 					gone[dst] = now
@@ -399,7 +402,7 @@ func (c *client) writeLoop() {
 		}
 		hdr = relay.AppendFrameHeader(hdr[:0], it.typ, n)
 		if it.typ == relay.FrameRecv || it.typ == relay.FramePeerGone {
-			hdr = append(hdr, it.key[:]...)
+			hdr = append(hdr, it.key.PublicKey[:]...)
 		}
 		bw.Write(hdr)
 		_, err := bw.Write(it.data)
