@@ -38,6 +38,11 @@ type phase struct {
 	Deltas           int64   `json:"deltas"`
 	BytesMiB         float64 `json:"bytesMiB"` // control protocol plaintext received by the nodes
 	DialErrors       int64   `json:"dialErrors,omitempty"`
+	// StoreReads are the server's reads of the store behind map changes
+	// (server.Stats.StoreRead: a pass over the change log, or a reload
+	// or one node's re-read before), StoreReadMs their total time.
+	StoreReads  int64   `json:"storeReads"`
+	StoreReadMs float64 `json:"storeReadMs"`
 }
 
 type result struct {
@@ -110,10 +115,30 @@ func phaseStart(pid int) procStat {
 	return readProc(strconv.Itoa(pid))
 }
 
-type counterSnap struct{ msgs, bytes, full, deltas int64 }
+type counterSnap struct {
+	msgs, bytes, full, deltas int64
+	storeReads, storeReadNs   int64
+}
 
 func (b *bench) snapCounters() counterSnap {
-	return counterSnap{b.cnt.msgs.Load(), b.cnt.bytes.Load(), b.cnt.full.Load(), b.cnt.deltas.Load()}
+	c := counterSnap{msgs: b.cnt.msgs.Load(), bytes: b.cnt.bytes.Load(), full: b.cnt.full.Load(), deltas: b.cnt.deltas.Load()}
+	c.storeReads, c.storeReadNs = b.serverStoreStats()
+	return c
+}
+
+// serverStoreStats asks the server child how often it read the store
+// behind map changes, and for how long in all.
+func (b *bench) serverStoreStats() (n, ns int64) {
+	if _, err := fmt.Fprintln(b.childIn, "storestats"); err != nil || !b.childSc.Scan() {
+		return 0, 0
+	}
+	f := strings.Fields(b.childSc.Text())
+	if len(f) != 3 || f[0] != "storestats" {
+		return 0, 0
+	}
+	n, _ = strconv.ParseInt(f[1], 10, 64)
+	ns, _ = strconv.ParseInt(f[2], 10, 64)
+	return n, ns
 }
 
 func (ph *phase) fill(s0, s1, self0, self1 procStat, c0, c1 counterSnap) {
@@ -126,6 +151,8 @@ func (ph *phase) fill(s0, s1, self0, self1 procStat, c0, c1 counterSnap) {
 	ph.FullMaps = c1.full - c0.full
 	ph.Deltas = c1.deltas - c0.deltas
 	ph.BytesMiB = float64(c1.bytes-c0.bytes) / (1 << 20)
+	ph.StoreReads = c1.storeReads - c0.storeReads
+	ph.StoreReadMs = float64(c1.storeReadNs-c0.storeReadNs) / 1e6
 }
 
 func (r *result) print(w io.Writer) {
@@ -142,6 +169,8 @@ func (r *result) print(w io.Writer) {
 	row("server VmHWM, peak in phase (MiB)", "%.0f", c.ServerHWMMiB, k.ServerHWMMiB)
 	row("server VmRSS, end of phase (MiB)", "%.0f", c.ServerRSSMiB, k.ServerRSSMiB)
 	row("server bytes written (MiB)", "%.1f", c.ServerWriteMiB, k.ServerWriteMiB)
+	row("server store reads (map changes)", "%d", c.StoreReads, k.StoreReads)
+	row("  their time (ms)", "%.1f", c.StoreReadMs, k.StoreReadMs)
 	row("bench (nodes) CPU (s)", "%.2f", c.BenchCPUSeconds, k.BenchCPUSeconds)
 	row("messages received", "%d", c.Messages, k.Messages)
 	row("  full maps", "%d", c.FullMaps, k.FullMaps)

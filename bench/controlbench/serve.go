@@ -51,7 +51,9 @@ type serveOpts struct {
 // plus Notify), "profile PATH" and "stopprofile" (a CPU profile of the
 // server), each answered "ok" or "error ...", and "endpointstats",
 // answered "endpointstats RECEIVED WRITTEN MERGED" (the server's endpoint
-// report counters); it exits when stdin closes.
+// report counters), and "storestats", answered "storestats PASSES NS" (how
+// often the server read the store behind map changes, and for how long in
+// all: server.Stats.StoreRead); it exits when stdin closes.
 func serve(o serveOpts) error {
 	ctx := context.Background()
 	dsn := o.db
@@ -113,6 +115,13 @@ func serve(o serveOpts) error {
 				continue
 			}
 			fmt.Println("ok")
+		case len(f) == 1 && f[0] == "storestats":
+			var n uint64
+			sr := srv.Stats().StoreRead
+			for _, c := range sr.Counts {
+				n += c
+			}
+			fmt.Printf("storestats %d %d\n", n, sr.Sum.Nanoseconds())
 		case len(f) == 1 && f[0] == "endpointstats":
 			st := srv.Stats()
 			fmt.Printf("endpointstats %d %d %d\n", st.EndpointUpdates, st.EndpointWrites, st.EndpointsCoalesced)

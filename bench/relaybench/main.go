@@ -62,7 +62,7 @@ func main() {
 // runServer serves an unlimited relay on a free loopback port, prints
 // "ready URL" and runs until stdin closes.
 func runServer() error {
-	srv, err := relayserver.NewServer(relayserver.Options{Key: key(0), Allowed: func(noise.PublicKey) bool { return true },
+	srv, err := relayserver.NewServer(relayserver.Options{Key: key(0), Allowed: func(pubkey.Node) bool { return true },
 		Rate: -1, QueuePackets: 1024, QueueBytes: 4 << 20})
 	if err != nil {
 		return err
@@ -167,7 +167,7 @@ func run(pairs, size int, dur time.Duration) error {
 		go func() {
 			defer wg.Done()
 			pkt := make([]byte, size)
-			dst := key(2 + 2*p).PublicKey()
+			dst := pubkey.Node{PublicKey: key(2 + 2*p).PublicKey()}
 			for {
 				select {
 				case <-stop:

@@ -223,12 +223,12 @@ func TestRelayEndToEnd(t *testing.T) {
 	if _, err := dial(rurl, rpub, stranger); !errors.Is(err, relay.ErrNotVouched) {
 		t.Fatalf("stranger on the standalone relay: %v", err)
 	}
-	if err := r1.Send(n2.PublicKey(), []byte("hello")); err != nil {
+	if err := r1.Send(pubkey.Node{PublicKey: n2.PublicKey()}, []byte("hello")); err != nil {
 		t.Fatal(err)
 	}
 	r2.SetReadDeadline(time.Now().Add(5 * time.Second))
 	m, err := r2.Recv()
-	if err != nil || m.Type != relay.MsgPacket || m.Peer != n1.PublicKey() || string(m.Data) != "hello" {
+	if err != nil || m.Type != relay.MsgPacket || m.Peer.PublicKey != n1.PublicKey() || string(m.Data) != "hello" {
 		t.Fatalf("relayed: %+v %v", m, err)
 	}
 	// A node that joins later is let in after a poll.

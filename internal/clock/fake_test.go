@@ -24,7 +24,14 @@ func TestFakeFiresInTimeOrderAtTheirDeadlines(t *testing.T) {
 	if next, ok := c.Next(); !ok || next.Sub(start) != time.Second {
 		t.Fatalf("Next = %v, %v; want the 1s timer", next.Sub(start), ok)
 	}
-	c.Advance(5 * time.Second)
+	c.Advance(500 * time.Millisecond)
+	if c.Fired() != 0 || len(got) != 0 {
+		t.Fatalf("fired %v (Fired %d) before any deadline", got, c.Fired())
+	}
+	c.Advance(4500 * time.Millisecond)
+	if c.Fired() != 2 {
+		t.Fatalf("Fired = %d after two timers came due", c.Fired())
+	}
 	if !slices.Equal(got, []string{"b", "a"}) || !slices.Equal(at, []time.Duration{time.Second, 3 * time.Second}) {
 		t.Fatalf("fired %v at %v, want [b a] at [1s 3s]", got, at)
 	}
@@ -38,7 +45,7 @@ func TestFakeFiresInTimeOrderAtTheirDeadlines(t *testing.T) {
 		t.Fatal("Next reports a timer with none armed")
 	}
 	c.Advance(time.Hour)
-	if len(got) != 2 {
+	if len(got) != 2 || c.Fired() != 2 {
 		t.Fatalf("a stopped timer fired: %v", got)
 	}
 }

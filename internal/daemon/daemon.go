@@ -33,6 +33,7 @@ import (
 	"github.com/warrenmesh/warren/internal/noise"
 	"github.com/warrenmesh/warren/internal/portmap"
 	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
 	"github.com/warrenmesh/warren/internal/uapi"
 )
 
@@ -91,6 +92,9 @@ type Daemon struct {
 	// backoff, if set, is the control client's longest reconnect delay
 	// (tests); zero: the client's default.
 	backoff time.Duration
+	// newRelay, if set, starts relay sessions instead of relay.NewClient
+	// (tests).
+	newRelay func(netmap.RelayRegion, relay.ClientOptions) relaySession
 
 	mu      sync.Mutex
 	op      chan struct{} // the lifecycle slot (beginOp): non-nil while up, down or logout runs
@@ -292,6 +296,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	d.stopRelayLocked()
 	d.clearRoutesLocked()
 	d.mu.Unlock()
+	d.waitRelaysClosed()
 	d.stopDrop()
 	if cerr := d.router.ClearAddresses(); cerr != nil {
 		d.log.Debug("clear interface", "err", cerr)

@@ -57,6 +57,13 @@ func startDaemonIn(t *testing.T, cs *controltest.Server, dir string) *testDaemon
 // clk (nil: the real clock).
 func startDaemonClock(t *testing.T, cs *controltest.Server, dir string, clk clock.Clock) *testDaemon {
 	t.Helper()
+	return startDaemonWith(t, cs, dir, clk, nil)
+}
+
+// startDaemonWith is startDaemonClock with configure (when not nil)
+// called on the daemon before it runs.
+func startDaemonWith(t *testing.T, cs *controltest.Server, dir string, clk clock.Clock, configure func(*Daemon)) *testDaemon {
+	t.Helper()
 	log, rec := logtest.New()
 	d, err := New(Config{StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "warren.sock"), TUN: "wtest0", Logger: log, Clock: clk, NoPortMap: true})
 	if err != nil {
@@ -65,6 +72,9 @@ func startDaemonClock(t *testing.T, cs *controltest.Server, dir string, clk cloc
 	td := &testDaemon{t: t, d: d, eng: newFakeEngine(), router: &fakeRouter{}, cs: cs, log: rec}
 	d.eng, d.router = td.eng, td.router
 	d.backoff = 200 * time.Millisecond // reconnect at once when a test restarts the server
+	if configure != nil {
+		configure(d)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)

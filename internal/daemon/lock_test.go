@@ -7,9 +7,17 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/warrenmesh/warren/internal/control/controltest"
+	"github.com/warrenmesh/warren/internal/control/server"
 	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/netmap"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
+	"github.com/warrenmesh/warren/internal/relay"
 )
 
 // silentServer accepts connections and never answers, like a server that
@@ -128,5 +136,64 @@ func TestNoLockAcrossServerRequests(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// stuckRelay is a relay session whose Close blocks until release is
+// closed, like a TLS session whose close_notify cannot be written.
+type stuckRelay struct {
+	closing, release chan struct{}
+	once             sync.Once
+}
+
+func (r *stuckRelay) Send(pubkey.Node, []byte) error { return nil }
+
+func (r *stuckRelay) Close() error {
+	r.once.Do(func() { close(r.closing) })
+	<-r.release
+	return nil
+}
+
+// Ending the relay session (down, a new home relay, key rotation, exit)
+// waits for its connection's teardown, which is network I/O; the daemon
+// keeps answering status and down returns meanwhile. Before #17 it held
+// Daemon.mu across that wait (this test failed at the status check).
+func TestNoLockAcrossRelayClose(t *testing.T) {
+	rk, err := noise.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := controltest.Start(t, server.Options{Relays: []netmap.RelayRegion{{ID: 1, Code: "test", URL: "http://127.0.0.1:1", Key: pubkey.Relay{PublicKey: rk.PublicKey()}}}})
+	r := &stuckRelay{closing: make(chan struct{}), release: make(chan struct{})}
+	var sessions atomic.Int32
+	td := startDaemonWith(t, cs, t.TempDir(), nil, func(d *Daemon) {
+		d.newRelay = func(netmap.RelayRegion, relay.ClientOptions) relaySession { sessions.Add(1); return r }
+	})
+	t.Cleanup(func() { close(r.release) }) // before the daemon stops (cleanups run last first)
+	td.up("node")
+	waitFor(t, "a relay session", func() bool { return sessions.Load() == 1 })
+
+	downDone := make(chan error, 1)
+	go func() { downDone <- td.d.Down(context.Background()) }()
+	select {
+	case <-r.closing:
+	case <-time.After(waitLong):
+		t.Fatal("down did not end the relay session")
+	}
+	statusDone := make(chan *localapi.Status, 1)
+	go func() { statusDone <- td.d.Status() }()
+	select {
+	case st := <-statusDone:
+		t.Logf("status while the relay session closes: %s", st.BackendState)
+	case <-time.After(waitLong):
+		t.Fatal("status waited for the relay session to close: Daemon.mu was held across it")
+	}
+	select {
+	case err := <-downDone:
+		if err != nil {
+			t.Fatalf("down: %v", err)
+		}
+	case <-time.After(waitLong):
+		t.Fatal("down waited for the relay session to close")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/warrenmesh/warren/internal/magicsock"
@@ -16,9 +17,27 @@ import (
 // relayState is the node's session with its home relay (the first region
 // of the map's relay list) and what it was started for.
 type relayState struct {
-	client *relay.Client
+	client relaySession
 	region netmap.RelayRegion
 	stun   []netip.AddrPort
+	// closing counts sessions being closed (stopRelayLocked), which Run
+	// waits for before it returns.
+	closing *sync.WaitGroup
+}
+
+// relaySession is a session with a relay: *relay.Client (tests replace
+// it through Daemon.newRelay).
+type relaySession interface {
+	magicsock.Relay
+	Close() error
+}
+
+// dialRelay starts a session with the home relay.
+func (d *Daemon) dialRelay(home netmap.RelayRegion, o relay.ClientOptions) relaySession {
+	if d.newRelay != nil {
+		return d.newRelay(home, o)
+	}
+	return relay.NewClient(home.URL, home.Key, d.key, o)
 }
 
 // applyPathsLocked gives the path layer the peers' probe keys and
@@ -39,7 +58,7 @@ func (d *Daemon) applyPathsLocked(nm *netmap.NetworkMap, want map[pubkey.Node]*n
 		return
 	}
 	d.stopRelayLocked()
-	c := relay.NewClient(home.URL, home.Key, d.key, relay.ClientOptions{
+	c := d.dialRelay(home, relay.ClientOptions{
 		Receive: d.eng.ReceiveRelayed,
 		OnState: func(up bool) { d.log.Info("relay session", "region", home.Code, "up", up) },
 		Logger:  d.log,
@@ -47,7 +66,7 @@ func (d *Daemon) applyPathsLocked(nm *netmap.NetworkMap, want map[pubkey.Node]*n
 		// The relay is underlay: it must not follow an exit node's route.
 		DialOptions: relay.DialOptions{Control: d.router.SocketControl},
 	})
-	d.relay = relayState{client: c, region: home}
+	d.relay = relayState{client: c, region: home, closing: d.relay.closing}
 	d.eng.SetRelay(c)
 	if home.STUN != "" {
 		go d.startSTUN(home)
@@ -86,14 +105,33 @@ func (d *Daemon) startSTUN(home netmap.RelayRegion) {
 	d.eng.SetSTUN(servers, func([]netip.AddrPort) { go d.reportEndpoints() })
 }
 
-// stopRelayLocked closes the relay session; d.mu held.
+// stopRelayLocked ends the relay session; d.mu held. The engine stops
+// using it at once; the session is closed in a goroutine of its own,
+// since closing waits for its connection's teardown, which is network
+// I/O (closing a TLS connection writes, for up to its write deadline)
+// that d.mu must not be held across. Run waits for it before returning.
 func (d *Daemon) stopRelayLocked() {
-	if d.relay.client != nil {
+	closing := d.relay.closing
+	if closing == nil {
+		closing = &sync.WaitGroup{}
+	}
+	if c := d.relay.client; c != nil {
 		d.eng.SetRelay(nil)
 		d.eng.SetSTUN(nil, nil)
-		d.relay.client.Close()
+		closing.Go(func() { c.Close() })
 	}
-	d.relay = relayState{}
+	d.relay = relayState{closing: closing}
+}
+
+// waitRelaysClosed waits for the relay sessions being closed; d.mu not
+// held.
+func (d *Daemon) waitRelaysClosed() {
+	d.mu.Lock()
+	closing := d.relay.closing
+	d.mu.Unlock()
+	if closing != nil {
+		closing.Wait()
+	}
 }
 
 // endpoints is what this node announces: its interface addresses and the

@@ -180,9 +180,19 @@ func expectPacket(t *testing.T, n *node, pkt []byte) {
 	}
 }
 
-// quiet gives the real goroutines time to act on what a step started, so
-// that the absence of a packet means something.
-func quiet() { time.Sleep(30 * time.Millisecond) }
+// advanceNoneDue advances the clock by d and fails the test if any timer
+// fired meanwhile. Timers fire synchronously in Advance and are what makes
+// an idle node send (keepalives, handshakes), so an advance that fires
+// none has started nothing: a check that nothing was sent needs no wait
+// after it, and no sleep to let something show up.
+func advanceNoneDue(t *testing.T, c *fakeClock, d time.Duration) {
+	t.Helper()
+	before := c.Fired()
+	c.Advance(d)
+	if n := c.Fired() - before; n != 0 {
+		t.Fatalf("%d timers fired within %v", n, d)
+	}
+}
 
 // settleInitiations waits until responder n has handled every initiation
 // that initiator from sent it (accepted, or dropped as a flood or replay).

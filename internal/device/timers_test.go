@@ -255,8 +255,7 @@ func TestPassiveKeepalive(t *testing.T) {
 	pa := peerOf(a, b)
 	logB := recordSends(b, clock)
 
-	clock.Advance(KeepaliveTimeout - 10*time.Millisecond)
-	quiet()
+	advanceNoneDue(t, clock, KeepaliveTimeout-10*time.Millisecond)
 	if n := logB.len(); n != 0 {
 		t.Fatalf("b sent %d messages before KeepaliveTimeout", n)
 	}
@@ -268,8 +267,7 @@ func TestPassiveKeepalive(t *testing.T) {
 	// a hears it, so its "nothing received" timer is cleared...
 	wait.Until(t, "a's new-handshake timer cleared", disarmed(&pa.timers.newHandshake))
 	// ... and nobody rehandshakes or sends anything more while idle.
-	clock.Advance(KeepaliveTimeout + RekeyTimeout + RekeyTimeoutJitterMax)
-	quiet()
+	advanceNoneDue(t, clock, KeepaliveTimeout+RekeyTimeout+RekeyTimeoutJitterMax)
 	if n := a.tr.sent[wire.TypeInitiation].Load(); n != 1 {
 		t.Fatalf("a sent %d initiations, want 1", n)
 	}
@@ -318,8 +316,7 @@ func TestPersistentKeepalive(t *testing.T) {
 		if !armedAt(pk, clock.Now().Add(interval))() {
 			t.Fatalf("keepalive %d not due %v after the last one", i, interval)
 		}
-		clock.Advance(interval - 10*time.Millisecond)
-		quiet()
+		advanceNoneDue(t, clock, interval-10*time.Millisecond)
 		if n := logA.count(isKeepalive); n != i-1 {
 			t.Fatalf("keepalive %d sent early", i)
 		}

@@ -154,7 +154,7 @@ func TestForgedProbesIgnored(t *testing.T) {
 // relayEnv is a real relay server on loopback vouching for every key.
 func relayEnv(t *testing.T) (url string, key noise.PublicKey) {
 	k := genKey(t)
-	srv, err := relayserver.NewServer(relayserver.Options{Key: k, Allowed: func(noise.PublicKey) bool { return true }})
+	srv, err := relayserver.NewServer(relayserver.Options{Key: k, Allowed: func(pubkey.Node) bool { return true }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -102,7 +102,7 @@ func (c *Client) Send(dst pubkey.Node, pkt []byte) error {
 	if conn == nil {
 		return ErrNotConnected
 	}
-	if err := conn.Send(dst.PublicKey, pkt); err != nil {
+	if err := conn.Send(dst, pkt); err != nil {
 		conn.Close() // the reader notices and reconnects
 		return err
 	}
@@ -303,11 +303,11 @@ func (c *Client) readLoop(conn *Conn, ka time.Duration) error {
 		switch m.Type {
 		case MsgPacket:
 			if c.o.Receive != nil {
-				c.o.Receive(pubkey.Node{PublicKey: m.Peer}, m.Data)
+				c.o.Receive(m.Peer, m.Data)
 			}
 		case MsgPeerGone:
 			if c.o.PeerGone != nil {
-				c.o.PeerGone(pubkey.Node{PublicKey: m.Peer})
+				c.o.PeerGone(m.Peer)
 			}
 		case MsgPong:
 			var id [8]byte

@@ -53,9 +53,9 @@ const (
 // Message is one frame received from the relay.
 type Message struct {
 	Type   MsgType
-	Peer   noise.PublicKey // MsgPacket: source; MsgPeerGone: the absent key
-	Data   []byte          // MsgPacket: the packet; valid until the next Recv
-	Reason byte            // MsgPeerGone, MsgClosing
+	Peer   pubkey.Node // MsgPacket: source; MsgPeerGone: the absent key
+	Data   []byte      // MsgPacket: the packet; valid until the next Recv
+	Reason byte        // MsgPeerGone, MsgClosing
 }
 
 // Conn is one relay session (no reconnection: see Client for that).
@@ -117,14 +117,14 @@ func (c *Conn) RelayKey() pubkey.Relay { return pubkey.Relay{PublicKey: c.c.Peer
 
 // Send asks the relay to deliver pkt to the node dst. Delivery is best
 // effort, like UDP. A packet larger than MaxPacketSize is refused here.
-func (c *Conn) Send(dst noise.PublicKey, pkt []byte) error {
+func (c *Conn) Send(dst pubkey.Node, pkt []byte) error {
 	if len(pkt) > MaxPacketSize {
 		return fmt.Errorf("relay: packet of %d bytes (at most %d)", len(pkt), MaxPacketSize)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wbuf = AppendFrameHeader(c.wbuf[:0], FrameSend, KeyLen+len(pkt))
-	c.wbuf = append(append(c.wbuf, dst[:]...), pkt...)
+	c.wbuf = append(append(c.wbuf, dst.PublicKey[:]...), pkt...)
 	return c.write(c.wbuf)
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // The frame layer is exported for package relayserver, the other end.
@@ -94,10 +96,10 @@ func AppendFrameHeader(dst []byte, typ byte, n int) []byte {
 }
 
 // SplitKey splits a payload that starts with a node key.
-func SplitKey(p []byte) (k [KeyLen]byte, rest []byte, ok bool) {
+func SplitKey(p []byte) (k pubkey.Node, rest []byte, ok bool) {
 	if len(p) < KeyLen {
 		return k, nil, false
 	}
-	copy(k[:], p)
+	copy(k.PublicKey[:], p)
 	return k, p[KeyLen:], true
 }

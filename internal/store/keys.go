@@ -312,7 +312,10 @@ func (s *Store) ValidateAPIKey(ctx context.Context, key string) (*APIKey, error)
 		return nil, ErrAuthKeyExpired
 	}
 	k.LastUsed = now
-	if _, err := s.db.ExecContext(ctx, s.q("UPDATE api_keys SET last_used_at = ? WHERE id = ?"), now.UnixNano(), k.ID); err != nil {
+	unlock := s.lockWrite()
+	_, err = s.db.ExecContext(ctx, s.q("UPDATE api_keys SET last_used_at = ? WHERE id = ?"), now.UnixNano(), k.ID)
+	unlock()
+	if err != nil {
 		return nil, wrap("validate api key", err)
 	}
 	return k, nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -16,10 +17,13 @@ import (
 type migration struct {
 	version int
 	stmts   []string
+	// sqlite and postgres are statements for one dialect only (triggers),
+	// run after stmts.
+	sqlite, postgres []string
 }
 
 var migrations = []migration{
-	{1, []string{
+	{version: 1, stmts: []string{
 		`CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
 		`CREATE TABLE users (
 			id {{ID}},
@@ -61,7 +65,7 @@ var migrations = []migration{
 			last_used_at BIGINT,
 			created_at BIGINT NOT NULL)`,
 	}},
-	{2, []string{
+	{version: 2, stmts: []string{
 		`CREATE TABLE dns_records (
 			id {{ID}},
 			name TEXT NOT NULL,
@@ -80,10 +84,10 @@ var migrations = []migration{
 			resolvers TEXT NOT NULL,
 			created_at BIGINT NOT NULL)`,
 	}},
-	{3, []string{
+	{version: 3, stmts: []string{
 		`ALTER TABLE nodes ADD COLUMN disco_key TEXT NOT NULL DEFAULT ''`,
 	}},
-	{4, []string{
+	{version: 4, stmts: []string{
 		// Access policy versions (policy.go): the newest row is in force;
 		// empty text means no policy.
 		`CREATE TABLE policies (
@@ -94,18 +98,73 @@ var migrations = []migration{
 		`ALTER TABLE preauth_keys ADD COLUMN tags TEXT NOT NULL DEFAULT ''`,
 		`ALTER TABLE nodes ADD COLUMN tags TEXT NOT NULL DEFAULT ''`,
 	}},
-	{5, []string{
+	{version: 5, stmts: []string{
 		// Subnet routes and exit nodes (routes.go): what the node
 		// advertises and what an admin approved, each a comma-separated
 		// sorted list of canonical prefixes.
 		`ALTER TABLE nodes ADD COLUMN advertised_routes TEXT NOT NULL DEFAULT ''`,
 		`ALTER TABLE nodes ADD COLUMN approved_routes TEXT NOT NULL DEFAULT ''`,
 	}},
-	{6, []string{
+	{version: 6, stmts: []string{
 		// API key scopes (keys.go): '' a full admin key, 'relay' a relay
 		// key that may only list node keys.
 		`ALTER TABLE api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT ''`,
 	}},
+	{7, []string{
+		// The change log (changes.go): one row per write to what the
+		// network maps are made of, appended by triggers in the writing
+		// transaction, so a server follows every writer (itself, the
+		// admin API, another process) by reading the rows after the last
+		// it applied.
+		`CREATE TABLE changes (
+			seq {{ID}},
+			kind TEXT NOT NULL,
+			ref BIGINT NOT NULL)`,
+	}, sqliteChangeTriggers(), []string{
+		`CREATE FUNCTION warren_log_change() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF TG_OP = 'DELETE' AND TG_ARGV[1] = 'id' THEN
+				INSERT INTO changes (kind, ref) VALUES (TG_ARGV[0], OLD.id);
+			ELSIF TG_ARGV[1] = 'id' THEN
+				INSERT INTO changes (kind, ref) VALUES (TG_ARGV[0], NEW.id);
+			ELSE
+				INSERT INTO changes (kind, ref) VALUES (TG_ARGV[0], 0);
+			END IF;
+			RETURN NULL;
+		END $$`,
+		`CREATE TRIGGER nodes_log AFTER INSERT OR UPDATE OR DELETE ON nodes FOR EACH ROW EXECUTE FUNCTION warren_log_change('node', 'id')`,
+		`CREATE TRIGGER users_log AFTER UPDATE ON users FOR EACH ROW EXECUTE FUNCTION warren_log_change('user', 'id')`,
+		`CREATE TRIGGER dns_records_log AFTER INSERT OR UPDATE OR DELETE ON dns_records FOR EACH ROW EXECUTE FUNCTION warren_log_change('dns', '')`,
+		`CREATE TRIGGER dns_zones_log AFTER INSERT OR UPDATE OR DELETE ON dns_zones FOR EACH ROW EXECUTE FUNCTION warren_log_change('dns', '')`,
+		`CREATE TRIGGER dns_routes_log AFTER INSERT OR UPDATE OR DELETE ON dns_routes FOR EACH ROW EXECUTE FUNCTION warren_log_change('dns', '')`,
+		`CREATE TRIGGER policies_log AFTER INSERT OR UPDATE OR DELETE ON policies FOR EACH ROW EXECUTE FUNCTION warren_log_change('policy', '')`,
+	}},
+}
+
+// sqliteChangeTriggers are migration 7's triggers for SQLite, which has
+// one trigger per table and event.
+func sqliteChangeTriggers() []string {
+	var out []string
+	for _, t := range []struct{ table, kind, ref string }{
+		{"nodes", ChangeNode, "id"}, {"users", ChangeUser, "id"},
+		{"dns_records", ChangeDNS, ""}, {"dns_zones", ChangeDNS, ""}, {"dns_routes", ChangeDNS, ""},
+		{"policies", ChangePolicy, ""},
+	} {
+		for _, ev := range []string{"INSERT", "UPDATE", "DELETE"} {
+			if t.table == "users" && ev != "UPDATE" {
+				continue // only a rename changes maps; a user with nodes cannot be deleted
+			}
+			ref := "0"
+			if t.ref != "" && ev == "DELETE" {
+				ref = "OLD." + t.ref
+			} else if t.ref != "" {
+				ref = "NEW." + t.ref
+			}
+			out = append(out, fmt.Sprintf("CREATE TRIGGER %s_log_%s AFTER %s ON %s BEGIN INSERT INTO changes (kind, ref) VALUES ('%s', %s); END",
+				t.table, strings.ToLower(ev), ev, t.table, t.kind, ref))
+		}
+	}
+	return out
 }
 
 // SchemaVersion is the newest schema this build knows.
@@ -146,7 +205,11 @@ func (s *Store) migrate(ctx context.Context) error {
 			if max.Valid && int(max.Int64) >= m.version {
 				return nil
 			}
-			for _, stmt := range m.stmts {
+			stmts := append(slices.Clone(m.stmts), m.sqlite...)
+			if s.dialect == dialectPostgres {
+				stmts = append(slices.Clone(m.stmts), m.postgres...)
+			}
+			for _, stmt := range stmts {
 				if _, err := tx.ExecContext(ctx, s.ddl(stmt)); err != nil {
 					return fmt.Errorf("version %d: %w", m.version, err)
 				}

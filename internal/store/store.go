@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -62,6 +63,22 @@ type Store struct {
 	v4, v6  netip.Prefix
 	now     func() time.Time
 	file    sqliteFile // SQLite: the database file opened (health.go)
+	// writeMu is SQLite's one-writer-at-a-time rule taken in Go: this
+	// process's writers queue here, in order, instead of each holding a
+	// pooled connection while SQLite's busy handler sleeps and retries,
+	// which left readers waiting for a connection. PostgreSQL writers run
+	// concurrently and do not take it.
+	writeMu sync.Mutex
+}
+
+// lockWrite takes the SQLite writer lock (nothing on PostgreSQL) and
+// returns its release.
+func (s *Store) lockWrite() func() {
+	if s.dialect == dialectPostgres {
+		return func() {}
+	}
+	s.writeMu.Lock()
+	return s.writeMu.Unlock
 }
 
 // Open opens (creating if needed) the database named by dsn and applies any
@@ -158,6 +175,7 @@ func (s *Store) registrationLock(ctx context.Context, tx *sql.Tx) error {
 
 // inTx runs fn in a write transaction, committing if it returns nil.
 func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	defer s.lockWrite()()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
@@ -230,7 +248,9 @@ func timeOf(v sql.NullInt64) time.Time {
 
 // exec runs a single-row update/delete and maps "no row" to ErrNotFound.
 func (s *Store) exec(ctx context.Context, op, query string, args ...any) error {
+	unlock := s.lockWrite()
 	res, err := s.db.ExecContext(ctx, s.q(query), args...)
+	unlock()
 	if err != nil {
 		return wrap(op, err)
 	}

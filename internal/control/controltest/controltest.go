@@ -40,6 +40,10 @@ type Server struct {
 	ReusableKey string
 	// WrapListener, if set before Start, wraps the server's listener.
 	WrapListener func(net.Listener) net.Listener
+	// WrapStore, if set before Start, wraps the store the server uses
+	// (Store itself stays the real one, for the test's own reads and
+	// writes).
+	WrapStore func(server.Store) server.Store
 
 	srv     *server.Server
 	hs      *httptest.Server
@@ -116,7 +120,11 @@ func (s *Server) Start() {
 	if s.WrapListener != nil {
 		l = s.WrapListener(l)
 	}
-	s.srv = server.New(s.Store, s.Key, s.Opts)
+	var st server.Store = s.Store
+	if s.WrapStore != nil {
+		st = s.WrapStore(st)
+	}
+	s.srv = server.New(st, s.Key, s.Opts)
 	s.hs = httptest.NewUnstartedServer(s.srv.Handler())
 	s.hs.Listener = l
 	s.hs.Start()

@@ -116,22 +116,22 @@ func TestRotationProof(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := VerifyRotationProof(server, oldK.PublicKey(), newK.PublicKey(), proof); err != nil {
+	if err := VerifyRotationProof(server, pubkey.Node{PublicKey: oldK.PublicKey()}, pubkey.Node{PublicKey: newK.PublicKey()}, proof); err != nil {
 		t.Fatalf("valid proof refused: %v", err)
 	}
 	// Bound to the old key, the new key and the server.
-	if VerifyRotationProof(server, other.PublicKey(), newK.PublicKey(), proof) == nil {
+	if VerifyRotationProof(server, pubkey.Node{PublicKey: other.PublicKey()}, pubkey.Node{PublicKey: newK.PublicKey()}, proof) == nil {
 		t.Error("proof accepted for another old key")
 	}
-	if VerifyRotationProof(server, oldK.PublicKey(), other.PublicKey(), proof) == nil {
+	if VerifyRotationProof(server, pubkey.Node{PublicKey: oldK.PublicKey()}, pubkey.Node{PublicKey: other.PublicKey()}, proof) == nil {
 		t.Error("proof accepted for a key the sender does not hold")
 	}
-	if VerifyRotationProof(other, oldK.PublicKey(), newK.PublicKey(), proof) == nil {
+	if VerifyRotationProof(other, pubkey.Node{PublicKey: oldK.PublicKey()}, pubkey.Node{PublicKey: newK.PublicKey()}, proof) == nil {
 		t.Error("proof accepted by another server")
 	}
 	bad := append([]byte(nil), proof...)
 	bad[0] ^= 1
-	if VerifyRotationProof(server, oldK.PublicKey(), newK.PublicKey(), bad) == nil {
+	if VerifyRotationProof(server, pubkey.Node{PublicKey: oldK.PublicKey()}, pubkey.Node{PublicKey: newK.PublicKey()}, bad) == nil {
 		t.Error("flipped proof accepted")
 	}
 	// Framing: a request with a short proof does not decode.

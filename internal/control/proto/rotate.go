@@ -46,16 +46,16 @@ var ErrBadProof = errors.New("proto: key rotation proof does not verify")
 // VerifyRotationProof checks, on the server, a proof that the sender of a
 // rotation from oldKey holds newKey's private half. The comparison is
 // constant-time.
-func VerifyRotationProof(serverPriv noise.PrivateKey, oldKey, newKey noise.PublicKey, proof []byte) error {
+func VerifyRotationProof(serverPriv noise.PrivateKey, oldKey, newKey pubkey.Node, proof []byte) error {
 	if newKey.IsZero() || newKey.IsLowOrder() {
 		return ErrBadProof
 	}
-	ss, err := serverPriv.SharedSecret(newKey)
+	ss, err := serverPriv.SharedSecret(newKey.PublicKey)
 	if err != nil {
 		return ErrBadProof
 	}
 	defer clear(ss[:])
-	if subtle.ConstantTimeCompare(rotationMAC(ss, oldKey, newKey), proof) != 1 {
+	if subtle.ConstantTimeCompare(rotationMAC(ss, oldKey.PublicKey, newKey.PublicKey), proof) != 1 {
 		return ErrBadProof
 	}
 	return nil

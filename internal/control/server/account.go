@@ -4,7 +4,6 @@ import (
 	"errors"
 
 	"github.com/warrenmesh/warren/internal/control/proto"
-	"github.com/warrenmesh/warren/internal/noise"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/store"
 )
@@ -12,16 +11,16 @@ import (
 // rotateKey moves the session's node to a new key, proven by the request.
 // The node keeps its ID, name and addresses; every peer gets a delta with
 // the new key, and the node's stream under the old key is closed.
-func (s *Server) rotateKey(key noise.PublicKey, req *proto.RotateKeyRequest) *proto.RotateKeyResponse {
+func (s *Server) rotateKey(key pubkey.Node, req *proto.RotateKeyRequest) *proto.RotateKeyResponse {
 	refuse := func(code, msg string) *proto.RotateKeyResponse {
 		return &proto.RotateKeyResponse{Code: code, Error: "key rotation refused: " + msg}
 	}
-	if err := proto.VerifyRotationProof(s.key, key, req.NewKey.PublicKey, req.Proof); err != nil {
+	if err := proto.VerifyRotationProof(s.key, key, req.NewKey, req.Proof); err != nil {
 		return refuse(proto.CodeBadRequest, "the proof of the new key does not verify")
 	}
 	ctx, cancel := storeCtx()
 	defer cancel()
-	n, err := s.st.GetNodeByKey(ctx, pubkey.Node{PublicKey: key})
+	n, err := s.st.GetNodeByKey(ctx, key)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return refuse(proto.CodeNotRegistered, "this node is not registered")
@@ -39,16 +38,15 @@ func (s *Server) rotateKey(key noise.PublicKey, req *proto.RotateKeyRequest) *pr
 		return refuse(proto.CodeInternal, "internal server error")
 	}
 	n.NodeKey = req.NewKey
-	s.mu.Lock()
-	nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID))
-	if err := s.updateNodeLocked(n.ID); err != nil {
+	if err := s.sync(); err != nil {
 		s.log.Error("control: rotate key failed", "node", key, "err", err)
-		s.Notify()
 	}
+	s.mu.Lock()
 	if ss := s.sessions[uint64(n.ID)]; ss != nil {
 		ss.kill()
 	}
 	s.mu.Unlock()
+	nn, ok := toNetmap(n, s.storedUserName(ctx, n.UserID))
 	s.log.Info("control: node rotated its key", "node", n.ID, "name", n.Name)
 	if !ok {
 		return refuse(proto.CodeInternal, "internal server error")
@@ -58,10 +56,10 @@ func (s *Server) rotateKey(key noise.PublicKey, req *proto.RotateKeyRequest) *pr
 
 // logout deletes the session's node: it leaves every peer's map, and its
 // addresses and name are free again.
-func (s *Server) logout(key noise.PublicKey) *proto.LogoutResponse {
+func (s *Server) logout(key pubkey.Node) *proto.LogoutResponse {
 	ctx, cancel := storeCtx()
 	defer cancel()
-	n, err := s.st.GetNodeByKey(ctx, pubkey.Node{PublicKey: key})
+	n, err := s.st.GetNodeByKey(ctx, key)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return &proto.LogoutResponse{Code: proto.CodeNotRegistered, Error: "logout: this node is not registered"}
@@ -73,12 +71,9 @@ func (s *Server) logout(key noise.PublicKey) *proto.LogoutResponse {
 		s.log.Error("control: logout failed", "node", key, "err", err)
 		return &proto.LogoutResponse{Code: proto.CodeInternal, Error: "internal server error"}
 	}
-	s.mu.Lock()
-	if err := s.updateNodeLocked(n.ID); err != nil {
+	if err := s.sync(); err != nil {
 		s.log.Error("control: logout failed", "node", key, "err", err)
-		s.Notify()
 	}
-	s.mu.Unlock()
 	s.log.Info("control: node logged out", "node", n.ID, "name", n.Name)
 	return &proto.LogoutResponse{}
 }

@@ -105,36 +105,39 @@ func (a *endpointApplier) loop() {
 	}
 }
 
-// apply writes one (merged) update to the store and the world, unless
-// another stream of the node has replaced this one (its own reports are
-// newer).
+// apply writes one (merged) update to the store, unless another stream
+// of the node has replaced this one (its own reports are newer); the
+// worker applies it to the world.
 func (a *endpointApplier) apply(u *proto.EndpointUpdate) {
 	s, id := a.s, a.node.ID
+	unlock := s.lockNode(uint64(id))
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.sessions[uint64(id)] != a.ss {
+	current := s.sessions[uint64(id)] == a.ss
+	s.mu.Unlock()
+	if !current {
+		unlock()
 		return
 	}
 	s.stats.endpointWrites.Add(1)
 	ctx, cancel := storeCtx()
 	err := s.st.UpdateEndpoints(ctx, id, endpointStrings(u.Endpoints))
+	conflict := false
 	if err == nil && u.DiscoKey != nil {
 		if err = s.st.SetDiscoKey(ctx, id, *u.DiscoKey); errors.Is(err, store.ErrConflict) {
-			cancel()
-			s.log.Warn("control: endpoints refused: the disco key is another node's", "node", id)
-			a.ss.refuse(proto.CodeDiscoKeyInUse, discoKeyInUse)
-			return
+			conflict = true
 		}
 	}
 	if err == nil && u.Routes != nil {
 		err = s.st.SetAdvertisedRoutes(ctx, id, *u.Routes)
 	}
 	cancel()
-	if err == nil {
-		err = s.updateNodeLocked(id)
-	}
-	if err != nil {
+	unlock()
+	s.Notify()
+	switch {
+	case conflict:
+		s.log.Warn("control: endpoints refused: the disco key is another node's", "node", id)
+		a.ss.refuseLocking(proto.CodeDiscoKeyInUse, discoKeyInUse)
+	case err != nil:
 		s.log.Error("control: endpoints update failed", "node", id, "err", err)
-		s.Notify()
 	}
 }

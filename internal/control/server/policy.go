@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"slices"
 
@@ -38,26 +37,19 @@ func identEqual(a, b policy.Node) bool {
 		slices.Equal(a.Routes, b.Routes)
 }
 
-// loadPolicyLocked reads the policy in force; s.mu held.
-func (s *Server) loadPolicyLocked(ctx context.Context) error {
-	sp, err := s.st.Policy(ctx)
-	if err != nil {
-		return err
+// setPolicyLocked puts a policy read from the store in force unless it
+// is the one in force already; s.mu held.
+func (s *Server) setPolicyLocked(pu *policyUpdate) {
+	if pu.text == s.pol.text && (s.pol.p != nil || pu.text == "") {
+		return
 	}
-	if sp.Text == s.pol.text && (s.pol.p != nil || sp.Text == "") {
-		return nil
+	if pu.bad {
+		// Stored policies were checked on upload; keep the last good one.
+		s.log.Error("control: stored policy does not parse; keeping the previous one", "policy", pu.id, "err", pu.err)
+		return
 	}
-	var p *policy.Policy
-	if sp.Text != "" {
-		if p, err = policy.Parse([]byte(sp.Text)); err != nil {
-			// Stored policies were checked on upload; keep the last good one.
-			s.log.Error("control: stored policy does not parse; keeping the previous one", "policy", sp.ID, "err", err)
-			return nil
-		}
-	}
-	s.pol.text, s.pol.p, s.pol.dirty = sp.Text, p, true
+	s.pol.text, s.pol.p, s.pol.dirty = pu.text, pu.p, true
 	s.kickFanout()
-	return nil
 }
 
 // setIdentsLocked replaces every identity (full reload); s.mu held.

@@ -4,11 +4,14 @@
 // network map once and deltas afterwards.
 //
 // The server keeps one "world": every node of the deployment as a
-// netmap.Node, sorted by ID. A change this server makes itself (a node
-// registers, connects, disconnects or reports endpoints) re-reads that one
-// node and diffs its old and new entry; a change made elsewhere (Notify,
-// or the periodic poll) reloads every node and diffs the old and new world.
-// Either way the changed nodes' previous values are kept until the next
+// netmap.Node, sorted by ID. It follows the store through the store's
+// change log (follow.go): every write, by this server or any other writer,
+// logs what it touched, and one worker goroutine re-reads only that (a
+// change to one node is one row read) and applies it to the world under
+// the world lock, which is never held across store or network I/O. A
+// handler that wrote waits for the worker to have applied its write
+// where the answer depends on it (a full map, a registration). Either way
+// the changed nodes' previous values are kept until the next
 // fanout, which computes one netmap.Delta of the world and derives each
 // stream's delta from it (the node's own entry dropped from the peer lists
 // and turned into Self), so a change costs O(streams × size of the change)
@@ -22,13 +25,18 @@
 // stream whose queue overflows is dropped, and its node reconnects and
 // takes a full map.
 //
-// The server assumes it is the only one serving its store: at each full
-// reload, nodes the store says are online but that have no stream here are
-// marked offline (a previous process's streams), and ephemeral nodes
-// offline for longer than Options.EphemeralGrace are deleted.
+// The server assumes it is the only one serving its store: at each pass
+// of the worker, nodes the store says are online but that have no stream
+// here are marked offline (a previous process's streams), and ephemeral
+// nodes offline for longer than Options.EphemeralGrace are deleted.
+//
+// Lock order (docs/ARCHITECTURE.md): a node's gate (lockNode), then s.mu;
+// gateMu and syn.mu are leaves. s.mu is never held across store or
+// network I/O; a node's gate is held across that node's own store writes.
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,9 +70,10 @@ type Options struct {
 	WriteTimeout time.Duration
 	// RequestTimeout bounds waiting for a node's first request; default 30 s.
 	RequestTimeout time.Duration
-	// PollInterval is how often the world is reloaded from the store even
-	// without Notify, to pick up changes made by other processes (the admin
-	// API in another server, expiry); default 10 s.
+	// PollInterval is how often the store's change log is read even
+	// without Notify, to pick up changes made by other processes (the
+	// admin API in another server), and the ephemeral sweep runs; default
+	// 10 s.
 	PollInterval time.Duration
 	// EphemeralGrace is how long an ephemeral node may stay offline (or
 	// registered without ever connecting) before it is deleted; default 2
@@ -98,7 +107,7 @@ const DefaultDomain = "warren.internal"
 // Server is the coordination server. Create it with New, serve Handler,
 // and Close it when done.
 type Server struct {
-	st   *store.Store
+	st   Store
 	key  noise.PrivateKey
 	opts Options
 	log  *slog.Logger // opts.Logger
@@ -110,9 +119,15 @@ type Server struct {
 	wg     sync.WaitGroup // worker, handlers and writers
 	closed bool           // under mu
 
+	fol follower  // the worker's position in the store's change log (follow.go)
+	syn syncState // handlers waiting for the worker (follow.go)
+
+	gateMu sync.Mutex           // guards gates; taken alone
+	gates  map[uint64]*nodeGate // per-node write gates (follow.go)
+
 	mu       sync.Mutex
-	world    *netmap.NetworkMap // Peers = every node; Self unused
-	users    map[int64]string
+	world    *netmap.NetworkMap     // Peers = every node; Self unused
+	nodes    map[uint64]*store.Node // every stored node as last read (never modified)
 	sessions map[uint64]*session
 	loaded   bool                         // world loaded from the store at least once
 	conns    map[*noiseconn.Conn]struct{} // every open connection
@@ -134,7 +149,7 @@ type Server struct {
 
 // New returns a server on st with the server's static key, and starts its
 // worker.
-func New(st *store.Store, key noise.PrivateKey, opts Options) *Server {
+func New(st Store, key noise.PrivateKey, opts Options) *Server {
 	if opts.Domain == "" {
 		opts.Domain = DefaultDomain
 	}
@@ -167,13 +182,16 @@ func New(st *store.Store, key noise.PrivateKey, opts Options) *Server {
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		world:    &netmap.NetworkMap{},
-		users:    map[int64]string{},
+		nodes:    map[uint64]*store.Node{},
+		gates:    map[uint64]*nodeGate{},
 		sessions: map[uint64]*session{},
 		conns:    map[*noiseconn.Conn]struct{}{},
 		dirty:    map[uint64]*netmap.Node{},
 		fanKick:  make(chan struct{}, 1),
 		enc:      map[uint64][]byte{},
 	}
+	s.syn.done = make(chan struct{})
+	s.fol.users = map[int64]string{}
 	s.cb = &noiseconn.Server{Key: key, Handle: s.handle}
 	s.wg.Add(2)
 	go s.worker()
@@ -182,7 +200,7 @@ func New(st *store.Store, key noise.PrivateKey, opts Options) *Server {
 }
 
 // PublicKey is the server's static public key, which nodes pin.
-func (s *Server) PublicKey() noise.PublicKey { return s.key.PublicKey() }
+func (s *Server) PublicKey() pubkey.Server { return pubkey.Server{PublicKey: s.key.PublicKey()} }
 
 // Handler serves the control protocol at noiseconn.Path and the server's
 // public key at noiseconn.KeyPath (what a node pins on first join).
@@ -203,7 +221,8 @@ func (s *Server) serveKey(w http.ResponseWriter, _ *http.Request) {
 }
 
 // Notify tells the server that the store changed (for example an admin
-// deleted or renamed a node); every stream gets its delta promptly.
+// deleted or renamed a node): the worker reads the change log at once and
+// every stream gets its delta promptly.
 func (s *Server) Notify() {
 	select {
 	case s.kick <- struct{}{}:
@@ -224,10 +243,14 @@ func (s *Server) Close() error {
 	for _, ss := range s.sessions {
 		ss.kill()
 	}
+	conns := make([]*noiseconn.Conn, 0, len(s.conns))
 	for c := range s.conns {
-		c.Close()
+		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	for _, c := range conns { // closing a TLS connection writes: not under s.mu
+		c.Close()
+	}
 	s.wg.Wait()
 	return nil
 }
@@ -271,14 +294,7 @@ func (s *Server) worker() {
 			poll.Reset(s.opts.PollInterval)
 		case <-expiry.C:
 		}
-		s.mu.Lock()
-		if err := s.refreshLocked(); err != nil {
-			s.log.Error("control: reloading nodes failed", "err", err)
-		}
-		s.refuseExpiredLocked()
-		next := s.nextExpiryLocked()
-		s.mu.Unlock()
-		expiry.Reset(next)
+		expiry.Reset(s.pass())
 	}
 }
 
@@ -310,7 +326,7 @@ func endpointStrings(eps []netip.AddrPort) []string {
 }
 
 // register joins the session's key (never one from the message).
-func (s *Server) register(key noise.PublicKey, req *proto.RegisterRequest) *proto.RegisterResponse {
+func (s *Server) register(key pubkey.Node, req *proto.RegisterRequest) *proto.RegisterResponse {
 	if err := proto.CheckEndpoints(req.Endpoints); err != nil {
 		return &proto.RegisterResponse{Code: proto.CodeBadRequest, Error: "registration refused: " + err.Error()}
 	}
@@ -323,7 +339,7 @@ func (s *Server) register(key noise.PublicKey, req *proto.RegisterRequest) *prot
 	}
 	ctx, cancel := storeCtx()
 	defer cancel()
-	n, err := s.st.RegisterNode(ctx, req.AuthKey, pubkey.Node{PublicKey: key}, req.Hostname, store.RegisterOptions{Endpoints: endpointStrings(req.Endpoints)})
+	n, err := s.st.RegisterNode(ctx, req.AuthKey, key, req.Hostname, store.RegisterOptions{Endpoints: endpointStrings(req.Endpoints)})
 	if err != nil {
 		code, msg := errorCode(err)
 		if code == proto.CodeInternal {
@@ -331,17 +347,24 @@ func (s *Server) register(key noise.PublicKey, req *proto.RegisterRequest) *prot
 		}
 		return &proto.RegisterResponse{Code: code, Error: msg}
 	}
-	s.mu.Lock()
-	nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID))
-	if err := s.updateNodeLocked(n.ID); err != nil {
+	if err := s.sync(); err != nil { // the node is in the world before it is told it joined
 		s.log.Error("control: register failed", "node", key, "err", err)
-		s.Notify()
 	}
-	s.mu.Unlock()
+	nn, ok := toNetmap(n, s.storedUserName(ctx, n.UserID))
 	if !ok {
 		return &proto.RegisterResponse{Code: proto.CodeInternal, Error: "internal server error"}
 	}
 	return &proto.RegisterResponse{Node: &nn}
+}
+
+// storedUserName reads a user's name for a handler's answer ("" if it
+// cannot).
+func (s *Server) storedUserName(ctx context.Context, id int64) string {
+	u, err := s.st.GetUser(ctx, id)
+	if err != nil {
+		return ""
+	}
+	return u.Name
 }
 
 // handle serves one authenticated control connection.
@@ -350,7 +373,7 @@ func (s *Server) handle(c *noiseconn.Conn) {
 		return
 	}
 	defer s.untrack(c)
-	key := c.Peer()
+	key := pubkey.Node{PublicKey: c.Peer()} // the node key the session proved
 	for {
 		c.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
 		m, err := proto.Read(c, proto.MaxServerMessage)

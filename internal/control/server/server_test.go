@@ -461,7 +461,7 @@ func TestFetchKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k != e.srv.PublicKey() {
+	if k != e.srv.PublicKey().PublicKey {
 		t.Fatalf("fetched %s, server key %s", k, e.srv.PublicKey())
 	}
 	if _, err := noiseconn.FetchKey(ctx, "ftp://x"); err == nil {

@@ -18,8 +18,8 @@ type Stats struct {
 	// StreamWrite is how long writing one frame to a node's stream took
 	// (network and the node's reading included).
 	StreamWrite Latency
-	// StoreRead is how long the store reads behind a map change took: a
-	// full reload of the world, or the re-read of one node.
+	// StoreRead is how long one pass of following the store took: reading
+	// the change log and what it names (the whole world at start).
 	StoreRead Latency
 }
 

@@ -10,7 +10,6 @@ import (
 	"github.com/warrenmesh/warren/internal/clock"
 	"github.com/warrenmesh/warren/internal/control/proto"
 	"github.com/warrenmesh/warren/internal/netmap"
-	"github.com/warrenmesh/warren/internal/noise"
 	"github.com/warrenmesh/warren/internal/noiseconn"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/routeprefix"
@@ -18,7 +17,7 @@ import (
 )
 
 // stream runs a node's map stream until it ends.
-func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRequest) {
+func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapRequest) {
 	if err := proto.CheckEndpoints(req.Endpoints); err != nil {
 		s.writeError(c, proto.CodeBadRequest, err.Error())
 		return
@@ -30,7 +29,7 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 		}
 	}
 	ctx, cancel := storeCtx()
-	n, err := s.st.GetNodeByKey(ctx, pubkey.Node{PublicKey: key})
+	n, err := s.st.GetNodeByKey(ctx, key)
 	cancel()
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -62,15 +61,22 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 	id := uint64(n.ID)
 	ss := &session{s: s, id: id, c: c, q: make(chan []byte, s.opts.QueueSize), done: make(chan struct{})}
 
+	// The stream takes the node's place (one stream per node: the newest
+	// wins) and writes the node online under the node's gate, so that the
+	// end of the stream it replaces cannot write it offline after; then it
+	// waits for the world to show the write and builds the full map.
+	unlockNode := s.lockNode(id)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		unlockNode()
 		return
 	}
 	if old := s.sessions[id]; old != nil {
-		old.kill() // one stream per node: the newest wins
+		old.kill()
 	}
-	s.sessions[id] = ss // version 0: refreshes skip it until its full map is queued
+	s.sessions[id] = ss // version 0: fanouts skip it until its full map is queued
+	s.mu.Unlock()
 	ctx, cancel = storeCtx()
 	err = s.st.SetOnline(ctx, n.ID, true, s.clk.Now())
 	if err == nil && req.Endpoints != nil {
@@ -80,11 +86,17 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 		err = s.st.SetAdvertisedRoutes(ctx, n.ID, *req.Routes)
 	}
 	cancel()
+	unlockNode()
 	if err == nil {
-		err = s.updateNodeLocked(n.ID)
+		err = s.sync()
 	}
 	var full []byte
 	found := false
+	s.mu.Lock()
+	if s.sessions[id] != ss || s.closed { // replaced by a newer stream meanwhile, or closing
+		s.mu.Unlock()
+		return
+	}
 	if err == nil {
 		full, found, err = s.encodeFullLocked(id, 1)
 	}
@@ -148,23 +160,27 @@ func (s *Server) stream(c *noiseconn.Conn, key noise.PublicKey, req *proto.MapRe
 	<-ss.writerDone()
 	eps.close() // what the node reported last is stored before it goes offline
 
+	unlockNode = s.lockNode(id)
 	s.mu.Lock()
-	if s.sessions[id] == ss {
+	mine := s.sessions[id] == ss
+	if mine {
 		delete(s.sessions, id)
+	}
+	s.mu.Unlock()
+	if mine {
 		ctx, cancel := storeCtx()
 		if err := s.st.SetOnline(ctx, n.ID, false, s.clk.Now()); err != nil && !errors.Is(err, store.ErrNotFound) {
 			s.log.Error("control: marking the node offline failed", "node", id, "err", err)
 		}
 		cancel()
-		if err := s.updateNodeLocked(n.ID); err != nil {
-			s.log.Error("control: marking the node offline failed", "node", id, "err", err)
-			s.Notify()
-		}
+	}
+	unlockNode()
+	if mine {
+		s.Notify()
 		if n.Ephemeral {
 			s.clk.NewTimer(s.Notify).Reset(s.opts.EphemeralGrace + 10*time.Millisecond)
 		}
 	}
-	s.mu.Unlock()
 }
 
 // session is one node's map stream.
@@ -200,12 +216,10 @@ func (ss *session) isDead() bool {
 	}
 }
 
-// kill ends the stream: the writer stops and the connection closes.
+// kill ends the stream: the writer stops and closes the connection (not
+// the caller, which may hold s.mu: closing a TLS connection writes).
 func (ss *session) kill() {
-	ss.once.Do(func() {
-		close(ss.done)
-		ss.c.Close()
-	})
+	ss.once.Do(func() { close(ss.done) })
 }
 
 // send queues m without blocking; when the queue is full the stream is
@@ -255,6 +269,7 @@ func (ss *session) refuse(code, msg string) {
 func (ss *session) writeLoop() {
 	defer ss.s.wg.Done()
 	defer close(ss.writerDone())
+	defer ss.c.Close()
 	t := clock.NewChanTimer(ss.s.clk)
 	t.Reset(ss.s.opts.KeepAlive)
 	defer t.Stop()

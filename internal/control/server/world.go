@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"net/netip"
 	"slices"
 	"time"
@@ -19,19 +18,6 @@ import (
 
 func storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 10*time.Second)
-}
-
-// userName returns a user's name, cached; s.mu held.
-func (s *Server) userNameLocked(ctx context.Context, id int64) string {
-	if n, ok := s.users[id]; ok {
-		return n
-	}
-	u, err := s.st.GetUser(ctx, id)
-	if err != nil {
-		return ""
-	}
-	s.users[id] = u.Name
-	return u.Name
 }
 
 // toNetmap converts a stored node; ok is false for a node that cannot be
@@ -62,44 +48,45 @@ func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
 	}, true
 }
 
-// refreshLocked reloads the world and queues what changed for the next
-// fanout; s.mu held.
-func (s *Server) refreshLocked() error {
-	defer s.stats.storeRead.since(time.Now())
-	ctx, cancel := storeCtx()
-	defer cancel()
-	nodes, err := s.st.ListNodes(ctx, 0)
-	if err != nil {
-		return err
-	}
-	clear(s.users) // a full reload also re-reads user names (renames)
+// dnsUpdate is the DNS configuration read from the store.
+type dnsUpdate struct{ cfg netmap.DNSConfig }
+
+func (s *Server) readDNS(ctx context.Context) (*dnsUpdate, error) {
 	sdns, err := s.st.DNSConfig(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dns := dnsConfigFromStore(sdns)
 	dns.SearchDomains = []string{s.opts.Domain}
 	dns.Nameservers = s.st.ServiceAddrs() // where each node answers for itself
+	return &dnsUpdate{cfg: dns}, nil
+}
+
+// setDNSLocked queues a DNS configuration that differs from the one in
+// force; s.mu held.
+func (s *Server) setDNSLocked(dns netmap.DNSConfig) {
 	if !dns.Equal(s.dns) {
 		s.dns = dns
 		s.dnsDirty = true
 		s.kickFanout()
 	}
-	if err := s.loadPolicyLocked(ctx); err != nil {
-		return err
-	}
+}
+
+// replaceWorldLocked replaces the world with every stored node (users:
+// their users' names) and queues what changed for the next fanout; s.mu
+// held.
+func (s *Server) replaceWorldLocked(nodes []*store.Node, users map[int64]string) {
 	nw := &netmap.NetworkMap{Peers: make([]netmap.Node, 0, len(nodes))}
 	idents := make(map[uint64]policy.Node, len(nodes))
-	now := s.clk.Now()
+	recs := make(map[uint64]*store.Node, len(nodes))
 	for _, n := range nodes {
-		if !s.sweepLocked(ctx, n, now) {
-			continue
-		}
-		if nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID)); ok {
+		if nn, ok := toNetmap(n, users[n.UserID]); ok {
 			nw.Peers = append(nw.Peers, nn)
 			idents[nn.ID] = identOf(n, &nn)
 		}
+		recs[uint64(n.ID)] = n
 	}
+	slices.SortFunc(nw.Peers, func(a, b netmap.Node) int { return cmp.Compare(a.ID, b.ID) })
 	s.setIdentsLocked(idents)
 	d := netmap.Diff(s.world, nw)
 	for i := range d.PeersAdded {
@@ -112,9 +99,9 @@ func (s *Server) refreshLocked() error {
 		s.markDirtyLocked(d.PeersChanged[i].ID, s.world)
 	}
 	s.world = nw
+	s.nodes = recs
 	s.loaded = true
 	s.kickFanout()
-	return nil
 }
 
 // markDirtyLocked records, before the world changes node id, its value as
@@ -135,44 +122,34 @@ func (s *Server) markDirtyLocked(id uint64, world *netmap.NetworkMap) {
 	s.dirty[id] = old
 }
 
-// updateNodeLocked re-reads one node after this server changed it and
-// queues the change for the next fanout, without reloading every node.
-// s.mu held.
-func (s *Server) updateNodeLocked(id int64) error {
-	if !s.loaded {
-		return s.refreshLocked()
-	}
-	ctx, cancel := storeCtx()
-	defer cancel()
-	start := time.Now()
-	n, err := s.st.GetNode(ctx, id)
-	s.stats.storeRead.since(start)
+// applyNodeLocked puts node id as read from the store (nil: deleted) into
+// the world, with its user's name, and queues the change for the next
+// fanout; s.mu held.
+func (s *Server) applyNodeLocked(id uint64, n *store.Node, user string) {
 	var next []netmap.Node
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
-		return err
-	default:
-		nn, ok := toNetmap(n, s.userNameLocked(ctx, n.UserID))
-		if ok {
+	if n != nil {
+		s.nodes[id] = n
+		if nn, ok := toNetmap(n, user); ok {
 			next = []netmap.Node{nn}
 		}
+	} else {
+		delete(s.nodes, id)
 	}
 	if next != nil {
 		ident := identOf(n, &next[0])
-		s.setIdentLocked(uint64(id), &ident)
+		s.setIdentLocked(id, &ident)
 	} else {
-		s.setIdentLocked(uint64(id), nil)
+		s.setIdentLocked(id, nil)
 	}
 	if s.pol.dirty {
 		s.kickFanout() // a tag change alone is no world change
 	}
-	i, found := slices.BinarySearchFunc(s.world.Peers, uint64(id), func(n netmap.Node, id uint64) int { return cmp.Compare(n.ID, id) })
+	i, found := slices.BinarySearchFunc(s.world.Peers, id, func(n netmap.Node, id uint64) int { return cmp.Compare(n.ID, id) })
 	switch {
 	case !found && next == nil, found && next != nil && s.world.Peers[i].Equal(&next[0]):
-		return nil
+		return
 	}
-	s.markDirtyLocked(uint64(id), s.world)
+	s.markDirtyLocked(id, s.world)
 	switch {
 	case found && next == nil:
 		s.world.Peers = slices.Delete(s.world.Peers, i, i+1)
@@ -182,7 +159,6 @@ func (s *Server) updateNodeLocked(id int64) error {
 		s.world.Peers = slices.Insert(s.world.Peers, i, next[0])
 	}
 	s.kickFanout()
-	return nil
 }
 
 // kickFanout wakes the fanout goroutine.
@@ -379,39 +355,6 @@ func concerns(d *netmap.Delta, id uint64) bool {
 			return true
 		}
 	}
-	return false
-}
-
-// sweepLocked corrects a stored node that has no stream: it is marked
-// offline if the store says online (a stream of a previous server process),
-// and an ephemeral node offline for longer than EphemeralGrace is deleted.
-// It reports whether the node stays in the world. s.mu held.
-func (s *Server) sweepLocked(ctx context.Context, n *store.Node, now time.Time) bool {
-	if s.sessions[uint64(n.ID)] != nil {
-		return true
-	}
-	if n.Online {
-		if err := s.st.SetOnline(ctx, n.ID, false, n.LastSeen); err != nil {
-			s.log.Error("control: marking the node offline failed", "node", n.ID, "err", err)
-		} else {
-			n.Online = false
-		}
-	}
-	if !n.Ephemeral || n.Online {
-		return true
-	}
-	since := n.LastSeen
-	if since.IsZero() || n.Created.After(since) {
-		since = n.Created
-	}
-	if now.Sub(since) < s.opts.EphemeralGrace {
-		return true
-	}
-	if err := s.st.DeleteNode(ctx, n.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
-		s.log.Error("control: deleting an ephemeral node failed", "node", n.ID, "err", err)
-		return true
-	}
-	s.log.Info("control: deleted ephemeral node", "node", n.ID, "name", n.Name, "offline_since", since.Format(time.RFC3339))
 	return false
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/warrenmesh/warren/internal/metrics"
 	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/relay/relayserver"
 )
 
@@ -14,7 +15,7 @@ import (
 // registry of package metrics (every metric matches its description).
 func TestRelay(t *testing.T) {
 	priv, _ := noise.GeneratePrivateKey()
-	rs, err := relayserver.NewServer(relayserver.Options{Key: priv, Allowed: func(noise.PublicKey) bool { return false }})
+	rs, err := relayserver.NewServer(relayserver.Options{Key: priv, Allowed: func(pubkey.Node) bool { return false }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/relay"
 )
 
@@ -19,7 +19,7 @@ import (
 // item is one frame queued towards a client.
 type item struct {
 	typ  byte
-	key  noise.PublicKey
+	key  pubkey.Node
 	data []byte  // packet (relay.FrameRecv) or the other payload after the key
 	buf  *[]byte // data's pooled buffer (packetBufs), or nil
 }
@@ -78,7 +78,7 @@ func (c *client) drain() {
 type sendState struct {
 	tokens int64
 	last   time.Time
-	gone   map[noise.PublicKey]time.Time
+	gone   map[pubkey.Node]time.Time
 }
 
 // handleSend forwards the packet of a send frame (payload p, which the
@@ -106,7 +106,7 @@ func (c *client) handleSend(st *sendState, p []byte) error {
 	if to == nil {
 		s.c.dropsNoPeer.Add(1)
 		if st.gone == nil || len(st.gone) > maxGoneTracked {
-			st.gone = map[noise.PublicKey]time.Time{}
+			st.gone = map[pubkey.Node]time.Time{}
 		}
 		if now := s.o.Clock.Now(); now.Sub(st.gone[dst]) >= peerGoneEvery {
 			st.gone[dst] = now
@@ -133,7 +133,7 @@ func (c *client) writeItem(bw *batchWriter, it item) error {
 	}
 	bw.buf = relay.AppendFrameHeader(bw.buf, it.typ, n)
 	if keyed {
-		bw.buf = append(bw.buf, it.key[:]...)
+		bw.buf = append(bw.buf, it.key.PublicKey[:]...)
 	}
 	_, err := bw.Write(it.data)
 	if it.typ == relay.FrameRecv && err == nil {

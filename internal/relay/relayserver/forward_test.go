@@ -4,13 +4,13 @@ import (
 	"io"
 	"testing"
 
-	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
 // benchClient is a registered session with no connection, for driving
 // the forward path directly.
 func benchClient(tb testing.TB, s *Server) *client {
-	c := &client{s: s, key: genKey(tb).PublicKey(), wake: make(chan struct{}, 1),
+	c := &client{s: s, key: pubkey.Node{PublicKey: genKey(tb).PublicKey()}, wake: make(chan struct{}, 1),
 		closing: make(chan byte, 1), done: make(chan struct{})}
 	if !s.register(c) {
 		tb.Fatal("register")
@@ -23,12 +23,12 @@ func benchClient(tb testing.TB, s *Server) *client {
 // pooled buffer, queue, and the writer's framing into its batch (flushed
 // to io.Discard, as a full batch is to the session). 0 allocs/op.
 func BenchmarkForward(b *testing.B) {
-	s, err := NewServer(Options{Key: genKey(b), Allowed: func(noise.PublicKey) bool { return true }})
+	s, err := NewServer(Options{Key: genKey(b), Allowed: func(pubkey.Node) bool { return true }})
 	if err != nil {
 		b.Fatal(err)
 	}
 	from, to := benchClient(b, s), benchClient(b, s)
-	frame := append(append([]byte(nil), to.key[:]...), make([]byte, 1420)...)
+	frame := append(append([]byte(nil), to.key.PublicKey[:]...), make([]byte, 1420)...)
 	bw := &batchWriter{w: io.Discard}
 	var st sendState
 	var batch []item
@@ -55,12 +55,12 @@ func BenchmarkForward(b *testing.B) {
 // TestForwardReusesBuffers: forwarding does not allocate per packet once
 // the pool is warm (the benchmark's claim, checked in every test run).
 func TestForwardReusesBuffers(t *testing.T) {
-	s, err := NewServer(Options{Key: genKey(t), Allowed: func(noise.PublicKey) bool { return true }})
+	s, err := NewServer(Options{Key: genKey(t), Allowed: func(pubkey.Node) bool { return true }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	from, to := benchClient(t, s), benchClient(t, s)
-	frame := append(append([]byte(nil), to.key[:]...), make([]byte, 1420)...)
+	frame := append(append([]byte(nil), to.key.PublicKey[:]...), make([]byte, 1420)...)
 	bw := &batchWriter{w: io.Discard}
 	var st sendState
 	var batch []item

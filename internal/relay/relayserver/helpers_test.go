@@ -52,10 +52,10 @@ func (s *keySet) remove(k noise.PrivateKey) {
 	delete(s.m, k.PublicKey())
 }
 
-func (s *keySet) allowed(k noise.PublicKey) bool {
+func (s *keySet) allowed(k pubkey.Node) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.m[k]
+	return s.m[k.PublicKey]
 }
 
 // testRelay is a relay on a real loopback listener.

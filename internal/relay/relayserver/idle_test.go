@@ -20,7 +20,7 @@ func TestThousandIdleClients(t *testing.T) {
 		t.Skip("short")
 	}
 	const n = 1000
-	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: func(noise.PublicKey) bool { return true }})
+	r := startRelay(t, "127.0.0.1:0", genKey(t), Options{Allowed: func(pubkey.Node) bool { return true }})
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -72,7 +72,7 @@ func TestThousandIdleClients(t *testing.T) {
 	}
 
 	// Still relaying between two of them.
-	if err := conns[0].Send(keys[n-1].PublicKey(), []byte("still there")); err != nil {
+	if err := conns[0].Send(nodeOf(keys[n-1]), []byte("still there")); err != nil {
 		t.Fatal(err)
 	}
 	m, err := recvPacket(t, conns[n-1], 5*time.Second)

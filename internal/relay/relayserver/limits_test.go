@@ -52,7 +52,7 @@ func TestDefaultHasNoRateLimit(t *testing.T) {
 	var sent int64
 	for sent < want {
 		for range window {
-			if err := ca.Send(b.PublicKey(), pkt); err != nil {
+			if err := ca.Send(pubkey.Node{PublicKey: b.PublicKey()}, pkt); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -44,7 +44,7 @@ func TestQueueAccountingControlFrames(t *testing.T) {
 	}
 	// Peer-gone notices go the same way: ask for a few absent peers.
 	for range 8 {
-		if err := ca.Send(genKey(t).PublicKey(), []byte("anyone?")); err != nil {
+		if err := ca.Send(nodeOf(genKey(t)), []byte("anyone?")); err != nil {
 			t.Fatal(err)
 		}
 		m, err := recvPacket(t, ca, 5*time.Second)
@@ -56,11 +56,11 @@ func TestQueueAccountingControlFrames(t *testing.T) {
 	// A packet still passes, the largest one too.
 	big := make([]byte, relay.MaxPacketSize)
 	for _, pkt := range [][]byte{[]byte("still there?"), big} {
-		if err := cb.Send(a.PublicKey(), pkt); err != nil {
+		if err := cb.Send(nodeOf(a), pkt); err != nil {
 			t.Fatal(err)
 		}
 		m, err := recvPacket(t, ca, 5*time.Second)
-		if err != nil || m.Type != relay.MsgPacket || m.Peer != b.PublicKey() || len(m.Data) != len(pkt) {
+		if err != nil || m.Type != relay.MsgPacket || m.Peer != nodeOf(b) || len(m.Data) != len(pkt) {
 			t.Fatalf("want a %d-byte packet from b, got type %v len %d, %v (stats %+v)", len(pkt), m.Type, len(m.Data), err, r.srv.Stats())
 		}
 	}
@@ -68,5 +68,5 @@ func TestQueueAccountingControlFrames(t *testing.T) {
 		t.Fatalf("queue-full drops: %+v", st)
 	}
 	// And nothing is left counted once everything is written.
-	wait.Until(t, "queued bytes back to 0", func() bool { return r.srv.lookup(a.PublicKey()).qlen.Load() == 0 })
+	wait.Until(t, "queued bytes back to 0", func() bool { return r.srv.lookup(nodeOf(a)).qlen.Load() == 0 })
 }

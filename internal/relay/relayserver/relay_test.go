@@ -75,7 +75,7 @@ func TestPeerGone(t *testing.T) {
 	notices := func(n int) int {
 		t.Helper()
 		for range n {
-			if err := c.Send(b.PublicKey(), []byte("anyone?")); err != nil {
+			if err := c.Send(nodeOf(b), []byte("anyone?")); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -90,7 +90,7 @@ func TestPeerGone(t *testing.T) {
 			}
 			switch m.Type {
 			case relay.MsgPeerGone:
-				if m.Peer != b.PublicKey() {
+				if m.Peer != nodeOf(b) {
 					t.Fatalf("notice about %s, want %s", m.Peer, b.PublicKey())
 				}
 				got++
@@ -321,11 +321,11 @@ func TestNewestSessionWins(t *testing.T) {
 		t.Fatalf("old session: %+v %v", m, err)
 	}
 	ca := r.dial(a)
-	if err := ca.Send(b.PublicKey(), []byte("hi")); err != nil {
+	if err := ca.Send(nodeOf(b), []byte("hi")); err != nil {
 		t.Fatal(err)
 	}
 	m, err = recvPacket(t, cur, 5*time.Second)
-	if err != nil || m.Type != relay.MsgPacket || string(m.Data) != "hi" || m.Peer != a.PublicKey() {
+	if err != nil || m.Type != relay.MsgPacket || string(m.Data) != "hi" || m.Peer != nodeOf(a) {
 		t.Fatalf("new session: %+v %v", m, err)
 	}
 	if st := r.srv.Stats(); st.Replaced != 1 {

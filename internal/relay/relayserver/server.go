@@ -23,6 +23,7 @@ import (
 	"github.com/warrenmesh/warren/internal/clock"
 	"github.com/warrenmesh/warren/internal/noise"
 	"github.com/warrenmesh/warren/internal/noiseconn"
+	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/relay"
 )
 
@@ -55,7 +56,7 @@ type Options struct {
 	// Allowed says whether the coordination server vouches for a node key.
 	// It is asked when a node connects and again at every keepalive; it
 	// must be fast (cache). Required.
-	Allowed func(nodeKey noise.PublicKey) bool
+	Allowed func(nodeKey pubkey.Node) bool
 	// Rate is the sustained bytes per second one session may send; zero
 	// or negative: no limit (the default: a relay does not throttle its
 	// own users unless its operator asks). Burst is the bucket size
@@ -113,7 +114,7 @@ type Server struct {
 	cb noiseconn.Server
 
 	mu      sync.RWMutex
-	clients map[noise.PublicKey][]*client // oldest first
+	clients map[pubkey.Node][]*client // oldest first
 	closed  bool
 	c       counters
 }
@@ -155,13 +156,13 @@ func NewServer(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{o: o, clients: map[noise.PublicKey][]*client{}}
+	s := &Server{o: o, clients: map[pubkey.Node][]*client{}}
 	s.cb = noiseconn.Server{Key: o.Key, Protocol: relay.RelayProtocol, Handle: s.handle, Authorize: s.authorize}
 	return s, nil
 }
 
 // PublicKey is the key nodes pin for this relay.
-func (s *Server) PublicKey() noise.PublicKey { return s.o.Key.PublicKey() }
+func (s *Server) PublicKey() pubkey.Relay { return pubkey.Relay{PublicKey: s.o.Key.PublicKey()} }
 
 // ServeHTTP upgrades the request to a relay session.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.cb.ServeHTTP(w, r) }
@@ -193,8 +194,10 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) authorize(k noise.PublicKey) error {
-	if !s.o.Allowed(k) {
+// authorize vets the key a connecting node proved (noiseconn's peer, the
+// node's key).
+func (s *Server) authorize(peer noise.PublicKey) error {
+	if !s.o.Allowed(pubkey.Node{PublicKey: peer}) {
 		s.c.refused.Add(1)
 		return errors.New("node key not known to the coordination server, or expired")
 	}
@@ -203,7 +206,7 @@ func (s *Server) authorize(k noise.PublicKey) error {
 
 type client struct {
 	s    *Server
-	key  noise.PublicKey
+	key  pubkey.Node
 	conn *noiseconn.Conn
 	// queue holds the frames waiting for the writer, oldest first (at
 	// most QueuePackets); the writer takes all of them at once. Its
@@ -273,7 +276,7 @@ func (s *Server) unregister(c *client) {
 }
 
 // lookup returns the newest session of k.
-func (s *Server) lookup(k noise.PublicKey) *client {
+func (s *Server) lookup(k pubkey.Node) *client {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	cs := s.clients[k]
@@ -286,7 +289,7 @@ func (s *Server) lookup(k noise.PublicKey) *client {
 // handle runs one session: the writer in its own goroutine, the reader
 // here.
 func (s *Server) handle(conn *noiseconn.Conn) {
-	c := &client{s: s, key: conn.Peer(), conn: conn, wake: make(chan struct{}, 1),
+	c := &client{s: s, key: pubkey.Node{PublicKey: conn.Peer()}, conn: conn, wake: make(chan struct{}, 1),
 		closing: make(chan byte, 1), done: make(chan struct{})}
 	info := binary.BigEndian.AppendUint32(nil, uint32(s.o.KeepAlive/time.Second))
 	info = binary.BigEndian.AppendUint64(info, uint64(s.o.Rate))

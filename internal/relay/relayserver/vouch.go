@@ -14,7 +14,6 @@ import (
 
 	"github.com/warrenmesh/warren/internal/clock"
 	"github.com/warrenmesh/warren/internal/control/admin"
-	"github.com/warrenmesh/warren/internal/noise"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/store"
 )
@@ -24,7 +23,7 @@ import (
 // has not expired. Answers are cached for ttl (default 5s) so a flood of
 // connections costs at most one query per key per ttl; a store error
 // counts as "no" and is not cached.
-func StoreAllowed(st *store.Store, ttl time.Duration) func(noise.PublicKey) bool {
+func StoreAllowed(st *store.Store, ttl time.Duration) func(pubkey.Node) bool {
 	if ttl <= 0 {
 		ttl = 5 * time.Second
 	}
@@ -34,15 +33,15 @@ func StoreAllowed(st *store.Store, ttl time.Duration) func(noise.PublicKey) bool
 		until  time.Time
 	}
 	var mu sync.Mutex
-	cache := map[noise.PublicKey]entry{}
-	return func(k noise.PublicKey) bool {
+	cache := map[pubkey.Node]entry{}
+	return func(k pubkey.Node) bool {
 		now := time.Now()
 		mu.Lock()
 		e, hit := cache[k]
 		mu.Unlock()
 		if !hit || now.After(e.until) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			n, err := st.GetNodeByKey(ctx, pubkey.Node{PublicKey: k})
+			n, err := st.GetNodeByKey(ctx, k)
 			cancel()
 			switch {
 			case errors.Is(err, store.ErrNotFound):
@@ -89,7 +88,7 @@ type AdminPoller struct {
 	Clock clock.Clock
 
 	mu      sync.RWMutex
-	keys    map[noise.PublicKey]time.Time // node expiry; zero never
+	keys    map[pubkey.Node]time.Time // node expiry; zero never
 	ready   chan struct{}
 	once    sync.Once
 	lastErr string
@@ -102,7 +101,7 @@ func (p *AdminPoller) init() {
 
 // Allowed reports whether the last poll listed k as a node that has not
 // expired.
-func (p *AdminPoller) Allowed(k noise.PublicKey) bool {
+func (p *AdminPoller) Allowed(k pubkey.Node) bool {
 	p.mu.RLock()
 	exp, ok := p.keys[k]
 	p.mu.RUnlock()
@@ -160,12 +159,12 @@ func (p *AdminPoller) poll(ctx context.Context) error {
 	if err := json.NewDecoder(body).Decode(&nodes); err != nil {
 		return fmt.Errorf("relay: poll nodes: %w", err)
 	}
-	keys := make(map[noise.PublicKey]time.Time, len(nodes))
+	keys := make(map[pubkey.Node]time.Time, len(nodes))
 	for _, n := range nodes {
 		if n.Expired {
 			continue
 		}
-		k, err := noise.ParsePublicKey(n.NodeKey)
+		k, err := pubkey.ParseNode(n.NodeKey)
 		if err != nil {
 			if n.NodeKey == "" {
 				return errors.New("relay: poll nodes: the server does not list node keys (too old?)")

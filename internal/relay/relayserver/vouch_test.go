@@ -119,7 +119,7 @@ func TestAdminPollerVouching(t *testing.T) {
 	p := &AdminPoller{ServerURL: w.hs.URL, APIKey: w.apiKey, Interval: 50 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if p.Allowed(n1.PublicKey()) {
+	if p.Allowed(nodeOf(n1)) {
 		t.Fatal("allowed before the first poll")
 	}
 	go p.Run(ctx)
@@ -160,7 +160,7 @@ func TestAdminPollerVouching(t *testing.T) {
 	if err := bad.Poll(ctx); err == nil {
 		t.Fatal("poll with a bad API key worked")
 	}
-	if bad.Allowed(n2.PublicKey()) {
+	if bad.Allowed(nodeOf(n2)) {
 		t.Fatal("bad poller allows")
 	}
 	if err := bad.Err(); err == nil || !strings.Contains(err.Error(), "401") {
@@ -205,18 +205,18 @@ func TestAdminPollerOnFakeClock(t *testing.T) {
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	wait.Until(t, "the first poll", func() bool { return p.Allowed(n1.PublicKey()) })
+	wait.Until(t, "the first poll", func() bool { return p.Allowed(nodeOf(n1)) })
 	pollArmed := func() {
 		t.Helper()
 		wait.Until(t, "the next poll armed", func() bool { next, ok := fc.Next(); return ok && next.Sub(fc.Now()) == iv })
 	}
 	pollArmed()
 	n2, _ := w.addNode(t)
-	if p.Allowed(n2.PublicKey()) {
+	if p.Allowed(nodeOf(n2)) {
 		t.Fatal("a node added after the poll vouched for before the next")
 	}
 	fc.Advance(iv)
-	wait.Until(t, "the node added vouched for at the next poll", func() bool { return p.Allowed(n2.PublicKey()) })
+	wait.Until(t, "the node added vouched for at the next poll", func() bool { return p.Allowed(nodeOf(n2)) })
 	pollArmed()
 
 	// The server goes away: polls fail, the last answer stays, and n1's
@@ -224,19 +224,19 @@ func TestAdminPollerOnFakeClock(t *testing.T) {
 	w.hs.Close()
 	fc.Advance(iv)
 	wait.Until(t, "a failed poll", func() bool { return p.Err() != nil })
-	if !p.Allowed(n1.PublicKey()) || !p.Allowed(n2.PublicKey()) {
+	if !p.Allowed(nodeOf(n1)) || !p.Allowed(nodeOf(n2)) {
 		t.Fatal("a failed poll dropped the last answer")
 	}
 	pollArmed()
 	fc.Advance(at.Sub(fc.Now()) - time.Millisecond)
-	if !p.Allowed(n1.PublicKey()) {
+	if !p.Allowed(nodeOf(n1)) {
 		t.Fatal("n1 refused before its expiry")
 	}
 	fc.Advance(time.Millisecond)
-	if p.Allowed(n1.PublicKey()) {
+	if p.Allowed(nodeOf(n1)) {
 		t.Fatal("n1 still allowed at its expiry, with the server away")
 	}
-	if !p.Allowed(n2.PublicKey()) {
+	if !p.Allowed(nodeOf(n2)) {
 		t.Fatal("n2, which never expires, refused")
 	}
 }
@@ -343,14 +343,14 @@ func TestRelayKeyVouching(t *testing.T) {
 	if err := p.Poll(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if !p.Allowed(n1.PublicKey()) || p.Allowed(genKey(t).PublicKey()) {
+	if !p.Allowed(nodeOf(n1)) || p.Allowed(nodeOf(genKey(t))) {
 		t.Fatal("the relay key's poll does not vouch for exactly the registered node")
 	}
 	w.expire(t, id1)
 	if err := p.Poll(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if p.Allowed(n1.PublicKey()) {
+	if p.Allowed(nodeOf(n1)) {
 		t.Fatal("expired node still vouched for")
 	}
 	req, _ := http.NewRequest("POST", w.hs.URL+"/api/v1/users", strings.NewReader(`{"name":"mallory"}`))
