@@ -5,7 +5,9 @@
 # key with `warren admin`; each node runs `warren daemon` and joins with
 # `warren up`; then `warren status` (paths), `warren netcheck`, names
 # (MagicDNS, with a custom record), `warren ping` by name, a kernel ping
-# over IPv6, a file drop and a TCP throughput figure through the mesh.
+# over IPv6, a file drop and a TCP throughput figure through the mesh; and a
+# fourth node, delta, run as an ordinary user without root or TUN
+# (`warren daemon --userspace`), reached by programs through its SOCKS5 proxy.
 # Usage (as root): demo/mesh-demo.sh [path/to/warren]
 set -euo pipefail
 WARREN=$(realpath "${1:-bin/warren}")
@@ -16,14 +18,15 @@ id=$(printf '%04x' $((RANDOM)))
 R=wmesh-r-$id S=wmesh-s-$id
 NODES=(alpha bravo charlie)
 tmp=$(mktemp -d)
+udir=$(mktemp -d) # the userspace node's state, owned by its user
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  for n in "${NODES[@]}"; do ip netns del "wmesh-$n-$id" 2>/dev/null || true; done
+  for n in "${NODES[@]}" delta; do ip netns del "wmesh-$n-$id" 2>/dev/null || true; done
   ip netns del "$S" 2>/dev/null || true
   ip netns del "$R" 2>/dev/null || true
-  rm -rf "$tmp"
+  rm -rf "$tmp" "$udir"
 }
 trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -45,7 +48,7 @@ ip netns add "$R"; ip -n "$R" link set lo up
 at "$R" sysctl -qw net.ipv4.ip_forward=1
 attach "$S" 1
 i=2
-for n in "${NODES[@]}"; do attach "wmesh-$n-$id" $i; i=$((i + 1)); done
+for n in "${NODES[@]}" delta; do attach "wmesh-$n-$id" $i; i=$((i + 1)); done
 URL=http://198.18.1.2:8080
 
 step "warren server (embedded SQLite in $tmp/server, relay and STUN on the same host)"
@@ -66,7 +69,9 @@ adm authkeys list
 step "Each node: warren daemon, then warren up"
 for n in "${NODES[@]}"; do
   ns=wmesh-$n-$id
-  ip netns exec "$ns" "$WARREN" daemon --state-dir "$tmp/$n" --socket "$tmp/$n.sock" 2>"$tmp/$n.log" &
+  extra=()
+  [[ $n == alpha ]] && extra=(--metrics-listen "[::]:9100") # for delta below
+  ip netns exec "$ns" "$WARREN" daemon --state-dir "$tmp/$n" --socket "$tmp/$n.sock" "${extra[@]}" 2>"$tmp/$n.log" &
   pids+=($!)
 done
 for n in "${NODES[@]}"; do
@@ -114,5 +119,20 @@ at "wmesh-bravo-$id" iperf3 -c "$CIP" -t 3 -f g | grep -E 'sender|receiver'
 
 step "warren status on bravo after the transfer"
 wn bravo status
+
+step "delta: a node without root or TUN (warren daemon --userspace, as user nobody), reached through its SOCKS5 proxy"
+chown nobody:nogroup "$udir"
+asuser() { at "wmesh-delta-$id" setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
+asuser "$WARREN" daemon --userspace --state-dir "$udir" --socket "$udir/delta.sock" --socks5 127.0.0.1:1055 2>"$tmp/delta.log" &
+pids+=($!)
+for _ in $(seq 100); do [[ -S $udir/delta.sock ]] && break; sleep 0.1; done
+asuser "$WARREN" up --socket "$udir/delta.sock" --server "$URL" --auth-key "$KEY" --hostname delta
+asuser grep -E '^(Uid|CapEff)' /proc/$(pgrep -f "daemon --userspace --state-dir $udir")/status
+echo "curl --socks5-hostname 127.0.0.1:1055 http://alpha:9100/metrics (alpha's daemon, by MagicDNS name, through delta's stack):"
+for _ in $(seq 50); do
+  asuser curl -sf --max-time 5 --socks5-hostname 127.0.0.1:1055 http://alpha:9100/metrics -o "$udir/m.txt" && break; sleep 0.2
+done
+grep -m3 '^warren_peer_' "$udir/m.txt"
+wn alpha status | grep delta
 echo
 echo "demo ok"
