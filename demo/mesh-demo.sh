@@ -123,7 +123,10 @@ wn bravo status
 step "delta: a node without root or TUN (warren daemon --userspace, as user nobody), reached through its SOCKS5 proxy"
 chown nobody:nogroup "$udir"
 asuser() { at "wmesh-delta-$id" setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
-asuser "$WARREN" daemon --userspace --state-dir "$udir" --socket "$udir/delta.sock" --socks5 127.0.0.1:1055 2>"$tmp/delta.log" &
+# Started directly (not through asuser, a function: & would fork a
+# subshell, and its PID in pids would not be the daemon's).
+ip netns exec "wmesh-delta-$id" setpriv --reuid=nobody --regid=nogroup --clear-groups \
+  "$WARREN" daemon --userspace --state-dir "$udir" --socket "$udir/delta.sock" --socks5 127.0.0.1:1055 2>"$tmp/delta.log" &
 pids+=($!)
 for _ in $(seq 100); do [[ -S $udir/delta.sock ]] && break; sleep 0.1; done
 asuser "$WARREN" up --socket "$udir/delta.sock" --server "$URL" --auth-key "$KEY" --hostname delta
