@@ -106,6 +106,10 @@ type peerEP struct {
 	// lastCallRecv is the last call-me-maybe from the peer acted on.
 	lastCallRecv time.Time
 	synthetic    netip.AddrPort
+	// plain: a stock WireGuard peer (PeerInfo.Plain); plainUDP is where
+	// its last authenticated packet came from.
+	plain    bool
+	plainUDP conn.Endpoint
 
 	// Replay protection for the peer's pings (reset with its disco key).
 	pingNewest uint64          // newest ping clock accepted

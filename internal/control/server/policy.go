@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"slices"
 
+	"github.com/warrenmesh/warren/internal/filter"
 	"github.com/warrenmesh/warren/internal/netmap"
 	"github.com/warrenmesh/warren/internal/policy"
 	"github.com/warrenmesh/warren/internal/store"
@@ -29,12 +30,12 @@ type policyState struct {
 
 // identOf is a node's identity as the policy sees it.
 func identOf(n *store.Node, nn *netmap.Node) policy.Node {
-	return policy.Node{ID: nn.ID, User: nn.User, Tags: n.Tags, Addrs: nn.Addresses, Routes: nn.Routes}
+	return policy.Node{ID: nn.ID, User: nn.User, Tags: n.Tags, Addrs: nn.Addresses, Routes: nn.Routes, Via: nn.Via}
 }
 
 func identEqual(a, b policy.Node) bool {
 	return a.ID == b.ID && a.User == b.User && slices.Equal(a.Tags, b.Tags) && slices.Equal(a.Addrs, b.Addrs) &&
-		slices.Equal(a.Routes, b.Routes)
+		slices.Equal(a.Routes, b.Routes) && a.Via == b.Via
 }
 
 // setPolicyLocked puts a policy read from the store in force unless it
@@ -101,6 +102,7 @@ func (s *Server) compileLocked() {
 		nodes = append(nodes, n)
 	}
 	specs := s.pol.p.Compile(nodes)
+	addGatewayRules(specs, nodes)
 	next := make(map[uint64][]byte, len(specs))
 	for id, spec := range specs {
 		b, err := json.Marshal(spec)
@@ -143,4 +145,30 @@ func (s *Server) Policy() *policy.Policy {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.pol.p
+}
+
+// addGatewayRules gives each gateway the filtering of its WireGuard-only
+// members, which cannot filter for themselves (docs/WIREGUARD.md): the
+// member's own rules, limited to packets addressed to the member, and a
+// rule letting the member's packets through to any destination, which
+// then filters them as it would any member's.
+func addGatewayRules(specs map[uint64]*filter.Spec, nodes []policy.Node) {
+	for _, n := range nodes {
+		if n.Via == 0 {
+			continue
+		}
+		gw := specs[n.Via]
+		if gw == nil {
+			gw = &filter.Spec{}
+			specs[n.Via] = gw
+		}
+		if dev := specs[n.ID]; dev != nil {
+			for _, r := range dev.Rules {
+				r.Dst = slices.Clone(n.Addrs)
+				gw.Rules = append(gw.Rules, r)
+			}
+		}
+		gw.Rules = append(gw.Rules, filter.Rule{Src: slices.Clone(n.Addrs),
+			Protos: []int{filter.ProtoICMP, filter.ProtoTCP, filter.ProtoUDP, filter.ProtoICMPv6}})
+	}
 }

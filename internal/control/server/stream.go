@@ -148,6 +148,13 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 				break
 			}
 		}
+		if ws := m.EndpointUpdate.WireGuard; ws != nil {
+			if err := proto.CheckWireGuardReports(*ws); err != nil {
+				ss.refuseLocking(proto.CodeBadRequest, err.Error())
+				refused = true
+				break
+			}
+		}
 		eps.add(m.EndpointUpdate)
 	}
 	if refused { // give the queued refusal a moment to be written
