@@ -42,9 +42,17 @@ type WireGuardDevice struct {
 	Config     string `json:"config"`
 }
 
+// WireGuardChange moves a WireGuard-only member to another gateway and/or
+// gives it a new public key (the old one stops working at once).
+type WireGuardChange struct {
+	Via       string `json:"via,omitempty"`
+	PublicKey string `json:"public_key,omitempty"`
+}
+
 func wireGuardRoutes(a *api) []route {
 	return []route{
 		{"POST /api/v1/wireguard", a.addWireGuard},
+		{"PATCH /api/v1/nodes/{node}/wireguard", a.changeWireGuard},
 		{"GET /api/v1/nodes/{node}/wireguard-config", a.wireGuardConfig},
 	}
 }
@@ -102,6 +110,51 @@ func (a *api) addWireGuard(w http.ResponseWriter, r *http.Request) (int, any, er
 		out.PrivateKey = priv.Base64()
 	}
 	return http.StatusCreated, out, nil
+}
+
+func (a *api) changeWireGuard(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req WireGuardChange
+	if err := decode(w, r, &req); err != nil {
+		return 0, nil, err
+	}
+	ctx := r.Context()
+	n, err := a.nodeByRef(ctx, r.PathValue("node"))
+	if err != nil {
+		return 0, nil, err
+	}
+	if n.Via == 0 {
+		return 0, nil, errorf(http.StatusBadRequest, "node %q is a Warren node, not a WireGuard-only member", n.Name)
+	}
+	if req.Via != "" {
+		gw, err := a.nodeByRef(ctx, req.Via)
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := a.st.SetWireGuardVia(ctx, n.ID, gw.ID); errors.Is(err, store.ErrBadGateway) {
+			return 0, nil, errorf(http.StatusBadRequest, "gateway %q: must be a Warren node", req.Via)
+		} else if err != nil {
+			return 0, nil, storeErr(err, "node "+n.Name)
+		}
+	}
+	if req.PublicKey != "" {
+		key, err := pubkey.ParseNode(req.PublicKey)
+		if err != nil {
+			return 0, nil, errorf(http.StatusBadRequest, "public key: not a base64 WireGuard public key")
+		}
+		if key.PublicKey.IsLowOrder() || key.IsZero() {
+			return 0, nil, errorf(http.StatusBadRequest, "public key: a low-order point, refused")
+		}
+		if err := a.st.RotateNodeKey(ctx, n.ID, key); errors.Is(err, store.ErrNodeKeyInUse) {
+			return 0, nil, errorf(http.StatusConflict, "public key: already used by another node")
+		} else if err != nil {
+			return 0, nil, storeErr(err, "node "+n.Name)
+		}
+	}
+	a.notify()
+	if n, err = a.st.GetNode(ctx, n.ID); err != nil {
+		return 0, nil, storeErr(err, "node")
+	}
+	return http.StatusOK, a.nodeOut(ctx, n), nil
 }
 
 func (a *api) wireGuardConfig(_ http.ResponseWriter, r *http.Request) (int, any, error) {
