@@ -210,7 +210,10 @@ func phoneDial(ns *nettest.NS, host string, port int) bool {
 // phoneListen accepts (and closes) TCP connections on addr:port in ns.
 func phoneListen(t *testing.T, ns *nettest.NS, addr string, port int) {
 	var ln net.Listener
-	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port))); return err }); err != nil {
+	if err := ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
@@ -228,7 +231,10 @@ func phoneListen(t *testing.T, ns *nettest.NS, addr string, port int) {
 // sink reads and discards what TCP connections to addr:port in n send.
 func sink(t *testing.T, n *node, addr string, port int) {
 	var ln net.Listener
-	if err := n.ns.Do(func() (err error) { ln, err = net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port))); return err }); err != nil {
+	if err := n.ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
