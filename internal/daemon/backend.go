@@ -430,6 +430,10 @@ func (d *Daemon) statusLocked() *localapi.Status {
 			ps.RxBytes, ps.TxBytes = s.RxBytes, s.TxBytes
 			ps.LastHandshake = s.LastHandshake
 			ps.CurrentAddr = s.Endpoint
+		} else if p.Via != 0 {
+			// A WireGuard-only member of another gateway: its handshake
+			// as that gateway reported it (wireguard.go).
+			ps.LastHandshake = p.LastSeen
 		}
 		d.fillPath(&ps, p.Key)
 		st.Peers = append(st.Peers, ps)

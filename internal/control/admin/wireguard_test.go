@@ -57,3 +57,24 @@ func TestWireGuardMember(t *testing.T) {
 		}
 	})
 }
+
+// set-wireguard: another gateway, a new key; refusals as for adding.
+func TestWireGuardChange(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		e.must(201, nil, "POST", "/api/v1/users", `{"name":"alice"}`)
+		gw := e.addNode("alice", "gw")
+		gw2 := e.addNode("alice", "gw2")
+		var d admin.WireGuardDevice
+		e.must(201, &d, "POST", "/api/v1/wireguard", `{"name":"phone","user":"alice","via":"gw","endpoint":"198.18.0.1:41641"}`)
+		k, _ := noise.GeneratePrivateKey()
+		var n admin.Node
+		e.must(200, &n, "PATCH", "/api/v1/nodes/phone/wireguard", `{"via":"gw2","public_key":"`+k.PublicKey().String()+`"}`)
+		if n.Via != gw2.ID || n.NodeKey != k.PublicKey().String() || n.ID != d.Node.ID || n.Addresses[0] != d.Node.Addresses[0] {
+			t.Fatalf("changed %+v", n)
+		}
+		e.fails(409, "already used by another node", "PATCH", "/api/v1/nodes/phone/wireguard", `{"public_key":"`+gw.NodeKey.Text()+`"}`)
+		e.fails(400, "low-order", "PATCH", "/api/v1/nodes/phone/wireguard", `{"public_key":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}`)
+		e.fails(400, "must be a Warren node", "PATCH", "/api/v1/nodes/phone/wireguard", `{"via":"phone"}`)
+		e.fails(400, "is a Warren node, not a WireGuard-only member", "PATCH", "/api/v1/nodes/gw/wireguard", `{"via":"gw2"}`)
+	})
+}
