@@ -116,18 +116,7 @@ func TestWireGuardDevice(t *testing.T) {
 		if err := n.pingOnce(phoneV4, 2*time.Second); err != nil {
 			t.Fatalf("%s cannot ping the phone: %v", n.name, err)
 		}
-		wait.For(t, 10*time.Second, n.name+" sees the phone online", func() bool {
-			st, err := n.status()
-			if err != nil {
-				return false
-			}
-			for _, p := range st.Peers {
-				if p.Name == "phone" && p.Online {
-					return true
-				}
-			}
-			return false
-		})
+		waitPhoneOnline(t, n, true, 10*time.Second)
 	}
 	phoneListen(t, phone, phoneV4, 22)
 	if !alpha.dial(phoneV4, 22, 2*time.Second) {
@@ -141,16 +130,44 @@ func TestWireGuardDevice(t *testing.T) {
 	direct := sendFor(t, beta.ns, aV4, 5201, 2*time.Second)
 	t.Logf("throughput to alpha: phone via gateway %.0f Mbit/s, beta direct %.0f Mbit/s, ratio %.2f", viaGW, direct, viaGW/direct)
 
+	// Its gateway offline: the others show it offline. Back: online again
+	// once the phone has handshaken with the restarted gateway.
+	gw.kill()
+	waitPhoneOnline(t, alpha, false, 15*time.Second)
+	gw.startDaemon()
+	wait.For(t, 40*time.Second, "phone reaches alpha again through the restarted gateway", func() bool {
+		_, err := phone.Output("ping", "-c1", "-W1", "alpha")
+		return err == nil
+	})
+	waitPhoneOnline(t, alpha, true, 10*time.Second)
+
 	// Deleting the phone cuts it off within 2 s.
 	l.mustAdmin("nodes", "delete", "phone")
 	deleted := time.Now()
-	if !wait.Poll(2*time.Second, func() bool { return !phoneDial(phone, aV4, 80) }) {
+	if !wait.Poll(2*time.Second, func() bool { return !phoneDialWithin(phone, aV4, 80, "0.3") }) {
 		t.Fatalf("the phone still reaches alpha %v after its deletion", time.Since(deleted))
 	}
 	t.Logf("phone cut off %v after `nodes delete` returned", time.Since(deleted).Round(time.Millisecond))
 	if err := alpha.pingOnce(phoneV4, 500*time.Millisecond); err == nil {
 		t.Fatal("alpha still pings the deleted phone")
 	}
+}
+
+// waitPhoneOnline waits until n's status shows the phone online (or not).
+func waitPhoneOnline(t *testing.T, n *node, online bool, d time.Duration) {
+	t.Helper()
+	wait.For(t, d, fmt.Sprintf("%s sees the phone online=%v", n.name, online), func() bool {
+		st, err := n.status()
+		if err != nil {
+			return false
+		}
+		for _, p := range st.Peers {
+			if p.Name == "phone" {
+				return p.Online == online && (!online || !p.LastHandshake.IsZero())
+			}
+		}
+		return false
+	})
 }
 
 func writeTestFile(t *testing.T, path string, mode os.FileMode, text string) {
@@ -202,8 +219,11 @@ exit 0
 
 // phoneDial reports whether a TCP connection from ns to host:port (a name
 // is resolved by the namespace's resolver) is set up within a second.
-func phoneDial(ns *nettest.NS, host string, port int) bool {
-	_, err := ns.Output("timeout", "1", "bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", host, port))
+func phoneDial(ns *nettest.NS, host string, port int) bool { return phoneDialWithin(ns, host, port, "1") }
+
+// phoneDialWithin is phoneDial with a timeout in seconds (timeout(1)).
+func phoneDialWithin(ns *nettest.NS, host string, port int, secs string) bool {
+	_, err := ns.Output("timeout", secs, "bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", host, port))
 	return err == nil
 }
 
