@@ -219,7 +219,9 @@ exit 0
 
 // phoneDial reports whether a TCP connection from ns to host:port (a name
 // is resolved by the namespace's resolver) is set up within a second.
-func phoneDial(ns *nettest.NS, host string, port int) bool { return phoneDialWithin(ns, host, port, "1") }
+func phoneDial(ns *nettest.NS, host string, port int) bool {
+	return phoneDialWithin(ns, host, port, "1")
+}
 
 // phoneDialWithin is phoneDial with a timeout in seconds (timeout(1)).
 func phoneDialWithin(ns *nettest.NS, host string, port int, secs string) bool {
