@@ -119,7 +119,7 @@ type WireGuardReport struct {
 func (s *Store) ReportWireGuard(ctx context.Context, gateway int64, reports []WireGuardReport) error {
 	for _, r := range reports {
 		err := s.exec(ctx, "report wireguard", `UPDATE nodes SET online = ?, last_seen = ?, wg_rx = ?, wg_tx = ?
-			WHERE id = ? AND wg_via = ? AND wg_via <> 0 AND (online <> ? OR COALESCE(last_seen, 0) <> COALESCE(?, 0) OR wg_rx <> ? OR wg_tx <> ?)`,
+			WHERE id = ? AND wg_via = ? AND wg_via <> 0 AND (online <> ? OR COALESCE(last_seen, 0) <> COALESCE(CAST(? AS BIGINT), 0) OR wg_rx <> ? OR wg_tx <> ?)`,
 			r.Online, tsOf(r.LastHandshake), r.RxBytes, r.TxBytes, r.ID, gateway, r.Online, tsOf(r.LastHandshake), r.RxBytes, r.TxBytes)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
