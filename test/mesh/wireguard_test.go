@@ -49,7 +49,13 @@ func TestWireGuardDevice(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	l := newLab(t, backends(t)[0].DSN(t))
+	for _, b := range backends(t) {
+		t.Run(b.Name, func(t *testing.T) { testWireGuardDevice(t, b.DSN(t)) })
+	}
+}
+
+func testWireGuardDevice(t *testing.T, db string) {
+	l := newLab(t, db)
 	l.startServer()
 	l.mustAdmin("users", "create", "alice")
 	dir := t.TempDir()
