@@ -123,6 +123,8 @@ func (s *Store) RegisterNode(ctx context.Context, authKey string, key pubkey.Nod
 		}
 		existing, err := scanNode(tx.QueryRowContext(ctx, s.q("SELECT "+nodeCols+" FROM nodes WHERE node_key = ?"), nodeKey))
 		switch {
+		case err == nil && existing.Via != 0:
+			return ErrNodeKeyInUse // a WireGuard-only member's key (wireguard.go)
 		case err == nil && existing.UserID == k.UserID:
 			n, err = s.reregister(ctx, tx, existing, k, o)
 			return err

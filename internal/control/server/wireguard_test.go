@@ -2,11 +2,13 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/warrenmesh/warren/internal/control/client"
 	"github.com/warrenmesh/warren/internal/control/proto"
 	"github.com/warrenmesh/warren/internal/control/server"
 	"github.com/warrenmesh/warren/internal/filter"
@@ -35,12 +37,32 @@ func TestWireGuardMember(t *testing.T) {
 	e.start()
 	gw := e.join("gw", e.reuse)
 	other := e.join("other", e.reuse)
-	dev, err := e.st.AddWireGuardNode(ctx, store.WireGuardNode{UserID: e.user.ID, Name: "phone", Key: pubkey.Node{PublicKey: genKey(t).PublicKey()},
+	phoneKey := genKey(t)
+	dev, err := e.st.AddWireGuardNode(ctx, store.WireGuardNode{UserID: e.user.ID, Name: "phone", Key: pubkey.Node{PublicKey: phoneKey.PublicKey()},
 		Via: int64(gw.self.ID), Tags: []string{"tag:phone"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	devV4 := netip.PrefixFrom(dev.IPv4, 32)
+	// The device's key gets no registration, stream, rotation or logout
+	// of its own: its gateway speaks for it.
+	pc := e.client(phoneKey, "", "")
+	var re *client.RegisterError
+	if _, err := pc.Register(ctx, e.reuse, "phone", nil); !errors.As(err, &re) || re.Code != proto.CodeNodeKeyInUse {
+		t.Fatalf("register with the device's key: %v", err)
+	}
+	runCtx, cancelRun := context.WithTimeout(ctx, pushWait)
+	defer cancelRun()
+	var pe *proto.Error
+	if err := pc.Run(runCtx, func(*netmap.NetworkMap) {}); !errors.As(err, &pe) || pe.Code != proto.CodeNotRegistered {
+		t.Fatalf("map stream with the device's key: %v", err)
+	}
+	if _, err := pc.RotateKey(ctx, genKey(t)); !errors.As(err, &re) || re.Code != proto.CodeNotRegistered {
+		t.Fatalf("rotation with the device's key: %v", err)
+	}
+	if err := pc.Logout(ctx); !errors.As(err, &re) || re.Code != proto.CodeNotRegistered {
+		t.Fatalf("logout with the device's key: %v", err)
+	}
 	m := other.waitMap("the phone in other's map", pushWait, func(m *netmap.NetworkMap) bool {
 		p, ok := m.Peer(uint64(dev.ID))
 		return ok && p.Via == gw.self.ID && p.DiscoKey.IsZero()
