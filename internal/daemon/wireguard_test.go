@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/warrenmesh/warren/internal/magicsock"
 	"github.com/warrenmesh/warren/internal/noise"
@@ -69,6 +70,12 @@ func TestWireGuardMembers(t *testing.T) {
 		r := dsts()
 		return slices.Contains(r, hosts(router)[0]) && slices.Contains(r, gw.hosts()[0])
 	})
+
+	// Expired: the peer goes when the expiry passes.
+	tv, tvKey := add("tv", td.key())
+	td.waitPeer("tv is an engine peer here", tvKey, hosts(tv)...)
+	cs.SetExpiry(tvKey, time.Now().Add(300*time.Millisecond))
+	td.waitNoPeer("expired member removed", tvKey)
 
 	// Deleted: the peer goes.
 	cs.DeleteNode(routerKey)
