@@ -435,6 +435,11 @@ func (d *Daemon) statusLocked() *localapi.Status {
 			// as that gateway reported it (wireguard.go).
 			ps.LastHandshake = p.LastSeen
 		}
+		if p.Via == nm.Self.ID && p.Via != 0 {
+			ps.Via = nm.Self.Name
+		} else if gw, ok := nm.Peer(p.Via); ok && p.Via != 0 {
+			ps.Via = gw.Name
+		}
 		d.fillPath(&ps, p.Key)
 		st.Peers = append(st.Peers, ps)
 	}

@@ -50,6 +50,15 @@ func TestWireGuardMembers(t *testing.T) {
 		return slices.Contains(r.routes, hosts(phone)[0]) && slices.Contains(r.routes, hosts(phone)[1])
 	})
 
+	waitFor(t, "status names the phone's gateway", func() bool {
+		for _, p := range td.d.Status().Peers {
+			if p.Name == "phone" {
+				return p.Via == "gw"
+			}
+		}
+		return false
+	})
+
 	// Behind this node.
 	router, routerKey := add("router", td.key())
 	td.waitPeer("router is an engine peer here", routerKey, hosts(router)...)

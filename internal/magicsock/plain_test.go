@@ -53,6 +53,9 @@ func TestPlainPeerRoams(t *testing.T) {
 	}
 	flow(t, phone, gw, 5*time.Second)
 	flow(t, gw, phone, 5*time.Second)
+	if p := gw.ms.PeerPath(nodeKeyOf(phone.key)); p.Kind != magicsock.PathPlain || p.Addr.Port() != phone.dev.Port() {
+		t.Fatalf("path to the phone %+v, want wireguard at port %d", p, phone.dev.Port())
+	}
 
 	// The phone moves to another port; its next packets move the gateway.
 	newPort := uint16(0)
@@ -63,6 +66,9 @@ func TestPlainPeerRoams(t *testing.T) {
 	wait.For(t, 5*time.Second, "phone rebound", func() bool { return phone.dev.Port() != 0 && phone.dev.Port() != old })
 	flow(t, phone, gw, 5*time.Second)
 	flow(t, gw, phone, 5*time.Second)
+	if p := gw.ms.PeerPath(nodeKeyOf(phone.key)); p.Kind != magicsock.PathPlain || p.Addr.Port() != phone.dev.Port() {
+		t.Fatalf("path to the roamed phone %+v, want wireguard at port %d", p, phone.dev.Port())
+	}
 	if n := relay.n.Load(); n != 0 {
 		t.Fatalf("%d packets for the plain peer went to the relay", n)
 	}

@@ -124,6 +124,12 @@ func testWireGuardDevice(t *testing.T, db string) {
 		}
 		waitPhoneOnline(t, n, true, 10*time.Second)
 	}
+	if st := l.must(alpha.ns, "status", "--socket", alpha.sock); !strings.Contains(st, "via gw") {
+		t.Errorf("alpha's status does not show the phone via gw:\n%s", st)
+	}
+	if st := l.must(gw.ns, "status", "--socket", gw.sock); !strings.Contains(st, "wireguard 198.18.") {
+		t.Errorf("the gateway's status does not show the phone's WireGuard address:\n%s", st)
+	}
 	phoneListen(t, phone, phoneV4, 22)
 	if !alpha.dial(phoneV4, 22, 2*time.Second) {
 		t.Fatal("alpha cannot reach the phone's TCP service")
