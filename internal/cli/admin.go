@@ -173,6 +173,7 @@ func adminVerbs() []adminVerb {
 	}
 	verbs = append(verbs, adminDNSVerbs()...)
 	verbs = append(verbs, adminRoutesVerbs()...)
+	verbs = append(verbs, adminWireGuardVerbs()...)
 	return append(verbs, adminPolicyVerbs()...)
 }
 
@@ -196,7 +197,7 @@ func (e usageError) Error() string { return string(e) }
 var adminResources = []struct{ name, short string }{
 	{"users", "manage users"},
 	{"authkeys", "manage pre-auth keys (nodes join with them)"},
-	{"nodes", "list, rename, tag, expire and delete nodes"},
+	{"nodes", "list, rename, tag, expire and delete nodes; add WireGuard-only devices"},
 	{"apikeys", "manage admin API keys"},
 	{"routes", "approve the subnet routes and exit nodes nodes advertise"},
 	{"policy", "get, check and set the access policy"},

@@ -152,6 +152,11 @@ func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 			detail = append(detail, "relay "+printable(p.PathRelay))
 		case "guess":
 			detail = append(detail, "trying "+p.PathAddr)
+		case "wireguard":
+			detail = append(detail, "wireguard "+p.PathAddr)
+		}
+		if p.Via != "" {
+			detail = append(detail, "via "+printable(p.Via))
 		}
 		if !p.LastHandshake.IsZero() {
 			detail = append(detail, "handshake "+ago(now.Sub(p.LastHandshake)))

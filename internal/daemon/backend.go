@@ -430,6 +430,15 @@ func (d *Daemon) statusLocked() *localapi.Status {
 			ps.RxBytes, ps.TxBytes = s.RxBytes, s.TxBytes
 			ps.LastHandshake = s.LastHandshake
 			ps.CurrentAddr = s.Endpoint
+		} else if p.Via != 0 {
+			// A WireGuard-only member of another gateway: its handshake
+			// as that gateway reported it (wireguard.go).
+			ps.LastHandshake = p.LastSeen
+		}
+		if p.Via == nm.Self.ID && p.Via != 0 {
+			ps.Via = nm.Self.Name
+		} else if gw, ok := nm.Peer(p.Via); ok && p.Via != 0 {
+			ps.Via = gw.Name
 		}
 		d.fillPath(&ps, p.Key)
 		st.Peers = append(st.Peers, ps)

@@ -280,6 +280,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	}
 
 	go d.endpointLoop(ctx)
+	go d.wireGuardLoop(ctx)
 	stopPortMap := d.startPortMap(ctx)
 	defer stopPortMap() // deletes the mapping on the gateway
 

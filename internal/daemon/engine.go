@@ -60,11 +60,17 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 	d.selectExitLocked(nm, now) // which peer's default routes to use
 
 	want := map[pubkey.Node]*netmap.Node{}
+	usableNow := func(p *netmap.Node) bool { return usable(p, self, now) }
 	for i := range nm.Peers {
-		if p := &nm.Peers[i]; usable(p, self, now) {
+		p := &nm.Peers[i]
+		if p.Via != 0 && p.Via != nm.Self.ID {
+			continue // a WireGuard-only member of another gateway (wireguard.go)
+		}
+		if usableNow(p) {
 			want[p.Key] = p
 		}
 	}
+	via := viaExtras(nm, usableNow)
 	cfg := &uapi.Config{}
 	for k := range d.applied {
 		if want[k] == nil {
@@ -81,6 +87,11 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 		if extra := d.peerRoutesLocked(p); len(extra) > 0 {
 			tunnel = append(tunnel, extra...)
 			allowed = append(slices.Clone(p.AllowedIPs), extra...)
+		}
+		if members := via[p.ID]; len(members) > 0 {
+			// The WireGuard-only members reached through this gateway.
+			routes = append(routes, members...)
+			allowed = append(slices.Clone(allowed), members...)
 		}
 		old, had := d.applied[k]
 		if had && !old.disco.IsZero() && old.disco != p.DiscoKey {
@@ -137,6 +148,7 @@ func (d *Daemon) applyMapLocked(nm *netmap.NetworkMap) {
 		d.setHealthLocked(healthInterface, "")
 	}
 	d.applyRoutesLocked(nm, tunnel, routes)
+	d.applyGatewayLocked(nm)
 	d.log.Debug("applied map", "version", nm.Version, "peers", len(want), "changes", len(cfg.Peers))
 	d.armExpiryLocked(nm, now)
 	d.dropMapLocked(nm)
@@ -189,6 +201,7 @@ func (d *Daemon) clearMapLocked() {
 	d.eng.SetPeers(nil)
 	d.stopRelayLocked()
 	d.clearRoutesLocked()
+	d.applyGatewayLocked(nil)
 	if err := d.router.ClearAddresses(); err != nil {
 		d.log.Error("clear interface", "err", err)
 	}

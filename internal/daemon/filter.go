@@ -43,6 +43,16 @@ func destinations(nm *netmap.NetworkMap) filter.Destinations {
 	}
 	d.Local = append(d.Local, nm.DNS.Nameservers...) // MagicDNS answers on these
 	d.Routes = append([]netip.Prefix(nil), nm.Self.Routes...)
+	if devices := gatewayDevices(nm); len(devices) > 0 {
+		// A gateway forwards to its WireGuard-only members and from them
+		// to any member (wireguard.go); the policy decides what passes.
+		d.Routes = append(d.Routes, devices...)
+		for i := range nm.Peers {
+			if nm.Peers[i].Via == 0 {
+				d.Routes = append(d.Routes, nm.Peers[i].Addresses...)
+			}
+		}
+	}
 	return d
 }
 

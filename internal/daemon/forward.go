@@ -51,28 +51,37 @@ type forwarder struct {
 	tun      string
 	on       bool
 	routes   []netip.Prefix // what the nftables table was made for
+	devices  []netip.Prefix // the addresses of the WireGuard-only members this node is the gateway of
 }
 
 // set makes the node forward for routes (its approved routes; none:
 // forwarding off); idempotent.
-func (f *forwarder) set(routes []netip.Prefix) error {
-	on := len(routes) > 0
-	if on == f.on && slices.Equal(routes, f.routes) {
+func (f *forwarder) set(routes []netip.Prefix) error { return f.setAll(routes, f.devices) }
+
+// setGateway makes the node forward between the tunnel and the tunnel for
+// its WireGuard-only members' addresses (docs/WIREGUARD.md): their packets
+// arrive from the tunnel and leave into it, with their own source address
+// (no masquerade).
+func (f *forwarder) setGateway(devices []netip.Prefix) error { return f.setAll(f.routes, devices) }
+
+func (f *forwarder) setAll(routes, devices []netip.Prefix) error {
+	on := len(routes) > 0 || len(devices) > 0
+	if on == f.on && slices.Equal(routes, f.routes) && slices.Equal(devices, f.devices) {
 		return nil
 	}
 	var err error
 	if on {
-		err = f.enable(routes)
+		err = f.enable(routes, devices)
 	} else {
 		err = f.disable()
 	}
 	if err == nil {
-		f.on, f.routes = on, slices.Clone(routes)
+		f.on, f.routes, f.devices = on, slices.Clone(routes), slices.Clone(devices)
 	}
 	return err
 }
 
-func (f *forwarder) enable(routes []netip.Prefix) error {
+func (f *forwarder) enable(routes, devices []netip.Prefix) error {
 	orig := filepath.Join(f.stateDir, forwardingFile)
 	if _, err := os.Stat(orig); errors.Is(err, os.ErrNotExist) {
 		old := map[string]string{}
@@ -92,7 +101,7 @@ func (f *forwarder) enable(routes []netip.Prefix) error {
 			errs = append(errs, fmt.Errorf("forwarding: %s: %w", p, err))
 		}
 	}
-	if err := setupNAT(f.tun, routes); err != nil {
+	if err := setupNAT(f.tun, routes, devices); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -157,7 +166,7 @@ func ifname(s string) []byte {
 // peers accept from this router); nobody else — a host on an exit node's
 // side, another subnet — can start a flow into the tunnel, although a
 // client takes any source address from its exit node.
-func setupNAT(tun string, routes []netip.Prefix) error {
+func setupNAT(tun string, routes, devices []netip.Prefix) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
@@ -188,6 +197,11 @@ func setupNAT(tun string, routes []netip.Prefix) error {
 	}
 	drop := []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}
 	accept := []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}
+	// A gateway's WireGuard-only members: from the tunnel into the tunnel.
+	for _, d := range devices {
+		rule(iif, oif, matchPrefix(d, true), accept)
+		rule(iif, oif, matchPrefix(d, false), accept)
+	}
 	rule(iif, oif, drop)
 	// iifname TUN meta mark set mark | fwdMark
 	rule(iif, []expr.Any{

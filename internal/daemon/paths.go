@@ -45,7 +45,7 @@ func (d *Daemon) dialRelay(home netmap.RelayRegion, o relay.ClientOptions) relay
 func (d *Daemon) applyPathsLocked(nm *netmap.NetworkMap, want map[pubkey.Node]*netmap.Node) {
 	infos := make([]magicsock.PeerInfo, 0, len(want))
 	for _, p := range want {
-		infos = append(infos, magicsock.PeerInfo{Key: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints})
+		infos = append(infos, magicsock.PeerInfo{Key: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints, Plain: p.Via != 0})
 	}
 	d.eng.SetPeers(infos)
 

@@ -52,7 +52,9 @@ type PeerStatus struct {
 	// Path is how packets travel to the peer: "direct" (a probed UDP
 	// address, PathAddr, last probe PathRTT), "relay" (region PathRelay),
 	// "guess" (an address not yet confirmed by a probe) or "none".
-	Path          string        `json:"path,omitempty"`
+	Path string `json:"path,omitempty"`
+	// Via names the gateway of a WireGuard-only member (docs/WIREGUARD.md).
+	Via           string        `json:"via,omitempty"`
 	PathAddr      string        `json:"pathAddr,omitempty"`
 	PathRelay     string        `json:"pathRelay,omitempty"`
 	PathRTT       time.Duration `json:"pathRTT,omitempty"`

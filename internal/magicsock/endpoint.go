@@ -51,6 +51,9 @@ const (
 	PathDirect PathKind = "direct" // a probed UDP address
 	PathRelay  PathKind = "relay"  // through the relay
 	PathGuess  PathKind = "guess"  // an unprobed address (no probes answered yet)
+	// PathPlain: a plain WireGuard peer (PeerInfo.Plain) at the address of
+	// its last authenticated packet.
+	PathPlain PathKind = "wireguard"
 )
 
 // Path is a peer's current path, for status displays.
@@ -106,6 +109,10 @@ type peerEP struct {
 	// lastCallRecv is the last call-me-maybe from the peer acted on.
 	lastCallRecv time.Time
 	synthetic    netip.AddrPort
+	// plain: a stock WireGuard peer (PeerInfo.Plain); plainUDP is where
+	// its last authenticated packet came from.
+	plain    bool
+	plainUDP conn.Endpoint
 
 	// Replay protection for the peer's pings (reset with its disco key).
 	pingNewest uint64          // newest ping clock accepted
@@ -211,6 +218,12 @@ func (p *peerEP) pathLocked(now time.Time) (addr netip.AddrPort, trusted, ok boo
 func (p *peerEP) Path(relay bool) Path {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.plain {
+		if p.plainUDP == nil {
+			return Path{Kind: PathNone}
+		}
+		return Path{Kind: PathPlain, Addr: p.plainUDP.Addr()}
+	}
 	a, trusted, ok := p.pathLocked(p.c.clock.Now())
 	switch {
 	case trusted:

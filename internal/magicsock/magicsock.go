@@ -61,6 +61,10 @@ type PeerInfo struct {
 	Key       pubkey.Node
 	DiscoKey  pubkey.Disco // zero: no probing
 	Endpoints []netip.AddrPort
+	// Plain marks a stock WireGuard peer (a WireGuard-only member this
+	// node is the gateway of): no disco, no relay. Its packets go to the
+	// address its last authenticated packet came from, as WireGuard roams.
+	Plain bool
 }
 
 // Options configure a Conn.
@@ -328,6 +332,7 @@ func (c *Conn) SetPeers(peers []PeerInfo) {
 		keep[pi.Key] = true
 		p := c.peerLocked(pi.Key)
 		p.mu.Lock()
+		p.plain = pi.Plain
 		if p.disco != pi.DiscoKey {
 			delete(c.byDisco, p.disco)
 			p.disco, p.shared = pi.DiscoKey, nil
@@ -405,6 +410,12 @@ func (c *Conn) learn(key pubkey.Node, udp conn.Endpoint) conn.Endpoint {
 	}
 	now := c.clock.Now()
 	p.mu.Lock()
+	if p.plain {
+		// WireGuard's roaming: the engine authenticated this packet.
+		p.plainUDP = udp
+		p.mu.Unlock()
+		return p
+	}
 	cand := p.candidateLocked(addr)
 	cand.heard = now
 	if cand.udp == nil {
@@ -592,6 +603,17 @@ func (c *Conn) sendPeer(bufs [][]byte, p *peerEP) error {
 	now := c.clock.Now()
 	p.mu.Lock()
 	p.lastActive = now
+	if p.plain {
+		// A stock WireGuard peer: where it last authenticated from, never
+		// the relay (it has no session there).
+		udp := p.plainUDP
+		p.mu.Unlock()
+		if udp == nil {
+			c.Stats.NoPath.Add(1)
+			return errNoPath
+		}
+		return c.udp.Send(bufs, udp)
+	}
 	addr, trusted, ok := p.pathLocked(now)
 	var udp conn.Endpoint
 	if ok {

@@ -45,6 +45,7 @@ type PeerChange struct {
 	DiscoKey   *pubkey.Disco
 	Routes     *[]netip.Prefix
 	Tags       *[]string
+	Via        *uint64
 }
 
 // IsEmpty reports whether d changes nothing but the version.
@@ -121,6 +122,7 @@ func diffNode(o, n *Node) (PeerChange, bool) {
 	set(o.DiscoKey != n.DiscoKey, func() { c.DiscoKey = ptr(n.DiscoKey) })
 	set(!slices.Equal(o.Routes, n.Routes), func() { c.Routes = ptr(slices.Clone(n.Routes)) })
 	set(!slices.Equal(o.Tags, n.Tags), func() { c.Tags = ptr(slices.Clone(n.Tags)) })
+	set(o.Via != n.Via, func() { c.Via = ptr(n.Via) })
 	return c, changed
 }
 
@@ -161,6 +163,9 @@ func (c *PeerChange) Apply(n *Node) {
 	}
 	if c.DiscoKey != nil {
 		n.DiscoKey = *c.DiscoKey
+	}
+	if c.Via != nil {
+		n.Via = *c.Via
 	}
 	if c.Routes != nil {
 		n.Routes = slices.Clone(*c.Routes)

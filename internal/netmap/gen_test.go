@@ -68,6 +68,9 @@ func (g *gen) node(id uint64) Node {
 		n.DiscoKey = pubkey.Disco{PublicKey: fresh32(g)}
 	}
 	n.Routes = g.routes()
+	if g.r.IntN(3) == 0 {
+		n.Via = uint64(g.r.UintN(8) + 1) // a WireGuard-only member
+	}
 	return n
 }
 
@@ -95,7 +98,7 @@ func (g *gen) mutate(n Node) Node {
 	fresh := g.node(n.ID)
 	out := n.Clone()
 	for range g.r.IntN(4) + 1 {
-		switch g.r.IntN(11) {
+		switch g.r.IntN(12) {
 		case 0:
 			out.Name = fresh.Name
 		case 1:
@@ -118,6 +121,8 @@ func (g *gen) mutate(n Node) Node {
 			out.DiscoKey = pubkey.Disco{PublicKey: fresh32(g)}
 		case 10:
 			out.Routes = g.routes()
+		case 11:
+			out.Via = fresh.Via
 		}
 	}
 	return out

@@ -76,7 +76,16 @@ type Node struct {
 	// it an exit node. They are not in AllowedIPs: each peer's daemon
 	// decides which of them it uses (--accept-routes, --exit-node).
 	Routes []netip.Prefix
+	// Via is nonzero for a WireGuard-only member (a phone or router with
+	// stock WireGuard, see docs/WIREGUARD.md): the ID of the gateway node
+	// it connects through. Such a node has no disco key and no endpoints;
+	// the gateway peers with it directly, every other node reaches its
+	// addresses through the gateway.
+	Via uint64
 }
+
+// IsWireGuardOnly reports whether the node is a WireGuard-only member.
+func (n *Node) IsWireGuardOnly() bool { return n.Via != 0 }
 
 // IsExitNode reports whether the node offers a default route.
 func (n *Node) IsExitNode() bool { return slices.ContainsFunc(n.Routes, routeprefix.IsExit) }
@@ -97,7 +106,7 @@ func (n *Node) Equal(o *Node) bool {
 		slices.Equal(n.Addresses, o.Addresses) && slices.Equal(n.AllowedIPs, o.AllowedIPs) &&
 		slices.Equal(n.Endpoints, o.Endpoints) && n.Online == o.Online &&
 		n.LastSeen.Equal(o.LastSeen) && n.Expiry.Equal(o.Expiry) && n.DiscoKey == o.DiscoKey &&
-		slices.Equal(n.Routes, o.Routes) && slices.Equal(n.Tags, o.Tags)
+		slices.Equal(n.Routes, o.Routes) && slices.Equal(n.Tags, o.Tags) && n.Via == o.Via
 }
 
 // IsTagged reports whether the node is owned by tags rather than a user.

@@ -20,6 +20,10 @@ type Node struct {
 	// Routes are the prefixes the node routes for others (approved and
 	// advertised); 0.0.0.0/0 and ::/0 make it an exit node.
 	Routes []netip.Prefix
+	// Via is nonzero for a WireGuard-only member: its gateway's ID. The
+	// policy treats it as any member; the server adds its filter to the
+	// gateway's (control/server, docs/WIREGUARD.md).
+	Via uint64
 }
 
 // exitNode reports whether n offers a default route.

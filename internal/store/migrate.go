@@ -139,6 +139,14 @@ var migrations = []migration{
 		`CREATE TRIGGER dns_routes_log AFTER INSERT OR UPDATE OR DELETE ON dns_routes FOR EACH ROW EXECUTE FUNCTION warren_log_change('dns', '')`,
 		`CREATE TRIGGER policies_log AFTER INSERT OR UPDATE OR DELETE ON policies FOR EACH ROW EXECUTE FUNCTION warren_log_change('policy', '')`,
 	}},
+	{version: 9, stmts: []string{
+		// WireGuard-only members (wireguard.go): wg_via is the gateway
+		// node's ID (0: a Warren node); wg_rx/wg_tx the device's traffic
+		// as its gateway last reported it.
+		`ALTER TABLE nodes ADD COLUMN wg_via BIGINT NOT NULL DEFAULT 0`,
+		`ALTER TABLE nodes ADD COLUMN wg_rx BIGINT NOT NULL DEFAULT 0`,
+		`ALTER TABLE nodes ADD COLUMN wg_tx BIGINT NOT NULL DEFAULT 0`,
+	}},
 }
 
 // sqliteChangeTriggers are migration 7's triggers for SQLite, which has

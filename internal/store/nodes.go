@@ -41,6 +41,11 @@ type Node struct {
 	// (routes.go). Both sorted; peers get the intersection.
 	AdvertisedRoutes []netip.Prefix
 	ApprovedRoutes   []netip.Prefix
+	// Via is nonzero for a WireGuard-only member (wireguard.go): the ID
+	// of the gateway node it connects through. RxBytes/TxBytes are its
+	// traffic as the gateway last reported it.
+	Via              int64
+	RxBytes, TxBytes int64
 }
 
 // RegisterOptions carry the optional parts of a registration.
@@ -49,7 +54,7 @@ type RegisterOptions struct {
 	Expiry    time.Time // node key expiry; zero: never
 }
 
-const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key, tags, advertised_routes, approved_routes"
+const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key, tags, advertised_routes, approved_routes, wg_via, wg_rx, wg_tx"
 
 func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	var n Node
@@ -57,7 +62,7 @@ func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	var v4, v6, eps string
 	var created int64
 	var tags, adv, appr, nodeKey, discoKey string
-	if err := sc.Scan(&n.ID, &n.UserID, &akid, &nodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &discoKey, &tags, &adv, &appr); err != nil {
+	if err := sc.Scan(&n.ID, &n.UserID, &akid, &nodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &discoKey, &tags, &adv, &appr, &n.Via, &n.RxBytes, &n.TxBytes); err != nil {
 		return nil, err
 	}
 	// Keys are parsed once, here. A key that does not parse (written by
@@ -118,6 +123,8 @@ func (s *Store) RegisterNode(ctx context.Context, authKey string, key pubkey.Nod
 		}
 		existing, err := scanNode(tx.QueryRowContext(ctx, s.q("SELECT "+nodeCols+" FROM nodes WHERE node_key = ?"), nodeKey))
 		switch {
+		case err == nil && existing.Via != 0:
+			return ErrNodeKeyInUse // a WireGuard-only member's key (wireguard.go)
 		case err == nil && existing.UserID == k.UserID:
 			n, err = s.reregister(ctx, tx, existing, k, o)
 			return err
@@ -342,8 +349,20 @@ func (s *Store) SetDiscoKey(ctx context.Context, id int64, disco pubkey.Disco) e
 }
 
 // SetOnline records whether a node is connected, and when it was last seen.
+// A gateway going offline takes its WireGuard-only members with it
+// (wireguard.go): nothing reports their handshakes any more.
 func (s *Store) SetOnline(ctx context.Context, id int64, online bool, lastSeen time.Time) error {
-	return s.exec(ctx, "set online", "UPDATE nodes SET online = ?, last_seen = ? WHERE id = ?", online, tsOf(lastSeen), id)
+	if err := s.exec(ctx, "set online", "UPDATE nodes SET online = ?, last_seen = ? WHERE id = ?", online, tsOf(lastSeen), id); err != nil {
+		return err
+	}
+	if online {
+		return nil
+	}
+	err := s.exec(ctx, "set online", "UPDATE nodes SET online = FALSE WHERE wg_via = ? AND wg_via <> 0 AND online", id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 // SetNodeExpiry sets (or with a zero time clears) a node's expiry.

@@ -27,7 +27,10 @@ import (
 	"github.com/warrenmesh/warren/internal/testutil/wait"
 )
 
-var warrenBin string
+var (
+	warrenBin string
+	wggoBin   string // stock wireguard-go, for the WireGuard-only member (wireguard_test.go)
+)
 
 func TestMain(m *testing.M) { os.Exit(runMain(m)) }
 
@@ -42,9 +45,15 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	warrenBin = filepath.Join(dir, "warren")
-	if out, err := exec.Command("go", "build", "-o", warrenBin, "github.com/warrenmesh/warren/cmd/warren").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		return 1
+	wggoBin = filepath.Join(dir, "wireguard-go")
+	for _, b := range []struct{ out, pkg string }{
+		{warrenBin, "github.com/warrenmesh/warren/cmd/warren"},
+		{wggoBin, "golang.zx2c4.com/wireguard"}, // pinned in go.mod as a tool
+	} {
+		if out, err := exec.Command("go", "build", "-o", b.out, b.pkg).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", b.pkg, err, out)
+			return 1
+		}
 	}
 	return m.Run()
 }

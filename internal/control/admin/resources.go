@@ -54,6 +54,11 @@ type Node struct {
 	Ephemeral bool       `json:"ephemeral"`
 	Created   time.Time  `json:"created"`
 	Tags      []string   `json:"tags,omitempty"` // a tagged node is owned by its tags
+	// Via is set for a WireGuard-only member: its gateway's node ID; RxBytes
+	// and TxBytes its traffic as the gateway last reported it.
+	Via     int64 `json:"via,omitempty"`
+	RxBytes int64 `json:"rx_bytes,omitempty"`
+	TxBytes int64 `json:"tx_bytes,omitempty"`
 }
 
 // APIKey is an admin API key; Key is set only in the response that created
@@ -117,7 +122,8 @@ func toAuthKey(k *store.PreAuthKey, user string, now time.Time) AuthKey {
 func toNode(n *store.Node, user string, now time.Time) Node {
 	out := Node{ID: n.ID, Name: n.Name, User: user, Hostname: n.Hostname, NodeKey: n.NodeKey.Text(), Addresses: []string{},
 		Endpoints: n.Endpoints, Online: n.Online, LastSeen: opt(n.LastSeen), Expiry: opt(n.Expiry),
-		Expired: expired(n.Expiry, now), Ephemeral: n.Ephemeral, Created: n.Created.UTC(), Tags: n.Tags}
+		Expired: expired(n.Expiry, now), Ephemeral: n.Ephemeral, Created: n.Created.UTC(), Tags: n.Tags,
+		Via: n.Via, RxBytes: n.RxBytes, TxBytes: n.TxBytes}
 	if out.Endpoints == nil {
 		out.Endpoints = []string{}
 	}

@@ -210,6 +210,28 @@ func (c *Client) SetRoutes(routes []netip.Prefix) error {
 	return proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps, Routes: &rs}})
 }
 
+// SetWireGuard reports on the current stream what this node, as their
+// gateway, sees of its WireGuard-only members (docs/WIREGUARD.md). It
+// returns ErrNotConnected when no stream is open; the caller reports again
+// later.
+func (c *Client) SetWireGuard(reports []proto.WireGuardReport) error {
+	c.mu.Lock()
+	eps := slices.Clone(c.endpoints)
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return ErrNotConnected
+	}
+	rs := slices.Clone(reports)
+	if rs == nil {
+		rs = []proto.WireGuardReport{}
+	}
+	return proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps, WireGuard: &rs}})
+}
+
+// ErrNotConnected is returned by SetWireGuard while no map stream is open.
+var ErrNotConnected = errors.New("control: no map stream open")
+
 func nonNilRoutes(rs []netip.Prefix) []netip.Prefix {
 	if rs == nil {
 		return []netip.Prefix{}

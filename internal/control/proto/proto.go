@@ -128,6 +128,41 @@ type EndpointUpdate struct {
 	Endpoints []netip.AddrPort `json:"endpoints"`
 	DiscoKey  *pubkey.Disco    `json:"discoKey,omitempty"` // nil: unchanged
 	Routes    *[]netip.Prefix  `json:"routes,omitempty"`   // advertised routes; nil: unchanged
+	// WireGuard reports on the WireGuard-only members this node is the
+	// gateway of (docs/WIREGUARD.md); nil: unchanged. The server ignores
+	// reports on nodes that are not this node's.
+	WireGuard *[]WireGuardReport `json:"wireguard,omitempty"`
+}
+
+// WireGuardReport is a gateway's view of one of its WireGuard-only
+// members: whether its handshake is recent, when it was, and the bytes
+// the gateway received from and sent to it.
+type WireGuardReport struct {
+	ID            uint64    `json:"id"`
+	Online        bool      `json:"online"`
+	LastHandshake time.Time `json:"lastHandshake"`
+	RxBytes       uint64    `json:"rxBytes"`
+	TxBytes       uint64    `json:"txBytes"`
+}
+
+// MaxWireGuardReports bounds the reports in one EndpointUpdate.
+const MaxWireGuardReports = 4096
+
+// CheckWireGuardReports validates a gateway's reports: bounded, IDs
+// nonzero and not repeated, times encodable.
+func CheckWireGuardReports(rs []WireGuardReport) error {
+	if len(rs) > MaxWireGuardReports {
+		return fmt.Errorf("%w: %d wireguard reports (limit %d)", ErrMalformed, len(rs), MaxWireGuardReports)
+	}
+	seen := map[uint64]bool{}
+	for _, r := range rs {
+		if r.ID == 0 || seen[r.ID] || r.LastHandshake.Year() < 0 || r.LastHandshake.Year() > 9999 ||
+			r.RxBytes > 1<<62 || r.TxBytes > 1<<62 {
+			return fmt.Errorf("%w: wireguard report for node %d is not valid", ErrMalformed, r.ID)
+		}
+		seen[r.ID] = true
+	}
+	return nil
 }
 
 // RotateKeyRequest replaces the session node's key with NewKey, keeping the

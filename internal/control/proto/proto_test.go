@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/warrenmesh/warren/internal/netmap"
 	"github.com/warrenmesh/warren/internal/noise"
@@ -141,5 +142,23 @@ func TestRotationProof(t *testing.T) {
 	}
 	if _, err := Decode(b[4:]); !errors.Is(err, ErrMalformed) {
 		t.Errorf("short proof: %v", err)
+	}
+}
+
+func TestCheckWireGuardReports(t *testing.T) {
+	ok := []WireGuardReport{{ID: 1, Online: true, LastHandshake: time.Unix(1700000000, 0), RxBytes: 10}, {ID: 2}}
+	if err := CheckWireGuardReports(ok); err != nil {
+		t.Fatal(err)
+	}
+	for name, bad := range map[string][]WireGuardReport{
+		"id 0":     {{ID: 0}},
+		"repeated": {{ID: 3}, {ID: 3}},
+		"year":     {{ID: 1, LastHandshake: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}},
+		"bytes":    {{ID: 1, RxBytes: 1 << 63}},
+		"too many": make([]WireGuardReport, MaxWireGuardReports+1),
+	} {
+		if err := CheckWireGuardReports(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }

@@ -27,6 +27,8 @@ func (s *Server) rotateKey(key pubkey.Node, req *proto.RotateKeyRequest) *proto.
 	case err != nil:
 		s.log.Error("control: rotate key failed", "node", key, "err", err)
 		return refuse(proto.CodeInternal, "internal server error")
+	case n.Via != 0:
+		return refuse(proto.CodeNotRegistered, wireGuardOnlyKey)
 	case !n.Expiry.IsZero() && !n.Expiry.After(s.clk.Now()):
 		return refuse(proto.CodeNodeExpired, "this node has expired; join again with an auth key")
 	}
@@ -66,6 +68,8 @@ func (s *Server) logout(key pubkey.Node) *proto.LogoutResponse {
 	case err != nil:
 		s.log.Error("control: logout failed", "node", key, "err", err)
 		return &proto.LogoutResponse{Code: proto.CodeInternal, Error: "internal server error"}
+	case n.Via != 0:
+		return &proto.LogoutResponse{Code: proto.CodeNotRegistered, Error: "logout: " + wireGuardOnlyKey}
 	}
 	if err := s.st.DeleteNode(ctx, n.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.Error("control: logout failed", "node", key, "err", err)
@@ -77,3 +81,9 @@ func (s *Server) logout(key pubkey.Node) *proto.LogoutResponse {
 	s.log.Info("control: node logged out", "node", n.ID, "name", n.Name)
 	return &proto.LogoutResponse{}
 }
+
+// wireGuardOnlyKey refuses the control protocol to the key of a
+// WireGuard-only member (docs/WIREGUARD.md): such a device has no stream,
+// key rotation or logout of its own; its gateway reports for it and the
+// admin API manages it.
+const wireGuardOnlyKey = "this key belongs to a WireGuard-only member, which has no control stream"

@@ -51,6 +51,9 @@ func (a *endpointApplier) add(u *proto.EndpointUpdate) {
 		if u.Routes != nil {
 			p.Routes = u.Routes
 		}
+		if u.WireGuard != nil {
+			p.WireGuard = u.WireGuard
+		}
 	} else {
 		c := *u
 		a.pending = &c
@@ -130,6 +133,9 @@ func (a *endpointApplier) apply(u *proto.EndpointUpdate) {
 	if err == nil && u.Routes != nil {
 		err = s.st.SetAdvertisedRoutes(ctx, id, *u.Routes)
 	}
+	if err == nil && u.WireGuard != nil {
+		err = s.st.ReportWireGuard(ctx, id, wireGuardReports(*u.WireGuard))
+	}
 	cancel()
 	unlock()
 	s.Notify()
@@ -140,4 +146,14 @@ func (a *endpointApplier) apply(u *proto.EndpointUpdate) {
 	case err != nil:
 		s.log.Error("control: endpoints update failed", "node", id, "err", err)
 	}
+}
+
+// wireGuardReports converts a gateway's reports for the store.
+func wireGuardReports(rs []proto.WireGuardReport) []store.WireGuardReport {
+	out := make([]store.WireGuardReport, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, store.WireGuardReport{ID: int64(r.ID), Online: r.Online, LastHandshake: r.LastHandshake,
+			RxBytes: int64(r.RxBytes), TxBytes: int64(r.TxBytes)})
+	}
+	return out
 }

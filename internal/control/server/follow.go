@@ -391,7 +391,8 @@ type nodeGate struct {
 // sweep corrects stored nodes that have no stream here: a node the store
 // says is online is marked offline (a stream of a previous server
 // process), and an ephemeral node offline for longer than EphemeralGrace
-// is deleted. The writes are logged changes, applied by the next pass.
+// is deleted; a WireGuard-only member is online only as its gateway's
+// stream reports it. The writes are logged changes, applied by the next pass.
 func (s *Server) sweep() {
 	now := s.clk.Now()
 	type fix struct {
@@ -404,6 +405,9 @@ func (s *Server) sweep() {
 	for id, n := range s.nodes {
 		if s.sessions[id] != nil {
 			continue
+		}
+		if n.Via != 0 && s.sessions[uint64(n.Via)] != nil {
+			continue // a WireGuard-only member: its gateway reports it
 		}
 		f := fix{n: n, offline: n.Online}
 		if n.Ephemeral {

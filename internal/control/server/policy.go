@@ -2,11 +2,15 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
+	"net/netip"
 	"slices"
 
+	"github.com/warrenmesh/warren/internal/filter"
 	"github.com/warrenmesh/warren/internal/netmap"
 	"github.com/warrenmesh/warren/internal/policy"
+	"github.com/warrenmesh/warren/internal/routeprefix"
 	"github.com/warrenmesh/warren/internal/store"
 )
 
@@ -29,12 +33,12 @@ type policyState struct {
 
 // identOf is a node's identity as the policy sees it.
 func identOf(n *store.Node, nn *netmap.Node) policy.Node {
-	return policy.Node{ID: nn.ID, User: nn.User, Tags: n.Tags, Addrs: nn.Addresses, Routes: nn.Routes}
+	return policy.Node{ID: nn.ID, User: nn.User, Tags: n.Tags, Addrs: nn.Addresses, Routes: nn.Routes, Via: nn.Via}
 }
 
 func identEqual(a, b policy.Node) bool {
 	return a.ID == b.ID && a.User == b.User && slices.Equal(a.Tags, b.Tags) && slices.Equal(a.Addrs, b.Addrs) &&
-		slices.Equal(a.Routes, b.Routes)
+		slices.Equal(a.Routes, b.Routes) && a.Via == b.Via
 }
 
 // setPolicyLocked puts a policy read from the store in force unless it
@@ -101,6 +105,7 @@ func (s *Server) compileLocked() {
 		nodes = append(nodes, n)
 	}
 	specs := s.pol.p.Compile(nodes)
+	addGatewayRules(specs, nodes, s.st.ServiceAddrs())
 	next := make(map[uint64][]byte, len(specs))
 	for id, spec := range specs {
 		b, err := json.Marshal(spec)
@@ -143,4 +148,55 @@ func (s *Server) Policy() *policy.Policy {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.pol.p
+}
+
+// addGatewayRules gives each gateway the filtering of its WireGuard-only
+// members, which cannot filter for themselves (docs/WIREGUARD.md): the
+// member's own rules, limited to packets addressed to the member; a rule
+// letting the member's packets through to the other members and their
+// subnet routes, which then filter them as they would any member's (the
+// gateway's own addresses are not in it: its own rules for the member
+// decide what reaches it); and DNS to MagicDNS on the service addresses.
+func addGatewayRules(specs map[uint64]*filter.Spec, nodes []policy.Node, dns []netip.Addr) {
+	all := []int{filter.ProtoICMP, filter.ProtoTCP, filter.ProtoUDP, filter.ProtoICMPv6}
+	// In ID order, so the same world compiles to the same filters.
+	nodes = slices.Clone(nodes)
+	slices.SortFunc(nodes, func(a, b policy.Node) int { return cmp.Compare(a.ID, b.ID) })
+	for _, n := range nodes {
+		if n.Via == 0 {
+			continue
+		}
+		gw := specs[n.Via]
+		if gw == nil {
+			gw = &filter.Spec{}
+			specs[n.Via] = gw
+		}
+		if dev := specs[n.ID]; dev != nil {
+			for _, r := range dev.Rules {
+				r.Dst = slices.Clone(n.Addrs)
+				gw.Rules = append(gw.Rules, r)
+			}
+		}
+		var others []netip.Prefix
+		for _, o := range nodes {
+			if o.ID == n.ID || o.ID == n.Via {
+				continue
+			}
+			others = append(others, o.Addrs...)
+			for _, p := range o.Routes {
+				if !routeprefix.IsExit(p) {
+					others = append(others, p)
+				}
+			}
+		}
+		if len(others) > 0 {
+			gw.Rules = append(gw.Rules, filter.Rule{Src: slices.Clone(n.Addrs), Protos: all, Dst: others})
+		}
+		var svc []netip.Prefix
+		for _, a := range dns {
+			svc = append(svc, netip.PrefixFrom(a, a.BitLen()))
+		}
+		gw.Rules = append(gw.Rules, filter.Rule{Src: slices.Clone(n.Addrs), Protos: []int{filter.ProtoTCP, filter.ProtoUDP},
+			Ports: []filter.PortRange{{First: 53, Last: 53}}, Dst: svc})
+	}
 }

@@ -39,6 +39,10 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 		s.log.Error("control: map request failed", "node", key, "err", err)
 		s.writeError(c, proto.CodeInternal, "internal server error")
 		return
+	case n.Via != 0:
+		// A WireGuard-only member's key: its gateway speaks for it.
+		s.writeError(c, proto.CodeNotRegistered, wireGuardOnlyKey)
+		return
 	case !n.Expiry.IsZero() && s.clk.Now().After(n.Expiry):
 		s.writeError(c, proto.CodeNodeExpired, "this node's key has expired; re-register")
 		return
@@ -143,6 +147,13 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 		}
 		if rs := m.EndpointUpdate.Routes; rs != nil {
 			if err := proto.CheckRoutes(*rs); err != nil {
+				ss.refuseLocking(proto.CodeBadRequest, err.Error())
+				refused = true
+				break
+			}
+		}
+		if ws := m.EndpointUpdate.WireGuard; ws != nil {
+			if err := proto.CheckWireGuardReports(*ws); err != nil {
 				ss.refuseLocking(proto.CodeBadRequest, err.Error())
 				refused = true
 				break

@@ -44,7 +44,7 @@ func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
 		ID: uint64(n.ID), Name: n.Name, User: user, Key: key, DiscoKey: disco,
 		Addresses: addrs, AllowedIPs: addrs, Endpoints: eps,
 		Online: n.Online, LastSeen: n.LastSeen, Expiry: n.Expiry,
-		Routes: n.EnabledRoutes(), Tags: slices.Clone(n.Tags),
+		Routes: n.EnabledRoutes(), Tags: slices.Clone(n.Tags), Via: uint64(n.Via),
 	}, true
 }
 
