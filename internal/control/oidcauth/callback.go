@@ -166,11 +166,20 @@ func (a *Auth) readClaims(idt *oidc.IDToken) (*claims, error) {
 	return &c, nil
 }
 
-// refusal says why c may not sign in, or "" if it may. An email the
-// provider says is unverified counts as no email.
+// verified reports whether c's email counts: the provider says it is
+// verified, or (AllowUnverifiedEmail) does not say it is not.
+func (a *Auth) verified(c *claims) bool {
+	if c.EmailVerified == nil {
+		return a.cfg.AllowUnverifiedEmail
+	}
+	return *c.EmailVerified
+}
+
+// refusal says why c may not sign in, or "" if it may. An unverified email
+// counts as no email.
 func (a *Auth) refusal(c *claims) string {
 	email := c.Email
-	if c.EmailVerified != nil && !*c.EmailVerified {
+	if !a.verified(c) {
 		email = ""
 	}
 	if email != "" {
@@ -199,8 +208,7 @@ func (a *Auth) refusal(c *claims) string {
 // isAdmin reports whether c is an admin: a verified email in AdminUsers or
 // a group in AdminGroups.
 func (a *Auth) isAdmin(c *claims) bool {
-	verified := c.EmailVerified == nil || *c.EmailVerified
-	if verified && c.Email != "" && containsFold(a.cfg.AdminUsers, c.Email) {
+	if a.verified(c) && c.Email != "" && containsFold(a.cfg.AdminUsers, c.Email) {
 		return true
 	}
 	for _, g := range c.groups {

@@ -72,6 +72,10 @@ type Config struct {
 	// allow list refuses everyone.
 	AllowedDomains, AllowedUsers, AllowedGroups []string
 	GroupsClaim                                 string
+	// AllowUnverifiedEmail lets an email count when the ID token has no
+	// email_verified claim (some providers never send it); an explicit
+	// email_verified false never counts.
+	AllowUnverifiedEmail bool
 	// Who is an admin (may use the web console's admin pages).
 	AdminUsers, AdminGroups []string
 	// CreateUsers creates a user on the first sign-in of a new identity;
