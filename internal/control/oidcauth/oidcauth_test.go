@@ -245,5 +245,3 @@ func TestStartRefusesOpenRedirect(t *testing.T) {
 		t.Fatalf("ended at %s", final)
 	}
 }
-
-
