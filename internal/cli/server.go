@@ -289,6 +289,9 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain()), admin.WithLogger(logger)))
+	if _, err := oidcAuth(ctx, mux, cfg, st, logger, nil); err != nil { // server_oidc.go
+		return fail("%v", err)
+	}
 	mountHealth(mux, func(ctx context.Context) error { return storeReady(ctx, st) }, logger) // health.go
 	hosts := listenerHosts(listen, publicURL, config.Get(cfg, config.ServerAllowedHosts))
 	if certs != nil {
