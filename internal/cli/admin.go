@@ -173,6 +173,7 @@ func adminVerbs() []adminVerb {
 	}
 	verbs = append(verbs, adminDNSVerbs()...)
 	verbs = append(verbs, adminRoutesVerbs()...)
+	verbs = append(verbs, adminAuditVerbs()...)
 	return append(verbs, adminPolicyVerbs()...)
 }
 
@@ -204,6 +205,7 @@ var adminResources = []struct{ name, short string }{
 	{"dns records", "custom DNS records"},
 	{"dns zones", "custom DNS zones every node answers"},
 	{"dns routes", "split DNS: send a domain's queries to given resolvers"},
+	{"audit", "the audit log of admin actions and sign-ins"},
 }
 
 func adminCmd(s *streams) *cobra.Command {
