@@ -26,11 +26,16 @@ func Source(r *http.Request) string {
 	return r.RemoteAddr
 }
 
+// Recorder is where entries go: *store.Store.
+type Recorder interface {
+	RecordAudit(ctx context.Context, e store.AuditEntry) error
+}
+
 // Record appends one entry for an action taken through request r (nil for
 // an action without one): actor is who ("apikey:wapi_PREFIX", "user:NAME"),
 // action what ("node.delete"), target on what, detail anything further, ok
 // false for a refused action. Errors go to log (nil: discarded).
-func Record(ctx context.Context, st *store.Store, log *slog.Logger, r *http.Request, actor, action, target, detail string, ok bool) {
+func Record(ctx context.Context, st Recorder, log *slog.Logger, r *http.Request, actor, action, target, detail string, ok bool) {
 	e := store.AuditEntry{Actor: actor, Action: action, Target: target, Detail: detail, Source: Source(r), OK: ok}
 	if err := st.RecordAudit(context.WithoutCancel(ctx), e); err != nil && log != nil {
 		log.Error("audit: recording failed", "action", action, "actor", actor, "err", err)

@@ -21,10 +21,11 @@ func storeCtx() (context.Context, context.CancelFunc) {
 }
 
 // toNetmap converts a stored node; ok is false for a node that cannot be
-// represented (a malformed key), which is left out of every map.
+// represented (a malformed key) or waits for an admin's approval, which is
+// left out of every map.
 func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
 	key := n.NodeKey // zero if the stored key did not parse
-	if key.IsZero() || !dnsname.IsLabel(n.Name) {
+	if key.IsZero() || !dnsname.IsLabel(n.Name) || !n.Approved {
 		return netmap.Node{}, false
 	}
 	var addrs []netip.Prefix
