@@ -122,7 +122,7 @@ const (
 	CodeApprovalRequired    = "approval_required"    // signed in; an admin must approve the node
 	CodeRegistrationExpired = "registration_expired" // start again
 	CodeLoginUnavailable    = "login_unavailable"    // the server has no sign-in: use an auth key
-	CodeInternal       = "internal"
+	CodeInternal            = "internal"
 )
 
 // MapRequest opens the map stream for the session's node.
