@@ -218,5 +218,3 @@ func TestInteractiveUnavailable(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
-
-
