@@ -12,6 +12,7 @@ import (
 
 	"github.com/warrenmesh/warren/internal/config"
 	"github.com/warrenmesh/warren/internal/control/oidcauth"
+	"github.com/warrenmesh/warren/internal/control/server"
 	"github.com/warrenmesh/warren/internal/store"
 )
 
@@ -51,6 +52,20 @@ func oidcAuth(ctx context.Context, mux *http.ServeMux, cfg *config.Config, st *s
 	}
 	mux.Handle(oidcauth.Prefix, a.Handler())
 	return a, nil
+}
+
+// interactiveOptions enable `warren up` without an auth key when sign-in
+// is configured (nil otherwise).
+func interactiveOptions(cfg *config.Config) *server.Interactive {
+	if config.Get(cfg, config.ServerOIDCIssuer) == "" {
+		return nil
+	}
+	base := strings.TrimSuffix(config.Get(cfg, config.ServerPublicURL), "/")
+	return &server.Interactive{
+		LoginURL:  func(id string) string { return base + oidcauth.RegisterURL(id) },
+		KeyExpiry: config.Get(cfg, config.ServerNodeKeyExpiry),
+		Approval:  config.Get(cfg, config.ServerNodeApproval),
+	}
 }
 
 // readSecretFile reads a one-line secret from a regular file that group

@@ -102,6 +102,7 @@ func New(st *store.Store, notify func(), opts ...Option) http.Handler {
 		{"GET /api/v1/nodes/{node}", a.getNode},
 		{"PATCH /api/v1/nodes/{node}", a.renameNode},
 		{"POST /api/v1/nodes/{node}/expire", a.expireNode},
+		{"POST /api/v1/nodes/{node}/approve", a.approveNode},
 		{"PUT /api/v1/nodes/{node}/tags", a.tagNode},
 		{"DELETE /api/v1/nodes/{node}", a.deleteNode},
 

@@ -54,6 +54,10 @@ type Node struct {
 	Ephemeral bool       `json:"ephemeral"`
 	Created   time.Time  `json:"created"`
 	Tags      []string   `json:"tags,omitempty"` // a tagged node is owned by its tags
+	// Approved is false while a node joined by signing in waits for an
+	// admin (node_approval); Interactive: it joined by signing in.
+	Approved    bool `json:"approved"`
+	Interactive bool `json:"interactive,omitempty"`
 }
 
 // APIKey is an admin API key; Key is set only in the response that created
@@ -117,7 +121,8 @@ func toAuthKey(k *store.PreAuthKey, user string, now time.Time) AuthKey {
 func toNode(n *store.Node, user string, now time.Time) Node {
 	out := Node{ID: n.ID, Name: n.Name, User: user, Hostname: n.Hostname, NodeKey: n.NodeKey.Text(), Addresses: []string{},
 		Endpoints: n.Endpoints, Online: n.Online, LastSeen: opt(n.LastSeen), Expiry: opt(n.Expiry),
-		Expired: expired(n.Expiry, now), Ephemeral: n.Ephemeral, Created: n.Created.UTC(), Tags: n.Tags}
+		Expired: expired(n.Expiry, now), Ephemeral: n.Ephemeral, Created: n.Created.UTC(), Tags: n.Tags,
+		Approved: n.Approved, Interactive: n.Interactive}
 	if out.Endpoints == nil {
 		out.Endpoints = []string{}
 	}
@@ -426,6 +431,21 @@ func (a *api) expireNode(_ http.ResponseWriter, r *http.Request) (int, any, erro
 	}
 	a.notify()
 	n.Expiry = now
+	return http.StatusOK, a.nodeOut(r.Context(), n), nil
+}
+
+// approveNode lets a node that joined by signing in, in approval mode,
+// into the network.
+func (a *api) approveNode(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	n, err := a.nodeByRef(r.Context(), r.PathValue("node"))
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := a.st.ApproveNode(r.Context(), n.ID); err != nil {
+		return 0, nil, storeErr(err, "node "+strconv.FormatInt(n.ID, 10))
+	}
+	a.notify()
+	n.Approved = true
 	return http.StatusOK, a.nodeOut(r.Context(), n), nil
 }
 
