@@ -73,12 +73,16 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	d.cancelLogin() // a new up replaces a sign-in in progress (interactive.go)
 	relogin := false
 	if req.ForceReauth && p.Registered && (req.ServerURL == "" || req.ServerURL == p.ServerURL) {
-		if err := d.rotateKey(ctx); err != nil {
-			return nil, err
+		// With an auth key, register a new key with it (the server
+		// checks the auth key's rules and takes its tags); without, sign
+		// in again (a re-login, also of an expired node, keeps name and
+		// addresses), or, if the server has no sign-in, just rotate the
+		// key (interactive.go).
+		if req.AuthKey != "" {
+			if err := d.rotateKey(ctx); err != nil {
+				return nil, err
+			}
 		}
-		// With an auth key, register the new key again with it (the
-		// server checks the auth key's rules and takes its tags);
-		// without, sign in again (a re-login keeps name and addresses).
 		relogin = req.AuthKey == ""
 	}
 	join := req.AuthKey != "" || !p.Registered || relogin
@@ -93,7 +97,9 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	if serverURL == "" {
 		serverURL = p.ServerURL
 	}
-	if serverURL == "" {
+	if serverURL == "" && !p.Registered {
+		return nil, errors.New("this node is not registered: pass --server URL (with --auth-key KEY, or without to sign in)")
+	} else if serverURL == "" {
 		return nil, errors.New("no coordination server: pass --server URL")
 	}
 	var serverKey pubkey.Server

@@ -36,8 +36,8 @@ func (d *Daemon) cancelLogin() {
 // with a sign-in URL, returned in the status (NeedsLogin, AuthURL) for
 // `warren up` to show, while the daemon waits for the sign-in in the
 // background and then completes the join as with an auth key. relogin is
-// `up --force-reauth` of a registered node: a server without sign-in just
-// brings it up again (its key already rotated).
+// `up --force-reauth` of a registered node: on a server without sign-in it
+// rotates the node's key and brings it up, as before sign-in existed.
 func (d *Daemon) joinInteractive(ctx context.Context, cc *client.Client, j joinTarget, hostname string, relogin bool) (*localapi.Status, error) {
 	if relogin && j.hostname == "" {
 		d.mu.Lock()
@@ -52,6 +52,9 @@ func (d *Daemon) joinInteractive(ctx context.Context, cc *client.Client, j joinT
 	case err == nil:
 		return d.completeJoin(j, node)
 	case errors.As(err, &re) && re.Code == proto.CodeLoginUnavailable && relogin:
+		if err := d.rotateKey(ctx); err != nil {
+			return nil, err
+		}
 		return d.bringUp()
 	case errors.As(err, &re) && re.Code == proto.CodeLoginUnavailable:
 		return nil, errors.New("this node is not registered and " + j.serverURL + " has no sign-in: pass --auth-key KEY")
