@@ -108,7 +108,7 @@ func TestInteractiveRegistration(t *testing.T) {
 	}()
 	r.idp.Queue(oidctest.Person{Subject: "sub-erin", Email: "erin@example.com", EmailVerified: true})
 	code, _, body := r.browser(t).Get(t, re.AuthURL)
-	if code != 200 || !strings.Contains(body, "The machine laptop joined the network as erin@example.com") {
+	if code != 200 || !strings.Contains(body, "The machine laptop joined the network; it belongs to erin@example.com.") {
 		t.Fatalf("sign-in page: %d %q", code, body)
 	}
 	res := <-done

@@ -202,5 +202,5 @@ func (s *Server) CompleteRegistration(ctx context.Context, r *http.Request, regI
 	if !n.Approved {
 		return fmt.Sprintf("The machine %s is registered to %s and waits for an admin's approval. You can close this page.", n.Name, u.Name), nil
 	}
-	return fmt.Sprintf("The machine %s joined the network as %s's. You can close this page.", n.Name, u.Name), nil
+	return fmt.Sprintf("The machine %s joined the network; it belongs to %s. You can close this page.", n.Name, u.Name), nil
 }
