@@ -97,7 +97,7 @@ func TestServerOIDC(t *testing.T) {
 	a("users", "create", "bob")
 	out := a("audit", "list", "--since", "1h")
 	for _, want := range [][3]string{{"user:ivy@example.com", "signin", "ok"}, {"oidc:jack@example.net", "signin", "refused"},
-		{"user:ivy@example.com", "node.register", "ok"}, {"apikey:", "POST /api/v1/users", "ok"}} {
+		{"user:ivy@example.com", "node.register", "ok"}, {"apikey:", "POST /api/v1/users", "ok"}, {"local:", "apikey.create", "ok"}} {
 		found := false
 		for _, line := range strings.Split(out, "\n") {
 			f := strings.Fields(line)

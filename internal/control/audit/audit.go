@@ -18,7 +18,7 @@ import (
 // headers are not trusted).
 func Source(r *http.Request) string {
 	if r == nil {
-		return ""
+		return "local"
 	}
 	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		return h

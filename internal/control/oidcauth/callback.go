@@ -94,6 +94,9 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	admin := a.isAdmin(c)
+	if err := a.st.DeleteExpiredWebSessions(r.Context()); err != nil { // housekeeping, at the rate of sign-ins
+		a.log.Warn("oidc: removing expired sessions failed", "err", err)
+	}
 	token, _, err := a.st.CreateWebSession(r.Context(), u.ID, c.Email, admin, a.cfg.SessionTTL)
 	if err != nil {
 		a.log.Error("oidc: session failed", "err", err)
