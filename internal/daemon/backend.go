@@ -252,6 +252,7 @@ func (d *Daemon) Logout(ctx context.Context) error {
 		return err
 	}
 	defer end()
+	d.cancelLogin() // a sign-in in progress would register the forgotten key
 	d.mu.Lock()
 	var cc *client.Client // the old key's, to tell the server
 	serverURL := d.prefs.ServerURL

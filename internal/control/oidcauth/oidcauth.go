@@ -99,6 +99,7 @@ type Auth struct {
 	oauth    oauth2.Config
 	verifier *oidc.IDTokenVerifier
 	secure   bool
+	origin   string // scheme://host[:port] of the redirect URL
 	log      *slog.Logger
 
 	mu     sync.Mutex
@@ -156,7 +157,7 @@ func New(ctx context.Context, st *store.Store, c Config) (*Auth, error) {
 	if !slices.Contains(scopes, oidc.ScopeOpenID) {
 		scopes = append([]string{oidc.ScopeOpenID}, scopes...)
 	}
-	a := &Auth{cfg: c, st: st, secure: ru.Scheme == "https", log: c.Logger, logins: map[string]*login{}}
+	a := &Auth{cfg: c, st: st, secure: ru.Scheme == "https", origin: ru.Scheme + "://" + ru.Host, log: c.Logger, logins: map[string]*login{}}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -313,10 +314,23 @@ func (a *Auth) SignOut(w http.ResponseWriter, r *http.Request) {
 		Secure: a.secure, HttpOnly: true, SameSite: http.SameSiteLaxMode})
 }
 
-// logout is POST /oidc/logout: only from this server's own pages (Origin
-// or Sec-Fetch-Site), then back to "/".
-func (a *Auth) logout(w http.ResponseWriter, r *http.Request) {
+// SameOrigin reports whether a state-changing request comes from this
+// server's own pages: Sec-Fetch-Site same-origin (or absent) and an Origin,
+// if sent, equal to the public URL's.
+func (a *Auth) SameOrigin(r *http.Request) bool {
 	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" {
+		return false
+	}
+	if o := r.Header.Get("Origin"); o != "" && o != a.origin {
+		return false
+	}
+	return true
+}
+
+// logout is POST /oidc/logout: only from this server's own pages
+// (SameOrigin), then back to "/".
+func (a *Auth) logout(w http.ResponseWriter, r *http.Request) {
+	if !a.SameOrigin(r) {
 		a.page(w, http.StatusForbidden, "Sign-out refused", "The request came from another site.")
 		return
 	}

@@ -245,3 +245,32 @@ func TestStartRefusesOpenRedirect(t *testing.T) {
 		t.Fatalf("ended at %s", final)
 	}
 }
+
+// TestLogout: sign-out from the server's own page ends the session; one
+// from another origin is refused and the session stays.
+func TestLogout(t *testing.T) {
+	r := newRig(t, "sqlite:"+t.TempDir()+"/w.db", nil)
+	r.idp.Queue(oidctest.Person{Subject: "s", Email: "kim@example.com", EmailVerified: true})
+	b := r.browser(t)
+	b.Get(t, r.srv.URL+oidcauth.StartURL("/admin/"))
+	post := func(origin string) int {
+		req, _ := http.NewRequest("POST", r.srv.URL+oidcauth.LogoutPath, nil)
+		req.Header.Set("Origin", origin)
+		resp, err := b.Client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("https://evil.example"); code != http.StatusForbidden {
+		t.Fatalf("cross-origin logout: %d", code)
+	}
+	if code, _, _ := b.Get(t, r.srv.URL+"/admin/"); code != 200 {
+		t.Fatalf("session gone after a refused logout (%d)", code)
+	}
+	post(r.srv.URL)
+	if code, _, _ := b.Get(t, r.srv.URL+"/admin/"); code != http.StatusUnauthorized {
+		t.Fatalf("session alive after logout (%d)", code)
+	}
+}
