@@ -83,7 +83,7 @@ func TestServerOIDC(t *testing.T) {
 		t.Fatalf("interactive: %v", err)
 	}
 	idp.Queue(oidctest.Person{Subject: "sub-ivy", Email: "ivy@example.com", EmailVerified: true})
-	if code, _, body := b.Get(t, re.AuthURL); code != 200 || !strings.Contains(body, "kiosk joined the network; it belongs to ivy@example.com") {
+	if code, body := b.AddMachine(t, re.AuthURL, "add"); code != 200 || !strings.Contains(body, "kiosk joined the network; it belongs to ivy@example.com") {
 		t.Fatalf("registration page: %d %q", code, body)
 	}
 	if n, err := cl.RegisterInteractive(context.Background(), "kiosk", nil, false, re.RegistrationID); err != nil || n.User != "ivy@example.com" {

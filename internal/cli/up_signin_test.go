@@ -78,7 +78,7 @@ func TestUpBySignInCLI(t *testing.T) {
 		t.Errorf("--qr: no QR code in\n%s", out.String())
 	}
 	idp.Queue(oidctest.Person{Subject: "sub-lena", Email: "lena@example.org", EmailVerified: true})
-	if code, _, body := oidctest.NewBrowser(t, nil).Get(t, authURL); code != 200 || !strings.Contains(body, "kiosk joined the network") {
+	if code, body := oidctest.NewBrowser(t, nil).AddMachine(t, authURL, "add"); code != 200 || !strings.Contains(body, "kiosk joined the network") {
 		t.Fatalf("sign-in: %d %q", code, body)
 	}
 	select {

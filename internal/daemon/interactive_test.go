@@ -40,7 +40,7 @@ func TestUpBySignIn(t *testing.T) {
 		t.Fatalf("status shows %q, up answered %q", got, st.AuthURL)
 	}
 	idp.Queue(oidctest.Person{Subject: "sub-hana", Email: "hana@example.com", EmailVerified: true})
-	if code, _, body := front.Browser(t).Get(t, st.AuthURL); code != http.StatusOK || !strings.Contains(body, "joined the network") {
+	if code, body := front.Browser(t).AddMachine(t, st.AuthURL, "add"); code != http.StatusOK || !strings.Contains(body, "joined the network") {
 		t.Fatalf("sign-in: %d %q", code, body)
 	}
 	td.waitState(localapi.StateRunning)
@@ -62,7 +62,7 @@ func TestUpBySignIn(t *testing.T) {
 		t.Fatalf("force-reauth: no sign-in URL (state %s)", st.BackendState)
 	}
 	idp.Queue(oidctest.Person{Subject: "sub-hana", Email: "hana@example.com", EmailVerified: true})
-	if code, _, body := front.Browser(t).Get(t, st.AuthURL); code != http.StatusOK || !strings.Contains(body, "joined the network") {
+	if code, body := front.Browser(t).AddMachine(t, st.AuthURL, "add"); code != http.StatusOK || !strings.Contains(body, "joined the network") {
 		t.Fatalf("re-login: %d %q", code, body)
 	}
 	wait.For(t, waitLong, "re-login done", func() bool {

@@ -110,13 +110,8 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 	audit.Record(r.Context(), a.st, a.log, r, "user:"+u.Name, "signin", "", detail, true)
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: token, Path: "/", MaxAge: int(a.cfg.SessionTTL.Seconds()),
 		Secure: a.secure, HttpOnly: true, SameSite: http.SameSiteLaxMode})
-	if l.regID != "" && a.cfg.OnRegister != nil {
-		msg, err := a.cfg.OnRegister(r.Context(), r, l.regID, u, c.Email)
-		if err != nil {
-			a.page(w, http.StatusBadRequest, "Machine not added", err.Error())
-			return
-		}
-		a.page(w, http.StatusOK, "Machine added", msg)
+	if l.regID != "" {
+		a.confirmPage(w, r, l.regID, u, c.Email) // register.go
 		return
 	}
 	http.Redirect(w, r, l.next, http.StatusSeeOther)
@@ -229,16 +224,31 @@ func containsFold(l []string, s string) bool {
 var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{.Title}} · Warren</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><main><h1>{{.Title}}</h1><p id="message">{{.Text}}</p></main></body></html>
+<body><main><h1>{{.Title}}</h1><p id="message">{{.Text}}</p>
+{{- if .Form}}
+<form method="post" action="{{.Form.Action}}"><input type="hidden" name="csrf" value="{{.Form.CSRF}}">
+<button type="submit" name="answer" value="add">Add the machine</button>
+<button type="submit" name="answer" value="cancel">Cancel</button></form>
+{{- end}}</main></body></html>
 `))
+
+// form is a confirmation form on a page.
+type form struct{ Action, CSRF string }
 
 // page writes a small HTML page (no scripts, no external resources).
 func (a *Auth) page(w http.ResponseWriter, code int, title, text string) {
+	a.pageForm(w, code, title, text, nil)
+}
+
+func (a *Auth) pageForm(w http.ResponseWriter, code int, title, text string, f *form) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	w.WriteHeader(code)
-	pageTmpl.Execute(w, struct{ Title, Text string }{title, text})
+	pageTmpl.Execute(w, struct {
+		Title, Text string
+		Form        *form
+	}{title, text, f})
 }

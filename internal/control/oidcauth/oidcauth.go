@@ -31,12 +31,14 @@ import (
 	"github.com/warrenmesh/warren/internal/store"
 )
 
-// Paths served by Handler (mount it at Prefix).
+// Paths served by Handler (mount it at Prefix); RegisterPath is the
+// confirmation of an interactive registration.
 const (
 	Prefix       = "/oidc/"
 	StartPath    = "/oidc/start"
 	CallbackPath = "/oidc/callback"
 	LogoutPath   = "/oidc/logout"
+	RegisterPath = "/oidc/register" // the person confirms adding a machine
 )
 
 // Cookie names.
@@ -112,6 +114,10 @@ type login struct {
 	next                   string // local path to return to
 	regID                  string // interactive registration, or ""
 	expiry                 time.Time
+	// A signed-in person asked to confirm adding regID's machine (state
+	// is then the form's CSRF token).
+	user  *store.User
+	email string
 }
 
 // Session is who a request is signed in as.
@@ -183,6 +189,7 @@ func (a *Auth) Handler() http.Handler {
 	mux.HandleFunc("GET "+StartPath, a.start)
 	mux.HandleFunc("GET "+CallbackPath, a.callback)
 	mux.HandleFunc("POST "+LogoutPath, a.logout)
+	mux.HandleFunc("POST "+RegisterPath, a.confirmRegister)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("Referrer-Policy", "no-referrer")

@@ -3,6 +3,7 @@ package oidcauth_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -107,7 +108,7 @@ func TestInteractiveRegistration(t *testing.T) {
 		}
 	}()
 	r.idp.Queue(oidctest.Person{Subject: "sub-erin", Email: "erin@example.com", EmailVerified: true})
-	code, _, body := r.browser(t).Get(t, re.AuthURL)
+	code, body := r.browser(t).AddMachine(t, re.AuthURL, "add")
 	if code != 200 || !strings.Contains(body, "The machine laptop joined the network; it belongs to erin@example.com.") {
 		t.Fatalf("sign-in page: %d %q", code, body)
 	}
@@ -125,7 +126,7 @@ func TestInteractiveRegistration(t *testing.T) {
 	}
 	// The registration link is one-time.
 	r.idp.Queue(oidctest.Person{Subject: "sub-erin", Email: "erin@example.com", EmailVerified: true})
-	if code, _, body := r.browser(t).Get(t, re.AuthURL); code != http.StatusBadRequest || !strings.Contains(body, "already used") {
+	if code, body := r.browser(t).AddMachine(t, re.AuthURL, "add"); code != http.StatusBadRequest || !strings.Contains(body, "already used") {
 		t.Fatalf("reused link: %d %q", code, body)
 	}
 
@@ -133,7 +134,7 @@ func TestInteractiveRegistration(t *testing.T) {
 	r.cs.SetExpiry(k.PublicKey(), time.Now().Add(-time.Minute))
 	re2 := loginRequired(t, c, true)
 	r.idp.Queue(oidctest.Person{Subject: "sub-erin", Email: "erin@example.com", EmailVerified: true})
-	if code, _, body := r.browser(t).Get(t, re2.AuthURL); code != 200 || !strings.Contains(body, "joined the network") {
+	if code, body := r.browser(t).AddMachine(t, re2.AuthURL, "add"); code != 200 || !strings.Contains(body, "joined the network") {
 		t.Fatalf("re-login page: %d %q", code, body)
 	}
 	n2, err := c.RegisterInteractive(context.Background(), "laptop", nil, false, re2.RegistrationID)
@@ -149,7 +150,7 @@ func TestInteractiveRegistration(t *testing.T) {
 	// Another person cannot take the node by re-logging it in.
 	re3 := loginRequired(t, c, true)
 	r.idp.Queue(oidctest.Person{Subject: "sub-frank", Email: "frank@example.com", EmailVerified: true})
-	if code, _, body := r.browser(t).Get(t, re3.AuthURL); code != http.StatusBadRequest || !strings.Contains(body, "belongs to another user") {
+	if code, body := r.browser(t).AddMachine(t, re3.AuthURL, "add"); code != http.StatusBadRequest || !strings.Contains(body, "belongs to another user") {
 		t.Fatalf("other user's re-login: %d %q", code, body)
 	}
 	if got := r.cs.Node(k.PublicKey()); got.UserID != u.ID {
@@ -182,7 +183,7 @@ func TestInteractiveApproval(t *testing.T) {
 	c := r.client(t, k)
 	re := loginRequired(t, c, false)
 	r.idp.Queue(oidctest.Person{Subject: "sub-gina", Email: "gina@example.com", EmailVerified: true})
-	if code, _, body := r.browser(t).Get(t, re.AuthURL); code != 200 || !strings.Contains(body, "is registered to gina@example.com and waits for an admin") {
+	if code, body := r.browser(t).AddMachine(t, re.AuthURL, "add"); code != 200 || !strings.Contains(body, "is registered to gina@example.com and waits for an admin") {
 		t.Fatalf("sign-in page: %d %q", code, body)
 	}
 	_, err := c.RegisterInteractive(context.Background(), "laptop", nil, false, re.RegistrationID)
@@ -216,5 +217,64 @@ func TestInteractiveUnavailable(t *testing.T) {
 	var re *client.RegisterError
 	if !errors.As(err, &re) || re.Code != proto.CodeLoginUnavailable || !strings.Contains(re.Message, "--auth-key") {
 		t.Fatalf("%v", err)
+	}
+}
+
+// TestRegistrationNeedsConfirmation: signing in at a machine link does not
+// add the machine by itself: the page names the machine and asks; cancel
+// adds nothing; a confirmation from another origin or with a forged token
+// is refused.
+func TestRegistrationNeedsConfirmation(t *testing.T) {
+	r := newRegRig(t, server.Interactive{})
+	k, _ := noise.GeneratePrivateKey()
+	c := r.client(t, k)
+	person := oidctest.Person{Subject: "sub-lou", Email: "lou@example.com", EmailVerified: true}
+
+	re := loginRequired(t, c, false)
+	r.idp.Queue(person)
+	code, _, body := r.browser(t).Get(t, re.AuthURL)
+	if code != 200 || !strings.Contains(body, "Add the machine &#34;laptop&#34; to the network as lou@example.com?") {
+		t.Fatalf("confirmation page: %d %q", code, body)
+	}
+	if n, _ := r.cs.Store.GetNodeByKey(context.Background(), pubkey.Node{PublicKey: k.PublicKey()}); n != nil {
+		t.Fatal("node added before the confirmation")
+	}
+
+	r.idp.Queue(person)
+	if code, body := r.browser(t).AddMachine(t, re.AuthURL, "cancel"); code != 200 || !strings.Contains(body, "You canceled") {
+		t.Fatalf("cancel: %d %q", code, body)
+	}
+	// Forged token and another origin.
+	for _, tc := range []struct{ origin, csrf, want string }{
+		{"", "forged", "not yours"},
+		{"https://evil.example", "", "another site"},
+	} {
+		r.idp.Queue(person)
+		b := r.browser(t)
+		_, final, page := b.Get(t, re.AuthURL)
+		csrf := tc.csrf
+		if csrf == "" {
+			i := strings.Index(page, `name="csrf" value="`)
+			csrf = page[i+len(`name="csrf" value="`):]
+			csrf = csrf[:strings.IndexByte(csrf, '"')]
+		}
+		req, _ := http.NewRequest("POST", final.Scheme+"://"+final.Host+oidcauth.RegisterPath, strings.NewReader("answer=add&csrf="+csrf))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
+		}
+		resp, err := b.Client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := new(strings.Builder)
+		io.Copy(buf, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 || !strings.Contains(buf.String(), tc.want) {
+			t.Errorf("%+v: %d %q", tc, resp.StatusCode, buf.String())
+		}
+	}
+	if n, _ := r.cs.Store.GetNodeByKey(context.Background(), pubkey.Node{PublicKey: k.PublicKey()}); n != nil {
+		t.Fatalf("node added: %+v", n)
 	}
 }

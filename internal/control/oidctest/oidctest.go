@@ -7,10 +7,13 @@ package oidctest
 
 import (
 	"crypto/tls"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/oauth2-proxy/mockoidc"
@@ -106,4 +109,37 @@ func (b *Browser) CallbackURL(t testing.TB, u, callbackPath string) *url.URL {
 		t.Fatalf("GET %s: no redirect to %s (status %d)", u, callbackPath, resp.StatusCode)
 	}
 	return cb
+}
+
+var (
+	formAction = regexp.MustCompile(`<form method="post" action="([^"]+)">`)
+	formCSRF   = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+)
+
+// AddMachine opens a machine's sign-in URL (the IdP signs in whoever is
+// queued) and, when the server asks to confirm adding the machine,
+// answers answer ("add" or "cancel") as the person would, from the
+// server's own page. It returns the last page's status and body.
+func (b *Browser) AddMachine(t testing.TB, authURL, answer string) (int, string) {
+	t.Helper()
+	code, final, body := b.Get(t, authURL)
+	m, c := formAction.FindStringSubmatch(body), formCSRF.FindStringSubmatch(body)
+	if m == nil || c == nil {
+		return code, body
+	}
+	target := final.ResolveReference(&url.URL{Path: html.UnescapeString(m[1])})
+	req, err := http.NewRequest("POST", target.String(), strings.NewReader(url.Values{"csrf": {html.UnescapeString(c[1])}, "answer": {answer}}.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", final.Scheme+"://"+final.Host)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := b.Client.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", target, err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, string(out)
 }
