@@ -376,7 +376,7 @@ func (s *Server) fullMapLocked(id uint64, version uint64) (*netmap.NetworkMap, b
 }
 
 // expiredMessage is what an expired node's stream is refused with.
-const expiredMessage = "this node's key has expired; run `warren up --auth-key KEY` to re-authenticate"
+const expiredMessage = "this node's key has expired; run `warren up --force-reauth` to sign in again (or add --auth-key KEY)"
 
 func expired(n *netmap.Node, now time.Time) bool {
 	return !n.Expiry.IsZero() && !n.Expiry.After(now)
