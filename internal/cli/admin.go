@@ -129,6 +129,12 @@ func adminVerbs() []adminVerb {
 				return fmt.Sprintf("expired node %s (id %d)", n.Name, n.ID)
 			})
 		})},
+		{"nodes", "approve", "ID|NAME", "let a node that joined by signing in into the network (server option node_approval)", 1, noFlags(func(c *adminClient, p []string) error {
+			var n admin.Node
+			return c.mutate("POST", "/nodes/"+url.PathEscape(p[0])+"/approve", nil, &n, func() string {
+				return fmt.Sprintf("approved node %s (id %d)", n.Name, n.ID)
+			})
+		})},
 		{"nodes", "tag", "ID|NAME TAG[,TAG...]", "give a node these tags (each one its user may use per tagOwners); it is then owned by them, not its user", 2, noFlags(func(c *adminClient, p []string) error {
 			var n admin.Node
 			return c.mutate("PUT", "/nodes/"+url.PathEscape(p[0])+"/tags", admin.TagsRequest{Tags: strings.Split(p[1], ",")}, &n, func() string {
@@ -174,6 +180,7 @@ func adminVerbs() []adminVerb {
 	verbs = append(verbs, adminDNSVerbs()...)
 	verbs = append(verbs, adminRoutesVerbs()...)
 	verbs = append(verbs, adminWireGuardVerbs()...)
+	verbs = append(verbs, adminAuditVerbs()...)
 	return append(verbs, adminPolicyVerbs()...)
 }
 
@@ -197,7 +204,7 @@ func (e usageError) Error() string { return string(e) }
 var adminResources = []struct{ name, short string }{
 	{"users", "manage users"},
 	{"authkeys", "manage pre-auth keys (nodes join with them)"},
-	{"nodes", "list, rename, tag, expire and delete nodes; add WireGuard-only devices"},
+	{"nodes", "list, rename, tag, approve, expire and delete nodes; add WireGuard-only devices"},
 	{"apikeys", "manage admin API keys"},
 	{"routes", "approve the subnet routes and exit nodes nodes advertise"},
 	{"policy", "get, check and set the access policy"},
@@ -205,6 +212,7 @@ var adminResources = []struct{ name, short string }{
 	{"dns records", "custom DNS records"},
 	{"dns zones", "custom DNS zones every node answers"},
 	{"dns routes", "split DNS: send a domain's queries to given resolvers"},
+	{"audit", "the audit log of admin actions and sign-ins"},
 }
 
 func adminCmd(s *streams) *cobra.Command {

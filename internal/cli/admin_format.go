@@ -95,9 +95,18 @@ func printNodes(w io.Writer, ns []admin.Node) {
 			seen = "now"
 		}
 		rows = append(rows, []string{strconv.FormatInt(n.ID, 10), n.Name, n.User, tagsCell(n.Tags), dashIfEmpty(n.Hostname),
-			dashIfEmpty(strings.Join(n.Addresses, ",")), yesNo(n.Online), seen, expiry(n.Expiry, n.Expired), yesNo(n.Ephemeral)})
+			dashIfEmpty(strings.Join(n.Addresses, ",")), yesNo(n.Online), seen, nodeExpiry(n), yesNo(n.Ephemeral)})
 	}
 	table(w, "ID\tNAME\tUSER\tTAGS\tHOSTNAME\tADDRESSES\tONLINE\tLAST SEEN\tEXPIRY\tEPHEMERAL", rows)
+}
+
+// nodeExpiry is a node's EXPIRY cell; a node joined by sign-in that waits
+// for an admin says so there.
+func nodeExpiry(n admin.Node) string {
+	if n.Interactive && !n.Approved {
+		return "awaiting approval"
+	}
+	return expiry(n.Expiry, n.Expired)
 }
 
 // tagsCell is a node's or key's tags, comma-separated, "-" for none.

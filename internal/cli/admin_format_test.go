@@ -37,3 +37,18 @@ func TestTablesShowTags(t *testing.T) {
 		t.Errorf("tagged key's row: %q", lines[1])
 	}
 }
+
+// TestNodesListShowsAwaitingApproval: a node joined by sign-in that waits
+// for approval says so; an auth-key node never does.
+func TestNodesListShowsAwaitingApproval(t *testing.T) {
+	var b strings.Builder
+	printNodes(&b, []admin.Node{
+		{ID: 1, Name: "kiosk", User: "ivy", Interactive: true, Approved: false},
+		{ID: 2, Name: "laptop", User: "ivy", Interactive: true, Approved: true},
+		{ID: 3, Name: "server", User: "ivy"},
+	})
+	lines := strings.Split(b.String(), "\n")
+	if !strings.Contains(lines[1], "awaiting approval") || strings.Contains(lines[2], "awaiting") || strings.Contains(lines[3], "awaiting") {
+		t.Fatalf("nodes list:\n%s", b.String())
+	}
+}

@@ -40,11 +40,14 @@ func readAuthKey(s string) (string, error) {
 func upCmd(s *streams) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "up [flags]",
-		Short: "join a warren (--server URL --auth-key KEY) and bring the node up",
-		Long: `Joins a warren (the first time: --server URL --auth-key KEY) and brings
-the node up; later runs change its preferences (routes, exit node, DNS).
-Waits until the node has its network map.`,
-		Example: "  warren up --server https://warren.example.com --auth-key file:/etc/warren/authkey\n  warren up --exit-node auto",
+		Short: "join a warren (--server URL, with --auth-key KEY or by signing in) and bring the node up",
+		Long: `Joins a warren (the first time: --server URL --auth-key KEY, or without
+an auth key by signing in at the URL it prints, when the server has
+sign-in) and brings the node up; later runs change its preferences
+(routes, exit node, DNS). Waits until the node has its network map.
+--force-reauth signs in again (or uses the new --auth-key), keeping the
+node's name and addresses.`,
+		Example: "  warren up --server https://warren.example.com --auth-key file:/etc/warren/authkey\n  warren up --server https://warren.example.com --qr\n  warren up --exit-node auto",
 		Args:    noArgs,
 	}
 	fs := c.Flags()
@@ -57,6 +60,7 @@ Waits until the node has its network map.`,
 	fs.StringVar(&req.ServerKey, "server-key", "", "pin this server public `KEY` instead of fetching it on first join")
 	fs.BoolVar(&req.ForceReauth, "force-reauth", false, "join again even if already registered")
 	fs.BoolVar(&o.asJSON, "json", false, "print the resulting status as JSON")
+	fs.BoolVar(&o.qr, "qr", false, "also show the sign-in URL as a QR code (for a phone, on a headless machine)")
 	fs.BoolVar(&o.acceptDNS, "accept-dns", false, "point this host's resolver at the node's MagicDNS (kept until --accept-dns=false)")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for the network map")
 	fs.StringVar(&o.advRoutes, "advertise-routes", "", "offer to route these subnets for peers (`CIDR,...`; an admin approves them; \"\" withdraws)")
@@ -78,6 +82,7 @@ type upOptions struct {
 	timeout                                    time.Duration
 	acceptDNS, advExit, acceptRoutes, allowLAN bool
 	advRoutes, exitNode                        string
+	qr                                         bool
 }
 
 func runUp(fs *pflag.FlagSet, o *upOptions, stdout, stderr io.Writer) int {
@@ -114,7 +119,7 @@ func runUp(fs *pflag.FlagSet, o *upOptions, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "warren up: %v\n", err)
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout+30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+signInWait+30*time.Second)
 	defer cancel()
 	lc := localapi.NewClient(sock)
 	// Route preferences go first, so the node advertises its routes on
@@ -136,6 +141,12 @@ func runUp(fs *pflag.FlagSet, o *upOptions, stdout, stderr io.Writer) int {
 		return 1
 	}
 	reportPinnedKey(st, asJSON, stdout, stderr)
+	if st.AuthURL != "" {
+		if st, err = waitSignIn(ctx, lc, st, o.qr, stdout, stderr); err != nil { // signin.go
+			fmt.Fprintf(stderr, "warren up: %v\n", err)
+			return 1
+		}
+	}
 	deadline := time.Now().Add(timeout)
 	for st.BackendState != localapi.StateRunning {
 		if time.Now().After(deadline) {

@@ -285,10 +285,14 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	srv := server.New(st, key, server.Options{Domain: config.Get(cfg, config.ServerDomain),
-		EphemeralGrace: config.Get(cfg, config.ServerEphemeralGrace), Relays: regions, Logger: logger})
+		EphemeralGrace: config.Get(cfg, config.ServerEphemeralGrace), Relays: regions, Logger: logger,
+		Interactive: interactiveOptions(cfg)}) // server_oidc.go
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain()), admin.WithLogger(logger)))
+	if _, err := oidcAuth(ctx, mux, cfg, st, logger, srv.CompleteRegistration); err != nil { // server_oidc.go
+		return fail("%v", err)
+	}
 	mountHealth(mux, func(ctx context.Context) error { return storeReady(ctx, st) }, logger) // health.go
 	hosts := listenerHosts(listen, publicURL, config.Get(cfg, config.ServerAllowedHosts))
 	if certs != nil {

@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/user"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/warrenmesh/warren/internal/control/admin"
+	"github.com/warrenmesh/warren/internal/control/audit"
 	"github.com/warrenmesh/warren/internal/noise"
 	"github.com/warrenmesh/warren/internal/store"
 )
@@ -87,11 +91,13 @@ func runServerAPIKey(sf *serverFlags, verb, expiration, scope string, asJSON boo
 	defer st.Close()
 	ctx := context.Background()
 	if verb == "create" {
-		secret, _, err := st.CreateScopedAPIKey(ctx, scope, exp)
+		secret, k, err := st.CreateScopedAPIKey(ctx, scope, exp)
 		if err != nil {
 			fmt.Fprintf(stderr, "warren server apikey create: %v\n", err)
 			return 1
 		}
+		// On the server host, from the store directly: who is the OS user.
+		audit.Record(ctx, st, nil, nil, "local:"+localUser(), "apikey.create", "apikey "+k.Prefix, "scope "+admin.ScopeName(k.Scope)+" (warren server apikey create)", true)
 		fmt.Fprintln(stdout, secret)
 		return 0
 	}
@@ -112,6 +118,14 @@ func runServerAPIKey(sf *serverFlags, verb, expiration, scope string, asJSON boo
 	}
 	printAPIKeys(stdout, out)
 	return 0
+}
+
+// localUser names the OS user running a command on the server host.
+func localUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return "uid " + strconv.Itoa(os.Getuid())
 }
 
 func serverKeyCmd(s *streams) *cobra.Command {

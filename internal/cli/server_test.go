@@ -414,7 +414,7 @@ func TestServerAdminUsageErrors(t *testing.T) {
 		{[]string{"server", "apikey", "create", "--data-dir", dir, "--expiration", "x"}, 2, `invalid duration "x"`},
 		{[]string{"server", "apikey", "create", "--data-dir", dir, "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"server", "key", "--data-dir", t.TempDir()}, 1, "no server key at"},
-		{[]string{"admin"}, 2, "warren admin: missing resource (want users, authkeys, nodes, apikeys, routes, policy, dns)"},
+		{[]string{"admin"}, 2, "warren admin: missing resource (want users, authkeys, nodes, apikeys, routes, policy, dns, audit)"},
 		{[]string{"admin", "--bogus"}, 2, "warren admin: unknown flag: --bogus"},
 		{[]string{"admin", "widgets", "list"}, 2, `warren admin: unknown resource "widgets"`},
 		{[]string{"admin", "users"}, 2, "warren admin users: missing verb (want create, list, rename, delete)"},

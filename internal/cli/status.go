@@ -110,10 +110,17 @@ func joinPrefixes(ps []netip.Prefix) string {
 	return strings.Join(s, ",")
 }
 
+// ExpiryWarning is how long before its key expires `warren status` warns.
+const ExpiryWarning = 7 * 24 * time.Hour
+
 func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 	switch st.BackendState {
 	case localapi.StateNeedsLogin:
-		fmt.Fprintln(w, "Logged out: run `warren up --server URL --auth-key KEY` to join.")
+		if st.AuthURL != "" {
+			fmt.Fprintf(w, "Waiting for a sign-in: to add this machine, sign in at %s\n", printable(st.AuthURL))
+			break
+		}
+		fmt.Fprintln(w, "Logged out: run `warren up --server URL --auth-key KEY` (or without --auth-key, to sign in) to join.")
 	case localapi.StateStopped:
 		fmt.Fprintln(w, "Warren is stopped: run `warren up` to bring it back.")
 	case localapi.StateStarting:
@@ -127,6 +134,14 @@ func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 	}
 	if !st.Connected {
 		fmt.Fprintf(w, "# not connected to %s: running on the last network map\n", st.ServerURL)
+	}
+	if e := st.Self.Expiry; !e.IsZero() && e.Sub(now) < ExpiryWarning {
+		if e.After(now) {
+			fmt.Fprintf(w, "# warning: this node's key expires in %s (%s); run `warren up --force-reauth` to sign in again\n",
+				e.Sub(now).Round(time.Minute), e.Local().Format("2006-01-02 15:04"))
+		} else {
+			fmt.Fprintln(w, "# warning: this node's key has expired; run `warren up --force-reauth` to sign in again")
+		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	addr := func(p *localapi.PeerStatus, v6 bool) string {

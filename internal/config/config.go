@@ -128,6 +128,10 @@ func (sc *Schema) hosts(name, help string, o ...Option) Key[[]string] {
 	return declare[[]string](sc, name, hostsKind{}, "", help, o)
 }
 
+func (sc *Schema) words(name, def, help string, o ...Option) Key[[]string] {
+	return declare[[]string](sc, name, wordsKind{}, def, help, o)
+}
+
 // Keys lists the schema's keys in declaration order: name, flag,
 // environment variable, type, default, reloadable, help.
 func (sc *Schema) Keys() []KeyInfo {

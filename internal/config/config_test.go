@@ -161,6 +161,10 @@ func TestBadValuesFromEachLayer(t *testing.T) {
 		{"tls pair", Server, "tls_cert: /etc/c.pem\n", nil, nil, "config: tls_cert and tls_key go together"},
 		{"acme and files", Server, "tls_cert: /c\ntls_key: /k\ntls_acme: [a.example]\n", nil, nil, "config: tls_cert and tls_acme: give one"},
 		{"empty data dir", Relay, "data_dir: \"\"\n", nil, nil, "config: data_dir is empty"},
+		{"oidc without public url", Server, "oidc_issuer: https://idp.example\n", nil, nil, "config: oidc_issuer needs public_url"},
+		{"oidc without secret", Server, "oidc_issuer: https://idp.example\npublic_url: https://w.example\noidc_client_id: w\n", nil, nil, "config: oidc_issuer needs oidc_client_secret_file"},
+		{"oidc without allow list", Server, "oidc_issuer: https://idp.example\npublic_url: https://w.example\noidc_client_id: w\noidc_client_secret_file: /s\n", nil, nil, "nobody could sign in"},
+		{"oidc list", Server, "", []string{"WARREN_OIDC_ALLOWED_USERS=a@example.com,\"b\""}, nil, `"\"b\"" is not a plain word`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := load(t, tc.sc, tc.file, tc.env, tc.args...)

@@ -80,13 +80,14 @@ func nodeText(s *spec, n *yaml.Node, isJSON bool) (string, bool, error) {
 		}
 		return n.Value, true, nil
 	case yaml.SequenceNode:
-		if _, ok := s.kind.(hostsKind); !ok {
+		_, hosts := s.kind.(hostsKind)
+		if _, words := s.kind.(wordsKind); !hosts && !words {
 			return "", false, fmt.Errorf("want a single %s, not a list", s.kind.typeName())
 		}
 		items := make([]string, 0, len(n.Content))
 		for _, it := range n.Content {
 			if it.Kind != yaml.ScalarNode || it.Tag == "!!null" {
-				return "", false, fmt.Errorf("want a list of names")
+				return "", false, fmt.Errorf("want a list of %s", s.kind.typeName())
 			}
 			items = append(items, it.Value)
 		}

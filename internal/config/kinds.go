@@ -172,6 +172,23 @@ func (hostsKind) parse(s string) (any, error) {
 }
 func (hostsKind) format(v any) string { return strings.Join(v.([]string), ",") }
 
+// wordsKind is a list of words (emails, domains, group names, scopes): in
+// the file a YAML list or a string, as a flag or environment variable
+// comma- or space-separated.
+type wordsKind struct{}
+
+func (wordsKind) typeName() string { return "list" }
+func (wordsKind) parse(s string) (any, error) {
+	l := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
+	for _, w := range l {
+		if strings.ContainsFunc(w, func(r rune) bool { return r < 0x21 || r == 0x7f || r == '"' }) {
+			return nil, fmt.Errorf("%q is not a plain word", w)
+		}
+	}
+	return l, nil
+}
+func (wordsKind) format(v any) string { return strings.Join(v.([]string), ",") }
+
 // enumKind is one of a fixed set of words.
 type enumKind struct{ choices []string }
 

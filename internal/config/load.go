@@ -94,7 +94,7 @@ func (s *spec) argName() string {
 		return "ADDR"
 	case strings.HasSuffix(s.name, "_dir"):
 		return "DIR"
-	case s.name == "tls_cert" || s.name == "tls_key" || s.name == "relay_map":
+	case s.name == "tls_cert" || s.name == "tls_key" || s.name == "relay_map" || strings.HasSuffix(s.name, "_file"):
 		return "FILE"
 	case s.secret && strings.HasSuffix(s.name, "_key"):
 		return "KEY"
@@ -114,6 +114,18 @@ func (s *spec) argName() string {
 		return "LEVEL"
 	case "log_format":
 		return "FORMAT"
+	case "oidc_client_id":
+		return "ID"
+	case "oidc_groups_claim":
+		return "CLAIM"
+	case "oidc_allowed_domains":
+		return "DOMAINS"
+	case "oidc_allowed_users", "oidc_admin_users":
+		return "EMAILS"
+	case "oidc_allowed_groups", "oidc_admin_groups":
+		return "GROUPS"
+	case "oidc_scopes":
+		return "SCOPES"
 	}
 	switch t := s.kind.typeName(); t {
 	case "names":

@@ -50,6 +50,36 @@ var (
 		"serve Prometheus metrics on http://ADDR/metrics (a bare PORT binds to 127.0.0.1; off by default)", checkListen(true))
 	ServerMaxConnsPerIP = Server.integer("max_conns_per_ip", itoa(httpguard.DefaultPerSource),
 		"concurrent connections accepted from one source address (0: no cap)")
+	ServerOIDCIssuer = Server.url("oidc_issuer",
+		"sign people in with this OpenID Connect provider (its issuer URL; docs/OIDC.md); needs public_url, oidc_client_id, oidc_client_secret_file and an allow list")
+	ServerOIDCClientID = Server.str("oidc_client_id", "",
+		"the client ID registered at the OIDC provider")
+	ServerOIDCClientSecretFile = Server.str("oidc_client_secret_file", "",
+		"file holding the OIDC client secret (one line; not readable by group or others)")
+	ServerOIDCScopes = Server.words("oidc_scopes", "openid,email,profile",
+		"scopes asked of the OIDC provider")
+	ServerOIDCAllowedDomains = Server.words("oidc_allowed_domains", "",
+		"people whose verified email is in one of these domains may sign in")
+	ServerOIDCAllowedUsers = Server.words("oidc_allowed_users", "",
+		"people with one of these verified emails may sign in")
+	ServerOIDCAllowedGroups = Server.words("oidc_allowed_groups", "",
+		"members of one of these groups (oidc_groups_claim) may sign in")
+	ServerOIDCGroupsClaim = Server.str("oidc_groups_claim", "groups",
+		"the ID token claim that lists a person's groups")
+	ServerOIDCAllowUnverifiedEmail = Server.boolean("oidc_allow_unverified_email",
+		"count the email of an ID token that has no email_verified claim (some providers never send it)")
+	ServerOIDCAdminUsers = Server.words("oidc_admin_users", "",
+		"people with one of these verified emails are admins of the web console")
+	ServerOIDCAdminGroups = Server.words("oidc_admin_groups", "",
+		"members of one of these groups are admins of the web console")
+	ServerOIDCCreateUsers = declare[bool](Server, "oidc_create_users", boolKind{}, "true",
+		"create a user on a person's first sign-in (false: an admin creates the user, named by the email, first)", nil)
+	ServerOIDCSessionTTL = declare[time.Duration](Server, "oidc_session_ttl", durationKind{min: time.Minute}, "12h",
+		"how long a browser session lasts after signing in", nil)
+	ServerNodeKeyExpiry = declare[time.Duration](Server, "node_key_expiry", durationKind{}, "180d",
+		"nodes joined by signing in (warren up without an auth key) must sign in again after this (0: never)", nil)
+	ServerNodeApproval = Server.boolean("node_approval",
+		"nodes joined by signing in wait until an admin approves them (warren admin nodes approve NODE)")
 	ServerTLS = tlsKeys(Server)
 	ServerLog = logKeys(Server)
 )
@@ -62,8 +92,30 @@ func init() {
 		if err := checkRelayLimits(c, ServerRelayRate, ServerRelayBurst, ServerRelayQueue); err != nil {
 			return err
 		}
+		if err := checkOIDC(c); err != nil {
+			return err
+		}
 		return checkTLS(c, ServerTLS)
 	}
+}
+
+// checkOIDC: sign-in needs the client, a public URL to come back to, and
+// someone allowed to sign in.
+func checkOIDC(c *Config) error {
+	if Get(c, ServerOIDCIssuer) == "" {
+		return nil
+	}
+	switch {
+	case Get(c, ServerPublicURL) == "":
+		return errors.New("config: oidc_issuer needs public_url (the provider sends people back to PUBLIC_URL/oidc/callback)")
+	case Get(c, ServerOIDCClientID) == "":
+		return errors.New("config: oidc_issuer needs oidc_client_id")
+	case Get(c, ServerOIDCClientSecretFile) == "":
+		return errors.New("config: oidc_issuer needs oidc_client_secret_file")
+	case len(Get(c, ServerOIDCAllowedDomains))+len(Get(c, ServerOIDCAllowedUsers))+len(Get(c, ServerOIDCAllowedGroups)) == 0:
+		return errors.New("config: oidc_issuer needs oidc_allowed_domains, oidc_allowed_users or oidc_allowed_groups (nobody could sign in)")
+	}
+	return nil
 }
 
 func checkDSN(s string) error {

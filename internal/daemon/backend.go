@@ -70,17 +70,22 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	if req.Hostname != "" && len(req.Hostname) > 255 {
 		return nil, errors.New("--hostname: longer than 255 bytes")
 	}
+	d.cancelLogin() // a new up replaces a sign-in in progress (interactive.go)
+	relogin := false
 	if req.ForceReauth && p.Registered && (req.ServerURL == "" || req.ServerURL == p.ServerURL) {
-		if err := d.rotateKey(ctx); err != nil {
-			return nil, err
+		// With an auth key, register a new key with it (the server
+		// checks the auth key's rules and takes its tags); without, sign
+		// in again (a re-login, also of an expired node, keeps name and
+		// addresses), or, if the server has no sign-in, just rotate the
+		// key (interactive.go).
+		if req.AuthKey != "" {
+			if err := d.rotateKey(ctx); err != nil {
+				return nil, err
+			}
 		}
-		if req.AuthKey == "" {
-			return d.bringUp()
-		}
-		// With an auth key too, register the new key again with it (the
-		// server checks the auth key's rules and takes its tags).
+		relogin = req.AuthKey == ""
 	}
-	join := req.AuthKey != "" || !p.Registered
+	join := req.AuthKey != "" || !p.Registered || relogin
 	if !join {
 		if req.ServerURL != "" && req.ServerURL != p.ServerURL {
 			return nil, fmt.Errorf("this node is registered with %s; to move it to %s pass --auth-key (and --force-reauth)", p.ServerURL, req.ServerURL)
@@ -88,14 +93,13 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		return d.bringUp()
 	}
 
-	if req.AuthKey == "" {
-		return nil, errors.New("this node is not registered: pass --auth-key KEY (and --server URL)")
-	}
 	serverURL := req.ServerURL
 	if serverURL == "" {
 		serverURL = p.ServerURL
 	}
-	if serverURL == "" {
+	if serverURL == "" && !p.Registered {
+		return nil, errors.New("this node is not registered: pass --server URL (with --auth-key KEY, or without to sign in)")
+	} else if serverURL == "" {
 		return nil, errors.New("no coordination server: pass --server URL")
 	}
 	var serverKey pubkey.Server
@@ -140,6 +144,10 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	if hostname == "" {
 		hostname, _ = os.Hostname()
 	}
+	j := joinTarget{serverURL: serverURL, serverKey: serverKey, fetchedOver: fetchedOver, hostname: req.Hostname}
+	if req.AuthKey == "" {
+		return d.joinInteractive(ctx, cc, j, hostname, relogin) // interactive.go
+	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	node, err := cc.Register(rctx, req.AuthKey, hostname, d.endpoints())
 	cancel()
@@ -150,6 +158,22 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		}
 		return nil, fmt.Errorf("join %s: %w", serverURL, err)
 	}
+	return d.completeJoin(j, node)
+}
+
+// joinTarget is where a registration goes: the server, its key (and how it was
+// learned), the hostname preference given.
+type joinTarget struct {
+	serverURL   string
+	serverKey   pubkey.Server
+	fetchedOver string
+	hostname    string
+}
+
+// completeJoin records a registration the server accepted and starts the
+// node on it.
+func (d *Daemon) completeJoin(j joinTarget, node *netmap.Node) (*localapi.Status, error) {
+	serverURL, serverKey, fetchedOver := j.serverURL, j.serverKey, j.fetchedOver
 	d.log.Info("registered", "server", serverURL, "name", node.Name, "addresses", fmt.Sprint(node.Addresses))
 	if fetchedOver != "" {
 		d.log.Info("pinned the server key it sent", "server", serverURL, "key", serverKey.String(), "over", fetchedOver)
@@ -164,7 +188,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		os.Remove(d.mapPath())
 	}
 	old := d.prefs
-	d.prefs = prefs{ServerURL: serverURL, ServerKey: serverKey.String(), Hostname: req.Hostname,
+	d.prefs = prefs{ServerURL: serverURL, ServerKey: serverKey.String(), Hostname: j.hostname,
 		Registered: true, WantRunning: true, AcceptDNS: old.AcceptDNS,
 		AdvertiseRoutes: old.AdvertiseRoutes, AdvertiseExitNode: old.AdvertiseExitNode, AcceptRoutes: old.AcceptRoutes,
 		ExitNode: old.ExitNode, ExitNodeAllowLAN: old.ExitNodeAllowLAN}
@@ -228,6 +252,7 @@ func (d *Daemon) Logout(ctx context.Context) error {
 		return err
 	}
 	defer end()
+	d.cancelLogin() // a sign-in in progress would register the forgotten key
 	d.mu.Lock()
 	var cc *client.Client // the old key's, to tell the server
 	serverURL := d.prefs.ServerURL
@@ -406,6 +431,7 @@ func (d *Daemon) statusLocked() *localapi.Status {
 		Peers:        []localapi.PeerStatus{},
 		Health:       d.health.list(),
 		AcceptDNS:    d.prefs.AcceptDNS,
+		AuthURL:      d.login.authURL,
 	}
 	if d.cc != nil {
 		st.Connected = d.cc.Connected()

@@ -107,6 +107,7 @@ type Daemon struct {
 	ccDone  chan struct{}
 	health  healthSet // the node's problems (health.go)
 	state   string
+	login   login // a sign-in in progress (interactive.go)
 
 	expiryTimer clock.Timer   // re-applies the map when a peer expires
 	drop        dropState     // file drop (drop.go)

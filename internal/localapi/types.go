@@ -36,6 +36,9 @@ type Status struct {
 	// the scheme it came over, "http" (anyone on the path could have
 	// replaced it) or "https".
 	ServerKeyFetched string `json:"serverKeyFetched,omitempty"`
+	// AuthURL is where a person signs in to add this node, while an
+	// interactive registration (up without an auth key) waits.
+	AuthURL string `json:"authURL,omitempty"`
 }
 
 // PeerStatus is one node (self or a peer) in a Status.

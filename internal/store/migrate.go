@@ -147,6 +147,56 @@ var migrations = []migration{
 		`ALTER TABLE nodes ADD COLUMN wg_rx BIGINT NOT NULL DEFAULT 0`,
 		`ALTER TABLE nodes ADD COLUMN wg_tx BIGINT NOT NULL DEFAULT 0`,
 	}},
+	{version: 10, stmts: []string{
+		// Sign-in through OIDC (identity.go): a user's identities at
+		// identity providers, keyed by issuer and subject (never the
+		// email), and the browser sessions of signed-in people, kept as
+		// the SHA-256 of the cookie's secret.
+		`CREATE TABLE user_identities (
+			id {{ID}},
+			user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+			issuer TEXT NOT NULL,
+			subject TEXT NOT NULL,
+			email TEXT NOT NULL,
+			created_at BIGINT NOT NULL,
+			last_login_at BIGINT NOT NULL,
+			UNIQUE (issuer, subject))`,
+		`CREATE INDEX user_identities_user ON user_identities(user_id)`,
+		`CREATE TABLE web_sessions (
+			id {{ID}},
+			hash {{BLOB}} NOT NULL UNIQUE,
+			user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+			email TEXT NOT NULL,
+			admin BOOLEAN NOT NULL,
+			expires_at BIGINT NOT NULL,
+			created_at BIGINT NOT NULL)`,
+		// The audit log (audit.go): who did what, when, from where.
+		`CREATE TABLE audit_log (
+			id {{ID}},
+			at BIGINT NOT NULL,
+			actor TEXT NOT NULL,
+			action TEXT NOT NULL,
+			target TEXT NOT NULL,
+			detail TEXT NOT NULL,
+			source TEXT NOT NULL,
+			ok BOOLEAN NOT NULL)`,
+		`CREATE INDEX audit_log_at ON audit_log(at)`,
+		// Interactive registration (registrations.go): a node that asked
+		// to join without an auth key waits on a one-time registration
+		// ID until a person signs in for it (and, in approval mode, an
+		// admin approves the node).
+		`CREATE TABLE registrations (
+			id {{ID}},
+			reg_id TEXT NOT NULL UNIQUE,
+			node_key TEXT NOT NULL,
+			hostname TEXT NOT NULL,
+			user_id BIGINT REFERENCES users(id) ON DELETE CASCADE,
+			node_id BIGINT REFERENCES nodes(id) ON DELETE CASCADE,
+			expires_at BIGINT NOT NULL,
+			created_at BIGINT NOT NULL)`,
+		`ALTER TABLE nodes ADD COLUMN approved BOOLEAN NOT NULL DEFAULT TRUE`,
+		`ALTER TABLE nodes ADD COLUMN interactive BOOLEAN NOT NULL DEFAULT FALSE`,
+	}},
 }
 
 // sqliteChangeTriggers are migration 7's triggers for SQLite, which has

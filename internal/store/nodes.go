@@ -46,6 +46,13 @@ type Node struct {
 	// traffic as the gateway last reported it.
 	Via              int64
 	RxBytes, TxBytes int64
+	// Approved is false for a node that joined interactively in approval
+	// mode until an admin approves it (registrations.go); such a node is
+	// in no map.
+	Approved bool
+	// Interactive: the node joined (or last re-logged in) by a person
+	// signing in, not with an auth key.
+	Interactive bool
 }
 
 // RegisterOptions carry the optional parts of a registration.
@@ -54,7 +61,7 @@ type RegisterOptions struct {
 	Expiry    time.Time // node key expiry; zero: never
 }
 
-const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key, tags, advertised_routes, approved_routes, wg_via, wg_rx, wg_tx"
+const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key, tags, advertised_routes, approved_routes, wg_via, wg_rx, wg_tx, approved, interactive"
 
 func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	var n Node
@@ -62,7 +69,7 @@ func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	var v4, v6, eps string
 	var created int64
 	var tags, adv, appr, nodeKey, discoKey string
-	if err := sc.Scan(&n.ID, &n.UserID, &akid, &nodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &discoKey, &tags, &adv, &appr, &n.Via, &n.RxBytes, &n.TxBytes); err != nil {
+	if err := sc.Scan(&n.ID, &n.UserID, &akid, &nodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &discoKey, &tags, &adv, &appr, &n.Via, &n.RxBytes, &n.TxBytes, &n.Approved, &n.Interactive); err != nil {
 		return nil, err
 	}
 	// Keys are parsed once, here. A key that does not parse (written by
@@ -150,7 +157,7 @@ func (s *Store) RegisterNode(ctx context.Context, authKey string, key pubkey.Nod
 			return err
 		}
 		n = &Node{UserID: k.UserID, AuthKeyID: k.ID, NodeKey: key, Hostname: hostname, Name: name, IPv4: v4, IPv6: v6,
-			Endpoints: nonNil(o.Endpoints), Expiry: o.Expiry, Ephemeral: k.Ephemeral, Created: now, Tags: k.Tags}
+			Endpoints: nonNil(o.Endpoints), Expiry: o.Expiry, Ephemeral: k.Ephemeral, Created: now, Tags: k.Tags, Approved: true}
 		return tx.QueryRowContext(ctx, s.q(`INSERT INTO nodes (user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6,
 			endpoints, online, expires_at, ephemeral, created_at, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, FALSE, ?, ?, ?, ?) RETURNING id`),
 			n.UserID, n.AuthKeyID, nodeKey, hostname, name, v4.String(), v6.String(), string(eps), tsOf(o.Expiry), n.Ephemeral, now.UnixNano(), joinTags(k.Tags)).Scan(&n.ID)

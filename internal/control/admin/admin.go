@@ -102,6 +102,7 @@ func New(st *store.Store, notify func(), opts ...Option) http.Handler {
 		{"GET /api/v1/nodes/{node}", a.getNode},
 		{"PATCH /api/v1/nodes/{node}", a.renameNode},
 		{"POST /api/v1/nodes/{node}/expire", a.expireNode},
+		{"POST /api/v1/nodes/{node}/approve", a.approveNode},
 		{"PUT /api/v1/nodes/{node}/tags", a.tagNode},
 		{"DELETE /api/v1/nodes/{node}", a.deleteNode},
 
@@ -114,11 +115,12 @@ func New(st *store.Store, notify func(), opts ...Option) http.Handler {
 	routes = append(routes, policyRoutes(a)...)
 	routes = append(routes, routesRoutes(a)...)
 	routes = append(routes, wireGuardRoutes(a)...)
-	routes = append(routes, route{RelayNodesPattern, a.relayNodes})
+	routes = append(routes, route{RelayNodesPattern, a.relayNodes}, route{"GET " + AuditPath, a.listAudit})
 	for _, rt := range routes {
-		h := rt.h
+		h, pattern := rt.h, rt.pattern
 		a.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
 			code, v, err := h(w, r)
+			a.recordChange(r, pattern, code, err) // audit.go
 			if err != nil {
 				a.writeErr(w, r, err)
 				return
@@ -155,7 +157,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusForbidden, errBody{"this is a relay key: it may only list node keys (GET " + RelayNodesPath + ")"})
 		return
 	}
-	a.mux.ServeHTTP(w, r)
+	a.mux.ServeHTTP(w, withActor(r, "apikey:"+k.Prefix))
 }
 
 // scopeAllows reports whether a key of a scope other than admin may make

@@ -59,6 +59,10 @@ type Node struct {
 	Via     int64 `json:"via,omitempty"`
 	RxBytes int64 `json:"rx_bytes,omitempty"`
 	TxBytes int64 `json:"tx_bytes,omitempty"`
+	// Approved is false while a node joined by signing in waits for an
+	// admin (node_approval); Interactive: it joined by signing in.
+	Approved    bool `json:"approved"`
+	Interactive bool `json:"interactive,omitempty"`
 }
 
 // APIKey is an admin API key; Key is set only in the response that created
@@ -123,7 +127,7 @@ func toNode(n *store.Node, user string, now time.Time) Node {
 	out := Node{ID: n.ID, Name: n.Name, User: user, Hostname: n.Hostname, NodeKey: n.NodeKey.Text(), Addresses: []string{},
 		Endpoints: n.Endpoints, Online: n.Online, LastSeen: opt(n.LastSeen), Expiry: opt(n.Expiry),
 		Expired: expired(n.Expiry, now), Ephemeral: n.Ephemeral, Created: n.Created.UTC(), Tags: n.Tags,
-		Via: n.Via, RxBytes: n.RxBytes, TxBytes: n.TxBytes}
+		Via: n.Via, RxBytes: n.RxBytes, TxBytes: n.TxBytes, Approved: n.Approved, Interactive: n.Interactive}
 	if out.Endpoints == nil {
 		out.Endpoints = []string{}
 	}
@@ -432,6 +436,21 @@ func (a *api) expireNode(_ http.ResponseWriter, r *http.Request) (int, any, erro
 	}
 	a.notify()
 	n.Expiry = now
+	return http.StatusOK, a.nodeOut(r.Context(), n), nil
+}
+
+// approveNode lets a node that joined by signing in, in approval mode,
+// into the network.
+func (a *api) approveNode(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	n, err := a.nodeByRef(r.Context(), r.PathValue("node"))
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := a.st.ApproveNode(r.Context(), n.ID); err != nil {
+		return 0, nil, storeErr(err, "node "+strconv.FormatInt(n.ID, 10))
+	}
+	a.notify()
+	n.Approved = true
 	return http.StatusOK, a.nodeOut(r.Context(), n), nil
 }
 

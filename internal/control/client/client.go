@@ -123,6 +123,9 @@ func refusal(err error) bool {
 type RegisterError struct {
 	Code    string // a proto.Code* constant
 	Message string
+	// AuthURL and RegistrationID come with proto.CodeLoginRequired and
+	// proto.CodeApprovalRequired (RegisterInteractive).
+	AuthURL, RegistrationID string
 }
 
 func (e *RegisterError) Error() string { return e.Message }
@@ -142,35 +145,50 @@ func closeOnDone(ctx context.Context, conn *noiseconn.Conn) (stop func() bool) {
 // registered key again returns the existing node. A refusal is a
 // *RegisterError.
 func (c *Client) Register(ctx context.Context, authKey, hostname string, endpoints []netip.AddrPort) (*netmap.Node, error) {
+	return c.register(ctx, &proto.RegisterRequest{AuthKey: authKey, Hostname: hostname, Endpoints: endpoints})
+}
+
+// RegisterInteractive joins this node by a person signing in. With regID
+// "" it starts (forceReauth: even if the node is registered, for a
+// re-login); the answer is then a *RegisterError with Code
+// proto.CodeLoginRequired, the AuthURL to show and the RegistrationID to
+// continue with. Continuing (regID set) waits a while on the server and
+// returns the node once the person signed in, or the same error again
+// (not yet), or proto.CodeApprovalRequired.
+func (c *Client) RegisterInteractive(ctx context.Context, hostname string, endpoints []netip.AddrPort, forceReauth bool, regID string) (*netmap.Node, error) {
+	return c.register(ctx, &proto.RegisterRequest{Interactive: true, ForceReauth: forceReauth, RegistrationID: regID,
+		Hostname: hostname, Endpoints: endpoints})
+}
+
+func (c *Client) register(ctx context.Context, req *proto.RegisterRequest) (*netmap.Node, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}
 	defer conn.Close()
 	defer closeOnDone(ctx, conn)()
-	if err := proto.Write(conn, &proto.Message{RegisterRequest: &proto.RegisterRequest{
-		AuthKey: authKey, Hostname: hostname, Endpoints: endpoints}}); err != nil {
+	if err := proto.Write(conn, &proto.Message{RegisterRequest: req}); err != nil {
 		return nil, fmt.Errorf("register: %w", ctxErr(ctx, err))
 	}
 	m, err := proto.Read(conn, proto.MaxClientMessage)
 	if err != nil {
 		return nil, fmt.Errorf("register: %w", ctxErr(ctx, err))
 	}
-	switch {
+	switch r := m.RegisterResponse; {
 	case m.Error != nil:
 		return nil, &RegisterError{Code: m.Error.Code, Message: m.Error.Message}
-	case m.RegisterResponse == nil:
+	case r == nil:
 		return nil, fmt.Errorf("register: %w: unexpected reply", proto.ErrMalformed)
-	case m.RegisterResponse.Error != "":
-		return nil, &RegisterError{Code: m.RegisterResponse.Code, Message: m.RegisterResponse.Error}
-	case m.RegisterResponse.Node == nil:
+	case r.Error != "":
+		return nil, &RegisterError{Code: r.Code, Message: r.Error, AuthURL: r.AuthURL, RegistrationID: r.RegistrationID}
+	case r.Node == nil:
 		return nil, fmt.Errorf("register: %w: reply without node", proto.ErrMalformed)
 	}
 	if n := m.RegisterResponse.Node; n.Key.PublicKey != c.cfg.NodeKey.PublicKey() {
 		return nil, fmt.Errorf("register: server returned a node with another key")
 	}
 	c.mu.Lock()
-	c.endpoints = slices.Clone(endpoints)
+	c.endpoints = slices.Clone(req.Endpoints)
 	c.mu.Unlock()
 	return m.RegisterResponse.Node, nil
 }

@@ -74,11 +74,22 @@ var (
 	ErrVersion = errors.New("proto: unsupported message version")
 )
 
-// RegisterRequest joins the session's node key with a pre-auth key.
+// RegisterRequest joins the session's node key with a pre-auth key, or,
+// with Interactive (and no AuthKey), by a person signing in: the server
+// answers CodeLoginRequired with a sign-in URL and a registration ID; the
+// node asks again with that RegistrationID (the server holds the answer
+// until the sign-in completes or a while passes) until it gets its node.
 type RegisterRequest struct {
 	AuthKey   string           `json:"authKey"`
 	Hostname  string           `json:"hostname"`
 	Endpoints []netip.AddrPort `json:"endpoints"`
+	// Interactive asks for a sign-in URL instead of using an auth key.
+	Interactive bool `json:"interactive,omitempty"`
+	// ForceReauth asks for a new sign-in even if the key's node is
+	// registered and not expired (a re-login: name and addresses stay).
+	ForceReauth bool `json:"forceReauth,omitempty"`
+	// RegistrationID continues an interactive registration.
+	RegistrationID string `json:"registrationID,omitempty"`
 }
 
 // RegisterResponse answers a RegisterRequest: the node as it appears in
@@ -88,6 +99,11 @@ type RegisterResponse struct {
 	Error string       `json:"error,omitempty"`
 	// Code classifies Error for programs; see the Code* constants.
 	Code string `json:"code,omitempty"`
+	// AuthURL and RegistrationID come with CodeLoginRequired and
+	// CodeApprovalRequired: where the person signs in, and what to ask
+	// again with.
+	AuthURL        string `json:"authURL,omitempty"`
+	RegistrationID string `json:"registrationID,omitempty"`
 }
 
 // Error codes in RegisterResponse.Code and Error.Code.
@@ -101,7 +117,12 @@ const (
 	CodeNodeExpired    = "node_expired"
 	CodeNodeDeleted    = "node_deleted"
 	CodeBadRequest     = "bad_request"
-	CodeInternal       = "internal"
+	// Interactive registration (RegisterRequest.Interactive).
+	CodeLoginRequired       = "login_required"       // sign in at AuthURL, then ask again
+	CodeApprovalRequired    = "approval_required"    // signed in; an admin must approve the node
+	CodeRegistrationExpired = "registration_expired" // start again
+	CodeLoginUnavailable    = "login_unavailable"    // the server has no sign-in: use an auth key
+	CodeInternal            = "internal"
 )
 
 // MapRequest opens the map stream for the session's node.

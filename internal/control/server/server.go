@@ -85,6 +85,9 @@ type Options struct {
 	EndpointInterval time.Duration
 	// Relays are the packet relays offered to every node (in their maps).
 	Relays []netmap.RelayRegion
+	// Interactive enables registration by signing in (interactive.go);
+	// nil: nodes join with auth keys only.
+	Interactive *Interactive
 	// Clock is the server's time for what depends on it: node expiry
 	// (checks and the timer refusing an expiring stream), the poll of the
 	// store, the ephemeral sweep, keepalives, the endpoint interval and
@@ -112,6 +115,7 @@ type Server struct {
 	opts Options
 	log  *slog.Logger // opts.Logger
 	clk  clock.Clock  // opts.Clock, or the real clock
+	regs regWaiters   // nodes waiting for a sign-in (interactive.go)
 	cb   *noiseconn.Server
 
 	kick   chan struct{}
@@ -336,6 +340,9 @@ func (s *Server) register(key pubkey.Node, req *proto.RegisterRequest) *proto.Re
 	if strings.IndexFunc(req.Hostname, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
 		// Admins see host names in their terminals.
 		return &proto.RegisterResponse{Code: proto.CodeBadRequest, Error: fmt.Sprintf("registration refused: hostname %s has control or other non-printable characters", strconv.Quote(req.Hostname))}
+	}
+	if req.Interactive && req.AuthKey == "" {
+		return s.registerInteractive(key, req) // interactive.go
 	}
 	ctx, cancel := storeCtx()
 	defer cancel()

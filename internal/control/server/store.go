@@ -34,6 +34,13 @@ type Store interface {
 	SetDiscoKey(ctx context.Context, id int64, disco pubkey.Disco) error
 	SetAdvertisedRoutes(ctx context.Context, id int64, routes []netip.Prefix) error
 	ReportWireGuard(ctx context.Context, gateway int64, reports []store.WireGuardReport) error
+
+	// Interactive registration (interactive.go).
+	GetNode(ctx context.Context, id int64) (*store.Node, error)
+	CreateRegistration(ctx context.Context, key pubkey.Node, hostname string, ttl time.Duration) (*store.Registration, error)
+	GetRegistration(ctx context.Context, regID string) (*store.Registration, error)
+	CompleteRegistration(ctx context.Context, regID string, userID int64, expiry time.Time, approved bool) (*store.Node, error)
+	RecordAudit(ctx context.Context, e store.AuditEntry) error
 }
 
 var _ Store = (*store.Store)(nil)

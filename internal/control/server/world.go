@@ -21,10 +21,11 @@ func storeCtx() (context.Context, context.CancelFunc) {
 }
 
 // toNetmap converts a stored node; ok is false for a node that cannot be
-// represented (a malformed key), which is left out of every map.
+// represented (a malformed key) or waits for an admin's approval, which is
+// left out of every map.
 func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
 	key := n.NodeKey // zero if the stored key did not parse
-	if key.IsZero() || !dnsname.IsLabel(n.Name) {
+	if key.IsZero() || !dnsname.IsLabel(n.Name) || !n.Approved {
 		return netmap.Node{}, false
 	}
 	var addrs []netip.Prefix
@@ -375,7 +376,7 @@ func (s *Server) fullMapLocked(id uint64, version uint64) (*netmap.NetworkMap, b
 }
 
 // expiredMessage is what an expired node's stream is refused with.
-const expiredMessage = "this node's key has expired; run `warren up --auth-key KEY` to re-authenticate"
+const expiredMessage = "this node's key has expired; run `warren up --force-reauth` to sign in again (or add --auth-key KEY)"
 
 func expired(n *netmap.Node, now time.Time) bool {
 	return !n.Expiry.IsZero() && !n.Expiry.After(now)
