@@ -30,6 +30,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/warrenmesh/warren/internal/clock"
 	"github.com/warrenmesh/warren/internal/control/admin"
 	"github.com/warrenmesh/warren/internal/control/server"
 	"github.com/warrenmesh/warren/internal/store"
@@ -85,6 +86,9 @@ type Options struct {
 	// Logger gets sign-ins (info), refusals (warning) and failures
 	// (error); nil discards.
 	Logger *slog.Logger
+	// Clock is the time sessions and key expiry are judged by; nil is the
+	// real clock.
+	Clock clock.Clock
 }
 
 // Console is the console's HTTP handler; mount it at Prefix.
@@ -96,6 +100,7 @@ type Console struct {
 	mux   *http.ServeMux
 	auth  map[string]Authenticator
 	done  chan struct{}
+	clk   clock.Clock
 }
 
 // New returns the console.
@@ -114,7 +119,7 @@ func New(o Options) (*Console, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Console{o: o, log: log, sess: newSessions(o.IdleTimeout, o.MaxAge, 10000), mux: http.NewServeMux(),
-		auth: map[string]Authenticator{}, done: make(chan struct{})}
+		auth: map[string]Authenticator{}, done: make(chan struct{}), clk: clock.Or(o.Clock)}
 	for _, a := range o.Authenticators {
 		c.auth[a.ID()] = a
 	}
@@ -236,7 +241,7 @@ func cookieToken(r *http.Request) string {
 // it was signed in with is still valid.
 func (c *Console) current(r *http.Request) (string, session, bool) {
 	tok := cookieToken(r)
-	ss, ok := c.sess.get(tok, time.Now())
+	ss, ok := c.sess.get(tok, c.clk.Now())
 	if !ok {
 		return "", session{}, false
 	}
@@ -254,7 +259,7 @@ func (c *Console) keyValid(ctx context.Context, id int64) bool {
 		c.log.Error("console: reading API keys failed", "err", err)
 		return false
 	}
-	now := time.Now()
+	now := c.clk.Now()
 	for _, k := range ks {
 		if k.ID == id {
 			return k.Scope == store.ScopeAdmin && (k.Expiry.IsZero() || now.Before(k.Expiry))

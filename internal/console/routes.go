@@ -137,7 +137,7 @@ func (c *Console) startSession(w http.ResponseWriter, r *http.Request, id Identi
 	if old := cookieToken(r); old != "" {
 		c.sess.delete(old) // never keep a token from before sign-in
 	}
-	tok := c.sess.create(id, time.Now())
+	tok := c.sess.create(id, c.clk.Now())
 	c.setCookie(w, tok, int(c.o.MaxAge/time.Second))
 	c.log.Info("console: signed in", "user", id.User, "method", id.Method, "from", r.RemoteAddr)
 	http.Redirect(w, r, Prefix+"nodes", http.StatusSeeOther)
