@@ -89,6 +89,7 @@ func newEnv(t *testing.T, opts console.Options) *env {
 // its control client until stop.
 type node struct {
 	id     int64
+	c      *client.Client
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -114,12 +115,17 @@ func (e *env) join(hostname string, routes ...string) *node {
 	if err != nil {
 		e.t.Fatalf("register %s: %v", hostname, err)
 	}
-	n := &node{id: int64(self.ID), done: make(chan error, 1)}
-	rctx, rcancel := context.WithCancel(context.Background())
-	n.cancel = rcancel
-	go func() { n.done <- c.Run(rctx, func(*netmap.NetworkMap) {}) }()
+	n := &node{id: int64(self.ID), c: c}
+	n.start()
 	e.t.Cleanup(n.stop)
 	return n
+}
+
+// start runs the node's map stream (it goes online).
+func (n *node) start() {
+	rctx, rcancel := context.WithCancel(context.Background())
+	n.cancel, n.done = rcancel, make(chan error, 1)
+	go func() { n.done <- n.c.Run(rctx, func(*netmap.NetworkMap) {}) }()
 }
 
 func (n *node) stop() {
