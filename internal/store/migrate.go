@@ -139,6 +139,16 @@ var migrations = []migration{
 		`CREATE TRIGGER dns_routes_log AFTER INSERT OR UPDATE OR DELETE ON dns_routes FOR EACH ROW EXECUTE FUNCTION warren_log_change('dns', '')`,
 		`CREATE TRIGGER policies_log AFTER INSERT OR UPDATE OR DELETE ON policies FOR EACH ROW EXECUTE FUNCTION warren_log_change('policy', '')`,
 	}},
+	{version: 11, stmts: []string{
+		// What a node reports about itself (hostinfo.go): its OS and
+		// Warren version, shown to admins, in a table of its own so that
+		// a report is no change of the network maps (no trigger).
+		`CREATE TABLE node_hostinfo (
+			node_id BIGINT PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+			os TEXT NOT NULL,
+			version TEXT NOT NULL,
+			updated_at BIGINT NOT NULL)`,
+	}},
 }
 
 // sqliteChangeTriggers are migration 7's triggers for SQLite, which has
