@@ -179,8 +179,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.shot("signin")
 	b.do("type the key", chromedp.SendKeys(chromedp.CSS("#key"), e.apiKey))
 	b.click("#signin-apikey", "#nodes")
-	if got := b.text(`tr[data-node="` + itoa(laptop.id) + `"] .online`); got != "online" {
+	row := `tr[data-node="` + itoa(laptop.id) + `"] `
+	if got := b.text(row + `.online`); got != "online" {
 		t.Fatalf("laptop shown %q", got)
+	}
+	if os, v := b.text(row+".os"), b.text(row+".version"); os != "linux" || v != "1.2.3-test" {
+		t.Fatalf("laptop's OS %q, version %q", os, v)
 	}
 	b.shot("nodes")
 

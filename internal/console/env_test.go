@@ -105,7 +105,7 @@ func (e *env) join(hostname string, routes ...string) *node {
 		rs = append(rs, netip.MustParsePrefix(r))
 	}
 	c, err := client.New(client.Config{ServerURL: e.hs.URL, ServerKey: pubkey.Server{PublicKey: e.key.PublicKey()}, NodeKey: k,
-		Routes: rs, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+		Routes: rs, OS: "linux", Version: "1.2.3-test", MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	if err != nil {
 		e.t.Fatal(err)
 	}

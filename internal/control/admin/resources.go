@@ -54,6 +54,10 @@ type Node struct {
 	Ephemeral bool       `json:"ephemeral"`
 	Created   time.Time  `json:"created"`
 	Tags      []string   `json:"tags,omitempty"` // a tagged node is owned by its tags
+	// OS and Version are what the node last reported about itself
+	// (empty: nothing yet).
+	OS      string `json:"os,omitempty"`
+	Version string `json:"version,omitempty"`
 }
 
 // APIKey is an admin API key; Key is set only in the response that created
@@ -360,7 +364,18 @@ func (a *api) nodeOut(ctx context.Context, n *store.Node) Node {
 	if u, err := a.st.GetUser(ctx, n.UserID); err == nil {
 		name = u.Name
 	}
-	return toNode(n, name, time.Now())
+	out := toNode(n, name, time.Now())
+	if hi, err := a.st.ListHostinfo(ctx); err == nil {
+		withHostinfo(&out, hi)
+	}
+	return out
+}
+
+// withHostinfo adds what the node reported about itself.
+func withHostinfo(n *Node, hi map[int64]store.Hostinfo) {
+	if h, ok := hi[n.ID]; ok {
+		n.OS, n.Version = h.OS, h.Version
+	}
 }
 
 func (a *api) listNodes(_ http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -376,10 +391,15 @@ func (a *api) listNodes(_ http.ResponseWriter, r *http.Request) (int, any, error
 	if err != nil {
 		return 0, nil, err
 	}
+	hi, err := a.st.ListHostinfo(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
 	now := time.Now()
 	out := make([]Node, 0, len(ns))
 	for _, n := range ns {
 		out = append(out, toNode(n, names[n.UserID], now))
+		withHostinfo(&out[len(out)-1], hi)
 	}
 	return http.StatusOK, out, nil
 }
