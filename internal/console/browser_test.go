@@ -222,6 +222,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if s := b.text(`tr[data-route="10.1.0.0/24"]`); !strings.Contains(s, "approved") || strings.Contains(s, "awaiting") {
 		t.Fatalf("route row after approval: %q", s)
 	}
+	b.eval(`document.getElementById("routes").scrollIntoView(); "ok"`)
 	b.shot("node-approved")
 
 	// Create an auth key: shown once, and a node joins with it.
