@@ -45,18 +45,21 @@ var templateFS embed.FS
 //go:embed static
 var staticFS embed.FS
 
-// Authenticator is a sign-in method besides an admin API key (OIDC). The
-// console shows a button labelled Label on its sign-in page; the button
-// leads to GET /admin/auth/{ID}/start, which calls Begin (it redirects the
-// browser to the identity provider). The provider sends the browser back
-// to GET /admin/auth/{ID}/callback, which calls Finish: it checks the
-// answer (state, code, PKCE, the allowed users) and says who signed in.
-// Only an identity with Admin set gets a session.
+// Authenticator is a sign-in method besides an admin API key, with a
+// browser session of its own on the server (OIDC: package oidcauth's
+// session cookie). The sign-in page shows a button labelled Label leading
+// to SignInURL(next), where the method signs the person in and sends the
+// browser back to next. On a GET of a console page without a console
+// session, the console asks Authenticate who the request's session is;
+// an admin gets a console session (its own token and CSRF token), which
+// ends when Authenticate stops vouching for the same user. Signing out of
+// the console also calls SignOut.
 type Authenticator interface {
-	ID() string
+	ID() string // names the method in logs and sessions, e.g. "oidc"
 	Label() string
-	Begin(w http.ResponseWriter, r *http.Request)
-	Finish(w http.ResponseWriter, r *http.Request) (Identity, error)
+	SignInURL(next string) string
+	Authenticate(r *http.Request) (user string, admin bool, ok bool)
+	SignOut(w http.ResponseWriter, r *http.Request)
 }
 
 // World is what the live nodes page watches: the control server's world
@@ -98,7 +101,7 @@ type Console struct {
 	sess  *sessions
 	pages map[string]*template.Template
 	mux   *http.ServeMux
-	auth  map[string]Authenticator
+	auth  map[string]Authenticator // by ID
 	done  chan struct{}
 	clk   clock.Clock
 }
@@ -237,8 +240,9 @@ func cookieToken(r *http.Request) string {
 	return ck.Value
 }
 
-// current returns the request's live session, checking that the API key
-// it was signed in with is still valid.
+// current returns the request's live session, checking that what it was
+// signed in with still vouches for it: the API key is still valid, or the
+// Authenticator still names the same admin.
 func (c *Console) current(r *http.Request) (string, session, bool) {
 	tok := cookieToken(r)
 	ss, ok := c.sess.get(tok, c.clk.Now())
@@ -249,7 +253,33 @@ func (c *Console) current(r *http.Request) (string, session, bool) {
 		c.sess.endKey(ss.id.APIKeyID)
 		return "", session{}, false
 	}
+	if a, ok := c.auth[ss.id.Method]; ok {
+		if user, admin, ok := a.Authenticate(r); !ok || !admin || user != ss.id.User {
+			c.sess.delete(tok)
+			return "", session{}, false
+		}
+	}
 	return tok, ss, true
+}
+
+// adopt gives a GET request without a console session one, if an
+// Authenticator vouches for an admin; a person it vouches for who is not
+// an admin gets the reason. ok is true when a session was started (the
+// browser is sent to the same page again, with its cookie).
+func (c *Console) adopt(w http.ResponseWriter, r *http.Request) (refusal string, ok bool) {
+	for _, a := range c.o.Authenticators {
+		user, admin, signedIn := a.Authenticate(r)
+		if !signedIn {
+			continue
+		}
+		if !admin {
+			c.log.Warn("console: sign-in refused: not an admin", "method", a.ID(), "user", user, "from", r.RemoteAddr)
+			return user + " is signed in but is not an administrator of this network", false
+		}
+		c.startSession(w, r, Identity{User: user, Admin: true, Method: a.ID()}, r.URL.Path)
+		return "", true
+	}
+	return "", false
 }
 
 // keyValid reports whether admin API key id still exists, unexpired.

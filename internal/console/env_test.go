@@ -35,6 +35,7 @@ type env struct {
 	srv     *server.Server
 	con     *console.Console
 	hs      *httptest.Server
+	mux     *http.ServeMux
 	apiKey  string // an admin API key
 	user    *store.User
 	authKey string
@@ -82,7 +83,7 @@ func newEnv(t *testing.T, opts console.Options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, st: st, key: key, srv: srv, con: con, hs: hs, apiKey: apiKey, user: u, authKey: ak}
+	return &env{t: t, st: st, key: key, srv: srv, con: con, hs: hs, mux: mux, apiKey: apiKey, user: u, authKey: ak}
 }
 
 // node is a node joined through the control protocol and kept online by

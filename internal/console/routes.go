@@ -19,8 +19,6 @@ func (c *Console) routes() {
 	c.mux.Handle("GET "+Prefix+"static/", http.StripPrefix(Prefix+"static/", http.FileServerFS(static)))
 	c.mux.HandleFunc("GET "+Prefix+"signin", c.signInPage)
 	c.mux.HandleFunc("POST "+Prefix+"signin", c.signIn)
-	c.mux.HandleFunc("GET "+Prefix+"auth/{id}/start", c.authStart)
-	c.mux.HandleFunc("GET "+Prefix+"auth/{id}/callback", c.authCallback)
 	c.mux.HandleFunc("GET "+Prefix+"{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, Prefix+"nodes", http.StatusSeeOther)
 	})
@@ -69,7 +67,9 @@ func (c *Console) signedIn(h handler) http.HandlerFunc {
 		tok, ss, ok := c.current(r)
 		if !ok {
 			if r.Method == http.MethodGet && !strings.HasSuffix(r.URL.Path, "/events") {
-				http.Redirect(w, r, Prefix+"signin", http.StatusSeeOther)
+				if _, started := c.adopt(w, r); !started {
+					http.Redirect(w, r, Prefix+"signin", http.StatusSeeOther)
+				}
 				return
 			}
 			http.Error(w, "not signed in (or the session ended)", http.StatusUnauthorized)
@@ -95,20 +95,28 @@ type signInData struct {
 	Methods []methodLink
 }
 
-type methodLink struct{ ID, Label string }
+type methodLink struct{ URL, Label string }
 
 func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
 	if _, _, ok := c.current(r); ok {
 		http.Redirect(w, r, Prefix+"nodes", http.StatusSeeOther)
 		return
 	}
-	c.renderSignIn(w, http.StatusOK, "")
+	refusal, started := c.adopt(w, r)
+	if started {
+		return
+	}
+	code := http.StatusOK
+	if refusal != "" {
+		code = http.StatusForbidden
+	}
+	c.renderSignIn(w, code, refusal)
 }
 
 func (c *Console) renderSignIn(w http.ResponseWriter, code int, msg string) {
 	d := signInData{}
 	for _, a := range c.o.Authenticators {
-		d.Methods = append(d.Methods, methodLink{a.ID(), a.Label()})
+		d.Methods = append(d.Methods, methodLink{a.SignInURL(Prefix + "nodes"), a.Label()})
 	}
 	c.render(w, code, "signin", &page{Title: "Sign in", Error: msg, Data: d})
 }
@@ -130,53 +138,31 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		c.renderSignIn(w, http.StatusUnauthorized, "invalid or expired admin API key")
 		return
 	}
-	c.startSession(w, r, Identity{User: "API key " + k.Prefix, Admin: true, Method: "apikey", APIKeyID: k.ID})
+	c.startSession(w, r, Identity{User: "API key " + k.Prefix, Admin: true, Method: "apikey", APIKeyID: k.ID}, Prefix+"nodes")
 }
 
-func (c *Console) startSession(w http.ResponseWriter, r *http.Request, id Identity) {
+// startSession starts a console session for id and sends the browser to
+// next (a console path).
+func (c *Console) startSession(w http.ResponseWriter, r *http.Request, id Identity, next string) {
 	if old := cookieToken(r); old != "" {
 		c.sess.delete(old) // never keep a token from before sign-in
 	}
 	tok := c.sess.create(id, c.clk.Now())
 	c.setCookie(w, tok, int(c.o.MaxAge/time.Second))
 	c.log.Info("console: signed in", "user", id.User, "method", id.Method, "from", r.RemoteAddr)
-	http.Redirect(w, r, Prefix+"nodes", http.StatusSeeOther)
+	if next == Prefix+"signin" || !strings.HasPrefix(next, Prefix) {
+		next = Prefix + "nodes"
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 func (c *Console) signOut(w http.ResponseWriter, r *http.Request, tok string, ss *session) {
 	c.sess.delete(tok)
 	c.setCookie(w, "", -1)
+	if a, ok := c.auth[ss.id.Method]; ok {
+		a.SignOut(w, r)
+	}
 	http.Redirect(w, r, Prefix+"signin", http.StatusSeeOther)
-}
-
-func (c *Console) authStart(w http.ResponseWriter, r *http.Request) {
-	a, ok := c.auth[r.PathValue("id")]
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	a.Begin(w, r)
-}
-
-func (c *Console) authCallback(w http.ResponseWriter, r *http.Request) {
-	a, ok := c.auth[r.PathValue("id")]
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	id, err := a.Finish(w, r)
-	if err != nil {
-		c.log.Warn("console: sign-in refused", "method", a.ID(), "from", r.RemoteAddr, "err", err)
-		c.renderSignIn(w, http.StatusForbidden, "sign-in refused: "+err.Error())
-		return
-	}
-	if !id.Admin {
-		c.log.Warn("console: sign-in refused: not an admin", "method", a.ID(), "user", id.User, "from", r.RemoteAddr)
-		c.renderSignIn(w, http.StatusForbidden, id.User+" is not an administrator of this network")
-		return
-	}
-	id.Method, id.APIKeyID = a.ID(), 0
-	c.startSession(w, r, id)
 }
 
 // after ends an action: back to where the admin was (a console path
