@@ -135,3 +135,19 @@ func TestSessionEnds(t *testing.T) {
 }
 
 func itoa(i int64) string { return strconv.FormatInt(i, 10) }
+
+// Each action reaches the admin API with who made it (for its audit log).
+func TestActionsNameTheActor(t *testing.T) {
+	e := newEnv(t, console.Options{})
+	b := e.browser()
+	b.signIn(e.apiKey)
+	ks, err := e.st.ListAPIKeys(context.Background())
+	if err != nil || len(ks) != 1 {
+		t.Fatal(ks, err)
+	}
+	b.do("POST", "/admin/users", url.Values{"csrf": {b.csrf("/admin/users")}, "name": {"carol"}}, b.sameOrigin())
+	want := "POST /api/v1/users apikey:wapi_" + ks[0].Prefix
+	if got := e.calls.seen(); len(got) != 1 || got[0] != want {
+		t.Fatalf("calls %q, want %q", got, want)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,7 +37,8 @@ type env struct {
 	con     *console.Console
 	hs      *httptest.Server
 	mux     *http.ServeMux
-	apiKey  string // an admin API key
+	calls   *recordingCaller // the console's calls of the admin API
+	apiKey  string           // an admin API key
 	user    *store.User
 	authKey string
 }
@@ -57,7 +59,8 @@ func newEnv(t *testing.T, opts console.Options) *env {
 	srv := server.New(st, key, server.Options{Logger: logger})
 	t.Cleanup(func() { srv.Close() })
 	api := admin.New(st, srv.Notify, admin.WithLogger(logger))
-	opts.Store, opts.API, opts.World, opts.Logger = st, api, srv, logger
+	calls := &recordingCaller{Caller: api}
+	opts.Store, opts.API, opts.World, opts.Logger = st, calls, srv, logger
 	con, err := console.New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +86,7 @@ func newEnv(t *testing.T, opts console.Options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, st: st, key: key, srv: srv, con: con, hs: hs, mux: mux, apiKey: apiKey, user: u, authKey: ak}
+	return &env{t: t, st: st, key: key, srv: srv, con: con, hs: hs, mux: mux, calls: calls, apiKey: apiKey, user: u, authKey: ak}
 }
 
 // node is a node joined through the control protocol and kept online by
@@ -211,4 +214,27 @@ func (b *browser) csrf(path string) string {
 		b.t.Fatalf("no CSRF token on %s:\n%s", path, body)
 	}
 	return m[1]
+}
+
+// recordingCaller is the admin API, remembering who each state-changing
+// call was made for.
+type recordingCaller struct {
+	admin.Caller
+	mu     sync.Mutex
+	actors []string // "METHOD PATH ACTOR"
+}
+
+func (c *recordingCaller) Call(ctx context.Context, method, path string, body any) (int, []byte) {
+	if method != http.MethodGet {
+		c.mu.Lock()
+		c.actors = append(c.actors, method+" "+path+" "+admin.ActorFrom(ctx))
+		c.mu.Unlock()
+	}
+	return c.Caller.Call(ctx, method, path, body)
+}
+
+func (c *recordingCaller) seen() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.actors...)
 }

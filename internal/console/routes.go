@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/warrenmesh/warren/internal/control/admin"
 	"github.com/warrenmesh/warren/internal/store"
 )
 
@@ -75,6 +76,8 @@ func (c *Console) signedIn(h handler) http.HandlerFunc {
 			http.Error(w, "not signed in (or the session ended)", http.StatusUnauthorized)
 			return
 		}
+		// The admin API's audit log names the person and their address.
+		r = r.WithContext(admin.WithActor(r.Context(), ss.id.actor(), r.RemoteAddr))
 		h(w, r, tok, &ss)
 	}
 }
@@ -138,7 +141,7 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		c.renderSignIn(w, http.StatusUnauthorized, "invalid or expired admin API key")
 		return
 	}
-	c.startSession(w, r, Identity{User: "API key " + k.Prefix, Admin: true, Method: "apikey", APIKeyID: k.ID}, Prefix+"nodes")
+	c.startSession(w, r, Identity{User: "API key " + k.Prefix, Admin: true, Method: "apikey", APIKeyID: k.ID, keyPrefix: k.Prefix}, Prefix+"nodes")
 }
 
 // startSession starts a console session for id and sends the browser to

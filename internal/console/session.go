@@ -23,6 +23,16 @@ type Identity struct {
 	// APIKeyID is the admin API key signed in with (0 for other methods):
 	// the session ends when that key is deleted or expires.
 	APIKeyID int64
+	// keyPrefix is that key's prefix (for the audit log).
+	keyPrefix string
+}
+
+// actor names the person in the audit log, as the admin API does.
+func (id Identity) actor() string {
+	if id.APIKeyID != 0 {
+		return "apikey:wapi_" + id.keyPrefix
+	}
+	return "user:" + id.User
 }
 
 // session is one signed-in browser. Only the hash of its cookie's token

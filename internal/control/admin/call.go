@@ -42,9 +42,29 @@ func (a *api) Call(ctx context.Context, method, path string, body any) (int, []b
 		return http.StatusBadRequest, errJSON(err.Error())
 	}
 	r.RemoteAddr = "in-process"
+	if a, ok := ctx.Value(actorCtxKey{}).(actorInfo); ok && a.source != "" {
+		r.RemoteAddr = a.source
+	}
 	w := &recorder{h: http.Header{}, code: http.StatusOK}
 	a.mux.ServeHTTP(w, r)
 	return w.code, w.buf.Bytes()
+}
+
+type actorCtxKey struct{}
+
+type actorInfo struct{ actor, source string }
+
+// WithActor tells in-process calls made with ctx who is acting (for the
+// audit log: "apikey:wapi_PREFIX", "user:NAME") and from where (the
+// browser's address); Call gives the request that source address.
+func WithActor(ctx context.Context, actor, source string) context.Context {
+	return context.WithValue(ctx, actorCtxKey{}, actorInfo{actor, source})
+}
+
+// ActorFrom returns the actor WithActor put in ctx ("" if none).
+func ActorFrom(ctx context.Context) string {
+	a, _ := ctx.Value(actorCtxKey{}).(actorInfo)
+	return a.actor
 }
 
 func errJSON(msg string) []byte {

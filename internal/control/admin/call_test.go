@@ -44,7 +44,11 @@ func TestCallInProcess(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("policy: %d %s", code, body)
 	}
-	code, body = h.Call(ctx, http.MethodGet, "/api/v1/users?user=carol", nil)
+	actx := admin.WithActor(ctx, "user:ada", "192.0.2.7:5555")
+	if admin.ActorFrom(actx) != "user:ada" || admin.ActorFrom(ctx) != "" {
+		t.Fatal("ActorFrom")
+	}
+	code, body = h.Call(actx, http.MethodGet, "/api/v1/users?user=carol", nil)
 	if code != http.StatusOK || !strings.Contains(string(body), "carol") {
 		t.Fatalf("list: %d %s", code, body)
 	}
