@@ -104,6 +104,7 @@ type Console struct {
 	auth  map[string]Authenticator // by ID
 	done  chan struct{}
 	clk   clock.Clock
+	audit bool // the admin API has an audit log (GET /api/v1/audit): the audit page is served
 }
 
 // New returns the console.
@@ -130,6 +131,8 @@ func New(o Options) (*Console, error) {
 	if c.pages, err = parsePages(); err != nil {
 		return nil, err
 	}
+	code, _ := o.API.Call(context.Background(), http.MethodGet, auditPath+"?limit=1", nil)
+	c.audit = code == http.StatusOK
 	c.routes()
 	return c, nil
 }
@@ -307,6 +310,7 @@ type page struct {
 	Flash string
 	Error string
 	Live  bool // the nodes page: console.js opens the event stream
+	Audit bool // the audit page is served (nav link)
 	Data  any
 }
 

@@ -32,6 +32,9 @@ func (c *Console) routes() {
 		"dns":        c.dnsPage,
 		"policy":     c.policyPage,
 	}
+	if c.audit {
+		gets["audit"] = c.auditPage
+	}
 	for p, h := range gets {
 		c.mux.HandleFunc("GET "+Prefix+p, c.signedIn(h))
 	}
@@ -183,7 +186,7 @@ func (c *Console) after(w http.ResponseWriter, r *http.Request, tok, back, msg s
 
 // newPage is a page for a signed-in admin, taking the one-time message.
 func (c *Console) newPage(tok string, ss *session, title, nav string) *page {
-	p := &page{Title: title, Nav: nav, Who: ss.id.User, CSRF: ss.csrf}
+	p := &page{Title: title, Nav: nav, Who: ss.id.User, CSRF: ss.csrf, Audit: c.audit}
 	if f := c.sess.takeFlash(tok); strings.HasPrefix(f, "Error: ") {
 		p.Error = strings.TrimPrefix(f, "Error: ")
 	} else {
