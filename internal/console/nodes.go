@@ -165,6 +165,9 @@ type liveNode struct {
 	LastSeen string `json:"last_seen"`
 }
 
+// eventPace is the least time between two events of a live stream.
+const eventPace = 200 * time.Millisecond
+
 // events streams the nodes' presence as server-sent events: one event
 // at once and one each time the control server's world changes, read from
 // the world (no store query). The stream ends with the session.
@@ -201,9 +204,19 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request, tok string, ss 
 		if !send([]byte("event: nodes\ndata: " + string(b) + "\n\n")) {
 			return
 		}
+		// At most one event per eventPace: a burst of changes (every
+		// node reconnecting) goes out as one event with the latest state.
+		pace := time.NewTimer(eventPace)
 		for waiting := true; waiting; {
 			select {
 			case <-ch:
+				select {
+				case <-pace.C:
+				case <-c.done:
+					return
+				case <-r.Context().Done():
+					return
+				}
 				waiting = false
 			case <-beat.C:
 				if !send([]byte(": keepalive\n\n")) {
