@@ -151,3 +151,33 @@ func TestActionsNameTheActor(t *testing.T) {
 		t.Fatalf("calls %q, want %q", got, want)
 	}
 }
+
+// The policy editor without a browser: a refused policy comes back with
+// the text kept, the problem at its line and column, the line marked and
+// the cursor's place for the script; nothing is stored. A check of a good
+// policy stores nothing either; a save does.
+func TestPolicyEditor(t *testing.T) {
+	e := newEnv(t, console.Options{})
+	b := e.browser()
+	b.signIn(e.apiKey)
+	tok := b.csrf("/admin/policy")
+	bad := "{\n  // comment\n  \"acls\": [\n    {\"action\": \"accept\", \"src\": [\"group:nobody\"], \"dst\": [\"*:*\"]},\n  ],\n}\n"
+	resp, body := b.do("POST", "/admin/policy", url.Values{"csrf": {tok}, "op": {"save"}, "policy": {strings.ReplaceAll(bad, "\n", "\r\n")}}, b.sameOrigin())
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body, "<b>line 4, column") ||
+		!strings.Contains(body, `class="mark" data-line="4"`) || !strings.Contains(body, `data-line="4" data-column=`) ||
+		!strings.Contains(body, "group:nobody") || !strings.Contains(body, "  // comment") {
+		t.Fatalf("refused policy: %d\n%s", resp.StatusCode, body)
+	}
+	good := "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}], \"tests\": [{\"src\": \"alice@\", \"accept\": [\"10.0.0.1:22\"]}]}"
+	resp, body = b.do("POST", "/admin/policy", url.Values{"csrf": {tok}, "op": {"check"}, "policy": {good}}, b.sameOrigin())
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "its 1 tests pass (not saved yet)") {
+		t.Fatalf("check: %d\n%s", resp.StatusCode, body)
+	}
+	if p, err := e.st.Policy(context.Background()); err != nil || p.ID != 0 {
+		t.Fatalf("stored after a refusal and a check: %+v %v", p, err)
+	}
+	resp, _ = b.do("POST", "/admin/policy", url.Values{"csrf": {tok}, "op": {"save"}, "policy": {good}}, b.sameOrigin())
+	if p, err := e.st.Policy(context.Background()); resp.StatusCode != http.StatusSeeOther || err != nil || p.Text != good {
+		t.Fatalf("save: %d %+v %v", resp.StatusCode, p, err)
+	}
+}
