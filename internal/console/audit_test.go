@@ -21,6 +21,9 @@ func TestAuditPage(t *testing.T) {
 	b.do("POST", "/admin/users", url.Values{"csrf": {b.csrf("/admin/users")}, "name": {"carol"}}, b.sameOrigin())
 	code, _ := e.calls.Call(context.Background(), http.MethodGet, "/api/v1/audit?limit=1", nil)
 	_, nav := b.do("GET", "/admin/users", nil, nil)
+	if !strings.Contains(nav, `href="/admin/policy"`) {
+		t.Fatalf("not signed in:\n%s", nav)
+	}
 	resp, body := b.do("GET", "/admin/audit?since=1h", nil, nil)
 	if code != http.StatusOK {
 		t.Logf("the admin API has no audit log (%d): checking the page is left out", code)

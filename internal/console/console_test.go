@@ -36,9 +36,9 @@ func TestSignInWithAPIKey(t *testing.T) {
 			cs[0].Path != "/admin/" || strings.Contains(cs[0].Value, e.apiKey) || len(cs[0].Value) < 40 {
 			t.Fatalf("cookie: %+v", cs)
 		}
-		b.c.Jar.SetCookies(&url.URL{Scheme: "http", Host: strings.TrimPrefix(e.hs.URL, "http://"), Path: "/admin/"}, cs) // a Secure cookie over http: set it by hand
-		resp, body := b.do("GET", "/admin/nodes", nil, nil)
-		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "API key ") {
+		// A jar keeps a Secure cookie from plain http: send it by hand.
+		resp, body := b.do("GET", "/admin/nodes", nil, map[string]string{"Cookie": cs[0].Name + "=" + cs[0].Value})
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "<span>API key ") || !strings.Contains(body, "Sign out") {
 			t.Fatalf("nodes page: %d\n%s", resp.StatusCode, body)
 		}
 	}
