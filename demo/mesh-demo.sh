@@ -117,6 +117,13 @@ at "wmesh-charlie-$id" iperf3 -s -1 -D --logfile "$tmp/iperf-server.log"
 sleep 0.5
 at "wmesh-bravo-$id" iperf3 -c "$CIP" -t 3 -f g | grep -E 'sender|receiver'
 
+step "The web console at $URL/admin/ (sign in with the admin API key): its nodes page, fetched with curl"
+jar=$tmp/console.cookies
+at "$S" curl -sf -c "$jar" -b "$jar" -o /dev/null -H "Origin: $URL" --data-urlencode "key=$API" "$URL/admin/signin"
+at "$S" curl -sf -b "$jar" "$URL/admin/nodes" |
+  grep -oE 'nodes/[0-9]+">[a-z]+<|class="online (yes|no)">[a-z]+|class="(os|version)">[^<]*' | sed -E 's/<$//; s/.*>//' | paste - - - - | column -t
+echo "(in a browser: $URL/admin/ — docs/CONSOLE.md)"
+
 step "warren status on bravo after the transfer"
 wn bravo status
 

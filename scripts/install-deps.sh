@@ -27,6 +27,9 @@ have useradd || need+=(passwd)
 # The bash completion test (internal/cli) completes through bash-completion's
 # helpers, as an interactive shell does.
 [[ -r /usr/share/bash-completion/bash_completion ]] || need+=(bash-completion)
+# The web console's browser test (internal/console): headless Chromium,
+# driven over the DevTools protocol (chromedp, a test-only dependency).
+have chromium || need+=(chromium)
 if [[ "${WARREN_WITH_POSTGRES:-}" == 1 || "${1:-}" == --with-postgres ]]; then
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 fi

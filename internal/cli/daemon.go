@@ -130,6 +130,7 @@ func runDaemon(cfg daemon.Config, port uint, lo logOptions, stderr io.Writer) in
 		return 2
 	}
 	cfg.Logger = logger
+	cfg.Version = currentVersion().Version
 	d, err := daemon.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "warren daemon: %v\n", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/warrenmesh/warren/internal/config"
+	"github.com/warrenmesh/warren/internal/console"
 	"github.com/warrenmesh/warren/internal/control/admin"
 	"github.com/warrenmesh/warren/internal/control/server"
 	"github.com/warrenmesh/warren/internal/metrics"
@@ -289,10 +290,23 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		Interactive: interactiveOptions(cfg)}) // server_oidc.go
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
-	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain()), admin.WithLogger(logger)))
-	if _, err := oidcAuth(ctx, mux, cfg, st, logger, srv.CompleteRegistration); err != nil { // server_oidc.go
+	api := admin.New(st, srv.Notify, admin.WithDomain(srv.Domain()), admin.WithLogger(logger))
+	mux.Handle(admin.Prefix, api)
+	oauth, err := oidcAuth(ctx, mux, cfg, st, logger, srv.CompleteRegistration) // server_oidc.go
+	if err != nil {
 		return fail("%v", err)
 	}
+	copts := console.Options{Store: st, API: api, World: srv, Logger: logger,
+		Secure: certs != nil || strings.HasPrefix(publicURL, "https://")}
+	if oauth != nil {
+		copts.Authenticators = []console.Authenticator{oidcConsole{oauth}} // console_oidc.go
+	}
+	con, err := console.New(copts)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer con.Close()
+	mux.Handle(console.Prefix, con)
 	mountHealth(mux, func(ctx context.Context) error { return storeReady(ctx, st) }, logger) // health.go
 	hosts := listenerHosts(listen, publicURL, config.Get(cfg, config.ServerAllowedHosts))
 	if certs != nil {
@@ -307,6 +321,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	hs := &http.Server{Handler: mux, ErrorLog: httpErrorLog(logger)}
+	hs.RegisterOnShutdown(con.Close) // the console's live streams never go idle
 	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fail("%v", err)

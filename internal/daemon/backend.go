@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -345,7 +346,8 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 		DiscoKey: d.eng.DiscoPublic(),
 		MapPath:  d.mapPath(), Logger: d.log,
 		Control: d.router.SocketControl, Routes: d.advertisedLocked(),
-		MinBackoff: d.backoff / 10, MaxBackoff: d.backoff, Clock: d.clk})
+		MinBackoff: d.backoff / 10, MaxBackoff: d.backoff, Clock: d.clk,
+		OS: runtime.GOOS, Version: d.cfg.Version})
 }
 
 // rotateKey moves the node to a fresh key (warren up --force-reauth): the

@@ -39,6 +39,9 @@ import (
 
 // Config configures a Daemon.
 type Config struct {
+	// Version is Warren's version, reported to the server (with the OS)
+	// for admins to see.
+	Version     string
 	StateDir    string // default /var/lib/warren
 	Socket      string // default localapi.DefaultSocket
 	SocketGroup string // group allowed to use the socket besides root

@@ -197,6 +197,16 @@ var migrations = []migration{
 		`ALTER TABLE nodes ADD COLUMN approved BOOLEAN NOT NULL DEFAULT TRUE`,
 		`ALTER TABLE nodes ADD COLUMN interactive BOOLEAN NOT NULL DEFAULT FALSE`,
 	}},
+	{version: 11, stmts: []string{
+		// What a node reports about itself (hostinfo.go): its OS and
+		// Warren version, shown to admins, in a table of its own so that
+		// a report is no change of the network maps (no trigger).
+		`CREATE TABLE node_hostinfo (
+			node_id BIGINT PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+			os TEXT NOT NULL,
+			version TEXT NOT NULL,
+			updated_at BIGINT NOT NULL)`,
+	}},
 }
 
 // sqliteChangeTriggers are migration 7's triggers for SQLite, which has

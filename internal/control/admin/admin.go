@@ -75,10 +75,17 @@ type route struct {
 	h       func(w http.ResponseWriter, r *http.Request) (int, any, error)
 }
 
+// Handler is the admin API: an http.Handler for requests carrying an API
+// key, and a Caller for the server's own front ends.
+type Handler interface {
+	http.Handler
+	Caller
+}
+
 // New returns the admin API handler over st. It serves paths under Prefix
 // (mount it there unchanged). notify, if not nil, is called after every
 // mutation that affects users or nodes.
-func New(st *store.Store, notify func(), opts ...Option) http.Handler {
+func New(st *store.Store, notify func(), opts ...Option) Handler {
 	if notify == nil {
 		notify = func() {}
 	}

@@ -37,8 +37,10 @@ func withActor(r *http.Request, actor string) *http.Request {
 }
 
 func actorOf(r *http.Request) string {
-	a, _ := r.Context().Value(actorKey{}).(string)
-	return a
+	if a, _ := r.Context().Value(actorKey{}).(string); a != "" {
+		return a
+	}
+	return ActorFrom(r.Context()) // the web console's caller (WithActor)
 }
 
 // recordChange audits one request that may change something (every method

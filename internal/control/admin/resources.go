@@ -63,6 +63,10 @@ type Node struct {
 	// admin (node_approval); Interactive: it joined by signing in.
 	Approved    bool `json:"approved"`
 	Interactive bool `json:"interactive,omitempty"`
+	// OS and Version are what the node last reported about itself
+	// (empty: nothing yet).
+	OS      string `json:"os,omitempty"`
+	Version string `json:"version,omitempty"`
 }
 
 // APIKey is an admin API key; Key is set only in the response that created
@@ -370,7 +374,18 @@ func (a *api) nodeOut(ctx context.Context, n *store.Node) Node {
 	if u, err := a.st.GetUser(ctx, n.UserID); err == nil {
 		name = u.Name
 	}
-	return toNode(n, name, time.Now())
+	out := toNode(n, name, time.Now())
+	if hi, err := a.st.ListHostinfo(ctx); err == nil {
+		withHostinfo(&out, hi)
+	}
+	return out
+}
+
+// withHostinfo adds what the node reported about itself.
+func withHostinfo(n *Node, hi map[int64]store.Hostinfo) {
+	if h, ok := hi[n.ID]; ok {
+		n.OS, n.Version = h.OS, h.Version
+	}
 }
 
 func (a *api) listNodes(_ http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -386,10 +401,15 @@ func (a *api) listNodes(_ http.ResponseWriter, r *http.Request) (int, any, error
 	if err != nil {
 		return 0, nil, err
 	}
+	hi, err := a.st.ListHostinfo(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
 	now := time.Now()
 	out := make([]Node, 0, len(ns))
 	for _, n := range ns {
 		out = append(out, toNode(n, names[n.UserID], now))
+		withHostinfo(&out[len(out)-1], hi)
 	}
 	return http.StatusOK, out, nil
 }

@@ -62,6 +62,9 @@ type Config struct {
 	// Routes are the routes the node advertises, reported on every map
 	// stream (SetRoutes changes them).
 	Routes []netip.Prefix
+	// OS and Version are reported on every map stream, for admins to see
+	// (runtime.GOOS and Warren's version); empty: not reported.
+	OS, Version string
 }
 
 // Client is a node's control client. Its methods are safe for concurrent
@@ -343,7 +346,7 @@ func (c *Client) stream(ctx context.Context, onMap, save func(*netmap.NetworkMap
 	routes := nonNilRoutes(c.routes)
 	c.mu.Unlock()
 	conn.SetWriteDeadline(time.Now().Add(c.cfg.ReadTimeout))
-	req := &proto.MapRequest{Endpoints: eps, Routes: &routes}
+	req := &proto.MapRequest{Endpoints: eps, Routes: &routes, OS: c.cfg.OS, Version: c.cfg.Version}
 	if !c.cfg.DiscoKey.IsZero() {
 		req.DiscoKey = &c.cfg.DiscoKey
 	}

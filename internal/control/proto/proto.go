@@ -134,6 +134,11 @@ type MapRequest struct {
 	// --advertise-routes, --advertise-exit-node); nil: unchanged. They
 	// reach peers once an admin approves them.
 	Routes *[]netip.Prefix `json:"routes,omitempty"`
+	// OS and Version describe the node to admins (the web console): its
+	// operating system (runtime.GOOS) and Warren version; empty: not
+	// reported.
+	OS      string `json:"os,omitempty"`
+	Version string `json:"version,omitempty"`
 }
 
 // MapResponse is one message of the map stream: the full map once, then

@@ -149,6 +149,8 @@ type Server struct {
 	pol policyState
 
 	stats serverStats // stats.go
+	// watchers are woken when a world node changes (watch.go).
+	watchers map[chan struct{}]struct{}
 }
 
 // New returns a server on st with the server's static key, and starts its

@@ -89,6 +89,17 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 	if err == nil && req.Routes != nil && !routesEqual(*req.Routes, n.AdvertisedRoutes) {
 		err = s.st.SetAdvertisedRoutes(ctx, n.ID, *req.Routes)
 	}
+	if err == nil && (req.OS != "" || req.Version != "") {
+		// Shown to admins only: a value the store refuses is the node's
+		// problem, not the stream's.
+		if herr := s.st.SetHostinfo(ctx, n.ID, store.Hostinfo{OS: req.OS, Version: req.Version, Updated: s.clk.Now()}); herr != nil {
+			if errors.Is(herr, store.ErrInvalid) {
+				s.log.Warn("control: node reported invalid hostinfo", "node", key, "err", herr)
+			} else {
+				err = herr
+			}
+		}
+	}
 	cancel()
 	unlockNode()
 	if err == nil {
