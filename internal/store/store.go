@@ -60,6 +60,7 @@ const (
 type Store struct {
 	db      *sql.DB
 	dialect dialect
+	dsn     string // PostgreSQL: for the dedicated connections of replicas.go
 	v4, v6  netip.Prefix
 	now     func() time.Time
 	file    sqliteFile // SQLite: the database file opened (health.go)
@@ -93,6 +94,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		s.dialect = dialectPostgres
+		s.dsn = dsn
 		s.db, err = sql.Open("pgx", dsn)
 	default:
 		path := strings.TrimPrefix(dsn, "sqlite:")
