@@ -267,6 +267,10 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	defer st.Close()
+	replica, err := claimReplica(ctx, st, key)
+	if err != nil {
+		return fail("%v", err)
+	}
 	mux := http.NewServeMux()
 	ropts := relayserver.Options{Key: key, Logger: logger, Rate: config.Get(cfg, config.ServerRelayRate),
 		Burst: config.Get(cfg, config.ServerRelayBurst), QueuePackets: int(config.Get(cfg, config.ServerRelayQueue))}
@@ -285,7 +289,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	srv := server.New(st, key, server.Options{Domain: config.Get(cfg, config.ServerDomain),
-		EphemeralGrace: config.Get(cfg, config.ServerEphemeralGrace), Relays: regions, Logger: logger})
+		EphemeralGrace: config.Get(cfg, config.ServerEphemeralGrace), Relays: regions, Logger: logger, Replica: replica})
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())
 	mux.Handle(admin.Prefix, admin.New(st, srv.Notify, admin.WithDomain(srv.Domain()), admin.WithLogger(logger)))

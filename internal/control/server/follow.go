@@ -326,6 +326,10 @@ func (s *Server) loadAll(ctx context.Context) error {
 // prune trims the change log when it has grown by pruneEvery since the
 // last pruning, keeping the last pruneKeep changes.
 func (s *Server) prune(ctx context.Context) {
+	if s.rep.rs != nil {
+		s.pruneByAge(ctx)
+		return
+	}
 	f := &s.fol
 	if f.cursor-f.pruned < pruneKeep+pruneEvery {
 		return
@@ -400,13 +404,17 @@ func (s *Server) sweep() {
 		del     bool
 	}
 	var fixes []fix
+	replica, duties := s.opts.Replica, s.hasDuties()
 	s.mu.Lock()
 	for id, n := range s.nodes {
 		if s.sessions[id] != nil {
 			continue
 		}
-		f := fix{n: n, offline: n.Online}
-		if n.Ephemeral {
+		// Alone, every node online without a stream here is stale; a
+		// replica corrects only its own (its others are other replicas'
+		// streams, whose lapse the duty holder handles).
+		f := fix{n: n, offline: n.Online && (replica == "" || n.Replica == replica)}
+		if n.Ephemeral && duties && (replica == "" || !n.Online || f.offline) {
 			since := n.LastSeen
 			if since.IsZero() || n.Created.After(since) {
 				since = n.Created
@@ -444,7 +452,7 @@ func (s *Server) sweepNode(n *store.Node, offline, del bool) bool {
 	defer cancel()
 	wrote := false
 	if offline {
-		if err := s.st.SetOnline(ctx, n.ID, false, n.LastSeen); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := s.setOnline(ctx, n.ID, false, n.LastSeen); err != nil && !errors.Is(err, store.ErrNotFound) {
 			s.log.Error("control: marking the node offline failed", "node", n.ID, "err", err)
 			return false
 		}

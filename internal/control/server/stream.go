@@ -78,7 +78,7 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 	s.sessions[id] = ss // version 0: fanouts skip it until its full map is queued
 	s.mu.Unlock()
 	ctx, cancel = storeCtx()
-	err = s.st.SetOnline(ctx, n.ID, true, s.clk.Now())
+	err = s.setOnline(ctx, n.ID, true, s.clk.Now())
 	if err == nil && req.Endpoints != nil {
 		err = s.st.UpdateEndpoints(ctx, n.ID, endpointStrings(req.Endpoints))
 	}
@@ -169,7 +169,7 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 	s.mu.Unlock()
 	if mine {
 		ctx, cancel := storeCtx()
-		if err := s.st.SetOnline(ctx, n.ID, false, s.clk.Now()); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := s.setOnline(ctx, n.ID, false, s.clk.Now()); err != nil && !errors.Is(err, store.ErrNotFound) {
 			s.log.Error("control: marking the node offline failed", "node", id, "err", err)
 		}
 		cancel()
