@@ -203,3 +203,7 @@ func (s *Server) pruneByAge(ctx context.Context) {
 		s.log.Error("control: pruning the change log failed", "err", err)
 	}
 }
+
+// HoldsDuties reports whether this server runs the singleton duties now
+// (always, for a server alone).
+func (s *Server) HoldsDuties() bool { return s.hasDuties() }
