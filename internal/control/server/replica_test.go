@@ -2,9 +2,14 @@ package server_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,12 +29,14 @@ import (
 // PostgreSQL schema, each with its own store connection pool and HTTP
 // listener, as separate processes would have.
 type replicaLab struct {
-	t     *testing.T
-	dsn   string
-	key   noise.PrivateKey
-	st    *store.Store // the test's own connection
-	reuse string
-	reps  []*replica
+	t       *testing.T
+	dsn     string
+	baseDSN string // without the application name
+	app     string // the application name of the lab's sessions
+	key     noise.PrivateKey
+	st      *store.Store // the test's own connection
+	reuse   string
+	reps    []*replica
 }
 
 type replica struct {
@@ -51,18 +58,26 @@ func newReplicaLab(t *testing.T, n int) *replicaLab {
 	if dsn == "" {
 		t.Skip("replicas need PostgreSQL")
 	}
-	ctx := context.Background()
-	l := &replicaLab{t: t, dsn: dsn, key: genKey(t)}
-	var err error
-	if l.st, err = store.Open(ctx, dsn, store.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.st.Close() })
-	u, err := l.st.CreateUser(ctx, "alice")
+	// The replicas' sessions carry a name of their own, so a test can end
+	// them (as a restart of PostgreSQL would) without touching others'.
+	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.reuse, _, err = l.st.CreatePreAuthKey(ctx, u.ID, store.PreAuthKeyOptions{Reusable: true}); err != nil {
+	q := u.Query()
+	q.Set("application_name", fmt.Sprintf("warren_ha_%d_%d", os.Getpid(), appSeq.Add(1)))
+	u.RawQuery = q.Encode()
+	ctx := context.Background()
+	l := &replicaLab{t: t, dsn: u.String(), baseDSN: dsn, app: q.Get("application_name"), key: genKey(t)}
+	if l.st, err = store.Open(ctx, l.dsn, store.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.st.Close() })
+	user, err := l.st.CreateUser(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.reuse, _, err = l.st.CreatePreAuthKey(ctx, user.ID, store.PreAuthKeyOptions{Reusable: true}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range n {
@@ -225,6 +240,53 @@ func TestReplicasShareTheWorld(t *testing.T) {
 		c.cancel = nil
 	case <-time.After(pushWait + 2*time.Second):
 		t.Fatal("c's expiry did not fire")
+	}
+}
+
+var appSeq atomic.Int64
+
+// dropSessions ends every database session of the lab (the replicas'
+// pools, LISTEN and duty connections, the test's own), as a restart of
+// PostgreSQL would, and returns how many it ended.
+func (l *replicaLab) dropSessions() int {
+	l.t.Helper()
+	db, err := sql.Open("pgx", l.baseDSN)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", l.app).Scan(&n); err != nil {
+		l.t.Fatal(err)
+	}
+	return n
+}
+
+// TestReplicasRideOutADatabaseRestart: when every database session of the
+// replicas ends at once (PostgreSQL restarted), they reconnect and a
+// change made at once — while their LISTEN connections are down — still
+// reaches the nodes of both, from the log, with the poll an hour away and
+// without a full map to anyone.
+func TestReplicasRideOutADatabaseRestart(t *testing.T) {
+	l := newReplicaLab(t, 2)
+	a := l.join("a", l.urls(0))
+	b := l.join("b", l.urls(1))
+	a.waitMap("b online", pushWait, onlinePeer(a, "b"))
+	b.waitMap("a online", pushWait, onlinePeer(b, "a"))
+	full := l.reps[0].srv.Stats().FullMapsSent + l.reps[1].srv.Stats().FullMapsSent
+	for i, name := range []string{"a1", "a2"} {
+		if n := l.dropSessions(); n < 4 { // at least each replica's LISTEN and duty connections
+			t.Fatalf("ended %d sessions", n)
+		}
+		var err error
+		if !wait.Poll(pushWait, func() bool { err = l.st.RenameNode(context.Background(), int64(a.self.ID), name); return err == nil }) {
+			t.Fatalf("rename after the restart: %v", err)
+		}
+		b.waitMap(fmt.Sprintf("a renamed %s (restart %d)", name, i+1), pushWait, onlinePeer(b, name))
+		a.waitMap(fmt.Sprintf("its own rename %s (restart %d)", name, i+1), pushWait, func(m *netmap.NetworkMap) bool { return m.Self.Name == name })
+	}
+	if got := l.reps[0].srv.Stats().FullMapsSent + l.reps[1].srv.Stats().FullMapsSent; got != full {
+		t.Errorf("%d full maps sent across the restarts, want none", got-full)
 	}
 }
 
