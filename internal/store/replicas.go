@@ -142,6 +142,12 @@ func (s *Store) SetOfflineVia(ctx context.Context, id int64, replica string, las
 	return s.exec(ctx, "set offline", "UPDATE nodes SET online = FALSE, last_seen = ? WHERE id = ? AND replica = ?", tsOf(lastSeen), id, replica)
 }
 
+// DeleteOfflineNode deletes a node unless it is online (its stream may
+// be on another replica); ErrNotFound if it is gone or online.
+func (s *Store) DeleteOfflineNode(ctx context.Context, id int64) error {
+	return s.exec(ctx, "delete offline node", "DELETE FROM nodes WHERE id = ? AND NOT online", id)
+}
+
 // PruneChangesOlderThan prunes the change log by age: changes logged
 // more than keep ago (at most about twice keep) are deleted. It keeps a
 // mark (the last sequence number and when it was read) in settings and

@@ -32,7 +32,8 @@ func TestServerKeyClaim(t *testing.T) {
 // TestReplicaOnlineState: a node online via a replica goes offline when
 // that replica's heartbeat lapses, not while it beats; the end of a stream
 // on a replica the node has left does not mark it offline; a replica that
-// leaves takes its nodes offline.
+// leaves takes its nodes offline; an online node is not deleted as an
+// offline one.
 func TestReplicaOnlineState(t *testing.T) {
 	var now atomic.Int64
 	now.Store(time.Unix(1_000_000, 0).UnixNano())
@@ -71,8 +72,18 @@ func TestReplicaOnlineState(t *testing.T) {
 		if err := s.SetOfflineVia(ctx, b.ID, "r2", clk()); !errors.Is(err, ErrNotFound) || !online(b.ID) {
 			t.Fatalf("stale stream end: %v, b online %v", err, online(b.ID))
 		}
+		// An ephemeral node's sweep deletes it only while it is offline.
+		if err := s.DeleteOfflineNode(ctx, b.ID); !errors.Is(err, ErrNotFound) || !online(b.ID) {
+			t.Fatalf("deleting online b: %v", err)
+		}
 		if err := s.LeaveReplicas(ctx, "r3"); err != nil || online(b.ID) || online(c.ID) {
 			t.Fatalf("r3 left: %v, b online %v, c online %v", err, online(b.ID), online(c.ID))
+		}
+		if err := s.DeleteOfflineNode(ctx, b.ID); err != nil {
+			t.Fatalf("deleting offline b: %v", err)
+		}
+		if _, err := s.GetNode(ctx, b.ID); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("b after deletion: %v", err)
 		}
 	})
 }

@@ -459,12 +459,15 @@ func (s *Server) sweepNode(n *store.Node, offline, del bool) bool {
 		wrote = true
 	}
 	if del {
-		if err := s.st.DeleteNode(ctx, n.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		err := s.deleteEphemeral(ctx, n.ID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
 			s.log.Error("control: deleting an ephemeral node failed", "node", n.ID, "err", err)
-			return wrote
+		default:
+			s.log.Info("control: deleted ephemeral node", "node", n.ID, "name", n.Name)
+			wrote = true
 		}
-		s.log.Info("control: deleted ephemeral node", "node", n.ID, "name", n.Name)
-		wrote = true
 	}
 	return wrote
 }

@@ -35,6 +35,7 @@ type ReplicaStore interface {
 	SetOnlineVia(ctx context.Context, id int64, replica string, lastSeen time.Time) error
 	SetOfflineVia(ctx context.Context, id int64, replica string, lastSeen time.Time) error
 	PruneChangesOlderThan(ctx context.Context, keep time.Duration) error
+	DeleteOfflineNode(ctx context.Context, id int64) error
 	WatchChanges(ctx context.Context, wake func(), retry time.Duration)
 	HoldDuties(ctx context.Context, interval time.Duration, held func(bool))
 }
@@ -188,6 +189,17 @@ func (s *Server) setOnline(ctx context.Context, id int64, online bool, lastSeen 
 	default:
 		return s.rep.rs.SetOfflineVia(ctx, id, s.opts.Replica, lastSeen)
 	}
+}
+
+// deleteEphemeral deletes an ephemeral node the sweep found offline for
+// too long; a replica deletes it only if it is still offline in the
+// store (it may have come back through another replica). ErrNotFound:
+// gone or back.
+func (s *Server) deleteEphemeral(ctx context.Context, id int64) error {
+	if s.rep.rs == nil {
+		return s.st.DeleteNode(ctx, id)
+	}
+	return s.rep.rs.DeleteOfflineNode(ctx, id)
 }
 
 // pruneByAge is the replicas' pruning of the change log: by the duty
