@@ -8,6 +8,7 @@ import (
 // Stats is a snapshot of the server's counters, for metrics.
 type Stats struct {
 	NodesOnline  int    // nodes with a map stream open here now
+	HoldsDuties  bool   // this server runs the singleton duties (replica.go); always, alone
 	FullMapsSent uint64 // full maps queued to streams
 	DeltasSent   uint64 // deltas queued to streams
 	// EndpointUpdates are the endpoint reports received on map streams;
@@ -84,7 +85,7 @@ func (s *Server) Stats() Stats {
 		}
 	}
 	s.mu.Unlock()
-	return Stats{NodesOnline: online, FullMapsSent: s.stats.fullMaps.Load(), DeltasSent: s.stats.deltas.Load(),
+	return Stats{NodesOnline: online, HoldsDuties: s.hasDuties(), FullMapsSent: s.stats.fullMaps.Load(), DeltasSent: s.stats.deltas.Load(),
 		EndpointUpdates: s.stats.endpointUpdates.Load(), EndpointWrites: s.stats.endpointWrites.Load(), EndpointsCoalesced: s.stats.endpointsCoalesced.Load(),
 		StreamWrite: s.stats.streamWrite.snapshot(), StoreRead: s.stats.storeRead.snapshot()}
 }

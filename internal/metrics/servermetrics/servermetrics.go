@@ -18,6 +18,7 @@ type Server struct{ S *server.Server }
 
 var (
 	srvOnline   = metrics.Desc("warren_server_nodes_online", "Nodes with a map stream open on this server.")
+	srvDuties   = metrics.Desc("warren_server_duties", "1 if this server runs the singleton duties (expiry of lapsed replicas' nodes, ephemeral sweep, change-log pruning): always for a server alone, one replica at a time on PostgreSQL (docs/HA.md).")
 	srvMaps     = metrics.Desc("warren_server_netmaps_sent_total", "Network maps queued to node streams, by kind (full, delta).", "kind")
 	srvStream   = metrics.Desc("warren_server_stream_write_seconds", "Time to write one frame to a node's map stream.")
 	srvStore    = metrics.Desc("warren_server_store_read_seconds", "Time of the store reads behind a map change (world reload or one node).")
@@ -34,6 +35,7 @@ var (
 // Describe implements prometheus.Collector.
 func (s Server) Describe(ch chan<- *prometheus.Desc) {
 	ch <- srvOnline
+	ch <- srvDuties
 	ch <- srvMaps
 	ch <- srvStream
 	ch <- srvStore
@@ -44,6 +46,11 @@ func (s Server) Describe(ch chan<- *prometheus.Desc) {
 func (s Server) Collect(ch chan<- prometheus.Metric) {
 	st := s.S.Stats()
 	ch <- prometheus.MustNewConstMetric(srvOnline, prometheus.GaugeValue, float64(st.NodesOnline))
+	duties := 0.0
+	if st.HoldsDuties {
+		duties = 1
+	}
+	ch <- prometheus.MustNewConstMetric(srvDuties, prometheus.GaugeValue, duties)
 	ch <- prometheus.MustNewConstMetric(srvMaps, prometheus.CounterValue, float64(st.FullMapsSent), "full")
 	ch <- prometheus.MustNewConstMetric(srvMaps, prometheus.CounterValue, float64(st.DeltasSent), "delta")
 	ch <- prometheus.MustNewConstMetric(srvEndpts, prometheus.CounterValue, float64(st.EndpointUpdates), "received")
