@@ -69,12 +69,29 @@ func (s *Store) ClaimServerKey(ctx context.Context, pub string) error {
 	return wrap("claim server key", err)
 }
 
+// dbNow is the time heartbeats are written and compared in: the
+// database server's clock on PostgreSQL, so that replicas on hosts whose
+// clocks disagree still agree on whose heartbeat lapsed (Options.Now, if
+// given, in tests; the local clock on SQLite).
+func (s *Store) dbNow(ctx context.Context) (time.Time, error) {
+	if s.fakeNow || s.dialect != dialectPostgres {
+		return s.now(), nil
+	}
+	var us int64
+	err := s.db.QueryRowContext(ctx, "SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint").Scan(&us)
+	return time.UnixMicro(us), wrap("database clock", err)
+}
+
 // Heartbeat records that replica is alive now.
 func (s *Store) Heartbeat(ctx context.Context, replica string) error {
-	now := s.now().UnixNano()
+	t, err := s.dbNow(ctx)
+	if err != nil {
+		return err
+	}
+	now := t.UnixNano()
 	unlock := s.lockWrite()
 	defer unlock()
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO replicas (id, heartbeat, started_at) VALUES (?, ?, ?)
+	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO replicas (id, heartbeat, started_at) VALUES (?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET heartbeat = excluded.heartbeat`), replica, now, now)
 	return wrap("heartbeat", err)
 }
@@ -94,7 +111,11 @@ func (s *Store) LeaveReplicas(ctx context.Context, replica string) error {
 
 // LiveReplicas returns the replicas whose heartbeat is at most lapse old.
 func (s *Store) LiveReplicas(ctx context.Context, lapse time.Duration) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, s.q("SELECT id FROM replicas WHERE heartbeat >= ? ORDER BY id"), s.now().Add(-lapse).UnixNano())
+	now, err := s.dbNow(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, s.q("SELECT id FROM replicas WHERE heartbeat >= ? ORDER BY id"), now.Add(-lapse).UnixNano())
 	if err != nil {
 		return nil, wrap("live replicas", err)
 	}
@@ -111,20 +132,24 @@ func (s *Store) LiveReplicas(ctx context.Context, lapse time.Duration) ([]string
 }
 
 // MarkLapsedOffline marks offline every online node whose replica's
-// heartbeat is older than lapse (or that names no live replica), deletes
-// the rows of replicas gone for longer than ten lapses, and returns how
-// many nodes it marked.
+// heartbeat is older than lapse or that names no live replica (a node
+// marked online before replicas existed names none), deletes the rows of
+// replicas gone for longer than ten lapses, and returns how many nodes it
+// marked.
 func (s *Store) MarkLapsedOffline(ctx context.Context, lapse time.Duration) (int64, error) {
+	now, err := s.dbNow(ctx)
+	if err != nil {
+		return 0, err
+	}
 	var n int64
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		cut := s.now().Add(-lapse).UnixNano()
-		res, err := tx.ExecContext(ctx, s.q(`UPDATE nodes SET online = FALSE WHERE online AND replica <> ''
-			AND replica NOT IN (SELECT id FROM replicas WHERE heartbeat >= ?)`), cut)
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE nodes SET online = FALSE WHERE online
+			AND replica NOT IN (SELECT id FROM replicas WHERE heartbeat >= ?)`), now.Add(-lapse).UnixNano())
 		if err != nil {
 			return err
 		}
 		n, _ = res.RowsAffected()
-		_, err = tx.ExecContext(ctx, s.q("DELETE FROM replicas WHERE heartbeat < ?"), s.now().Add(-10*lapse).UnixNano())
+		_, err = tx.ExecContext(ctx, s.q("DELETE FROM replicas WHERE heartbeat < ?"), now.Add(-10*lapse).UnixNano())
 		return err
 	})
 	return n, wrap("mark lapsed offline", err)

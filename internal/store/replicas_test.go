@@ -45,6 +45,9 @@ func TestReplicaOnlineState(t *testing.T) {
 		a := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("a"), "a", RegisterOptions{}))
 		b := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("b"), "b", RegisterOptions{}))
 		c := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("c"), "c", RegisterOptions{}))
+		// d was online before there were replicas: it names none.
+		d := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("d"), "d", RegisterOptions{}))
+		must[struct{}](t)(struct{}{}, s.SetOnline(ctx, d.ID, true, clk()))
 		for _, r := range []string{"r1", "r2", "r3"} {
 			if err := s.Heartbeat(ctx, r); err != nil {
 				t.Fatal(err)
@@ -57,8 +60,8 @@ func TestReplicaOnlineState(t *testing.T) {
 		now.Add(int64(3 * time.Second))
 		s.Heartbeat(ctx, "r2")
 		s.Heartbeat(ctx, "r3")
-		if n := must[int64](t)(s.MarkLapsedOffline(ctx, 5*time.Second)); n != 0 {
-			t.Fatalf("%d nodes marked offline before any lapse", n)
+		if n := must[int64](t)(s.MarkLapsedOffline(ctx, 5*time.Second)); n != 1 || online(d.ID) || !online(a.ID) {
+			t.Fatalf("%d nodes marked offline before any lapse, want only d (d online %v)", n, online(d.ID))
 		}
 		now.Add(int64(3 * time.Second)) // r1 6 s old, r2 and r3 3 s
 		if n := must[int64](t)(s.MarkLapsedOffline(ctx, 5*time.Second)); n != 1 || online(a.ID) || !online(b.ID) {
