@@ -77,6 +77,7 @@ type Client struct {
 	endpoints []netip.AddrPort
 	routes    []netip.Prefix
 	conn      *noiseconn.Conn // current stream, if any
+	noResume  bool            // the last resume failed: ask for a full map
 	urls      []string        // cfg.ServerURL split
 	cur       int             // index in urls of the replica that answered last
 	nm        *netmap.NetworkMap
@@ -176,6 +177,10 @@ func (c *Client) dial(ctx context.Context) (*noiseconn.Conn, error) {
 	}
 	return nil, firstErr
 }
+
+// maxDigest bounds the digest of a held map sent to resume from it (the
+// whole request must stay under proto.MaxFirstMessage once in base64).
+const maxDigest = (proto.MaxFirstMessage - 64<<10) / 4 * 3
 
 // replicaDialTimeout bounds one attempt to reach one of several replicas.
 const replicaDialTimeout = 5 * time.Second
@@ -355,6 +360,20 @@ func (c *Client) stream(ctx context.Context, onMap, save func(*netmap.NetworkMap
 	if !c.cfg.DiscoKey.IsZero() {
 		req.DiscoKey = &c.cfg.DiscoKey
 	}
+	// Resume from the map held, unless that failed last time.
+	c.mu.Lock()
+	held, resume := c.nm, !c.noResume
+	c.noResume = false
+	c.mu.Unlock()
+	if held != nil && resume {
+		if d, err := held.PeerDigest(); err == nil && len(d) <= maxDigest {
+			req.Have = &proto.MapDigest{Version: held.Version, Peers: d}
+		} else {
+			held = nil
+		}
+	} else {
+		held = nil
+	}
 	if err := proto.Write(conn, &proto.Message{MapRequest: req}); err != nil {
 		return false, err
 	}
@@ -384,8 +403,19 @@ func (c *Client) stream(ctx context.Context, onMap, save func(*netmap.NetworkMap
 		switch {
 		case r.KeepAlive:
 			continue
-		case r.Full != nil:
-			cur = r.Full
+		case r.Full != nil || (cur == nil && held != nil):
+			if r.Full != nil {
+				cur = r.Full
+			} else { // the server resumed from the map held
+				next, err := held.Apply(*r.Delta)
+				if err != nil {
+					c.mu.Lock()
+					c.noResume = true // the next stream asks for a full map
+					c.mu.Unlock()
+					return gotMap, fmt.Errorf("apply resume delta: %w", err)
+				}
+				cur = next
+			}
 			if !gotMap {
 				gotMap = true
 				// Report endpoints set while the stream was opening.

@@ -45,6 +45,9 @@ const (
 	// fullLoadWindow is how far before the last sequence number a full
 	// load checks for changes still in flight (PostgreSQL).
 	fullLoadWindow = 1000
+	// followRetry is how soon a pass that failed to read the store is
+	// tried again.
+	followRetry = 500 * time.Millisecond
 	// pruneKeep is how many changes the log keeps; pruneEvery how many
 	// more it may grow by before the server prunes it.
 	pruneKeep  = 10000
@@ -139,6 +142,10 @@ func (s *Server) pass() time.Duration {
 	s.stats.storeRead.since(start)
 	if err != nil {
 		s.log.Error("control: reading the store's changes failed", "err", err)
+		// Try again soon rather than at the next poll or wake-up: the
+		// store may be back (a restarted PostgreSQL leaves dead pooled
+		// connections that fail one query each).
+		time.AfterFunc(followRetry, s.Notify)
 	}
 	s.syn.mu.Lock()
 	s.syn.completed, s.syn.err = target, err

@@ -231,6 +231,9 @@ func TestReplicasShareTheWorld(t *testing.T) {
 			return on == 2
 		})
 	}
+	if other.srv.Stats().Resumes == 0 {
+		t.Error("the nodes that failed over got full maps, not resume deltas")
+	}
 	select {
 	case err := <-c.done:
 		var pe *proto.Error

@@ -152,6 +152,7 @@ type Server struct {
 	dirty   map[uint64]*netmap.Node
 	fanKick chan struct{}
 	enc     map[uint64][]byte // JSON of world nodes, for full maps
+	encHash map[uint64]uint64 // netmap.HashNodeJSON of enc, for resumes
 	// dns is the deployment's DNS configuration (custom records, zones,
 	// split DNS), sent whole when it changes; dnsDirty marks a change not
 	// yet fanned out.
@@ -215,6 +216,7 @@ func New(st Store, key noise.PrivateKey, opts Options) *Server {
 		dirty:    map[uint64]*netmap.Node{},
 		fanKick:  make(chan struct{}, 1),
 		enc:      map[uint64][]byte{},
+		encHash:  map[uint64]uint64{},
 	}
 	s.syn.done = make(chan struct{})
 	s.fol.users = map[int64]string{}
@@ -406,7 +408,7 @@ func (s *Server) handle(c *noiseconn.Conn) {
 	key := pubkey.Node{PublicKey: c.Peer()} // the node key the session proved
 	for {
 		c.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
-		m, err := proto.Read(c, proto.MaxServerMessage)
+		m, err := proto.Read(c, proto.MaxFirstMessage)
 		if err != nil {
 			if errors.Is(err, proto.ErrMalformed) || errors.Is(err, proto.ErrTooLarge) || errors.Is(err, proto.ErrVersion) {
 				s.writeError(c, proto.CodeBadRequest, err.Error())

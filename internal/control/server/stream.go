@@ -97,7 +97,15 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 		s.mu.Unlock()
 		return
 	}
-	if err == nil {
+	version := uint64(1)
+	resumed := false
+	if err == nil && req.Have != nil {
+		full, found, resumed, err = s.encodeResumeLocked(id, req.Have)
+		if resumed {
+			version = req.Have.Version + 1
+		}
+	}
+	if err == nil && !resumed && (req.Have == nil || found) {
 		full, found, err = s.encodeFullLocked(id, 1)
 	}
 	if err != nil || !found {
@@ -111,11 +119,15 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 		}
 		return
 	}
-	ss.version = 1
+	ss.version = version
 	ss.filter = s.filterLocked(id) // what the full map carried
 	ss.base = s.snapshotDirtyLocked()
 	ss.sendBytes(full)
-	s.stats.fullMaps.Add(1)
+	if resumed {
+		s.stats.resumes.Add(1)
+	} else {
+		s.stats.fullMaps.Add(1)
+	}
 	s.wg.Add(1)
 	s.mu.Unlock()
 

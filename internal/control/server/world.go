@@ -109,6 +109,7 @@ func (s *Server) replaceWorldLocked(nodes []*store.Node, users map[int64]string)
 // fanout sends what changed since.
 func (s *Server) markDirtyLocked(id uint64, world *netmap.NetworkMap) {
 	delete(s.enc, id)
+	delete(s.encHash, id)
 	if _, ok := s.dirty[id]; ok {
 		return
 	}
