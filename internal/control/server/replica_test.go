@@ -177,6 +177,7 @@ func TestReplicasShareTheWorld(t *testing.T) {
 	a := l.join("a", l.urls(0))
 	b := l.join("b", l.urls(1))
 	c := l.join("c", l.urls(0))
+	c.waitMap("a and b online", pushWait, func(m *netmap.NetworkMap) bool { return onlinePeer(c, "a")(m) && onlinePeer(c, "b")(m) })
 	a.waitMap("b and c online", pushWait, func(m *netmap.NetworkMap) bool { return onlinePeer(a, "b")(m) && onlinePeer(a, "c")(m) })
 	b.waitMap("a and c online", pushWait, func(m *netmap.NetworkMap) bool { return onlinePeer(b, "a")(m) && onlinePeer(b, "c")(m) })
 
@@ -231,8 +232,8 @@ func TestReplicasShareTheWorld(t *testing.T) {
 			return on == 2
 		})
 	}
-	if other.srv.Stats().Resumes == 0 {
-		t.Error("the nodes that failed over got full maps, not resume deltas")
+	if !wait.Poll(pushWait, func() bool { return other.srv.Stats().Resumes > 0 }) {
+		t.Errorf("the nodes that failed over got full maps, not resume deltas: %+v", other.srv.Stats())
 	}
 	select {
 	case err := <-c.done:

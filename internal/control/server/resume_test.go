@@ -21,6 +21,8 @@ func TestStreamResumesWithADelta(t *testing.T) {
 	b := e.join("bravo", e.reuse)
 	c := e.join("charlie", e.reuse)
 	a.waitMap("bravo and charlie", pushWait, hasPeers(b, c))
+	b.waitMap("alpha and charlie", pushWait, hasPeers(a, c)) // each holds a map to resume from
+	c.waitMap("alpha and bravo", pushWait, hasPeers(a, b))
 	before := a.c.NetworkMap()
 
 	e.stop()
@@ -43,7 +45,10 @@ func TestStreamResumesWithADelta(t *testing.T) {
 	}
 	b.waitMap("its own new name", pushWait, func(m *netmap.NetworkMap) bool { return m.Self.Name == "bravo2" })
 	d.waitMap("alpha and bravo", pushWait, hasPeers(a, b))
-	wait.For(t, pushWait, "alpha's and bravo's streams resumed", func() bool { return e.srv.Stats().Resumes >= 2 })
+	if !wait.Poll(pushWait, func() bool { return e.srv.Stats().Resumes >= 2 }) {
+		st := e.srv.Stats()
+		t.Fatalf("alpha's and bravo's streams not resumed: %d resumes, %d full maps", st.Resumes, st.FullMapsSent)
+	}
 	if st := e.srv.Stats(); st.FullMapsSent != 1 { // delta's, which held no map
 		t.Errorf("%d full maps sent, want 1 (to the new node only); %d resumes", st.FullMapsSent, st.Resumes)
 	}
