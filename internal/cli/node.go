@@ -54,7 +54,7 @@ node's name and addresses.`,
 	o := &upOptions{}
 	fs.StringVar(&o.sock, "socket", defaultSocket(), "the daemon's local API socket `PATH` (env "+envSocket+")")
 	req := &o.req
-	fs.StringVar(&req.ServerURL, "server", "", "coordination server `URL` (http://HOST:PORT or https://...)")
+	fs.StringVar(&req.ServerURL, "server", "", "coordination server `URL` (http://HOST:PORT or https://...), or several replicas' URLs separated by commas")
 	fs.StringVar(&req.AuthKey, "auth-key", "", "pre-auth `KEY` to join with (or file:PATH)")
 	fs.StringVar(&req.Hostname, "hostname", "", "`NAME` to register (default: the host name)")
 	fs.StringVar(&req.ServerKey, "server-key", "", "pin this server public `KEY` instead of fetching it on first join")

@@ -268,6 +268,10 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	defer st.Close()
+	replica, err := claimReplica(ctx, st, key)
+	if err != nil {
+		return fail("%v", err)
+	}
 	mux := http.NewServeMux()
 	ropts := relayserver.Options{Key: key, Logger: logger, Rate: config.Get(cfg, config.ServerRelayRate),
 		Burst: config.Get(cfg, config.ServerRelayBurst), QueuePackets: int(config.Get(cfg, config.ServerRelayQueue))}
@@ -286,7 +290,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	srv := server.New(st, key, server.Options{Domain: config.Get(cfg, config.ServerDomain),
-		EphemeralGrace: config.Get(cfg, config.ServerEphemeralGrace), Relays: regions, Logger: logger,
+		EphemeralGrace: config.Get(cfg, config.ServerEphemeralGrace), Relays: regions, Logger: logger, Replica: replica,
 		Interactive: interactiveOptions(cfg)}) // server_oidc.go
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())

@@ -28,16 +28,27 @@ import (
 
 var _ localapi.Backend = (*Daemon)(nil)
 
-// checkServerURL refuses URLs that cannot name a coordination server.
+// checkServerURL refuses URLs that cannot name a coordination server; s
+// may list several replicas' URLs separated by commas (docs/HA.md).
 func checkServerURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("--server %q: %v", s, err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("--server %q: want http://HOST[:PORT] or https://HOST[:PORT]", s)
+	for one := range strings.SplitSeq(s, ",") {
+		u, err := url.Parse(one)
+		if err != nil {
+			return fmt.Errorf("--server %q: %v", one, err)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--server %q: want http://HOST[:PORT] or https://HOST[:PORT], or several separated by commas", one)
+		}
 	}
 	return nil
+}
+
+// firstServerURL is the first of a comma-separated list of server URLs
+// (where the server key is fetched from on first join; every replica has
+// the same key).
+func firstServerURL(s string) string {
+	first, _, _ := strings.Cut(s, ",")
+	return first
 }
 
 // Up joins the node (when given an auth key, or when it is not registered)
@@ -63,7 +74,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	d.mu.Unlock()
 
 	if req.ServerURL != "" {
-		req.ServerURL = strings.TrimRight(req.ServerURL, "/")
+		req.ServerURL = strings.ReplaceAll(strings.TrimRight(req.ServerURL, "/"), "/,", ",")
 		if err := checkServerURL(req.ServerURL); err != nil {
 			return nil, err
 		}
@@ -123,13 +134,13 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		serverKey = pubkey.Server{PublicKey: k}
 	default:
 		fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		k, err := noiseconn.FetchKey(fctx, serverURL)
+		k, err := noiseconn.FetchKey(fctx, firstServerURL(serverURL))
 		cancel()
 		if err != nil {
 			return nil, err
 		}
 		serverKey = pubkey.Server{PublicKey: k}
-		if u, err := url.Parse(serverURL); err == nil {
+		if u, err := url.Parse(firstServerURL(serverURL)); err == nil {
 			fetchedOver = u.Scheme
 		}
 	}

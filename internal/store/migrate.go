@@ -139,6 +139,26 @@ var migrations = []migration{
 		`CREATE TRIGGER dns_routes_log AFTER INSERT OR UPDATE OR DELETE ON dns_routes FOR EACH ROW EXECUTE FUNCTION warren_log_change('dns', '')`,
 		`CREATE TRIGGER policies_log AFTER INSERT OR UPDATE OR DELETE ON policies FOR EACH ROW EXECUTE FUNCTION warren_log_change('policy', '')`,
 	}},
+	{8, []string{
+		// Replicas (replicas.go): the servers sharing a PostgreSQL
+		// database, each with a heartbeat; a node's online row names the
+		// replica its stream is on, so the others mark it offline when
+		// that replica's heartbeat lapses.
+		`CREATE TABLE replicas (
+			id TEXT PRIMARY KEY,
+			heartbeat BIGINT NOT NULL,
+			started_at BIGINT NOT NULL)`,
+		`ALTER TABLE nodes ADD COLUMN replica TEXT NOT NULL DEFAULT ''`,
+	}, nil, []string{
+		// Each transaction that logs changes wakes the replicas'
+		// followers (LISTEN warren_changes); the log stays the truth.
+		`CREATE FUNCTION warren_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			PERFORM pg_notify('warren_changes', '');
+			RETURN NULL;
+		END $$`,
+		`CREATE TRIGGER changes_notify AFTER INSERT ON changes FOR EACH STATEMENT EXECUTE FUNCTION warren_notify_change()`,
+	}},
 	{version: 9, stmts: []string{
 		// WireGuard-only members (wireguard.go): wg_via is the gateway
 		// node's ID (0: a Warren node); wg_rx/wg_tx the device's traffic

@@ -29,6 +29,7 @@ type Node struct {
 	Endpoints []string
 	LastSeen  time.Time
 	Online    bool
+	Replica   string    // the replica the node's stream is on (replicas.go); "" on SQLite
 	Expiry    time.Time // zero: never
 	Ephemeral bool
 	Created   time.Time
@@ -61,7 +62,7 @@ type RegisterOptions struct {
 	Expiry    time.Time // node key expiry; zero: never
 }
 
-const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key, tags, advertised_routes, approved_routes, wg_via, wg_rx, wg_tx, approved, interactive"
+const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key, tags, advertised_routes, approved_routes, wg_via, wg_rx, wg_tx, approved, interactive, replica"
 
 func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	var n Node
@@ -69,7 +70,7 @@ func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	var v4, v6, eps string
 	var created int64
 	var tags, adv, appr, nodeKey, discoKey string
-	if err := sc.Scan(&n.ID, &n.UserID, &akid, &nodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &discoKey, &tags, &adv, &appr, &n.Via, &n.RxBytes, &n.TxBytes, &n.Approved, &n.Interactive); err != nil {
+	if err := sc.Scan(&n.ID, &n.UserID, &akid, &nodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &discoKey, &tags, &adv, &appr, &n.Via, &n.RxBytes, &n.TxBytes, &n.Approved, &n.Interactive, &n.Replica); err != nil {
 		return nil, err
 	}
 	// Keys are parsed once, here. A key that does not parse (written by

@@ -60,8 +60,10 @@ const (
 type Store struct {
 	db      *sql.DB
 	dialect dialect
+	dsn     string // PostgreSQL: for the dedicated connections of replicas.go
 	v4, v6  netip.Prefix
 	now     func() time.Time
+	fakeNow bool       // Options.Now was given (tests): replicas.go uses it, not the database's clock
 	file    sqliteFile // SQLite: the database file opened (health.go)
 	// writeMu is SQLite's one-writer-at-a-time rule taken in Go: this
 	// process's writers queue here, in order, instead of each holding a
@@ -85,7 +87,7 @@ func (s *Store) lockWrite() func() {
 // pending migrations. dsn is "postgres://..." / "postgresql://..." for
 // PostgreSQL, or "sqlite:PATH" or a plain file path for SQLite.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
-	s := &Store{now: opts.Now, v4: opts.IPv4Prefix, v6: opts.IPv6Prefix}
+	s := &Store{now: opts.Now, v4: opts.IPv4Prefix, v6: opts.IPv6Prefix, fakeNow: opts.Now != nil}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -93,6 +95,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		s.dialect = dialectPostgres
+		s.dsn = dsn
 		s.db, err = sql.Open("pgx", dsn)
 	default:
 		path := strings.TrimPrefix(dsn, "sqlite:")

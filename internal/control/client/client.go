@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -28,7 +29,10 @@ import (
 
 // Config configures a Client.
 type Config struct {
-	// ServerURL is the coordination server's base URL (http or https).
+	// ServerURL is the coordination server's base URL (http or https), or
+	// several replicas' URLs separated by commas (docs/HA.md): the client
+	// keeps to the one that answered last and tries the next in turn when
+	// it does not.
 	ServerURL string
 	// ServerKey is the server's static public key, pinned on first join.
 	ServerKey pubkey.Server
@@ -76,6 +80,9 @@ type Client struct {
 	endpoints []netip.AddrPort
 	routes    []netip.Prefix
 	conn      *noiseconn.Conn // current stream, if any
+	noResume  bool            // the last resume failed: ask for a full map
+	urls      []string        // cfg.ServerURL split
+	cur       int             // index in urls of the replica that answered last
 	nm        *netmap.NetworkMap
 }
 
@@ -106,7 +113,16 @@ func New(cfg Config) (*Client, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Clock = clock.Or(cfg.Clock)
-	return &Client{cfg: cfg, routes: slices.Clone(cfg.Routes)}, nil
+	var urls []string
+	for u := range strings.SplitSeq(cfg.ServerURL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	if len(urls) == 0 {
+		return nil, errors.New("control client: no server URL")
+	}
+	return &Client{cfg: cfg, routes: slices.Clone(cfg.Routes), urls: urls}, nil
 }
 
 // refusal reports whether a map stream's error is the server (or something
@@ -134,9 +150,46 @@ type RegisterError struct {
 func (e *RegisterError) Error() string { return e.Message }
 
 // dial opens an authenticated session, failing if ctx ends.
+// With several server URLs it tries each in turn, from the one that
+// answered last, each for at most replicaDialTimeout.
 func (c *Client) dial(ctx context.Context) (*noiseconn.Conn, error) {
-	return noiseconn.DialWith(ctx, noiseconn.DialOptions{Control: c.cfg.Control}, c.cfg.ServerURL, c.cfg.ServerKey.PublicKey, c.cfg.NodeKey)
+	c.mu.Lock()
+	start, urls := c.cur, c.urls
+	c.mu.Unlock()
+	var firstErr error
+	for i := range urls {
+		at := (start + i) % len(urls)
+		dctx, cancel := ctx, context.CancelFunc(func() {})
+		if len(urls) > 1 {
+			dctx, cancel = context.WithTimeout(ctx, replicaDialTimeout)
+		}
+		conn, err := noiseconn.DialWith(dctx, noiseconn.DialOptions{Control: c.cfg.Control}, urls[at], c.cfg.ServerKey.PublicKey, c.cfg.NodeKey)
+		cancel()
+		if err == nil {
+			c.mu.Lock()
+			if c.cur != at {
+				c.cfg.Logger.Info("control: connected to another server replica", "url", urls[at])
+			}
+			c.cur = at
+			c.mu.Unlock()
+			return conn, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, firstErr
 }
+
+// maxDigest bounds the digest of a held map sent to resume from it (the
+// whole request must stay under proto.MaxFirstMessage once in base64).
+const maxDigest = (proto.MaxFirstMessage - 64<<10) / 4 * 3
+
+// replicaDialTimeout bounds one attempt to reach one of several replicas.
+const replicaDialTimeout = 5 * time.Second
 
 // closeOnDone closes conn when ctx ends, until the returned stop is called.
 func closeOnDone(ctx context.Context, conn *noiseconn.Conn) (stop func() bool) {
@@ -350,6 +403,20 @@ func (c *Client) stream(ctx context.Context, onMap, save func(*netmap.NetworkMap
 	if !c.cfg.DiscoKey.IsZero() {
 		req.DiscoKey = &c.cfg.DiscoKey
 	}
+	// Resume from the map held, unless that failed last time.
+	c.mu.Lock()
+	held, resume := c.nm, !c.noResume
+	c.noResume = false
+	c.mu.Unlock()
+	if held != nil && resume {
+		if d, err := held.PeerDigest(); err == nil && len(d) <= maxDigest {
+			req.Have = &proto.MapDigest{Version: held.Version, Peers: d}
+		} else {
+			held = nil
+		}
+	} else {
+		held = nil
+	}
 	if err := proto.Write(conn, &proto.Message{MapRequest: req}); err != nil {
 		return false, err
 	}
@@ -379,8 +446,19 @@ func (c *Client) stream(ctx context.Context, onMap, save func(*netmap.NetworkMap
 		switch {
 		case r.KeepAlive:
 			continue
-		case r.Full != nil:
-			cur = r.Full
+		case r.Full != nil || (cur == nil && held != nil):
+			if r.Full != nil {
+				cur = r.Full
+			} else { // the server resumed from the map held
+				next, err := held.Apply(*r.Delta)
+				if err != nil {
+					c.mu.Lock()
+					c.noResume = true // the next stream asks for a full map
+					c.mu.Unlock()
+					return gotMap, fmt.Errorf("apply resume delta: %w", err)
+				}
+				cur = next
+			}
 			if !gotMap {
 				gotMap = true
 				// Report endpoints set while the stream was opening.

@@ -53,6 +53,10 @@ const (
 	// MaxServerMessage bounds messages the server accepts from nodes
 	// (registration, endpoint reports): they are small.
 	MaxServerMessage = 64 << 10
+	// MaxFirstMessage bounds a session's first message, which may be a
+	// map request with the digest of the map the node holds (16 bytes a
+	// peer, ~25k peers).
+	MaxFirstMessage = 512 << 10
 	// MaxClientMessage bounds messages a node accepts from the server. A full
 	// map of ~10k peers is a few MiB of JSON.
 	MaxClientMessage = 32 << 20
@@ -139,6 +143,18 @@ type MapRequest struct {
 	// reported.
 	OS      string `json:"os,omitempty"`
 	Version string `json:"version,omitempty"`
+	// Have, if set, is the map the node holds (from this server or
+	// another replica, docs/HA.md): the server may answer with a delta
+	// from it instead of a full map.
+	Have *MapDigest `json:"have,omitempty"`
+}
+
+// MapDigest summarizes a node's map for a resume.
+type MapDigest struct {
+	Version uint64 `json:"version"`
+	// Peers is netmap's peer digest (NetworkMap.PeerDigest), base64 in
+	// JSON.
+	Peers []byte `json:"peers"`
 }
 
 // MapResponse is one message of the map stream: the full map once, then

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"math"
 	"strconv"
 
 	"github.com/warrenmesh/warren/internal/control/proto"
@@ -37,6 +38,45 @@ func (s *Server) nodeJSONLocked(n *netmap.Node) ([]byte, error) {
 	}
 	s.enc[n.ID] = b
 	return b, nil
+}
+
+// encodeResumeLocked returns the framed delta that brings a node holding
+// the map summarized by have to the world (netmap.ResumeDelta), whether
+// the node is in the world, and whether a resume applies: not for a
+// digest that does not parse or a version that cannot be followed. s.mu
+// held.
+func (s *Server) encodeResumeLocked(id uint64, have *proto.MapDigest) ([]byte, bool, bool, error) {
+	peers, err := netmap.ParseDigest(have.Peers)
+	if err != nil || have.Version == 0 || have.Version == math.MaxUint64 {
+		return nil, true, false, nil
+	}
+	cur, found := s.fullMapLocked(id, have.Version+1)
+	if !found {
+		return nil, false, false, nil
+	}
+	d, err := netmap.ResumeDelta(peers, have.Version, cur, func(n *netmap.Node) (uint64, error) {
+		b, err := s.nodeJSONLocked(n)
+		if err != nil {
+			return 0, err
+		}
+		return s.nodeHashLocked(n.ID, b), nil
+	})
+	if err != nil {
+		return nil, true, false, err
+	}
+	b, err := proto.Encode(&proto.Message{MapResponse: &proto.MapResponse{Delta: &d}})
+	return b, true, err == nil, err
+}
+
+// nodeHashLocked is netmap.HashNodeJSON of a world node's cached JSON b,
+// cached with it.
+func (s *Server) nodeHashLocked(id uint64, b []byte) uint64 {
+	if h, ok := s.encHash[id]; ok {
+		return h
+	}
+	h := netmap.HashNodeJSON(b)
+	s.encHash[id] = h
+	return h
 }
 
 // encodeFullLocked returns the framed full map of node id at version from

@@ -45,6 +45,9 @@ const (
 	// fullLoadWindow is how far before the last sequence number a full
 	// load checks for changes still in flight (PostgreSQL).
 	fullLoadWindow = 1000
+	// followRetry is how soon a pass that failed to read the store is
+	// tried again.
+	followRetry = 500 * time.Millisecond
 	// pruneKeep is how many changes the log keeps; pruneEvery how many
 	// more it may grow by before the server prunes it.
 	pruneKeep  = 10000
@@ -139,6 +142,10 @@ func (s *Server) pass() time.Duration {
 	s.stats.storeRead.since(start)
 	if err != nil {
 		s.log.Error("control: reading the store's changes failed", "err", err)
+		// Try again soon rather than at the next poll or wake-up: the
+		// store may be back (a restarted PostgreSQL leaves dead pooled
+		// connections that fail one query each).
+		time.AfterFunc(followRetry, s.Notify)
 	}
 	s.syn.mu.Lock()
 	s.syn.completed, s.syn.err = target, err
@@ -326,6 +333,10 @@ func (s *Server) loadAll(ctx context.Context) error {
 // prune trims the change log when it has grown by pruneEvery since the
 // last pruning, keeping the last pruneKeep changes.
 func (s *Server) prune(ctx context.Context) {
+	if s.rep.rs != nil {
+		s.pruneByAge(ctx)
+		return
+	}
 	f := &s.fol
 	if f.cursor-f.pruned < pruneKeep+pruneEvery {
 		return
@@ -401,6 +412,7 @@ func (s *Server) sweep() {
 		del     bool
 	}
 	var fixes []fix
+	replica, duties := s.opts.Replica, s.hasDuties()
 	s.mu.Lock()
 	for id, n := range s.nodes {
 		if s.sessions[id] != nil {
@@ -409,8 +421,11 @@ func (s *Server) sweep() {
 		if n.Via != 0 && s.sessions[uint64(n.Via)] != nil {
 			continue // a WireGuard-only member: its gateway reports it
 		}
-		f := fix{n: n, offline: n.Online}
-		if n.Ephemeral {
+		// Alone, every node online without a stream here is stale; a
+		// replica corrects only its own (its others are other replicas'
+		// streams, whose lapse the duty holder handles).
+		f := fix{n: n, offline: n.Online && (replica == "" || n.Replica == replica)}
+		if n.Ephemeral && duties && (replica == "" || !n.Online || f.offline) {
 			since := n.LastSeen
 			if since.IsZero() || n.Created.After(since) {
 				since = n.Created
@@ -448,19 +463,22 @@ func (s *Server) sweepNode(n *store.Node, offline, del bool) bool {
 	defer cancel()
 	wrote := false
 	if offline {
-		if err := s.st.SetOnline(ctx, n.ID, false, n.LastSeen); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := s.setOnline(ctx, n.ID, false, n.LastSeen); err != nil && !errors.Is(err, store.ErrNotFound) {
 			s.log.Error("control: marking the node offline failed", "node", n.ID, "err", err)
 			return false
 		}
 		wrote = true
 	}
 	if del {
-		if err := s.st.DeleteNode(ctx, n.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		err := s.deleteEphemeral(ctx, n.ID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
 			s.log.Error("control: deleting an ephemeral node failed", "node", n.ID, "err", err)
-			return wrote
+		default:
+			s.log.Info("control: deleted ephemeral node", "node", n.ID, "name", n.Name)
+			wrote = true
 		}
-		s.log.Info("control: deleted ephemeral node", "node", n.ID, "name", n.Name)
-		wrote = true
 	}
 	return wrote
 }

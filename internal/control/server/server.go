@@ -25,10 +25,13 @@
 // stream whose queue overflows is dropped, and its node reconnects and
 // takes a full map.
 //
-// The server assumes it is the only one serving its store: at each pass
-// of the worker, nodes the store says are online but that have no stream
-// here are marked offline (a previous process's streams), and ephemeral
-// nodes offline for longer than Options.EphemeralGrace are deleted.
+// A server alone (no Options.Replica) assumes it is the only one serving
+// its store: at each pass of the worker, nodes the store says are online
+// but that have no stream here are marked offline (a previous process's
+// streams), and ephemeral nodes offline for longer than
+// Options.EphemeralGrace are deleted. Replicas (replica.go) share the
+// store: the online state names each node's replica, and the duties run
+// on one replica at a time.
 //
 // Lock order (docs/ARCHITECTURE.md): a node's gate (lockNode), then s.mu;
 // gateMu and syn.mu are leaves. s.mu is never held across store or
@@ -83,6 +86,19 @@ type Options struct {
 	// (EndpointUpdate) are written to the store and fanned out; reports
 	// in between are merged, the latest winning; default 1 s.
 	EndpointInterval time.Duration
+	// Replica, if set, makes the server one of several replicas on one
+	// PostgreSQL database (replica.go, docs/HA.md), named so in the
+	// database; the store must be a ReplicaStore. Empty: the server is
+	// alone with its store.
+	Replica string
+	// ReplicaHeartbeat is how often a replica refreshes its heartbeat and
+	// checks its hold on the singleton duties; default 1 s.
+	ReplicaHeartbeat time.Duration
+	// ReplicaLapse is how old a replica's heartbeat may get before its
+	// nodes are marked offline; default 5 s.
+	ReplicaLapse time.Duration
+	// ChangeKeep is how long replicas keep the change log; default 1 h.
+	ChangeKeep time.Duration
 	// Relays are the packet relays offered to every node (in their maps).
 	Relays []netmap.RelayRegion
 	// Interactive enables registration by signing in (interactive.go);
@@ -140,6 +156,7 @@ type Server struct {
 	dirty   map[uint64]*netmap.Node
 	fanKick chan struct{}
 	enc     map[uint64][]byte // JSON of world nodes, for full maps
+	encHash map[uint64]uint64 // netmap.HashNodeJSON of enc, for resumes
 	// dns is the deployment's DNS configuration (custom records, zones,
 	// split DNS), sent whole when it changes; dnsDirty marks a change not
 	// yet fanned out.
@@ -148,7 +165,8 @@ type Server struct {
 	// pol is the access policy and each node's compiled filter (policy.go).
 	pol policyState
 
-	stats serverStats // stats.go
+	stats serverStats  // stats.go
+	rep   replicaState // replica.go
 	// watchers are woken when a world node changes (watch.go).
 	watchers map[chan struct{}]struct{}
 }
@@ -183,6 +201,15 @@ func New(st Store, key noise.PrivateKey, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.ReplicaHeartbeat <= 0 {
+		opts.ReplicaHeartbeat = DefaultReplicaHeartbeat
+	}
+	if opts.ReplicaLapse <= 0 {
+		opts.ReplicaLapse = DefaultReplicaLapse
+	}
+	if opts.ChangeKeep <= 0 {
+		opts.ChangeKeep = DefaultChangeKeep
+	}
 	s := &Server{
 		st: st, key: key, opts: opts, log: opts.Logger, clk: clock.Or(opts.Clock),
 		kick:     make(chan struct{}, 1),
@@ -195,10 +222,14 @@ func New(st Store, key noise.PrivateKey, opts Options) *Server {
 		dirty:    map[uint64]*netmap.Node{},
 		fanKick:  make(chan struct{}, 1),
 		enc:      map[uint64][]byte{},
+		encHash:  map[uint64]uint64{},
 	}
 	s.syn.done = make(chan struct{})
 	s.fol.users = map[int64]string{}
 	s.cb = &noiseconn.Server{Key: key, Handle: s.handle}
+	if opts.Replica != "" {
+		s.startReplica()
+	}
 	s.wg.Add(2)
 	go s.worker()
 	go s.fanouter()
@@ -258,6 +289,7 @@ func (s *Server) Close() error {
 		c.Close()
 	}
 	s.wg.Wait()
+	s.stopReplica()
 	return nil
 }
 
@@ -385,7 +417,7 @@ func (s *Server) handle(c *noiseconn.Conn) {
 	key := pubkey.Node{PublicKey: c.Peer()} // the node key the session proved
 	for {
 		c.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
-		m, err := proto.Read(c, proto.MaxServerMessage)
+		m, err := proto.Read(c, proto.MaxFirstMessage)
 		if err != nil {
 			if errors.Is(err, proto.ErrMalformed) || errors.Is(err, proto.ErrTooLarge) || errors.Is(err, proto.ErrVersion) {
 				s.writeError(c, proto.CodeBadRequest, err.Error())

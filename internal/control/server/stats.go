@@ -8,8 +8,13 @@ import (
 // Stats is a snapshot of the server's counters, for metrics.
 type Stats struct {
 	NodesOnline  int    // nodes with a map stream open here now
+	HoldsDuties  bool   // this server runs the singleton duties (replica.go); always, alone
 	FullMapsSent uint64 // full maps queued to streams
 	DeltasSent   uint64 // deltas queued to streams
+	// Resumes are streams that began with a delta from the map the node
+	// held (from another replica or an earlier stream) instead of a full
+	// map.
+	Resumes uint64
 	// EndpointUpdates are the endpoint reports received on map streams;
 	// EndpointWrites the (merged) ones applied to the store, at most one
 	// per node per Options.EndpointInterval; EndpointsCoalesced the
@@ -67,6 +72,7 @@ func (l *latency) snapshot() Latency {
 // serverStats are the counters behind Stats.
 type serverStats struct {
 	fullMaps, deltas   atomic.Uint64
+	resumes            atomic.Uint64
 	endpointUpdates    atomic.Uint64
 	endpointWrites     atomic.Uint64
 	endpointsCoalesced atomic.Uint64
@@ -84,7 +90,7 @@ func (s *Server) Stats() Stats {
 		}
 	}
 	s.mu.Unlock()
-	return Stats{NodesOnline: online, FullMapsSent: s.stats.fullMaps.Load(), DeltasSent: s.stats.deltas.Load(),
+	return Stats{NodesOnline: online, HoldsDuties: s.hasDuties(), FullMapsSent: s.stats.fullMaps.Load(), DeltasSent: s.stats.deltas.Load(), Resumes: s.stats.resumes.Load(),
 		EndpointUpdates: s.stats.endpointUpdates.Load(), EndpointWrites: s.stats.endpointWrites.Load(), EndpointsCoalesced: s.stats.endpointsCoalesced.Load(),
 		StreamWrite: s.stats.streamWrite.snapshot(), StoreRead: s.stats.storeRead.snapshot()}
 }

@@ -82,7 +82,7 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 	s.sessions[id] = ss // version 0: fanouts skip it until its full map is queued
 	s.mu.Unlock()
 	ctx, cancel = storeCtx()
-	err = s.st.SetOnline(ctx, n.ID, true, s.clk.Now())
+	err = s.setOnline(ctx, n.ID, true, s.clk.Now())
 	if err == nil && req.Endpoints != nil {
 		err = s.st.UpdateEndpoints(ctx, n.ID, endpointStrings(req.Endpoints))
 	}
@@ -112,7 +112,15 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 		s.mu.Unlock()
 		return
 	}
-	if err == nil {
+	version := uint64(1)
+	resumed := false
+	if err == nil && req.Have != nil {
+		full, found, resumed, err = s.encodeResumeLocked(id, req.Have)
+		if resumed {
+			version = req.Have.Version + 1
+		}
+	}
+	if err == nil && !resumed && (req.Have == nil || found) {
 		full, found, err = s.encodeFullLocked(id, 1)
 	}
 	if err != nil || !found {
@@ -126,11 +134,15 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 		}
 		return
 	}
-	ss.version = 1
+	ss.version = version
 	ss.filter = s.filterLocked(id) // what the full map carried
 	ss.base = s.snapshotDirtyLocked()
 	ss.sendBytes(full)
-	s.stats.fullMaps.Add(1)
+	if resumed {
+		s.stats.resumes.Add(1)
+	} else {
+		s.stats.fullMaps.Add(1)
+	}
 	s.wg.Add(1)
 	s.mu.Unlock()
 
@@ -191,7 +203,7 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 	s.mu.Unlock()
 	if mine {
 		ctx, cancel := storeCtx()
-		if err := s.st.SetOnline(ctx, n.ID, false, s.clk.Now()); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := s.setOnline(ctx, n.ID, false, s.clk.Now()); err != nil && !errors.Is(err, store.ErrNotFound) {
 			s.log.Error("control: marking the node offline failed", "node", id, "err", err)
 		}
 		cancel()

@@ -111,6 +111,7 @@ func (s *Server) replaceWorldLocked(nodes []*store.Node, users map[int64]string)
 func (s *Server) markDirtyLocked(id uint64, world *netmap.NetworkMap) {
 	delete(s.enc, id)
 	s.wakeWatchersLocked()
+	delete(s.encHash, id)
 	if _, ok := s.dirty[id]; ok {
 		return
 	}

@@ -18,7 +18,8 @@ type Server struct{ S *server.Server }
 
 var (
 	srvOnline   = metrics.Desc("warren_server_nodes_online", "Nodes with a map stream open on this server.")
-	srvMaps     = metrics.Desc("warren_server_netmaps_sent_total", "Network maps queued to node streams, by kind (full, delta).", "kind")
+	srvDuties   = metrics.Desc("warren_server_duties", "1 if this server runs the singleton duties (expiry of lapsed replicas' nodes, ephemeral sweep, change-log pruning): always for a server alone, one replica at a time on PostgreSQL (docs/HA.md).")
+	srvMaps     = metrics.Desc("warren_server_netmaps_sent_total", "Network maps queued to node streams, by kind (full, delta, resume: the first message of a stream resumed from the map the node held).", "kind")
 	srvStream   = metrics.Desc("warren_server_stream_write_seconds", "Time to write one frame to a node's map stream.")
 	srvStore    = metrics.Desc("warren_server_store_read_seconds", "Time of the store reads behind a map change (world reload or one node).")
 	srvEndpts   = metrics.Desc("warren_server_endpoint_reports_total", "Endpoint reports from nodes' map streams, by what became of them: received, written (to the store and fanned out, at most one per node per second), merged (into a later one).", "result")
@@ -34,6 +35,7 @@ var (
 // Describe implements prometheus.Collector.
 func (s Server) Describe(ch chan<- *prometheus.Desc) {
 	ch <- srvOnline
+	ch <- srvDuties
 	ch <- srvMaps
 	ch <- srvStream
 	ch <- srvStore
@@ -44,8 +46,14 @@ func (s Server) Describe(ch chan<- *prometheus.Desc) {
 func (s Server) Collect(ch chan<- prometheus.Metric) {
 	st := s.S.Stats()
 	ch <- prometheus.MustNewConstMetric(srvOnline, prometheus.GaugeValue, float64(st.NodesOnline))
+	duties := 0.0
+	if st.HoldsDuties {
+		duties = 1
+	}
+	ch <- prometheus.MustNewConstMetric(srvDuties, prometheus.GaugeValue, duties)
 	ch <- prometheus.MustNewConstMetric(srvMaps, prometheus.CounterValue, float64(st.FullMapsSent), "full")
 	ch <- prometheus.MustNewConstMetric(srvMaps, prometheus.CounterValue, float64(st.DeltasSent), "delta")
+	ch <- prometheus.MustNewConstMetric(srvMaps, prometheus.CounterValue, float64(st.Resumes), "resume")
 	ch <- prometheus.MustNewConstMetric(srvEndpts, prometheus.CounterValue, float64(st.EndpointUpdates), "received")
 	ch <- prometheus.MustNewConstMetric(srvEndpts, prometheus.CounterValue, float64(st.EndpointWrites), "written")
 	ch <- prometheus.MustNewConstMetric(srvEndpts, prometheus.CounterValue, float64(st.EndpointsCoalesced), "merged")

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/warrenmesh/warren/internal/control/controltest"
+	"github.com/warrenmesh/warren/internal/control/server"
 	"github.com/warrenmesh/warren/internal/metrics"
 	"github.com/warrenmesh/warren/internal/noise"
 	"github.com/warrenmesh/warren/internal/pubkey"
@@ -30,6 +32,21 @@ func TestRelay(t *testing.T) {
 	} {
 		if !strings.Contains(b.String(), want+"\n") {
 			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// TestServer gathers a coordination server's collector the same way; a
+// server alone runs the singleton duties.
+func TestServer(t *testing.T) {
+	cs := controltest.Start(t, server.Options{})
+	var b bytes.Buffer
+	if err := metrics.WriteText(&b, metrics.Registry(Server{S: cs.Server()})); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`warren_server_nodes_online 0`, `warren_server_duties 1`, `warren_server_netmaps_sent_total{kind="full"} 0`, `warren_server_netmaps_sent_total{kind="resume"} 0`} {
+		if !strings.Contains(b.String(), want+"\n") {
+			t.Errorf("metrics lack %q:\n%s", want, b.String())
 		}
 	}
 }
