@@ -153,6 +153,9 @@ func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 		case "guess":
 			detail = append(detail, "trying "+p.PathAddr)
 		}
+		if p.PathReason != "" && len(detail) > 0 {
+			detail[len(detail)-1] += " (not direct: " + printable(p.PathReason) + ")"
+		}
 		if !p.LastHandshake.IsZero() {
 			detail = append(detail, "handshake "+ago(now.Sub(p.LastHandshake)))
 		}

@@ -528,7 +528,7 @@ func (d *Daemon) endpointLoop(ctx context.Context) {
 // fillPath describes the path layer's current path to peer k.
 func (d *Daemon) fillPath(ps *localapi.PeerStatus, k pubkey.Node) {
 	path := d.eng.PeerPath(k)
-	ps.Path = string(path.Kind)
+	ps.Path, ps.PathReason = string(path.Kind), string(path.Reason)
 	if path.Addr.IsValid() {
 		ps.PathAddr = path.Addr.String()
 	}

@@ -53,6 +53,28 @@ const (
 	PathGuess  PathKind = "guess"  // an unprobed address (no probes answered yet)
 )
 
+// PathReason says why a peer's path is not direct.
+type PathReason string
+
+// Reasons a path is not direct, first match wins.
+const (
+	ReasonNone PathReason = "" // direct
+	// ReasonUDPBlocked: our STUN servers have not answered over UDP for a
+	// while (udpBlockedAfter): UDP does not get out, or not back in.
+	ReasonUDPBlocked PathReason = "udp-blocked"
+	// ReasonNoProbeKey: the peer has no disco key, so it cannot be probed.
+	ReasonNoProbeKey PathReason = "no-probe-key"
+	// ReasonNoCandidate: no address of the peer is known (it reported
+	// none, none was learned).
+	ReasonNoCandidate PathReason = "no-candidate"
+	// ReasonProbesUnanswered: we pinged the peer's candidates and no pong
+	// came back within the trust window (NATs or firewalls in the way).
+	ReasonProbesUnanswered PathReason = "probes-unanswered"
+	// ReasonNotProbed: candidates are known but none was pinged yet (the
+	// peer has not been in use).
+	ReasonNotProbed PathReason = "not-probed"
+)
+
 // Path is a peer's current path, for status displays.
 type Path struct {
 	Kind PathKind
@@ -62,6 +84,8 @@ type Path struct {
 	// the direct path (RFC 3550's interarrival jitter estimator: each new
 	// sample moves it by 1/16 of the difference).
 	Jitter time.Duration
+	// Reason says why the path is not direct (empty when it is).
+	Reason PathReason
 }
 
 // candidate is one UDP address a peer may be reached at.
@@ -207,21 +231,43 @@ func (p *peerEP) pathLocked(now time.Time) (addr netip.AddrPort, trusted, ok boo
 	return netip.AddrPort{}, false, false
 }
 
-// Path reports the peer's current path.
-func (p *peerEP) Path(relay bool) Path {
+// Path reports the peer's current path; relay says whether a relay is
+// set, udpBlocked whether our UDP looks blocked (for the reason).
+func (p *peerEP) Path(relay, udpBlocked bool) Path {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	a, trusted, ok := p.pathLocked(p.c.clock.Now())
-	switch {
-	case trusted:
+	now := p.c.clock.Now()
+	a, trusted, ok := p.pathLocked(now)
+	if trusted {
 		c := p.cands[a]
 		return Path{Kind: PathDirect, Addr: a, RTT: c.rtt, Jitter: c.jitter}
-	case relay:
-		return Path{Kind: PathRelay}
-	case ok:
-		return Path{Kind: PathGuess, Addr: a}
 	}
-	return Path{Kind: PathNone}
+	reason := p.reasonLocked(udpBlocked)
+	switch {
+	case relay:
+		return Path{Kind: PathRelay, Reason: reason}
+	case ok:
+		return Path{Kind: PathGuess, Addr: a, Reason: reason}
+	}
+	return Path{Kind: PathNone, Reason: reason}
+}
+
+// reasonLocked says why the peer has no trusted direct path.
+func (p *peerEP) reasonLocked(udpBlocked bool) PathReason {
+	switch {
+	case udpBlocked:
+		return ReasonUDPBlocked
+	case p.shared == nil:
+		return ReasonNoProbeKey
+	case len(p.cands) == 0:
+		return ReasonNoCandidate
+	}
+	for _, c := range p.cands {
+		if !c.pinged.IsZero() {
+			return ReasonProbesUnanswered
+		}
+	}
+	return ReasonNotProbed
 }
 
 // candidateLocked returns (creating) the candidate for addr.

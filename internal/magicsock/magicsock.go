@@ -379,13 +379,14 @@ func (c *Conn) SetLocalEndpoints(eps []netip.AddrPort) {
 
 // PeerPath reports the path to a peer (PathNone for an unknown peer).
 func (c *Conn) PeerPath(k pubkey.Node) Path {
+	now := c.clock.Now()
 	c.mu.RLock()
-	p, relay := c.peers[k], c.relay != nil
+	p, relay, blocked := c.peers[k], c.relay != nil, c.udpBlockedLocked(now)
 	c.mu.RUnlock()
 	if p == nil {
 		return Path{Kind: PathNone}
 	}
-	return p.Path(relay)
+	return p.Path(relay, blocked)
 }
 
 // learn records that the engine authenticated a packet from udp as peer

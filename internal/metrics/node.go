@@ -45,6 +45,7 @@ var (
 	peerHandshake = Desc("warren_peer_last_handshake_timestamp_seconds", "Unix time of the peer's last completed handshake (absent before the first).", peerLabels...)
 	peerHSAge     = Desc("warren_peer_handshake_age_seconds", "Seconds since the peer's last completed handshake (absent before the first).", peerLabels...)
 	peerPath      = Desc("warren_peer_path", "1 for the peer's current path kind (direct, relay, guess, none), 0 for the others.", append(peerLabels, "path")...)
+	peerPathWhy   = Desc("warren_peer_path_not_direct", "1 with the reason the peer's path is not direct (udp-blocked, no-probe-key, no-candidate, probes-unanswered, not-probed); absent when direct.", append(peerLabels, "reason")...)
 	peerRTT       = Desc("warren_peer_path_rtt_seconds", "RTT of the last probe on the peer's direct path (absent when not direct).", peerLabels...)
 	peerJitter    = Desc("warren_peer_path_jitter_seconds", "Smoothed variation of probe RTTs on the peer's direct path (absent when not direct).", peerLabels...)
 
@@ -95,7 +96,7 @@ var pathKinds = []magicsock.PathKind{magicsock.PathDirect, magicsock.PathRelay, 
 // Describe implements prometheus.Collector.
 func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{peerRxBytes, peerTxBytes, peerRxPackets, peerTxPackets, peerHandshake, peerHSAge,
-		peerPath, peerRTT, peerJitter, drops, handshakes, queueDepth, udpDatagrams, udpMessages, udpOffloaded,
+		peerPath, peerPathWhy, peerRTT, peerJitter, drops, handshakes, queueDepth, udpDatagrams, udpMessages, udpOffloaded,
 		discoMessages, roamRefused, relayPackets, captureDrops, tunCalls, tunPackets} {
 		ch <- d
 	}
@@ -139,6 +140,9 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 						v = 1
 					}
 					gauge(peerPath, v, append(l, string(k))...)
+				}
+				if path.Reason != magicsock.ReasonNone {
+					gauge(peerPathWhy, 1, append(l, string(path.Reason))...)
 				}
 				if path.Kind == magicsock.PathDirect {
 					gauge(peerRTT, path.RTT.Seconds(), l...)
