@@ -51,6 +51,8 @@ const (
 	PathDirect PathKind = "direct" // a probed UDP address
 	PathRelay  PathKind = "relay"  // through the relay
 	PathGuess  PathKind = "guess"  // an unprobed address (no probes answered yet)
+	// PathPeerRelay: through a peer relay, UDP end to end (peerrelay.go).
+	PathPeerRelay PathKind = "peer-relay"
 )
 
 // PathReason says why a peer's path is not direct.
@@ -86,6 +88,8 @@ type Path struct {
 	Jitter time.Duration
 	// Reason says why the path is not direct (empty when it is).
 	Reason PathReason
+	// Via is the peer relay, for PathPeerRelay.
+	Via pubkey.Node
 }
 
 // candidate is one UDP address a peer may be reached at.
@@ -131,6 +135,11 @@ type peerEP struct {
 	lastCallRecv time.Time
 	synthetic    netip.AddrPort
 
+	// via is the peer's session at a peer relay; refused holds the relays
+	// that refused (or did not answer) an allocation for it, until when.
+	via     viaState
+	refused map[pubkey.Node]time.Time
+
 	// Replay protection for the peer's pings (reset with its disco key).
 	pingNewest uint64          // newest ping clock accepted
 	pingSeen   map[txID]uint64 // accepted ping IDs within pingWindow, by clock
@@ -138,7 +147,7 @@ type peerEP struct {
 
 func newPeerEP(c *Conn, key pubkey.Node) *peerEP {
 	return &peerEP{c: c, key: key, cands: map[netip.AddrPort]*candidate{}, pings: map[txID]pendingPing{},
-		synthetic: syntheticAddr(key), pingSeen: map[txID]uint64{}}
+		synthetic: syntheticAddr(key), pingSeen: map[txID]uint64{}, refused: map[pubkey.Node]time.Time{}}
 }
 
 // syntheticAddr is a stable address standing for a node key where no UDP
@@ -244,6 +253,8 @@ func (p *peerEP) Path(relay, udpBlocked bool) Path {
 	}
 	reason := p.reasonLocked(udpBlocked)
 	switch {
+	case p.viaLocked(now) != nil:
+		return Path{Kind: PathPeerRelay, Via: p.via.relay.info.Key, Reason: reason}
 	case relay:
 		return Path{Kind: PathRelay, Reason: reason}
 	case ok:

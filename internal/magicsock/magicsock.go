@@ -33,6 +33,7 @@ import (
 	"github.com/warrenmesh/warren/internal/clock"
 	"github.com/warrenmesh/warren/internal/conn"
 	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/peerrelay"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/stun"
 )
@@ -84,6 +85,12 @@ type Stats struct {
 	RelayDrops                     atomic.Uint64 // received from the relay, dropped: the engine was behind
 	RelaySendDrops                 atomic.Uint64 // to the relay, dropped: its send queue was full
 	NoPath                         atomic.Uint64 // sends dropped: no address, no relay
+	// Peer relays (peerrelay.go).
+	PeerRelaySent, PeerRelayRecv atomic.Uint64 // data through peer relays
+	PeerRelayCtlSent             atomic.Uint64 // allocations sent
+	PeerRelayRefused             atomic.Uint64 // allocations refused (the policy does not let the peer use the relay)
+	PeerRelayBad                 atomic.Uint64 // control messages not from a relay we use, failing to open, or answering nothing we asked
+	PeerRelayDrops               atomic.Uint64 // data messages for no session of ours (or from another address than its relay)
 }
 
 // Conn is the path layer. It implements conn.Transport.
@@ -113,6 +120,11 @@ type Conn struct {
 	relay     Relay
 	local     []netip.AddrPort // our endpoints, for call-me-maybe
 	stun      stunState
+	// Peer relays we may use, and our sessions at them by ID.
+	peerRelays  []*relayTarget
+	viaSessions map[uint64]viaSession
+	viaDrop     atomic.Bool   // a peer gave its session up: prune viaSessions
+	lastAlloc   atomic.Uint64 // clock of the last allocation sent
 
 	relayIn  chan relayPacket
 	relayOut chan relayPacket // packets to relay (src is the destination)
@@ -142,7 +154,7 @@ func New(udp conn.Transport, o Options) *Conn {
 	return &Conn{udp: udp, ttl: ttl, opts: o, discoPub: pubkey.Disco{PublicKey: o.DiscoKey.PublicKey()}, log: o.Logger, clock: clk,
 		peers: map[pubkey.Node]*peerEP{}, byAddr: map[netip.AddrPort]*peerEP{},
 		byDisco: map[pubkey.Disco]*peerEP{}, raws: map[netip.AddrPort]*rawEP{},
-		contested: map[netip.AddrPort]bool{}, limiter: newDiscoLimiter(), epoch: clk.Now(),
+		contested: map[netip.AddrPort]bool{}, viaSessions: map[uint64]viaSession{}, limiter: newDiscoLimiter(), epoch: clk.Now(),
 		relayIn: make(chan relayPacket, 512), relayOut: make(chan relayPacket, relaySendQueue)}
 }
 
@@ -526,6 +538,24 @@ func (c *Conn) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			c.mu.RLock()
 			for i := 0; i < n; i++ {
 				b := bufs[i][:sizes[i]]
+				if peerrelay.IsData(b) {
+					p := c.viaPeerLocked(b, eps[i].Addr())
+					if p == nil {
+						c.Stats.PeerRelayDrops.Add(1)
+						continue
+					}
+					sizes[w] = copy(bufs[w], b[peerrelay.DataHeaderLen:])
+					eps[w] = p
+					w++
+					c.Stats.PeerRelayRecv.Add(1)
+					continue
+				}
+				if peerrelay.IsControl(b) {
+					c.mu.RUnlock()
+					c.handleRelayControl(b, eps[i].Addr(), c.clock.Now())
+					c.mu.RLock()
+					continue
+				}
 				if isDisco(b) || stun.Is(b) {
 					c.mu.RUnlock()
 					if isDisco(b) {
@@ -599,9 +629,19 @@ func (c *Conn) sendPeer(bufs [][]byte, p *peerEP) error {
 		udp = p.udpLocked(c, addr)
 	}
 	crosses := trusted || (ok && p.crossesLocked(addr, now))
+	var via viaState
+	if v := p.viaLocked(now); v != nil && !trusted {
+		via = *v
+	}
 	p.mu.Unlock()
 	if trusted {
 		return c.udp.Send(bufs, udp)
+	}
+	if via.relay != nil {
+		if ok && udp != nil && crosses {
+			c.udp.Send(bufs, udp) // the best guess, as below
+		}
+		return c.sendVia(bufs, via)
 	}
 	c.mu.RLock()
 	relay := c.relay
