@@ -139,6 +139,12 @@ var migrations = []migration{
 		`CREATE TRIGGER dns_routes_log AFTER INSERT OR UPDATE OR DELETE ON dns_routes FOR EACH ROW EXECUTE FUNCTION warren_log_change('dns', '')`,
 		`CREATE TRIGGER policies_log AFTER INSERT OR UPDATE OR DELETE ON policies FOR EACH ROW EXECUTE FUNCTION warren_log_change('policy', '')`,
 	}},
+	{version: 12, stmts: []string{
+		// Peer relays (relays.go): the UDP port a node offers to relay on
+		// (0: none) and whether an admin approved it as a peer relay.
+		`ALTER TABLE nodes ADD COLUMN relay_port BIGINT NOT NULL DEFAULT 0`,
+		`ALTER TABLE nodes ADD COLUMN relay_approved BOOLEAN NOT NULL DEFAULT FALSE`,
+	}},
 }
 
 // sqliteChangeTriggers are migration 7's triggers for SQLite, which has
