@@ -173,6 +173,7 @@ func adminVerbs() []adminVerb {
 	}
 	verbs = append(verbs, adminDNSVerbs()...)
 	verbs = append(verbs, adminRoutesVerbs()...)
+	verbs = append(verbs, adminPeerRelayVerbs()...)
 	return append(verbs, adminPolicyVerbs()...)
 }
 

@@ -45,6 +45,7 @@ type PeerChange struct {
 	DiscoKey   *pubkey.Disco
 	Routes     *[]netip.Prefix
 	Tags       *[]string
+	RelayPort  *uint16
 }
 
 // IsEmpty reports whether d changes nothing but the version.
@@ -121,6 +122,7 @@ func diffNode(o, n *Node) (PeerChange, bool) {
 	set(o.DiscoKey != n.DiscoKey, func() { c.DiscoKey = ptr(n.DiscoKey) })
 	set(!slices.Equal(o.Routes, n.Routes), func() { c.Routes = ptr(slices.Clone(n.Routes)) })
 	set(!slices.Equal(o.Tags, n.Tags), func() { c.Tags = ptr(slices.Clone(n.Tags)) })
+	set(o.RelayPort != n.RelayPort, func() { c.RelayPort = ptr(n.RelayPort) })
 	return c, changed
 }
 
@@ -167,6 +169,9 @@ func (c *PeerChange) Apply(n *Node) {
 		if len(n.Routes) == 0 {
 			n.Routes = nil
 		}
+	}
+	if c.RelayPort != nil {
+		n.RelayPort = *c.RelayPort
 	}
 }
 

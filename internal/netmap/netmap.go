@@ -76,6 +76,12 @@ type Node struct {
 	// it an exit node. They are not in AllowedIPs: each peer's daemon
 	// decides which of them it uses (--accept-routes, --exit-node).
 	Routes []netip.Prefix
+	// RelayPort is the UDP port the node serves as a peer relay on: set
+	// only when the node offers one and an admin approved it (0: not a
+	// peer relay). Who may use it is in each node's packet filter
+	// (filter.Spec's PeerRelays and RelayClients); with no filter, every
+	// node may.
+	RelayPort uint16
 }
 
 // IsExitNode reports whether the node offers a default route.
@@ -97,7 +103,7 @@ func (n *Node) Equal(o *Node) bool {
 		slices.Equal(n.Addresses, o.Addresses) && slices.Equal(n.AllowedIPs, o.AllowedIPs) &&
 		slices.Equal(n.Endpoints, o.Endpoints) && n.Online == o.Online &&
 		n.LastSeen.Equal(o.LastSeen) && n.Expiry.Equal(o.Expiry) && n.DiscoKey == o.DiscoKey &&
-		slices.Equal(n.Routes, o.Routes) && slices.Equal(n.Tags, o.Tags)
+		slices.Equal(n.Routes, o.Routes) && slices.Equal(n.Tags, o.Tags) && n.RelayPort == o.RelayPort
 }
 
 // IsTagged reports whether the node is owned by tags rather than a user.

@@ -20,6 +20,8 @@ type Node struct {
 	// Routes are the prefixes the node routes for others (approved and
 	// advertised); 0.0.0.0/0 and ::/0 make it an exit node.
 	Routes []netip.Prefix
+	// Relay says the node is an approved peer relay offering a port.
+	Relay bool
 }
 
 // exitNode reports whether n offers a default route.
@@ -231,6 +233,7 @@ func (p *Policy) Compile(nodes []Node) map[uint64]*filter.Spec {
 		}
 		out[n.ID] = spec
 	}
+	p.compileRelays(nodes, out)
 	return out
 }
 

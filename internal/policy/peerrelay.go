@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"slices"
+
+	"github.com/warrenmesh/warren/internal/filter"
 )
 
 // PeerRelayRule says which nodes may use which peer relays (docs/POLICY.md,
@@ -51,6 +53,28 @@ func (p *Policy) validatePeerRelays() error {
 		p.relayRules = append(p.relayRules, rr)
 	}
 	return nil
+}
+
+// compileRelays fills in the specs' PeerRelays and RelayClients: for each
+// approved peer relay, the nodes the rules let use it.
+func (p *Policy) compileRelays(nodes []Node, specs map[uint64]*filter.Spec) {
+	for i := range nodes {
+		r := &nodes[i]
+		if !r.Relay {
+			continue
+		}
+		for j := range nodes {
+			u := &nodes[j]
+			if p.MayUseRelay(u, r) {
+				specs[u.ID].PeerRelays = append(specs[u.ID].PeerRelays, r.ID)
+				specs[r.ID].RelayClients = append(specs[r.ID].RelayClients, u.ID)
+			}
+		}
+	}
+	for _, s := range specs {
+		slices.Sort(s.PeerRelays)
+		slices.Sort(s.RelayClients)
+	}
 }
 
 // MayUseRelay reports whether node user may use node relay as a peer

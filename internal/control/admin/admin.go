@@ -113,6 +113,7 @@ func New(st *store.Store, notify func(), opts ...Option) http.Handler {
 	routes = append(routes, dnsRoutes(a)...)
 	routes = append(routes, policyRoutes(a)...)
 	routes = append(routes, routesRoutes(a)...)
+	routes = append(routes, peerRelayRoutes(a)...)
 	routes = append(routes, route{RelayNodesPattern, a.relayNodes})
 	for _, rt := range routes {
 		h := rt.h

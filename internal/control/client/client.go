@@ -62,6 +62,9 @@ type Config struct {
 	// Routes are the routes the node advertises, reported on every map
 	// stream (SetRoutes changes them).
 	Routes []netip.Prefix
+	// RelayPort is the UDP port the node offers to serve as a peer relay
+	// on (0: none), reported on every map stream.
+	RelayPort uint16
 }
 
 // Client is a node's control client. Its methods are safe for concurrent
@@ -303,7 +306,8 @@ func (c *Client) stream(ctx context.Context, onMap, save func(*netmap.NetworkMap
 	routes := nonNilRoutes(c.routes)
 	c.mu.Unlock()
 	conn.SetWriteDeadline(time.Now().Add(c.cfg.ReadTimeout))
-	req := &proto.MapRequest{Endpoints: eps, Routes: &routes}
+	relayPort := c.cfg.RelayPort
+	req := &proto.MapRequest{Endpoints: eps, Routes: &routes, RelayPort: &relayPort}
 	if !c.cfg.DiscoKey.IsZero() {
 		req.DiscoKey = &c.cfg.DiscoKey
 	}

@@ -113,6 +113,10 @@ type MapRequest struct {
 	// --advertise-routes, --advertise-exit-node); nil: unchanged. They
 	// reach peers once an admin approves them.
 	Routes *[]netip.Prefix `json:"routes,omitempty"`
+	// RelayPort is the UDP port the node offers to serve as a peer relay
+	// on (warren up --relay-server-port; 0: none); nil: unchanged. Peers
+	// use it once an admin approves the node as a peer relay.
+	RelayPort *uint16 `json:"relayPort,omitempty"`
 }
 
 // MapResponse is one message of the map stream: the full map once, then

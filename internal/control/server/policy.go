@@ -29,12 +29,12 @@ type policyState struct {
 
 // identOf is a node's identity as the policy sees it.
 func identOf(n *store.Node, nn *netmap.Node) policy.Node {
-	return policy.Node{ID: nn.ID, User: nn.User, Tags: n.Tags, Addrs: nn.Addresses, Routes: nn.Routes}
+	return policy.Node{ID: nn.ID, User: nn.User, Tags: n.Tags, Addrs: nn.Addresses, Routes: nn.Routes, Relay: nn.RelayPort != 0}
 }
 
 func identEqual(a, b policy.Node) bool {
 	return a.ID == b.ID && a.User == b.User && slices.Equal(a.Tags, b.Tags) && slices.Equal(a.Addrs, b.Addrs) &&
-		slices.Equal(a.Routes, b.Routes)
+		slices.Equal(a.Routes, b.Routes) && a.Relay == b.Relay
 }
 
 // setPolicyLocked puts a policy read from the store in force unless it

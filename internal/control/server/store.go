@@ -33,6 +33,7 @@ type Store interface {
 	UpdateEndpoints(ctx context.Context, id int64, endpoints []string) error
 	SetDiscoKey(ctx context.Context, id int64, disco pubkey.Disco) error
 	SetAdvertisedRoutes(ctx context.Context, id int64, routes []netip.Prefix) error
+	SetRelayPort(ctx context.Context, id int64, port uint16) error
 }
 
 var _ Store = (*store.Store)(nil)

@@ -85,6 +85,9 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 	if err == nil && req.Routes != nil && !routesEqual(*req.Routes, n.AdvertisedRoutes) {
 		err = s.st.SetAdvertisedRoutes(ctx, n.ID, *req.Routes)
 	}
+	if err == nil && req.RelayPort != nil && *req.RelayPort != n.RelayPort {
+		err = s.st.SetRelayPort(ctx, n.ID, *req.RelayPort)
+	}
 	cancel()
 	unlockNode()
 	if err == nil {
