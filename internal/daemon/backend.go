@@ -319,7 +319,7 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: pubkey.Server{PublicKey: sk}, NodeKey: key,
 		DiscoKey: d.eng.DiscoPublic(),
 		MapPath:  d.mapPath(), Logger: d.log,
-		Control: d.router.SocketControl, Routes: d.advertisedLocked(),
+		Control: d.router.SocketControl, Routes: d.advertisedLocked(), RelayPort: d.prefs.RelayServerPort,
 		MinBackoff: d.backoff / 10, MaxBackoff: d.backoff, Clock: d.clk})
 }
 

@@ -135,10 +135,11 @@ type peerEP struct {
 	lastCallRecv time.Time
 	synthetic    netip.AddrPort
 
-	// via is the peer's session at a peer relay; refused holds the relays
-	// that refused (or did not answer) an allocation for it, until when.
+	// via is the peer's session at a peer relay; refused holds the relay
+	// addresses that refused (or did not answer) an allocation for it,
+	// until when.
 	via     viaState
-	refused map[pubkey.Node]time.Time
+	refused map[netip.AddrPort]time.Time
 
 	// Replay protection for the peer's pings (reset with its disco key).
 	pingNewest uint64          // newest ping clock accepted
@@ -147,7 +148,7 @@ type peerEP struct {
 
 func newPeerEP(c *Conn, key pubkey.Node) *peerEP {
 	return &peerEP{c: c, key: key, cands: map[netip.AddrPort]*candidate{}, pings: map[txID]pendingPing{},
-		synthetic: syntheticAddr(key), pingSeen: map[txID]uint64{}, refused: map[pubkey.Node]time.Time{}}
+		synthetic: syntheticAddr(key), pingSeen: map[txID]uint64{}, refused: map[netip.AddrPort]time.Time{}}
 }
 
 // syntheticAddr is a stable address standing for a node key where no UDP

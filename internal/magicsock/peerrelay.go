@@ -113,7 +113,7 @@ func (c *Conn) allocDue(p *peerEP, now time.Time, relays []*relayTarget, udpBloc
 		now.Sub(v.since) >= viaTimeout {
 		// Asked for viaTimeout without an answer: the relay is gone (or
 		// unreachable from here), try another.
-		p.refused[v.relay.info.Key] = now.Add(refusedFor) // not answering: try another
+		p.refused[v.relay.info.Addr] = now.Add(refusedFor) // not answering: try another
 		c.dropViaLocked(p)
 	}
 	every := viaRefresh
@@ -127,7 +127,7 @@ func (c *Conn) allocDue(p *peerEP, now time.Time, relays []*relayTarget, udpBloc
 	target := v.relay
 	if target == nil {
 		for _, t := range relays {
-			if until, ok := p.refused[t.info.Key]; (!ok || now.After(until)) && t.udp != nil && t.info.Key != p.key {
+			if until, ok := p.refused[t.info.Addr]; (!ok || now.After(until)) && t.udp != nil && t.info.Key != p.key {
 				target = t
 				break
 			}
@@ -205,7 +205,7 @@ func (c *Conn) handleRelayControl(b []byte, src netip.AddrPort, now time.Time) {
 			continue
 		}
 		if a.Status != peerrelay.StatusOK {
-			p.refused[target.info.Key] = now.Add(refusedFor)
+			p.refused[target.info.Addr] = now.Add(refusedFor)
 			if p.via.session != 0 {
 				delete(c.viaSessions, p.via.session)
 			}
@@ -270,4 +270,10 @@ func (c *Conn) viaPeerLocked(b []byte, src netip.AddrPort) *peerEP {
 		return nil
 	}
 	return vs.p
+}
+
+// NewPeerRelayServer returns a peer relay over tr that opens allocations
+// with this node's disco key: the key peers find for it in the netmap.
+func (c *Conn) NewPeerRelayServer(tr conn.Transport) *peerrelay.Server {
+	return peerrelay.NewServer(tr, peerrelay.Options{DiscoKey: c.opts.DiscoKey, Logger: c.log, Clock: c.clock})
 }

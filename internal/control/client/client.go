@@ -213,6 +213,20 @@ func (c *Client) SetRoutes(routes []netip.Prefix) error {
 	return proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps, Routes: &rs}})
 }
 
+// SetRelayPort records the UDP port the node offers to serve as a peer
+// relay on (0: none) and reports it on the current stream, if any.
+func (c *Client) SetRelayPort(port uint16) error {
+	c.mu.Lock()
+	c.cfg.RelayPort = port
+	eps := slices.Clone(c.endpoints)
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	return proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps, RelayPort: &port}})
+}
+
 func nonNilRoutes(rs []netip.Prefix) []netip.Prefix {
 	if rs == nil {
 		return []netip.Prefix{}
@@ -306,7 +320,9 @@ func (c *Client) stream(ctx context.Context, onMap, save func(*netmap.NetworkMap
 	routes := nonNilRoutes(c.routes)
 	c.mu.Unlock()
 	conn.SetWriteDeadline(time.Now().Add(c.cfg.ReadTimeout))
+	c.mu.Lock()
 	relayPort := c.cfg.RelayPort
+	c.mu.Unlock()
 	req := &proto.MapRequest{Endpoints: eps, Routes: &routes, RelayPort: &relayPort}
 	if !c.cfg.DiscoKey.IsZero() {
 		req.DiscoKey = &c.cfg.DiscoKey

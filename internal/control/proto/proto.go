@@ -130,8 +130,9 @@ type MapResponse struct {
 // EndpointUpdate replaces the session node's reported endpoints.
 type EndpointUpdate struct {
 	Endpoints []netip.AddrPort `json:"endpoints"`
-	DiscoKey  *pubkey.Disco    `json:"discoKey,omitempty"` // nil: unchanged
-	Routes    *[]netip.Prefix  `json:"routes,omitempty"`   // advertised routes; nil: unchanged
+	DiscoKey  *pubkey.Disco    `json:"discoKey,omitempty"`  // nil: unchanged
+	Routes    *[]netip.Prefix  `json:"routes,omitempty"`    // advertised routes; nil: unchanged
+	RelayPort *uint16          `json:"relayPort,omitempty"` // peer relay port offered (0: none); nil: unchanged
 }
 
 // RotateKeyRequest replaces the session node's key with NewKey, keeping the

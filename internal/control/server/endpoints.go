@@ -51,6 +51,9 @@ func (a *endpointApplier) add(u *proto.EndpointUpdate) {
 		if u.Routes != nil {
 			p.Routes = u.Routes
 		}
+		if u.RelayPort != nil {
+			p.RelayPort = u.RelayPort
+		}
 	} else {
 		c := *u
 		a.pending = &c
@@ -129,6 +132,9 @@ func (a *endpointApplier) apply(u *proto.EndpointUpdate) {
 	}
 	if err == nil && u.Routes != nil {
 		err = s.st.SetAdvertisedRoutes(ctx, id, *u.Routes)
+	}
+	if err == nil && u.RelayPort != nil {
+		err = s.st.SetRelayPort(ctx, id, *u.RelayPort)
 	}
 	cancel()
 	unlock()
