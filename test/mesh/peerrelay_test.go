@@ -1,0 +1,78 @@
+package mesh
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warrenmesh/warren/internal/testutil/wait"
+)
+
+// TestPeerRelayHardHard: two nodes behind hard (random-port) NATs never
+// go direct and start on the server's TCP relay; a third node on the
+// core with a reachable UDP port offers to relay (warren up
+// --relay-server-port), and once an admin approves it both move onto it:
+// UDP end to end through the peer relay. Throughput through the TCP relay
+// and through the peer relay is measured in the same run with iperf3 and
+// logged (no assertion on it). When the peer relay's daemon dies they go
+// back to the TCP relay.
+func TestPeerRelayHardHard(t *testing.T) {
+	needConntrack(t)
+	needTool(t, "iperf3")
+	l := newLab(t, "")
+	l.db = "sqlite:" + t.TempDir() + "/warren.db"
+	l.startServer("--relay", "--stun-listen", ":3478")
+	l.mustAdmin("users", "create", "pr")
+	key := l.mustAdmin("authkeys", "create", "--user", "pr", "--reusable")
+	hard := natSpec{kind: hardNAT, inputFilter: true, uplink: uplinkISP}
+	a := l.startNodeBehind("ha", hard)
+	b := l.startNodeBehind("hb", hard)
+	relay := l.startNode("relay")
+	all := []*node{a.node, b.node, relay}
+	parallel(t, []*node{a.node, b.node}, func(n *node) error { _, err := n.up(key); return err })
+	if out, err := relay.upWith(key, "--relay-server-port", "3480"); err != nil {
+		t.Fatalf("relay up: %v\n%s", err, out)
+	}
+	waitPeers(t, all, 2, 30*time.Second)
+	bV4, _ := b.ips()
+
+	// Not approved yet: the TCP relay carries the pair.
+	waitPath(t, a.node, b.node, "relay", 20*time.Second)
+	if out := l.mustAdmin("nodes", "relays"); !strings.Contains(out, "relay") || !strings.Contains(out, "3480") || !strings.Contains(out, "not approved") {
+		t.Fatalf("nodes relays before approval:\n%s", out)
+	}
+	st, _ := a.status()
+	if p := peerNamed(st, b.name); p == nil || p.PathReason != "probes-unanswered" {
+		t.Errorf("a → b on the relay: reason %+v, want probes-unanswered", peerStatus(st, b.name))
+	}
+	tcpRate, why := iperf(t, a.node, b.node, bV4, 5)
+	if why != "" {
+		t.Fatalf("through the TCP relay: %s", why)
+	}
+	waitPath(t, a.node, b.node, "relay", 5*time.Second) // still: the measurement was of the relay
+
+	// Approved: both sides move onto the peer relay.
+	l.mustAdmin("nodes", "approve-relay", "relay")
+	d := waitPath(t, a.node, b.node, "peer-relay", 30*time.Second)
+	t.Logf("a → b on the peer relay %v after approval", d.Round(time.Millisecond))
+	waitPath(t, b.node, a.node, "peer-relay", 15*time.Second)
+	peerRate, why := iperf(t, a.node, b.node, bV4, 5)
+	if why != "" {
+		t.Fatalf("through the peer relay: %s", why)
+	}
+	for _, n := range []*node{a.node, b.node} {
+		if p, _ := n.path(map[*node]string{a.node: b.name, b.node: a.name}[n]); p != "peer-relay" {
+			t.Errorf("%s left the peer relay during the measurement: %s", n.name, p)
+		}
+	}
+	if got := a.metric(`warren_peer_relay_packets_total{event="sent"}`); got <= 0 {
+		t.Errorf("a sent %v packets through the peer relay", got)
+	}
+	t.Logf("iperf3 a → b, 5 s each, same run: TCP relay %.0f Mbit/s, peer relay %.0f Mbit/s", tcpRate, peerRate)
+
+	// The peer relay dies: back to the TCP relay, traffic flows.
+	relay.kill()
+	d = waitPath(t, a.node, b.node, "relay", 20*time.Second)
+	t.Logf("a → b back on the TCP relay %v after the peer relay died", d.Round(time.Millisecond))
+	wait.For(t, 10*time.Second, "ping a → b over the TCP relay", func() bool { return a.pingOnce(bV4, time.Second) == nil })
+}
