@@ -167,7 +167,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	d.prefs = prefs{ServerURL: serverURL, ServerKey: serverKey.String(), Hostname: req.Hostname,
 		Registered: true, WantRunning: true, AcceptDNS: old.AcceptDNS,
 		AdvertiseRoutes: old.AdvertiseRoutes, AdvertiseExitNode: old.AdvertiseExitNode, AcceptRoutes: old.AcceptRoutes,
-		ExitNode: old.ExitNode, ExitNodeAllowLAN: old.ExitNodeAllowLAN}
+		ExitNode: old.ExitNode, ExitNodeAllowLAN: old.ExitNodeAllowLAN, RelayServerPort: old.RelayServerPort}
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package magicsock
 import (
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/warrenmesh/warren/internal/conn"
@@ -243,19 +244,31 @@ func (c *Conn) pruneViaSessions() {
 	}
 }
 
+// viaBatch is one batch for a peer relay: the packets with their session
+// headers, in pooled buffers.
+type viaBatch struct {
+	out [][]byte
+	bps []*[]byte
+}
+
+var viaBatches = sync.Pool{New: func() any { return new(viaBatch) }}
+
 // sendVia sends a batch to p through its peer relay session.
 func (c *Conn) sendVia(bufs [][]byte, v viaState) error {
-	out := make([][]byte, len(bufs))
-	bps := make([]*[]byte, len(bufs))
-	for i, b := range bufs {
+	vb := viaBatches.Get().(*viaBatch)
+	for _, b := range bufs {
 		bp := relayBufs.Get().(*[]byte)
 		*bp = peerrelay.AppendData((*bp)[:0], v.session, b)
-		out[i], bps[i] = *bp, bp
+		vb.out, vb.bps = append(vb.out, *bp), append(vb.bps, bp)
 	}
-	err := c.udp.Send(out, v.relay.udp)
-	for _, bp := range bps {
+	err := c.udp.Send(vb.out, v.relay.udp)
+	for _, bp := range vb.bps {
 		relayBufs.Put(bp)
 	}
+	clear(vb.out)
+	clear(vb.bps)
+	vb.out, vb.bps = vb.out[:0], vb.bps[:0]
+	viaBatches.Put(vb)
 	if err == nil {
 		c.Stats.PeerRelaySent.Add(uint64(len(bufs)))
 	}

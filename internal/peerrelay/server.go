@@ -189,7 +189,17 @@ func (s *Server) serve(fn conn.ReceiveFunc) {
 		bufs[i] = make([]byte, 65535)
 	}
 	sizes, eps := make([]int, batch), make([]conn.Endpoint, batch)
-	out := make([][]byte, 1)
+	// Data for one destination that arrived together leaves together: one
+	// send (with segmentation offload where the transport has it).
+	out := make([][]byte, 0, batch)
+	var outTo conn.Endpoint
+	flush := func() {
+		if len(out) > 0 && s.tr.Send(out, outTo) == nil {
+			s.Stats.Forwarded.Add(uint64(len(out)))
+		}
+		clear(out)
+		out, outTo = out[:0], nil
+	}
 	for {
 		n, err := fn(bufs, sizes, eps)
 		if err != nil {
@@ -199,7 +209,12 @@ func (s *Server) serve(fn conn.ReceiveFunc) {
 			b := bufs[i][:sizes[i]]
 			switch {
 			case IsData(b):
-				s.forward(b, eps[i].Addr(), out)
+				if to := s.forward(b, eps[i].Addr()); to != nil {
+					if to != outTo {
+						flush()
+					}
+					out, outTo = append(out, b), to
+				}
 			case IsControl(b):
 				if s.limited(eps[i].Addr()) {
 					continue
@@ -210,6 +225,7 @@ func (s *Server) serve(fn conn.ReceiveFunc) {
 				s.limited(eps[i].Addr())
 			}
 		}
+		flush()
 	}
 }
 
@@ -224,9 +240,10 @@ func (s *Server) limited(src netip.AddrPort) bool {
 	return true
 }
 
-// forward sends a data message on to the other side of its session, from
-// the side bound at src; anything else is dropped and counted.
-func (s *Server) forward(b []byte, src netip.AddrPort, out [][]byte) {
+// forward returns where a data message goes: the other side of its
+// session, from the side bound at src; anything else is dropped and
+// counted (nil).
+func (s *Server) forward(b []byte, src netip.AddrPort) conn.Endpoint {
 	s.mu.RLock()
 	ss := s.sessions[DataSession(b)]
 	var to conn.Endpoint
@@ -244,20 +261,13 @@ func (s *Server) forward(b []byte, src netip.AddrPort, out [][]byte) {
 	case ss == nil:
 		s.Stats.UnknownSession.Add(1)
 		s.limited(src)
-		return
 	case !known:
 		s.Stats.WrongSource.Add(1)
 		s.limited(src)
-		return
 	case to == nil:
 		s.Stats.PeerUnbound.Add(1)
-		return
 	}
-	out[0] = b
-	if s.tr.Send(out, to) == nil {
-		s.Stats.Forwarded.Add(1)
-	}
-	out[0] = nil
+	return to
 }
 
 // handleControl answers an allocation from an allowed node: it binds the

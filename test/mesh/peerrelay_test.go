@@ -41,10 +41,12 @@ func TestPeerRelayHardHard(t *testing.T) {
 	if out := l.mustAdmin("nodes", "relays"); !strings.Contains(out, "relay") || !strings.Contains(out, "3480") || !strings.Contains(out, "not approved") {
 		t.Fatalf("nodes relays before approval:\n%s", out)
 	}
-	st, _ := a.status()
-	if p := peerNamed(st, b.name); p == nil || p.PathReason != "probes-unanswered" {
-		t.Errorf("a → b on the relay: reason %+v, want probes-unanswered", peerStatus(st, b.name))
-	}
+	wait.For(t, 10*time.Second, "a says why a → b is not direct: probes-unanswered", func() bool {
+		a.pingOnce(bV4, 200*time.Millisecond)
+		st, err := a.status()
+		p := peerNamed(st, b.name)
+		return err == nil && p != nil && p.PathReason == "probes-unanswered"
+	})
 	tcpRate, why := iperf(t, a.node, b.node, bV4, 5)
 	if why != "" {
 		t.Fatalf("through the TCP relay: %s", why)
