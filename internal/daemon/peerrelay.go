@@ -42,6 +42,22 @@ func relaySpec(nm *netmap.NetworkMap) (spec *filter.Spec, open bool) {
 // applyPeerRelaysLocked gives the path layer the peer relays it may use
 // and runs (or stops) this node's own; d.mu held.
 func (d *Daemon) applyPeerRelaysLocked(nm *netmap.NetworkMap) {
+	d.eng.SetPeerRelays(peerRelaysFor(nm))
+
+	if want := d.prefs.RelayServerPort; want != d.peerRelay.port {
+		d.stopPeerRelayLocked()
+		if want != 0 {
+			d.startPeerRelayLocked(want)
+		}
+	}
+	if d.peerRelay.srv != nil {
+		d.peerRelay.srv.SetClients(relayClientsFor(nm))
+	}
+}
+
+// peerRelaysFor are the peer relays the map lets this node use, at each
+// of their addresses.
+func peerRelaysFor(nm *netmap.NetworkMap) []magicsock.PeerRelayInfo {
 	spec, open := relaySpec(nm)
 	var infos []magicsock.PeerRelayInfo
 	for i := range nm.Peers {
@@ -53,27 +69,25 @@ func (d *Daemon) applyPeerRelaysLocked(nm *netmap.NetworkMap) {
 			infos = append(infos, magicsock.PeerRelayInfo{Key: p.Key, Disco: p.DiscoKey, Addr: netip.AddrPortFrom(a, p.RelayPort)})
 		}
 	}
-	d.eng.SetPeerRelays(infos)
+	return infos
+}
 
-	if want := d.prefs.RelayServerPort; want != d.peerRelay.port {
-		d.stopPeerRelayLocked()
-		if want != 0 {
-			d.startPeerRelayLocked(want)
-		}
+// relayClientsFor are the peers this node serves as a peer relay: none
+// unless an admin approved it (the map gives its own RelayPort), then the
+// ones its filter spec names (every peer without a policy).
+func relayClientsFor(nm *netmap.NetworkMap) []peerrelay.Client {
+	if nm.Self.RelayPort == 0 {
+		return nil
 	}
-	if d.peerRelay.srv == nil {
-		return
-	}
+	spec, open := relaySpec(nm)
 	var clients []peerrelay.Client
-	if nm.Self.RelayPort != 0 { // approved: serve whom the policy allows
-		for i := range nm.Peers {
-			p := &nm.Peers[i]
-			if !p.DiscoKey.IsZero() && (open || slices.Contains(spec.RelayClients, p.ID)) {
-				clients = append(clients, peerrelay.Client{Key: p.Key, Disco: p.DiscoKey})
-			}
+	for i := range nm.Peers {
+		p := &nm.Peers[i]
+		if !p.DiscoKey.IsZero() && (open || slices.Contains(spec.RelayClients, p.ID)) {
+			clients = append(clients, peerrelay.Client{Key: p.Key, Disco: p.DiscoKey})
 		}
 	}
-	d.peerRelay.srv.SetClients(clients)
+	return clients
 }
 
 // relayAddrs are the distinct addresses of a relay's endpoints, public
