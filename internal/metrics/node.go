@@ -7,6 +7,7 @@ import (
 
 	"github.com/warrenmesh/warren/internal/device"
 	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/peerrelay"
 	"github.com/warrenmesh/warren/internal/portmap"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/tun"
@@ -33,6 +34,9 @@ type Node struct {
 	// PortMap returns the gateway port mapping client; may be nil, and
 	// may return nil (port mapping off).
 	PortMap func() *portmap.Client
+	// PeerRelay returns this node's peer relay counters; may be nil, and
+	// may return nil (no peer relay served).
+	PeerRelay func() *peerrelay.Stats
 }
 
 var (
@@ -102,6 +106,7 @@ func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	describePortMap(ch)
+	ch <- peerRelayServed
 }
 
 // Collect implements prometheus.Collector.
@@ -194,6 +199,9 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	}
 	if n.PortMap != nil {
 		collectPortMap(n.PortMap(), ch)
+	}
+	if n.PeerRelay != nil {
+		collectPeerRelay(n.PeerRelay(), ch)
 	}
 	if t := n.TUN; t != nil {
 		counter(tunCalls, t.Reads.Load(), "read")

@@ -8,6 +8,7 @@ import (
 	"github.com/warrenmesh/warren/internal/device"
 	"github.com/warrenmesh/warren/internal/magicsock"
 	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/peerrelay"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/tun/tuntest"
 	"github.com/warrenmesh/warren/internal/uapi"
@@ -29,8 +30,11 @@ func TestNodePathReason(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms.SetPeers([]magicsock.PeerInfo{{Key: peerKey}})
+	var relayStats peerrelay.Stats
+	relayStats.RateLimited.Add(4)
 	reg := Registry(&Node{Device: dev, Paths: ms,
-		Peers: func() []Peer { return []Peer{{Key: peerKey, Name: "p"}} }})
+		Peers:     func() []Peer { return []Peer{{Key: peerKey, Name: "p"}} },
+		PeerRelay: func() *peerrelay.Stats { return &relayStats }})
 	var b bytes.Buffer
 	if err := WriteText(&b, reg); err != nil {
 		t.Fatal(err)
@@ -39,6 +43,9 @@ func TestNodePathReason(t *testing.T) {
 	for _, want := range []string{
 		`warren_peer_path_not_direct{key="` + peerKey.String() + `",peer="p",reason="no-probe-key"} 1`,
 		`warren_peer_path{key="` + peerKey.String() + `",path="none",peer="p"} 1`,
+		`warren_peer_path{key="` + peerKey.String() + `",path="peer-relay",peer="p"} 0`,
+		`warren_peer_relay_server_packets_total{event="rate_limited"} 4`,
+		`warren_peer_relay_packets_total{event="refused"} 0`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %s\n%s", want, grepLines(text, "warren_peer_path"))

@@ -70,6 +70,9 @@ func TestPeerRelayHardHard(t *testing.T) {
 	if got := a.metric(`warren_peer_relay_packets_total{event="sent"}`); got <= 0 {
 		t.Errorf("a sent %v packets through the peer relay", got)
 	}
+	if got := relay.metric(`warren_peer_relay_server_packets_total{event="forwarded"}`); got <= 0 {
+		t.Errorf("the relay forwarded %v packets", got)
+	}
 	t.Logf("iperf3 a → b, 5 s each, same run: TCP relay %.0f Mbit/s, peer relay %.0f Mbit/s", tcpRate, peerRate)
 
 	// The peer relay dies: back to the TCP relay, traffic flows.
