@@ -150,6 +150,8 @@ func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 			detail = append(detail, fmt.Sprintf("direct %s (rtt %s, jitter %s)", p.PathAddr, fmtRTT(p.PathRTT), fmtRTT(p.PathJitter)))
 		case "relay":
 			detail = append(detail, "relay "+printable(p.PathRelay))
+		case "peer-relay":
+			detail = append(detail, "peer relay "+printable(p.PathRelay))
 		case "guess":
 			detail = append(detail, "trying "+p.PathAddr)
 		}

@@ -16,6 +16,7 @@ func TestStatusPathReason(t *testing.T) {
 	st := &localapi.Status{BackendState: localapi.StateRunning, Connected: true, Self: &localapi.PeerStatus{Name: "self"}, Peers: []localapi.PeerStatus{
 		{Name: "far", Online: true, Path: "relay", PathRelay: "fra", PathReason: "probes-unanswered"},
 		{Name: "near", Online: true, Path: "direct", PathAddr: "198.18.0.2:41641"},
+		{Name: "hard", Online: true, Path: "peer-relay", PathRelay: "relay1", PathReason: "probes-unanswered"},
 	}}
 	var b bytes.Buffer
 	writeStatus(&b, st, time.Now())
@@ -23,7 +24,10 @@ func TestStatusPathReason(t *testing.T) {
 	if !strings.Contains(out, "relay fra (not direct: probes-unanswered)") {
 		t.Errorf("status text lacks the reason:\n%s", out)
 	}
-	if strings.Count(out, "not direct") != 1 {
+	if !strings.Contains(out, "peer relay relay1 (not direct: probes-unanswered)") {
+		t.Errorf("status text lacks the peer relay:\n%s", out)
+	}
+	if strings.Count(out, "not direct") != 2 {
 		t.Errorf("a direct peer got a reason:\n%s", out)
 	}
 	j, _ := json.Marshal(st)

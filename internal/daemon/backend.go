@@ -533,8 +533,18 @@ func (d *Daemon) fillPath(ps *localapi.PeerStatus, k pubkey.Node) {
 		ps.PathAddr = path.Addr.String()
 	}
 	ps.PathRTT, ps.PathJitter = path.RTT, path.Jitter
-	if path.Kind == magicsock.PathRelay {
+	switch path.Kind {
+	case magicsock.PathRelay:
 		ps.PathRelay = d.relay.region.Code
+	case magicsock.PathPeerRelay:
+		ps.PathRelay = path.Via.String() // the relay node, by name when the map has it
+		if d.nm != nil {
+			for i := range d.nm.Peers {
+				if d.nm.Peers[i].Key == path.Via {
+					ps.PathRelay = d.nm.Peers[i].Name
+				}
+			}
+		}
 	}
 }
 
@@ -549,6 +559,8 @@ func (d *Daemon) pathString(k pubkey.Node) string {
 		return "direct " + ps.PathAddr
 	case "relay":
 		return "relay " + ps.PathRelay
+	case "peer-relay":
+		return "peer relay " + ps.PathRelay
 	case "guess":
 		return ps.PathAddr
 	}

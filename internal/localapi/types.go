@@ -51,6 +51,7 @@ type PeerStatus struct {
 	CurrentAddr string           `json:"curAddr,omitempty"`
 	// Path is how packets travel to the peer: "direct" (a probed UDP
 	// address, PathAddr, last probe PathRTT), "relay" (region PathRelay),
+	// "peer-relay" (through the peer relay node PathRelay, UDP),
 	// "guess" (an address not yet confirmed by a probe) or "none".
 	Path string `json:"path,omitempty"`
 	// PathReason says why the path is not direct: "udp-blocked",

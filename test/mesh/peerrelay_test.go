@@ -63,8 +63,12 @@ func TestPeerRelayHardHard(t *testing.T) {
 		t.Fatalf("through the peer relay: %s", why)
 	}
 	for _, n := range []*node{a.node, b.node} {
-		if p, _ := n.path(map[*node]string{a.node: b.name, b.node: a.name}[n]); p != "peer-relay" {
-			t.Errorf("%s left the peer relay during the measurement: %s", n.name, p)
+		st, err := n.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := peerNamed(st, map[*node]string{a.node: b.name, b.node: a.name}[n]); p == nil || p.Path != "peer-relay" || p.PathRelay != "relay" {
+			t.Errorf("%s after the measurement: %+v, want the peer relay through node relay", n.name, peerStatus(st, b.name))
 		}
 	}
 	if got := a.metric(`warren_peer_relay_packets_total{event="sent"}`); got <= 0 {
