@@ -112,9 +112,9 @@ func (c *Conn) allocDue(p *peerEP, now time.Time, relays []*relayTarget, udpBloc
 	v := &p.via
 	if v.relay != nil && !v.lastReq.IsZero() && now.Sub(v.lastReq) < viaPending && now.Sub(v.lastOK) >= viaTimeout &&
 		now.Sub(v.since) >= viaTimeout {
-		// Asked for viaTimeout without an answer: the relay is gone (or
-		// unreachable from here), try another.
-		p.refused[v.relay.info.Addr] = now.Add(refusedFor) // not answering: try another
+		// Still asking, and no answer for viaTimeout: the relay is gone
+		// (or unreachable from here at this address); try another.
+		p.refused[v.relay.info.Addr] = now.Add(refusedFor)
 		c.dropViaLocked(p)
 	}
 	every := viaRefresh
@@ -154,9 +154,9 @@ func (c *Conn) allocDue(p *peerEP, now time.Time, relays []*relayTarget, udpBloc
 	}
 }
 
-// dropViaLocked ends p's peer relay session (p.mu held; takes c.mu only
-// through the sessions table's own lock order: callers hold neither c.mu
-// nor another peer's lock).
+// dropViaLocked ends p's peer relay session (p.mu held). Its entry in
+// c.viaSessions is removed by the prober's next pruneViaSessions (c.mu
+// cannot be taken under p.mu).
 func (c *Conn) dropViaLocked(p *peerEP) {
 	if p.via.session != 0 {
 		c.viaDrop.Store(true)
