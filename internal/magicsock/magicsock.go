@@ -358,6 +358,7 @@ func (c *Conn) SetPeers(peers []PeerInfo) {
 		if !keep[k] {
 			delete(c.peers, k)
 			delete(c.byDisco, p.disco)
+			c.viaDrop.Store(true) // its peer relay session, if any, goes at the next prune
 		}
 	}
 	for a, p := range c.byAddr {
