@@ -150,3 +150,48 @@ func TestPeerRelayDirectWins(t *testing.T) {
 		t.Fatalf("direct path left for %s/%s", l.pathOf(l.a, l.b), l.pathOf(l.b, l.a))
 	}
 }
+
+// TestPeerRelayKeptAcrossMaps: the daemon gives the layer its peer relays
+// at every map it applies; the same relays again must not disturb the
+// session (answers of the relay still count), so the pair stays on it.
+func TestPeerRelayKeptAcrossMaps(t *testing.T) {
+	l := newPathLab(t, hardNAT, hardNAT)
+	r := l.addPeerRelay(l.a, l.b)
+	if !l.run(callEvery+2*viaPending, l.both(PathPeerRelay)) {
+		t.Fatalf("not on the peer relay: a→b %s, b→a %s", l.pathOf(l.a, l.b), l.pathOf(l.b, l.a))
+	}
+	for _, n := range []*labNode{l.a, l.b} {
+		n.c.SetPeerRelays([]PeerRelayInfo{r.info})
+	}
+	left := func() bool { return !l.both(PathPeerRelay)() }
+	if l.run(3*viaTimeout, left) {
+		t.Fatalf("left the peer relay after the same relays were set again: a→b %s, b→a %s (bad control messages: a %d, b %d)",
+			l.pathOf(l.a, l.b), l.pathOf(l.b, l.a), l.a.c.Stats.PeerRelayBad.Load(), l.b.c.Stats.PeerRelayBad.Load())
+	}
+}
+
+// TestPeerRelayRemovedFromMap: a map without the relay (unapproved, or
+// the policy changed) moves the pair back to the TCP relay at once, and
+// no allocation goes to it any more.
+func TestPeerRelayRemovedFromMap(t *testing.T) {
+	l := newPathLab(t, hardNAT, hardNAT)
+	l.addPeerRelay(l.a, l.b)
+	if !l.run(callEvery+2*viaPending, l.both(PathPeerRelay)) {
+		t.Fatalf("not on the peer relay: a→b %s, b→a %s", l.pathOf(l.a, l.b), l.pathOf(l.b, l.a))
+	}
+	for _, n := range []*labNode{l.a, l.b} {
+		n.c.SetPeerRelays(nil)
+	}
+	l.run(probeTick, nil)
+	if !l.both(PathRelay)() {
+		t.Fatalf("paths a→b %s, b→a %s after the relay left the map, want relay", l.pathOf(l.a, l.b), l.pathOf(l.b, l.a))
+	}
+	sent := l.a.c.Stats.PeerRelayCtlSent.Load() + l.b.c.Stats.PeerRelayCtlSent.Load()
+	l.run(2*viaRefresh, nil)
+	if n := l.a.c.Stats.PeerRelayCtlSent.Load() + l.b.c.Stats.PeerRelayCtlSent.Load(); n != sent {
+		t.Fatalf("%d allocations sent to a relay no longer in the map", n-sent)
+	}
+	from := l.a.sent.Load() + 1
+	l.run(probeTick, nil)
+	l.delivered(l.a, l.b, from)
+}

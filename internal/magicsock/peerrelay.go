@@ -64,13 +64,18 @@ type viaSession struct {
 }
 
 // SetPeerRelays sets the peer relays this node may use (nil: none).
-// Sessions at relays no longer listed end.
+// Sessions at relays no longer listed end; a relay listed again keeps its
+// sessions (the daemon sets the list at every map it applies).
 func (c *Conn) SetPeerRelays(relays []PeerRelayInfo) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var targets []*relayTarget
 	for _, r := range relays {
 		if r.Disco.IsZero() || r.Disco.IsLowOrder() || !r.Addr.IsValid() || r.Key == c.opts.NodeKey {
+			continue
+		}
+		if i := slices.IndexFunc(c.peerRelays, func(t *relayTarget) bool { return t.info == r }); i >= 0 {
+			targets = append(targets, c.peerRelays[i])
 			continue
 		}
 		t := &relayTarget{info: r, shared: sharedKey(c.opts.DiscoKey, r.Disco)}
@@ -82,7 +87,7 @@ func (c *Conn) SetPeerRelays(relays []PeerRelayInfo) {
 	c.peerRelays = targets
 	for id, vs := range c.viaSessions {
 		vs.p.mu.Lock()
-		if vs.p.via.relay != nil && !slices.ContainsFunc(targets, func(t *relayTarget) bool { return t.info == vs.p.via.relay.info }) {
+		if vs.p.via.relay != nil && !slices.Contains(targets, vs.p.via.relay) {
 			vs.p.via = viaState{}
 			delete(c.viaSessions, id)
 		}
@@ -103,10 +108,14 @@ func (p *peerEP) viaLocked(now time.Time) *viaState {
 // due: p has no trusted path and is in use (or called us lately), and
 // UDP gets out.
 func (c *Conn) allocDue(p *peerEP, now time.Time, relays []*relayTarget, udpBlocked bool) {
+	p.mu.Lock()
+	if p.via.relay != nil && !slices.Contains(relays, p.via.relay) {
+		c.dropViaLocked(p) // no longer a relay we may use
+	}
 	if len(relays) == 0 || udpBlocked {
+		p.mu.Unlock()
 		return
 	}
-	p.mu.Lock()
 	_, trusted, _ := p.pathLocked(now)
 	wanted := now.Sub(p.lastActive) < activeFor || (!p.lastCallRecv.IsZero() && now.Sub(p.lastCallRecv) < viaCalled)
 	v := &p.via

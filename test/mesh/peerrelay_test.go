@@ -1,6 +1,8 @@
 package mesh
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +16,8 @@ import (
 // --relay-server-port), and once an admin approves it both move onto it:
 // UDP end to end through the peer relay. Throughput through the TCP relay
 // and through the peer relay is measured in the same run with iperf3 and
-// logged (no assertion on it). When the peer relay's daemon dies they go
+// logged (no assertion on it). While the policy lets no one use the relay
+// they stay on the TCP relay. When the peer relay's daemon dies they go
 // back to the TCP relay.
 func TestPeerRelayHardHard(t *testing.T) {
 	needConntrack(t)
@@ -53,10 +56,30 @@ func TestPeerRelayHardHard(t *testing.T) {
 	}
 	waitPath(t, a.node, b.node, "relay", 5*time.Second) // still: the measurement was of the relay
 
-	// Approved: both sides move onto the peer relay.
+	// Approved, but a policy lets no one use it: the pair stays on the TCP
+	// relay (pings for 5 s); without the policy both move onto the peer
+	// relay.
+	pol := filepath.Join(t.TempDir(), "policy.hujson")
+	if err := os.WriteFile(pol, []byte(`{
+	"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+	"peerRelays": [{"relay": ["*"], "users": ["nobody@"]}],
+}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l.mustAdmin("policy", "set", pol)
 	l.mustAdmin("nodes", "approve-relay", "relay")
+	if out := l.mustAdmin("nodes", "relays"); !strings.Contains(out, "serving on UDP port 3480") {
+		t.Fatalf("nodes relays after approval:\n%s", out)
+	}
+	for hold := time.Now(); time.Since(hold) < 5*time.Second; {
+		a.pingOnce(bV4, 200*time.Millisecond)
+		if p, _ := a.path(b.name); p == "peer-relay" {
+			t.Fatal("a node the policy does not allow went through the peer relay")
+		}
+	}
+	l.mustAdmin("policy", "delete")
 	d := waitPath(t, a.node, b.node, "peer-relay", 30*time.Second)
-	t.Logf("a → b on the peer relay %v after approval", d.Round(time.Millisecond))
+	t.Logf("a → b on the peer relay %v after the policy allowed it", d.Round(time.Millisecond))
 	waitPath(t, b.node, a.node, "peer-relay", 15*time.Second)
 	peerRate, why := iperf(t, a.node, b.node, bV4, 5)
 	if why != "" {
