@@ -249,3 +249,21 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// TestForwardLookupAllocatesNothing: finding where a data message goes
+// (the per-packet work of the relay besides the send) allocates nothing.
+func TestForwardLookupAllocatesNothing(t *testing.T) {
+	l := newLab(t)
+	a, b := l.newNode(1), l.newNode(2)
+	l.srv.SetClients([]Client{a.client(), b.client()})
+	ra := l.allocate(a, b.key)
+	l.allocate(b, a.key)
+	msg := AppendData(nil, ra.Session, make([]byte, 1400))
+	src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 0, 1}), 41641)
+	if l.srv.forward(msg, src) == nil {
+		t.Fatal("no destination for a's data")
+	}
+	if n := testing.AllocsPerRun(1000, func() { l.srv.forward(msg, src) }); n != 0 {
+		t.Fatalf("forward allocates %.1f times per packet", n)
+	}
+}
