@@ -6,9 +6,12 @@
 // sends data over the lowest-latency address that answered within the last
 // few seconds, and otherwise over the relay (when one is set) while it
 // keeps probing — so a session moves between direct and relayed paths
-// without the engine noticing or a handshake being lost. Disco messages and
+// without the engine noticing or a handshake being lost. Where no direct
+// path works, an approved peer relay (peerrelay.go) carries the data over
+// UDP before the TCP relay does. Disco messages, peer relay messages and
 // STUN answers share the WireGuard socket and are taken out of the batches
-// before the engine sees them.
+// before the engine sees them. Path reports say why a path is not direct
+// (PathReason).
 //
 // What a peer says about addresses is a claim, never a proof: addresses
 // from the netmap, call-me-maybe, a ping's source or an authenticated
