@@ -181,6 +181,7 @@ func adminVerbs() []adminVerb {
 	verbs = append(verbs, adminRoutesVerbs()...)
 	verbs = append(verbs, adminWireGuardVerbs()...)
 	verbs = append(verbs, adminAuditVerbs()...)
+	verbs = append(verbs, adminPeerRelayVerbs()...)
 	return append(verbs, adminPolicyVerbs()...)
 }
 

@@ -66,6 +66,16 @@ func runNetcheck(sock string, asJSON bool, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, line)
 	}
+	if len(rep.Peers) > 0 {
+		fmt.Fprintln(stdout, "  * Paths to peers:")
+		for _, p := range rep.Peers {
+			line := fmt.Sprintf("    - %s: %s", printable(p.Name), printable(p.Path))
+			if p.PathReason != "" {
+				line += " (" + printable(p.PathReason) + ")"
+			}
+			fmt.Fprintln(stdout, line)
+		}
+	}
 	return 0
 }
 

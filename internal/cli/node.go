@@ -68,6 +68,7 @@ node's name and addresses.`,
 	fs.BoolVar(&o.acceptRoutes, "accept-routes", false, "use the subnet routes peers offer")
 	fs.StringVar(&o.exitNode, "exit-node", "", "send all traffic through this `PEER` (name or tunnel address), auto (the best online exit node, with failover), or \"\" for none; while none is usable, internet traffic is blocked")
 	fs.BoolVar(&o.allowLAN, "exit-node-allow-lan", false, "with an exit node, keep the local networks reachable directly")
+	fs.Uint16Var(&o.relayPort, "relay-server-port", 0, "offer to relay UDP for peers that cannot reach each other directly, on this `PORT` (reachable from them; an admin approves; 0 stops)")
 	c.RunE = func(*cobra.Command, []string) error {
 		return exit(runUp(fs, o, s.stdout, s.stderr))
 	}
@@ -83,6 +84,7 @@ type upOptions struct {
 	acceptDNS, advExit, acceptRoutes, allowLAN bool
 	advRoutes, exitNode                        string
 	qr                                         bool
+	relayPort                                  uint16
 }
 
 func runUp(fs *pflag.FlagSet, o *upOptions, stdout, stderr io.Writer) int {
@@ -108,6 +110,8 @@ func runUp(fs *pflag.FlagSet, o *upOptions, stdout, stderr io.Writer) int {
 			rp.ExitNodeAllowLAN, rpSet = allowLAN, true
 		case "exit-node":
 			exitSet = true
+		case "relay-server-port":
+			rp.RelayServerPort, rpSet = &o.relayPort, true
 		}
 	})
 	if routesErr != nil {

@@ -165,6 +165,8 @@ func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 			detail = append(detail, fmt.Sprintf("direct %s (rtt %s, jitter %s)", p.PathAddr, fmtRTT(p.PathRTT), fmtRTT(p.PathJitter)))
 		case "relay":
 			detail = append(detail, "relay "+printable(p.PathRelay))
+		case "peer-relay":
+			detail = append(detail, "peer relay "+printable(p.PathRelay))
 		case "guess":
 			detail = append(detail, "trying "+p.PathAddr)
 		case "wireguard":
@@ -172,6 +174,9 @@ func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 		}
 		if p.Via != "" {
 			detail = append(detail, "via "+printable(p.Via))
+		}
+		if p.PathReason != "" && len(detail) > 0 {
+			detail[len(detail)-1] += " (not direct: " + printable(p.PathReason) + ")"
 		}
 		if !p.LastHandshake.IsZero() {
 			detail = append(detail, "handshake "+ago(now.Sub(p.LastHandshake)))

@@ -203,7 +203,7 @@ func (d *Daemon) completeJoin(j joinTarget, node *netmap.Node) (*localapi.Status
 	d.prefs = prefs{ServerURL: serverURL, ServerKey: serverKey.String(), Hostname: j.hostname,
 		Registered: true, WantRunning: true, AcceptDNS: old.AcceptDNS,
 		AdvertiseRoutes: old.AdvertiseRoutes, AdvertiseExitNode: old.AdvertiseExitNode, AcceptRoutes: old.AcceptRoutes,
-		ExitNode: old.ExitNode, ExitNodeAllowLAN: old.ExitNodeAllowLAN}
+		ExitNode: old.ExitNode, ExitNodeAllowLAN: old.ExitNodeAllowLAN, RelayServerPort: old.RelayServerPort}
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
 		return nil, err
 	}
@@ -356,7 +356,7 @@ func (d *Daemon) controlClient(key noise.PrivateKey) (*client.Client, error) {
 	return client.New(client.Config{ServerURL: d.prefs.ServerURL, ServerKey: pubkey.Server{PublicKey: sk}, NodeKey: key,
 		DiscoKey: d.eng.DiscoPublic(),
 		MapPath:  d.mapPath(), Logger: d.log,
-		Control: d.router.SocketControl, Routes: d.advertisedLocked(),
+		Control: d.router.SocketControl, Routes: d.advertisedLocked(), RelayPort: d.prefs.RelayServerPort,
 		MinBackoff: d.backoff / 10, MaxBackoff: d.backoff, Clock: d.clk,
 		OS: runtime.GOOS, Version: d.cfg.Version})
 }
@@ -576,13 +576,23 @@ func (d *Daemon) endpointLoop(ctx context.Context) {
 // fillPath describes the path layer's current path to peer k.
 func (d *Daemon) fillPath(ps *localapi.PeerStatus, k pubkey.Node) {
 	path := d.eng.PeerPath(k)
-	ps.Path = string(path.Kind)
+	ps.Path, ps.PathReason = string(path.Kind), string(path.Reason)
 	if path.Addr.IsValid() {
 		ps.PathAddr = path.Addr.String()
 	}
 	ps.PathRTT, ps.PathJitter = path.RTT, path.Jitter
-	if path.Kind == magicsock.PathRelay {
+	switch path.Kind {
+	case magicsock.PathRelay:
 		ps.PathRelay = d.relay.region.Code
+	case magicsock.PathPeerRelay:
+		ps.PathRelay = path.Via.String() // the relay node, by name when the map has it
+		if d.nm != nil {
+			for i := range d.nm.Peers {
+				if d.nm.Peers[i].Key == path.Via {
+					ps.PathRelay = d.nm.Peers[i].Name
+				}
+			}
+		}
 	}
 }
 
@@ -597,6 +607,8 @@ func (d *Daemon) pathString(k pubkey.Node) string {
 		return "direct " + ps.PathAddr
 	case "relay":
 		return "relay " + ps.PathRelay
+	case "peer-relay":
+		return "peer relay " + ps.PathRelay
 	case "guess":
 		return ps.PathAddr
 	}

@@ -112,14 +112,15 @@ type Daemon struct {
 	state   string
 	login   login // a sign-in in progress (interactive.go)
 
-	expiryTimer clock.Timer   // re-applies the map when a peer expires
-	drop        dropState     // file drop (drop.go)
-	dns         magicDNS      // the node's resolver (dns.go)
-	relay       relayState    // the relay client (paths.go)
-	obs         observability // metrics, captures, recent logs (metrics.go)
-	filter      filterState   // the engine's packet filter (filter.go)
-	routes      routeState    // subnet routes and exit nodes (routes.go)
-	us          userspace     // userspace mode's netstack and proxies (userspace.go)
+	expiryTimer clock.Timer    // re-applies the map when a peer expires
+	drop        dropState      // file drop (drop.go)
+	dns         magicDNS       // the node's resolver (dns.go)
+	relay       relayState     // the relay client (paths.go)
+	peerRelay   peerRelayState // this node's own peer relay (peerrelay.go)
+	obs         observability  // metrics, captures, recent logs (metrics.go)
+	filter      filterState    // the engine's packet filter (filter.go)
+	routes      routeState     // subnet routes and exit nodes (routes.go)
+	us          userspace      // userspace mode's netstack and proxies (userspace.go)
 
 	// pm keeps the gateway's mapping of our port (portmap.go); nil when
 	// off. Read without d.mu: endpoints runs both with and without it.
@@ -299,6 +300,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 	d.stopControlLocked()
 	d.stopDNSLocked()
 	d.stopRelayLocked()
+	d.stopPeerRelayLocked()
 	d.clearRoutesLocked()
 	d.mu.Unlock()
 	d.waitRelaysClosed()

@@ -9,11 +9,13 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/warrenmesh/warren/internal/conn"
 	"github.com/warrenmesh/warren/internal/device"
 	"github.com/warrenmesh/warren/internal/dns"
 	"github.com/warrenmesh/warren/internal/filter"
 	"github.com/warrenmesh/warren/internal/magicsock"
 	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/peerrelay"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/uapi"
 )
@@ -212,6 +214,11 @@ func (e *fakeEngine) Discovered() []netip.AddrPort                     { return 
 func (e *fakeEngine) SetRelay(magicsock.Relay)                         {}
 func (e *fakeEngine) SetSTUN([]netip.AddrPort, func([]netip.AddrPort)) {}
 func (e *fakeEngine) ReceiveRelayed(pubkey.Node, []byte)               {}
+func (e *fakeEngine) SetPeerRelays([]magicsock.PeerRelayInfo)          {}
+func (e *fakeEngine) NewPeerRelayServer(tr conn.Transport) *peerrelay.Server {
+	dk, _ := noise.GeneratePrivateKey()
+	return peerrelay.NewServer(tr, peerrelay.Options{DiscoKey: dk})
+}
 
 // fakeRouter is an in-memory Router that records the host configuration
 // the daemon asked for.

@@ -34,6 +34,7 @@ func (d *Daemon) initMetrics() {
 		Peers:          d.metricPeers,
 		CaptureDropped: d.obs.capture.dropped.Load,
 		PortMap:        d.portMapClient,
+		PeerRelay:      d.PeerRelayStats,
 	})
 	if d.us.st != nil {
 		d.registerNetstackMetrics()

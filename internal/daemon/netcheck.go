@@ -21,8 +21,14 @@ import (
 func (d *Daemon) Netcheck(ctx context.Context) (*localapi.NetcheckReport, error) {
 	d.mu.Lock()
 	var regions []netmap.RelayRegion
+	var peers []localapi.NetcheckPeer
 	if d.nm != nil {
 		regions = append(regions, d.nm.Relays...)
+		for i := range d.nm.Peers {
+			p := &d.nm.Peers[i]
+			path := d.eng.PeerPath(p.Key)
+			peers = append(peers, localapi.NetcheckPeer{Name: p.Name, Path: string(path.Kind), PathReason: string(path.Reason)})
+		}
 	}
 	d.mu.Unlock()
 	if len(regions) == 0 {
@@ -31,7 +37,7 @@ func (d *Daemon) Netcheck(ctx context.Context) (*localapi.NetcheckReport, error)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 
-	rep := &localapi.NetcheckReport{}
+	rep := &localapi.NetcheckReport{Peers: peers}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	// One socket per family for every STUN query, so mappings compare.

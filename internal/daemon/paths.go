@@ -48,6 +48,7 @@ func (d *Daemon) applyPathsLocked(nm *netmap.NetworkMap, want map[pubkey.Node]*n
 		infos = append(infos, magicsock.PeerInfo{Key: p.Key, DiscoKey: p.DiscoKey, Endpoints: p.Endpoints, Plain: p.Via != 0})
 	}
 	d.eng.SetPeers(infos)
+	d.applyPeerRelaysLocked(nm)
 
 	if len(nm.Relays) == 0 {
 		d.stopRelayLocked()

@@ -362,6 +362,9 @@ func (d *Daemon) setRoutePrefsLocked(p localapi.RoutePrefs) (_ *localapi.RouteSt
 	if p.ExitNodeAllowLAN != nil {
 		next.ExitNodeAllowLAN = *p.ExitNodeAllowLAN
 	}
+	if p.RelayServerPort != nil {
+		next.RelayServerPort = *p.RelayServerPort
+	}
 	if p.ExitNode != nil {
 		e := strings.TrimSpace(*p.ExitNode)
 		if e != "" && e != "auto" && d.nm != nil {
@@ -378,7 +381,7 @@ func (d *Daemon) setRoutePrefsLocked(p localapi.RoutePrefs) (_ *localapi.RouteSt
 	if next.ExitNode != "" && next.AdvertiseExitNode {
 		return nil, nil, errors.New("a node cannot use an exit node and be one: pass --exit-node= or --advertise-exit-node=false")
 	}
-	oldAdv := d.advertisedLocked()
+	oldAdv, oldRelay := d.advertisedLocked(), d.prefs.RelayServerPort
 	d.prefs = next
 	if err := savePrefs(d.cfg.StateDir, d.prefs); err != nil {
 		return nil, nil, err
@@ -387,6 +390,17 @@ func (d *Daemon) setRoutePrefsLocked(p localapi.RoutePrefs) (_ *localapi.RouteSt
 		report = func() {
 			if err := cc.SetRoutes(adv); err != nil {
 				d.log.Warn("report advertised routes", "err", err)
+			}
+		}
+	}
+	if port, cc := d.prefs.RelayServerPort, d.cc; port != oldRelay && cc != nil {
+		adv := report
+		report = func() {
+			if adv != nil {
+				adv()
+			}
+			if err := cc.SetRelayPort(port); err != nil {
+				d.log.Warn("report relay server port", "err", err)
 			}
 		}
 	}

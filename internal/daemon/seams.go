@@ -7,12 +7,14 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/warrenmesh/warren/internal/conn"
 	"github.com/warrenmesh/warren/internal/device"
 	"github.com/warrenmesh/warren/internal/dns"
 	"github.com/warrenmesh/warren/internal/filter"
 	"github.com/warrenmesh/warren/internal/magicsock"
 	"github.com/warrenmesh/warren/internal/netcfg"
 	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/peerrelay"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/resolvconf"
 	"github.com/warrenmesh/warren/internal/tun"
@@ -53,6 +55,10 @@ type Engine interface {
 	SetRelay(magicsock.Relay)
 	SetSTUN([]netip.AddrPort, func([]netip.AddrPort))
 	ReceiveRelayed(pubkey.Node, []byte)
+	SetPeerRelays([]magicsock.PeerRelayInfo)
+	// NewPeerRelayServer is a peer relay on tr with the path layer's disco
+	// key (peerrelay.go).
+	NewPeerRelayServer(tr conn.Transport) *peerrelay.Server
 }
 
 // Router is the host side of the node: the tunnel interface's addresses
@@ -141,6 +147,10 @@ func (e *deviceEngine) SetLocalEndpoints(eps []netip.AddrPort)     { e.ms.SetLoc
 func (e *deviceEngine) Discovered() []netip.AddrPort               { return e.ms.Discovered() }
 func (e *deviceEngine) SetRelay(r magicsock.Relay)                 { e.ms.SetRelay(r) }
 func (e *deviceEngine) ReceiveRelayed(src pubkey.Node, pkt []byte) { e.ms.ReceiveRelayed(src, pkt) }
+func (e *deviceEngine) SetPeerRelays(r []magicsock.PeerRelayInfo)  { e.ms.SetPeerRelays(r) }
+func (e *deviceEngine) NewPeerRelayServer(tr conn.Transport) *peerrelay.Server {
+	return e.ms.NewPeerRelayServer(tr)
+}
 func (e *deviceEngine) SetSTUN(servers []netip.AddrPort, f func([]netip.AddrPort)) {
 	e.ms.SetSTUN(servers, f)
 }

@@ -36,6 +36,10 @@ type prefs struct {
 	AcceptRoutes      bool           `json:"acceptRoutes,omitempty"`
 	ExitNode          string         `json:"exitNode,omitempty"` // peer name or address, "auto", "" none
 	ExitNodeAllowLAN  bool           `json:"exitNodeAllowLAN,omitempty"`
+
+	// RelayServerPort is the UDP port this node offers to serve as a peer
+	// relay on (peerrelay.go; 0: none).
+	RelayServerPort uint16 `json:"relayServerPort,omitempty"`
 }
 
 // writeFileAtomic writes data to path with mode perm so that a crash leaves

@@ -57,6 +57,12 @@ const (
 // Spec is a node's compiled filter as the server sends it.
 type Spec struct {
 	Rules []Rule `json:"rules"`
+	// PeerRelays are the IDs of the peer relays this node may use, and
+	// RelayClients, on a peer relay, the nodes that may use it (the
+	// policy's peerRelays rules; docs/POLICY.md). They are not packet
+	// rules: the path layer and the peer relay read them.
+	PeerRelays   []uint64 `json:"peerRelays,omitempty"`
+	RelayClients []uint64 `json:"relayClients,omitempty"`
 }
 
 // Rule allows packets from any of Src, of any of Protos, to any of Ports

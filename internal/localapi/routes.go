@@ -33,6 +33,9 @@ type RoutePrefs struct {
 	// ExitNodeAllowLAN keeps the local networks reachable directly while
 	// an exit node is used.
 	ExitNodeAllowLAN *bool `json:"exitNodeAllowLAN,omitempty"`
+	// RelayServerPort offers to serve as a peer relay on this UDP port
+	// (0: stop); an admin approves the node as one.
+	RelayServerPort *uint16 `json:"relayServerPort,omitempty"`
 }
 
 // RouteStatus is the node's route preferences and what they resolve to.

@@ -54,10 +54,15 @@ type PeerStatus struct {
 	CurrentAddr string           `json:"curAddr,omitempty"`
 	// Path is how packets travel to the peer: "direct" (a probed UDP
 	// address, PathAddr, last probe PathRTT), "relay" (region PathRelay),
+	// "peer-relay" (through the peer relay node PathRelay, UDP),
 	// "guess" (an address not yet confirmed by a probe) or "none".
 	Path string `json:"path,omitempty"`
 	// Via names the gateway of a WireGuard-only member (docs/WIREGUARD.md).
-	Via           string        `json:"via,omitempty"`
+	Via string `json:"via,omitempty"`
+	// PathReason says why the path is not direct: "udp-blocked",
+	// "no-probe-key", "no-candidate", "probes-unanswered" or "not-probed"
+	// (magicsock.PathReason); empty when direct.
+	PathReason    string        `json:"pathReason,omitempty"`
 	PathAddr      string        `json:"pathAddr,omitempty"`
 	PathRelay     string        `json:"pathRelay,omitempty"`
 	PathRTT       time.Duration `json:"pathRTT,omitempty"`
@@ -118,6 +123,15 @@ type NetcheckReport struct {
 	Regions       []NetcheckRegion `json:"regions"`
 	// PortMap is what the LAN's gateway answered to port mapping.
 	PortMap *NetcheckPortMap `json:"portMap,omitempty"`
+	// Peers is the path to each peer now, and why it is not direct.
+	Peers []NetcheckPeer `json:"peers,omitempty"`
+}
+
+// NetcheckPeer is the path to one peer, as in PeerStatus.
+type NetcheckPeer struct {
+	Name       string `json:"name"`
+	Path       string `json:"path"`
+	PathReason string `json:"pathReason,omitempty"`
 }
 
 // NetcheckPortMap is which port mapping protocols the gateway answered

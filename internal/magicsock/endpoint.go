@@ -54,6 +54,30 @@ const (
 	// PathPlain: a plain WireGuard peer (PeerInfo.Plain) at the address of
 	// its last authenticated packet.
 	PathPlain PathKind = "wireguard"
+	// PathPeerRelay: through a peer relay, UDP end to end (peerrelay.go).
+	PathPeerRelay PathKind = "peer-relay"
+)
+
+// PathReason says why a peer's path is not direct.
+type PathReason string
+
+// Reasons a path is not direct, first match wins.
+const (
+	ReasonNone PathReason = "" // direct
+	// ReasonUDPBlocked: our STUN servers have not answered over UDP for a
+	// while (udpBlockedAfter): UDP does not get out, or not back in.
+	ReasonUDPBlocked PathReason = "udp-blocked"
+	// ReasonNoProbeKey: the peer has no disco key, so it cannot be probed.
+	ReasonNoProbeKey PathReason = "no-probe-key"
+	// ReasonNoCandidate: no address of the peer is known (it reported
+	// none, none was learned).
+	ReasonNoCandidate PathReason = "no-candidate"
+	// ReasonProbesUnanswered: we pinged the peer's candidates and no pong
+	// came back within the trust window (NATs or firewalls in the way).
+	ReasonProbesUnanswered PathReason = "probes-unanswered"
+	// ReasonNotProbed: candidates are known but none was pinged yet (the
+	// peer has not been in use).
+	ReasonNotProbed PathReason = "not-probed"
 )
 
 // Path is a peer's current path, for status displays.
@@ -65,6 +89,10 @@ type Path struct {
 	// the direct path (RFC 3550's interarrival jitter estimator: each new
 	// sample moves it by 1/16 of the difference).
 	Jitter time.Duration
+	// Reason says why the path is not direct (empty when it is).
+	Reason PathReason
+	// Via is the peer relay, for PathPeerRelay.
+	Via pubkey.Node
 }
 
 // candidate is one UDP address a peer may be reached at.
@@ -114,6 +142,12 @@ type peerEP struct {
 	plain    bool
 	plainUDP conn.Endpoint
 
+	// via is the peer's session at a peer relay; refused holds the relay
+	// addresses that refused (or did not answer) an allocation for it,
+	// until when.
+	via     viaState
+	refused map[netip.AddrPort]time.Time
+
 	// Replay protection for the peer's pings (reset with its disco key).
 	pingNewest uint64          // newest ping clock accepted
 	pingSeen   map[txID]uint64 // accepted ping IDs within pingWindow, by clock
@@ -121,7 +155,7 @@ type peerEP struct {
 
 func newPeerEP(c *Conn, key pubkey.Node) *peerEP {
 	return &peerEP{c: c, key: key, cands: map[netip.AddrPort]*candidate{}, pings: map[txID]pendingPing{},
-		synthetic: syntheticAddr(key), pingSeen: map[txID]uint64{}}
+		synthetic: syntheticAddr(key), pingSeen: map[txID]uint64{}, refused: map[netip.AddrPort]time.Time{}}
 }
 
 // syntheticAddr is a stable address standing for a node key where no UDP
@@ -214,8 +248,9 @@ func (p *peerEP) pathLocked(now time.Time) (addr netip.AddrPort, trusted, ok boo
 	return netip.AddrPort{}, false, false
 }
 
-// Path reports the peer's current path.
-func (p *peerEP) Path(relay bool) Path {
+// Path reports the peer's current path; relay says whether a relay is
+// set, udpBlocked whether our UDP looks blocked (for the reason).
+func (p *peerEP) Path(relay, udpBlocked bool) Path {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.plain {
@@ -224,17 +259,40 @@ func (p *peerEP) Path(relay bool) Path {
 		}
 		return Path{Kind: PathPlain, Addr: p.plainUDP.Addr()}
 	}
-	a, trusted, ok := p.pathLocked(p.c.clock.Now())
-	switch {
-	case trusted:
+	now := p.c.clock.Now()
+	a, trusted, ok := p.pathLocked(now)
+	if trusted {
 		c := p.cands[a]
 		return Path{Kind: PathDirect, Addr: a, RTT: c.rtt, Jitter: c.jitter}
-	case relay:
-		return Path{Kind: PathRelay}
-	case ok:
-		return Path{Kind: PathGuess, Addr: a}
 	}
-	return Path{Kind: PathNone}
+	reason := p.reasonLocked(udpBlocked)
+	switch {
+	case p.viaLocked(now) != nil:
+		return Path{Kind: PathPeerRelay, Via: p.via.relay.info.Key, Reason: reason}
+	case relay:
+		return Path{Kind: PathRelay, Reason: reason}
+	case ok:
+		return Path{Kind: PathGuess, Addr: a, Reason: reason}
+	}
+	return Path{Kind: PathNone, Reason: reason}
+}
+
+// reasonLocked says why the peer has no trusted direct path.
+func (p *peerEP) reasonLocked(udpBlocked bool) PathReason {
+	switch {
+	case udpBlocked:
+		return ReasonUDPBlocked
+	case p.shared == nil:
+		return ReasonNoProbeKey
+	case len(p.cands) == 0:
+		return ReasonNoCandidate
+	}
+	for _, c := range p.cands {
+		if !c.pinged.IsZero() {
+			return ReasonProbesUnanswered
+		}
+	}
+	return ReasonNotProbed
 }
 
 // candidateLocked returns (creating) the candidate for addr.

@@ -49,7 +49,7 @@ func TestJitter(t *testing.T) {
 	p.mu.Unlock()
 	// Path reads the layer's clock: bring it to the last pong.
 	clk.Advance(now.Sub(clk.Now()))
-	if path := p.Path(false); path.Kind != PathDirect || path.Jitter != j || path.RTT != 26*time.Millisecond {
+	if path := p.Path(false, false); path.Kind != PathDirect || path.Jitter != j || path.RTT != 26*time.Millisecond {
 		t.Fatalf("Path = %+v, want direct with jitter %v", path, j)
 	}
 }

@@ -6,9 +6,12 @@
 // sends data over the lowest-latency address that answered within the last
 // few seconds, and otherwise over the relay (when one is set) while it
 // keeps probing — so a session moves between direct and relayed paths
-// without the engine noticing or a handshake being lost. Disco messages and
+// without the engine noticing or a handshake being lost. Where no direct
+// path works, an approved peer relay (peerrelay.go) carries the data over
+// UDP before the TCP relay does. Disco messages, peer relay messages and
 // STUN answers share the WireGuard socket and are taken out of the batches
-// before the engine sees them.
+// before the engine sees them. Path reports say why a path is not direct
+// (PathReason).
 //
 // What a peer says about addresses is a claim, never a proof: addresses
 // from the netmap, call-me-maybe, a ping's source or an authenticated
@@ -33,6 +36,7 @@ import (
 	"github.com/warrenmesh/warren/internal/clock"
 	"github.com/warrenmesh/warren/internal/conn"
 	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/peerrelay"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/stun"
 )
@@ -88,6 +92,12 @@ type Stats struct {
 	RelayDrops                     atomic.Uint64 // received from the relay, dropped: the engine was behind
 	RelaySendDrops                 atomic.Uint64 // to the relay, dropped: its send queue was full
 	NoPath                         atomic.Uint64 // sends dropped: no address, no relay
+	// Peer relays (peerrelay.go).
+	PeerRelaySent, PeerRelayRecv atomic.Uint64 // data through peer relays
+	PeerRelayCtlSent             atomic.Uint64 // allocations sent
+	PeerRelayRefused             atomic.Uint64 // allocations refused (the policy does not let the peer use the relay)
+	PeerRelayBad                 atomic.Uint64 // control messages not from a relay we use, failing to open, or answering nothing we asked
+	PeerRelayDrops               atomic.Uint64 // data messages for no session of ours (or from another address than its relay)
 }
 
 // Conn is the path layer. It implements conn.Transport.
@@ -117,6 +127,11 @@ type Conn struct {
 	relay     Relay
 	local     []netip.AddrPort // our endpoints, for call-me-maybe
 	stun      stunState
+	// Peer relays we may use, and our sessions at them by ID.
+	peerRelays  []*relayTarget
+	viaSessions map[uint64]viaSession
+	viaDrop     atomic.Bool   // a peer gave its session up: prune viaSessions
+	lastAlloc   atomic.Uint64 // clock of the last allocation sent
 
 	relayIn  chan relayPacket
 	relayOut chan relayPacket // packets to relay (src is the destination)
@@ -146,100 +161,8 @@ func New(udp conn.Transport, o Options) *Conn {
 	return &Conn{udp: udp, ttl: ttl, opts: o, discoPub: pubkey.Disco{PublicKey: o.DiscoKey.PublicKey()}, log: o.Logger, clock: clk,
 		peers: map[pubkey.Node]*peerEP{}, byAddr: map[netip.AddrPort]*peerEP{},
 		byDisco: map[pubkey.Disco]*peerEP{}, raws: map[netip.AddrPort]*rawEP{},
-		contested: map[netip.AddrPort]bool{}, limiter: newDiscoLimiter(), epoch: clk.Now(),
+		contested: map[netip.AddrPort]bool{}, viaSessions: map[uint64]viaSession{}, limiter: newDiscoLimiter(), epoch: clk.Now(),
 		relayIn: make(chan relayPacket, 512), relayOut: make(chan relayPacket, relaySendQueue)}
-}
-
-// relaySendQueue bounds the packets waiting to be written to the relay.
-// Relay writes go over TCP and may stall; queueing them (dropping when the
-// queue is full, as a congested UDP path would) means Send never blocks the
-// engine's goroutines on one slow path.
-const relaySendQueue = 1024
-
-// relayBufs recycles the buffers of queued relay packets.
-var relayBufs = sync.Pool{New: func() any { return new([]byte) }}
-
-// queueRelay copies pkt onto the relay send queue, or drops it.
-func (c *Conn) queueRelay(dst pubkey.Node, pkt []byte) {
-	bp := relayBufs.Get().(*[]byte)
-	b := append((*bp)[:0], pkt...)
-	*bp = b
-	select {
-	case c.relayOut <- relayPacket{src: dst, b: b, buf: bp}:
-	default:
-		relayBufs.Put(bp)
-		c.Stats.RelaySendDrops.Add(1)
-	}
-}
-
-// relayBatchPackets bounds one batch of the relay writer (and, with
-// relay.MaxBatchBytes, its bytes).
-const relayBatchPackets = 64
-
-// relayWriter writes queued packets to the relay until stop: to a
-// BatchRelay, what has queued up meanwhile as one batch.
-func (c *Conn) relayWriter(stop chan struct{}) {
-	defer c.running.Done()
-	var batch relayBatch
-	for {
-		select {
-		case <-stop:
-			return
-		case rp := <-c.relayOut:
-			c.mu.RLock()
-			relay := c.relay
-			c.mu.RUnlock()
-			br, ok := relay.(BatchRelay)
-			if !ok {
-				if relay != nil && relay.Send(rp.src, rp.b) == nil {
-					c.Stats.RelaySent.Add(1)
-				}
-				relayBufs.Put(rp.buf)
-				continue
-			}
-			batch.add(rp)
-			for more := true; more && len(batch.pkts) < relayBatchPackets && batch.bytes < relayBatchBytes; {
-				select {
-				case rp = <-c.relayOut:
-					batch.add(rp)
-				default:
-					more = false
-				}
-			}
-			if br.SendBatch(batch.dsts, batch.pkts) == nil {
-				c.Stats.RelaySent.Add(uint64(len(batch.pkts)))
-			}
-			batch.reset()
-		}
-	}
-}
-
-// relayBatchBytes is relay.MaxBatchBytes (package relay is not imported
-// here: the layer takes any Relay).
-const relayBatchBytes = 64 << 10
-
-// relayBatch is one batch of the relay writer; its slices are reused.
-type relayBatch struct {
-	dsts  []pubkey.Node
-	pkts  [][]byte
-	bufs  []*[]byte
-	bytes int
-}
-
-func (b *relayBatch) add(rp relayPacket) {
-	b.dsts = append(b.dsts, rp.src)
-	b.pkts = append(b.pkts, rp.b)
-	b.bufs = append(b.bufs, rp.buf)
-	b.bytes += len(rp.b)
-}
-
-// reset returns the batch's buffers to the pool.
-func (b *relayBatch) reset() {
-	for i, bp := range b.bufs {
-		relayBufs.Put(bp)
-		b.bufs[i], b.pkts[i] = nil, nil
-	}
-	b.dsts, b.pkts, b.bufs, b.bytes = b.dsts[:0], b.pkts[:0], b.bufs[:0], 0
 }
 
 // DiscoPublic is this node's disco public key (for the netmap).
@@ -351,6 +274,7 @@ func (c *Conn) SetPeers(peers []PeerInfo) {
 		if !keep[k] {
 			delete(c.peers, k)
 			delete(c.byDisco, p.disco)
+			c.viaDrop.Store(true) // its peer relay session, if any, goes at the next prune
 		}
 	}
 	for a, p := range c.byAddr {
@@ -384,13 +308,14 @@ func (c *Conn) SetLocalEndpoints(eps []netip.AddrPort) {
 
 // PeerPath reports the path to a peer (PathNone for an unknown peer).
 func (c *Conn) PeerPath(k pubkey.Node) Path {
+	now := c.clock.Now()
 	c.mu.RLock()
-	p, relay := c.peers[k], c.relay != nil
+	p, relay, blocked := c.peers[k], c.relay != nil, c.udpBlockedLocked(now)
 	c.mu.RUnlock()
 	if p == nil {
 		return Path{Kind: PathNone}
 	}
-	return p.Path(relay)
+	return p.Path(relay, blocked)
 }
 
 // learn records that the engine authenticated a packet from udp as peer
@@ -536,6 +461,24 @@ func (c *Conn) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			c.mu.RLock()
 			for i := 0; i < n; i++ {
 				b := bufs[i][:sizes[i]]
+				if peerrelay.IsData(b) {
+					p := c.viaPeerLocked(b, eps[i].Addr())
+					if p == nil {
+						c.Stats.PeerRelayDrops.Add(1)
+						continue
+					}
+					sizes[w] = copy(bufs[w], b[peerrelay.DataHeaderLen:])
+					eps[w] = p
+					w++
+					c.Stats.PeerRelayRecv.Add(1)
+					continue
+				}
+				if peerrelay.IsControl(b) {
+					c.mu.RUnlock()
+					c.handleRelayControl(b, eps[i].Addr(), c.clock.Now())
+					c.mu.RLock()
+					continue
+				}
 				if isDisco(b) || stun.Is(b) {
 					c.mu.RUnlock()
 					if isDisco(b) {
@@ -620,9 +563,19 @@ func (c *Conn) sendPeer(bufs [][]byte, p *peerEP) error {
 		udp = p.udpLocked(c, addr)
 	}
 	crosses := trusted || (ok && p.crossesLocked(addr, now))
+	var via viaState
+	if v := p.viaLocked(now); v != nil && !trusted {
+		via = *v
+	}
 	p.mu.Unlock()
 	if trusted {
 		return c.udp.Send(bufs, udp)
+	}
+	if via.relay != nil {
+		if ok && udp != nil && crosses {
+			c.udp.Send(bufs, udp) // the best guess, as below
+		}
+		return c.sendVia(bufs, via)
 	}
 	c.mu.RLock()
 	relay := c.relay

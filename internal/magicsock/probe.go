@@ -64,9 +64,11 @@ func (c *Conn) probeDue(now time.Time) {
 	}
 	relay := c.relay
 	local := c.local
+	relays, blocked := c.peerRelays, c.udpBlockedLocked(now)
 	c.mu.RUnlock()
 	lost := false
 	for _, p := range peers {
+		c.allocDue(p, now, relays, blocked)
 		p.mu.Lock()
 		due := p.dueProbesLocked(now)
 		_, trusted, _ := p.pathLocked(now)
@@ -100,6 +102,7 @@ func (c *Conn) probeDue(now time.Time) {
 			p.mu.Unlock()
 		}
 	}
+	c.pruneViaSessions()
 	if lost {
 		// Our own address may be what changed (a new network, a NAT that
 		// rebooted): ask STUN again soon rather than at the next refresh,

@@ -22,7 +22,9 @@ type stunState struct {
 	pending    map[stun.TxID]netip.AddrPort // tx → server
 	found      map[netip.AddrPort]netip.AddrPort
 	lastSent   time.Time
-	soon       bool // a direct path was lost: ask again after stunRetry
+	soon       bool      // a direct path was lost: ask again after stunRetry
+	firstSent  time.Time // first request to these servers (zero: none yet)
+	answered   time.Time // last answer from any of them (zero: none yet)
 	onDiscover func([]netip.AddrPort)
 }
 
@@ -36,6 +38,7 @@ func (c *Conn) SetSTUN(servers []netip.AddrPort, onDiscover func([]netip.AddrPor
 		c.stun.servers = slices.Clone(servers)
 		c.stun.found = nil
 		c.stun.lastSent = time.Time{}
+		c.stun.firstSent, c.stun.answered = time.Time{}, time.Time{}
 	}
 	c.stun.onDiscover = onDiscover
 }
@@ -75,6 +78,9 @@ func (c *Conn) stunDue(now time.Time) {
 		return
 	}
 	c.stun.lastSent, c.stun.soon = now, false
+	if c.stun.firstSent.IsZero() {
+		c.stun.firstSent = now
+	}
 	if c.stun.pending == nil || len(c.stun.pending) > 64 {
 		c.stun.pending = map[stun.TxID]netip.AddrPort{}
 	}
@@ -109,6 +115,7 @@ func (c *Conn) handleSTUN(b []byte, from netip.AddrPort) {
 		return
 	}
 	delete(c.stun.pending, m.TxID)
+	c.stun.answered = c.clock.Now()
 	before := c.discoveredLocked()
 	if c.stun.found == nil {
 		c.stun.found = map[netip.AddrPort]netip.AddrPort{}
@@ -120,4 +127,19 @@ func (c *Conn) handleSTUN(b []byte, from netip.AddrPort) {
 	if cb != nil && !slices.Equal(before, after) {
 		cb(after)
 	}
+}
+
+// udpBlockedAfter is how long STUN servers may go unanswered (since the
+// first request, or since the last answer) before UDP counts as blocked.
+const udpBlockedAfter = 3 * stunRetry
+
+// udpBlockedLocked reports whether UDP looks blocked: there are STUN
+// servers, we have asked them for longer than udpBlockedAfter, and none
+// answered in that time (c.mu held, either way).
+func (c *Conn) udpBlockedLocked(now time.Time) bool {
+	st := &c.stun
+	if len(st.servers) == 0 || st.firstSent.IsZero() || now.Sub(st.firstSent) < udpBlockedAfter {
+		return false
+	}
+	return st.answered.IsZero() || now.Sub(st.answered) > max(udpBlockedAfter, 2*stunEvery)
 }

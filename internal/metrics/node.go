@@ -7,6 +7,7 @@ import (
 
 	"github.com/warrenmesh/warren/internal/device"
 	"github.com/warrenmesh/warren/internal/magicsock"
+	"github.com/warrenmesh/warren/internal/peerrelay"
 	"github.com/warrenmesh/warren/internal/portmap"
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/tun"
@@ -33,6 +34,9 @@ type Node struct {
 	// PortMap returns the gateway port mapping client; may be nil, and
 	// may return nil (port mapping off).
 	PortMap func() *portmap.Client
+	// PeerRelay returns this node's peer relay counters; may be nil, and
+	// may return nil (no peer relay served).
+	PeerRelay func() *peerrelay.Stats
 }
 
 var (
@@ -44,7 +48,8 @@ var (
 	peerTxPackets = Desc("warren_peer_tx_packets_total", "Transport messages sent to the peer (keepalives included).", peerLabels...)
 	peerHandshake = Desc("warren_peer_last_handshake_timestamp_seconds", "Unix time of the peer's last completed handshake (absent before the first).", peerLabels...)
 	peerHSAge     = Desc("warren_peer_handshake_age_seconds", "Seconds since the peer's last completed handshake (absent before the first).", peerLabels...)
-	peerPath      = Desc("warren_peer_path", "1 for the peer's current path kind (direct, relay, guess, none), 0 for the others.", append(peerLabels, "path")...)
+	peerPath      = Desc("warren_peer_path", "1 for the peer's current path kind (direct, peer-relay, relay, guess, none), 0 for the others.", append(peerLabels, "path")...)
+	peerPathWhy   = Desc("warren_peer_path_not_direct", "1 with the reason the peer's path is not direct (udp-blocked, no-probe-key, no-candidate, probes-unanswered, not-probed); absent when direct.", append(peerLabels, "reason")...)
 	peerRTT       = Desc("warren_peer_path_rtt_seconds", "RTT of the last probe on the peer's direct path (absent when not direct).", peerLabels...)
 	peerJitter    = Desc("warren_peer_path_jitter_seconds", "Smoothed variation of probe RTTs on the peer's direct path (absent when not direct).", peerLabels...)
 
@@ -56,6 +61,7 @@ var (
 	udpOffloaded  = Desc("warren_udp_offload_messages_total", "Messages that carried several datagrams (GSO on send, GRO on receive).", "dir")
 	discoMessages = Desc("warren_disco_messages_total", "Path probes (disco messages), by event: sent, opening (of sent: pings with a short time to live that open the node's own NAT before the peer probes back), received, bad, replayed (pings refused as replays), rate_limited (dropped by the per-source limit).", "event")
 	roamRefused   = Desc("warren_roam_refused_total", "Authenticated packet batches that arrived labelled with another peer's path; the sender's endpoint did not move there.")
+	peerRelayPkts = Desc("warren_peer_relay_packets_total", "Packets through peer relays as a client, by event: sent, received, dropped (no session of ours), refused (allocations the relay refused), bad (control messages that did not open or answered nothing).", "event")
 	relayPackets  = Desc("warren_relay_packets_total", "Packets through the relay, by event: sent, received, dropped.", "event")
 	tunCalls      = Desc("warren_tun_calls_total", "Reads and writes of the TUN device in offload mode, by direction.", "dir")
 	tunPackets    = Desc("warren_tun_packets_total", "Packets through the TUN device in offload mode, by direction: packets/calls is the mean offload batch (segments per super-packet read, packets per coalesced write).", "dir")
@@ -90,16 +96,17 @@ var dropReasons = []struct {
 	{"staged", func(s *device.Stats) uint64 { return s.DropStaged.Load() }},
 }
 
-var pathKinds = []magicsock.PathKind{magicsock.PathDirect, magicsock.PathRelay, magicsock.PathGuess, magicsock.PathNone}
+var pathKinds = []magicsock.PathKind{magicsock.PathDirect, magicsock.PathPeerRelay, magicsock.PathRelay, magicsock.PathGuess, magicsock.PathNone}
 
 // Describe implements prometheus.Collector.
 func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{peerRxBytes, peerTxBytes, peerRxPackets, peerTxPackets, peerHandshake, peerHSAge,
-		peerPath, peerRTT, peerJitter, drops, handshakes, queueDepth, udpDatagrams, udpMessages, udpOffloaded,
-		discoMessages, roamRefused, relayPackets, captureDrops, tunCalls, tunPackets} {
+		peerPath, peerPathWhy, peerRTT, peerJitter, drops, handshakes, queueDepth, udpDatagrams, udpMessages, udpOffloaded,
+		discoMessages, roamRefused, relayPackets, peerRelayPkts, captureDrops, tunCalls, tunPackets} {
 		ch <- d
 	}
 	describePortMap(ch)
+	ch <- peerRelayServed
 }
 
 // Collect implements prometheus.Collector.
@@ -140,6 +147,9 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 					}
 					gauge(peerPath, v, append(l, string(k))...)
 				}
+				if path.Reason != magicsock.ReasonNone {
+					gauge(peerPathWhy, 1, append(l, string(path.Reason))...)
+				}
 				if path.Kind == magicsock.PathDirect {
 					gauge(peerRTT, path.RTT.Seconds(), l...)
 					gauge(peerJitter, path.Jitter.Seconds(), l...)
@@ -178,12 +188,20 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 		counter(relayPackets, m.Stats.RelayRecv.Load(), "received")
 		counter(relayPackets, m.Stats.RelayDrops.Load(), "dropped")
 		counter(relayPackets, m.Stats.RelaySendDrops.Load(), "send_dropped")
+		counter(peerRelayPkts, m.Stats.PeerRelaySent.Load(), "sent")
+		counter(peerRelayPkts, m.Stats.PeerRelayRecv.Load(), "received")
+		counter(peerRelayPkts, m.Stats.PeerRelayDrops.Load(), "dropped")
+		counter(peerRelayPkts, m.Stats.PeerRelayRefused.Load(), "refused")
+		counter(peerRelayPkts, m.Stats.PeerRelayBad.Load(), "bad")
 	}
 	if n.CaptureDropped != nil {
 		counter(captureDrops, n.CaptureDropped())
 	}
 	if n.PortMap != nil {
 		collectPortMap(n.PortMap(), ch)
+	}
+	if n.PeerRelay != nil {
+		collectPeerRelay(n.PeerRelay(), ch)
 	}
 	if t := n.TUN; t != nil {
 		counter(tunCalls, t.Reads.Load(), "read")

@@ -46,6 +46,7 @@ type PeerChange struct {
 	Routes     *[]netip.Prefix
 	Tags       *[]string
 	Via        *uint64
+	RelayPort  *uint16
 }
 
 // IsEmpty reports whether d changes nothing but the version.
@@ -123,6 +124,7 @@ func diffNode(o, n *Node) (PeerChange, bool) {
 	set(!slices.Equal(o.Routes, n.Routes), func() { c.Routes = ptr(slices.Clone(n.Routes)) })
 	set(!slices.Equal(o.Tags, n.Tags), func() { c.Tags = ptr(slices.Clone(n.Tags)) })
 	set(o.Via != n.Via, func() { c.Via = ptr(n.Via) })
+	set(o.RelayPort != n.RelayPort, func() { c.RelayPort = ptr(n.RelayPort) })
 	return c, changed
 }
 
@@ -172,6 +174,9 @@ func (c *PeerChange) Apply(n *Node) {
 		if len(n.Routes) == 0 {
 			n.Routes = nil
 		}
+	}
+	if c.RelayPort != nil {
+		n.RelayPort = *c.RelayPort
 	}
 }
 

@@ -82,6 +82,12 @@ type Node struct {
 	// the gateway peers with it directly, every other node reaches its
 	// addresses through the gateway.
 	Via uint64
+	// RelayPort is the UDP port the node serves as a peer relay on: set
+	// only when the node offers one and an admin approved it (0: not a
+	// peer relay). Who may use it is in each node's packet filter
+	// (filter.Spec's PeerRelays and RelayClients); with no filter, every
+	// node may.
+	RelayPort uint16
 }
 
 // IsWireGuardOnly reports whether the node is a WireGuard-only member.
@@ -106,7 +112,7 @@ func (n *Node) Equal(o *Node) bool {
 		slices.Equal(n.Addresses, o.Addresses) && slices.Equal(n.AllowedIPs, o.AllowedIPs) &&
 		slices.Equal(n.Endpoints, o.Endpoints) && n.Online == o.Online &&
 		n.LastSeen.Equal(o.LastSeen) && n.Expiry.Equal(o.Expiry) && n.DiscoKey == o.DiscoKey &&
-		slices.Equal(n.Routes, o.Routes) && slices.Equal(n.Tags, o.Tags) && n.Via == o.Via
+		slices.Equal(n.Routes, o.Routes) && slices.Equal(n.Tags, o.Tags) && n.Via == o.Via && n.RelayPort == o.RelayPort
 }
 
 // IsTagged reports whether the node is owned by tags rather than a user.

@@ -84,6 +84,7 @@ type wireNode struct {
 	Routes     []netip.Prefix   `json:"routes,omitempty"`
 	Tags       []string         `json:"tags,omitempty"`
 	Via        uint64           `json:"via,omitempty"`
+	RelayPort  uint16           `json:"relayPort,omitempty"`
 }
 
 func discoOut(k pubkey.Disco) *wireKey {
@@ -107,7 +108,7 @@ func (n Node) MarshalJSON() ([]byte, error) {
 		ID: n.ID, Name: n.Name, User: n.User, Key: wireKey(n.Key.PublicKey),
 		Addresses: nonNil(n.Addresses), AllowedIPs: nonNil(n.AllowedIPs), Endpoints: nonNil(n.Endpoints),
 		Online: n.Online, LastSeen: n.LastSeen.UTC(), Expiry: n.Expiry.UTC(), DiscoKey: discoOut(n.DiscoKey),
-		Routes: n.Routes, Tags: n.Tags, Via: n.Via,
+		Routes: n.Routes, Tags: n.Tags, Via: n.Via, RelayPort: n.RelayPort,
 	})
 }
 
@@ -121,7 +122,7 @@ func (n *Node) UnmarshalJSON(b []byte) error {
 		ID: w.ID, Name: w.Name, User: w.User, Key: pubkey.Node{PublicKey: noise.PublicKey(w.Key)},
 		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
 		Online: w.Online, LastSeen: w.LastSeen.UTC(), Expiry: w.Expiry.UTC(), DiscoKey: discoIn(w.DiscoKey),
-		Routes: w.Routes, Tags: w.Tags, Via: w.Via,
+		Routes: w.Routes, Tags: w.Tags, Via: w.Via, RelayPort: w.RelayPort,
 	}
 	if len(n.Routes) == 0 {
 		n.Routes = nil
@@ -205,6 +206,7 @@ type wirePeerChange struct {
 	Routes     *[]netip.Prefix   `json:"routes,omitempty"`
 	Tags       *[]string         `json:"tags,omitempty"`
 	Via        *uint64           `json:"via,omitempty"`
+	RelayPort  *uint16           `json:"relayPort,omitempty"`
 }
 
 func nonNilPtr[T any](p *[]T) *[]T {
@@ -229,7 +231,7 @@ func (c PeerChange) MarshalJSON() ([]byte, error) {
 		ID: c.ID, Name: c.Name, User: c.User, Key: nodeOut(c.Key),
 		Addresses: nonNilPtr(c.Addresses), AllowedIPs: nonNilPtr(c.AllowedIPs), Endpoints: nonNilPtr(c.Endpoints),
 		Online: c.Online, LastSeen: utcPtr(c.LastSeen), Expiry: utcPtr(c.Expiry), DiscoKey: discoPtrOut(c.DiscoKey),
-		Routes: nonNilPtr(c.Routes), Tags: nonNilPtr(c.Tags), Via: c.Via,
+		Routes: nonNilPtr(c.Routes), Tags: nonNilPtr(c.Tags), Via: c.Via, RelayPort: c.RelayPort,
 	})
 }
 
@@ -244,7 +246,7 @@ func (c *PeerChange) UnmarshalJSON(b []byte) error {
 		ID: w.ID, Name: w.Name, User: w.User, Key: nodeIn(w.Key),
 		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
 		Online: w.Online, LastSeen: utcPtr(w.LastSeen), Expiry: utcPtr(w.Expiry), DiscoKey: discoPtrIn(w.DiscoKey),
-		Routes: w.Routes, Tags: w.Tags, Via: w.Via,
+		Routes: w.Routes, Tags: w.Tags, Via: w.Via, RelayPort: w.RelayPort,
 	}
 	return nil
 }

@@ -24,6 +24,8 @@ type Node struct {
 	// policy treats it as any member; the server adds its filter to the
 	// gateway's (control/server, docs/WIREGUARD.md).
 	Via uint64
+	// Relay says the node is an approved peer relay offering a port.
+	Relay bool
 }
 
 // exitNode reports whether n offers a default route.
@@ -235,6 +237,7 @@ func (p *Policy) Compile(nodes []Node) map[uint64]*filter.Spec {
 		}
 		out[n.ID] = spec
 	}
+	p.compileRelays(nodes, out)
 	return out
 }
 

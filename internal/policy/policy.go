@@ -64,10 +64,13 @@ type Policy struct {
 	Hosts     map[string]string   `json:"hosts,omitempty"`
 	ACLs      []ACL               `json:"acls,omitempty"`
 	Tests     []Test              `json:"tests,omitempty"`
+	// PeerRelays say who may use which peer relays (peerrelay.go).
+	PeerRelays []PeerRelayRule `json:"peerRelays,omitempty"`
 
-	rules []rule // compiled acls
-	src   []byte // the original text (for positions)
-	ast   hujson.Value
+	rules      []rule      // compiled acls
+	relayRules []relayRule // compiled peerRelays
+	src        []byte      // the original text (for positions)
+	ast        hujson.Value
 }
 
 // ACL is one rule: packets from src to dst are accepted.
@@ -161,6 +164,9 @@ func Parse(text []byte) (*Policy, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
+	if err := p.validatePeerRelays(); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -185,9 +191,10 @@ func Check(text []byte) (*Policy, error) {
 }
 
 var knownKeys = map[string][]string{
-	"":      {"groups", "tagOwners", "hosts", "acls", "tests"},
-	"acls":  {"action", "src", "proto", "dst"},
-	"tests": {"src", "proto", "accept", "deny"},
+	"":           {"groups", "tagOwners", "hosts", "acls", "tests", "peerRelays"},
+	"peerRelays": {"relay", "users"},
+	"acls":       {"action", "src", "proto", "dst"},
+	"tests":      {"src", "proto", "accept", "deny"},
 }
 
 // checkShape refuses unknown and duplicate object keys, with their
@@ -202,7 +209,7 @@ func (p *Policy) checkShape(v *hujson.Value) error {
 	}
 	for _, m := range top.Members {
 		name := m.Name.Value.(hujson.Literal).String()
-		if name != "acls" && name != "tests" {
+		if name != "acls" && name != "tests" && name != "peerRelays" {
 			if _, isObj := m.Value.Value.(*hujson.Object); !isObj && name != "" {
 				return p.errAt(m.Value.StartOffset, "%q must be an object", name)
 			}

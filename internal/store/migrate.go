@@ -227,6 +227,12 @@ var migrations = []migration{
 			version TEXT NOT NULL,
 			updated_at BIGINT NOT NULL)`,
 	}},
+	{version: 12, stmts: []string{
+		// Peer relays (relays.go): the UDP port a node offers to relay on
+		// (0: none) and whether an admin approved it as a peer relay.
+		`ALTER TABLE nodes ADD COLUMN relay_port BIGINT NOT NULL DEFAULT 0`,
+		`ALTER TABLE nodes ADD COLUMN relay_approved BOOLEAN NOT NULL DEFAULT FALSE`,
+	}},
 }
 
 // sqliteChangeTriggers are migration 7's triggers for SQLite, which has

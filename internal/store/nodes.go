@@ -54,6 +54,11 @@ type Node struct {
 	// Interactive: the node joined (or last re-logged in) by a person
 	// signing in, not with an auth key.
 	Interactive bool
+	// RelayPort is the UDP port the node offers to serve as a peer relay
+	// on (reported by the node; 0: none); RelayApproved says an admin
+	// approved it as one (peerrelays.go).
+	RelayPort     uint16
+	RelayApproved bool
 }
 
 // RegisterOptions carry the optional parts of a registration.
@@ -62,7 +67,7 @@ type RegisterOptions struct {
 	Expiry    time.Time // node key expiry; zero: never
 }
 
-const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key, tags, advertised_routes, approved_routes, wg_via, wg_rx, wg_tx, approved, interactive, replica"
+const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key, tags, advertised_routes, approved_routes, wg_via, wg_rx, wg_tx, approved, interactive, replica, relay_port, relay_approved"
 
 func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	var n Node
@@ -70,8 +75,12 @@ func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	var v4, v6, eps string
 	var created int64
 	var tags, adv, appr, nodeKey, discoKey string
-	if err := sc.Scan(&n.ID, &n.UserID, &akid, &nodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &discoKey, &tags, &adv, &appr, &n.Via, &n.RxBytes, &n.TxBytes, &n.Approved, &n.Interactive, &n.Replica); err != nil {
+	var relayPort int64
+	if err := sc.Scan(&n.ID, &n.UserID, &akid, &nodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &discoKey, &tags, &adv, &appr, &n.Via, &n.RxBytes, &n.TxBytes, &n.Approved, &n.Interactive, &n.Replica, &relayPort, &n.RelayApproved); err != nil {
 		return nil, err
+	}
+	if relayPort > 0 && relayPort <= 65535 {
+		n.RelayPort = uint16(relayPort)
 	}
 	// Keys are parsed once, here. A key that does not parse (written by
 	// hand, or by an old version) leaves the zero key: the node is listed

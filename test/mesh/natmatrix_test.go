@@ -12,6 +12,10 @@ import (
 type natRow struct {
 	name string
 	spec natSpec
+	// portMap: the router is the hard NAT of startNodeBehindPortMapNAT,
+	// running miniupnpd (PCP, NAT-PMP, UPnP-IGD), on its own link to the
+	// core (spec is not used).
+	portMap bool
 }
 
 // The matrix's rows. Every router sits behind an ISP router of its own,
@@ -20,6 +24,7 @@ var natRows = []natRow{
 	{name: "easy, filtering", spec: natSpec{kind: easyNAT, inputFilter: true, uplink: uplinkISP}},
 	{name: "easy, no input filter", spec: natSpec{kind: easyNAT, uplink: uplinkISP}},
 	{name: "hard", spec: natSpec{kind: hardNAT, inputFilter: true, uplink: uplinkISP}},
+	{name: "hard + port mapping", portMap: true},
 	{name: "UDP blocked", spec: natSpec{kind: easyNAT, inputFilter: true, uplink: uplinkISP, blockUDP: true}},
 }
 
@@ -29,7 +34,14 @@ var natRows = []natRow{
 // port per destination (its peer's port-and-address filter never saw
 // that port) or blocks UDP.
 func natWant(a, b natRow) string {
-	if a.spec.blockUDP || b.spec.blockUDP || a.spec.kind == hardNAT || b.spec.kind == hardNAT {
+	switch {
+	case a.spec.blockUDP || b.spec.blockUDP:
+		return "relay"
+	case a.portMap || b.portMap:
+		// The mapped port takes datagrams from anyone: the other side's
+		// probes get in whatever port its NAT gives them.
+		return "direct"
+	case a.spec.kind == hardNAT || b.spec.kind == hardNAT:
 		return "relay"
 	}
 	return "direct"
@@ -51,7 +63,13 @@ func TestNATMatrix(t *testing.T) {
 	var all []*node
 	for i, r := range natRows {
 		for j := range 2 {
-			n := l.startNodeBehind(fmt.Sprintf("m%d%c", i, 'a'+j), r.spec)
+			name := fmt.Sprintf("m%d%c", i, 'a'+j)
+			var n *natNode
+			if r.portMap {
+				n = l.startNodeBehindPortMapNAT(name)
+			} else {
+				n = l.startNodeBehind(name, r.spec)
+			}
 			nodes[i][j] = n
 			all = append(all, n.node)
 		}

@@ -122,6 +122,7 @@ func New(st *store.Store, notify func(), opts ...Option) Handler {
 	routes = append(routes, policyRoutes(a)...)
 	routes = append(routes, routesRoutes(a)...)
 	routes = append(routes, wireGuardRoutes(a)...)
+	routes = append(routes, peerRelayRoutes(a)...)
 	routes = append(routes, route{RelayNodesPattern, a.relayNodes}, route{"GET " + AuditPath, a.listAudit})
 	for _, rt := range routes {
 		h, pattern := rt.h, rt.pattern

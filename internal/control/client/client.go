@@ -69,6 +69,9 @@ type Config struct {
 	// OS and Version are reported on every map stream, for admins to see
 	// (runtime.GOOS and Warren's version); empty: not reported.
 	OS, Version string
+	// RelayPort is the UDP port the node offers to serve as a peer relay
+	// on (0: none), reported on every map stream.
+	RelayPort uint16
 }
 
 // Client is a node's control client. Its methods are safe for concurrent
@@ -306,6 +309,20 @@ func (c *Client) SetWireGuard(reports []proto.WireGuardReport) error {
 // ErrNotConnected is returned by SetWireGuard while no map stream is open.
 var ErrNotConnected = errors.New("control: no map stream open")
 
+// SetRelayPort records the UDP port the node offers to serve as a peer
+// relay on (0: none) and reports it on the current stream, if any.
+func (c *Client) SetRelayPort(port uint16) error {
+	c.mu.Lock()
+	c.cfg.RelayPort = port
+	eps := slices.Clone(c.endpoints)
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	return proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps, RelayPort: &port}})
+}
+
 func nonNilRoutes(rs []netip.Prefix) []netip.Prefix {
 	if rs == nil {
 		return []netip.Prefix{}
@@ -399,7 +416,10 @@ func (c *Client) stream(ctx context.Context, onMap, save func(*netmap.NetworkMap
 	routes := nonNilRoutes(c.routes)
 	c.mu.Unlock()
 	conn.SetWriteDeadline(time.Now().Add(c.cfg.ReadTimeout))
-	req := &proto.MapRequest{Endpoints: eps, Routes: &routes, OS: c.cfg.OS, Version: c.cfg.Version}
+	c.mu.Lock()
+	relayPort := c.cfg.RelayPort
+	c.mu.Unlock()
+	req := &proto.MapRequest{Endpoints: eps, Routes: &routes, OS: c.cfg.OS, Version: c.cfg.Version, RelayPort: &relayPort}
 	if !c.cfg.DiscoKey.IsZero() {
 		req.DiscoKey = &c.cfg.DiscoKey
 	}

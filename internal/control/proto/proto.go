@@ -138,6 +138,10 @@ type MapRequest struct {
 	// --advertise-routes, --advertise-exit-node); nil: unchanged. They
 	// reach peers once an admin approves them.
 	Routes *[]netip.Prefix `json:"routes,omitempty"`
+	// RelayPort is the UDP port the node offers to serve as a peer relay
+	// on (warren up --relay-server-port; 0: none); nil: unchanged. Peers
+	// use it once an admin approves the node as a peer relay.
+	RelayPort *uint16 `json:"relayPort,omitempty"`
 	// OS and Version describe the node to admins (the web console): its
 	// operating system (runtime.GOOS) and Warren version; empty: not
 	// reported.
@@ -168,8 +172,9 @@ type MapResponse struct {
 // EndpointUpdate replaces the session node's reported endpoints.
 type EndpointUpdate struct {
 	Endpoints []netip.AddrPort `json:"endpoints"`
-	DiscoKey  *pubkey.Disco    `json:"discoKey,omitempty"` // nil: unchanged
-	Routes    *[]netip.Prefix  `json:"routes,omitempty"`   // advertised routes; nil: unchanged
+	DiscoKey  *pubkey.Disco    `json:"discoKey,omitempty"`  // nil: unchanged
+	Routes    *[]netip.Prefix  `json:"routes,omitempty"`    // advertised routes; nil: unchanged
+	RelayPort *uint16          `json:"relayPort,omitempty"` // peer relay port offered (0: none); nil: unchanged
 	// WireGuard reports on the WireGuard-only members this node is the
 	// gateway of (docs/WIREGUARD.md); nil: unchanged. The server ignores
 	// reports on nodes that are not this node's.

@@ -54,6 +54,9 @@ func (a *endpointApplier) add(u *proto.EndpointUpdate) {
 		if u.WireGuard != nil {
 			p.WireGuard = u.WireGuard
 		}
+		if u.RelayPort != nil {
+			p.RelayPort = u.RelayPort
+		}
 	} else {
 		c := *u
 		a.pending = &c
@@ -135,6 +138,9 @@ func (a *endpointApplier) apply(u *proto.EndpointUpdate) {
 	}
 	if err == nil && u.WireGuard != nil {
 		err = s.st.ReportWireGuard(ctx, id, wireGuardReports(*u.WireGuard))
+	}
+	if err == nil && u.RelayPort != nil {
+		err = s.st.SetRelayPort(ctx, id, *u.RelayPort)
 	}
 	cancel()
 	unlock()

@@ -33,12 +33,12 @@ type policyState struct {
 
 // identOf is a node's identity as the policy sees it.
 func identOf(n *store.Node, nn *netmap.Node) policy.Node {
-	return policy.Node{ID: nn.ID, User: nn.User, Tags: n.Tags, Addrs: nn.Addresses, Routes: nn.Routes, Via: nn.Via}
+	return policy.Node{ID: nn.ID, User: nn.User, Tags: n.Tags, Addrs: nn.Addresses, Routes: nn.Routes, Via: nn.Via, Relay: nn.RelayPort != 0}
 }
 
 func identEqual(a, b policy.Node) bool {
 	return a.ID == b.ID && a.User == b.User && slices.Equal(a.Tags, b.Tags) && slices.Equal(a.Addrs, b.Addrs) &&
-		slices.Equal(a.Routes, b.Routes) && a.Via == b.Via
+		slices.Equal(a.Routes, b.Routes) && a.Via == b.Via && a.Relay == b.Relay
 }
 
 // setPolicyLocked puts a policy read from the store in force unless it

@@ -42,6 +42,7 @@ type Store interface {
 	CompleteRegistration(ctx context.Context, regID string, userID int64, expiry time.Time, approved bool) (*store.Node, error)
 	RecordAudit(ctx context.Context, e store.AuditEntry) error
 	SetHostinfo(ctx context.Context, id int64, h store.Hostinfo) error
+	SetRelayPort(ctx context.Context, id int64, port uint16) error
 }
 
 var _ Store = (*store.Store)(nil)

@@ -100,6 +100,9 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 			}
 		}
 	}
+	if err == nil && req.RelayPort != nil && *req.RelayPort != n.RelayPort {
+		err = s.st.SetRelayPort(ctx, n.ID, *req.RelayPort)
+	}
 	cancel()
 	unlockNode()
 	if err == nil {

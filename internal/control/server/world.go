@@ -45,8 +45,17 @@ func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
 		ID: uint64(n.ID), Name: n.Name, User: user, Key: key, DiscoKey: disco,
 		Addresses: addrs, AllowedIPs: addrs, Endpoints: eps,
 		Online: n.Online, LastSeen: n.LastSeen, Expiry: n.Expiry,
-		Routes: n.EnabledRoutes(), Tags: slices.Clone(n.Tags), Via: uint64(n.Via),
+		Routes: n.EnabledRoutes(), Tags: slices.Clone(n.Tags), Via: uint64(n.Via), RelayPort: relayPort(n),
 	}, true
+}
+
+// relayPort is the port a node serves as a peer relay on, 0 unless an
+// admin approved it.
+func relayPort(n *store.Node) uint16 {
+	if n.IsPeerRelay() {
+		return n.RelayPort
+	}
+	return 0
 }
 
 // dnsUpdate is the DNS configuration read from the store.
