@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -16,6 +17,9 @@ import (
 
 	"github.com/warrenmesh/warren/internal/control/controltest"
 	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/localapi"
+	"github.com/warrenmesh/warren/internal/noise"
+	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/store"
 	"github.com/warrenmesh/warren/internal/testutil/logtest"
 	"github.com/warrenmesh/warren/internal/testutil/wait"
@@ -300,5 +304,48 @@ func TestTwoNodesInOneProcess(t *testing.T) {
 	if !wait.Poll(10*time.Second, func() bool { return runtime.NumGoroutine() <= before }) {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("%d goroutines left, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// TestEphemeralNode: an ephemeral node without a state directory of its
+// own serves the local API when asked to; Close deletes it from the
+// server and removes its temporary state and the socket.
+func TestEphemeralNode(t *testing.T) {
+	cs := controltest.Start(t, server.Options{})
+	ctx := context.Background()
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	n, err := New(Options{ServerURL: cs.URL(), AuthKey: cs.ReusableKey, Hostname: "eph", Ephemeral: true, LocalAPISocket: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	upCtx, cancel := context.WithTimeout(ctx, waitLong)
+	defer cancel()
+	st, err := n.Up(upCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ast, err := localapi.NewClient(sock).Status(ctx)
+	if err != nil || ast.Self == nil || ast.Self.Name != "eph" {
+		t.Fatalf("local API status: %+v %v", ast, err)
+	}
+	k, err := noise.ParsePublicKey(st.Self.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.Store.GetNodeByKey(ctx, pubkey.Node{PublicKey: k}); err != nil {
+		t.Fatalf("the node on the server: %v", err)
+	}
+	dir := n.dir
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.Store.GetNodeByKey(ctx, pubkey.Node{PublicKey: k}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after Close, the server still has the node: %v", err)
+	}
+	for _, p := range []string{dir, sock} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left behind: %v", p, err)
+		}
 	}
 }
