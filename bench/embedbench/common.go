@@ -5,7 +5,7 @@
 //
 //	embedbench host              serve plain sockets: HTTP /bytes?n=N on :8080, a TCP sink on :5201
 //	embedbench embed FLAGS       an embedded node serving the same on the mesh, driven by
-//	                             commands on stdin: "get URL", "stream HOST:PORT DURATION",
+//	                             commands on stdin: "get URL [TIMEOUT]", "stream HOST:PORT DURATION",
 //	                             "cpu", "rss", "quit"; one result line each on stdout
 //	embedbench client MODE ...   get/stream over the host's sockets or a SOCKS5 proxy
 //
@@ -77,10 +77,16 @@ func serve(httpLn, sinkLn net.Listener) {
 
 type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// get downloads url and reports bytes and seconds.
-func get(hc *http.Client, url string) string {
+// get downloads url within timeout and reports bytes and seconds.
+func get(hc *http.Client, url string, timeout time.Duration) string {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "err " + err.Error()
+	}
 	start := time.Now()
-	resp, err := hc.Get(url)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return "err " + err.Error()
 	}
@@ -206,8 +212,15 @@ func runEmbed(args []string) error {
 		}
 		var res string
 		switch {
-		case f[0] == "get" && len(f) == 2:
-			res = get(n.HTTPClient(), f[1])
+		case f[0] == "get" && (len(f) == 2 || len(f) == 3):
+			timeout := time.Hour
+			if len(f) == 3 {
+				if timeout, err = time.ParseDuration(f[2]); err != nil {
+					res = "err " + err.Error()
+					break
+				}
+			}
+			res = get(n.HTTPClient(), f[1], timeout)
 		case f[0] == "stream" && len(f) == 3:
 			d, perr := time.ParseDuration(f[2])
 			if perr != nil {
@@ -251,7 +264,7 @@ func runClient(args []string) error {
 	var res string
 	switch {
 	case len(a) == 2 && a[0] == "get":
-		res = get(&http.Client{Transport: &http.Transport{DialContext: dial}}, a[1])
+		res = get(&http.Client{Transport: &http.Transport{DialContext: dial}}, a[1], time.Hour)
 	case len(a) == 3 && a[0] == "stream":
 		d, err := time.ParseDuration(a[2])
 		if err != nil {
