@@ -207,13 +207,14 @@ if [[ ,$products, == *,warren,* ]]; then
 	bg $S warren-server bin/warren server --listen $SRV:8080 --data-dir "$work/ws" --public-url "$ctl"
 	waitfor "warren server" inns $S bash -c "exec 3<>/dev/tcp/$SRV/8080"
 	apikey=$(bin/warren server apikey create --data-dir "$work/ws")
+	skey=$(bin/warren server key --data-dir "$work/ws")
 	admin() { inns $S bin/warren admin --server "$ctl" --api-key "$apikey" --insecure "$@"; }
 	admin users create bench >/dev/null
 	key=$(admin authkeys create --user bench --reusable --expiration 2h)
 	bg $T warren-tun bin/warren daemon --state-dir "$work/wt" --socket "$work/wt.sock" --tun wbt$$
 	tun_pid=$last
 	waitfor "warren daemon in T" test -S "$work/wt.sock"
-	inns $T bin/warren up --socket "$work/wt.sock" --server "$ctl" --auth-key "$key" --hostname tun --timeout 60s >/dev/null
+	inns $T bin/warren up --socket "$work/wt.sock" --server "$ctl" --auth-key "$key" --server-key "$skey" --hostname tun --timeout 60s >/dev/null
 	tun_ip=$(inns $T bin/warren ip -4 --socket "$work/wt.sock")
 	if [[ ,$tests, == *,emb_to_tun,* || ,$tests, == *,tun_to_emb,* ]]; then
 		emb_start bin/embedbench BENCH_AUTH_KEY="$key"
@@ -224,7 +225,7 @@ if [[ ,$products, == *,warren,* ]]; then
 		bg $E warren-socks bin/warren daemon --userspace --socks5 127.0.0.1:1055 --state-dir "$work/wu" --socket "$work/wu.sock" --port 0
 		socks_pid=$last
 		waitfor "warren userspace daemon" test -S "$work/wu.sock"
-		inns $E bin/warren up --socket "$work/wu.sock" --server "$ctl" --auth-key "$key" --hostname socks --timeout 60s >/dev/null
+		inns $E bin/warren up --socket "$work/wu.sock" --server "$ctl" --auth-key "$key" --server-key "$skey" --hostname socks --timeout 60s >/dev/null
 		run_socks
 	fi
 fi
