@@ -196,6 +196,12 @@ func (n *Node) Up(ctx context.Context) (*Status, error) {
 		case localapi.StateNeedsLogin:
 			return nil, fmt.Errorf("node: up: the server refused this node: %v", st.Health)
 		}
+		n.mu.Lock()
+		closed := n.closed
+		n.mu.Unlock()
+		if closed {
+			return nil, ErrClosed
+		}
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("node: up: no network map yet: %w (health: %v)", ctx.Err(), st.Health)
@@ -221,11 +227,7 @@ func (n *Node) Addrs() []netip.Addr {
 	if n.d == nil {
 		return nil
 	}
-	st := n.d.Status()
-	if st.BackendState != localapi.StateRunning || st.Self == nil {
-		return nil
-	}
-	out := slices.Clone(st.Self.Addresses)
+	out := n.d.SelfAddrs()
 	slices.SortStableFunc(out, func(a, b netip.Addr) int {
 		if a.Is4() == b.Is4() {
 			return 0

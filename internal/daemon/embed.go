@@ -10,6 +10,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/warrenmesh/warren/internal/localapi"
 	"github.com/warrenmesh/warren/internal/netmap"
 	"github.com/warrenmesh/warren/internal/netstack"
 )
@@ -111,4 +112,19 @@ func (d *Daemon) WhoIs(ip netip.Addr) (Owner, bool) {
 		}
 	}
 	return Owner{}, false
+}
+
+// SelfAddrs are the node's tunnel addresses while it runs on a map (none
+// otherwise); cheaper than Status, for each Listen and Dial.
+func (d *Daemon) SelfAddrs() []netip.Addr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.nm == nil || d.state != localapi.StateRunning {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(d.nm.Self.Addresses))
+	for _, a := range d.nm.Self.Addresses {
+		out = append(out, a.Addr())
+	}
+	return out
 }
