@@ -72,7 +72,8 @@ if [[ ,$products, == *,tsnet,* ]]; then
 		build_tool "github.com/juanfont/headscale@$HEADSCALE_VERSION" github.com/juanfont/headscale/cmd/headscale
 	fi
 	bin/bench/tailscale version | head -1 | grep -q "^${TAILSCALE_VERSION#v}" || { echo "embed: bin/bench/tailscale is not $TAILSCALE_VERSION: delete bin/bench" >&2; exit 1; }
-	if [[ ! -x bin/bench/embedbench-tsnet || bench/embedbench/common.go -nt bin/bench/embedbench-tsnet || bench/embedbench/tsnet.go.in -nt bin/bench/embedbench-tsnet ]]; then
+	src=$(cat bench/embedbench/common.go bench/embedbench/tsnet.go.in | sha256sum | cut -d' ' -f1)
+	if [[ ! -x bin/bench/embedbench-tsnet || $(cat bin/bench/embedbench-tsnet.src 2>/dev/null) != "$src" ]]; then
 		echo "embed: building embedbench with tsnet $TAILSCALE_VERSION" >&2
 		tmp=$(mktemp -d)
 		cp bench/embedbench/common.go "$tmp/" && cp bench/embedbench/tsnet.go.in "$tmp/tsnet.go"
@@ -80,6 +81,7 @@ if [[ ,$products, == *,tsnet,* ]]; then
 		  go get "tailscale.com/tsnet@$TAILSCALE_VERSION" golang.org/x/net/proxy >/dev/null 2>&1 &&
 		  go build -trimpath -o "$OLDPWD/bin/bench/embedbench-tsnet" . )
 		rm -rf "$tmp"
+		echo "$src" >bin/bench/embedbench-tsnet.src
 	fi
 fi
 
