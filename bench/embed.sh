@@ -120,6 +120,9 @@ waitfor() {
 	for _ in $(seq 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
 	echo "embed: timed out waiting for $what" >&2; tail -20 "$work"/*.log >&2; exit 1
 }
+# sockready SOCK: something accepts on the unix socket (the file appears
+# at bind, a moment before listen).
+sockready() { curl -s -o /dev/null --max-time 2 --unix-socket "$1" http://local/; }
 clk=$(getconf CLK_TCK)
 cpu_of() { awk -v c="$clk" '{ sub(/^.*\) /, ""); printf "%.3f", ($12 + $13) / c }' "/proc/$1/stat"; }
 kb_of() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
@@ -215,7 +218,7 @@ if [[ ,$products, == *,warren,* ]]; then
 	key=$(admin authkeys create --user bench --reusable --expiration 2h)
 	bg $T warren-tun bin/warren daemon --state-dir "$work/wt" --socket "$work/wt.sock" --tun wbt$$
 	tun_pid=$last
-	waitfor "warren daemon in T" test -S "$work/wt.sock"
+	waitfor "warren daemon in T" sockready "$work/wt.sock"
 	inns $T bin/warren up --socket "$work/wt.sock" --server "$ctl" --auth-key "$key" --server-key "$skey" --hostname tun --timeout 60s >/dev/null
 	tun_ip=$(inns $T bin/warren ip -4 --socket "$work/wt.sock")
 	if [[ ,$tests, == *,emb_to_tun,* || ,$tests, == *,tun_to_emb,* ]]; then
@@ -226,7 +229,7 @@ if [[ ,$products, == *,warren,* ]]; then
 	if [[ ,$tests, == *,socks_to_tun,* ]]; then
 		bg $E warren-socks bin/warren daemon --userspace --socks5 127.0.0.1:1055 --state-dir "$work/wu" --socket "$work/wu.sock" --port 0
 		socks_pid=$last
-		waitfor "warren userspace daemon" test -S "$work/wu.sock"
+		waitfor "warren userspace daemon" sockready "$work/wu.sock"
 		inns $E bin/warren up --socket "$work/wu.sock" --server "$ctl" --auth-key "$key" --server-key "$skey" --hostname socks --timeout 60s >/dev/null
 		run_socks
 	fi
@@ -301,7 +304,7 @@ if [[ ,$products, == *,tsnet,* ]]; then
 		--socket="$work/tt.sock" --tun=tsbt$$ --port=41641 --no-logs-no-support
 	tun_pid=$last
 	cleanups+=("inns $T bin/bench/tailscaled --cleanup --socket=$work/tt.sock --tun=tsbt$$")
-	waitfor "tailscaled in T" test -S "$work/tt.sock"
+	waitfor "tailscaled in T" sockready "$work/tt.sock"
 	inns $T bin/bench/tailscale --socket="$work/tt.sock" up --login-server="$ctl" --authkey="$key" --hostname=tun \
 		--accept-dns=false --netfilter-mode=off --timeout=60s >/dev/null
 	tun_ip=$(inns $T bin/bench/tailscale --socket="$work/tt.sock" ip -4)
@@ -315,7 +318,7 @@ if [[ ,$products, == *,tsnet,* ]]; then
 		bg $E tailscaled-socks env "${tsenv[@]}" bin/bench/tailscaled --state="$work/tu/tailscaled.state" --statedir="$work/tu" \
 			--socket="$work/tu.sock" --tun=userspace-networking --socks5-server=127.0.0.1:1055 --port=0 --no-logs-no-support
 		socks_pid=$last
-		waitfor "tailscaled userspace in E" test -S "$work/tu.sock"
+		waitfor "tailscaled userspace in E" sockready "$work/tu.sock"
 		inns $E bin/bench/tailscale --socket="$work/tu.sock" up --login-server="$ctl" --authkey="$key" --hostname=socks \
 			--accept-dns=false --timeout=60s >/dev/null
 		run_socks
