@@ -113,12 +113,20 @@ for _ in $(seq 50); do inns $E ping -c1 -W1 $TA >/dev/null 2>&1 && break; sleep 
 
 # bg NS LOGNAME CMD...: start a background process, remember its pid.
 # (ip netns exec execs the command, and so does env: $! is its pid.)
-bg() { local ns=$1 log=$2; shift 2; ip netns exec "$ns" "$@" >"$work/$log.log" 2>&1 & pids+=($!); last=$!; }
+bg() { local ns=$1 log=$2; shift 2; ip netns exec "$ns" "$@" >"$work/$log.log" 2>&1 & pids+=($!); prod_pids+=($!); last=$!; }
+prod_pids=()
+# stop_product: stops the current product's processes (its ports and CPU
+# are the next one's).
+stop_product() {
+	for p in "${prod_pids[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${prod_pids[@]}"; do wait "$p" 2>/dev/null; done
+	prod_pids=()
+}
 # waitfor WHAT CMD...: retry CMD for up to 60 s.
 waitfor() {
 	local what=$1; shift
 	for _ in $(seq 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-	echo "embed: timed out waiting for $what" >&2; tail -20 "$work"/*.log >&2; exit 1
+	echo "embed: timed out waiting for $what" >&2; tail -n 20 "$work"/*.log >&2; exit 1
 }
 # sockready SOCK: something accepts on the unix socket (the file appears
 # at bind, a moment before listen).
@@ -191,7 +199,7 @@ run_tests() {
 # run_socks: a client in E through the userspace daemon's SOCKS5 proxy.
 run_socks() {
 	local url="http://$tun_ip:8080/bytes?n=$bytes" r c0 c1 t0 t1 idle
-	waitfor "$product: SOCKS5 reaching T" inns $E bin/embedbench client -socks5 127.0.0.1:1055 get "http://$tun_ip:8080/bytes?n=1000"
+	waitfor "$product: SOCKS5 reaching T" timeout 10 ip netns exec $E bin/embedbench client -socks5 127.0.0.1:1055 get "http://$tun_ip:8080/bytes?n=1000"
 	idle=$(kb_of "$socks_pid" VmRSS)
 	for kind in http tcp; do
 		c0=$(cpu_of "$socks_pid"); t0=$(cpu_of "$tun_pid")
@@ -204,6 +212,7 @@ run_socks() {
 }
 
 bg $T host-serve bin/embedbench host
+prod_pids=() # T's service stays for both products
 waitfor "T's host service" inns $T bash -c "exec 3<>/dev/tcp/127.0.0.1/8080"
 
 # --- Warren --------------------------------------------------------------
@@ -233,6 +242,7 @@ if [[ ,$products, == *,warren,* ]]; then
 		inns $E bin/warren up --socket "$work/wu.sock" --server "$ctl" --auth-key "$key" --server-key "$skey" --hostname socks --timeout 60s >/dev/null
 		run_socks
 	fi
+	stop_product
 fi
 
 # --- tsnet on headscale ----------------------------------------------------
