@@ -130,7 +130,7 @@ const policyEmbedded = `{
 // TestEmbeddedWithTUNInNS: two embedded nodes in this process (alpha of
 // alice, beta of bob) and a TUN node (tun1 of alice, a real `warren
 // daemon`): each embedded node listens and the TUN node's kernel
-// connects to it by address; the embedded nodes reach the TUN node's
+// connects to it by address and by the MagicDNS name its resolver gives; the embedded nodes reach the TUN node's
 // service and each other by MagicDNS name; WhoIs names the calling node
 // and its user every time; the policy applies in every direction; bad
 // input fails at once with its reason; alpha comes back from its state
@@ -141,7 +141,7 @@ func TestEmbeddedWithTUNInNS(t *testing.T) {
 		t.Skip("run by TestEmbeddedWithTUN inside a namespace")
 	}
 	l := newLab(t, backends(t)[0].DSN(t))
-	for _, tool := range []string{"curl"} {
+	for _, tool := range []string{"curl", "dig"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s not installed (scripts/install-deps.sh)", tool)
 		}
@@ -181,8 +181,8 @@ func TestEmbeddedWithTUNInNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	serveCaller(t, beta, lb)
-	curl := func(url string) (string, error) {
-		return tun.ns.Output("curl", "-sS", "--fail", "-g", "--max-time", "8", url)
+	curl := func(args ...string) (string, error) {
+		return tun.ns.Output(append([]string{"curl", "-sS", "--fail", "-g", "--max-time", "8"}, args...)...)
 	}
 	addr := func(n *wnode.Node, v6 bool) string {
 		for _, a := range n.Addrs() {
@@ -208,6 +208,18 @@ func TestEmbeddedWithTUNInNS(t *testing.T) {
 	} {
 		if out, err := curl(url); err != nil || out != want {
 			t.Errorf("tun1: curl %s: %q %v, want %q", url, out, err, want)
+		}
+	}
+	// And by MagicDNS name: the TUN node's resolver knows them.
+	domain := tun.domain(t)
+	for _, name := range []string{"alpha", "beta"} {
+		out, err := tun.ns.Output("dig", "+short", "+time=2", "+tries=3", "@100.100.100.100", name+"."+domain, "A")
+		ip := strings.TrimSpace(out)
+		if err != nil || net.ParseIP(ip) == nil {
+			t.Fatalf("tun1: dig %s.%s: %q %v", name, domain, out, err)
+		}
+		if out, err := curl("--resolve", name+"."+domain+":8080:"+ip, "http://"+name+"."+domain+":8080/"); err != nil || out != "tun1 alice" {
+			t.Errorf("tun1: curl http://%s.%s:8080/: %q %v", name, domain, out, err)
 		}
 	}
 	// The embedded nodes reach the TUN node and each other by name.
