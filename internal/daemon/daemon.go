@@ -70,6 +70,12 @@ type Config struct {
 	// liveness watch, the endpoint report and map re-apply loop) and the
 	// control client's reconnect waits; nil is the real clock.
 	Clock clock.Clock
+	// NoLocalAPI runs the node without the local API socket (an embedded
+	// node, package node: its program is its only client).
+	NoLocalAPI bool
+	// KeepGOMAXPROCS leaves GOMAXPROCS alone (an embedded node shares the
+	// process with its program and with other nodes; see procs.go).
+	KeepGOMAXPROCS bool
 	// NoPortMap turns off asking the LAN's gateway to map the UDP port
 	// (PCP, NAT-PMP, UPnP-IGD; `warren daemon --no-portmap`).
 	NoPortMap bool
@@ -213,7 +219,7 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		}
 		d.eng, inline = de, de.inline
 	}
-	d.procs = newProcsGovernor(inline)
+	d.procs = newProcsGovernor(inline && !d.cfg.KeepGOMAXPROCS)
 	d.log.Info("device started", "datapath", map[bool]string{true: "inline", false: "pipeline"}[inline], "procs", runtime.GOMAXPROCS(0))
 	d.initMetrics()
 	defer func() {
@@ -242,17 +248,20 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		return fmt.Errorf("bind UDP port %d: %w", port, err)
 	}
 
-	ln, gid, err := localapi.Listen(d.cfg.Socket, d.cfg.SocketGroup)
-	if err != nil {
-		return err
+	var apiDone chan error // stays nil (never ready) without a local API
+	if !d.cfg.NoLocalAPI {
+		ln, gid, err := localapi.Listen(d.cfg.Socket, d.cfg.SocketGroup)
+		if err != nil {
+			return err
+		}
+		d.ln = ln
+		defer os.Remove(d.cfg.Socket)
+		defer ln.Close()
+		apiDone = make(chan error, 1)
+		go func() {
+			apiDone <- localapi.Serve(ln, d, gid, d.log)
+		}()
 	}
-	d.ln = ln
-	defer os.Remove(d.cfg.Socket)
-	defer ln.Close()
-	apiDone := make(chan error, 1)
-	go func() {
-		apiDone <- localapi.Serve(ln, d, gid, d.log)
-	}()
 	mctx, mstop := context.WithCancel(ctx)
 	defer mstop()
 	if err := d.startMetrics(mctx); err != nil {
@@ -279,7 +288,11 @@ func (d *Daemon) Run(ctx context.Context, ready func()) error {
 		}
 	}
 	d.mu.Unlock()
-	d.log.Info("daemon started", "tun", d.tunName(), "port", d.eng.Port(), "socket", d.cfg.Socket, "key", key.PublicKey().String())
+	socket := d.cfg.Socket
+	if d.cfg.NoLocalAPI {
+		socket = "none"
+	}
+	d.log.Info("daemon started", "tun", d.tunName(), "port", d.eng.Port(), "socket", socket, "key", key.PublicKey().String())
 	if ready != nil {
 		ready()
 	}

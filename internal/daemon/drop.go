@@ -37,7 +37,7 @@ import (
 const envDropQuota = "WARREN_DROP_QUOTA"
 
 // envDropStall shortens how long a send waits on a path that stopped
-// taking bytes before it resumes (default drop.StallTimeout; for tests).
+// taking bytes before it resumes (default drop.DefaultStallTimeout; for tests).
 const envDropStall = "WARREN_DROP_STALL"
 
 var _ localapi.FileBackend = (*Daemon)(nil)
@@ -88,12 +88,12 @@ func (d *Daemon) dropper() (*dropState, error) {
 		}
 		ds.srv = &drop.Server{Inbox: ds.inbox, Whois: d.dropWhois, Owner: d.dropOwner, Names: d.dropNames, Transfer: func() func() { return d.procs.begin() },
 			Logger: d.log}
+		ds.client = drop.NewClient(d.dropDial())
 		if st := os.Getenv(envDropStall); st != "" {
 			if v, err := time.ParseDuration(st); err == nil && v > 0 {
-				drop.StallTimeout = v
+				ds.client.SetStallTimeout(v)
 			}
 		}
-		ds.client = drop.NewClient(d.dropDial())
 		ds.lns = map[netip.Addr]net.Listener{}
 	})
 	return ds, ds.err

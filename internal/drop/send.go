@@ -293,7 +293,7 @@ func (c *Client) putV2(ctx context.Context, peer netip.AddrPort, h Header, off i
 	head := fmt.Sprintf("PUT /v2/files/%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: warren\r\nWarren-Size: %d\r\nWarren-Id: %s\r\nWarren-Offset: %d\r\n"+
 		"Content-Length: %d\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
 		url.PathEscape(h.Name), peer, h.Size, h.ID, off, h.Size-off+TrailerLen)
-	conn.SetWriteDeadline(time.Now().Add(StallTimeout))
+	conn.SetWriteDeadline(time.Now().Add(c.stallTimeout()))
 	if _, err := io.WriteString(conn, head); err != nil {
 		return fail(err)
 	}
@@ -323,7 +323,7 @@ func (c *Client) putV2(ctx context.Context, peer netip.AddrPort, h Header, off i
 	}
 	for pos := off; pos < h.Size; {
 		n := min(sendChunk, h.Size-pos)
-		conn.SetWriteDeadline(time.Now().Add(StallTimeout))
+		conn.SetWriteDeadline(time.Now().Add(c.stallTimeout()))
 		if err := writeChunk(conn, f, pos, n, buf); err != nil {
 			if errors.Is(err, ErrChanged) {
 				return fail(err)
@@ -339,7 +339,7 @@ func (c *Client) putV2(ctx context.Context, peer netip.AddrPort, h Header, off i
 	if now, err := f.Stat(); err != nil || !unchanged(fi, now) {
 		return fail(ErrChanged)
 	}
-	conn.SetWriteDeadline(time.Now().Add(StallTimeout))
+	conn.SetWriteDeadline(time.Now().Add(c.stallTimeout()))
 	if _, err := io.WriteString(conn, hex.EncodeToString(hs.Sum(nil))); err != nil {
 		return writeFailed(err)
 	}

@@ -60,6 +60,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/warrenmesh/warren/internal/httpguard"
@@ -349,11 +350,27 @@ func (e *RemoteError) Retryable() bool {
 type Client struct {
 	hc   *http.Client
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// stall ends a send whose bytes the network stopped taking
+	// (DefaultStallTimeout unless SetStallTimeout changed it).
+	stall atomic.Int64
 }
 
-// StallTimeout ends a send whose bytes the network stopped taking; a
-// variable so that the daemon can shorten it (WARREN_DROP_STALL, for tests).
-var StallTimeout = 10 * time.Second
+// DefaultStallTimeout ends a send whose bytes the network stopped taking.
+// Each Client has its own (SetStallTimeout), so that several nodes in one
+// process do not share it.
+const DefaultStallTimeout = 10 * time.Second
+
+// SetStallTimeout changes how long a send waits on a path that stopped
+// taking bytes before it fails (and can be resumed); d <= 0 restores the
+// default.
+func (c *Client) SetStallTimeout(d time.Duration) {
+	if d <= 0 {
+		d = DefaultStallTimeout
+	}
+	c.stall.Store(int64(d))
+}
+
+func (c *Client) stallTimeout() time.Duration { return time.Duration(c.stall.Load()) }
 
 // NewClient returns a client; dial, if not nil, replaces the TCP dialer.
 func NewClient(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *Client {
@@ -361,13 +378,14 @@ func NewClient(dial func(ctx context.Context, network, addr string) (net.Conn, e
 		d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}
 		dial = d.DialContext
 	}
+	cl := &Client{}
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dial(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
-			return &stallConn{Conn: c}, nil
+			return &stallConn{Conn: c, cl: cl}, nil
 		},
 		ExpectContinueTimeout:  5 * time.Second,
 		ResponseHeaderTimeout:  time.Minute,
@@ -377,15 +395,20 @@ func NewClient(dial func(ctx context.Context, network, addr string) (net.Conn, e
 		MaxIdleConnsPerHost:    2,
 		IdleConnTimeout:        30 * time.Second,
 	}
-	return &Client{hc: &http.Client{Transport: tr}, dial: dial}
+	cl.hc, cl.dial = &http.Client{Transport: tr}, dial
+	cl.SetStallTimeout(DefaultStallTimeout)
+	return cl
 }
 
-// stallConn fails a write the network does not take within StallTimeout,
-// so that a dead path is noticed and the transfer resumed.
-type stallConn struct{ net.Conn }
+// stallConn fails a write the network does not take within the client's
+// stall timeout, so that a dead path is noticed and the transfer resumed.
+type stallConn struct {
+	net.Conn
+	cl *Client
+}
 
 func (c *stallConn) Write(p []byte) (int, error) {
-	c.Conn.SetWriteDeadline(time.Now().Add(StallTimeout))
+	c.Conn.SetWriteDeadline(time.Now().Add(c.cl.stallTimeout()))
 	return c.Conn.Write(p)
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	glog "gvisor.dev/gvisor/pkg/log"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -46,8 +47,19 @@ type Stack struct {
 	inbound func(local, remote netip.AddrPort, accept func() (net.Conn, error), reject func())
 }
 
+// quietGVisor silences gVisor's logger, once per process: it is global
+// and writes to the process's stderr (warnings such as a segment for a
+// listener that just closed), which in an embedded node is the host
+// program's. What matters is counted (Stats, the stack's counters).
+var quietGVisor = sync.OnceFunc(func() { glog.SetTarget(discardLog{}) })
+
+type discardLog struct{}
+
+func (discardLog) Emit(int, glog.Level, time.Time, string, ...any) {}
+
 // New creates a stack on a new Device of the given MTU.
 func New(mtu int) (*Stack, error) {
+	quietGVisor()
 	dev := NewDevice(mtu)
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},

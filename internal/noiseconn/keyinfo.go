@@ -12,6 +12,15 @@ import (
 	"github.com/warrenmesh/warren/internal/noise"
 )
 
+// keyClient fetches server keys: one request per join, so it keeps no
+// idle connection (and no goroutine) behind; several nodes in one process
+// (package node) leave nothing in the default transport.
+var keyClient = &http.Client{Transport: func() http.RoundTripper {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DisableKeepAlives = true
+	return tr
+}()}
+
 // FetchKey asks the server at serverURL for its static public key (GET
 // KeyPath). The answer is not authenticated: a node uses it only on first
 // join (trust on first use) and pins it afterwards, or the operator passes
@@ -25,7 +34,7 @@ func FetchKey(ctx context.Context, serverURL string) (noise.PublicKey, error) {
 	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
 		return noise.PublicKey{}, fmt.Errorf("fetch server key: server URL %q: scheme must be http or https", serverURL)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := keyClient.Do(req)
 	if err != nil {
 		return noise.PublicKey{}, fmt.Errorf("fetch server key: %w", err)
 	}

@@ -38,6 +38,12 @@ func runMain(m *testing.M) int {
 	if os.Geteuid() != 0 && os.Getenv(nettest.RequireEnv) != "1" {
 		return m.Run()
 	}
+	if bin := os.Getenv(envMeshBin); bin != "" {
+		// A test binary re-executed by a test (embed_test.go): the
+		// parent built the binary.
+		warrenBin = bin
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "warren-mesh-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -105,16 +111,22 @@ func newLab(t *testing.T, db string) *lab {
 	return l
 }
 
-// attach makes a namespace behind the router on subnet 198.18.N.0/24 and
-// returns it with its address.
-func (l *lab) attach(prefix string) (*nettest.NS, string) {
+// attachNS puts an existing namespace behind the router on subnet
+// 198.18.N.0/24 and returns its address.
+func (l *lab) attachNS(ns *nettest.NS) string {
 	l.nets++
 	n := l.nets
-	ns := nettest.NewNS(l.t, prefix)
 	addr := fmt.Sprintf("198.18.%d.2", n)
 	nettest.Veth(l.t, l.router, fmt.Sprintf("r%d", n), []string{fmt.Sprintf("198.18.%d.1/24", n)}, ns, "eth0", []string{addr + "/24"})
 	ns.Run(l.t, "ip", "route", "add", "default", "via", fmt.Sprintf("198.18.%d.1", n))
-	return ns, addr
+	return addr
+}
+
+// attach makes a namespace behind the router on subnet 198.18.N.0/24 and
+// returns it with its address.
+func (l *lab) attach(prefix string) (*nettest.NS, string) {
+	ns := nettest.NewNS(l.t, prefix)
+	return ns, l.attachNS(ns)
 }
 
 // warren runs the binary in ns and returns its stdout (stderr on failure).
