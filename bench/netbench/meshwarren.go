@@ -134,10 +134,12 @@ func (l *lab) startWarren(ctx context.Context, bin, name string, standalone bool
 		if err := waitTCP(ctx, l.nsS, meshServer+":8443", "warren relay listening", rp); err != nil {
 			return m, err
 		}
-		_, pub, ok := strings.Cut(rp.out.String(), ", public key ")
-		pub, _, _ = strings.Cut(pub, "\n")
-		if !ok || pub == "" {
-			return m, fmt.Errorf("warren relay printed no public key:\n%s", rp.out.String())
+		// The relay made its key at start; `warren relay key` prints it
+		// (its log lines are for people, not for parsing).
+		pub, err := output(ctx, nil, bin, "relay", "key", "--data-dir", filepath.Join(dir, "relay"))
+		pub = strings.TrimSpace(pub)
+		if err != nil || pub == "" {
+			return m, fmt.Errorf("warren relay key: %v\n%s", err, rp.out.String())
 		}
 		// The map offers only the standalone relay: restart the server with it.
 		mapFile := filepath.Join(dir, "relays.json")
