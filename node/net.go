@@ -67,6 +67,31 @@ func contains(as []netip.Addr, a netip.Addr) bool {
 	return false
 }
 
+// listenOn checks a Listen or ListenPacket call for protocol want ("tcp"
+// or "udp") and returns the node's addresses and the port to listen on.
+func (n *Node) listenOn(want, network, addr string) ([]netip.Addr, uint16, error) {
+	fail := func(err error) ([]netip.Addr, uint16, error) {
+		return nil, 0, fmt.Errorf("node: listen %s %q: %w", network, addr, err)
+	}
+	proto, v4, v6, err := family(network)
+	if err != nil || proto != want {
+		other := map[string]string{"tcp": "ListenPacket for udp", "udp": "Listen for tcp"}[want]
+		return fail(fmt.Errorf("network %q: want %s, %s4 or %s6 (%s)", network, want, want, want, other))
+	}
+	host, port, err := splitPort(addr)
+	if err != nil {
+		return fail(err)
+	}
+	if err := n.running(); err != nil {
+		return nil, 0, err
+	}
+	ips, err := n.listenAddrs(host, v4, v6)
+	if err != nil {
+		return fail(err)
+	}
+	return ips, port, nil
+}
+
 // Listen listens for TCP connections from the mesh on the node's tunnel
 // addresses: network is "tcp" (IPv4 and IPv6), "tcp4" or "tcp6"; addr is
 // ":PORT" (every address of the node in those families) or "IP:PORT"
@@ -76,20 +101,9 @@ func (n *Node) Listen(network, addr string) (net.Listener, error) {
 	fail := func(err error) (net.Listener, error) {
 		return nil, fmt.Errorf("node: listen %s %q: %w", network, addr, err)
 	}
-	proto, v4, v6, err := family(network)
-	if err != nil || proto != "tcp" {
-		return fail(fmt.Errorf("network %q: want tcp, tcp4 or tcp6 (ListenPacket for udp)", network))
-	}
-	host, port, err := splitPort(addr)
+	ips, port, err := n.listenOn("tcp", network, addr)
 	if err != nil {
-		return fail(err)
-	}
-	if err := n.running(); err != nil {
 		return nil, err
-	}
-	ips, err := n.listenAddrs(host, v4, v6)
-	if err != nil {
-		return fail(err)
 	}
 	st := n.d.Netstack()
 	l := &listener{conns: make(chan net.Conn), done: make(chan struct{})}
@@ -185,20 +199,9 @@ func (n *Node) ListenPacket(network, addr string) (net.PacketConn, error) {
 	fail := func(err error) (net.PacketConn, error) {
 		return nil, fmt.Errorf("node: listen %s %q: %w", network, addr, err)
 	}
-	proto, v4, v6, err := family(network)
-	if err != nil || proto != "udp" {
-		return fail(fmt.Errorf("network %q: want udp, udp4 or udp6 (Listen for tcp)", network))
-	}
-	host, port, err := splitPort(addr)
+	ips, port, err := n.listenOn("udp", network, addr)
 	if err != nil {
-		return fail(err)
-	}
-	if err := n.running(); err != nil {
 		return nil, err
-	}
-	ips, err := n.listenAddrs(host, v4, v6)
-	if err != nil {
-		return fail(err)
 	}
 	pc, err := n.d.Netstack().ListenUDP(netip.AddrPortFrom(ips[0], port))
 	if err != nil {
