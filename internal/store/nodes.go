@@ -154,15 +154,7 @@ func (s *Store) RegisterNode(ctx context.Context, authKey string, key pubkey.Nod
 		if err := s.consumePreAuthKey(ctx, tx, k, now); err != nil {
 			return err
 		}
-		name, err := s.uniqueName(ctx, tx, hostname, 0)
-		if err != nil {
-			return err
-		}
-		v4, err := s.allocate(ctx, tx, "ipv4", s.v4)
-		if err != nil {
-			return err
-		}
-		v6, err := s.allocate(ctx, tx, "ipv6", s.v6)
+		name, v4, v6, err := s.newIdentity(ctx, tx, hostname)
 		if err != nil {
 			return err
 		}
@@ -238,6 +230,21 @@ func truncate(s string, n int) string {
 
 // uniqueName derives a name from hostname not used by any node other than
 // self: the label itself, else label-1, label-2, ... (shortened to fit 63).
+// newIdentity gives a new node its unique name (from hostname) and both
+// tunnel addresses, inside the registration's transaction.
+func (s *Store) newIdentity(ctx context.Context, tx *sql.Tx, hostname string) (name string, v4, v6 netip.Addr, err error) {
+	if name, err = s.uniqueName(ctx, tx, hostname, 0); err != nil {
+		return "", netip.Addr{}, netip.Addr{}, err
+	}
+	if v4, err = s.allocate(ctx, tx, "ipv4", s.v4); err != nil {
+		return "", netip.Addr{}, netip.Addr{}, err
+	}
+	if v6, err = s.allocate(ctx, tx, "ipv6", s.v6); err != nil {
+		return "", netip.Addr{}, netip.Addr{}, err
+	}
+	return name, v4, v6, nil
+}
+
 func (s *Store) uniqueName(ctx context.Context, tx *sql.Tx, hostname string, self int64) (string, error) {
 	base := dnsname.FromHostname(hostname)
 	taken := map[string]bool{}

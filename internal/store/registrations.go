@@ -113,15 +113,7 @@ func (s *Store) CompleteRegistration(ctx context.Context, regID string, userID i
 			existing.Expiry, existing.Interactive = expiry, true
 			n = existing
 		case errors.Is(err, sql.ErrNoRows):
-			name, err := s.uniqueName(ctx, tx, r.Hostname, 0)
-			if err != nil {
-				return err
-			}
-			v4, err := s.allocate(ctx, tx, "ipv4", s.v4)
-			if err != nil {
-				return err
-			}
-			v6, err := s.allocate(ctx, tx, "ipv6", s.v6)
+			name, v4, v6, err := s.newIdentity(ctx, tx, r.Hostname)
 			if err != nil {
 				return err
 			}

@@ -63,15 +63,7 @@ func (s *Store) AddWireGuardNode(ctx context.Context, w WireGuardNode) (*Node, e
 		case via != 0:
 			return ErrBadGateway
 		}
-		name, err := s.uniqueName(ctx, tx, w.Name, 0)
-		if err != nil {
-			return err
-		}
-		v4, err := s.allocate(ctx, tx, "ipv4", s.v4)
-		if err != nil {
-			return err
-		}
-		v6, err := s.allocate(ctx, tx, "ipv6", s.v6)
+		name, v4, v6, err := s.newIdentity(ctx, tx, w.Name)
 		if err != nil {
 			return err
 		}
