@@ -133,7 +133,8 @@ func (s *Store) LiveReplicas(ctx context.Context, lapse time.Duration) ([]string
 
 // MarkLapsedOffline marks offline every online node whose replica's
 // heartbeat is older than lapse or that names no live replica (a node
-// marked online before replicas existed names none), deletes the rows of
+// marked online before replicas existed names none) and every
+// WireGuard-only member whose gateway is offline, deletes the rows of
 // replicas gone for longer than ten lapses, and returns how many nodes it
 // marked.
 func (s *Store) MarkLapsedOffline(ctx context.Context, lapse time.Duration) (int64, error) {
@@ -143,12 +144,21 @@ func (s *Store) MarkLapsedOffline(ctx context.Context, lapse time.Duration) (int
 	}
 	var n int64
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.q(`UPDATE nodes SET online = FALSE WHERE online
+		// WireGuard-only members name no replica: their gateway reports
+		// them, and they go offline with it.
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE nodes SET online = FALSE WHERE online AND wg_via = 0
 			AND replica NOT IN (SELECT id FROM replicas WHERE heartbeat >= ?)`), now.Add(-lapse).UnixNano())
 		if err != nil {
 			return err
 		}
 		n, _ = res.RowsAffected()
+		res, err = tx.ExecContext(ctx, `UPDATE nodes SET online = FALSE WHERE online AND wg_via <> 0
+			AND wg_via NOT IN (SELECT id FROM nodes WHERE online AND wg_via = 0)`)
+		if err != nil {
+			return err
+		}
+		m, _ := res.RowsAffected()
+		n += m
 		_, err = tx.ExecContext(ctx, s.q("DELETE FROM replicas WHERE heartbeat < ?"), now.Add(-10*lapse).UnixNano())
 		return err
 	})

@@ -205,3 +205,41 @@ func TestDutiesMoveWhenTheHolderDies(t *testing.T) {
 	stopA() // closes a's connection, as the death of its process would
 	wait.For(t, 10*time.Second, "b takes the duties over", func() bool { n, who := holders(); return n == 1 && who == "b" })
 }
+
+// TestLapsedSparesWireGuardMembers: a WireGuard-only member names no
+// replica (its gateway reports it), so the lapse sweep must not take it
+// offline while its gateway's replica beats (it did: on PostgreSQL the
+// device flapped offline and mesh TestWireGuardDevice/postgres failed);
+// when the gateway's replica lapses, the gateway and its devices go
+// offline together.
+func TestLapsedSparesWireGuardMembers(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Unix(1_000_000, 0).UnixNano())
+	clk := func() time.Time { return time.Unix(0, now.Load()) }
+	eachBackend(t, Options{Now: clk}, func(t *testing.T, s *Store, _ string) {
+		ctx := context.Background()
+		u := must[*User](t)(s.CreateUser(ctx, "alice"))
+		key, _ := must2(t)(s.CreatePreAuthKey(ctx, u.ID, PreAuthKeyOptions{Reusable: true}))
+		gw := must[*Node](t)(s.RegisterNode(ctx, key, nodeKeyOf("gw"), "gw", RegisterOptions{}))
+		phone := must[*Node](t)(s.AddWireGuardNode(ctx, WireGuardNode{UserID: u.ID, Name: "phone", Key: nodeKeyOf("phone"), Via: gw.ID}))
+		if err := s.Heartbeat(ctx, "r1"); err != nil {
+			t.Fatal(err)
+		}
+		must[struct{}](t)(struct{}{}, s.SetOnlineVia(ctx, gw.ID, "r1", clk()))
+		must[struct{}](t)(struct{}{}, s.ReportWireGuard(ctx, gw.ID, []WireGuardReport{{ID: phone.ID, Online: true, LastHandshake: clk()}}))
+		online := func(id int64) bool { return must[*Node](t)(s.GetNode(ctx, id)).Online }
+		if _, err := s.MarkLapsedOffline(ctx, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if !online(gw.ID) || !online(phone.ID) {
+			t.Fatalf("while r1 beats: gateway online %v, phone online %v; want both", online(gw.ID), online(phone.ID))
+		}
+		now.Add(int64(10 * time.Second))
+		if _, err := s.MarkLapsedOffline(ctx, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if online(gw.ID) || online(phone.ID) {
+			t.Fatalf("after r1 lapsed: gateway online %v, phone online %v; want neither", online(gw.ID), online(phone.ID))
+		}
+	})
+}

@@ -491,9 +491,16 @@ func (c *Client) stream(ctx context.Context, onMap, save func(*netmap.NetworkMap
 					routes = nonNilRoutes(c.routes)
 					rs = &routes
 				}
+				// A relay port set after the request was built (SetRelayPort
+				// found no stream to send it on) goes out now.
+				var rp *uint16
+				if c.cfg.RelayPort != relayPort {
+					relayPort = c.cfg.RelayPort
+					rp = &relayPort
+				}
 				c.mu.Unlock()
-				if changed || rs != nil {
-					if err := proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps, Routes: rs}}); err != nil {
+				if changed || rs != nil || rp != nil {
+					if err := proto.Write(conn, &proto.Message{EndpointUpdate: &proto.EndpointUpdate{Endpoints: eps, Routes: rs, RelayPort: rp}}); err != nil {
 						return gotMap, err
 					}
 				}
