@@ -15,6 +15,8 @@ have dig     || need+=(dnsutils)
 have curl    || need+=(curl)
 have setpriv || need+=(util-linux)
 have conntrack || need+=(conntrack)
+# The capture test (test/mesh TestObserve) reads its pcap files back with tcpdump.
+have tcpdump || need+=(tcpdump)
 # The port mapping lab (internal/portmap TestMiniupnpd): a real gateway
 # speaking PCP, NAT-PMP and UPnP-IGD, on nftables.
 have miniupnpd || need+=(miniupnpd-nftables)

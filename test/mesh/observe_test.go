@@ -40,7 +40,17 @@ func TestObserve(t *testing.T) {
 	a := startNodeWith(l, "obsa", "--metrics-listen", "9100")
 	b := startNodeWith(l, "obsb", "--metrics-listen", "127.0.0.1:9100")
 	nodes := []*node{a, b}
-	parallel(t, nodes, func(n *node) error { _, err := n.up(key); return err })
+	// obsa joins first and has its full map before obsb joins, so obsb's
+	// joining reaches obsa as a delta (checked on the server's metrics).
+	if _, err := a.up(key); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "obsa's first map sent", func() bool {
+		return scrapeNS(t, l.srv.ns, "127.0.0.1:9101")[`warren_server_netmaps_sent_total{kind="full"}`] >= 1
+	})
+	if _, err := b.up(key); err != nil {
+		t.Fatal(err)
+	}
 	waitPeers(t, nodes, 1, 10*time.Second)
 	av4, _ := a.ips()
 	bv4, _ := b.ips()
