@@ -56,6 +56,7 @@ vet:
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -run '^TestReplicas$$' ./bench/controlbench
 
 # Short coverage-guided runs of every fuzz target (discovered with
 # go test -list, see scripts/fuzz-all.sh).
@@ -78,6 +79,8 @@ clean:
 # Control plane: N simulated nodes against the coordination server (a child
 # process; CPU and RSS from /proc). See bench/controlbench. The 10k run
 # takes a while and a few GB. Flags: make bench-control CONTROLBENCHFLAGS="-changes 40".
+# Replicas: CONTROLBENCHFLAGS="-replicas 2 -db postgres://..." (node i streams
+# from replica i mod N; per-replica CPU and RSS are reported).
 .PHONY: bench-control
 bench-control:
 	$(GO) build -o $(BIN)/controlbench ./bench/controlbench

@@ -72,7 +72,6 @@ import (
 
 type bench struct {
 	nodes     int
-	url       string
 	serverKey noise.PublicKey
 	authKey   string
 	seed      uint64
@@ -87,9 +86,28 @@ type bench struct {
 	nconv     int
 	allConv   chan struct{}
 
-	child   *exec.Cmd
-	childIn io.Writer
-	childSc *bufio.Scanner
+	// kids are the server children: one, or -replicas of them on one
+	// PostgreSQL database (kids[0] registered the nodes and takes the
+	// commands; node i streams from kids[i % len(kids)]).
+	kids []*serverChild
+}
+
+// serverChild is one server child process.
+type serverChild struct {
+	cmd *exec.Cmd
+	in  io.Writer
+	sc  *bufio.Scanner
+	url string
+	pid int
+}
+
+// urlFor is the server URL node idx streams from (-1: a joining node,
+// which uses the first).
+func (b *bench) urlFor(idx int) string {
+	if idx < 0 {
+		return b.kids[0].url
+	}
+	return b.kids[idx%len(b.kids)].url
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -113,23 +131,46 @@ func (b *bench) markConverged(i int) {
 	}
 }
 
-// command sends a command to the server child and waits for its answer.
-func (b *bench) command(cmd string) error {
-	if _, err := fmt.Fprintln(b.childIn, cmd); err != nil {
+// command sends a command to the first server child and waits for its
+// answer.
+func (b *bench) command(cmd string) error { return b.kids[0].command(cmd) }
+
+func (k *serverChild) command(cmd string) error {
+	if _, err := fmt.Fprintln(k.in, cmd); err != nil {
 		return err
 	}
-	if !b.childSc.Scan() {
-		return fmt.Errorf("server child: %v", b.childSc.Err())
+	if !k.sc.Scan() {
+		return fmt.Errorf("server child: %v", k.sc.Err())
 	}
-	if l := b.childSc.Text(); l != "ok" {
+	if l := k.sc.Text(); l != "ok" {
 		return fmt.Errorf("server child: %s: %s", cmd, l)
 	}
 	return nil
 }
 
+// ask sends a command to every server child and returns their answers'
+// fields after the first (which must be word), nil for a child that did
+// not answer so.
+func (b *bench) ask(cmd, word string, nfields int) [][]string {
+	var out [][]string
+	for _, k := range b.kids {
+		var f []string
+		if _, err := fmt.Fprintln(k.in, cmd); err == nil && k.sc.Scan() {
+			f = strings.Fields(k.sc.Text())
+		}
+		if len(f) != nfields+1 || f[0] != word {
+			out = append(out, nil)
+			continue
+		}
+		out = append(out, f[1:])
+	}
+	return out
+}
+
 func main() {
 	var (
 		nodes   = flag.Int("nodes", 1000, "simulated nodes")
+		reps    = flag.Int("replicas", 1, "server replicas on one PostgreSQL database (-db postgres://...); node i streams from replica i mod N, admin changes go through the first")
 		changes = flag.Int("changes", 40, "changes to time (cycling endpoint, join, leave, delete)")
 		db      = flag.String("db", "sqlite", `store: "sqlite" (a file in a temporary directory) or a postgres:// DSN`)
 		asJSON  = flag.Bool("json", false, "print the results as JSON")
@@ -146,10 +187,12 @@ func main() {
 		serveMode = flag.Bool("serve", false, "internal: run the server child")
 		seed      = flag.Uint64("seed", 0, "internal: key seed")
 		dir       = flag.String("dir", "", "internal: server child's directory")
+		replica   = flag.String("replica", "", "internal: the server child's replica name")
+		register  = flag.Bool("register", true, "internal: the server child registers the nodes")
 	)
 	flag.Parse()
 	if *serveMode {
-		if err := serve(serveOpts{nodes: *nodes, seed: *seed, db: *db, dir: *dir, quiet: !*verbose}); err != nil {
+		if err := serve(serveOpts{nodes: *nodes, seed: *seed, db: *db, dir: *dir, quiet: !*verbose, replica: *replica, register: *register}); err != nil {
 			fmt.Fprintln(os.Stderr, "controlbench server:", err)
 			os.Exit(1)
 		}
@@ -158,7 +201,10 @@ func main() {
 	if *nodes < 2 {
 		log.Fatal("controlbench: -nodes must be at least 2")
 	}
-	res, err := run(runOpts{nodes: *nodes, changes: *changes, db: *db, par: max(*par, 1), timeout: *timeout, gap: *gap,
+	if *reps < 1 || *reps > 1 && !strings.HasPrefix(*db, "postgres") {
+		log.Fatal("controlbench: -replicas N (N > 1) needs -db postgres://...; replicas share a PostgreSQL database")
+	}
+	res, err := run(runOpts{nodes: *nodes, replicas: *reps, changes: *changes, db: *db, par: max(*par, 1), timeout: *timeout, gap: *gap,
 		connectTimeout: *connTO, profile: *prof, verbose: *verbose, storm: *storm, stormNodes: max(*stormN, 1), stormRate: max(*stormR, 1)})
 	if err != nil {
 		log.Fatal("controlbench: ", err)
@@ -174,6 +220,7 @@ func main() {
 
 type runOpts struct {
 	nodes, changes, par     int
+	replicas                int
 	db, profile             string
 	timeout, connectTimeout time.Duration
 	gap                     time.Duration
@@ -204,47 +251,69 @@ func raiseNoFile(n int) error {
 	return nil
 }
 
-// startServer starts the server child and waits for it to be ready.
-func (b *bench) startServer(o runOpts) (setup time.Duration, err error) {
+// startServers starts the server children one after another, each
+// waiting until it is ready; the first registers the nodes.
+func (b *bench) startServers(o runOpts) (setup time.Duration, err error) {
+	start := time.Now()
+	for i := range max(o.replicas, 1) {
+		args := []string{"-serve", "-nodes", strconv.Itoa(o.nodes), "-seed", strconv.FormatUint(b.seed, 10), "-db", o.db,
+			"-register=" + strconv.FormatBool(i == 0)}
+		if o.replicas > 1 {
+			args = append(args, "-replica", fmt.Sprintf("bench-%d", i))
+		}
+		if o.verbose {
+			args = append(args, "-v")
+		}
+		k, authKey, err := startChild(args)
+		if err != nil {
+			return 0, fmt.Errorf("replica %d: %w", i, err)
+		}
+		b.kids = append(b.kids, k)
+		if i == 0 {
+			b.authKey = authKey
+		}
+	}
+	return time.Since(start), nil
+}
+
+// startChild starts one server child with args (plus -dir) and reads its
+// "ready URL SERVERKEY AUTHKEY" line.
+func startChild(args []string) (*serverChild, string, error) {
 	dir, err := os.MkdirTemp("", "controlbench-")
 	if err != nil {
-		return 0, err
+		return nil, "", err
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return 0, err
+		return nil, "", err
 	}
-	args := []string{"-serve", "-nodes", strconv.Itoa(o.nodes), "-seed", strconv.FormatUint(b.seed, 10), "-db", o.db, "-dir", dir}
-	if o.verbose {
-		args = append(args, "-v")
+	k := &serverChild{cmd: exec.Command(exe, append(args, "-dir", dir)...)}
+	k.cmd.Stderr = os.Stderr
+	if k.in, err = k.cmd.StdinPipe(); err != nil {
+		return nil, "", err
 	}
-	b.child = exec.Command(exe, args...)
-	b.child.Stderr = os.Stderr
-	if b.childIn, err = b.child.StdinPipe(); err != nil {
-		return 0, err
-	}
-	out, err := b.child.StdoutPipe()
+	out, err := k.cmd.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return nil, "", err
 	}
-	start := time.Now()
-	if err := b.child.Start(); err != nil {
-		return 0, err
+	if err := k.cmd.Start(); err != nil {
+		return nil, "", err
 	}
-	go func() { b.child.Wait(); os.RemoveAll(dir) }()
-	b.childSc = bufio.NewScanner(out)
-	if !b.childSc.Scan() {
-		return 0, errors.New("server child exited during setup")
+	k.pid = k.cmd.Process.Pid
+	go func() { k.cmd.Wait(); os.RemoveAll(dir) }()
+	k.sc = bufio.NewScanner(out)
+	if !k.sc.Scan() {
+		return nil, "", errors.New("server child exited during setup")
 	}
-	f := strings.Fields(b.childSc.Text())
+	f := strings.Fields(k.sc.Text())
 	if len(f) != 4 || f[0] != "ready" {
-		return 0, fmt.Errorf("server child: %q", b.childSc.Text())
+		return nil, "", fmt.Errorf("server child: %q", k.sc.Text())
 	}
-	b.url, b.authKey = f[1], f[3]
-	if b.serverKey, err = noise.ParsePublicKey(f[2]); err != nil {
-		return 0, err
+	k.url = f[1]
+	if _, err := noise.ParsePublicKey(f[2]); err != nil {
+		return nil, "", err
 	}
-	return time.Since(start), nil
+	return k, f[3], nil
 }
 
 func run(o runOpts) (*result, error) {
@@ -253,17 +322,29 @@ func run(o runOpts) (*result, error) {
 	}
 	b := &bench{nodes: o.nodes, seed: uint64(time.Now().UnixNano()), verbose: o.verbose, in: newInterner(),
 		converged: make([]bool, o.nodes), allConv: make(chan struct{})}
-	res := &result{Nodes: o.nodes, Changes: o.changes, DB: o.db, Cores: runtime.NumCPU(), Date: time.Now().UTC().Format(time.RFC3339)}
+	res := &result{Nodes: o.nodes, Replicas: max(o.replicas, 1), Changes: o.changes, DB: o.db, Cores: runtime.NumCPU(), Date: time.Now().UTC().Format(time.RFC3339)}
 	if strings.HasPrefix(res.DB, "postgres") {
 		res.DB = "postgres"
 	}
+	if strings.HasPrefix(o.db, "postgres") {
+		dsn, drop, err := freshSchema(context.Background(), o.db, b.seed)
+		if err != nil {
+			return nil, err
+		}
+		defer drop()
+		o.db = dsn
+	}
 	fmt.Fprintf(os.Stderr, "controlbench: registering %d nodes in the server child...\n", o.nodes)
-	setup, err := b.startServer(o)
+	setup, err := b.startServers(o)
+	defer func() {
+		for _, k := range b.kids {
+			k.cmd.Process.Kill()
+		}
+	}()
 	if err != nil {
 		return nil, err
 	}
-	defer b.child.Process.Kill()
-	pid := b.child.Process.Pid
+	b.serverKey = serverKey(b.seed).PublicKey()
 	res.SetupSeconds = setup.Seconds()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -280,7 +361,7 @@ func run(o runOpts) (*result, error) {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "controlbench: connecting %d nodes...\n", o.nodes)
-	p0, self0, c0 := phaseStart(pid), readProc("self"), b.snapCounters()
+	p0, self0, c0 := b.phaseStart(), readProc("self"), b.snapCounters()
 	start := time.Now()
 	allFull := make(chan struct{})
 	var full atomic.Int64
@@ -339,7 +420,7 @@ func run(o runOpts) (*result, error) {
 		return nil, fmt.Errorf("connect phase: only %d of %d nodes see every peer online after %v", b.nconv, o.nodes, o.connectTimeout)
 	}
 	res.Connect.ConvergedSeconds = time.Since(start).Seconds()
-	res.Connect.fill(p0, readProc(strconv.Itoa(pid)), self0, readProc("self"), c0, b.snapCounters())
+	res.Connect.fill(p0, b.readServers(), self0, readProc("self"), c0, b.snapCounters())
 	res.Connect.DialErrors = dialErrs.Load()
 	if o.profile != "" {
 		if err := b.command("stopprofile"); err != nil {
@@ -363,11 +444,11 @@ func run(o runOpts) (*result, error) {
 	}
 	fmt.Fprintf(os.Stderr, "controlbench: timing %d changes...\n", o.changes)
 	time.Sleep(200 * time.Millisecond)
-	p0, self0, c0 = phaseStart(pid), readProc("self"), b.snapCounters()
+	p0, self0, c0 = b.phaseStart(), readProc("self"), b.snapCounters()
 	if err := b.changes(ctx, o, sims, res); err != nil {
 		return nil, err
 	}
-	res.Changes_.fill(p0, readProc(strconv.Itoa(pid)), self0, readProc("self"), c0, b.snapCounters())
+	res.Changes_.fill(p0, b.readServers(), self0, readProc("self"), c0, b.snapCounters())
 	if o.profile != "" {
 		pprof.StopCPUProfile()
 		if err := b.command("stopprofile"); err != nil {
@@ -375,7 +456,7 @@ func run(o runOpts) (*result, error) {
 		}
 	}
 	if o.storm > 0 {
-		sr, err := b.storm(ctx, o, sims, pid)
+		sr, err := b.storm(ctx, o, sims)
 		if err != nil {
 			return nil, err
 		}
@@ -384,6 +465,8 @@ func run(o runOpts) (*result, error) {
 	res.Reconnects = b.cnt.reconnects.Load()
 	res.ApplyErrors = b.cnt.errors.Load()
 	cancel()
-	b.childIn.(io.Closer).Close()
+	for _, k := range b.kids {
+		k.in.(io.Closer).Close()
+	}
 	return res, nil
 }

@@ -289,7 +289,7 @@ type simNode struct {
 func (n *simNode) dialRaw(ctx context.Context) (*noiseconn.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return noiseconn.Dial(ctx, n.b.url, n.b.serverKey, n.key)
+	return noiseconn.Dial(ctx, n.b.urlFor(n.idx), n.b.serverKey, n.key)
 }
 
 // dial opens a session and sends the MapRequest.

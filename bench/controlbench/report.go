@@ -43,11 +43,23 @@ type phase struct {
 	// or one node's re-read before), StoreReadMs their total time.
 	StoreReads  int64   `json:"storeReads"`
 	StoreReadMs float64 `json:"storeReadMs"`
+	// Replicas is each server child's share when there are several (the
+	// Server* figures above are then the sum of CPU and bytes and the
+	// largest RSS and peak).
+	Replicas []replicaPhase `json:"replicas,omitempty"`
+}
+
+// replicaPhase is what one replica's process cost in a phase.
+type replicaPhase struct {
+	CPUSeconds float64 `json:"cpuSeconds"`
+	RSSMiB     float64 `json:"rssMiB"`
+	HWMMiB     float64 `json:"hwmMiB"`
 }
 
 type result struct {
 	Date         string         `json:"date"`
 	Nodes        int            `json:"nodes"`
+	Replicas     int            `json:"replicas"`
 	Changes      int            `json:"changes"`
 	DB           string         `json:"db"`
 	Cores        int            `json:"cores"`
@@ -109,10 +121,22 @@ func readProc(pid string) procStat {
 	return p
 }
 
-// phaseStart resets the server's peak RSS (clear_refs 5) and reads it.
-func phaseStart(pid int) procStat {
-	os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
-	return readProc(strconv.Itoa(pid))
+// phaseStart resets the server children's peak RSS (clear_refs 5) and
+// reads them.
+func (b *bench) phaseStart() []procStat {
+	for _, k := range b.kids {
+		os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", k.pid), []byte("5"), 0)
+	}
+	return b.readServers()
+}
+
+// readServers reads every server child's /proc figures.
+func (b *bench) readServers() []procStat {
+	ps := make([]procStat, len(b.kids))
+	for i, k := range b.kids {
+		ps[i] = readProc(strconv.Itoa(k.pid))
+	}
+	return ps
 }
 
 type counterSnap struct {
@@ -129,23 +153,28 @@ func (b *bench) snapCounters() counterSnap {
 // serverStoreStats asks the server child how often it read the store
 // behind map changes, and for how long in all.
 func (b *bench) serverStoreStats() (n, ns int64) {
-	if _, err := fmt.Fprintln(b.childIn, "storestats"); err != nil || !b.childSc.Scan() {
-		return 0, 0
+	for _, f := range b.ask("storestats", "storestats", 2) {
+		if f == nil {
+			continue
+		}
+		a, _ := strconv.ParseInt(f[0], 10, 64)
+		c, _ := strconv.ParseInt(f[1], 10, 64)
+		n, ns = n+a, ns+c
 	}
-	f := strings.Fields(b.childSc.Text())
-	if len(f) != 3 || f[0] != "storestats" {
-		return 0, 0
-	}
-	n, _ = strconv.ParseInt(f[1], 10, 64)
-	ns, _ = strconv.ParseInt(f[2], 10, 64)
 	return n, ns
 }
 
-func (ph *phase) fill(s0, s1, self0, self1 procStat, c0, c1 counterSnap) {
-	ph.ServerCPUSeconds = s1.cpu - s0.cpu
-	ph.ServerRSSMiB = s1.rss
-	ph.ServerHWMMiB = s1.hwm
-	ph.ServerWriteMiB = s1.wchar - s0.wchar
+func (ph *phase) fill(s0, s1 []procStat, self0, self1 procStat, c0, c1 counterSnap) {
+	for i := range s1 {
+		r := replicaPhase{CPUSeconds: s1[i].cpu - s0[i].cpu, RSSMiB: s1[i].rss, HWMMiB: s1[i].hwm}
+		ph.ServerCPUSeconds += r.CPUSeconds
+		ph.ServerRSSMiB = max(ph.ServerRSSMiB, r.RSSMiB)
+		ph.ServerHWMMiB = max(ph.ServerHWMMiB, r.HWMMiB)
+		ph.ServerWriteMiB += s1[i].wchar - s0[i].wchar
+		if len(s1) > 1 {
+			ph.Replicas = append(ph.Replicas, r)
+		}
+	}
 	ph.BenchCPUSeconds = self1.cpu - self0.cpu
 	ph.Messages = c1.msgs - c0.msgs
 	ph.FullMaps = c1.full - c0.full
@@ -156,18 +185,25 @@ func (ph *phase) fill(s0, s1, self0, self1 procStat, c0, c1 counterSnap) {
 }
 
 func (r *result) print(w io.Writer) {
-	fmt.Fprintf(w, "controlbench: %d nodes, %d changes, store %s, %d cores, %s\n\n", r.Nodes, r.Changes, r.DB, r.Cores, r.Date)
+	fmt.Fprintf(w, "controlbench: %d nodes, %d changes, store %s, %d replica(s), %d cores, %s\n\n", r.Nodes, r.Changes, r.DB, r.Replicas, r.Cores, r.Date)
 	fmt.Fprintf(w, "setup (register %d nodes in the store, not measured further): %.1f s\n\n", r.Nodes, r.SetupSeconds)
-	fmt.Fprintf(w, "%-34s %14s %14s\n", "", "connect", "changes")
+	fmt.Fprintf(w, "%-36s %14s %14s\n", "", "connect", "changes")
 	row := func(name, format string, a, b any) {
-		fmt.Fprintf(w, "%-34s %14s %14s\n", name, fmt.Sprintf(format, a), fmt.Sprintf(format, b))
+		fmt.Fprintf(w, "%-36s %14s %14s\n", name, fmt.Sprintf(format, a), fmt.Sprintf(format, b))
 	}
 	c, k := &r.Connect, &r.Changes_
-	fmt.Fprintf(w, "%-34s %14.2f %14s\n", "all N have full map (s)", c.AllFullSeconds, "")
-	fmt.Fprintf(w, "%-34s %14.2f %14s\n", "all N see all peers online (s)", c.ConvergedSeconds, "")
-	row("server CPU (s, utime+stime)", "%.2f", c.ServerCPUSeconds, k.ServerCPUSeconds)
-	row("server VmHWM, peak in phase (MiB)", "%.0f", c.ServerHWMMiB, k.ServerHWMMiB)
+	fmt.Fprintf(w, "%-36s %14.2f %14s\n", "all N have full map (s)", c.AllFullSeconds, "")
+	fmt.Fprintf(w, "%-36s %14.2f %14s\n", "all N see all peers online (s)", c.ConvergedSeconds, "")
+	row("server CPU (s, utime+stime, sum)", "%.2f", c.ServerCPUSeconds, k.ServerCPUSeconds)
+	row("server VmHWM, phase peak (MiB, max)", "%.0f", c.ServerHWMMiB, k.ServerHWMMiB)
 	row("server VmRSS, end of phase (MiB)", "%.0f", c.ServerRSSMiB, k.ServerRSSMiB)
+	for i := range c.Replicas {
+		if i < len(k.Replicas) {
+			row(fmt.Sprintf("  replica %d CPU (s)", i), "%.2f", c.Replicas[i].CPUSeconds, k.Replicas[i].CPUSeconds)
+			row(fmt.Sprintf("  replica %d VmHWM (MiB)", i), "%.0f", c.Replicas[i].HWMMiB, k.Replicas[i].HWMMiB)
+			row(fmt.Sprintf("  replica %d VmRSS, end (MiB)", i), "%.0f", c.Replicas[i].RSSMiB, k.Replicas[i].RSSMiB)
+		}
+	}
 	row("server bytes written (MiB)", "%.1f", c.ServerWriteMiB, k.ServerWriteMiB)
 	row("server store reads (map changes)", "%d", c.StoreReads, k.StoreReads)
 	row("  their time (ms)", "%.1f", c.StoreReadMs, k.StoreReadMs)

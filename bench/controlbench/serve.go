@@ -42,11 +42,26 @@ type serveOpts struct {
 	dir        string
 	cpuProfile string
 	quiet      bool
+	// replica, if set, serves as that replica (server.Options.Replica) of
+	// several on one PostgreSQL database; only the first registers the
+	// nodes (register), the others serve what it registered.
+	replica  string
+	register bool
+}
+
+// serverKey is the run's server key, derived from its seed: replicas
+// share it (the database records one, store.ClaimServerKey).
+func serverKey(seed uint64) noise.PrivateKey {
+	var b [24]byte
+	copy(b[:], "controlbench-server")
+	binary.BigEndian.PutUint64(b[16:], seed)
+	return noise.NewPrivateKey(sha256.Sum256(b[:]))
 }
 
 // serve is the server child: it opens the store, registers the simulated
-// nodes' keys directly in it (setup, not measured), starts server.New on
-// 127.0.0.1 and prints "ready URL SERVERKEY AUTHKEY". It then reads
+// nodes' keys directly in it (setup, not measured; the first replica only,
+// the others print "-" for the auth key), starts server.New on 127.0.0.1
+// and prints "ready URL SERVERKEY AUTHKEY". It then reads
 // commands on stdin: "delete ID" (an admin deleting a node: store write
 // plus Notify), "profile PATH" and "stopprofile" (a CPU profile of the
 // server), each answered "ok" or "error ...", and "endpointstats",
@@ -65,26 +80,30 @@ func serve(o serveOpts) error {
 		return err
 	}
 	defer st.Close()
-	u, err := st.CreateUser(ctx, fmt.Sprintf("bench-%d", o.seed%100000))
-	if err != nil {
-		return err
+	authKey := "-"
+	if o.register {
+		u, err := st.CreateUser(ctx, fmt.Sprintf("bench-%d", o.seed%100000))
+		if err != nil {
+			return err
+		}
+		if authKey, _, err = st.CreatePreAuthKey(ctx, u.ID, store.PreAuthKeyOptions{Reusable: true}); err != nil {
+			return err
+		}
+		if err := registerAll(ctx, st, authKey, o); err != nil {
+			return err
+		}
 	}
-	authKey, _, err := st.CreatePreAuthKey(ctx, u.ID, store.PreAuthKeyOptions{Reusable: true})
-	if err != nil {
-		return err
-	}
-	if err := registerAll(ctx, st, authKey, o); err != nil {
-		return err
-	}
-	key, err := noise.GeneratePrivateKey()
-	if err != nil {
-		return err
+	key := serverKey(o.seed)
+	if o.replica != "" {
+		if err := st.ClaimServerKey(ctx, key.PublicKey().String()); err != nil {
+			return err
+		}
 	}
 	logger := slog.Default()
 	if o.quiet {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	srv := server.New(st, key, server.Options{Logger: logger})
+	srv := server.New(st, key, server.Options{Logger: logger, Replica: o.replica})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

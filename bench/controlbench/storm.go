@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,26 +37,25 @@ const stormSettle = 2 * time.Second
 
 // serverEndpointStats asks the server child for its endpoint counters.
 func (b *bench) serverEndpointStats() (recv, written, merged int64) {
-	if _, err := fmt.Fprintln(b.childIn, "endpointstats"); err != nil || !b.childSc.Scan() {
-		return -1, -1, -1
+	for _, f := range b.ask("endpointstats", "endpointstats", 3) {
+		if f == nil {
+			return -1, -1, -1
+		}
+		r, _ := strconv.ParseInt(f[0], 10, 64)
+		w, _ := strconv.ParseInt(f[1], 10, 64)
+		m, _ := strconv.ParseInt(f[2], 10, 64)
+		recv, written, merged = recv+r, written+w, merged+m
 	}
-	f := strings.Fields(b.childSc.Text())
-	if len(f) != 4 || f[0] != "endpointstats" {
-		return -1, -1, -1
-	}
-	recv, _ = strconv.ParseInt(f[1], 10, 64)
-	written, _ = strconv.ParseInt(f[2], 10, 64)
-	merged, _ = strconv.ParseInt(f[3], 10, 64)
 	return recv, written, merged
 }
 
 // storm runs the endpoint storm phase.
-func (b *bench) storm(ctx context.Context, o runOpts, sims []*simNode, pid int) (*stormResult, error) {
+func (b *bench) storm(ctx context.Context, o runOpts, sims []*simNode) (*stormResult, error) {
 	k := min(o.stormNodes, len(sims))
 	r := &stormResult{StormNodes: k, RatePerNode: o.stormRate, Seconds: o.storm.Seconds()}
 	fmt.Fprintf(os.Stderr, "controlbench: endpoint storm: %d nodes, %d reports/s each, for %v...\n", k, o.stormRate, o.storm)
 	r0, w0, m0 := b.serverEndpointStats()
-	p0, self0, c0 := phaseStart(pid), readProc("self"), b.snapCounters()
+	p0, self0, c0 := b.phaseStart(), readProc("self"), b.snapCounters()
 	start := time.Now()
 	var sent atomic.Int64
 	var wg sync.WaitGroup
@@ -83,7 +81,7 @@ func (b *bench) storm(ctx context.Context, o runOpts, sims []*simNode, pid int) 
 	wg.Wait()
 	time.Sleep(stormSettle)
 	elapsed := time.Since(start)
-	r.ServerPhase.fill(p0, readProc(strconv.Itoa(pid)), self0, readProc("self"), c0, b.snapCounters())
+	r.ServerPhase.fill(p0, b.readServers(), self0, readProc("self"), c0, b.snapCounters())
 	r.ReportsSent = sent.Load()
 	r.DeltasPerSec = float64(r.ServerPhase.Deltas) / elapsed.Seconds()
 	r1, w1, m1 := b.serverEndpointStats()
