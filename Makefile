@@ -35,10 +35,13 @@ package: build
 deps:
 	./scripts/install-deps.sh
 
-# A warren: server (embedded SQLite) and three nodes in network namespaces:
-# admin, join, status, ping by name, IPv6, throughput.
+# A warren: server (embedded SQLite) and nodes in network namespaces:
+# admin, join, status, ping by name, IPv6, throughput, a node joined by
+# signing in at the lab's identity provider (bin/demo-idp, demo/idp: built
+# for the demo only, never part of warren), the console, a userspace node.
 demo: deps build
-	./demo/mesh-demo.sh $(BIN)/warren
+	$(GO) build -trimpath -o $(BIN)/demo-idp ./demo/idp
+	./demo/mesh-demo.sh $(BIN)/warren $(BIN)/demo-idp
 
 # Two `warren wg` hosts in network namespaces, configured with wg(8).
 demo-wg: deps build

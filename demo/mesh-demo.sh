@@ -5,31 +5,38 @@
 # key with `warren admin`; each node runs `warren daemon` and joins with
 # `warren up`; then `warren status` (paths), `warren netcheck`, names
 # (MagicDNS, with a custom record), `warren ping` by name, a kernel ping
-# over IPv6, a file drop and a TCP throughput figure through the mesh; and a
-# fourth node, delta, run as an ordinary user without root or TUN
+# over IPv6, a file drop and a TCP throughput figure through the mesh; a
+# node, echo, that joins without an auth key: `warren up` prints a sign-in
+# URL and a scripted browser (curl) signs in at the lab's own OpenID Connect
+# provider (demo/idp, in its own namespace) and confirms; the web console;
+# and a node, delta, run as an ordinary user without root or TUN
 # (`warren daemon --userspace`), reached by programs through its SOCKS5 proxy.
-# Usage (as root): demo/mesh-demo.sh [path/to/warren]
+# Usage (as root): demo/mesh-demo.sh [path/to/warren [path/to/demo-idp]]
 set -euo pipefail
 WARREN=$(realpath "${1:-bin/warren}")
+IDP=$(realpath "${2:-$(dirname "$WARREN")/demo-idp}")
 [[ -x $WARREN ]] || { echo "demo: $WARREN not built (run: make build)" >&2; exit 1; }
+[[ -x $IDP ]] || { echo "demo: $IDP not built (run: go build -o $IDP ./demo/idp)" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || { echo "demo: must run as root (network namespaces)" >&2; exit 1; }
 
 id=$(printf '%04x' $((RANDOM)))
 R=wmesh-r-$id S=wmesh-s-$id
 NODES=(alpha bravo charlie)
+MORE=(delta echo idp) # the userspace node, the node that signs in, the identity provider
 tmp=$(mktemp -d)
 udir=$(mktemp -d) # the userspace node's state, owned by its user
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  for n in "${NODES[@]}" delta; do ip netns del "wmesh-$n-$id" 2>/dev/null || true; done
+  for n in "${NODES[@]}" "${MORE[@]}"; do ip netns del "wmesh-$n-$id" 2>/dev/null || true; done
   ip netns del "$S" 2>/dev/null || true
   ip netns del "$R" 2>/dev/null || true
   rm -rf "$tmp" "$udir"
 }
 trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+fail() { echo "demo: $*" >&2; exit 1; }
 at() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 # attach NS N: a namespace on 198.18.N.0/24 behind the router.
@@ -43,16 +50,30 @@ attach() {
   ip -n "$ns" route add default via "198.18.$n.1"
 }
 
-step "A router namespace, the server behind it on 198.18.1.0/24, three nodes on their own subnets"
+step "A router namespace, the server behind it on 198.18.1.0/24, nodes and an identity provider on their own subnets"
 ip netns add "$R"; ip -n "$R" link set lo up
 at "$R" sysctl -qw net.ipv4.ip_forward=1
 attach "$S" 1
 i=2
-for n in "${NODES[@]}" delta; do attach "wmesh-$n-$id" $i; i=$((i + 1)); done
+for n in "${NODES[@]}" "${MORE[@]}"; do attach "wmesh-$n-$id" $i; i=$((i + 1)); done
 URL=http://198.18.1.2:8080
 
-step "warren server (embedded SQLite in $tmp/server, relay and STUN on the same host)"
-ip netns exec "$S" "$WARREN" server --listen 198.18.1.2:8080 --data-dir "$tmp/server" --relay --stun-listen :3478 2>"$tmp/server.log" &
+step "An OpenID Connect identity provider for people to sign in with (demo/idp, in wmesh-idp-$id only)"
+# The client secret the server and the provider share, in a file (mode 0600).
+(umask 077; head -c 24 /dev/urandom | base64 >"$tmp/oidc-secret")
+idpip=198.18.$((i - 1)).2
+ip netns exec "wmesh-idp-$id" "$IDP" --listen "$idpip:9000" --client-id warren-demo --client-secret-file "$tmp/oidc-secret" \
+  >"$tmp/idp.out" 2>"$tmp/idp.log" &
+pids+=($!)
+for _ in $(seq 100); do [[ -s $tmp/idp.out ]] && break; sleep 0.1; done
+ISSUER=$(head -1 "$tmp/idp.out")
+[[ -n $ISSUER ]] || fail "the identity provider did not start: $(cat "$tmp/idp.log")"
+echo "issuer $ISSUER, client warren-demo; people of example.com may sign in"
+
+step "warren server (embedded SQLite in $tmp/server, relay and STUN on the same host, sign-in with the provider)"
+ip netns exec "$S" "$WARREN" server --listen 198.18.1.2:8080 --data-dir "$tmp/server" --relay --stun-listen :3478 \
+  --public-url "$URL" --oidc-issuer "$ISSUER" --oidc-client-id warren-demo --oidc-client-secret-file "$tmp/oidc-secret" \
+  --oidc-allowed-domains example.com 2>"$tmp/server.log" &
 pids+=($!)
 for _ in $(seq 100); do at "$S" bash -c 'exec 3<>/dev/tcp/198.18.1.2/8080' 2>/dev/null && break; sleep 0.1; done
 head -3 "$tmp/server.log"
@@ -116,6 +137,52 @@ CIP=$(wn charlie ip -4)
 at "wmesh-charlie-$id" iperf3 -s -1 -D --logfile "$tmp/iperf-server.log"
 sleep 0.5
 at "wmesh-bravo-$id" iperf3 -c "$CIP" -t 3 -f g | grep -E 'sender|receiver'
+
+step "echo joins without an auth key: warren up prints a sign-in URL and waits"
+ns=wmesh-echo-$id
+ip netns exec "$ns" "$WARREN" daemon --state-dir "$tmp/echo" --socket "$tmp/echo.sock" 2>"$tmp/echo.log" &
+pids+=($!)
+for _ in $(seq 100); do [[ -S $tmp/echo.sock ]] && break; sleep 0.1; done
+ip netns exec "$ns" timeout 120 "$WARREN" up --socket "$tmp/echo.sock" --server "$URL" --hostname echo >"$tmp/echo-up.out" 2>&1 &
+upid=$!
+pids+=($upid)
+for _ in $(seq 100); do grep -q '/oidc/start?reg=' "$tmp/echo-up.out" && break; sleep 0.1; done
+SIGNIN=$(grep -oE 'https?://[^[:space:]]+/oidc/start\?reg=[a-z2-7]+' "$tmp/echo-up.out") || fail "no sign-in URL from warren up: $(cat "$tmp/echo-up.out")"
+shown=$(wc -l <"$tmp/echo-up.out")
+cat "$tmp/echo-up.out"
+
+step "A person on echo opens that URL in a browser and signs in (scripted: curl, following redirects, keeping cookies)"
+PERSON=dana@example.com # who signs in (example.com is allowed)
+jar=$tmp/browser.cookies
+browse() { at "$ns" curl -sS --max-time 10 -c "$jar" -b "$jar" "$@"; }
+message() { grep -oP '<p id="message">\K[^<]*' "$1" | sed 's/&#34;/"/g; s/&#39;/'"'"'/g; s/&amp;/\&/g'; }
+page=$(browse -L -o "$tmp/page1.html" -w '%{url_effective}' "$SIGNIN")
+grep -q 'Demo identity provider' "$tmp/page1.html" || fail "no sign-in page at $page"
+echo "browser: GET $SIGNIN"
+echo "         -> the provider's sign-in page ${page%%\?*} (state, nonce and PKCE challenge in its query)"
+browse -L -o "$tmp/page2.html" --data-urlencode "email=$PERSON" "$page"
+ask=$(message "$tmp/page2.html") || fail "no confirmation page after signing in: $(cat "$tmp/page2.html")"
+echo "browser: signs in as $PERSON -> back at the server, whose page says:"
+echo "         $ask"
+echo "provider: $(grep -m1 'signed in' "$tmp/idp.log")"
+action=$(grep -oP '<form method="post" action="\K[^"]+' "$tmp/page2.html") || fail "the server did not ask to add the machine"
+csrf=$(grep -oP 'name="csrf" value="\K[^"]+' "$tmp/page2.html") || fail "the confirmation form has no CSRF token"
+# The form posts back to the server's own page: a browser sends its Origin.
+browse -o "$tmp/page3.html" -H "Origin: $URL" -H "Sec-Fetch-Site: same-origin" \
+  --data-urlencode "csrf=$csrf" --data-urlencode answer=add "$URL$action"
+done_msg=$(message "$tmp/page3.html") || fail "no answer to the confirmation: $(cat "$tmp/page3.html")"
+echo "browser: clicks \"Add the machine\" -> $done_msg"
+[[ $done_msg == *"echo joined the network; it belongs to $PERSON"* ]] || fail "the machine was not added: $(cat "$tmp/page3.html")"
+
+step "warren up on echo returns: signed in as $PERSON, the node is up; echo pings alpha by name"
+wait "$upid" || fail "warren up on echo failed: $(cat "$tmp/echo-up.out")"
+tail -n +$((shown + 1)) "$tmp/echo-up.out"
+adm nodes list | grep -E '^ID|echo'
+for _ in $(seq 100); do
+  [[ $(wn echo status --json | grep -c '"name": "alpha"') -ge 1 ]] && break; sleep 0.1
+done
+echo "alpha.warren.internal -> $(at "$ns" dig +short @100.100.100.100 alpha.warren.internal)  (MagicDNS on echo)"
+wn echo ping -c 3 --interval 200ms alpha
 
 step "The web console at $URL/admin/ (sign in with the admin API key): its nodes page, fetched with curl"
 jar=$tmp/console.cookies
