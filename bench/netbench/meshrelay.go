@@ -19,14 +19,17 @@ import (
 //	warren-server  `warren server --relay` (the embedded relay), a
 //	               `warren daemon` in A and in B (TUN)
 //	warren-relay   a standalone `warren relay` as the map's only relay
+//	warren-peer    warren-server plus a node in C approved as a peer
+//	               relay (meshpeer.go): UDP through C
 //	derp           headscale with its embedded DERP, tailscaled in A and B
 //
 // Direct UDP between A and B is dropped by S, so every setup is relayed;
 // the bench checks that each product says so (Warren: `warren status`
-// path "relay"; Tailscale: `tailscale ping` "via DERP(...)") and records
-// it. For each setup and test it measures iperf3 TCP through the mesh
-// (server in B, client in A) and the CPU time of the relaying process
-// (the server, the relay, headscale) and both nodes per GB received.
+// path "relay" or "peer-relay c"; Tailscale: `tailscale ping` "via
+// DERP(...)") and records it. For each setup and test it measures iperf3
+// TCP through the mesh (server in B, client in A) and the CPU time of the
+// relaying process (the server, the relay, C's node, headscale) and both
+// nodes per GB received.
 
 // meshConfig is what -relay-mesh runs with.
 type meshConfig struct {
@@ -125,6 +128,8 @@ func (l *lab) measureMesh(ctx context.Context, mc meshConfig, setup string, roun
 		m, err = l.startWarren(ctx, mc.warren, setup, false, mc.warrenRate, mc.profile)
 	case "warren-relay":
 		m, err = l.startWarren(ctx, mc.warren, setup, true, mc.warrenRate, mc.profile)
+	case "warren-peer":
+		m, err = l.startWarrenPeer(ctx, mc.warren, setup, mc.warrenRate, mc.profile)
 	case "derp":
 		m, err = l.startDERP(ctx, mc.headscale, mc.tailscaled, mc.tailscale)
 	default:
@@ -145,6 +150,10 @@ func (l *lab) measureMesh(ctx context.Context, mc meshConfig, setup string, roun
 		if tt.reverse {
 			args = append(args, "-R")
 		}
+		check := func() error { return nil }
+		if m.guard != nil {
+			check = m.guard()
+		}
 		cpu0, err0 := procCPU(m.pids(), mc.clkTck)
 		st0, _ := machineTicks()
 		r.res, r.err = b.iperf(ctx, mc.duration, args...)
@@ -152,6 +161,9 @@ func (l *lab) measureMesh(ctx context.Context, mc meshConfig, setup string, roun
 		st1, _ := machineTicks()
 		if r.err == nil && (err0 != nil || err1 != nil) {
 			r.err = fmt.Errorf("CPU time: %v %v", err0, err1)
+		}
+		if err := check(); r.err == nil && err != nil {
+			r.err = fmt.Errorf("path: %w", err)
 		}
 		if r.err != nil {
 			logf("  %s %s: FAILED %v", setup, tt.label, r.err)
@@ -215,7 +227,7 @@ func bestMesh(results []meshResult, setup, test string) (gbps, cpu float64, ok b
 // per GB, and each Warren setup's ratios to DERP.
 func meshTable(results []meshResult, mc meshConfig) string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\nRelayed through the mesh (forwarded UDP dropped), best of %d round(s), %s per test\n\n", mc.rounds, mc.duration)
+	fmt.Fprintf(&sb, "\nRelayed through the mesh (UDP between A and B dropped), best of %d round(s), %s per test\n\n", mc.rounds, mc.duration)
 	fmt.Fprintf(&sb, "| test | setup | Gbit/s | CPU-s/GB | × DERP Gbit/s | × DERP CPU-s/GB |\n|---|---|---|---|---|---|\n")
 	for _, tt := range mc.tests {
 		dg, dc, dok := bestMesh(results, "derp", tt.key)

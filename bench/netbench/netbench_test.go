@@ -251,3 +251,30 @@ func TestMeshTableRatios(t *testing.T) {
 		t.Errorf("CSV lacks the ratio row:\n%s", csv)
 	}
 }
+
+func TestPeerRelayCarried(t *testing.T) {
+	for _, c := range []struct {
+		d    peerCounters
+		fail string
+	}{
+		{peerCounters{forwarded: 200000, tcpRelay: 30}, ""},
+		{peerCounters{forwarded: 200000, tcpRelay: 2100}, ""},
+		{peerCounters{forwarded: 200000, tcpRelay: 2101}, "the TCP relay carried 2101"},
+		{peerCounters{forwarded: 999, tcpRelay: 0}, "forwarded only 999"},
+	} {
+		err := peerRelayCarried(c.d)
+		if c.fail == "" && err != nil || c.fail != "" && (err == nil || !strings.Contains(err.Error(), c.fail)) {
+			t.Errorf("%+v: %v, want %q", c.d, err, c.fail)
+		}
+	}
+}
+
+func TestMetricValue(t *testing.T) {
+	text := "# HELP warren_relay_packets_total x\nwarren_relay_packets_total{event=\"dropped\"} 3\nwarren_relay_packets_total{event=\"sent\"} 1.234e+06\n"
+	if v, err := metricValue(text, `warren_relay_packets_total{event="sent"}`); err != nil || v != 1234000 {
+		t.Errorf("sent: %v %v", v, err)
+	}
+	if _, err := metricValue(text, `warren_relay_packets_total{event="received"}`); err == nil {
+		t.Error("a missing series has a value")
+	}
+}
