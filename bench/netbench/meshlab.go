@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -102,18 +103,22 @@ func newMeshLab(ctx context.Context, prefix string) (l *lab, err error) {
 }
 
 // udpDropped is how many UDP datagrams between A and B S has dropped so
-// far.
-func (l *lab) udpDropped(ctx context.Context) string {
+// far (-1: unknown).
+func (l *lab) udpDropped(ctx context.Context) int64 {
 	out, err := output(ctx, nil, "ip", "netns", "exec", l.nsS, "nft", "list", "chain", "inet", "netbench_relay", "forward")
 	if err != nil {
-		return "?"
+		return -1
 	}
 	_, after, ok := strings.Cut(out, "counter packets ")
 	if !ok {
-		return "?"
+		return -1
 	}
 	n, _, _ := strings.Cut(after, " ")
-	return n
+	v, err := strconv.ParseInt(n, 10, 64)
+	if err != nil {
+		return -1
+	}
+	return v
 }
 
 // waitTCP waits until something listens on addr ("IP:PORT") as seen from

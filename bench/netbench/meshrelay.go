@@ -82,7 +82,7 @@ func relayMeshMain(ctx context.Context, mc meshConfig, prefix string) error {
 		logf("tearing down %s, %s and %s", l.nsS, l.nsA, l.nsB)
 		l.close()
 	}()
-	logf("lab: %s (router, servers; forwarded UDP dropped), %s (%s), %s (%s)", l.nsS, l.nsA, meshA, l.nsB, meshB)
+	logf("lab: %s (router, servers; UDP between A and B dropped), %s (%s), %s (%s), %s (%s, peer relay)", l.nsS, l.nsA, meshA, l.nsB, meshB, l.nsC, meshC)
 	if err := l.startIperfServer(ctx); err != nil {
 		return err
 	}
@@ -99,7 +99,7 @@ func relayMeshMain(ctx context.Context, mc meshConfig, prefix string) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted")
 	}
-	logf("forwarded UDP datagrams S dropped: %s", l.udpDropped(ctx))
+	logf("UDP datagrams between A and B S dropped: %d", l.udpDropped(ctx))
 	table := meshTable(results, mc)
 	fmt.Print(table)
 	if mc.csv != "" {
@@ -154,6 +154,7 @@ func (l *lab) measureMesh(ctx context.Context, mc meshConfig, setup string, roun
 		if m.guard != nil {
 			check = m.guard()
 		}
+		udp0 := l.udpDropped(ctx)
 		cpu0, err0 := procCPU(m.pids(), mc.clkTck)
 		st0, _ := machineTicks()
 		r.res, r.err = b.iperf(ctx, mc.duration, args...)
@@ -162,6 +163,7 @@ func (l *lab) measureMesh(ctx context.Context, mc meshConfig, setup string, roun
 		if r.err == nil && (err0 != nil || err1 != nil) {
 			r.err = fmt.Errorf("CPU time: %v %v", err0, err1)
 		}
+		udp1 := l.udpDropped(ctx)
 		if err := check(); r.err == nil && err != nil {
 			r.err = fmt.Errorf("path: %w", err)
 		}
@@ -170,8 +172,8 @@ func (l *lab) measureMesh(ctx context.Context, mc meshConfig, setup string, roun
 		} else {
 			r.relayCPU, r.nodeCPU = cpu1[0]-cpu0[0], cpu1[1]+cpu1[2]-cpu0[1]-cpu0[2]
 			r.steal = st1.stealPercentSince(st0)
-			logf("  %-13s %-18s %6.3f Gbit/s  %6.2f CPU-s/GB (relay %.2f s, nodes %.2f s)  load %.2f steal %.0f%%",
-				setup, tt.label, r.gbps(), r.cpuPerGB(), r.relayCPU, r.nodeCPU, r.load1, r.steal)
+			logf("  %-13s %-18s %6.3f Gbit/s  %6.2f CPU-s/GB (relay %.2f s, nodes %.2f s)  load %.2f steal %.0f%%  UDP A↔B dropped %d",
+				setup, tt.label, r.gbps(), r.cpuPerGB(), r.relayCPU, r.nodeCPU, r.load1, r.steal, udp1-udp0)
 		}
 		out = append(out, r)
 	}
@@ -224,7 +226,8 @@ func bestMesh(results []meshResult, setup, test string) (gbps, cpu float64, ok b
 }
 
 // meshTable is the report: per test, each setup's best Gbit/s and CPU-s
-// per GB, and each Warren setup's ratios to DERP.
+// per GB, and each Warren setup's ratios to DERP; then the peer relay's
+// ratios to the server's TCP relay.
 func meshTable(results []meshResult, mc meshConfig) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\nRelayed through the mesh (UDP between A and B dropped), best of %d round(s), %s per test\n\n", mc.rounds, mc.duration)
@@ -244,10 +247,28 @@ func meshTable(results []meshResult, mc meshConfig) string {
 			fmt.Fprintf(&sb, "| %s | %s | %.3f | %.2f | %s | %s |\n", tt.label, s, g, c, rg, rc)
 		}
 	}
+	if slices.Contains(mc.setups, "warren-peer") && slices.Contains(mc.setups, "warren-server") {
+		fmt.Fprintf(&sb, "\nWarren's peer relay against its TCP relay (warren-peer ÷ warren-server)\n\n")
+		fmt.Fprintf(&sb, "| test | × Gbit/s | × CPU-s/GB |\n|---|---|---|\n")
+		for _, tt := range mc.tests {
+			if rg, rc, ok := peerToTCPRelay(results, tt.key); ok {
+				fmt.Fprintf(&sb, "| %s | %.2f× | %.2f× |\n", tt.label, rg, rc)
+			}
+		}
+	}
 	return sb.String()
 }
 
-// meshCSV is every round's rows, then the best rows and the ratios.
+// peerToTCPRelay is the peer relay's best against the server's TCP relay's
+// in a test: Gbit/s and CPU-s/GB ratios.
+func peerToTCPRelay(results []meshResult, test string) (gbps, cpu float64, ok bool) {
+	pg, pc, pok := bestMesh(results, "warren-peer", test)
+	sg, sc, sok := bestMesh(results, "warren-server", test)
+	return pg / sg, pc / sc, pok && sok
+}
+
+// meshCSV is every round's rows, then the best rows and the ratios (to
+// DERP; the peer relay's also to the server's TCP relay).
 func meshCSV(results []meshResult, mc meshConfig) string {
 	var sb strings.Builder
 	date := time.Now().UTC().Format("2006-01-02T15:04Z")
@@ -272,6 +293,9 @@ func meshCSV(results []meshResult, mc meshConfig) string {
 			if dok && s != "derp" {
 				fmt.Fprintf(&sb, "%s,%q,ratio_to_derp,,%s,%s,%.3f,%.3f,,,,,,,,\n", date, commit, s, tt.key, g/dg, c/dc)
 			}
+		}
+		if rg, rc, ok := peerToTCPRelay(results, tt.key); ok {
+			fmt.Fprintf(&sb, "%s,%q,ratio_to_warren_server,,warren-peer,%s,%.3f,%.3f,,,,,,,,\n", date, commit, tt.key, rg, rc)
 		}
 	}
 	return sb.String()
