@@ -79,7 +79,7 @@ func relayMeshMain(ctx context.Context, mc meshConfig, prefix string) error {
 		return fmt.Errorf("lab: %w", err)
 	}
 	defer func() {
-		logf("tearing down %s, %s and %s", l.nsS, l.nsA, l.nsB)
+		logf("tearing down %s, %s, %s and %s", l.nsS, l.nsA, l.nsB, l.nsC)
 		l.close()
 	}()
 	logf("lab: %s (router, servers; UDP between A and B dropped), %s (%s), %s (%s), %s (%s, peer relay)", l.nsS, l.nsA, meshA, l.nsB, meshB, l.nsC, meshC)
