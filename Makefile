@@ -105,7 +105,7 @@ bench-relay:
 	$(BIN)/relaybench -pairs 4 $(RELAYBENCHFLAGS)
 
 # The relay through the mesh, as users run it: Warren's embedded and
-# standalone relays against headscale's embedded DERP with tailscaled
+# standalone relays and a peer relay against headscale's embedded DERP with tailscaled
 # (built once into bin/bench from a throwaway module), direct UDP blocked,
 # iperf3 through the mesh (bench/relaymesh.sh; root, netns). Run it alone.
 # Flags: make bench-relay-mesh RELAYMESHFLAGS="-rounds 3 -duration 20s".

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Relay benchmark through the mesh: Warren's relays (the server's embedded
-# one, `warren server --relay`, and a standalone `warren relay`) against
-# Tailscale's DERP (headscale's embedded DERP server, tailscaled nodes), in
-# one run, on the same namespaces, with direct UDP between the nodes
-# blocked so that both products relay; iperf3 TCP through the mesh, Gbit/s
-# and CPU-s per GB (relaying process + both nodes). See bench/netbench
-# (meshlab.go, meshrelay.go).
+# one, `warren server --relay`, a standalone `warren relay`, and a peer
+# relay: a third node approved to relay over UDP) against Tailscale's DERP
+# (headscale's embedded DERP server, tailscaled nodes), in one run, on the
+# same namespaces, with direct UDP between the nodes blocked so that both
+# products relay; iperf3 TCP through the mesh, Gbit/s and CPU-s per GB
+# (relaying process + both nodes). See bench/netbench (meshlab.go,
+# meshrelay.go, meshpeer.go).
 #
 # tailscale.com v1.102.5 and headscale v0.29.3 are benchmark-only
 # dependencies: built once in a throwaway module under a temp dir into
@@ -14,6 +15,7 @@
 # Usage (as root, from anywhere):
 #   bench/relaymesh.sh                             # 2 rounds, 10 s per test
 #   bench/relaymesh.sh -rounds 3 -duration 20s -tests tcp1_ab,tcp4_ab
+#   bench/relaymesh.sh -quick -setups warren-peer  # smoke: 1 round, 2 s per test
 #   bench/relaymesh.sh -warren-relay-rate 10M      # Warren's relays with the old default limit
 # Results: the table on stdout, every round as CSV in
 # bench/results/relay/relaymesh_<date>_<commit>.csv (or -csv FILE).

@@ -29,6 +29,7 @@ const (
 type lab struct {
 	nsA, nsB string
 	nsS      string // the relay lab's router and servers (meshlab.go); "" otherwise
+	nsC      string // the relay lab's peer relay node (meshlab.go); "" otherwise
 	tmp      string // keys, mode 0700 directory
 
 	mu          sync.Mutex
@@ -97,7 +98,7 @@ func (l *lab) close() {
 	for _, p := range procs {
 		p.stop(3 * time.Second)
 	}
-	for _, ns := range []string{l.nsA, l.nsB, l.nsS} {
+	for _, ns := range []string{l.nsA, l.nsB, l.nsC, l.nsS} {
 		if ns == "" {
 			continue
 		}

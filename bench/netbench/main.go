@@ -75,7 +75,7 @@ func mainErr() error {
 	flag.StringVar(&cfg.warren, "warren", "bin/warren", "warren binary")
 	flag.StringVar(&cfg.wireguardGo, "wireguard-go", "bin/wireguard-go", "wireguard-go binary")
 	flag.StringVar(&prefix, "ns-prefix", "netbench", "prefix of the namespace names (the pid is appended)")
-	flag.BoolVar(&mesh, "relay-mesh", false, "relay mode (meshrelay.go): Warren's relays against headscale's DERP through the mesh, setups warren-server,warren-relay,derp")
+	flag.BoolVar(&mesh, "relay-mesh", false, "relay mode (meshrelay.go): Warren's relays against headscale's DERP through the mesh, setups warren-server,warren-relay,warren-peer,derp")
 	flag.StringVar(&mc.headscale, "headscale", "bin/bench/headscale", "relay mode: headscale binary")
 	flag.StringVar(&mc.tailscaled, "tailscaled", "bin/bench/tailscaled", "relay mode: tailscaled binary")
 	flag.StringVar(&mc.tailscale, "tailscale", "bin/bench/tailscale", "relay mode: tailscale CLI binary")
@@ -92,7 +92,7 @@ func mainErr() error {
 	}
 	if mesh {
 		if !isFlagSet("setups") {
-			setups = "warren-server,warren-relay,derp"
+			setups = "warren-server,warren-relay,warren-peer,derp"
 		}
 		mc.config, mc.setups = cfg, strings.Split(setups, ",")
 		mc.clkTck = clockTicks()

@@ -19,14 +19,17 @@ import (
 //	warren-server  `warren server --relay` (the embedded relay), a
 //	               `warren daemon` in A and in B (TUN)
 //	warren-relay   a standalone `warren relay` as the map's only relay
+//	warren-peer    warren-server plus a node in C approved as a peer
+//	               relay (meshpeer.go): UDP through C
 //	derp           headscale with its embedded DERP, tailscaled in A and B
 //
 // Direct UDP between A and B is dropped by S, so every setup is relayed;
 // the bench checks that each product says so (Warren: `warren status`
-// path "relay"; Tailscale: `tailscale ping` "via DERP(...)") and records
-// it. For each setup and test it measures iperf3 TCP through the mesh
-// (server in B, client in A) and the CPU time of the relaying process
-// (the server, the relay, headscale) and both nodes per GB received.
+// path "relay" or "peer-relay c"; Tailscale: `tailscale ping` "via
+// DERP(...)") and records it. For each setup and test it measures iperf3
+// TCP through the mesh (server in B, client in A) and the CPU time of the
+// relaying process (the server, the relay, C's node, headscale) and both
+// nodes per GB received.
 
 // meshConfig is what -relay-mesh runs with.
 type meshConfig struct {
@@ -76,10 +79,10 @@ func relayMeshMain(ctx context.Context, mc meshConfig, prefix string) error {
 		return fmt.Errorf("lab: %w", err)
 	}
 	defer func() {
-		logf("tearing down %s, %s and %s", l.nsS, l.nsA, l.nsB)
+		logf("tearing down %s, %s, %s and %s", l.nsS, l.nsA, l.nsB, l.nsC)
 		l.close()
 	}()
-	logf("lab: %s (router, servers; forwarded UDP dropped), %s (%s), %s (%s)", l.nsS, l.nsA, meshA, l.nsB, meshB)
+	logf("lab: %s (router, servers; UDP between A and B dropped), %s (%s), %s (%s), %s (%s, peer relay)", l.nsS, l.nsA, meshA, l.nsB, meshB, l.nsC, meshC)
 	if err := l.startIperfServer(ctx); err != nil {
 		return err
 	}
@@ -96,7 +99,7 @@ func relayMeshMain(ctx context.Context, mc meshConfig, prefix string) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted")
 	}
-	logf("forwarded UDP datagrams S dropped: %s", l.udpDropped(ctx))
+	logf("UDP datagrams between A and B S dropped: %d", l.udpDropped(ctx))
 	table := meshTable(results, mc)
 	fmt.Print(table)
 	if mc.csv != "" {
@@ -125,6 +128,8 @@ func (l *lab) measureMesh(ctx context.Context, mc meshConfig, setup string, roun
 		m, err = l.startWarren(ctx, mc.warren, setup, false, mc.warrenRate, mc.profile)
 	case "warren-relay":
 		m, err = l.startWarren(ctx, mc.warren, setup, true, mc.warrenRate, mc.profile)
+	case "warren-peer":
+		m, err = l.startWarrenPeer(ctx, mc.warren, setup, mc.warrenRate, mc.profile)
 	case "derp":
 		m, err = l.startDERP(ctx, mc.headscale, mc.tailscaled, mc.tailscale)
 	default:
@@ -145,6 +150,11 @@ func (l *lab) measureMesh(ctx context.Context, mc meshConfig, setup string, roun
 		if tt.reverse {
 			args = append(args, "-R")
 		}
+		check := func() error { return nil }
+		if m.guard != nil {
+			check = m.guard()
+		}
+		udp0 := l.udpDropped(ctx)
 		cpu0, err0 := procCPU(m.pids(), mc.clkTck)
 		st0, _ := machineTicks()
 		r.res, r.err = b.iperf(ctx, mc.duration, args...)
@@ -153,13 +163,17 @@ func (l *lab) measureMesh(ctx context.Context, mc meshConfig, setup string, roun
 		if r.err == nil && (err0 != nil || err1 != nil) {
 			r.err = fmt.Errorf("CPU time: %v %v", err0, err1)
 		}
+		udp1 := l.udpDropped(ctx)
+		if err := check(); r.err == nil && err != nil {
+			r.err = fmt.Errorf("path: %w", err)
+		}
 		if r.err != nil {
 			logf("  %s %s: FAILED %v", setup, tt.label, r.err)
 		} else {
 			r.relayCPU, r.nodeCPU = cpu1[0]-cpu0[0], cpu1[1]+cpu1[2]-cpu0[1]-cpu0[2]
 			r.steal = st1.stealPercentSince(st0)
-			logf("  %-13s %-18s %6.3f Gbit/s  %6.2f CPU-s/GB (relay %.2f s, nodes %.2f s)  load %.2f steal %.0f%%",
-				setup, tt.label, r.gbps(), r.cpuPerGB(), r.relayCPU, r.nodeCPU, r.load1, r.steal)
+			logf("  %-13s %-18s %6.3f Gbit/s  %6.2f CPU-s/GB (relay %.2f s, nodes %.2f s)  load %.2f steal %.0f%%  UDP A↔B dropped %d",
+				setup, tt.label, r.gbps(), r.cpuPerGB(), r.relayCPU, r.nodeCPU, r.load1, r.steal, udp1-udp0)
 		}
 		out = append(out, r)
 	}
@@ -212,10 +226,11 @@ func bestMesh(results []meshResult, setup, test string) (gbps, cpu float64, ok b
 }
 
 // meshTable is the report: per test, each setup's best Gbit/s and CPU-s
-// per GB, and each Warren setup's ratios to DERP.
+// per GB, and each Warren setup's ratios to DERP; then the peer relay's
+// ratios to the server's TCP relay.
 func meshTable(results []meshResult, mc meshConfig) string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\nRelayed through the mesh (forwarded UDP dropped), best of %d round(s), %s per test\n\n", mc.rounds, mc.duration)
+	fmt.Fprintf(&sb, "\nRelayed through the mesh (UDP between A and B dropped), best of %d round(s), %s per test\n\n", mc.rounds, mc.duration)
 	fmt.Fprintf(&sb, "| test | setup | Gbit/s | CPU-s/GB | × DERP Gbit/s | × DERP CPU-s/GB |\n|---|---|---|---|---|---|\n")
 	for _, tt := range mc.tests {
 		dg, dc, dok := bestMesh(results, "derp", tt.key)
@@ -232,10 +247,28 @@ func meshTable(results []meshResult, mc meshConfig) string {
 			fmt.Fprintf(&sb, "| %s | %s | %.3f | %.2f | %s | %s |\n", tt.label, s, g, c, rg, rc)
 		}
 	}
+	if slices.Contains(mc.setups, "warren-peer") && slices.Contains(mc.setups, "warren-server") {
+		fmt.Fprintf(&sb, "\nWarren's peer relay against its TCP relay (warren-peer ÷ warren-server)\n\n")
+		fmt.Fprintf(&sb, "| test | × Gbit/s | × CPU-s/GB |\n|---|---|---|\n")
+		for _, tt := range mc.tests {
+			if rg, rc, ok := peerToTCPRelay(results, tt.key); ok {
+				fmt.Fprintf(&sb, "| %s | %.2f× | %.2f× |\n", tt.label, rg, rc)
+			}
+		}
+	}
 	return sb.String()
 }
 
-// meshCSV is every round's rows, then the best rows and the ratios.
+// peerToTCPRelay is the peer relay's best against the server's TCP relay's
+// in a test: Gbit/s and CPU-s/GB ratios.
+func peerToTCPRelay(results []meshResult, test string) (gbps, cpu float64, ok bool) {
+	pg, pc, pok := bestMesh(results, "warren-peer", test)
+	sg, sc, sok := bestMesh(results, "warren-server", test)
+	return pg / sg, pc / sc, pok && sok
+}
+
+// meshCSV is every round's rows, then the best rows and the ratios (to
+// DERP; the peer relay's also to the server's TCP relay).
 func meshCSV(results []meshResult, mc meshConfig) string {
 	var sb strings.Builder
 	date := time.Now().UTC().Format("2006-01-02T15:04Z")
@@ -260,6 +293,9 @@ func meshCSV(results []meshResult, mc meshConfig) string {
 			if dok && s != "derp" {
 				fmt.Fprintf(&sb, "%s,%q,ratio_to_derp,,%s,%s,%.3f,%.3f,,,,,,,,\n", date, commit, s, tt.key, g/dg, c/dc)
 			}
+		}
+		if rg, rc, ok := peerToTCPRelay(results, tt.key); ok {
+			fmt.Fprintf(&sb, "%s,%q,ratio_to_warren_server,,warren-peer,%s,%.3f,%.3f,,,,,,,,\n", date, commit, tt.key, rg, rc)
 		}
 	}
 	return sb.String()

@@ -25,6 +25,20 @@ type meshSetup struct {
 	// drops reads the product's own drop counters on the relayed path
 	// (empty if it has none to show).
 	drops func() string
+	// guard, if set, is called before each test; what it returns is
+	// called after the test, and an error from it fails the test (the
+	// path measured was not the one the setup is about).
+	guard  func() func() error
+	warren *warrenMesh // Warren's setups: how to reach the server and the nodes
+}
+
+// warrenMesh is what a Warren setup's further steps need: the admin CLI,
+// the auth key and each node's daemon socket by host name.
+type warrenMesh struct {
+	bin, dir, authKey string
+	admin             func(args ...string) (string, error)
+	socks             map[string]string
+	prof              func(what string) []string
 }
 
 func (m *meshSetup) pids() []int {
@@ -153,35 +167,14 @@ func (l *lab) startWarren(ctx context.Context, bin, name string, standalone bool
 		}
 		m.relay = rp
 	}
-	var socks [2]string
-	for i, ns := range []string{l.nsA, l.nsB} {
-		host := []string{"a", "b"}[i]
-		socks[i] = filepath.Join(dir, host+".sock")
-		tun := fmt.Sprintf("wrb%s%d", host, os.Getpid()%100000)
-		p, err := l.startMeshProc(m, ns, "warren daemon "+host, prof("daemon-"+host), bin, "daemon", "--state-dir", filepath.Join(dir, host),
-			"--socket", socks[i], "--tun", tun)
-		if err != nil {
-			return m, err
-		}
-		if err := waitFor(ctx, 15*time.Second, "daemon socket "+host, func() bool {
-			c, err := net.Dial("unix", socks[i])
-			if err == nil {
-				c.Close()
-			}
-			return err == nil || p.exited()
-		}); err != nil || p.exited() {
-			return m, fmt.Errorf("daemon %s: %v\n%s", host, err, p.out.String())
-		}
-		if _, err := inNSOutput(ctx, ns, bin, "up", "--socket", socks[i], "--server", warrenServerURL, "--auth-key", authKey,
-			"--hostname", host, "--timeout", "30s"); err != nil {
-			return m, err
-		}
-		if i == 0 {
-			m.nodeA = p
-		} else {
-			m.nodeB = p
-		}
+	m.warren = &warrenMesh{bin: bin, dir: dir, authKey: authKey, admin: admin, socks: map[string]string{}, prof: prof}
+	if m.nodeA, err = l.startWarrenNode(ctx, m, l.nsA, "a"); err != nil {
+		return m, err
 	}
+	if m.nodeB, err = l.startWarrenNode(ctx, m, l.nsB, "b"); err != nil {
+		return m, err
+	}
+	socks := [2]string{m.warren.socks["a"], m.warren.socks["b"]}
 	relayMetrics := "127.0.0.1:9091"
 	if standalone {
 		relayMetrics = "127.0.0.1:9092"
@@ -205,29 +198,61 @@ func (l *lab) startWarren(ctx context.Context, bin, name string, standalone bool
 	}
 	// The path as Warren reports it: it must be the relay.
 	err = waitFor(ctx, 20*time.Second, "Warren's status saying A reaches B over the relay", func() bool {
-		m.path = warrenPath(ctx, l.nsA, bin, socks[0])
+		m.path = warrenPath(ctx, l.nsA, bin, socks[0], "b")
 		return strings.HasPrefix(m.path, "relay")
 	})
 	return m, err
 }
 
-// warrenPath is the path to the first peer in `warren status --json`,
-// e.g. "relay home" or "direct 198.18.2.2:41641".
-func warrenPath(ctx context.Context, ns, bin, sock string) string {
+// startWarrenNode runs `warren daemon` (TUN) for host in namespace ns and
+// brings it up on m's server; extra are more `warren up` flags.
+func (l *lab) startWarrenNode(ctx context.Context, m *meshSetup, ns, host string, extra ...string) (*proc, error) {
+	w := m.warren
+	sock := filepath.Join(w.dir, host+".sock")
+	tun := fmt.Sprintf("wrb%s%d", host, os.Getpid()%100000)
+	p, err := l.startMeshProc(m, ns, "warren daemon "+host, w.prof("daemon-"+host), w.bin, "daemon", "--state-dir", filepath.Join(w.dir, host),
+		"--socket", sock, "--tun", tun)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFor(ctx, 15*time.Second, "daemon socket "+host, func() bool {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil || p.exited()
+	}); err != nil || p.exited() {
+		return nil, fmt.Errorf("daemon %s: %v\n%s", host, err, p.out.String())
+	}
+	up := []string{w.bin, "up", "--socket", sock, "--server", warrenServerURL, "--auth-key", w.authKey, "--hostname", host, "--timeout", "30s"}
+	if _, err := inNSOutput(ctx, ns, append(up, extra...)...); err != nil {
+		return nil, err
+	}
+	w.socks[host] = sock
+	return p, nil
+}
+
+// warrenPath is the path to the peer named peer in `warren status
+// --json`, e.g. "relay home", "peer-relay c" or "direct 198.18.2.2:41641".
+func warrenPath(ctx context.Context, ns, bin, sock, peer string) string {
 	out, err := inNSOutput(ctx, ns, bin, "status", "--json", "--socket", sock)
 	if err != nil {
 		return "?"
 	}
 	var st struct {
 		Peers []struct {
-			Path, PathAddr, PathRelay string
+			Name, Path, PathAddr, PathRelay string
 		}
 	}
-	if json.Unmarshal([]byte(out), &st) != nil || len(st.Peers) == 0 {
+	if json.Unmarshal([]byte(out), &st) != nil {
 		return "?"
 	}
-	p := st.Peers[0]
-	return strings.TrimSpace(p.Path + " " + p.PathRelay + p.PathAddr)
+	for _, p := range st.Peers {
+		if p.Name == peer {
+			return strings.TrimSpace(p.Path + " " + p.PathRelay + p.PathAddr)
+		}
+	}
+	return "?"
 }
 
 // metricLines condenses the Prometheus lines of one metric to

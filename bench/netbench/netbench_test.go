@@ -233,21 +233,51 @@ func TestShellQuote(t *testing.T) {
 }
 
 func TestMeshTableRatios(t *testing.T) {
-	mc := meshConfig{config: config{rounds: 2, duration: 10 * time.Second, setups: []string{"warren-server", "derp"}}, tests: tcpTests[:1]}
+	mc := meshConfig{config: config{rounds: 2, duration: 10 * time.Second, setups: []string{"warren-server", "warren-peer", "derp"}}, tests: tcpTests[:1]}
 	res := func(round int, setup string, gbps, gb, cpu float64) meshResult {
 		return meshResult{round: round, setup: setup, test: "tcp1_ab", res: iperfResult{BitsPerSecond: gbps * 1e9, Bytes: gb * 1e9}, relayCPU: cpu / 2, nodeCPU: cpu / 2}
 	}
 	// Best of rounds: the maximum throughput, the minimum CPU per GB, each on its own.
 	results := []meshResult{res(1, "warren-server", 0.6, 1, 10), res(2, "warren-server", 0.5, 1, 8),
-		res(1, "derp", 0.3, 1, 20), res(2, "derp", 0.4, 1, 24)}
+		res(1, "derp", 0.3, 1, 20), res(2, "derp", 0.4, 1, 24), res(1, "warren-peer", 1.2, 1, 4)}
 	got := meshTable(results, mc)
-	for _, want := range []string{"| TCP 1 stream A→B | warren-server | 0.600 | 8.00 | 1.50× | 0.40× |", "| TCP 1 stream A→B | derp | 0.400 | 20.00 |  |  |"} {
+	for _, want := range []string{"| TCP 1 stream A→B | warren-server | 0.600 | 8.00 | 1.50× | 0.40× |", "| TCP 1 stream A→B | derp | 0.400 | 20.00 |  |  |",
+		"| TCP 1 stream A→B | warren-peer | 1.200 | 4.00 | 3.00× | 0.20× |", "| TCP 1 stream A→B | 2.00× | 0.50× |"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("table lacks %q:\n%s", want, got)
 		}
 	}
 	csv := meshCSV(results, mc)
-	if !strings.Contains(csv, ",ratio_to_derp,,warren-server,tcp1_ab,1.500,0.400,") {
-		t.Errorf("CSV lacks the ratio row:\n%s", csv)
+	for _, want := range []string{",ratio_to_derp,,warren-server,tcp1_ab,1.500,0.400,", ",ratio_to_warren_server,,warren-peer,tcp1_ab,2.000,0.500,"} {
+		if !strings.Contains(csv, want) {
+			t.Errorf("CSV lacks the ratio row %q:\n%s", want, csv)
+		}
+	}
+}
+
+func TestPeerRelayCarried(t *testing.T) {
+	for _, c := range []struct {
+		d    peerCounters
+		fail string
+	}{
+		{peerCounters{forwarded: 200000, tcpRelay: 30}, ""},
+		{peerCounters{forwarded: 200000, tcpRelay: 2100}, ""},
+		{peerCounters{forwarded: 200000, tcpRelay: 2101}, "the TCP relay carried 2101"},
+		{peerCounters{forwarded: 999, tcpRelay: 0}, "forwarded only 999"},
+	} {
+		err := peerRelayCarried(c.d)
+		if c.fail == "" && err != nil || c.fail != "" && (err == nil || !strings.Contains(err.Error(), c.fail)) {
+			t.Errorf("%+v: %v, want %q", c.d, err, c.fail)
+		}
+	}
+}
+
+func TestMetricValue(t *testing.T) {
+	text := "# HELP warren_relay_packets_total x\nwarren_relay_packets_total{event=\"dropped\"} 3\nwarren_relay_packets_total{event=\"sent\"} 1.234e+06\n"
+	if v, err := metricValue(text, `warren_relay_packets_total{event="sent"}`); err != nil || v != 1234000 {
+		t.Errorf("sent: %v %v", v, err)
+	}
+	if _, err := metricValue(text, `warren_relay_packets_total{event="received"}`); err == nil {
+		t.Error("a missing series has a value")
 	}
 }
