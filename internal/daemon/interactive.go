@@ -75,6 +75,11 @@ func (d *Daemon) joinInteractive(ctx context.Context, cc *client.Client, j joinT
 	}
 	st := d.statusLocked()
 	d.mu.Unlock()
+	if j.fetchedOver != "" {
+		// The key this join will pin, and how it was learned: the CLI
+		// shows it (and warns about plain http) before the sign-in.
+		st.ServerURL, st.ServerKey, st.ServerKeyFetched = j.serverURL, j.serverKey.String(), j.fetchedOver
+	}
 	d.log.Info("waiting for a sign-in", "server", j.serverURL, "url", re.AuthURL)
 	go d.waitLogin(wctx, wcancel, cc, j, hostname, re.RegistrationID)
 	return st, nil

@@ -36,6 +36,12 @@ func TestUpBySignIn(t *testing.T) {
 	if st.BackendState != localapi.StateNeedsLogin || !strings.HasPrefix(st.AuthURL, front.Srv.URL+"/oidc/start?reg=") {
 		t.Fatalf("up without a key: state %s, URL %q", st.BackendState, st.AuthURL)
 	}
+	// The server key came over plain http: the answer that carries the
+	// sign-in URL says so (the CLI warns before the person signs in).
+	if st.ServerKeyFetched != "http" || st.ServerKey != cs.Key.PublicKey().String() || st.ServerURL != cs.URL() {
+		t.Fatalf("up without a key: server key %q fetched over %q from %q; want %s over http from %s",
+			st.ServerKey, st.ServerKeyFetched, st.ServerURL, cs.Key.PublicKey(), cs.URL())
+	}
 	if got := td.d.Status().AuthURL; got != st.AuthURL {
 		t.Fatalf("status shows %q, up answered %q", got, st.AuthURL)
 	}
