@@ -178,6 +178,7 @@ func main() {
 		timeout = flag.Duration("timeout", 60*time.Second, "give up on one change after this long")
 		gap     = flag.Duration("gap", time.Second, "pause between changes (longer than the server's fanout pacing, 50 µs per stream, so each change is timed alone)")
 		connTO  = flag.Duration("connect-timeout", 2*time.Hour, "give up on the connect phase after this long")
+		memProf = flag.String("memprofile", "", "write each server child's live heap after the connect phase to PREFIX.N.heap.pprof")
 		prof    = flag.String("cpuprofile", "", "write server CPU profiles to PREFIX.connect.pprof and PREFIX.changes.pprof, and the bench's (nodes) to PREFIX.nodes.changes.pprof")
 		verbose = flag.Bool("v", false, "log server and node errors")
 		storm   = flag.Duration("storm", 0, "after the changes, run an endpoint storm this long (0: none)")
@@ -205,7 +206,7 @@ func main() {
 		log.Fatal("controlbench: -replicas N (N > 1) needs -db postgres://...; replicas share a PostgreSQL database")
 	}
 	res, err := run(runOpts{nodes: *nodes, replicas: *reps, changes: *changes, db: *db, par: max(*par, 1), timeout: *timeout, gap: *gap,
-		connectTimeout: *connTO, profile: *prof, verbose: *verbose, storm: *storm, stormNodes: max(*stormN, 1), stormRate: max(*stormR, 1)})
+		connectTimeout: *connTO, profile: *prof, memProfile: *memProf, verbose: *verbose, storm: *storm, stormNodes: max(*stormN, 1), stormRate: max(*stormR, 1)})
 	if err != nil {
 		log.Fatal("controlbench: ", err)
 	}
@@ -221,7 +222,7 @@ func main() {
 type runOpts struct {
 	nodes, changes, par     int
 	replicas                int
-	db, profile             string
+	db, profile, memProfile string
 	timeout, connectTimeout time.Duration
 	gap                     time.Duration
 	verbose                 bool
@@ -422,6 +423,13 @@ func run(o runOpts) (*result, error) {
 	res.Connect.ConvergedSeconds = time.Since(start).Seconds()
 	res.Connect.fill(p0, b.readServers(), self0, readProc("self"), c0, b.snapCounters())
 	res.Connect.DialErrors = dialErrs.Load()
+	if o.memProfile != "" {
+		for i, k := range b.kids {
+			if err := k.command(fmt.Sprintf("heapprofile %s.%d.heap.pprof", o.memProfile, i)); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if o.profile != "" {
 		if err := b.command("stopprofile"); err != nil {
 			return nil, err

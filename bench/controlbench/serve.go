@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -64,7 +65,7 @@ func serverKey(seed uint64) noise.PrivateKey {
 // and prints "ready URL SERVERKEY AUTHKEY". It then reads
 // commands on stdin: "delete ID" (an admin deleting a node: store write
 // plus Notify), "profile PATH" and "stopprofile" (a CPU profile of the
-// server), each answered "ok" or "error ...", and "endpointstats",
+// server), "heapprofile PATH" (its live heap after a GC), each answered "ok" or "error ...", and "endpointstats",
 // answered "endpointstats RECEIVED WRITTEN MERGED" (the server's endpoint
 // report counters), and "storestats", answered "storestats PASSES NS" (how
 // often the server read the store behind map changes, and for how long in
@@ -128,6 +129,18 @@ func serve(o serveOpts) error {
 		case len(f) == 2 && f[0] == "profile" && prof == nil:
 			if prof, err = os.Create(f[1]); err == nil {
 				err = pprof.StartCPUProfile(prof)
+			}
+			if err != nil {
+				fmt.Printf("error %v\n", err)
+				continue
+			}
+			fmt.Println("ok")
+		case len(f) == 2 && f[0] == "heapprofile":
+			runtime.GC()
+			hf, err := os.Create(f[1])
+			if err == nil {
+				err = pprof.WriteHeapProfile(hf)
+				hf.Close()
 			}
 			if err != nil {
 				fmt.Printf("error %v\n", err)

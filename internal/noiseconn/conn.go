@@ -112,9 +112,6 @@ type Conn struct {
 	wn   uint64
 	werr error
 	wbuf [frameHeaderLen + MaxCiphertext]byte
-	// wbig holds several frames of one large Write, sent with one system
-	// call; allocated on the first such Write (idle sessions never need it).
-	wbig []byte
 
 	closeOnce sync.Once
 	closeErr  error
@@ -220,16 +217,24 @@ func (c *Conn) Write(p []byte) (int, error) {
 // batchFrames is how many frames one system call carries at most.
 const batchFrames = 16
 
+// batchBufs are the buffers of writeBatched, shared by all sessions: a
+// session holds one only while it writes a large message (a server with
+// 10k streams that each once got a full map would otherwise keep 10k of
+// them, ~65 KiB each).
+var batchBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, batchFrames*(frameHeaderLen+MaxCiphertext))
+	return &b
+}}
+
 // writeBatched encrypts a large p into frames and writes up to batchFrames
 // of them per system call (the frames on the wire are the same as Write
 // makes one by one); c.wmu held.
 func (c *Conn) writeBatched(p []byte) (int, error) {
-	if c.wbig == nil {
-		c.wbig = make([]byte, 0, batchFrames*(frameHeaderLen+MaxCiphertext))
-	}
+	bp := batchBufs.Get().(*[]byte)
+	defer batchBufs.Put(bp)
 	written := 0
 	for len(p) > 0 {
-		buf := c.wbig[:0]
+		buf := (*bp)[:0]
 		sent := 0
 		for k := 0; k < batchFrames && len(p) > sent; k++ {
 			if c.wn == lastNonce {
