@@ -57,8 +57,8 @@ type replicaState struct {
 	// relayRegistered: this replica's relay is in the store (heartbeat
 	// goroutine only; cleared after a lapse, when it may have been removed).
 	relayRegistered bool
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel          context.CancelFunc
+	done            chan struct{}
 }
 
 // startReplica starts the replica's goroutines (New, with Options.Replica).
