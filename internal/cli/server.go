@@ -289,8 +289,12 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
+	offered, own, err := replicaRelays(replica, withRelay, regions) // server_relays.go
+	if err != nil {
+		return fail("%v", err)
+	}
 	srv := server.New(st, key, server.Options{Domain: config.Get(cfg, config.ServerDomain),
-		EphemeralGrace: config.Get(cfg, config.ServerEphemeralGrace), Relays: regions, Logger: logger, Replica: replica,
+		EphemeralGrace: config.Get(cfg, config.ServerEphemeralGrace), Relays: offered, ReplicaRelay: own, Logger: logger, Replica: replica,
 		Interactive: interactiveOptions(cfg)}) // server_oidc.go
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())

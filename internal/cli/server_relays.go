@@ -16,6 +16,7 @@ import (
 	"github.com/warrenmesh/warren/internal/pubkey"
 	"github.com/warrenmesh/warren/internal/relay"
 	"github.com/warrenmesh/warren/internal/relay/relayserver"
+	"github.com/warrenmesh/warren/internal/store"
 )
 
 // embeddedRegionID is the relay map ID of the relay `warren server --relay`
@@ -64,6 +65,27 @@ func relayRegions(withRelay bool, listen, publicURL, relayMap string, useTLS boo
 		}
 	}
 	return out, nil
+}
+
+// replicaRelays splits a replica's relay map (relayRegions) into its own
+// embedded relay, which it registers for every replica's maps, and the
+// regions of its relay map file; region IDs from
+// store.ReplicaRelayRegionBase up are the replicas' relays. A server
+// alone keeps the map as it is.
+func replicaRelays(replica string, withRelay bool, regions []netmap.RelayRegion) ([]netmap.RelayRegion, *netmap.RelayRegion, error) {
+	if replica == "" {
+		return regions, nil, nil
+	}
+	var own *netmap.RelayRegion
+	if withRelay {
+		own, regions = &regions[0], regions[1:]
+	}
+	for _, r := range regions {
+		if r.ID >= store.ReplicaRelayRegionBase {
+			return nil, nil, fmt.Errorf("--relay-map: region ID %d: IDs from %d up are the replicas' embedded relays'; use a lower one", r.ID, store.ReplicaRelayRegionBase)
+		}
+	}
+	return regions, own, nil
 }
 
 // serverCollectors is the server's metrics registry: the control server's,

@@ -32,6 +32,7 @@ const (
 	ChangeUser   = "user"   // Ref: the ID of the user renamed
 	ChangeDNS    = "dns"    // the custom DNS configuration (records, zones, routes)
 	ChangePolicy = "policy" // the access policy
+	ChangeRelays = "relays" // the replicas' embedded relays (replica_relays.go)
 )
 
 // Change is one row of the change log.

@@ -233,6 +233,29 @@ var migrations = []migration{
 		`ALTER TABLE nodes ADD COLUMN relay_port BIGINT NOT NULL DEFAULT 0`,
 		`ALTER TABLE nodes ADD COLUMN relay_approved BOOLEAN NOT NULL DEFAULT FALSE`,
 	}},
+	{version: 13, stmts: []string{
+		// Replicas' embedded relays (replica_relays.go): each live
+		// replica's relay, by its public URL; the row's ID makes its
+		// region ID. A change of the list is a change of every map.
+		`CREATE TABLE replica_relays (
+			id {{ID}},
+			url TEXT NOT NULL UNIQUE,
+			stun TEXT NOT NULL,
+			relay_key TEXT NOT NULL,
+			replica TEXT NOT NULL)`,
+	}, sqlite: replicaRelayTriggersSQLite(), postgres: []string{
+		`CREATE TRIGGER replica_relays_log AFTER INSERT OR UPDATE OR DELETE ON replica_relays FOR EACH ROW EXECUTE FUNCTION warren_log_change('relays', '')`,
+	}},
+}
+
+// replicaRelayTriggersSQLite are migration 13's triggers for SQLite.
+func replicaRelayTriggersSQLite() []string {
+	var out []string
+	for _, ev := range []string{"INSERT", "UPDATE", "DELETE"} {
+		out = append(out, fmt.Sprintf("CREATE TRIGGER replica_relays_log_%s AFTER %s ON replica_relays BEGIN INSERT INTO changes (kind, ref) VALUES ('%s', 0); END",
+			strings.ToLower(ev), ev, ChangeRelays))
+	}
+	return out
 }
 
 // sqliteChangeTriggers are migration 7's triggers for SQLite, which has

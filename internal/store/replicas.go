@@ -96,11 +96,14 @@ func (s *Store) Heartbeat(ctx context.Context, replica string) error {
 	return wrap("heartbeat", err)
 }
 
-// LeaveReplicas removes replica's row and marks its nodes offline (a
-// replica shutting down cleanly).
+// LeaveReplicas removes replica's row and its relay and marks its nodes
+// offline (a replica shutting down cleanly).
 func (s *Store) LeaveReplicas(ctx context.Context, replica string) error {
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, s.q("UPDATE nodes SET online = FALSE WHERE online AND replica = ?"), replica); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, s.q("DELETE FROM replica_relays WHERE replica = ?"), replica); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, s.q("DELETE FROM replicas WHERE id = ?"), replica)
@@ -134,9 +137,9 @@ func (s *Store) LiveReplicas(ctx context.Context, lapse time.Duration) ([]string
 // MarkLapsedOffline marks offline every online node whose replica's
 // heartbeat is older than lapse or that names no live replica (a node
 // marked online before replicas existed names none) and every
-// WireGuard-only member whose gateway is offline, deletes the rows of
-// replicas gone for longer than ten lapses, and returns how many nodes it
-// marked.
+// WireGuard-only member whose gateway is offline, removes lapsed
+// replicas' relays (ReplicaRelays), deletes the rows of replicas gone for
+// longer than ten lapses, and returns how many nodes it marked.
 func (s *Store) MarkLapsedOffline(ctx context.Context, lapse time.Duration) (int64, error) {
 	now, err := s.dbNow(ctx)
 	if err != nil {
@@ -159,6 +162,11 @@ func (s *Store) MarkLapsedOffline(ctx context.Context, lapse time.Duration) (int
 		}
 		m, _ := res.RowsAffected()
 		n += m
+		// A lapsed replica's relay leaves the relay map.
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM replica_relays
+			WHERE replica NOT IN (SELECT id FROM replicas WHERE heartbeat >= ?)`), now.Add(-lapse).UnixNano()); err != nil {
+			return err
+		}
 		_, err = tx.ExecContext(ctx, s.q("DELETE FROM replicas WHERE heartbeat < ?"), now.Add(-10*lapse).UnixNano())
 		return err
 	})

@@ -230,6 +230,8 @@ func wrap(op string, err error) error {
 		return fmt.Errorf("%s: %w (%v)", op, ErrConflict, err)
 	case isForeignKey(err):
 		return fmt.Errorf("%s: %w: referenced or referencing row (%v)", op, ErrConflict, err)
+	case !errors.Is(err, ErrUnavailable) && connectionLost(err):
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }

@@ -32,9 +32,10 @@ type haReplica struct {
 // startReplicas starts n `warren server` processes on the lab's
 // PostgreSQL database, each in its own namespace, all with the first
 // one's server key file (docs/HA.md); the lab's server is the first.
-func (l *lab) startReplicas(n int) []*haReplica {
+// extra are more flags for every replica.
+func (l *lab) startReplicas(n int, extra ...string) []*haReplica {
 	l.t.Helper()
-	l.startServer()
+	l.startServer(extra...)
 	reps := []*haReplica{{ns: l.srv.ns, dir: l.srv.dir, url: l.srv.url, cmd: l.srv.cmd}}
 	key, err := os.ReadFile(filepath.Join(l.srv.dir, "server.key"))
 	if err != nil {
@@ -46,7 +47,7 @@ func (l *lab) startReplicas(n int) []*haReplica {
 		if err := os.WriteFile(filepath.Join(r.dir, "server.key"), key, 0o600); err != nil {
 			l.t.Fatal(err)
 		}
-		r.cmd = ns.Start(l.t, warrenBin, "server", "--listen", addr+":8080", "--data-dir", r.dir, "--db", l.db)
+		r.cmd = ns.Start(l.t, warrenBin, append([]string{"server", "--listen", addr + ":8080", "--data-dir", r.dir, "--db", l.db}, extra...)...)
 		wait.For(l.t, 15*time.Second, "replica listening", func() bool {
 			_, err := ns.Output("bash", "-c", "exec 3<>/dev/tcp/"+addr+"/8080")
 			return err == nil

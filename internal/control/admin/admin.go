@@ -152,6 +152,10 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	k, err := a.st.ValidateAPIKey(r.Context(), strings.TrimSpace(key))
 	if err != nil {
+		if store.IsUnavailable(err) {
+			a.unavailable(w, r, err)
+			return
+		}
 		if !errors.Is(err, store.ErrAuthKeyInvalid) && !errors.Is(err, store.ErrAuthKeyExpired) {
 			a.log.Error("admin: validating an API key failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			writeJSON(w, http.StatusInternalServerError, errBody{"internal server error"})
@@ -229,8 +233,24 @@ func (a *api) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		writeJSON(w, ae.code, errBody{oneLine(ae.msg)})
 		return
 	}
+	if store.IsUnavailable(err) {
+		a.unavailable(w, r, err)
+		return
+	}
 	a.log.Error("admin: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	writeJSON(w, http.StatusInternalServerError, errBody{"internal server error"})
+}
+
+// unavailableMsg is the answer to a request that failed because the
+// database is out of reach (stopped, restarting): the caller did nothing
+// wrong and may try again.
+const unavailableMsg = "the database is unreachable: try again once it is back"
+
+// unavailable answers 503 with unavailableMsg (the detail goes to the log).
+func (a *api) unavailable(w http.ResponseWriter, r *http.Request, err error) {
+	a.log.Warn("admin: the database is unreachable", "method", r.Method, "path", r.URL.Path, "err", err)
+	w.Header().Set("Retry-After", "5")
+	writeJSON(w, http.StatusServiceUnavailable, errBody{unavailableMsg})
 }
 
 func oneLine(s string) string {

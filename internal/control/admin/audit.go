@@ -56,6 +56,8 @@ func (a *api) recordChange(r *http.Request, pattern string, code int, err error)
 		var ae *apiError
 		if errors.As(err, &ae) {
 			code, detail = ae.code, oneLine(ae.msg)
+		} else if store.IsUnavailable(err) {
+			code, detail = http.StatusServiceUnavailable, unavailableMsg
 		}
 	}
 	ok := err == nil && code < 400

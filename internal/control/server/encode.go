@@ -87,7 +87,7 @@ func (s *Server) encodeFullLocked(id, version uint64) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	tmpl, err := proto.Encode(&proto.Message{MapResponse: &proto.MapResponse{Full: &netmap.NetworkMap{
-		Version: version, Domain: s.opts.Domain, DNS: s.dns, Relays: s.opts.Relays, Self: *self, PacketFilter: s.filterLocked(id)}}})
+		Version: version, Domain: s.opts.Domain, DNS: s.dns, Relays: s.relays, Self: *self, PacketFilter: s.filterLocked(id)}}})
 	if err != nil {
 		return nil, true, err
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/warrenmesh/warren/internal/netmap"
 	"github.com/warrenmesh/warren/internal/policy"
 	"github.com/warrenmesh/warren/internal/store"
 )
@@ -183,7 +184,7 @@ func (s *Server) follow() error {
 	}
 	var nodeIDs, renamed []int64
 	seen := map[int64]bool{}
-	dns, pol := false, false
+	dns, pol, relays := false, false, false
 	for _, c := range rows {
 		switch c.Kind {
 		case store.ChangeNode:
@@ -197,6 +198,8 @@ func (s *Server) follow() error {
 			dns = true
 		case store.ChangePolicy:
 			pol = true
+		case store.ChangeRelays:
+			relays = true
 		}
 	}
 	nodes, err := s.st.GetNodes(ctx, nodeIDs)
@@ -229,6 +232,13 @@ func (s *Server) follow() error {
 		}
 	}
 
+	var rs *[]netmap.RelayRegion
+	if relays {
+		if rs, err = s.readRelays(ctx); err != nil {
+			return err
+		}
+	}
+
 	byID := make(map[int64]*store.Node, len(nodes))
 	for _, n := range nodes {
 		byID[n.ID] = n
@@ -239,6 +249,9 @@ func (s *Server) follow() error {
 	}
 	if pu != nil {
 		s.setPolicyLocked(pu)
+	}
+	if rs != nil {
+		s.setRelaysLocked(*rs)
 	}
 	for _, id := range nodeIDs {
 		n := byID[id]
@@ -321,9 +334,16 @@ func (s *Server) loadAll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	rs, err := s.readRelays(ctx)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	s.setDNSLocked(ds.cfg)
 	s.setPolicyLocked(pu)
+	if rs != nil {
+		s.setRelaysLocked(*rs)
+	}
 	s.replaceWorldLocked(nodes, users)
 	s.mu.Unlock()
 	s.fol = follower{loaded: true, cursor: max(0, last-fullLoadWindow), pruned: s.fol.pruned, users: users}

@@ -54,8 +54,11 @@ type replicaState struct {
 	rs     ReplicaStore // nil: the server is alone
 	duty   atomic.Bool  // this replica holds the singleton duties
 	pruned time.Time    // last age prune (worker only)
-	cancel context.CancelFunc
-	done   chan struct{}
+	// relayRegistered: this replica's relay is in the store (heartbeat
+	// goroutine only; cleared after a lapse, when it may have been removed).
+	relayRegistered bool
+	cancel          context.CancelFunc
+	done            chan struct{}
 }
 
 // startReplica starts the replica's goroutines (New, with Options.Replica).
@@ -75,6 +78,8 @@ func (s *Server) startReplica() {
 	}
 	if err := beat(); err != nil {
 		s.log.Error("control: replica heartbeat failed", "err", err)
+	} else {
+		s.registerRelay(ctx)
 	}
 	go func() {
 		defer close(s.rep.done)
@@ -118,9 +123,11 @@ func (s *Server) heartbeats(ctx context.Context, beat func() error) {
 			continue
 		}
 		if time.Since(lastOK) > s.opts.ReplicaLapse/2 {
+			s.rep.relayRegistered = false
 			s.reassertOnline(ctx)
 		}
 		lastOK = time.Now()
+		s.registerRelay(ctx) // relays.go
 		if s.rep.duty.Load() {
 			c, cancel := context.WithTimeout(ctx, s.opts.ReplicaLapse)
 			n, err := s.rep.rs.MarkLapsedOffline(c, s.opts.ReplicaLapse)

@@ -37,6 +37,7 @@ type replicaLab struct {
 	st      *store.Store // the test's own connection
 	reuse   string
 	reps    []*replica
+	relays  bool // replicas started from now on serve a relay (relayURLOf)
 }
 
 type replica struct {
@@ -93,8 +94,12 @@ func (l *replicaLab) start(name string) *replica {
 		l.t.Fatal(err)
 	}
 	r := &replica{name: name, st: st}
+	var own *netmap.RelayRegion
+	if l.relays {
+		own = &netmap.RelayRegion{URL: relayURLOf(r), Key: pubkey.Relay{PublicKey: l.key.PublicKey()}}
+	}
 	r.srv = server.New(st, l.key, server.Options{Replica: "replica-" + name, ReplicaHeartbeat: 100 * time.Millisecond,
-		ReplicaLapse: time.Second, PollInterval: time.Hour, Logger: logtest.T(l.t).With("replica", name)})
+		ReplicaLapse: time.Second, PollInterval: time.Hour, ReplicaRelay: own, Logger: logtest.T(l.t).With("replica", name)})
 	r.hs = httptest.NewServer(r.srv.Handler())
 	l.reps = append(l.reps, r)
 	l.t.Cleanup(r.stop)

@@ -100,7 +100,11 @@ type Options struct {
 	// ChangeKeep is how long replicas keep the change log; default 1 h.
 	ChangeKeep time.Duration
 	// Relays are the packet relays offered to every node (in their maps).
+	// A replica offers the live replicas' relays (relays.go) before them.
 	Relays []netmap.RelayRegion
+	// ReplicaRelay is a replica's own embedded relay, which it registers
+	// for every replica's maps (its ID and Code are ignored); nil: none.
+	ReplicaRelay *netmap.RelayRegion
 	// Interactive enables registration by signing in (interactive.go);
 	// nil: nodes join with auth keys only.
 	Interactive *Interactive
@@ -162,6 +166,10 @@ type Server struct {
 	// yet fanned out.
 	dns      netmap.DNSConfig
 	dnsDirty bool
+	// relays is the relay map in force (relays.go); relaysDirty marks a
+	// change not yet fanned out.
+	relays      []netmap.RelayRegion
+	relaysDirty bool
 	// pol is the access policy and each node's compiled filter (policy.go).
 	pol policyState
 
@@ -223,6 +231,7 @@ func New(st Store, key noise.PrivateKey, opts Options) *Server {
 		fanKick:  make(chan struct{}, 1),
 		enc:      map[uint64][]byte{},
 		encHash:  map[uint64]uint64{},
+		relays:   opts.Relays,
 	}
 	s.syn.done = make(chan struct{})
 	s.fol.users = map[int64]string{}

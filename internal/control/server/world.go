@@ -265,7 +265,7 @@ func (s *Server) diffDirtyLocked(base map[uint64]*netmap.Node) netmap.Delta {
 // (it does not concern the stream's own node) is encoded once.
 func (s *Server) fanoutLocked() {
 	s.compileLocked()
-	if len(s.dirty) == 0 && !s.dnsDirty && !s.pol.changed {
+	if len(s.dirty) == 0 && !s.dnsDirty && !s.pol.changed && !s.relaysDirty {
 		return
 	}
 	filtersChanged := s.pol.changed
@@ -277,10 +277,19 @@ func (s *Server) fanoutLocked() {
 		d.DNS = dns
 		s.dnsDirty = false
 	}
+	var relays *[]netmap.RelayRegion
+	if s.relaysDirty {
+		relays = ptrTo(slices.Clone(s.relays))
+		if *relays == nil {
+			*relays = []netmap.RelayRegion{}
+		}
+		d.Relays = relays
+		s.relaysDirty = false
+	}
 	var tmpl *deltaTemplate
 	if !d.IsEmpty() {
 		var err error
-		if tmpl, err = newDeltaTemplate(&netmap.Delta{PeersAdded: d.PeersAdded, PeersRemoved: d.PeersRemoved, PeersChanged: d.PeersChanged, DNS: dns}); err != nil {
+		if tmpl, err = newDeltaTemplate(&netmap.Delta{PeersAdded: d.PeersAdded, PeersRemoved: d.PeersRemoved, PeersChanged: d.PeersChanged, DNS: dns, Relays: relays}); err != nil {
 			s.log.Error("control: encoding a delta failed", "err", err) // each stream encodes its own below
 		}
 	}
@@ -321,7 +330,7 @@ func (s *Server) fanoutLocked() {
 			s.stats.deltas.Add(1)
 			continue
 		}
-		nd := netmap.Delta{From: ss.version, To: ss.version + 1, DNS: dns}
+		nd := netmap.Delta{From: ss.version, To: ss.version + 1, DNS: dns, Relays: relays}
 		if filterChanged { // this node's own filter: a per-stream delta
 			if nd.PacketFilter = filter; filter == nil {
 				nd.PacketFilter = json.RawMessage("null")
@@ -372,7 +381,7 @@ func concerns(d *netmap.Delta, id uint64) bool {
 
 // fullMapLocked builds node id's full map from the world; s.mu held.
 func (s *Server) fullMapLocked(id uint64, version uint64) (*netmap.NetworkMap, bool) {
-	m := &netmap.NetworkMap{Version: version, Domain: s.opts.Domain, DNS: s.dns.Clone(), Relays: s.opts.Relays, Peers: make([]netmap.Node, 0, len(s.world.Peers)),
+	m := &netmap.NetworkMap{Version: version, Domain: s.opts.Domain, DNS: s.dns.Clone(), Relays: slices.Clone(s.relays), Peers: make([]netmap.Node, 0, len(s.world.Peers)),
 		PacketFilter: s.filterLocked(id)}
 	found := false
 	for i := range s.world.Peers {
@@ -417,3 +426,5 @@ func (s *Server) nextExpiryLocked() time.Duration {
 	}
 	return next
 }
+
+func ptrTo[T any](v T) *T { return &v }
