@@ -233,6 +233,12 @@ var migrations = []migration{
 		`ALTER TABLE nodes ADD COLUMN relay_port BIGINT NOT NULL DEFAULT 0`,
 		`ALTER TABLE nodes ADD COLUMN relay_approved BOOLEAN NOT NULL DEFAULT FALSE`,
 	}},
+	{version: 14, stmts: []string{
+		// WireGuard-only members' traffic (wireguard.go): when the
+		// gateway reported the wg_rx/wg_tx now stored (NULL: never), which
+		// the maps carry with the counters.
+		`ALTER TABLE nodes ADD COLUMN wg_reported_at BIGINT`,
+	}},
 }
 
 // sqliteChangeTriggers are migration 7's triggers for SQLite, which has
