@@ -371,6 +371,10 @@ type PeerStatus struct {
 	Path             string
 	RxBytes, TxBytes uint64
 	LastHandshake    time.Time
+	// TrafficReportedAt is set for a WireGuard-only member behind
+	// another node (docs/WIREGUARD.md): RxBytes and TxBytes are then its
+	// traffic as that gateway reported it at this time.
+	TrafficReportedAt time.Time
 }
 
 // Status returns the node's state and its peers.
@@ -405,7 +409,7 @@ func (n *Node) status(st *localapi.Status) *Status {
 	for i := range st.Peers {
 		p := &st.Peers[i]
 		out.Peers = append(out.Peers, PeerStatus{NodeInfo: info(p), Online: p.Online, Path: p.Path,
-			RxBytes: p.RxBytes, TxBytes: p.TxBytes, LastHandshake: p.LastHandshake})
+			RxBytes: p.RxBytes, TxBytes: p.TxBytes, LastHandshake: p.LastHandshake, TrafficReportedAt: p.TrafficReportedAt})
 	}
 	return out
 }

@@ -181,7 +181,16 @@ func writeStatus(w io.Writer, st *localapi.Status, now time.Time) {
 		if !p.LastHandshake.IsZero() {
 			detail = append(detail, "handshake "+ago(now.Sub(p.LastHandshake)))
 		}
-		if p.RxBytes+p.TxBytes > 0 {
+		switch {
+		case !p.TrafficReportedAt.IsZero():
+			// A WireGuard-only member of another gateway: its traffic as
+			// the gateway reported it.
+			gw := "its gateway"
+			if p.Via != "" {
+				gw = "gateway " + printable(p.Via)
+			}
+			detail = append(detail, "rx "+bytesIEC(p.RxBytes)+" tx "+bytesIEC(p.TxBytes)+" as reported by "+gw+" "+ago(now.Sub(p.TrafficReportedAt)))
+		case p.RxBytes+p.TxBytes > 0:
 			detail = append(detail, "rx "+bytesIEC(p.RxBytes)+" tx "+bytesIEC(p.TxBytes))
 		}
 		if !p.Expiry.IsZero() && p.Expiry.Before(now) {

@@ -35,3 +35,27 @@ func TestStatusPathReason(t *testing.T) {
 		t.Errorf("status JSON lacks the reason: %s", j)
 	}
 }
+
+// TestStatusWireGuardTraffic: a WireGuard-only member of another gateway
+// shows the traffic its gateway reported, saying so and how long ago, in
+// text and in JSON.
+func TestStatusWireGuardTraffic(t *testing.T) {
+	now := time.Now()
+	st := &localapi.Status{BackendState: localapi.StateRunning, Connected: true, Self: &localapi.PeerStatus{Name: "self"}, Peers: []localapi.PeerStatus{
+		{Name: "phone", Online: true, Via: "gw", LastHandshake: now.Add(-5 * time.Second), RxBytes: 3 << 20, TxBytes: 2048, TrafficReportedAt: now.Add(-45 * time.Second)},
+		{Name: "laptop", Online: true, Path: "direct", PathAddr: "198.18.0.2:41641", RxBytes: 100, TxBytes: 200},
+	}}
+	var b bytes.Buffer
+	writeStatus(&b, st, now)
+	out := b.String()
+	if !strings.Contains(out, "via gw, handshake 5s ago, rx 3.0 MiB tx 2.0 KiB as reported by gateway gw 45s ago") {
+		t.Errorf("status text lacks the gateway's report:\n%s", out)
+	}
+	if !strings.Contains(out, "rx 100 B tx 200 B\n") {
+		t.Errorf("a Warren peer's own counters changed:\n%s", out)
+	}
+	j, _ := json.Marshal(st)
+	if !strings.Contains(string(j), `"rxBytes":3145728,"txBytes":2048,"trafficReportedAt":`) {
+		t.Errorf("status JSON lacks the report: %s", j)
+	}
+}

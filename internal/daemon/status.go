@@ -55,8 +55,12 @@ func (d *Daemon) statusLocked() *localapi.Status {
 			ps.CurrentAddr = s.Endpoint
 		} else if p.Via != 0 {
 			// A WireGuard-only member of another gateway: its handshake
-			// as that gateway reported it (wireguard.go).
+			// and traffic as that gateway reported them (wireguard.go).
 			ps.LastHandshake = p.LastSeen
+			if !p.Traffic.IsZero() {
+				ps.RxBytes, ps.TxBytes = p.Traffic.RxBytes, p.Traffic.TxBytes
+				ps.TrafficReportedAt = p.Traffic.At
+			}
 		}
 		if p.Via == nm.Self.ID && p.Via != 0 {
 			ps.Via = nm.Self.Name

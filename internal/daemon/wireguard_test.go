@@ -58,6 +58,21 @@ func TestWireGuardMembers(t *testing.T) {
 		}
 		return false
 	})
+	// Its handshake and traffic as its gateway reported them.
+	hs, at := time.Now().Add(-time.Minute).UTC().Truncate(time.Second), time.Now().UTC().Truncate(time.Second)
+	if err := cs.Store.ReportWireGuard(context.Background(), cs.Node(gw.pub()).ID, []store.WireGuardReport{{ID: phone.ID, Online: true,
+		LastHandshake: hs, RxBytes: 5000, TxBytes: 7000, At: at}}); err != nil {
+		t.Fatal(err)
+	}
+	cs.Server().Notify()
+	waitFor(t, "status shows the phone's traffic as its gateway reported it", func() bool {
+		for _, p := range td.d.Status().Peers {
+			if p.Name == "phone" {
+				return p.Online && p.LastHandshake.Equal(hs) && p.RxBytes == 5000 && p.TxBytes == 7000 && p.TrafficReportedAt.Equal(at)
+			}
+		}
+		return false
+	})
 
 	// Behind this node.
 	router, routerKey := add("router", td.key())

@@ -72,7 +72,13 @@ type PeerStatus struct {
 	LastHandshake time.Time     `json:"lastHandshake,omitzero"`
 	RxBytes       uint64        `json:"rxBytes"`
 	TxBytes       uint64        `json:"txBytes"`
-	Expiry        time.Time     `json:"expiry,omitzero"`
+	// TrafficReportedAt is set for a WireGuard-only member of another
+	// gateway: RxBytes and TxBytes are then the traffic its gateway (Via)
+	// reported at that time (received from and sent to the member), as
+	// the server publishes it, at most once a minute by default
+	// (docs/WIREGUARD.md).
+	TrafficReportedAt time.Time `json:"trafficReportedAt,omitzero"`
+	Expiry            time.Time `json:"expiry,omitzero"`
 }
 
 // UpRequest asks the daemon to join (first time, or with ForceReauth) and

@@ -47,6 +47,7 @@ type PeerChange struct {
 	Tags       *[]string
 	Via        *uint64
 	RelayPort  *uint16
+	Traffic    *Traffic
 }
 
 // IsEmpty reports whether d changes nothing but the version.
@@ -125,6 +126,7 @@ func diffNode(o, n *Node) (PeerChange, bool) {
 	set(!slices.Equal(o.Tags, n.Tags), func() { c.Tags = ptr(slices.Clone(n.Tags)) })
 	set(o.Via != n.Via, func() { c.Via = ptr(n.Via) })
 	set(o.RelayPort != n.RelayPort, func() { c.RelayPort = ptr(n.RelayPort) })
+	set(!o.Traffic.Equal(n.Traffic), func() { c.Traffic = ptr(n.Traffic) })
 	return c, changed
 }
 
@@ -177,6 +179,9 @@ func (c *PeerChange) Apply(n *Node) {
 	}
 	if c.RelayPort != nil {
 		n.RelayPort = *c.RelayPort
+	}
+	if c.Traffic != nil {
+		n.Traffic = *c.Traffic
 	}
 }
 

@@ -68,7 +68,7 @@ func FullChange(n *Node) PeerChange {
 	c.Addresses, c.AllowedIPs = ptr(nonNil(n.Addresses)), ptr(nonNil(n.AllowedIPs))
 	c.Endpoints, c.Routes, c.Tags = ptr(nonNil(n.Endpoints)), ptr(nonNil(n.Routes)), ptr(nonNil(n.Tags))
 	c.Online, c.LastSeen, c.Expiry, c.DiscoKey = ptr(n.Online), ptr(n.LastSeen), ptr(n.Expiry), ptr(n.DiscoKey)
-	c.Via, c.RelayPort = ptr(n.Via), ptr(n.RelayPort)
+	c.Via, c.RelayPort, c.Traffic = ptr(n.Via), ptr(n.RelayPort), ptr(n.Traffic)
 	return c
 }
 

@@ -70,6 +70,9 @@ func (g *gen) node(id uint64) Node {
 	n.Routes = g.routes()
 	if g.r.IntN(3) == 0 {
 		n.Via = uint64(g.r.UintN(8) + 1) // a WireGuard-only member
+		if g.r.IntN(2) == 0 {
+			n.Traffic = Traffic{RxBytes: g.r.Uint64N(1 << 40), TxBytes: g.r.Uint64N(1 << 40), At: g.time()}
+		}
 	}
 	return n
 }
@@ -98,7 +101,7 @@ func (g *gen) mutate(n Node) Node {
 	fresh := g.node(n.ID)
 	out := n.Clone()
 	for range g.r.IntN(4) + 1 {
-		switch g.r.IntN(12) {
+		switch g.r.IntN(13) {
 		case 0:
 			out.Name = fresh.Name
 		case 1:
@@ -123,6 +126,8 @@ func (g *gen) mutate(n Node) Node {
 			out.Routes = g.routes()
 		case 11:
 			out.Via = fresh.Via
+		case 12:
+			out.Traffic = fresh.Traffic
 		}
 	}
 	return out

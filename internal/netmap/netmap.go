@@ -88,6 +88,28 @@ type Node struct {
 	// (filter.Spec's PeerRelays and RelayClients); with no filter, every
 	// node may.
 	RelayPort uint16
+	// Traffic is a WireGuard-only member's traffic as its gateway last
+	// reported it (zero: no report). The server publishes a change at
+	// most once per interval per member (docs/WIREGUARD.md), so ever
+	// moving counters cost a bounded number of deltas.
+	Traffic Traffic
+}
+
+// Traffic is a WireGuard-only member's traffic counters as its gateway
+// sees them: RxBytes received from the member, TxBytes sent to it, and At
+// when the gateway reported these values.
+type Traffic struct {
+	RxBytes uint64    `json:"rxBytes"`
+	TxBytes uint64    `json:"txBytes"`
+	At      time.Time `json:"at"`
+}
+
+// IsZero reports whether t carries no report.
+func (t Traffic) IsZero() bool { return t.RxBytes == 0 && t.TxBytes == 0 && t.At.IsZero() }
+
+// Equal reports whether two reports are the same (times as instants).
+func (t Traffic) Equal(o Traffic) bool {
+	return t.RxBytes == o.RxBytes && t.TxBytes == o.TxBytes && t.At.Equal(o.At)
 }
 
 // IsWireGuardOnly reports whether the node is a WireGuard-only member.
@@ -112,7 +134,8 @@ func (n *Node) Equal(o *Node) bool {
 		slices.Equal(n.Addresses, o.Addresses) && slices.Equal(n.AllowedIPs, o.AllowedIPs) &&
 		slices.Equal(n.Endpoints, o.Endpoints) && n.Online == o.Online &&
 		n.LastSeen.Equal(o.LastSeen) && n.Expiry.Equal(o.Expiry) && n.DiscoKey == o.DiscoKey &&
-		slices.Equal(n.Routes, o.Routes) && slices.Equal(n.Tags, o.Tags) && n.Via == o.Via && n.RelayPort == o.RelayPort
+		slices.Equal(n.Routes, o.Routes) && slices.Equal(n.Tags, o.Tags) && n.Via == o.Via && n.RelayPort == o.RelayPort &&
+		n.Traffic.Equal(o.Traffic)
 }
 
 // IsTagged reports whether the node is owned by tags rather than a user.

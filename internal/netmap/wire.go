@@ -85,6 +85,25 @@ type wireNode struct {
 	Tags       []string         `json:"tags,omitempty"`
 	Via        uint64           `json:"via,omitempty"`
 	RelayPort  uint16           `json:"relayPort,omitempty"`
+	Traffic    *Traffic         `json:"traffic,omitempty"`
+}
+
+// trafficOut is a node's traffic on the wire: absent when there is none
+// (so maps without WireGuard-only members encode as before), UTC.
+func trafficOut(t Traffic) *Traffic {
+	if t.IsZero() {
+		return nil
+	}
+	return trafficUTC(&t)
+}
+
+func trafficUTC(t *Traffic) *Traffic {
+	if t == nil {
+		return nil
+	}
+	u := *t
+	u.At = u.At.UTC()
+	return &u
 }
 
 func discoOut(k pubkey.Disco) *wireKey {
@@ -108,7 +127,7 @@ func (n Node) MarshalJSON() ([]byte, error) {
 		ID: n.ID, Name: n.Name, User: n.User, Key: wireKey(n.Key.PublicKey),
 		Addresses: nonNil(n.Addresses), AllowedIPs: nonNil(n.AllowedIPs), Endpoints: nonNil(n.Endpoints),
 		Online: n.Online, LastSeen: n.LastSeen.UTC(), Expiry: n.Expiry.UTC(), DiscoKey: discoOut(n.DiscoKey),
-		Routes: n.Routes, Tags: n.Tags, Via: n.Via, RelayPort: n.RelayPort,
+		Routes: n.Routes, Tags: n.Tags, Via: n.Via, RelayPort: n.RelayPort, Traffic: trafficOut(n.Traffic),
 	})
 }
 
@@ -123,6 +142,9 @@ func (n *Node) UnmarshalJSON(b []byte) error {
 		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
 		Online: w.Online, LastSeen: w.LastSeen.UTC(), Expiry: w.Expiry.UTC(), DiscoKey: discoIn(w.DiscoKey),
 		Routes: w.Routes, Tags: w.Tags, Via: w.Via, RelayPort: w.RelayPort,
+	}
+	if w.Traffic != nil {
+		n.Traffic = *trafficUTC(w.Traffic)
 	}
 	if len(n.Routes) == 0 {
 		n.Routes = nil
@@ -207,6 +229,7 @@ type wirePeerChange struct {
 	Tags       *[]string         `json:"tags,omitempty"`
 	Via        *uint64           `json:"via,omitempty"`
 	RelayPort  *uint16           `json:"relayPort,omitempty"`
+	Traffic    *Traffic          `json:"traffic,omitempty"`
 }
 
 func nonNilPtr[T any](p *[]T) *[]T {
@@ -231,7 +254,7 @@ func (c PeerChange) MarshalJSON() ([]byte, error) {
 		ID: c.ID, Name: c.Name, User: c.User, Key: nodeOut(c.Key),
 		Addresses: nonNilPtr(c.Addresses), AllowedIPs: nonNilPtr(c.AllowedIPs), Endpoints: nonNilPtr(c.Endpoints),
 		Online: c.Online, LastSeen: utcPtr(c.LastSeen), Expiry: utcPtr(c.Expiry), DiscoKey: discoPtrOut(c.DiscoKey),
-		Routes: nonNilPtr(c.Routes), Tags: nonNilPtr(c.Tags), Via: c.Via, RelayPort: c.RelayPort,
+		Routes: nonNilPtr(c.Routes), Tags: nonNilPtr(c.Tags), Via: c.Via, RelayPort: c.RelayPort, Traffic: trafficUTC(c.Traffic),
 	})
 }
 
@@ -246,7 +269,7 @@ func (c *PeerChange) UnmarshalJSON(b []byte) error {
 		ID: w.ID, Name: w.Name, User: w.User, Key: nodeIn(w.Key),
 		Addresses: w.Addresses, AllowedIPs: w.AllowedIPs, Endpoints: w.Endpoints,
 		Online: w.Online, LastSeen: utcPtr(w.LastSeen), Expiry: utcPtr(w.Expiry), DiscoKey: discoPtrIn(w.DiscoKey),
-		Routes: w.Routes, Tags: w.Tags, Via: w.Via, RelayPort: w.RelayPort,
+		Routes: w.Routes, Tags: w.Tags, Via: w.Via, RelayPort: w.RelayPort, Traffic: trafficUTC(w.Traffic),
 	}
 	return nil
 }

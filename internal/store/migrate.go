@@ -246,6 +246,12 @@ var migrations = []migration{
 	}, sqlite: replicaRelayTriggersSQLite(), postgres: []string{
 		`CREATE TRIGGER replica_relays_log AFTER INSERT OR UPDATE OR DELETE ON replica_relays FOR EACH ROW EXECUTE FUNCTION warren_log_change('relays', '')`,
 	}},
+	{version: 14, stmts: []string{
+		// WireGuard-only members' traffic (wireguard.go): when the
+		// gateway reported the wg_rx/wg_tx now stored (NULL: never), which
+		// the maps carry with the counters.
+		`ALTER TABLE nodes ADD COLUMN wg_reported_at BIGINT`,
+	}},
 }
 
 // replicaRelayTriggersSQLite are migration 13's triggers for SQLite.

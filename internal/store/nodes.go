@@ -44,9 +44,11 @@ type Node struct {
 	ApprovedRoutes   []netip.Prefix
 	// Via is nonzero for a WireGuard-only member (wireguard.go): the ID
 	// of the gateway node it connects through. RxBytes/TxBytes are its
-	// traffic as the gateway last reported it.
+	// traffic as the gateway last reported it, TrafficAt when the gateway
+	// reported these values (zero: never).
 	Via              int64
 	RxBytes, TxBytes int64
+	TrafficAt        time.Time
 	// Approved is false for a node that joined interactively in approval
 	// mode until an admin approves it (registrations.go); such a node is
 	// in no map.
@@ -67,16 +69,16 @@ type RegisterOptions struct {
 	Expiry    time.Time // node key expiry; zero: never
 }
 
-const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key, tags, advertised_routes, approved_routes, wg_via, wg_rx, wg_tx, approved, interactive, replica, relay_port, relay_approved"
+const nodeCols = "id, user_id, auth_key_id, node_key, hostname, name, ipv4, ipv6, endpoints, last_seen, online, expires_at, ephemeral, created_at, disco_key, tags, advertised_routes, approved_routes, wg_via, wg_rx, wg_tx, wg_reported_at, approved, interactive, replica, relay_port, relay_approved"
 
 func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	var n Node
-	var akid, seen, exp sql.NullInt64
+	var akid, seen, exp, trafficAt sql.NullInt64
 	var v4, v6, eps string
 	var created int64
 	var tags, adv, appr, nodeKey, discoKey string
 	var relayPort int64
-	if err := sc.Scan(&n.ID, &n.UserID, &akid, &nodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &discoKey, &tags, &adv, &appr, &n.Via, &n.RxBytes, &n.TxBytes, &n.Approved, &n.Interactive, &n.Replica, &relayPort, &n.RelayApproved); err != nil {
+	if err := sc.Scan(&n.ID, &n.UserID, &akid, &nodeKey, &n.Hostname, &n.Name, &v4, &v6, &eps, &seen, &n.Online, &exp, &n.Ephemeral, &created, &discoKey, &tags, &adv, &appr, &n.Via, &n.RxBytes, &n.TxBytes, &trafficAt, &n.Approved, &n.Interactive, &n.Replica, &relayPort, &n.RelayApproved); err != nil {
 		return nil, err
 	}
 	if relayPort > 0 && relayPort <= 65535 {
@@ -91,6 +93,7 @@ func scanNode(sc interface{ Scan(...any) error }) (*Node, error) {
 	n.Tags = splitTags(tags)
 	n.AuthKeyID = akid.Int64
 	n.LastSeen, n.Expiry, n.Created = timeOf(seen), timeOf(exp), time.Unix(0, created)
+	n.TrafficAt = timeOf(trafficAt)
 	var err error
 	if n.IPv4, err = netip.ParseAddr(v4); err != nil {
 		return nil, fmt.Errorf("node %d ipv4: %w", n.ID, err)

@@ -103,16 +103,25 @@ type WireGuardReport struct {
 	Online           bool
 	LastHandshake    time.Time // zero: none yet
 	RxBytes, TxBytes int64
+	// At is when the gateway made the report (the server's clock): the
+	// node's TrafficAt when the counters changed.
+	At time.Time
 }
 
 // ReportWireGuard records what gateway said about its WireGuard-only
 // members; reports about nodes that are not gateway's are ignored. Only
-// rows that change are written.
+// rows that change are written; TrafficAt moves only with the counters.
 func (s *Store) ReportWireGuard(ctx context.Context, gateway int64, reports []WireGuardReport) error {
 	for _, r := range reports {
-		err := s.exec(ctx, "report wireguard", `UPDATE nodes SET online = ?, last_seen = ?, wg_rx = ?, wg_tx = ?
+		at := r.At
+		if at.IsZero() {
+			at = s.now()
+		}
+		err := s.exec(ctx, "report wireguard", `UPDATE nodes SET online = ?, last_seen = ?,
+			wg_reported_at = CASE WHEN wg_rx <> ? OR wg_tx <> ? THEN CAST(? AS BIGINT) ELSE wg_reported_at END, wg_rx = ?, wg_tx = ?
 			WHERE id = ? AND wg_via = ? AND wg_via <> 0 AND (online <> ? OR COALESCE(last_seen, 0) <> COALESCE(CAST(? AS BIGINT), 0) OR wg_rx <> ? OR wg_tx <> ?)`,
-			r.Online, tsOf(r.LastHandshake), r.RxBytes, r.TxBytes, r.ID, gateway, r.Online, tsOf(r.LastHandshake), r.RxBytes, r.TxBytes)
+			r.Online, tsOf(r.LastHandshake), r.RxBytes, r.TxBytes, at.UnixNano(), r.RxBytes, r.TxBytes,
+			r.ID, gateway, r.Online, tsOf(r.LastHandshake), r.RxBytes, r.TxBytes)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}

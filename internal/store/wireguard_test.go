@@ -45,15 +45,31 @@ func TestWireGuardNodes(t *testing.T) {
 		// The gateway reports handshakes; reports for nodes not its own
 		// are ignored.
 		hs := time.Unix(1700000000, 0)
-		if err := s.ReportWireGuard(ctx, gw.ID, []WireGuardReport{{ID: phone.ID, Online: true, LastHandshake: hs, RxBytes: 10, TxBytes: 20}, {ID: other.ID, Online: true}}); err != nil {
+		at := time.Unix(1700000005, 0)
+		if err := s.ReportWireGuard(ctx, gw.ID, []WireGuardReport{{ID: phone.ID, Online: true, LastHandshake: hs, RxBytes: 10, TxBytes: 20, At: at}, {ID: other.ID, Online: true}}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.ReportWireGuard(ctx, other.ID, []WireGuardReport{{ID: phone.ID, Online: false}}); err != nil {
+		if err := s.ReportWireGuard(ctx, other.ID, []WireGuardReport{{ID: phone.ID, Online: false, RxBytes: 999, TxBytes: 999, At: at.Add(time.Second)}}); err != nil {
 			t.Fatal(err)
 		}
 		got = must[*Node](t)(s.GetNode(ctx, phone.ID))
-		if !got.Online || !got.LastSeen.Equal(hs) || got.RxBytes != 10 || got.TxBytes != 20 {
+		if !got.Online || !got.LastSeen.Equal(hs) || got.RxBytes != 10 || got.TxBytes != 20 || !got.TrafficAt.Equal(at) {
 			t.Fatalf("after report %+v", got)
+		}
+		// The same counters again (a newer handshake) keep the time they
+		// were first reported; new counters move it.
+		hs2 := hs.Add(time.Minute)
+		if err := s.ReportWireGuard(ctx, gw.ID, []WireGuardReport{{ID: phone.ID, Online: true, LastHandshake: hs2, RxBytes: 10, TxBytes: 20, At: at.Add(time.Minute)}}); err != nil {
+			t.Fatal(err)
+		}
+		if got = must[*Node](t)(s.GetNode(ctx, phone.ID)); !got.LastSeen.Equal(hs2) || !got.TrafficAt.Equal(at) {
+			t.Fatalf("same counters: %+v", got)
+		}
+		if err := s.ReportWireGuard(ctx, gw.ID, []WireGuardReport{{ID: phone.ID, Online: true, LastHandshake: hs2, RxBytes: 11, TxBytes: 20, At: at.Add(2 * time.Minute)}}); err != nil {
+			t.Fatal(err)
+		}
+		if got = must[*Node](t)(s.GetNode(ctx, phone.ID)); got.RxBytes != 11 || !got.TrafficAt.Equal(at.Add(2*time.Minute)) {
+			t.Fatalf("new counters: %+v", got)
 		}
 		if o := must[*Node](t)(s.GetNode(ctx, other.ID)); o.Online {
 			t.Fatal("a report made a Warren node online")

@@ -56,7 +56,9 @@ func TestWireGuardDevice(t *testing.T) {
 
 func testWireGuardDevice(t *testing.T, db string) {
 	l := newLab(t, db)
-	l.startServer()
+	// The phone's traffic reaches the others' maps at most every 2 s here
+	// (1 min by default).
+	l.startServer("--wg-traffic-interval", "2s")
 	l.mustAdmin("users", "create", "alice")
 	dir := t.TempDir()
 	polFile := filepath.Join(dir, "policy.hujson")
@@ -100,6 +102,7 @@ func testWireGuardDevice(t *testing.T, db string) {
 	}
 
 	phone, _ := l.attach("mph")
+	joined := time.Now()
 	ifname := fmt.Sprintf("wgp%d", time.Now().UnixNano()%100000)
 	wgQuickUp(t, phone, dir, ifname, conf)
 	phoneV4 := phoneNode.Addresses[0]
@@ -124,8 +127,14 @@ func testWireGuardDevice(t *testing.T, db string) {
 		}
 		waitPhoneOnline(t, n, true, 10*time.Second)
 	}
-	if st := l.must(alpha.ns, "status", "--socket", alpha.sock); !strings.Contains(st, "via gw") {
-		t.Errorf("alpha's status does not show the phone via gw:\n%s", st)
+	// They see its traffic as the gateway reported it: the gateway
+	// reports with each handshake and every 30 s, the server publishes
+	// at most every 2 s (--wg-traffic-interval).
+	for _, n := range []*node{alpha, beta} {
+		waitPhoneTraffic(t, n, joined, 45*time.Second)
+	}
+	if st := l.must(alpha.ns, "status", "--socket", alpha.sock); !strings.Contains(st, "via gw") || !strings.Contains(st, "as reported by gateway gw") {
+		t.Errorf("alpha's status does not show the phone via gw with the gateway's report of its traffic:\n%s", st)
 	}
 	if st := l.must(gw.ns, "status", "--socket", gw.sock); !strings.Contains(st, "wireguard 198.18.") {
 		t.Errorf("the gateway's status does not show the phone's WireGuard address:\n%s", st)
@@ -180,6 +189,29 @@ func waitPhoneOnline(t *testing.T, n *node, online bool, d time.Duration) {
 		}
 		return false
 	})
+}
+
+// waitPhoneTraffic waits until n's `status --json` shows the phone's
+// traffic (both ways) as its gateway reported it after since.
+func waitPhoneTraffic(t *testing.T, n *node, since time.Time, d time.Duration) {
+	t.Helper()
+	var last string
+	if !wait.Poll(d, func() bool {
+		st, err := n.status()
+		if err != nil {
+			return false
+		}
+		for _, p := range st.Peers {
+			if p.Name == "phone" {
+				last = fmt.Sprintf("rx %d tx %d reported at %v via %q", p.RxBytes, p.TxBytes, p.TrafficReportedAt, p.Via)
+				return p.RxBytes > 0 && p.TxBytes > 0 && p.Via == "gw" && p.TrafficReportedAt.After(since.Add(-time.Second))
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("%s does not see the phone's traffic as gw reported it after %v (last: %s)", n.name, d, last)
+	}
+	t.Logf("%s sees the phone's traffic: %s", n.name, last)
 }
 
 func writeTestFile(t *testing.T, path string, mode os.FileMode, text string) {

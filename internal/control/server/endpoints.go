@@ -137,7 +137,7 @@ func (a *endpointApplier) apply(u *proto.EndpointUpdate) {
 		err = s.st.SetAdvertisedRoutes(ctx, id, *u.Routes)
 	}
 	if err == nil && u.WireGuard != nil {
-		err = s.st.ReportWireGuard(ctx, id, wireGuardReports(*u.WireGuard))
+		err = s.st.ReportWireGuard(ctx, id, wireGuardReports(*u.WireGuard, s.clk.Now()))
 	}
 	if err == nil && u.RelayPort != nil {
 		err = s.st.SetRelayPort(ctx, id, *u.RelayPort)
@@ -154,12 +154,13 @@ func (a *endpointApplier) apply(u *proto.EndpointUpdate) {
 	}
 }
 
-// wireGuardReports converts a gateway's reports for the store.
-func wireGuardReports(rs []proto.WireGuardReport) []store.WireGuardReport {
+// wireGuardReports converts a gateway's reports, received at now, for the
+// store.
+func wireGuardReports(rs []proto.WireGuardReport, now time.Time) []store.WireGuardReport {
 	out := make([]store.WireGuardReport, 0, len(rs))
 	for _, r := range rs {
 		out = append(out, store.WireGuardReport{ID: int64(r.ID), Online: r.Online, LastHandshake: r.LastHandshake,
-			RxBytes: int64(r.RxBytes), TxBytes: int64(r.TxBytes)})
+			RxBytes: int64(r.RxBytes), TxBytes: int64(r.TxBytes), At: now})
 	}
 	return out
 }

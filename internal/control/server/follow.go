@@ -132,8 +132,9 @@ func (s *Server) sync() error {
 }
 
 // pass is one round of the worker: apply the store's changes to the world,
-// sweep, refuse expired nodes' streams; it returns how long until the next
-// node expiry.
+// sweep, refuse expired nodes' streams, put held traffic counters whose
+// time has come into the world (traffic.go); it returns how long until
+// the next node expiry or held counters' time.
 func (s *Server) pass() time.Duration {
 	s.syn.mu.Lock()
 	target := s.syn.requested
@@ -157,7 +158,7 @@ func (s *Server) pass() time.Duration {
 	s.sweep()
 	s.mu.Lock()
 	s.refuseExpiredLocked()
-	next := s.nextExpiryLocked()
+	next := min(s.nextExpiryLocked(), s.publishTrafficLocked())
 	s.mu.Unlock()
 	return next
 }

@@ -86,6 +86,10 @@ type Options struct {
 	// (EndpointUpdate) are written to the store and fanned out; reports
 	// in between are merged, the latest winning; default 1 s.
 	EndpointInterval time.Duration
+	// TrafficInterval is how often at most a WireGuard-only member's
+	// traffic, as its gateway reports it, changes in the maps (a delta to
+	// every stream; traffic.go); default DefaultTrafficInterval.
+	TrafficInterval time.Duration
 	// Replica, if set, makes the server one of several replicas on one
 	// PostgreSQL database (replica.go, docs/HA.md), named so in the
 	// database; the store must be a ReplicaStore. Empty: the server is
@@ -172,6 +176,9 @@ type Server struct {
 	relaysDirty bool
 	// pol is the access policy and each node's compiled filter (policy.go).
 	pol policyState
+	// traffic is when WireGuard-only members' traffic last changed in
+	// the world and which changes are held (traffic.go).
+	traffic trafficState
 
 	stats serverStats  // stats.go
 	rep   replicaState // replica.go
@@ -205,6 +212,9 @@ func New(st Store, key noise.PrivateKey, opts Options) *Server {
 	}
 	if opts.EndpointInterval <= 0 {
 		opts.EndpointInterval = DefaultEndpointInterval
+	}
+	if opts.TrafficInterval <= 0 {
+		opts.TrafficInterval = DefaultTrafficInterval
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -23,6 +23,11 @@ type Stats struct {
 	// StreamWrite is how long writing one frame to a node's stream took
 	// (network and the node's reading included).
 	StreamWrite Latency
+	// TrafficPublished are the changes of WireGuard-only members'
+	// traffic put into the maps (traffic.go); TrafficHeld the stored
+	// changes held back because the last was less than
+	// Options.TrafficInterval ago.
+	TrafficPublished, TrafficHeld uint64
 	// StoreRead is how long one pass of following the store took: reading
 	// the change log and what it names (the whole world at start).
 	StoreRead Latency
@@ -76,6 +81,8 @@ type serverStats struct {
 	endpointUpdates    atomic.Uint64
 	endpointWrites     atomic.Uint64
 	endpointsCoalesced atomic.Uint64
+	trafficPublished   atomic.Uint64
+	trafficHeld        atomic.Uint64
 	streamWrite        latency
 	storeRead          latency
 }
@@ -92,5 +99,6 @@ func (s *Server) Stats() Stats {
 	s.mu.Unlock()
 	return Stats{NodesOnline: online, HoldsDuties: s.hasDuties(), FullMapsSent: s.stats.fullMaps.Load(), DeltasSent: s.stats.deltas.Load(), Resumes: s.stats.resumes.Load(),
 		EndpointUpdates: s.stats.endpointUpdates.Load(), EndpointWrites: s.stats.endpointWrites.Load(), EndpointsCoalesced: s.stats.endpointsCoalesced.Load(),
+		TrafficPublished: s.stats.trafficPublished.Load(), TrafficHeld: s.stats.trafficHeld.Load(),
 		StreamWrite: s.stats.streamWrite.snapshot(), StoreRead: s.stats.storeRead.snapshot()}
 }

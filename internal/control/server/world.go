@@ -46,6 +46,7 @@ func toNetmap(n *store.Node, user string) (netmap.Node, bool) {
 		Addresses: addrs, AllowedIPs: addrs, Endpoints: eps,
 		Online: n.Online, LastSeen: n.LastSeen, Expiry: n.Expiry,
 		Routes: n.EnabledRoutes(), Tags: slices.Clone(n.Tags), Via: uint64(n.Via), RelayPort: relayPort(n),
+		Traffic: trafficOf(n),
 	}, true
 }
 
@@ -91,10 +92,17 @@ func (s *Server) replaceWorldLocked(nodes []*store.Node, users map[int64]string)
 	recs := make(map[uint64]*store.Node, len(nodes))
 	for _, n := range nodes {
 		if nn, ok := toNetmap(n, users[n.UserID]); ok {
+			old, _ := s.world.Peer(nn.ID)
+			s.gateTrafficLocked(&nn, old)
 			nw.Peers = append(nw.Peers, nn)
 			idents[nn.ID] = identOf(n, &nn)
 		}
 		recs[uint64(n.ID)] = n
+	}
+	for id := range s.traffic.last {
+		if _, ok := recs[id]; !ok {
+			s.forgetTrafficLocked(id)
+		}
 	}
 	slices.SortFunc(nw.Peers, func(a, b netmap.Node) int { return cmp.Compare(a.ID, b.ID) })
 	s.setIdentsLocked(idents)
@@ -157,6 +165,14 @@ func (s *Server) applyNodeLocked(id uint64, n *store.Node, user string) {
 		s.kickFanout() // a tag change alone is no world change
 	}
 	i, found := slices.BinarySearchFunc(s.world.Peers, id, func(n netmap.Node, id uint64) int { return cmp.Compare(n.ID, id) })
+	switch {
+	case next == nil:
+		s.forgetTrafficLocked(id)
+	case found:
+		s.gateTrafficLocked(&next[0], &s.world.Peers[i])
+	default:
+		s.gateTrafficLocked(&next[0], nil)
+	}
 	switch {
 	case !found && next == nil, found && next != nil && s.world.Peers[i].Equal(&next[0]):
 		return

@@ -23,6 +23,7 @@ var (
 	srvStream   = metrics.Desc("warren_server_stream_write_seconds", "Time to write one frame to a node's map stream.")
 	srvStore    = metrics.Desc("warren_server_store_read_seconds", "Time of the store reads behind a map change (world reload or one node).")
 	srvEndpts   = metrics.Desc("warren_server_endpoint_reports_total", "Endpoint reports from nodes' map streams, by what became of them: received, written (to the store and fanned out, at most one per node per second), merged (into a later one).", "result")
+	srvTraffic  = metrics.Desc("warren_server_wireguard_traffic_changes_total", "Changes of WireGuard-only members' traffic as their gateways reported it, by what became of them: published (into the maps), held (less than wg_traffic_interval after the last; the latest goes out when it has passed).", "result")
 	relayDescs  = []*prometheus.Desc{relClients, relSessions, relPackets, relBytes, relDrops, relClosed}
 	relClients  = metrics.Desc("warren_relay_clients", "Relay sessions connected now.")
 	relSessions = metrics.Desc("warren_relay_sessions_total", "Relay sessions, by event: accepted, refused (not vouched for), replaced.", "event")
@@ -40,6 +41,7 @@ func (s Server) Describe(ch chan<- *prometheus.Desc) {
 	ch <- srvStream
 	ch <- srvStore
 	ch <- srvEndpts
+	ch <- srvTraffic
 }
 
 // Collect implements prometheus.Collector.
@@ -57,6 +59,8 @@ func (s Server) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(srvEndpts, prometheus.CounterValue, float64(st.EndpointUpdates), "received")
 	ch <- prometheus.MustNewConstMetric(srvEndpts, prometheus.CounterValue, float64(st.EndpointWrites), "written")
 	ch <- prometheus.MustNewConstMetric(srvEndpts, prometheus.CounterValue, float64(st.EndpointsCoalesced), "merged")
+	ch <- prometheus.MustNewConstMetric(srvTraffic, prometheus.CounterValue, float64(st.TrafficPublished), "published")
+	ch <- prometheus.MustNewConstMetric(srvTraffic, prometheus.CounterValue, float64(st.TrafficHeld), "held")
 	ch <- histogram(srvStream, st.StreamWrite)
 	ch <- histogram(srvStore, st.StoreRead)
 }

@@ -44,7 +44,8 @@ func TestServer(t *testing.T) {
 	if err := metrics.WriteText(&b, metrics.Registry(Server{S: cs.Server()})); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`warren_server_nodes_online 0`, `warren_server_duties 1`, `warren_server_netmaps_sent_total{kind="full"} 0`, `warren_server_netmaps_sent_total{kind="resume"} 0`} {
+	for _, want := range []string{`warren_server_nodes_online 0`, `warren_server_duties 1`, `warren_server_netmaps_sent_total{kind="full"} 0`, `warren_server_netmaps_sent_total{kind="resume"} 0`,
+		`warren_server_wireguard_traffic_changes_total{result="held"} 0`} {
 		if !strings.Contains(b.String(), want+"\n") {
 			t.Errorf("metrics lack %q:\n%s", want, b.String())
 		}
