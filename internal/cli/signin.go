@@ -20,15 +20,18 @@ const signInWait = 16 * time.Minute
 // code of it), then waits until the daemon's interactive registration
 // ends: the node registered (the status it then has), or given up.
 func waitSignIn(ctx context.Context, lc *localapi.Client, st *localapi.Status, qr bool, stdout, stderr io.Writer) (*localapi.Status, error) {
-	fmt.Fprintf(stdout, "\nTo add this machine to the network, sign in at:\n\n\t%s\n\n", printable(st.AuthURL))
+	// The URL and its QR code go out in one write: whoever reads the
+	// output (a person, a script) sees both or neither.
+	msg := fmt.Sprintf("\nTo add this machine to the network, sign in at:\n\n\t%s\n\n", printable(st.AuthURL))
 	if qr {
 		q, err := qrcode.New(st.AuthURL, qrcode.Medium)
 		if err != nil {
 			fmt.Fprintf(stderr, "warren up: QR code: %v\n", err)
 		} else {
-			fmt.Fprintln(stdout, q.ToSmallString(false))
+			msg += q.ToSmallString(false) + "\n"
 		}
 	}
+	io.WriteString(stdout, msg)
 	ctx, cancel := context.WithTimeout(ctx, signInWait)
 	defer cancel()
 	for {
