@@ -324,7 +324,10 @@ func (n *simNode) run(ctx context.Context, conn *noiseconn.Conn, gotFull func())
 		n.mu.Lock()
 		n.conn = conn
 		n.mu.Unlock()
-		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		// The function may still run after stop returns (when ctx ended
+		// first), by which time conn is nil: it closes its own copy.
+		cur := conn
+		stop := context.AfterFunc(ctx, func() { cur.Close() })
 		err := n.stream(conn, func() {
 			if first {
 				first = false
