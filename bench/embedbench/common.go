@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -182,6 +183,7 @@ func runEmbed(args []string) error {
 	dir := fs.String("dir", "", "state directory")
 	server := fs.String("server", "", "control URL")
 	hostname := fs.String("hostname", "emb", "name")
+	profile := fs.String("cpuprofile", "", "write a CPU profile of each get and stream command to PREFIX-N-CMD.pprof")
 	fs.Parse(args)
 	n, err := newEmbedded(*dir, *server, os.Getenv("BENCH_AUTH_KEY"), *hostname)
 	if err != nil {
@@ -211,6 +213,7 @@ func runEmbed(args []string) error {
 			continue
 		}
 		var res string
+		stop := startProfile(*profile, f[0])
 		switch {
 		case f[0] == "get" && (len(f) == 2 || len(f) == 3):
 			timeout := time.Hour
@@ -237,9 +240,32 @@ func runEmbed(args []string) error {
 		default:
 			res = "err unknown command"
 		}
+		stop()
 		fmt.Println(res)
 	}
 	return sc.Err()
+}
+
+var profiles int
+
+// startProfile starts a CPU profile of a get or stream command if prefix
+// is set; the function it returns stops it.
+func startProfile(prefix, cmd string) func() {
+	if prefix == "" || (cmd != "get" && cmd != "stream") {
+		return func() {}
+	}
+	profiles++
+	f, err := os.Create(fmt.Sprintf("%s-%d-%s.pprof", prefix, profiles, cmd))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "embedbench: cpuprofile:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "embedbench: cpuprofile:", err)
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // runClient: client [-socks5 ADDR] get URL | stream HOST:PORT DURATION,
