@@ -29,8 +29,8 @@
 #   flock /tmp/warren-bench.lock bench/embed.sh                          # 1 GiB, 30 s, all products
 #   flock /tmp/warren-bench.lock bench/embed.sh -size 64M -duration 3s  # a short check
 #   bench/embed.sh -products warren -tests emb_to_tun
-#   bench/embed.sh -profile DIR   # CPU profiles of the embedded process, one per
-#                                 # download/stream: DIR/<product>-<n>-<get|stream>.pprof
+#   bench/embed.sh -profile DIR   # CPU profiles of the embedded process, one per test:
+#                                 # DIR/<product>-<n>-<get|stream|serve-http|serve-tcp>.pprof
 # Results: the table on stdout and CSV in
 # bench/results/embed/embed_<date>_<commit>.csv (or -csv FILE).
 set -euo pipefail
@@ -197,10 +197,12 @@ run_tests() {
 	fi
 	if [[ ,$tests, == *,tun_to_emb,* ]]; then
 		for kind in http tcp; do
+			[[ -z $profile ]] || emb profile "serve-$kind" >/dev/null
 			c0=$(field cpu_s "$(emb cpu)"); t0=$(cpu_of "$tun_pid")
 			if [[ $kind == http ]]; then r=$(inns $T bin/embedbench client get "http://$emb_ip:8080/bytes?n=$bytes")
 			else r=$(inns $T bin/embedbench client stream "$emb_ip:5201" "$duration"); fi
 			c1=$(field cpu_s "$(emb cpu)"); t1=$(cpu_of "$tun_pid")
+			[[ -z $profile ]] || emb endprofile >/dev/null
 			record "$product" tun_to_emb $kind "$r" "$(calc "$c1 - $c0")" "$(calc "$t1 - $t0")" "$idle" "$(field vmhwm_kb "$(emb rss)")"
 		done
 	fi
