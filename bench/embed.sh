@@ -127,7 +127,7 @@ prod_pids=()
 # are the next one's).
 stop_product() {
 	for p in "${prod_pids[@]}"; do kill "$p" 2>/dev/null; done
-	for p in "${prod_pids[@]}"; do wait "$p" 2>/dev/null; done
+	for p in "${prod_pids[@]}"; do wait "$p" 2>/dev/null || true; done # killed: status 143
 	prod_pids=()
 }
 # waitfor WHAT CMD...: retry CMD for up to 60 s.
