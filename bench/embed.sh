@@ -11,6 +11,11 @@
 #   emb_to_tun   the embedded node downloads from / streams to T's host sockets
 #   tun_to_emb   T's host sockets download from / stream to the embedded node
 #   socks_to_tun a client in E through the SOCKS5 proxy to T
+# Products: warren (the embedded node), warren-tun (the baseline: the
+# same emb_to_tun and tun_to_emb tests between a kernel-TUN Warren daemon
+# in E and T, with E's host sockets in place of the embedded node; its
+# node CPU is E's daemon plus E's client or service process, its RSS the
+# daemon's) and tsnet.
 # Reported per test: Gbit/s; CPU-s per GB of the embedded process (or of
 # the userspace daemon plus the client for socks) and of T's daemon; the
 # embedded process's RSS idle (after Up) and peak (VmHWM at the end).
@@ -21,9 +26,11 @@
 # bench/relaymesh.sh does.
 #
 # Usage (as root; one benchmark on the machine at a time):
-#   flock /tmp/warren-bench.lock bench/embed.sh                          # 1 GiB, 30 s, both products
+#   flock /tmp/warren-bench.lock bench/embed.sh                          # 1 GiB, 30 s, all products
 #   flock /tmp/warren-bench.lock bench/embed.sh -size 64M -duration 3s  # a short check
 #   bench/embed.sh -products warren -tests emb_to_tun
+#   bench/embed.sh -profile DIR   # CPU profiles of the embedded process, one per test:
+#                                 # DIR/<product>-<n>-<get|stream|serve-http|serve-tcp>.pprof
 # Results: the table on stdout and CSV in
 # bench/results/embed/embed_<date>_<commit>.csv (or -csv FILE).
 set -euo pipefail
@@ -33,7 +40,7 @@ export PATH=$PATH:/usr/local/go/bin
 TAILSCALE_VERSION=v1.102.5
 HEADSCALE_VERSION=v0.29.3
 
-size=1G duration=30s products=warren,tsnet tests=emb_to_tun,tun_to_emb,socks_to_tun csv=""
+size=1G duration=30s products=warren,warren-tun,tsnet tests=emb_to_tun,tun_to_emb,socks_to_tun csv="" profile=""
 while [[ $# -gt 0 ]]; do
 	case $1 in
 	-size) size=$2; shift 2 ;;
@@ -41,6 +48,7 @@ while [[ $# -gt 0 ]]; do
 	-products) products=$2; shift 2 ;;
 	-tests) tests=$2; shift 2 ;;
 	-csv) csv=$2; shift 2 ;;
+	-profile) profile=$(realpath -m "$2"); shift 2 ;;
 	*) echo "embed: unknown argument $1 (see the usage in $0)" >&2; exit 2 ;;
 	esac
 done
@@ -119,7 +127,7 @@ prod_pids=()
 # are the next one's).
 stop_product() {
 	for p in "${prod_pids[@]}"; do kill "$p" 2>/dev/null; done
-	for p in "${prod_pids[@]}"; do wait "$p" 2>/dev/null; done
+	for p in "${prod_pids[@]}"; do wait "$p" 2>/dev/null || true; done # killed: status 143
 	prod_pids=()
 }
 # waitfor WHAT CMD...: retry CMD for up to 60 s.
@@ -139,7 +147,9 @@ kb_of() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 emb_start() { # BIN ENV...: runs BIN embed in E; sets emb_pid, emb_ip
 	local bin=$1; shift
 	rm -f "$work/emb.in" "$work/emb.out"; mkfifo "$work/emb.in"; : >"$work/emb.out"
-	ip netns exec $E env "$@" "$bin" embed -dir "$work/emb-$product" -server "$ctl" -hostname emb <"$work/emb.in" >"$work/emb.out" 2>"$work/emb.log" &
+	local prof=()
+	[[ -z $profile ]] || { mkdir -p "$profile"; prof=(-cpuprofile "$profile/$product"); }
+	ip netns exec $E env "$@" "$bin" embed -dir "$work/emb-$product" -server "$ctl" -hostname emb "${prof[@]}" <"$work/emb.in" >"$work/emb.out" 2>"$work/emb.log" &
 	emb_pid=$!; pids+=($emb_pid)
 	exec 7>"$work/emb.in"
 	waitfor "the embedded node" grep -q '^ready' "$work/emb.out"
@@ -164,7 +174,7 @@ record() {
 	local b s; b=$(field bytes "$4"); s=$(field seconds "$4")
 	[[ -n $b && -n $s && $b != 0 ]] || { echo "embed: $1 $2 $3: $4" >&2; return; }
 	awk -v p="$1" -v t="$2" -v k="$3" -v b="$b" -v s="$s" -v nc="$5" -v tc="$6" -v ri="$7" -v rp="$8" 'BEGIN {
-		gb = b / 1e9; printf "%s,%s,%s,%d,%.2f,%.2f,%.2f,%.2f,%.1f,%.1f\n", p, t, k, b, s, b * 8 / s / 1e9, nc / gb, tc / gb, ri / 1024, rp / 1024 }' | tee -a "$csv"
+		gb = b / 1e9; printf "%s,%s,%s,%.0f,%.2f,%.2f,%.2f,%.2f,%.1f,%.1f\n", p, t, k, b, s, b * 8 / s / 1e9, nc / gb, tc / gb, ri / 1024, rp / 1024 }' | tee -a "$csv"
 }
 
 # run_tests: the tests on the current product's setup.
@@ -187,10 +197,12 @@ run_tests() {
 	fi
 	if [[ ,$tests, == *,tun_to_emb,* ]]; then
 		for kind in http tcp; do
+			[[ -z $profile ]] || emb profile "serve-$kind" >/dev/null
 			c0=$(field cpu_s "$(emb cpu)"); t0=$(cpu_of "$tun_pid")
 			if [[ $kind == http ]]; then r=$(inns $T bin/embedbench client get "http://$emb_ip:8080/bytes?n=$bytes")
 			else r=$(inns $T bin/embedbench client stream "$emb_ip:5201" "$duration"); fi
 			c1=$(field cpu_s "$(emb cpu)"); t1=$(cpu_of "$tun_pid")
+			[[ -z $profile ]] || emb endprofile >/dev/null
 			record "$product" tun_to_emb $kind "$r" "$(calc "$c1 - $c0")" "$(calc "$t1 - $t0")" "$idle" "$(field vmhwm_kb "$(emb rss)")"
 		done
 	fi
@@ -215,8 +227,34 @@ bg $T host-serve bin/embedbench host
 prod_pids=() # T's service stays for both products
 waitfor "T's host service" inns $T bash -c "exec 3<>/dev/tcp/127.0.0.1/8080"
 
+# run_tun_tests: the warren-tun baseline, E's kernel-TUN daemon (pid
+# etun_pid, address etun_ip) and E's host service (pid ehost_pid).
+run_tun_tests() {
+	local url="http://$tun_ip:8080/bytes?n=$bytes" r c0 c1 t0 t1 h0 h1 idle
+	waitfor "E's TUN node reaching T" timeout 5 ip netns exec $E bin/embedbench client get "http://$tun_ip:8080/bytes?n=1000"
+	idle=$(kb_of "$etun_pid" VmRSS)
+	if [[ ,$tests, == *,emb_to_tun,* ]]; then
+		for kind in http tcp; do
+			c0=$(cpu_of "$etun_pid"); t0=$(cpu_of "$tun_pid")
+			if [[ $kind == http ]]; then r=$(inns $E bin/embedbench client get "$url")
+			else r=$(inns $E bin/embedbench client stream "$tun_ip:5201" "$duration"); fi
+			c1=$(cpu_of "$etun_pid"); t1=$(cpu_of "$tun_pid")
+			record "$product" emb_to_tun $kind "$r" "$(calc "$c1 - $c0 + $(field cpu_s "$r")")" "$(calc "$t1 - $t0")" "$idle" "$(kb_of "$etun_pid" VmHWM)"
+		done
+	fi
+	if [[ ,$tests, == *,tun_to_emb,* ]]; then
+		for kind in http tcp; do
+			c0=$(cpu_of "$etun_pid"); t0=$(cpu_of "$tun_pid"); h0=$(cpu_of "$ehost_pid")
+			if [[ $kind == http ]]; then r=$(inns $T bin/embedbench client get "http://$etun_ip:8080/bytes?n=$bytes")
+			else r=$(inns $T bin/embedbench client stream "$etun_ip:5201" "$duration"); fi
+			c1=$(cpu_of "$etun_pid"); t1=$(cpu_of "$tun_pid"); h1=$(cpu_of "$ehost_pid")
+			record "$product" tun_to_emb $kind "$r" "$(calc "$c1 - $c0 + $h1 - $h0")" "$(calc "$t1 - $t0")" "$idle" "$(kb_of "$etun_pid" VmHWM)"
+		done
+	fi
+}
+
 # --- Warren --------------------------------------------------------------
-if [[ ,$products, == *,warren,* ]]; then
+if [[ ,$products, == *,warren,* || ,$products, == *,warren-tun,* ]]; then
 	product=warren ctl=http://$SRV:8080
 	bg $S warren-server bin/warren server --listen $SRV:8080 --data-dir "$work/ws" --public-url "$ctl"
 	waitfor "warren server" inns $S bash -c "exec 3<>/dev/tcp/$SRV/8080"
@@ -230,12 +268,25 @@ if [[ ,$products, == *,warren,* ]]; then
 	waitfor "warren daemon in T" sockready "$work/wt.sock"
 	inns $T bin/warren up --socket "$work/wt.sock" --server "$ctl" --auth-key "$key" --server-key "$skey" --hostname tun --timeout 60s >/dev/null
 	tun_ip=$(inns $T bin/warren ip -4 --socket "$work/wt.sock")
-	if [[ ,$tests, == *,emb_to_tun,* || ,$tests, == *,tun_to_emb,* ]]; then
+	if [[ ,$products, == *,warren,* && ( ,$tests, == *,emb_to_tun,* || ,$tests, == *,tun_to_emb,* ) ]]; then
 		emb_start bin/embedbench BENCH_AUTH_KEY="$key"
 		run_tests
 		emb_stop
 	fi
-	if [[ ,$tests, == *,socks_to_tun,* ]]; then
+	if [[ ,$products, == *,warren-tun,* && ( ,$tests, == *,emb_to_tun,* || ,$tests, == *,tun_to_emb,* ) ]]; then
+		product=warren-tun
+		bg $E warren-etun bin/warren daemon --state-dir "$work/we" --socket "$work/we.sock" --tun wbe$$ --port 0
+		etun_pid=$last
+		waitfor "warren daemon in E" sockready "$work/we.sock"
+		inns $E bin/warren up --socket "$work/we.sock" --server "$ctl" --auth-key "$key" --server-key "$skey" --hostname etun --timeout 60s >/dev/null
+		etun_ip=$(inns $E bin/warren ip -4 --socket "$work/we.sock")
+		bg $E host-serve-e bin/embedbench host
+		ehost_pid=$last
+		waitfor "E's host service" inns $E bash -c "exec 3<>/dev/tcp/127.0.0.1/8080"
+		run_tun_tests
+		product=warren
+	fi
+	if [[ ,$products, == *,warren,* && ,$tests, == *,socks_to_tun,* ]]; then
 		bg $E warren-socks bin/warren daemon --userspace --socks5 127.0.0.1:1055 --state-dir "$work/wu" --socket "$work/wu.sock" --port 0
 		socks_pid=$last
 		waitfor "warren userspace daemon" sockready "$work/wu.sock"

@@ -6,7 +6,8 @@
 //	embedbench host              serve plain sockets: HTTP /bytes?n=N on :8080, a TCP sink on :5201
 //	embedbench embed FLAGS       an embedded node serving the same on the mesh, driven by
 //	                             commands on stdin: "get URL [TIMEOUT]", "stream HOST:PORT DURATION",
-//	                             "cpu", "rss", "quit"; one result line each on stdout
+//	                             "cpu", "rss", "profile NAME", "endprofile", "quit"; one result line
+//	                             each on stdout
 //	embedbench client MODE ...   get/stream over the host's sockets or a SOCKS5 proxy
 //
 // Results are "ok KEY=VALUE ..." lines; CPU is the process's own user+
@@ -23,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -182,6 +184,7 @@ func runEmbed(args []string) error {
 	dir := fs.String("dir", "", "state directory")
 	server := fs.String("server", "", "control URL")
 	hostname := fs.String("hostname", "emb", "name")
+	profile := fs.String("cpuprofile", "", "write a CPU profile of each get and stream command, and of what is served between \"profile NAME\" and \"endprofile\", to PREFIX-N-NAME.pprof")
 	fs.Parse(args)
 	n, err := newEmbedded(*dir, *server, os.Getenv("BENCH_AUTH_KEY"), *hostname)
 	if err != nil {
@@ -204,6 +207,8 @@ func runEmbed(args []string) error {
 	}
 	serve(h, s)
 	fmt.Println("ready", n.Addr4())
+	serving := func() {}
+	defer func() { serving() }()
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -211,6 +216,10 @@ func runEmbed(args []string) error {
 			continue
 		}
 		var res string
+		stop := func() {}
+		if f[0] == "get" || f[0] == "stream" {
+			stop = startProfile(*profile, f[0])
+		}
 		switch {
 		case f[0] == "get" && (len(f) == 2 || len(f) == 3):
 			timeout := time.Hour
@@ -232,14 +241,47 @@ func runEmbed(args []string) error {
 			res = cpu()
 		case f[0] == "rss":
 			res = rss()
+		case f[0] == "profile" && len(f) == 2:
+			// A profile of what the node serves meanwhile (tests
+			// driven from the other side), until "endprofile".
+			serving()
+			serving = startProfile(*profile, f[1])
+			res = "ok"
+		case f[0] == "endprofile":
+			serving()
+			serving = func() {}
+			res = "ok"
 		case f[0] == "quit":
 			return nil
 		default:
 			res = "err unknown command"
 		}
+		stop()
 		fmt.Println(res)
 	}
 	return sc.Err()
+}
+
+var profiles int
+
+// startProfile starts a CPU profile (PREFIX-N-NAME.pprof) if prefix is
+// set; the function it returns stops it.
+func startProfile(prefix, name string) func() {
+	if prefix == "" {
+		return func() {}
+	}
+	profiles++
+	f, err := os.Create(fmt.Sprintf("%s-%d-%s.pprof", prefix, profiles, name))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "embedbench: cpuprofile:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "embedbench: cpuprofile:", err)
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // runClient: client [-socks5 ADDR] get URL | stream HOST:PORT DURATION,

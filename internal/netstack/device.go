@@ -6,9 +6,11 @@
 //
 // Large segments go end to end where netstack allows. Towards the engine,
 // netstack's TCP hands over super-packets of up to 64 KiB (host GSO) that
-// Read cuts into MTU-sized packets with tun.SplitTCP, as the offloading TUN
-// does with the kernel's. From the engine, Write coalesces the segments of a
-// TCP flow in each batch with gVisor's GRO before netstack's TCP sees them.
+// Read cuts into MTU-sized packets with tun.SplitTCPVec, as the offloading
+// TUN does with the kernel's, copying each segment once from netstack's
+// buffers into the engine's. From the engine, Write coalesces the segments
+// of a TCP flow in each batch with gVisor's GRO before netstack's TCP sees
+// them.
 // No allocation per packet once warm: packet buffers come from gVisor's
 // pools and the queue towards the engine is a channel of pointers.
 package netstack
@@ -68,7 +70,7 @@ type Device struct {
 
 	rmu     sync.Mutex
 	pending *stack.PacketBuffer // taken from out but not yet returned by Read
-	scratch []byte              // a super-packet flattened for splitting
+	vec     [][]byte            // a super-packet's views, for splitting
 
 	wmu sync.Mutex
 	gro gro.GRO
@@ -86,11 +88,11 @@ var (
 // NewDevice returns a device of the given MTU, up.
 func NewDevice(mtu int) *Device {
 	d := &Device{
-		out:     make(chan *stack.PacketBuffer, queueLen),
-		queued:  make(chan struct{}, 1),
-		closed:  make(chan struct{}),
-		events:  make(chan tun.Event, 1),
-		scratch: make([]byte, 65536),
+		out:    make(chan *stack.PacketBuffer, queueLen),
+		queued: make(chan struct{}, 1),
+		closed: make(chan struct{}),
+		events: make(chan tun.Event, 1),
+		vec:    make([][]byte, 0, 16),
 	}
 	d.mtu.Store(uint32(mtu))
 	d.gro.Init(true)
@@ -207,16 +209,27 @@ func (d *Device) serialize(pkt *stack.PacketBuffer, bufs [][]byte, sizes []int, 
 		d.stats.OutPackets.Add(1)
 		return 1, nil
 	}
-	if size > len(d.scratch) {
-		return 0, tun.ErrBadOffload
+	// The segments are copied from the packet's views straight into
+	// bufs: no flattening first.
+	d.vec = d.vec[:0]
+	vl, off := pkt.AsViewList()
+	for v, left := vl.Front(), size; v != nil && left > 0; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		b = b[off:min(len(b), off+left)]
+		d.vec = append(d.vec, b)
+		left -= len(b)
+		off = 0
 	}
-	flat := d.scratch[:size]
-	copyPacket(flat, pkt)
 	kind := tun.GSOTCPv4
 	if gso.Type == stack.GSOTCPv6 {
 		kind = tun.GSOTCPv6
 	}
-	k, err := tun.SplitTCP(flat, kind, int(gso.MSS), bufs, sizes, offset)
+	k, err := tun.SplitTCPVec(d.vec, kind, int(gso.MSS), bufs, sizes, offset)
+	clear(d.vec) // keep no view reachable
 	if err != nil {
 		return 0, err
 	}

@@ -24,10 +24,15 @@ import (
 const EnvNoOffload = "WARREN_UDP_NO_OFFLOAD"
 
 const (
-	// maxGSOPayload bounds the bytes of one UDP_SEGMENT message: the
-	// kernel builds it as one IP packet, so it is the largest UDP payload of
-	// an IPv4 packet (65535 - 20 - 8). IPv6 would allow 20 bytes more.
-	maxGSOPayload = 65507
+	// maxGSOPayload bounds the bytes of one UDP_SEGMENT message. The
+	// kernel builds it as one packet, and a device passes a GSO packet on
+	// whole only if the frame (link header included) is shorter than its
+	// gso_max_size, 64 KiB on nearly all of them (netif_skb_features); a
+	// longer one is cut into datagrams in software before it leaves, which
+	// every hop after (a veth's peer, a router, the receiver) then handles
+	// one by one. So the payload leaves room for the largest headers: an
+	// Ethernet header with a VLAN tag (18), IPv6 (40) and UDP (8).
+	maxGSOPayload = 65536 - 1 - 18 - 40 - 8
 	// groBufMin is the smallest receive buffer that always holds a whole
 	// coalesced message: the largest UDP payload (of IPv6, 65535 - 8).
 	groBufMin = 65527
