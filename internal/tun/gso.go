@@ -139,24 +139,11 @@ func gsoSplit(pkt []byte, hdr virtioNetHdr, bufs [][]byte, sizes []int, offset i
 		if offset > len(bufs[i]) || segLen > len(bufs[i])-offset {
 			return 0, ErrBadOffload
 		}
-		if v4 {
-			binary.BigEndian.PutUint16(h[2:], uint16(segLen))
-			binary.BigEndian.PutUint16(h[4:], id+uint16(i))
-			ipv4HeaderChecksum(h[:ipLen])
-		} else {
-			binary.BigEndian.PutUint16(h[4:], uint16(segLen-ipv6HeaderLen))
-		}
+		segmentIPHeader(h, v4, ipLen, segLen, id, i)
 		l4Total := segLen - ipLen
 		if proto == ipProtoTCP {
 			binary.BigEndian.PutUint32(l4[4:], seq+uint32(i*gsoSize))
-			f := flags
-			if i != segs-1 {
-				f &^= tcpFlagFIN | tcpFlagPSH
-			}
-			if i != 0 {
-				f &^= tcpFlagCWR
-			}
-			l4[13] = f
+			l4[13] = segmentTCPFlags(flags, i, segs)
 		} else {
 			binary.BigEndian.PutUint16(l4[4:], uint16(l4Total))
 		}
@@ -191,4 +178,29 @@ func completeChecksum(pkt []byte, start, off int) bool {
 	}
 	binary.BigEndian.PutUint16(pkt[start+off:], c)
 	return true
+}
+
+// segmentIPHeader sets the IP header h (ipLen long) for segment i of a
+// split super-packet, segLen bytes in all: the lengths, and for IPv4 the
+// ID (the super-packet's id plus i) and the header checksum.
+func segmentIPHeader(h []byte, v4 bool, ipLen, segLen int, id uint16, i int) {
+	if v4 {
+		binary.BigEndian.PutUint16(h[2:], uint16(segLen))
+		binary.BigEndian.PutUint16(h[4:], id+uint16(i))
+		ipv4HeaderChecksum(h[:ipLen])
+	} else {
+		binary.BigEndian.PutUint16(h[4:], uint16(segLen-ipv6HeaderLen))
+	}
+}
+
+// segmentTCPFlags are the TCP flags of segment i of segs: FIN and PSH
+// only on the last, CWR only on the first.
+func segmentTCPFlags(flags byte, i, segs int) byte {
+	if i != segs-1 {
+		flags &^= tcpFlagFIN | tcpFlagPSH
+	}
+	if i != 0 {
+		flags &^= tcpFlagCWR
+	}
+	return flags
 }

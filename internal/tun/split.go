@@ -109,22 +109,9 @@ func SplitTCPVec(vec [][]byte, kind GSOTCP, mss int, bufs [][]byte, sizes []int,
 				vi++
 			}
 		}
-		if v4 {
-			binary.BigEndian.PutUint16(h[2:], uint16(segLen))
-			binary.BigEndian.PutUint16(h[4:], id+uint16(i))
-			ipv4HeaderChecksum(h[:ipLen])
-		} else {
-			binary.BigEndian.PutUint16(h[4:], uint16(segLen-ipv6HeaderLen))
-		}
+		segmentIPHeader(h, v4, ipLen, segLen, id, i)
 		binary.BigEndian.PutUint32(l4[4:], seq+uint32(i*mss))
-		f := flags
-		if i != segs-1 {
-			f &^= tcpFlagFIN | tcpFlagPSH
-		}
-		if i != 0 {
-			f &^= tcpFlagCWR
-		}
-		l4[13] = f
+		l4[13] = segmentTCPFlags(flags, i, segs)
 		l4[tcpCsumOffset], l4[tcpCsumOffset+1] = 0, 0
 		// The TCP header's length is a multiple of 4: the sum goes on
 		// over the payload, just written and still in cache.
