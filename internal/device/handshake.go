@@ -81,6 +81,11 @@ func (p *Peer) sendInitiation(isRetry bool) {
 	d.Stats.HandshakesSent.Add(1)
 }
 
+// testHookInitiationUnlocked, when set (by tests only), runs in
+// handleInitiation right after the peer's handshake lock is released: a
+// test makes a second initiation overtake the first there.
+var testHookInitiationUnlocked func()
+
 // handshakeWorker processes handshake and cookie messages.
 func (d *Device) handshakeWorker() {
 	defer d.hsWG.Done()
@@ -188,14 +193,22 @@ func (d *Device) handleInitiation(msg []byte, ep conn.Endpoint, now time.Time) {
 	if err == nil {
 		kp, err = p.deriveSession(now)
 	}
+	if err == nil {
+		// Installed before the lock is released, so sessions are
+		// installed in the order their initiations were accepted: the
+		// newest stays next (the initiator completes only its latest).
+		p.installResponderSession(kp)
+	}
 	p.hs.Unlock()
+	if testHookInitiationUnlocked != nil {
+		testHookInitiationUnlocked()
+	}
 	if err != nil {
 		d.index.delete(idx)
 		d.Stats.DropHandshake.Add(1)
 		return
 	}
 	p.setEndpoint(ep)
-	p.installResponderSession(kp)
 	var buf [wire.ResponseSize]byte
 	out := resp.Marshal(buf[:])
 	p.cookies.AddMACs(out, now)
@@ -228,13 +241,15 @@ func (d *Device) handleResponse(msg []byte, ep conn.Endpoint, now time.Time) {
 	if err == nil {
 		kp, err = p.deriveSession(now)
 	}
+	if err == nil {
+		p.installInitiatorSession(kp) // in order with handleInitiation's
+	}
 	p.hs.Unlock()
 	if err != nil {
 		d.Stats.DropHandshake.Add(1)
 		return
 	}
 	p.setEndpoint(ep)
-	p.installInitiatorSession(kp)
 	p.timers.anyAuthenticatedPacketTraversal()
 	p.timers.anyAuthenticatedPacketReceived()
 	p.timers.handshakeComplete()
@@ -258,6 +273,8 @@ func (p *Peer) deriveSession(now time.Time) (*Keypair, error) {
 	return kp, nil
 }
 
+// installInitiatorSession and installResponderSession run with p.hs held
+// (lock order: p.hs, then p.keypairs).
 func (p *Peer) installInitiatorSession(kp *Keypair) {
 	d := p.dev
 	p.keypairs.Lock()
