@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,20 +17,24 @@ import (
 // before it returns: it holds a receive routine in pollTUN, between the
 // batch it delivered and the send of what it read from the TUN (a window
 // of decrypt + TUN write + TryRead + seal in real runs).
+// Only the first TryRead after arming waits, whether or not the test is
+// already waiting for it: entered is buffered (an unbuffered send with a
+// default case let the routine through when the test goroutine was late,
+// and the test then waited for nothing).
 type gatedTUN struct {
 	parkedTUN
 	armed   chan struct{} // closed: the next TryRead waits
-	entered chan struct{}
+	gated   atomic.Bool   // that TryRead has come
+	entered chan struct{} // buffered (1): it has come
 	release chan struct{}
 }
 
 func (g *gatedTUN) TryRead(bufs [][]byte, sizes []int, offset int) (int, error) {
 	select {
 	case <-g.armed:
-		select {
-		case g.entered <- struct{}{}:
+		if g.gated.CompareAndSwap(false, true) {
+			g.entered <- struct{}{}
 			<-g.release
-		default: // only the first one waits
 		}
 	default:
 	}
@@ -45,7 +50,7 @@ func TestPollTUNClose(t *testing.T) {
 	var g *gatedTUN
 	b := newNodeWith(t, clock, 3, func(c *tuntest.ChannelTUN) tun.Device {
 		g = &gatedTUN{parkedTUN: parkedTUN{ChannelTUN: c, closed: make(chan struct{})},
-			armed: make(chan struct{}), entered: make(chan struct{}), release: make(chan struct{})}
+			armed: make(chan struct{}), entered: make(chan struct{}, 1), release: make(chan struct{})}
 		return g
 	})
 	connect(t, a, b, 0)
