@@ -36,12 +36,20 @@ func sourceBytes(ep conn.Endpoint) (b [18]byte) {
 	return b
 }
 
-// sendInitiation starts a handshake. Unless it is a retry, it does nothing
-// when one was sent less than RekeyTimeout ago.
+// sendInitiation starts a handshake. It does nothing when one was sent
+// less than RekeyTimeout ago, nor, unless it is the retry, while a retry is
+// due: traffic arriving in step at both ends (both pinging each other once
+// a second) would otherwise start both ends' next attempts at the same
+// instant, RekeyTimeout after the last, and initiations that cross cancel
+// each other (each end answers the other's, which replaces its own
+// attempt); the retries' jitter sets the two ends apart.
 func (p *Peer) sendInitiation(isRetry bool) {
 	d := p.dev
 	if !isRetry {
 		p.timers.handshakeAttempts.Store(0)
+		if p.timers.retransmitHandshake.pending.Load() {
+			return
+		}
 	}
 	if !p.isRunning() {
 		return
