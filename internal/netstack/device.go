@@ -314,7 +314,7 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 		}
 		// A merged packet: its headers were checked and rewritten by
 		// the merger; its parts are copied into one view.
-		d.iov = d.merger.Pieces(d.iov[:0], bufs, offset, k)
+		d.iov = d.merger.Pieces(d.iov[:0], in, offset, k)
 		v := buffer.NewViewSize(length)
 		at := 0
 		for _, piece := range d.iov {
