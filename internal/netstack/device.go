@@ -8,9 +8,10 @@
 // netstack's TCP hands over super-packets of up to 64 KiB (host GSO) that
 // Read cuts into MTU-sized packets with tun.SplitTCPVec, as the offloading
 // TUN does with the kernel's, copying each segment once from netstack's
-// buffers into the engine's. From the engine, Write coalesces the segments
-// of a TCP flow in each batch with gVisor's GRO before netstack's TCP sees
-// them.
+// buffers into the engine's. From the engine, Write merges the segments
+// of a TCP flow in each batch as the TUN path's GRO does (tun.Merger) and
+// copies each merged packet once into one netstack buffer, so netstack's
+// TCP takes up to 64 KiB per segment.
 // No allocation per packet once warm: packet buffers come from gVisor's
 // pools and the queue towards the engine is a channel of pointers.
 package netstack
@@ -24,7 +25,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 
 	"github.com/warrenmesh/warren/internal/tun"
 )
@@ -46,7 +46,8 @@ const (
 type Stats struct {
 	OutPackets   atomic.Uint64 // packets handed to the engine (after splitting)
 	OutSuper     atomic.Uint64 // netstack super-packets split for the engine
-	InPackets    atomic.Uint64 // packets from the engine given to netstack
+	InPackets    atomic.Uint64 // packets from the engine given to netstack (before merging)
+	InMerged     atomic.Uint64 // packets given to netstack merged of several
 	InMalformed  atomic.Uint64 // packets from the engine dropped: not a well-formed IP packet
 	OutDropped   atomic.Uint64 // packets of netstack's dropped: did not fit the engine's buffers
 	InAfterClose atomic.Uint64 // packets written after Close
@@ -72,8 +73,9 @@ type Device struct {
 	pending *stack.PacketBuffer // taken from out but not yet returned by Read
 	vec     [][]byte            // a super-packet's views, for splitting
 
-	wmu sync.Mutex
-	gro gro.GRO
+	wmu    sync.Mutex
+	merger tun.Merger
+	iov    [][]byte // a merged packet's parts, for copying
 
 	stats Stats
 }
@@ -93,9 +95,9 @@ func NewDevice(mtu int) *Device {
 		closed: make(chan struct{}),
 		events: make(chan tun.Event, 1),
 		vec:    make([][]byte, 0, 16),
+		iov:    make([][]byte, 0, 64),
 	}
 	d.mtu.Store(uint32(mtu))
-	d.gro.Init(true)
 	d.events <- tun.EventUp
 	return d
 }
@@ -257,8 +259,9 @@ func copyPacket(dst []byte, pkt *stack.PacketBuffer) {
 }
 
 // Write hands the engine's packets to netstack, the segments of each TCP
-// flow coalesced. A packet that is not a well-formed IPv4 or IPv6 packet
-// is dropped and counted.
+// flow in the batch merged (tun.Merger, the GRO of the TUN path) and
+// copied once into one netstack buffer per merged packet. A packet that is
+// not a well-formed IPv4 or IPv6 packet is dropped and counted.
 func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	select {
 	case <-d.closed:
@@ -274,30 +277,82 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 	}
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
-	d.gro.Dispatcher = disp
-	for _, b := range bufs {
-		if offset > len(b) {
-			d.stats.InMalformed.Add(1)
-			continue
+	if offset < tun.MergeOffset {
+		// No room for the merger's header: one by one.
+		for _, b := range bufs {
+			if offset > len(b) {
+				d.stats.InMalformed.Add(1)
+				continue
+			}
+			d.deliver(disp, b[offset:])
 		}
-		p := b[offset:]
-		proto, ok := ipPacket(p)
-		if !ok {
-			d.stats.InMalformed.Add(1)
-			continue
-		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
-		pkt.NetworkProtocolNumber = proto
-		// The engine authenticated the packet (AEAD) and checked its
-		// source against the peer's allowed IPs: a bad checksum can only
-		// come from the sending peer's own flow.
-		pkt.RXChecksumValidated = true
-		d.gro.Enqueue(pkt)
-		pkt.DecRef()
-		d.stats.InPackets.Add(1)
+		return len(bufs), nil
 	}
-	d.gro.Flush()
+	in := bufs
+	for _, b := range bufs {
+		if len(b) <= offset {
+			in = nil
+			break
+		}
+	}
+	if in == nil {
+		// Some hold no packet: dropped, the rest merged.
+		for _, b := range bufs {
+			if len(b) <= offset {
+				d.stats.InMalformed.Add(1)
+			} else {
+				in = append(in, b)
+			}
+		}
+	}
+	n := d.merger.Plan(in, offset)
+	for k := range n {
+		idx, length, segs := d.merger.Packet(k)
+		if segs == 1 {
+			d.deliver(disp, in[idx][offset:])
+			continue
+		}
+		// A merged packet: its headers were checked and rewritten by
+		// the merger; its parts are copied into one view.
+		d.iov = d.merger.Pieces(d.iov[:0], in, offset, k)
+		v := buffer.NewViewSize(length)
+		at := 0
+		for _, piece := range d.iov {
+			at += copy(v.AsSlice()[at:], piece)
+		}
+		clear(d.iov) // keep no engine buffer reachable
+		proto := header.IPv4ProtocolNumber
+		if v.AsSlice()[0]>>4 == 6 {
+			proto = header.IPv6ProtocolNumber
+		}
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+		pkt.NetworkProtocolNumber = proto
+		pkt.RXChecksumValidated = true // see deliver; the TCP checksum is partial
+		disp.DeliverNetworkPacket(proto, pkt)
+		pkt.DecRef()
+		d.stats.InPackets.Add(uint64(segs))
+		d.stats.InMerged.Add(1)
+	}
 	return len(bufs), nil
+}
+
+// deliver hands one packet p to netstack, copied into its buffer, if it
+// is a well-formed IP packet; dropped and counted if not. d.wmu held.
+func (d *Device) deliver(disp stack.NetworkDispatcher, p []byte) {
+	proto, ok := ipPacket(p)
+	if !ok {
+		d.stats.InMalformed.Add(1)
+		return
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
+	pkt.NetworkProtocolNumber = proto
+	// The engine authenticated the packet (AEAD) and checked its source
+	// against the peer's allowed IPs: a bad checksum can only come from
+	// the sending peer's own flow.
+	pkt.RXChecksumValidated = true
+	disp.DeliverNetworkPacket(proto, pkt)
+	pkt.DecRef()
+	d.stats.InPackets.Add(1)
 }
 
 // ipPacket checks that p is one whole IPv4 or IPv6 packet (the lengths

@@ -139,7 +139,7 @@ func (st *Stack) SetAddresses(addrs []netip.Prefix) error {
 }
 
 // RxPackets is how many packets the stack's IP layer received: fewer
-// than the device's InPackets when GRO coalesced segments.
+// than the device's InPackets when Write merged segments.
 func (st *Stack) RxPackets() uint64 {
 	return st.s.NICInfo()[nicID].Stats.Rx.Packets.Value()
 }
