@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/warrenmesh/warren/internal/clock"
@@ -103,8 +104,10 @@ type Console struct {
 	mux   *http.ServeMux
 	auth  map[string]Authenticator // by ID
 	done  chan struct{}
-	clk   clock.Clock
-	audit bool // the admin API has an audit log (GET /api/v1/audit): the audit page is served
+	// closeOnce closes done.
+	closeOnce sync.Once
+	clk       clock.Clock
+	audit     bool // the admin API has an audit log (GET /api/v1/audit): the audit page is served
 }
 
 // New returns the console.
@@ -137,13 +140,11 @@ func New(o Options) (*Console, error) {
 	return c, nil
 }
 
-// Close ends the live streams (call it when the server shuts down).
+// Close ends the live streams (call it when the server shuts down). It may
+// be called more than once, also at the same time (the server both defers
+// it and registers it with its HTTP server's Shutdown).
 func (c *Console) Close() {
-	select {
-	case <-c.done:
-	default:
-		close(c.done)
-	}
+	c.closeOnce.Do(func() { close(c.done) })
 }
 
 func parsePages() (map[string]*template.Template, error) {
