@@ -114,7 +114,9 @@ func (d *Device) handleHandshake(he *handshakeElem) {
 		e, ok := d.index.lookup(r.Receiver)
 		if !ok || !e.peer.cookies.ConsumeReply(&r, now) {
 			d.Stats.DropCookieReply.Add(1)
+			return
 		}
+		d.Stats.CookieRepliesTaken.Add(1)
 		return
 	}
 	if !d.cookies.CheckMAC1(msg) {

@@ -27,6 +27,9 @@ type Stats struct {
 	DropPolicy         atomic.Uint64 // refused by the packet filter (SetFilter)
 	DropDestination    atomic.Uint64 // addressed to neither this node nor a route it forwards (SetFilter)
 	CookieRepliesSent  atomic.Uint64
+	// CookieRepliesTaken counts cookie replies accepted from peers under
+	// load: our next handshake message to that peer carries MAC2.
+	CookieRepliesTaken atomic.Uint64
 	// RoamRefused counts authenticated packets (batches) that arrived
 	// labelled with another peer's endpoint; the peer's endpoint stayed.
 	RoamRefused    atomic.Uint64

@@ -54,7 +54,7 @@ var (
 	peerJitter    = Desc("warren_peer_path_jitter_seconds", "Smoothed variation of probe RTTs on the peer's direct path (absent when not direct).", peerLabels...)
 
 	drops         = Desc("warren_drops_total", "Packets the engine dropped, by reason.", "reason")
-	handshakes    = Desc("warren_handshakes_total", "Handshakes, by event: initiations sent, completed (either role), cookie replies sent.", "event")
+	handshakes    = Desc("warren_handshakes_total", "Handshakes, by event: initiations sent, completed (either role), cookie replies sent, cookie replies taken (a peer under load).", "event")
 	queueDepth    = Desc("warren_queue_depth", "Entries waiting in the engine's device-wide queues (batches for encrypt/decrypt, messages for handshake).", "queue")
 	udpDatagrams  = Desc("warren_udp_datagrams_total", "UDP datagrams moved by the transport, by direction.", "dir")
 	udpMessages   = Desc("warren_udp_messages_total", "sendmmsg/recvmmsg entries (a GSO/GRO message carries several datagrams), by direction: datagrams/messages is the mean offload batch.", "dir")
@@ -164,6 +164,7 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	counter(handshakes, st.HandshakesSent.Load(), "initiation_sent")
 	counter(handshakes, st.HandshakesDone.Load(), "completed")
 	counter(handshakes, st.CookieRepliesSent.Load(), "cookie_reply_sent")
+	counter(handshakes, st.CookieRepliesTaken.Load(), "cookie_reply_taken")
 	counter(roamRefused, st.RoamRefused.Load())
 	enc, dec, hs := n.Device.QueueDepths()
 	gauge(queueDepth, float64(enc), "encrypt")
