@@ -1,9 +1,6 @@
 package main
 
 import (
-	"io"
-	"log"
-	"net"
 	"net/http"
 	"testing"
 
@@ -14,16 +11,7 @@ import (
 // the demo provider (DNS rebinding) is refused; its own address is served,
 // and the listener has timeouts against idle and slow clients.
 func TestProviderRefusesForeignHost(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := newProvider(ln, "warren-demo", "s3cret", log.New(io.Discard, "", 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go p.m.Server.Serve(ln)
-	t.Cleanup(func() { p.m.Server.Close() })
+	p, ln := startProvider(t)
 	if s := p.m.Server; s.ReadHeaderTimeout <= 0 || s.ReadTimeout <= 0 || s.WriteTimeout <= 0 || s.IdleTimeout <= 0 {
 		t.Errorf("timeouts: header %v read %v write %v idle %v", s.ReadHeaderTimeout, s.ReadTimeout, s.WriteTimeout, s.IdleTimeout)
 	}

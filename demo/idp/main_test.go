@@ -29,16 +29,7 @@ func TestSignInThroughDemoIdP(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := newProvider(ln, "warren-demo", "s3cret", log.New(io.Discard, "", 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go p.m.Server.Serve(ln)
-	t.Cleanup(func() { p.m.Server.Close() })
+	p, _ := startProvider(t)
 
 	front := oidctest.NewFront(t)
 	front.Mount(t, &oidctest.IdP{M: p.m}, st, nil)
@@ -124,4 +115,21 @@ func TestNotLinkedIntoWarren(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startProvider serves a demo provider on a loopback port until the test
+// ends.
+func startProvider(t *testing.T) (*provider, net.Listener) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := newProvider(ln, "warren-demo", "s3cret", log.New(io.Discard, "", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.m.Server.Serve(ln)
+	t.Cleanup(func() { p.m.Server.Close() })
+	return p, ln
 }
