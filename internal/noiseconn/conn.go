@@ -101,14 +101,14 @@ type Conn struct {
 	version uint16
 
 	rmu    sync.Mutex
-	rx     flynn.Cipher
+	rx     frameCipher
 	rn     uint64
 	rerr   error
 	frames frameReader
 	rplain []byte // unread plaintext, aliasing frames.buf
 
 	wmu  sync.Mutex
-	tx   flynn.Cipher
+	tx   frameCipher
 	wn   uint64
 	werr error
 	wbuf [frameHeaderLen + MaxCiphertext]byte
@@ -121,7 +121,7 @@ func newConn(nc net.Conn, r io.Reader, peer noise.PublicKey, tx, rx *flynn.Ciphe
 	if r == nil {
 		r = nc
 	}
-	return &Conn{nc: nc, r: r, peer: peer, version: ProtocolVersion, tx: tx.Cipher(), rx: rx.Cipher()}
+	return &Conn{nc: nc, r: r, peer: peer, version: ProtocolVersion, tx: newFrameCipher(tx), rx: newFrameCipher(rx)}
 }
 
 // Peer returns the remote static public key authenticated by the handshake:
@@ -160,7 +160,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if c.rn == lastNonce {
 			return 0, c.failRead(ErrNonceExhausted)
 		}
-		pt, err := c.rx.Decrypt(ct[:0], c.rn, nil, ct)
+		pt, err := c.rx.open(ct[:0], c.rn, ct)
 		if err != nil {
 			return 0, c.failRead(fmt.Errorf("%w (frame %d)", ErrDecrypt, c.rn))
 		}
@@ -201,7 +201,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		n := min(len(p), MaxPlaintext)
 		body := c.wbuf[frameHeaderLen : frameHeaderLen+n]
 		copy(body, p[:n])
-		ct := c.tx.Encrypt(body[:0], c.wn, nil, body)
+		ct := c.tx.seal(body[:0], c.wn, body)
 		c.wn++
 		binary.BigEndian.PutUint16(c.wbuf[:frameHeaderLen], uint16(len(ct)))
 		if _, err := c.nc.Write(c.wbuf[:frameHeaderLen+len(ct)]); err != nil {
@@ -245,7 +245,7 @@ func (c *Conn) writeBatched(p []byte) (int, error) {
 			n := min(len(p)-sent, MaxPlaintext)
 			at := len(buf)
 			buf = append(buf, 0, 0)
-			buf = c.tx.Encrypt(buf, c.wn, nil, p[sent:sent+n])
+			buf = c.tx.seal(buf, c.wn, p[sent:sent+n])
 			c.wn++
 			binary.BigEndian.PutUint16(buf[at:], uint16(len(buf)-at-frameHeaderLen))
 			sent += n
