@@ -135,7 +135,7 @@ func New(cfg Config) (*Client, error) {
 func refusal(err error) bool {
 	var pe *proto.Error
 	if errors.As(err, &pe) {
-		return pe.Code != proto.CodeInternal
+		return pe.Code != proto.CodeInternal && pe.Code != proto.CodeUnavailable
 	}
 	return errors.Is(err, noiseconn.ErrRefused) || errors.Is(err, noiseconn.ErrHandshake) ||
 		errors.Is(err, noiseconn.ErrVersionMismatch) || errors.Is(err, noiseconn.ErrNotAuthorized)
@@ -219,7 +219,15 @@ func (c *Client) RegisterInteractive(ctx context.Context, hostname string, endpo
 		Hostname: hostname, Endpoints: endpoints})
 }
 
-func (c *Client) register(ctx context.Context, req *proto.RegisterRequest) (*netmap.Node, error) {
+func (c *Client) register(ctx context.Context, req *proto.RegisterRequest) (n *netmap.Node, err error) {
+	err = c.retryUnavailable(ctx, func() error {
+		n, err = c.registerOnce(ctx, req)
+		return err
+	})
+	return n, err
+}
+
+func (c *Client) registerOnce(ctx context.Context, req *proto.RegisterRequest) (*netmap.Node, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("register: %w", err)
@@ -389,14 +397,8 @@ func (c *Client) Run(ctx context.Context, onMap func(*netmap.NetworkMap)) error 
 			level = slog.LevelWarn
 		}
 		c.cfg.Logger.Log(ctx, level, "control: map stream ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
-		fired := make(chan struct{})
-		t := c.cfg.Clock.NewTimer(func() { close(fired) })
-		t.Reset(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !c.sleep(ctx, wait) {
 			return ctx.Err()
-		case <-fired:
 		}
 		backoff = min(backoff*2, c.cfg.MaxBackoff)
 	}

@@ -127,6 +127,10 @@ const (
 	CodeRegistrationExpired = "registration_expired" // start again
 	CodeLoginUnavailable    = "login_unavailable"    // the server has no sign-in: use an auth key
 	CodeInternal            = "internal"
+	// CodeUnavailable: the server cannot reach its database (down, or
+	// failing over). Nothing was done; the same request may succeed
+	// shortly, and clients retry it.
+	CodeUnavailable = "unavailable"
 )
 
 // MapRequest opens the map stream for the session's node.

@@ -25,8 +25,7 @@ func (s *Server) rotateKey(key pubkey.Node, req *proto.RotateKeyRequest) *proto.
 	case errors.Is(err, store.ErrNotFound):
 		return refuse(proto.CodeNotRegistered, "this node is not registered")
 	case err != nil:
-		s.log.Error("control: rotate key failed", "node", key, "err", err)
-		return refuse(proto.CodeInternal, "internal server error")
+		return refuse(s.failed("rotate key", key, err))
 	case n.Via != 0:
 		return refuse(proto.CodeNotRegistered, wireGuardOnlyKey)
 	case !n.Expiry.IsZero() && !n.Expiry.After(s.clk.Now()):
@@ -36,8 +35,7 @@ func (s *Server) rotateKey(key pubkey.Node, req *proto.RotateKeyRequest) *proto.
 		if errors.Is(err, store.ErrNodeKeyInUse) {
 			return refuse(proto.CodeNodeKeyInUse, "the new key belongs to another node")
 		}
-		s.log.Error("control: rotate key failed", "node", key, "err", err)
-		return refuse(proto.CodeInternal, "internal server error")
+		return refuse(s.failed("rotate key", key, err))
 	}
 	n.NodeKey = req.NewKey
 	if err := s.sync(); err != nil {
@@ -66,14 +64,14 @@ func (s *Server) logout(key pubkey.Node) *proto.LogoutResponse {
 	case errors.Is(err, store.ErrNotFound):
 		return &proto.LogoutResponse{Code: proto.CodeNotRegistered, Error: "logout: this node is not registered"}
 	case err != nil:
-		s.log.Error("control: logout failed", "node", key, "err", err)
-		return &proto.LogoutResponse{Code: proto.CodeInternal, Error: "internal server error"}
+		code, msg := s.failed("logout", key, err)
+		return &proto.LogoutResponse{Code: code, Error: msg}
 	case n.Via != 0:
 		return &proto.LogoutResponse{Code: proto.CodeNotRegistered, Error: "logout: " + wireGuardOnlyKey}
 	}
 	if err := s.st.DeleteNode(ctx, n.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
-		s.log.Error("control: logout failed", "node", key, "err", err)
-		return &proto.LogoutResponse{Code: proto.CodeInternal, Error: "internal server error"}
+		code, msg := s.failed("logout", key, err)
+		return &proto.LogoutResponse{Code: code, Error: msg}
 	}
 	if err := s.sync(); err != nil {
 		s.log.Error("control: logout failed", "node", key, "err", err)

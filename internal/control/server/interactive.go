@@ -82,8 +82,8 @@ func (s *Server) registerInteractive(key pubkey.Node, req *proto.RegisterRequest
 	case err == nil && !req.ForceReauth && (n.Expiry.IsZero() || n.Expiry.After(s.clk.Now())):
 		return s.registered(ctx, n) // already in: a retry
 	case err != nil && !errors.Is(err, store.ErrNotFound):
-		s.log.Error("control: interactive registration failed", "node", key, "err", err)
-		return &proto.RegisterResponse{Code: proto.CodeInternal, Error: "internal server error"}
+		code, msg := s.failed("interactive registration", key, err)
+		return &proto.RegisterResponse{Code: code, Error: msg}
 	}
 	ttl := in.TTL
 	if ttl <= 0 {
@@ -91,8 +91,8 @@ func (s *Server) registerInteractive(key pubkey.Node, req *proto.RegisterRequest
 	}
 	r, err := s.st.CreateRegistration(ctx, key, req.Hostname, ttl)
 	if err != nil {
-		s.log.Error("control: interactive registration failed", "node", key, "err", err)
-		return &proto.RegisterResponse{Code: proto.CodeInternal, Error: "internal server error"}
+		code, msg := s.failed("interactive registration", key, err)
+		return &proto.RegisterResponse{Code: code, Error: msg}
 	}
 	u := in.LoginURL(r.RegID)
 	return &proto.RegisterResponse{Code: proto.CodeLoginRequired, AuthURL: u, RegistrationID: r.RegID,
@@ -116,8 +116,8 @@ func (s *Server) continueRegistration(key pubkey.Node, regID string) *proto.Regi
 		if errors.Is(err, store.ErrNotFound) || (err == nil && r.NodeKey != key) {
 			return &proto.RegisterResponse{Code: proto.CodeRegistrationExpired, Error: "registration refused: unknown registration ID; run warren up again"}
 		} else if err != nil {
-			s.log.Error("control: interactive registration failed", "node", key, "err", err)
-			return &proto.RegisterResponse{Code: proto.CodeInternal, Error: "internal server error"}
+			code, msg := s.failed("interactive registration", key, err)
+			return &proto.RegisterResponse{Code: code, Error: msg}
 		}
 		if r.NodeID != 0 {
 			n, err := s.st.GetNode(ctx, r.NodeID)

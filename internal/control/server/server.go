@@ -370,7 +370,26 @@ func errorCode(err error) (code, msg string) {
 		return proto.CodeInternal, "registration refused: the deployment has no free addresses"
 	case errors.Is(err, store.ErrInvalid):
 		return proto.CodeBadRequest, "registration refused: invalid request"
+	case store.IsUnavailable(err):
+		return proto.CodeUnavailable, unavailableMsg
 	}
+	return proto.CodeInternal, "internal server error"
+}
+
+// unavailableMsg answers a request the store could not serve because the
+// database is out of reach: in fixed words (the cause, which may name a
+// host or a path, goes only to the log).
+const unavailableMsg = "the control server cannot reach its database; try again shortly"
+
+// failed logs a request that a store error ended and returns its answer:
+// proto.CodeUnavailable when the database is out of reach (a condition
+// that passes, logged as a warning), else proto.CodeInternal.
+func (s *Server) failed(what string, key pubkey.Node, err error) (code, msg string) {
+	if store.IsUnavailable(err) {
+		s.log.Warn("control: "+what+" failed: the database is unreachable", "node", key, "err", err)
+		return proto.CodeUnavailable, unavailableMsg
+	}
+	s.log.Error("control: "+what+" failed", "node", key, "err", err)
 	return proto.CodeInternal, "internal server error"
 }
 
@@ -402,8 +421,8 @@ func (s *Server) register(key pubkey.Node, req *proto.RegisterRequest) *proto.Re
 	n, err := s.st.RegisterNode(ctx, req.AuthKey, key, req.Hostname, store.RegisterOptions{Endpoints: endpointStrings(req.Endpoints)})
 	if err != nil {
 		code, msg := errorCode(err)
-		if code == proto.CodeInternal {
-			s.log.Error("control: register failed", "node", key, "err", err)
+		if code == proto.CodeInternal || code == proto.CodeUnavailable {
+			code, msg = s.failed("register", key, err)
 		}
 		return &proto.RegisterResponse{Code: code, Error: msg}
 	}

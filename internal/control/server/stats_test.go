@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/warrenmesh/warren/internal/control/server"
+	"github.com/warrenmesh/warren/internal/netmap"
 )
 
 // TestStats checks the counters behind the server's metrics: streams
@@ -13,6 +14,10 @@ func TestStats(t *testing.T) {
 	e := newEnv(t, server.Options{})
 	e.start()
 	a := e.join("alpha", e.reuse)
+	// Alpha's stream is up before bravo joins, so bravo reaches it as a
+	// delta (under load, a stream still starting would get bravo in its
+	// full map instead).
+	a.waitMap("its full map", pushWait, func(*netmap.NetworkMap) bool { return true })
 	b := e.join("bravo", e.reuse)
 	a.waitMap("bravo", pushWait, hasPeers(b))
 	b.waitMap("alpha", pushWait, hasPeers(a))

@@ -36,8 +36,8 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 		s.writeError(c, proto.CodeNotRegistered, "this node key is not registered; register with an auth key first")
 		return
 	case err != nil:
-		s.log.Error("control: map request failed", "node", key, "err", err)
-		s.writeError(c, proto.CodeInternal, "internal server error")
+		code, msg := s.failed("map request", key, err)
+		s.writeError(c, code, msg)
 		return
 	case n.Via != 0:
 		// A WireGuard-only member's key: its gateway speaks for it.
@@ -57,8 +57,8 @@ func (s *Server) stream(c *noiseconn.Conn, key pubkey.Node, req *proto.MapReques
 			s.writeError(c, proto.CodeDiscoKeyInUse, discoKeyInUse)
 			return
 		case err != nil:
-			s.log.Error("control: map request failed", "node", key, "err", err)
-			s.writeError(c, proto.CodeInternal, "internal server error")
+			code, msg := s.failed("map request", key, err)
+			s.writeError(c, code, msg)
 			return
 		}
 	}
