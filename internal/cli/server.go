@@ -294,7 +294,7 @@ func serve(ctx context.Context, c serverConfig, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	srv := server.New(st, key, server.Options{Domain: config.Get(cfg, config.ServerDomain),
-		EphemeralGrace: config.Get(cfg, config.ServerEphemeralGrace), TrafficInterval: config.Get(cfg, config.ServerWireGuardTrafficInterval), Relays: offered, ReplicaRelay: own, Logger: logger, Replica: replica,
+		EphemeralGrace: config.Get(cfg, config.ServerEphemeralGrace), AuditKeep: config.Get(cfg, config.ServerAuditKeep), TrafficInterval: config.Get(cfg, config.ServerWireGuardTrafficInterval), Relays: offered, ReplicaRelay: own, Logger: logger, Replica: replica,
 		Interactive: interactiveOptions(cfg)}) // server_oidc.go
 	defer srv.Close()
 	mux.Handle("/", srv.Handler())

@@ -34,6 +34,8 @@ var (
 		"the deployment's DNS domain (default warren.internal)", checkDomain)
 	ServerEphemeralGrace = declare[time.Duration](Server, "ephemeral_grace", durationKind{min: time.Second}, "2m",
 		"how long an ephemeral node may stay offline before it is deleted", nil)
+	ServerAuditKeep = declare[time.Duration](Server, "audit_keep", durationKind{}, "365d",
+		"how long the audit log keeps an entry; older ones are deleted once an hour (0: keep every entry)", nil)
 	ServerWireGuardTrafficInterval = declare[time.Duration](Server, "wg_traffic_interval", durationKind{min: time.Second}, "1m",
 		"how often at most a WireGuard-only member's traffic, as its gateway reports it, changes in the other nodes' maps (each change is a message to every node)", nil)
 	ServerRelay = Server.boolean("relay",

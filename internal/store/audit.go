@@ -70,3 +70,16 @@ func (s *Store) ListAudit(ctx context.Context, since time.Time, limit int) ([]*A
 	}
 	return out, wrap("list audit", rows.Err())
 }
+
+// PruneAudit deletes the audit entries older than before and returns how
+// many it deleted.
+func (s *Store) PruneAudit(ctx context.Context, before time.Time) (int64, error) {
+	unlock := s.lockWrite()
+	defer unlock()
+	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM audit_log WHERE at < ?`), before.UnixNano())
+	if err != nil {
+		return 0, wrap("prune audit", err)
+	}
+	n, err := res.RowsAffected()
+	return n, wrap("prune audit", err)
+}

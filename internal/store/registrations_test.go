@@ -98,6 +98,17 @@ func TestAuditAndSessions(t *testing.T) {
 		if len(es) != 1 || es[0].Action != "three" {
 			t.Fatalf("limit: %+v", es)
 		}
+		// Retention: what is older than the cut goes, nothing else.
+		if n := must[int64](t)(s.PruneAudit(ctx, now.Add(90*time.Minute))); n != 2 {
+			t.Fatalf("pruned %d, want one and two", n)
+		}
+		if n := must[int64](t)(s.PruneAudit(ctx, now.Add(2*time.Hour))); n != 0 {
+			t.Fatalf("pruned %d at the newest entry's own time, want 0", n)
+		}
+		es = must[[]*AuditEntry](t)(s.ListAudit(ctx, time.Time{}, 0))
+		if len(es) != 1 || es[0].Action != "three" {
+			t.Fatalf("after pruning: %+v", es)
+		}
 		u := must[*User](t)(s.CreateUser(ctx, "alice"))
 		tok, _, err := s.CreateWebSession(ctx, u.ID, "a@example.com", true, time.Hour)
 		if err != nil {

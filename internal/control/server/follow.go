@@ -156,6 +156,7 @@ func (s *Server) pass() time.Duration {
 	s.syn.mu.Unlock()
 
 	s.sweep()
+	s.pruneAudit()
 	s.mu.Lock()
 	s.refuseExpiredLocked()
 	next := min(s.nextExpiryLocked(), s.publishTrafficLocked())

@@ -19,7 +19,8 @@ import (
 //     ReplicaHeartbeat; a node whose replica's heartbeat is older than
 //     ReplicaLapse is marked offline by the duty holder;
 //   - the singleton duties — marking lapsed replicas' nodes offline,
-//     deleting ephemeral nodes, pruning the change log by age — run only
+//     deleting ephemeral nodes, pruning the change log by age, pruning the
+//     audit log (auditkeep.go) — run only
 //     while this replica holds the duty lock (store.HoldDuties); a server
 //     alone holds it always;
 //   - the worker is woken by other replicas' changes (store.WatchChanges)

@@ -103,6 +103,10 @@ type Options struct {
 	ReplicaLapse time.Duration
 	// ChangeKeep is how long replicas keep the change log; default 1 h.
 	ChangeKeep time.Duration
+	// AuditKeep is how long the audit log keeps an entry: older ones are
+	// deleted once an hour, by the replica holding the duties (auditkeep.go);
+	// 0 keeps every entry.
+	AuditKeep time.Duration
 	// Relays are the packet relays offered to every node (in their maps).
 	// A replica offers the live replicas' relays (relays.go) before them.
 	Relays []netmap.RelayRegion
@@ -147,8 +151,9 @@ type Server struct {
 	wg     sync.WaitGroup // worker, handlers and writers
 	closed bool           // under mu
 
-	fol follower  // the worker's position in the store's change log (follow.go)
-	syn syncState // handlers waiting for the worker (follow.go)
+	fol         follower  // the worker's position in the store's change log (follow.go)
+	auditPruned time.Time // the worker's last pruning of the audit log (auditkeep.go)
+	syn         syncState // handlers waiting for the worker (follow.go)
 
 	gateMu sync.Mutex           // guards gates; taken alone
 	gates  map[uint64]*nodeGate // per-node write gates (follow.go)

@@ -41,6 +41,7 @@ type Store interface {
 	GetRegistration(ctx context.Context, regID string) (*store.Registration, error)
 	CompleteRegistration(ctx context.Context, regID string, userID int64, expiry time.Time, approved bool) (*store.Node, error)
 	RecordAudit(ctx context.Context, e store.AuditEntry) error
+	PruneAudit(ctx context.Context, before time.Time) (int64, error)
 	SetHostinfo(ctx context.Context, id int64, h store.Hostinfo) error
 	SetRelayPort(ctx context.Context, id int64, port uint16) error
 }
