@@ -89,7 +89,8 @@ type Stats struct {
 	DiscoReplayed                  atomic.Uint64 // pings refused as replays (seen, or older than the window)
 	DiscoRateLimited               atomic.Uint64 // disco packets dropped by the per-source limit
 	RelaySent, RelayRecv           atomic.Uint64
-	RelayDrops                     atomic.Uint64 // received from the relay, dropped: the engine was behind
+	RelayDrops                     atomic.Uint64 // received from the relay, dropped: the layer was closed
+	RelayWaits                     atomic.Uint64 // received from the relay while the engine was behind: the relay's reader waited
 	RelaySendDrops                 atomic.Uint64 // to the relay, dropped: its send queue was full
 	NoPath                         atomic.Uint64 // sends dropped: no address, no relay
 	// Peer relays (peerrelay.go).

@@ -9,8 +9,12 @@ import (
 	"github.com/warrenmesh/warren/internal/pubkey"
 )
 
-// ReceiveRelayed hands the layer a packet the relay delivered from src. It
-// does not block: when the engine is behind, the packet is dropped.
+// ReceiveRelayed hands the layer a packet the relay delivered from src.
+// When the engine is behind it waits for it, as long as the layer is open:
+// the relay connection's reader then stops reading, its TCP window closes
+// and the relay holds (or drops) the packets before they cross to this
+// node, rather than this node receiving and decrypting them only to drop
+// them. A layer not open drops the packet.
 func (c *Conn) ReceiveRelayed(src pubkey.Node, pkt []byte) {
 	c.Stats.RelayRecv.Add(1)
 	if isDisco(pkt) {
@@ -19,12 +23,25 @@ func (c *Conn) ReceiveRelayed(src pubkey.Node, pkt []byte) {
 	}
 	bp := relayBufs.Get().(*[]byte)
 	*bp = append((*bp)[:0], pkt...)
+	rp := relayPacket{src: src, b: *bp, buf: bp}
 	select {
-	case c.relayIn <- relayPacket{src: src, b: *bp, buf: bp}:
+	case c.relayIn <- rp:
+		return
 	default:
-		relayBufs.Put(bp)
-		c.Stats.RelayDrops.Add(1)
 	}
+	c.mu.RLock()
+	stop, open := c.stop, c.open
+	c.mu.RUnlock()
+	if open {
+		c.Stats.RelayWaits.Add(1)
+		select {
+		case c.relayIn <- rp:
+			return
+		case <-stop:
+		}
+	}
+	relayBufs.Put(bp)
+	c.Stats.RelayDrops.Add(1)
 }
 
 func (c *Conn) receiveRelay(stop chan struct{}) conn.ReceiveFunc {
