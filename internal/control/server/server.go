@@ -427,7 +427,7 @@ func (s *Server) register(key pubkey.Node, req *proto.RegisterRequest) *proto.Re
 	if err != nil {
 		code, msg := errorCode(err)
 		if code == proto.CodeInternal || code == proto.CodeUnavailable {
-			code, msg = s.failed("register", key, err)
+			s.failed("register", key, err) // logged; errorCode's answer stands (no free addresses, say)
 		}
 		return &proto.RegisterResponse{Code: code, Error: msg}
 	}

@@ -150,3 +150,25 @@ func TestDatabaseUnavailable(t *testing.T) {
 		t.Fatalf("the node is still stored after its logout: %v", err)
 	}
 }
+
+// exhaustedStore refuses every registration: no free addresses.
+type exhaustedStore struct{ server.Store }
+
+func (exhaustedStore) RegisterNode(context.Context, string, pubkey.Node, string, store.RegisterOptions) (*store.Node, error) {
+	return nil, fmt.Errorf("register node: %w", store.ErrAddressExhausted)
+}
+
+// TestRegisterNoFreeAddresses: a store refusal that is the server's
+// trouble, not the node's, is still answered in its own words.
+func TestRegisterNoFreeAddresses(t *testing.T) {
+	e := newEnv(t, server.Options{PollInterval: time.Hour})
+	e.WrapStore = func(s server.Store) server.Store { return exhaustedStore{s} }
+	e.start()
+	ctx, cancel := context.WithTimeout(context.Background(), pushWait)
+	defer cancel()
+	_, err := e.client(genKey(t), "", "").Register(ctx, e.reuse, "alpha", nil)
+	var re *client.RegisterError
+	if !errors.As(err, &re) || re.Code != proto.CodeInternal || re.Message != "registration refused: the deployment has no free addresses" {
+		t.Fatalf("register with no free addresses: %v", err)
+	}
+}
