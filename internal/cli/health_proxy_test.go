@@ -134,15 +134,7 @@ func (p *cutProxy) setCut(cut bool) {
 // with the reason while the database cannot be reached and recovers when
 // it can again. (Runs when WARREN_TEST_POSTGRES names a server.)
 func TestServerReadyzPostgres(t *testing.T) {
-	var dsn string
-	for _, b := range storetest.Backends(t) {
-		if b.Name == "postgres" {
-			dsn = b.DSN(t)
-		}
-	}
-	if dsn == "" {
-		t.Skipf("%s unset", storetest.EnvPostgres)
-	}
+	dsn := storetest.PostgresDSN(t)
 	proxy, viaProxy := newPGProxy(t, dsn)
 	ts := startServer(t, filepath.Join(t.TempDir(), "data"), "--db", viaProxy)
 	if code, body := get(t, ts.url+readyPath, ""); code != 200 || body != "ok\n" {

@@ -23,15 +23,7 @@ import (
 // cannot reach its database — not "internal server error" — and, asking
 // again, joins once the database is back.
 func TestRegisterWhileDatabaseDown(t *testing.T) {
-	var dsn string
-	for _, b := range storetest.Backends(t) {
-		if b.Name == "postgres" {
-			dsn = b.DSN(t)
-		}
-	}
-	if dsn == "" {
-		t.Skipf("%s unset", storetest.EnvPostgres)
-	}
+	dsn := storetest.PostgresDSN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	proxy, viaProxy := newPGProxy(t, dsn)

@@ -127,16 +127,7 @@ func TestPruneChangesByAge(t *testing.T) {
 
 func pgStore(t *testing.T) (*Store, string) {
 	t.Helper()
-	var pg *storetest.Backend
-	for _, b := range storetest.Backends(t) {
-		if b.Name == "postgres" {
-			pg = &b
-		}
-	}
-	if pg == nil {
-		t.Skip("no PostgreSQL")
-	}
-	dsn := pg.DSN(t)
+	dsn := storetest.PostgresDSN(t)
 	s := must[*Store](t)(Open(context.Background(), dsn, Options{}))
 	t.Cleanup(func() { s.Close() })
 	return s, dsn

@@ -50,15 +50,7 @@ type replica struct {
 
 func newReplicaLab(t *testing.T, n int) *replicaLab {
 	t.Helper()
-	var dsn string
-	for _, b := range storetest.Backends(t) {
-		if b.Name == "postgres" {
-			dsn = b.DSN(t)
-		}
-	}
-	if dsn == "" {
-		t.Skip("replicas need PostgreSQL")
-	}
+	dsn := storetest.PostgresDSN(t) // replicas need PostgreSQL
 	// The replicas' sessions carry a name of their own, so a test can end
 	// them (as a restart of PostgreSQL would) without touching others'.
 	u, err := url.Parse(dsn)

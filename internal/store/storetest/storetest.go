@@ -48,6 +48,20 @@ func Backends(t testing.TB) []Backend {
 	return append(bs, Backend{"postgres", func(t testing.TB) string { return Schema(t, pg) }})
 }
 
+// PostgresDSN returns a fresh PostgreSQL schema's DSN (as Backends'
+// "postgres" one), and skips the test when EnvPostgres is unset (fails it
+// under EnvRequirePostgres).
+func PostgresDSN(t testing.TB) string {
+	t.Helper()
+	for _, b := range Backends(t) {
+		if b.Name == "postgres" {
+			return b.DSN(t)
+		}
+	}
+	t.Skipf("%s unset: this test needs PostgreSQL", EnvPostgres)
+	return ""
+}
+
 var schemaSeq atomic.Int64
 
 // Schema creates a fresh schema on the server at dsn, dropped when the
